@@ -1,0 +1,113 @@
+"""The zoo's dataset card (``README.md``): a YAML header the Hub and ``datasets`` read, then
+a plain description of the zoo (what it is, its architectures, counts, metric summaries) and
+how to load it."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+METRIC_COLUMNS = ("test_acc", "train_acc", "test_loss", "train_loss", "ggap", "psnr", "mse")
+
+
+def size_category(n_rows: int) -> str:
+    """The Hub's ``size_categories`` bucket for ``n_rows`` rows."""
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+              (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+    for bound, label in bounds:
+        if n_rows < bound:
+            return label
+    return "n>1T" if n_rows > 10**12 else "100M<n<1B"
+
+
+def metric_summary(table: pa.Table) -> dict[str, dict[str, float]]:
+    """min/mean/max of each metric column over rows with status ``ok``, last checkpoint only."""
+    if table.num_rows == 0:
+        return {}
+    ok = table.filter(pc.equal(table.column("status"), "ok")) if "status" in table.column_names else table
+    if "checkpoint" in ok.column_names and ok.num_rows:
+        last = pc.max(ok.column("checkpoint")).as_py()
+        ok = ok.filter(pc.equal(ok.column("checkpoint"), last))
+    out = {}
+    for col in METRIC_COLUMNS:
+        if col in ok.column_names and ok.num_rows:
+            vals = [v for v in ok.column(col).to_pylist() if v is not None and math.isfinite(v)]
+            if vals:
+                out[col] = {"min": min(vals), "mean": sum(vals) / len(vals), "max": max(vals)}
+    return out
+
+
+def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
+    """The dataset card of the zoo at ``root`` (optionally naming its Hub ``repo_id``)."""
+    from catalog.zoo import Zoo
+
+    zoo = Zoo(root)
+    m = zoo.manifest
+    table = zoo.table
+    header = {
+        "license": m.spec.get("license", "cc-by-4.0"),
+        "tags": ["weight-space-learning", "model-zoo", "weightzoo"],
+        "size_categories": [size_category(table.num_rows)],
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": "train", "path": "models/*.parquet"}]}],
+    }
+    counts = m.counts
+    spec = m.spec
+    lines = [
+        "---",
+        yaml.safe_dump(header, sort_keys=False).rstrip(),
+        "---",
+        "",
+        f"# {m.name}",
+        "",
+        "A model zoo built with [weightzoo](https://pypi.org/project/weightzoo/): a population of "
+        "trained neural networks stored as Parquet metadata (one row per model checkpoint) and "
+        "safetensors weight shards.",
+        "",
+        "## Contents",
+        "",
+        f"- rows (model checkpoints): {counts.get('rows', 0)}",
+        f"- training runs: {counts.get('runs', 0)}",
+        f"- architectures: {len(m.architectures)}",
+        f"- status: {counts.get('status_ok', 0)} ok, {counts.get('status_diverged', 0)} diverged",
+    ]
+    if spec:
+        ds = spec.get("dataset", {})
+        arch = spec.get("architecture", {})
+        lines += ["", "## Build spec", "",
+                  f"- dataset: `{ds.get('name', '?')}`",
+                  f"- architecture: `{arch.get('name', '?')}`",
+                  f"- task: `{spec.get('task', {}).get('name', 'classify')}`"]
+        grid = spec.get("grid") or {}
+        if grid:
+            lines.append("- grid axes: " + ", ".join(f"`{k}` ({len(v)} values)" for k, v in grid.items()))
+        rnd = spec.get("random") or {}
+        if rnd:
+            lines.append(f"- random axes: {rnd.get('samples', '?')} samples")
+    lines += ["", "## Architectures", "", "| arch_id | family | layers | parameters |", "| --- | --- | --- | --- |"]
+    for arch_id, net in zoo.architectures.items():
+        layer_desc = " → ".join(f"{layer.kind}({layer.in_features}→{layer.out_features})" for layer in net.layers)
+        lines.append(f"| `{arch_id}` | {net.family} | {layer_desc} | {net.n_params} |")
+    summary = metric_summary(table)
+    if summary:
+        lines += ["", "## Metrics at the last checkpoint (status ok)", "",
+                  "| metric | min | mean | max |", "| --- | --- | --- | --- |"]
+        for k, v in summary.items():
+            lines.append(f"| {k} | {v['min']:.4g} | {v['mean']:.4g} | {v['max']:.4g} |")
+    target = repo_id or "ORG/NAME"
+    lines += [
+        "", "## Loading", "",
+        "With weightzoo:", "", "```python", "from catalog import open_zoo",
+        f'zoo = open_zoo("hf://datasets/{target}")' if repo_id else f'zoo = open_zoo("{Path(root).name}")',
+        'sel = zoo.select(where="status = \'ok\'")', "weights = sel.stacked()", "```", "",
+        "The metadata with 🤗 datasets:", "", "```python", "from datasets import load_dataset",
+        f'rows = load_dataset("{target}", split="train")', "```", "",
+        "The format (zoo.json, models/, weights/) is described in weightzoo's documentation.", "",
+    ]
+    zoo.close()
+    return "\n".join(lines)
