@@ -1,0 +1,50 @@
+"""weightspace: weight representations, symmetries and metanetworks trained on model zoos."""
+
+from weightspace.models import (
+    GMN,
+    NFN,
+    DWSNet,
+    FlatMLP,
+    HiddenNeuronPermutationLinear,
+    Metanetwork,
+    NeuronGraphLayer,
+    NeuronPermutationLinear,
+    StatNN,
+    build_metanetwork,
+    get_metanetwork,
+    metanetwork_names,
+    register_metanetwork,
+)
+from weightspace.representations import (
+    GraphStructure,
+    LayerTensors,
+    flat_to_params,
+    graph_batch_to_params,
+    graph_structure,
+    graph_to_params,
+    layers_to_params,
+    params_to_flat,
+    params_to_graph,
+    params_to_graph_batch,
+    params_to_layers,
+    unbatch_params,
+)
+from weightspace.symmetry import (
+    RandomNeuronSymmetry,
+    flip_signs,
+    hidden_layers,
+    permute_neurons,
+    random_permutations,
+    random_signs,
+    scale_neurons,
+)
+
+__all__ = [
+    "DWSNet", "FlatMLP", "GMN", "GraphStructure", "HiddenNeuronPermutationLinear", "LayerTensors",
+    "Metanetwork", "NFN", "NeuronGraphLayer", "NeuronPermutationLinear", "RandomNeuronSymmetry",
+    "StatNN", "build_metanetwork", "flat_to_params", "flip_signs", "get_metanetwork",
+    "graph_batch_to_params", "graph_structure", "graph_to_params", "hidden_layers",
+    "layers_to_params", "metanetwork_names", "params_to_flat", "params_to_graph",
+    "params_to_graph_batch", "params_to_layers", "permute_neurons", "random_permutations",
+    "random_signs", "register_metanetwork", "scale_neurons", "unbatch_params",
+]

@@ -1,0 +1,205 @@
+"""``gmn``: a graph metanetwork (Lim et al., 2024, "Graph Metanetworks for Processing Diverse
+Neural Architectures"; Kofinas et al., 2024, "Graph Neural Networks for Learning Equivariant
+Representations of Neural Networks").
+
+Message passing over the weight graph of :mod:`weightspace.representations.graph`: every layer
+updates edge features from their two end nodes, then node features from messages along the
+edges in both directions (forward: from fan-in neurons, backward: from fan-out neurons). All of
+it is sparse over ``edge_index``; nothing dense in the number of nodes is ever built. Hidden
+neurons enter only through their bias and layer index, so relabelling them relabels the graph
+and the model is permutation equivariant (nodes/edges) and, after mean pooling, invariant.
+Input/output neurons additionally get an embedding of their position, since their order means
+something.
+
+Because it works on graphs, one model handles networks of different widths, depths and
+architectures (MLPs, CNNs, SIRENs) in one batch: pass a PyG ``Batch`` from
+:func:`~weightspace.representations.params_to_graph_batch` to ``forward``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import scatter
+
+from catalog.errors import WeightzooError
+from catalog.network import NetworkSpec
+from weightspace.models._common import check_dropout, check_positive, make_mlp
+from weightspace.models.base import Metanetwork
+from weightspace.models.registry import register_metanetwork
+from weightspace.representations.graph import (
+    NODE_INPUT,
+    NODE_OUTPUT,
+    graph_batch_to_params,
+    graph_structure,
+    params_to_graph_batch,
+)
+
+
+class DirectedAggregation(MessagePassing):
+    """Mean of ``mlp([h_source, e])`` over the edges into each node (a direction of message passing).
+
+    Args:
+        dim: node/edge feature size.
+
+    Shapes:
+        ``h [N, dim]``, ``e [E, dim]``, ``edge_index [2, E]`` -> ``[N, dim]``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(aggr="mean")
+        self.mlp = make_mlp(2 * dim, dim, dim, 1)
+
+    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> Tensor:
+        return self.propagate(edge_index, h=h, e=e, size=(h.shape[0], h.shape[0]))
+
+    def message(self, h_j: Tensor, e: Tensor) -> Tensor:
+        return self.mlp(torch.cat([h_j, e], dim=-1))
+
+
+class NeuronGraphLayer(nn.Module):
+    """One GMN layer: edge update, then node update from forward and backward messages.
+
+    Equivariant to any relabelling of the nodes (so in particular to hidden-neuron permutations).
+
+    Args:
+        dim: node/edge feature size.
+
+    Shapes:
+        ``h [N, dim]``, ``e [E, dim]``, ``edge_index [2, E]`` -> ``(h [N, dim], e [E, dim])``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.edge_mlp = make_mlp(3 * dim, dim, dim, 1)
+        self.forward_msg = DirectedAggregation(dim)
+        self.backward_msg = DirectedAggregation(dim)
+        self.node_mlp = make_mlp(3 * dim, dim, dim, 1)
+        self.norm_e = nn.LayerNorm(dim)
+        self.norm_h = nn.LayerNorm(dim)
+
+    def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+        src, dst = edge_index
+        e = self.norm_e(e + self.edge_mlp(torch.cat([e, h[src], h[dst]], dim=-1)))
+        m_fwd = self.forward_msg(h, e, edge_index)  # from fan-in neurons
+        m_bwd = self.backward_msg(h, e, edge_index.flip(0))  # from fan-out neurons
+        h = self.norm_h(h + self.node_mlp(torch.cat([h, m_fwd, m_bwd], dim=-1)))
+        return h, e
+
+
+@register_metanetwork("gmn")
+class GMN(Metanetwork):
+    """Graph metanetwork with an invariant readout and an equivariant node/edge output head.
+
+    Args:
+        spec: the architecture of the input networks, or a sequence of architectures the model
+            must handle (their largest depth, input/output width and kernel size the embedding
+            tables are sized for); the first is used for parameter-dict inputs.
+        out_dim: output size of the invariant readout.
+        hidden: node/edge feature size (default ``32``).
+        n_layers: message-passing layers (default ``3``).
+        head_hidden: width of the readout MLP (default ``64``).
+        dropout: dropout in the readout (default ``0``).
+
+    Shapes:
+        ``forward``: ``{name: Tensor[B, *shape]}`` or a PyG ``Batch`` of ``B`` graphs -> ``[B, out_dim]``;
+        ``forward_weights``: ``{name: Tensor[B, *shape]}`` -> ``{name: Tensor[B, *shape]}``;
+        ``forward_graph``: ``Batch`` -> node values ``[N]`` and edge values ``[E, edge_dim]``.
+    """
+
+    weight_output = True
+
+    def __init__(self, spec: NetworkSpec | Sequence[NetworkSpec], out_dim: int, hidden: int = 32,
+                 n_layers: int = 3, head_hidden: int = 64, dropout: float = 0.0) -> None:
+        specs = (spec,) if isinstance(spec, NetworkSpec) else tuple(spec)
+        if not specs:
+            raise WeightzooError("gmn needs at least one NetworkSpec")
+        super().__init__(specs[0], out_dim)
+        check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
+        check_dropout(dropout)
+        self.specs = specs
+        self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
+                        "dropout": dropout}
+        structures = [graph_structure(s) for s in specs]
+        self.edge_dim = max(st.edge_dim for st in structures)
+        self.max_layers = max(len(st.widths) for st in structures)
+        self.max_io = max(max(st.widths[0], st.widths[-1]) for st in structures)
+        self.bias_in = nn.Linear(1, hidden)
+        self.layer_emb = nn.Embedding(self.max_layers, hidden)
+        self.in_pos = nn.Embedding(self.max_io, hidden)
+        self.out_pos = nn.Embedding(self.max_io, hidden)
+        self.edge_in = nn.Linear(self.edge_dim, hidden)
+        self.edge_layer_emb = nn.Embedding(self.max_layers, hidden)
+        self.layers = nn.ModuleList(NeuronGraphLayer(hidden) for _ in range(n_layers))
+        self.readout = make_mlp(2 * hidden, head_hidden, out_dim, 1, dropout)
+        self.node_head = nn.Linear(hidden, 1)
+        self.edge_head = nn.Linear(hidden, self.edge_dim)
+        # ReZero-style: the weight-space output starts as the identity map.
+        self.edit_scale = nn.Parameter(torch.zeros(()))
+
+    def config(self) -> dict:
+        cfg = super().config()
+        cfg["specs"] = [s.to_dict() for s in self.specs]
+        return cfg
+
+    def to_graph(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None) -> Batch:
+        """A parameter dict batch as a graph batch with this model's ``edge_dim``."""
+        return params_to_graph_batch(spec or self.spec, params, edge_dim=self.edge_dim)
+
+    def _embed(self, g: Batch) -> tuple[Tensor, Tensor]:
+        if int(g.layer.max()) >= self.max_layers:
+            raise WeightzooError(
+                f"a network in the batch has {int(g.layer.max())} layers; this gmn was built for "
+                f"at most {self.max_layers - 1}: build it with all the NetworkSpecs it must read")
+        if int(g.io_pos.max()) >= self.max_io:
+            raise WeightzooError(
+                f"a network in the batch has more input/output neurons than the {self.max_io} this "
+                f"gmn was built for: build it with all the NetworkSpecs it must read")
+        edge_attr = g.edge_attr.float()
+        if edge_attr.shape[1] > self.edge_dim:
+            raise WeightzooError(
+                f"edge features of size {edge_attr.shape[1]} exceed this gmn's edge_dim {self.edge_dim}")
+        if edge_attr.shape[1] < self.edge_dim:
+            edge_attr = nn.functional.pad(edge_attr, (0, self.edge_dim - edge_attr.shape[1]))
+        kind = g.node_kind
+        h = self.bias_in(g.x[:, :1].float()) + self.layer_emb(g.layer)
+        h = h + self.in_pos(g.io_pos) * (kind == NODE_INPUT).unsqueeze(1)
+        h = h + self.out_pos(g.io_pos) * (kind == NODE_OUTPUT).unsqueeze(1)
+        e = self.edge_in(edge_attr) + self.edge_layer_emb(g.edge_layer)
+        return h, e
+
+    def _trunk(self, g: Batch) -> tuple[Tensor, Tensor]:
+        h, e = self._embed(g)
+        for layer in self.layers:
+            h, e = layer(h, e, g.edge_index)
+        return h, e
+
+    def forward(self, params: Mapping[str, Tensor] | Batch) -> Tensor:
+        g = params if isinstance(params, Batch) else self.to_graph(params)
+        h, e = self._trunk(g)
+        n_graphs = g.num_graphs
+        node_pool = scatter(h, g.batch, dim=0, dim_size=n_graphs, reduce="mean")
+        edge_pool = scatter(e, g.batch[g.edge_index[0]], dim=0, dim_size=n_graphs, reduce="mean")
+        return self.readout(torch.cat([node_pool, edge_pool], dim=-1))
+
+    def forward_graph(self, g: Batch) -> tuple[Tensor, Tensor]:
+        """Equivariant output: a new bias per node and a new weight (kernel) per edge.
+
+        Shapes:
+            ``Batch`` -> ``(node values [N], edge values [E, edge_dim])``; values of input
+            neurons and padded kernel entries are ignored by the conversion back to parameters.
+        """
+        h, e = self._trunk(g)
+        bias = g.x[:, 0].float() + self.edit_scale * self.node_head(h).squeeze(-1)
+        edge_attr = g.edge_attr.float()
+        if edge_attr.shape[1] < self.edge_dim:
+            edge_attr = nn.functional.pad(edge_attr, (0, self.edge_dim - edge_attr.shape[1]))
+        return bias, edge_attr + self.edit_scale * self.edge_head(e)
+
+    def forward_weights(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        bias, edges = self.forward_graph(self.to_graph(params))
+        return graph_batch_to_params(self.spec, bias, edges)

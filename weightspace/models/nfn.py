@@ -1,0 +1,147 @@
+"""``nfn``: Neural Functional Networks (Zhou et al., 2023, "Permutation Equivariant Neural
+Functionals") with neuron-permutation (NP) equivariant layers, for MLPs and for CNNs with global
+pooling.
+
+An NP layer treats every neuron axis as permutable and exchanges information by mean-pooling
+over axes. Since input and output neurons of the networks do have a fixed meaning, learned
+positional embeddings are added along those axes (as NFN does), so the model as a whole is
+invariant to permutations of hidden neurons only.
+
+A convolution's kernel between an input and an output channel becomes channel features (the
+kernel flattened); with global pooling after the last convolution, channels are the neurons of
+the network and its spatial size plays no role.
+
+Features are channel-last: weights ``[B, n_out, n_in, C]``, biases ``[B, n_out, C]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from catalog.errors import WeightzooError
+from catalog.network import NetworkSpec
+from weightspace.models._common import check_dropout, check_positive, make_mlp
+from weightspace.models.base import Metanetwork
+from weightspace.models.registry import register_metanetwork
+from weightspace.representations.layers import params_to_layers
+
+Features = tuple[list[Tensor], list[Tensor]]
+
+
+class NeuronPermutationLinear(nn.Module):
+    """The NP-equivariant linear layer of NFN.
+
+    Args:
+        spec: the architecture (shape contract).
+        in_channels: input channels per weight/bias entry.
+        out_channels: output channels.
+
+    Shapes:
+        weights ``[B, n_out, n_in, in_channels]``, biases ``[B, n_out, in_channels]`` per layer
+        -> the same with ``out_channels``.
+    """
+
+    def __init__(self, spec: NetworkSpec, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        L = self.n_layers = len(spec.layers)
+        c, o = in_channels, out_channels
+        self.w_self = nn.ModuleList(nn.Linear(c, o) for _ in range(L))
+        # indexed by fan-out neuron i: mean_j W_l, b_l, mean over fan-out of W_{l+1}
+        self.w_row = nn.ModuleList(nn.Linear(c * (3 if li < L - 1 else 2), o, bias=False) for li in range(L))
+        # indexed by fan-in neuron j: mean_i W_l, b_{l-1}, mean over fan-in of W_{l-1}
+        self.w_col = nn.ModuleList(nn.Linear(c * (3 if li > 0 else 1), o, bias=False) for li in range(L))
+        self.w_glob = nn.ModuleList(nn.Linear(2 * L * c, o, bias=False) for _ in range(L))
+        self.b_self = nn.ModuleList(nn.Linear(c, o) for _ in range(L))
+        self.b_row = nn.ModuleList(nn.Linear(c * (2 if li < L - 1 else 1), o, bias=False) for li in range(L))
+        self.b_glob = nn.ModuleList(nn.Linear(2 * L * c, o, bias=False) for _ in range(L))
+
+    def forward(self, feats: Features) -> Features:
+        ws, bs = feats
+        L = self.n_layers
+        rows = [w.mean(2) for w in ws]  # [B, n_out, C]
+        cols = [w.mean(1) for w in ws]  # [B, n_in, C]
+        glob = torch.cat([w.mean((1, 2)) for w in ws] + [b.mean(1) for b in bs], -1)
+        new_w, new_b = [], []
+        for li in range(L):
+            r = [rows[li], bs[li]] + ([cols[li + 1]] if li < L - 1 else [])
+            c = [cols[li]] + ([bs[li - 1], rows[li - 1]] if li > 0 else [])
+            new_w.append(self.w_self[li](ws[li]) + self.w_row[li](torch.cat(r, -1)).unsqueeze(2)
+                         + self.w_col[li](torch.cat(c, -1)).unsqueeze(1)
+                         + self.w_glob[li](glob)[:, None, None])
+            rb = [rows[li]] + ([cols[li + 1]] if li < L - 1 else [])
+            new_b.append(self.b_self[li](bs[li]) + self.b_row[li](torch.cat(rb, -1))
+                         + self.b_glob[li](glob)[:, None])
+        return new_w, new_b
+
+
+@register_metanetwork("nfn")
+class NFN(Metanetwork):
+    """Lift -> positional embeddings on input/output neurons -> NP layers -> invariant pooling -> MLP.
+
+    Args:
+        spec: the architecture of the input networks (MLP, or CNN whose convolutions end in
+            global pooling before any linear layer).
+        out_dim: output size.
+        hidden: channels per weight/bias entry (default ``16``).
+        n_layers: NP layers (default ``3``).
+        head_hidden: width of the head MLP (default ``64``).
+        dropout: dropout in the head (default ``0``).
+
+    Shapes:
+        ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``.
+    """
+
+    def __init__(self, spec: NetworkSpec, out_dim: int, hidden: int = 16, n_layers: int = 3,
+                 head_hidden: int = 64, dropout: float = 0.0) -> None:
+        super().__init__(spec, out_dim)
+        check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
+        check_dropout(dropout)
+        self._check_neurons_align(spec)
+        self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
+                        "dropout": dropout}
+        L = len(spec.layers)
+        kernels = [math.prod(layer.kernel_size) if layer.kernel_size else 1 for layer in spec.layers]
+        self.kernels = kernels
+        self.lift_w = nn.ModuleList(nn.Linear(k, hidden) for k in kernels)
+        self.lift_b = nn.ModuleList(nn.Linear(1, hidden) for _ in range(L))
+        widths = spec.layer_widths
+        self.in_pos = nn.Parameter(torch.randn(widths[0], hidden) * 0.1)
+        self.out_pos = nn.Parameter(torch.randn(widths[-1], hidden) * 0.1)
+        self.out_pos_b = nn.Parameter(torch.randn(widths[-1], hidden) * 0.1)
+        self.layers = nn.ModuleList(NeuronPermutationLinear(spec, hidden, hidden) for _ in range(n_layers))
+        self.head = make_mlp(2 * L * hidden, head_hidden, out_dim, 1, dropout)
+
+    @staticmethod
+    def _check_neurons_align(spec: NetworkSpec) -> None:
+        for prev, nxt in zip(spec.layers, spec.layers[1:]):
+            if prev.is_conv and not nxt.is_conv and prev.pool != "global_avg":
+                raise WeightzooError(
+                    "nfn needs global pooling between the last convolution and the first linear "
+                    f"layer (layer {prev.weight!r} has pool={prev.pool!r})")
+
+    def features(self, params: Mapping[str, Tensor]) -> Tensor:
+        """The invariant pooled features before the head.
+
+        Shapes:
+            ``{name: Tensor[B, *shape]}`` -> ``[B, 2 * n_layers_of_spec * hidden]``.
+        """
+        lt = params_to_layers(self.spec, params)
+        batch = lt.batch_size
+        ws = [self.lift_w[li](w.float().reshape(batch, w.shape[1], w.shape[2], k))
+              for li, (w, k) in enumerate(zip(lt.weights, self.kernels))]
+        bs = [self.lift_b[li](b.float().unsqueeze(-1)) for li, b in enumerate(lt.biases)]
+        ws[0] = ws[0] + self.in_pos[None, None]
+        ws[-1] = ws[-1] + self.out_pos[None, :, None]
+        bs[-1] = bs[-1] + self.out_pos_b[None]
+        feats: Features = (ws, bs)
+        for layer in self.layers:
+            feats = layer(feats)
+            feats = ([torch.relu(w) for w in feats[0]], [torch.relu(b) for b in feats[1]])
+        return torch.cat([w.mean((1, 2)) for w in feats[0]] + [b.mean(1) for b in feats[1]], -1)
+
+    def forward(self, params: Mapping[str, Tensor]) -> Tensor:
+        return self.head(self.features(params))
