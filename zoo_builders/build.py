@@ -1,0 +1,237 @@
+"""``zoo build``: expand a spec into runs, group them into populations, train each population
+as one vectorized computation and append it to the zoo. Finished populations are on disk (and
+in the manifest) before the next one starts, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+from catalog.errors import WeightzooError
+from catalog.network import NetworkSpec
+from catalog.writer import ZooWriter
+from zoo_builders.datasets import Dataset, load_dataset
+from zoo_builders.spec import BuildSpec, RunConfig
+from zoo_builders.train import PopulationResult, train_classifiers, train_inrs
+
+#: Largest population trained as one computation unless --max-population says otherwise.
+DEFAULT_MAX_POPULATION = 512
+#: Share of available memory one population may plan to use.
+MEMORY_SHARE = 0.25
+
+
+@dataclass
+class Population:
+    """Runs trained together: same architecture and the same step structure."""
+
+    arch_id: str
+    net: NetworkSpec
+    runs: list[RunConfig]
+    steps: int
+
+    @property
+    def key(self) -> str:
+        t = self.runs[0].training
+        return (f"{self.arch_id} opt={t.optimizer} bs={t.batch_size} epochs={t.epochs} "
+                f"train_fraction={t.train_fraction}")
+
+
+@dataclass
+class BuildPlan:
+    spec: BuildSpec
+    runs: list[RunConfig]
+    populations: list[Population]
+    skipped_runs: int = 0
+    dataset_info: dict = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(len(p.runs) * len(p.runs[0].training.checkpoints) for p in self.populations)
+
+    def describe(self) -> str:
+        lines = [f"zoo {self.spec.name!r}: {len(self.runs)} runs"
+                 + (f" ({self.skipped_runs} already built)" if self.skipped_runs else ""),
+                 f"populations to train: {len(self.populations)}; rows to write: {self.rows}"]
+        for i, p in enumerate(self.populations):
+            lines.append(f"  [{i}] {len(p.runs):5d} runs  {p.net.n_params:7d} params  {p.key}")
+        return "\n".join(lines)
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (``MemAvailable``), or 4 GiB when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def member_bytes(net: NetworkSpec, run: RunConfig, n_train: int, image_pixels: int = 0) -> int:
+    """A generous estimate of the memory one member needs while training."""
+    n_ckpt = len(run.training.checkpoints)
+    params = net.n_params * 4 * (4 + n_ckpt)  # weights, grads, 2 optimizer states, snapshots
+    if image_pixels:
+        acts = image_pixels * sum(net.layer_widths) * 4 * 4
+    else:
+        # Activations of a training batch and of one evaluation chunk, forward + backward.
+        spatial = 1
+        for s in net.input_shape[1:]:
+            spatial *= s
+        per_example = sum(layer.out_features for layer in net.layers) * 4 * (spatial if net.layers[0].is_conv else 1)
+        acts = per_example * (run.training.batch_size * 3 + 512 * 2)
+        acts += n_train * 8 * 2  # data order and subsample indices
+    return params + acts
+
+
+def plan_build(spec: BuildSpec, data_shape: tuple[int, ...], n_classes: int, n_train: int,
+               done: set[str] | None = None, max_population: int | None = None) -> BuildPlan:
+    """Group the spec's runs (minus ``done``) into populations."""
+    runs = spec.runs()
+    todo = [r for r in runs if not done or r.run_id not in done]
+    groups: OrderedDict[tuple, list[RunConfig]] = OrderedDict()
+    nets: dict[str, NetworkSpec] = {}
+    for r in todo:
+        net = r.arch.network_spec(data_shape, n_classes)
+        nets[net.arch_id] = net
+        t = r.training
+        key = (net.arch_id, t.optimizer, t.batch_size, t.epochs, t.train_fraction, t.checkpoints)
+        groups.setdefault(key, []).append(r)
+    pixels = 1
+    for s in data_shape[1:]:
+        pixels *= s
+    budget = available_memory() * MEMORY_SHARE
+    pops = []
+    for key, members in groups.items():
+        net = nets[key[0]]
+        per = member_bytes(net, members[0], n_train, pixels if spec.task.name == "inr" else 0)
+        cap = max(1, min(max_population or DEFAULT_MAX_POPULATION, int(budget // max(per, 1))))
+        t = members[0].training
+        if spec.task.name == "inr":
+            steps = t.epochs
+        else:
+            n_sub = max(1, round(t.train_fraction * n_train))
+            steps = t.epochs * -(-n_sub // t.batch_size)
+        # Split into near-equal chunks of at most ``cap`` members.
+        n_chunks = -(-len(members) // cap)
+        size = -(-len(members) // n_chunks)
+        for i in range(0, len(members), size):
+            pops.append(Population(key[0], net, members[i:i + size], steps))
+    return BuildPlan(spec, runs, pops, skipped_runs=len(runs) - len(todo))
+
+
+def _rows(pop: Population, result: PopulationResult, data: Dataset, image_labels: list[int] | None) -> list[dict]:
+    rows = []
+    for snap in result.snapshots:
+        for i, run in enumerate(pop.runs):
+            row = {"model_id": f"{run.run_id}-{snap.checkpoint:05d}", "run_id": run.run_id,
+                   "checkpoint": snap.checkpoint,
+                   "status": "diverged" if snap.diverged[i] else "ok",
+                   **run.hparams()}
+            if run.image_index is not None:
+                row["image_index"] = run.image_index
+                row["label"] = image_labels[i] if image_labels is not None else None
+            row.update(snap.metrics[i])
+            row["population_size"] = len(pop.runs)
+            # Wall-clock seconds of the population up to this checkpoint, shared by its members.
+            row["wall_seconds"] = snap.seconds / len(pop.runs)
+            rows.append(row)
+    return rows
+
+
+def _schema(rows: list[dict]) -> pa.Schema:
+    """Stable column types whatever the values of one part (e.g. an all-zero float axis)."""
+    fields = []
+    for k, v in rows[0].items():
+        if isinstance(v, bool):
+            typ = pa.bool_()
+        elif isinstance(v, int):
+            typ = pa.int64()
+        elif isinstance(v, float):
+            typ = pa.float64()
+        elif isinstance(v, list):
+            typ = pa.list_(pa.int64())
+        else:
+            continue
+        fields.append(pa.field(k, typ))
+    return pa.schema(fields)
+
+
+def _inr_images(data: Dataset, runs: list[RunConfig]) -> tuple[torch.Tensor, list[int]]:
+    """The target images of INR runs. ``image_index`` counts over the dataset's training
+    images followed by its test images."""
+    x = torch.cat([data.x_train, data.x_test])
+    y = torch.cat([data.y_train, data.y_test])
+    idx = [r.image_index for r in runs]
+    if max(idx) >= x.shape[0]:
+        raise WeightzooError(f"task.images + task.offset exceed the {x.shape[0]} images of {data.name!r}")
+    return x[idx].reshape(len(idx), *x.shape[-2:]), [int(y[i]) for i in idx]
+
+
+def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike,
+              max_population: int | None = None, quiet: bool = False, dry_run: bool = False) -> BuildPlan:
+    """Build (or resume building) the zoo described by ``spec`` into ``out``.
+
+    Args:
+        spec: a :class:`BuildSpec`, its dict form, a YAML path or a preset name.
+        out: the zoo directory.
+        max_population: most runs trained in one computation (default: as many as fit, up to
+            :data:`DEFAULT_MAX_POPULATION`).
+        quiet: no progress bars.
+        dry_run: plan only; nothing is trained or written.
+
+    Returns:
+        the plan that was (or would be) carried out.
+    """
+    if not isinstance(spec, BuildSpec):
+        spec = BuildSpec.load(spec)
+    if max_population is not None and max_population < 1:
+        raise WeightzooError(f"--max-population must be >= 1, got {max_population}")
+    data = load_dataset(spec.dataset)
+    if spec.task.name == "inr":
+        data_shape = tuple(data.x_train.shape[1:])
+        if len(data_shape) != 3 or data_shape[0] != 1:
+            raise WeightzooError(f"task 'inr' needs grayscale images; dataset {data.name!r} gives {list(data_shape)}")
+    else:
+        data_shape = data.input_shape
+    out = Path(out)
+    writer = None
+    done: set[str] = set()
+    if not dry_run:
+        writer = ZooWriter(out, spec.name, spec.to_dict(), datasets={data.name: data.describe()})
+        done = writer.done_run_ids()
+    plan = plan_build(spec, data_shape, data.n_classes, int(data.x_train.shape[0]), done, max_population)
+    plan.dataset_info = data.describe()
+    if dry_run or writer is None:
+        return plan
+    total_steps = sum(p.steps for p in plan.populations)
+    with tqdm(total=total_steps, disable=quiet, unit="step", desc=f"build {spec.name}") as bar:
+        for i, pop in enumerate(plan.populations):
+            bar.set_postfix_str(f"population {i + 1}/{len(plan.populations)} ({len(pop.runs)} runs)")
+            arch_id = writer.add_architecture(pop.net)
+            labels = None
+            if spec.task.name == "inr":
+                images, labels = _inr_images(data, pop.runs)
+                result = train_inrs(pop.net, pop.runs, images, progress=bar.update)
+            else:
+                result = train_classifiers(pop.net, pop.runs, data, progress=bar.update)
+            rows = _rows(pop, result, data, labels)
+            order = sorted(range(len(rows)), key=lambda j: (rows[j]["run_id"], rows[j]["checkpoint"]))
+            # Rows of one run sit next to each other in the shard: a run's checkpoints load as one slice.
+            weights = {}
+            for name in pop.net.param_names:
+                stacked = torch.cat([s.weights[name] for s in result.snapshots])  # [C * P, ...]
+                weights[name] = stacked[torch.tensor(order)]
+            rows = [rows[j] for j in order]
+            writer.write_part(arch_id, weights, rows, _schema(rows))
+    writer.finish()
+    return plan

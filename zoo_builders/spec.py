@@ -1,0 +1,373 @@
+"""Build specs: YAML -> validated dataclasses -> the list of runs to train.
+
+A spec names a dataset, an architecture family, training settings, and hyperparameter axes
+(``grid:`` for a Cartesian product, ``random:`` for seeded samples). Axis names are training
+fields (``lr``, ``seed``, ...) or architecture fields, written ``architecture.hidden`` or just
+``hidden``. Every run gets a ``run_id`` hashed from its full configuration, so the same spec
+always gives the same runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from catalog.errors import WeightzooError
+from zoo_builders.architectures import (
+    ARCHITECTURES,
+    DEFAULT_INIT,
+    arch_fields,
+    arch_to_dict,
+    make_architecture,
+)
+from zoo_builders.datasets import DatasetConfig
+from zoo_builders.init import INIT_SCHEMES
+from zoo_builders.optim import OPTIMIZERS
+
+PRESET_DIR = Path(__file__).parent / "presets"
+TASKS = ("classify", "inr")
+TOP_LEVEL_KEYS = ("name", "description", "license", "dataset", "architecture", "training", "task",
+                  "grid", "random")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How one run trains. Every field can be a hyperparameter axis.
+
+    Args:
+        epochs: epochs (for ``inr``: full-batch optimization steps) (default ``10``).
+        batch_size: minibatch size (default ``32``; unused by ``inr``).
+        optimizer: ``sgd`` (with momentum), ``adam`` or ``adamw`` (default ``adam``).
+        lr: learning rate (default ``1e-3``).
+        weight_decay: L2 penalty (decoupled for ``adamw``) (default ``0.0``).
+        momentum: SGD momentum (default ``0.9``).
+        init: initialization scheme (default: the family's, ``default`` or ``siren``).
+        dropout: dropout probability on the inputs of every linear layer after the first
+            (default ``0.0``).
+        train_fraction: fraction of the training set this run sees, a seeded subsample
+            (default ``1.0``).
+        seed: seeds initialization, data order, subsample and dropout (default ``0``).
+        checkpoints: epochs at which weights and metrics are recorded; ``0`` is the
+            initialization (default ``[0, epochs]``).
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    init: str = "default"
+    dropout: float = 0.0
+    train_fraction: float = 1.0
+    seed: int = 0
+    checkpoints: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "checkpoints":
+                continue
+            if f.type == "int":
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise WeightzooError(f"training.{f.name} must be an integer, got {value!r}")
+            elif f.type == "float":
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                    raise WeightzooError(f"training.{f.name} must be a number, got {value!r}")
+                value = float(value)
+            elif f.type == "str" and not isinstance(value, str):
+                raise WeightzooError(f"training.{f.name} must be a string, got {value!r}")
+            object.__setattr__(self, f.name, value)
+        if self.epochs < 1:
+            raise WeightzooError(f"training.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise WeightzooError(f"training.batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise WeightzooError(f"unknown optimizer {self.optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+        if self.init not in INIT_SCHEMES:
+            raise WeightzooError(f"unknown init scheme {self.init!r}; valid schemes: {', '.join(INIT_SCHEMES)}")
+        if self.lr <= 0:
+            raise WeightzooError(f"training.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise WeightzooError(f"training.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise WeightzooError(f"training.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise WeightzooError(f"training.train_fraction must be in (0, 1], got {self.train_fraction}")
+        cps = self.checkpoints if self.checkpoints is not None else (0, self.epochs)
+        if isinstance(cps, int):
+            cps = (cps,)
+        if not isinstance(cps, list | tuple) or not all(isinstance(c, int) and not isinstance(c, bool) for c in cps):
+            raise WeightzooError(f"training.checkpoints must be a list of epochs, got {cps!r}")
+        bad = [c for c in cps if not 0 <= c <= self.epochs]
+        if bad:
+            raise WeightzooError(f"training.checkpoints {bad} lie outside 0..epochs ({self.epochs})")
+        object.__setattr__(self, "checkpoints", tuple(sorted(set(cps))))
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What a run learns.
+
+    Args:
+        name: ``classify`` (train a classifier on the dataset) or ``inr`` (fit one SIREN per image).
+        images: for ``inr``, how many images to fit (default ``64``).
+        offset: for ``inr``, index of the first image (images count over the training split,
+            then the test split) (default ``0``).
+    """
+
+    name: str = "classify"
+    images: int = 64
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in TASKS:
+            raise WeightzooError(f"unknown task {self.name!r}; valid tasks: {', '.join(TASKS)}")
+        if not isinstance(self.images, int) or self.images < 1 or self.offset < 0:
+            raise WeightzooError("task.images must be a positive integer and task.offset >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One fully resolved training run."""
+
+    dataset: DatasetConfig
+    task: TaskConfig
+    arch_name: str
+    arch: Any
+    training: TrainingConfig
+    image_index: int | None = None
+
+    def to_dict(self) -> dict:
+        d = {"dataset": asdict(self.dataset), "task": asdict(self.task),
+             "architecture": arch_to_dict(self.arch_name, self.arch),
+             "training": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.training).items()}}
+        if self.image_index is not None:
+            d["image_index"] = self.image_index
+        return d
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def hparams(self) -> dict[str, Any]:
+        """The hyperparameter columns of this run's rows."""
+        cols: dict[str, Any] = {}
+        for k, v in asdict(self.arch).items():
+            cols[k] = list(v) if isinstance(v, tuple) else v
+        if "hidden" in cols:
+            cols["depth"] = len(cols["hidden"])
+            cols["width"] = max(cols["hidden"]) if cols["hidden"] else 0
+        for k, v in asdict(self.training).items():
+            if k != "checkpoints":
+                cols[k] = v
+        cols["architecture"] = self.arch_name
+        cols["dataset"] = self.dataset.name
+        return cols
+
+
+# ================================================================================ axes
+def _resolve_axis(name: str, arch_name: str) -> tuple[str, str]:
+    """Axis name -> ("training" | "architecture", field)."""
+    train_fields = [f for f in TrainingConfig.field_names() if f != "checkpoints"]
+    a_fields = arch_fields(arch_name)
+    if name.startswith("architecture."):
+        fname = name.split(".", 1)[1]
+        if fname not in a_fields:
+            raise WeightzooError(
+                f"unknown axis {name!r}: architecture {arch_name!r} has fields {', '.join(a_fields)}")
+        return "architecture", fname
+    if name.startswith("training."):
+        name = name.split(".", 1)[1]
+    if name in train_fields:
+        return "training", name
+    if name in a_fields:
+        return "architecture", name
+    valid = train_fields + [f"architecture.{f}" for f in a_fields]
+    raise WeightzooError(f"unknown axis {name!r}; valid axes: {', '.join(valid)}")
+
+
+def _sample(axis: str, dist: Any, rng: np.random.Generator) -> Any:
+    if not isinstance(dist, dict) or len(dist) != 1:
+        raise WeightzooError(
+            f"random axis {axis!r} must be one distribution, e.g. {{loguniform: [1e-4, 1e-1]}}, "
+            f"{{uniform: [0, 0.5]}}, {{choice: [relu, tanh]}} or {{randint: [0, 100]}}")
+    (kind, args), = dist.items()
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise WeightzooError(f"random axis {axis!r}: choice needs a non-empty list")
+        return copy.deepcopy(args[int(rng.integers(len(args)))])
+    if kind in ("uniform", "loguniform", "randint"):
+        if not isinstance(args, list) or len(args) != 2 or not all(isinstance(a, int | float) for a in args):
+            raise WeightzooError(f"random axis {axis!r}: {kind} needs [low, high]")
+        lo, hi = args
+        if lo > hi:
+            raise WeightzooError(f"random axis {axis!r}: {kind} needs low <= high, got [{lo}, {hi}]")
+        if kind == "uniform":
+            return float(rng.uniform(lo, hi))
+        if kind == "randint":
+            return int(rng.integers(int(lo), int(hi) + 1))
+        if lo <= 0:
+            raise WeightzooError(f"random axis {axis!r}: loguniform needs positive bounds")
+        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    raise WeightzooError(f"random axis {axis!r}: unknown distribution {kind!r}; valid: uniform, loguniform, choice, randint")
+
+
+# ================================================================================ spec
+@dataclass
+class BuildSpec:
+    """A parsed, validated build spec (see the module docstring)."""
+
+    name: str
+    dataset: DatasetConfig
+    arch_name: str
+    architecture: Any
+    training: TrainingConfig
+    task: TaskConfig = field(default_factory=TaskConfig)
+    grid: dict[str, list] = field(default_factory=dict)
+    random: dict[str, Any] = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ parsing
+    @classmethod
+    def from_dict(cls, d: Any) -> BuildSpec:
+        if not isinstance(d, dict):
+            raise WeightzooError("a build spec must be a YAML mapping with name, dataset, architecture, training")
+        unknown = sorted(set(d) - set(TOP_LEVEL_KEYS))
+        if unknown:
+            raise WeightzooError(f"unknown spec key(s) {unknown}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+        for key in ("name", "dataset", "architecture"):
+            if key not in d:
+                raise WeightzooError(f"the spec has no {key!r}; add it (see `zoo presets --show digits-mlp`)")
+        name = d["name"]
+        if not isinstance(name, str) or not name or "/" in name:
+            raise WeightzooError(f"spec name must be a non-empty string without '/', got {name!r}")
+        dataset = DatasetConfig.from_dict(d["dataset"])
+        arch_name, arch = make_architecture(d["architecture"])
+        task_d = d.get("task") or {}
+        if isinstance(task_d, str):
+            task_d = {"name": task_d}
+        if not isinstance(task_d, dict):
+            raise WeightzooError("spec 'task' must be a mapping, e.g. {name: inr, images: 64}")
+        try:
+            task = TaskConfig(**task_d)
+        except TypeError as e:
+            raise WeightzooError(f"task: {e}; valid options: name, images, offset") from e
+        if task.name == "inr" and arch_name != "siren":
+            raise WeightzooError("task 'inr' fits SIRENs: use architecture {name: siren}")
+        if arch_name == "siren" and task.name != "inr":
+            raise WeightzooError("architecture 'siren' is for task 'inr': add task: {name: inr, images: N}")
+        train_d = d.get("training") or {}
+        if not isinstance(train_d, dict):
+            raise WeightzooError("spec 'training' must be a mapping")
+        valid = TrainingConfig.field_names()
+        bad = sorted(set(train_d) - set(valid))
+        if bad:
+            raise WeightzooError(f"unknown training option(s) {bad}; valid options: {', '.join(valid)}")
+        train_d = dict(train_d)
+        train_d.setdefault("init", DEFAULT_INIT[arch_name])
+        training = TrainingConfig(**train_d)
+        grid = d.get("grid") or {}
+        if not isinstance(grid, dict):
+            raise WeightzooError("spec 'grid' must map axis names to lists of values")
+        for axis, values in grid.items():
+            _resolve_axis(axis, arch_name)
+            if not isinstance(values, list) or not values:
+                raise WeightzooError(f"grid axis {axis!r} must be a non-empty list of values")
+        rnd = d.get("random") or {}
+        if not isinstance(rnd, dict):
+            raise WeightzooError("spec 'random' must be a mapping with 'samples' and axis distributions")
+        if rnd:
+            samples = rnd.get("samples")
+            if not isinstance(samples, int) or samples < 1:
+                raise WeightzooError("random.samples must be a positive integer")
+            for axis in rnd:
+                if axis not in ("samples", "sampler_seed"):
+                    _resolve_axis(axis, arch_name)
+        spec = cls(name, dataset, arch_name, arch, training, task, grid, rnd, copy.deepcopy(d))
+        spec.runs()  # validate every combination now, before anything is trained
+        return spec
+
+    @classmethod
+    def load(cls, source: str | os.PathLike | dict) -> BuildSpec:
+        """A spec from a dict, a YAML file path, or a preset name."""
+        if isinstance(source, dict):
+            return cls.from_dict(source)
+        path = Path(source)
+        if not path.exists() or path.is_dir():
+            preset = PRESET_DIR / f"{source}.yaml"
+            if preset.is_file() and os.sep not in str(source):
+                path = preset
+            else:
+                raise WeightzooError(
+                    f"{source} is neither a spec file nor a preset; presets: {', '.join(list_presets())}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise WeightzooError(f"{path} is not valid YAML: {e}") from e
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(self.raw)
+
+    # ------------------------------------------------------------------ expansion
+    def _assignments(self) -> list[dict[str, Any]]:
+        grid_axes = list(self.grid)
+        points = [dict(zip(grid_axes, combo)) for combo in itertools.product(*self.grid.values())] or [{}]
+        if not self.random:
+            return points
+        rng = np.random.default_rng(int(self.random.get("sampler_seed", 0)))
+        axes = [a for a in self.random if a not in ("samples", "sampler_seed")]
+        out = []
+        for point in points:
+            for _ in range(int(self.random["samples"])):
+                out.append({**point, **{a: _sample(a, self.random[a], rng) for a in axes}})
+        return out
+
+    def runs(self) -> list[RunConfig]:
+        """Every run of the spec, in a fixed order (grid order, then samples, then images)."""
+        base_arch = arch_to_dict(self.arch_name, self.architecture)
+        out: list[RunConfig] = []
+        seen: set[str] = set()
+        for assignment in self._assignments():
+            arch_d = dict(base_arch)
+            train_kw: dict[str, Any] = {}
+            for axis, value in assignment.items():
+                where, fname = _resolve_axis(axis, self.arch_name)
+                if where == "architecture":
+                    arch_d[fname] = value
+                else:
+                    train_kw[fname] = value
+            _, arch = make_architecture(arch_d)
+            training = replace(self.training, **train_kw)
+            images = range(self.task.offset, self.task.offset + self.task.images) if self.task.name == "inr" else [None]
+            for img in images:
+                run = RunConfig(self.dataset, self.task, self.arch_name, arch, training, img)
+                if run.run_id not in seen:  # duplicate grid points are one run
+                    seen.add(run.run_id)
+                    out.append(run)
+        return out
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+__all__ = ["ARCHITECTURES", "BuildSpec", "RunConfig", "TaskConfig", "TrainingConfig", "list_presets"]

@@ -1,0 +1,264 @@
+"""Vectorized population training.
+
+``P`` runs of one architecture train as one computation: their parameters are stacked along a
+leading member dimension, every step is one batched forward/backward, and every member keeps
+its own learning rate, weight decay, momentum, optimizer state, initialization, data order,
+training subsample and dropout masks. Each member draws its randomness from its own generators,
+seeded from its run's seed, so a member computes what the same run computes alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from catalog.network import NetworkSpec, population_forward
+from zoo_builders.datasets import Dataset
+from zoo_builders.init import init_params
+from zoo_builders.optim import PopulationOptimizer
+from zoo_builders.spec import RunConfig
+
+#: Examples per chunk when evaluating a population on a whole split.
+EVAL_CHUNK = 512
+
+
+def member_generator(run: RunConfig, purpose: str) -> torch.Generator:
+    """A generator for one purpose (init, data, subset, dropout) of one run, seeded from the
+    run's seed (and, for INRs, its image), independent of the population it trains in."""
+    key = f"{run.training.seed}:{run.image_index}:{purpose}".encode()
+    seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class Snapshot:
+    """Weights and metrics of every member at one checkpoint."""
+
+    checkpoint: int
+    weights: dict[str, Tensor]          # {name: Tensor[P, *shape]}
+    metrics: list[dict[str, float]]     # one dict per member
+    diverged: list[bool]
+    seconds: float
+
+
+@dataclass
+class PopulationResult:
+    snapshots: list[Snapshot] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+ProgressFn = Callable[[int], None]
+
+
+def _stack_init(net: NetworkSpec, runs: list[RunConfig]) -> dict[str, Tensor]:
+    per_member = [init_params(net, r.training.init, member_generator(r, "init")) for r in runs]
+    return {n: torch.stack([p[n] for p in per_member]).to(net.torch_dtype).requires_grad_(True)
+            for n in net.param_names}
+
+
+def _optimizer(runs: list[RunConfig], params: dict[str, Tensor]) -> PopulationOptimizer:
+    t = [r.training for r in runs]
+    return PopulationOptimizer(
+        t[0].optimizer, list(params.values()),
+        lr=torch.tensor([x.lr for x in t]), weight_decay=torch.tensor([x.weight_decay for x in t]),
+        momentum=torch.tensor([x.momentum for x in t]))
+
+
+def _finite_members(params: dict[str, Tensor]) -> Tensor:
+    ok = None
+    for p in params.values():
+        f = torch.isfinite(p.detach()).flatten(1).all(1)
+        ok = f if ok is None else ok & f
+    return ok
+
+
+# ================================================================================ classification
+@torch.no_grad()
+def evaluate_classifier(net: NetworkSpec, params: dict[str, Tensor], x: Tensor, y: Tensor,
+                        index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy and accuracy of every member on a split.
+
+    Args:
+        x: examples ``[N, *input_shape]``; y: labels ``[N]``.
+        index: optional per-member example indices ``[P, M]`` (a member's own subsample).
+
+    Shapes:
+        returns ``(loss [P], acc [P])``.
+    """
+    n_pop = next(iter(params.values())).shape[0]
+    total = index.shape[1] if index is not None else x.shape[0]
+    loss_sum = torch.zeros(n_pop, dtype=torch.float64)
+    correct = torch.zeros(n_pop, dtype=torch.float64)
+    for start in range(0, total, EVAL_CHUNK):
+        if index is None:
+            xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
+            out = population_forward(net, params, xb)
+            yb = yb.expand(n_pop, -1)
+        else:
+            idx = index[:, start:start + EVAL_CHUNK]
+            out = population_forward(net, params, x[idx])
+            yb = y[idx]
+        ce = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(n_pop, -1)
+        loss_sum += ce.double().sum(1)
+        correct += (out.argmax(-1) == yb).double().sum(1)
+    return (loss_sum / total).float(), (correct / total).float()
+
+
+def _dropout_layers(net: NetworkSpec) -> list[int]:
+    return [i for i, layer in enumerate(net.layers) if i > 0 and layer.kind == "linear"]
+
+
+def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
+                      progress: ProgressFn | None = None) -> PopulationResult:
+    """Train a population of classifiers that share architecture, optimizer kind, batch size,
+    epochs, checkpoints and training-set size.
+
+    Args:
+        net: the shared architecture.
+        runs: the ``P`` members.
+        data: the dataset (inputs are reshaped to ``net.input_shape``).
+        progress: called with the number of optimization steps done since the last call.
+    """
+    t0 = time.perf_counter()
+    tc = runs[0].training
+    n_pop = len(runs)
+    x_train = data.x_train.reshape(-1, *net.input_shape).to(net.torch_dtype)
+    x_test = data.x_test.reshape(-1, *net.input_shape).to(net.torch_dtype)
+    y_train, y_test = data.y_train, data.y_test
+    n_full = x_train.shape[0]
+    n_sub = max(1, round(tc.train_fraction * n_full))
+    # A member's subsample of the training set (all of it when train_fraction == 1).
+    subset = None
+    if n_sub < n_full:
+        subset = torch.stack([torch.randperm(n_full, generator=member_generator(r, "subset"))[:n_sub].sort().values
+                              for r in runs])
+    params = _stack_init(net, runs)
+    opt = _optimizer(runs, params)
+    data_gens = [member_generator(r, "data") for r in runs]
+    drop_gens = [member_generator(r, "dropout") for r in runs]
+    drop_p = [r.training.dropout for r in runs]
+    drop_layers = _dropout_layers(net) if any(p > 0 for p in drop_p) else []
+    steps_per_epoch = math.ceil(n_sub / tc.batch_size)
+    diverged = torch.zeros(n_pop, dtype=torch.bool)
+    result = PopulationResult()
+
+    def snapshot(epoch: int) -> None:
+        nonlocal diverged
+        diverged = diverged | ~_finite_members(params)
+        detached = {k: v.detach() for k, v in params.items()}
+        tr_loss, tr_acc = evaluate_classifier(net, detached, x_train, y_train, subset)
+        te_loss, te_acc = evaluate_classifier(net, detached, x_test, y_test)
+        diverged = diverged | ~torch.isfinite(tr_loss)
+        metrics = [{"train_loss": float(tr_loss[i]), "train_acc": float(tr_acc[i]),
+                    "test_loss": float(te_loss[i]), "test_acc": float(te_acc[i]),
+                    "ggap": float(tr_acc[i] - te_acc[i])} for i in range(n_pop)]
+        result.snapshots.append(Snapshot(epoch, {k: v.clone() for k, v in detached.items()}, metrics,
+                                         diverged.tolist(), time.perf_counter() - t0))
+
+    if 0 in tc.checkpoints:
+        snapshot(0)
+    for epoch in range(1, tc.epochs + 1):
+        # Each member shuffles its own (sub)set with its own generator.
+        order = torch.stack([torch.randperm(n_sub, generator=g) for g in data_gens])  # [P, n_sub]
+        if subset is not None:
+            order = torch.gather(subset, 1, order)
+        masks_epoch = {}
+        for li in drop_layers:
+            width = net.layers[li].in_features
+            rows = []
+            for p, g in zip(drop_p, drop_gens):
+                if p > 0:
+                    rows.append((torch.rand(n_sub, width, generator=g) >= p).to(net.torch_dtype) / (1 - p))
+                else:
+                    rows.append(torch.ones(n_sub, width, dtype=net.torch_dtype))
+            masks_epoch[li] = torch.stack(rows)  # [P, n_sub, width], indexed by position in the epoch
+        for step in range(steps_per_epoch):
+            sl = slice(step * tc.batch_size, (step + 1) * tc.batch_size)
+            idx = order[:, sl]                     # [P, b]
+            xb, yb = x_train[idx], y_train[idx]    # [P, b, *in], [P, b]
+            masks = {li: m[:, sl] for li, m in masks_epoch.items()} or None
+            out = population_forward(net, params, xb, masks)   # [P, b, C]
+            loss = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(n_pop, -1).mean(1)
+            # Summing member losses keeps each member's gradient its own.
+            loss.sum().backward()
+            opt.step()
+            opt.zero_grad()
+        if progress is not None:
+            progress(steps_per_epoch)
+        if epoch in tc.checkpoints:
+            snapshot(epoch)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# ================================================================================ INRs
+def image_coordinates(height: int, width: int) -> Tensor:
+    """Pixel coordinates in ``[-1, 1]^2``, row-major.
+
+    Shapes:
+        returns ``[height * width, 2]``.
+    """
+    rows = torch.linspace(-1, 1, height)
+    cols = torch.linspace(-1, 1, width)
+    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)
+    return grid.reshape(-1, 2)
+
+
+def psnr(mse: Tensor) -> Tensor:
+    """PSNR in dB for intensities in ``[0, 1]`` (peak 1)."""
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def train_inrs(net: NetworkSpec, runs: list[RunConfig], images: Tensor,
+               progress: ProgressFn | None = None) -> PopulationResult:
+    """Fit one SIREN per image, full batch (every pixel every step).
+
+    Args:
+        images: the members' target images ``[P, H, W]`` in ``[0, 1]``.
+    """
+    t0 = time.perf_counter()
+    tc = runs[0].training
+    n_pop, height, width = images.shape
+    coords = image_coordinates(height, width).to(net.torch_dtype)      # [HW, 2]
+    target = images.reshape(n_pop, -1, 1).to(net.torch_dtype)          # [P, HW, 1]
+    params = _stack_init(net, runs)
+    opt = _optimizer(runs, params)
+    diverged = torch.zeros(n_pop, dtype=torch.bool)
+    result = PopulationResult()
+
+    def snapshot(step: int) -> None:
+        nonlocal diverged
+        detached = {k: v.detach() for k, v in params.items()}
+        with torch.no_grad():
+            mse = ((population_forward(net, detached, coords) - target) ** 2).mean((1, 2))
+        diverged = diverged | ~_finite_members(params) | ~torch.isfinite(mse)
+        p = psnr(mse)
+        metrics = [{"mse": float(mse[i]), "psnr": float(p[i])} for i in range(n_pop)]
+        result.snapshots.append(Snapshot(step, {k: v.clone() for k, v in detached.items()}, metrics,
+                                         diverged.tolist(), time.perf_counter() - t0))
+
+    if 0 in tc.checkpoints:
+        snapshot(0)
+    report_every = max(1, tc.epochs // 20)
+    pending = 0
+    for step in range(1, tc.epochs + 1):
+        out = population_forward(net, params, coords)
+        loss = ((out - target) ** 2).mean((1, 2))
+        loss.sum().backward()
+        opt.step()
+        opt.zero_grad()
+        pending += 1
+        if progress is not None and (pending >= report_every or step == tc.epochs):
+            progress(pending)
+            pending = 0
+        if step in tc.checkpoints:
+            snapshot(step)
+    result.seconds = time.perf_counter() - t0
+    return result
