@@ -10,17 +10,23 @@ import os
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from safetensors import safe_open
 from torch import Tensor
 
 from catalog.errors import IntegrityError, WeightzooError, ZooFormatError
-from catalog.format import Manifest, read_manifest, rows_sha256
+from catalog.format import Manifest, read_manifest
+from catalog.loading import check_rows, read_shard_rows
 from catalog.network import NetworkSpec, SpecNetwork, build_module
+
+if TYPE_CHECKING:
+    from catalog.query import QueryEngine
+    from catalog.selection import Selection
+    from catalog.verify import VerifyReport
 
 
 def open_zoo(path: str | os.PathLike, **kwargs) -> Zoo:
@@ -133,27 +139,12 @@ class Zoo:
         """
         rows = np.asarray(list(rows), dtype=np.int64)
         spec = self.network_spec(arch_id)
-        handle = self._shard(shard)
-        runs = contiguous_runs(rows)
-        out: dict[str, Tensor] = {}
-        for p in spec.params:
-            sl = handle.get_slice(p.name)
-            n_stored = sl.get_shape()[0]
-            if len(rows) and (rows.max() >= n_stored or rows.min() < 0):
-                raise IntegrityError(f"{shard} has {n_stored} rows; a row index in {rows.tolist()} is out of range")
-            if len(runs) == 1:
-                _, start, length = runs[0]
-                out[p.name] = sl[start:start + length]
-            else:
-                pieces = [sl[start:start + length] for _, start, length in runs]
-                out[p.name] = torch.cat(pieces) if pieces else torch.empty(0, *p.shape)
+        out = read_shard_rows(self._shard(shard), spec, rows, shard)
         if checksums is not None:
-            got = rows_sha256(out, spec.param_names)
-            for i, (g, want) in enumerate(zip(got, checksums)):
-                if g != want:
-                    raise IntegrityError(
-                        f"weights of row {int(rows[i])} in {shard} do not match their sha256 (the shard "
-                        f"is corrupt or was modified); run `zoo verify {self.root}` and re-pull or rebuild")
+            if len(checksums) != len(rows):
+                raise WeightzooError(f"read_rows: {len(rows)} rows but {len(checksums)} checksums")
+            check_rows([out[n] for n in spec.param_names], list(checksums), rows.tolist(), shard,
+                       str(self.root))
         return out
 
     def row(self, model_id: str) -> dict:
@@ -178,8 +169,50 @@ class Zoo:
         r = self.row(model_id)
         return build_module(self.network_spec(r["arch_id"]), self.state_dict(model_id))
 
+    # ------------------------------------------------------------------------------ queries
+    @property
+    def engine(self) -> QueryEngine:
+        """The read-only DuckDB engine over this zoo's metadata (made on first use)."""
+        engine = self.__dict__.get("_engine")
+        if engine is None:
+            from catalog.query import QueryEngine
+
+            engine = QueryEngine.over_zoos({self.name: self}, zoo_column=False)
+            self.__dict__["_engine"] = engine
+        return engine
+
+    def select(self, where: str | None = None, order_by: str | None = None,
+               limit: int | None = None, columns: list[str] | None = None) -> Selection:
+        """Rows of this zoo's ``models`` table, without writing SQL.
+
+        Args:
+            where: a SQL condition, e.g. ``"test_acc > 0.9 AND activation = 'relu'"``
+                (default: all rows).
+            order_by: a SQL ordering, e.g. ``"test_acc DESC"`` (default: storage order).
+            limit: at most this many rows (default: all).
+            columns: the columns to return (default: all; weights stay loadable either way).
+
+        Returns:
+            a :class:`~catalog.selection.Selection`; ``.stacked()``, ``.state_dicts()`` and
+            ``.modules()`` load the weights.
+        """
+        return self.engine.select(where=where, order_by=order_by, limit=limit, columns=columns)
+
+    def sql(self, query: str) -> Selection:
+        """Run one read-only ``SELECT ... FROM models ...`` over this zoo's metadata."""
+        return self.engine.sql(query)
+
+    def verify(self, check_weights: bool = True, progress: bool = False) -> VerifyReport:
+        """Check files, rows and weights against the manifest (see :func:`catalog.verify.verify_zoo`)."""
+        from catalog.verify import verify_zoo
+
+        return verify_zoo(self.root, check_weights=check_weights, progress=progress)
+
     def close(self) -> None:
         self._handles.clear()
+        engine = self.__dict__.pop("_engine", None)
+        if engine is not None:
+            engine.close()
 
 
 def rows_by_shard(table: pa.Table) -> Mapping[str, np.ndarray]:

@@ -1,0 +1,111 @@
+"""Writing query results: an aligned text table, CSV, JSON or Parquet."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import IO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from catalog.errors import QueryError
+
+FORMATS = ("table", "csv", "json", "parquet")
+#: Rows a ``table`` shows before it elides the middle.
+TABLE_MAX_ROWS = 50
+
+
+def format_for(out: str | os.PathLike | None, fmt: str | None, is_terminal: bool) -> str:
+    """The output format: ``fmt`` if given, else from ``out``'s suffix, else ``table`` on a
+    terminal and ``csv`` otherwise."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise QueryError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+        return fmt
+    if out is not None:
+        suffix = Path(out).suffix.lower().lstrip(".")
+        if suffix in ("csv", "json", "parquet"):
+            return suffix
+        return "csv"
+    return "table" if is_terminal else "csv"
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def render_table(table: pa.Table, max_rows: int = TABLE_MAX_ROWS) -> str:
+    """An aligned plain-text table (at most ``max_rows`` rows; the middle is elided)."""
+    names = table.column_names
+    n = table.num_rows
+    if n > max_rows:
+        head = table.slice(0, max_rows // 2).to_pylist()
+        tail = table.slice(n - max_rows // 2).to_pylist()
+        rows = [[_cell(r[c]) for c in names] for r in head]
+        rows.append(["..."] * len(names))
+        rows += [[_cell(r[c]) for c in names] for r in tail]
+    else:
+        rows = [[_cell(r[c]) for c in names] for r in table.to_pylist()]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(names)]
+    numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) for t in table.schema.types]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if num else c.ljust(w)
+                         for c, w, num in zip(cells, widths, numeric)).rstrip()
+
+    out = [line(names), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    out.append(f"({n} row{'s' if n != 1 else ''}"
+               + (f", {max_rows} shown; use --format csv or --out for all" if n > max_rows else "")
+               + ")")
+    return "\n".join(out) + "\n"
+
+
+def _json_value(v: object) -> object:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def render_json(table: pa.Table) -> str:
+    """A JSON array of row objects, one row per line (NaN/inf become null)."""
+    rows = [json.dumps(_json_value(r), default=str) for r in table.to_pylist()]
+    return "[" + ",\n".join(rows) + "]\n" if rows else "[]\n"
+
+
+def render_csv(table: pa.Table) -> str:
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf)
+    return buf.getvalue().decode()
+
+
+def write_result(table: pa.Table, fmt: str, out: str | os.PathLike | None,
+                 stream: IO[str] | None = None) -> None:
+    """Write ``table`` as ``fmt`` to the file ``out`` or, without one, to ``stream``.
+
+    Raises:
+        QueryError: ``parquet`` without ``out`` (binary output needs a file).
+    """
+    if fmt == "parquet":
+        if out is None:
+            raise QueryError("--format parquet writes a binary file; give it a path with --out")
+        pq.write_table(table, str(out))
+        return
+    text = {"table": render_table, "csv": render_csv, "json": render_json}[fmt](table)
+    if out is not None:
+        Path(out).write_text(text)
+    elif stream is not None:
+        stream.write(text)

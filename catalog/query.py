@@ -1,0 +1,345 @@
+"""Read-only SQL over zoo metadata: :class:`QueryEngine`.
+
+A ``QueryEngine`` is a DuckDB database whose table ``models`` holds the metadata rows of one
+or more zoos (for several zoos, with a ``zoo`` column naming each row's zoo; columns a zoo
+lacks are NULL). The rows are copied into DuckDB once, when the engine is made, and then the
+connection is locked down:
+
+- only a single ``SELECT`` statement is accepted (``UPDATE``, ``DELETE``, ``COPY``, ``ATTACH``,
+  ``INSTALL``, ``SET``, ``PRAGMA``, ... are rejected before they run);
+- file system access, extension loading and Python replacement scans are disabled, and the
+  configuration is locked, so even a statement that got past the first check could not read
+  or write any file.
+
+The zoo's own files are only ever read (by DuckDB's Parquet reader, before the lock), so no
+query can modify or delete a zoo.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from catalog.errors import QueryError, WeightzooError
+from catalog.format import CORE_COLUMNS
+
+if TYPE_CHECKING:
+    from catalog.selection import Selection
+    from catalog.zoo import Zoo
+
+#: The name of the table every query sees.
+TABLE = "models"
+#: The column naming each row's zoo when an engine spans several zoos.
+ZOO_COLUMN = "zoo"
+#: Columns that locate a row's weights (besides the zoo).
+LOCATE_COLUMNS = ("model_id", "arch_id", "weights_shard", "weights_row", "sha256")
+
+_DUCK_TYPES = {"string": "VARCHAR", "int64": "BIGINT"}
+_LOCKDOWN = (
+    "SET python_enable_replacements = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET enable_external_access = false",
+    "SET lock_configuration = true",
+)
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def sql_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    """Disable file access, extensions and replacement scans on ``con``, then lock its settings."""
+    for stmt in _LOCKDOWN:
+        con.execute(stmt)
+
+
+def parts_select(part_paths: Sequence[str], zoo_name: str | None = None) -> str:
+    """A ``SELECT`` over a zoo's Parquet parts (plus a constant ``zoo`` column if named).
+
+    A zoo without parts gives an empty result with the core columns.
+    """
+    zoo = f"{sql_string(zoo_name)} AS {ZOO_COLUMN}, " if zoo_name is not None else ""
+    if not part_paths:
+        cols = ", ".join(f"NULL::{_DUCK_TYPES[t]} AS {c}" for c, t in CORE_COLUMNS.items())
+        return f"SELECT {zoo}{cols} WHERE false"
+    files = "[" + ", ".join(sql_string(p) for p in part_paths) + "]"
+    return f"SELECT {zoo}* FROM read_parquet({files}, union_by_name = true)"
+
+
+def check_statement(sql: str) -> str:
+    """Accept exactly one read-only ``SELECT`` statement and return its text.
+
+    Raises:
+        QueryError: a syntax error (with DuckDB's message), several statements, or a statement
+            that is not a ``SELECT``.
+    """
+    if not sql or not sql.strip():
+        raise QueryError("the query is empty; write a SELECT over the table `models`")
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryError(f"SQL syntax error: {_first_lines(e)}") from e
+    if len(statements) != 1:
+        raise QueryError(
+            f"the query holds {len(statements)} statements; run exactly one SELECT at a time")
+    stmt = statements[0]
+    if stmt.type != duckdb.StatementType.SELECT:
+        kind = stmt.type.name.replace("_", " ")
+        raise QueryError(
+            f"{kind} statements are not allowed: zoo queries are read-only and accept only "
+            f"SELECT (zoos are changed by `zoo build`, never by a query)")
+    return sql.strip().rstrip(";").strip()
+
+
+def _first_lines(error: Exception, n: int = 6) -> str:
+    return " ".join(line.strip() for line in str(error).strip().splitlines()[:n] if line.strip())
+
+
+class QueryEngine:
+    """A read-only DuckDB view of one or more zoos' metadata as the table ``models``.
+
+    Make one with :meth:`over_zoos` (rows copied into memory) or through
+    :meth:`catalog.store.LocalCatalog.engine` (rows from the persistent catalog file).
+
+    Args:
+        con: a DuckDB connection that already holds ``models`` and is locked down.
+        resolve: maps a row's zoo name (``None`` for a single-zoo engine) to its :class:`Zoo`,
+            to load weights.
+        multi: whether ``models`` has a ``zoo`` column.
+        label: what the engine covers, for messages.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, resolve: Callable[[str | None], Zoo],
+                 multi: bool, label: str) -> None:
+        self.con = con
+        self._resolve = resolve
+        self.multi = multi
+        self.label = label
+        self._columns: list[str] | None = None
+
+    # ------------------------------------------------------------------------------ making
+    @classmethod
+    def over_zoos(cls, zoos: Zoo | Sequence[Zoo] | Mapping[str, Zoo],
+                  zoo_column: bool | None = None) -> QueryEngine:
+        """An in-memory engine over the given zoos.
+
+        Args:
+            zoos: one zoo, a list of zoos (named by their manifest names, made unique with a
+                ``-2``, ``-3`` ... suffix), or ``{name: zoo}``.
+            zoo_column: add the ``zoo`` column (default: only for more than one zoo).
+        """
+        from catalog.zoo import Zoo
+
+        if isinstance(zoos, Zoo):
+            zoos = [zoos]
+        if not isinstance(zoos, Mapping):
+            named: dict[str, Zoo] = {}
+            for z in zoos:
+                name, k = z.name, 2
+                while name in named:
+                    name, k = f"{z.name}-{k}", k + 1
+                named[name] = z
+            zoos = named
+        if not zoos:
+            raise QueryError("no zoo to query; name at least one zoo directory")
+        multi = len(zoos) > 1 if zoo_column is None else zoo_column
+        selects = [parts_select([str(p) for p in z.part_paths], name if multi else None)
+                   for name, z in zoos.items()]
+        for z in zoos.values():
+            for p in z.part_paths:
+                if not p.is_file():
+                    raise WeightzooError(
+                        f"{p} is listed in the manifest of {z.root} but missing; re-pull or "
+                        f"rebuild the zoo (and run `zoo verify`)")
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute(f"CREATE TABLE {TABLE} AS " + " UNION ALL BY NAME ".join(selects))
+        except duckdb.Error as e:
+            con.close()
+            raise WeightzooError(f"cannot read the zoos' Parquet metadata: {_first_lines(e)}; "
+                                 f"run `zoo verify`") from e
+        lock_down(con)
+        by_name = dict(zoos)
+        only = next(iter(by_name.values()))
+
+        def resolve(name: str | None) -> Zoo:
+            if name is None:
+                if multi:
+                    raise QueryError("rows of a multi-zoo query need their `zoo` column")
+                return only
+            if name not in by_name:
+                raise QueryError(f"no zoo named {name!r} in this query; zoos: {', '.join(by_name)}")
+            return by_name[name]
+
+        label = ", ".join(str(z.root) for z in by_name.values())
+        return cls(con, resolve, multi, label)
+
+    # ------------------------------------------------------------------------------ queries
+    @property
+    def columns(self) -> list[str]:
+        """The columns of ``models``, in order."""
+        if self._columns is None:
+            rows = self.con.execute(f"DESCRIBE {TABLE}").fetchall()
+            self._columns = [r[0] for r in rows]
+        return self._columns
+
+    def zoo(self, name: str | None = None) -> Zoo:
+        """The zoo behind rows whose ``zoo`` column is ``name`` (``None`` for a single zoo)."""
+        return self._resolve(name)
+
+    def execute(self, sql: str) -> pa.Table:
+        """Run one read-only ``SELECT`` and return its rows.
+
+        Raises:
+            QueryError: a non-SELECT statement, a syntax error (DuckDB's message), an unknown
+                column (the message lists the available ones), or any other failure.
+        """
+        text = check_statement(sql)
+        return self._run(text)
+
+    def _run(self, text: str, params: Mapping | None = None) -> pa.Table:
+        try:
+            rel = self.con.sql(text, params=dict(params)) if params else self.con.sql(text)
+            return rel.to_arrow_table()
+        except duckdb.BinderException as e:
+            raise self._binder_error(e) from e
+        except duckdb.ParserException as e:
+            raise QueryError(f"SQL syntax error: {_first_lines(e)}") from e
+        except duckdb.CatalogException as e:
+            msg = _first_lines(e, 1).rstrip(".!")
+            raise QueryError(f"{msg}. Queries see one table, `{TABLE}`, with columns: "
+                             f"{', '.join(self.columns)}") from e
+        except duckdb.PermissionException as e:
+            raise QueryError(
+                f"not allowed: {_first_lines(e, 1).rstrip('.')}. Queries can only read the table "
+                f"`{TABLE}`; file access, ATTACH and extensions are disabled") from e
+        except duckdb.Error as e:
+            raise QueryError(f"query failed: {_first_lines(e)}") from e
+
+    def _binder_error(self, e: Exception) -> QueryError:
+        text = str(e)
+        m = re.search(r'(?:Referenced column|does not have a column named) "([^"]+)"', text)
+        if m:
+            return QueryError(
+                f"unknown column {m.group(1)!r}; the columns of `{TABLE}` are: "
+                f"{', '.join(self.columns)}")
+        return QueryError(f"query failed: {_first_lines(e)}")
+
+    def build_select(self, where: str | None = None, order_by: str | None = None,
+                     limit: int | None = None, columns: Sequence[str] | None = None,
+                     source: str | None = None) -> str:
+        """The SQL for a shortcut query (see :meth:`select`).
+
+        Args:
+            source: a SQL query to filter instead of the whole table (wrapped as a subquery).
+        """
+        if columns:
+            from_cols = self.columns if source is None else None
+            if from_cols is not None:
+                unknown = [c for c in columns if c not in from_cols]
+                if unknown:
+                    raise QueryError(
+                        f"unknown column(s) {', '.join(map(repr, unknown))}; the columns of "
+                        f"`{TABLE}` are: {', '.join(from_cols)}")
+            cols = ", ".join(sql_ident(c) for c in columns)
+        else:
+            cols = "*"
+        frm = TABLE if source is None else f"({check_statement(source)}) AS q"
+        sql = f"SELECT {cols} FROM {frm}"
+        if where and where.strip():
+            sql += f"\nWHERE {where}"
+        if order_by and order_by.strip():
+            sql += f"\nORDER BY {order_by}"
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise QueryError(f"limit must be a non-negative integer, got {limit!r}")
+            sql += f"\nLIMIT {limit}"
+        return sql
+
+    def select(self, where: str | None = None, order_by: str | None = None,
+               limit: int | None = None, columns: Sequence[str] | None = None) -> Selection:
+        """Rows of ``models`` without writing SQL.
+
+        Args:
+            where: a SQL boolean expression, e.g. ``"test_acc > 0.9 AND activation = 'relu'"``
+                (default: all rows).
+            order_by: a SQL ordering, e.g. ``"test_acc DESC"`` (default: storage order).
+            limit: at most this many rows (default: all).
+            columns: the columns to return (default: all).
+        """
+        return self.sql(self.build_select(where, order_by, limit, columns))
+
+    def sql(self, query: str) -> Selection:
+        """Run a read-only ``SELECT`` over ``models`` and wrap its rows as a :class:`Selection`."""
+        from catalog.selection import Selection
+
+        return Selection(self.execute(query), self)
+
+    def lookup(self, model_ids: Sequence[str], zoos: Sequence[str] | None,
+               columns: Sequence[str]) -> pa.Table:
+        """``columns`` of the rows with the given keys, one output row per key, in key order.
+
+        Args:
+            model_ids: the ``model_id`` of each wanted row.
+            zoos: the ``zoo`` of each wanted row (multi-zoo engines), or ``None`` to match by
+                ``model_id`` alone.
+            columns: columns to return.
+
+        Raises:
+            QueryError: a key matches no row, or (without ``zoos``) several zoos' rows.
+        """
+        unknown = [c for c in columns if c not in self.columns]
+        if unknown:
+            raise QueryError(f"unknown column(s) {', '.join(map(repr, unknown))}; the columns of "
+                             f"`{TABLE}` are: {', '.join(self.columns)}")
+        if any(m is None for m in model_ids):
+            raise QueryError("some rows have a NULL model_id, so their weights cannot be located")
+        cols = ", ".join(f"m.{sql_ident(c)}" for c in columns)
+        on = "m.model_id = q.model_id"
+        keys = "unnest($ids) AS model_id"
+        params: dict = {"ids": list(model_ids)}
+        if zoos is not None:
+            keys += f", unnest($zoos) AS {ZOO_COLUMN}"
+            on += f" AND m.{ZOO_COLUMN} = q.{ZOO_COLUMN}"
+            params["zoos"] = list(zoos)
+        sql = (f"SELECT q.pos AS __pos, {cols} FROM (SELECT {keys}, "
+               f"generate_subscripts($ids, 1) AS pos) AS q JOIN {TABLE} AS m ON {on} "
+               f"ORDER BY q.pos")
+        table = self._run(sql, params)
+        counts = np.bincount(table.column("__pos").to_numpy(), minlength=len(model_ids) + 1)[1:]
+        missing = np.flatnonzero(counts == 0)
+        if len(missing):
+            raise QueryError(
+                f"{len(missing)} model_id(s) are not in {self.label} (e.g. "
+                f"{model_ids[int(missing[0])]!r}); their weights cannot be located")
+        several = np.flatnonzero(counts > 1)
+        if len(several):
+            raise QueryError(
+                f"model_id {model_ids[int(several[0])]!r} is in several zoos; include the "
+                f"`{ZOO_COLUMN}` column in the query so each row names its zoo")
+        return table.drop_columns(["__pos"])
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __repr__(self) -> str:
+        return f"QueryEngine({self.label})"
+
+
+def query_zoos(paths: Sequence[str], sql: str) -> Selection:
+    """Open several zoos and run one read-only query over their union (with a ``zoo`` column)."""
+    from catalog.zoo import open_zoo
+
+    return QueryEngine.over_zoos([open_zoo(p) for p in paths]).sql(sql)

@@ -1,0 +1,261 @@
+"""A query's rows and, on demand, their weights: :class:`Selection`.
+
+``zoo.select(...)`` / ``zoo.sql(...)`` return a ``Selection``. Its :attr:`~Selection.table` holds
+the rows; :meth:`~Selection.stacked`, :meth:`~Selection.state_dicts` and
+:meth:`~Selection.modules` load the rows' weights from the memory-mapped safetensors shards
+(one slice per shard, never one file per model), checking every row against its ``sha256``
+unless told not to.
+
+Weights are located by the columns ``arch_id``, ``weights_shard``, ``weights_row``, ``sha256``
+(and ``zoo`` for several zoos). A query that did not return them is re-joined to ``models`` by
+``model_id``; a query without ``model_id`` (an aggregate, say) has no weights to load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import Tensor
+
+from catalog.errors import QueryError
+from catalog.loading import check_rows, read_shard_rows
+from catalog.network import NetworkSpec, SpecNetwork, build_module
+from catalog.query import ZOO_COLUMN
+
+if TYPE_CHECKING:
+    from catalog.query import QueryEngine
+
+_WEIGHT_COLUMNS = ("arch_id", "weights_shard", "weights_row", "sha256")
+
+
+class Selection:
+    """Rows of the ``models`` table, with their weights one call away.
+
+    Args:
+        table: the rows (any columns).
+        source: the :class:`~catalog.query.QueryEngine` the rows came from; it locates rows
+            that lack the weight columns and opens the zoos that hold the weights.
+
+    Example::
+
+        sel = zoo.select(where="test_acc > 0.9", order_by="test_acc DESC", limit=100)
+        sel.table               # pyarrow.Table
+        batch = sel.stacked()   # {param name: Tensor[N, *shape]}
+        mods = sel.modules()    # [SpecNetwork] with the weights loaded
+    """
+
+    def __init__(self, table: pa.Table, source: QueryEngine,
+                 _locations: pa.Table | None = None) -> None:
+        self.table = table
+        self.source = source
+        self._loc = _locations
+
+    # ------------------------------------------------------------------------------ rows
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __repr__(self) -> str:
+        return (f"Selection(rows={len(self)}, columns={self.table.column_names[:8]}"
+                f"{'...' if self.table.num_columns > 8 else ''})")
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns of :attr:`table`."""
+        return list(self.table.column_names)
+
+    def column(self, name: str) -> list:
+        """The values of one column as a list (looked up by ``model_id`` if the query left the
+        column out)."""
+        return self.metadata([name]).column(name).to_pylist()
+
+    def metadata(self, names: Sequence[str]) -> pa.Table:
+        """The given columns for every row, in row order.
+
+        Columns the query did not return are fetched from ``models`` by ``model_id``.
+        """
+        have = [n for n in names if n in self.table.column_names]
+        missing = [n for n in names if n not in self.table.column_names]
+        if not missing:
+            return self.table.select(list(names))
+        looked = self._lookup(missing)
+        arrays = {n: (self.table.column(n) if n in have else looked.column(n)) for n in names}
+        return pa.table(arrays)
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> Selection:
+        """A new selection of the rows at ``indices`` (in that order)."""
+        idx = pa.array(np.asarray(indices, dtype=np.int64))
+        loc = self._loc.take(idx) if self._loc is not None else None
+        return Selection(self.table.take(idx), self.source, loc)
+
+    def head(self, n: int) -> Selection:
+        """The first ``n`` rows."""
+        return self.take(np.arange(min(n, len(self))))
+
+    # ------------------------------------------------------------------------------ locating
+    def _lookup(self, names: Sequence[str]) -> pa.Table:
+        if "model_id" not in self.table.column_names:
+            raise QueryError(
+                f"this selection has no model_id column, so its rows cannot be matched to the "
+                f"zoo for {', '.join(names)} (nor their weights loaded); include model_id in the "
+                f"query (or SELECT *)")
+        ids = self.table.column("model_id").to_pylist()
+        zoos = None
+        if self.source.multi and ZOO_COLUMN in self.table.column_names:
+            zoos = self.table.column(ZOO_COLUMN).to_pylist()
+        return self.source.lookup(ids, zoos, list(names))
+
+    def _locations(self) -> pa.Table:
+        """``[zoo,] arch_id, weights_shard, weights_row, sha256`` for every row."""
+        if self._loc is None:
+            want = ([ZOO_COLUMN] if self.source.multi else []) + list(_WEIGHT_COLUMNS)
+            if all(c in self.table.column_names for c in want):
+                loc = self.table.select(want)
+            else:
+                loc = self._lookup(want)
+            for c in want:
+                if loc.column(c).null_count:
+                    raise QueryError(
+                        f"some rows have a NULL {c}, so their weights cannot be located; "
+                        f"select rows of `models` as they are stored")
+            self._loc = loc
+        return self._loc
+
+    @property
+    def arch_ids(self) -> list[str]:
+        """The distinct architectures of the rows, in order of first appearance."""
+        col = (self.table.column("arch_id") if "arch_id" in self.table.column_names
+               else self._locations().column("arch_id"))
+        return list(dict.fromkeys(pc.unique(col).to_pylist()))
+
+    def _arch_positions(self) -> dict[str, np.ndarray]:
+        col = self._locations().column("arch_id").combine_chunks()
+        enc = col.dictionary_encode()
+        codes = enc.indices.to_numpy(zero_copy_only=False)
+        return {a: np.flatnonzero(codes == i) for i, a in enumerate(enc.dictionary.to_pylist())}
+
+    def by_arch(self) -> dict[str, Selection]:
+        """The rows grouped by ``arch_id`` (each group keeps the rows' order)."""
+        loc = self._locations()
+        out = {}
+        for arch, pos in self._arch_positions().items():
+            idx = pa.array(pos)
+            out[arch] = Selection(self.table.take(idx), self.source, loc.take(idx))
+        return out
+
+    def _several_archs_error(self, what: str) -> QueryError:
+        counts = {a: len(p) for a, p in self._arch_positions().items()}
+        listing = ", ".join(f"{a} ({n} rows)" for a, n in counts.items())
+        return QueryError(
+            f"{what} needs a single architecture, but this selection spans {len(counts)}: "
+            f"{listing}. Use .by_arch() to get one selection per arch_id, pass arch_id=..., or "
+            f"filter the query (e.g. where=\"arch_id = '{next(iter(counts))}'\")")
+
+    @property
+    def network_spec(self) -> NetworkSpec:
+        """The :class:`NetworkSpec` of the rows (they must share one architecture)."""
+        archs = self.arch_ids
+        if len(archs) != 1:
+            if not archs:
+                raise QueryError("the selection is empty, so it has no architecture")
+            raise self._several_archs_error("network_spec")
+        return self._spec(archs[0])
+
+    def _spec(self, arch_id: str) -> NetworkSpec:
+        loc = self._locations()
+        zoo_name = None
+        if ZOO_COLUMN in loc.column_names:
+            first = int(self._arch_positions()[arch_id][0])
+            zoo_name = loc.column(ZOO_COLUMN)[first].as_py()
+        return self.source.zoo(zoo_name).network_spec(arch_id)
+
+    # ------------------------------------------------------------------------------ weights
+    def stacked(self, arch_id: str | None = None, verify: bool = True) -> dict[str, Tensor]:
+        """The rows' weights as one batch.
+
+        Args:
+            arch_id: load only the rows of this architecture (needed when the selection spans
+                several; default: the selection's single architecture).
+            verify: check every row's bytes against its ``sha256`` (default ``True``); a
+                mismatch raises :class:`~catalog.errors.IntegrityError`.
+
+        Shapes:
+            returns ``{param name: Tensor[N, *shape]}`` with ``N`` rows in selection order.
+        """
+        archs = self._arch_positions()
+        if arch_id is None:
+            if not archs:
+                raise QueryError("the selection is empty; there are no weights to stack")
+            if len(archs) > 1:
+                raise self._several_archs_error("stacked()")
+            arch_id = next(iter(archs))
+        elif arch_id not in archs:
+            raise QueryError(f"no row of this selection has arch_id {arch_id!r}; its "
+                             f"architectures: {', '.join(archs) or 'none (it is empty)'}")
+        positions = archs[arch_id]
+        return self._load(positions, arch_id, verify)
+
+    def _load(self, positions: np.ndarray, arch_id: str, verify: bool) -> dict[str, Tensor]:
+        loc = self._locations()
+        if len(positions) != loc.num_rows:
+            loc = loc.take(pa.array(positions))
+        n = loc.num_rows
+        rows = loc.column("weights_row").to_numpy().astype(np.int64, copy=False)
+        shas = loc.column("sha256").to_pylist() if verify else None
+        key_col = loc.column("weights_shard")
+        if ZOO_COLUMN in loc.column_names:
+            key_col = pc.binary_join_element_wise(loc.column(ZOO_COLUMN), key_col, "\x00")
+        enc = key_col.combine_chunks().dictionary_encode()
+        codes = enc.indices.to_numpy(zero_copy_only=False)
+        groups = enc.dictionary.to_pylist()
+        spec: NetworkSpec | None = None
+        out: dict[str, Tensor] | None = None
+        for gi, key in enumerate(groups):
+            zoo_name, shard = key.split("\x00", 1) if "\x00" in key else (None, key)
+            zoo = self.source.zoo(zoo_name)
+            if spec is None:
+                spec = zoo.network_spec(arch_id)
+            idx = np.flatnonzero(codes == gi) if len(groups) > 1 else np.arange(n)
+            batch = read_shard_rows(zoo._shard(shard), spec, rows[idx], shard)
+            if shas is not None:
+                check_rows([batch[p] for p in spec.param_names], [shas[i] for i in idx],
+                           rows[idx].tolist(), shard, str(zoo.root))
+            if len(groups) == 1:
+                return batch
+            if out is None:
+                out = {p.name: torch.empty((n, *p.shape), dtype=spec.torch_dtype)
+                       for p in spec.params}
+            t_idx = torch.from_numpy(idx)
+            for name, t in batch.items():
+                out[name].index_copy_(0, t_idx, t)
+        if out is None:  # no rows
+            spec = spec or self._spec(arch_id)
+            return {p.name: torch.empty((0, *p.shape), dtype=spec.torch_dtype)
+                    for p in spec.params}
+        return out
+
+    def state_dicts(self, verify: bool = True) -> list[dict[str, Tensor]]:
+        """One state dict per row, in row order (rows may mix architectures).
+
+        The tensors are views into one stacked batch per architecture; ``clone()`` one to keep
+        it without the rest.
+
+        Shapes:
+            each ``{param name: Tensor[*shape]}``.
+        """
+        out: list[dict[str, Tensor] | None] = [None] * len(self)
+        for arch, pos in self._arch_positions().items():
+            batch = self._load(pos, arch, verify)
+            for j, i in enumerate(pos.tolist()):
+                out[i] = {k: v[j] for k, v in batch.items()}
+        return out  # type: ignore[return-value]
+
+    def modules(self, verify: bool = True) -> list[SpecNetwork]:
+        """One ``nn.Module`` per row (rebuilt from its NetworkSpec, weights loaded, eval mode)."""
+        specs = {a: self._spec(a) for a in self._arch_positions()}
+        arch_col = self._locations().column("arch_id").to_pylist()
+        return [build_module(specs[a], sd) for a, sd in zip(arch_col, self.state_dicts(verify))]

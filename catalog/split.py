@@ -1,0 +1,82 @@
+"""Train/val/test splits by training run: :func:`split_by_run`.
+
+All checkpoints of one training run share a ``run_id``; they are near-copies of each other,
+so a split by row would leak a run's weights from train into test. Here whole runs are
+assigned to one split each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from catalog.errors import WeightzooError
+
+#: The split names, in the order of the ``fractions`` tuple.
+SPLITS = ("train", "val", "test")
+
+
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """Validate ``(train, val, test)`` fractions: three non-negative numbers summing to 1."""
+    try:
+        values = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError) as e:
+        raise WeightzooError(f"fractions must be three numbers (train, val, test), got {fractions!r}") from e
+    if len(values) != 3:
+        raise WeightzooError(
+            f"fractions must be three numbers (train, val, test), got {len(values)}: {fractions!r}")
+    if any(f < 0 or not math.isfinite(f) for f in values) or not math.isclose(sum(values), 1.0, abs_tol=1e-6):
+        raise WeightzooError(
+            f"fractions must be non-negative and sum to 1, got {fractions!r} (sum {sum(values):g})")
+    return values  # type: ignore[return-value]
+
+
+def split_by_run(table: pa.Table, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                 seed: int = 0, key: Sequence[str] = ("run_id",)) -> dict[str, np.ndarray]:
+    """Assign whole training runs to train/val/test.
+
+    The distinct runs are sorted, shuffled with ``seed`` and cut at the cumulative fractions
+    (rounded to whole runs), so the split depends only on the set of runs, the fractions and
+    the seed, never on the row order or on which checkpoints were selected.
+
+    Args:
+        table: rows with the ``key`` columns.
+        fractions: ``(train, val, test)`` shares of the runs (default ``(0.8, 0.1, 0.1)``).
+        seed: the shuffle's seed (default ``0``).
+        key: the columns that identify a run (default ``("run_id",)``; add ``"zoo"`` for rows
+            of several zoos, whose run ids may collide).
+
+    Returns:
+        ``{"train": positions, "val": positions, "test": positions}``: sorted ``int64`` row
+        positions into ``table``; every row is in exactly one split, and all rows of a run
+        in the same one.
+    """
+    fr = check_fractions(fractions)
+    missing = [k for k in key if k not in table.column_names]
+    if missing:
+        raise WeightzooError(
+            f"splitting by run needs the column(s) {missing}; select them (or SELECT *)")
+    if table.num_rows == 0:
+        return {s: np.zeros(0, dtype=np.int64) for s in SPLITS}
+    cols = [table.column(k) for k in key]
+    for k, c in zip(key, cols):
+        if c.null_count:
+            raise WeightzooError(f"{c.null_count} rows have a NULL {k}; cannot split them by run")
+    run = cols[0].cast(pa.string())
+    for c in cols[1:]:
+        run = pc.binary_join_element_wise(c.cast(pa.string()), run, "\x00")
+    enc = run.combine_chunks().dictionary_encode()
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
+    order = np.argsort(names, kind="stable")  # sorted run names: independent of row order
+    perm = np.random.default_rng(seed).permutation(len(names))
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[order[perm]] = np.arange(len(names))  # position of each run in the shuffled list
+    cuts = np.rint(np.cumsum(fr) * len(names)).astype(np.int64)
+    split_of_run = np.searchsorted(cuts, rank, side="right")
+    split_of_row = split_of_run[codes]
+    return {s: np.flatnonzero(split_of_row == i).astype(np.int64) for i, s in enumerate(SPLITS)}
