@@ -7,7 +7,6 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import IO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -92,9 +91,8 @@ def render_csv(table: pa.Table) -> str:
     return buf.getvalue().decode()
 
 
-def write_result(table: pa.Table, fmt: str, out: str | os.PathLike | None,
-                 stream: IO[str] | None = None) -> None:
-    """Write ``table`` as ``fmt`` to the file ``out`` or, without one, to ``stream``.
+def write_result(table: pa.Table, fmt: str, out: str | os.PathLike | None) -> str | None:
+    """Write ``table`` as ``fmt`` to the file ``out``, or, without one, return it as text.
 
     Raises:
         QueryError: ``parquet`` without ``out`` (binary output needs a file).
@@ -103,9 +101,9 @@ def write_result(table: pa.Table, fmt: str, out: str | os.PathLike | None,
         if out is None:
             raise QueryError("--format parquet writes a binary file; give it a path with --out")
         pq.write_table(table, str(out))
-        return
+        return None
     text = {"table": render_table, "csv": render_csv, "json": render_json}[fmt](table)
-    if out is not None:
-        Path(out).write_text(text)
-    elif stream is not None:
-        stream.write(text)
+    if out is None:
+        return text
+    Path(out).write_text(text)
+    return None

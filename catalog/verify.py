@@ -101,22 +101,24 @@ def verify_zoo(root: str | os.PathLike, check_weights: bool = True,
     root = Path(root)
     manifest = read_manifest(root)
     report = VerifyReport(str(root))
-    good_files = _check_files(root, manifest, report)
+    present = _check_files(root, manifest, report)
     _check_unlisted(root, manifest, report)
-    shard_rows = _check_shards(root, manifest, report, good_files)
-    used = _check_parts(root, manifest, report, good_files, shard_rows)
+    shard_rows = _check_shards(root, manifest, report, present)
+    used = _check_parts(root, manifest, report, present)
     for shard, n in shard_rows.items():
         unused = n - len(used.get(shard, ()))
         if unused > 0:
             report.warnings.append(Problem(shard, f"{unused} of {n} rows are used by no metadata row"))
     if check_weights:
-        _check_weights(root, manifest, report, good_files, shard_rows, progress)
+        _check_weights(root, manifest, report, present, shard_rows, progress)
     return report
 
 
 # ================================================================================ files
 def _check_files(root: Path, manifest: Manifest, report: VerifyReport) -> set[str]:
-    good = set()
+    """Existence, size and sha256 of every listed file; returns the files that exist (a file
+    with a wrong checksum is still read by the later checks, to name its bad rows)."""
+    present = set()
     seen = Counter(f.path for f in manifest.files)
     for path, n in seen.items():
         if n > 1:
@@ -127,6 +129,7 @@ def _check_files(root: Path, manifest: Manifest, report: VerifyReport) -> set[st
         if not p.is_file():
             report.problems.append(Problem(entry.path, "missing (listed in the manifest); re-pull or rebuild the zoo"))
             continue
+        present.add(entry.path)
         size = p.stat().st_size
         if size != entry.bytes:
             report.problems.append(Problem(entry.path, f"has {size} bytes, the manifest says {entry.bytes}"))
@@ -136,9 +139,7 @@ def _check_files(root: Path, manifest: Manifest, report: VerifyReport) -> set[st
             report.problems.append(Problem(
                 entry.path, f"sha256 {digest[:12]}... does not match the manifest's "
                             f"{entry.sha256[:12]}...; the file is corrupt or was modified"))
-            continue
-        good.add(entry.path)
-    return good
+    return present
 
 
 def _check_unlisted(root: Path, manifest: Manifest, report: VerifyReport) -> None:
@@ -156,11 +157,11 @@ def _check_unlisted(root: Path, manifest: Manifest, report: VerifyReport) -> Non
 
 # ================================================================================ shards
 def _check_shards(root: Path, manifest: Manifest, report: VerifyReport,
-                  good: set[str]) -> dict[str, int]:
-    """Structure of each intact shard; returns ``{shard path: rows}`` of the usable ones."""
+                  present: set[str]) -> dict[str, int]:
+    """Structure of each present shard; returns ``{shard path: rows}`` of the usable ones."""
     usable: dict[str, int] = {}
     for entry in manifest.shard_files():
-        if entry.path not in good:
+        if entry.path not in present:
             continue
         spec = _spec(manifest, entry, report)
         if spec is None:
@@ -210,8 +211,8 @@ def _spec(manifest: Manifest, entry: FileEntry, report: VerifyReport) -> Network
 
 
 # ================================================================================ parts
-def _check_parts(root: Path, manifest: Manifest, report: VerifyReport, good: set[str],
-                 shard_rows: dict[str, int]) -> dict[str, set[int]]:
+def _check_parts(root: Path, manifest: Manifest, report: VerifyReport,
+                 present: set[str]) -> dict[str, set[int]]:
     """Schema and row consistency; returns the shard rows each shard's metadata uses."""
     shards = {f.path: f for f in manifest.shard_files()}
     used: dict[str, set[int]] = {}
@@ -225,7 +226,7 @@ def _check_parts(root: Path, manifest: Manifest, report: VerifyReport, good: set
             report.problems.append(Problem(MANIFEST_NAME, f"architecture {arch}: {e}"))
     total = 0
     for entry in manifest.part_files():
-        if entry.path not in good:
+        if entry.path not in present:
             continue
         try:
             table = pq.read_table(root / entry.path)
@@ -241,8 +242,8 @@ def _check_parts(root: Path, manifest: Manifest, report: VerifyReport, good: set
         cols = {c: table.column(c).to_pylist() for c in CORE_COLUMNS}
         ids.update(cols["model_id"])
         for i in range(table.num_rows):
-            _check_row(entry.path, {c: cols[c][i] for c in cols}, manifest, sizes, shards,
-                       shard_rows, used, report)
+            _check_row(entry.path, {c: cols[c][i] for c in cols}, manifest, sizes, shards, used,
+                       report)
         report.rows_checked += table.num_rows
     for model_id, n in ids.items():
         if n > 1:
@@ -284,8 +285,7 @@ def _numeric(t: pa.DataType) -> bool:
 
 
 def _check_row(path: str, row: dict, manifest: Manifest, sizes: dict[str, int],
-               shards: dict[str, FileEntry],
-               shard_rows: dict[str, int], used: dict[str, set[int]], report: VerifyReport) -> None:
+               shards: dict[str, FileEntry], used: dict[str, set[int]], report: VerifyReport) -> None:
     mid = row["model_id"]
     for col in CORE_COLUMNS:
         if row[col] is None:
@@ -320,11 +320,11 @@ def _check_row(path: str, row: dict, manifest: Manifest, sizes: dict[str, int],
 
 
 # ================================================================================ weights
-def _check_weights(root: Path, manifest: Manifest, report: VerifyReport, good: set[str],
+def _check_weights(root: Path, manifest: Manifest, report: VerifyReport, present: set[str],
                    shard_rows: dict[str, int], progress: bool) -> None:
     wanted: dict[str, list[tuple[int, str, str]]] = {}
     for entry in manifest.part_files():
-        if entry.path not in good:
+        if entry.path not in present:
             continue
         try:
             t = pq.read_table(root / entry.path, columns=["model_id", "weights_shard", "weights_row", "sha256"])

@@ -93,7 +93,9 @@ def query(args: tuple[str, ...], use_catalog: bool, where: str | None, order_by:
             text = sql
         table = engine.execute(text)
         out_fmt = format_for(out, fmt, sys.stdout.isatty())
-        write_result(table, out_fmt, out, click.get_text_stream("stdout"))
+        text = write_result(table, out_fmt, out)
+        if text is not None:
+            click.echo(text, nl=False)
         if out is not None:
             click.echo(f"wrote {table.num_rows} rows to {out} ({out_fmt})", err=True)
     finally:

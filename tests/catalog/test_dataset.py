@@ -1,0 +1,103 @@
+"""WeightDataset: items, run-level splits, train-split statistics cached in the zoo."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import catalog.dataset as dataset_mod
+from catalog import WeightDataset, WeightzooError, open_zoo, verify_zoo
+from catalog.dataset import compute_stats
+
+
+def test_items_and_stacked(zoo_dir):
+    sel = open_zoo(zoo_dir).select()
+    ds = WeightDataset(sel, ["test_acc", "lr"], split="train", fractions=(0.6, 0.2, 0.2), cache_stats=False)
+    w, y = ds[0]
+    assert set(w) == set(ds.network_spec.param_names)
+    assert w["layers.0.weight"].shape == (8, 4) and y.shape == (2,) and y.dtype == torch.float32
+    batch, targets = ds.stacked()
+    assert batch["layers.1.weight"].shape == (len(ds), 3, 8) and targets.shape == (len(ds), 2)
+    assert torch.allclose(targets[:, 0].double(), torch.tensor(ds.table["test_acc"].to_pylist()).double())
+
+
+def test_splits_do_not_share_runs_and_skip_diverged(zoo_dir):
+    sel = open_zoo(zoo_dir).select()
+    parts = {s: WeightDataset(sel, ["test_acc"], split=s, fractions=(0.5, 0.25, 0.25), seed=1, cache_stats=False)
+             for s in ("train", "val", "test")}
+    runs = {s: set(d.table["run_id"].to_pylist()) for s, d in parts.items()}
+    assert not (runs["train"] & runs["val"] or runs["train"] & runs["test"] or runs["val"] & runs["test"])
+    assert sum(len(d) for d in parts.values()) == 30  # 36 rows minus the 2 diverged runs x 3 checkpoints
+    assert all(set(d.table["status"].to_pylist()) == {"ok"} for d in parts.values())
+    every = WeightDataset(sel, ["test_acc"], status=None, cache_stats=False)
+    assert sum(len(v) for v in every.splits.values()) == 36
+
+
+def test_stats_from_train_split_cached_in_zoo(zoo_copy, monkeypatch):
+    sel = open_zoo(zoo_copy).select()
+    train = WeightDataset(sel, ["test_acc"], split="train", normalize=False, cache_stats=False)
+    ds = WeightDataset(sel, ["test_acc"], split="train")
+    assert ds.stats_path is not None and ds.stats_path.is_file() and not ds.stats_cached
+    assert ds.stats_path.parent == zoo_copy / "stats"
+    want = compute_stats(train.stacked()[0])
+    for k in want["mean"]:
+        torch.testing.assert_close(ds.stats["mean"][k], want["mean"][k])
+        torch.testing.assert_close(ds.stats["std"][k], want["std"][k])
+    normalized = ds.stacked()[0]["layers.0.weight"]
+    torch.testing.assert_close(normalized.mean(0), torch.zeros(8, 4), atol=1e-5, rtol=0)
+
+    def no_compute(_):
+        raise AssertionError("stats were recomputed")
+
+    monkeypatch.setattr(dataset_mod, "compute_stats", no_compute)
+    again = WeightDataset(open_zoo(zoo_copy).select(), ["test_acc"], split="val")
+    assert again.stats_cached and again.stats_path == ds.stats_path
+    val_raw = WeightDataset(sel, ["test_acc"], split="val", normalize=False).stacked()[0]
+    torch.testing.assert_close(again.stacked()[0]["layers.0.bias"],
+                               (val_raw["layers.0.bias"] - want["mean"]["layers.0.bias"]) / want["std"]["layers.0.bias"])
+    torch.testing.assert_close(again.denormalize_weights(again.stacked()[0])["layers.0.bias"], val_raw["layers.0.bias"])
+    assert verify_zoo(zoo_copy).ok  # the stats cache is not zoo data
+    monkeypatch.undo()
+    other = WeightDataset(sel, ["test_acc"], split="train", seed=7)  # another split -> another file
+    assert other.stats_path != ds.stats_path and not other.stats_cached
+
+
+def test_read_only_zoo_computes_stats_in_memory(zoo_copy, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(dataset_mod.tempfile, "mkstemp", refuse)
+    ds = WeightDataset(open_zoo(zoo_copy).select(), ["test_acc"])
+    assert ds.stats is not None and ds.stats_path is None
+    assert not (zoo_copy / "stats").exists() or not any((zoo_copy / "stats").iterdir())
+
+
+def test_categorical_targets(zoo_dir):
+    sel = open_zoo(zoo_dir).select()
+    ds = WeightDataset(sel, ["activation"], normalize=False)
+    assert ds.classes == {"activation": ["relu", "tanh"]}
+    _, y = ds.stacked()
+    assert y.dtype == torch.int64
+    assert [ds.classes["activation"][i] for i in y[:, 0].tolist()] == ds.table["activation"].to_pylist()
+    mixed = WeightDataset(sel, ["activation", "test_acc"], normalize=False)
+    assert mixed.stacked()[1].dtype == torch.float32
+
+
+def test_selection_without_metadata_columns(zoo_dir):
+    sel = open_zoo(zoo_dir).sql("SELECT model_id FROM models WHERE checkpoint = 2")
+    ds = WeightDataset(sel, ["test_acc"], cache_stats=False)
+    assert len(ds) > 0 and set(ds.table.column_names) >= {"run_id", "status", "test_acc"}
+
+
+def test_errors(zoo_dir, multi_arch_dir):
+    sel = open_zoo(zoo_dir).select()
+    with pytest.raises(WeightzooError, match="split"):
+        WeightDataset(sel, ["test_acc"], split="holdout")
+    with pytest.raises(WeightzooError, match="list of column"):
+        WeightDataset(sel, "test_acc")
+    with pytest.raises(WeightzooError, match="by_arch"):
+        WeightDataset(open_zoo(multi_arch_dir).select(), ["test_acc"])
+    with pytest.raises(WeightzooError, match="no rows"):
+        WeightDataset(open_zoo(zoo_dir).select(where="false"), ["test_acc"])
+    with pytest.raises(WeightzooError, match="train split is empty"):
+        WeightDataset(sel, ["test_acc"], split="test", fractions=(0.0, 0.5, 0.5))

@@ -1,0 +1,134 @@
+"""QueryEngine: SQL and shortcut queries, read-only enforcement, errors, several zoos."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pytest
+from helpers import tree_hashes
+
+from catalog import QueryEngine, QueryError, open_zoo
+from catalog.query import check_statement
+
+
+def test_select_shortcuts_match_arrow_filter(zoo_dir):
+    zoo = open_zoo(zoo_dir)
+    sel = zoo.select(where="test_acc > 0.5 AND activation = 'relu'", order_by="test_acc DESC, model_id",
+                     limit=4, columns=["model_id", "lr", "test_acc"])
+    assert sel.table.column_names == ["model_id", "lr", "test_acc"]
+    t = zoo.table
+    mask = pc.and_(pc.greater(t["test_acc"], 0.5), pc.equal(t["activation"], "relu"))
+    want = sorted(t.filter(mask).to_pylist(), key=lambda r: (-r["test_acc"], r["model_id"]))[:4]
+    assert sel.column("model_id") == [r["model_id"] for r in want]
+    assert len(sel) == 4
+
+
+def test_sql_aggregate(zoo_dir):
+    zoo = open_zoo(zoo_dir)
+    t = zoo.sql("SELECT activation, count(*) AS n FROM models GROUP BY activation ORDER BY activation").table
+    assert t.to_pylist() == [{"activation": "relu", "n": 18}, {"activation": "tanh", "n": 18}]
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE models SET test_acc = 1.0",
+    "DELETE FROM models",
+    "INSERT INTO models SELECT * FROM models",
+    "DROP TABLE models",
+    "CREATE TABLE x AS SELECT 1",
+    "ATTACH '{root}/evil.duckdb' AS evil",
+    "COPY models TO '{root}/models/part-00000.parquet' (FORMAT parquet)",
+    "COPY (SELECT 1 AS a) TO '{root}/zoo.json' (FORMAT csv, HEADER false)",
+    "EXPORT DATABASE '{root}/models'",
+    "SET enable_external_access = true",
+    "INSTALL httpfs",
+    "PRAGMA enable_profiling",
+    "SELECT 1; DELETE FROM models",
+])
+def test_writes_are_rejected_and_files_unchanged(zoo_copy, sql):
+    before = tree_hashes(zoo_copy)
+    zoo = open_zoo(zoo_copy)
+    with pytest.raises(QueryError) as e:
+        zoo.sql(sql.format(root=zoo_copy))
+    msg = str(e.value)
+    assert "not allowed" in msg or "statements" in msg
+    zoo.close()
+    assert tree_hashes(zoo_copy) == before
+    assert len(open_zoo(zoo_copy).table) == 36
+
+
+def test_lockdown_holds_even_past_the_statement_check(zoo_copy):
+    """Defense in depth: the connection itself cannot touch files or change its settings."""
+    import duckdb
+
+    before = tree_hashes(zoo_copy)
+    engine = open_zoo(zoo_copy).engine
+    target = zoo_copy / "models" / "part-00000.parquet"
+    for stmt in [f"COPY models TO '{target}' (FORMAT parquet)",
+                 f"COPY models TO '{target}' (FORMAT csv, USE_TMP_FILE false)",
+                 f"ATTACH '{zoo_copy}/x.duckdb'",
+                 "SET enable_external_access = true",
+                 f"SELECT * FROM read_parquet('{target}')"]:
+        with pytest.raises(duckdb.Error):
+            engine.con.execute(stmt)
+    assert tree_hashes(zoo_copy) == before
+
+
+def test_file_reads_are_blocked(zoo_dir):
+    with pytest.raises(QueryError, match="not allowed"):
+        open_zoo(zoo_dir).sql(f"SELECT * FROM read_parquet('{zoo_dir}/models/part-00000.parquet')")
+
+
+def test_unknown_column_lists_columns(zoo_dir):
+    zoo = open_zoo(zoo_dir)
+    for call in (lambda: zoo.sql("SELECT accuracy FROM models"),
+                 lambda: zoo.select(where="accuracy > 0.5"),
+                 lambda: zoo.select(order_by="models.accuracy"),
+                 lambda: zoo.select(columns=["model_id", "accuracy"])):
+        with pytest.raises(QueryError) as e:
+            call()
+        msg = str(e.value)
+        assert "accuracy" in msg and "test_acc" in msg and "model_id" in msg
+
+
+def test_syntax_error_shows_duckdb_message(zoo_dir):
+    with pytest.raises(QueryError, match="syntax error.*SELEC"):
+        open_zoo(zoo_dir).sql("SELEC * FROM models")
+
+
+def test_unknown_table_names_models(zoo_dir):
+    with pytest.raises(QueryError, match="`models`"):
+        open_zoo(zoo_dir).sql("SELECT * FROM runs")
+
+
+def test_empty_and_bad_limit(zoo_dir):
+    zoo = open_zoo(zoo_dir)
+    with pytest.raises(QueryError, match="empty"):
+        zoo.sql("  ")
+    with pytest.raises(QueryError, match="limit"):
+        zoo.select(limit=-1)
+    assert len(zoo.select(limit=0)) == 0
+
+
+def test_check_statement_accepts_selects():
+    for sql in ["SELECT 1", "WITH a AS (SELECT 1) SELECT * FROM a", "FROM models", "DESCRIBE models",
+                "SELECT 1;"]:
+        assert check_statement(sql)
+
+
+def test_several_zoos_union_with_zoo_column(zoo_dir, multi_arch_dir):
+    engine = QueryEngine.over_zoos([open_zoo(zoo_dir), open_zoo(multi_arch_dir)])
+    assert engine.columns[0] == "zoo" and "width_note" in engine.columns
+    t = engine.execute("SELECT zoo, count(*) AS n, count(width_note) AS w FROM models "
+                       "GROUP BY zoo ORDER BY zoo").to_pylist()
+    assert t == [{"zoo": "tiny", "n": 36, "w": 0}, {"zoo": "wide", "n": 16, "w": 16}]
+
+
+def test_same_named_zoos_get_distinct_names(zoo_dir):
+    engine = QueryEngine.over_zoos([open_zoo(zoo_dir), open_zoo(zoo_dir)])
+    names = engine.execute("SELECT DISTINCT zoo FROM models ORDER BY zoo").column("zoo").to_pylist()
+    assert names == ["tiny", "tiny-2"]
+
+
+def test_shortcuts_over_sql_source(zoo_dir):
+    engine = open_zoo(zoo_dir).engine
+    sql = engine.build_select(where="n > 17", source="SELECT activation, count(*) AS n FROM models GROUP BY 1")
+    assert engine.execute(sql).num_rows == 2

@@ -1,0 +1,145 @@
+"""Selection: loading weights (stacked, state dicts, modules), re-joins, architectures, checksums."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import flip_weight_byte
+from safetensors.torch import load_file
+
+from catalog import IntegrityError, QueryEngine, QueryError, open_zoo, population_forward
+
+
+def expected_weights(zoo, rows):
+    """Weights read independently: whole shard files, indexed by weights_row."""
+    cache = {}
+    out = {}
+    for r in rows:
+        shard = cache.setdefault(r["weights_shard"], load_file(str(zoo.root / r["weights_shard"])))
+        for k, v in shard.items():
+            out.setdefault(k, []).append(v[r["weights_row"]])
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def test_stacked_in_query_order(zoo_dir):
+    zoo = open_zoo(zoo_dir)
+    sel = zoo.select(where="checkpoint = 2", order_by="test_acc DESC, model_id")
+    batch = sel.stacked()
+    want = expected_weights(zoo, sel.table.to_pylist())
+    assert set(batch) == set(sel.network_spec.param_names)
+    for k in want:
+        assert batch[k].shape == (12, *want[k].shape[1:])
+        assert torch.equal(batch[k], want[k])
+
+
+def test_contiguous_whole_zoo(zoo_dir):
+    zoo = open_zoo(zoo_dir)
+    sel = zoo.select()
+    batch = sel.stacked()
+    want = expected_weights(zoo, sel.table.to_pylist())
+    assert all(torch.equal(batch[k], want[k]) for k in want)
+
+
+def test_rejoin_when_weight_columns_missing(zoo_dir):
+    zoo = open_zoo(zoo_dir)
+    full = zoo.select(where="lr = 0.01", order_by="model_id DESC")
+    slim = zoo.sql("SELECT model_id, test_acc FROM models WHERE lr = 0.01 ORDER BY model_id DESC")
+    assert "weights_shard" not in slim.columns
+    a, b = full.stacked(), slim.stacked()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert slim.column("run_id") == full.column("run_id")  # looked up by model_id
+
+
+def test_duplicate_rows(zoo_dir):
+    zoo = open_zoo(zoo_dir)
+    sel = zoo.sql("SELECT * FROM models WHERE model_id = 'tiny-h8-r001-c0' "
+                  "UNION ALL SELECT * FROM models WHERE model_id = 'tiny-h8-r001-c0'")
+    b = sel.stacked()
+    assert torch.equal(b["layers.0.weight"][0], b["layers.0.weight"][1])
+
+
+def test_aggregate_has_no_weights(zoo_dir):
+    sel = open_zoo(zoo_dir).sql("SELECT activation, avg(test_acc) FROM models GROUP BY 1")
+    with pytest.raises(QueryError, match="model_id"):
+        sel.stacked()
+
+
+def test_empty_selection(zoo_dir):
+    sel = open_zoo(zoo_dir).select(where="false")
+    with pytest.raises(QueryError, match="empty"):
+        sel.stacked()
+    assert sel.state_dicts() == [] and sel.modules() == []
+
+
+def test_state_dicts_and_modules(zoo_dir):
+    zoo = open_zoo(zoo_dir)
+    sel = zoo.select(where="checkpoint = 1", limit=5)
+    sds = sel.state_dicts()
+    assert len(sds) == 5
+    ref = zoo.state_dict(sel.column("model_id")[2])
+    assert all(torch.equal(sds[2][k], ref[k]) for k in ref)
+    mods = sel.modules()
+    x = torch.randn(7, 4)
+    out = population_forward(sel.network_spec, sel.stacked(), x)
+    for i, m in enumerate(mods):
+        assert not m.training
+        torch.testing.assert_close(m(x), out[i], rtol=1e-5, atol=1e-6)
+
+
+def test_several_architectures(multi_arch_dir):
+    zoo = open_zoo(multi_arch_dir)
+    sel = zoo.select(order_by="model_id")
+    assert len(sel.arch_ids) == 2
+    with pytest.raises(QueryError) as e:
+        sel.stacked()
+    msg = str(e.value)
+    assert all(a in msg for a in sel.arch_ids) and "by_arch" in msg
+    with pytest.raises(QueryError, match="by_arch"):
+        _ = sel.network_spec
+    groups = sel.by_arch()
+    assert sorted(groups) == sorted(sel.arch_ids)
+    assert sum(len(g) for g in groups.values()) == len(sel)
+    for arch, g in groups.items():
+        b = g.stacked()
+        assert b["layers.0.bias"].shape[1] == g.network_spec.layers[0].out_features
+        assert torch.equal(sel.stacked(arch_id=arch)["layers.0.weight"], b["layers.0.weight"])
+    with pytest.raises(QueryError, match="no row"):
+        sel.stacked(arch_id="mlp-nope")
+    sds = sel.state_dicts()  # mixed architectures, row order kept
+    for sd, mid in zip(sds, sel.column("model_id")):
+        ref = zoo.state_dict(mid)
+        assert all(torch.equal(sd[k], ref[k]) for k in ref)
+    assert len(sel.modules()) == len(sel)
+
+
+def test_weights_from_several_zoos(zoo_dir, multi_arch_dir):
+    a, b = open_zoo(zoo_dir), open_zoo(multi_arch_dir)
+    engine = QueryEngine.over_zoos([a, b])
+    sel = engine.sql("SELECT * FROM models WHERE arch_id IN (SELECT arch_id FROM models WHERE zoo = 'tiny') "
+                     "ORDER BY test_acc DESC, zoo, model_id")
+    assert set(sel.column("zoo")) == {"tiny", "wide"}  # h8 is the same architecture in both
+    batch = sel.stacked()
+    for i, (z, mid) in enumerate(zip(sel.column("zoo"), sel.column("model_id"))):
+        ref = (a if z == "tiny" else b).state_dict(mid)
+        assert all(torch.equal(batch[k][i], ref[k]) for k in ref)
+    slim = engine.sql("SELECT model_id FROM models WHERE zoo = 'wide' AND checkpoint = 0")
+    assert len(slim.stacked(arch_id=slim.arch_ids[0])["layers.0.bias"]) == 4
+
+
+def test_corrupt_row_fails_to_load(zoo_copy):
+    zoo = open_zoo(zoo_copy)
+    row = next(r for r in zoo.table.to_pylist() if r["weights_row"] == 3)
+    flip_weight_byte(zoo_copy / row["weights_shard"], "layers.1.weight", 3)
+    zoo = open_zoo(zoo_copy)
+    sel = zoo.select(order_by="model_id")
+    with pytest.raises(IntegrityError) as e:
+        sel.stacked()
+    assert row["weights_shard"] in str(e.value) and "3" in str(e.value)
+    with pytest.raises(IntegrityError):
+        zoo.state_dict(row["model_id"])
+    with pytest.raises(IntegrityError):
+        zoo.select(where=f"model_id = '{row['model_id']}'").modules()
+    assert sel.stacked(verify=False)["layers.1.weight"].shape[0] == 36
+    # rows that are intact still load
+    ok = zoo.select(where=f"model_id != '{row['model_id']}'")
+    assert len(ok.stacked()["layers.0.bias"]) == 35
