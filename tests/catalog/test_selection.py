@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import flip_weight_byte
+from catalog_helpers import flip_weight_byte
 from safetensors.torch import load_file
 
 from catalog import IntegrityError, QueryEngine, QueryError, open_zoo, population_forward

@@ -6,8 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import mlp_spec, random_weights
-from helpers import tree_hashes
+from catalog_helpers import mlp_spec, random_weights, tree_hashes
 
 from catalog import LocalCatalog, QueryError, WeightzooError, ZooNotFoundError, ZooWriter, open_zoo
 from catalog.store import default_catalog_path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from helpers import flip_weight_byte, rewrite_part
+from catalog_helpers import flip_weight_byte, rewrite_part
 
 from catalog import open_zoo, verify_zoo
 

@@ -1,0 +1,93 @@
+"""Helpers shared by the catalog tests: writing tiny zoos, hashing files, corrupting rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from catalog.format import read_manifest, sha256_file, write_manifest
+from catalog.network import LayerSpec, NetworkSpec
+from catalog.writer import ZooWriter
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (to prove nothing changed)."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def flip_weight_byte(shard: Path, tensor: str, row: int) -> None:
+    """Change one byte of ``tensor[row]`` inside a safetensors file, in place."""
+    data = bytearray(shard.read_bytes())
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + header_len])
+    info = header[tensor]
+    start, end = info["data_offsets"]
+    rows = info["shape"][0]
+    per_row = (end - start) // rows
+    pos = 8 + header_len + start + row * per_row
+    data[pos] ^= 0xFF
+    shard.write_bytes(bytes(data))
+
+
+def rewrite_part(root: Path, part: str, table: pa.Table) -> None:
+    """Replace a Parquet part and fix its manifest entry (so only row checks can catch it)."""
+    path = root / part
+    pq.write_table(table, path)
+    manifest = read_manifest(root)
+    for f in manifest.files:
+        if f.path == part:
+            f.sha256, f.bytes, f.rows = sha256_file(path), path.stat().st_size, table.num_rows
+    write_manifest(root, manifest)
+
+
+ACTIVATIONS = ("relu", "tanh")
+
+
+def mlp_spec(hidden: int = 8, n_in: int = 4, n_out: int = 3, activation: str = "relu") -> NetworkSpec:
+    """A two-layer MLP ``n_in -> hidden -> n_out``."""
+    return NetworkSpec(
+        family="mlp", input_shape=(n_in,),
+        layers=(LayerSpec("linear", n_in, hidden, "layers.0.weight", "layers.0.bias", activation=activation),
+                LayerSpec("linear", hidden, n_out, "layers.1.weight", "layers.1.bias")))
+
+
+def random_weights(spec: NetworkSpec, n: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {p.name: torch.randn((n, *p.shape), generator=g) for p in spec.params}
+
+
+def write_zoo(root: Path, name: str, runs: range, checkpoints: tuple[int, ...] = (0, 1, 2),
+              hidden: tuple[int, ...] = (8,), extra: dict | None = None, parts: int = 2,
+              seed: int = 0) -> Path:
+    """Write a zoo of ``len(runs) * len(checkpoints)`` rows per hidden width."""
+    w = ZooWriter(root, name, {"name": name, "test": True})
+    for hi, h in enumerate(hidden):
+        spec = mlp_spec(hidden=h)
+        arch = w.add_architecture(spec)
+        run_list = list(runs)
+        per_part = -(-len(run_list) // parts)
+        for pi in range(parts):
+            chunk = run_list[pi * per_part:(pi + 1) * per_part]
+            if not chunk:
+                continue
+            rows = []
+            for r in chunk:
+                for c in checkpoints:
+                    acc = round(0.1 + 0.8 * ((r * 7 + c * 3 + hi) % 11) / 10, 4)
+                    rows.append({
+                        "model_id": f"{name}-h{h}-r{r:03d}-c{c}", "run_id": f"{name}-h{h}-r{r:03d}",
+                        "checkpoint": c, "status": "diverged" if r % 5 == 4 else "ok",
+                        "lr": [0.001, 0.01, 0.1][r % 3], "activation": ACTIVATIONS[r % 2],
+                        "seed": r, "test_acc": acc, "train_acc": min(1.0, acc + 0.05),
+                        "test_loss": 1.0 - acc, **(extra or {})})
+            weights = random_weights(spec, len(rows), seed * 1000 + hi * 100 + pi)
+            w.write_part(arch, weights, rows)
+    w.finish()
+    return root
