@@ -1,5 +1,6 @@
 """weightspace: weight representations, symmetries and metanetworks trained on model zoos."""
 
+from weightspace.metrics import classification_metrics, regression_metrics
 from weightspace.models import (
     GMN,
     NFN,
@@ -15,6 +16,7 @@ from weightspace.models import (
     metanetwork_names,
     register_metanetwork,
 )
+from weightspace.normalization import ParamNormalizer
 from weightspace.representations import (
     GraphStructure,
     LayerTensors,
@@ -38,6 +40,8 @@ from weightspace.symmetry import (
     random_signs,
     scale_neurons,
 )
+from weightspace.train import TrainConfig, evaluate, fit
+from weightspace.trained import TrainedMetanetwork
 
 __all__ = [
     "DWSNet", "FlatMLP", "GMN", "GraphStructure", "HiddenNeuronPermutationLinear", "LayerTensors",
@@ -47,4 +51,6 @@ __all__ = [
     "layers_to_params", "metanetwork_names", "params_to_flat", "params_to_graph",
     "params_to_graph_batch", "params_to_layers", "permute_neurons", "random_permutations",
     "random_signs", "register_metanetwork", "scale_neurons", "unbatch_params",
+    "ParamNormalizer", "TrainConfig", "TrainedMetanetwork", "classification_metrics", "evaluate",
+    "fit", "regression_metrics",
 ]

@@ -1,0 +1,200 @@
+"""A trained metanetwork with everything needed to use it again: :class:`TrainedMetanetwork`,
+and its run directory.
+
+A run directory holds::
+
+    metanetwork.safetensors   the metanetwork's weights
+    config.json               model name + NetworkSpec(s) + hparams, task, targets, classes,
+                              weight normalizer, target scaling, training settings, data source
+    metrics.json              test (and validation) metrics
+    history.json              per-epoch training history
+
+Nothing in it is executed when loading: the model is rebuilt from the registry by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from catalog.errors import WeightzooError
+from catalog.network import NetworkSpec
+from weightspace.models.base import Metanetwork
+from weightspace.models.gmn import GMN
+from weightspace.models.registry import build_metanetwork
+from weightspace.normalization import ParamNormalizer
+from weightspace.representations.graph import _spec_key
+
+RUN_FORMAT = "weightzoo-metanet-run-v1"
+WEIGHTS_FILE = "metanetwork.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
+TASKS = ("regression", "classification")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON via a temp file and rename, so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class TrainedMetanetwork:
+    """A metanetwork plus the data transforms it was trained with.
+
+    Args:
+        net: the metanetwork (its ``config()`` rebuilds it).
+        task: ``regression`` or ``classification``.
+        targets: the predicted column names.
+        normalizer: the per-tensor weight normalization applied before ``net``.
+        target_mean: per target, the training mean (regression; default zeros).
+        target_std: per target, the training standard deviation (regression; default ones).
+        classes: class labels in index order (classification; default none).
+        training: the training settings (JSON-able; default empty).
+        data: where the training data came from (JSON-able; default empty).
+
+    Shapes:
+        ``predict``: ``{name: Tensor[N, *shape]}`` -> ``[N, n_targets]`` (regression, in the
+        targets' units) or ``[N]`` class indices (classification).
+    """
+
+    net: Metanetwork
+    task: str
+    targets: list[str]
+    normalizer: ParamNormalizer
+    target_mean: list[float] = field(default_factory=list)
+    target_std: list[float] = field(default_factory=list)
+    classes: list[Any] = field(default_factory=list)
+    training: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise WeightzooError(f"unknown task {self.task!r}; valid tasks: {', '.join(TASKS)}")
+        if not self.target_mean:
+            self.target_mean = [0.0] * len(self.targets)
+            self.target_std = [1.0] * len(self.targets)
+
+    # ------------------------------------------------------------------------------ inference
+    def raw_output(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None) -> Tensor:
+        """The metanetwork's output on raw (unnormalized) weights.
+
+        Args:
+            params: ``{name: Tensor[B, *shape]}``.
+            spec: the architecture of ``params`` (default: the one the model was trained on).
+                Only ``gmn`` reads architectures other than its training one.
+
+        Shapes:
+            returns ``[B, out_dim]``.
+        """
+        x = self.normalizer.normalize(params)
+        if spec is None or _spec_key(spec) == _spec_key(self.net.spec):
+            return self.net(x)
+        if isinstance(self.net, GMN):
+            return self.net(self.net.to_graph(x, spec))
+        raise WeightzooError(
+            f"metanetwork {self.net.name!r} was trained on architecture {self.net.spec.arch_id} and "
+            f"reads only networks of that exact shape (got {spec.arch_id}); train a 'gmn' to read "
+            f"other widths and depths")
+
+    @torch.no_grad()
+    def predict(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None,
+                batch_size: int = 256) -> Tensor:
+        """Predictions in the targets' own units (see the class docstring for shapes)."""
+        self.net.eval()
+        n = next(iter(params.values())).shape[0]
+        outs = [self.raw_output({k: v[i:i + batch_size] for k, v in params.items()}, spec)
+                for i in range(0, n, batch_size)]
+        out = torch.cat(outs) if outs else torch.zeros(0, self.net.out_dim)
+        if self.task == "classification":
+            return out.argmax(dim=1)
+        mean = torch.tensor(self.target_mean, dtype=out.dtype)
+        std = torch.tensor(self.target_std, dtype=out.dtype)
+        return out * std + mean
+
+    # ------------------------------------------------------------------------------ run dir
+    def config(self) -> dict[str, Any]:
+        return {
+            "format": RUN_FORMAT,
+            "model": self.net.config(),
+            "task": self.task,
+            "targets": list(self.targets),
+            "classes": list(self.classes),
+            "normalizer": self.normalizer.to_dict(),
+            "target_mean": list(self.target_mean),
+            "target_std": list(self.target_std),
+            "training": dict(self.training),
+            "data": dict(self.data),
+        }
+
+    def save(self, run_dir: str | os.PathLike, metrics: Mapping[str, Any] | None = None,
+             history: list[dict[str, Any]] | None = None) -> Path:
+        """Write the run directory (weights, config, metrics, history); returns its path."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=run_dir)
+        os.close(fd)
+        try:
+            save_file(state, tmp, metadata={"format": RUN_FORMAT, "model": self.net.name})
+            os.replace(tmp, run_dir / WEIGHTS_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        write_json_atomic(run_dir / CONFIG_FILE, self.config())
+        if metrics is not None:
+            write_json_atomic(run_dir / METRICS_FILE, dict(metrics))
+        if history is not None:
+            write_json_atomic(run_dir / HISTORY_FILE, list(history))
+        return run_dir
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> TrainedMetanetwork:
+        """Rebuild a trained metanetwork from its run directory."""
+        run_dir = Path(run_dir)
+        cfg_path = run_dir / CONFIG_FILE
+        if not cfg_path.is_file() or not (run_dir / WEIGHTS_FILE).is_file():
+            raise WeightzooError(
+                f"{run_dir} is not a metanetwork run directory (needs {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE}); pass the --out directory of `zoo train`")
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise WeightzooError(f"{cfg_path} is not valid JSON: {e}") from e
+        if cfg.get("format") != RUN_FORMAT:
+            raise WeightzooError(
+                f"{cfg_path} has format {cfg.get('format')!r}, this weightzoo reads {RUN_FORMAT!r}; "
+                f"retrain the metanetwork with this version")
+        m = cfg["model"]
+        specs = [NetworkSpec.from_dict(s) for s in m.get("specs", [m["spec"]])]
+        net = build_metanetwork(m["model"], specs if len(specs) > 1 else specs[0], m["out_dim"],
+                                **m["hparams"])
+        state = load_file(str(run_dir / WEIGHTS_FILE))
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise WeightzooError(f"{run_dir / WEIGHTS_FILE} does not fit its config: {e}") from e
+        net.eval()
+        return cls(net=net, task=cfg["task"], targets=cfg["targets"],
+                   normalizer=ParamNormalizer.from_dict(cfg["normalizer"]),
+                   target_mean=cfg["target_mean"], target_std=cfg["target_std"],
+                   classes=cfg.get("classes", []), training=cfg.get("training", {}),
+                   data=cfg.get("data", {}))
