@@ -286,8 +286,13 @@ def population_forward(
                 if dropout_masks is not None and i in dropout_masks:
                     h = h * dropout_masks[i]
             if layout == "shared":
-                # [B, F] @ [P, F, O] -> [P, B, O]
-                h = torch.matmul(h, w.transpose(1, 2))
+                # Broadcast the shared batch to every member (a view): the same batched kernel
+                # then runs whatever the population size, so a member's numbers do not depend on P.
+                h = h.unsqueeze(0).expand(n_pop, -1, -1)
+            if layer.out_features == 1:
+                # A one-output layer is a row-wise dot product; BLAS would take a different
+                # (gemv) path for a population of one, so compute it elementwise instead.
+                h = (h * w).sum(-1, keepdim=True)
                 if b is not None:
                     h = h + b.unsqueeze(1)
             elif b is not None:

@@ -1,0 +1,98 @@
+"""Build specs: parsing, validation, expansion into runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from catalog.errors import WeightzooError
+from zoo_builders import BuildSpec, list_presets
+
+BASE = {"name": "s", "dataset": {"name": "digits"}, "architecture": {"name": "mlp", "hidden": [8]},
+        "training": {"epochs": 2}}
+
+
+def spec(**over):
+    return BuildSpec.load({**BASE, **over})
+
+
+def test_issue_spec_gives_16_runs(issue_spec_path):
+    s = BuildSpec.load(issue_spec_path)
+    runs = s.runs()
+    assert len(runs) == 16
+    assert runs[0].training.checkpoints == (0, 3, 6)
+    assert len({r.run_id for r in runs}) == 16
+
+
+def test_run_ids_are_stable_and_config_derived():
+    a = [r.run_id for r in spec(grid={"lr": [0.1, 0.01]}).runs()]
+    b = [r.run_id for r in spec(grid={"lr": [0.1, 0.01]}).runs()]
+    c = [r.run_id for r in spec(grid={"lr": [0.1, 0.02]}).runs()]
+    assert a == b and a[0] == c[0] and a[1] != c[1]
+
+
+def test_architecture_axes_change_arch():
+    s = spec(grid={"architecture.activation": ["relu", "tanh"], "hidden": [[16, 16], [32]]})
+    runs = s.runs()
+    assert len(runs) == 4
+    specs = {r.arch.network_spec((1, 8, 8), 10).arch_id for r in runs}
+    assert len(specs) == 4
+    hp = runs[-1].hparams()
+    assert hp["activation"] == "tanh" and hp["hidden"] == [32] and hp["depth"] == 1
+
+
+def test_random_block_is_seeded():
+    rnd = {"samples": 5, "lr": {"loguniform": [1e-4, 1e-1]}, "dropout": {"uniform": [0, 0.5]},
+           "activation": {"choice": ["relu", "tanh"]}, "seed": {"randint": [0, 1000]}}
+    a = spec(random=rnd).runs()
+    b = spec(random=rnd).runs()
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    assert len(a) == 5
+    assert all(1e-4 <= r.training.lr <= 1e-1 and 0 <= r.training.dropout <= 0.5 for r in a)
+    c = spec(random={**rnd, "sampler_seed": 1}).runs()
+    assert [r.run_id for r in a] != [r.run_id for r in c]
+
+
+def test_all_axes_accepted():
+    s = spec(grid={"seed": [0], "lr": [0.1], "weight_decay": [0.0], "optimizer": ["sgd", "adam"],
+                   "batch_size": [16], "init": ["kaiming_normal"], "activation": ["tanh"],
+                   "dropout": [0.1], "hidden": [[4, 4]], "train_fraction": [0.5], "momentum": [0.5]})
+    assert len(s.runs()) == 2
+
+
+@pytest.mark.parametrize("over, needle", [
+    ({"dataset": {"name": "cifar"}}, "valid datasets: blobs, digits, mnist1d, mnist5k, moons, npz"),
+    ({"architecture": {"name": "resnet"}}, "valid architectures: cnn, mlp, siren"),
+    ({"training": {"optimizer": "lion"}}, "valid optimizers: sgd, adam, adamw"),
+    ({"grid": {"learning_rate": [0.1]}}, "valid axes: epochs, batch_size"),
+    ({"training": {"epochs": "ten"}}, "training.epochs must be an integer"),
+    ({"training": {"lr": -1.0}}, "training.lr must be > 0"),
+    ({"training": {"epochs": 2, "checkpoints": [5]}}, "outside 0..epochs"),
+    ({"architecture": {"name": "mlp", "width": 3}}, "valid options: hidden, activation"),
+    ({"architecture": {"name": "mlp", "activation": "swish"}}, "valid activations"),
+    ({"grid": {"lr": []}}, "non-empty list"),
+    ({"random": {"samples": 2, "lr": {"gauss": [0, 1]}}}, "unknown distribution"),
+    ({"colour": "red"}, "unknown spec key"),
+    ({"task": {"name": "inr"}}, "use architecture {name: siren}"),
+])
+def test_bad_specs_name_the_problem(over, needle):
+    with pytest.raises(WeightzooError, match=None) as e:
+        spec(**over)
+    assert needle in str(e.value)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: [unclosed\n")
+    with pytest.raises(WeightzooError, match="not valid YAML"):
+        BuildSpec.load(p)
+    with pytest.raises(WeightzooError, match="neither a spec file nor a preset"):
+        BuildSpec.load(tmp_path / "nope.yaml")
+
+
+def test_presets_parse():
+    names = list_presets()
+    assert {"digits-mlp", "mnist1d-cnn", "mnist5k-inr"} <= set(names)
+    for n in names:
+        assert BuildSpec.load(n).runs()
+    assert 200 <= len(BuildSpec.load("digits-mlp").runs()) <= 600
+    assert len(BuildSpec.load("mnist5k-inr").runs()) == 5000
