@@ -1,0 +1,139 @@
+"""Opening a zoo straight from the Hub: :func:`load_zoo` and ``open_zoo("hf://datasets/...")``.
+
+The files go to the standard Hugging Face cache (``HF_HOME``, shared with ``datasets`` and
+every other user of ``huggingface_hub``), pinned to the commit the revision resolves to, and
+the returned :class:`~catalog.zoo.Zoo` reads the cache's snapshot directory (treat it as
+read-only; ``zoo pull`` makes a copy of your own). Every file is checked against the
+manifest's sha256 on each load; a file that does not match is evicted from the cache, so the
+next load downloads it again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote
+
+from catalog.errors import WeightzooError
+from catalog.format import read_manifest
+from catalog.zoo import Zoo
+from hub.errors import HubError, hub_errors
+from hub.remote import (
+    REPO_TYPE,
+    RemoteZoo,
+    bad_files,
+    download,
+    evict_cached,
+    fetch_manifest,
+    integrity_error,
+    resolve_remote,
+)
+
+URL_SCHEME = "hf://"
+_URL_FORM = "hf://datasets/ORG/NAME[@REVISION]"
+
+
+def parse_hf_url(url: str) -> tuple[str, str | None]:
+    """``(repo_id, revision)`` of ``hf://datasets/ORG/NAME[@REVISION]``.
+
+    The revision may be a branch (``/`` in it is fine), a tag or a commit sha; percent-escapes
+    are decoded (``@refs%2Fpr%2F1``).
+
+    Raises:
+        WeightzooError: the URL has another form (e.g. a model repo, a path inside the repo).
+    """
+    if not url.startswith(URL_SCHEME):
+        raise WeightzooError(f"{url!r} is not an hf:// URL; use {_URL_FORM}")
+    rest = url[len(URL_SCHEME):]
+    if not rest.startswith("datasets/"):
+        raise WeightzooError(
+            f"{url!r} does not name a dataset repo: zoos live in dataset repos, use {_URL_FORM}")
+    repo, sep, revision = rest[len("datasets/"):].partition("@")
+    repo = repo.strip("/")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise WeightzooError(
+            f"{url!r} does not name one repo: use {_URL_FORM} (a zoo is a whole repo, not a "
+            f"folder inside one)")
+    if sep and not revision.strip("/"):
+        raise WeightzooError(f"{url!r} has an empty revision after '@'; use {_URL_FORM}")
+    return repo, (unquote(revision.strip("/")) if sep else None)
+
+
+def load_zoo(repo_id: str, revision: str | None = None, *, token: str | bool | None = None,
+             cache_dir: str | os.PathLike | None = None, progress: bool = True,
+             local_files_only: bool = False) -> Zoo:
+    """Open the zoo in the dataset repo ``repo_id`` through the Hugging Face cache.
+
+    Args:
+        repo_id: ``ORG/NAME``.
+        revision: a branch, tag or commit sha (default ``None``: ``main``).
+        token: a Hub token (default: ``HF_TOKEN`` or the saved login).
+        cache_dir: the cache directory (default: the standard one under ``HF_HOME``).
+        progress: show the client's progress bars (default ``True``).
+        local_files_only: use only what the cache holds, without asking the Hub (default
+            ``False``; also on when ``HF_HUB_OFFLINE=1``).
+
+    Returns:
+        a :class:`~catalog.zoo.Zoo` over the cache's snapshot of that commit; its
+        ``manifest.source`` (in memory only) says ``repo_id``, ``revision`` and ``commit``.
+
+    Raises:
+        HubError: the repo or revision does not exist, no permission, the repo holds no zoo,
+            the Hub cannot be reached, or a file does not match its checksum.
+    """
+    from huggingface_hub import HfApi, constants
+
+    cache = None if cache_dir is None else os.fspath(cache_dir)
+    if local_files_only or constants.HF_HUB_OFFLINE:
+        return _load_cached(repo_id, revision, cache)
+    remote = resolve_remote(HfApi(token=token), repo_id, revision)
+    kwargs = {"cache_dir": cache, "token": token, "progress": progress}
+    root, manifest = fetch_manifest(remote, **kwargs)
+    data = [f.path for f in manifest.files]
+    if data:
+        root = download(remote, data, **kwargs)
+    problems = bad_files(root, data, remote, manifest)
+    if problems:
+        evict_cached(root, list(problems))
+        raise integrity_error(remote, problems, "the bad files were removed from the cache")
+    return _opened(root, remote)
+
+
+def _load_cached(repo_id: str, revision: str | None, cache_dir: str | None) -> Zoo:
+    """Open a zoo from the cache alone (offline)."""
+    from huggingface_hub import snapshot_download
+
+    with hub_errors(repo_id, revision):
+        root = snapshot_download(repo_id, repo_type=REPO_TYPE, revision=revision,
+                                 cache_dir=cache_dir, local_files_only=True)
+    root = Path(root)
+    manifest = read_manifest(root)
+    remote = RemoteZoo(repo_id, revision or "main", root.name)
+    problems = bad_files(root, [f.path for f in manifest.files], remote, manifest)
+    if problems:
+        raise integrity_error(remote, problems, "the cached copy is incomplete or damaged; "
+                                                "load it online to repair it")
+    return _opened(root, remote)
+
+
+def _opened(root: Path, remote: RemoteZoo) -> Zoo:
+    zoo = Zoo(root)
+    zoo.manifest.source = {"repo_id": remote.repo_id, "revision": remote.revision,
+                           "commit": remote.commit, "pulled_where": None}
+    return zoo
+
+
+def load_zoo_url(url: str, **kwargs) -> Zoo:
+    """:func:`load_zoo` for ``hf://datasets/ORG/NAME[@REVISION]`` (what ``open_zoo`` calls).
+
+    Args:
+        url: the URL.
+        **kwargs: passed to :func:`load_zoo` (``revision`` only if the URL names none).
+    """
+    repo_id, revision = parse_hf_url(url)
+    if revision is not None and kwargs.get("revision") not in (None, revision):
+        raise HubError(f"{url!r} names revision {revision!r} but revision={kwargs['revision']!r} "
+                       f"was passed too; give it once")
+    if revision is not None:
+        kwargs["revision"] = revision
+    return load_zoo(repo_id, **kwargs)

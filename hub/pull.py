@@ -1,0 +1,188 @@
+"""``zoo pull``: download a zoo from a Hub dataset repo into a directory, whole or in part.
+
+A pull resolves the revision to a commit sha first and downloads every file at that commit,
+into a temp directory beside ``out``; each file is checked against the Hub's record and the
+manifest's sha256, and only a zoo whose files all match is moved to ``out`` (one rename). A
+failed pull leaves nothing at ``out``.
+
+The pulled zoo records where it came from in its manifest's ``source``::
+
+    {"repo_id": "ORG/NAME", "revision": "main", "commit": "<sha>", "pulled_where": null}
+
+so ``zoo pull ORG/NAME --revision <commit>`` (plus the same ``--where``) reproduces it exactly.
+Apart from ``source`` the manifest, the card and every data file are byte-identical to the
+repo's for a full pull. A partial pull (``where``) keeps the matching rows, and the weight
+shards that hold them, and rewrites the manifest (and card) to describe just that (see
+:mod:`hub.subset`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from catalog.card import render_card
+from catalog.errors import WeightzooError, ZooFormatError
+from catalog.format import CARD_NAME, TMP_PREFIX, atomic_write_bytes, write_manifest
+from catalog.zoo import Zoo
+from hub.remote import (
+    RemoteZoo,
+    bad_files,
+    download,
+    fetch_manifest,
+    integrity_error,
+    resolve_remote,
+)
+from hub.subset import subset_zoo
+
+_NOTHING_WRITTEN = "nothing was written to {out}"
+
+
+@dataclass
+class PullResult:
+    """What :func:`pull_zoo` did.
+
+    Args:
+        path: the pulled zoo's directory.
+        repo_id: the repo it came from.
+        revision: the revision asked for (``"main"`` by default).
+        commit: the commit sha that revision resolved to.
+        where: the row filter, or ``None`` for a full pull.
+        rows: metadata rows in the pulled zoo.
+        rows_total: metadata rows in the repo's zoo.
+        shards: weight shards pulled.
+        shards_total: weight shards in the repo's zoo.
+    """
+
+    path: Path
+    repo_id: str
+    revision: str
+    commit: str
+    where: str | None
+    rows: int
+    rows_total: int
+    shards: int
+    shards_total: int
+
+    def reproduce_command(self) -> str:
+        """The ``zoo pull`` command that fetches exactly this zoo again."""
+        where = f' --where "{self.where}"' if self.where else ""
+        return f"zoo pull {self.repo_id} --revision {self.commit}{where}"
+
+
+def default_out(repo_id: str) -> Path:
+    """Where ``zoo pull ORG/NAME`` writes without ``--out``: ``./NAME``."""
+    return Path(repo_id.rstrip("/").rsplit("/", 1)[-1])
+
+
+def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: str | None = None,
+             where: str | None = None, token: str | bool | None = None,
+             progress: bool = True) -> PullResult:
+    """Download the zoo in the dataset repo ``repo_id`` into ``out``.
+
+    Args:
+        repo_id: ``ORG/NAME``.
+        out: the directory to create; it must not exist or be empty (default ``./NAME``).
+        revision: a branch, tag or commit sha (default ``None``: ``main``).
+        where: a SQL condition on the ``models`` table (e.g. ``"lr = 0.01 AND checkpoint = 1"``);
+            only the matching rows and the weight shards that hold them are downloaded
+            (default ``None``: the whole zoo).
+        token: a Hub token (default: ``HF_TOKEN`` or the saved login).
+        progress: show the client's progress bars (default ``True``).
+
+    Raises:
+        WeightzooError: ``out`` is not empty, ``where`` is invalid or matches nothing, or any of
+            the errors of :mod:`hub.errors` (missing repo or revision, no permission, not a zoo,
+            a file that does not match its checksum). Nothing is written to ``out`` then.
+    """
+    from huggingface_hub import HfApi
+
+    out = Path(out) if out is not None else default_out(repo_id)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise WeightzooError(
+            f"{out} already exists and is not empty; pull into a new directory with --out, or "
+            f"delete {out} first")
+    if where is not None and not where.strip():
+        where = None
+    remote = resolve_remote(HfApi(token=token), repo_id, revision)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}pull-", dir=out.parent))
+    try:
+        result = _pull_into(remote, staging, out, where, token, progress)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(staging / "zoo", out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result.path = out
+    return result
+
+
+def _pull_into(remote: RemoteZoo, staging: Path, out: Path, where: str | None,
+               token: str | bool | None, progress: bool) -> PullResult:
+    """Download and check the zoo into ``staging/zoo``."""
+    dl = staging / "download"
+    kwargs = {"local_dir": dl, "token": token, "progress": progress}
+    _, manifest = fetch_manifest(remote, **kwargs)
+    parts = [f.path for f in manifest.part_files()]
+    all_shards = [f.path for f in manifest.shard_files()]
+    rows_total = sum(f.rows for f in manifest.part_files())
+    consequence = _NOTHING_WRITTEN.format(out=out)
+
+    if where is None:
+        wanted = parts + all_shards
+        download(remote, wanted, **kwargs)
+        problems = bad_files(dl, wanted, remote, manifest)
+        if problems:
+            raise integrity_error(remote, problems, consequence)
+        shutil.rmtree(dl / ".cache", ignore_errors=True)  # the client's download bookkeeping
+        zoo_dir, rows, shards = dl, rows_total, len(all_shards)
+    else:
+        if parts:
+            download(remote, parts, **kwargs)
+        problems = bad_files(dl, parts, remote, manifest)
+        if problems:
+            raise integrity_error(remote, problems, consequence)
+        ids, needed = _matching_rows(dl, where, remote)
+        unknown = sorted(needed - set(all_shards))
+        if unknown:
+            raise ZooFormatError(
+                f"rows of {remote.label} point to weight shard {unknown[0]!r}, which its manifest "
+                f"does not list; the zoo is corrupt ({consequence})")
+        wanted = [s for s in all_shards if s in needed]
+        download(remote, wanted, **kwargs)
+        problems = bad_files(dl, wanted, remote, manifest)
+        if problems:
+            raise integrity_error(remote, problems, consequence)
+        zoo_dir = staging / "zoo"
+        manifest = subset_zoo(dl, zoo_dir, manifest, ids)
+        rows, shards = len(ids), len(wanted)
+
+    manifest.source = {"repo_id": remote.repo_id, "revision": remote.revision,
+                       "commit": remote.commit, "pulled_where": where}
+    write_manifest(zoo_dir, manifest)
+    if where is not None:
+        atomic_write_bytes(zoo_dir / CARD_NAME, render_card(zoo_dir, repo_id=remote.repo_id).encode())
+    if zoo_dir != staging / "zoo":
+        os.replace(zoo_dir, staging / "zoo")
+    return PullResult(out, remote.repo_id, remote.revision, remote.commit, where, rows, rows_total,
+                      shards, len(all_shards))
+
+
+def _matching_rows(root: Path, where: str, remote: RemoteZoo) -> tuple[list[str], set[str]]:
+    """``(model_ids, weight shards)`` of the rows matching ``where`` (parts already in ``root``)."""
+    zoo = Zoo(root)
+    try:
+        table = zoo.select(where=where, columns=["model_id", "weights_shard"]).table
+        total = len(zoo)
+    finally:
+        zoo.close()
+    if table.num_rows == 0:
+        raise WeightzooError(
+            f"--where {where!r} matches none of the {total} rows of {remote.label}; nothing was "
+            f"pulled. Check the condition against the rows (`datasets.load_dataset("
+            f"{remote.repo_id!r})` shows them)")
+    return table.column("model_id").to_pylist(), set(table.column("weights_shard").to_pylist())

@@ -1,0 +1,236 @@
+"""A zoo in a Hub dataset repository: resolving a revision to a commit, downloading files at
+that commit with the ``huggingface_hub`` client, and checking what arrived.
+
+Every download is pinned to the resolved commit sha, so the files of one pull all come from
+one commit even if the branch moves meanwhile. Each downloaded file is checked twice: against
+the Hub's own record of the commit (the LFS sha256, or the git blob id of regular files) and,
+for data files, against the sha256 in the zoo's manifest.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from catalog.errors import ZooFormatError
+from catalog.format import CARD_NAME, MANIFEST_NAME, Manifest, read_manifest, sha256_file
+from hub.errors import HubError, HubIntegrityError, NotAZooError, hub_errors
+from hub.progress import progress_bars
+
+#: The Hub repository type zoos live in.
+REPO_TYPE = "dataset"
+#: The branch used when no revision is given.
+DEFAULT_REVISION = "main"
+#: Top-level folders that hold a zoo's data files.
+DATA_FOLDERS = ("models", "weights")
+_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a repo at a commit, as the Hub describes it.
+
+    Args:
+        path: the path in the repo.
+        size: bytes (``None`` if the Hub did not say).
+        sha256: the LFS object id, for files stored with LFS (else ``None``).
+        git_oid: the git blob id (of the LFS pointer, for LFS files).
+    """
+
+    path: str
+    size: int | None = None
+    sha256: str | None = None
+    git_oid: str | None = None
+
+
+@dataclass
+class RemoteZoo:
+    """A dataset repo resolved at one commit.
+
+    Args:
+        repo_id: ``ORG/NAME``.
+        revision: the revision that was asked for (a branch, tag or commit; ``"main"`` by default).
+        commit: the full commit sha it resolved to.
+        files: ``{path: RemoteFile}`` for every file of the commit.
+        private: whether the repo is private.
+    """
+
+    repo_id: str
+    revision: str
+    commit: str
+    files: dict[str, RemoteFile] = field(default_factory=dict)
+    private: bool = False
+
+    @property
+    def label(self) -> str:
+        """``ORG/NAME@revision (commit abc123456789)`` for messages."""
+        rev = self.revision if self.revision == self.commit else f"{self.revision} (commit {self.commit[:12]})"
+        return f"{self.repo_id}@{rev}"
+
+
+def resolve_remote(api, repo_id: str, revision: str | None = None) -> RemoteZoo:
+    """Resolve ``revision`` of the dataset repo ``repo_id`` and list its files.
+
+    Args:
+        api: a ``huggingface_hub.HfApi``.
+        repo_id: ``ORG/NAME``.
+        revision: a branch, tag or commit sha (default ``None``: ``main``).
+
+    Raises:
+        RepoNotFoundError, RevisionNotFoundError, HubPermissionError, HubUnreachableError: as
+            mapped by :func:`hub.errors.hub_errors`.
+        NotAZooError: the commit has no ``zoo.json`` at its root.
+    """
+    with hub_errors(repo_id, revision):
+        info = api.dataset_info(repo_id, revision=revision, files_metadata=True)
+    files = {}
+    for s in info.siblings or []:
+        lfs = s.lfs
+        sha = (lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)) if lfs else None
+        files[s.rfilename] = RemoteFile(s.rfilename, s.size, sha, s.blob_id)
+    remote = RemoteZoo(repo_id, revision or DEFAULT_REVISION, info.sha, files, bool(info.private))
+    if MANIFEST_NAME not in files:
+        raise NotAZooError(
+            f"dataset repo {remote.label} is not a weightzoo zoo: it has no {MANIFEST_NAME} at its "
+            f"root. Push a zoo to it with `zoo push ZOO {repo_id}`; plain datasets load with "
+            f"`datasets.load_dataset({repo_id!r})`")
+    return remote
+
+
+def check_manifest(manifest: Manifest, remote: RemoteZoo) -> None:
+    """Refuse a manifest whose file paths are unsafe or missing from the repo.
+
+    Every listed path must be relative, inside ``models/`` or ``weights/``, free of ``..``,
+    and present in the commit.
+
+    Raises:
+        ZooFormatError: an unsafe path.
+        HubError: a listed file is not in the repo (an incomplete push).
+    """
+    for entry in manifest.files:
+        p = PurePosixPath(entry.path)
+        if (p.is_absolute() or "\\" in entry.path or ".." in p.parts or len(p.parts) < 2
+                or p.parts[0] not in DATA_FOLDERS):
+            raise ZooFormatError(
+                f"{MANIFEST_NAME} of {remote.label} lists the file {entry.path!r}, which is not a "
+                f"path inside models/ or weights/; the manifest is corrupt, refusing to use it")
+    missing = [f.path for f in manifest.files if f.path not in remote.files]
+    if missing:
+        raise HubError(
+            f"{remote.label} is incomplete: its {MANIFEST_NAME} lists {len(missing)} file(s) the repo "
+            f"does not have (e.g. {missing[0]}); push the zoo again with `zoo push`")
+
+
+def allow_patterns(paths: Iterable[str]) -> list[str]:
+    """Exact-path ``allow_patterns`` (glob characters escaped)."""
+    return [glob.escape(p) for p in paths]
+
+
+def download(remote: RemoteZoo, paths: Sequence[str], *, local_dir: Path | None = None,
+             cache_dir: Path | None = None, token: str | bool | None = None,
+             progress: bool = True) -> Path:
+    """Download ``paths`` of ``remote`` at its commit with ``snapshot_download``.
+
+    Args:
+        remote: the resolved repo.
+        paths: files to fetch (paths in the repo).
+        local_dir: download into this directory (default: the HF cache).
+        cache_dir: the HF cache to use when ``local_dir`` is not given (default: ``HF_HOME``'s).
+        token: a Hub token (default: the client's: ``HF_TOKEN`` or the login).
+        progress: show the client's progress bars (default ``True``).
+
+    Returns:
+        the directory holding the files (``local_dir``, or the cache's snapshot directory).
+    """
+    from huggingface_hub import snapshot_download
+
+    with progress_bars(progress), hub_errors(remote.repo_id, remote.revision):
+        path = snapshot_download(
+            remote.repo_id, repo_type=REPO_TYPE, revision=remote.commit,
+            allow_patterns=allow_patterns(paths), local_dir=local_dir, cache_dir=cache_dir,
+            token=token)
+    return Path(path)
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The git object id of the file at ``path`` (as the Hub reports for regular files)."""
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bad_files(root: Path, paths: Iterable[str], remote: RemoteZoo,
+              manifest: Manifest | None = None) -> dict[str, str]:
+    """Check downloaded files; returns ``{path: what is wrong}`` (empty when all are good).
+
+    Each file must exist, match the Hub's record of the commit (LFS sha256 or git blob id,
+    when the Hub gave one) and, if the manifest lists it, the manifest's size and sha256.
+    """
+    listed = {f.path: f for f in manifest.files} if manifest is not None else {}
+    problems: dict[str, str] = {}
+    for rel in paths:
+        p = root / rel
+        if not p.is_file():
+            problems[rel] = "missing after the download"
+            continue
+        rf = remote.files.get(rel, RemoteFile(rel))
+        entry = listed.get(rel)
+        digest = sha256_file(p) if (entry is not None or rf.sha256) else None
+        if entry is not None and (digest != entry.sha256 or p.stat().st_size != entry.bytes):
+            problems[rel] = (f"sha256 {digest[:12]}... does not match the manifest's "
+                             f"{entry.sha256[:12]}...")
+        elif rf.sha256 and digest != rf.sha256:
+            problems[rel] = f"sha256 {digest[:12]}... does not match the Hub's {rf.sha256[:12]}..."
+        elif not rf.sha256 and rf.git_oid and git_blob_sha1(p) != rf.git_oid:
+            problems[rel] = f"git blob id does not match the Hub's {rf.git_oid[:12]}..."
+    return problems
+
+
+def integrity_error(remote: RemoteZoo, problems: Mapping[str, str],
+                    consequence: str) -> HubIntegrityError:
+    """The error for files that failed :func:`bad_files`."""
+    path, what = next(iter(problems.items()))
+    more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
+    return HubIntegrityError(
+        f"refusing {remote.label}: a downloaded file does not match its checksum: "
+        f"{path}: {what}{more}. The download or the repo is corrupt; {consequence}. Pull again; "
+        f"if it persists, the repo's files do not match its {MANIFEST_NAME}: ask its maintainers "
+        f"to push the zoo again")
+
+
+def fetch_manifest(remote: RemoteZoo, **download_kwargs) -> tuple[Path, Manifest]:
+    """Download and check ``zoo.json`` (and the card, if the repo has one) of ``remote``.
+
+    Returns:
+        ``(directory, manifest)``; the manifest's paths are checked with :func:`check_manifest`.
+    """
+    meta = [MANIFEST_NAME] + ([CARD_NAME] if CARD_NAME in remote.files else [])
+    root = download(remote, meta, **download_kwargs)
+    problems = bad_files(root, meta, remote)
+    if problems:
+        evict_cached(root, [MANIFEST_NAME, CARD_NAME], download_kwargs.get("local_dir"))
+        raise integrity_error(remote, problems, "nothing was used")
+    manifest = read_manifest(root)
+    check_manifest(manifest, remote)
+    return root, manifest
+
+
+def evict_cached(root: Path, paths: Iterable[str], local_dir: Path | None = None) -> None:
+    """Delete downloaded copies of ``paths`` (and, in the HF cache, the blobs they link to),
+    so that the next attempt downloads them again."""
+    for rel in paths:
+        p = root / rel
+        if local_dir is None and p.is_symlink():
+            target = p.resolve()
+            p.unlink(missing_ok=True)
+            if target.is_file():
+                os.unlink(target)
+        elif p.is_file():
+            p.unlink()

@@ -1,0 +1,107 @@
+"""A zoo made of some rows of another: what a partial pull (``zoo pull --where``) keeps.
+
+The kept rows' weight shards are kept whole (byte-identical to the Hub's, so their sha256 is
+unchanged); Parquet parts are filtered to the kept rows. Files are renumbered so the result
+follows the path templates with no gaps (``part-00000``, ``part-00001`` ...; shards per
+architecture likewise), which keeps it a regular zoo that ``zoo build`` could add to. Rows of
+a kept shard that no kept metadata row uses stay in the shard; ``zoo verify`` notes them as a
+warning, not a problem.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from catalog.format import (
+    PART_TEMPLATE,
+    SHARD_TEMPLATE,
+    FileEntry,
+    Manifest,
+    sha256_file,
+    tmp_path_for,
+)
+
+
+def subset_zoo(src: Path, dst: Path, manifest: Manifest, model_ids: Collection[str]) -> Manifest:
+    """Move the files of ``src`` that hold ``model_ids`` into ``dst`` as a zoo of those rows.
+
+    Args:
+        src: a zoo directory holding every part of ``manifest`` and every shard the kept rows
+            use (files are moved out of it).
+        dst: the new zoo directory (created).
+        manifest: the manifest of ``src``.
+        model_ids: the ``model_id`` of each row to keep.
+
+    Returns:
+        the new zoo's manifest (not yet written: the caller adds its ``source`` and writes it).
+    """
+    keep = pa.array(sorted(set(model_ids)), type=pa.string())
+    parts: list[tuple[FileEntry, pa.Table]] = []
+    used_shards: set[str] = set()
+    for entry in manifest.part_files():
+        table = pq.read_table(src / entry.path)
+        kept = table.filter(pc.is_in(table.column("model_id").cast(pa.string()), value_set=keep))
+        if kept.num_rows:
+            parts.append((entry, kept if kept.num_rows < table.num_rows else table))
+            used_shards.update(kept.column("weights_shard").to_pylist())
+
+    renamed: dict[str, str] = {}
+    per_arch: Counter = Counter()
+    for entry in manifest.shard_files():
+        if entry.path in used_shards:
+            renamed[entry.path] = SHARD_TEMPLATE.format(arch_id=entry.arch_id, index=per_arch[entry.arch_id])
+            per_arch[entry.arch_id] += 1
+
+    new_paths: dict[str, FileEntry] = {}
+    for entry in manifest.shard_files():
+        if entry.path in renamed:
+            target = dst / renamed[entry.path]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src / entry.path, target)
+            new_paths[entry.path] = replace(entry, path=renamed[entry.path])
+    tables = []
+    for index, (entry, table) in enumerate(parts):
+        rel = PART_TEMPLATE.format(index=index)
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shards = table.column("weights_shard").to_pylist()
+        relinked = [renamed[s] for s in shards]
+        if table.num_rows == entry.rows and relinked == shards:
+            os.replace(src / entry.path, target)  # unchanged: keep the bytes (and the sha256)
+            new_paths[entry.path] = replace(entry, path=rel)
+        else:
+            i = table.schema.get_field_index("weights_shard")
+            table = table.set_column(i, table.schema.field(i), pa.array(relinked, type=table.schema.field(i).type))
+            tmp = tmp_path_for(target)
+            try:
+                pq.write_table(table, tmp, compression="zstd")
+                new_paths[entry.path] = replace(entry, path=rel, sha256=sha256_file(tmp),
+                                                bytes=tmp.stat().st_size, rows=table.num_rows)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        tables.append(table.select(["run_id", "arch_id", "status"]))
+
+    rows = pa.concat_tables(tables) if tables else pa.table({"run_id": [], "arch_id": [], "status": []})
+    archs = set(rows.column("arch_id").to_pylist())
+    counts = {k: v for k, v in manifest.counts.items()
+              if k not in ("rows", "runs", "architectures") and not k.startswith("status_")}
+    counts.update(rows=rows.num_rows, runs=len(set(rows.column("run_id").to_pylist())),
+                  architectures=len(archs))
+    for status, n in sorted(Counter(rows.column("status").to_pylist()).items()):
+        counts[f"status_{status}"] = n
+    return replace(
+        manifest,
+        architectures={a: d for a, d in manifest.architectures.items() if a in archs},
+        counts=counts,
+        files=[new_paths[f.path] for f in manifest.files if f.path in new_paths],
+        source=dict(manifest.source),
+    )
