@@ -42,6 +42,16 @@ def metric_summary(table: pa.Table) -> dict[str, dict[str, float]]:
     return out
 
 
+def _provenance(source: dict) -> list[str]:
+    """Card lines saying which Hub repo a pulled zoo came from (none for a built zoo)."""
+    if not source or not source.get("repo_id"):
+        return []
+    where = source.get("pulled_where")
+    what = f"the rows where `{where}`" if where else "all of it"
+    return [f"Pulled from the Hub dataset repo `{source['repo_id']}` at commit "
+            f"`{source.get('commit', '?')}` (revision `{source.get('revision', 'main')}`): {what}.", ""]
+
+
 def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
     """The dataset card of the zoo at ``root`` (optionally naming its Hub ``repo_id``)."""
     from catalog.zoo import Zoo
@@ -50,6 +60,7 @@ def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
     m = zoo.manifest
     table = zoo.table
     header = {
+        "pretty_name": m.name,
         "license": m.spec.get("license", "cc-by-4.0"),
         "tags": ["weight-space-learning", "model-zoo", "weightzoo"],
         "size_categories": [size_category(table.num_rows)],
@@ -69,6 +80,7 @@ def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
         "trained neural networks stored as Parquet metadata (one row per model checkpoint) and "
         "safetensors weight shards.",
         "",
+        *_provenance(m.source),
         "## Contents",
         "",
         f"- rows (model checkpoints): {counts.get('rows', 0)}",
@@ -102,12 +114,26 @@ def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
     target = repo_id or "ORG/NAME"
     lines += [
         "", "## Loading", "",
-        "With weightzoo:", "", "```python", "from catalog import open_zoo",
+        "With weightzoo (`pip install weightzoo`), in Python:", "", "```python",
+        "from catalog import open_zoo",
         f'zoo = open_zoo("hf://datasets/{target}")' if repo_id else f'zoo = open_zoo("{Path(root).name}")',
-        'sel = zoo.select(where="status = \'ok\'")', "weights = sel.stacked()", "```", "",
+        'sel = zoo.select(where="status = \'ok\'")',
+        *(["weights = sel.stacked()  # {param name: Tensor[N, *shape]}"] if len(m.architectures) <= 1 else
+          ["for arch_id, rows in sel.by_arch().items():",
+           "    weights = rows.stacked()  # {param name: Tensor[N, *shape]}"]),
+        "```", "",
+        "or as a local copy, whole or only the rows you need (and the weight shards that hold them):",
+        "", "```bash", f"zoo pull {target} --out {m.name}",
+        f'zoo pull {target} --where "status = \'ok\'" --out {m.name}-ok', "```", "",
         "The metadata with 🤗 datasets:", "", "```python", "from datasets import load_dataset",
         f'rows = load_dataset("{target}", split="train")', "```", "",
-        "The format (zoo.json, models/, weights/) is described in weightzoo's documentation.", "",
+        "## Files", "",
+        "- `zoo.json`: the manifest: the build spec, every architecture (parameter names, shapes, "
+        "dtypes, layers), counts, and each data file with its sha256",
+        "- `models/part-*.parquet`: the metadata, one row per model checkpoint (hyperparameters, "
+        "metrics, `status`, and where its weights are: `weights_shard`, `weights_row`, `sha256`)",
+        "- `weights/<arch_id>/shard-*.safetensors`: the weights of one architecture, stacked: "
+        "tensor `<param name>` has shape `[rows, *shape]`", "",
     ]
     zoo.close()
     return "\n".join(lines)
