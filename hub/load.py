@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from catalog.errors import WeightzooError
-from catalog.format import read_manifest
+from catalog.format import MANIFEST_NAME, read_manifest
 from catalog.zoo import Zoo
 from hub.errors import HubError, hub_errors
 from hub.remote import (
@@ -105,7 +105,8 @@ def _load_cached(repo_id: str, revision: str | None, cache_dir: str | None) -> Z
 
     with hub_errors(repo_id, revision):
         root = snapshot_download(repo_id, repo_type=REPO_TYPE, revision=revision,
-                                 cache_dir=cache_dir, local_files_only=True)
+                                 cache_dir=cache_dir, local_files_only=True,
+                                 allow_patterns=[MANIFEST_NAME])
     root = Path(root)
     manifest = read_manifest(root)
     remote = RemoteZoo(repo_id, revision or "main", root.name)

@@ -1,0 +1,319 @@
+"""`zoo pull`, hub.pull_zoo, hub.load_zoo and open_zoo("hf://...") against the test server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from catalog import open_zoo, verify_zoo
+from catalog.errors import QueryError
+from zoo_cli.main import cli
+
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
+
+DATA_GLOBS = ("models/*.parquet", "weights/*/*.safetensors")
+
+
+def _run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def _data_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for g in DATA_GLOBS for p in sorted(root.glob(g))}
+
+
+def _manifest(root: Path) -> dict:
+    return json.loads((root / "zoo.json").read_text())
+
+
+def _assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(".tmp-"))
+
+
+# ================================================================================ full pulls
+def test_round_trip_is_byte_identical_and_verifies_clean(hub, pushed, tmp_path: Path) -> None:
+    repo, commit, src = pushed
+    out = tmp_path / "pulled"
+    result = _run("pull", repo, "--out", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert f"pulled {repo}@main (commit {commit[:12]}) into {out}: 12 rows, 2 of 2" in result.output
+    assert f"zoo pull {repo} --revision {commit}" in result.output
+
+    assert _data_files(out) == _data_files(src) and len(_data_files(src)) == 4
+    assert (out / "README.md").read_bytes() == (src / "README.md").read_bytes()
+    pulled, original = _manifest(out), _manifest(src)
+    assert pulled.pop("source") == {"repo_id": repo, "revision": "main", "commit": commit,
+                                    "pulled_where": None}
+    original.pop("source")
+    assert pulled == original
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "models", "weights", "zoo.json"]
+    report = verify_zoo(out)
+    assert report.ok and report.warnings == [] and report.weights_checked == 12
+    verify = _run("verify", str(out), "-q")
+    assert verify.exit_code == 0 and "OK" in verify.output
+    # only the zoo's files were fetched (not .gitattributes), each once
+    assert sorted(hub.resolved_files()) == sorted(["zoo.json", "README.md", *_data_files(src)])
+
+
+def test_pull_of_an_older_revision_and_a_tag(hub, zoo_copy: Path, repo_id: str,
+                                             tmp_path: Path) -> None:
+    from huggingface_hub import HfApi
+
+    from hub import pull_zoo, push_zoo
+
+    first = push_zoo(zoo_copy, repo_id, progress=False)
+    HfApi().create_tag(repo_id, tag="v1", repo_type="dataset", revision=first.commit)
+    smaller = pull_zoo(repo_id, tmp_path / "smaller", where="checkpoint = 1", progress=False).path
+    second = push_zoo(smaller, repo_id, progress=False)
+    assert second.changed and second.commit != first.commit
+
+    latest = pull_zoo(repo_id, tmp_path / "latest", progress=False)
+    assert latest.commit == second.commit and latest.rows == 6
+    for rev in (first.commit, first.commit[:10], "v1"):
+        out = tmp_path / f"old-{rev}"
+        r = pull_zoo(repo_id, out, revision=rev, progress=False)
+        assert r.commit == first.commit and r.rows == 12 and r.revision == rev
+        assert _data_files(out) == _data_files(zoo_copy)
+        assert _manifest(out)["source"]["commit"] == first.commit
+        assert _manifest(out)["source"]["revision"] == rev
+
+
+# ================================================================================ partial pulls
+def test_partial_pull_downloads_only_the_matching_shards(hub, pushed, tmp_path: Path) -> None:
+    repo, commit, src = pushed
+    source = open_zoo(src)
+    wide = {r["weights_shard"] for r in source.table.to_pylist() if r["width"] == 12}
+    assert len(wide) == 1 and len(source.manifest.shard_files()) == 2
+
+    out = tmp_path / "wide"
+    result = _run("pull", repo, "--where", "width = 12", "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    assert "6 rows, 1 of 2 weight shards (--where matched 6 of 12 rows)" in result.output
+    parts = [f.path for f in source.manifest.part_files()]
+    assert sorted(hub.resolved_files()) == sorted(["zoo.json", "README.md", *parts, *wide])
+
+    zoo = open_zoo(out)
+    assert len(zoo) == 6 and set(zoo.table.column("width").to_pylist()) == {12}
+    assert [f.path for f in zoo.manifest.files] == [
+        next(iter(wide)), "models/part-00000.parquet"]
+    assert zoo.manifest.counts == {"rows": 6, "runs": 3, "architectures": 1, "status_ok": 6}
+    assert list(zoo.manifest.architectures) == [zoo.table.column("arch_id")[0].as_py()]
+    assert zoo.manifest.source == {"repo_id": repo, "revision": "main", "commit": commit,
+                                   "pulled_where": "width = 12"}
+    assert (out / next(iter(wide))).read_bytes() == (src / next(iter(wide))).read_bytes()
+    report = verify_zoo(out)
+    assert report.ok and report.warnings == []
+    card = (out / "README.md").read_text()
+    assert "- rows (model checkpoints): 6" in card and "the rows where `width = 12`" in card
+    for mid in zoo.table.column("model_id").to_pylist():
+        got, want = zoo.state_dict(mid), source.state_dict(mid)
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_partial_pull_of_some_rows_of_a_shard(hub, pushed, tmp_path: Path) -> None:
+    """Rows of a kept shard that the filter dropped stay in the (unchanged) shard: verify is ok
+    and only warns about them."""
+    from hub import pull_zoo
+
+    repo, _, src = pushed
+    r = pull_zoo(repo, tmp_path / "late", where="checkpoint = 1 AND seed < 2", progress=False)
+    assert (r.rows, r.rows_total, r.shards, r.shards_total) == (4, 12, 2, 2)
+    zoo = open_zoo(r.path)
+    assert sorted(zoo.table.column("checkpoint").to_pylist()) == [1, 1, 1, 1]
+    assert [f.path for f in zoo.manifest.part_files()] == ["models/part-00000.parquet",
+                                                           "models/part-00001.parquet"]
+    report = verify_zoo(r.path)
+    assert report.ok and report.weights_checked == 4
+    assert len(report.warnings) == 2 and all("used by no metadata row" in str(w) for w in report.warnings)
+    source = open_zoo(src)
+    for mid in zoo.table.column("model_id").to_pylist():
+        assert all(torch.equal(a, b) for a, b in zip(zoo.state_dict(mid).values(),
+                                                     source.state_dict(mid).values(), strict=True))
+
+
+def test_partial_pull_renumbers_files_without_gaps(hub, pushed, tmp_path: Path) -> None:
+    from hub import pull_zoo
+
+    repo, _, src = pushed
+    narrow_arch = open_zoo(src).manifest.part_files()[0].arch_id
+    r = pull_zoo(repo, tmp_path / "p", where=f"arch_id <> '{narrow_arch}' AND seed = 0",
+                 progress=False)
+    zoo = open_zoo(r.path)
+    assert [f.path for f in zoo.manifest.part_files()] == ["models/part-00000.parquet"]
+    assert zoo.table.column("weights_shard").to_pylist()[0].endswith("shard-00000.safetensors")
+    assert verify_zoo(r.path).ok
+
+
+def test_where_that_matches_nothing_or_is_invalid(hub, pushed, tmp_path: Path) -> None:
+    from hub import pull_zoo
+
+    repo, _, _ = pushed
+    result = _run("pull", repo, "--where", "width = 999", "--out", str(tmp_path / "none"), "-q")
+    _assert_one_line_error(result, "matches none of the 12 rows")
+    with pytest.raises(QueryError, match="unknown column 'nope'"):
+        pull_zoo(repo, tmp_path / "bad", where="nope > 1", progress=False)
+    assert not (tmp_path / "none").exists() and not (tmp_path / "bad").exists()
+    assert _leftovers(tmp_path) == []
+
+
+# ================================================================================ integrity
+def test_tampered_file_is_refused_and_nothing_is_written(hub, zoo_copy: Path, repo_id: str,
+                                                         tmp_path: Path) -> None:
+    from hub import HubIntegrityError, load_zoo, push_zoo
+
+    push_zoo(zoo_copy, repo_id, progress=False)
+    shard = open_zoo(zoo_copy).manifest.shard_files()[1].path
+    original = hub.get_file("dataset", repo_id, shard)
+    hub.tamper("dataset", repo_id, shard, original[:-1] + bytes([original[-1] ^ 0xFF]))
+
+    out = tmp_path / "out"
+    result = _run("pull", repo_id, "--out", str(out), "-q")
+    _assert_one_line_error(result, "does not match its checksum", shard, f"nothing was written to {out}")
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+    # a partial pull that needs only the other shard is fine; one that needs this one is refused
+    other_arch = open_zoo(zoo_copy).manifest.shard_files()[0].arch_id
+    ok = _run("pull", repo_id, "--where", f"arch_id = '{other_arch}'", "--out", str(tmp_path / "ok"), "-q")
+    assert ok.exit_code == 0, ok.output
+    bad = _run("pull", repo_id, "--where", f"arch_id <> '{other_arch}'", "--out", str(tmp_path / "bad"), "-q")
+    _assert_one_line_error(bad, "does not match its checksum")
+    assert not (tmp_path / "bad").exists()
+
+    # through the cache: refused, and the bad file is evicted so a repaired repo loads
+    with pytest.raises(HubIntegrityError, match="removed from the cache"):
+        load_zoo(repo_id, progress=False)
+    hub.tamper("dataset", repo_id, shard, original)
+    assert len(load_zoo(repo_id, progress=False)) == 12
+
+
+def test_tampered_manifest_is_refused(hub, zoo_copy: Path, repo_id: str, tmp_path: Path) -> None:
+    from hub import push_zoo
+
+    push_zoo(zoo_copy, repo_id, progress=False)
+    text = hub.get_file("dataset", repo_id, "zoo.json").replace(b'"rows": 12', b'"rows": 13')
+    hub.tamper("dataset", repo_id, "zoo.json", text)
+    result = _run("pull", repo_id, "--out", str(tmp_path / "out"), "-q")
+    _assert_one_line_error(result, "zoo.json", "git blob id does not match")
+    assert not (tmp_path / "out").exists()
+
+
+# ================================================================================ errors
+@pytest.fixture
+def not_a_zoo(hub) -> str:
+    import uuid
+
+    from huggingface_hub import HfApi
+
+    repo = f"test-org/plain-{uuid.uuid4().hex[:8]}"
+    api = HfApi()
+    api.create_repo(repo, repo_type="dataset")
+    api.upload_file(path_or_fileobj=b"# just a dataset\n", path_in_repo="README.md", repo_id=repo,
+                    repo_type="dataset")
+    return repo
+
+
+def test_missing_repo_is_one_clear_line(hub, tmp_path: Path) -> None:
+    result = _run("pull", "test-org/does-not-exist", "--out", str(tmp_path / "x"), "-q")
+    _assert_one_line_error(result, "'test-org/does-not-exist'", "was not found", "HF_TOKEN")
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_revision_is_one_clear_line(hub, pushed, tmp_path: Path) -> None:
+    repo, _, _ = pushed
+    result = _run("pull", repo, "--revision", "no-such-branch", "--out", str(tmp_path / "x"), "-q")
+    _assert_one_line_error(result, "revision 'no-such-branch' does not exist", repo)
+
+
+def test_repo_without_a_zoo_is_one_clear_line(not_a_zoo: str, tmp_path: Path) -> None:
+    result = _run("pull", not_a_zoo, "--out", str(tmp_path / "x"), "-q")
+    _assert_one_line_error(result, "is not a weightzoo zoo", "no zoo.json")
+
+
+def test_private_repo_of_someone_else_is_not_found(hub, zoo_copy: Path, repo_id: str,
+                                                   tmp_path: Path, monkeypatch) -> None:
+    from hub import RepoNotFoundError, pull_zoo, push_zoo
+
+    push_zoo(zoo_copy, repo_id, private=True, progress=False)
+    with pytest.raises(RepoNotFoundError, match="private"):
+        pull_zoo(repo_id, tmp_path / "x", token="someone-else", progress=False)
+    assert pull_zoo(repo_id, tmp_path / "y", progress=False).rows == 12
+
+
+def test_out_must_be_new_or_empty(hub, pushed, tmp_path: Path) -> None:
+    repo, _, _ = pushed
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    result = _run("pull", repo, "--out", str(tmp_path / "full"), "-q")
+    _assert_one_line_error(result, "already exists and is not empty")
+    assert hub.requests_log == []
+    (tmp_path / "empty").mkdir()
+    assert _run("pull", repo, "--out", str(tmp_path / "empty"), "-q").exit_code == 0
+    assert verify_zoo(tmp_path / "empty").ok
+
+
+# ================================================================================ hf:// and the cache
+def test_open_zoo_hf_url_and_load_zoo_use_the_hf_cache(hub, pushed) -> None:
+    import os
+
+    from hub import load_zoo
+
+    repo, commit, src = pushed
+    local = open_zoo(src)
+    for zoo in (open_zoo(f"hf://datasets/{repo}@{commit}"), open_zoo(f"hf://datasets/{repo}"),
+                load_zoo(repo, revision="main", progress=False)):
+        assert zoo.root.is_relative_to(os.environ["HF_HOME"]) and zoo.root.name == commit
+        assert zoo.manifest.source["commit"] == commit
+        assert zoo.table.equals(local.table)
+        mid = local.table.column("model_id")[7].as_py()
+        assert all(torch.equal(a, b) for a, b in zip(zoo.state_dict(mid).values(),
+                                                     local.state_dict(mid).values(), strict=True))
+        assert zoo.verify().ok
+    hub.requests_log.clear()
+    load_zoo(repo, progress=False)  # everything is cached: nothing is downloaded again
+    assert hub.resolved_files() == []
+
+
+def test_load_zoo_offline_uses_the_cache(hub, pushed, monkeypatch) -> None:
+    from hub import load_zoo
+
+    repo, commit, _ = pushed
+    load_zoo(repo, revision=commit, progress=False)
+    hub.requests_log.clear()
+    zoo = load_zoo(repo, revision=commit, local_files_only=True)
+    assert len(zoo) == 12 and hub.requests_log == []
+
+
+@pytest.mark.parametrize("url, message", [
+    ("hf://test-org/zoo", "does not name a dataset repo"),
+    ("hf://datasets/just-a-name", "does not name one repo"),
+    ("hf://datasets/org/name/sub/dir", "does not name one repo"),
+    ("hf://datasets/org/name@", "empty revision"),
+])
+def test_bad_hf_urls(url: str, message: str) -> None:
+    from catalog import WeightzooError
+
+    with pytest.raises(WeightzooError, match=message):
+        open_zoo(url)
+
+
+def test_hf_url_revisions_are_parsed() -> None:
+    from hub import parse_hf_url
+
+    assert parse_hf_url("hf://datasets/org/name") == ("org/name", None)
+    assert parse_hf_url("hf://datasets/org/name@v1.0") == ("org/name", "v1.0")
+    assert parse_hf_url("hf://datasets/org/name@feature/x") == ("org/name", "feature/x")
+    assert parse_hf_url("hf://datasets/org/name@refs%2Fpr%2F1") == ("org/name", "refs/pr/1")
