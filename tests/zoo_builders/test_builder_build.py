@@ -1,0 +1,245 @@
+"""`zoo build`: the format on disk, idempotence, resume after kill -9, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from safetensors import safe_open
+
+from catalog import open_zoo
+from catalog.format import sha256_file, weights_sha256
+from zoo_builders import build_zoo
+from zoo_cli.main import cli
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_issue_spec_builds_48_rows_in_format_v1(tiny_zoo):
+    m = json.loads((tiny_zoo / "zoo.json").read_text())
+    assert m["format_version"] == 1 and m["name"] == "tiny-digits-mlp" and m["complete"]
+    assert m["spec"]["grid"]["seed"] == [0, 1, 2, 3]
+    (arch_id, arch), = m["architectures"].items()
+    assert [p["name"] for p in arch["params"]] == ["layers.0.weight", "layers.0.bias", "layers.1.weight",
+                                                   "layers.1.bias", "layers.2.weight", "layers.2.bias"]
+    assert arch["params"][0]["shape"] == [16, 64] and arch["params"][0]["dtype"] == "float32"
+    assert arch["layers"][0]["activation"] == "relu" and arch["layers"][0]["kind"] == "linear"
+    for f in m["files"]:  # every file listed with its checksum
+        assert sha256_file(tiny_zoo / f["path"]) == f["sha256"]
+    table = pq.read_table(tiny_zoo / "models" / "part-00000.parquet")
+    assert table.num_rows == 48
+    for col in ("model_id", "run_id", "checkpoint", "arch_id", "status", "n_params", "weights_shard",
+                "weights_row", "sha256", "lr", "weight_decay", "seed", "activation", "train_loss",
+                "train_acc", "test_loss", "test_acc", "ggap", "wall_seconds"):
+        assert col in table.column_names, col
+    assert str(table.schema.field("lr").type) == "double" and str(table.schema.field("seed").type) == "int64"
+    assert sorted(set(table.column("checkpoint").to_pylist())) == [0, 3, 6]
+    assert len(set(table.column("run_id").to_pylist())) == 16
+    assert len(set(table.column("model_id").to_pylist())) == 48
+    rows = table.to_pylist()
+    shard = rows[0]["weights_shard"]
+    assert shard == f"weights/{arch_id}/shard-00000.safetensors"
+    with safe_open(str(tiny_zoo / shard), "pt") as f:
+        w = {k: f.get_tensor(k) for k in f.keys()}
+    assert w["layers.0.weight"].shape == (48, 16, 64)
+    for r in rows[:5]:
+        assert weights_sha256([w[n][r["weights_row"]] for n in
+                               [p["name"] for p in arch["params"]]]) == r["sha256"]
+    # Rows of one run are contiguous in the shard.
+    by_run: dict[str, list[int]] = {}
+    for r in rows:
+        by_run.setdefault(r["run_id"], []).append(r["weights_row"])
+    assert all(max(v) - min(v) == len(v) - 1 for v in by_run.values())
+    last = [r for r in rows if r["checkpoint"] == 6]
+    assert max(r["test_acc"] for r in last) > 0.85
+    assert all(r["ggap"] == pytest.approx(r["train_acc"] - r["test_acc"], abs=1e-6) for r in rows)
+
+
+def test_reader_state_dict_and_card(tiny_zoo):
+    zoo = open_zoo(tiny_zoo)
+    mid = zoo.table.column("model_id")[7].as_py()
+    sd = zoo.state_dict(mid)
+    assert sd["layers.0.weight"].shape == (16, 64)
+    card = (tiny_zoo / "README.md").read_text()
+    assert card.startswith("---\n") and "models/*.parquet" in card and "weight-space-learning" in card
+
+
+def test_building_twice_is_idempotent(tiny_zoo, issue_spec_path):
+    before = _files(tiny_zoo)
+    plan = build_zoo(issue_spec_path, tiny_zoo, quiet=True)
+    assert plan.populations == [] and plan.skipped_runs == 16
+    assert _files(tiny_zoo) == before
+
+
+def test_other_zoo_in_out_dir_is_refused(tiny_zoo, tmp_path):
+    before = _files(tiny_zoo)
+    other = {"name": "tiny-digits-mlp", "dataset": {"name": "digits"}, "architecture": {"name": "mlp", "hidden": [4]},
+             "training": {"epochs": 1}}
+    r = CliRunner().invoke(cli, ["build", str(_write(tmp_path, other)), "--out", str(tiny_zoo)])
+    assert r.exit_code == 1
+    assert "different spec" in r.output and "Traceback" not in r.output
+    assert _files(tiny_zoo) == before
+
+
+def _write(tmp_path: Path, spec: dict) -> Path:
+    import yaml
+
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("name: x\ndataset: {name: imagenet}\narchitecture: {name: mlp}\n", "valid datasets"),
+    ("name: x\ndataset: {name: digits}\narchitecture: {name: mlp}\ntraining: {optimizer: rmsprop}\n", "valid optimizers"),
+    ("name: x\ndataset: {name: digits}\narchitecture: {name: mlp}\ntraining: {epochs: [1]}\n", "must be an integer"),
+    ("name: x\ndataset: {name: digits}\narchitecture: {name: mlp}\ngrid: {colour: [1]}\n", "valid axes"),
+    ("name: x\n  bad: [\n", "not valid YAML"),
+])
+def test_cli_bad_input_one_line_no_trace_nothing_written(tmp_path, text, needle):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["build", str(p), "--out", str(out), "--quiet"])
+    assert r.exit_code == 1, r.output
+    assert needle in r.output and "Traceback" not in r.output
+    assert r.output.startswith("error: ")
+    assert not out.exists()
+
+
+def test_dry_run_prints_plan_and_writes_nothing(issue_spec_path, tmp_path):
+    out = tmp_path / "z"
+    r = CliRunner().invoke(cli, ["build", str(issue_spec_path), "--out", str(out), "--dry-run", "--max-population", "5"])
+    assert r.exit_code == 0, r.output
+    assert "16 runs" in r.output and "rows to write: 48" in r.output and "populations to train: 4" in r.output
+    assert not out.exists()
+
+
+def test_max_population_splits_but_gives_same_zoo(tmp_path, tiny_zoo, issue_spec_path):
+    out = tmp_path / "split"
+    build_zoo(issue_spec_path, out, max_population=5, quiet=True)
+    a, b = open_zoo(out), open_zoo(tiny_zoo)
+    assert len(a.manifest.part_files()) == 4
+    ta = {r["model_id"]: r["sha256"] for r in a.table.to_pylist()}
+    tb = {r["model_id"]: r["sha256"] for r in b.table.to_pylist()}
+    assert ta == tb  # same weights, bit for bit, whatever the population split
+
+
+def test_info_and_presets_commands(tiny_zoo):
+    r = CliRunner().invoke(cli, ["info", str(tiny_zoo)])
+    assert r.exit_code == 0 and "48 rows, 16 runs, 1 architectures" in r.output and "test_acc" in r.output
+    r = CliRunner().invoke(cli, ["info", str(tiny_zoo), "--json"])
+    d = json.loads(r.output)
+    assert d["counts"]["rows"] == 48 and d["columns"]["lr"] == "double" and d["size_bytes"] > 0
+    r = CliRunner().invoke(cli, ["presets"])
+    assert "digits-mlp" in r.output and "mnist1d-cnn" in r.output and "mnist5k-inr" in r.output
+    r = CliRunner().invoke(cli, ["info", "/nonexistent/zoo"])
+    assert r.exit_code == 1 and "does not exist" in r.output
+
+
+RESUME_SPEC = {"name": "resume", "dataset": {"name": "digits"}, "architecture": {"name": "mlp", "hidden": [16]},
+               "training": {"epochs": 3, "batch_size": 16, "checkpoints": [0, 3]},
+               "grid": {"lr": [0.001, 0.003, 0.01, 0.03], "seed": [0, 1, 2]}}
+
+
+def test_resume_after_kill_9(tmp_path):
+    spec = _write(tmp_path, RESUME_SPEC)
+    out = tmp_path / "zoo"
+    cmd = [sys.executable, "-m", "zoo_cli.main", "build", str(spec), "--out", str(out), "--quiet",
+           "--max-population", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    # Wait until at least one population is in the manifest, then kill -9 mid-build.
+    while time.time() < deadline:
+        m = out / "zoo.json"
+        if m.is_file() and len(json.loads(m.read_text())["files"]) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    m = json.loads((out / "zoo.json").read_text())
+    assert not m["complete"]
+    done_parts = {f["path"]: f["sha256"] for f in m["files"] if f["kind"] == "part"}
+    assert 1 <= len(done_parts) < 6
+    # Rerun the same command: finishes without retraining finished populations.
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    zoo = open_zoo(out)
+    assert zoo.manifest.complete
+    assert zoo.table.num_rows == 24
+    assert len(set(zoo.table.column("model_id").to_pylist())) == 24
+    for path, sha in done_parts.items():  # finished parts untouched
+        assert sha256_file(out / path) == sha
+    listed = {f.path for f in zoo.manifest.files}
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert on_disk == listed | {"zoo.json", "README.md"}  # no stray or partial files
+    assert not any(".tmp-" in p for p in on_disk)
+    # Same weights as an uninterrupted build.
+    ref = tmp_path / "ref"
+    build_zoo(spec, ref, max_population=2, quiet=True)
+    assert ({r["model_id"]: r["sha256"] for r in open_zoo(ref).table.to_pylist()}
+            == {r["model_id"]: r["sha256"] for r in zoo.table.to_pylist()})
+
+
+def test_stray_partial_files_are_removed_on_resume(tmp_path):
+    spec = _write(tmp_path, {**RESUME_SPEC, "grid": {"lr": [0.01], "seed": [0, 1]}})
+    out = tmp_path / "z"
+    build_zoo(spec, out, quiet=True)
+    m = json.loads((out / "zoo.json").read_text())
+    # Simulate a crash between the rename of a shard and the manifest update.
+    stray = out / "weights" / "x" / "shard-00009.safetensors"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"partial")
+    (out / "models" / ".tmp-abc.parquet").write_bytes(b"partial")
+    build_zoo(spec, out, quiet=True)
+    assert not stray.exists() and not (out / "models" / ".tmp-abc.parquet").exists()
+    assert json.loads((out / "zoo.json").read_text())["files"] == m["files"]
+
+
+def test_other_datasets_and_architectures_build(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x_train=rng.normal(size=(60, 5)).astype("float32"), y_train=rng.integers(0, 3, 60),
+             x_test=rng.normal(size=(20, 5)).astype("float32"), y_test=rng.integers(0, 3, 20))
+    for ds, arch in [({"name": "npz", "path": str(npz)}, {"name": "mlp", "hidden": [4]}),
+                     ({"name": "moons", "n_samples": 200}, {"name": "mlp", "hidden": [4], "activation": "tanh"}),
+                     ({"name": "blobs", "n_samples": 200}, {"name": "mlp", "hidden": [4]}),
+                     ({"name": "digits"}, {"name": "cnn", "channels": [2, 2, 2]})]:
+        out = tmp_path / ds["name"]
+        build_zoo({"name": ds["name"], "dataset": ds, "architecture": arch,
+                   "training": {"epochs": 1, "batch_size": 64}, "grid": {"seed": [0, 1]}}, out, quiet=True)
+        assert open_zoo(out).table.num_rows == 4
+
+
+def test_inr_task_columns(tmp_path):
+    out = tmp_path / "inr"
+    build_zoo({"name": "inr", "dataset": {"name": "digits"}, "architecture": {"name": "siren", "hidden": [8]},
+               "task": {"name": "inr", "images": 3}, "training": {"epochs": 5, "checkpoints": [5]}}, out, quiet=True)
+    t = open_zoo(out).table
+    assert t.num_rows == 3
+    assert sorted(t.column("image_index").to_pylist()) == [0, 1, 2]
+    assert {"label", "psnr", "mse"} <= set(t.column_names)
+
+
+def test_progress_bar_switch(issue_spec_path, tmp_path, capfd):
+    env_before = os.environ.pop("TQDM_DISABLE", None)
+    try:
+        build_zoo(issue_spec_path, tmp_path / "p", quiet=False, dry_run=False, max_population=16)
+        assert "build tiny-digits-mlp" in capfd.readouterr().err
+        build_zoo(issue_spec_path, tmp_path / "q", quiet=True)
+        assert "build tiny-digits-mlp" not in capfd.readouterr().err
+    finally:
+        if env_before is not None:
+            os.environ["TQDM_DISABLE"] = env_before
