@@ -1,5 +1,13 @@
 """weightspace: weight representations, symmetries and metanetworks trained on model zoos."""
 
+from weightspace.editing import (
+    TrainedEditor,
+    dilate,
+    editing_demo,
+    evaluate_editor,
+    fit_editor,
+    render_inr,
+)
 from weightspace.metrics import classification_metrics, regression_metrics
 from weightspace.models import (
     GMN,
@@ -52,5 +60,6 @@ __all__ = [
     "params_to_graph_batch", "params_to_layers", "permute_neurons", "random_permutations",
     "random_signs", "register_metanetwork", "scale_neurons", "unbatch_params",
     "ParamNormalizer", "TrainConfig", "TrainedMetanetwork", "classification_metrics", "evaluate",
-    "fit", "regression_metrics",
+    "fit", "regression_metrics", "TrainedEditor", "dilate", "editing_demo", "evaluate_editor",
+    "fit_editor", "render_inr",
 ]
