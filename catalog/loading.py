@@ -1,16 +1,27 @@
 """Reading rows of weight shards fast, and checking them against their checksums.
 
-A shard stores each parameter as one tensor ``[rows_in_shard, *shape]``. Reading a set of rows
-sorts them, reads the covering range (or each run of consecutive rows) as one slice of the
-memory-mapped file, and then puts the rows in the order asked for. Checksums are computed per
-row over the raw little-endian bytes of each parameter in NetworkSpec order, exactly as
-:func:`catalog.format.weights_sha256` does.
+A shard is a safetensors file that stores each parameter as one tensor
+``[rows_in_shard, *shape]``, so the rows ``a..b`` of a parameter are one contiguous byte range
+of the file. :class:`ShardFile` parses the shard's header once and reads each run of
+consecutive rows with one positioned read (``preadv``) straight into its place in the output
+batch: no per-model file, no intermediate copy, no page-fault storm from faulting in a
+memory map. Scattered rows are read as the range (or runs) covering them and then gathered.
+
+Checksums are per row, over the raw little-endian bytes of each parameter in NetworkSpec
+order, exactly as :func:`catalog.format.weights_sha256` computes them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import os
+import struct
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,19 +30,128 @@ from torch import Tensor
 from catalog.errors import IntegrityError
 from catalog.network import NetworkSpec
 
-#: Read one slice covering ``[min_row, max_row]`` when at most this many times as many rows
-#: as requested lie in that range; otherwise read each run of consecutive rows separately.
+#: safetensors dtype names of the dtypes a NetworkSpec may use, and their sizes in bytes.
+SAFETENSORS_DTYPES = {"float32": ("F32", 4), "float64": ("F64", 8), "float16": ("F16", 2),
+                      "bfloat16": ("BF16", 2)}
+#: Read runs of rows straight into place when they average at least this many rows;
+#: otherwise read the rows' covering range once and gather.
+MIN_DIRECT_RUN = 8
+#: For scattered rows, read one block covering ``[min_row, max_row]`` when it holds at most
+#: this many times as many rows as requested; otherwise read each run of requested rows.
 DENSE_READ_FACTOR = 4
+#: Most threads that hash rows in parallel, and the batch size (bytes) from which they do.
+HASH_THREADS = 4
+PARALLEL_HASH_BYTES = 16 << 20
+#: Largest safetensors header accepted (a corrupt length field must not allocate gigabytes).
+MAX_HEADER_BYTES = 100 << 20
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor lies in a safetensors file."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int  # absolute byte offset of the data in the file
+    nbytes: int
+
+
+class ShardFile:
+    """The parsed header of one weight shard, and positioned reads of its rows.
+
+    Args:
+        path: the shard file.
+        name: its path inside the zoo (for messages).
+
+    Raises:
+        IntegrityError: the file is not a well-formed safetensors file.
+    """
+
+    def __init__(self, path: str | os.PathLike, name: str) -> None:
+        self.path = Path(path)
+        self.name = name
+        size = self.path.stat().st_size
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(8)
+                (n,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
+                if n is None or n > min(size - 8, MAX_HEADER_BYTES):
+                    raise ValueError("bad header length")
+                header = json.loads(f.read(n))
+            tensors = {}
+            for key, info in header.items():
+                if key == "__metadata__":
+                    continue
+                start, end = (int(x) for x in info["data_offsets"])
+                tensors[key] = TensorEntry(str(info["dtype"]), tuple(int(s) for s in info["shape"]),
+                                           8 + n + start, end - start)
+                if end < start or 8 + n + end > size:
+                    raise ValueError(f"tensor {key} lies outside the file")
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise IntegrityError(
+                f"weight shard {name} is not a readable safetensors file ({e}); run `zoo verify`, "
+                f"then re-pull or rebuild the zoo") from e
+        self.tensors: dict[str, TensorEntry] = tensors
+        self._checked: dict[str, int] = {}
+
+    def check(self, spec: NetworkSpec) -> int:
+        """Check the shard holds ``spec``'s parameters (dtype, shapes); returns its row count."""
+        arch = spec.arch_id
+        if arch in self._checked:
+            return self._checked[arch]
+        want_dtype, itemsize = SAFETENSORS_DTYPES[spec.dtype]
+        rows = None
+        for p in spec.params:
+            t = self.tensors.get(p.name)
+            if t is None:
+                raise IntegrityError(
+                    f"{self.name} has no tensor {p.name!r} although its architecture needs it; "
+                    f"the shard is corrupt: run `zoo verify`")
+            if t.dtype != want_dtype or tuple(t.shape[1:]) != tuple(p.shape) or not t.shape:
+                raise IntegrityError(
+                    f"{self.name}: tensor {p.name!r} is {t.dtype} {list(t.shape)}, but the "
+                    f"architecture says {want_dtype} [rows, {', '.join(map(str, p.shape))}]; the "
+                    f"shard is corrupt: run `zoo verify`")
+            if t.nbytes != math.prod(t.shape) * itemsize:
+                raise IntegrityError(f"{self.name}: tensor {p.name!r} has a wrong byte size; run `zoo verify`")
+            if rows is not None and t.shape[0] != rows:
+                raise IntegrityError(f"{self.name}: its tensors disagree on the row count; run `zoo verify`")
+            rows = t.shape[0]
+        self._checked[arch] = int(rows or 0)
+        return self._checked[arch]
+
+    def read_runs(self, name: str, runs: Sequence[tuple[int, int, int]], dst: np.ndarray) -> None:
+        """Copy ``length`` rows from shard row ``src`` to ``dst[dst_row:]`` for each run.
+
+        Args:
+            name: the tensor.
+            runs: ``(src_row, dst_row, length)`` triples.
+            dst: ``uint8`` rows ``[N, row_bytes]`` (see :func:`row_bytes`), written in place.
+        """
+        t = self.tensors[name]
+        per_row = t.nbytes // t.shape[0] if t.shape[0] else 0
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for src, at, length in runs:
+                view = memoryview(dst[at:at + length].reshape(-1))
+                offset = t.offset + src * per_row
+                while len(view):
+                    got = os.preadv(fd, [view], offset)
+                    if got <= 0:
+                        raise IntegrityError(f"{self.name} ended early; the file is truncated: run `zoo verify`")
+                    view, offset = view[got:], offset + got
+        finally:
+            os.close(fd)
 
 
 def row_bytes(tensors: Sequence[Tensor]) -> list[np.ndarray]:
     """Views of stacked tensors as ``uint8`` matrices ``[N, numel * itemsize]``.
 
     Works for every dtype (bfloat16 included) because it reinterprets bytes rather than
-    converting values.
+    converting values. A contiguous CPU tensor is viewed, not copied (writes go through).
 
     Shapes:
-        each input ``[N, *shape]`` -> ``[N, prod(shape) * itemsize]`` (no copy when contiguous).
+        each input ``[N, *shape]`` -> ``[N, prod(shape) * itemsize]``.
     """
     out = []
     for t in tensors:
@@ -42,38 +162,120 @@ def row_bytes(tensors: Sequence[Tensor]) -> list[np.ndarray]:
     return out
 
 
-def stacked_sha256(tensors: Sequence[Tensor]) -> list[str]:
+def _runs(src: np.ndarray, dst: np.ndarray) -> list[tuple[int, int, int]]:
+    """Maximal runs where both ``src`` and ``dst`` step by one: ``(src, dst, length)``."""
+    if len(src) == 0:
+        return []
+    brk = np.flatnonzero((np.diff(src) != 1) | (np.diff(dst) != 1)) + 1
+    starts = np.concatenate([[0], brk])
+    ends = np.concatenate([brk, [len(src)]])
+    return [(int(src[s]), int(dst[s]), int(e - s)) for s, e in zip(starts, ends)]
+
+
+def read_rows_into(shard: ShardFile, spec: NetworkSpec, rows: np.ndarray,
+                   out: dict[str, Tensor], positions: np.ndarray) -> None:
+    """``out[name][positions[i]] = shard[name][rows[i]]`` for every parameter of ``spec``.
+
+    Args:
+        shard: the open shard.
+        spec: its architecture.
+        rows: ``int64`` shard rows; any order, duplicates allowed.
+        out: contiguous ``{name: Tensor[N, *shape]}`` batches, written in place.
+        positions: ``int64`` positions in ``out``, one per row.
+    """
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+    n_stored = shard.check(spec)
+    if len(rows) == 0:
+        return
+    lo, hi = int(rows.min()), int(rows.max())
+    if lo < 0 or hi >= n_stored:
+        raise IntegrityError(
+            f"{shard.name} holds {n_stored} rows but row {hi if hi >= n_stored else lo} was asked "
+            f"for; the metadata and the shard disagree: run `zoo verify`")
+    direct = _runs(rows, positions)
+    if len(direct) * MIN_DIRECT_RUN <= len(rows):
+        for p in spec.params:
+            shard.read_runs(p.name, direct, row_bytes([out[p.name]])[0])
+        return
+    # Scattered rows: read what covers them into a temporary batch, then gather.
+    uniq = np.unique(rows)
+    if (hi - lo + 1) <= DENSE_READ_FACTOR * len(uniq):
+        block_rows = np.arange(lo, hi + 1)
+        where = rows - lo
+    else:
+        block_rows = uniq
+        where = np.searchsorted(uniq, rows)
+    runs = _runs(block_rows, np.arange(len(block_rows)))
+    take, put = torch.from_numpy(where), torch.from_numpy(positions)
+    for p in spec.params:
+        tmp = torch.empty((len(block_rows), *p.shape), dtype=spec.torch_dtype)
+        shard.read_runs(p.name, runs, row_bytes([tmp])[0])
+        out[p.name].index_copy_(0, put, tmp.index_select(0, take))
+
+
+def read_shard_rows(shard: ShardFile, spec: NetworkSpec, rows: np.ndarray) -> dict[str, Tensor]:
+    """Read ``rows`` of one shard, in the order given.
+
+    Shapes:
+        returns ``{name: Tensor[len(rows), *shape]}`` for every parameter of ``spec``.
+    """
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    out = {p.name: torch.empty((len(rows), *p.shape), dtype=spec.torch_dtype) for p in spec.params}
+    read_rows_into(shard, spec, rows, out, np.arange(len(rows)))
+    return out
+
+
+def stacked_sha256(tensors: Sequence[Tensor], positions: Sequence[int] | None = None,
+                   threads: int | None = None) -> list[str]:
     """Per-row sha256 of a stacked batch, parameters in the given order.
 
     Args:
         tensors: the parameters of one architecture, in NetworkSpec order, each ``[N, *shape]``.
+        positions: hash only these rows (default: all).
+        threads: hashing threads (default: up to :data:`HASH_THREADS`, and one for batches
+            under :data:`PARALLEL_HASH_BYTES`); ``hashlib`` releases the GIL on large rows.
 
     Returns:
-        ``N`` hex digests, equal to :func:`catalog.format.weights_sha256` of each row.
+        one hex digest per row, equal to :func:`catalog.format.weights_sha256` of the row.
     """
     arrays = row_bytes(tensors)
     n = arrays[0].shape[0] if arrays else 0
-    out = []
-    for i in range(n):
-        h = hashlib.sha256()
-        for a in arrays:
-            h.update(a[i])
-        out.append(h.hexdigest())
-    return out
+    pos = list(range(n)) if positions is None else [int(i) for i in positions]
+    if threads is None:
+        total = sum(a.shape[1] for a in arrays) * len(pos)
+        threads = min(HASH_THREADS, os.cpu_count() or 1) if total >= PARALLEL_HASH_BYTES else 1
+
+    def digest(chunk: Sequence[int]) -> list[str]:
+        out = []
+        for i in chunk:
+            h = hashlib.sha256()
+            for a in arrays:
+                h.update(a[i])
+            out.append(h.hexdigest())
+        return out
+
+    if threads <= 1 or len(pos) < 2 * threads:
+        return digest(pos)
+    step = -(-len(pos) // (threads * 4))
+    chunks = [pos[i:i + step] for i in range(0, len(pos), step)]
+    with ThreadPoolExecutor(threads) as pool:
+        return [d for part in pool.map(digest, chunks) for d in part]
 
 
 def check_rows(tensors: Sequence[Tensor], expected: Sequence[str], rows: Sequence[int],
-               shard: str, root: str) -> None:
-    """Raise :class:`IntegrityError` naming the first rows whose bytes do not match.
+               shard: str, root: str, positions: Sequence[int] | None = None) -> None:
+    """Raise :class:`IntegrityError` naming the rows whose bytes do not match their sha256.
 
     Args:
         tensors: the read parameters, each ``[N, *shape]``, in NetworkSpec order.
-        expected: ``N`` expected sha256 hex digests.
-        rows: the ``N`` shard row indices (for the message).
+        expected: the expected sha256 hex digest of each checked row.
+        rows: the shard row index of each checked row (for the message).
         shard: the shard's path in the zoo (for the message).
         root: the zoo directory (for the message).
+        positions: the rows of ``tensors`` to check (default: all, in order).
     """
-    got = stacked_sha256(tensors)
+    got = stacked_sha256(tensors, positions)
     bad = [int(rows[i]) for i, (g, w) in enumerate(zip(got, expected)) if g != w]
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
@@ -81,53 +283,3 @@ def check_rows(tensors: Sequence[Tensor], expected: Sequence[str], rows: Sequenc
             f"weights of {len(bad)} row(s) of {shard} do not match their recorded sha256 "
             f"(rows {shown}); the shard is corrupt or was modified. Run `zoo verify {root}`, "
             f"then re-pull or rebuild the zoo (or pass verify=False to load anyway)")
-
-
-def read_shard_rows(handle, spec: NetworkSpec, rows: np.ndarray, shard: str) -> dict[str, Tensor]:
-    """Read ``rows`` of one open safetensors shard, in the order given.
-
-    Args:
-        handle: a ``safetensors.safe_open(..., framework="pt")`` handle on the shard.
-        spec: the shard's architecture.
-        rows: ``int64`` row indices; duplicates and any order are allowed.
-        shard: the shard's path (for error messages).
-
-    Shapes:
-        returns ``{name: Tensor[len(rows), *shape]}`` for every parameter of ``spec``.
-    """
-    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-    out: dict[str, Tensor] = {}
-    if len(rows) == 0:
-        return {p.name: torch.empty((0, *p.shape), dtype=spec.torch_dtype) for p in spec.params}
-    uniq, inverse = np.unique(rows, return_inverse=True)
-    lo, hi = int(uniq[0]), int(uniq[-1])
-    in_order = len(uniq) == len(rows) and bool(np.all(np.diff(rows) > 0))
-    dense = (hi - lo + 1) <= DENSE_READ_FACTOR * len(uniq)
-    if not dense:
-        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
-        starts = np.concatenate([[0], breaks])
-        ends = np.concatenate([breaks, [len(uniq)]])
-    for p in spec.params:
-        try:
-            sl = handle.get_slice(p.name)
-        except Exception as e:  # safetensors raises its own error type for a missing key
-            raise IntegrityError(
-                f"{shard} has no tensor {p.name!r} although its architecture needs it; the shard "
-                f"is corrupt: run `zoo verify`") from e
-        stored = tuple(sl.get_shape())
-        if stored[1:] != tuple(p.shape):
-            raise IntegrityError(
-                f"{shard}: tensor {p.name!r} has per-model shape {stored[1:]}, but the "
-                f"architecture says {tuple(p.shape)}; the shard is corrupt: run `zoo verify`")
-        if lo < 0 or hi >= stored[0]:
-            raise IntegrityError(
-                f"{shard} holds {stored[0]} rows but row {hi if hi >= stored[0] else lo} was "
-                f"asked for; the metadata and the shard disagree: run `zoo verify`")
-        if dense:
-            block = sl[lo:hi + 1]
-            if len(uniq) != hi - lo + 1:
-                block = block[torch.from_numpy(uniq - lo)]
-        else:
-            block = torch.cat([sl[int(uniq[s]):int(uniq[e - 1]) + 1] for s, e in zip(starts, ends)])
-        out[p.name] = block if in_order else block[torch.from_numpy(inverse)]
-    return out

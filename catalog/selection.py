@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import QueryError
-from catalog.loading import check_rows, read_shard_rows
+from catalog.loading import check_rows, read_rows_into
 from catalog.network import NetworkSpec, SpecNetwork, build_module
 from catalog.query import ZOO_COLUMN
 
@@ -204,6 +204,10 @@ class Selection:
         if len(positions) != loc.num_rows:
             loc = loc.take(pa.array(positions))
         n = loc.num_rows
+        spec = self._spec(arch_id)
+        out = {p.name: torch.empty((n, *p.shape), dtype=spec.torch_dtype) for p in spec.params}
+        if n == 0:
+            return out
         rows = loc.column("weights_row").to_numpy().astype(np.int64, copy=False)
         shas = loc.column("sha256").to_pylist() if verify else None
         key_col = loc.column("weights_shard")
@@ -212,30 +216,15 @@ class Selection:
         enc = key_col.combine_chunks().dictionary_encode()
         codes = enc.indices.to_numpy(zero_copy_only=False)
         groups = enc.dictionary.to_pylist()
-        spec: NetworkSpec | None = None
-        out: dict[str, Tensor] | None = None
+        names = spec.param_names
         for gi, key in enumerate(groups):
             zoo_name, shard = key.split("\x00", 1) if "\x00" in key else (None, key)
             zoo = self.source.zoo(zoo_name)
-            if spec is None:
-                spec = zoo.network_spec(arch_id)
             idx = np.flatnonzero(codes == gi) if len(groups) > 1 else np.arange(n)
-            batch = read_shard_rows(zoo._shard(shard), spec, rows[idx], shard)
+            read_rows_into(zoo._shard_file(shard), spec, rows[idx], out, idx)
             if shas is not None:
-                check_rows([batch[p] for p in spec.param_names], [shas[i] for i in idx],
-                           rows[idx].tolist(), shard, str(zoo.root))
-            if len(groups) == 1:
-                return batch
-            if out is None:
-                out = {p.name: torch.empty((n, *p.shape), dtype=spec.torch_dtype)
-                       for p in spec.params}
-            t_idx = torch.from_numpy(idx)
-            for name, t in batch.items():
-                out[name].index_copy_(0, t_idx, t)
-        if out is None:  # no rows
-            spec = spec or self._spec(arch_id)
-            return {p.name: torch.empty((0, *p.shape), dtype=spec.torch_dtype)
-                    for p in spec.params}
+                check_rows([out[k] for k in names], [shas[i] for i in idx], rows[idx].tolist(),
+                           shard, str(zoo.root), positions=idx)
         return out
 
     def state_dicts(self, verify: bool = True) -> list[dict[str, Tensor]]:

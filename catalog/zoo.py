@@ -20,7 +20,7 @@ from torch import Tensor
 
 from catalog.errors import IntegrityError, WeightzooError, ZooFormatError
 from catalog.format import Manifest, read_manifest
-from catalog.loading import check_rows, read_shard_rows
+from catalog.loading import ShardFile, check_rows, read_shard_rows
 from catalog.network import NetworkSpec, SpecNetwork, build_module
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ class Zoo:
         self.root = Path(root)
         self.manifest: Manifest = read_manifest(self.root)
         self._handles: dict[str, object] = {}
+        self._shard_files: dict[str, ShardFile] = {}
 
     # ------------------------------------------------------------------------------ metadata
     @property
@@ -124,6 +125,16 @@ class Zoo:
             self._handles[rel] = handle
         return handle
 
+    def _shard_file(self, rel: str) -> ShardFile:
+        """The parsed header of a weight shard (cached), for positioned row reads."""
+        shard = self._shard_files.get(rel)
+        if shard is None:
+            path = self.root / rel
+            if not path.is_file():
+                raise ZooFormatError(f"weight shard {rel} is missing from {self.root}; re-pull or rebuild the zoo")
+            shard = self._shard_files[rel] = ShardFile(path, rel)
+        return shard
+
     def read_rows(self, shard: str, rows: Iterable[int], arch_id: str,
                   checksums: list[str] | None = None) -> dict[str, Tensor]:
         """Read rows of one shard as a stacked batch, in the order given.
@@ -139,7 +150,7 @@ class Zoo:
         """
         rows = np.asarray(list(rows), dtype=np.int64)
         spec = self.network_spec(arch_id)
-        out = read_shard_rows(self._shard(shard), spec, rows, shard)
+        out = read_shard_rows(self._shard_file(shard), spec, rows)
         if checksums is not None:
             if len(checksums) != len(rows):
                 raise WeightzooError(f"read_rows: {len(rows)} rows but {len(checksums)} checksums")
@@ -210,6 +221,7 @@ class Zoo:
 
     def close(self) -> None:
         self._handles.clear()
+        self._shard_files.clear()
         engine = self.__dict__.pop("_engine", None)
         if engine is not None:
             engine.close()
