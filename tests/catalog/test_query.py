@@ -132,3 +132,14 @@ def test_shortcuts_over_sql_source(zoo_dir):
     engine = open_zoo(zoo_dir).engine
     sql = engine.build_select(where="n > 17", source="SELECT activation, count(*) AS n FROM models GROUP BY 1")
     assert engine.execute(sql).num_rows == 2
+
+
+def test_zoo_without_rows(tmp_path):
+    from catalog import ZooWriter
+
+    ZooWriter(tmp_path / "empty", "empty", {"name": "empty"}).finish()
+    zoo = open_zoo(tmp_path / "empty")
+    sel = zoo.select()
+    assert len(sel) == 0 and "model_id" in sel.columns and sel.state_dicts() == []
+    with pytest.raises(QueryError, match="unknown column 'test_acc'"):
+        zoo.select(where="test_acc > 0.5")

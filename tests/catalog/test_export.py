@@ -1,0 +1,39 @@
+"""Rendering query results: text table, CSV, JSON; choosing the format."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from catalog import QueryError
+from catalog.export import format_for, render_json, render_table, write_result
+
+
+def test_format_choice(tmp_path):
+    assert format_for(None, None, True) == "table"
+    assert format_for(None, None, False) == "csv"
+    assert format_for(tmp_path / "x.json", None, False) == "json"
+    assert format_for(tmp_path / "x.parquet", "csv", False) == "csv"
+    with pytest.raises(QueryError, match="formats"):
+        format_for(None, "xml", True)
+
+
+def test_table_elides_long_results():
+    t = pa.table({"i": list(range(100)), "s": [f"row{i}" for i in range(100)]})
+    text = render_table(t, max_rows=10)
+    lines = text.splitlines()
+    assert len(lines) == 2 + 11 + 1 and "..." in lines[7] and "100 rows, 10 shown" in lines[-1]
+    assert lines[2].split() == ["0", "row0"] and lines[-2].split() == ["99", "row99"]
+
+
+def test_json_nulls_and_nan():
+    t = pa.table({"a": [1.5, float("nan"), None], "b": ["x", None, "z"]})
+    assert json.loads(render_json(t)) == [{"a": 1.5, "b": "x"}, {"a": None, "b": None}, {"a": None, "b": "z"}]
+    assert json.loads(render_json(t.slice(0, 0))) == []
+
+
+def test_parquet_needs_a_file():
+    with pytest.raises(QueryError, match="--out"):
+        write_result(pa.table({"a": [1]}), "parquet", None)
