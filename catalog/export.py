@@ -86,6 +86,12 @@ def render_json(table: pa.Table) -> str:
 
 
 def render_csv(table: pa.Table) -> str:
+    """CSV with a header row; nested values (lists, structs, maps) are written as JSON."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_nested(f.type):
+            values = [None if v is None else json.dumps(_json_value(v), default=str)
+                      for v in table.column(i).to_pylist()]
+            table = table.set_column(i, f.name, pa.array(values, type=pa.string()))
     buf = io.BytesIO()
     pacsv.write_csv(table, buf)
     return buf.getvalue().decode()

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from catalog import QueryError
-from catalog.export import format_for, render_json, render_table, write_result
+from catalog.export import format_for, render_csv, render_json, render_table, write_result
 
 
 def test_format_choice(tmp_path):
@@ -37,3 +37,8 @@ def test_json_nulls_and_nan():
 def test_parquet_needs_a_file():
     with pytest.raises(QueryError, match="--out"):
         write_result(pa.table({"a": [1]}), "parquet", None)
+
+
+def test_csv_writes_nested_values_as_json():
+    t = pa.table({"hidden": [[16, 16], None], "n": [1, 2]})
+    assert render_csv(t).splitlines() == ['"hidden","n"', '"[16, 16]",1', ',2']
