@@ -134,7 +134,8 @@ def _pull_into(remote: RemoteZoo, staging: Path, out: Path, where: str | None,
 
     if where is None:
         wanted = parts + all_shards
-        download(remote, wanted, **kwargs)
+        if wanted:
+            download(remote, wanted, **kwargs)
         problems = bad_files(dl, wanted, remote, manifest)
         if problems:
             raise integrity_error(remote, problems, consequence)
@@ -153,7 +154,7 @@ def _pull_into(remote: RemoteZoo, staging: Path, out: Path, where: str | None,
                 f"rows of {remote.label} point to weight shard {unknown[0]!r}, which its manifest "
                 f"does not list; the zoo is corrupt ({consequence})")
         wanted = [s for s in all_shards if s in needed]
-        download(remote, wanted, **kwargs)
+        download(remote, wanted, **kwargs)  # not empty: some row matched
         problems = bad_files(dl, wanted, remote, manifest)
         if problems:
             raise integrity_error(remote, problems, consequence)

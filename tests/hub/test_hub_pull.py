@@ -211,6 +211,20 @@ def test_tampered_manifest_is_refused(hub, zoo_copy: Path, repo_id: str, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_repo_missing_a_listed_file_is_refused(hub, zoo_copy: Path, repo_id: str,
+                                               tmp_path: Path) -> None:
+    from huggingface_hub import HfApi
+
+    from hub import push_zoo
+
+    push_zoo(zoo_copy, repo_id, progress=False)
+    shard = open_zoo(zoo_copy).manifest.shard_files()[0].path
+    HfApi().delete_file(shard, repo_id=repo_id, repo_type="dataset")
+    result = _run("pull", repo_id, "--out", str(tmp_path / "out"), "-q")
+    _assert_one_line_error(result, "is incomplete", shard, "push the zoo again")
+    assert not (tmp_path / "out").exists()
+
+
 # ================================================================================ errors
 @pytest.fixture
 def not_a_zoo(hub) -> str:
