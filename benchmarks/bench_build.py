@@ -1,0 +1,182 @@
+"""Population training vs. a plain per-model PyTorch loop, side by side in one process.
+
+For an MLP population (digits), a SIREN population (digits images) and a CNN population
+(digits), the same runs (same hyperparameters, initial weights, data order and steps) are
+trained once with weightzoo's vectorized population trainer and once one model at a time with
+``nn.Module`` + ``torch.optim``. Writes models/minute for both, their ratio and both final mean
+accuracies (PSNR for SIRENs) to ``benchmarks/results/bench_build.json``.
+
+    python benchmarks/bench_build.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from catalog.network import NetworkSpec
+from zoo_builders import BuildSpec, load_dataset, train_classifiers, train_inrs
+from zoo_builders.build import _inr_images
+from zoo_builders.init import init_params
+from zoo_builders.spec import RunConfig
+from zoo_builders.train import image_coordinates, member_generator, psnr
+
+RESULTS = Path(__file__).parent / "results" / "bench_build.json"
+
+
+class Sine(nn.Module):
+    def __init__(self, omega: float) -> None:
+        super().__init__()
+        self.omega = omega
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.omega * x)
+
+
+def plain_module(net: NetworkSpec) -> nn.Sequential:
+    """The network as a researcher would write it: nn.Sequential of torch layers."""
+    acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity, "gelu": nn.GELU}
+    mods: list[nn.Module] = []
+    for layer in net.layers:
+        if layer.kind == "linear":
+            mods += [nn.Flatten(), nn.Linear(layer.in_features, layer.out_features)]
+        else:
+            conv = nn.Conv2d if layer.kind == "conv2d" else nn.Conv1d
+            mods.append(conv(layer.in_features, layer.out_features, layer.kernel_size, layer.stride, layer.padding))
+        mods.append(Sine(layer.omega) if layer.activation == "sin" else acts[layer.activation]())
+        if layer.pool == "global_avg":
+            mods.append(nn.AdaptiveAvgPool2d(1) if layer.kind == "conv2d" else nn.AdaptiveAvgPool1d(1))
+    return nn.Sequential(*mods)
+
+
+def load_init(module: nn.Sequential, net: NetworkSpec, run: RunConfig) -> None:
+    init = init_params(net, run.training.init, member_generator(run, "init"))
+    params = [p for p in module.parameters()]
+    for p, name in zip(params, net.param_names):
+        with torch.no_grad():
+            p.copy_(init[name])
+
+
+def optimizer(module: nn.Module, run: RunConfig) -> torch.optim.Optimizer:
+    t = run.training
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.Adam(module.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def per_model_classifiers(net: NetworkSpec, runs: list[RunConfig], data) -> list[float]:
+    x_train = data.x_train.reshape(-1, *net.input_shape)
+    x_test = data.x_test.reshape(-1, *net.input_shape)
+    accs = []
+    for run in runs:
+        model = plain_module(net)
+        load_init(model, net, run)
+        opt = optimizer(model, run)
+        gen = member_generator(run, "data")
+        n, bs = x_train.shape[0], run.training.batch_size
+        for _ in range(run.training.epochs):
+            order = torch.randperm(n, generator=gen)
+            for start in range(0, n, bs):
+                idx = order[start:start + bs]
+                loss = F.cross_entropy(model(x_train[idx]), data.y_train[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            accs.append(float((model(x_test).argmax(1) == data.y_test).float().mean()))
+    return accs
+
+
+def per_model_inrs(net: NetworkSpec, runs: list[RunConfig], images: torch.Tensor) -> list[float]:
+    coords = image_coordinates(*images.shape[1:])
+    out = []
+    for run, img in zip(runs, images):
+        model = plain_module(net)[1:]  # no Flatten before the first layer: coords are [N, 2]
+        load_init(model, net, run)
+        opt = optimizer(model, run)
+        target = img.reshape(-1, 1)
+        for _ in range(run.training.epochs):
+            loss = F.mse_loss(model(coords), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            out.append(float(psnr(F.mse_loss(model(coords), target))))
+    return out
+
+
+def case(name: str, spec: dict) -> dict:
+    s = BuildSpec.load(spec)
+    runs = s.runs()
+    data = load_dataset(s.dataset)
+    inr = s.task.name == "inr"
+    shape = tuple(data.x_train.shape[1:])
+    net = runs[0].arch.network_spec(shape, data.n_classes)
+    metric = "psnr" if inr else "test_acc"
+    t0 = time.perf_counter()
+    if inr:
+        images, _ = _inr_images(data, runs)
+        res = train_inrs(net, runs, images)
+    else:
+        res = train_classifiers(net, runs, data)
+    t_pop = time.perf_counter() - t0
+    pop_metric = [m[metric] for m in res.snapshots[-1].metrics]
+    t0 = time.perf_counter()
+    loop_metric = per_model_inrs(net, runs, images) if inr else per_model_classifiers(net, runs, data)
+    t_loop = time.perf_counter() - t0
+    pop_rate, loop_rate = len(runs) / t_pop * 60, len(runs) / t_loop * 60
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    row = {
+        "case": name, "runs": len(runs), "n_params": net.n_params, "steps_per_run":
+            runs[0].training.epochs * (1 if inr else math.ceil(data.x_train.shape[0] / runs[0].training.batch_size)),
+        "population_seconds": t_pop, "per_model_seconds": t_loop,
+        "population_models_per_minute": pop_rate, "per_model_models_per_minute": loop_rate,
+        "speedup": pop_rate / loop_rate, "metric": metric,
+        "population_mean": mean(pop_metric), "per_model_mean": mean(loop_metric),
+    }
+    print(f"{name:6s} runs={len(runs):4d}  population {pop_rate:9.1f} models/min  per-model {loop_rate:8.1f} "
+          f"models/min  x{row['speedup']:.1f}   {metric}: {row['population_mean']:.4f} vs {row['per_model_mean']:.4f}",
+          flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
+    args = ap.parse_args()
+    k = 4 if args.quick else 1
+    grid_seeds = list(range(16 // k))
+    cases = {
+        "mlp": {"name": "b-mlp", "dataset": {"name": "digits", "test_fraction": 0.25},
+                "architecture": {"name": "mlp", "hidden": [32, 32]},
+                "training": {"epochs": 5, "batch_size": 32, "optimizer": "adam", "checkpoints": [5]},
+                "grid": {"lr": [0.001, 0.003], "weight_decay": [0.0, 0.0001], "activation": ["relu", "tanh"],
+                         "seed": grid_seeds}},
+        "siren": {"name": "b-siren", "dataset": {"name": "digits"},
+                  "architecture": {"name": "siren", "hidden": [32, 32]},
+                  "task": {"name": "inr", "images": 256 // k},
+                  "training": {"epochs": 200, "optimizer": "adam", "lr": 0.001, "checkpoints": [200]}},
+        "cnn": {"name": "b-cnn", "dataset": {"name": "digits", "test_fraction": 0.25},
+                "architecture": {"name": "cnn", "channels": [8, 8, 8]},
+                "training": {"epochs": 5, "batch_size": 32, "optimizer": "adam", "checkpoints": [5]},
+                "grid": {"lr": [0.003, 0.01], "seed": list(range(32 // k))}},
+    }
+    rows = [case(name, spec) for name, spec in cases.items()]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    out = {"benchmark": "bench_build", "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "machine": platform.machine(), "quick": args.quick,
+           "targets": {"mlp": 15, "siren": 4, "cnn": 2.5}, "results": rows}
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
