@@ -240,7 +240,7 @@ def editing_demo(
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     epochs: int = 30,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
     batch_size: int = 32,
     progress: bool = True,
     hparams: Mapping[str, Mapping[str, Any]] | None = None,
@@ -253,7 +253,7 @@ def editing_demo(
         where: SQL condition selecting the INRs (default: all).
         fractions: train/val/test shares of the runs, split by ``run_id`` (default 0.8/0.1/0.1).
         seed: split and training seed (default ``0``).
-        epochs, lr, batch_size, progress: see :func:`fit_editor`.
+        epochs, lr, batch_size, progress: see :func:`fit_editor` (``lr`` default ``2e-3``).
         hparams: per model name, its hyperparameters (default: the models' defaults).
 
     Returns:
