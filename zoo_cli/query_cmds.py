@@ -83,7 +83,8 @@ def query(args: tuple[str, ...], use_catalog: bool, where: str | None, order_by:
         if use_catalog:
             engine = LocalCatalog().engine()
         else:
-            engine = QueryEngine.over_zoos([open_zoo(p) for p in zoo_paths])
+            # one query: copying the rows is the cost; compacting them would not pay off
+            engine = QueryEngine.over_zoos([open_zoo(p) for p in zoo_paths], compact=False)
     _echo_warnings(caught)
     try:
         shortcuts = any(x is not None for x in (where, order_by, limit, cols))
