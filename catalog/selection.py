@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import QueryError
-from catalog.loading import check_rows, read_rows_into
+from catalog.loading import load_batch
 from catalog.network import NetworkSpec, SpecNetwork, build_module
 from catalog.query import ZOO_COLUMN
 
@@ -205,27 +205,23 @@ class Selection:
             loc = loc.take(pa.array(positions))
         n = loc.num_rows
         spec = self._spec(arch_id)
-        out = {p.name: torch.empty((n, *p.shape), dtype=spec.torch_dtype) for p in spec.params}
         if n == 0:
-            return out
+            return {p.name: torch.empty((0, *p.shape), dtype=spec.torch_dtype) for p in spec.params}
         rows = loc.column("weights_row").to_numpy().astype(np.int64, copy=False)
-        shas = loc.column("sha256").to_pylist() if verify else None
         key_col = loc.column("weights_shard")
         if ZOO_COLUMN in loc.column_names:
             key_col = pc.binary_join_element_wise(loc.column(ZOO_COLUMN), key_col, "\x00")
         enc = key_col.combine_chunks().dictionary_encode()
         codes = enc.indices.to_numpy(zero_copy_only=False)
         groups = enc.dictionary.to_pylist()
-        names = spec.param_names
+        parts = []
         for gi, key in enumerate(groups):
             zoo_name, shard = key.split("\x00", 1) if "\x00" in key else (None, key)
             zoo = self.source.zoo(zoo_name)
             idx = np.flatnonzero(codes == gi) if len(groups) > 1 else np.arange(n)
-            read_rows_into(zoo._shard_file(shard), spec, rows[idx], out, idx)
-            if shas is not None:
-                check_rows([out[k] for k in names], [shas[i] for i in idx], rows[idx].tolist(),
-                           shard, str(zoo.root), positions=idx)
-        return out
+            parts.append((zoo._shard_file(shard), str(zoo.root), rows[idx], idx))
+        expected = loc.column("sha256").to_pylist() if verify else None
+        return load_batch(spec, n, parts, expected)
 
     def state_dicts(self, verify: bool = True) -> list[dict[str, Tensor]]:
         """One state dict per row, in row order (rows may mix architectures).
