@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from safetensors import safe_open
 from torch import Tensor
 
-from catalog.errors import IntegrityError, WeightzooError, ZooFormatError
+from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import Manifest, read_manifest
 from catalog.loading import ShardFile, check_rows, read_shard_rows
 from catalog.network import NetworkSpec, SpecNetwork, build_module
@@ -46,23 +45,6 @@ def open_zoo(path: str | os.PathLike, **kwargs) -> Zoo:
     return Zoo(path)
 
 
-def contiguous_runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
-    """Split sorted-or-not row indices into runs of consecutive indices.
-
-    Returns ``(position_in_input, start_row, length)`` for each run, in input order.
-    """
-    runs = []
-    i = 0
-    n = len(rows)
-    while i < n:
-        j = i + 1
-        while j < n and rows[j] == rows[j - 1] + 1:
-            j += 1
-        runs.append((i, int(rows[i]), j - i))
-        i = j
-    return runs
-
-
 class Zoo:
     """An opened zoo.
 
@@ -73,7 +55,6 @@ class Zoo:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.manifest: Manifest = read_manifest(self.root)
-        self._handles: dict[str, object] = {}
         self._shard_files: dict[str, ShardFile] = {}
 
     # ------------------------------------------------------------------------------ metadata
@@ -112,19 +93,6 @@ class Zoo:
         return f"Zoo({self.name!r}, rows={len(self)}, architectures={len(self.manifest.architectures)})"
 
     # ------------------------------------------------------------------------------ weights
-    def _shard(self, rel: str):
-        handle = self._handles.get(rel)
-        if handle is None:
-            path = self.root / rel
-            if not path.is_file():
-                raise ZooFormatError(f"weight shard {rel} is missing from {self.root}; re-pull or rebuild the zoo")
-            try:
-                handle = safe_open(str(path), framework="pt")
-            except Exception as e:  # safetensors raises its own error types for bad headers
-                raise IntegrityError(f"weight shard {rel} cannot be read ({e}); run `zoo verify`") from e
-            self._handles[rel] = handle
-        return handle
-
     def _shard_file(self, rel: str) -> ShardFile:
         """The parsed header of a weight shard (cached), for positioned row reads."""
         shard = self._shard_files.get(rel)
@@ -220,7 +188,6 @@ class Zoo:
         return verify_zoo(self.root, check_weights=check_weights, progress=progress)
 
     def close(self) -> None:
-        self._handles.clear()
         self._shard_files.clear()
         engine = self.__dict__.pop("_engine", None)
         if engine is not None:
