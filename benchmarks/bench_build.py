@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -169,10 +170,14 @@ def main() -> None:
                 "training": {"epochs": 5, "batch_size": 32, "optimizer": "adam", "checkpoints": [5]},
                 "grid": {"lr": [0.003, 0.01], "seed": list(range(32 // k))}},
     }
+    load_before = os.getloadavg()[0]
     rows = [case(name, spec) for name, spec in cases.items()]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     out = {"benchmark": "bench_build", "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "machine": platform.machine(), "quick": args.quick,
+           "machine": platform.machine(), "cpus": os.cpu_count(), "quick": args.quick,
+           # Other processes on the machine slow both sides; the per-model loop (many small ops)
+           # usually more, so figures taken under load overstate the ratio.
+           "load_avg_1m": [load_before, os.getloadavg()[0]],
            "targets": {"mlp": 15, "siren": 4, "cnn": 2.5}, "results": rows}
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {RESULTS}")
