@@ -152,7 +152,8 @@ RESUME_SPEC = {"name": "resume", "dataset": {"name": "digits"}, "architecture": 
                "grid": {"lr": [0.001, 0.003, 0.01, 0.03], "seed": [0, 1, 2]}}
 
 
-def test_resume_after_kill_9(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_resume_after_interrupt(tmp_path, sig):
     spec = _write(tmp_path, RESUME_SPEC)
     out = tmp_path / "zoo"
     cmd = [sys.executable, "-m", "zoo_cli.main", "build", str(spec), "--out", str(out), "--quiet",
@@ -165,8 +166,12 @@ def test_resume_after_kill_9(tmp_path):
         if m.is_file() and len(json.loads(m.read_text())["files"]) >= 2:
             break
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait()
+    if sig == signal.SIGINT:  # Ctrl-C: a clean message, no traceback, exit 130
+        err = proc.stderr.read().decode()
+        assert proc.returncode == 130 and "run the same command again to resume" in err
+        assert "Traceback" not in err
     m = json.loads((out / "zoo.json").read_text())
     assert not m["complete"]
     done_parts = {f["path"]: f["sha256"] for f in m["files"] if f["kind"] == "part"}

@@ -96,3 +96,18 @@ def test_presets_parse():
         assert BuildSpec.load(n).runs()
     assert 200 <= len(BuildSpec.load("digits-mlp").runs()) <= 600
     assert len(BuildSpec.load("mnist5k-inr").runs()) == 5000
+
+
+def test_offline_datasets_shapes():
+    from zoo_builders import load_dataset
+
+    d = load_dataset({"name": "mnist1d"})
+    assert d.input_shape == (1, 40) and d.n_classes == 10 and d.x_train.shape[0] + d.x_test.shape[0] == 5000
+    net = BuildSpec.load({**BASE, "dataset": {"name": "mnist1d"}, "architecture": {"name": "cnn"}}).runs()[0] \
+        .arch.network_spec(d.input_shape, d.n_classes)
+    assert [layer.kind for layer in net.layers] == ["conv1d"] * 3 + ["linear"]
+    m = load_dataset("mnist5k")
+    assert m.input_shape == (1, 28, 28) and m.x_train.shape[0] + m.x_test.shape[0] == 5000
+    assert 0.0 <= float(m.x_train.min()) and float(m.x_train.max()) <= 1.0
+    with pytest.raises(WeightzooError, match="needs a path"):
+        load_dataset({"name": "npz"})
