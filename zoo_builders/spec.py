@@ -130,17 +130,24 @@ class TaskConfig:
         images: for ``inr``, how many images to fit (default ``64``).
         offset: for ``inr``, index of the first image (images count over the training split,
             then the test split) (default ``0``).
+        shared_init: for ``inr``, start every image's SIREN from the same initialization (drawn
+            from the run's seed alone) rather than one drawn per image (default ``True``). With a
+            shared start, weight differences reflect the images, which is what INR
+            classification and editing learn from.
     """
 
     name: str = "classify"
     images: int = 64
     offset: int = 0
+    shared_init: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in TASKS:
             raise WeightzooError(f"unknown task {self.name!r}; valid tasks: {', '.join(TASKS)}")
         if not isinstance(self.images, int) or self.images < 1 or self.offset < 0:
             raise WeightzooError("task.images must be a positive integer and task.offset >= 0")
+        if not isinstance(self.shared_init, bool):
+            raise WeightzooError(f"task.shared_init must be true or false, got {self.shared_init!r}")
 
 
 @dataclass(frozen=True)
@@ -269,7 +276,7 @@ class BuildSpec:
         try:
             task = TaskConfig(**task_d)
         except TypeError as e:
-            raise WeightzooError(f"task: {e}; valid options: name, images, offset") from e
+            raise WeightzooError(f"task: {e}; valid options: name, images, offset, shared_init") from e
         if task.name == "inr" and arch_name != "siren":
             raise WeightzooError("task 'inr' fits SIRENs: use architecture {name: siren}")
         if arch_name == "siren" and task.name != "inr":

@@ -31,8 +31,12 @@ EVAL_CHUNK = 512
 
 def member_generator(run: RunConfig, purpose: str) -> torch.Generator:
     """A generator for one purpose (init, data, subset, dropout) of one run, seeded from the
-    run's seed (and, for INRs, its image), independent of the population it trains in."""
-    key = f"{run.training.seed}:{run.image_index}:{purpose}".encode()
+    run's seed (and, for INRs without a shared initialization, its image), independent of the
+    population it trains in."""
+    image = run.image_index
+    if purpose == "init" and run.task.shared_init:
+        image = None  # every image's INR starts from the same weights
+    key = f"{run.training.seed}:{image}:{purpose}".encode()
     seed = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << 63) - 1)
     return torch.Generator().manual_seed(seed)
 

@@ -122,3 +122,16 @@ def test_inr_population_fits_images_and_matches_alone():
     mse = float(((img - images[1]) ** 2).mean())
     assert mse == pytest.approx(last.metrics[1]["mse"], rel=1e-4)
     assert np.isfinite(last.metrics[1]["psnr"])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_inr_shared_initialization(shared):
+    s = BuildSpec.load({"name": "i", "dataset": {"name": "digits"},
+                        "architecture": {"name": "siren", "hidden": [8]},
+                        "task": {"name": "inr", "images": 3, "shared_init": shared},
+                        "training": {"epochs": 1, "checkpoints": [0]}})
+    runs = s.runs()
+    net = runs[0].arch.network_spec((1, 8, 8), 1)
+    images, _ = _inr_images(load_dataset(s.dataset), runs)
+    w = train_inrs(net, runs, images).snapshots[0].weights["layers.0.weight"]
+    assert torch.equal(w[0], w[1]) == shared
