@@ -162,7 +162,10 @@ class RunConfig:
     image_index: int | None = None
 
     def to_dict(self) -> dict:
-        d = {"dataset": asdict(self.dataset), "task": asdict(self.task),
+        # Only the task fields that affect this run enter its id, so adding an INR option
+        # never changes the run_ids of classifier zoos.
+        task = asdict(self.task) if self.task.name == "inr" else {"name": self.task.name}
+        d = {"dataset": asdict(self.dataset), "task": task,
              "architecture": arch_to_dict(self.arch_name, self.arch),
              "training": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.training).items()}}
         if self.image_index is not None:

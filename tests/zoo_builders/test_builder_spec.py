@@ -111,3 +111,9 @@ def test_offline_datasets_shapes():
     assert 0.0 <= float(m.x_train.min()) and float(m.x_train.max()) <= 1.0
     with pytest.raises(WeightzooError, match="needs a path"):
         load_dataset({"name": "npz"})
+
+
+def test_classifier_run_ids_ignore_inr_task_options():
+    a = spec().runs()[0]
+    b = spec(task={"name": "classify", "images": 7, "shared_init": False}).runs()[0]
+    assert a.run_id == b.run_id
