@@ -52,35 +52,42 @@ class PopulationOptimizer:
     def step(self) -> None:
         self.step_count += 1
         t = self.step_count
+        params = self.params
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        shapes = [(-1, *([1] * (p.dim() - 1))) for p in params]
+        if self.kind == "sgd":
+            if self.any_wd:
+                grads = torch._foreach_add(grads, torch._foreach_mul(params, [self.wd.view(s) for s in shapes]))
+            if "momentum" not in self.state[0]:
+                bufs = [g.clone() for g in grads]
+                for st, b in zip(self.state, bufs):
+                    st["momentum"] = b
+            else:
+                bufs = [st["momentum"] for st in self.state]
+                torch._foreach_mul_(bufs, [self.momentum.view(s) for s in shapes])
+                torch._foreach_add_(bufs, grads)
+            torch._foreach_sub_(params, torch._foreach_mul(bufs, [self.lr.view(s) for s in shapes]))
+            return
         beta1, beta2 = self.betas
-        for p, st in zip(self.params, self.state):
-            if p.grad is None:
-                continue
-            g = p.grad
-            lr = _per_member(self.lr, p)
-            wd = _per_member(self.wd, p)
-            if self.kind == "sgd":
-                if self.any_wd:
-                    g = g + wd * p
-                buf = st.get("momentum")
-                if buf is None:
-                    buf = st["momentum"] = g.clone()
-                else:
-                    buf.mul_(_per_member(self.momentum, p)).add_(g)
-                p.sub_(lr * buf)
-                continue
-            if self.kind == "adamw":
-                if self.any_wd:
-                    p.mul_(1 - lr * wd)
-            elif self.any_wd:
-                g = g + wd * p
-            if not st:
+        if self.kind == "adamw":
+            if self.any_wd:
+                torch._foreach_mul_(params, [(1 - self.lr * self.wd).view(s) for s in shapes])
+        elif self.any_wd:
+            grads = torch._foreach_add(grads, torch._foreach_mul(params, [self.wd.view(s) for s in shapes]))
+        if not self.state[0]:
+            for st, p in zip(self.state, params):
                 st["exp_avg"] = torch.zeros_like(p)
                 st["exp_avg_sq"] = torch.zeros_like(p)
-            m, v = st["exp_avg"], st["exp_avg_sq"]
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            bias_correction1 = 1 - beta1**t
-            bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-            denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            p.sub_((lr / bias_correction1) * m / denom)
+        ms = [st["exp_avg"] for st in self.state]
+        vs = [st["exp_avg_sq"] for st in self.state]
+        torch._foreach_lerp_(ms, grads, 1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, 1 - beta2)
+        bias_correction1 = 1 - beta1**t
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        step_size = self.lr / bias_correction1  # [P]
+        updates = torch._foreach_mul(ms, [step_size.view(s) for s in shapes])
+        torch._foreach_addcdiv_(params, updates, denom, value=-1.0)
