@@ -8,42 +8,16 @@ from __future__ import annotations
 import torch
 
 from catalog.network import LayerSpec, NetworkSpec
+from zoo_builders.architectures import MLPConfig, SirenConfig
 
 
 def mlp_spec(widths: tuple[int, ...] = (5, 7, 6, 3), activation: str = "relu") -> NetworkSpec:
-    layers = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        last = i == len(widths) - 2
-        layers.append(
-            LayerSpec(
-                "linear",
-                a,
-                b,
-                f"layers.{i}.weight",
-                f"layers.{i}.bias",
-                activation="identity" if last else activation,
-            )
-        )
-    return NetworkSpec("mlp", (widths[0],), tuple(layers))
+    return MLPConfig(hidden=tuple(widths[1:-1]), activation=activation).network_spec(
+        (widths[0],), widths[-1])
 
 
 def siren_spec(hidden: int = 16, depth: int = 2) -> NetworkSpec:
-    widths = [2] + [hidden] * depth + [1]
-    layers = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        last = i == len(widths) - 2
-        layers.append(
-            LayerSpec(
-                "linear",
-                a,
-                b,
-                f"layers.{i}.weight",
-                f"layers.{i}.bias",
-                activation="identity" if last else "sin",
-                omega=1.0 if last else 30.0,
-            )
-        )
-    return NetworkSpec("siren", (2,), tuple(layers), meta={"image_shape": [8, 8]})
+    return SirenConfig(hidden=(hidden,) * depth).network_spec((1, 8, 8), 1)
 
 
 def cnn_spec(dim: int = 2, activation: str = "relu") -> NetworkSpec:
