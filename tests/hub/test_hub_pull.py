@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from hub_helpers import assert_one_line_error
 
 from catalog import open_zoo, verify_zoo
 from catalog.errors import QueryError
@@ -30,14 +31,6 @@ def _data_files(root: Path) -> dict[str, bytes]:
 def _manifest(root: Path) -> dict:
     return json.loads((root / "zoo.json").read_text())
 
-
-def _assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -163,7 +156,7 @@ def test_where_that_matches_nothing_or_is_invalid(hub, pushed, tmp_path: Path) -
 
     repo, _, _ = pushed
     result = _run("pull", repo, "--where", "width = 999", "--out", str(tmp_path / "none"), "-q")
-    _assert_one_line_error(result, "matches none of the 12 rows")
+    assert_one_line_error(result, "matches none of the 12 rows")
     with pytest.raises(QueryError, match="unknown column 'nope'"):
         pull_zoo(repo, tmp_path / "bad", where="nope > 1", progress=False)
     assert not (tmp_path / "none").exists() and not (tmp_path / "bad").exists()
@@ -182,7 +175,7 @@ def test_tampered_file_is_refused_and_nothing_is_written(hub, zoo_copy: Path, re
 
     out = tmp_path / "out"
     result = _run("pull", repo_id, "--out", str(out), "-q")
-    _assert_one_line_error(result, "does not match its checksum", shard, f"nothing was written to {out}")
+    assert_one_line_error(result, "does not match its checksum", shard, f"nothing was written to {out}")
     assert not out.exists() and _leftovers(tmp_path) == []
 
     # a partial pull that needs only the other shard is fine; one that needs this one is refused
@@ -190,7 +183,7 @@ def test_tampered_file_is_refused_and_nothing_is_written(hub, zoo_copy: Path, re
     ok = _run("pull", repo_id, "--where", f"arch_id = '{other_arch}'", "--out", str(tmp_path / "ok"), "-q")
     assert ok.exit_code == 0, ok.output
     bad = _run("pull", repo_id, "--where", f"arch_id <> '{other_arch}'", "--out", str(tmp_path / "bad"), "-q")
-    _assert_one_line_error(bad, "does not match its checksum")
+    assert_one_line_error(bad, "does not match its checksum")
     assert not (tmp_path / "bad").exists()
 
     # through the cache: refused, and the bad file is evicted so a repaired repo loads
@@ -207,7 +200,7 @@ def test_tampered_manifest_is_refused(hub, zoo_copy: Path, repo_id: str, tmp_pat
     text = hub.get_file("dataset", repo_id, "zoo.json").replace(b'"rows": 12', b'"rows": 13')
     hub.tamper("dataset", repo_id, "zoo.json", text)
     result = _run("pull", repo_id, "--out", str(tmp_path / "out"), "-q")
-    _assert_one_line_error(result, "zoo.json", "git blob id does not match")
+    assert_one_line_error(result, "zoo.json", "git blob id does not match")
     assert not (tmp_path / "out").exists()
 
 
@@ -221,7 +214,7 @@ def test_repo_missing_a_listed_file_is_refused(hub, zoo_copy: Path, repo_id: str
     shard = open_zoo(zoo_copy).manifest.shard_files()[0].path
     HfApi().delete_file(shard, repo_id=repo_id, repo_type="dataset")
     result = _run("pull", repo_id, "--out", str(tmp_path / "out"), "-q")
-    _assert_one_line_error(result, "is incomplete", shard, "push the zoo again")
+    assert_one_line_error(result, "is incomplete", shard, "push the zoo again")
     assert not (tmp_path / "out").exists()
 
 
@@ -242,19 +235,19 @@ def not_a_zoo(hub) -> str:
 
 def test_missing_repo_is_one_clear_line(hub, tmp_path: Path) -> None:
     result = _run("pull", "test-org/does-not-exist", "--out", str(tmp_path / "x"), "-q")
-    _assert_one_line_error(result, "'test-org/does-not-exist'", "was not found", "HF_TOKEN")
+    assert_one_line_error(result, "'test-org/does-not-exist'", "was not found", "HF_TOKEN")
     assert not (tmp_path / "x").exists()
 
 
 def test_missing_revision_is_one_clear_line(hub, pushed, tmp_path: Path) -> None:
     repo, _, _ = pushed
     result = _run("pull", repo, "--revision", "no-such-branch", "--out", str(tmp_path / "x"), "-q")
-    _assert_one_line_error(result, "revision 'no-such-branch' does not exist", repo)
+    assert_one_line_error(result, "revision 'no-such-branch' does not exist", repo)
 
 
 def test_repo_without_a_zoo_is_one_clear_line(not_a_zoo: str, tmp_path: Path) -> None:
     result = _run("pull", not_a_zoo, "--out", str(tmp_path / "x"), "-q")
-    _assert_one_line_error(result, "is not a weightzoo zoo", "no zoo.json")
+    assert_one_line_error(result, "is not a weightzoo zoo", "no zoo.json")
 
 
 def test_private_repo_of_someone_else_is_not_found(hub, zoo_copy: Path, repo_id: str,
@@ -272,7 +265,7 @@ def test_out_must_be_new_or_empty(hub, pushed, tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
     result = _run("pull", repo, "--out", str(tmp_path / "full"), "-q")
-    _assert_one_line_error(result, "already exists and is not empty")
+    assert_one_line_error(result, "already exists and is not empty")
     assert hub.requests_log == []
     (tmp_path / "empty").mkdir()
     assert _run("pull", repo, "--out", str(tmp_path / "empty"), "-q").exit_code == 0

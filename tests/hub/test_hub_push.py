@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from hub_helpers import assert_one_line_error
 
 from catalog import IntegrityError, WeightzooError, open_zoo
 from zoo_cli.main import cli
@@ -31,14 +32,6 @@ def _card_header(text: str) -> dict:
 def _run(*args: str):
     return CliRunner().invoke(cli, list(args))
 
-
-def _assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_push_creates_repo_with_zoo_layout_and_card(hub, zoo_copy: Path, repo_id: str) -> None:
@@ -143,14 +136,14 @@ def test_push_without_write_permission_is_one_clear_line(hub, pushed, zoo_copy: 
         result = _run("push", str(zoo_copy), repo, "-q")
     finally:
         hub.set_read_only(repo, False)
-    _assert_one_line_error(result, "no permission to write", repo, "HF_TOKEN")
+    assert_one_line_error(result, "no permission to write", repo, "HF_TOKEN")
     assert _commit_posts(hub) == []
 
 
 def test_private_push_to_a_public_repo_is_refused(hub, pushed, zoo_copy: Path) -> None:
     repo, _, _ = pushed
     result = _run("push", str(zoo_copy), repo, "--private", "-q")
-    _assert_one_line_error(result, "already exists and is public", "nothing was pushed")
+    assert_one_line_error(result, "already exists and is public", "nothing was pushed")
     assert _lfs_puts(hub) == [] and _commit_posts(hub) == []
 
 
@@ -160,7 +153,7 @@ def test_push_to_a_tag_is_refused(hub, pushed, zoo_copy: Path) -> None:
     repo, commit, _ = pushed
     HfApi().create_tag(repo, tag="v-frozen", repo_type="dataset", revision=commit, exist_ok=True)
     result = _run("push", str(zoo_copy), repo, "--revision", "v-frozen", "-q")
-    _assert_one_line_error(result, "it is a tag", "--revision")
+    assert_one_line_error(result, "it is a tag", "--revision")
 
 
 def test_corrupt_or_unfinished_zoo_is_not_pushed(hub, zoo_copy: Path, repo_id: str) -> None:
@@ -183,4 +176,4 @@ def test_corrupt_or_unfinished_zoo_is_not_pushed(hub, zoo_copy: Path, repo_id: s
 def test_push_of_a_non_zoo_directory_is_one_clear_line(tmp_path: Path, repo_id: str) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     result = _run("push", str(tmp_path), repo_id)
-    _assert_one_line_error(result, "is not a weightzoo zoo")
+    assert_one_line_error(result, "is not a weightzoo zoo")
