@@ -230,6 +230,7 @@ def population_forward(
     params: Mapping[str, Tensor],
     x: Tensor,
     dropout_masks: Mapping[int, Tensor] | None = None,
+    activations: list[Tensor] | None = None,
 ) -> Tensor:
     """Run a population of ``P`` networks of one spec in a single batched computation.
 
@@ -239,6 +240,9 @@ def population_forward(
         x: inputs, either shared ``[B, *input_shape]`` or per member ``[P, B, *input_shape]``.
         dropout_masks: optional ``{layer_index: Tensor[P, B, in_features]}`` multiplied onto the
             input of that (linear) layer; masks are pre-scaled by ``1 / (1 - p)``.
+        activations: if given, receives one ``[P, B, out_features]`` tensor per layer: the value
+            of every neuron of the layer (after its activation; a convolution channel's map is
+            averaged over positions) - the neuron-level view that probe features use.
 
     Shapes:
         returns ``[P, B, n_outputs]``.
@@ -269,6 +273,8 @@ def population_forward(
                      padding=layer.padding, groups=n_pop)
             h = _activate(h, layer)
             layout = "grouped"
+            if activations is not None:
+                activations.append(h.flatten(2).mean(-1).reshape(batch, n_pop, -1).transpose(0, 1))
             if layer.pool == "global_avg":
                 h = h.flatten(2).mean(-1).reshape(batch, n_pop, layer.out_features).transpose(0, 1)
                 layout = "pbf"
@@ -301,6 +307,8 @@ def population_forward(
                 h = torch.bmm(h, w.transpose(1, 2))
             layout = "pbf"
             h = _activate(h, layer)
+            if activations is not None:
+                activations.append(h)
     if layout == "grouped":
         h = h.reshape(batch, n_pop, -1).transpose(0, 1)
     return h

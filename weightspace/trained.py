@@ -92,6 +92,7 @@ class TrainedMetanetwork:
         if not self.target_mean:
             self.target_mean = [0.0] * len(self.targets)
             self.target_std = [1.0] * len(self.targets)
+        self.net.attach_normalizer(self.normalizer)
 
     # ------------------------------------------------------------------------------ inference
     def raw_output(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None) -> Tensor:

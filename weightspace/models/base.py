@@ -55,6 +55,18 @@ class Metanetwork(nn.Module):
         raise WeightzooError(
             f"metanetwork {self.name!r} has no weight-space output; use 'dws' or 'gmn'")
 
+    def attach_normalizer(self, normalizer: Any) -> None:
+        """Tell the model how its inputs were normalized (a ``ParamNormalizer``).
+
+        ``forward`` receives normalized weights; parts of a model that must run the input
+        networks themselves (:class:`~weightspace.probes.ProbeFeatures`) undo it with this.
+        """
+        from weightspace.probes import ProbeFeatures  # weightspace.probes imports catalog only
+
+        for module in self.modules():
+            if isinstance(module, ProbeFeatures):
+                module.attach(normalizer)
+
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model (JSON-able): name, spec, out_dim, hparams."""
         return {"model": self.name, "spec": self.spec.to_dict(), "out_dim": self.out_dim,

@@ -26,6 +26,7 @@ from catalog.network import NetworkSpec
 from weightspace.models._common import check_dropout, check_positive, make_mlp
 from weightspace.models.base import Metanetwork
 from weightspace.models.registry import register_metanetwork
+from weightspace.probes import ProbeFeatures
 from weightspace.representations.layers import params_to_layers
 
 Features = tuple[list[Tensor], list[Tensor]]
@@ -252,6 +253,8 @@ class DWSNet(Metanetwork):
         n_layers: equivariant layers (default ``3``).
         head_hidden: width of the invariant head's MLP (default ``64``).
         dropout: dropout in the invariant head (default ``0``).
+        probes: number of learned probe inputs whose neuron values are added to the neurons'
+            (bias) features after the first layer (:mod:`weightspace.probes`; default ``0``).
 
     Shapes:
         ``forward``: ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``;
@@ -261,15 +264,20 @@ class DWSNet(Metanetwork):
     weight_output = True
 
     def __init__(self, spec: NetworkSpec, out_dim: int, hidden: int = 16, n_layers: int = 3,
-                 head_hidden: int = 64, dropout: float = 0.0) -> None:
+                 head_hidden: int = 64, dropout: float = 0.0, probes: int = 0) -> None:
         super().__init__(spec, out_dim)
         if any(layer.is_conv for layer in spec.layers):
             raise WeightzooError(
                 "the 'dws' metanetwork handles MLP weight spaces only; use 'nfn' or 'gmn' for CNNs")
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
+        if probes < 0:
+            raise WeightzooError(f"hyperparameter probes must be >= 0, got {probes}")
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
-                        "dropout": dropout}
+                        "dropout": dropout, "probes": probes}
+        self.probe = ProbeFeatures(spec, probes) if probes else None
+        self.probe_proj = nn.ModuleList(
+            nn.Linear(probes, hidden, bias=False) for _ in spec.layers) if probes else None
         chans = [1] + [hidden] * n_layers
         self.layers = nn.ModuleList(
             HiddenNeuronPermutationLinear(spec, a, b) for a, b in zip(chans, chans[1:]))
@@ -290,6 +298,9 @@ class DWSNet(Metanetwork):
                            [b.float().unsqueeze(-1) for b in lt.biases])
         for i, layer in enumerate(self.layers):
             feats = layer(feats)
+            if i == 0 and self.probe is not None:
+                feats = feats[0], [b + proj(a) for b, proj, a in
+                                   zip(feats[1], self.probe_proj, self.probe(params)[1:])]
             if i < len(self.layers) - 1:
                 feats = _relu(feats)
         return feats

@@ -31,6 +31,7 @@ from catalog.network import NetworkSpec
 from weightspace.models._common import check_dropout, check_positive, make_mlp
 from weightspace.models.base import Metanetwork
 from weightspace.models.registry import register_metanetwork
+from weightspace.probes import ProbeFeatures
 from weightspace.representations.graph import (
     NODE_INPUT,
     NODE_OUTPUT,
@@ -43,6 +44,10 @@ from weightspace.representations.graph import (
 class DirectedAggregation(MessagePassing):
     """Mean of ``mlp([h_source, e])`` over the edges into each node (a direction of message passing).
 
+    The MLP's first linear layer is applied to the node features once per *node* and gathered
+    along the edges (``W [h_j, e] = (W_h h)_j + W_e e``): the same function as concatenating per
+    edge, with a third of the per-edge work (a network has far more edges than neurons).
+
     Args:
         dim: node/edge feature size.
 
@@ -52,13 +57,17 @@ class DirectedAggregation(MessagePassing):
 
     def __init__(self, dim: int) -> None:
         super().__init__(aggr="mean")
+        self.dim = dim
         self.mlp = make_mlp(2 * dim, dim, dim, 1)
 
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> Tensor:
-        return self.propagate(edge_index, h=h, e=e, size=(h.shape[0], h.shape[0]))
+        first = self.mlp[0]
+        h_proj = h @ first.weight[:, :self.dim].T  # per node
+        e_proj = torch.addmm(first.bias, e, first.weight[:, self.dim:].T)  # per edge
+        return self.propagate(edge_index, h=h_proj, e=e_proj, size=(h.shape[0], h.shape[0]))
 
     def message(self, h_j: Tensor, e: Tensor) -> Tensor:
-        return self.mlp(torch.cat([h_j, e], dim=-1))
+        return self.mlp[1:](h_j + e)
 
 
 class NeuronGraphLayer(nn.Module):
@@ -84,7 +93,12 @@ class NeuronGraphLayer(nn.Module):
 
     def forward(self, h: Tensor, e: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
         src, dst = edge_index
-        e = self.norm_e(e + self.edge_mlp(torch.cat([e, h[src], h[dst]], dim=-1)))
+        # edge_mlp([e, h_src, h_dst]) with its first linear layer split: node parts per node.
+        first, d = self.edge_mlp[0], e.shape[1]
+        h_src = h @ first.weight[:, d:2 * d].T
+        h_dst = h @ first.weight[:, 2 * d:].T
+        pre = torch.addmm(first.bias, e, first.weight[:, :d].T) + h_src[src] + h_dst[dst]
+        e = self.norm_e(e + self.edge_mlp[1:](pre))
         m_fwd = self.forward_msg(h, e, edge_index)  # from fan-in neurons
         m_bwd = self.backward_msg(h, e, edge_index.flip(0))  # from fan-out neurons
         h = self.norm_h(h + self.node_mlp(torch.cat([h, m_fwd, m_bwd], dim=-1)))
@@ -104,6 +118,9 @@ class GMN(Metanetwork):
         n_layers: message-passing layers (default ``3``).
         head_hidden: width of the readout MLP (default ``64``).
         dropout: dropout in the readout (default ``0``).
+        probes: number of learned probe inputs whose neuron values become node features
+            (Kofinas et al.; :mod:`weightspace.probes`; default ``0``: weights only). With
+            probes the model reads networks of its first spec only.
 
     Shapes:
         ``forward``: ``{name: Tensor[B, *shape]}`` or a PyG ``Batch`` of ``B`` graphs -> ``[B, out_dim]``;
@@ -114,16 +131,19 @@ class GMN(Metanetwork):
     weight_output = True
 
     def __init__(self, spec: NetworkSpec | Sequence[NetworkSpec], out_dim: int, hidden: int = 32,
-                 n_layers: int = 3, head_hidden: int = 64, dropout: float = 0.0) -> None:
+                 n_layers: int = 3, head_hidden: int = 64, dropout: float = 0.0,
+                 probes: int = 0) -> None:
         specs = (spec,) if isinstance(spec, NetworkSpec) else tuple(spec)
         if not specs:
             raise WeightzooError("gmn needs at least one NetworkSpec")
         super().__init__(specs[0], out_dim)
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
+        if probes < 0:
+            raise WeightzooError(f"hyperparameter probes must be >= 0, got {probes}")
         self.specs = specs
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
-                        "dropout": dropout}
+                        "dropout": dropout, "probes": probes}
         structures = [graph_structure(s) for s in specs]
         self.edge_dim = max(st.edge_dim for st in structures)
         self.max_layers = max(len(st.widths) for st in structures)
@@ -134,6 +154,8 @@ class GMN(Metanetwork):
         self.out_pos = nn.Embedding(self.max_io, hidden)
         self.edge_in = nn.Linear(self.edge_dim, hidden)
         self.edge_layer_emb = nn.Embedding(self.max_layers, hidden)
+        self.probe = ProbeFeatures(specs[0], probes) if probes else None
+        self.probe_in = nn.Linear(probes, hidden, bias=False) if probes else None
         self.layers = nn.ModuleList(NeuronGraphLayer(hidden) for _ in range(n_layers))
         self.readout = make_mlp(2 * hidden, head_hidden, out_dim, 1, dropout)
         self.node_head = nn.Linear(hidden, 1)
@@ -150,7 +172,18 @@ class GMN(Metanetwork):
         """A parameter dict batch as a graph batch with this model's ``edge_dim``."""
         return params_to_graph_batch(spec or self.spec, params, edge_dim=self.edge_dim)
 
-    def _embed(self, g: Batch) -> tuple[Tensor, Tensor]:
+    def _probe_nodes(self, params: Mapping[str, Tensor] | None) -> Tensor | None:
+        """Probe features of every node in graph order ``[B * N, K]`` (``None`` without probes)."""
+        if self.probe is None:
+            return None
+        if params is None:
+            raise WeightzooError(
+                "this gmn uses probe features, so it reads parameter dicts of its own "
+                "architecture, not graph batches; train it with probes=0 to read mixed batches")
+        acts = torch.cat(self.probe(params), dim=1)  # [B, N, K]
+        return acts.reshape(-1, acts.shape[-1])
+
+    def _embed(self, g: Batch, probe_nodes: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if int(g.layer.max()) >= self.max_layers:
             raise WeightzooError(
                 f"a network in the batch has {int(g.layer.max())} layers; this gmn was built for "
@@ -169,31 +202,37 @@ class GMN(Metanetwork):
         h = self.bias_in(g.x[:, :1].float()) + self.layer_emb(g.layer)
         h = h + self.in_pos(g.io_pos) * (kind == NODE_INPUT).unsqueeze(1)
         h = h + self.out_pos(g.io_pos) * (kind == NODE_OUTPUT).unsqueeze(1)
+        if self.probe_in is not None and probe_nodes is not None:
+            h = h + self.probe_in(probe_nodes)
         e = self.edge_in(edge_attr) + self.edge_layer_emb(g.edge_layer)
         return h, e
 
-    def _trunk(self, g: Batch) -> tuple[Tensor, Tensor]:
-        h, e = self._embed(g)
+    def _trunk(self, g: Batch, params: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        h, e = self._embed(g, self._probe_nodes(params))
         for layer in self.layers:
             h, e = layer(h, e, g.edge_index)
         return h, e
 
     def forward(self, params: Mapping[str, Tensor] | Batch) -> Tensor:
-        g = params if isinstance(params, Batch) else self.to_graph(params)
-        h, e = self._trunk(g)
+        if isinstance(params, Batch):
+            g, params = params, None
+        else:
+            g = self.to_graph(params)
+        h, e = self._trunk(g, params)
         n_graphs = g.num_graphs
         node_pool = scatter(h, g.batch, dim=0, dim_size=n_graphs, reduce="mean")
         edge_pool = scatter(e, g.batch[g.edge_index[0]], dim=0, dim_size=n_graphs, reduce="mean")
         return self.readout(torch.cat([node_pool, edge_pool], dim=-1))
 
-    def forward_graph(self, g: Batch) -> tuple[Tensor, Tensor]:
+    def forward_graph(self, g: Batch, params: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Equivariant output: a new bias per node and a new weight (kernel) per edge.
 
         Shapes:
             ``Batch`` -> ``(node values [N], edge values [E, edge_dim])``; values of input
             neurons and padded kernel entries are ignored by the conversion back to parameters.
+            ``params``: the same networks as a parameter dict (needed with probe features).
         """
-        h, e = self._trunk(g)
+        h, e = self._trunk(g, params)
         bias = g.x[:, 0].float() + self.edit_scale * self.node_head(h).squeeze(-1)
         edge_attr = g.edge_attr.float()
         if edge_attr.shape[1] < self.edge_dim:
@@ -201,5 +240,5 @@ class GMN(Metanetwork):
         return bias, edge_attr + self.edit_scale * self.edge_head(e)
 
     def forward_weights(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        bias, edges = self.forward_graph(self.to_graph(params))
+        bias, edges = self.forward_graph(self.to_graph(params), params)
         return graph_batch_to_params(self.spec, bias, edges)

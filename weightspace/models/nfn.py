@@ -27,6 +27,7 @@ from catalog.network import NetworkSpec
 from weightspace.models._common import check_dropout, check_positive, make_mlp
 from weightspace.models.base import Metanetwork
 from weightspace.models.registry import register_metanetwork
+from weightspace.probes import ProbeFeatures
 from weightspace.representations.layers import params_to_layers
 
 Features = tuple[list[Tensor], list[Tensor]]
@@ -90,19 +91,26 @@ class NFN(Metanetwork):
         n_layers: NP layers (default ``3``).
         head_hidden: width of the head MLP (default ``64``).
         dropout: dropout in the head (default ``0``).
+        probes: number of learned probe inputs whose neuron values are added to the neurons'
+            (bias) features after the lift (:mod:`weightspace.probes`; default ``0``).
 
     Shapes:
         ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``.
     """
 
     def __init__(self, spec: NetworkSpec, out_dim: int, hidden: int = 16, n_layers: int = 3,
-                 head_hidden: int = 64, dropout: float = 0.0) -> None:
+                 head_hidden: int = 64, dropout: float = 0.0, probes: int = 0) -> None:
         super().__init__(spec, out_dim)
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
         self._check_neurons_align(spec)
+        if probes < 0:
+            raise WeightzooError(f"hyperparameter probes must be >= 0, got {probes}")
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
-                        "dropout": dropout}
+                        "dropout": dropout, "probes": probes}
+        self.probe = ProbeFeatures(spec, probes) if probes else None
+        self.probe_proj = nn.ModuleList(
+            nn.Linear(probes, hidden, bias=False) for _ in spec.layers) if probes else None
         L = len(spec.layers)
         kernels = [math.prod(layer.kernel_size) if layer.kernel_size else 1 for layer in spec.layers]
         self.kernels = kernels
@@ -137,6 +145,8 @@ class NFN(Metanetwork):
         ws[0] = ws[0] + self.in_pos[None, None]
         ws[-1] = ws[-1] + self.out_pos[None, :, None]
         bs[-1] = bs[-1] + self.out_pos_b[None]
+        if self.probe is not None:
+            bs = [b + proj(a) for b, proj, a in zip(bs, self.probe_proj, self.probe(params)[1:])]
         feats: Features = (ws, bs)
         for layer in self.layers:
             feats = layer(feats)
