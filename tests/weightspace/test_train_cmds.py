@@ -13,13 +13,15 @@ def test_train_and_predict(tiny_digits_zoo, tmp_path):
     run_dir = tmp_path / "run"
     res = runner.invoke(cli, ["train", str(tiny_digits_zoo), "--target", "test_acc", "--model", "gmn",
                               "--epochs", "2", "--augment", "--out", str(run_dir), "--json", "-q",
-                              "--hparam", "hidden=8", "--where", "checkpoint > 0"])
+                              "--hparam", "hidden=8", "--hparam", "probes=3",
+                              "--where", "checkpoint > 0"])
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.output.strip().splitlines()[-1])
     assert {"kendall_tau", "r2", "mae"} <= set(metrics)
     assert {p.name for p in run_dir.iterdir()} >= {"metanetwork.safetensors", "config.json",
                                                      "metrics.json"}
     assert json.loads((run_dir / "metrics.json").read_text())["test"] == metrics
+    assert json.loads((run_dir / "config.json").read_text())["model"]["hparams"]["probes"] == 3
     res = runner.invoke(cli, ["predict", str(run_dir), str(tiny_digits_zoo), "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output.strip().splitlines()[-1])
