@@ -25,6 +25,7 @@ from weightspace.models import (
     register_metanetwork,
 )
 from weightspace.normalization import ParamNormalizer
+from weightspace.probes import ProbeFeatures
 from weightspace.representations import (
     GraphStructure,
     LayerTensors,
@@ -59,7 +60,7 @@ __all__ = [
     "layers_to_params", "metanetwork_names", "params_to_flat", "params_to_graph",
     "params_to_graph_batch", "params_to_layers", "permute_neurons", "random_permutations",
     "random_signs", "register_metanetwork", "scale_neurons", "unbatch_params",
-    "ParamNormalizer", "TrainConfig", "TrainedMetanetwork", "classification_metrics", "evaluate",
+    "ParamNormalizer", "ProbeFeatures", "TrainConfig", "TrainedMetanetwork", "classification_metrics", "evaluate",
     "fit", "regression_metrics", "TrainedEditor", "dilate", "editing_demo", "evaluate_editor",
     "fit_editor", "render_inr",
 ]
