@@ -103,6 +103,9 @@ class TrainedEditor:
     normalizer: ParamNormalizer
     training: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.net.attach_normalizer(self.normalizer)  # probe features run the raw networks
+
     def edit(self, params: Params) -> dict[str, Tensor]:
         return self.normalizer.denormalize(self.net.forward_weights(self.normalizer.normalize(params)))
 

@@ -51,6 +51,15 @@ def test_editor_trains_and_is_identity_at_zero_scale(name):
     assert same["mse"] == pytest.approx(same["identity_mse"], rel=1e-5)
 
 
+def test_probe_editor_reads_raw_networks():
+    spec = siren_spec(hidden=4, depth=1)
+    train = {k: v * 2 + 1 for k, v in random_params(spec, 8, seed=0).items()}
+    editor, _ = fit_editor("gmn", spec, train, None, epochs=1, batch_size=8, progress=False,
+                           hparams={"hidden": 4, "n_layers": 1, "probes": 3})
+    assert editor.net.probe.normalizer is editor.normalizer
+    assert {k: v.shape for k, v in editor.edit(train).items()} == {k: v.shape for k, v in train.items()}
+
+
 def test_editing_needs_weight_output():
     spec = siren_spec()
     with pytest.raises(WeightzooError, match="dws' or 'gmn"):
