@@ -73,3 +73,31 @@ class ProbeFeatures(nn.Module):
         batch = raw[self.spec.layers[0].weight].shape[0]
         first = x.T.unsqueeze(0).expand(batch, -1, -1)
         return [first] + [a.transpose(1, 2) for a in acts]  # [B, width, K] per neuron layer
+
+
+class ProbeBiasInput(ProbeFeatures):
+    """Probe features for models with per-neuron (bias) features (``dws``, ``nfn``): each
+    layer's neuron values go through a learned linear map and are added to its bias features.
+
+    Args:
+        spec, n_probes: see :class:`ProbeFeatures`.
+        channels: feature channels of the biases.
+
+    Shapes:
+        ``add_to``: normalized ``{name: Tensor[B, *shape]}`` and biases ``[B, n_out, channels]``
+        per layer -> the same biases plus the probe term.
+    """
+
+    def __init__(self, spec: NetworkSpec, n_probes: int, channels: int) -> None:
+        super().__init__(spec, n_probes)
+        self.proj = nn.ModuleList(nn.Linear(self.n_probes, channels, bias=False) for _ in spec.layers)
+
+    def add_to(self, params: Mapping[str, Tensor], biases: list[Tensor]) -> list[Tensor]:
+        return [b + proj(a) for b, proj, a in zip(biases, self.proj, self(params)[1:])]
+
+
+def check_probes(probes: int) -> None:
+    """Raise a user error unless ``probes`` (a metanetwork hyperparameter) is >= 0."""
+    if not isinstance(probes, int) or probes < 0:
+        raise WeightzooError(f"hyperparameter probes must be >= 0 (an integer number of probe inputs), got {probes!r}")
+

@@ -26,7 +26,7 @@ from catalog.network import NetworkSpec
 from weightspace.models._common import check_dropout, check_positive, make_mlp
 from weightspace.models.base import Metanetwork
 from weightspace.models.registry import register_metanetwork
-from weightspace.probes import ProbeFeatures
+from weightspace.probes import ProbeBiasInput, check_probes
 from weightspace.representations.layers import params_to_layers
 
 Features = tuple[list[Tensor], list[Tensor]]
@@ -271,13 +271,10 @@ class DWSNet(Metanetwork):
                 "the 'dws' metanetwork handles MLP weight spaces only; use 'nfn' or 'gmn' for CNNs")
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
-        if probes < 0:
-            raise WeightzooError(f"hyperparameter probes must be >= 0, got {probes}")
+        check_probes(probes)
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
                         "dropout": dropout, "probes": probes}
-        self.probe = ProbeFeatures(spec, probes) if probes else None
-        self.probe_proj = nn.ModuleList(
-            nn.Linear(probes, hidden, bias=False) for _ in spec.layers) if probes else None
+        self.probe = ProbeBiasInput(spec, probes, hidden) if probes else None
         chans = [1] + [hidden] * n_layers
         self.layers = nn.ModuleList(
             HiddenNeuronPermutationLinear(spec, a, b) for a, b in zip(chans, chans[1:]))
@@ -299,8 +296,7 @@ class DWSNet(Metanetwork):
         for i, layer in enumerate(self.layers):
             feats = layer(feats)
             if i == 0 and self.probe is not None:
-                feats = feats[0], [b + proj(a) for b, proj, a in
-                                   zip(feats[1], self.probe_proj, self.probe(params)[1:])]
+                feats = feats[0], self.probe.add_to(params, feats[1])
             if i < len(self.layers) - 1:
                 feats = _relu(feats)
         return feats

@@ -31,7 +31,7 @@ from catalog.network import NetworkSpec
 from weightspace.models._common import check_dropout, check_positive, make_mlp
 from weightspace.models.base import Metanetwork
 from weightspace.models.registry import register_metanetwork
-from weightspace.probes import ProbeFeatures
+from weightspace.probes import ProbeFeatures, check_probes
 from weightspace.representations.graph import (
     NODE_INPUT,
     NODE_OUTPUT,
@@ -139,8 +139,7 @@ class GMN(Metanetwork):
         super().__init__(specs[0], out_dim)
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
-        if probes < 0:
-            raise WeightzooError(f"hyperparameter probes must be >= 0, got {probes}")
+        check_probes(probes)
         self.specs = specs
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
                         "dropout": dropout, "probes": probes}

@@ -27,7 +27,7 @@ from catalog.network import NetworkSpec
 from weightspace.models._common import check_dropout, check_positive, make_mlp
 from weightspace.models.base import Metanetwork
 from weightspace.models.registry import register_metanetwork
-from weightspace.probes import ProbeFeatures
+from weightspace.probes import ProbeBiasInput, check_probes
 from weightspace.representations.layers import params_to_layers
 
 Features = tuple[list[Tensor], list[Tensor]]
@@ -104,13 +104,10 @@ class NFN(Metanetwork):
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
         self._check_neurons_align(spec)
-        if probes < 0:
-            raise WeightzooError(f"hyperparameter probes must be >= 0, got {probes}")
+        check_probes(probes)
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
                         "dropout": dropout, "probes": probes}
-        self.probe = ProbeFeatures(spec, probes) if probes else None
-        self.probe_proj = nn.ModuleList(
-            nn.Linear(probes, hidden, bias=False) for _ in spec.layers) if probes else None
+        self.probe = ProbeBiasInput(spec, probes, hidden) if probes else None
         L = len(spec.layers)
         kernels = [math.prod(layer.kernel_size) if layer.kernel_size else 1 for layer in spec.layers]
         self.kernels = kernels
@@ -146,7 +143,7 @@ class NFN(Metanetwork):
         ws[-1] = ws[-1] + self.out_pos[None, :, None]
         bs[-1] = bs[-1] + self.out_pos_b[None]
         if self.probe is not None:
-            bs = [b + proj(a) for b, proj, a in zip(bs, self.probe_proj, self.probe(params)[1:])]
+            bs = self.probe.add_to(params, bs)
         feats: Features = (ws, bs)
         for layer in self.layers:
             feats = layer(feats)
