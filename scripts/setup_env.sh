@@ -6,15 +6,16 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${WEIGHTZOO_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-}"
+# Python 3.11 first: this machine's CPU build of torch 2.13.0 is a 3.11 wheel; 3.12 and 3.13 work too.
 if [ -z "$PY" ]; then
-  for cand in python3.11 python3; do
-    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  for cand in python3.11 python3.12 python3.13 python3; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))'; then
       PY="$cand"; break
     fi
   done
 fi
 if [ -z "$PY" ]; then
-  echo "error: weightzoo needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  echo "error: weightzoo needs Python 3.11, 3.12 or 3.13 (set PYTHON=/path/to/python3.x)" >&2
   exit 1
 fi
 if [ ! -x "$VENV/bin/python" ]; then

@@ -64,3 +64,38 @@ def build_metanetwork(name: str, spec: NetworkSpec, out_dim: int, **hparams: Any
         raise WeightzooError(
             f"metanetwork {name!r} has no hyperparameter(s) {unknown}; valid: {', '.join(valid)}")
     return cls(spec, out_dim, **hparams)
+
+
+#: Named hyperparameter presets per metanetwork. ``"default"`` is the same-budget setting every
+#: model gets in our benchmark (the constructor defaults); other names reproduce a published
+#: configuration. Filled in next to each model (see ``register_preset``).
+_PRESETS: dict[str, dict[str, dict[str, Any]]] = {}
+DEFAULT_PRESET = "default"
+
+
+def register_preset(model_name: str, preset: str, hparams: dict[str, Any]) -> None:
+    """Register ``hparams`` as the preset ``preset`` of metanetwork ``model_name``."""
+    _PRESETS.setdefault(model_name, {})[preset] = dict(hparams)
+
+
+def preset_names(model_name: str) -> list[str]:
+    """The presets of ``model_name`` (always including ``"default"``), sorted."""
+    _ensure_loaded()
+    return sorted({DEFAULT_PRESET, *_PRESETS.get(model_name, {})})
+
+
+def preset_hparams(model_name: str, preset: str | None) -> dict[str, Any]:
+    """The hyperparameters of a named preset (``None`` or ``"default"``: none, the defaults).
+
+    Raises:
+        WeightzooError: unknown model or preset; the message lists the valid presets.
+    """
+    get_metanetwork(model_name)
+    if preset is None or preset == DEFAULT_PRESET:
+        return {}
+    try:
+        return dict(_PRESETS[model_name][preset])
+    except KeyError:
+        raise WeightzooError(
+            f"metanetwork {model_name!r} has no preset {preset!r}; valid presets: "
+            f"{', '.join(preset_names(model_name))}") from None
