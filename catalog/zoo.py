@@ -21,6 +21,7 @@ from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import Manifest, read_manifest
 from catalog.loading import ShardFile, check_rows, read_shard_rows
 from catalog.network import NetworkSpec, SpecNetwork, build_module
+from catalog.openers import open_url, url_scheme
 
 if TYPE_CHECKING:
     from catalog.query import QueryEngine
@@ -29,19 +30,18 @@ if TYPE_CHECKING:
 
 
 def open_zoo(path: str | os.PathLike, **kwargs) -> Zoo:
-    """Open a zoo directory (or, with the ``hub`` package, an ``hf://datasets/ORG/NAME@REV`` URL).
+    """Open a zoo directory, or a URL through its registered opener (:mod:`catalog.openers`;
+    the ``hub`` package provides ``hf://datasets/ORG/NAME@REV``).
 
     Args:
-        path: a local zoo directory, or an ``hf://`` URL.
-        **kwargs: passed to the Hub loader for ``hf://`` URLs.
+        path: a local zoo directory, or a URL such as ``hf://datasets/ORG/NAME@REV``.
+        **kwargs: passed to the URL's opener.
     """
     text = str(path)
-    if text.startswith("hf://"):
-        try:
-            from hub import load_zoo_url  # optional layer above catalog
-        except ImportError as e:  # pragma: no cover - hub ships with weightzoo
-            raise WeightzooError("opening hf:// zoos needs the weightzoo `hub` package") from e
-        return load_zoo_url(text, **kwargs)
+    if url_scheme(text) is not None:
+        return open_url(text, **kwargs)
+    if kwargs:
+        raise WeightzooError(f"open_zoo: {sorted(kwargs)} apply to URLs only, not to a local zoo")
     return Zoo(path)
 
 

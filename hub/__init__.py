@@ -12,6 +12,7 @@ All transfers go through the ``huggingface_hub`` client (its endpoint, token and
 settings apply); every downloaded file is checked against the zoo's manifest.
 """
 
+import catalog.openers as _catalog_openers
 from hub.errors import (
     HubError,
     HubIntegrityError,
@@ -24,6 +25,10 @@ from hub.errors import (
 from hub.load import load_zoo, load_zoo_url, parse_hf_url
 from hub.pull import PullResult, pull_zoo
 from hub.push import PushResult, push_zoo
+
+# Also registered through the `weightzoo.openers` entry point; registering on import keeps
+# hf:// working from a source tree that was never pip-installed.
+_catalog_openers.register_opener("hf", load_zoo_url)
 
 __all__ = [
     "HubError", "HubIntegrityError", "HubPermissionError", "HubUnreachableError", "NotAZooError",
