@@ -101,10 +101,10 @@ def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
         rnd = spec.get("random") or {}
         if rnd:
             lines.append(f"- random axes: {rnd.get('samples', '?')} samples")
-    lines += ["", "## Architectures", "", "| arch_id | family | layers | parameters |", "| --- | --- | --- | --- |"]
+    lines += ["", "## Architectures", "", "| arch_id | architecture (neurons per layer, activation) |",
+              "| --- | --- |"]
     for arch_id, net in zoo.architectures.items():
-        layer_desc = " → ".join(f"{layer.kind}({layer.in_features}→{layer.out_features})" for layer in net.layers)
-        lines.append(f"| `{arch_id}` | {net.family} | {layer_desc} | {net.n_params} |")
+        lines.append(f"| `{arch_id}` | {net.summary()} |")
     summary = metric_summary(table)
     if summary:
         lines += ["", "## Metrics at the last checkpoint (status ok)", "",

@@ -167,6 +167,29 @@ class NetworkSpec:
         """Neurons per layer, input layer first: ``[n_in, h_1, ..., n_out]``."""
         return [self.layers[0].in_features] + [layer.out_features for layer in self.layers]
 
+    def summary(self) -> str:
+        """One line that tells architectures apart: family, neurons per layer, the layer kind
+        and kernel where not linear, activations, pooling and parameter count, e.g.
+        ``"mlp 64-32-32-10, relu, 3,466 params"``.
+        """
+        widths = "-".join(str(w) for w in self.layer_widths)
+        kinds = sorted({f"{layer.kind} k{'x'.join(map(str, layer.kernel_size))}"
+                        + (f" s{layer.stride}" if layer.stride != 1 else "")
+                        for layer in self.layers if layer.is_conv})
+        hidden_acts = list(dict.fromkeys(layer.activation for layer in self.layers[:-1]))
+        acts = "/".join(hidden_acts) or "identity"
+        if self.layers[-1].activation != "identity":
+            acts += f", output {self.layers[-1].activation}"
+        omegas = sorted({layer.omega for layer in self.layers if layer.omega != 1.0})
+        pools = sorted({layer.pool for layer in self.layers if layer.pool != "none"})
+        parts = [f"{self.family} {widths}", *kinds, acts]
+        parts += [f"omega {'/'.join(f'{o:g}' for o in omegas)}"] if omegas else []
+        parts += [f"{p} pool" for p in pools]
+        if self.dtype != "float32":
+            parts.append(self.dtype)
+        parts.append(f"{self.n_params:,} params")
+        return ", ".join(parts)
+
     # ----------------------------------------------------------------------------- (de)serialise
     def to_dict(self) -> dict:
         d = asdict(self)

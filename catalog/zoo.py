@@ -92,6 +92,34 @@ class Zoo:
     def __repr__(self) -> str:
         return f"Zoo({self.name!r}, rows={len(self)}, architectures={len(self.manifest.architectures)})"
 
+    def info(self) -> dict:
+        """What ``zoo info`` shows, as a JSON-able dict: name, path, format version, counts
+        (rows, runs, architectures, status) from the metadata itself, each architecture's
+        family, parameter count and :meth:`~catalog.network.NetworkSpec.summary`, the columns
+        with their Arrow types, size on disk, metric summaries at the last checkpoint, and the
+        zoo's source (for a pulled zoo).
+        """
+        from catalog.card import metric_summary
+
+        table, m = self.table, self.manifest
+        status: dict[str, int] = {}
+        if "status" in table.column_names:
+            for s in table.column("status").to_pylist():
+                status[s] = status.get(s, 0) + 1
+        runs = len(set(table.column("run_id").to_pylist())) if table.num_rows else 0
+        return {
+            "name": m.name, "path": str(self.root), "format_version": m.format_version,
+            "complete": m.complete,
+            "counts": {"rows": table.num_rows, "runs": runs, "architectures": len(m.architectures),
+                       "status": status},
+            "architectures": {a: {"family": s.family, "n_params": s.n_params, "summary": s.summary()}
+                              for a, s in self.architectures.items()},
+            "columns": {f.name: str(f.type) for f in table.schema},
+            "size_bytes": sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()),
+            "metrics": metric_summary(table),
+            "source": m.source,
+        }
+
     # ------------------------------------------------------------------------------ weights
     def _shard_file(self, rel: str) -> ShardFile:
         """The parsed header of a weight shard (cached), for positioned row reads."""

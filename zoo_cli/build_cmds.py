@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import click
 
 from catalog import open_zoo
-from catalog.card import metric_summary
 from catalog.errors import WeightzooError
 from zoo_builders import build_zoo, list_presets
 from zoo_builders.spec import PRESET_DIR
@@ -66,10 +64,6 @@ def presets(show: str | None) -> None:
         click.echo(f"{name:14s} {data.get('description', '')}")
 
 
-def _size(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-
-
 def _fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:
@@ -78,36 +72,12 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def info_dict(zoo_path: str) -> dict:
-    zoo = open_zoo(zoo_path)
-    table = zoo.table
-    m = zoo.manifest
-    status: dict[str, int] = {}
-    if "status" in table.column_names:
-        for s in table.column("status").to_pylist():
-            status[s] = status.get(s, 0) + 1
-    runs = len(set(table.column("run_id").to_pylist())) if table.num_rows else 0
-    return {
-        "name": m.name, "path": str(zoo.root), "format_version": m.format_version,
-        "complete": m.complete,
-        "counts": {"rows": table.num_rows, "runs": runs, "architectures": len(m.architectures),
-                   "status": status},
-        "architectures": {a: {"family": s["family"],
-                              "n_params": sum(math.prod(p["shape"]) for p in s["params"])}
-                          for a, s in m.architectures.items()},
-        "columns": {f.name: str(f.type) for f in table.schema},
-        "size_bytes": _size(zoo.root),
-        "metrics": metric_summary(table),
-        "source": m.source,
-    }
-
-
 @click.command()
 @click.argument("zoo")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(zoo: str, as_json: bool) -> None:
     """Describe ZOO: counts, architectures, columns, size and metric summaries."""
-    d = info_dict(zoo)
+    d = open_zoo(zoo).info()
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -118,7 +88,7 @@ def info(zoo: str, as_json: bool) -> None:
     click.echo(f"  {c['rows']} rows, {c['runs']} runs, {c['architectures']} architectures; status: {status}")
     click.echo(f"  size on disk: {_fmt_bytes(d['size_bytes'])}")
     for a, s in d["architectures"].items():
-        click.echo(f"  arch {a}: {s['family']}, {s['n_params']} params")
+        click.echo(f"  arch {a}: {s['summary']}")
     click.echo("  columns:")
     for name, typ in d["columns"].items():
         click.echo(f"    {name:18s} {typ}")

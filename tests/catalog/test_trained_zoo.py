@@ -15,12 +15,8 @@ SPEC = {"name": "t", "dataset": {"name": "digits", "test_fraction": 0.25},
 
 
 @pytest.fixture(scope="module")
-def trained_zoo(tmp_path_factory):
-    from zoo_builders import build_zoo
-
-    out = tmp_path_factory.mktemp("built") / "t"
-    build_zoo(SPEC, out, quiet=True)
-    return out
+def trained_zoo(zoo_factory):
+    return zoo_factory(SPEC)
 
 
 def test_loaded_modules_reproduce_test_accuracy(trained_zoo):

@@ -29,13 +29,9 @@ SPEC = {
 
 
 @pytest.fixture(scope="session")
-def built_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built_zoo(zoo_factory) -> Path:
     """The tiny zoo, built once (never modified: tests copy it)."""
-    from zoo_builders import build_zoo
-
-    out = tmp_path_factory.mktemp("hubzoos") / "hubtest"
-    build_zoo(SPEC, out, quiet=True)
-    return out
+    return zoo_factory(SPEC)
 
 
 @pytest.fixture

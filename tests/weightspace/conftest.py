@@ -14,9 +14,5 @@ TINY_DIGITS = {
 
 
 @pytest.fixture(scope="session")
-def tiny_digits_zoo(tmp_path_factory):
-    from zoo_builders import build_zoo
-
-    out = tmp_path_factory.mktemp("zoos") / "tiny-digits"
-    build_zoo(TINY_DIGITS, out, quiet=True)
-    return out
+def tiny_digits_zoo(zoo_factory):
+    return zoo_factory(TINY_DIGITS)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 #: The spec from the foundation issue, verbatim.
 ISSUE_SPEC = """\
@@ -23,9 +24,5 @@ def issue_spec_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_zoo(tmp_path_factory, issue_spec_path):
-    from zoo_builders import build_zoo
-
-    out = tmp_path_factory.mktemp("zoos") / "tiny"
-    build_zoo(issue_spec_path, out, quiet=True)
-    return out
+def tiny_zoo(zoo_factory):
+    return zoo_factory(yaml.safe_load(ISSUE_SPEC))
