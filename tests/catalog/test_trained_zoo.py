@@ -20,10 +20,10 @@ def trained_zoo(zoo_factory):
 
 
 def test_loaded_modules_reproduce_test_accuracy(trained_zoo):
-    from zoo_builders.datasets import load_dataset
+    from zoo_builders import load_zoo_dataset
 
-    data = load_dataset(SPEC["dataset"])
     zoo = open_zoo(trained_zoo)
+    data = load_zoo_dataset(zoo)  # the split the builder used, read from the zoo's own spec
     sel = zoo.select(where="status = 'ok'", order_by="test_acc DESC")
     assert len(sel) == 4
     n = len(data.y_test)
