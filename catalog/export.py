@@ -15,22 +15,30 @@ import pyarrow.parquet as pq
 from catalog.errors import QueryError
 
 FORMATS = ("table", "csv", "json", "parquet")
+#: Formats inferred from the extension of ``--out`` (other extensions need ``--format``).
+SUFFIX_FORMATS = {"csv": "csv", "json": "json", "parquet": "parquet", "pq": "parquet",
+                  "txt": "table"}
 #: Rows a ``table`` shows before it elides the middle.
 TABLE_MAX_ROWS = 50
 
 
 def format_for(out: str | os.PathLike | None, fmt: str | None, is_terminal: bool) -> str:
-    """The output format: ``fmt`` if given, else from ``out``'s suffix, else ``table`` on a
-    terminal and ``csv`` otherwise."""
+    """The output format: ``fmt`` if given, else from ``out``'s extension (see
+    :data:`SUFFIX_FORMATS`; any other extension is an error, never a silent CSV), else ``table``
+    on a terminal and ``csv`` otherwise."""
     if fmt is not None:
         if fmt not in FORMATS:
             raise QueryError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
         return fmt
     if out is not None:
         suffix = Path(out).suffix.lower().lstrip(".")
-        if suffix in ("csv", "json", "parquet"):
-            return suffix
-        return "csv"
+        if suffix in SUFFIX_FORMATS:
+            return SUFFIX_FORMATS[suffix]
+        raise QueryError(
+            f"cannot tell the format of --out {str(out)!r} from its extension "
+            f"{('.' + suffix) if suffix else '(none)'}; name the file "
+            f"{', '.join('*.' + k for k in SUFFIX_FORMATS)}, or pass --format "
+            f"{'|'.join(f for f in FORMATS if f != 'table')}")
     return "table" if is_terminal else "csv"
 
 

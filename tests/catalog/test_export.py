@@ -20,6 +20,21 @@ def test_format_choice(tmp_path):
         format_for(None, "xml", True)
 
 
+def test_unknown_out_extension_is_refused_not_written_as_csv(tmp_path, zoo_dir):
+    assert format_for(tmp_path / "x.pq", None, False) == "parquet"
+    with pytest.raises(QueryError, match=r"extension \.xlsx.*--format"):
+        format_for(tmp_path / "r.xlsx", None, False)
+    assert format_for(tmp_path / "r.xlsx", "csv", False) == "csv"  # an explicit format wins
+    from click.testing import CliRunner
+
+    from zoo_cli.main import cli
+
+    r = CliRunner().invoke(cli, ["query", str(zoo_dir), "SELECT 1 AS one FROM models LIMIT 1",
+                                 "--out", str(tmp_path / "r.xlsx")])
+    assert r.exit_code == 1 and "Traceback" not in r.output and "extension .xlsx" in r.output
+    assert not (tmp_path / "r.xlsx").exists()
+
+
 def test_table_elides_long_results():
     t = pa.table({"i": list(range(100)), "s": [f"row{i}" for i in range(100)]})
     text = render_table(t, max_rows=10)
