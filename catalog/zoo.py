@@ -7,7 +7,7 @@ safetensors shards, contiguous rows as one slice, and checked against each row's
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -220,12 +220,3 @@ class Zoo:
         engine = self.__dict__.pop("_engine", None)
         if engine is not None:
             engine.close()
-
-
-def rows_by_shard(table: pa.Table) -> Mapping[str, np.ndarray]:
-    """Group a metadata table's row positions by ``weights_shard``."""
-    shards = table.column("weights_shard").to_numpy(zero_copy_only=False)
-    groups: dict[str, list[int]] = {}
-    for i, s in enumerate(shards):
-        groups.setdefault(s, []).append(i)
-    return {k: np.asarray(v) for k, v in groups.items()}

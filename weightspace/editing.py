@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from catalog.coordinates import image_coordinates
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, population_forward
 from weightspace.models.base import Metanetwork
@@ -33,17 +34,6 @@ from weightspace.normalization import ParamNormalizer
 from weightspace.symmetry import RandomNeuronSymmetry
 
 Params = Mapping[str, Tensor]
-
-
-def coordinate_grid(height: int, width: int) -> Tensor:
-    """Pixel coordinates of a SIREN: ``(row, col)`` in ``[-1, 1]``, row-major.
-
-    Shapes:
-        returns ``[height * width, 2]``.
-    """
-    rows = torch.linspace(-1, 1, height)
-    cols = torch.linspace(-1, 1, width)
-    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
 
 
 def image_shape_of(spec: NetworkSpec) -> tuple[int, int]:
@@ -68,7 +58,7 @@ def render_inr(spec: NetworkSpec, params: Params, image_shape: tuple[int, int] |
         returns ``[B, H, W]``.
     """
     h, w = image_shape or image_shape_of(spec)
-    coords = coordinate_grid(h, w).to(next(iter(params.values())))
+    coords = image_coordinates(h, w).to(next(iter(params.values())))
     out = population_forward(spec, params, coords)  # [B, H*W, 1]
     return out.reshape(out.shape[0], h, w)
 

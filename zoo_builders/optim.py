@@ -14,11 +14,6 @@ from catalog.errors import WeightzooError
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
-def _per_member(v: Tensor, p: Tensor) -> Tensor:
-    """``[P]`` -> ``[P, 1, ..., 1]`` broadcastable against a stacked parameter."""
-    return v.view(-1, *([1] * (p.dim() - 1)))
-
-
 class PopulationOptimizer:
     """One optimizer state for a stack of ``P`` independent models.
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from catalog.coordinates import image_coordinates
 from catalog.network import NetworkSpec, population_forward
 from zoo_builders.datasets import Dataset
 from zoo_builders.init import init_params
@@ -203,18 +204,6 @@ def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
 
 
 # ================================================================================ INRs
-def image_coordinates(height: int, width: int) -> Tensor:
-    """Pixel coordinates in ``[-1, 1]^2``, row-major.
-
-    Shapes:
-        returns ``[height * width, 2]``.
-    """
-    rows = torch.linspace(-1, 1, height)
-    cols = torch.linspace(-1, 1, width)
-    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)
-    return grid.reshape(-1, 2)
-
-
 def psnr(mse: Tensor) -> Tensor:
     """PSNR in dB for intensities in ``[0, 1]`` (peak 1)."""
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))

@@ -4,9 +4,9 @@ import torch
 from scipy.ndimage import grey_dilation
 from ws_helpers import random_params, siren_spec
 
+from catalog.coordinates import image_coordinates
 from catalog.errors import WeightzooError
 from weightspace.editing import (
-    coordinate_grid,
     dilate,
     evaluate_editor,
     fit_editor,
@@ -31,7 +31,7 @@ def test_render_matches_the_module():
     assert img.shape == (2, 8, 8)
     net = build_module(spec, {k: v[1] for k, v in params.items()})
     with torch.no_grad():
-        ref = net(coordinate_grid(8, 8)).reshape(8, 8)
+        ref = net(image_coordinates(8, 8)).reshape(8, 8)
     torch.testing.assert_close(img[1], ref)
 
 
