@@ -7,6 +7,13 @@ connection is locked down:
 
 - only a single ``SELECT`` statement is accepted (``UPDATE``, ``DELETE``, ``COPY``, ``ATTACH``,
   ``INSTALL``, ``SET``, ``PRAGMA``, ... are rejected before they run);
+- every query runs inside a ``READ ONLY`` transaction that is always rolled back. A statement
+  of type ``SELECT`` can still write: ``WITH d AS (DELETE FROM models RETURNING *) SELECT ...``
+  parses as a SELECT, and so do UPDATE/INSERT CTEs, nested anywhere in the query. Looking for
+  them in the statement text or parse tree would be a list of cases to keep up to date with
+  DuckDB's grammar; a read-only transaction is enforced by DuckDB itself on every write to the
+  database, whatever statement or operator attempts it, so it cannot be bypassed from SQL (a
+  single statement cannot end its own transaction);
 - file system access, extension loading and Python replacement scans are disabled, and the
   configuration is locked, so even a statement that got past the first check could not read
   or write any file.
@@ -17,7 +24,9 @@ query can modify or delete a zoo.
 
 from __future__ import annotations
 
+import json
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -47,6 +56,14 @@ _LOCKDOWN = (
     "SET enable_external_access = false",
     "SET lock_configuration = true",
 )
+
+
+#: Every user query runs in this transaction (then rolled back): DuckDB refuses any write in it.
+_BEGIN_READ_ONLY = "BEGIN TRANSACTION READ ONLY"
+_WRITE_REFUSED = (
+    "not allowed: the query tries to change the table `models` (e.g. a DELETE, UPDATE or INSERT "
+    "inside WITH); zoo queries are read-only: write a SELECT that only reads (zoos are changed "
+    "by `zoo build`, never by a query)")
 
 
 def sql_string(text: str) -> str:
@@ -100,7 +117,46 @@ def check_statement(sql: str) -> str:
         raise QueryError(
             f"{kind} statements are not allowed: zoo queries are read-only and accept only "
             f"SELECT (zoos are changed by `zoo build`, never by a query)")
+    if _writing_node(sql) is not None:
+        raise QueryError(_WRITE_REFUSED)
     return sql.strip().rstrip(";").strip()
+
+
+_PARSER: duckdb.DuckDBPyConnection | None = None
+_PARSER_LOCK = threading.Lock()
+#: Words in the type of a parse-tree node that writes (``DELETE_QUERY_NODE`` of a writing CTE).
+_WRITING_NODE_WORDS = ("INSERT", "UPDATE", "DELETE", "MERGE")
+
+
+def _writing_node(sql: str) -> str | None:
+    """The type of the first data-modifying node in ``sql``'s parse tree (DuckDB's
+    ``json_serialize_sql``), or ``None``.
+
+    This only gives a clear error early; what makes queries read-only is the READ ONLY
+    transaction they run in (see the module docstring), which also covers anything this check
+    does not recognise.
+    """
+    global _PARSER
+    with _PARSER_LOCK:
+        try:
+            if _PARSER is None:
+                _PARSER = duckdb.connect(":memory:")
+                lock_down(_PARSER)
+            (text,) = _PARSER.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        except duckdb.Error:
+            return None  # not serializable: the transaction still refuses any write
+    stack: list = [json.loads(text)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if (isinstance(kind, str) and kind.endswith("_NODE")
+                    and any(w in kind for w in _WRITING_NODE_WORDS)):
+                return kind
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
 
 
 def _first_lines(error: Exception, n: int = 6) -> str:
@@ -216,9 +272,18 @@ class QueryEngine:
         return self._run(text)
 
     def _run(self, text: str, params: Mapping | None = None) -> pa.Table:
+        """Run ``text`` inside a read-only transaction that is always rolled back."""
+        try:
+            self.con.execute(_BEGIN_READ_ONLY)
+        except duckdb.Error as e:
+            raise QueryError(f"cannot start a read-only query on {self.label}: {_first_lines(e)}") from e
         try:
             rel = self.con.sql(text, params=dict(params)) if params else self.con.sql(text)
             return rel.to_arrow_table()
+        except duckdb.TransactionException as e:
+            if "read-only" not in str(e):
+                raise QueryError(f"query failed: {_first_lines(e)}") from e
+            raise QueryError(_WRITE_REFUSED) from e
         except duckdb.BinderException as e:
             raise self._binder_error(e) from e
         except duckdb.ParserException as e:
@@ -233,9 +298,16 @@ class QueryEngine:
                 f"`{TABLE}`; file access, ATTACH and extensions are disabled") from e
         except duckdb.Error as e:
             raise QueryError(f"query failed: {_first_lines(e)}") from e
+        finally:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:  # pragma: no cover - nothing to undo, and nothing was written
+                pass
 
     def _binder_error(self, e: Exception) -> QueryError:
         text = str(e)
+        if "data-modifying" in text:  # DuckDB refuses writing CTEs that are not at the top level
+            return QueryError(_WRITE_REFUSED)
         m = re.search(r'(?:Referenced column|does not have a column named) "([^"]+)"', text)
         if m:
             return QueryError(

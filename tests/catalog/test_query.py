@@ -143,3 +143,83 @@ def test_zoo_without_rows(tmp_path):
     assert len(sel) == 0 and "model_id" in sel.columns and sel.state_dicts() == []
     with pytest.raises(QueryError, match="unknown column 'test_acc'"):
         zoo.select(where="test_acc > 0.5")
+
+
+# ================================================================================ data-modifying CTEs
+WRITING_CTES = [
+    "WITH d AS (DELETE FROM models RETURNING *) SELECT * FROM d",
+    "WITH u AS (UPDATE models SET test_acc = 1.0 RETURNING *) SELECT * FROM u",
+    "WITH i AS (INSERT INTO models SELECT * FROM models RETURNING *) SELECT count(*) FROM i",
+    "SELECT * FROM (WITH d AS (DELETE FROM models RETURNING *) SELECT * FROM d) AS q",
+    "WITH d AS (DELETE FROM models WHERE checkpoint = 0 RETURNING model_id) "
+    "SELECT * FROM models WHERE model_id IN (SELECT model_id FROM d)",
+]
+
+
+def _snapshot(zoo) -> list:
+    return zoo.sql("SELECT * FROM models ORDER BY model_id").table.to_pylist()
+
+
+@pytest.mark.parametrize("sql", WRITING_CTES)
+def test_data_modifying_ctes_are_refused_and_change_nothing(zoo_dir, sql):
+    zoo = open_zoo(zoo_dir)
+    before = _snapshot(zoo)
+    assert len(before) == 36
+    with pytest.raises(QueryError, match="not allowed.*read-only"):
+        zoo.sql(sql)
+    assert _snapshot(zoo) == before
+    # the engine stays usable, and shortcuts built on a writing source are refused too
+    assert len(zoo.select(where="checkpoint = 0")) == 12
+    with pytest.raises(QueryError, match="not allowed"):
+        zoo.engine.sql(zoo.engine.build_select(where="true", source=sql))
+    assert _snapshot(zoo) == before
+    zoo.close()
+
+
+@pytest.mark.parametrize("sql", WRITING_CTES[:2])
+def test_data_modifying_ctes_are_refused_by_the_cli(zoo_copy, sql):
+    from click.testing import CliRunner
+
+    from zoo_cli.main import cli
+
+    before = tree_hashes(zoo_copy)
+    r = CliRunner().invoke(cli, ["query", str(zoo_copy), sql])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: not allowed") and "read-only" in lines[0]
+    assert tree_hashes(zoo_copy) == before
+
+
+def test_data_modifying_ctes_are_refused_over_several_zoos(zoo_dir, multi_arch_dir):
+    engine = QueryEngine.over_zoos([open_zoo(zoo_dir), open_zoo(multi_arch_dir)])
+    with pytest.raises(QueryError, match="not allowed"):
+        engine.execute(WRITING_CTES[0])
+    assert engine.execute("SELECT count(*) AS n FROM models").column("n")[0].as_py() == 52
+
+
+def test_data_modifying_ctes_are_refused_by_the_persistent_catalog(zoo_dir):
+    from catalog.store import LocalCatalog
+
+    cat = LocalCatalog()
+    cat.add(zoo_dir)
+    engine = cat.engine()
+    try:
+        with pytest.raises(QueryError, match="not allowed.*read-only"):
+            engine.execute(WRITING_CTES[0])
+    finally:
+        engine.close()
+    engine = cat.engine()
+    assert engine.execute("SELECT count(*) AS n FROM models").column("n")[0].as_py() == 36
+    engine.close()
+
+
+@pytest.mark.parametrize("sql", WRITING_CTES[:3])
+def test_read_only_transaction_holds_even_past_the_statement_check(zoo_dir, sql):
+    """The parse-tree check only gives the early, clear error; the read-only transaction every
+    query runs in is what refuses the write."""
+    zoo = open_zoo(zoo_dir)
+    before = _snapshot(zoo)
+    with pytest.raises(QueryError, match="not allowed.*read-only"):
+        zoo.engine._run(sql)
+    assert _snapshot(zoo) == before
