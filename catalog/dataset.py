@@ -7,6 +7,9 @@ deviation computed on the *training* split; these statistics are stored with the
 (``<zoo>/stats/norm-<key>.safetensors``, written atomically) and read back on the next load,
 where ``<key>`` hashes the architecture and the checksums of the training rows, so a different
 selection, split or seed gets its own file and a stale file is never used.
+
+A selection of several architectures gives one part per architecture (:meth:`WeightDataset.by_arch`),
+each normalized with its own statistics; the split by run is made once over all of them.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from catalog.errors import WeightzooError
 from catalog.format import TMP_PREFIX
 from catalog.network import NetworkSpec
 from catalog.query import ZOO_COLUMN
-from catalog.selection import Selection
+from catalog.selection import Selection, describe_differences
 from catalog.split import SPLITS, split_by_run
 
 #: The zoo subdirectory holding cached normalization statistics (ignored by `zoo verify`).
@@ -45,8 +48,15 @@ MIN_STD = 1e-8
 class WeightDataset(Dataset):
     """``(weights, target)`` items of one split of a selection.
 
+    A selection of several architectures (say, the same MLP with ReLU and with tanh) gives a
+    dataset of per-architecture parts: :meth:`by_arch` returns one single-architecture
+    ``WeightDataset`` per ``arch_id``, each with its own NetworkSpec, weights and
+    normalization statistics (computed on that architecture's training rows). The split by run
+    is made once over all rows, and string targets are encoded over all rows, so the parts
+    share :attr:`splits`' runs and :attr:`classes`. ``weightspace.fit`` trains on all parts.
+
     Args:
-        selection: the rows (one architecture; use ``Selection.by_arch()`` otherwise).
+        selection: the rows (one or several architectures).
         targets: metadata columns to predict, e.g. ``["test_acc"]``. Numeric columns become
             floats; string columns become class indices (see :attr:`classes`).
         split: ``"train"``, ``"val"`` or ``"test"`` (default ``"train"``).
@@ -54,7 +64,7 @@ class WeightDataset(Dataset):
             ``(0.8, 0.1, 0.1)``).
         seed: the split's seed (default ``0``).
         normalize: normalize weights with the training split's per-entry mean/std (default
-            ``True``).
+            ``True``; per architecture).
         status: keep only rows with this ``status`` (default ``"ok"``: diverged runs are
             dropped); ``None`` keeps every row.
         verify: check each row's weights against its sha256 when loading (default ``True``).
@@ -62,8 +72,9 @@ class WeightDataset(Dataset):
             a read-only zoo falls back to computing them in memory).
 
     Shapes:
-        ``ds[i]`` -> ``({name: Tensor[*shape]}, Tensor[len(targets)])``;
-        ``ds.stacked()`` -> ``({name: Tensor[N, *shape]}, Tensor[N, len(targets)])``.
+        ``ds[i]`` -> ``({name: Tensor[*shape]}, Tensor[len(targets)])`` (the parameters of
+        row ``i``'s architecture);
+        ``ds.stacked()`` (one architecture) -> ``({name: Tensor[N, *shape]}, Tensor[N, len(targets)])``.
         Targets are ``int64`` when every target is categorical, else ``float32``.
     """
 
@@ -95,13 +106,8 @@ class WeightDataset(Dataset):
             raise WeightzooError(
                 f"the selection has no rows{f' with status {status!r}' if status else ''}; "
                 f"widen the query")
-        archs = selection.arch_ids
-        if len(archs) != 1:
-            raise WeightzooError(
-                f"a WeightDataset needs one architecture, but the selection spans {len(archs)} "
-                f"({', '.join(archs)}); build one dataset per arch_id with selection.by_arch()")
-        self.network_spec: NetworkSpec = selection.network_spec
 
+        # One split over every row, whatever its architecture: a run is in one split only.
         self.splits = split_by_run(meta, self.fractions, seed, key=tuple(key))
         self.classes: dict[str, list[str]] = {}
         all_targets = self._encode_targets(meta)
@@ -109,17 +115,83 @@ class WeightDataset(Dataset):
         self.selection = selection.take(idx)
         self.table = meta.take(pa.array(idx))
         self._targets = all_targets[torch.from_numpy(idx)]
-        self._weights = self.selection.stacked(verify=verify) if len(idx) else {
-            p.name: torch.empty((0, *p.shape), dtype=self.network_spec.torch_dtype)
-            for p in self.network_spec.params}
+        self.network_specs: dict[str, NetworkSpec] = selection.network_specs
 
         self.stats_path: Path | None = None
         self.stats_cached = False
         self.stats: dict[str, dict[str, Tensor]] | None = None
-        if normalize:
+        self._parts: dict[str, WeightDataset] = {}
+        if len(self.network_specs) == 1:
+            self._load_arch(selection, cache_stats)
+            return
+        positions = selection.positions_by_arch()
+        for arch in self.network_specs:
+            rows = positions[arch]
+            part = WeightDataset.__new__(WeightDataset)
+            part.__dict__.update({k: getattr(self, k) for k in (
+                "targets", "split", "fractions", "seed", "normalize", "verify", "classes")})
+            part.splits = {s: np.flatnonzero(np.isin(rows, pos)) for s, pos in self.splits.items()}
+            arch_sel = selection.take(rows)
+            part.selection = arch_sel.take(part.splits[split])
+            part.table = meta.take(pa.array(rows[part.splits[split]]))
+            part._targets = all_targets[torch.from_numpy(rows[part.splits[split]])]
+            part.network_specs = {arch: self.network_specs[arch]}
+            part.stats_path, part.stats_cached, part.stats, part._parts = None, False, None, {}
+            part._load_arch(arch_sel, cache_stats)
+            self._parts[arch] = part
+        # Row i of this split is row _within[i] of part _arch_of[i].
+        arch_names = list(self.network_specs)
+        codes = np.empty(len(meta), dtype=np.int64)
+        for code, arch in enumerate(arch_names):
+            codes[positions[arch]] = code
+        self._arch_of = codes[idx]
+        self._within = np.zeros(len(idx), dtype=np.int64)
+        for code in range(len(arch_names)):
+            mask = self._arch_of == code
+            self._within[mask] = np.arange(int(mask.sum()))
+
+    def _load_arch(self, selection: Selection, cache_stats: bool) -> None:
+        """Load this split's weights of a one-architecture ``selection`` (all splits' rows)
+        and the training statistics."""
+        spec = self.network_spec
+        idx = self.splits[self.split]
+        self._weights = self.selection.stacked(verify=self.verify) if len(idx) else {
+            p.name: torch.empty((0, *p.shape), dtype=spec.torch_dtype) for p in spec.params}
+        if self.normalize:
             train = selection.take(self.splits["train"])
             self.stats = self._load_or_compute_stats(train, cache_stats)
             self._weights = self.normalize_weights(self._weights)
+
+    # ------------------------------------------------------------------------------ architectures
+    @property
+    def arch_ids(self) -> list[str]:
+        """The architectures of the selection, in order of first appearance."""
+        return list(self.network_specs)
+
+    @property
+    def network_spec(self) -> NetworkSpec:
+        """The NetworkSpec of the rows (one architecture; else see :meth:`by_arch`)."""
+        if len(self.network_specs) != 1:
+            raise self._several_archs_error("network_spec")
+        return next(iter(self.network_specs.values()))
+
+    def by_arch(self) -> dict[str, WeightDataset]:
+        """One single-architecture dataset per ``arch_id`` (this one if it has one architecture).
+
+        The parts are this dataset's rows of each architecture, in order, with the same split,
+        classes and settings; each part's statistics come from its own training rows.
+        """
+        if not self._parts:
+            return {self.arch_ids[0]: self}
+        return dict(self._parts)
+
+    def _several_archs_error(self, what: str) -> WeightzooError:
+        listing = ", ".join(f"{a} ({len(p)} rows)" for a, p in self._parts.items())
+        return WeightzooError(
+            f"{what} needs one architecture, but this dataset spans {len(self._parts)}: "
+            f"{listing}; they differ in {describe_differences(self.network_specs)}. Weights are "
+            f"normalized per architecture: use ds.by_arch() for one dataset per arch_id (or "
+            f"select one, e.g. where=\"arch_id = '{self.arch_ids[0]}'\")")
 
     # ------------------------------------------------------------------------------ targets
     def _encode_targets(self, meta: pa.Table) -> Tensor:
@@ -192,6 +264,8 @@ class WeightDataset(Dataset):
         Shapes:
             ``{name: Tensor[N, *shape]}`` -> same.
         """
+        if self._parts:
+            raise self._several_archs_error("normalize_weights()")
         if self.stats is None:
             return dict(weights)
         mean, std = self.stats["mean"], self.stats["std"]
@@ -203,6 +277,8 @@ class WeightDataset(Dataset):
         Shapes:
             ``{name: Tensor[N, *shape]}`` -> same.
         """
+        if self._parts:
+            raise self._several_archs_error("denormalize_weights()")
         if self.stats is None:
             return dict(weights)
         mean, std = self.stats["mean"], self.stats["std"]
@@ -213,19 +289,29 @@ class WeightDataset(Dataset):
         return len(self._targets)
 
     def __getitem__(self, i: int) -> tuple[dict[str, Tensor], Tensor]:
+        if self._parts:
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"index {i} out of range for {len(self)} rows")
+            part = self._parts[self.arch_ids[int(self._arch_of[i])]]
+            return part[int(self._within[i])]
         return {k: v[i] for k, v in self._weights.items()}, self._targets[i]
 
     def stacked(self) -> tuple[dict[str, Tensor], Tensor]:
-        """The whole split as tensors (normalized if ``normalize``).
+        """The whole split as tensors (normalized if ``normalize``; one architecture, else
+        use :meth:`by_arch`).
 
         Shapes:
             returns ``({name: Tensor[N, *shape]}, Tensor[N, len(targets)])``.
         """
+        if self._parts:
+            raise self._several_archs_error("stacked()")
         return self._weights, self._targets
 
     def __repr__(self) -> str:
+        archs = (self.arch_ids[0] if len(self.network_specs) == 1
+                 else f"{len(self.network_specs)} ({', '.join(self.arch_ids)})")
         return (f"WeightDataset(split={self.split!r}, rows={len(self)}, targets={self.targets}, "
-                f"arch={self.network_spec.arch_id})")
+                f"arch={archs})")
 
 
 def compute_stats(weights: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:

@@ -13,7 +13,7 @@ Weights are located by the columns ``arch_id``, ``weights_shard``, ``weights_row
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -132,7 +132,8 @@ class Selection:
                else self._locations().column("arch_id"))
         return list(dict.fromkeys(pc.unique(col).to_pylist()))
 
-    def _arch_positions(self) -> dict[str, np.ndarray]:
+    def positions_by_arch(self) -> dict[str, np.ndarray]:
+        """``{arch_id: sorted row positions}``, architectures in order of first appearance."""
         col = self._locations().column("arch_id").combine_chunks()
         enc = col.dictionary_encode()
         codes = enc.indices.to_numpy(zero_copy_only=False)
@@ -142,18 +143,25 @@ class Selection:
         """The rows grouped by ``arch_id`` (each group keeps the rows' order)."""
         loc = self._locations()
         out = {}
-        for arch, pos in self._arch_positions().items():
+        for arch, pos in self.positions_by_arch().items():
             idx = pa.array(pos)
             out[arch] = Selection(self.table.take(idx), self.source, loc.take(idx))
         return out
 
+    @property
+    def network_specs(self) -> dict[str, NetworkSpec]:
+        """``{arch_id: NetworkSpec}`` of the rows' architectures, in order of first appearance."""
+        return {a: self._spec(a) for a in self.arch_ids}
+
     def _several_archs_error(self, what: str) -> QueryError:
-        counts = {a: len(p) for a, p in self._arch_positions().items()}
+        counts = {a: len(p) for a, p in self.positions_by_arch().items()}
         listing = ", ".join(f"{a} ({n} rows)" for a, n in counts.items())
+        differ = describe_differences({a: self._spec(a) for a in counts})
         return QueryError(
             f"{what} needs a single architecture, but this selection spans {len(counts)}: "
-            f"{listing}. Use .by_arch() to get one selection per arch_id, pass arch_id=..., or "
-            f"filter the query (e.g. where=\"arch_id = '{next(iter(counts))}'\")")
+            f"{listing}; they differ in {differ}. Use .by_arch() to get one selection per "
+            f"arch_id, pass arch_id=..., or filter the query (e.g. "
+            f"where=\"arch_id = '{next(iter(counts))}'\")")
 
     @property
     def network_spec(self) -> NetworkSpec:
@@ -169,7 +177,7 @@ class Selection:
         loc = self._locations()
         zoo_name = None
         if ZOO_COLUMN in loc.column_names:
-            first = int(self._arch_positions()[arch_id][0])
+            first = int(self.positions_by_arch()[arch_id][0])
             zoo_name = loc.column(ZOO_COLUMN)[first].as_py()
         return self.source.zoo(zoo_name).network_spec(arch_id)
 
@@ -177,27 +185,48 @@ class Selection:
     def stacked(self, arch_id: str | None = None, verify: bool = True) -> dict[str, Tensor]:
         """The rows' weights as one batch.
 
+        Rows of several architectures stack together only when their parameters agree (same
+        names, shapes and dtypes, e.g. architectures that differ only in their activation);
+        the batch then does not say which row has which architecture (see
+        :attr:`arch_ids` / :meth:`column` ``("arch_id")``, or :meth:`by_arch` for one batch per
+        architecture). Architectures whose parameters differ raise an error pointing to
+        :meth:`by_arch`.
+
         Args:
-            arch_id: load only the rows of this architecture (needed when the selection spans
-                several; default: the selection's single architecture).
+            arch_id: load only the rows of this architecture (default: every row).
             verify: check every row's bytes against its ``sha256`` (default ``True``); a
                 mismatch raises :class:`~catalog.errors.IntegrityError`.
 
         Shapes:
             returns ``{param name: Tensor[N, *shape]}`` with ``N`` rows in selection order.
         """
-        archs = self._arch_positions()
+        archs = self.positions_by_arch()
         if arch_id is None:
             if not archs:
                 raise QueryError("the selection is empty; there are no weights to stack")
             if len(archs) > 1:
-                raise self._several_archs_error("stacked()")
+                return self._stack_same_params(archs, verify)
             arch_id = next(iter(archs))
         elif arch_id not in archs:
             raise QueryError(f"no row of this selection has arch_id {arch_id!r}; its "
                              f"architectures: {', '.join(archs) or 'none (it is empty)'}")
         positions = archs[arch_id]
         return self._load(positions, arch_id, verify)
+
+    def _stack_same_params(self, archs: dict[str, np.ndarray], verify: bool) -> dict[str, Tensor]:
+        """Rows of several architectures with identical parameters, in selection order."""
+        signatures = {a: param_signature(self._spec(a)) for a in archs}
+        if len(set(signatures.values())) > 1:
+            raise self._several_archs_error("stacked() of architectures with different parameters")
+        out: dict[str, Tensor] = {}
+        for arch, pos in archs.items():
+            batch = self._load(pos, arch, verify)
+            index = torch.from_numpy(pos)
+            for name, value in batch.items():
+                if name not in out:
+                    out[name] = value.new_empty((len(self), *value.shape[1:]))
+                out[name][index] = value
+        return out
 
     def _load(self, positions: np.ndarray, arch_id: str, verify: bool) -> dict[str, Tensor]:
         loc = self._locations()
@@ -233,7 +262,7 @@ class Selection:
             each ``{param name: Tensor[*shape]}``.
         """
         out: list[dict[str, Tensor] | None] = [None] * len(self)
-        for arch, pos in self._arch_positions().items():
+        for arch, pos in self.positions_by_arch().items():
             batch = self._load(pos, arch, verify)
             for j, i in enumerate(pos.tolist()):
                 out[i] = {k: v[j] for k, v in batch.items()}
@@ -241,6 +270,41 @@ class Selection:
 
     def modules(self, verify: bool = True) -> list[SpecNetwork]:
         """One ``nn.Module`` per row (rebuilt from its NetworkSpec, weights loaded, eval mode)."""
-        specs = {a: self._spec(a) for a in self._arch_positions()}
+        specs = {a: self._spec(a) for a in self.positions_by_arch()}
         arch_col = self._locations().column("arch_id").to_pylist()
         return [build_module(specs[a], sd) for a, sd in zip(arch_col, self.state_dicts(verify))]
+
+
+def param_signature(spec: NetworkSpec) -> tuple:
+    """The parameters of ``spec`` as ``((name, shape, dtype), ...)``: two architectures with
+    the same signature have interchangeable weight batches (they may still compute differently,
+    e.g. with another activation)."""
+    return tuple((p.name, tuple(p.shape), p.dtype) for p in spec.params)
+
+
+def describe_differences(specs: Mapping[str, NetworkSpec]) -> str:
+    """What distinguishes several architectures, for error messages.
+
+    Returns e.g. ``"activation (mlp-4ba65d5169: relu,identity; mlp-2516360e42: tanh,identity)"``:
+    each property whose value differs between the architectures (layer properties listed over
+    the layers, first to last, repeats collapsed), with each architecture's value.
+    """
+    def summary(spec: NetworkSpec) -> dict[str, str]:
+        out = {"family": spec.family,
+               "input shape": "x".join(str(s) for s in spec.input_shape),
+               "widths": "-".join(str(w) for w in spec.layer_widths),
+               "dtype": spec.dtype}
+        for name in ("kind", "kernel_size", "stride", "padding", "activation", "omega", "pool"):
+            values = [getattr(layer, name) for layer in spec.layers]
+            text = [("x".join(map(str, v)) or "-") if isinstance(v, tuple) else str(v) for v in values]
+            out[name] = ",".join(dict.fromkeys(text))
+        return out
+
+    summaries = {a: summary(s) for a, s in specs.items()}
+    keys = next(iter(summaries.values())).keys() if summaries else ()
+    parts = []
+    for key in keys:
+        values = {a: s[key] for a, s in summaries.items()}
+        if len(set(values.values())) > 1:
+            parts.append(f"{key} ({'; '.join(f'{a}: {v}' for a, v in values.items())})")
+    return ", ".join(parts) or "nothing but their recorded facts (meta)"

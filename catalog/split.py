@@ -7,8 +7,9 @@ assigned to one split each.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -56,19 +57,10 @@ def split_by_run(table: pa.Table, fractions: Sequence[float] = (0.8, 0.1, 0.1),
         in the same one.
     """
     fr = check_fractions(fractions)
-    missing = [k for k in key if k not in table.column_names]
-    if missing:
-        raise WeightzooError(
-            f"splitting by run needs the column(s) {missing}; select them (or SELECT *)")
+    _check_key(table, key)
     if table.num_rows == 0:
         return {s: np.zeros(0, dtype=np.int64) for s in SPLITS}
-    cols = [table.column(k) for k in key]
-    for k, c in zip(key, cols):
-        if c.null_count:
-            raise WeightzooError(f"{c.null_count} rows have a NULL {k}; cannot split them by run")
-    run = cols[0].cast(pa.string())
-    for c in cols[1:]:
-        run = pc.binary_join_element_wise(c.cast(pa.string()), run, "\x00")
+    run = _run_keys(table, key)
     enc = run.combine_chunks().dictionary_encode()
     codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
@@ -80,3 +72,49 @@ def split_by_run(table: pa.Table, fractions: Sequence[float] = (0.8, 0.1, 0.1),
     split_of_run = np.searchsorted(cuts, rank, side="right")
     split_of_row = split_of_run[codes]
     return {s: np.flatnonzero(split_of_row == i).astype(np.int64) for i, s in enumerate(SPLITS)}
+
+
+def _check_key(table: pa.Table, key: Sequence[str]) -> None:
+    missing = [k for k in key if k not in table.column_names]
+    if missing:
+        raise WeightzooError(
+            f"splitting by run needs the column(s) {missing}; select them (or SELECT *)")
+
+
+def _run_keys(table: pa.Table, key: Sequence[str]) -> pa.ChunkedArray:
+    """One string per row naming its run (the ``key`` columns joined)."""
+    cols = [table.column(k) for k in key]
+    for k, c in zip(key, cols):
+        if c.null_count:
+            raise WeightzooError(f"{c.null_count} rows have a NULL {k}; cannot split them by run")
+    run = cols[0].cast(pa.string())
+    for c in cols[1:]:
+        run = pc.binary_join_element_wise(c.cast(pa.string()), run, "\x00")
+    return run
+
+
+def run_splits(table: pa.Table, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
+               key: Sequence[str] = ("run_id",)) -> dict[str, str]:
+    """The split of every run: ``{run: "train" | "val" | "test"}``, as :func:`split_by_run`
+    assigns it (a run of several ``key`` columns is named by their values joined with NUL).
+
+    Use it to label rows that were not in ``table`` (e.g. other checkpoints of the same runs)
+    with the split their run was in; see :func:`runs_fingerprint` to check that a split was
+    reproduced exactly.
+    """
+    positions = split_by_run(table, fractions, seed, key)
+    runs = _run_keys(table, key).to_pylist() if table.num_rows else []
+    return {runs[i]: s for s, pos in positions.items() for i in pos.tolist()}
+
+
+def row_runs(table: pa.Table, key: Sequence[str] = ("run_id",)) -> list[str]:
+    """The run of every row, named as :func:`run_splits` names them."""
+    _check_key(table, key)
+    return _run_keys(table, key).to_pylist() if table.num_rows else []
+
+
+def runs_fingerprint(runs: Iterable[str]) -> str:
+    """A short sha256 of a set of run names (order and repeats do not matter): recorded with a
+    trained model per split, it tells whether a split recomputed later is the same."""
+    blob = "\n".join(sorted(set(runs))).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

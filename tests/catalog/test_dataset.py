@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from activation_zoo import write_activation_zoo
 
 import catalog.dataset as dataset_mod
 from catalog import WeightDataset, WeightzooError, open_zoo, verify_zoo
@@ -95,9 +97,53 @@ def test_errors(zoo_dir, multi_arch_dir):
         WeightDataset(sel, ["test_acc"], split="holdout")
     with pytest.raises(WeightzooError, match="list of column"):
         WeightDataset(sel, "test_acc")
-    with pytest.raises(WeightzooError, match="by_arch"):
-        WeightDataset(open_zoo(multi_arch_dir).select(), ["test_acc"])
     with pytest.raises(WeightzooError, match="no rows"):
         WeightDataset(open_zoo(zoo_dir).select(where="false"), ["test_acc"])
     with pytest.raises(WeightzooError, match="train split is empty"):
         WeightDataset(sel, ["test_acc"], split="test", fractions=(0.0, 0.5, 0.5))
+
+
+def test_several_architectures_give_one_part_per_arch(multi_arch_dir):
+    sel = open_zoo(multi_arch_dir).select()
+    parts = {s: WeightDataset(sel, ["test_acc"], split=s, fractions=(0.5, 0.25, 0.25), cache_stats=False)
+             for s in ("train", "val", "test")}
+    train = parts["train"]
+    assert len(train.arch_ids) == 2 and sorted(train.by_arch()) == sorted(sel.arch_ids)
+    # one split over all rows: no run in two splits, every ok row in one
+    runs = {s: set(d.table["run_id"].to_pylist()) for s, d in parts.items()}
+    assert not (runs["train"] & runs["val"] or runs["train"] & runs["test"] or runs["val"] & runs["test"])
+    assert sum(len(d) for d in parts.values()) == sel.column("status").count("ok")
+    for arch, part in train.by_arch().items():
+        assert part.network_spec.arch_id == arch and part.arch_ids == [arch]
+        w, y = part.stacked()
+        assert w["layers.0.bias"].shape == (len(part), part.network_spec.layers[0].out_features)
+        # each part is normalized with the statistics of its own training rows
+        torch.testing.assert_close(w["layers.0.bias"].mean(0), torch.zeros(w["layers.0.bias"].shape[1]),
+                                   atol=1e-5, rtol=0)
+        assert set(part.table["run_id"].to_pylist()) <= runs["train"]
+    assert len(train) == sum(len(p) for p in train.by_arch().values())
+    # items in row order, each with its own architecture's parameters
+    for i in range(len(train)):
+        w, y = train[i]
+        assert y.item() == pytest.approx(train.table["test_acc"][i].as_py())
+        assert w["layers.0.weight"].shape[0] in (8, 6)
+    for what in ("stacked", "network_spec"):
+        with pytest.raises(WeightzooError, match="by_arch") as e:
+            getattr(train, what)() if what == "stacked" else train.network_spec
+        assert "widths" in str(e.value) and all(a in str(e.value) for a in sel.arch_ids)
+
+
+def test_several_architectures_share_split_and_classes(tmp_path):
+    zoo = open_zoo(write_activation_zoo(tmp_path / "acts"))
+    sel = zoo.select(where="checkpoint > 0")
+    ds = WeightDataset(sel, ["activation"], split="test", fractions=(0.5, 0.25, 0.25), cache_stats=False)
+    assert ds.classes == {"activation": ["relu", "tanh"]}
+    for part in ds.by_arch().values():
+        assert part.classes == ds.classes
+        labels = {ds.classes["activation"][i] for i in part.stacked()[1][:, 0].tolist()}
+        assert labels == {part.network_spec.layers[0].activation}
+    # the split is the one a single split_by_run over all rows makes
+    from catalog.split import split_by_run
+    whole = split_by_run(sel.metadata(["run_id"]), (0.5, 0.25, 0.25), 0)
+    assert sorted(ds.table["run_id"].to_pylist()) == sorted(
+        np.asarray(sel.column("run_id"), dtype=object)[whole["test"]].tolist())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from activation_zoo import write_activation_zoo
 from catalog_helpers import flip_weight_byte
 from safetensors.torch import load_file
 
@@ -94,6 +95,7 @@ def test_several_architectures(multi_arch_dir):
         sel.stacked()
     msg = str(e.value)
     assert all(a in msg for a in sel.arch_ids) and "by_arch" in msg
+    assert "widths" in msg  # what distinguishes them: 4-8-3 vs 4-6-3
     with pytest.raises(QueryError, match="by_arch"):
         _ = sel.network_spec
     groups = sel.by_arch()
@@ -143,3 +145,20 @@ def test_corrupt_row_fails_to_load(zoo_copy):
     # rows that are intact still load
     ok = zoo.select(where=f"model_id != '{row['model_id']}'")
     assert len(ok.stacked()["layers.0.bias"]) == 35
+
+
+def test_stacked_across_architectures_with_the_same_parameters(tmp_path):
+    """ReLU and tanh MLPs of one shape stack into one batch, in selection order; what tells
+    them apart is in the error of anything that needs one architecture."""
+    zoo = open_zoo(write_activation_zoo(tmp_path / "acts"))
+    sel = zoo.select(where="checkpoint > 0", order_by="test_acc DESC, model_id")
+    assert len(sel.arch_ids) == 2
+    batch = sel.stacked()
+    assert batch["layers.0.weight"].shape == (len(sel), 8, 4)
+    for i, mid in enumerate(sel.column("model_id")):
+        ref = zoo.state_dict(mid)
+        assert all(torch.equal(batch[k][i], ref[k]) for k in ref)
+    assert sorted(sel.network_specs) == sorted(sel.arch_ids)
+    with pytest.raises(QueryError) as e:
+        _ = sel.network_spec
+    assert "activation" in str(e.value) and "relu" in str(e.value) and "tanh" in str(e.value)
