@@ -1,0 +1,143 @@
+"""One writer per zoo: :class:`ZooLock`, an exclusive ``flock`` on ``<zoo>/.weightzoo.lock``.
+
+Every process that writes a zoo directory (``zoo build`` through :class:`~catalog.ZooWriter`,
+and any future importer, analysis or pull that writes one) holds this lock for as long as it
+writes. The lock file records who holds it (pid, host, command, start time), so a second
+writer fails at once with an error that names the first instead of interleaving its writes.
+
+The kernel releases an ``flock`` when its holder exits, however it exits (kill -9 included), so
+a lock file left behind by a dead process never blocks anyone: the next writer takes the lock
+and overwrites the record. A clean release deletes the file. Readers (``open_zoo``, ``zoo
+verify``, ``zoo build --dry-run``) never take the lock.
+
+POSIX only (``fcntl``). On a network file system ``flock`` is as reliable as the server's
+locking; the error message says how to clear a lock whose holder is really gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from catalog.errors import WeightzooError
+
+#: The lock file, at the top of the zoo directory. Not data: verify, strays and push skip it.
+LOCK_NAME = ".weightzoo.lock"
+#: Longest command line recorded in the lock file.
+MAX_COMMAND_CHARS = 300
+
+
+class ZooLockedError(WeightzooError):
+    """Another process is writing the zoo directory."""
+
+
+class ZooLock:
+    """Hold the exclusive write lock of the zoo directory ``root`` (created if missing).
+
+    Usable as a context manager; :meth:`release` is idempotent, and a lock that is garbage
+    collected or whose process exits is released too.
+
+    Args:
+        root: the zoo directory.
+        command: what the holder is doing, shown to a refused writer (default: this process's
+            command line).
+
+    Raises:
+        ZooLockedError: another process (or another writer in this one) holds the lock.
+    """
+
+    def __init__(self, root: str | os.PathLike, command: str | None = None) -> None:
+        self.root = Path(root)
+        self.path = self.root / LOCK_NAME
+        self._fd: int | None = None
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._fd = _acquire(self.path, self.root)
+        info = {"pid": os.getpid(), "hostname": socket.gethostname(),
+                "command": (command or _command_line())[:MAX_COMMAND_CHARS],
+                "started": datetime.now(UTC).astimezone().isoformat(timespec="seconds")}
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, (json.dumps(info) + "\n").encode(), 0)
+        self.info = info
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Delete the lock file and let go of the lock (in that order: a writer that opened the
+        file just before the delete finds it unlinked and retries, see :func:`_acquire`)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)  # closing the last descriptor releases the flock
+
+    def __enter__(self) -> ZooLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # noqa: S110 (interpreter shutdown: the kernel releases it anyway)
+            pass
+
+
+def _acquire(path: Path, root: Path) -> int:
+    """Open ``path`` and take an exclusive, non-blocking flock on it; returns the descriptor."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            raise ZooLockedError(_locked_message(root, path, _read_record(path))) from None
+        # The holder deletes the file when it releases; if that happened between our open and
+        # our flock, we locked an unlinked file that no one else will ever see: try again.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):  # being written right now, or not ours
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _locked_message(root: Path, path: Path, holder: dict) -> str:
+    pid = holder.get("pid")
+    who = f"process {pid}" if pid is not None else "another process"
+    host = holder.get("hostname")
+    if host and host != socket.gethostname():
+        who += f" on host {host}"
+    details = ", ".join(x for x in (holder.get("command"),
+                                    f"started {holder['started']}" if holder.get("started") else None) if x)
+    if details:
+        who += f" ({details})"
+    return (f"zoo {root} is being written by {who}; wait for it to finish, or stop it (a stopped "
+            f"build resumes when run again). If that process is gone and this still appears, the "
+            f"file system kept its lock (e.g. a network mount): delete {path} and retry")
+
+
+def _command_line() -> str:
+    argv = sys.argv or ["python"]
+    return " ".join([Path(argv[0]).name or "python", *argv[1:]])

@@ -1,0 +1,98 @@
+"""ZooLock: one writer per zoo directory; the error names the other process; a dead holder
+never blocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from catalog.lock import LOCK_NAME, ZooLock, ZooLockedError
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from catalog.lock import ZooLock
+    lock = ZooLock(sys.argv[1], command="zoo build spec.yaml --out somewhere")
+    print("locked", flush=True)
+    sys.stdin.read()  # hold until the test closes stdin (or kills us)
+    lock.release()
+""")
+
+
+def _holder(root: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(root)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_lock_records_the_holder_and_release_removes_it(tmp_path):
+    root = tmp_path / "zoo"
+    lock = ZooLock(root, command="zoo build x")
+    info = json.loads((root / LOCK_NAME).read_text())
+    assert info["pid"] == os.getpid() and info["command"] == "zoo build x"
+    assert info["hostname"] and info["started"]
+    lock.release()
+    assert not (root / LOCK_NAME).exists()
+    lock.release()  # idempotent
+
+
+def test_second_lock_in_the_same_process_is_refused(tmp_path):
+    with ZooLock(tmp_path, command="zoo build first"):
+        with pytest.raises(ZooLockedError) as e:
+            ZooLock(tmp_path, command="zoo build second")
+        msg = str(e.value)
+        assert f"process {os.getpid()}" in msg and "zoo build first" in msg
+        assert "wait for it to finish" in msg and "\n" not in msg
+    ZooLock(tmp_path).release()  # free again
+
+
+def test_lock_held_by_another_process_names_it(tmp_path):
+    proc = _holder(tmp_path)
+    try:
+        with pytest.raises(ZooLockedError, match=rf"process {proc.pid} \(zoo build spec.yaml"):
+            ZooLock(tmp_path)
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+    ZooLock(tmp_path).release()
+
+
+def test_a_killed_holder_never_blocks(tmp_path):
+    proc = _holder(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == proc.pid  # the file stays ...
+    lock = ZooLock(tmp_path, command="zoo build again")  # ... but does not block
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_lock_file_replaced_under_a_waiter_is_not_trusted(tmp_path, monkeypatch):
+    """The holder unlinks the file on release; a lock taken on the unlinked inode is retried."""
+    import catalog.lock as lockmod
+
+    first = ZooLock(tmp_path)
+    real_flock = lockmod.fcntl.flock
+    calls = []
+
+    def flock(fd, op):
+        if not calls and op & lockmod.fcntl.LOCK_EX:
+            calls.append(op)
+            first.release()  # the holder lets go (and unlinks) between our open and flock
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(lockmod.fcntl, "flock", flock)
+    second = ZooLock(tmp_path)
+    monkeypatch.undo()
+    # The lock the second writer holds is on the file at the path, so a third is refused.
+    with pytest.raises(ZooLockedError):
+        ZooLock(tmp_path)
+    second.release()
+
