@@ -4,12 +4,22 @@ Every part is one safetensors shard (one architecture, rows stacked) plus one Pa
 its metadata rows. Both are written under a temp name and renamed; the manifest, which lists
 every file with its sha256, is rewritten last. A file that is not in the manifest is not part of
 the zoo, so a crash at any point leaves the zoo readable and a later writer resumes it.
+
+A writer holds the zoo's :class:`~catalog.lock.ZooLock` from creation to :meth:`ZooWriter.finish`
+or :meth:`ZooWriter.close`, so two writers never interleave. A new zoo's manifest (empty,
+``complete: false``) is written at once, so the directory is recognisably this zoo from the
+first moment. On resume, :meth:`ZooWriter.repair` checks every listed file against the manifest
+and drops the damaged ones (with the files written together with them), so their runs are
+written again.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,43 +45,70 @@ from catalog.format import (
     tmp_path_for,
     write_manifest,
 )
+from catalog.lock import LOCK_NAME, ZooLock
 from catalog.network import NetworkSpec
 
 
+@dataclass(frozen=True)
+class Repair:
+    """A listed file that a resume drops from the zoo, and why (its runs are written again).
+
+    Args:
+        path: the zoo-relative path.
+        reason: e.g. ``"missing"``, ``"sha256 ... does not match the manifest"``, or
+            ``"written with models/part-00003.parquet, which is dropped"``.
+    """
+
+    path: str
+    reason: str
+
+
 class ZooWriter:
-    """Create a zoo directory, or reopen one to add to it.
+    """Create a zoo directory, or reopen one to add to it; one writer per directory at a time.
+
+    The lock is taken before anything is read or removed, and held until :meth:`finish` or
+    :meth:`close` (or the end of a ``with`` block). A directory holding only this format's
+    files without a manifest (a crash before the first manifest write) is reused.
 
     Args:
         root: the zoo directory.
         name: the zoo's name.
         spec: the build spec as a JSON-able dict (stored in the manifest; compared on reopen).
         datasets: facts about the datasets used, stored in the manifest (default none).
+        command: what this writer is doing, shown to a writer refused by the lock (default:
+            this process's command line).
 
     Raises:
-        WeightzooError: ``root`` holds a different zoo (another name or spec), or a non-zoo
-            directory that is not empty.
+        ZooLockedError: another process (or another writer) is writing ``root``.
+        WeightzooError: ``root`` holds a different zoo (another name or spec), or a directory
+            that is not empty and holds files that are not this format's.
     """
 
     def __init__(self, root: str | os.PathLike, name: str, spec: Mapping,
-                 datasets: Mapping[str, dict] | None = None) -> None:
+                 datasets: Mapping[str, dict] | None = None, command: str | None = None) -> None:
         self.root = Path(root)
         spec = dict(spec)
-        if (self.root / MANIFEST_NAME).is_file():
-            manifest = read_manifest(self.root)
-            if manifest.name != name or manifest.spec != spec:
-                what = "name" if manifest.name != name else "spec"
-                raise WeightzooError(
-                    f"{self.root} already holds zoo {manifest.name!r} built from a different {what}; "
-                    f"choose another --out directory, or delete {self.root} to rebuild it")
+        self._lock = ZooLock(self.root, command)
+        try:
+            manifest = existing_manifest(self.root, name, spec)
+            if manifest is None:
+                manifest = Manifest(name=name, spec=spec, datasets=dict(datasets or {}))
+                write_manifest(self.root, manifest)
             self.manifest = manifest
-        else:
-            if self.root.exists() and any(p.name != CARD_NAME for p in self.root.iterdir()
-                                          if not p.name.startswith(TMP_PREFIX)):
-                raise WeightzooError(
-                    f"{self.root} exists, is not empty and holds no zoo; choose an empty or new "
-                    f"--out directory")
-            self.manifest = Manifest(name=name, spec=spec, datasets=dict(datasets or {}))
-        self.remove_strays()
+            self.remove_strays()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def close(self) -> None:
+        """Release the lock (idempotent). What was written stays; an unfinished zoo resumes."""
+        self._lock.release()
+
+    def __enter__(self) -> ZooWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------------------ state
     def remove_strays(self) -> list[Path]:
@@ -93,11 +130,46 @@ class ZooWriter:
 
     def done_run_ids(self) -> set[str]:
         """run_ids whose rows are already in the zoo."""
-        done: set[str] = set()
+        return read_run_ids(self.root, self.manifest.part_files())
+
+    def repair(self) -> list[Repair]:
+        """Drop every listed file that is missing or does not match its size and sha256, with
+        the files written together with it (a part and its shard), from the manifest and the
+        disk; fix the counts and mark the zoo unfinished. The dropped rows' runs are then no
+        longer done, so a resumed build trains them again.
+
+        Returns:
+            what was dropped, in manifest order (empty when every file is intact).
+        """
+        self._check_open()
+        repairs = find_damaged(self.root, self.manifest)
+        if not repairs:
+            return []
+        dropped = {r.path for r in repairs}
+        self.manifest.files = [f for f in self.manifest.files if f.path not in dropped]
+        self.manifest.complete = False
+        self._recount()
+        write_manifest(self.root, self.manifest)
+        self.remove_strays()
+        return repairs
+
+    def _recount(self) -> None:
+        """Rows, runs and statuses from the parts the manifest lists."""
+        counts = {k: v for k, v in self.manifest.counts.items()
+                  if k not in ("rows", "runs") and not k.startswith("status_")}
+        rows, runs, statuses = 0, set(), Counter()
         for f in self.manifest.part_files():
-            table = pq.read_table(self.root / f.path, columns=["run_id"])
-            done.update(table.column("run_id").to_pylist())
-        return done
+            table = pq.read_table(self.root / f.path, columns=["run_id", "status"])
+            rows += table.num_rows
+            runs.update(table.column("run_id").to_pylist())
+            statuses.update(table.column("status").to_pylist())
+        counts.update(rows=rows, runs=len(runs), architectures=len(self.manifest.architectures))
+        counts.update({f"status_{k}": v for k, v in statuses.items()})
+        self.manifest.counts = counts
+
+    def _check_open(self) -> None:
+        if not self._lock.held:
+            raise RuntimeError(f"this ZooWriter of {self.root} is closed (finish() or close() was called)")
 
     def add_architecture(self, spec: NetworkSpec) -> str:
         arch_id = spec.arch_id
@@ -117,6 +189,7 @@ class ZooWriter:
                 ``weights_row`` and ``sha256``.
             schema: optional Arrow schema for the non-core columns (types inferred otherwise).
         """
+        self._check_open()
         net = self.manifest.network_spec(arch_id)
         names = net.param_names
         missing = [n for n in names if n not in weights]
@@ -132,10 +205,10 @@ class ZooWriter:
             if r.get("status") not in STATUSES:
                 raise ZooFormatError(f"row {r.get('model_id')}: status must be one of {STATUSES}")
 
-        shard_index = sum(1 for f in self.manifest.shard_files() if f.arch_id == arch_id)
-        part_index = len(self.manifest.part_files())
-        shard_rel = SHARD_TEMPLATE.format(arch_id=arch_id, index=shard_index)
-        part_rel = PART_TEMPLATE.format(index=part_index)
+        # The first free names: after a repair dropped a file, its name is free again.
+        listed = {f.path for f in self.manifest.files}
+        shard_rel = _first_free(SHARD_TEMPLATE, listed, arch_id=arch_id)
+        part_rel = _first_free(PART_TEMPLATE, listed)
 
         tensors = {k: weights[k].detach().to(net.torch_dtype).contiguous().cpu() for k in names}
         checksums = rows_sha256(tensors, names)
@@ -175,14 +248,120 @@ class ZooWriter:
         write_manifest(self.root, self.manifest)
 
     def finish(self, card: str | None = None) -> Manifest:
-        """Mark the zoo complete and (re)write its dataset card."""
+        """Mark the zoo complete, (re)write its dataset card and release the lock."""
         from catalog.card import render_card  # local: the card reads the finished zoo
 
-        self.manifest.complete = True
-        write_manifest(self.root, self.manifest)
-        text = card if card is not None else render_card(self.root)
-        atomic_write_bytes(self.root / CARD_NAME, text.encode())
+        self._check_open()
+        try:
+            self.manifest.complete = True
+            write_manifest(self.root, self.manifest)
+            text = card if card is not None else render_card(self.root)
+            atomic_write_bytes(self.root / CARD_NAME, text.encode())
+        finally:
+            self.close()
         return self.manifest
+
+
+# ================================================================================ resuming
+def existing_manifest(root: Path, name: str, spec: Mapping) -> Manifest | None:
+    """The manifest a writer of zoo ``name`` built from ``spec`` resumes at ``root``, or ``None``
+    to start afresh. Read-only.
+
+    Raises:
+        WeightzooError: ``root`` holds another zoo with data, or files not of this format.
+    """
+    if (root / MANIFEST_NAME).is_file():
+        manifest = read_manifest(root)
+        if manifest.name == name and manifest.spec == dict(spec):
+            return manifest
+        if manifest.files or manifest.complete:
+            what = "name" if manifest.name != name else "spec"
+            raise WeightzooError(
+                f"{root} already holds zoo {manifest.name!r} built from a different {what}; "
+                f"choose another --out directory, or delete {root} to rebuild it")
+        return None  # a zoo that never got any data: nothing to lose by starting over
+    foreign = _foreign_files(root)
+    if foreign:
+        raise WeightzooError(
+            f"{root} exists, is not empty and holds no zoo (e.g. {foreign}); choose an empty or "
+            f"new --out directory")
+    return None
+
+
+def find_damaged(root: Path, manifest: Manifest) -> list[Repair]:
+    """The listed files a resume must drop: missing, or not the size and sha256 the manifest
+    records, plus the files written together with them (:meth:`ZooWriter.write_part` writes a
+    shard and then the part whose rows point into it, and lists them in that order). Read-only.
+    """
+    bad: dict[str, str] = {}
+    for f in manifest.files:
+        p = root / f.path
+        if not p.is_file():
+            bad[f.path] = "missing"
+        elif (size := p.stat().st_size) != f.bytes:
+            bad[f.path] = f"size {size} bytes, the manifest says {f.bytes}"
+        elif (digest := sha256_file(p)) != f.sha256:
+            bad[f.path] = f"sha256 {digest[:12]}... does not match the manifest's {f.sha256[:12]}..."
+    if not bad:
+        return []
+    files = manifest.files
+    for i, f in enumerate(files):  # a damaged part's shard (its own rows cannot be trusted)
+        prev = files[i - 1] if i else None
+        if (f.kind == "part" and f.path in bad and prev is not None and prev.kind == "shard"
+                and prev.arch_id == f.arch_id and prev.rows == f.rows and prev.path not in bad):
+            bad[prev.path] = f"written with {f.path}, which is dropped"
+    dropped_shards = {f.path for f in manifest.shard_files() if f.path in bad}
+    if dropped_shards:  # intact parts whose rows point into a dropped shard
+        for f in manifest.part_files():
+            if f.path in bad:
+                continue
+            shards = set(pq.read_table(root / f.path, columns=["weights_shard"]).column(0).to_pylist())
+            hit = sorted(shards & dropped_shards)
+            if hit:
+                bad[f.path] = f"written with {hit[0]}, which is dropped"
+    return [Repair(f.path, bad[f.path]) for f in files if f.path in bad]
+
+
+def read_run_ids(root: Path, parts: Sequence[FileEntry]) -> set[str]:
+    """The run_ids of the rows in ``parts``."""
+    done: set[str] = set()
+    for f in parts:
+        table = pq.read_table(root / f.path, columns=["run_id"])
+        done.update(table.column("run_id").to_pylist())
+    return done
+
+
+def _template_regex(template: str) -> re.Pattern:
+    pattern = re.escape(template)
+    pattern = pattern.replace(re.escape("{index:05d}"), r"\d+").replace(re.escape("{arch_id}"), r"[^/]+")
+    return re.compile(pattern)
+
+
+_DATA_FILES = (_template_regex(PART_TEMPLATE), _template_regex(SHARD_TEMPLATE))
+
+
+def _foreign_files(root: Path) -> str | None:
+    """The first file under ``root`` that this format would not have written, if any."""
+    if not root.exists():
+        return None
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_dir():
+            if len(rel.parts) == 1 and rel.parts[0] not in ("models", "weights"):
+                return rel.as_posix() + "/"
+            continue
+        ours = (p.name.startswith(TMP_PREFIX) or rel.as_posix() in (CARD_NAME, LOCK_NAME)
+                or any(r.fullmatch(rel.as_posix()) for r in _DATA_FILES))
+        if not ours:
+            return rel.as_posix()
+    return None
+
+
+def _first_free(template: str, listed: set[str], **fields) -> str:
+    index = 0
+    while (path := template.format(index=index, **fields)) in listed:
+        index += 1
+    return path
 
 
 def _fsync(path: Path) -> None:
