@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
-from catalog.writer import ZooWriter
+from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_run_ids
 from zoo_builders.datasets import Dataset, load_dataset
 from zoo_builders.spec import BuildSpec, RunConfig
 from zoo_builders.train import PopulationResult, train_classifiers, train_inrs
@@ -27,6 +29,10 @@ from zoo_builders.train import PopulationResult, train_classifiers, train_inrs
 DEFAULT_MAX_POPULATION = 256
 #: Share of available memory one population may plan to use.
 MEMORY_SHARE = 0.25
+#: Torch threads a build trains with unless --threads says otherwise. Populations are already
+#: vectorized, and builds scale out as one process per core; more threads than free cores
+#: made the digits-mlp preset 7.7x slower on a busy 2-core machine (3 min 51 s against 30 s).
+DEFAULT_THREADS = 1
 
 
 @dataclass
@@ -47,23 +53,82 @@ class Population:
 
 @dataclass
 class BuildPlan:
+    """What a build trains: the spec's runs, minus those already in the zoo, as populations.
+
+    Args:
+        spec: the build spec.
+        runs: every run of the spec.
+        populations: the runs still to train, grouped.
+        skipped_runs: runs already in the zoo.
+        dataset_info: facts about the dataset.
+        repaired: damaged files dropped from the zoo (for a dry run: that would be dropped);
+            their runs are among those to train.
+    """
+
     spec: BuildSpec
     runs: list[RunConfig]
     populations: list[Population]
     skipped_runs: int = 0
     dataset_info: dict = field(default_factory=dict)
+    repaired: list[Repair] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
         return sum(len(p.runs) * len(p.runs[0].training.checkpoints) for p in self.populations)
 
     def describe(self) -> str:
+        """The plan for a person: counts, then each population with the values it covers of
+        every hyperparameter that varies across the spec's runs."""
         lines = [f"zoo {self.spec.name!r}: {len(self.runs)} runs"
                  + (f" ({self.skipped_runs} already built)" if self.skipped_runs else ""),
                  f"populations to train: {len(self.populations)}; rows to write: {self.rows}"]
+        lines += [f"damaged, to drop and rebuild: {r.path} ({r.reason})" for r in self.repaired]
+        varying = varying_axes(self.runs)
         for i, p in enumerate(self.populations):
             lines.append(f"  [{i}] {len(p.runs):5d} runs  {p.net.n_params:7d} params  {p.key}")
+            if varying:
+                values = [_axis_values(r, varying) for r in p.runs]
+                axes = " ".join(f"{k}={_format_values([v[k] for v in values])}" for k in varying)
+                lines.append(f"      {axes}")
         return "\n".join(lines)
+
+
+def _axis_values(run: RunConfig, keys: list[str]) -> dict:
+    hp = {**run.hparams(), "image": run.image_index}
+    return {k: hp.get(k) for k in keys}
+
+
+def varying_axes(runs: list[RunConfig]) -> list[str]:
+    """The hyperparameter columns (and ``image`` for INR runs) whose value is not the same for
+    every run, in column order; ``depth``/``width`` are left out when ``hidden`` varies."""
+    if not runs:
+        return []
+    values = [_axis_values(r, [*runs[0].hparams(), "image"]) for r in runs]
+    keys = [k for k in values[0] if len({repr(v[k]) for v in values}) > 1]
+    if "hidden" in keys:
+        keys = [k for k in keys if k not in ("depth", "width")]
+    return keys
+
+
+def _format_values(values: list) -> str:
+    """``[0, 1, 2, 3]`` -> ``0..3``; ``[0.01, 0.001, 0.01]`` -> ``0.001,0.01``."""
+    unique = sorted({repr(v): v for v in values}.values(),
+                    key=lambda v: (type(v).__name__, tuple(v) if isinstance(v, list) else v))
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in unique)
+    if ints and len(unique) > 2 and unique[-1] - unique[0] == len(unique) - 1:
+        return f"{unique[0]}..{unique[-1]}"
+    return ",".join(str(v).replace(" ", "") for v in unique)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def available_memory() -> int:
@@ -180,8 +245,13 @@ def _inr_images(data: Dataset, runs: list[RunConfig]) -> tuple[torch.Tensor, lis
 
 
 def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike,
-              max_population: int | None = None, quiet: bool = False, dry_run: bool = False) -> BuildPlan:
+              max_population: int | None = None, quiet: bool = False, dry_run: bool = False,
+              threads: int | None = None) -> BuildPlan:
     """Build (or resume building) the zoo described by ``spec`` into ``out``.
+
+    A resume first checks every file the zoo lists (size and sha256) and drops the damaged ones
+    (see :meth:`ZooWriter.repair`), so their runs are trained again; the plan's ``repaired``
+    names them.
 
     Args:
         spec: a :class:`BuildSpec`, its dict form, a YAML path or a preset name.
@@ -189,7 +259,10 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
         max_population: most runs trained in one computation (default: as many as fit, up to
             :data:`DEFAULT_MAX_POPULATION`).
         quiet: no progress bars.
-        dry_run: plan only; nothing is trained or written.
+        dry_run: plan only: an existing zoo at ``out`` is read (not locked, not changed) to
+            count the runs already built; nothing is trained or written.
+        threads: torch threads to train with, restored afterwards (default
+            :data:`DEFAULT_THREADS`). Not part of any run's identity.
 
     Returns:
         the plan that was (or would be) carried out.
@@ -198,6 +271,9 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
         spec = BuildSpec.load(spec)
     if max_population is not None and max_population < 1:
         raise WeightzooError(f"--max-population must be >= 1, got {max_population}")
+    threads = DEFAULT_THREADS if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise WeightzooError(f"--threads must be an integer >= 1, got {threads!r}")
     data = load_dataset(spec.dataset)
     if spec.task.name == "inr":
         data_shape = tuple(data.x_train.shape[1:])
@@ -206,15 +282,39 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
     else:
         data_shape = data.input_shape
     out = Path(out)
-    writer = None
-    done: set[str] = set()
-    if not dry_run:
-        writer = ZooWriter(out, spec.name, spec.to_dict(), datasets={data.name: data.describe()})
-        done = writer.done_run_ids()
-    plan = plan_build(spec, data_shape, data.n_classes, int(data.x_train.shape[0]), done, max_population)
-    plan.dataset_info = data.describe()
-    if dry_run or writer is None:
+
+    def plan_for(done: set[str], repaired: list[Repair]) -> BuildPlan:
+        plan = plan_build(spec, data_shape, data.n_classes, int(data.x_train.shape[0]), done, max_population)
+        plan.dataset_info = data.describe()
+        plan.repaired = repaired
         return plan
+
+    if dry_run:
+        done, repaired = _resume_state(out, spec)
+        return plan_for(done, repaired)
+    with torch_threads(threads), ZooWriter(out, spec.name, spec.to_dict(),
+                                           datasets={data.name: data.describe()}) as writer:
+        repaired = writer.repair()
+        plan = plan_for(writer.done_run_ids(), repaired)
+        _train(plan, data, writer, quiet)
+        writer.finish()
+    return plan
+
+
+def _resume_state(out: Path, spec: BuildSpec) -> tuple[set[str], list[Repair]]:
+    """What a build at ``out`` would keep, read without the lock and without changing anything:
+    the runs already built, and the damaged files it would drop."""
+    manifest = existing_manifest(out, spec.name, spec.to_dict())  # refuses what a build refuses
+    if manifest is None:
+        return set(), []
+    repaired = find_damaged(out, manifest)
+    dropped = {r.path for r in repaired}
+    return read_run_ids(out, [f for f in manifest.part_files() if f.path not in dropped]), repaired
+
+
+def _train(plan: BuildPlan, data: Dataset, writer: ZooWriter, quiet: bool) -> None:
+    """Train the plan's populations one by one, each written to the zoo before the next."""
+    spec = plan.spec
     total_steps = sum(p.steps for p in plan.populations)
     with tqdm(total=total_steps, disable=quiet, unit="step", desc=f"build {spec.name}") as bar:
         for i, pop in enumerate(plan.populations):
@@ -235,5 +335,3 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
                 weights[name] = stacked[torch.tensor(order)]
             rows = [rows[j] for j in order]
             writer.write_part(arch_id, weights, rows, _schema(rows))
-    writer.finish()
-    return plan

@@ -10,6 +10,7 @@ import click
 from catalog import open_zoo
 from catalog.errors import WeightzooError
 from zoo_builders import build_zoo, list_presets
+from zoo_builders.build import DEFAULT_THREADS
 from zoo_builders.spec import PRESET_DIR
 
 
@@ -19,27 +20,32 @@ from zoo_builders.spec import PRESET_DIR
               help="Zoo directory to write (default: zoos/<spec name>).")
 @click.option("--max-population", type=int, default=None,
               help="Most runs trained as one vectorized computation (default: what fits in memory).")
-@click.option("--dry-run", is_flag=True, help="Print the runs, populations and rows; train nothing.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help=f"Torch threads to train with (default {DEFAULT_THREADS}: populations are already "
+                   f"vectorized; run one build per core to use more cores).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the populations to train (reading an existing zoo at --out to skip its "
+                   "finished runs); train and write nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def build(spec: str, out: str | None, max_population: int | None, dry_run: bool, quiet: bool) -> None:
+def build(spec: str, out: str | None, max_population: int | None, threads: int | None,
+          dry_run: bool, quiet: bool) -> None:
     """Build the zoo described by SPEC (a YAML file or a preset name, see `zoo presets`).
 
-    Running the same command again resumes an interrupted build; on a finished zoo it does nothing.
+    Running the same command again resumes an interrupted build, after checking the files
+    already built and rebuilding any that are missing or corrupt; on a finished, intact zoo it
+    does nothing. One build at a time may write a zoo directory.
     """
     from zoo_builders.spec import BuildSpec
 
     parsed = BuildSpec.load(spec)
     out_dir = Path(out) if out else Path("zoos") / parsed.name
-    plan = build_zoo(parsed, out_dir, max_population=max_population, quiet=quiet, dry_run=dry_run)
+    plan = build_zoo(parsed, out_dir, max_population=max_population, quiet=quiet, dry_run=dry_run,
+                     threads=threads)
     if dry_run:
         click.echo(plan.describe())
-        for r in plan.runs[:10]:
-            hp = r.hparams()
-            shown = {k: hp[k] for k in ("lr", "weight_decay", "seed", "optimizer", "activation") if k in hp}
-            click.echo(f"  run {r.run_id} {shown}" + (f" image={r.image_index}" if r.image_index is not None else ""))
-        if len(plan.runs) > 10:
-            click.echo(f"  ... and {len(plan.runs) - 10} more runs")
         return
+    for r in plan.repaired:
+        click.echo(f"repaired: dropped {r.path} ({r.reason}); its runs were trained again")
     zoo = open_zoo(out_dir)
     built = sum(len(p.runs) for p in plan.populations)
     click.echo(f"zoo {zoo.name!r} at {out_dir}: {zoo.manifest.counts.get('rows', 0)} rows, "

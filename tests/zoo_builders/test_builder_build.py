@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,3 +249,167 @@ def test_progress_bar_switch(issue_spec_path, tmp_path, capfd):
     finally:
         if env_before is not None:
             os.environ["TQDM_DISABLE"] = env_before
+
+
+# ================================================================================ hardening
+@pytest.fixture(scope="module")
+def split_zoo(tmp_path_factory, issue_spec_path):
+    """The issue spec built as 4 populations (4 parts, 4 shards)."""
+    out = tmp_path_factory.mktemp("zoos") / "split"
+    build_zoo(issue_spec_path, out, max_population=5, quiet=True)
+    return out
+
+
+def _shas(root: Path) -> dict[str, str]:
+    return {r["model_id"]: r["sha256"] for r in open_zoo(root).table.to_pylist()}
+
+
+def _one_line_error(output: str) -> str:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in output, output
+    return lines[0]
+
+
+def test_build_is_refused_while_another_writer_holds_the_zoo(tmp_path, issue_spec_path):
+    from catalog import ZooWriter
+    from zoo_builders.spec import BuildSpec
+
+    spec = BuildSpec.load(issue_spec_path)
+    out = tmp_path / "z"
+    holder = ZooWriter(out, spec.name, spec.to_dict())  # another writer, mid-build
+    try:
+        r = CliRunner().invoke(cli, ["build", str(issue_spec_path), "--out", str(out), "--quiet"])
+        assert r.exit_code == 1
+        line = _one_line_error(r.output)
+        assert f"is being written by process {os.getpid()} " in line and "wait for it to finish" in line
+        assert not list(out.glob("models/*")) and not list(out.glob("weights/*"))  # nothing trained
+    finally:
+        holder.close()
+
+
+def test_two_build_processes_on_one_out(tmp_path):
+    """The second process fails at once, naming the first; the first's zoo stays intact."""
+    spec = _write(tmp_path, {**RESUME_SPEC, "training": {**RESUME_SPEC["training"], "epochs": 30}})
+    out = tmp_path / "zoo"
+    cmd = [sys.executable, "-m", "zoo_cli.main", "build", str(spec), "--out", str(out), "--quiet",
+           "--max-population", "1"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "zoo.json").is_file() and first.poll() is None:
+            time.sleep(0.02)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, "the first build finished before the second started; make it longer"
+        assert second.returncode == 1
+        line = _one_line_error(second.stderr)
+        assert f"process {first.pid} (" in line and "build" in line
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    report = open_zoo(out).verify()
+    assert report.ok, [str(p) for p in report.problems]
+
+
+def test_resume_when_interrupted_before_the_first_manifest(tmp_path):
+    """Simulated: the first shard and part are on disk, no zoo.json yet (a kill -9 or Ctrl-C
+    between the renames and the first manifest write)."""
+    spec = _write(tmp_path, {**RESUME_SPEC, "grid": {"lr": [0.01], "seed": [0, 1]}})
+    ref = tmp_path / "ref"
+    build_zoo(spec, ref, quiet=True)
+    out = tmp_path / "z"
+    shutil.copytree(ref, out)
+    (out / "zoo.json").unlink()
+    (out / "README.md").unlink()
+    (out / ".tmp-manifest").write_bytes(b"{\"half")
+    r = CliRunner().invoke(cli, ["build", str(spec), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert open_zoo(out).manifest.complete and _shas(out) == _shas(ref)
+    assert open_zoo(out).verify().ok
+
+
+def test_resume_after_kill_as_the_first_shard_lands(tmp_path):
+    spec = _write(tmp_path, RESUME_SPEC)
+    out = tmp_path / "zoo"
+    cmd = [sys.executable, "-m", "zoo_cli.main", "build", str(spec), "--out", str(out), "--quiet",
+           "--max-population", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("weights/*/shard-00000.safetensors")):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    zoo = open_zoo(out)
+    assert zoo.manifest.complete and zoo.table.num_rows == 24 and zoo.verify().ok
+
+
+def test_build_repairs_missing_shard_and_corrupt_part(tmp_path, split_zoo, issue_spec_path):
+    out = tmp_path / "z"
+    shutil.copytree(split_zoo, out)
+    m = json.loads((out / "zoo.json").read_text())
+    shards = [f["path"] for f in m["files"] if f["kind"] == "shard"]
+    parts = [f["path"] for f in m["files"] if f["kind"] == "part"]
+    (out / shards[1]).unlink()
+    data = bytearray((out / parts[3]).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (out / parts[3]).write_bytes(bytes(data))
+    kept = {p: sha256_file(out / p) for p in (parts[0], parts[2], shards[0], shards[2])}
+    r = CliRunner().invoke(cli, ["build", str(issue_spec_path), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert f"repaired: dropped {shards[1]} (missing)" in r.output, r.output
+    assert parts[3] in r.output and "8 trained now, 8 already there" in r.output
+    report = open_zoo(out).verify()
+    assert report.ok and not report.warnings, [str(p) for p in report.problems + report.warnings]
+    assert _shas(out) == _shas(split_zoo)  # the same weights, bit for bit
+    assert all(sha256_file(out / p) == sha for p, sha in kept.items())  # intact files untouched
+    zoo = open_zoo(out)
+    assert zoo.manifest.counts["rows"] == 48 and zoo.manifest.counts["runs"] == 16
+
+
+def test_dry_run_counts_finished_runs_and_lists_varying_axes(tmp_path, split_zoo, issue_spec_path):
+    out = tmp_path / "z"
+    shutil.copytree(split_zoo, out)
+    # Half built: the last two populations never reached the manifest (their files are strays).
+    m = json.loads((out / "zoo.json").read_text())
+    m["files"], m["complete"] = m["files"][:4], False
+    (out / "zoo.json").write_text(json.dumps(m))
+    before = _files(out)
+    r = CliRunner().invoke(cli, ["build", str(issue_spec_path), "--out", str(out), "--dry-run",
+                                 "--max-population", "5"])
+    assert r.exit_code == 0, r.output
+    assert "16 runs (8 already built)" in r.output
+    assert "populations to train: 2; rows to write: 24" in r.output
+    assert "weight_decay=" in r.output and "seed=0..3" in r.output, r.output
+    assert _files(out) == before  # read-only: no lock file, strays kept
+
+
+def test_dry_run_shows_the_axes_that_vary(issue_spec_path, tmp_path):
+    r = CliRunner().invoke(cli, ["build", str(issue_spec_path), "--out", str(tmp_path / "z"), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "lr=0.001,0.01 weight_decay=0.0,0.001 seed=0..3" in r.output, r.output
+    assert "activation=" not in r.output  # the same for every run
+
+
+def test_threads_are_set_for_the_build_and_restored(tmp_path, monkeypatch):
+    import torch
+
+    import zoo_builders.build as build_mod
+
+    seen = []
+    real = build_mod.train_classifiers
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build_mod, "train_classifiers", spy)
+    spec = {**RESUME_SPEC, "grid": {"seed": [0]}}
+    before = torch.get_num_threads()
+    build_zoo(spec, tmp_path / "a", quiet=True)
+    build_zoo({**spec, "name": "b"}, tmp_path / "b", quiet=True, threads=2)
+    assert seen == [build_mod.DEFAULT_THREADS, 2]
+    assert torch.get_num_threads() == before
+    r = CliRunner().invoke(cli, ["build", _write(tmp_path, spec).as_posix(), "--out",
+                                 str(tmp_path / "c"), "--threads", "0"])
+    assert r.exit_code != 0 and "--threads" in r.output
