@@ -242,8 +242,10 @@ class WeightDataset(Dataset):
     def _load_or_compute_stats(self, train: Selection, cache: bool) -> dict[str, dict[str, Tensor]]:
         if len(train) == 0:
             raise WeightzooError(
-                f"the train split is empty (fractions {self.fractions}, "
-                f"{len(self.splits['train'])} rows); select more runs or raise the train fraction")
+                f"the train split of architecture {self.network_spec.arch_id} is empty (fractions "
+                f"{self.fractions}, seed {self.seed}, {len(self.splits['train'])} rows), so there "
+                f"are no training statistics to normalize with; select more runs (of it), raise "
+                f"the train fraction, or leave this architecture out")
         key = self._stats_key(train)
         root = self._stats_zoo_root(train) if cache else None
         path = root / STATS_TEMPLATE.format(key=key) if root is not None else None

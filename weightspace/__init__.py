@@ -25,6 +25,7 @@ from weightspace.models import (
     register_metanetwork,
 )
 from weightspace.normalization import ParamNormalizer
+from weightspace.pipeline import PredictResult, TrainResult, predict_on_zoo, train_on_zoo
 from weightspace.probes import ProbeFeatures
 from weightspace.representations import (
     GraphStructure,
@@ -49,7 +50,7 @@ from weightspace.symmetry import (
     random_signs,
     scale_neurons,
 )
-from weightspace.train import TrainConfig, evaluate, fit
+from weightspace.train import EarlyStopping, TrainConfig, evaluate, fit
 from weightspace.trained import TrainedMetanetwork
 
 __all__ = [
@@ -62,5 +63,6 @@ __all__ = [
     "random_signs", "register_metanetwork", "scale_neurons", "unbatch_params",
     "ParamNormalizer", "ProbeFeatures", "TrainConfig", "TrainedMetanetwork", "classification_metrics", "evaluate",
     "fit", "regression_metrics", "TrainedEditor", "dilate", "editing_demo", "evaluate_editor",
-    "fit_editor", "render_inr",
+    "fit_editor", "render_inr", "EarlyStopping", "PredictResult", "TrainResult", "predict_on_zoo",
+    "train_on_zoo",
 ]

@@ -14,8 +14,6 @@ hence the target, unchanged.
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +30,7 @@ from weightspace.models.base import Metanetwork
 from weightspace.models.registry import build_metanetwork
 from weightspace.normalization import ParamNormalizer
 from weightspace.symmetry import RandomNeuronSymmetry
+from weightspace.train import EarlyStopping
 
 Params = Mapping[str, Tensor]
 
@@ -135,7 +134,8 @@ def fit_editor(
         epochs: maximum epochs (default ``30``). lr: Adam learning rate (default ``1e-3``).
         batch_size: INRs per step (default ``32``).
         augment: random hidden-neuron permutations and sign flips (default ``True``).
-        patience: early-stopping patience on the validation MSE (default ``5``).
+        patience: early-stopping patience on the validation MSE (default ``5``; ``0``: no
+            early stopping; :class:`~weightspace.train.EarlyStopping`).
         seed: seeds init, shuffling and augmentation (default ``0``).
         progress: show a progress bar (default ``True``).
         hparams: metanetwork hyperparameters (default: the model's defaults).
@@ -157,7 +157,7 @@ def fit_editor(
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
-    best, best_state, stale = math.inf, None, 0
+    stopper = EarlyStopping(patience if val is not None else 0, min_delta=1e-7)
     bar = tqdm(range(1, epochs + 1), desc=f"edit {model_name}", disable=not progress, unit="epoch")
     for epoch in bar:
         net.train()
@@ -177,15 +177,9 @@ def fit_editor(
             record["val_mse"] = _mse(editor, spec, val, y_val, batch_size)
         history.append(record)
         bar.set_postfix({k: f"{v:.5f}" for k, v in record.items() if k != "epoch"})
-        monitored = record.get("val_mse", record["train_mse"])
-        if monitored < best - 1e-7:
-            best, stale, best_state = monitored, 0, copy.deepcopy(net.state_dict())
-        else:
-            stale += 1
-            if val is not None and stale >= patience:
-                break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+        if stopper.step(epoch, record.get("val_mse", record["train_mse"]), net):
+            break
+    stopper.restore(net)
     net.eval()
     return editor, history
 

@@ -16,23 +16,23 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from catalog.errors import WeightzooError
+from catalog.format import atomic_write_bytes
 from catalog.network import NetworkSpec
+from catalog.selection import Selection
 from weightspace.models.base import Metanetwork
-from weightspace.models.gmn import GMN
 from weightspace.models.registry import build_metanetwork
 from weightspace.normalization import ParamNormalizer
-from weightspace.representations.graph import _spec_key
 
 RUN_FORMAT = "weightzoo-metanet-run-v1"
 WEIGHTS_FILE = "metanetwork.safetensors"
@@ -43,17 +43,8 @@ TASKS = ("regression", "classification")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON via a temp file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (temp file + rename), so a crash never leaves a half-written file."""
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 @dataclass
@@ -101,30 +92,62 @@ class TrainedMetanetwork:
         Args:
             params: ``{name: Tensor[B, *shape]}``.
             spec: the architecture of ``params`` (default: the one the model was trained on).
-                Only ``gmn`` reads architectures other than its training one.
+                Other architectures are read by models that read several
+                (``Metanetwork.multi_arch``: ``gmn`` any, ``statnn``/``mlp`` the same
+                parameter shapes); the others raise a user error.
 
         Shapes:
             returns ``[B, out_dim]``.
         """
-        x = self.normalizer.normalize(params)
-        if spec is None or _spec_key(spec) == _spec_key(self.net.spec):
-            return self.net(x)
-        if isinstance(self.net, GMN):
-            return self.net(self.net.to_graph(x, spec))
-        raise WeightzooError(
-            f"metanetwork {self.net.name!r} was trained on architecture {self.net.spec.arch_id} and "
-            f"reads only networks of that exact shape (got {spec.arch_id}); train a 'gmn' to read "
-            f"other widths and depths")
+        return self.net.forward_arch(self.normalizer.normalize(params), spec)
 
     @torch.no_grad()
-    def predict(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None,
-                batch_size: int = 256) -> Tensor:
-        """Predictions in the targets' own units (see the class docstring for shapes)."""
+    def predict(self, params: Mapping[str, Tensor] | Selection, spec: NetworkSpec | None = None,
+                batch_size: int = 256, progress: bool = False, verify: bool = True) -> Tensor:
+        """Predictions in the targets' own units (see the class docstring for shapes).
+
+        Args:
+            params: raw weights ``{name: Tensor[N, *shape]}`` of architecture ``spec``, or a
+                :class:`~catalog.selection.Selection` (of any architectures the model reads):
+                its weights are loaded per architecture, ``batch_size`` rows at a time, and
+                the predictions come back in row order.
+            spec: the architecture of a parameter dict (default: the model's).
+            batch_size: networks per forward pass (default ``256``).
+            progress: a progress bar over the rows (default ``False``).
+            verify: check a selection's rows against their sha256 (default ``True``).
+        """
         self.net.eval()
+        if isinstance(params, Selection):
+            return self._predict_selection(params, batch_size, progress, verify)
         n = next(iter(params.values())).shape[0]
         outs = [self.raw_output({k: v[i:i + batch_size] for k, v in params.items()}, spec)
                 for i in range(0, n, batch_size)]
-        out = torch.cat(outs) if outs else torch.zeros(0, self.net.out_dim)
+        return self._to_units(torch.cat(outs) if outs else torch.zeros(0, self.net.out_dim))
+
+    def _predict_selection(self, selection: Selection, batch_size: int, progress: bool,
+                           verify: bool) -> Tensor:
+        from tqdm.auto import tqdm
+
+        outs: list[tuple[np.ndarray, Tensor]] = []
+        chunk = max(batch_size, 4096)  # rows read from the shards at once
+        with tqdm(total=len(selection), desc="predict", unit="net", disable=not progress) as bar:
+            for positions in selection.positions_by_arch().values():
+                rows = selection.take(positions)
+                spec = rows.network_spec
+                for start in range(0, len(rows), chunk):
+                    part = rows.take(np.arange(start, min(start + chunk, len(rows))))
+                    params = part.stacked(verify=verify)
+                    for i in range(0, len(part), batch_size):
+                        batch = {k: v[i:i + batch_size] for k, v in params.items()}
+                        out = self.raw_output(batch, spec)
+                        outs.append((positions[start + i:start + i + len(out)], out))
+                        bar.update(len(out))
+        result = torch.zeros(len(selection), self.net.out_dim)
+        for pos, out in outs:
+            result[torch.from_numpy(pos)] = out.to(result.dtype)
+        return self._to_units(result)
+
+    def _to_units(self, out: Tensor) -> Tensor:
         if self.task == "classification":
             return out.argmax(dim=1)
         mean = torch.tensor(self.target_mean, dtype=out.dtype)
@@ -152,14 +175,8 @@ class TrainedMetanetwork:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=run_dir)
-        os.close(fd)
-        try:
-            save_file(state, tmp, metadata={"format": RUN_FORMAT, "model": self.net.name})
-            os.replace(tmp, run_dir / WEIGHTS_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(run_dir / WEIGHTS_FILE,
+                           save(state, metadata={"format": RUN_FORMAT, "model": self.net.name}))
         write_json_atomic(run_dir / CONFIG_FILE, self.config())
         if metrics is not None:
             write_json_atomic(run_dir / METRICS_FILE, dict(metrics))

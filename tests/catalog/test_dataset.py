@@ -99,7 +99,7 @@ def test_errors(zoo_dir, multi_arch_dir):
         WeightDataset(sel, "test_acc")
     with pytest.raises(WeightzooError, match="no rows"):
         WeightDataset(open_zoo(zoo_dir).select(where="false"), ["test_acc"])
-    with pytest.raises(WeightzooError, match="train split is empty"):
+    with pytest.raises(WeightzooError, match="train split of architecture .* is empty"):
         WeightDataset(sel, ["test_acc"], split="test", fractions=(0.0, 0.5, 0.5))
 
 

@@ -94,3 +94,71 @@ def test_fit_needs_spec_for_pairs():
     _, p, y = _synthetic(8, 0)
     with pytest.raises(WeightzooError, match="spec="):
         fit("mlp", (p, y), progress=False)
+
+
+# ---------------------------------------------------------------------------------- early stopping
+def _flat_val(epochs, **kw):
+    """A learning rate so small that no epoch improves the validation loss after the first."""
+    spec, p, y = _synthetic(16, 0)
+    return fit("statnn", (p, y), (p, y), spec=spec, epochs=epochs, lr=1e-12, batch_size=8,
+               progress=False, hparams={"hidden": 4}, **kw)
+
+
+def test_patience_zero_runs_every_epoch():
+    model, history = _flat_val(8, patience=0)
+    assert len(history) == 8 and model.training["epochs_run"] == 8
+    assert model.training["patience"] == 0 and model.training["best_epoch"] == 1
+
+
+def test_min_epochs_prevents_an_early_stop():
+    _, history = _flat_val(8, patience=1, min_epochs=0)
+    assert len(history) == 2  # epoch 2 did not improve: stop
+    model, history = _flat_val(8, patience=1, min_epochs=5)
+    assert len(history) == 5 and model.training["min_epochs"] == 5
+    _, history = _flat_val(8, patience=1)  # default min_epochs 5
+    assert len(history) == 5
+
+
+def test_early_stopping_keeps_the_best_state():
+    from weightspace import EarlyStopping
+
+    net = torch.nn.Linear(2, 1)
+    stop = EarlyStopping(patience=2, min_epochs=0)
+    assert not stop.step(1, 1.0, net)
+    best = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    assert not stop.step(2, 2.0, net) and stop.step(3, 1.5, net)
+    stop.restore(net)
+    assert stop.best_epoch == 1 and torch.equal(net.weight, best["weight"])
+    with pytest.raises(WeightzooError, match="patience"):
+        fit("statnn", _synthetic(8, 0)[1:], spec=mlp_spec((4, 6, 2)), patience=-1, progress=False)
+
+
+# ---------------------------------------------------------------------------------- architectures
+def test_which_models_read_several_architectures():
+    from weightspace import get_metanetwork
+
+    relu, tanh = mlp_spec((4, 6, 2), "relu"), mlp_spec((4, 6, 2), "tanh")
+    wide = mlp_spec((4, 9, 2))
+    assert get_metanetwork("statnn").arch_problem([relu, tanh], {}) is None
+    assert get_metanetwork("mlp").arch_problem([relu, tanh], {}) is None
+    assert "same names and shapes" in get_metanetwork("statnn").arch_problem([relu, wide], {})
+    assert get_metanetwork("gmn").arch_problem([relu, wide], {}) is None
+    assert "probe" in get_metanetwork("gmn").arch_problem([relu, wide], {"probes": 4})
+    for name in ("dws", "nfn"):
+        assert get_metanetwork(name).arch_problem([relu], {}) is None
+        assert "one architecture only" in get_metanetwork(name).arch_problem([relu, tanh], {})
+
+
+def test_trained_model_reads_other_architectures_it_accepts():
+    spec, p, y = _synthetic(32, 0)
+    tanh = mlp_spec((4, 6, 2), "tanh")
+    statnn, _ = fit("statnn", (p, y), None, spec=spec, epochs=1, progress=False)
+    torch.testing.assert_close(statnn.predict(p, tanh), statnn.predict(p))  # reads values only
+    dws, _ = fit("dws", (p, y), None, spec=spec, epochs=1, progress=False, hparams={"hidden": 4})
+    with pytest.raises(WeightzooError, match="one architecture only"):
+        dws.predict(p, tanh)
+    gmn, _ = fit("gmn", (p, y), None, spec=spec, epochs=1, progress=False, hparams={"hidden": 4})
+    wide = mlp_spec((4, 9, 2))
+    assert gmn.predict(random_params(wide, 5), wide).shape == (5, 1)

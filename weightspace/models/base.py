@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
+from catalog.selection import param_signature
 
 
 class Metanetwork(nn.Module):
@@ -23,6 +24,13 @@ class Metanetwork(nn.Module):
         name: the registry name.
         invariant: whether the output is invariant to permutations of hidden neurons.
         weight_output: whether :meth:`forward_weights` (a network -> network map) is supported.
+        multi_arch: which architectures one model reads (see :meth:`arch_problem`):
+            ``"one"`` (default) - only the NetworkSpec it was built with (its layers are
+            shaped by that one spec); ``"same_params"`` - several architectures whose
+            parameters agree (names, shapes, dtypes; e.g. the same MLP with another
+            activation), since it reads parameter values only; ``"any"`` - any
+            architectures: it is built with all of their NetworkSpecs (``Model(specs, ...)``)
+            and reads a batch of another architecture as ``forward(self.to_graph(params, spec))``.
 
     Args:
         spec: the architecture of the input networks.
@@ -35,6 +43,7 @@ class Metanetwork(nn.Module):
     name: ClassVar[str] = ""
     invariant: ClassVar[bool] = True
     weight_output: ClassVar[bool] = False
+    multi_arch: ClassVar[str] = "one"
 
     def __init__(self, spec: NetworkSpec, out_dim: int) -> None:
         super().__init__()
@@ -45,6 +54,46 @@ class Metanetwork(nn.Module):
         self.spec = spec
         self.out_dim = int(out_dim)
         self.hparams: dict[str, Any] = {}
+
+    @classmethod
+    def arch_problem(cls, specs: Sequence[NetworkSpec], hparams: Mapping[str, Any]) -> str | None:
+        """Why one model with ``hparams`` cannot read all of ``specs`` (``None`` if it can).
+
+        A single architecture always works. Probe features (``probes > 0``) run the input
+        networks, so they need the one architecture's activations.
+        """
+        distinct = list({_spec_key(s): s for s in specs}.values())
+        if len(distinct) <= 1:
+            return None
+        if cls.multi_arch == "one":
+            return (f"metanetwork {cls.name!r} reads networks of one architecture only (its "
+                    f"layers are shaped by one NetworkSpec)")
+        if hparams.get("probes"):
+            return (f"metanetwork {cls.name!r} with probe features (probes="
+                    f"{hparams['probes']}) runs the input networks, so it reads one architecture "
+                    f"only; use probes=0 to read several")
+        if cls.multi_arch == "same_params" and len({param_signature(s) for s in distinct}) > 1:
+            return (f"metanetwork {cls.name!r} reads several architectures only when their "
+                    f"parameters have the same names and shapes; use 'gmn' for different "
+                    f"widths, depths or layer kinds")
+        return None
+
+    def forward_arch(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None) -> Tensor:
+        """``forward`` on a batch of networks of architecture ``spec`` (default: the model's).
+
+        Shapes:
+            ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``.
+        """
+        if spec is None or _spec_key(spec) == _spec_key(self.spec):
+            return self(params)
+        problem = self.arch_problem([self.spec, spec], self.hparams)
+        if problem is not None:
+            raise WeightzooError(
+                f"{problem}; this one was trained on {self.spec.arch_id} and cannot read "
+                f"{spec.arch_id}")
+        if self.multi_arch == "any":
+            return self(self.to_graph(params, spec))
+        return self(params)
 
     def forward_weights(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Map each network to a new network of the same shape (equivariant output head).
@@ -74,3 +123,8 @@ class Metanetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return f"family={self.spec.family!r}, out_dim={self.out_dim}, hparams={self.hparams}"
+
+
+def _spec_key(spec: NetworkSpec) -> tuple:
+    """What a spec computes with (not its free-form ``meta``)."""
+    return (spec.family, spec.input_shape, spec.layers, spec.dtype)

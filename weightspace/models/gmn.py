@@ -129,6 +129,7 @@ class GMN(Metanetwork):
     """
 
     weight_output = True
+    multi_arch = "any"  # graphs of any architecture, embeddings sized for all its specs
 
     def __init__(self, spec: NetworkSpec | Sequence[NetworkSpec], out_dim: int, hidden: int = 32,
                  n_layers: int = 3, head_hidden: int = 64, dropout: float = 0.0,

@@ -35,6 +35,8 @@ class StatNN(Metanetwork):
         ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``.
     """
 
+    multi_arch = "same_params"  # per-tensor statistics: any activation, same shapes
+
     def __init__(self, spec: NetworkSpec, out_dim: int, hidden: int = 64, depth: int = 2,
                  quantiles: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), dropout: float = 0.0) -> None:
         super().__init__(spec, out_dim)

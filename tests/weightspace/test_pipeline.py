@@ -1,0 +1,142 @@
+"""weightspace.pipeline: train_on_zoo / predict_on_zoo on a zoo of two architectures with the
+same parameter shapes (ReLU and tanh MLPs, like the digits-mlp preset)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from catalog import WeightDataset, open_zoo
+from catalog.errors import WeightzooError
+from weightspace import TrainedMetanetwork, evaluate, fit, predict_on_zoo, train_on_zoo
+
+ACTS = {
+    "name": "tiny-acts",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "architecture": {"name": "mlp", "hidden": [8], "activation": "relu"},
+    "training": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "checkpoints": [0, 1, 3]},
+    "grid": {"lr": [0.003, 0.03], "activation": ["relu", "tanh"], "seed": [0, 1, 2, 3, 4]},
+}
+QUICK = {"epochs": 2, "progress": False, "log": None}
+
+
+@pytest.fixture(scope="module")
+def acts_zoo(zoo_factory):
+    return zoo_factory(ACTS)
+
+
+def test_statnn_and_gmn_train_on_two_architectures(acts_zoo, tmp_path):
+    for model in ("statnn", "gmn"):
+        res = train_on_zoo(acts_zoo, "test_acc", model, hparams={"hidden": 8},
+                           out=tmp_path / model, **QUICK)
+        assert len(res.arch_ids) == 2 and res.rows["train"] > 0
+        assert {"kendall_tau", "r2", "mae"} <= set(res.test)
+        cfg = json.loads((res.run_dir / "config.json").read_text())
+        assert cfg["data"]["arch_ids"] == res.arch_ids
+        if model == "gmn":  # built with both NetworkSpecs; the reload rebuilds it with both
+            assert len(cfg["model"]["specs"]) == 2
+        loaded = TrainedMetanetwork.load(res.run_dir)
+        sel = open_zoo(acts_zoo).select(where="checkpoint = 3")
+        torch.testing.assert_close(loaded.predict(sel), res.model.predict(sel))
+
+
+def test_fit_and_evaluate_a_multi_arch_weight_dataset(acts_zoo):
+    sel = open_zoo(acts_zoo).select(where="checkpoint > 0")
+    ds = {s: WeightDataset(sel, ["test_acc"], s) for s in ("train", "val", "test")}
+    model, history = fit("mlp", ds["train"], ds["val"], epochs=2, progress=False, hparams={"hidden": 8})
+    assert len(history) == 2 and len(model.data["arch_ids"]) == 2
+    assert evaluate(model, ds["test"])["n"] == len(ds["test"])
+    # the normalizer pools both architectures' training statistics per tensor
+    both = torch.cat([p.denormalize_weights(p.stacked()[0])["layers.0.weight"]
+                      for p in ds["train"].by_arch().values()]).double()
+    assert model.normalizer.mean["layers.0.weight"] == pytest.approx(float(both.mean()), abs=1e-6)
+    assert model.normalizer.std["layers.0.weight"] == pytest.approx(float(both.std(correction=0)), rel=1e-4)
+
+
+@pytest.mark.parametrize("model,hparams,reason", [
+    ("dws", {}, "one architecture only"), ("nfn", {}, "one architecture only"),
+    ("gmn", {"probes": 2}, "probe features")])
+def test_models_that_read_one_architecture_say_how_to_pick_one(acts_zoo, tmp_path, model, hparams, reason):
+    with pytest.raises(WeightzooError) as e:
+        train_on_zoo(acts_zoo, "test_acc", model, hparams=hparams, **QUICK)
+    msg = str(e.value)
+    archs = open_zoo(acts_zoo).select().arch_ids
+    assert reason in msg and all(a in msg for a in archs)
+    assert "arch_id = '" in msg and "activation" in msg and "relu" in msg and "tanh" in msg
+    # with one architecture selected, it trains
+    res = train_on_zoo(acts_zoo, "test_acc", model, where=f"arch_id = '{archs[0]}'",
+                       hparams={**hparams, "hidden": 4}, out=tmp_path / model, **QUICK)
+    assert res.arch_ids == [archs[0]]
+
+
+def test_checkpoint_zero_left_out_unless_include_init(acts_zoo, tmp_path):
+    res = train_on_zoo(acts_zoo, "test_acc", "statnn", out=tmp_path / "a", **QUICK)
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())["data"]
+    assert set(res.checkpoints["train"]) == {1, 3}
+    assert cfg["include_init"] is False and set(cfg["checkpoints"]["train"]) == {"1", "3"}
+    assert sum(cfg["rows"].values()) == 40  # 20 runs x 2 checkpoints
+
+    res = train_on_zoo(acts_zoo, "test_acc", "statnn", include_init=True, out=tmp_path / "b", **QUICK)
+    assert set(res.checkpoints["train"]) == {0, 1, 3}
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["data"]["include_init"] is True
+
+    messages = []
+    train_on_zoo(acts_zoo, "test_acc", "statnn", out=tmp_path / "c", epochs=1, progress=False,
+                 log=messages.append)
+    assert "checkpoint 0 (initialization) left out" in messages[0] and "1: " in messages[0]
+
+    with pytest.raises(WeightzooError, match="include-init"):
+        train_on_zoo(acts_zoo, "test_acc", "statnn", where="checkpoint = 0", **QUICK)
+
+
+def test_settings_recorded_and_threads_restored(acts_zoo, tmp_path):
+    before = torch.get_num_threads()
+    res = train_on_zoo(acts_zoo, "test_acc", "statnn", preset="default", hparams={"depth": 1},
+                       patience=0, min_epochs=2, threads=1, out=tmp_path / "r", **QUICK)
+    assert torch.get_num_threads() == before
+    training = json.loads((res.run_dir / "config.json").read_text())["training"]
+    assert training["patience"] == 0 and training["min_epochs"] == 2
+    assert training["threads"] == 1 and training["preset"] == "default"
+    assert res.model.net.hparams["depth"] == 1
+    with pytest.raises(WeightzooError, match="valid presets: default"):
+        train_on_zoo(acts_zoo, "test_acc", "statnn", preset="nope", **QUICK)
+
+
+def test_predict_on_the_training_zoo_reports_per_split(acts_zoo, tmp_path):
+    res = train_on_zoo(acts_zoo, "test_acc", "statnn", out=tmp_path / "run", **QUICK)
+    pred = predict_on_zoo(res.run_dir, acts_zoo, progress=False)
+    assert pred.training_zoo and "trained on" in pred.note
+    assert pred.rows == 60 and pred.table.column_names == ["model_id", "pred_test_acc", "split"]
+    assert pred.rows_per_split == {"train": res.rows["train"], "val": res.rows["val"],
+                                   "test": res.rows["test"], "outside": 20}  # checkpoint 0
+    # the test split is the training's test split: the same metrics
+    assert pred.split_metrics["test"]["kendall_tau"] == pytest.approx(res.test["kendall_tau"])
+    assert pred.split_metrics["test"]["mae"] == pytest.approx(res.test["mae"], rel=1e-5)
+    table = pq.read_table(pred.predictions)
+    assert table.num_rows == 60 and set(table.column("split").to_pylist()) == {
+        "train", "val", "test", "outside"}
+
+
+def test_predict_on_another_zoo_or_a_zoo_with_other_runs(acts_zoo, tiny_digits_zoo, zoo_factory, tmp_path):
+    res = train_on_zoo(acts_zoo, "test_acc", "statnn", out=tmp_path / "run", **QUICK)
+    other = predict_on_zoo(res.run_dir, tiny_digits_zoo, progress=False)  # same shapes, ReLU
+    assert not other.training_zoo and other.split_metrics is None and other.note is None
+    assert other.metrics["n"] == other.rows == 54
+    # the training zoo's name, but other runs: the split cannot be reproduced, and it says so
+    fewer = zoo_factory({**ACTS, "grid": {**ACTS["grid"], "seed": [0, 1]}})
+    same_name = predict_on_zoo(res.run_dir, fewer, progress=False)
+    assert same_name.training_zoo and same_name.split_metrics is None
+    assert "cannot be reproduced" in same_name.note and same_name.metrics is not None
+
+
+def test_per_architecture_model_reads_only_its_architecture(acts_zoo, tmp_path):
+    relu = open_zoo(acts_zoo).select().arch_ids[0]
+    res = train_on_zoo(acts_zoo, "test_acc", "nfn", where=f"arch_id = '{relu}'",
+                       hparams={"hidden": 4}, out=tmp_path / "nfn", **QUICK)
+    with pytest.raises(WeightzooError, match="one architecture only"):
+        predict_on_zoo(res.run_dir, acts_zoo, progress=False)
+    ok = predict_on_zoo(res.run_dir, acts_zoo, where=f"arch_id = '{relu}'", progress=False)
+    assert ok.rows == 30
