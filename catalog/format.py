@@ -14,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from torch import Tensor
 
 from catalog.errors import ZooFormatError, ZooNotFoundError
 from catalog.network import NetworkSpec
+from catalog.paths import check_name, check_relpath
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "zoo.json"
@@ -34,6 +38,17 @@ PART_TEMPLATE = "models/part-{index:05d}.parquet"
 SHARD_TEMPLATE = "weights/{arch_id}/shard-{index:05d}.safetensors"
 #: Files being written carry this prefix until they are complete and renamed.
 TMP_PREFIX = ".tmp-"
+#: The top-level folder of each kind of data file the manifest lists.
+FILE_KINDS = {"part": "models", "shard": "weights"}
+#: Top-level folders that hold a zoo's data files.
+DATA_FOLDERS = tuple(FILE_KINDS.values())
+#: A file's sha256 as the manifest records it: 64 lowercase hex digits.
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+#: A zoo's name: it may become part of a file name (``runs/<name>-...``), so no path
+#: separators, control characters, ``.`` or ``..``.
+ZOO_NAME_PATTERN = re.compile(r"[^/\\\x00-\x1f]{1,200}")
+_CORRUPT = ("the manifest is corrupt or was edited, refusing to use it (rebuild the zoo with "
+            "`zoo build`, or pull it again with `zoo pull`)")
 
 #: Columns every metadata row carries, with their Arrow types.
 CORE_COLUMNS = {
@@ -52,7 +67,16 @@ STATUSES = ("ok", "diverged")
 
 @dataclass
 class FileEntry:
-    """One data file of the zoo, with its checksum."""
+    """One data file of the zoo, with its checksum.
+
+    Args:
+        path: the path inside the zoo (POSIX, under the folder of its ``kind``).
+        sha256: the file's sha256 (64 lowercase hex digits).
+        bytes: its size.
+        rows: the metadata rows (parts) or stacked models (shards) it holds.
+        kind: ``"part"`` or ``"shard"`` (see :data:`FILE_KINDS`).
+        arch_id: the architecture of its rows (required for shards; default ``None``).
+    """
 
     path: str
     sha256: str
@@ -60,6 +84,36 @@ class FileEntry:
     rows: int
     kind: str  # "part" or "shard"
     arch_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: object, where: str) -> FileEntry:
+        """A validated entry from its JSON form; ``where`` names it in errors (``files[3]``)."""
+        if not isinstance(d, Mapping):
+            raise _bad(where, f"must be an object, got {_kind(d)}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise _bad(where, f"has unknown keys {unknown} (a file entry has {', '.join(names)})")
+        missing = [n for n in names[:5] if n not in d]
+        if missing:
+            raise _bad(where, f"lacks {', '.join(map(repr, missing))}")
+        kind = d["kind"]
+        if kind not in FILE_KINDS:
+            raise _bad(f"{where}.kind", f"is {kind!r}; it must be one of {', '.join(FILE_KINDS)}")
+        sha = d["sha256"]
+        if not isinstance(sha, str) or not SHA256_PATTERN.fullmatch(sha):
+            raise _bad(f"{where}.sha256", f"{sha!r} is not a sha256 (64 lowercase hex digits)")
+        for key in ("bytes", "rows"):
+            _count(d[key], f"{where}.{key}")
+        arch_id = d.get("arch_id")
+        if arch_id is not None or kind == "shard":
+            check_name(arch_id, f"{MANIFEST_NAME}: {where}.arch_id")
+        path = d["path"]
+        parts = check_relpath(path, f"{MANIFEST_NAME}: {where}.path").parts
+        folder = FILE_KINDS[kind]
+        if len(parts) < 2 or parts[0] != folder:
+            raise _bad(f"{where}.path", f"{path!r} is not inside {folder}/, where a {kind} belongs")
+        return cls(path, sha, d["bytes"], d["rows"], kind, arch_id)
 
 
 @dataclass
@@ -78,9 +132,34 @@ class Manifest:
     created_by: str = "weightzoo"
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> Manifest:
+    def from_dict(cls, d: Mapping, label: str = MANIFEST_NAME) -> Manifest:
+        """The manifest in ``d`` (parsed ``zoo.json``), its structure checked.
+
+        Every field is checked for its type; ids and paths that become file paths (arch ids,
+        file paths, the name) against strict patterns (:mod:`catalog.paths`); every
+        architecture must parse as a :class:`~catalog.network.NetworkSpec`. Unknown keys are
+        ignored with a warning.
+
+        Args:
+            d: the JSON object.
+            label: how errors name the manifest (default ``"zoo.json"``; e.g. its path).
+
+        Raises:
+            ZooFormatError: one line naming the first malformed field.
+        """
+        try:
+            return cls._from_dict(d)
+        except ZooFormatError as e:
+            if label == MANIFEST_NAME:
+                raise
+            text = str(e)
+            text = label + text[len(MANIFEST_NAME):] if text.startswith(MANIFEST_NAME) else text
+            raise ZooFormatError(text) from e
+
+    @classmethod
+    def _from_dict(cls, d: Mapping) -> Manifest:
         if not isinstance(d, Mapping):
-            raise ZooFormatError("zoo.json must hold a JSON object")
+            raise ZooFormatError(f"{MANIFEST_NAME} must hold a JSON object, not {_kind(d)}; {_CORRUPT}")
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise ZooFormatError(
@@ -90,18 +169,28 @@ class Manifest:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            warnings.warn(f"zoo.json has unknown keys {unknown}; they are ignored", stacklevel=2)
+            warnings.warn(f"zoo.json has unknown keys {unknown}; they are ignored", stacklevel=3)
         if "name" not in d:
-            raise ZooFormatError("zoo.json has no 'name'; the manifest is corrupt")
+            raise _bad("name", "is missing")
         kwargs = {k: v for k, v in d.items() if k in known}
-        try:
-            kwargs["files"] = [FileEntry(**f) for f in d.get("files", [])]
-        except TypeError as e:
-            raise ZooFormatError(f"zoo.json has a malformed file entry: {e}") from e
+        _check_fields(kwargs)
+        kwargs["files"] = [FileEntry.from_dict(f, f"files[{i}]")
+                           for i, f in enumerate(kwargs.get("files", []))]
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> None:
+        """Check this manifest as :meth:`from_dict` would read it back (what
+        :func:`write_manifest` does before writing).
+
+        Raises:
+            ZooFormatError: naming the malformed field.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Manifest.from_dict(json.loads(json.dumps(self.to_dict())))
 
     def network_spec(self, arch_id: str) -> NetworkSpec:
         if arch_id not in self.architectures:
@@ -114,6 +203,61 @@ class Manifest:
 
     def shard_files(self) -> list[FileEntry]:
         return [f for f in self.files if f.kind == "shard"]
+
+    def shard_entry(self, path: str) -> FileEntry | None:
+        """The listed weight shard at ``path`` (zoo-relative), or ``None``."""
+        return next((f for f in self.files if f.kind == "shard" and f.path == path), None)
+
+
+def _bad(where: str, problem: str) -> ZooFormatError:
+    return ZooFormatError(f"{MANIFEST_NAME}: {where} {problem}; {_CORRUPT}")
+
+
+def _kind(value: object) -> str:
+    """The JSON type of ``value``, for messages."""
+    names = {str: "a string", bool: "a boolean", int: "a number", float: "a number",
+             list: "a list", dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _count(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(where, f"must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _object(value: object, where: str) -> Mapping:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise _bad(where, f"must be an object, got {_kind(value)}")
+    return value
+
+
+def _check_fields(d: Mapping) -> None:
+    """Types and patterns of the manifest's top-level fields (``files`` entries apart)."""
+    name = d["name"]
+    if not isinstance(name, str) or not ZOO_NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        raise _bad("name", f"{name!r} is not a valid zoo name (a non-empty string without '/', "
+                           f"'\\' or control characters, not '.' or '..')")
+    if not isinstance(d.get("created_by", ""), str):
+        raise _bad("created_by", f"must be a string, got {_kind(d['created_by'])}")
+    if not isinstance(d.get("complete", False), bool):
+        raise _bad("complete", f"must be true or false, got {d['complete']!r}")
+    for key in ("spec", "source"):
+        _object(d.get(key, {}), key)
+    for ds, info in _object(d.get("datasets", {}), "datasets").items():
+        _object(info, f"datasets[{ds!r}]")
+    for key, value in _object(d.get("counts", {}), "counts").items():
+        _count(value, f"counts.{key}")
+    for arch_id, spec in _object(d.get("architectures", {}), "architectures").items():
+        check_name(arch_id, f"{MANIFEST_NAME}: architectures key")
+        if not isinstance(spec, Mapping):
+            raise _bad(f"architectures[{arch_id!r}]", f"must be a NetworkSpec object, got {_kind(spec)}")
+        try:
+            NetworkSpec.from_dict(spec)
+        except (ZooFormatError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise _bad(f"architectures[{arch_id!r}]", f"is not a valid NetworkSpec ({e})") from e
+    if not isinstance(d.get("files", []), list):
+        raise _bad("files", f"must be a list, got {_kind(d['files'])}")
 
 
 # ================================================================================ io helpers
@@ -148,30 +292,98 @@ def rows_sha256(stacked: Mapping[str, Tensor], names: list[str]) -> list[str]:
     return out
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+#: Mode asked for new files; the kernel clears the bits of the process umask (0644 under 022).
+FILE_MODE = 0o666
 
 
 def tmp_path_for(path: Path) -> Path:
-    """A temp name beside ``path`` (same directory, so the final rename is atomic)."""
+    """Create an empty temp file beside ``path`` and return its name.
+
+    The name is ``TMP_PREFIX`` + random + ``path``'s suffix, in ``path``'s directory (so the
+    final rename is atomic). Unlike ``tempfile.mkstemp``, which always makes files 0600, the
+    file is created with :data:`FILE_MODE` less the process umask, like any file ``open``
+    creates: a zoo written under umask 022 is readable by everyone who can reach it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = path.parent / f"{TMP_PREFIX}{secrets.token_hex(8)}{path.suffix}"
+        try:
+            os.close(os.open(tmp, flags, FILE_MODE))
+            return tmp
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
 
 
-def read_manifest(root: str | os.PathLike) -> Manifest:
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file atomically through a temp path: ``with atomic_path(p) as tmp: write(tmp)``.
+
+    Yields an empty temp file beside ``path`` (see :func:`tmp_path_for`: same directory,
+    ``TMP_PREFIX``, ``path``'s suffix, umask-respecting mode) for any writer that takes a file
+    name (``pq.write_table``, ``safetensors.save_file``, ...). When the block ends without an
+    error, the temp file is fsynced and renamed over ``path`` (and the directory fsynced), so
+    readers see the old file or the complete new one, never a half-written one. On an error
+    the temp file is removed and ``path`` is left as it was.
+
+    The file ends with the mode a new file gets in that directory (0644 under umask 022),
+    even if the writer replaced the temp file with one of its own (``safetensors`` writes
+    0600 files): the mode is taken from the temp file as created, so the umask is never read
+    or changed (``os.umask`` can only be read by setting it, which races with other threads).
+
+    Args:
+        path: the file to (re)write; its directory is created if needed.
+    """
+    path = Path(path)
+    tmp = tmp_path_for(path)
+    try:
+        mode = stat.S_IMODE(tmp.stat().st_mode)  # what the umask leaves of FILE_MODE here
+        yield tmp
+        if stat.S_IMODE(tmp.stat().st_mode) != mode:
+            os.chmod(tmp, mode)  # the writer replaced the file (safetensors makes it 0600)
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (where directories can be opened: POSIX)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def read_manifest(root: str | os.PathLike, label: str | None = None) -> Manifest:
+    """The checked manifest of the zoo at ``root``.
+
+    Args:
+        root: the zoo directory.
+        label: how errors name the manifest (default: its path).
+
+    Raises:
+        ZooNotFoundError: there is no ``zoo.json``.
+        ZooFormatError: it is not valid JSON, or malformed (see :meth:`Manifest.from_dict`).
+    """
     root = Path(root)
     path = root / MANIFEST_NAME
     if not path.is_file():
@@ -180,14 +392,21 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
         raise ZooNotFoundError(
             f"{root} is not a weightzoo zoo: it has no {MANIFEST_NAME} (build one with `zoo build`, "
             f"or pull one with `zoo pull`)")
+    label = label or str(path)
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ZooFormatError(f"{path} is not valid JSON ({e}); the manifest is corrupt") from e
-    return Manifest.from_dict(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ZooFormatError(f"{label} is not valid JSON ({e}); the manifest is corrupt") from e
+    return Manifest.from_dict(data, label)
 
 
 def write_manifest(root: str | os.PathLike, manifest: Manifest) -> None:
+    """Write ``zoo.json`` atomically, after checking it would read back.
+
+    Raises:
+        ZooFormatError: the manifest is malformed (nothing is written).
+    """
+    manifest.validate()
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
     atomic_write_bytes(Path(root) / MANIFEST_NAME, text.encode())
 

@@ -38,15 +38,16 @@ from catalog.format import (
     TMP_PREFIX,
     FileEntry,
     Manifest,
+    atomic_path,
     atomic_write_bytes,
     read_manifest,
     rows_sha256,
     sha256_file,
-    tmp_path_for,
     write_manifest,
 )
 from catalog.lock import LOCK_NAME, ZooLock
 from catalog.network import NetworkSpec
+from catalog.paths import check_name, safe_join
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ class ZooWriter:
             raise RuntimeError(f"this ZooWriter of {self.root} is closed (finish() or close() was called)")
 
     def add_architecture(self, spec: NetworkSpec) -> str:
-        arch_id = spec.arch_id
+        arch_id = check_name(spec.arch_id, "arch_id", "rename the architecture's family")  # weights/<arch_id>/
         self.manifest.architectures.setdefault(arch_id, spec.to_dict())
         return arch_id
 
@@ -218,24 +219,12 @@ class ZooWriter:
                               "weights_shard": shard_rel, "weights_row": i, "sha256": checksums[i]})
         table = _rows_to_table(full_rows, schema)
 
-        shard_path = self.root / shard_rel
-        tmp = tmp_path_for(shard_path)
-        try:
+        with atomic_path(safe_join(self.root, shard_rel, "weight shard")) as tmp:
             save_file(tensors, str(tmp), metadata={"arch_id": arch_id, "rows": str(n)})
-            _fsync(tmp)
             shard_entry = FileEntry(shard_rel, sha256_file(tmp), tmp.stat().st_size, n, "shard", arch_id)
-            os.replace(tmp, shard_path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        part_path = self.root / part_rel
-        tmp = tmp_path_for(part_path)
-        try:
+        with atomic_path(safe_join(self.root, part_rel, "part")) as tmp:
             pq.write_table(table, tmp, compression="zstd")
-            _fsync(tmp)
             part_entry = FileEntry(part_rel, sha256_file(tmp), tmp.stat().st_size, n, "part", arch_id)
-            os.replace(tmp, part_path)
-        finally:
-            tmp.unlink(missing_ok=True)
         # The manifest goes last: only now do the two files become part of the zoo.
         self.manifest.files += [shard_entry, part_entry]
         counts = self.manifest.counts
@@ -362,11 +351,6 @@ def _first_free(template: str, listed: set[str], **fields) -> str:
     while (path := template.format(index=index, **fields)) in listed:
         index += 1
     return path
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def _rows_to_table(rows: Sequence[Mapping], schema: pa.Schema | None) -> pa.Table:
