@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from catalog.errors import IntegrityError
+from catalog.errors import IntegrityError, ZooFormatError
+from catalog.format import Manifest
 from catalog.network import NetworkSpec
+from catalog.paths import safe_join
 
 #: safetensors dtype names of the dtypes a NetworkSpec may use, and their sizes in bytes.
 SAFETENSORS_DTYPES = {"float32": ("F32", 4), "float64": ("F64", 8), "float16": ("F16", 2),
@@ -104,14 +106,20 @@ class ShardFile:
     Args:
         path: the shard file.
         name: its path inside the zoo (for messages).
+        spec: the architecture the manifest lists the shard under (default ``None``: not
+            known); :meth:`check` then refuses reading it as any other architecture.
+        arch_id: that architecture's id, for messages (default ``None``).
 
     Raises:
         IntegrityError: the file is not a well-formed safetensors file.
     """
 
-    def __init__(self, path: str | os.PathLike, name: str) -> None:
+    def __init__(self, path: str | os.PathLike, name: str, spec: NetworkSpec | None = None,
+                 arch_id: str | None = None) -> None:
         self.path = Path(path)
         self.name = name
+        self.spec = spec
+        self.arch_id = arch_id
         size = self.path.stat().st_size
         try:
             with open(self.path, "rb") as f:
@@ -137,10 +145,22 @@ class ShardFile:
         self._checked: dict[str, int] = {}
 
     def check(self, spec: NetworkSpec) -> int:
-        """Check the shard holds ``spec``'s parameters (dtype, shapes); returns its row count."""
+        """Check the shard holds ``spec``'s parameters (dtype, shapes); returns its row count.
+
+        Raises:
+            ZooFormatError: the shard belongs to another architecture than ``spec`` (rows whose
+                ``weights_shard`` points into a shard of another ``arch_id``).
+            IntegrityError: its tensors do not match ``spec``.
+        """
         arch = spec.arch_id
         if arch in self._checked:
             return self._checked[arch]
+        if self.spec is not None and spec != self.spec:
+            raise ZooFormatError(
+                f"rows of architecture {arch} point into {self.name}, a weight shard of "
+                f"architecture {self.arch_id or self.spec.arch_id}: a row's weights_shard must be "
+                f"a shard of its own arch_id; the metadata is corrupt or was edited: run "
+                f"`zoo verify`, then rebuild or re-pull the zoo")
         want_dtype, itemsize = SAFETENSORS_DTYPES[spec.dtype]
         rows = None
         for p in spec.params:
@@ -184,6 +204,36 @@ class ShardFile:
                     view, offset = view[got:], offset + got
         finally:
             os.close(fd)
+
+
+def open_shard(root: str | os.PathLike, manifest: Manifest, rel: object) -> ShardFile:
+    """The weight shard a row's ``weights_shard`` names, in the zoo at ``root``.
+
+    ``weights_shard`` comes from the zoo's Parquet metadata, so it is trusted only as far as
+    the manifest agrees: it must be a path the manifest lists as a weight shard (a value such
+    as ``../x`` never is), the path is joined with :func:`catalog.paths.safe_join`, and the
+    shard is tied to the architecture the manifest lists it under (see :meth:`ShardFile.check`).
+
+    Args:
+        root: the zoo directory.
+        manifest: its manifest.
+        rel: the row's ``weights_shard``.
+
+    Raises:
+        ZooFormatError: ``rel`` is not a listed weight shard, or the file is missing.
+        IntegrityError: the file is not a readable safetensors file.
+    """
+    entry = manifest.shard_entry(rel) if isinstance(rel, str) else None
+    if entry is None:
+        raise ZooFormatError(
+            f"a row's weights_shard {rel!r} is not a weight shard listed in the manifest of "
+            f"{root}; loading reads only the zoo's own shards. The metadata is corrupt or was "
+            f"crafted to read outside the zoo: run `zoo verify {root}`, then rebuild or re-pull "
+            f"the zoo")
+    path = safe_join(root, entry.path, "weight shard")
+    if not path.is_file():
+        raise ZooFormatError(f"weight shard {entry.path} is missing from {root}; re-pull or rebuild the zoo")
+    return ShardFile(path, entry.path, manifest.network_spec(entry.arch_id), entry.arch_id)
 
 
 def row_bytes(tensors: Sequence[Tensor]) -> list[np.ndarray]:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import Manifest, read_manifest
-from catalog.loading import ShardFile, check_rows, read_shard_rows
+from catalog.loading import ShardFile, check_rows, open_shard, read_shard_rows
 from catalog.network import NetworkSpec, SpecNetwork, build_module
 from catalog.openers import open_url, url_scheme
 
@@ -125,10 +125,7 @@ class Zoo:
         """The parsed header of a weight shard (cached), for positioned row reads."""
         shard = self._shard_files.get(rel)
         if shard is None:
-            path = self.root / rel
-            if not path.is_file():
-                raise ZooFormatError(f"weight shard {rel} is missing from {self.root}; re-pull or rebuild the zoo")
-            shard = self._shard_files[rel] = ShardFile(path, rel)
+            shard = self._shard_files[rel] = open_shard(self.root, self.manifest, rel)
         return shard
 
     def read_rows(self, shard: str, rows: Iterable[int], arch_id: str,
