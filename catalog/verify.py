@@ -9,7 +9,9 @@ Checked, in order:
    architecture (no two rows sharing one);
 3. every shard holds exactly the architecture's tensors, with its dtype and shapes and the
    recorded row count;
-4. every row's weights hash to its ``sha256``.
+4. every row's weights hash to its ``sha256``;
+5. the manifest's ``counts`` (rows, runs, architectures, rows per status) match what the
+   parts hold.
 
 Problems (which make the zoo unusable or wrong) name the file or row; warnings (harmless:
 leftover temp files, files the manifest does not list, shard rows no metadata row uses) do not
@@ -29,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from safetensors import safe_open
 
+from catalog.errors import ZooFormatError
 from catalog.format import (
     CARD_NAME,
     CORE_COLUMNS,
@@ -42,6 +45,7 @@ from catalog.format import (
 )
 from catalog.loading import stacked_sha256
 from catalog.network import NetworkSpec
+from catalog.paths import safe_join
 
 #: Top-level entries of a zoo directory that verification ignores (caches and the card).
 IGNORED = ("stats", CARD_NAME, MANIFEST_NAME, ".cache", ".git", ".gitattributes")
@@ -49,6 +53,21 @@ IGNORED = ("stats", CARD_NAME, MANIFEST_NAME, ".cache", ".git", ".gitattributes"
 VERIFY_CHUNK_ROWS = 4096
 
 _SAFETENSORS_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16"}
+#: What to do about problems, for a zoo whose origin is unknown.
+REPAIR_HINT = ("run the same `zoo build` again to retrain and rewrite missing or corrupt files "
+               "(built zoos), or `zoo pull` it again (pulled zoos)")
+
+
+def repair_hint(manifest: Manifest) -> str:
+    """What to run to repair the zoo of ``manifest``: the exact ``zoo pull`` for a pulled zoo
+    (its ``source`` says the repo and commit), else :data:`REPAIR_HINT`."""
+    src = manifest.source
+    repo, commit = src.get("repo_id"), src.get("commit")
+    if not (isinstance(repo, str) and isinstance(commit, str)):
+        return REPAIR_HINT
+    where = src.get("pulled_where")
+    where = f' --where "{where}"' if isinstance(where, str) and where else ""
+    return f"pull it again into a new directory: `zoo pull {repo} --revision {commit}{where} --out DIR`"
 
 
 @dataclass
@@ -74,6 +93,7 @@ class VerifyReport:
     files_checked: int = 0
     rows_checked: int = 0
     weights_checked: int = 0
+    repair_hint: str = REPAIR_HINT
 
     @property
     def ok(self) -> bool:
@@ -100,7 +120,7 @@ def verify_zoo(root: str | os.PathLike, check_weights: bool = True,
     """
     root = Path(root)
     manifest = read_manifest(root)
-    report = VerifyReport(str(root))
+    report = VerifyReport(str(root), repair_hint=repair_hint(manifest))
     present = _check_files(root, manifest, report)
     _check_unlisted(root, manifest, report)
     shard_rows = _check_shards(root, manifest, report, present)
@@ -125,7 +145,11 @@ def _check_files(root: Path, manifest: Manifest, report: VerifyReport) -> set[st
             report.problems.append(Problem(path, f"listed {n} times in {MANIFEST_NAME}"))
     for entry in manifest.files:
         report.files_checked += 1
-        p = root / entry.path
+        try:
+            p = safe_join(root, entry.path, "file")
+        except ZooFormatError as e:  # a symbolic link that leads out of the zoo
+            report.problems.append(Problem(entry.path, str(e)))
+            continue
         if not p.is_file():
             report.problems.append(Problem(entry.path, "missing (listed in the manifest); re-pull or rebuild the zoo"))
             continue
@@ -167,7 +191,7 @@ def _check_shards(root: Path, manifest: Manifest, report: VerifyReport,
         if spec is None:
             continue
         try:
-            handle = safe_open(str(root / entry.path), framework="pt")
+            handle = safe_open(str(safe_join(root, entry.path, "weight shard")), framework="pt")
         except Exception as e:  # safetensors raises its own error types
             report.problems.append(Problem(entry.path, f"not a readable safetensors file ({e})"))
             continue
@@ -225,17 +249,25 @@ def _check_parts(root: Path, manifest: Manifest, report: VerifyReport,
         except Exception as e:  # a malformed spec is reported, not raised
             report.problems.append(Problem(MANIFEST_NAME, f"architecture {arch}: {e}"))
     total = 0
+    runs: set = set()
+    statuses: Counter = Counter()
+    all_read = True  # counts are compared only when every part could be read
     for entry in manifest.part_files():
         if entry.path not in present:
+            all_read = False
             continue
         try:
-            table = pq.read_table(root / entry.path)
+            table = pq.read_table(safe_join(root, entry.path, "part"))
         except Exception as e:  # pyarrow raises several error types for bad files
             report.problems.append(Problem(entry.path, f"not a readable Parquet file ({e})"))
+            all_read = False
             continue
         if not _check_schema(entry.path, table.schema, report, types):
+            all_read = False
             continue
         total += table.num_rows
+        runs.update(table.column("run_id").to_pylist())
+        statuses.update(table.column("status").to_pylist())
         if table.num_rows != entry.rows:
             report.problems.append(Problem(
                 entry.path, f"has {table.num_rows} rows, the manifest says {entry.rows}"))
@@ -248,10 +280,34 @@ def _check_parts(root: Path, manifest: Manifest, report: VerifyReport,
     for model_id, n in ids.items():
         if n > 1:
             report.problems.append(Problem("models/", f"model_id appears in {n} rows", model_id))
-    if manifest.counts.get("rows") is not None and manifest.counts["rows"] != total:
-        report.warnings.append(Problem(
-            MANIFEST_NAME, f"counts.rows is {manifest.counts.get('rows')}, the parts hold {total}"))
+    _check_counts(manifest, report, total if all_read else None, runs, statuses)
     return used
+
+
+def _check_counts(manifest: Manifest, report: VerifyReport, rows: int | None, runs: set,
+                  statuses: Counter) -> None:
+    """The manifest's ``counts`` against what the parts hold (``rows`` is ``None`` when some
+    part could not be read: its problem is reported already, and the row counts cannot agree)."""
+    counts = manifest.counts
+
+    def compare(key: str, actual: int, what: str) -> None:
+        if key not in counts:
+            if actual:
+                report.problems.append(Problem(
+                    MANIFEST_NAME, f"counts.{key} is missing, but {what.format(n=actual)}"))
+        elif counts[key] != actual:
+            report.problems.append(Problem(
+                MANIFEST_NAME, f"counts.{key} is {counts[key]}, but {what.format(n=actual)}"))
+
+    compare("architectures", len(manifest.architectures), "the manifest lists {n} architectures")
+    if rows is None:
+        return
+    compare("rows", rows, "the parts listed in the manifest hold {n} rows")
+    compare("runs", len(runs), "the parts hold {n} runs")
+    keys = {k[len("status_"):] for k in counts if k.startswith("status_")} | set(statuses)
+    for status in sorted(keys, key=str):
+        compare(f"status_{status}", statuses.get(status, 0),
+                f"the parts hold {{n}} rows with status {status!r}")
 
 
 def _check_schema(path: str, schema: pa.Schema, report: VerifyReport,
@@ -327,7 +383,8 @@ def _check_weights(root: Path, manifest: Manifest, report: VerifyReport, present
         if entry.path not in present:
             continue
         try:
-            t = pq.read_table(root / entry.path, columns=["model_id", "weights_shard", "weights_row", "sha256"])
+            t = pq.read_table(safe_join(root, entry.path, "part"),
+                              columns=["model_id", "weights_shard", "weights_row", "sha256"])
         except Exception:  # already reported by _check_parts
             continue
         for mid, shard, r, sha in zip(*(t.column(c).to_pylist() for c in t.column_names)):
@@ -342,7 +399,7 @@ def _check_weights(root: Path, manifest: Manifest, report: VerifyReport, present
     for shard, rows in items:
         spec = manifest.network_spec(shards[shard].arch_id)
         rows.sort()
-        handle = safe_open(str(root / shard), framework="pt")
+        handle = safe_open(str(safe_join(root, shard, "weight shard")), framework="pt")
         slices = [handle.get_slice(n) for n in spec.param_names]
         idx = np.array([r for r, _, _ in rows], dtype=np.int64)
         for start in range(0, shards[shard].rows, VERIFY_CHUNK_ROWS):

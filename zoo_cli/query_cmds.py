@@ -119,8 +119,7 @@ def verify(zoo: str, no_weights: bool, quiet: bool) -> None:
     click.echo(report.summary())
     if not report.ok:
         raise IntegrityError(
-            f"{len(report.problems)} problem(s) in {zoo}; re-pull or rebuild the zoo "
-            f"(`zoo build` resumes and rewrites what is missing)")
+            f"{len(report.problems)} problem(s) in {zoo}; {report.repair_hint}")
 
 
 @click.group("catalog")
