@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from catalog.errors import ZooFormatError
-from catalog.format import CARD_NAME, MANIFEST_NAME, Manifest, read_manifest, sha256_file
+from catalog.format import (
+    CARD_NAME,
+    DATA_FOLDERS,
+    MANIFEST_NAME,
+    Manifest,
+    read_manifest,
+    sha256_file,
+)
+from catalog.paths import safe_join
 from hub.errors import HubError, HubIntegrityError, NotAZooError, hub_errors
 from hub.progress import progress_bars
 
@@ -25,8 +33,6 @@ from hub.progress import progress_bars
 REPO_TYPE = "dataset"
 #: The branch used when no revision is given.
 DEFAULT_REVISION = "main"
-#: Top-level folders that hold a zoo's data files.
-DATA_FOLDERS = ("models", "weights")
 _CHUNK = 1 << 22
 
 
@@ -176,7 +182,7 @@ def bad_files(root: Path, paths: Iterable[str], remote: RemoteZoo,
     listed = {f.path: f for f in manifest.files} if manifest is not None else {}
     problems: dict[str, str] = {}
     for rel in paths:
-        p = root / rel
+        p = safe_join(root, rel, f"file of {remote.label}")
         if not p.is_file():
             problems[rel] = "missing after the download"
             continue
@@ -209,7 +215,12 @@ def fetch_manifest(remote: RemoteZoo, **download_kwargs) -> tuple[Path, Manifest
     """Download and check ``zoo.json`` (and the card, if the repo has one) of ``remote``.
 
     Returns:
-        ``(directory, manifest)``; the manifest's paths are checked with :func:`check_manifest`.
+        ``(directory, manifest)``; the manifest's structure, ids and paths are checked when it
+        is read (:meth:`~catalog.format.Manifest.from_dict`), and its files against the repo
+        with :func:`check_manifest`.
+
+    Raises:
+        ZooFormatError: the manifest is malformed or names unsafe paths (a crafted repo).
     """
     meta = [MANIFEST_NAME] + ([CARD_NAME] if CARD_NAME in remote.files else [])
     root = download(remote, meta, **download_kwargs)
@@ -217,7 +228,7 @@ def fetch_manifest(remote: RemoteZoo, **download_kwargs) -> tuple[Path, Manifest
     if problems:
         evict_cached(root, [MANIFEST_NAME, CARD_NAME], download_kwargs.get("local_dir"))
         raise integrity_error(remote, problems, "nothing was used")
-    manifest = read_manifest(root)
+    manifest = read_manifest(root, label=f"{MANIFEST_NAME} of {remote.label}")
     check_manifest(manifest, remote)
     return root, manifest
 
@@ -226,7 +237,7 @@ def evict_cached(root: Path, paths: Iterable[str], local_dir: Path | None = None
     """Delete downloaded copies of ``paths`` (and, in the HF cache, the blobs they link to),
     so that the next attempt downloads them again."""
     for rel in paths:
-        p = root / rel
+        p = safe_join(root, rel, "cached file")
         if local_dir is None and p.is_symlink():
             target = p.resolve()
             p.unlink(missing_ok=True)

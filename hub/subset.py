@@ -25,9 +25,10 @@ from catalog.format import (
     SHARD_TEMPLATE,
     FileEntry,
     Manifest,
+    atomic_path,
     sha256_file,
-    tmp_path_for,
 )
+from catalog.paths import safe_join
 
 
 def subset_zoo(src: Path, dst: Path, manifest: Manifest, model_ids: Collection[str]) -> Manifest:
@@ -42,12 +43,17 @@ def subset_zoo(src: Path, dst: Path, manifest: Manifest, model_ids: Collection[s
 
     Returns:
         the new zoo's manifest (not yet written: the caller adds its ``source`` and writes it).
+
+    Raises:
+        ZooFormatError: a path made from the manifest (a file path, ``weights/<arch_id>/...``)
+            would lead outside ``src`` or ``dst`` (every path is made with
+            :func:`catalog.paths.safe_join`, whatever checked the manifest before).
     """
     keep = pa.array(sorted(set(model_ids)), type=pa.string())
     parts: list[tuple[FileEntry, pa.Table]] = []
     used_shards: set[str] = set()
     for entry in manifest.part_files():
-        table = pq.read_table(src / entry.path)
+        table = pq.read_table(safe_join(src, entry.path, "part"))
         kept = table.filter(pc.is_in(table.column("model_id").cast(pa.string()), value_set=keep))
         if kept.num_rows:
             parts.append((entry, kept if kept.num_rows < table.num_rows else table))
@@ -60,34 +66,31 @@ def subset_zoo(src: Path, dst: Path, manifest: Manifest, model_ids: Collection[s
             renamed[entry.path] = SHARD_TEMPLATE.format(arch_id=entry.arch_id, index=per_arch[entry.arch_id])
             per_arch[entry.arch_id] += 1
 
+    # Every destination is checked before anything moves: a bad one leaves src and dst as they were.
+    moves = [(safe_join(src, entry.path, "weight shard"), safe_join(dst, renamed[entry.path], "weight shard"),
+              entry) for entry in manifest.shard_files() if entry.path in renamed]
     new_paths: dict[str, FileEntry] = {}
-    for entry in manifest.shard_files():
-        if entry.path in renamed:
-            target = dst / renamed[entry.path]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src / entry.path, target)
-            new_paths[entry.path] = replace(entry, path=renamed[entry.path])
+    for source, target, entry in moves:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        new_paths[entry.path] = replace(entry, path=renamed[entry.path])
     tables = []
     for index, (entry, table) in enumerate(parts):
         rel = PART_TEMPLATE.format(index=index)
-        target = dst / rel
+        target = safe_join(dst, rel, "part")
         target.parent.mkdir(parents=True, exist_ok=True)
         shards = table.column("weights_shard").to_pylist()
         relinked = [renamed[s] for s in shards]
         if table.num_rows == entry.rows and relinked == shards:
-            os.replace(src / entry.path, target)  # unchanged: keep the bytes (and the sha256)
+            os.replace(safe_join(src, entry.path, "part"), target)  # unchanged: keep the bytes (and the sha256)
             new_paths[entry.path] = replace(entry, path=rel)
         else:
             i = table.schema.get_field_index("weights_shard")
             table = table.set_column(i, table.schema.field(i), pa.array(relinked, type=table.schema.field(i).type))
-            tmp = tmp_path_for(target)
-            try:
+            with atomic_path(target) as tmp:
                 pq.write_table(table, tmp, compression="zstd")
                 new_paths[entry.path] = replace(entry, path=rel, sha256=sha256_file(tmp),
                                                 bytes=tmp.stat().st_size, rows=table.num_rows)
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
         tables.append(table.select(["run_id", "arch_id", "status"]))
 
     rows = pa.concat_tables(tables) if tables else pa.table({"run_id": [], "arch_id": [], "status": []})

@@ -324,3 +324,25 @@ def test_hf_url_revisions_are_parsed() -> None:
     assert parse_hf_url("hf://datasets/org/name@v1.0") == ("org/name", "v1.0")
     assert parse_hf_url("hf://datasets/org/name@feature/x") == ("org/name", "feature/x")
     assert parse_hf_url("hf://datasets/org/name@refs%2Fpr%2F1") == ("org/name", "refs/pr/1")
+
+
+def test_pulled_files_respect_the_umask(hub, pushed, tmp_path: Path) -> None:
+    """Files a pull writes itself (the manifest, the card, filtered parts) are as readable as
+    the umask allows, like the downloaded ones: 0644 under umask 022."""
+    import os
+    import stat
+
+    from hub import pull_zoo
+
+    repo, _, _ = pushed
+    old = os.umask(0o022)
+    try:
+        roots = [pull_zoo(repo, tmp_path / "full", progress=False).path,
+                 pull_zoo(repo, tmp_path / "part", where="checkpoint = 1 AND seed < 2",
+                          progress=False).path]
+    finally:
+        os.umask(old)
+    for root in roots:
+        modes = {p.relative_to(root).as_posix(): oct(stat.S_IMODE(p.stat().st_mode))
+                 for p in root.rglob("*") if p.is_file()}
+        assert len(modes) == 6 and set(modes.values()) == {oct(0o644)}, modes
