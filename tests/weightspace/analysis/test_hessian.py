@@ -1,0 +1,159 @@
+import pytest
+import torch
+from analysis_helpers import (
+    digits,
+    exact_hessian,
+    mlp_spec,
+    random_params,
+    trained_digits_mlp,
+    trained_exact_hessian,
+)
+
+from catalog.errors import WeightzooError
+from weightspace.analysis import hessian_top_eig, hessian_trace
+
+
+def _top_by_magnitude(h: torch.Tensor) -> float:
+    ev = torch.linalg.eigvalsh(h)
+    return float(ev[ev.abs().argmax()])
+
+
+def test_top_eig_within_1_percent_of_exact_hessian():
+    spec, params = trained_digits_mlp()  # 910 parameters, 4 members
+    _, _, x, y = digits()
+    x, y = x[:256], y[:256]
+    got = hessian_top_eig(spec, params, x, y)
+    for i in range(4):
+        want = _top_by_magnitude(trained_exact_hessian(i))
+        assert want > 0
+        assert abs(float(got[i]) / want - 1) < 0.01
+
+
+def test_top_eig_is_largest_magnitude_eigenvalue_with_its_sign():
+    # A saturated tanh network whose Hessian is dominated by negative curvature:
+    # lambda_min = -1.36, lambda_max = 0.60. PyHessian's power iteration reports -1.36.
+    spec = mlp_spec((4, 6, 3), "tanh")
+    g = torch.Generator().manual_seed(5)
+    flat = torch.randn(spec.n_params, generator=g, dtype=torch.float64) * 2.0
+    x = torch.randn(16, 4, generator=g, dtype=torch.float64).float()
+    y = torch.randint(0, 3, (16,), generator=g)
+    from weightspace.representations import flat_to_params
+    params = flat_to_params(spec, flat.float()[None])
+    h = exact_hessian(spec, params, 0, x, y)
+    ev = torch.linalg.eigvalsh(h)
+    assert -ev.min() > 2 * ev.max() > 0
+    got = float(hessian_top_eig(spec, params, x, y)[0])
+    assert got < 0
+    assert abs(got / _top_by_magnitude(h) - 1) < 0.01
+
+
+def test_trace_equals_exact_quadratic_forms_of_its_rademacher_vectors():
+    # The estimator itself, free of sampling noise: member i's vectors come from a generator
+    # seeded seed + i, drawn as randint(0, 2, [D]) * 2 - 1, one per sample.
+    spec = mlp_spec((5, 7, 6, 3), "tanh")
+    params = random_params(spec, 3, seed=1)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(32, 5, generator=g), torch.randint(0, 3, (32,), generator=g)
+    got = hessian_trace(spec, params, x, y, samples=20, seed=7)
+    for i in range(3):
+        h = exact_hessian(spec, params, i, x, y)
+        gen = torch.Generator().manual_seed(7 + i)
+        z = torch.stack([torch.randint(0, 2, (spec.n_params,), generator=gen) for _ in range(20)])
+        z = z.double() * 2 - 1
+        want = torch.einsum("sd,de,se->s", z, h, z).mean()
+        torch.testing.assert_close(got[i].double(), want, rtol=1e-4, atol=1e-6)
+
+
+def test_top_eig_pyhessian_stop_rule_stops_short_on_a_small_gap():
+    # Member 2 has lambda_2 / lambda_1 = 0.955: the last change underestimates the error.
+    spec, params = trained_digits_mlp()
+    _, _, x, y = digits()
+    x, y = x[:256], y[:256]
+    want = _top_by_magnitude(trained_exact_hessian(2))
+    one = {k: v[2:3] for k, v in params.items()}
+    change = float(hessian_top_eig(spec, one, x, y, seed=[2], stop="change")[0])
+    error = float(hessian_top_eig(spec, one, x, y, seed=[2], stop="error")[0])
+    assert abs(change / want - 1) > 0.01
+    assert abs(error / want - 1) < 0.002
+
+
+def _trace_check(samples: int) -> tuple[list[float], list[float]]:
+    """Relative errors of the trace estimate, and the estimator's relative standard errors
+    ``sqrt(2 (|H|_F^2 - sum H_ii^2) / samples) / tr H``, per member."""
+    spec, params = trained_digits_mlp()
+    _, _, x, y = digits()
+    x, y = x[:256], y[:256]
+    got = hessian_trace(spec, params, x, y, samples=samples, seed=0)
+    errors, stderrs = [], []
+    for i in range(4):
+        h = trained_exact_hessian(i)
+        exact = float(h.trace())
+        errors.append(abs(float(got[i]) / exact - 1))
+        stderrs.append(float((2 * ((h ** 2).sum() - (h.diag() ** 2).sum()) / samples).sqrt()) / exact)
+    return errors, stderrs
+
+
+def test_trace_within_5_percent_of_exact_hessian():
+    # At 100 samples the estimator's standard error is about 4% of the trace on these
+    # networks, so a single member's 5% bar is about one standard error wide: check every member
+    # within 3 standard errors, the mean error within 5% at 100 samples, and every member within
+    # 5% at 1000 samples (standard error about 1.3%).
+    errors, stderrs = _trace_check(100)
+    assert all(e < 3 * s for e, s in zip(errors, stderrs))
+    assert 0.02 < max(stderrs) < 0.06
+    assert sum(errors) / len(errors) < 0.05
+    errors, stderrs = _trace_check(1000)
+    assert all(e < 3 * s for e, s in zip(errors, stderrs))
+    assert max(errors) < 0.05
+
+
+def test_members_do_not_depend_on_their_population():
+    spec, params = trained_digits_mlp()
+    _, _, x, y = digits()
+    x, y = x[:128], y[:128]
+    eig = hessian_top_eig(spec, params, x, y, seed=3)
+    tr = hessian_trace(spec, params, x, y, samples=10, seed=3)
+    one = {k: v[2:3] for k, v in params.items()}
+    torch.testing.assert_close(hessian_top_eig(spec, one, x, y, seed=[5]), eig[2:3], rtol=1e-4, atol=0)
+    torch.testing.assert_close(hessian_trace(spec, one, x, y, samples=10, seed=[5]), tr[2:3],
+                               rtol=1e-4, atol=0)
+    chunked = hessian_trace(spec, params, x, y, samples=10, seed=3, member_chunk=3)
+    torch.testing.assert_close(chunked, tr, rtol=1e-4, atol=0)
+
+
+def test_batches_as_a_list_equal_one_tensor():
+    spec, params = trained_digits_mlp()
+    _, _, x, y = digits()
+    one = hessian_trace(spec, params, x[:128], y[:128], samples=5)
+    batched = hessian_trace(spec, params, list(x[:128].split(64)), list(y[:128].split(64)), samples=5)
+    torch.testing.assert_close(one, batched, rtol=1e-4, atol=1e-5)
+
+
+def test_trace_tol_stops_members_early_like_pyhessian():
+    # PyHessian's rule: stop once the running mean changes by less than tol, relative. Each
+    # member's early result is then its fixed-sample estimate at the sample count it stopped at.
+    spec, params = trained_digits_mlp()
+    _, _, x, y = digits()
+    x, y = x[:128], y[:128]
+    early = hessian_trace(spec, params, x, y, samples=100, tol=0.05)
+    prefixes = torch.stack([hessian_trace(spec, params, x, y, samples=k) for k in range(1, 31)])
+    stopped_at = [int(((prefixes[:, i] - early[i]).abs() < 1e-5).nonzero()[0]) + 1 for i in range(4)]
+    assert all(2 <= k < 30 for k in stopped_at)
+    for i, k in enumerate(stopped_at):
+        rel = (prefixes[k - 1, i] - prefixes[k - 2, i]).abs() / prefixes[k - 2, i].abs()
+        assert rel < 0.05
+
+
+def test_bad_input():
+    spec, params = trained_digits_mlp()
+    _, _, x, y = digits()
+    with pytest.raises(WeightzooError, match="expected \\[N, 1, 8, 8\\]"):
+        hessian_trace(spec, params, x[:8].flatten(1), y[:8])
+    with pytest.raises(WeightzooError, match="labels"):
+        hessian_top_eig(spec, params, x[:8], y[:8] + 10)
+    with pytest.raises(WeightzooError, match="lacks"):
+        hessian_top_eig(spec, {"layers.0.weight": params["layers.0.weight"]}, x[:8], y[:8])
+    with pytest.raises(WeightzooError, match="stop rule"):
+        hessian_top_eig(spec, params, x[:8], y[:8], stop="pyhessian")
+    with pytest.raises(WeightzooError, match="seeds"):
+        hessian_trace(spec, params, x[:8], y[:8], seed=[1, 2])

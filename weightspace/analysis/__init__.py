@@ -1,0 +1,22 @@
+"""Loss-landscape and weight-space analysis of model populations (issue 13).
+
+Pure functions over stacked populations ``{name: Tensor[P, *shape]}`` of one
+:class:`~catalog.network.NetworkSpec`, vectorized over the members; the CLI stores their results
+in a sidecar table and plots them.
+
+| file | concept |
+| --- | --- |
+| ``evaluation.py`` | cross-entropy loss and accuracy of every member |
+| ``hessian.py`` | Hessian top eigenvalue (power iteration) and trace (Hutchinson) |
+| ``cka.py`` | linear CKA, seed pairs of a metadata table, per-row means over pairs |
+| ``connectivity.py`` | loss/accuracy along a line or a trained Bezier curve, ``mc`` |
+| ``alignment.py`` | weight matching (git re-basin) of hidden neurons |
+| ``averaging.py`` | accuracy of the weight average of (aligned) pairs |
+| ``subspace.py`` | per-layer singular-value spectra, ranks, held-out projection |
+| ``phase.py`` | phase heatmaps, line and scatter plots of a metadata table |
+"""
+
+from weightspace.analysis.evaluation import population_loss_accuracy
+from weightspace.analysis.hessian import hessian_top_eig, hessian_trace
+
+__all__ = ["hessian_top_eig", "hessian_trace", "population_loss_accuracy"]
