@@ -8,7 +8,8 @@ in a sidecar table and plots them.
 | --- | --- |
 | ``evaluation.py`` | cross-entropy loss and accuracy of every member |
 | ``hessian.py`` | Hessian top eigenvalue (power iteration) and trace (Hutchinson) |
-| ``cka.py`` | linear CKA, seed pairs of a metadata table, per-row means over pairs |
+| ``cka.py`` | linear CKA between representations |
+| ``pairs.py`` | seed pairs of a metadata table, per-row means of a pairwise metric |
 | ``connectivity.py`` | loss/accuracy along a line or a trained Bezier curve, ``mc`` |
 | ``alignment.py`` | weight matching (git re-basin) of hidden neurons |
 | ``averaging.py`` | accuracy of the weight average of (aligned) pairs |
@@ -16,7 +17,12 @@ in a sidecar table and plots them.
 | ``phase.py`` | phase heatmaps, line and scatter plots of a metadata table |
 """
 
+from weightspace.analysis.cka import linear_cka
 from weightspace.analysis.evaluation import population_loss_accuracy
 from weightspace.analysis.hessian import hessian_top_eig, hessian_trace
+from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
 
-__all__ = ["hessian_top_eig", "hessian_trace", "population_loss_accuracy"]
+__all__ = [
+    "hessian_top_eig", "hessian_trace", "linear_cka", "mean_over_pairs", "population_loss_accuracy",
+    "seed_pairs",
+]
