@@ -18,11 +18,18 @@ in a sidecar table and plots them.
 """
 
 from weightspace.analysis.cka import linear_cka
+from weightspace.analysis.connectivity import (
+    PathResult,
+    bezier_barrier,
+    linear_barrier,
+    mode_connectivity,
+)
 from weightspace.analysis.evaluation import population_loss_accuracy
 from weightspace.analysis.hessian import hessian_top_eig, hessian_trace
 from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
 
 __all__ = [
+    "PathResult", "bezier_barrier", "linear_barrier", "mode_connectivity",
     "hessian_top_eig", "hessian_trace", "linear_cka", "mean_over_pairs", "population_loss_accuracy",
     "seed_pairs",
 ]

@@ -1,0 +1,91 @@
+import math
+
+import pytest
+import torch
+from analysis_helpers import MLPConfig, digits, random_params, train
+
+from catalog.errors import WeightzooError
+from catalog.network import LayerSpec, NetworkSpec
+from weightspace.analysis import bezier_barrier, linear_barrier, mode_connectivity
+
+
+def _softplus(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+@pytest.fixture(scope="module")
+def seed_pair():
+    """Two pairs of digits MLPs trained from different seeds (a clear linear barrier)."""
+    spec = MLPConfig(hidden=(16,)).network_spec((1, 8, 8), 10)
+    x, y, _, _ = digits()
+    p = train(spec, random_params(spec, 4, seed=1), x, y, 200)
+    return spec, {k: v[:2] for k, v in p.items()}, {k: v[2:] for k, v in p.items()}
+
+
+def test_line_from_a_network_to_itself_has_no_barrier(seed_pair):
+    spec, a, _ = seed_pair
+    _, _, x, y = digits()
+    res = linear_barrier(spec, a, a, x, y, points=7)
+    assert res.loss.shape == res.accuracy.shape == (2, 7)
+    assert res.mc.abs().max() < 1e-6
+    assert res.mc_accuracy.abs().max() < 1e-6
+    torch.testing.assert_close(res.t, torch.linspace(0, 1, 7))
+
+
+def test_line_hand_checked_one_dimensional_case():
+    # logit_0 = v * w * x, logit_1 = 0, x = 1, label 0: loss = softplus(-v w).
+    # a = (w, v) = (2, 2), b = (-2, -2): along the line w = v = 2 - 4t, so v w = (2 - 4t)^2;
+    # at t = 0, 1/3, 2/3, 1: v w = 4, 4/9, 4/9, 4 and the loss is softplus(-4), softplus(-4/9), ...
+    spec = NetworkSpec("mlp", (1,), (LayerSpec("linear", 1, 1, "w"), LayerSpec("linear", 1, 2, "v")))
+    a = {"w": torch.tensor([[[2.0]]]), "v": torch.tensor([[[2.0], [0.0]]])}
+    b = {"w": torch.tensor([[[-2.0]]]), "v": torch.tensor([[[-2.0], [0.0]]])}
+    res = linear_barrier(spec, a, b, torch.ones(1, 1), torch.zeros(1, dtype=torch.long), points=4)
+    want = [_softplus(-4), _softplus(-4 / 9), _softplus(-4 / 9), _softplus(-4)]
+    torch.testing.assert_close(res.loss[0], torch.tensor(want), rtol=1e-6, atol=1e-6)
+    # mc = (L0 + L1) / 2 - L_k: the path is worse than its ends, a barrier, so negative.
+    assert float(res.mc[0]) == pytest.approx(_softplus(-4) - _softplus(-4 / 9), abs=1e-6)
+    assert float(res.mc[0]) < 0
+    assert res.accuracy.eq(1).all() and float(res.mc_accuracy[0]) == 0
+
+
+def test_mode_connectivity_sign_and_furthest_point():
+    loss = torch.tensor([[1.0, 3.0, 0.5, 1.0], [1.0, 0.2, 1.2, 1.0], [0.0, 0.1, 0.1, 4.0]])
+    # row 0: furthest from the ends' mean 1.0 is 3.0: mc = 1 - 3 = -2 (barrier);
+    # row 1: furthest is 0.2: mc = 0.8 (the path is lower);
+    # row 2: ends' mean 2.0; furthest are the ends themselves (|0 - 2| = |4 - 2|): mc = 2 - 0.
+    torch.testing.assert_close(mode_connectivity(loss), torch.tensor([-2.0, 0.8, 2.0]))
+    acc = torch.tensor([[0.9, 0.5, 0.9]])
+    torch.testing.assert_close(mode_connectivity(acc, higher_is_better=True), torch.tensor([-0.4]))
+
+
+def test_untrained_bezier_is_the_line(seed_pair):
+    spec, a, b = seed_pair
+    x, y, xt, yt = digits()
+    line = linear_barrier(spec, a, b, xt, yt, points=5)
+    curve = bezier_barrier(spec, a, b, x, y, xt, yt, epochs=0, points=5)
+    torch.testing.assert_close(curve.loss, line.loss, rtol=1e-4, atol=1e-5)
+    assert curve.bends["layers.0.weight"].shape == (2, 1, 16, 64)
+
+
+def test_trained_bezier_removes_most_of_the_barrier(seed_pair):
+    spec, a, b = seed_pair
+    x, y, xt, yt = digits()
+    line = linear_barrier(spec, a, b, xt, yt, points=5)
+    curve = bezier_barrier(spec, a, b, x, y, xt, yt, epochs=3, n_bends=4)
+    assert (line.mc < -0.2).all()
+    assert (curve.mc > 0.25 * line.mc).all()
+    # Each pair trains independently of the others (its own data order and t).
+    alone = bezier_barrier(spec, {k: v[1:] for k, v in a.items()}, {k: v[1:] for k, v in b.items()},
+                           x, y, xt, yt, epochs=3, n_bends=4, seed=[1])
+    torch.testing.assert_close(alone.loss[0], curve.loss[1], rtol=1e-4, atol=1e-5)
+
+
+def test_bad_input(seed_pair):
+    spec, a, b = seed_pair
+    x, y, xt, yt = digits()
+    with pytest.raises(WeightzooError, match="params_a holds 2 networks but params_b holds 1"):
+        linear_barrier(spec, a, {k: v[:1] for k, v in b.items()}, xt, yt)
+    with pytest.raises(WeightzooError, match="points"):
+        linear_barrier(spec, a, b, xt, yt, points=1)
+    with pytest.raises(WeightzooError, match="n_bends"):
+        bezier_barrier(spec, a, b, x, y, xt, yt, n_bends=2)
