@@ -6,7 +6,11 @@ trained once with weightzoo's vectorized population trainer and once one model a
 ``nn.Module`` + ``torch.optim``. Writes models/minute for both, their ratio and both final mean
 accuracies (PSNR for SIRENs) to ``benchmarks/results/bench_build.json``.
 
-    python benchmarks/bench_build.py [--quick]
+Every case runs twice: with torch's default thread count and with the builder's
+(:data:`zoo_builders.build.DEFAULT_THREADS`, what ``zoo build`` uses without ``--threads``);
+``threads_side_by_side`` in the JSON puts the two next to each other.
+
+    python benchmarks/bench_build.py [--quick]   # --quick: a smoke run, writes bench_build_quick.json
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from torch import nn
 
 from catalog.network import NetworkSpec
 from zoo_builders import BuildSpec, load_dataset, train_classifiers, train_inrs
-from zoo_builders.build import _inr_images
+from zoo_builders.build import DEFAULT_THREADS, _inr_images, torch_threads
 from zoo_builders.init import init_params
 from zoo_builders.spec import RunConfig
 from zoo_builders.train import image_coordinates, member_generator, psnr
 
 RESULTS = Path(__file__).parent / "results" / "bench_build.json"
+QUICK_RESULTS = RESULTS.with_name("bench_build_quick.json")
 
 
 class Sine(nn.Module):
@@ -114,7 +119,12 @@ def per_model_inrs(net: NetworkSpec, runs: list[RunConfig], images: torch.Tensor
     return out
 
 
-def case(name: str, spec: dict) -> dict:
+def case(name: str, spec: dict, threads: int) -> dict:
+    with torch_threads(threads):
+        return _case(name, spec, threads)
+
+
+def _case(name: str, spec: dict, threads: int) -> dict:
     s = BuildSpec.load(spec)
     runs = s.runs()
     data = load_dataset(s.dataset)
@@ -136,14 +146,14 @@ def case(name: str, spec: dict) -> dict:
     pop_rate, loop_rate = len(runs) / t_pop * 60, len(runs) / t_loop * 60
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     row = {
-        "case": name, "runs": len(runs), "n_params": net.n_params, "steps_per_run":
+        "case": name, "threads": threads, "runs": len(runs), "n_params": net.n_params, "steps_per_run":
             runs[0].training.epochs * (1 if inr else math.ceil(data.x_train.shape[0] / runs[0].training.batch_size)),
         "population_seconds": t_pop, "per_model_seconds": t_loop,
         "population_models_per_minute": pop_rate, "per_model_models_per_minute": loop_rate,
         "speedup": pop_rate / loop_rate, "metric": metric,
         "population_mean": mean(pop_metric), "per_model_mean": mean(loop_metric),
     }
-    print(f"{name:6s} runs={len(runs):4d}  population {pop_rate:9.1f} models/min  per-model {loop_rate:8.1f} "
+    print(f"{name:6s} threads={threads} runs={len(runs):4d}  population {pop_rate:9.1f} models/min  per-model {loop_rate:8.1f} "
           f"models/min  x{row['speedup']:.1f}   {metric}: {row['population_mean']:.4f} vs {row['per_model_mean']:.4f}",
           flush=True)
     return row
@@ -170,17 +180,37 @@ def main() -> None:
                 "training": {"epochs": 5, "batch_size": 32, "optimizer": "adam", "checkpoints": [5]},
                 "grid": {"lr": [0.003, 0.01], "seed": list(range(32 // k))}},
     }
+    settings = {"torch_default": torch.get_num_threads(), "builder_default": DEFAULT_THREADS}
     load_before = os.getloadavg()[0]
-    rows = [case(name, spec) for name, spec in cases.items()]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    out = {"benchmark": "bench_build", "torch": torch.__version__, "threads": torch.get_num_threads(),
+    rows = [case(name, spec, threads) for name, spec in cases.items()
+            for threads in dict.fromkeys(settings.values())]
+    results = QUICK_RESULTS if args.quick else RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
+    out = {"benchmark": "bench_build", "torch": torch.__version__, "thread_settings": settings,
            "machine": platform.machine(), "cpus": os.cpu_count(), "quick": args.quick,
            # Other processes on the machine slow both sides; the per-model loop (many small ops)
-           # usually more, so figures taken under load overstate the ratio.
+           # usually more, so figures taken under load overstate the ratio. They slow the
+           # setting with more threads than free cores most of all.
            "load_avg_1m": [load_before, os.getloadavg()[0]],
-           "targets": {"mlp": 15, "siren": 4, "cnn": 2.5}, "results": rows}
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+           "targets": {"mlp": 15, "siren": 4, "cnn": 2.5}, "results": rows,
+           "threads_side_by_side": side_by_side(rows, settings)}
+    results.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {results}")
+
+
+def side_by_side(rows: list[dict], settings: dict[str, int]) -> list[dict]:
+    """Per case: models/minute (population and per-model) under each thread setting."""
+    out = []
+    for name in dict.fromkeys(r["case"] for r in rows):
+        by = {r["threads"]: r for r in rows if r["case"] == name}
+        entry = {"case": name}
+        for key in ("population_models_per_minute", "per_model_models_per_minute"):
+            entry[key] = {label: by[n][key] for label, n in settings.items()}
+        default, builder = by[settings["torch_default"]], by[settings["builder_default"]]
+        entry["population_builder_vs_torch_default"] = (
+            builder["population_models_per_minute"] / default["population_models_per_minute"])
+        out.append(entry)
+    return out
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ DEFAULT_MAX_POPULATION = 256
 #: Share of available memory one population may plan to use.
 MEMORY_SHARE = 0.25
 #: Torch threads a build trains with unless --threads says otherwise. Populations are already
-#: vectorized, and builds scale out as one process per core; more threads than free cores
-#: made the digits-mlp preset 7.7x slower on a busy 2-core machine (3 min 51 s against 30 s).
+#: vectorized, and builds scale out as one process per core. Threads that wait for a busy core
+#: cost far more than they gain: on a 2-core machine with other work (load 3-6), the digits-mlp
+#: preset took 15.5 s with 1 thread and 118 s with torch's default 2, same sha256s (see also
+#: benchmarks/bench_build.py, which times both).
 DEFAULT_THREADS = 1
 
 
