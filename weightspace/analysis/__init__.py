@@ -17,6 +17,8 @@ in a sidecar table and plots them.
 | ``phase.py`` | phase heatmaps, line and scatter plots of a metadata table |
 """
 
+from weightspace.analysis.alignment import align_to, weight_matching
+from weightspace.analysis.averaging import avg_acc_delta
 from weightspace.analysis.cka import linear_cka
 from weightspace.analysis.connectivity import (
     PathResult,
@@ -29,6 +31,7 @@ from weightspace.analysis.hessian import hessian_top_eig, hessian_trace
 from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
 
 __all__ = [
+    "align_to", "avg_acc_delta", "weight_matching",
     "PathResult", "bezier_barrier", "linear_barrier", "mode_connectivity",
     "hessian_top_eig", "hessian_trace", "linear_cka", "mean_over_pairs", "population_loss_accuracy",
     "seed_pairs",
