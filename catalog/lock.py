@@ -56,13 +56,22 @@ class ZooLock:
         self.root = Path(root)
         self.path = self.root / LOCK_NAME
         self._fd: int | None = None
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._fd = _acquire(self.path, self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._fd = _acquire(self.path, self.root)
+        except OSError as e:
+            raise WeightzooError(
+                f"cannot write the zoo directory {self.root}: {e.strerror or e}; choose a "
+                f"writable directory") from e
         info = {"pid": os.getpid(), "hostname": socket.gethostname(),
                 "command": (command or _command_line())[:MAX_COMMAND_CHARS],
                 "started": datetime.now(UTC).astimezone().isoformat(timespec="seconds")}
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, (json.dumps(info) + "\n").encode(), 0)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, (json.dumps(info) + "\n").encode(), 0)
+        except BaseException:
+            self.release()
+            raise
         self.info = info
 
     @property

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from catalog.errors import WeightzooError
 from catalog.lock import LOCK_NAME, ZooLock, ZooLockedError
 
 HOLD = textwrap.dedent("""
@@ -96,3 +97,9 @@ def test_lock_file_replaced_under_a_waiter_is_not_trusted(tmp_path, monkeypatch)
         ZooLock(tmp_path)
     second.release()
 
+
+
+def test_unwritable_directory_is_a_user_error(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(WeightzooError, match="cannot write the zoo directory"):
+        ZooLock(tmp_path / "file")
