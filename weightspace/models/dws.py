@@ -32,14 +32,26 @@ from weightspace.representations.layers import params_to_layers
 Features = tuple[list[Tensor], list[Tensor]]
 
 
-def _pool_in(w: Tensor, fixed: bool) -> Tensor:
+#: Pooling over hidden-neuron axes: ``mean`` or ``max`` (both permutation invariant).
+REDUCTIONS = ("mean", "max")
+#: Normalization between equivariant layers: ``batch`` (per channel over the batch and every
+#: entry of a tensor, as the reference DWSNets) or ``none``.
+NORMS = ("batch", "none")
+
+
+def _reduce(x: Tensor, dims: int | tuple[int, ...], how: str) -> Tensor:
+    """Mean or max over ``dims`` (dropped)."""
+    return x.mean(dims) if how == "mean" else x.amax(dims)
+
+
+def _pool_in(w: Tensor, fixed: bool, how: str = "mean") -> Tensor:
     """Pool a weight over its fan-in axis: ``[B, n, m, C]`` -> ``[B, n, C]`` (``[B, n, m*C]`` if fixed)."""
-    return w.flatten(2) if fixed else w.mean(2)
+    return w.flatten(2) if fixed else _reduce(w, 2, how)
 
 
-def _pool_out(w: Tensor, fixed: bool) -> Tensor:
+def _pool_out(w: Tensor, fixed: bool, how: str = "mean") -> Tensor:
     """Pool a weight over its fan-out axis: ``[B, n, m, C]`` -> ``[B, m, C]`` (``[B, m, n*C]`` if fixed)."""
-    return w.transpose(1, 2).flatten(2) if fixed else w.mean(1)
+    return w.transpose(1, 2).flatten(2) if fixed else _reduce(w, 1, how)
 
 
 class FixedAxisMix(nn.Module):
@@ -191,15 +203,21 @@ class HiddenNeuronPermutationLinear(nn.Module):
         spec: the MLP architecture (linear layers only).
         in_channels: input channels per weight/bias entry.
         out_channels: output channels.
+        reduction: how hidden-neuron axes are pooled, ``mean`` or ``max`` (default ``mean``;
+            with ``max`` the layer is equivariant but no longer linear).
 
     Shapes:
         weights ``[B, n_out, n_in, in_channels]``, biases ``[B, n_out, in_channels]`` per layer
         -> the same with ``out_channels``.
     """
 
-    def __init__(self, spec: NetworkSpec, in_channels: int, out_channels: int) -> None:
+    def __init__(self, spec: NetworkSpec, in_channels: int, out_channels: int,
+                 reduction: str = "mean") -> None:
         super().__init__()
+        if reduction not in REDUCTIONS:
+            raise WeightzooError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
         self.n_layers = len(spec.layers)
+        self.reduction = reduction
         self.w2w = WeightToWeight(spec, in_channels, out_channels)
         self.b2w = BiasToWeight(spec, in_channels, out_channels)
         self.w2b = WeightToBias(spec, in_channels, out_channels)
@@ -208,17 +226,43 @@ class HiddenNeuronPermutationLinear(nn.Module):
     def forward(self, feats: Features) -> Features:
         ws, bs = feats
         L = self.n_layers
-        rows = [_pool_in(w, li == 0) for li, w in enumerate(ws)]
-        cols = [_pool_out(w, li == L - 1) for li, w in enumerate(ws)]
-        wglob = torch.cat([w.mean((1, 2)) for w in ws], -1)
-        bglob = torch.cat([b.mean(1) for b in bs], -1)
+        how = self.reduction
+        rows = [_pool_in(w, li == 0, how) for li, w in enumerate(ws)]
+        cols = [_pool_out(w, li == L - 1, how) for li, w in enumerate(ws)]
+        wglob = torch.cat([_reduce(w, (1, 2), how) for w in ws], -1)
+        bglob = torch.cat([_reduce(b, 1, how) for b in bs], -1)
         new_w = [a + b for a, b in zip(self.w2w(ws, rows, cols, wglob), self.b2w(bs, bglob))]
         new_b = [a + b for a, b in zip(self.w2b(rows, cols, wglob), self.b2b(bs, bglob))]
         return new_w, new_b
 
 
-def invariant_pool(feats: Features) -> Tensor:
-    """Pool every tensor over its hidden-neuron axes; fixed axes are unrolled into channels.
+class WeightSpaceBatchNorm(nn.Module):
+    """Batch normalization of weight-space features: per tensor and channel, statistics over the
+    batch and every entry of the tensor (as in the reference DWSNets), so it commutes with
+    every neuron permutation.
+
+    Args:
+        spec: the architecture (one norm per weight and per bias tensor).
+        channels: feature channels.
+
+    Shapes:
+        weights ``[B, n_out, n_in, C]``, biases ``[B, n_out, C]`` per layer -> the same.
+    """
+
+    def __init__(self, spec: NetworkSpec, channels: int) -> None:
+        super().__init__()
+        self.w_norms = nn.ModuleList(nn.BatchNorm1d(channels) for _ in spec.layers)
+        self.b_norms = nn.ModuleList(nn.BatchNorm1d(channels) for _ in spec.layers)
+
+    def forward(self, feats: Features) -> Features:
+        ws, bs = feats
+        return ([n(w.reshape(-1, w.shape[-1])).reshape(w.shape) for n, w in zip(self.w_norms, ws)],
+                [n(b.reshape(-1, b.shape[-1])).reshape(b.shape) for n, b in zip(self.b_norms, bs)])
+
+
+def invariant_pool(feats: Features, reduction: str = "mean") -> Tensor:
+    """Pool every tensor over its hidden-neuron axes (``mean`` or ``max``); fixed axes are
+    unrolled into channels.
 
     Shapes:
         per-layer features -> ``[B, F]``.
@@ -227,12 +271,14 @@ def invariant_pool(feats: Features) -> Tensor:
     L = len(ws)
     out = []
     for li, (w, b) in enumerate(zip(ws, bs)):
-        if li != L - 1:  # hidden fan-out neurons
-            w = w.mean(1, keepdim=True)
-        if li != 0:  # hidden fan-in neurons
-            w = w.mean(2, keepdim=True)
+        if li != L - 1 and li != 0:  # hidden fan-out and fan-in neurons: pool both at once
+            w = _reduce(w, (1, 2), reduction)
+        elif li != L - 1:  # hidden fan-out neurons
+            w = _reduce(w, 1, reduction)
+        elif li != 0:  # hidden fan-in neurons
+            w = _reduce(w, 2, reduction)
         out.append(w.flatten(1))
-        out.append(b.flatten(1) if li == L - 1 else b.mean(1))
+        out.append(b.flatten(1) if li == L - 1 else _reduce(b, 1, reduction))
     return torch.cat(out, dim=1)
 
 
@@ -255,6 +301,16 @@ class DWSNet(Metanetwork):
         dropout: dropout in the invariant head (default ``0``).
         probes: number of learned probe inputs whose neuron values are added to the neurons'
             (bias) features after the first layer (:mod:`weightspace.probes`; default ``0``).
+        norm: normalization after every equivariant layer but the last, ``batch``
+            (:class:`WeightSpaceBatchNorm`) or ``none`` (default ``batch``).
+        reduction: pooling over hidden neurons in the layers and the invariant head, ``mean``
+            or ``max`` (default ``max``).
+
+    Why batch norm and max pooling (the reference DWSNets' choices): without normalization the
+    stack optimized slowly - on 4,000 SIRENs (weights only) it sat at chance for several
+    epochs, and it fitted 256 training SIRENs to only 64% in 60 epochs; with batch norm between
+    the layers it fits them to 97% (mean pooling) or 100% by epoch 40 (max pooling), and max
+    pooling learns from the first epoch on the full set.
 
     Shapes:
         ``forward``: ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``;
@@ -264,7 +320,8 @@ class DWSNet(Metanetwork):
     weight_output = True
 
     def __init__(self, spec: NetworkSpec, out_dim: int, hidden: int = 16, n_layers: int = 3,
-                 head_hidden: int = 64, dropout: float = 0.0, probes: int = 0) -> None:
+                 head_hidden: int = 64, dropout: float = 0.0, probes: int = 0,
+                 norm: str = "batch", reduction: str = "max") -> None:
         super().__init__(spec, out_dim)
         if any(layer.is_conv for layer in spec.layers):
             raise WeightzooError(
@@ -272,12 +329,20 @@ class DWSNet(Metanetwork):
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
         check_probes(probes)
+        if norm not in NORMS:
+            raise WeightzooError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+        if reduction not in REDUCTIONS:
+            raise WeightzooError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
-                        "dropout": dropout, "probes": probes}
+                        "dropout": dropout, "probes": probes, "norm": norm, "reduction": reduction}
+        self.reduction = reduction
         self.probe = ProbeBiasInput(spec, probes, hidden) if probes else None
         chans = [1] + [hidden] * n_layers
         self.layers = nn.ModuleList(
-            HiddenNeuronPermutationLinear(spec, a, b) for a, b in zip(chans, chans[1:]))
+            HiddenNeuronPermutationLinear(spec, a, b, reduction) for a, b in zip(chans, chans[1:]))
+        self.norms = nn.ModuleList(
+            WeightSpaceBatchNorm(spec, hidden) if norm == "batch" else nn.Identity()
+            for _ in range(n_layers - 1))
         widths = spec.layer_widths
         L = len(spec.layers)
         n_pool = 0
@@ -285,7 +350,7 @@ class DWSNet(Metanetwork):
             n_pool += hidden * (widths[li + 1] if li == L - 1 else 1) * (widths[li] if li == 0 else 1)
             n_pool += hidden * (widths[li + 1] if li == L - 1 else 1)
         self.head = make_mlp(n_pool, head_hidden, out_dim, 1, dropout)
-        self.weight_head = HiddenNeuronPermutationLinear(spec, hidden, 1)
+        self.weight_head = HiddenNeuronPermutationLinear(spec, hidden, 1, reduction)
         # ReZero-style: the weight-space output starts as the identity map.
         self.edit_scale = nn.Parameter(torch.zeros(()))
 
@@ -298,11 +363,11 @@ class DWSNet(Metanetwork):
             if i == 0 and self.probe is not None:
                 feats = feats[0], self.probe.add_to(params, feats[1])
             if i < len(self.layers) - 1:
-                feats = _relu(feats)
+                feats = _relu(self.norms[i](feats))
         return feats
 
     def forward(self, params: Mapping[str, Tensor]) -> Tensor:
-        return self.head(torch.relu(invariant_pool(self._trunk(params))))
+        return self.head(torch.relu(invariant_pool(self._trunk(params), self.reduction)))
 
     def forward_weights(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         ws, bs = self.weight_head(_relu(self._trunk(params)))
