@@ -15,7 +15,7 @@ from torch import Tensor
 from catalog.network import NetworkSpec
 from weightspace.models._common import check_dropout, check_positive, make_mlp
 from weightspace.models.base import Metanetwork
-from weightspace.models.registry import register_metanetwork
+from weightspace.models.registry import register_metanetwork, register_preset
 from weightspace.representations.flat import _check_params
 
 
@@ -65,3 +65,11 @@ class StatNN(Metanetwork):
 
     def forward(self, params: Mapping[str, Tensor]) -> Tensor:
         return self.mlp(self.features(params))
+
+
+#: StatNN as published with NFN (Zhou et al. 2023, the ``stat`` config of the nfn repository's
+#: ``predict_gen`` experiment, after Unterthiner et al. 2020): mean, variance and the five
+#: quartiles of every weight and bias tensor, then two hidden layers of 1,000 without dropout.
+#: Training uses our loop (MSE on standardized targets rather than a sigmoid with BCE).
+register_preset("statnn", "published", {"hidden": 1000, "depth": 2, "dropout": 0.0,
+                                        "quantiles": [0.0, 0.25, 0.5, 0.75, 1.0]})
