@@ -96,6 +96,18 @@ def test_presets_parse():
         assert BuildSpec.load(n).runs()
     assert 200 <= len(BuildSpec.load("digits-mlp").runs()) <= 600
     assert len(BuildSpec.load("mnist5k-inr").runs()) == 5000
+    assert 200 <= len(BuildSpec.load("mnist5k-cnn-zoo").runs()) <= 1000
+
+
+def test_cnn_is_the_small_cnn_zoo_network():
+    # Unterthiner et al. 2020: 3 convs of 16 channels (3x3, stride 2), global average pool,
+    # dense 10 on 28x28 MNIST: 160 + 2320 + 2320 + 170 = 4970 parameters
+    spec = BuildSpec.load("mnist5k-cnn-zoo")
+    net = spec.runs()[0].arch.network_spec((1, 28, 28), 10)
+    assert [p.numel for p in net.params] == [144, 16, 2304, 16, 2304, 16, 160, 10]
+    assert net.n_params == 4970
+    assert [layer.stride for layer in net.layers[:3]] == [2, 2, 2]
+    assert net.layers[2].pool == "global_avg"
 
 
 def test_offline_datasets_shapes():
