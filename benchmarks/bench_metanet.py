@@ -12,7 +12,14 @@ Three measurements, every model on the same splits with the same training budget
    CNNs on scikit-learn digits with random activation, init, lr, weight decay, dropout,
    optimizer, train fraction and seed, checkpoints after epochs 1, 2, 4 and 8; 4,800 rows): Kendall's τ
    between predicted and true test accuracy, for ``statnn``, ``nfn`` and ``gmn`` (weights only),
-   each trained with the seeds :data:`CNN_SEEDS` (mean and standard deviation reported).
+   each trained with the seeds :data:`CNN_SEEDS` (mean and standard deviation reported); the
+   baselines ``statnn`` and ``nfn`` again at their published configurations (the ``published``
+   presets); and the peer implementation, NFN-NP and StatNN built from the PyPI ``nfn``
+   package's layers in their published configurations (:func:`register_peers`; skipped with a
+   message when ``nfn`` is not installed), all trained with our loop on the same splits.
+   The same rows again on the ``mnist5k-cnn-zoo`` preset (:data:`MNIST_CNN_PRESET`: 400 CNNs
+   of the Small CNN Zoo's 4,970-parameter architecture on 28x28 MNIST images with its
+   hyperparameter ranges, checkpoints after epochs 1, 2, 4 and 6).
 
    The zoo varies the activation, so it holds three ``arch_id``\\ s with *identical parameter
    shapes*. As in the Small CNN Zoo, one metanetwork reads the whole zoo without being told the
@@ -26,14 +33,16 @@ Three measurements, every model on the same splits with the same training budget
    outputs and gradients on a batch (checked, reported), then train a fixed number of steps.
 
 Zoos are built once into ``benchmarks/.cache/`` (``build_zoo`` is idempotent and resumable) and
-reused; a run's build seconds are reported (0 work when cached). Targets (from the issue):
-``dws`` >= ``mlp`` + 30 points on INR classification, ``gmn`` >= ``dws``, ``gmn`` τ > ``statnn`` τ.
+reused; a run's build seconds are reported (0 work when cached). Targets (from the issues):
+``dws`` >= ``mlp`` + 30 points on INR classification, ``gmn`` >= ``dws``, ``dws`` weights-only
+>= ``statnn``; ``gmn`` τ >= every other row's on both CNN zoos; a moonshot, ``gmn`` τ >= 0.90
+on the mnist5k CNN zoo.
 
 Run::
 
     python benchmarks/bench_metanet.py            # full; writes benchmarks/results/bench_metanet.json
-    python benchmarks/bench_metanet.py --quick    # 200 INRs, 120 CNNs, 2 epochs: a smoke run of a
-                                                  # few minutes; writes bench_metanet_quick.json
+    python benchmarks/bench_metanet.py --quick    # 200 INRs, 120 + 60 CNNs, 2 epochs: a smoke run
+                                                  # of a few minutes; writes bench_metanet_quick.json
 
 Threads: torch uses ``--threads`` (default 1). On this shared 2-core machine torch's OpenMP pool
 collapses when other processes hold the cores (a 2-thread step of the flat MLP took 600 ms against
@@ -44,6 +53,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
+import inspect
 import json
 import math
 import os
@@ -62,8 +73,14 @@ from catalog.dataset import WeightDataset
 from catalog.network import NetworkSpec
 from catalog.split import SPLITS
 from weightspace.metrics import regression_metrics
+from weightspace.models.base import Metanetwork
 from weightspace.models.gmn import GMN
-from weightspace.models.registry import build_metanetwork
+from weightspace.models.registry import (
+    build_metanetwork,
+    metanetwork_names,
+    preset_hparams,
+    register_metanetwork,
+)
 from weightspace.representations.graph import NODE_INPUT, NODE_OUTPUT, graph_structure
 from weightspace.train import evaluate, fit
 from zoo_builders import build_zoo
@@ -111,6 +128,16 @@ CNN_SPEC: dict[str, Any] = {
 QUICK_CNN_SAMPLES = 120
 QUICK_CNN_TRAINING = {"epochs": 2, "checkpoints": [1, 2]}
 
+#: The second accuracy-prediction zoo, closer to the Small CNN Zoo protocol: the preset
+#: ``mnist5k-cnn-zoo`` (28x28 MNIST images, the 4,970-parameter CNN, the Small CNN Zoo's
+#: hyperparameter ranges, checkpoints after epochs 1, 2, 4, 6). On the digits zoo 28% of the runs
+#: end near chance, which caps every model's τ.
+MNIST_CNN_PRESET = "mnist5k-cnn-zoo"
+QUICK_MNIST_CNN_SAMPLES = 60
+#: The CNN zoos of the accuracy-prediction table: key -> (zoo spec function, table label).
+CNN_ZOOS = ("digits", "mnist5k")
+CNN_ZOO_LABELS = {"digits": "digits CNN zoo", "mnist5k": "mnist5k CNN zoo"}
+
 FRACTIONS = (0.8, 0.1, 0.1)
 SPLIT_SEED = 0
 
@@ -118,6 +145,13 @@ INR_MODELS = ("mlp", "statnn", "dws", "nfn", "gmn")
 #: The equivariant models again without probe features (weights only), same budget: an ablation.
 INR_WEIGHTS_ONLY = ("dws", "nfn", "gmn")
 CNN_MODELS = ("statnn", "nfn", "gmn")
+#: Baselines again at their published configurations (``weightspace`` presets ``published``).
+CNN_PUBLISHED = ("statnn", "nfn")
+#: The peer implementation: NFN-NP and StatNN built from the PyPI ``nfn`` package's layers
+#: (Zhou et al.'s own code) in their published ``predict_gen`` configurations, trained with our
+#: loop on the same splits (see :func:`register_peers`). Skipped when ``nfn`` is not installed.
+PEER_MODELS = ("peer-nfn-np", "peer-statnn")
+PEER_LABELS = {"peer-nfn-np": "NFN-NP (PyPI `nfn`)", "peer-statnn": "StatNN (PyPI `nfn`)"}
 #: Accuracy prediction is repeated with these seeds (model init and batch order; same split):
 #: the models' τ differ by about one seed-to-seed standard deviation.
 CNN_SEEDS = {"full": (0, 1, 2), "quick": (0,)}
@@ -151,9 +185,11 @@ def inr_hparams(model: str, probes: bool = True) -> dict[str, Any]:
     return hp
 
 
-#: One training budget for every model: AdamW, same epochs, batch, lr, early stopping.
-BUDGET = {"full": {"epochs": 25, "batch_size": 64, "lr": 2e-3, "patience": 5},
-          "quick": {"epochs": 2, "batch_size": 64, "lr": 2e-3, "patience": 2}}
+#: One training budget for every model: AdamW, same epochs, batch, lr, early stopping (patience
+#: 5 on the validation loss, never before epoch ``min_epochs``: a model that leaves chance late
+#: is not stopped at a noisy early best).
+BUDGET = {"full": {"epochs": 25, "batch_size": 64, "lr": 2e-3, "patience": 5, "min_epochs": 10},
+          "quick": {"epochs": 2, "batch_size": 64, "lr": 2e-3, "patience": 2, "min_epochs": 0}}
 
 THROUGHPUT = {"full": {"batch_size": 64, "steps": 5}, "quick": {"batch_size": 16, "steps": 2}}
 
@@ -188,6 +224,18 @@ def cnn_spec(quick: bool) -> dict:
     return spec
 
 
+def mnist_cnn_spec(quick: bool) -> dict:
+    spec = BuildSpec.load(MNIST_CNN_PRESET).to_dict()
+    if quick:
+        spec["name"] += "-quick"
+        spec["random"]["samples"] = QUICK_MNIST_CNN_SAMPLES
+        spec["training"].update(QUICK_CNN_TRAINING)
+    return spec
+
+
+CNN_ZOO_SPECS = {"digits": cnn_spec, "mnist5k": mnist_cnn_spec}
+
+
 def ensure_zoo(spec: dict, cache: Path, quiet: bool, max_population: int | None = None) -> tuple[Path, dict]:
     """Build (or resume, or reuse) the zoo of ``spec`` under ``cache``; returns its path and timing."""
     out = cache / spec["name"]
@@ -203,15 +251,119 @@ def ensure_zoo(spec: dict, cache: Path, quiet: bool, max_population: int | None 
 
 
 # ===================================================================================== training
+def fit_budget(budget: dict) -> dict:
+    """The budget's options that this checkout's ``fit`` takes (``min_epochs`` is newer)."""
+    accepted = inspect.signature(fit).parameters
+    return {k: v for k, v in budget.items() if k in accepted}
+
+
+# ===================================================================================== the peer
+def peer_available() -> bool:
+    """Whether the PyPI ``nfn`` package (the peer implementation) is installed."""
+    return importlib.util.find_spec("nfn") is not None
+
+
+class _PeerModel(Metanetwork):
+    """A model assembled from the PyPI ``nfn`` package's layers, fed our zoo's weights.
+
+    The adapter: each layer's weight ``[B, out, in, *kernel]`` becomes ``[B, 1, out, in,
+    *kernel]`` and its bias ``[B, out]`` becomes ``[B, 1, out]`` (one channel), in the order of
+    the NetworkSpec, as ``nfn.common.WeightSpaceFeatures``; the package's own
+    ``network_spec_from_wsfeat`` gives its shape contract. Inputs arrive normalized per tensor by
+    our loop like every other model's.
+
+    Shapes:
+        ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``.
+    """
+
+    multi_arch = "one"
+
+    def __init__(self, spec: NetworkSpec, out_dim: int) -> None:
+        super().__init__(spec, out_dim)
+        from nfn.common import network_spec_from_wsfeat
+
+        if any(layer.bias is None for layer in spec.layers):
+            raise SystemExit("the nfn package needs a bias in every layer")
+        example = {p.name: torch.zeros(1, *p.shape) for p in spec.params}
+        self.nfn_spec = network_spec_from_wsfeat(self.to_wsfeat(example))
+
+    def to_wsfeat(self, params: dict[str, Tensor]):
+        from nfn.common import WeightSpaceFeatures
+
+        ws = [params[layer.weight].float().unsqueeze(1) for layer in self.spec.layers]
+        bs = [params[layer.bias].float().unsqueeze(1) for layer in self.spec.layers]
+        return WeightSpaceFeatures(ws, bs)
+
+
+class PeerNFNNP(_PeerModel):
+    """NFN-NP as in the nfn repository's ``predict_gen`` ``np_inv`` config: ``NPLinear`` layers
+    with learned input/output embeddings (``io_embed``, mode ``NP-PosEmb``) of 16, 16 and 5
+    channels with ReLU, ``HNPPool``, then an MLP with two hidden layers of 1,000 (its sigmoid
+    output is left out: our loop regresses standardized targets)."""
+
+    def __init__(self, spec: NetworkSpec, out_dim: int, hchannels: tuple[int, ...] = (16, 16, 5),
+                 h_size: int = 1000) -> None:
+        super().__init__(spec, out_dim)
+        from nfn.layers import HNPPool, NPLinear, TupleOp
+
+        self.hparams = {"hchannels": list(hchannels), "h_size": h_size}
+        layers: list[nn.Module] = []
+        prev = 1
+        for c in hchannels:
+            layers += [NPLinear(self.nfn_spec, prev, c, io_embed=True), TupleOp(nn.ReLU())]
+            prev = c
+        self.features = nn.Sequential(*layers)
+        self.pool = HNPPool(self.nfn_spec)
+        n_pooled = prev * HNPPool.get_num_outs(self.nfn_spec)
+        self.head = nn.Sequential(nn.Flatten(start_dim=-2), nn.Linear(n_pooled, h_size), nn.ReLU(),
+                                  nn.Linear(h_size, h_size), nn.ReLU(), nn.Linear(h_size, out_dim))
+
+    def forward(self, params: dict[str, Tensor]) -> Tensor:
+        return self.head(self.pool(self.features(self.to_wsfeat(params))))
+
+
+class PeerStatNN(_PeerModel):
+    """StatNN as in the nfn repository's ``predict_gen`` ``stat`` config: the package's
+    ``StatFeaturizer`` (mean, variance, five quantiles of every weight and bias) and an MLP with
+    two hidden layers of 1,000, no dropout (sigmoid output left out, as above)."""
+
+    def __init__(self, spec: NetworkSpec, out_dim: int, h_size: int = 1000) -> None:
+        super().__init__(spec, out_dim)
+        from nfn.layers import StatFeaturizer
+
+        self.hparams = {"h_size": h_size}
+        self.stats = StatFeaturizer()
+        self.head = nn.Sequential(nn.Flatten(start_dim=-2),
+                                  nn.Linear(StatFeaturizer.get_num_outs(self.nfn_spec), h_size),
+                                  nn.ReLU(), nn.Linear(h_size, h_size), nn.ReLU(),
+                                  nn.Linear(h_size, out_dim))
+
+    def forward(self, params: dict[str, Tensor]) -> Tensor:
+        return self.head(self.stats(self.to_wsfeat(params)))
+
+
+def register_peers() -> bool:
+    """Register the peer models under :data:`PEER_MODELS` so that ``fit`` trains them with our
+    loop (only in the benchmark's process; ``False`` and a message when ``nfn`` is missing)."""
+    if not peer_available():
+        log("peer rows skipped: the PyPI nfn package is not installed (pip install --no-deps nfn "
+            "einops)")
+        return False
+    for name, cls in zip(PEER_MODELS, (PeerNFNNP, PeerStatNN)):
+        if name not in metanetwork_names():
+            register_metanetwork(name)(cls)
+    return True
+
+
 def train_and_test(model: str, train, val, test, *, task: str, budget: dict, spec: NetworkSpec | None,
                    quiet: bool, hparams: dict | None = None, seed: int = 0) -> tuple[dict, Any]:
     hp = dict(HPARAMS[model] if hparams is None else hparams)
     t0 = time.perf_counter()
     trained, history = fit(model, train, val, spec=spec, task=task, hparams=hp, seed=seed,
-                           progress=not quiet, **budget)
+                           progress=not quiet, **fit_budget(budget))
     seconds = time.perf_counter() - t0
     metrics = evaluate(trained, test, spec=spec)
-    rec = {"hparams": hp, "train_seconds": round(seconds, 1),
+    rec = {"hparams": dict(getattr(trained.net, "hparams", hp)), "train_seconds": round(seconds, 1),
            "epochs_run": trained.training["epochs_run"], "best_epoch": trained.training["best_epoch"],
            "metanet_params": sum(p.numel() for p in trained.net.parameters()),
            "final_train_loss": history[-1]["train_loss"], "best_val_loss": min(
@@ -250,7 +402,8 @@ def inr_classification(zoo_path: Path, budget: dict, quiet: bool) -> dict:
 def _pooled_cnn_splits(zoo_path: Path) -> tuple[NetworkSpec, dict, dict]:
     """Per-architecture WeightDatasets split by run, pooled: ``{split: (params, targets, activation)}``."""
     zoo = open_zoo(zoo_path)
-    sel = zoo.select(where="checkpoint > 0")  # the initializations all sit at chance: not a ranking task
+    # the initializations all sit at chance (not a ranking task); diverged runs hold NaNs
+    sel = zoo.select(where="checkpoint > 0 AND status = 'ok'")
     per_arch = sel.by_arch()
     specs = {a: s.network_spec for a, s in per_arch.items()}
     ref_id = sorted(specs)[0]
@@ -277,29 +430,41 @@ def _pooled_cnn_splits(zoo_path: Path) -> tuple[NetworkSpec, dict, dict]:
     return ref, pooled, info
 
 
-def cnn_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seeds: tuple[int, ...]) -> dict:
+def cnn_rows(peers: bool) -> list[tuple[str, str, dict]]:
+    """The accuracy-prediction rows: ``(key, registry name, hparams)``."""
+    rows = [(m, m, CNN_HPARAMS[m]) for m in CNN_MODELS]
+    rows += [(f"{m} (published)", m, preset_hparams(m, "published")) for m in CNN_PUBLISHED]
+    if peers:
+        rows += [(m, m, {}) for m in PEER_MODELS]
+    return rows
+
+
+def cnn_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seeds: tuple[int, ...],
+                            peers: bool) -> dict:
     ref, pooled, info = _pooled_cnn_splits(zoo_path)
     zoo = open_zoo(zoo_path)
     out: dict[str, Any] = {
         "zoo": zoo.name, "runs": len(set(zoo.table.column("run_id").to_pylist())), **info, "target": "test_acc", "checkpoints": "all but 0",
         "split": {s: len(pooled[s][1]) for s in SPLITS},
-        "pooling": "one metanetwork over all three activations (same parameter shapes; the "
+        "pooling": "one metanetwork over all activations (same parameter shapes; the "
                    "activation is not an input): per-arch WeightDataset splits by run_id, pooled",
         "models": {}}
     y_all = pooled["test"][1][:, 0]
+    near_chance = float((y_all < 0.2).double().mean())
     out["test_acc_of_test_split"] = {"mean": float(y_all.mean()), "std": float(y_all.std()),
-                                     "min": float(y_all.min()), "max": float(y_all.max())}
-    log(f"CNN accuracy prediction: {out['split']} rows (train/val/test), "
-        f"test_acc {out['test_acc_of_test_split']['mean']:.3f} ± {out['test_acc_of_test_split']['std']:.3f}")
+                                     "min": float(y_all.min()), "max": float(y_all.max()),
+                                     "fraction_below_0.2": near_chance}
+    log(f"CNN accuracy prediction on {zoo.name}: {out['split']} rows (train/val/test), "
+        f"test_acc {out['test_acc_of_test_split']['mean']:.3f} ± {out['test_acc_of_test_split']['std']:.3f}, "
+        f"{100 * near_chance:.0f}% below 0.2")
     tr, va, te = ((pooled[s][0], pooled[s][1]) for s in SPLITS)
     acts = pooled["test"][2]
     out["seeds"] = list(seeds)
-    for model in CNN_MODELS:
+    for key, model, hparams in cnn_rows(peers):
         per_seed = []
         for seed in seeds:
             rec, trained = train_and_test(model, tr, va, te, task="regression", budget=budget,
-                                          spec=ref, quiet=quiet, seed=seed,
-                                          hparams=CNN_HPARAMS[model])
+                                          spec=ref, quiet=quiet, seed=seed, hparams=hparams)
             pred = trained.predict(te[0], ref)[:, 0]
             rec["seed"] = seed
             rec["per_activation"] = {}
@@ -308,11 +473,13 @@ def cnn_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seeds: tu
                 m = regression_metrics(pred[idx], y_all[idx].double())
                 rec["per_activation"][act] = {"kendall_tau": m["kendall_tau"], "r2": m["r2"], "n": m["n"]}
             per_seed.append(rec)
-            log(f"  {model:7s} seed {seed}: τ {rec['kendall_tau']:.3f}  R² {rec['r2']:.3f}  "
+            log(f"  {key:20s} seed {seed}: τ {rec['kendall_tau']:.3f}  R² {rec['r2']:.3f}  "
                 f"({rec['epochs_run']} epochs, best {rec['best_epoch']}, {rec['train_seconds']} s)")
         taus = torch.tensor([r["kendall_tau"] for r in per_seed], dtype=torch.float64)
-        out["models"][model] = {
+        out["models"][key] = {
+            "model": model,
             "hparams": per_seed[0]["hparams"],
+            "metanet_params": per_seed[0]["metanet_params"],
             "kendall_tau": float(taus.mean()),
             "kendall_tau_std": float(taus.std()) if len(taus) > 1 else 0.0,
             "r2": float(sum(r["r2"] for r in per_seed) / len(per_seed)),
@@ -321,8 +488,8 @@ def cnn_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seeds: tu
             "train_seconds": round(sum(r["train_seconds"] for r in per_seed), 1),
             "per_seed": per_seed,
         }
-        log(f"  {model:7s} τ {out['models'][model]['kendall_tau']:.3f} ± "
-            f"{out['models'][model]['kendall_tau_std']:.3f} over seeds {list(seeds)}")
+        log(f"  {key:20s} τ {out['models'][key]['kendall_tau']:.3f} ± "
+            f"{out['models'][key]['kendall_tau_std']:.3f} over seeds {list(seeds)}")
     return out
 
 
@@ -463,37 +630,69 @@ def gmn_throughput(zoo_path: Path, cfg: dict, quiet: bool) -> dict:
 
 
 # ===================================================================================== report
-def table(inr: dict, cnn: dict) -> str:
-    rows = [f"| model | INR acc (mnist5k-inr), {INR_PROBES} probes | INR acc, weights only "
-            f"| CNN τ (digits CNN zoo), mean ± sd of {len(cnn.get('seeds', [0]))} seeds "
-            "| published (INR acc / τ) |",
-            "| --- | --- | --- | --- | --- |"]
+def table(inr: dict, cnns: dict[str, dict]) -> str:
+    """The README table: INR accuracy with probes and weights only, then τ on each CNN zoo."""
+    n_seeds = len(next(iter(cnns.values())).get("seeds", [0])) if cnns else 0
+    head = ["model", f"INR acc (mnist5k-inr), {INR_PROBES} probes", "INR acc, weights only"]
+    head += [f"CNN τ ({CNN_ZOO_LABELS.get(k, k)}), {n_seeds} seeds" for k in cnns]
+    head += ["published (INR acc / τ)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
 
     def pct(r: dict | None) -> str:
         return f"{100 * r['accuracy']:.1f}% ± {100 * r['accuracy_stderr']:.1f}" if r else "—"
 
+    def tau(c: dict | None) -> str:
+        return f"{c['kendall_tau']:.3f} ± {c.get('kendall_tau_std', 0.0):.3f}" if c else "—"
+
     for model in INR_MODELS:
         r = inr["models"].get(model)
         w = inr.get("weights_only", {}).get(model)
-        c = cnn["models"].get(model)
         probe_acc = pct(r) if model in INR_WEIGHTS_ONLY else "—"
         weights_acc = pct(w) if w else pct(r) if model not in INR_WEIGHTS_ONLY else "—"
-        tau = f"{c['kendall_tau']:.3f} ± {c.get('kendall_tau_std', 0.0):.3f}" if c else "—"
+        taus = [tau(c["models"].get(model)) for c in cnns.values()]
         pub = " / ".join(x or "—" for x in (PUBLISHED[model]["inr_acc"], PUBLISHED[model]["tau"]))
-        rows.append(f"| `{model}` | {probe_acc} | {weights_acc} | {tau} | {pub} |")
+        rows.append(f"| `{model}` | {probe_acc} | {weights_acc} | " + " | ".join(taus) + f" | {pub} |")
+    extra = [f"{m} (published)" for m in CNN_PUBLISHED] + list(PEER_MODELS)
+    for key in extra:
+        if not any(key in c["models"] for c in cnns.values()):
+            continue
+        label = PEER_LABELS.get(key) or f"`{key.split()[0]}`, published config"
+        pub = PUBLISHED.get(key.split()[0], {}).get("tau") if key not in PEER_MODELS else ""
+        taus = [tau(c["models"].get(key)) for c in cnns.values()]
+        rows.append(f"| {label} | — | — | " + " | ".join(taus) + f" | — / {pub or '—'} |")
     return "\n".join(rows)
 
 
-def targets(inr: dict, cnn: dict) -> dict:
+def targets(inr: dict, cnns: dict[str, dict]) -> dict:
     acc = {m: r["accuracy"] for m, r in inr["models"].items()}
-    tau = {m: r["kendall_tau"] for m, r in cnn["models"].items()}
-    return {
+    wo = {m: r["accuracy"] for m, r in inr.get("weights_only", {}).items()}
+    out: dict[str, Any] = {
         "dws_ge_mlp_plus_30_points": {"dws": acc["dws"], "mlp": acc["mlp"],
                                       "met": acc["dws"] >= acc["mlp"] + 0.30},
         "gmn_ge_dws": {"gmn": acc["gmn"], "dws": acc["dws"], "met": acc["gmn"] >= acc["dws"]},
-        "gmn_tau_gt_statnn_tau": {"gmn": tau["gmn"], "statnn": tau["statnn"],
-                                  "met": tau["gmn"] > tau["statnn"]},
     }
+    if "dws" in wo and "statnn" in acc:
+        out["dws_weights_only_ge_statnn"] = {"dws": wo["dws"], "statnn": acc["statnn"],
+                                             "met": wo["dws"] >= acc["statnn"]}
+    for zoo_key, cnn in cnns.items():
+        tau = {m: r["kendall_tau"] for m, r in cnn["models"].items()}
+        others = {m: t for m, t in tau.items() if m != "gmn"}
+        out[f"gmn_tau_ge_every_other_row_{zoo_key}"] = {
+            "gmn": tau["gmn"], "best_other": max(others, key=others.get),
+            "best_other_tau": max(others.values()), "met": tau["gmn"] >= max(others.values())}
+    if "mnist5k" in cnns:
+        t = cnns["mnist5k"]["models"]["gmn"]["kendall_tau"]
+        out["moonshot_gmn_tau_ge_0.90_mnist5k"] = {"gmn": t, "met": t >= 0.90}
+    return out
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def environment(threads: int) -> dict:
@@ -524,18 +723,25 @@ def main() -> None:
     log(f"bench_metanet ({mode}), {args.threads} torch thread(s), load {load_start[0]:.2f}")
 
     inr_path, inr_build = ensure_zoo(inr_spec(args.quick), args.cache, args.quiet, INR_MAX_POPULATION)
-    cnn_path, cnn_build = ensure_zoo(cnn_spec(args.quick), args.cache, args.quiet)
+    cnn_paths, cnn_builds = {}, {}
+    for key in CNN_ZOOS:
+        cnn_paths[key], cnn_builds[key] = ensure_zoo(CNN_ZOO_SPECS[key](args.quick), args.cache, args.quiet)
     t_built = time.perf_counter()
 
     budget = BUDGET[mode]
+    budget_used = fit_budget(budget)
+    if budget_used != budget:
+        log(f"this checkout's fit takes no {sorted(set(budget) - set(budget_used))}: running without")
+    peers = register_peers()
     inr = inr_classification(inr_path, budget, args.quiet)
     t_inr = time.perf_counter()
-    cnn = cnn_accuracy_prediction(cnn_path, budget, args.quiet, CNN_SEEDS[mode])
+    cnns = {key: cnn_accuracy_prediction(cnn_paths[key], budget, args.quiet, CNN_SEEDS[mode], peers)
+            for key in CNN_ZOOS}
     t_cnn = time.perf_counter()
     thr = gmn_throughput(inr_path, THROUGHPUT[mode], args.quiet)
     t_end = time.perf_counter()
 
-    md = table(inr, cnn)
+    md = table(inr, cnns)
     result = {
         "benchmark": "bench_metanet", "mode": mode, "environment": environment(args.threads),
         "load_average_start": [round(x, 2) for x in load_start],
@@ -546,15 +752,18 @@ def main() -> None:
                          "gmn_throughput": round(t_end - t_cnn, 1)},
         "budget_minutes": 45,
         "within_budget": (t_end - t_start) < 45 * 60,
-        "zoo_builds": {"inr": inr_build, "cnn": cnn_build},
-        "training_budget": {**budget, "optimizer": "AdamW", "weight_decay": 0.0, "augment": False,
+        "zoo_builds": {"inr": inr_build, **{f"cnn_{k}": v for k, v in cnn_builds.items()}},
+        "training_budget": {**budget_used, "optimizer": "AdamW", "weight_decay": 0.0, "augment": False,
                             "inr_probes": INR_PROBES, "cnn_seeds": list(CNN_SEEDS[mode]),
-                            "early_stopping": "best val loss, patience epochs",
+                            "early_stopping": "best val loss, patience epochs, not before min_epochs",
+                            "peer": ({"package": "nfn", "version": _version("nfn")} if peers
+                                     else "skipped: nfn not installed"),
                             "split": {"by": "run_id", "fractions": FRACTIONS, "seed": SPLIT_SEED}},
         "inr_classification": inr,
-        "cnn_accuracy_prediction": cnn,
+        "cnn_accuracy_prediction": cnns["digits"],
+        "cnn_accuracy_prediction_mnist5k": cnns["mnist5k"],
         "gmn_throughput": thr,
-        "targets": targets(inr, cnn),
+        "targets": targets(inr, cnns),
         "published": PUBLISHED,
         "table_markdown": md,
     }
