@@ -29,8 +29,18 @@ from weightspace.analysis.connectivity import (
 from weightspace.analysis.evaluation import population_loss_accuracy
 from weightspace.analysis.hessian import hessian_top_eig, hessian_trace
 from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
+from weightspace.analysis.subspace import (
+    SubspaceResult,
+    explained_variance,
+    layer_matrices,
+    plot_spectrum,
+    rank_for_variance,
+    subspace_analysis,
+)
 
 __all__ = [
+    "SubspaceResult", "explained_variance", "layer_matrices", "plot_spectrum", "rank_for_variance",
+    "subspace_analysis",
     "align_to", "avg_acc_delta", "weight_matching",
     "PathResult", "bezier_barrier", "linear_barrier", "mode_connectivity",
     "hessian_top_eig", "hessian_trace", "linear_cka", "mean_over_pairs", "population_loss_accuracy",

@@ -1,0 +1,95 @@
+import pytest
+import torch
+from analysis_helpers import MLPConfig, digits, mlp_spec, random_params, train
+
+from catalog.errors import WeightzooError
+from weightspace.analysis import (
+    plot_spectrum,
+    rank_for_variance,
+    subspace_analysis,
+)
+
+
+def _orthonormal_rows(n: int, d: int, k: int, g: torch.Generator) -> torch.Tensor:
+    """``[n, d]`` rows ``mean + C U^T``: ``k`` orthonormal directions ``U`` and orthonormal,
+    centered coefficient columns ``C``, so the centered rows have exactly ``k`` singular values,
+    all equal to 1: a fraction ``f`` of the variance needs ``ceil(f k)`` of them."""
+    u, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
+    c = torch.randn(n, k, generator=g, dtype=torch.float64)
+    c, _ = torch.linalg.qr(c - c.mean(0))
+    return torch.randn(d, generator=g, dtype=torch.float64) + c @ u.T
+
+
+def _layer_rank_population(spec, n: int, ranks: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
+    """``n`` networks whose layer ``l`` (weight and bias) varies in a ``ranks[l]``-dim subspace
+    (float64, so that "exact" means to rounding)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for layer, k in zip(spec.layers, ranks):
+        w_shape = (layer.out_features, layer.in_features)
+        rows = _orthonormal_rows(n, w_shape[0] * w_shape[1] + layer.out_features, k, g)
+        out[layer.weight] = rows[:, :w_shape[0] * w_shape[1]].reshape(n, *w_shape)
+        out[layer.bias] = rows[:, w_shape[0] * w_shape[1]:]
+    return out
+
+
+def test_rank_for_variance():
+    s = torch.tensor([3.0, 2.0, 1.0, 0.0])  # variances 9, 4, 1 of 14
+    assert rank_for_variance(s, 9 / 14) == 1
+    assert rank_for_variance(s, 0.9) == 2  # 13/14 = 0.929
+    assert rank_for_variance(s, 0.99) == 3
+    assert rank_for_variance(s, 1.0) == 3
+    with pytest.raises(WeightzooError, match="fraction"):
+        rank_for_variance(s, 90)
+
+
+def test_exact_ranks_of_a_low_rank_population():
+    spec = mlp_spec((6, 8, 4))
+    params = _layer_rank_population(spec, 30, [3, 5])
+    res = subspace_analysis(spec, params)
+    # Equal singular values: the 90% rank is ceil(0.9 k) = k for k < 10, as is the 99% rank.
+    assert res.ranks == {0.9: [3, 5], 0.99: [3, 5]}
+    assert [len(s) for s in res.singular_values] == [29, 29]
+    for s, k in zip(res.singular_values, [3, 5]):
+        torch.testing.assert_close(s[:k], torch.ones(k, dtype=torch.float64), rtol=1e-9, atol=0)
+        assert s[k:].max() < 1e-9
+    torch.testing.assert_close(res.explained[0][:3], torch.tensor([1 / 3, 2 / 3, 1.0],
+                               dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+def test_population_in_a_subspace_projects_with_zero_error():
+    spec = mlp_spec((6, 8, 4))
+    params = _layer_rank_population(spec, 30, [3, 5], seed=1)
+    res = subspace_analysis(spec, params, project_variance=0.99)
+    assert (res.projection_ranks == torch.tensor([3, 5])).all()
+    assert res.projection_error.max() < 1e-9
+    # Projecting onto fewer directions than the population spans leaves an error.
+    assert subspace_analysis(spec, params, project_variance=0.5).projection_error.mean() > 0.3
+
+
+def test_heldout_projection_accuracy_on_trained_models(tmp_path):
+    spec = MLPConfig(hidden=(16,)).network_spec((1, 8, 8), 10)
+    x, y, xt, yt = digits()
+    params = train(spec, random_params(spec, 10, seed=3), x, y, 100)
+    res = subspace_analysis(spec, params, xt, yt, folds=5)
+    assert res.accuracy.shape == res.projected_accuracy.shape == (10,)
+    assert (res.accuracy > 0.8).all()
+    assert sorted(torch.bincount(res.fold).tolist()) == [2, 2, 2, 2, 2]
+    assert res.projection_error.shape == (10, 2)
+    # 8 training models span at most 7 directions: independent seeds do not share a subspace.
+    assert (res.projection_ranks <= 7).all()
+    assert (res.projected_accuracy < res.accuracy).any()
+    loo = subspace_analysis(spec, params, folds=None)
+    assert torch.equal(loo.fold.sort().values, torch.arange(10))
+    out = plot_spectrum(res, tmp_path / "figs" / "spectrum.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_input():
+    spec = mlp_spec()
+    with pytest.raises(WeightzooError, match="at least 2 models"):
+        subspace_analysis(spec, random_params(spec, 1))
+    with pytest.raises(WeightzooError, match="folds"):
+        subspace_analysis(spec, random_params(spec, 3), folds=1)
+    with pytest.raises(WeightzooError, match="both x and y"):
+        subspace_analysis(spec, random_params(spec, 3), x=torch.zeros(2, 5))
