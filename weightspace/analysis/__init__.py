@@ -29,6 +29,7 @@ from weightspace.analysis.connectivity import (
 from weightspace.analysis.evaluation import population_loss_accuracy
 from weightspace.analysis.hessian import hessian_top_eig, hessian_trace
 from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
+from weightspace.analysis.phase import PhaseGrid, line_plot, phase_heatmap, scatter_plot
 from weightspace.analysis.subspace import (
     SubspaceResult,
     explained_variance,
@@ -39,6 +40,7 @@ from weightspace.analysis.subspace import (
 )
 
 __all__ = [
+    "PhaseGrid", "line_plot", "phase_heatmap", "scatter_plot",
     "SubspaceResult", "explained_variance", "layer_matrices", "plot_spectrum", "rank_for_variance",
     "subspace_analysis",
     "align_to", "avg_acc_delta", "weight_matching",
