@@ -38,10 +38,15 @@ PART_TEMPLATE = "models/part-{index:05d}.parquet"
 SHARD_TEMPLATE = "weights/{arch_id}/shard-{index:05d}.safetensors"
 #: Files being written carry this prefix until they are complete and renamed.
 TMP_PREFIX = ".tmp-"
-#: The top-level folder of each kind of data file the manifest lists.
-FILE_KINDS = {"part": "models", "shard": "weights"}
+#: Sidecar tables: extra columns keyed by ``model_id`` (analysis metrics, embeddings), one
+#: Parquet file per table, joined into ``models`` for queries (see :mod:`catalog.sidecar`).
+SIDECAR_TEMPLATE = "{group}/{name}.parquet"
+#: The groups (top-level folders) a sidecar table may live in.
+SIDECAR_GROUPS = ("analysis", "embeddings")
+#: The top-level folder(s) of each kind of data file the manifest lists.
+FILE_KINDS = {"part": ("models",), "shard": ("weights",), "sidecar": SIDECAR_GROUPS}
 #: Top-level folders that hold a zoo's data files.
-DATA_FOLDERS = tuple(FILE_KINDS.values())
+DATA_FOLDERS = tuple(folder for folders in FILE_KINDS.values() for folder in folders)
 #: A file's sha256 as the manifest records it: 64 lowercase hex digits.
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 #: A zoo's name: it may become part of a file name (``runs/<name>-...``), so no path
@@ -73,8 +78,8 @@ class FileEntry:
         path: the path inside the zoo (POSIX, under the folder of its ``kind``).
         sha256: the file's sha256 (64 lowercase hex digits).
         bytes: its size.
-        rows: the metadata rows (parts) or stacked models (shards) it holds.
-        kind: ``"part"`` or ``"shard"`` (see :data:`FILE_KINDS`).
+        rows: the metadata rows (parts, sidecars) or stacked models (shards) it holds.
+        kind: ``"part"``, ``"shard"`` or ``"sidecar"`` (see :data:`FILE_KINDS`).
         arch_id: the architecture of its rows (required for shards; default ``None``).
     """
 
@@ -82,7 +87,7 @@ class FileEntry:
     sha256: str
     bytes: int
     rows: int
-    kind: str  # "part" or "shard"
+    kind: str  # "part", "shard" or "sidecar"
     arch_id: str | None = None
 
     @classmethod
@@ -110,9 +115,10 @@ class FileEntry:
             check_name(arch_id, f"{MANIFEST_NAME}: {where}.arch_id")
         path = d["path"]
         parts = check_relpath(path, f"{MANIFEST_NAME}: {where}.path").parts
-        folder = FILE_KINDS[kind]
-        if len(parts) < 2 or parts[0] != folder:
-            raise _bad(f"{where}.path", f"{path!r} is not inside {folder}/, where a {kind} belongs")
+        folders = FILE_KINDS[kind]
+        if len(parts) < 2 or parts[0] not in folders:
+            raise _bad(f"{where}.path", f"{path!r} is not inside {' or '.join(f + '/' for f in folders)}, "
+                                        f"where a {kind} belongs")
         return cls(path, sha, d["bytes"], d["rows"], kind, arch_id)
 
 
@@ -203,6 +209,9 @@ class Manifest:
 
     def shard_files(self) -> list[FileEntry]:
         return [f for f in self.files if f.kind == "shard"]
+
+    def sidecar_files(self) -> list[FileEntry]:
+        return [f for f in self.files if f.kind == "sidecar"]
 
     def shard_entry(self, path: str) -> FileEntry | None:
         """The listed weight shard at ``path`` (zoo-relative), or ``None``."""

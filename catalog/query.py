@@ -82,8 +82,10 @@ def lock_down(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(stmt)
 
 
-def parts_select(part_paths: Sequence[str], zoo_name: str | None = None) -> str:
-    """A ``SELECT`` over a zoo's Parquet parts (plus a constant ``zoo`` column if named).
+def parts_select(part_paths: Sequence[str], zoo_name: str | None = None,
+                 sidecar_paths: Sequence[str] = ()) -> str:
+    """A ``SELECT`` over a zoo's Parquet parts (plus a constant ``zoo`` column if named), with
+    the columns of its sidecar tables left-joined on ``model_id``.
 
     A zoo without parts gives an empty result with the core columns.
     """
@@ -92,7 +94,9 @@ def parts_select(part_paths: Sequence[str], zoo_name: str | None = None) -> str:
         cols = ", ".join(f"NULL::{_DUCK_TYPES[t]} AS {c}" for c, t in CORE_COLUMNS.items())
         return f"SELECT {zoo}{cols} WHERE false"
     files = "[" + ", ".join(sql_string(p) for p in part_paths) + "]"
-    return f"SELECT {zoo}* FROM read_parquet({files}, union_by_name = true)"
+    joins = "".join(f" LEFT JOIN read_parquet({sql_string(p)}) AS s{i} USING (model_id)"
+                    for i, p in enumerate(sidecar_paths))
+    return f"SELECT {zoo}* FROM read_parquet({files}, union_by_name = true) AS m{joins}"
 
 
 def check_statement(sql: str) -> str:
@@ -215,7 +219,8 @@ class QueryEngine:
         if not zoos:
             raise QueryError("no zoo to query; name at least one zoo directory")
         multi = len(zoos) > 1 if zoo_column is None else zoo_column
-        selects = [parts_select([str(p) for p in z.part_paths], name if multi else None)
+        selects = [parts_select([str(p) for p in z.part_paths], name if multi else None,
+                                [str(p) for p in z.sidecar_paths])
                    for name, z in zoos.items()]
         for z in zoos.values():
             for p in z.part_paths:

@@ -24,6 +24,7 @@ import duckdb
 
 from catalog.errors import QueryError, WeightzooError, ZooNotFoundError
 from catalog.format import MANIFEST_NAME, read_manifest, sha256_file
+from catalog.paths import safe_join
 from catalog.query import TABLE, ZOO_COLUMN, QueryEngine, lock_down, parts_select, sql_string
 
 #: Environment variable naming the catalog file itself.
@@ -128,7 +129,9 @@ class LocalCatalog:
         table = _table_name(name)
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS {parts_select([str(p) for p in parts])}")
+            sidecars = [str(safe_join(root, f.path, "sidecar table")) for f in manifest.sidecar_files()]
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS "
+                        f"{parts_select([str(p) for p in parts], sidecar_paths=sidecars)}")
             rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             con.execute("DELETE FROM zoos WHERE name = ?", [name])
             added = time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -11,7 +11,9 @@ Checked, in order:
    recorded row count;
 4. every row's weights hash to its ``sha256``;
 5. the manifest's ``counts`` (rows, runs, architectures, rows per status) match what the
-   parts hold.
+   parts hold;
+6. every sidecar table (``analysis/``, ``embeddings/``) has a unique ``model_id`` naming
+   models of the zoo, the recorded row count, and columns found nowhere else in the zoo.
 
 Problems (which make the zoo unusable or wrong) name the file or row; warnings (harmless:
 leftover temp files, files the manifest does not list, shard rows no metadata row uses) do not
@@ -35,6 +37,7 @@ from catalog.errors import ZooFormatError
 from catalog.format import (
     CARD_NAME,
     CORE_COLUMNS,
+    DATA_FOLDERS,
     MANIFEST_NAME,
     STATUSES,
     TMP_PREFIX,
@@ -46,6 +49,7 @@ from catalog.format import (
 from catalog.loading import stacked_sha256
 from catalog.network import NetworkSpec
 from catalog.paths import safe_join
+from catalog.sidecar import read_sidecar_file
 
 #: Top-level entries of a zoo directory that verification ignores (caches and the card).
 IGNORED = ("stats", CARD_NAME, MANIFEST_NAME, ".cache", ".git", ".gitattributes")
@@ -125,6 +129,7 @@ def verify_zoo(root: str | os.PathLike, check_weights: bool = True,
     _check_unlisted(root, manifest, report)
     shard_rows = _check_shards(root, manifest, report, present)
     used = _check_parts(root, manifest, report, present)
+    _check_sidecars(root, manifest, report, present)
     for shard, n in shard_rows.items():
         unused = n - len(used.get(shard, ()))
         if unused > 0:
@@ -175,7 +180,7 @@ def _check_unlisted(root: Path, manifest: Manifest, report: VerifyReport) -> Non
         rel_s = rel.as_posix()
         if p.name.startswith(TMP_PREFIX):
             report.warnings.append(Problem(rel_s, "leftover temp file of an interrupted write (safe to delete)"))
-        elif rel_s not in listed and rel.parts[0] in ("models", "weights"):
+        elif rel_s not in listed and rel.parts[0] in DATA_FOLDERS:
             report.warnings.append(Problem(rel_s, "not listed in the manifest, so not part of the zoo"))
 
 
@@ -232,6 +237,42 @@ def _spec(manifest: Manifest, entry: FileEntry, report: VerifyReport) -> Network
     except Exception as e:  # a malformed spec is reported, not raised
         report.problems.append(Problem(MANIFEST_NAME, f"architecture {entry.arch_id}: {e}"))
         return None
+
+
+# ================================================================================ sidecars
+def _check_sidecars(root: Path, manifest: Manifest, report: VerifyReport, present: set[str]) -> None:
+    """Each sidecar table: readable, a unique ``model_id`` key naming models of the zoo, the
+    recorded row count, and no column that the models table or another sidecar has too."""
+    entries = [e for e in manifest.sidecar_files() if e.path in present]
+    if not entries:
+        return
+    model_ids: set = set()
+    columns: dict[str, str] = {}
+    for entry in manifest.part_files():
+        if entry.path in present:
+            try:
+                table = pq.read_table(safe_join(root, entry.path, "part"), columns=["model_id"])
+            except Exception:  # reported by _check_parts
+                continue
+            model_ids.update(table.column("model_id").to_pylist())
+            for name in pq.read_schema(safe_join(root, entry.path, "part")).names:
+                columns.setdefault(name, "the models table")
+    for entry in entries:
+        try:
+            table = read_sidecar_file(root, entry)
+        except Exception as e:  # unreadable Parquet or a bad key column
+            report.problems.append(Problem(entry.path, f"not a usable sidecar table ({e})"))
+            continue
+        if table.num_rows != entry.rows:
+            report.problems.append(Problem(entry.path, f"has {table.num_rows} rows, the manifest says {entry.rows}"))
+        unknown = [m for m in table.column("model_id").to_pylist() if m not in model_ids]
+        if unknown:
+            report.problems.append(Problem(entry.path, f"{len(unknown)} model_id(s) are not models of "
+                                                       f"the zoo, e.g. {unknown[0]!r}"))
+        for name in table.column_names:
+            if name != "model_id" and name in columns:
+                report.problems.append(Problem(entry.path, f"column {name!r} is also in {columns[name]}"))
+            columns.setdefault(name, entry.path)
 
 
 # ================================================================================ parts

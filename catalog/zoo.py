@@ -22,6 +22,8 @@ from catalog.format import Manifest, read_manifest
 from catalog.loading import ShardFile, check_rows, open_shard, read_shard_rows
 from catalog.network import NetworkSpec, SpecNetwork, build_module
 from catalog.openers import open_url, url_scheme
+from catalog.paths import safe_join
+from catalog.sidecar import join_sidecars, read_sidecar_file
 
 if TYPE_CHECKING:
     from catalog.query import QueryEngine
@@ -73,9 +75,15 @@ class Zoo:
     def part_paths(self) -> list[Path]:
         return [self.root / f.path for f in self.manifest.part_files()]
 
+    @property
+    def sidecar_paths(self) -> list[Path]:
+        """The zoo's sidecar tables (analysis metrics, embeddings; see :mod:`catalog.sidecar`)."""
+        return [safe_join(self.root, f.path, "sidecar table") for f in self.manifest.sidecar_files()]
+
     @cached_property
     def table(self) -> pa.Table:
-        """All metadata rows (one per model checkpoint) as one Arrow table."""
+        """All metadata rows (one per model checkpoint) as one Arrow table, with the columns of
+        the zoo's sidecar tables joined in by ``model_id`` (NULL where a model has no value)."""
         parts = self.part_paths
         if not parts:
             return pa.table({})
@@ -84,7 +92,9 @@ class Zoo:
             if not p.is_file():
                 raise ZooFormatError(f"{p} is listed in the manifest but missing; re-pull or rebuild the zoo")
             tables.append(pq.read_table(p))
-        return pa.concat_tables(tables, promote_options="default")
+        models = pa.concat_tables(tables, promote_options="default")
+        sidecars = [read_sidecar_file(self.root, f) for f in self.manifest.sidecar_files()]
+        return join_sidecars(models, sidecars) if sidecars else models
 
     def __len__(self) -> int:
         return self.table.num_rows

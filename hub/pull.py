@@ -127,7 +127,8 @@ def _pull_into(remote: RemoteZoo, staging: Path, out: Path, where: str | None,
     dl = staging / "download"
     kwargs = {"local_dir": dl, "token": token, "progress": progress}
     _, manifest = fetch_manifest(remote, **kwargs)
-    parts = [f.path for f in manifest.part_files()]
+    # Metadata: the parts and the sidecar tables (analysis metrics, embeddings) joined to them.
+    parts = [f.path for f in manifest.part_files()] + [f.path for f in manifest.sidecar_files()]
     all_shards = [f.path for f in manifest.shard_files()]
     rows_total = sum(f.rows for f in manifest.part_files())
     consequence = _NOTHING_WRITTEN.format(out=out)

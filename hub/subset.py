@@ -5,7 +5,7 @@ unchanged); Parquet parts are filtered to the kept rows. Files are renumbered so
 follows the path templates with no gaps (``part-00000``, ``part-00001`` ...; shards per
 architecture likewise), which keeps it a regular zoo that ``zoo build`` could add to. Rows of
 a kept shard that no kept metadata row uses stay in the shard; ``zoo verify`` notes them as a
-warning, not a problem.
+warning, not a problem. Sidecar tables (analysis metrics, embeddings) keep the kept models' rows.
 """
 
 from __future__ import annotations
@@ -92,6 +92,23 @@ def subset_zoo(src: Path, dst: Path, manifest: Manifest, model_ids: Collection[s
                 new_paths[entry.path] = replace(entry, path=rel, sha256=sha256_file(tmp),
                                                 bytes=tmp.stat().st_size, rows=table.num_rows)
         tables.append(table.select(["run_id", "arch_id", "status"]))
+
+    # Sidecar tables keep the rows of the kept models (same path; unchanged bytes when all stay).
+    for entry in manifest.sidecar_files():
+        source, target = safe_join(src, entry.path, "sidecar table"), safe_join(dst, entry.path, "sidecar table")
+        side = pq.read_table(source)
+        kept = side.filter(pc.is_in(side.column("model_id").cast(pa.string()), value_set=keep))
+        if not kept.num_rows:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if kept.num_rows == side.num_rows:
+            os.replace(source, target)
+            new_paths[entry.path] = entry
+        else:
+            with atomic_path(target) as tmp:
+                pq.write_table(kept, tmp, compression="zstd")
+                new_paths[entry.path] = replace(entry, sha256=sha256_file(tmp), bytes=tmp.stat().st_size,
+                                                rows=kept.num_rows)
 
     rows = pa.concat_tables(tables) if tables else pa.table({"run_id": [], "arch_id": [], "status": []})
     archs = set(rows.column("arch_id").to_pylist())

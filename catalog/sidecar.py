@@ -1,0 +1,184 @@
+"""Sidecar tables: columns computed after a zoo was built, stored with it.
+
+Analysis metrics (``zoo analyze``) and model embeddings (``zoo embed``) are tables keyed by
+``model_id``, one Parquet file each at ``<group>/<name>.parquet`` (:data:`SIDECAR_TEMPLATE`,
+groups :data:`SIDECAR_GROUPS`). Like parts and shards they are listed in ``zoo.json`` with
+their sha256, so ``zoo verify`` checks them and ``zoo push`` / ``zoo pull`` carry them (a
+partial pull keeps the rows of the pulled models). Queries see their columns joined into the
+``models`` table (a left join on ``model_id``: a model without a value gets NULL), and so do
+:attr:`Zoo.table <catalog.zoo.Zoo.table>` and selections.
+
+Writing is one mechanism for every producer: :func:`write_sidecar` takes the zoo's write lock,
+merges the new rows into the table (a row of a model already there replaces it: a re-run
+updates), writes the file atomically and then the manifest. A column may appear in only one
+place: a sidecar column named like a metadata column or a column of another sidecar is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from catalog.errors import WeightzooError, ZooFormatError
+from catalog.format import (
+    SIDECAR_GROUPS,
+    SIDECAR_TEMPLATE,
+    FileEntry,
+    Manifest,
+    atomic_path,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from catalog.lock import ZooLock
+from catalog.paths import check_name, safe_join
+
+#: The key column of every sidecar table.
+KEY = "model_id"
+
+
+def sidecar_path(group: str, name: str) -> str:
+    """The zoo-relative path of the sidecar table ``name`` in ``group``, validated."""
+    if group not in SIDECAR_GROUPS:
+        raise WeightzooError(f"unknown sidecar group {group!r}; valid groups: {', '.join(SIDECAR_GROUPS)}")
+    check_name(name, "sidecar table name")
+    return SIDECAR_TEMPLATE.format(group=group, name=name)
+
+
+def read_sidecar_file(root: str | os.PathLike, entry: FileEntry) -> pa.Table:
+    """The table of one listed sidecar file (checked: a unique string ``model_id`` key)."""
+    path = safe_join(Path(root), entry.path, "sidecar table")
+    if not path.is_file():
+        raise ZooFormatError(f"sidecar table {entry.path} is listed in the manifest but missing from "
+                             f"{root}; re-pull the zoo, or re-run the command that wrote it")
+    table = pq.read_table(path)
+    check_sidecar_table(table, entry.path)
+    return table
+
+
+def check_sidecar_table(table: pa.Table, label: str) -> None:
+    """A sidecar table must have a unique, non-null string ``model_id`` and other columns."""
+    if KEY not in table.column_names:
+        raise ZooFormatError(f"sidecar table {label} has no {KEY!r} column")
+    if not (pa.types.is_string(table.schema.field(KEY).type) or pa.types.is_large_string(table.schema.field(KEY).type)):
+        raise ZooFormatError(f"sidecar table {label}: {KEY!r} must be strings, not {table.schema.field(KEY).type}")
+    ids = table.column(KEY)
+    if ids.null_count:
+        raise ZooFormatError(f"sidecar table {label} has rows without a {KEY}")
+    if pc.count_distinct(ids).as_py() != table.num_rows:
+        raise ZooFormatError(f"sidecar table {label} lists a {KEY} more than once")
+    if table.num_columns < 2:
+        raise ZooFormatError(f"sidecar table {label} has no column besides {KEY!r}")
+
+
+def sidecar_columns(root: str | os.PathLike, manifest: Manifest) -> dict[str, str]:
+    """``{column: sidecar path}`` of every sidecar column of the zoo (``model_id`` excluded)."""
+    out: dict[str, str] = {}
+    for entry in manifest.sidecar_files():
+        schema = pq.read_schema(safe_join(Path(root), entry.path, "sidecar table"))
+        for name in schema.names:
+            if name != KEY:
+                out[name] = entry.path
+    return out
+
+
+def join_sidecars(models: pa.Table, sidecars: Sequence[pa.Table]) -> pa.Table:
+    """``models`` with the columns of each sidecar appended, matched on ``model_id``.
+
+    A left join that keeps ``models``' row order; models a sidecar lacks get NULLs. Done by
+    index rather than Arrow's hash join, which refuses list columns (embeddings).
+    """
+    for side in sidecars:
+        idx = pc.index_in(models.column(KEY), value_set=side.column(KEY))  # [rows], null = absent
+        for name in side.column_names:
+            if name == KEY:
+                continue
+            if name in models.column_names:
+                raise ZooFormatError(f"sidecar column {name!r} clashes with a column of the models table")
+            models = models.append_column(side.schema.field(name), side.column(name).take(idx))
+    return models
+
+
+def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Table,
+                  command: str | None = None) -> FileEntry:
+    """Add rows to (or create) the sidecar table ``<group>/<name>.parquet`` of the zoo at ``root``.
+
+    Rows of models already in the table replace them; the others are kept. The result is
+    written atomically, then the manifest lists it with its new sha256.
+
+    Args:
+        root: the zoo directory.
+        group: one of :data:`~catalog.format.SIDECAR_GROUPS` (``analysis``, ``embeddings``).
+        name: the table's name (a file name: letters, digits, ``.``, ``_``, ``-``).
+        table: ``model_id`` (string) plus the columns to store.
+        command: what is writing, shown to another writer refused by the zoo lock.
+
+    Returns:
+        the table's manifest entry.
+
+    Raises:
+        WeightzooError: a bad group or name, a table without ``model_id`` or with duplicate
+            ids, ids that are not models of the zoo, a column that already exists elsewhere
+            in the zoo, or new columns whose types differ from the stored table's.
+    """
+    root = Path(root)
+    rel = sidecar_path(group, name)
+    check_sidecar_table(table, rel)
+    with ZooLock(root, command):
+        manifest = read_manifest(root)
+        _check_ids(root, manifest, table, rel)
+        _check_columns(root, manifest, table, rel)
+        old = next((f for f in manifest.sidecar_files() if f.path == rel), None)
+        if old is not None:
+            table = _merge(read_sidecar_file(root, old), table, rel)
+        target = safe_join(root, rel, "sidecar table")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        entry = FileEntry(rel, sha256_file(target), target.stat().st_size, table.num_rows, "sidecar")
+        manifest.files = [f for f in manifest.files if f.path != rel] + [entry]
+        write_manifest(root, manifest)
+    return entry
+
+
+def _check_ids(root: Path, manifest: Manifest, table: pa.Table, rel: str) -> None:
+    parts = [pq.read_table(safe_join(root, f.path, "metadata part"), columns=[KEY])
+             for f in manifest.part_files()]
+    known = pa.concat_tables(parts).column(KEY) if parts else pa.chunked_array([], pa.string())
+    unknown = pc.filter(table.column(KEY), pc.invert(pc.is_in(table.column(KEY), value_set=known)))
+    if len(unknown):
+        raise WeightzooError(
+            f"{rel}: {len(unknown)} model_id(s) are not models of this zoo, e.g. "
+            f"{unknown[0].as_py()!r}; compute the table from this zoo's rows")
+
+
+def _check_columns(root: Path, manifest: Manifest, table: pa.Table, rel: str) -> None:
+    model_columns: set[str] = set()
+    for f in manifest.part_files():
+        model_columns.update(pq.read_schema(safe_join(root, f.path, "metadata part")).names)
+    elsewhere = {c: p for c, p in sidecar_columns(root, manifest).items() if p != rel}
+    for column in table.column_names:
+        if column == KEY:
+            continue
+        if column in model_columns:
+            raise WeightzooError(f"{rel}: column {column!r} is already a metadata column of the zoo; "
+                                 f"name it differently")
+        if column in elsewhere:
+            raise WeightzooError(f"{rel}: column {column!r} is already stored in {elsewhere[column]}; "
+                                 f"name it differently")
+
+
+def _merge(old: pa.Table, new: pa.Table, rel: str) -> pa.Table:
+    """``old`` rows not in ``new``, then ``new``; columns are the union (absent -> NULL)."""
+    for name in set(old.column_names) & set(new.column_names):
+        a, b = old.schema.field(name).type, new.schema.field(name).type
+        if a != b:
+            raise WeightzooError(f"{rel}: column {name!r} is stored as {a} but the new rows have {b}; "
+                                 f"keep the type (or delete the table to recompute it)")
+    kept = old.filter(pc.invert(pc.is_in(old.column(KEY), value_set=new.column(KEY))))
+    return pa.concat_tables([kept, new], promote_options="default")

@@ -1,0 +1,121 @@
+"""Sidecar tables: write, merge on re-run, join into models/queries/selections, verify, refuse
+bad tables, and the zoo lock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from catalog_helpers import tree_hashes
+
+from catalog import open_zoo, verify_zoo
+from catalog.errors import WeightzooError, ZooFormatError
+from catalog.format import MANIFEST_NAME, read_manifest
+from catalog.lock import ZooLock, ZooLockedError
+from catalog.sidecar import join_sidecars, write_sidecar
+
+
+def _ids(root: Path, n: int | None = None) -> list[str]:
+    ids = sorted(open_zoo(root).table.column("model_id").to_pylist())
+    return ids if n is None else ids[:n]
+
+
+def test_written_columns_are_joined_into_table_queries_and_selections(zoo_copy: Path) -> None:
+    ids = _ids(zoo_copy, 5)
+    # hessian_trace = 10 * position, so each model's value is known by hand.
+    entry = write_sidecar(zoo_copy, "analysis", "hessian",
+                          pa.table({"model_id": ids, "hessian_trace": [10.0 * i for i in range(5)]}))
+    assert entry.path == "analysis/hessian.parquet" and entry.rows == 5 and entry.kind == "sidecar"
+    assert read_manifest(zoo_copy).sidecar_files() == [entry]
+    zoo = open_zoo(zoo_copy)
+    table = zoo.table
+    assert table.num_rows == 36 and table.column("hessian_trace").null_count == 31
+    values = dict(zip(table.column("model_id").to_pylist(), table.column("hessian_trace").to_pylist()))
+    assert [values[i] for i in ids] == [0.0, 10.0, 20.0, 30.0, 40.0]
+    rows = zoo.sql("SELECT model_id FROM models WHERE hessian_trace >= 20 ORDER BY hessian_trace").table
+    assert rows.column("model_id").to_pylist() == ids[2:]
+    sel = zoo.select(where="hessian_trace > 5", order_by="hessian_trace DESC")
+    assert sel.column("model_id") == ids[1:][::-1] and len(sel.stacked()[next(iter(sel.stacked()))]) == 4
+    report = verify_zoo(zoo_copy)
+    assert report.ok and report.warnings == [], report.summary()
+
+
+def test_rerun_replaces_rows_of_the_same_models_and_keeps_the_rest(zoo_copy: Path) -> None:
+    ids = _ids(zoo_copy, 4)
+    write_sidecar(zoo_copy, "analysis", "m", pa.table({"model_id": ids[:3], "x": [1.0, 2.0, 3.0]}))
+    write_sidecar(zoo_copy, "analysis", "m", pa.table({"model_id": ids[2:], "x": [30.0, 40.0]}))
+    side = pq.read_table(zoo_copy / "analysis" / "m.parquet")
+    assert dict(zip(side.column("model_id").to_pylist(), side.column("x").to_pylist())) == {
+        ids[0]: 1.0, ids[1]: 2.0, ids[2]: 30.0, ids[3]: 40.0}
+    assert verify_zoo(zoo_copy).ok
+
+
+def test_embedding_arrays_round_trip_and_search_in_sql(zoo_copy: Path) -> None:
+    ids = _ids(zoo_copy, 3)
+    vectors = pa.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], type=pa.list_(pa.float32(), 2))
+    write_sidecar(zoo_copy, "embeddings", "behavior", pa.table({"model_id": ids, "emb_behavior": vectors}))
+    zoo = open_zoo(zoo_copy)
+    # cos((0.6, 0.8), (1, 0)) = 0.6 > cos((0, 1), (1, 0)) = 0: the nearest to (1, 0) after itself.
+    q = ("SELECT model_id FROM models WHERE emb_behavior IS NOT NULL "
+         "ORDER BY list_cosine_similarity(emb_behavior, [1.0, 0.0]) DESC")
+    assert zoo.sql(q).table.column("model_id").to_pylist() == [ids[0], ids[2], ids[1]]
+
+
+def test_bad_tables_are_refused_and_nothing_changes(zoo_copy: Path) -> None:
+    before = tree_hashes(zoo_copy)
+    ids = _ids(zoo_copy, 2)
+    cases = [
+        (("analysis", "h"), pa.table({"id": ids, "x": [1, 2]}), "no 'model_id' column"),
+        (("analysis", "h"), pa.table({"model_id": [ids[0], ids[0]], "x": [1, 2]}), "more than once"),
+        (("analysis", "h"), pa.table({"model_id": ids}), "no column besides"),
+        (("analysis", "h"), pa.table({"model_id": ["nope", ids[0]], "x": [1, 2]}), "not models of this zoo"),
+        (("analysis", "h"), pa.table({"model_id": ids, "test_acc": [1.0, 2.0]}), "already a metadata column"),
+        (("plots", "h"), pa.table({"model_id": ids, "x": [1, 2]}), "unknown sidecar group"),
+        (("analysis", "../h"), pa.table({"model_id": ids, "x": [1, 2]}), "not a valid name"),
+    ]
+    for (group, name), table, message in cases:
+        with pytest.raises((WeightzooError, ZooFormatError), match=message):
+            write_sidecar(zoo_copy, group, name, table)
+    assert tree_hashes(zoo_copy) == before
+
+
+def test_a_column_lives_in_one_sidecar_and_keeps_its_type(zoo_copy: Path) -> None:
+    ids = _ids(zoo_copy, 2)
+    write_sidecar(zoo_copy, "analysis", "a", pa.table({"model_id": ids, "x": [1.0, 2.0]}))
+    with pytest.raises(WeightzooError, match="already stored in analysis/a.parquet"):
+        write_sidecar(zoo_copy, "analysis", "b", pa.table({"model_id": ids, "x": [1.0, 2.0]}))
+    with pytest.raises(WeightzooError, match="stored as double but the new rows have string"):
+        write_sidecar(zoo_copy, "analysis", "a", pa.table({"model_id": ids, "x": ["a", "b"]}))
+
+
+def test_writing_takes_the_zoo_lock(zoo_copy: Path) -> None:
+    ids = _ids(zoo_copy, 1)
+    with ZooLock(zoo_copy, command="zoo build spec.yaml"), pytest.raises(ZooLockedError, match="zoo build spec.yaml"):
+        write_sidecar(zoo_copy, "analysis", "h", pa.table({"model_id": ids, "x": [1.0]}))
+
+
+def test_verify_flags_tampered_and_inconsistent_sidecars(zoo_copy: Path) -> None:
+    ids = _ids(zoo_copy, 2)
+    write_sidecar(zoo_copy, "analysis", "h", pa.table({"model_id": ids, "x": [1.0, 2.0]}))
+    path = zoo_copy / "analysis" / "h.parquet"
+    pq.write_table(pa.table({"model_id": ids, "x": [1.0, 3.0]}), path)
+    report = verify_zoo(zoo_copy)
+    assert not report.ok and [p.path for p in report.problems] == ["analysis/h.parquet"]
+    # A manifest entry pointing a sidecar outside its groups is refused on read.
+    manifest = json.loads((zoo_copy / MANIFEST_NAME).read_text())
+    manifest["files"][-1]["path"] = "models/h.parquet"
+    (zoo_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ZooFormatError, match="not inside analysis/ or embeddings/"):
+        open_zoo(zoo_copy)
+
+
+def test_join_by_hand() -> None:
+    models = pa.table({"model_id": ["a", "b", "c"], "acc": [0.1, 0.2, 0.3]})
+    side = pa.table({"model_id": ["c", "a"], "h": [3.0, 1.0]})
+    joined = join_sidecars(models, [side])
+    assert joined.column("h").to_pylist() == [1.0, None, 3.0]
+    with pytest.raises(ZooFormatError, match="clashes"):
+        join_sidecars(models, [pa.table({"model_id": ["a"], "acc": [1.0]})])
