@@ -40,11 +40,9 @@ from weightspace.analysis.subspace import (
 )
 
 __all__ = [
-    "PhaseGrid", "line_plot", "phase_heatmap", "scatter_plot",
-    "SubspaceResult", "explained_variance", "layer_matrices", "plot_spectrum", "rank_for_variance",
-    "subspace_analysis",
-    "align_to", "avg_acc_delta", "weight_matching",
-    "PathResult", "bezier_barrier", "linear_barrier", "mode_connectivity",
-    "hessian_top_eig", "hessian_trace", "linear_cka", "mean_over_pairs", "population_loss_accuracy",
-    "seed_pairs",
+    "PathResult", "PhaseGrid", "SubspaceResult", "align_to", "avg_acc_delta", "bezier_barrier",
+    "explained_variance", "hessian_top_eig", "hessian_trace", "layer_matrices", "line_plot",
+    "linear_barrier", "linear_cka", "mean_over_pairs", "mode_connectivity", "phase_heatmap",
+    "plot_spectrum", "population_loss_accuracy", "rank_for_variance", "scatter_plot", "seed_pairs",
+    "subspace_analysis", "weight_matching",
 ]
