@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from catalog.errors import WeightzooError
-from catalog.format import TMP_PREFIX
+from catalog.format import atomic_path
 from catalog.network import NetworkSpec
 from catalog.query import ZOO_COLUMN
 from catalog.selection import Selection, describe_differences
@@ -354,15 +352,9 @@ def _write_stats(path: Path, stats: dict[str, dict[str, Tensor]], key: str, spec
     """Write the stats atomically; ``False`` (and nothing written) if the zoo is read-only."""
     tensors = {f"{kind}/{k}": v.contiguous() for kind in ("mean", "std") for k, v in stats[kind].items()}
     meta = {"format": STATS_FORMAT, "key": key, "arch_id": spec.arch_id, "n_models": str(n_models)}
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".safetensors", dir=path.parent)
-        os.close(fd)
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
         return True
     except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         return False

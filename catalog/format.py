@@ -18,13 +18,14 @@ import re
 import secrets
 import stat
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-import torch
+import pyarrow as pa
 from torch import Tensor
 
 from catalog.errors import ZooFormatError, ZooNotFoundError
@@ -288,19 +289,6 @@ def weights_sha256(tensors: Iterable[Tensor | np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def rows_sha256(stacked: Mapping[str, Tensor], names: list[str]) -> list[str]:
-    """Per-row :func:`weights_sha256` of a stacked batch ``{name: [N, *shape]}``."""
-    arrays = [stacked[n].detach().cpu().contiguous().numpy() for n in names]
-    n_rows = arrays[0].shape[0] if arrays else 0
-    out = []
-    for i in range(n_rows):
-        h = hashlib.sha256()
-        for a in arrays:
-            h.update(a[i].tobytes())
-        out.append(h.hexdigest())
-    return out
-
-
 #: Mode asked for new files; the kernel clears the bits of the process umask (0644 under 022).
 FILE_MODE = 0o666
 
@@ -420,6 +408,17 @@ def write_manifest(root: str | os.PathLike, manifest: Manifest) -> None:
     atomic_write_bytes(Path(root) / MANIFEST_NAME, text.encode())
 
 
-def stack_state_dicts(state_dicts: list[Mapping[str, Tensor]], names: list[str]) -> dict[str, Tensor]:
-    """``[{name: Tensor[*shape]}] * N`` -> ``{name: Tensor[N, *shape]}``."""
-    return {n: torch.stack([sd[n] for sd in state_dicts]) for n in names}
+def recount(previous: Mapping[str, int], tables: Iterable[pa.Table], architectures: int) -> dict[str, int]:
+    """The manifest's ``counts`` recomputed from metadata tables (each with ``run_id`` and
+    ``status``): ``rows``, ``runs``, ``architectures`` and ``status_<s>``; any other key of
+    ``previous`` is kept."""
+    counts = {k: v for k, v in previous.items()
+              if k not in ("rows", "runs", "architectures") and not k.startswith("status_")}
+    rows, runs, statuses = 0, set(), Counter()
+    for table in tables:
+        rows += table.num_rows
+        runs.update(table.column("run_id").to_pylist())
+        statuses.update(table.column("status").to_pylist())
+    counts.update(rows=rows, runs=len(runs), architectures=architectures)
+    counts.update({f"status_{k}": v for k, v in sorted(statuses.items())})
+    return counts

@@ -46,7 +46,7 @@ from catalog.format import (
     read_manifest,
     sha256_file,
 )
-from catalog.loading import stacked_sha256
+from catalog.loading import SAFETENSORS_DTYPES, stacked_sha256
 from catalog.network import NetworkSpec
 from catalog.paths import safe_join
 from catalog.sidecar import read_sidecar_file
@@ -56,7 +56,6 @@ IGNORED = ("stats", CARD_NAME, MANIFEST_NAME, ".cache", ".git", ".gitattributes"
 #: Rows hashed per read when checking weights (bounds memory on large shards).
 VERIFY_CHUNK_ROWS = 4096
 
-_SAFETENSORS_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16"}
 #: What to do about problems, for a zoo whose origin is unknown.
 REPAIR_HINT = ("run the same `zoo build` again to retrain and rewrite missing or corrupt files "
                "(built zoos), or `zoo pull` it again (pulled zoos)")
@@ -209,7 +208,7 @@ def _check_shards(root: Path, manifest: Manifest, report: VerifyReport,
                 entry.path, f"tensors do not match architecture {entry.arch_id}: missing {missing}, "
                             f"unexpected {extra}"))
             bad = True
-        dtype = _SAFETENSORS_DTYPES[spec.dtype]
+        dtype = SAFETENSORS_DTYPES[spec.dtype][0]
         for p in spec.params:
             if p.name not in keys:
                 continue

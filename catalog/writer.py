@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +40,11 @@ from catalog.format import (
     atomic_path,
     atomic_write_bytes,
     read_manifest,
-    rows_sha256,
+    recount,
     sha256_file,
     write_manifest,
 )
+from catalog.loading import stacked_sha256
 from catalog.lock import LOCK_NAME, ZooLock
 from catalog.network import NetworkSpec
 from catalog.paths import check_name, safe_join
@@ -156,17 +156,9 @@ class ZooWriter:
 
     def _recount(self) -> None:
         """Rows, runs and statuses from the parts the manifest lists."""
-        counts = {k: v for k, v in self.manifest.counts.items()
-                  if k not in ("rows", "runs") and not k.startswith("status_")}
-        rows, runs, statuses = 0, set(), Counter()
-        for f in self.manifest.part_files():
-            table = pq.read_table(self.root / f.path, columns=["run_id", "status"])
-            rows += table.num_rows
-            runs.update(table.column("run_id").to_pylist())
-            statuses.update(table.column("status").to_pylist())
-        counts.update(rows=rows, runs=len(runs), architectures=len(self.manifest.architectures))
-        counts.update({f"status_{k}": v for k, v in statuses.items()})
-        self.manifest.counts = counts
+        tables = (pq.read_table(self.root / f.path, columns=["run_id", "status"])
+                  for f in self.manifest.part_files())
+        self.manifest.counts = recount(self.manifest.counts, tables, len(self.manifest.architectures))
 
     def _check_open(self) -> None:
         if not self._lock.held:
@@ -212,7 +204,7 @@ class ZooWriter:
         part_rel = _first_free(PART_TEMPLATE, listed)
 
         tensors = {k: weights[k].detach().to(net.torch_dtype).contiguous().cpu() for k in names}
-        checksums = rows_sha256(tensors, names)
+        checksums = stacked_sha256([tensors[k] for k in names])
         full_rows = []
         for i, r in enumerate(rows):
             full_rows.append({**r, "arch_id": arch_id, "n_params": net.n_params,

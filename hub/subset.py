@@ -26,6 +26,7 @@ from catalog.format import (
     FileEntry,
     Manifest,
     atomic_path,
+    recount,
     sha256_file,
 )
 from catalog.paths import safe_join
@@ -110,14 +111,8 @@ def subset_zoo(src: Path, dst: Path, manifest: Manifest, model_ids: Collection[s
                 new_paths[entry.path] = replace(entry, sha256=sha256_file(tmp), bytes=tmp.stat().st_size,
                                                 rows=kept.num_rows)
 
-    rows = pa.concat_tables(tables) if tables else pa.table({"run_id": [], "arch_id": [], "status": []})
-    archs = set(rows.column("arch_id").to_pylist())
-    counts = {k: v for k, v in manifest.counts.items()
-              if k not in ("rows", "runs", "architectures") and not k.startswith("status_")}
-    counts.update(rows=rows.num_rows, runs=len(set(rows.column("run_id").to_pylist())),
-                  architectures=len(archs))
-    for status, n in sorted(Counter(rows.column("status").to_pylist()).items()):
-        counts[f"status_{status}"] = n
+    archs = {a for t in tables for a in t.column("arch_id").to_pylist()}
+    counts = recount(manifest.counts, tables, len(archs))
     return replace(
         manifest,
         architectures={a: d for a, d in manifest.architectures.items() if a in archs},

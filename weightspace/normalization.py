@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from catalog.dataset import MIN_STD
 from catalog.errors import WeightzooError
 
-#: Standard deviations below this are clamped (a constant tensor stays finite).
-MIN_STD = 1e-8
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def test_read_only_zoo_computes_stats_in_memory(zoo_copy, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(dataset_mod.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(dataset_mod, "atomic_path", refuse)
     ds = WeightDataset(open_zoo(zoo_copy).select(), ["test_acc"])
     assert ds.stats is not None and ds.stats_path is None
     assert not (zoo_copy / "stats").exists() or not any((zoo_copy / "stats").iterdir())
