@@ -20,7 +20,6 @@ from catalog.dataset import MIN_STD
 from catalog.errors import WeightzooError
 
 
-
 @dataclass(frozen=True)
 class ParamNormalizer:
     """Per-tensor affine normalization ``(w - mean) / std`` of a parameter dict.
