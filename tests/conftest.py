@@ -1,4 +1,4 @@
-"""Session-wide test set-up.
+"""Session-wide test set-up and the zoos shared by every test package.
 
 The Hub-compatible test server starts here, at import, because ``huggingface_hub`` reads
 ``HF_ENDPOINT`` when it is first imported: nothing in the suite may reach the real Hub.
@@ -7,7 +7,12 @@ Progress bars are off in tests.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -16,12 +21,8 @@ import hubserver  # noqa: E402  (must run before anything imports huggingface_hu
 HUB = hubserver.ensure_global_server()
 
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-from collections.abc import Callable, Mapping  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 import pytest  # noqa: E402
+from zoo_helpers import write_zoo  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +46,50 @@ def zoo_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Mapping],
         return built[key]
 
     return make
+
+
+# ================================================================================ hand-written zoos
+# ``zoo_dir``: one MLP architecture, 12 runs x 3 checkpoints = 36 rows in two parts, a few runs
+# diverged. ``multi_arch_dir``: two architectures (one row set each) and an extra column.
+# Tests that modify a zoo copy it first (``zoo_copy``).
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_zoo(tmp_path_factory.mktemp("zoos") / "tiny", "tiny", range(12))
+
+
+@pytest.fixture(scope="session")
+def multi_arch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_zoo(tmp_path_factory.mktemp("zoos") / "wide", "wide", range(4), checkpoints=(0, 1),
+                     hidden=(8, 6), extra={"width_note": "two widths"}, parts=1, seed=1)
+
+
+@pytest.fixture
+def zoo_copy(zoo_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of ``zoo_dir`` that a test may modify."""
+    dst = tmp_path / "copy"
+    shutil.copytree(zoo_dir, dst)
+    return dst
+
+
+@pytest.fixture(autouse=True)
+def _private_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own catalog file and data dir, never the user's."""
+    monkeypatch.setenv("WEIGHTZOO_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WEIGHTZOO_CATALOG", raising=False)
+    return tmp_path / "home"
+
+
+#: The tiny digits MLP zoo of the weightspace and CLI tests (built in seconds).
+TINY_DIGITS = {
+    "name": "tiny-digits",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "architecture": {"name": "mlp", "hidden": [8], "activation": "relu"},
+    "training": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "checkpoints": [0, 1, 3]},
+    "grid": {"lr": [0.0003, 0.003, 0.03], "seed": [0, 1, 2, 3, 4, 5]},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_digits_zoo(zoo_factory: Callable[[Mapping], Path]) -> Path:
+    return zoo_factory(TINY_DIGITS)

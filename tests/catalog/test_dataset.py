@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from activation_zoo import write_activation_zoo
+from zoo_helpers import write_activation_zoo
 
 import catalog.dataset as dataset_mod
 from catalog import WeightDataset, WeightzooError, open_zoo, verify_zoo

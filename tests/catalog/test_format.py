@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from catalog_helpers import write_zoo
+from zoo_helpers import write_zoo
 
 from catalog.errors import ZooFormatError
 from catalog.format import (

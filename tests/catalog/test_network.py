@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from catalog_helpers import mlp_spec, random_weights
+from zoo_helpers import mlp_spec, random_weights
 
 from catalog.errors import ZooFormatError
 from catalog.network import LayerSpec, NetworkSpec, build_module, population_forward

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from catalog_helpers import mlp_spec, random_weights, rewrite_part
+from zoo_helpers import mlp_spec, random_weights, rewrite_part
 
 from catalog import open_zoo
 from catalog.errors import ZooFormatError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 import pytest
-from catalog_helpers import tree_hashes
+from zoo_helpers import tree_hashes
 
 from catalog import QueryEngine, QueryError, open_zoo
 from catalog.query import check_statement

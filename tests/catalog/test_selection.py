@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from activation_zoo import write_activation_zoo
-from catalog_helpers import flip_weight_byte
 from safetensors.torch import load_file
+from zoo_helpers import flip_weight_byte, write_activation_zoo
 
 from catalog import IntegrityError, QueryEngine, QueryError, open_zoo, population_forward
 

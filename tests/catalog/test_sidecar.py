@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from catalog_helpers import tree_hashes
+from zoo_helpers import tree_hashes
 
 from catalog import open_zoo, verify_zoo
 from catalog.errors import WeightzooError, ZooFormatError

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from catalog_helpers import mlp_spec, random_weights, tree_hashes
+from zoo_helpers import mlp_spec, random_weights, tree_hashes
 
 from catalog import LocalCatalog, QueryError, WeightzooError, ZooNotFoundError, ZooWriter, open_zoo
 from catalog.store import default_catalog_path

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from catalog_helpers import flip_weight_byte, rewrite_part
+from zoo_helpers import flip_weight_byte, rewrite_part
 
 from catalog import open_zoo, verify_zoo
 from catalog.errors import ZooFormatError

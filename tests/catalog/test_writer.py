@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from catalog_helpers import flip_weight_byte, mlp_spec, random_weights, tree_hashes
+from zoo_helpers import flip_weight_byte, mlp_spec, random_weights, tree_hashes
 
 from catalog import WeightzooError, ZooWriter, open_zoo, verify_zoo
 from catalog.format import read_manifest

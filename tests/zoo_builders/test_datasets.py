@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from zoo_helpers import write_zoo
 
 from catalog.errors import WeightzooError
 from catalog.format import MANIFEST_NAME
 from zoo_builders import load_dataset, load_zoo_dataset
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "catalog"))
-from catalog_helpers import write_zoo  # noqa: E402
 
 
 def test_zoo_dataset_is_the_stratified_split_of_the_spec(tiny_zoo: Path) -> None:

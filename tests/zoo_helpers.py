@@ -1,4 +1,5 @@
-"""Helpers shared by the catalog tests: writing tiny zoos, hashing files, corrupting rows."""
+"""Helpers shared by the tests: writing tiny zoos by hand (one or two architectures, the ReLU/tanh
+pair of the digits-mlp preset), hashing files, corrupting rows."""
 
 from __future__ import annotations
 
@@ -89,5 +90,18 @@ def write_zoo(root: Path, name: str, runs: range, checkpoints: tuple[int, ...] =
                         "test_loss": 1.0 - acc, **(extra or {})})
             weights = random_weights(spec, len(rows), seed * 1000 + hi * 100 + pi)
             w.write_part(arch, weights, rows)
+    w.finish()
+    return root
+
+
+def write_activation_zoo(root: Path, runs: int = 8, checkpoints: tuple[int, ...] = (0, 1, 2)) -> Path:
+    """``runs`` runs per activation x ``checkpoints``; run ids differ between activations."""
+    w = ZooWriter(root, "acts", {"name": "acts", "test": True})
+    for ai, act in enumerate(("relu", "tanh")):
+        arch = w.add_architecture(mlp_spec(hidden=8, activation=act))
+        rows = [{"model_id": f"{act}-r{r}-c{c}", "run_id": f"{act}-r{r}", "checkpoint": c,
+                 "status": "ok", "activation": act, "test_acc": round(0.1 + 0.08 * ((r + c + ai) % 10), 3)}
+                for r in range(runs) for c in checkpoints]
+        w.write_part(arch, random_weights(mlp_spec(hidden=8), len(rows), seed=ai), rows)
     w.finish()
     return root

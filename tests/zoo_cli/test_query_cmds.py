@@ -8,8 +8,8 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from catalog_helpers import flip_weight_byte, tree_hashes
 from click.testing import CliRunner
+from zoo_helpers import flip_weight_byte, tree_hashes
 
 from zoo_cli.main import cli
 
