@@ -9,6 +9,7 @@ from weightspace import (
     GMN,
     build_metanetwork,
     flip_signs,
+    get_metanetwork,
     metanetwork_names,
     params_to_graph_batch,
     permute_neurons,
@@ -16,18 +17,33 @@ from weightspace import (
     random_signs,
 )
 
-CASES = [
-    ("statnn", "mlp"), ("statnn", "cnn2d"),
-    ("dws", "mlp"), ("dws", "siren"),
-    ("nfn", "mlp"), ("nfn", "cnn1d"), ("nfn", "cnn2d"),
-    ("gmn", "mlp"), ("gmn", "cnn2d"), ("gmn", "siren"),
-]
 SPECS = {"mlp": mlp_spec(), "siren": siren_spec(), "cnn1d": cnn_spec(1), "cnn2d": cnn_spec(2)}
+
+
+def _supports(name: str, arch: str) -> bool:
+    """Whether the registered model ``name`` takes networks of ``arch`` (it refuses the others)."""
+    try:
+        build_metanetwork(name, SPECS[arch], 1)
+    except WeightzooError:
+        return False
+    return True
+
+
+#: Every registered model on every architecture it takes, from the registry (no name lists):
+#: the invariant ones for the invariance test, those with a weight-space output for equivariance.
+SUPPORTED = [(n, a) for n in metanetwork_names() for a in SPECS if _supports(n, a)]
+CASES = [(n, a) for n, a in SUPPORTED if get_metanetwork(n).invariant]
+EQUIVARIANT = [(n, a) for n, a in SUPPORTED if get_metanetwork(n).weight_output]
 
 
 def _permuted(spec, params, seed):
     return permute_neurons(spec, params, random_permutations(spec, params[spec.param_names[0]].shape[0],
                                                              torch.Generator().manual_seed(seed)))
+
+
+def test_every_model_is_tested_on_some_architecture():
+    assert {n for n, _ in SUPPORTED} == set(metanetwork_names())
+    assert len(CASES) >= 8 and len(EQUIVARIANT) >= 4
 
 
 def test_registry_lists_names():
@@ -61,8 +77,7 @@ def test_mlp_is_not_invariant():
     assert (out - out_perm).abs().max() > 1e-2 * out.abs().max()
 
 
-@pytest.mark.parametrize("name,arch", [("dws", "mlp"), ("dws", "siren"), ("gmn", "mlp"),
-                                       ("gmn", "siren"), ("gmn", "cnn2d")])
+@pytest.mark.parametrize("name,arch", EQUIVARIANT)
 def test_weight_output_is_equivariant(name, arch):
     torch.manual_seed(0)
     spec = SPECS[arch]
@@ -121,7 +136,7 @@ def test_gmn_heterogeneous_batch_matches_single():
         GMN(mlp_spec(), 1)(params_to_graph_batch(wide, random_params(wide, 1)))
 
 
-@pytest.mark.parametrize("name", ["statnn", "mlp", "dws", "nfn", "gmn"])
+@pytest.mark.parametrize("name", metanetwork_names())
 def test_trains_one_step(name):
     torch.manual_seed(0)
     spec = mlp_spec()

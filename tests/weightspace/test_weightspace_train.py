@@ -9,7 +9,7 @@ from ws_helpers import mlp_spec, random_params
 from catalog import open_zoo
 from catalog.dataset import WeightDataset
 from catalog.errors import WeightzooError
-from weightspace import ParamNormalizer, TrainedMetanetwork, evaluate, fit
+from weightspace import ParamNormalizer, TrainedMetanetwork, evaluate, fit, metanetwork_names
 
 
 def _synthetic(n, seed):
@@ -32,7 +32,7 @@ def test_fit_regression_learns_invariant_target():
     assert history[0]["epoch"] == 1 and "val_loss" in history[0]
 
 
-@pytest.mark.parametrize("name", ["mlp", "dws", "nfn", "gmn"])
+@pytest.mark.parametrize("name", metanetwork_names())
 def test_fit_every_model_runs_with_augmentation(name):
     spec, p_tr, y_tr = _synthetic(32, 0)
     model, history = fit(name, (p_tr, y_tr), (p_tr, y_tr), spec=spec, epochs=2, batch_size=16,
