@@ -16,8 +16,6 @@ import dataclasses
 import pytest
 import torch
 
-ON_TASK, PARITY, HALVES, UNTRAINED = range(4)
-
 
 @pytest.fixture(autouse=True)
 def _one_thread():

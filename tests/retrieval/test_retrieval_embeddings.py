@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ON_TASK
+from retrieval_helpers import ON_TASK
 
 from catalog.errors import WeightzooError
 from catalog.network import LayerSpec, NetworkSpec, build_module

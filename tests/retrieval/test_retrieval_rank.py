@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ON_TASK, UNTRAINED
+from retrieval_helpers import ON_TASK, UNTRAINED
 from scipy import stats
 
 from catalog.errors import WeightzooError
