@@ -75,6 +75,25 @@ def data_batch(spec: NetworkSpec, x: Tensor | Sequence[Tensor],
     return x.to(spec.torch_dtype), y
 
 
+def population_data(spec: NetworkSpec, x: Tensor | Sequence[Tensor], y: Tensor | Sequence[Tensor],
+                    n_pop: int) -> tuple[Tensor, Tensor]:
+    """Data shared by every member, ``(x [N, *input_shape], y [N])`` (see :func:`data_batch`), or
+    one batch per member, ``(x [P, N, *input_shape], y [P, N])`` (e.g. each run's own training
+    subsample)."""
+    if not (isinstance(x, Tensor) and x.dim() == len(spec.input_shape) + 2):
+        return data_batch(spec, x, y)
+    if x.shape[0] != n_pop or tuple(x.shape[2:]) != spec.input_shape or x.shape[1] == 0:
+        raise WeightzooError(
+            f"x has shape {tuple(x.shape)}; per-member data must be [{n_pop}, N, "
+            f"{', '.join(map(str, spec.input_shape))}] with N > 0 (one batch per network)")
+    if not isinstance(y, Tensor) or tuple(y.shape) != tuple(x.shape[:2]):
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise WeightzooError(f"y has shape {shape}; expected [{n_pop}, {x.shape[1]}] (one class index "
+                             f"per example of each network's batch)")
+    flat_x, flat_y = data_batch(spec, x.flatten(0, 1), y.flatten())  # checks the labels
+    return flat_x.view_as(x), flat_y.view(y.shape)
+
+
 def member_seeds(seed: int | Sequence[int], n: int) -> list[int]:
     """Per-member seeds: ``seed + i`` for member ``i``, or one given seed per member."""
     if isinstance(seed, int):

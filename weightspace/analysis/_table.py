@@ -45,10 +45,12 @@ def check_columns(table: Table, names: Sequence[str], role: str = "column") -> N
 
 
 def values(table: Table, name: str) -> list:
-    """One column as a Python list."""
+    """One column as a Python list; list values (e.g. ``hidden``, ``channels``) become tuples,
+    so every value can key a group or an axis."""
     check_columns(table, [name])
     col = table.column(name).to_pylist() if hasattr(table, "num_rows") else table[name]
-    return list(col.tolist() if isinstance(col, np.ndarray) else col)
+    return [tuple(v) if isinstance(v, list) else v
+            for v in (col.tolist() if isinstance(col, np.ndarray) else col)]
 
 
 def numeric(table: Table, name: str) -> np.ndarray:

@@ -20,6 +20,8 @@ Both follow PyHessian (Yao et al. 2020), which the Phase-Transition Model Zoo us
   ``change * q / (1 - q)`` is below ``tol`` as well (Aitken's estimate for a geometric
   sequence): never earlier than PyHessian, later only when the gap is small.
 - :func:`hessian_trace` averages ``z^T H z`` over Rademacher vectors ``z``.
+- The data is shared by every member (``x [N, ...]``) or given per member (``x [P, N, ...]``,
+  ``y [P, N]``): e.g. each run's own training subsample when the zoo varies ``train_fraction``.
 
 How the members are vectorized: member ``p``'s loss depends only on its own parameters, so the
 gradient of the *sum* of the members' losses with respect to the stacked parameters is the
@@ -49,8 +51,8 @@ from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, population_forward
 from weightspace.analysis._population import (
     Params,
-    data_batch,
     member_seeds,
+    population_data,
     population_size,
     take,
 )
@@ -59,13 +61,17 @@ from weightspace.representations import flat_to_params, params_to_flat
 
 def _hvp_function(spec: NetworkSpec, params: Params, x: Tensor,
                   y: Tensor) -> Callable[[Tensor], Tensor]:
-    """``v [P, D] -> H v [P, D]`` for every member, the gradient graph built once."""
-    n = x.shape[0]
+    """``v [P, D] -> H v [P, D]`` for every member, the gradient graph built once.
+
+    ``x``: shared ``[N, *input_shape]`` or per member ``[P, N, *input_shape]`` (``y`` ``[N]`` or
+    ``[P, N]``)."""
+    n = y.shape[-1]
 
     def summed_loss(p: dict[str, Tensor]) -> Tensor:
         out = population_forward(spec, p, x)  # [P, N, C]
+        labels = y.flatten() if y.dim() == 2 else y.repeat(out.shape[0])
         # Sum over members of each member's mean loss: block-diagonal Hessian (module docstring).
-        return F.cross_entropy(out.flatten(0, 1), y.repeat(out.shape[0]), reduction="sum") / n
+        return F.cross_entropy(out.flatten(0, 1), labels, reduction="sum") / n
 
     _, vjp_fn = vjp(grad(summed_loss), {k: v.detach() for k, v in params.items()})
 
@@ -79,7 +85,8 @@ class _Products:
     """Hessian-vector products for the still-active members of a group.
 
     The graph covers the members it was built for; once at most half of them are still active
-    it is rebuilt for those alone, so converged members stop costing compute.
+    it is rebuilt for those alone, so converged members stop costing compute. Per-member data
+    (``y [P, N]``) is taken along with the members.
     """
 
     def __init__(self, spec: NetworkSpec, params: Params, x: Tensor, y: Tensor) -> None:
@@ -91,13 +98,19 @@ class _Products:
         """``H v`` for the members ``active`` (sorted indices), ``v [len(active), D]``."""
         if 2 * len(active) <= len(self.members):
             self.members = active.clone()
-            self.hvp = _hvp_function(self.spec, take(self.params, active), self.x, self.y)
+            x, y = (self.x[active], self.y[active]) if self.y.dim() == 2 else (self.x, self.y)
+            self.hvp = _hvp_function(self.spec, take(self.params, active), x, y)
         if len(active) == len(self.members):
             return self.hvp(v)
         full = v.new_zeros(len(self.members), v.shape[1])
         pos = torch.searchsorted(self.members, active)
         full[pos] = v
         return self.hvp(full)[pos]
+
+
+def _data_of(x: Tensor, y: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
+    """The data of the members ``group``: all of it if shared, their batches if per member."""
+    return (x[group], y[group]) if y.dim() == 2 else (x, y)
 
 
 def _groups(n: int, member_chunk: int | None) -> list[Tensor]:
@@ -127,8 +140,9 @@ def hessian_top_eig(
     Args:
         spec: the shared architecture (a classifier: outputs are logits).
         params: ``{name: Tensor[P, *shape]}`` stacked parameters.
-        x: inputs ``[N, *input_shape]``, or a sequence of batches (concatenated).
-        y: class labels ``[N]``, or a sequence of batches.
+        x: inputs ``[N, *input_shape]`` shared by every network, or a sequence of batches
+            (concatenated), or one batch per network ``[P, N, *input_shape]``.
+        y: class labels ``[N]``, or a sequence of batches, or ``[P, N]`` with per-network ``x``.
         iters: maximum power iterations (default ``100``).
         tol: relative tolerance (default ``1e-3``, as PyHessian).
         seed: member ``i`` starts from a Gaussian vector seeded ``seed + i`` (default ``0``), or
@@ -143,7 +157,7 @@ def hessian_top_eig(
         eigenvalue's sign; its magnitude is the largest of the Hessian's eigenvalues).
     """
     n_pop = population_size(spec, params)
-    x, y = data_batch(spec, x, y)
+    x, y = population_data(spec, x, y, n_pop)
     _check_count("iters", iters)
     if stop not in ("error", "change"):
         raise WeightzooError(f"unknown stop rule {stop!r}; valid: 'error', 'change'")
@@ -153,7 +167,7 @@ def hessian_top_eig(
         gens = [torch.Generator().manual_seed(seeds[i]) for i in group.tolist()]
         v = torch.stack([torch.randn(spec.n_params, generator=g, dtype=spec.torch_dtype) for g in gens])
         v = v / v.norm(dim=1, keepdim=True)
-        products = _Products(spec, take(params, group), x, y)
+        products = _Products(spec, take(params, group), *_data_of(x, y, group))
         eig = torch.full((len(group),), float("nan"), dtype=spec.torch_dtype)
         last_change = torch.full((len(group),), float("inf"), dtype=spec.torch_dtype)
         active = torch.arange(len(group))
@@ -193,8 +207,9 @@ def hessian_trace(
     Args:
         spec: the shared architecture (a classifier: outputs are logits).
         params: ``{name: Tensor[P, *shape]}`` stacked parameters.
-        x: inputs ``[N, *input_shape]``, or a sequence of batches (concatenated).
-        y: class labels ``[N]``, or a sequence of batches.
+        x: inputs ``[N, *input_shape]`` shared by every network, or a sequence of batches
+            (concatenated), or one batch per network ``[P, N, *input_shape]``.
+        y: class labels ``[N]``, or a sequence of batches, or ``[P, N]`` with per-network ``x``.
         samples: random vectors per member (default ``100``).
         seed: member ``i`` draws its vectors from a generator seeded ``seed + i`` (default
             ``0``), or give one seed per member.
@@ -207,13 +222,13 @@ def hessian_trace(
         returns ``[P]``.
     """
     n_pop = population_size(spec, params)
-    x, y = data_batch(spec, x, y)
+    x, y = population_data(spec, x, y, n_pop)
     _check_count("samples", samples)
     seeds = member_seeds(seed, n_pop)
     out = torch.empty(n_pop, dtype=spec.torch_dtype)
     for group in _groups(n_pop, member_chunk):
         gens = [torch.Generator().manual_seed(seeds[i]) for i in group.tolist()]
-        products = _Products(spec, take(params, group), x, y)
+        products = _Products(spec, take(params, group), *_data_of(x, y, group))
         total = torch.zeros(len(group), dtype=torch.float64)
         count = torch.zeros(len(group), dtype=torch.float64)
         mean = torch.zeros(len(group), dtype=torch.float64)

@@ -63,11 +63,15 @@ def _check_agg(agg: str) -> None:
 
 
 def _axis(vals: list) -> list:
-    """The sorted distinct non-null values of an axis (numerically if all numbers)."""
+    """The sorted distinct non-null values of an axis (numerically if all numbers; tuples such
+    as ``channels`` element-wise)."""
     distinct = list(dict.fromkeys(v for v in vals if v is not None and not _isnan(v)))
     if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in distinct):
         return sorted(distinct)
-    return sorted(distinct, key=str)
+    try:
+        return sorted(distinct)
+    except TypeError:  # mixed types
+        return sorted(distinct, key=str)
 
 
 def _isnan(v: object) -> bool:
@@ -77,6 +81,8 @@ def _isnan(v: object) -> bool:
 def _fmt(v: object) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{float(v):g}"
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_fmt(e) for e in v) + "]"
     return str(v)
 
 
