@@ -126,7 +126,8 @@ class StatNNEmbedder(Embedder):
 
     def finish(self, vectors: Tensor, stored: dict[str, Any] | None) -> Tensor:
         if stored is not None and "center" in stored:
-            center, scale = torch.tensor(stored["center"]), torch.tensor(stored["scale"])
+            center = torch.tensor(stored["center"], dtype=torch.float64)
+            scale = torch.tensor(stored["scale"], dtype=torch.float64)
         else:
             ok = vectors[torch.isfinite(vectors).all(1)].double()
             if ok.shape[0] == 0:

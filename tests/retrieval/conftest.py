@@ -12,9 +12,11 @@ Four MLPs 64-32-10 of one architecture, trained with the project's population tr
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pytest
 import torch
+from retrieval_helpers import TINY_HUB_SOURCES, TINY_HUB_TEMPLATE
 
 
 @pytest.fixture(autouse=True)
@@ -51,3 +53,41 @@ def digits_population(digits):
     assert [s.checkpoint for s in snaps] == [8, 8, 8, 0]
     params = {k: torch.cat([s.weights[k] for s in snaps]) for k in spec.param_names}
     return spec, params
+
+
+@pytest.fixture(scope="session")
+def bare_hub(tmp_path_factory):
+    """The tiny hub as built, without embeddings (shared: copy it to modify it)."""
+    from retrieval import build_hub
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("hubs") / "bare-hub"
+    build_hub(out, TINY_HUB_TEMPLATE, TINY_HUB_SOURCES, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_hub(bare_hub, tmp_path_factory):
+    """The tiny hub with behaviour embeddings on 32 probes (shared: copy it to modify it)."""
+    from retrieval import embed_zoo
+
+    out = tmp_path_factory.mktemp("hubs") / "tiny-hub"
+    shutil.copytree(bare_hub, out)
+    embed_zoo(out, "behavior", n_probes=32)
+    return out
+
+
+@pytest.fixture
+def hub_copy(tiny_hub, tmp_path):
+    """A private copy of ``tiny_hub`` (with embeddings) that a test may modify."""
+    dst = tmp_path / "hub"
+    shutil.copytree(tiny_hub, dst)
+    return dst
+
+
+@pytest.fixture
+def bare_copy(bare_hub, tmp_path):
+    """A private copy of ``bare_hub`` that a test may modify."""
+    dst = tmp_path / "bare"
+    shutil.copytree(bare_hub, dst)
+    return dst
