@@ -15,6 +15,7 @@ in a sidecar table and plots them.
 | ``averaging.py`` | accuracy of the weight average of (aligned) pairs |
 | ``subspace.py`` | per-layer singular-value spectra, ranks, held-out projection |
 | ``phase.py`` | phase heatmaps, line and scatter plots of a metadata table |
+| ``run.py`` | ``analyze_zoo`` (metrics of a zoo's models stored as sidecar tables) and ``plot_zoo`` |
 """
 
 from weightspace.analysis.alignment import align_to, weight_matching
@@ -30,6 +31,13 @@ from weightspace.analysis.evaluation import population_loss_accuracy
 from weightspace.analysis.hessian import hessian_top_eig, hessian_trace
 from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
 from weightspace.analysis.phase import PhaseGrid, line_plot, phase_heatmap, scatter_plot
+from weightspace.analysis.run import (
+    METRICS,
+    AnalyzeConfig,
+    AnalyzeResult,
+    analyze_zoo,
+    plot_zoo,
+)
 from weightspace.analysis.subspace import (
     SubspaceResult,
     explained_variance,
@@ -40,9 +48,10 @@ from weightspace.analysis.subspace import (
 )
 
 __all__ = [
-    "PathResult", "PhaseGrid", "SubspaceResult", "align_to", "avg_acc_delta", "bezier_barrier",
+    "METRICS", "AnalyzeConfig", "AnalyzeResult", "PathResult", "PhaseGrid", "SubspaceResult",
+    "align_to", "analyze_zoo", "avg_acc_delta", "bezier_barrier",
     "explained_variance", "hessian_top_eig", "hessian_trace", "layer_matrices", "line_plot",
     "linear_barrier", "linear_cka", "mean_over_pairs", "mode_connectivity", "phase_heatmap",
-    "plot_spectrum", "population_loss_accuracy", "rank_for_variance", "scatter_plot", "seed_pairs",
+    "plot_spectrum", "plot_zoo", "population_loss_accuracy", "rank_for_variance", "scatter_plot", "seed_pairs",
     "subspace_analysis", "weight_matching",
 ]

@@ -1,0 +1,242 @@
+"""analyze_zoo and plot_zoo on tiny built zoos: sidecar storage, re-run skipping, values equal
+to direct calls of the core functions, errors."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from analyze_helpers import FAST, ONE_SEED, TINY_INR, TINY_PHASE, copy_zoo
+
+from catalog import open_zoo
+from catalog.errors import WeightzooError
+from catalog.network import population_forward
+from catalog.verify import verify_zoo
+from weightspace.analysis import (
+    avg_acc_delta,
+    hessian_top_eig,
+    hessian_trace,
+    linear_barrier,
+    linear_cka,
+    population_loss_accuracy,
+)
+from weightspace.analysis.run import (
+    METRICS,
+    AnalyzeConfig,
+    _training_subset,
+    analyze_zoo,
+    model_seed,
+    plot_zoo,
+)
+from zoo_builders import BuildSpec, load_zoo_dataset
+
+
+@pytest.fixture(scope="module")
+def analyzed(zoo_factory, tmp_path_factory):
+    """A copy of the tiny phase zoo with every metric analyzed once (shared by the module's
+    read-only tests)."""
+    zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path_factory.mktemp("analyzed") / "zoo")
+    result = analyze_zoo(zoo, progress=False, align=True, out=zoo.parent / "figs", **FAST)
+    return zoo, result
+
+
+def _files(zoo):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((zoo / "analysis").iterdir())}
+
+
+def _last(zoo):
+    """The selection of each run's last checkpoint, and the data."""
+    z = open_zoo(zoo)
+    sel = z.select(where="checkpoint = 2")
+    return z, sel, load_zoo_dataset(z)
+
+
+def test_sidecars_stored_listed_verified_and_queryable(analyzed):
+    zoo, result = analyzed
+    z = open_zoo(zoo)
+    listed = {f.path for f in z.manifest.sidecar_files()}
+    assert listed == {f"analysis/{m}.parquet" for m in METRICS}
+    report = verify_zoo(zoo)
+    assert report.ok and not report.warnings, report.problems
+    assert result.rows == 8 and result.excluded == 8  # the last checkpoint of 8 runs
+    assert [r.computed for r in result.reports] == [8] * len(METRICS)
+    rows = z.sql("SELECT model_id, checkpoint FROM models WHERE hessian_trace_train > 0").table
+    assert rows.num_rows == 8 and set(rows.column("checkpoint").to_pylist()) == {2}
+    for s in result.summary():
+        assert s["rows"] == 8, s
+    assert len(result.figures) == 2 and all(f.stat().st_size > 0 for f in result.figures)  # 2 widths
+
+
+def test_rerun_skips_and_changes_nothing(analyzed):
+    zoo, _ = analyzed
+    before = _files(zoo)
+    manifest = (zoo / "zoo.json").read_bytes()
+    again = analyze_zoo(zoo, progress=False, align=True, **FAST)
+    assert [r.computed for r in again.reports] == [0] * len(METRICS)
+    assert [r.skipped for r in again.reports] == [8] * len(METRICS)
+    assert _files(zoo) == before and (zoo / "zoo.json").read_bytes() == manifest
+    assert again.summary() == analyzed[1].summary()
+
+
+def test_hessian_equals_direct_calls_on_each_runs_own_training_data(analyzed):
+    zoo, _ = analyzed
+    z, sel, data = _last(zoo)
+    cfg = AnalyzeConfig(**FAST)
+    n = cfg.batches * cfg.batch_size
+    runs = {r.run_id: r for r in BuildSpec.from_dict(z.manifest.spec).runs()}
+    for i, row in enumerate(sel.table.to_pylist()):
+        spec = z.network_spec(row["arch_id"])
+        params = _one(sel, i)
+        subset = _training_subset(runs[row["run_id"]], len(data.x_train))
+        assert len(subset) == round(row["train_fraction"] * len(data.x_train))
+        x = data.x_train.reshape(-1, *spec.input_shape)[subset]
+        y = data.y_train[subset]
+        # the reconstructed subsample is the one the run trained on: its train_acc matches
+        _, acc = population_loss_accuracy(spec, params, x, y)
+        assert float(acc[0]) == pytest.approx(row["train_acc"], abs=1e-6)
+        seed = [model_seed(row["model_id"])]
+        eig = hessian_top_eig(spec, params, x[:n], y[:n], iters=cfg.hessian_iters, seed=seed)
+        tr = hessian_trace(spec, params, x[:n], y[:n], samples=cfg.trace_samples, seed=seed)
+        x_te, y_te = data.x_test.reshape(-1, *spec.input_shape)[:n], data.y_test[:n]
+        tr_te = hessian_trace(spec, params, x_te, y_te, samples=cfg.trace_samples, seed=seed)
+        got = z.row(row["model_id"])
+        assert got["hessian_top_eig_train"] == pytest.approx(float(eig[0]), rel=1e-5)
+        assert got["hessian_trace_train"] == pytest.approx(float(tr[0]), rel=1e-5)
+        assert got["hessian_trace_test"] == pytest.approx(float(tr_te[0]), rel=1e-5)
+
+
+def _one(sel, i):
+    return sel.take([i]).stacked()
+
+
+def _pair_rows(sel):
+    """Row index pairs of the selection that differ only in seed."""
+    table = sel.table.to_pylist()
+    pairs = []
+    for i, a in enumerate(table):
+        for j, b in enumerate(table[i + 1:], i + 1):
+            if a["hidden"] == b["hidden"] and a["train_fraction"] == b["train_fraction"]:
+                pairs.append((i, j))
+    return pairs
+
+
+def test_pairwise_metrics_equal_direct_calls(analyzed):
+    zoo, _ = analyzed
+    z, sel, data = _last(zoo)
+    cfg = AnalyzeConfig(**FAST)
+    pairs = _pair_rows(sel)
+    assert len(pairs) == 4
+    ids = sel.column("model_id")
+    x_te = data.x_test
+    for i, j in pairs:
+        a, b = _one(sel, i), _one(sel, j)
+        spec = sel.take([i]).network_spec
+        x = x_te.reshape(-1, *spec.input_shape)
+        seed = [model_seed(f"{ids[i]}|{ids[j]}")]
+        with torch.no_grad():
+            la = population_forward(spec, a, x[:cfg.cka_batches * cfg.cka_batch_size])
+            lb = population_forward(spec, b, x[:cfg.cka_batches * cfg.cka_batch_size])
+        cka = float(linear_cka(la, lb)[0])
+        mc = float(linear_barrier(spec, a, b, x, data.y_test, points=cfg.linear_points).mc[0])
+        delta = float(avg_acc_delta(spec, a, b, x, data.y_test, align=True, seed=seed)[0])
+        for k in (i, j):  # one pair per run: its value is the pair's
+            row = z.row(ids[k])
+            assert row["cka_seed"] == pytest.approx(cka, rel=1e-9)
+            assert row["mc_linear"] == pytest.approx(mc, rel=1e-6)
+            assert row["avg_acc_delta"] == pytest.approx(delta, abs=1e-6)
+            assert row["mc_bezier"] is not None and row["mc_linear_aligned"] is not None
+
+
+def test_values_do_not_depend_on_the_selection(analyzed, tmp_path, zoo_factory):
+    zoo, _ = analyzed
+    part = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "part")
+    analyze_zoo(part, ["hessian", "cka"], where="width = 4", progress=False, **FAST)
+    full, sub = open_zoo(zoo).table.to_pylist(), open_zoo(part).table.to_pylist()
+    by_id = {r["model_id"]: r for r in full}
+    done = [r for r in sub if r["hessian_trace_train"] is not None]
+    assert len(done) == 4 and all(r["width"] == 4 for r in done)
+    for r in done:
+        for c in ("hessian_top_eig_train", "hessian_trace_train", "hessian_trace_test", "cka_seed"):
+            assert r[c] == by_id[r["model_id"]][c]
+
+
+def test_new_columns_are_computed_and_old_ones_kept(tmp_path, zoo_factory):
+    zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "zoo")
+    first = analyze_zoo(zoo, ["connectivity"], progress=False, **FAST)
+    assert first.reports[0].columns == ["mc_linear", "mc_bezier"]
+    old = {r["model_id"]: r["mc_linear"] for r in first.table.to_pylist()}
+    second = analyze_zoo(zoo, ["connectivity"], progress=False, align=True, **FAST)
+    assert second.reports[0].computed == 8
+    rows = second.table.to_pylist()
+    assert all(r["mc_linear_aligned"] is not None for r in rows)
+    assert {r["model_id"]: r["mc_linear"] for r in rows} == old
+    forced = analyze_zoo(zoo, ["connectivity"], progress=False, align=True, force=True, **FAST)
+    assert forced.reports[0].computed == 8 and forced.table.equals(second.table)
+
+
+def test_every_checkpoint(tmp_path, zoo_factory):
+    zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "zoo")
+    result = analyze_zoo(zoo, ["cka"], checkpoint="all", progress=False, **FAST)
+    assert result.rows == 16 and result.reports[0].computed == 16
+    at0 = open_zoo(zoo).sql("SELECT cka_seed FROM models WHERE checkpoint = 0").column("cka_seed")
+    assert len(at0) == 8 and all(v is not None for v in at0)
+    with pytest.raises(WeightzooError, match="no selected row is at checkpoint 7; the checkpoints are 0, 2"):
+        analyze_zoo(zoo, ["cka"], checkpoint=7, progress=False)
+
+
+def test_hessian_per_member_data_equals_one_at_a_time():
+    from analysis_helpers import digits, trained_digits_mlp
+
+    spec, params = trained_digits_mlp()
+    x, y, _, _ = digits()
+    x = x.reshape(-1, *spec.input_shape)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.stack([torch.randperm(len(x), generator=g)[:96] for _ in range(4)])  # [4, 96]
+    together = hessian_trace(spec, params, x[idx], y[idx], samples=5, seed=[3, 4, 5, 6])
+    eig = hessian_top_eig(spec, params, x[idx], y[idx], seed=[3, 4, 5, 6])
+    for i in range(4):
+        one = {k: v[i:i + 1] for k, v in params.items()}
+        alone = hessian_trace(spec, one, x[idx[i]], y[idx[i]], samples=5, seed=3 + i)
+        assert float(together[i]) == pytest.approx(float(alone[0]), rel=1e-5)
+        assert float(eig[i]) == pytest.approx(float(hessian_top_eig(spec, one, x[idx[i]], y[idx[i]],
+                                                                     seed=3 + i)[0]), rel=1e-5)
+    with pytest.raises(WeightzooError, match="per-member data must be"):
+        hessian_trace(spec, params, x[idx[:3]], y[idx[:3]])
+
+
+def test_errors(tmp_path, zoo_factory, zoo_dir):
+    phase = zoo_factory(TINY_PHASE)
+    with pytest.raises(WeightzooError, match="unknown metric 'hesian'; valid metrics: hessian, cka"):
+        analyze_zoo(phase, "hesian", progress=False)
+    with pytest.raises(WeightzooError, match="unknown analysis option"):
+        analyze_zoo(phase, "hessian", progress=False, trace_sample=3)
+    with pytest.raises(WeightzooError, match="metric 'cka' compares seed pairs.*no seed pairs"):
+        analyze_zoo(zoo_factory(ONE_SEED), "hessian,cka", progress=False)
+    with pytest.raises(WeightzooError, match="implicit neural representations"):
+        analyze_zoo(zoo_factory(TINY_INR), "hessian", progress=False)
+    with pytest.raises(WeightzooError, match="not built by `zoo build`"):
+        analyze_zoo(zoo_dir, "hessian", progress=False)
+    with pytest.raises(WeightzooError, match="matches"):
+        analyze_zoo(phase, "hessian", where="width = 999", progress=False)
+    # nothing was written to the shared zoos
+    assert not (phase / "analysis").exists()
+
+
+def test_plot_zoo(analyzed, tmp_path):
+    zoo, _ = analyzed
+    grid = plot_zoo(zoo, "width", "train_fraction", "hessian_trace_train", out=tmp_path / "h.png", log=True)
+    assert grid.x_values == [4, 8] and grid.y_values == [0.5, 1.0]
+    assert np.isfinite(grid.values).all() and (grid.counts == 2).all()  # 2 seeds per cell
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    grid = plot_zoo(zoo, "hidden", "train_fraction", "cka_seed", out=tmp_path / "c.png")
+    assert grid.x_values == [(4,), (8,)]
+    lines = plot_zoo(zoo, "checkpoint", "width", "test_acc", kind="line", out=tmp_path / "l.png")
+    assert set(lines) == {4, 8} and list(lines[4][0]) == [0, 2]  # every checkpoint
+    pts = plot_zoo(zoo, "test_acc", None, "mc_linear", kind="scatter", out=tmp_path / "s.png")
+    assert len(pts[None][0]) == 8
+    with pytest.raises(WeightzooError, match="unknown column 'nope'"):
+        plot_zoo(zoo, "width", "nope", "test_acc", out=tmp_path / "x.png")
+    with pytest.raises(WeightzooError, match="unknown plot kind"):
+        plot_zoo(zoo, "width", "lr", "test_acc", kind="bars", out=tmp_path / "x.png")
