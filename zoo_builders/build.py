@@ -1,11 +1,17 @@
 """``zoo build``: expand a spec into runs, group them into populations, train each population
 as one vectorized computation and append it to the zoo. Finished populations are on disk (and
 in the manifest) before the next one starts, so an interrupted build resumes where it stopped.
+
+Populations train in this process one after another (the default), or in parallel on an
+executor (:mod:`zoo_builders.executors`: a local process pool, or Ray); either way this
+process alone writes the zoo, committing each population as it comes back. Which executor
+trained a population changes nothing in its rows or weights.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +26,9 @@ from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_run_ids
 from zoo_builders.datasets import Dataset, load_dataset
+from zoo_builders.executors import Executor, make_executor
 from zoo_builders.spec import BuildSpec, RunConfig
-from zoo_builders.train import PopulationResult, train_classifiers, train_inrs
+from zoo_builders.train import PopulationResult, ProgressFn, train_classifiers, train_inrs
 
 #: Largest population trained as one computation unless --max-population says otherwise.
 #: Larger populations make intermediate tensors exceed glibc's mmap threshold, so every
@@ -35,6 +42,13 @@ MEMORY_SHARE = 0.25
 #: preset took 15.5 s with 1 thread and 118 s with torch's default 2, same sha256s (see also
 #: benchmarks/bench_build.py, which times both).
 DEFAULT_THREADS = 1
+#: Share of the available memory that the populations training at once on a local pool may
+#: plan to use together (each plans at most MEMORY_SHARE, so two of the largest fit).
+INFLIGHT_MEMORY_SHARE = 0.5
+#: Largest weight shard a build writes: a population whose weights are larger is written as
+#: several parts. Far below the Hub's per-file limits (50 GB, 20 GB recommended), and small
+#: enough that a partial pull (which downloads whole shards) fetches little it does not need.
+MAX_SHARD_BYTES = 2 << 30
 
 
 @dataclass
@@ -45,6 +59,8 @@ class Population:
     net: NetworkSpec
     runs: list[RunConfig]
     steps: int
+    #: What training it plans to use (see :func:`member_bytes`).
+    memory_bytes: int = 0
 
     @property
     def key(self) -> str:
@@ -194,7 +210,8 @@ def plan_build(spec: BuildSpec, data_shape: tuple[int, ...], n_classes: int, n_t
         n_chunks = -(-len(members) // cap)
         size = -(-len(members) // n_chunks)
         for i in range(0, len(members), size):
-            pops.append(Population(key[0], net, members[i:i + size], steps))
+            chunk = members[i:i + size]
+            pops.append(Population(key[0], net, chunk, steps, per * len(chunk)))
     return BuildPlan(spec, runs, pops, skipped_runs=len(runs) - len(todo))
 
 
@@ -248,7 +265,8 @@ def _inr_images(data: Dataset, runs: list[RunConfig]) -> tuple[torch.Tensor, lis
 
 def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike,
               max_population: int | None = None, quiet: bool = False, dry_run: bool = False,
-              threads: int | None = None) -> BuildPlan:
+              threads: int | None = None, workers: int | str | None = None,
+              executor: str | Executor | None = None, address: str | None = None) -> BuildPlan:
     """Build (or resume building) the zoo described by ``spec`` into ``out``.
 
     A resume first checks every file the zoo lists (size and sha256) and drops the damaged ones
@@ -264,7 +282,15 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
         dry_run: plan only: an existing zoo at ``out`` is read (not locked, not changed) to
             count the runs already built; nothing is trained or written.
         threads: torch threads to train with, restored afterwards (default
-            :data:`DEFAULT_THREADS`). Not part of any run's identity.
+            :data:`DEFAULT_THREADS`); with workers, each worker's. Not part of any run's
+            identity.
+        workers: processes training populations in parallel on this machine (``"auto"``:
+            one per core); default 1: train in this process. With ``executor="ray"``: the
+            CPUs of the local Ray cluster started for the build.
+        executor: ``"local"`` (default) or ``"ray"`` (populations become Ray tasks; needs
+            ``pip install 'weightzoo[ray]'``), or an :class:`~zoo_builders.executors.Executor`.
+        address: the Ray cluster to use (default: ``RAY_ADDRESS``, else a local cluster
+            started for the build).
 
     Returns:
         the plan that was (or would be) carried out.
@@ -294,11 +320,19 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
     if dry_run:
         done, repaired = _resume_state(out, spec)
         return plan_for(done, repaired)
+    if isinstance(executor, Executor):
+        pool: Executor | None = executor
+    else:  # checked (and Ray imported) before the zoo is locked or anything is trained
+        pool = make_executor(executor, workers, address, threads)
     with torch_threads(threads), ZooWriter(out, spec.name, spec.to_dict(),
                                            datasets={data.name: data.describe()}) as writer:
         repaired = writer.repair()
         plan = plan_for(writer.done_run_ids(), repaired)
-        _train(plan, data, writer, quiet)
+        if pool is None:
+            _train(plan, data, writer, quiet)
+        else:
+            with pool:
+                _train_on(pool, plan, data, writer, quiet)
         writer.finish()
     return plan
 
@@ -321,19 +355,110 @@ def _train(plan: BuildPlan, data: Dataset, writer: ZooWriter, quiet: bool) -> No
     with tqdm(total=total_steps, disable=quiet, unit="step", desc=f"build {spec.name}") as bar:
         for i, pop in enumerate(plan.populations):
             bar.set_postfix_str(f"population {i + 1}/{len(plan.populations)} ({len(pop.runs)} runs)")
-            arch_id = writer.add_architecture(pop.net)
-            labels = None
-            if spec.task.name == "inr":
-                images, labels = _inr_images(data, pop.runs)
-                result = train_inrs(pop.net, pop.runs, images, progress=bar.update)
-            else:
-                result = train_classifiers(pop.net, pop.runs, data, progress=bar.update)
-            rows = _rows(pop, result, data, labels)
-            order = sorted(range(len(rows)), key=lambda j: (rows[j]["run_id"], rows[j]["checkpoint"]))
-            # Rows of one run sit next to each other in the shard: a run's checkpoints load as one slice.
-            weights = {}
-            for name in pop.net.param_names:
-                stacked = torch.cat([s.weights[name] for s in result.snapshots])  # [C * P, ...]
-                weights[name] = stacked[torch.tensor(order)]
-            rows = [rows[j] for j in order]
-            writer.write_part(arch_id, weights, rows, _schema(rows))
+            trained = train_population(pop, data, spec.task.name, progress=bar.update)
+            commit_population(writer, pop, trained)
+
+
+def _train_on(pool: Executor, plan: BuildPlan, data: Dataset, writer: ZooWriter,
+              quiet: bool) -> None:
+    """Train the plan's populations on ``pool``; commit each as it comes back.
+
+    One bar for the whole build: populations done of all, and models (runs) per minute.
+    """
+    pops = plan.populations
+    tasks = [(p, plan.spec.task.name) for p in pops]
+    budget = available_memory() * INFLIGHT_MEMORY_SHARE
+    start, models = time.monotonic(), 0
+    with tqdm(total=len(pops), disable=quiet, unit="population",
+              desc=f"build {plan.spec.name}") as bar:
+        bar.set_postfix_str(f"on {pool.label}")
+        for i, trained in pool.map_unordered(_train_task, data, tasks,
+                                             [p.memory_bytes for p in pops], budget):
+            commit_population(writer, pops[i], trained)
+            models += len(pops[i].runs)
+            rate = models / max(time.monotonic() - start, 1e-9) * 60
+            bar.set_postfix_str(f"{models} models, {rate:.1f} models/min")
+            bar.update(1)
+
+
+@dataclass
+class TrainedPopulation:
+    """A trained population as it is written: rows ordered by ``(run_id, checkpoint)``, so a
+    run's checkpoints sit next to each other in the shard, and its weights in that order.
+
+    Pickles as plain bytes (the tensors' raw memory), so it travels between processes and
+    machines without torch's shared-memory machinery and arrives bit for bit.
+
+    Shapes:
+        weights: ``{param name: Tensor[len(rows), *shape]}``.
+    """
+
+    rows: list[dict]
+    weights: dict[str, torch.Tensor]
+
+    def __getstate__(self) -> dict:
+        raw = {k: (str(v.dtype).removeprefix("torch."), tuple(v.shape),
+                   v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+               for k, v in self.weights.items()}
+        return {"rows": self.rows, "weights": raw}
+
+    def __setstate__(self, state: dict) -> None:
+        import numpy as np
+
+        self.rows = state["rows"]
+        self.weights = {k: torch.from_numpy(np.require(data, requirements="W"))
+                        .view(getattr(torch, dtype)).reshape(shape)
+                        for k, (dtype, shape, data) in state["weights"].items()}
+
+
+def train_population(pop: Population, data: Dataset, task: str,
+                     progress: ProgressFn | None = None) -> TrainedPopulation:
+    """Train one population and lay out its rows and weights for :func:`commit_population`.
+
+    Args:
+        pop: the population.
+        data: the build's dataset.
+        task: the spec's task name (``"classify"`` or ``"inr"``).
+        progress: called with the number of steps done since the last call.
+    """
+    labels = None
+    if task == "inr":
+        images, labels = _inr_images(data, pop.runs)
+        result = train_inrs(pop.net, pop.runs, images, progress=progress)
+    else:
+        result = train_classifiers(pop.net, pop.runs, data, progress=progress)
+    rows = _rows(pop, result, data, labels)
+    order = sorted(range(len(rows)), key=lambda j: (rows[j]["run_id"], rows[j]["checkpoint"]))
+    # Rows of one run sit next to each other in the shard: a run's checkpoints load as one slice.
+    weights = {}
+    for name in pop.net.param_names:
+        stacked = torch.cat([s.weights[name] for s in result.snapshots])  # [C * P, ...]
+        weights[name] = stacked[torch.tensor(order)]
+    return TrainedPopulation([rows[j] for j in order], weights)
+
+
+def _train_task(data: Dataset, task: tuple[Population, str]) -> TrainedPopulation:
+    """What an executor's worker runs for one population."""
+    pop, task_name = task
+    return train_population(pop, data, task_name)
+
+
+def commit_population(writer: ZooWriter, pop: Population, trained: TrainedPopulation) -> None:
+    """Write a trained population to the zoo: one part (and shard), or several when its
+    weights exceed :data:`MAX_SHARD_BYTES` (split between runs, never inside one)."""
+    arch_id = writer.add_architecture(pop.net)
+    rows, schema = trained.rows, _schema(trained.rows)
+    per_row = sum(t[0].numel() * t.element_size() for t in trained.weights.values())
+    max_rows = max(1, MAX_SHARD_BYTES // max(per_row, 1))
+    start = 0
+    while start < len(rows):
+        end = min(start + max_rows, len(rows))
+        while start < end < len(rows) and rows[end]["run_id"] == rows[end - 1]["run_id"]:
+            end -= 1  # keep a run's checkpoints in one shard
+        if end == start:  # one run alone is over the cap: it still goes in one shard
+            end = start + 1
+            while end < len(rows) and rows[end]["run_id"] == rows[start]["run_id"]:
+                end += 1
+        weights = {k: v[start:end] for k, v in trained.weights.items()}
+        writer.write_part(arch_id, weights, rows[start:end], schema)
+        start = end

@@ -22,25 +22,44 @@ from zoo_builders.spec import PRESET_DIR
               help="Most runs trained as one vectorized computation (default: what fits in memory).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help=f"Torch threads to train with (default {DEFAULT_THREADS}: populations are already "
-                   f"vectorized; run one build per core to use more cores).")
+                   f"vectorized; use --workers to train on more cores). With --workers: each worker's.")
+@click.option("--workers", default=None, metavar="N|auto",
+              help="Processes training populations in parallel on this machine ('auto': one per "
+                   "core; default 1: train in this process). With --executor ray: the CPUs of "
+                   "the local Ray cluster started for the build.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Where populations train: 'local' (this machine; default) or 'ray' (as Ray "
+                   "tasks; needs `pip install 'weightzoo[ray]'`). This process alone writes the zoo.")
+@click.option("--address", default=None, metavar="ADDR",
+              help="With --executor ray: the cluster to use, e.g. HEAD_IP:6379 (default: "
+                   "RAY_ADDRESS, else a local cluster started for this build).")
 @click.option("--dry-run", is_flag=True,
               help="Print the populations to train (reading an existing zoo at --out to skip its "
                    "finished runs); train and write nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def build(spec: str, out: str | None, max_population: int | None, threads: int | None,
-          dry_run: bool, quiet: bool) -> None:
+          workers: str | None, executor: str | None, address: str | None, dry_run: bool,
+          quiet: bool) -> None:
     """Build the zoo described by SPEC (a YAML file or a preset name, see `zoo presets`).
 
     Running the same command again resumes an interrupted build, after checking the files
     already built and rebuilding any that are missing or corrupt; on a finished, intact zoo it
     does nothing. One build at a time may write a zoo directory.
+
+    \b
+    Parallel builds train whole populations side by side; the zoo is the same as a serial
+    build's (rows and weights), and this process alone writes it:
+      zoo build SPEC --workers auto            one process per core
+      zoo build SPEC --executor ray            a local Ray cluster
+      zoo build SPEC --executor ray --address HEAD_IP:6379
+    A build has as many populations as --dry-run lists; a smaller --max-population makes more.
     """
     from zoo_builders.spec import BuildSpec
 
     parsed = BuildSpec.load(spec)
     out_dir = Path(out) if out else Path("zoos") / parsed.name
     plan = build_zoo(parsed, out_dir, max_population=max_population, quiet=quiet, dry_run=dry_run,
-                     threads=threads)
+                     threads=threads, workers=workers, executor=executor, address=address)
     if dry_run:
         click.echo(plan.describe())
         return
