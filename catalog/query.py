@@ -2,8 +2,10 @@
 
 A ``QueryEngine`` is a DuckDB database whose table ``models`` holds the metadata rows of one
 or more zoos (for several zoos, with a ``zoo`` column naming each row's zoo; columns a zoo
-lacks are NULL). The rows are copied into DuckDB once, when the engine is made, and then the
-connection is locked down:
+lacks are NULL). ``models`` is either a table the rows are copied into once, when the engine
+is made (and compacted: fastest for many queries), or a view that reads the Parquet parts in
+place on every query (no copy: fastest for one query, what ``zoo query`` runs). Either way the
+connection is then locked down:
 
 - only a single ``SELECT`` statement is accepted (``UPDATE``, ``DELETE``, ``COPY``, ``ATTACH``,
   ``INSTALL``, ``SET``, ``PRAGMA``, ... are rejected before they run);
@@ -18,8 +20,13 @@ connection is locked down:
   configuration is locked, so even a statement that got past the first check could not read
   or write any file.
 
-The zoo's own files are only ever read (by DuckDB's Parquet reader, before the lock), so no
-query can modify or delete a zoo.
+The zoo's own files are only ever read, so no query can modify or delete a zoo. A copying
+engine reads them with DuckDB's Parquet reader before the lock. An in-place engine cannot use
+that reader after the lock (DuckDB's file access is all or nothing: a path allowed for reading
+is allowed for ``COPY ... TO`` too), so the view reads the parts through Arrow datasets
+registered before the lock: DuckDB pushes each query's columns and filters into them, and
+Parquet row-group statistics skip the parts whose ranges miss a filter (one part holds one
+population: one ``arch_id``, optimizer, batch size, ... each), without reading their data.
 """
 
 from __future__ import annotations
@@ -60,6 +67,11 @@ _LOCKDOWN = (
 
 #: Every user query runs in this transaction (then rolled back): DuckDB refuses any write in it.
 _BEGIN_READ_ONLY = "BEGIN TRANSACTION READ ONLY"
+#: How DuckDB refuses a write to the view of an in-place engine (its rows cannot change).
+_IN_PLACE_WRITE = re.compile(r"Can only (?:delete from|update|insert into) base table|"
+                             r"\bis not an? table\b")
+#: The prefix of the Arrow datasets an in-place engine registers (they name its errors).
+_IN_PLACE_SOURCE = "__zoo"
 _WRITE_REFUSED = (
     "not allowed: the query tries to change the table `models` (e.g. a DELETE, UPDATE or INSERT "
     "inside WITH); zoo queries are read-only: write a SELECT that only reads (zoos are changed "
@@ -89,14 +101,36 @@ def parts_select(part_paths: Sequence[str], zoo_name: str | None = None,
 
     A zoo without parts gives an empty result with the core columns.
     """
+    files = "[" + ", ".join(sql_string(p) for p in part_paths) + "]"
+    return _select_from(f"read_parquet({files}, union_by_name = true)" if part_paths else None,
+                        zoo_name, [f"read_parquet({sql_string(p)})" for p in sidecar_paths])
+
+
+def _select_from(parts: str | None, zoo_name: str | None, sidecars: Sequence[str]) -> str:
+    """:func:`parts_select` over any table expressions: ``parts`` (``None``: no parts) and one
+    per sidecar table."""
     zoo = f"{sql_string(zoo_name)} AS {ZOO_COLUMN}, " if zoo_name is not None else ""
-    if not part_paths:
+    if parts is None:
         cols = ", ".join(f"NULL::{_DUCK_TYPES[t]} AS {c}" for c, t in CORE_COLUMNS.items())
         return f"SELECT {zoo}{cols} WHERE false"
-    files = "[" + ", ".join(sql_string(p) for p in part_paths) + "]"
-    joins = "".join(f" LEFT JOIN read_parquet({sql_string(p)}) AS s{i} USING (model_id)"
-                    for i, p in enumerate(sidecar_paths))
-    return f"SELECT {zoo}* FROM read_parquet({files}, union_by_name = true) AS m{joins}"
+    joins = "".join(f" LEFT JOIN {src} AS s{i} USING (model_id)" for i, src in enumerate(sidecars))
+    return f"SELECT {zoo}* FROM {parts} AS m{joins}"
+
+
+def arrow_dataset(paths: Sequence[str]):
+    """The Parquet files ``paths`` as one ``pyarrow.dataset.Dataset`` whose schema unifies
+    theirs by column name, as DuckDB's ``union_by_name`` does (a column missing from a file is
+    NULL there; ``int64`` and ``double`` make ``double``).
+
+    Raises:
+        pyarrow.ArrowException: a file is not Parquet, or the schemas do not unify.
+    """
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    factory = ds.FileSystemDatasetFactory(pafs.LocalFileSystem(), [str(p) for p in paths],
+                                          ds.ParquetFileFormat())
+    return factory.finish(factory.inspect(promote_options="permissive", fragments=None))
 
 
 def check_statement(sql: str) -> str:
@@ -167,10 +201,34 @@ def _first_lines(error: Exception, n: int = 6) -> str:
     return " ".join(line.strip() for line in str(error).strip().splitlines()[:n] if line.strip())
 
 
+def _register_in_place(con: duckdb.DuckDBPyConnection, zoos: Mapping[str, Zoo],
+                       multi: bool) -> bool:
+    """Make ``models`` a view over the zoos' Parquet files, read in place through Arrow
+    datasets registered on ``con`` (see the module docstring). Returns ``False``, with
+    nothing registered, when some zoo's parts do not unify (the caller copies instead)."""
+    selects, sources = [], {}
+    try:
+        for k, (name, z) in enumerate(zoos.items()):
+            parts = f"{_IN_PLACE_SOURCE}{k}_parts" if z.part_paths else None
+            if parts is not None:
+                sources[parts] = arrow_dataset(z.part_paths)
+            sidecars = []
+            for j, p in enumerate(z.sidecar_paths):
+                sidecars.append(f"{_IN_PLACE_SOURCE}{k}_sidecar{j}")
+                sources[sidecars[-1]] = arrow_dataset([p])
+            selects.append(_select_from(parts, name if multi else None, sidecars))
+    except (pa.ArrowException, OSError):
+        return False
+    for view, dataset in sources.items():
+        con.register(view, dataset)
+    con.execute(f"CREATE VIEW {TABLE} AS " + " UNION ALL BY NAME ".join(selects))
+    return True
+
+
 class QueryEngine:
     """A read-only DuckDB view of one or more zoos' metadata as the table ``models``.
 
-    Make one with :meth:`over_zoos` (rows copied into memory) or through
+    Make one with :meth:`over_zoos` (rows copied into memory, or read in place) or through
     :meth:`catalog.store.LocalCatalog.engine` (rows from the persistent catalog file).
 
     Args:
@@ -199,10 +257,12 @@ class QueryEngine:
             zoos: one zoo, a list of zoos (named by their manifest names, made unique with a
                 ``-2``, ``-3`` ... suffix), or ``{name: zoo}``.
             zoo_column: add the ``zoo`` column (default: only for more than one zoo).
-            compact: compress the copied rows once (a DuckDB ``CHECKPOINT``; default
-                ``True``). It adds about half the copying time to making the engine and makes
-                scans 2-3x faster: worth it for an engine that answers many queries, not for
-                a single one.
+            compact: copy the rows into DuckDB and compress them once (a ``CHECKPOINT``;
+                default ``True``): scans are then 2-3x faster than over Parquet, worth it for
+                an engine that answers many queries. ``False``: no copy, queries read the
+                Parquet files in place (an engine for one query, e.g. ``zoo query``: about
+                10x faster to make on 1M rows). Zoos whose parts' columns do not unify are
+                copied either way.
         """
         from catalog.zoo import Zoo
 
@@ -219,9 +279,6 @@ class QueryEngine:
         if not zoos:
             raise QueryError("no zoo to query; name at least one zoo directory")
         multi = len(zoos) > 1 if zoo_column is None else zoo_column
-        selects = [parts_select([str(p) for p in z.part_paths], name if multi else None,
-                                [str(p) for p in z.sidecar_paths])
-                   for name, z in zoos.items()]
         for z in zoos.values():
             for p in z.part_paths:
                 if not p.is_file():
@@ -230,9 +287,14 @@ class QueryEngine:
                         f"rebuild the zoo (and run `zoo verify`)")
         con = duckdb.connect(":memory:")
         try:
-            con.execute(f"CREATE TABLE {TABLE} AS " + " UNION ALL BY NAME ".join(selects))
-            if compact:
-                con.execute("CHECKPOINT")
+            in_place = not compact and _register_in_place(con, zoos, multi)
+            if not in_place:
+                selects = [parts_select([str(p) for p in z.part_paths], name if multi else None,
+                                        [str(p) for p in z.sidecar_paths])
+                           for name, z in zoos.items()]
+                con.execute(f"CREATE TABLE {TABLE} AS " + " UNION ALL BY NAME ".join(selects))
+                if compact:
+                    con.execute("CHECKPOINT")
         except duckdb.Error as e:
             con.close()
             raise WeightzooError(f"cannot read the zoos' Parquet metadata: {_first_lines(e)}; "
@@ -294,6 +356,8 @@ class QueryEngine:
         except duckdb.ParserException as e:
             raise QueryError(f"SQL syntax error: {_first_lines(e)}") from e
         except duckdb.CatalogException as e:
+            if _IN_PLACE_WRITE.search(str(e)):
+                raise QueryError(_WRITE_REFUSED) from e
             msg = _first_lines(e, 1).rstrip(".!")
             raise QueryError(f"{msg}. Queries see one table, `{TABLE}`, with columns: "
                              f"{', '.join(self.columns)}") from e
@@ -302,6 +366,9 @@ class QueryEngine:
                 f"not allowed: {_first_lines(e, 1).rstrip('.')}. Queries can only read the table "
                 f"`{TABLE}`; file access, ATTACH and extensions are disabled") from e
         except duckdb.Error as e:
+            if _IN_PLACE_SOURCE in str(e):  # an in-place engine could not read a part
+                raise QueryError(f"cannot read the zoo's Parquet metadata: {_first_lines(e)}; "
+                                 f"run `zoo verify`") from e
             raise QueryError(f"query failed: {_first_lines(e)}") from e
         finally:
             try:
@@ -311,7 +378,8 @@ class QueryEngine:
 
     def _binder_error(self, e: Exception) -> QueryError:
         text = str(e)
-        if "data-modifying" in text:  # DuckDB refuses writing CTEs that are not at the top level
+        if "data-modifying" in text or _IN_PLACE_WRITE.search(text):
+            # DuckDB refuses writing CTEs that are not at the top level, and writes to a view
             return QueryError(_WRITE_REFUSED)
         m = re.search(r'(?:Referenced column|does not have a column named) "([^"]+)"', text)
         if m:

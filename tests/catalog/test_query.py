@@ -223,3 +223,103 @@ def test_read_only_transaction_holds_even_past_the_statement_check(zoo_dir, sql)
     with pytest.raises(QueryError, match="not allowed.*read-only"):
         zoo.engine._run(sql)
     assert _snapshot(zoo) == before
+
+
+# ================================================================================ in place (compact=False)
+# `zoo query` makes a one-query engine: ``models`` is a view over the Parquet parts, read in
+# place through Arrow datasets registered before the lock-down (no copy).
+
+def _with_sidecar(root):
+    import pyarrow as pa
+
+    from catalog.sidecar import write_sidecar
+
+    ids = sorted(open_zoo(root).table.column("model_id").to_pylist())[:5]
+    write_sidecar(root, "analysis", "hessian", pa.table({"model_id": ids, "trace": [1.0, 2.0, 3.0, 4.0, 5.0]}))
+    return root
+
+
+def test_in_place_engine_answers_like_the_copy(zoo_copy, multi_arch_dir):
+    zoos = [open_zoo(_with_sidecar(zoo_copy)), open_zoo(multi_arch_dir)]
+    copy, in_place = QueryEngine.over_zoos(zoos), QueryEngine.over_zoos(zoos, compact=False)
+    assert in_place.con.execute("SELECT table_type FROM information_schema.tables WHERE "
+                                "table_name = 'models'").fetchone() == ("VIEW",)
+    assert in_place.columns == copy.columns and "trace" in copy.columns
+    for sql in ["SELECT * FROM models ORDER BY zoo, model_id",
+                "SELECT zoo, arch_id, count(*) AS n, count(trace) AS t, avg(test_acc) AS a "
+                "FROM models GROUP BY ALL ORDER BY ALL",
+                "SELECT model_id, trace FROM models WHERE trace > 2 ORDER BY trace"]:
+        assert in_place.execute(sql).equals(copy.execute(sql)), sql
+    a = in_place.select(where="checkpoint = 1", order_by="zoo, model_id").state_dicts()
+    b = copy.select(where="checkpoint = 1", order_by="zoo, model_id").state_dicts()
+    assert len(a) == len(b) == 20
+    assert all(x.keys() == y.keys() and all(x[k].equal(y[k]) for k in x) for x, y in zip(a, b))
+
+
+def test_in_place_engine_is_locked_down(zoo_copy):
+    import duckdb
+
+    before = tree_hashes(zoo_copy)
+    engine = QueryEngine.over_zoos([open_zoo(zoo_copy)], compact=False)
+    target = zoo_copy / "models" / "part-00000.parquet"
+    for stmt in [f"COPY models TO '{target}' (FORMAT parquet)",
+                 f"COPY models TO '{target}' (FORMAT csv, USE_TMP_FILE false)",
+                 f"ATTACH '{zoo_copy}/x.duckdb'",
+                 "SET enable_external_access = true",
+                 f"SELECT * FROM read_parquet('{target}')"]:
+        with pytest.raises(duckdb.Error):
+            engine.con.execute(stmt)
+    for sql in WRITING_CTES[:3] + ["DROP VIEW models", "CREATE OR REPLACE VIEW models AS SELECT 1"]:
+        with pytest.raises(QueryError, match="not allowed"):
+            engine._run(sql)  # past the statement check: DuckDB itself refuses
+        with pytest.raises(QueryError, match="not allowed|statements"):
+            engine.execute(sql)
+    assert engine.execute("SELECT count(*) AS n FROM models").column("n")[0].as_py() == 36
+    assert tree_hashes(zoo_copy) == before
+
+
+def _scramble_data_pages(path):
+    """Garble every byte between the leading magic and the footer of a Parquet file: its
+    schema and statistics still read, any of its data does not."""
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little")
+    for i in range(4, len(data) - 8 - footer):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_in_place_queries_skip_parts_of_other_architectures(multi_arch_dir, tmp_path):
+    """One part is one population, so one arch_id: a filter on arch_id never reads the data of
+    another architecture's part (its row-group statistics rule it out)."""
+    import shutil
+
+    root = tmp_path / "wide"
+    shutil.copytree(multi_arch_dir, root)
+    parts = {f.arch_id: f.path for f in open_zoo(root).manifest.part_files()}
+    assert len(parts) == 2
+    keep, garbled = sorted(parts)
+    _scramble_data_pages(root / parts[garbled])
+    engine = QueryEngine.over_zoos([open_zoo(root)], compact=False)
+    sel = engine.select(where=f"arch_id = '{keep}' AND test_acc > 0", columns=["model_id", "arch_id"])
+    assert len(sel) == 8 and set(sel.column("arch_id")) == {keep}
+    with pytest.raises(QueryError, match="cannot read the zoo's Parquet metadata.*zoo verify"):
+        engine.execute("SELECT count(*) FROM models WHERE test_acc > 0")
+
+
+def test_in_place_falls_back_to_copying_when_parts_do_not_unify(tmp_path):
+    from zoo_helpers import mlp_spec, random_weights
+
+    from catalog import ZooWriter
+
+    w = ZooWriter(tmp_path / "z", "mixed", {"name": "mixed"})
+    arch = w.add_architecture(mlp_spec())
+    for part, note in enumerate(["text", 7]):  # a column that is a string here, an integer there
+        rows = [{"model_id": f"m{part}{i}", "run_id": f"r{part}{i}", "checkpoint": 0,
+                 "status": "ok", "note": note} for i in range(2)]
+        w.write_part(arch, random_weights(mlp_spec(), 2, part), rows)
+    w.finish(card="# mixed\n")  # (the card would need the rows as one Arrow table)
+    engine = QueryEngine.over_zoos([open_zoo(tmp_path / "z")], compact=False)
+    assert engine.con.execute("SELECT table_type FROM information_schema.tables WHERE "
+                              "table_name = 'models'").fetchone() == ("BASE TABLE",)
+    notes = engine.execute("SELECT note FROM models ORDER BY model_id").column("note").to_pylist()
+    assert notes == ["text", "text", "7", "7"]
