@@ -249,7 +249,7 @@ class LocalPool(Executor):
                         yield i, fut.result()
                     else:
                         todo.append(i)
-                self._stop(kill=True)
+                self._stop()
                 if self.restarts >= POOL_RESTARTS:
                     hint = ("killed, or out of memory: try fewer --workers or a smaller "
                             "--max-population")
@@ -265,20 +265,22 @@ class LocalPool(Executor):
                 returned = 0
                 todo.sort(reverse=True)
                 self._pool = self._start(shared)
-        self._stop(kill=False)
+        self._stop()
 
-    def _stop(self, kill: bool) -> None:
+    def _stop(self) -> None:
+        """Kill the workers and reap them: either every result is in and they are idle (an
+        orderly exit would only add seconds of interpreter teardown), or the build failed and
+        nobody will commit what they are training."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        if kill:  # do not wait for populations nobody will commit
-            for p in list((getattr(pool, "_processes", None) or {}).values()):
-                if p.is_alive():
-                    p.kill()
+        for p in list((getattr(pool, "_processes", None) or {}).values()):
+            if p.is_alive():
+                p.kill()
         pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
-        self._stop(kill=True)
+        self._stop()
 
 
 # ================================================================================ ray
