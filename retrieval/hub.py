@@ -66,13 +66,14 @@ SOURCE_TASKS = (
     "digits",
 )
 
-#: Held-out query tasks of the benchmark: class subsets that are no source task, with half of
-#: their examples held out so the probe accuracies are measured on ~90-180 test images.
+#: Held-out query tasks of the benchmark: class subsets of digits that are no source task, as
+#: few-shot tasks: 10% of their examples (~18 per class) to fit the probe and score the
+#: estimators, 90% to measure the probe's accuracy.
 QUERY_TASKS = (
-    "digits:test_fraction=0.5:classes=0,6,8", "digits:test_fraction=0.5:classes=3,5,8",
-    "digits:test_fraction=0.5:classes=1,7,9", "digits:test_fraction=0.5:classes=2,3,7",
-    "digits:test_fraction=0.5:classes=4,6,9", "digits:test_fraction=0.5:classes=0,1,5,8",
-    "digits:test_fraction=0.5:classes=2,4,6,7,9", "digits:test_fraction=0.5:classes=1,3,5,7,8",
+    "digits:test_fraction=0.9:classes=0,6,8", "digits:test_fraction=0.9:classes=3,5,8",
+    "digits:test_fraction=0.9:classes=1,7,9", "digits:test_fraction=0.9:classes=2,3,7",
+    "digits:test_fraction=0.9:classes=4,6,9", "digits:test_fraction=0.9:classes=0,1,5,8",
+    "digits:test_fraction=0.9:classes=2,4,6,7,9", "digits:test_fraction=0.9:classes=1,3,5,7,8",
 )
 
 

@@ -145,7 +145,7 @@ class RankerConfig:
     Args:
         estimators: estimator scores used as features (default none: embeddings only).
         hidden: width of the networks (default ``64``).
-        epochs: passes over the training tasks (default ``300``).
+        epochs: passes over the training tasks (default ``150``).
         lr: Adam learning rate (default ``3e-3``).
         weight_decay: Adam weight decay (default ``1e-4``).
         loss: ``mse``, ``listnet`` or ``mse+listnet`` (default).
@@ -158,7 +158,7 @@ class RankerConfig:
 
     estimators: tuple[str, ...] = ()
     hidden: int = 64
-    epochs: int = 300
+    epochs: int = 150
     lr: float = 3e-3
     weight_decay: float = 1e-4
     loss: str = "mse+listnet"

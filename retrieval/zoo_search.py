@@ -314,7 +314,7 @@ def search_zoo(zoo: Zoo | str | os.PathLike, task: Any, method: str = "logme", k
             table = table.filter(keep)
             n_cand, missing = len(ids), len(ids) - table.num_rows
         else:
-            missing = len(z.table) - table.num_rows
+            missing = int(z.manifest.counts.get("rows", table.num_rows)) - table.num_rows
         with EmbeddingIndex(table, column=stored.column) as index:
             top = index.nearest(t, k)
         ranked = pa.table({"rank": pa.array(range(1, top.num_rows + 1), pa.int64()),

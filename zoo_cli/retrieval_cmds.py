@@ -138,7 +138,7 @@ def build_hub_cmd(out: str, template: str, source_tasks: tuple[str, ...], quiet:
               help="A training task (repeat; default: the hub's source tasks).")
 @click.option("--estimators", default=None, metavar="NAMES",
               help="Estimator scores to use as features, e.g. logme,leep,nce,hscore (default none).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 300).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default 150).")
 @click.option("--where", default=None, metavar="EXPR", help="SQL condition selecting the hub's models.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_ranker_cmd(hub: str, out: str, tasks: tuple[str, ...], estimators: str | None,
