@@ -11,6 +11,16 @@ Every case runs twice: with torch's default thread count and with the builder's
 ``threads_side_by_side`` in the JSON puts the two next to each other.
 
     python benchmarks/bench_build.py [--quick]   # --quick: a smoke run, writes bench_build_quick.json
+
+``--workers`` measures something else, the executors: one spec built with ``zoo build``'s
+serial path (``--workers 1``), a local pool of 2 workers and Ray on a local 2-CPU cluster,
+side by side: models/minute end to end and after start-up (the pool's spawn and imports,
+until the first population starts training in a worker; for Ray that includes ``ray.init``,
+also reported on its own), whether the three
+zoos hold the same sha256 per model, and the load average. Writes bench_build_workers.json
+(bench_build_workers_quick.json with --quick).
+
+    python benchmarks/bench_build.py --workers [--quick]
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ from zoo_builders.train import image_coordinates, member_generator, psnr
 
 RESULTS = Path(__file__).parent / "results" / "bench_build.json"
 QUICK_RESULTS = RESULTS.with_name("bench_build_quick.json")
+WORKERS_RESULTS = RESULTS.with_name("bench_build_workers.json")
+WORKERS_TARGET = 1.7  # 2 workers over 1, on an otherwise idle 2-core machine
 
 
 class Sine(nn.Module):
@@ -159,10 +171,122 @@ def _case(name: str, spec: dict, threads: int) -> dict:
     return row
 
 
+def _timed_call(shared, task):
+    """Run ``fn(shared, inner)`` for ``task = (fn, inner)``; return when it started, and its result."""
+    fn, inner = task
+    return time.time(), fn(shared, inner)
+
+
+class _Timed:
+    """An executor that notes when the first population started training in a worker: the
+    time before that (spawning, imports, connecting) is its start-up."""
+
+    first_start: float | None = None
+
+    def map_unordered(self, fn, shared, tasks, costs=None, budget=None):
+        wrapped = [(fn, t) for t in tasks]
+        for i, (started, result) in super().map_unordered(_timed_call, shared, wrapped, costs, budget):
+            self.first_start = started if self.first_start is None else min(self.first_start, started)
+            yield i, result
+
+
+def workers_row(quick: bool) -> dict:
+    """The same spec built serially, on 2 local workers and on a local 2-CPU Ray cluster."""
+    import shutil
+    import tempfile
+
+    from catalog import open_zoo
+    from zoo_builders import build_zoo
+    from zoo_builders.executors import LocalPool, RayExecutor
+
+    class TimedPool(_Timed, LocalPool):
+        pass
+
+    class TimedRay(_Timed, RayExecutor):
+        pass
+
+    k = 4 if quick else 1
+    spec = {"name": "b-workers", "dataset": {"name": "digits", "test_fraction": 0.25},
+            "architecture": {"name": "mlp", "hidden": [32, 32]},
+            "training": {"epochs": 10 // k, "batch_size": 32, "optimizer": "adam", "checkpoints": [10 // k]},
+            "grid": {"lr": [0.001, 0.003], "weight_decay": [0.0, 0.0001],
+                     "activation": ["relu", "tanh"], "seed": list(range(16 // k))}}
+    max_population = 16 // k  # 8 equal populations
+    tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    rows, shas = [], {}
+    load = [round(x, 2) for x in os.getloadavg()]
+    try:
+        def run(label: str, executor=None) -> dict:
+            out = tmp / label
+            t0, wall0 = time.perf_counter(), time.time()
+            plan = build_zoo(spec, out, max_population=max_population, quiet=True, executor=executor)
+            total = time.perf_counter() - t0
+            runs = sum(len(p.runs) for p in plan.populations)
+            shas[label] = {r["model_id"]: r["sha256"] for r in open_zoo(out).table.to_pylist()}
+            first = getattr(executor, "first_start", None)
+            return {"executor": label, "runs": runs, "populations": len(plan.populations),
+                    "total_s": round(total, 2), "models_per_minute": round(runs / total * 60, 1),
+                    # until the first population started training in a worker
+                    "startup_s": round(first - wall0, 2) if first is not None else 0.0}
+
+        rows.append(run("workers=1"))
+        rows.append(run("workers=2", TimedPool(2)))
+        try:
+            ray_ex = TimedRay(workers=2)
+        except Exception as e:  # Ray not installed: say so in the results
+            rows.append({"executor": "ray", "skipped": str(e)})
+        else:
+            row = run("ray", ray_ex)
+            row["ray_init_s"] = round(ray_ex.startup_seconds or 0.0, 2)
+            rows.append(row)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for r in rows:
+        if "total_s" in r:
+            busy = max(r["total_s"] - r["startup_s"], 1e-9)
+            r["models_per_minute_after_startup"] = round(r["runs"] / busy * 60, 1)
+    base = rows[0]
+    speedups = {}
+    for r in rows[1:]:
+        if "total_s" in r:
+            speedups[r["executor"]] = {
+                "end_to_end": round(r["models_per_minute"] / base["models_per_minute"], 2),
+                "after_startup": round(r["models_per_minute_after_startup"]
+                                       / base["models_per_minute_after_startup"], 2)}
+    same = all(v == shas["workers=1"] for v in shas.values())
+    for r in rows:
+        if "total_s" in r:
+            print(f"{r['executor']:10s} {r['runs']} runs in {r['populations']} populations: "
+                  f"{r['total_s']:6.1f} s, {r['models_per_minute']:7.1f} models/min "
+                  f"({r['models_per_minute_after_startup']:7.1f} after {r['startup_s']:.1f} s start-up)",
+                  flush=True)
+        else:
+            print(f"{r['executor']:10s} skipped: {r['skipped']}")
+    print(f"speed-up over 1 worker: {speedups}; same sha256 per model: {same}; "
+          f"load average before/after: {load} / {[round(x, 2) for x in os.getloadavg()]}")
+    return {"benchmark": "bench_build --workers", "torch": torch.__version__,
+            "machine": platform.machine(), "cpus": os.cpu_count(), "quick": quick,
+            "threads_per_worker": DEFAULT_THREADS,
+            # On a shared machine the other processes take cores the second worker needs, so
+            # the speed-up measured under load understates what an idle machine gives.
+            "load_avg_before": load, "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+            "target_speedup_2_workers": WORKERS_TARGET, "results": rows, "speedup": speedups,
+            "same_sha256_per_model": same}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
+    ap.add_argument("--workers", action="store_true",
+                    help="compare the executors (serial, 2 local workers, Ray) instead")
     args = ap.parse_args()
+    if args.workers:
+        out = workers_row(args.quick)
+        path = WORKERS_RESULTS.with_name("bench_build_workers_quick.json") if args.quick else WORKERS_RESULTS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {path}")
+        return
     k = 4 if args.quick else 1
     grid_seeds = list(range(16 // k))
     cases = {

@@ -11,6 +11,7 @@ from catalog import open_zoo
 from catalog.errors import WeightzooError
 from zoo_builders import build_zoo, list_presets
 from zoo_builders.build import DEFAULT_THREADS
+from zoo_builders.executors import parse_workers
 from zoo_builders.spec import PRESET_DIR
 
 
@@ -65,6 +66,12 @@ def build(spec: str, out: str | None, max_population: int | None, threads: int |
         return
     for r in plan.repaired:
         click.echo(f"repaired: dropped {r.path} ({r.reason}); its runs were trained again")
+    n_workers = parse_workers(workers) if executor != "ray" else 1
+    if 0 < len(plan.populations) < n_workers:
+        runs = max(len(p.runs) for p in plan.populations)
+        click.echo(f"note: {len(plan.populations)} population(s) to train, so at most that many "
+                   f"of the {n_workers} workers were busy; --max-population "
+                   f"{max(1, -(-runs // n_workers))} splits them")
     zoo = open_zoo(out_dir)
     built = sum(len(p.runs) for p in plan.populations)
     click.echo(f"zoo {zoo.name!r} at {out_dir}: {zoo.manifest.counts.get('rows', 0)} rows, "

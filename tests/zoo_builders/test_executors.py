@@ -129,6 +129,18 @@ def test_local_pool_builds_the_serial_zoo(serial_zoo, tmp_path) -> None:
     assert {p: sha256_file(out / p) for p in before} == before
 
 
+def test_cli_workers_note_when_populations_are_fewer(serial_zoo, tmp_path) -> None:
+    out = tmp_path / "cli"
+    r = CliRunner().invoke(cli, ["build", _spec_file(tmp_path), "--out", str(out), "--quiet",
+                                 "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    assert ("note: 1 population(s) to train, so at most that many of the 2 workers were busy; "
+            "--max-population 4 splits them") in r.output
+    assert _shas(out) == _shas(serial_zoo)
+    r = CliRunner().invoke(cli, ["build", _spec_file(tmp_path), "--out", str(out), "--workers", "0"])
+    assert r.exit_code == 1 and "--workers must be a positive integer or 'auto'" in r.output
+
+
 def test_worker_errors_reach_the_driver(tmp_path) -> None:
     spec = {"name": "inr", "dataset": {"name": "digits"}, "architecture": {"name": "siren", "hidden": [4]},
             "task": {"name": "inr", "images": 2, "offset": 10**6}, "training": {"epochs": 1}}
