@@ -172,21 +172,27 @@ def _case(name: str, spec: dict, threads: int) -> dict:
 
 
 def _timed_call(shared, task):
-    """Run ``fn(shared, inner)`` for ``task = (fn, inner)``; return when it started, and its result."""
+    """Run ``fn(shared, inner)`` for ``task = (fn, inner)``; return when it started, the CPU
+    seconds it took, and its result."""
     fn, inner = task
-    return time.time(), fn(shared, inner)
+    started, cpu = time.time(), time.process_time()
+    result = fn(shared, inner)
+    return started, time.process_time() - cpu, result
 
 
 class _Timed:
-    """An executor that notes when the first population started training in a worker: the
-    time before that (spawning, imports, connecting) is its start-up."""
+    """An executor that notes when the first population started training in a worker (the
+    time before that, spawning, imports and connecting, is its start-up) and the CPU seconds
+    its workers spent training."""
 
     first_start: float | None = None
+    worker_cpu_s = 0.0
 
     def map_unordered(self, fn, shared, tasks, costs=None, budget=None):
         wrapped = [(fn, t) for t in tasks]
-        for i, (started, result) in super().map_unordered(_timed_call, shared, wrapped, costs, budget):
+        for i, (started, cpu, result) in super().map_unordered(_timed_call, shared, wrapped, costs, budget):
             self.first_start = started if self.first_start is None else min(self.first_start, started)
+            self.worker_cpu_s += cpu
             yield i, result
 
 
@@ -208,24 +214,27 @@ def workers_row(quick: bool) -> dict:
     k = 4 if quick else 1
     spec = {"name": "b-workers", "dataset": {"name": "digits", "test_fraction": 0.25},
             "architecture": {"name": "mlp", "hidden": [32, 32]},
-            "training": {"epochs": 10 // k, "batch_size": 32, "optimizer": "adam", "checkpoints": [10 // k]},
+            "training": {"epochs": 24 // k, "batch_size": 32, "optimizer": "adam", "checkpoints": [24 // k]},
             "grid": {"lr": [0.001, 0.003], "weight_decay": [0.0, 0.0001],
-                     "activation": ["relu", "tanh"], "seed": list(range(16 // k))}}
-    max_population = 16 // k  # 8 equal populations
+                     "activation": ["relu", "tanh"], "seed": list(range(32 // k))}}
+    max_population = 32 // k  # 8 equal populations, so both workers stay busy to the end
     tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     rows, shas = [], {}
     load = [round(x, 2) for x in os.getloadavg()]
     try:
         def run(label: str, executor=None) -> dict:
             out = tmp / label
-            t0, wall0 = time.perf_counter(), time.time()
+            t0, wall0, cpu0 = time.perf_counter(), time.time(), time.process_time()
             plan = build_zoo(spec, out, max_population=max_population, quiet=True, executor=executor)
             total = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0 + getattr(executor, "worker_cpu_s", 0.0)
             runs = sum(len(p.runs) for p in plan.populations)
             shas[label] = {r["model_id"]: r["sha256"] for r in open_zoo(out).table.to_pylist()}
             first = getattr(executor, "first_start", None)
             return {"executor": label, "runs": runs, "populations": len(plan.populations),
                     "total_s": round(total, 2), "models_per_minute": round(runs / total * 60, 1),
+                    # driver + training in the workers (not the workers' start-up)
+                    "cpu_s": round(cpu, 2), "models_per_cpu_minute": round(runs / cpu * 60, 1),
                     # until the first population started training in a worker
                     "startup_s": round(first - wall0, 2) if first is not None else 0.0}
 
@@ -258,8 +267,8 @@ def workers_row(quick: bool) -> dict:
         if "total_s" in r:
             print(f"{r['executor']:10s} {r['runs']} runs in {r['populations']} populations: "
                   f"{r['total_s']:6.1f} s, {r['models_per_minute']:7.1f} models/min "
-                  f"({r['models_per_minute_after_startup']:7.1f} after {r['startup_s']:.1f} s start-up)",
-                  flush=True)
+                  f"({r['models_per_minute_after_startup']:7.1f} after {r['startup_s']:.1f} s start-up; "
+                  f"{r['cpu_s']:.1f} CPU s)", flush=True)
         else:
             print(f"{r['executor']:10s} skipped: {r['skipped']}")
     print(f"speed-up over 1 worker: {speedups}; same sha256 per model: {same}; "
@@ -268,10 +277,21 @@ def workers_row(quick: bool) -> dict:
             "machine": platform.machine(), "cpus": os.cpu_count(), "quick": quick,
             "threads_per_worker": DEFAULT_THREADS,
             # On a shared machine the other processes take cores the second worker needs, so
-            # the speed-up measured under load understates what an idle machine gives.
+            # the speed-up measured under load understates what an idle machine gives. Where the
+            # kernel shares CPU between sessions (sched_autogroup_enabled = 1), a build's workers
+            # share one session's slice: under load, more workers cannot get more CPU at all.
+            # cpu_s shows what the work itself costs on each executor.
+            "sched_autogroup_enabled": _autogroup(),
             "load_avg_before": load, "load_avg_after": [round(x, 2) for x in os.getloadavg()],
             "target_speedup_2_workers": WORKERS_TARGET, "results": rows, "speedup": speedups,
             "same_sha256_per_model": same}
+
+
+def _autogroup() -> int | None:
+    try:
+        return int(Path("/proc/sys/kernel/sched_autogroup_enabled").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def main() -> None:
