@@ -2,10 +2,12 @@
 
 The files go to the standard Hugging Face cache (``HF_HOME``, shared with ``datasets`` and
 every other user of ``huggingface_hub``), pinned to the commit the revision resolves to, and
-the returned :class:`~catalog.zoo.Zoo` reads the cache's snapshot directory (treat it as
-read-only; ``zoo pull`` makes a copy of your own). Every file is checked against the
-manifest's sha256 on each load; a file that does not match is evicted from the cache, so the
-next load downloads it again.
+the returned :class:`HubZoo` reads the cache's snapshot directory (treat it as read-only;
+``zoo pull`` makes a copy of your own). Opening downloads the metadata only (the manifest,
+card, Parquet parts and sidecar tables), so queries never download weights; each weight shard
+is downloaded when a row of it is first loaded. Every file is checked against the manifest's
+sha256 when it arrives (and the metadata on each load); a file that does not match is evicted
+from the cache, so the next load downloads it again.
 """
 
 from __future__ import annotations
@@ -89,14 +91,14 @@ def load_zoo(repo_id: str, revision: str | None = None, *, token: str | bool | N
     remote = resolve_remote(HfApi(token=token), repo_id, revision)
     kwargs = {"cache_dir": cache, "token": token, "progress": progress}
     root, manifest = fetch_manifest(remote, **kwargs)
-    data = [f.path for f in manifest.files]
-    if data:
-        root = download(remote, data, **kwargs)
-    problems = bad_files(root, data, remote, manifest)
+    meta = [f.path for f in manifest.files if f.kind != "shard"]
+    if meta:
+        root = download(remote, meta, **kwargs)
+    problems = bad_files(root, meta, remote, manifest)
     if problems:
         evict_cached(root, list(problems))
         raise integrity_error(remote, problems, "the bad files were removed from the cache")
-    return _opened(root, remote)
+    return _opened(root, remote, kwargs)
 
 
 def _load_cached(repo_id: str, revision: str | None, cache_dir: str | None) -> Zoo:
@@ -110,15 +112,60 @@ def _load_cached(repo_id: str, revision: str | None, cache_dir: str | None) -> Z
     root = Path(root)
     manifest = read_manifest(root)
     remote = RemoteZoo(repo_id, revision or "main", root.name)
-    problems = bad_files(root, [f.path for f in manifest.files], remote, manifest)
+    # The metadata must be cached; shards are checked as they are read (and must be cached too).
+    meta = [f.path for f in manifest.files if f.kind != "shard"]
+    cached = [f.path for f in manifest.shard_files() if (root / f.path).is_file()]
+    problems = bad_files(root, meta + cached, remote, manifest)
     if problems:
         raise integrity_error(remote, problems, "the cached copy is incomplete or damaged; "
                                                 "load it online to repair it")
-    return _opened(root, remote)
+    return _opened(root, remote, None)
 
 
-def _opened(root: Path, remote: RemoteZoo) -> Zoo:
-    zoo = Zoo(root)
+class HubZoo(Zoo):
+    """A zoo in the Hugging Face cache whose weight shards are downloaded on first use.
+
+    Args:
+        root: the cache's snapshot directory of the zoo's commit.
+        remote: the repo at that commit.
+        download_kwargs: ``cache_dir``, ``token`` and ``progress`` for downloads, or ``None``
+            when offline (a shard that is not cached is then an error).
+    """
+
+    def __init__(self, root: Path, remote: RemoteZoo, download_kwargs: dict | None) -> None:
+        super().__init__(root)
+        self.remote = remote
+        self._download_kwargs = download_kwargs
+
+    def fetch(self, paths: list[str] | None = None) -> None:
+        """Download (and check) the listed weight shards not cached yet (default: all)."""
+        listed = [f.path for f in self.manifest.shard_files()]
+        wanted = listed if paths is None else [p for p in paths if p in listed]
+        missing = [p for p in wanted if not (self.root / p).is_file()]
+        if not missing:
+            return
+        if self._download_kwargs is None:
+            raise HubError(f"{missing[0]} of {self.remote.label} is not in the cache and the zoo "
+                           f"was opened offline; load it online once to fetch its weights")
+        download(self.remote, missing, **self._download_kwargs)
+        problems = bad_files(self.root, missing, self.remote, self.manifest)
+        if problems:
+            evict_cached(self.root, list(problems))
+            raise integrity_error(self.remote, problems, "the bad files were removed from the cache")
+
+    def _shard_file(self, rel: str):
+        if rel not in self._shard_files:
+            self.fetch([rel])
+        return super()._shard_file(rel)
+
+    def verify(self, check_weights: bool = True, progress: bool = False):
+        """:meth:`Zoo.verify` after downloading every weight shard."""
+        self.fetch()
+        return super().verify(check_weights=check_weights, progress=progress)
+
+
+def _opened(root: Path, remote: RemoteZoo, download_kwargs: dict | None) -> Zoo:
+    zoo = HubZoo(root, remote, download_kwargs)
     zoo.manifest.source = {"repo_id": remote.repo_id, "revision": remote.revision,
                            "commit": remote.commit, "pulled_where": None}
     return zoo

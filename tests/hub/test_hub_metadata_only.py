@@ -34,7 +34,7 @@ def _weights_fetched(hub) -> list[str]:
     return [p for p in hub.resolved_files() if p.startswith("weights/")]
 
 
-@pytest.mark.xfail(strict=True, reason=LOADS_EVERYTHING)
+
 def test_zoo_query_on_an_hf_zoo_downloads_no_weights(hub, zoo_copy: Path, repo_id: str) -> None:
     repo = _fresh_repo(hub, zoo_copy, repo_id)
     r = CliRunner().invoke(cli, ["query", f"hf://datasets/{repo}", "--format", "csv",
@@ -45,7 +45,7 @@ def test_zoo_query_on_an_hf_zoo_downloads_no_weights(hub, zoo_copy: Path, repo_i
     assert _weights_fetched(hub) == []
 
 
-@pytest.mark.xfail(strict=True, reason=LOADS_EVERYTHING)
+
 def test_open_zoo_hf_select_downloads_no_weights(hub, zoo_copy: Path, repo_id: str) -> None:
     repo = _fresh_repo(hub, zoo_copy, repo_id)
     zoo = open_zoo(f"hf://datasets/{repo}", progress=False)
