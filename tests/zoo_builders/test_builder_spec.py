@@ -61,7 +61,8 @@ def test_all_axes_accepted():
 
 @pytest.mark.parametrize("over, needle", [
     ({"dataset": {"name": "cifar"}}, "valid datasets: blobs, digits, mnist1d, mnist5k, moons, npz"),
-    ({"architecture": {"name": "resnet"}}, "valid architectures: cnn, mlp, siren"),
+    ({"architecture": {"name": "wideresnet"}},
+     "valid architectures: cnn, mlp, modelzoo-cnn, resnet, siren, transformer, vgg"),
     ({"training": {"optimizer": "lion"}}, "valid optimizers: sgd, adam, adamw"),
     ({"grid": {"learning_rate": [0.1]}}, "valid axes: epochs, batch_size"),
     ({"training": {"epochs": "ten"}}, "training.epochs must be an integer"),
