@@ -93,8 +93,11 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_presets_parse():
     names = list_presets()
     assert {"digits-mlp", "mnist1d-cnn", "mnist5k-inr"} <= set(names)
+    # one preset per graph family (format v2), each building in about a minute or two
+    assert {"digits-resnet", "digits-vgg", "digits-vit", "mnist1d-transformer", "mnist5k-modelzoo-cnn"} <= set(names)
     for n in names:
         assert BuildSpec.load(n).runs()
+    assert {BuildSpec.load(n).arch_name for n in names} >= {"resnet", "vgg", "transformer", "modelzoo-cnn"}
     assert 200 <= len(BuildSpec.load("digits-mlp").runs()) <= 600
     assert len(BuildSpec.load("mnist5k-inr").runs()) == 5000
     assert 200 <= len(BuildSpec.load("mnist5k-cnn-zoo").runs()) <= 1000

@@ -154,7 +154,7 @@ def test_a_new_defaulted_field_renames_no_run() -> None:
 GRAPH_SPEC = {"name": "tiny-resnet", "dataset": {"name": "digits", "test_fraction": 0.25},
               "architecture": {"name": "resnet", "width": 0.25},
               "training": {"epochs": 2, "batch_size": 64, "lr": 0.01, "checkpoints": [0, 2]},
-              "grid": {"seed": [0, 1]}}
+              "grid": {"seed": [0, 1, 2, 3, 4, 5]}}
 
 
 @pytest.fixture(scope="module")
@@ -190,5 +190,15 @@ def test_graph_zoo_resumes_without_retraining(resnet_zoo: Path, tmp_path: Path) 
     out = tmp_path / "copy"
     shutil.copytree(resnet_zoo, out)
     plan = build_zoo(copy.deepcopy(GRAPH_SPEC), out, quiet=True)
-    assert plan.skipped_runs == 2 and plan.populations == []
-    assert read_manifest(out).counts["rows"] == 4
+    assert plan.skipped_runs == 6 and plan.populations == []
+    assert read_manifest(out).counts["rows"] == 12
+
+
+def test_statnn_trains_on_a_graph_zoo_and_dws_refuses_it(resnet_zoo: Path, tmp_path: Path) -> None:
+    from weightspace import train_on_zoo
+
+    res = train_on_zoo(resnet_zoo, "test_acc", "statnn", hparams={"hidden": 8}, out=tmp_path / "statnn",
+                       epochs=2, progress=False, log=None, fractions=(0.5, 0.25, 0.25))
+    assert res.rows["train"] > 0 and "kendall_tau" in res.test
+    with pytest.raises(WeightzooError, match="metanetwork 'dws' reads layer chains"):
+        train_on_zoo(resnet_zoo, "test_acc", "dws", out=tmp_path / "dws", epochs=1, progress=False, log=None)
