@@ -93,7 +93,7 @@ def main() -> None:
     training = {"epochs": 1 if args.quick else 3, "batch_size": 64, "optimizer": "adam"}
     cases = {
         "resnet8-bn": {"name": "b-resnet", "dataset": {"name": "digits", "test_fraction": 0.25},
-                       "architecture": {"name": "resnet", "depth": 8, "width": 0.25},
+                       "architecture": {"name": "resnet", "depth": 8, "width_multiplier": 0.25},
                        "training": training, "grid": {"lr": [0.01], "seed": seeds}},
         "vit": {"name": "b-vit", "dataset": {"name": "digits", "test_fraction": 0.25},
                 "architecture": {"name": "transformer", "patch_size": 2, "dim": 16, "depth": 2},

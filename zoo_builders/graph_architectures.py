@@ -88,21 +88,22 @@ class ResNetConfig:
     """A ResNet of basic blocks for small inputs (He et al. 2016, the CIFAR variant).
 
     A 3x3 stem convolution, then three stages of ``(depth - 2) / 6`` basic blocks with
-    ``16, 32, 64`` channels times ``width`` (the second and third stage halve the resolution
+    ``16, 32, 64`` channels times ``width_multiplier`` (the second and third stage halve the resolution
     with stride 2), then global average pooling and a linear classifier. A basic block is
     ``act(bn(conv3x3(act(bn(conv3x3(x))))) + shortcut(x))``; the shortcut is a 1x1 convolution
     (with batch norm) where the shape changes, the identity otherwise.
 
     Args:
         depth: ``6n + 2`` layers: 8, 14, 20, 32, ... (default ``8``).
-        width: channel multiplier (default ``1.0``: 16-32-64 channels).
+        width_multiplier: channel multiplier (default ``1.0``: 16-32-64 channels; a separate
+            name from the ``width`` column mlp zoos derive, which counts neurons).
         batchnorm: batch norm after every convolution (default ``True``; without it the
             convolutions have biases).
         activation: activation (default ``relu``).
     """
 
     depth: int = 8
-    width: float = 1.0
+    width_multiplier: float = 1.0
     batchnorm: bool = True
     activation: str = "relu"
     ID_OMITS_DEFAULTS: ClassVar[bool] = True
@@ -111,9 +112,10 @@ class ResNetConfig:
         _positive_int("depth", self.depth)
         if (self.depth - 2) % 6 or self.depth < 8:
             raise WeightzooError(f"architecture.depth must be 6n + 2 (8, 14, 20, ...), got {self.depth}")
-        if isinstance(self.width, bool) or not isinstance(self.width, int | float) or self.width <= 0:
-            raise WeightzooError(f"architecture.width must be a positive number, got {self.width!r}")
-        object.__setattr__(self, "width", float(self.width))
+        w = self.width_multiplier
+        if isinstance(w, bool) or not isinstance(w, int | float) or w <= 0:
+            raise WeightzooError(f"architecture.width_multiplier must be a positive number, got {w!r}")
+        object.__setattr__(self, "width_multiplier", float(w))
         _bool("batchnorm", self.batchnorm)
         _activation(self.activation)
 
@@ -129,7 +131,7 @@ class ResNetConfig:
             g.add(conv, name, c_in, c_out, k, stride=stride, padding=k[0] // 2, bias=not bn, inputs=inputs)
             return g.add(nd.BatchNorm, bn_name, c_out) if bn else name
 
-        chans = [max(1, round(c * self.width)) for c in (16, 32, 64)]
+        chans = [max(1, round(c * self.width_multiplier)) for c in (16, 32, 64)]
         conv_bn("conv1", "bn1", input_shape[0], chans[0], k3, 1)
         x = g.add(nd.Activation, "relu", self.activation)
         c_in = chans[0]

@@ -31,6 +31,7 @@ from zoo_builders.architectures import (
     make_architecture,
 )
 from zoo_builders.datasets import DatasetConfig
+from zoo_builders.graph_architectures import GRAPH_ARCHITECTURES
 from zoo_builders.init import INIT_SCHEMES
 from zoo_builders.optim import OPTIMIZERS
 
@@ -206,7 +207,7 @@ class RunConfig:
         cols: dict[str, Any] = {}
         for k, v in asdict(self.arch).items():
             cols[k] = list(v) if isinstance(v, tuple) else v
-        if "hidden" in cols:
+        if "hidden" in cols and self.arch_name in ("mlp", "siren"):  # neurons, not a vgg head
             cols["depth"] = len(cols["hidden"])
             cols["width"] = max(cols["hidden"]) if cols["hidden"] else 0
         for k, v in asdict(self.training).items():
@@ -336,7 +337,12 @@ class BuildSpec:
                 if axis not in ("samples", "sampler_seed"):
                     _resolve_axis(axis, arch_name)
         spec = cls(name, dataset, arch_name, arch, training, task, grid, rnd, copy.deepcopy(d))
-        spec.runs()  # validate every combination now, before anything is trained
+        runs = spec.runs()  # validate every combination now, before anything is trained
+        if arch_name in GRAPH_ARCHITECTURES and any(r.training.dropout > 0 for r in runs):
+            raise WeightzooError(
+                f"training.dropout applies to layer chains (mlp, cnn); architecture {arch_name!r} has "
+                f"dropout nodes instead: use its own dropout option (if it has one) and leave "
+                f"training.dropout at 0")
         return spec
 
     @classmethod

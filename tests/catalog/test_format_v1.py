@@ -106,7 +106,7 @@ def test_a_v1_manifest_cannot_hold_a_graph_architecture(tmp_path: Path) -> None:
 
     _write_v1_zoo(tmp_path)
     d = json.loads((tmp_path / "zoo.json").read_text())
-    graph = ResNetConfig(width=0.25).network_spec((1, 8, 8), 10)
+    graph = ResNetConfig(width_multiplier=0.25).network_spec((1, 8, 8), 10)
     d["architectures"][graph.arch_id] = graph.to_dict()
     (tmp_path / "zoo.json").write_text(json.dumps(d))
     with pytest.raises(ZooFormatError, match="needs format_version 2"):

@@ -49,7 +49,7 @@ def test_resnet_depths_widths_and_batchnorm() -> None:
     assert count(ResNetConfig(depth=20), "conv2d") == 21 and count(ResNetConfig(depth=20), "batchnorm") == 21
     plain = ResNetConfig(batchnorm=False).network_spec((1, 8, 8), 10)
     assert not any(n.KIND == "batchnorm" for n in plain.nodes) and "conv1.bias" in plain.param_names
-    half = ResNetConfig(width=0.5).network_spec((1, 8, 8), 10)
+    half = ResNetConfig(width_multiplier=0.5).network_spec((1, 8, 8), 10)
     assert half.params[0].shape == (8, 1, 3, 3) and half.param_names[-2:] == ["fc.weight", "fc.bias"]
     assert "layer2.0.shortcut.0.weight" in half.param_names and "layer1.0.shortcut.0.weight" not in half.param_names
     assert ResNetConfig().network_spec((1, 40), 10).nodes[0].KIND == "conv1d"
@@ -72,10 +72,13 @@ def test_vgg_and_transformer_layouts() -> None:
             .runs()[0].arch.network_spec((1, 8, 8), 10)
 
 
-def test_training_dropout_is_refused_for_graphs() -> None:
-    runs, data, net = _setup({"name": "vgg", "channels": [4]}, {"epochs": 1, "dropout": 0.2}, {})
+def test_training_dropout_is_refused_for_graphs_before_training() -> None:
     with pytest.raises(WeightzooError, match="training.dropout applies to layer chains"):
-        train_classifiers(net, runs, data)
+        _setup({"name": "vgg", "channels": [4]}, {"epochs": 1}, {"dropout": [0.0, 0.2]})
+    runs, data, net = _setup({"name": "vgg", "channels": [4]}, {"epochs": 1}, {})
+    with pytest.raises(WeightzooError, match="training.dropout applies to layer chains"):
+        train_classifiers(net, [RunConfig(runs[0].dataset, runs[0].task, "vgg", runs[0].arch,
+                                          TrainingConfig(epochs=1, dropout=0.2))], data)
 
 
 # ================================================================================ exactness
@@ -89,7 +92,7 @@ def _assert_member_equals_alone(net, pop, alone, k):
 
 
 @pytest.mark.parametrize("arch", [
-    {"name": "resnet", "width": 0.25},                                   # BN: per-member statistics
+    {"name": "resnet", "width_multiplier": 0.25},                        # BN: per-member statistics
     {"name": "transformer", "dim": 8, "depth": 1, "patch_size": 2, "dropout": 0.2},
     {"name": "vgg", "channels": [4, 8], "hidden": [8], "dropout": 0.3},
 ], ids=["resnet-bn", "transformer", "vgg"])
@@ -152,7 +155,7 @@ def test_a_new_defaulted_field_renames_no_run() -> None:
 
 # ================================================================================ a graph zoo
 GRAPH_SPEC = {"name": "tiny-resnet", "dataset": {"name": "digits", "test_fraction": 0.25},
-              "architecture": {"name": "resnet", "width": 0.25},
+              "architecture": {"name": "resnet", "width_multiplier": 0.25},
               "training": {"epochs": 2, "batch_size": 64, "lr": 0.01, "checkpoints": [0, 2]},
               "grid": {"seed": [0, 1, 2, 3, 4, 5]}}
 
@@ -162,24 +165,34 @@ def resnet_zoo(zoo_factory) -> Path:
     return zoo_factory(GRAPH_SPEC)
 
 
-def test_graph_zoo_is_format_2_and_modules_reproduce_test_accuracy(resnet_zoo: Path) -> None:
+VIT_SPEC = {"name": "tiny-vit", "dataset": {"name": "mnist1d", "test_fraction": 0.25},
+            "architecture": {"name": "transformer", "patch_size": 4, "dim": 8, "depth": 1},
+            "training": {"epochs": 1, "batch_size": 128, "lr": 0.003, "checkpoints": [1]},
+            "grid": {"seed": [0, 1]}}
+
+
+@pytest.mark.parametrize("which", ["resnet", "transformer"])
+def test_graph_zoo_is_format_2_and_modules_reproduce_test_accuracy(which, resnet_zoo, zoo_factory) -> None:
     from zoo_builders import load_zoo_dataset
 
-    manifest = json.loads((resnet_zoo / "zoo.json").read_text())
+    root = resnet_zoo if which == "resnet" else zoo_factory(VIT_SPEC)
+    manifest = json.loads((root / "zoo.json").read_text())
     assert manifest["format_version"] == 2
     (arch,) = manifest["architectures"].values()
-    assert arch["format"] == 2 and arch["nodes"][0]["name"] == "conv1"
-    zoo = open_zoo(resnet_zoo)
+    assert arch["format"] == 2 and arch["nodes"][0]["name"] == ("conv1" if which == "resnet" else "patchify")
+    zoo = open_zoo(root)
     assert zoo.verify().ok
     data = load_zoo_dataset(zoo)
-    sel = zoo.select(where="checkpoint = 2")
+    last = max(zoo.sql("SELECT checkpoint FROM models").table.column("checkpoint").to_pylist())
+    sel = zoo.select(where=f"checkpoint = {last}")
     n = len(data.y_test)
     for module, recorded in zip(sel.modules(), sel.column("test_acc")):
-        assert "bn1.running_var" in module.state_dict()
+        if which == "resnet":
+            assert "bn1.running_var" in module.state_dict()
         with torch.no_grad():
             correct = int((module(data.x_test).argmax(-1) == data.y_test).sum())
         assert correct == round(recorded * n), (correct / n, recorded)
-    assert max(sel.column("test_acc")) > 0.5
+    assert max(sel.column("test_acc")) > (0.5 if which == "resnet" else 0.15)
 
 
 def test_graph_zoo_resumes_without_retraining(resnet_zoo: Path, tmp_path: Path) -> None:
