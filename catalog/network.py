@@ -263,7 +263,8 @@ class NetworkSpec:
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        """Per-example shape of every node's output (graphs), with ``"input"``."""
+        """Per-example shape of every node's output, with ``"input"`` (for a chain: each layer's
+        output features, keyed by its weight's name)."""
         if self.is_chain:
             return {INPUT: self.input_shape, **{layer.weight: (layer.out_features,) for layer in self.layers}}
         return dict(self._shapes)

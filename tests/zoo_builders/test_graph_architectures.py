@@ -213,5 +213,10 @@ def test_statnn_trains_on_a_graph_zoo_and_dws_refuses_it(resnet_zoo: Path, tmp_p
     res = train_on_zoo(resnet_zoo, "test_acc", "statnn", hparams={"hidden": 8}, out=tmp_path / "statnn",
                        epochs=2, progress=False, log=None, fractions=(0.5, 0.25, 0.25))
     assert res.rows["train"] > 0 and "kendall_tau" in res.test
+    from weightspace import TrainedMetanetwork
+
+    loaded = TrainedMetanetwork.load(res.run_dir)  # the graph NetworkSpec reads back from config.json
+    sel = open_zoo(resnet_zoo).select(where="checkpoint = 2")
+    torch.testing.assert_close(loaded.predict(sel), res.model.predict(sel))
     with pytest.raises(WeightzooError, match="metanetwork 'dws' reads layer chains"):
         train_on_zoo(resnet_zoo, "test_acc", "dws", out=tmp_path / "dws", epochs=1, progress=False, log=None)
