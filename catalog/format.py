@@ -1,4 +1,9 @@
-"""Zoo format v1: path templates, the typed manifest (``zoo.json``) and checksums.
+"""The zoo format: path templates, the typed manifest (``zoo.json``) and checksums.
+
+Version 1 zoos hold layer-chain architectures only; version 2 adds graph architectures
+(``NetworkSpec`` with ``nodes``: residual, normalization, attention, ...). A zoo is written
+with the lowest version its architectures need, so chain-only zoos stay version 1 and open in
+older weightzoo; this code reads both.
 
 A zoo is a directory::
 
@@ -32,7 +37,10 @@ from catalog.errors import ZooFormatError, ZooNotFoundError
 from catalog.network import NetworkSpec
 from catalog.paths import check_name, check_relpath
 
-FORMAT_VERSION = 1
+#: The newest format version this code reads and writes.
+FORMAT_VERSION = 2
+#: Every format version this code reads.
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "zoo.json"
 CARD_NAME = "README.md"
 PART_TEMPLATE = "models/part-{index:05d}.parquet"
@@ -128,7 +136,7 @@ class Manifest:
     """The typed contents of ``zoo.json``."""
 
     name: str
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1
     spec: dict = field(default_factory=dict)
     architectures: dict[str, dict] = field(default_factory=dict)
     datasets: dict[str, dict] = field(default_factory=dict)
@@ -168,11 +176,11 @@ class Manifest:
         if not isinstance(d, Mapping):
             raise ZooFormatError(f"{MANIFEST_NAME} must hold a JSON object, not {_kind(d)}; {_CORRUPT}")
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
+        if isinstance(version, bool) or version not in SUPPORTED_FORMAT_VERSIONS:
             raise ZooFormatError(
                 f"zoo format version {version!r} is not supported by this weightzoo (it reads "
-                f"version {FORMAT_VERSION}); upgrade weightzoo, or rebuild the zoo from its spec "
-                f"(zoo.json's 'spec') with `zoo build`")
+                f"versions {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); upgrade weightzoo, or "
+                f"rebuild the zoo from its spec (zoo.json's 'spec') with `zoo build`")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -263,9 +271,13 @@ def _check_fields(d: Mapping) -> None:
         if not isinstance(spec, Mapping):
             raise _bad(f"architectures[{arch_id!r}]", f"must be a NetworkSpec object, got {_kind(spec)}")
         try:
-            NetworkSpec.from_dict(spec)
+            net = NetworkSpec.from_dict(spec)
         except (ZooFormatError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise _bad(f"architectures[{arch_id!r}]", f"is not a valid NetworkSpec ({e})") from e
+        if net.format_version > d["format_version"]:
+            raise _bad(f"architectures[{arch_id!r}]",
+                       f"is a graph architecture, which needs format_version {net.format_version} "
+                       f"(the manifest says {d['format_version']})")
     if not isinstance(d.get("files", []), list):
         raise _bad("files", f"must be a list, got {_kind(d['files'])}")
 

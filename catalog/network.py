@@ -1,10 +1,22 @@
 """The explicit shape contract of a network in a zoo: :class:`NetworkSpec`.
 
-A ``NetworkSpec`` lists a network's layers in order (kind, fan-in/out, kernel, stride,
-activation, ...) and, from them, its parameters (ordered names, shapes, dtypes). It is stored
-in ``zoo.json`` for every architecture, and it is everything needed to rebuild the network:
+A ``NetworkSpec`` comes in two forms:
+
+- a **chain** (format v1): its layers in order (kind, fan-in/out, kernel, stride, activation,
+  ...), each ``y = activation(omega * (W x + b))`` with optional global average pooling - what
+  the ``mlp``, ``cnn`` and ``siren`` families build;
+- a **graph** (format v2): an ordered list of typed nodes (:mod:`catalog.nodes`: linear,
+  convolutions, batch/layer norm, pooling, residual ``add``, attention, ...), each naming its
+  inputs - ResNets, VGGs, transformers.
+
+From either it derives its parameters (ordered names, shapes, dtypes). It is stored in
+``zoo.json`` for every architecture, and it is everything needed to rebuild the network:
 :func:`build_module` gives an ``nn.Module`` whose ``state_dict`` keys are the spec's parameter
-names, and :func:`population_forward` runs a whole stacked population in one batched call.
+names, and :func:`population_forward` runs a whole stacked population in one batched call
+(chains by a hand-written fast path, graphs by ``vmap``, see :mod:`catalog.execution`).
+
+A chain can be expressed as a graph (:meth:`NetworkSpec.as_graph`); the chain form is kept
+because its stored JSON and ids predate graphs, and chain-only weight-space code reads it.
 
 No shape is ever parsed from a string: specs round-trip through plain JSON dicts.
 """
@@ -22,9 +34,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from catalog.errors import ZooFormatError
+from catalog.execution import GraphNetwork, graph_population_forward
+from catalog.nodes import ACTIVATIONS, BUFFER_ROLES, INPUT, Node, activate, node_from_dict
 
 LAYER_KINDS = ("linear", "conv1d", "conv2d")
-ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "sin")
 POOLS = ("none", "global_avg")
 #: Activations that are odd functions: flipping the sign of a hidden neuron's incoming
 #: weights and bias and of its outgoing weights leaves the network's function unchanged.
@@ -96,50 +109,223 @@ class ParamSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
-    layer: int
-    role: str  # "weight" or "bias"
+    layer: int  # the layer index (chains) or node index (graphs)
+    role: str  # "weight", "bias", "embedding", or a buffer role ("running_mean", "running_var")
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
 
+    @property
+    def trainable(self) -> bool:
+        """False for buffers (batch-norm running statistics): state, stored but not trained."""
+        return self.role not in BUFFER_ROLES
+
+
+def _last_shape(input_shape: tuple[int, ...], nodes: list[Node]) -> tuple[int, ...]:
+    """The output shape of the last of ``nodes`` (run from the network's input)."""
+    shapes = {INPUT: tuple(input_shape)}
+    for node in nodes:
+        shapes[node.name] = tuple(node.out_shape([shapes[i] for i in node.inputs]))
+    return shapes[nodes[-1].name]
+
+
+def _cycle(nodes: tuple[Node, ...], index: dict[str, int], start: str) -> list[str] | None:
+    """A path ``start -> ... -> start`` following inputs, or ``None``."""
+    path: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> bool:
+        if name == start and path:
+            return True
+        if name in seen or name not in index:
+            return False
+        seen.add(name)
+        path.append(name)
+        if any(visit(i) for i in nodes[index[name]].inputs):
+            return True
+        path.pop()
+        return False
+
+    return [*path, start] if visit(start) else None
+
+
+#: Version of the canonical form graph specs' ids hash (see :meth:`NetworkSpec.arch_id`).
+GRAPH_ID_VERSION = 2
+
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """The explicit description of one architecture.
+    """The explicit description of one architecture: a chain of ``layers`` or a graph of
+    ``nodes`` (exactly one of the two).
 
     Args:
-        family: the architecture family it was built from (``mlp``, ``cnn``, ``siren``, ...).
+        family: the architecture family it was built from (``mlp``, ``cnn``, ``resnet``, ...).
         input_shape: shape of one input example, e.g. ``(64,)``, ``(1, 8, 8)``, ``(1, 40)``.
-        layers: the layers in order.
+        layers: the layers of a chain, in order (default none: a graph).
         dtype: the parameters' dtype name (default ``float32``).
         meta: free-form JSON-able facts (e.g. a SIREN's image shape); not used to compute.
+        nodes: the nodes of a graph, in an order where every node comes after its inputs; the
+            last one is the output, a vector (default none: a chain).
+
+    Raises:
+        ZooFormatError: one clear message for the first problem: an unknown kind, a node input
+            that does not exist, a cycle, an ``add`` of mismatched shapes, shapes that do not
+            chain, ...
     """
 
     family: str
     input_shape: tuple[int, ...]
-    layers: tuple[LayerSpec, ...]
+    layers: tuple[LayerSpec, ...] = ()
     dtype: str = "float32"
     meta: Mapping[str, object] = field(default_factory=dict)
+    nodes: tuple[Node, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
         object.__setattr__(self, "layers", tuple(self.layers))
-        if not self.layers:
-            raise ZooFormatError("a NetworkSpec needs at least one layer")
+        object.__setattr__(self, "nodes", tuple(self.nodes))
         if self.dtype not in DTYPES:
             raise ZooFormatError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        if self.nodes:
+            if self.layers:
+                raise ZooFormatError("a NetworkSpec is a chain of layers or a graph of nodes, not both")
+            self._check_graph()
+            return
+        if not self.layers:
+            raise ZooFormatError("a NetworkSpec needs at least one layer (or node)")
         for prev, nxt in zip(self.layers, self.layers[1:]):
             if prev.out_features != nxt.in_features:
                 raise ZooFormatError(
                     f"layer {nxt.weight!r} takes {nxt.in_features} features but the layer before "
                     f"gives {prev.out_features}")
 
+    def _check_graph(self) -> None:
+        """Names, references, order and shapes of the nodes; records every node's shape."""
+        index: dict[str, int] = {}
+        for i, node in enumerate(self.nodes):
+            if not isinstance(node, Node):
+                raise ZooFormatError(f"nodes[{i}] is a {type(node).__name__}, not a node")
+            if node.name in index:
+                raise ZooFormatError(f"two nodes are named {node.name!r}; node names must be unique")
+            index[node.name] = i
+        for i, node in enumerate(self.nodes):
+            for inp in node.inputs:
+                if inp == INPUT:
+                    continue
+                if inp not in index:
+                    raise ZooFormatError(
+                        f"node {node.name!r} reads {inp!r}, which does not exist (inputs name earlier "
+                        f"nodes, or {INPUT!r} for the network's input)")
+                if index[inp] >= i:
+                    cycle = _cycle(self.nodes, index, node.name)
+                    if cycle:
+                        raise ZooFormatError(f"the nodes form a cycle: {' -> '.join(cycle)}; a network "
+                                             f"must be acyclic")
+                    raise ZooFormatError(
+                        f"node {node.name!r} reads {inp!r}, which comes after it; list the nodes so "
+                        f"that every node follows its inputs")
+        shapes: dict[str, tuple[int, ...]] = {INPUT: self.input_shape}
+        for node in self.nodes:
+            shapes[node.name] = tuple(node.out_shape([shapes[i] for i in node.inputs]))
+        out = shapes[self.nodes[-1].name]
+        if len(out) != 1:
+            raise ZooFormatError(
+                f"the last node {self.nodes[-1].name!r} is the output and must give a vector; it "
+                f"gives shape {list(out)} (add a 'global_pool' or 'flatten' and a 'linear' node)")
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names):
+            raise ZooFormatError(f"parameter names collide: {sorted({n for n in names if names.count(n) > 1})}")
+        taken = set(names)
+        for n in names:
+            parts = n.split(".")
+            for k in range(1, len(parts)):
+                if ".".join(parts[:k]) in taken:
+                    raise ZooFormatError(f"parameter {'.'.join(parts[:k])!r} is also the prefix of "
+                                         f"{n!r}; rename a node")
+        object.__setattr__(self, "_shapes", shapes)
+
+    # ----------------------------------------------------------------------------- graph
+    @property
+    def is_chain(self) -> bool:
+        """True for a chain of layers (format v1), False for a graph of nodes."""
+        return not self.nodes
+
+    def require_chain(self, what: str) -> None:
+        """Raise a clear error if this is not a chain: ``what`` names the caller (e.g.
+        ``"metanetwork 'dws'"``), which understands layer chains only."""
+        if not self.is_chain:
+            kinds = ", ".join(sorted({n.KIND for n in self.nodes}))
+            raise ZooFormatError(
+                f"{what} reads layer chains (the mlp, cnn and siren families) only; {self.family} "
+                f"architecture {self.arch_id} is a graph of nodes ({kinds}): use a model that reads "
+                f"any architecture (statnn, mlp)")
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-example shape of every node's output, with ``"input"`` (for a chain: each layer's
+        output features, keyed by its weight's name)."""
+        if self.is_chain:
+            return {INPUT: self.input_shape, **{layer.weight: (layer.out_features,) for layer in self.layers}}
+        return dict(self._shapes)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self.n_outputs,)
+
+    def as_graph(self) -> NetworkSpec:
+        """This network as a graph spec with the same parameter names (a graph is returned as
+        is). A chain's linear layer flattens its input, so a ``flatten`` node precedes it where
+        the input is a map; activations and pools become their own nodes.
+
+        Raises:
+            ZooFormatError: the chain's parameter names do not end in ``.weight``/``.bias`` of
+                one prefix per layer (node parameters are ``<node>.weight``, ``<node>.bias``).
+        """
+        if not self.is_chain:
+            return self
+        from catalog import nodes as nd
+
+        out: list[Node] = []
+        prev, shape = INPUT, self.input_shape
+        for layer in self.layers:
+            prefix = layer.weight.removesuffix(".weight")
+            if prefix == layer.weight or layer.bias not in (None, f"{prefix}.bias"):
+                raise ZooFormatError(
+                    f"layer {layer.weight!r}: parameters named <prefix>.weight / <prefix>.bias are "
+                    f"needed to express a chain as a graph")
+            if layer.kind == "linear":
+                if len(shape) != 1:
+                    out.append(nd.Flatten(f"{prefix}.flatten", (prev,)))
+                    prev = out[-1].name
+                out.append(nd.Linear(prefix, (prev,), layer.in_features, layer.out_features,
+                                     bias=layer.bias is not None))
+            else:
+                cls = nd.Conv1d if layer.kind == "conv1d" else nd.Conv2d
+                out.append(cls(prefix, (prev,), layer.in_features, layer.out_features, layer.kernel_size,
+                               stride=layer.stride, padding=layer.padding, bias=layer.bias is not None))
+            prev = prefix
+            if layer.activation != "identity" or layer.omega != 1.0:
+                out.append(nd.Activation(f"{prefix}.act", (prev,), layer.activation, omega=layer.omega))
+                prev = out[-1].name
+            if layer.pool == "global_avg":
+                out.append(nd.GlobalPool(f"{prefix}.pool", (prev,)))
+                prev = out[-1].name
+            shape = _last_shape(self.input_shape, out)
+        return NetworkSpec(self.family, self.input_shape, dtype=self.dtype, meta=dict(self.meta),
+                           nodes=tuple(out))
+
     # ----------------------------------------------------------------------------- params
     @property
     def params(self) -> tuple[ParamSpec, ...]:
-        """The parameters in their canonical order (per layer: weight, then bias)."""
+        """The parameters (and buffers) in their canonical order: per layer weight, then bias
+        (chains); per node in node order, the node's own order (graphs)."""
         out: list[ParamSpec] = []
+        if self.nodes:
+            for i, node in enumerate(self.nodes):
+                for suffix, shape, role in node.param_shapes():
+                    out.append(ParamSpec(f"{node.name}.{suffix}", tuple(shape), self.dtype, i, role))
+            return tuple(out)
         for i, layer in enumerate(self.layers):
             out.append(ParamSpec(layer.weight, layer.weight_shape, self.dtype, i, "weight"))
             if layer.bias is not None:
@@ -160,18 +346,49 @@ class NetworkSpec:
 
     @property
     def n_outputs(self) -> int:
+        if self.nodes:
+            return self._shapes[self.nodes[-1].name][0]
         return self.layers[-1].out_features
 
     @property
     def layer_widths(self) -> list[int]:
-        """Neurons per layer, input layer first: ``[n_in, h_1, ..., n_out]``."""
+        """Neurons per layer, input layer first: ``[n_in, h_1, ..., n_out]`` (chains only)."""
+        self.require_chain("layer_widths")
         return [self.layers[0].in_features] + [layer.out_features for layer in self.layers]
+
+    @property
+    def activation_numel(self) -> int:
+        """Values one example produces inside the network (its activations), for memory
+        estimates: every node's output (plus attention scores) for graphs; for chains every
+        layer's outputs, times the input's positions for conv nets (an over-estimate)."""
+        if self.nodes:
+            total = sum(math.prod(self._shapes[n.name]) for n in self.nodes)
+            for n in self.nodes:
+                if n.KIND == "attention":
+                    t = self._shapes[n.inputs[0]][0]
+                    total += n.num_heads * t * t
+            return total
+        spatial = math.prod(self.input_shape[1:])
+        return sum(layer.out_features for layer in self.layers) * (spatial if self.layers[0].is_conv else 1)
 
     def summary(self) -> str:
         """One line that tells architectures apart: family, neurons per layer, the layer kind
         and kernel where not linear, activations, pooling and parameter count, e.g.
-        ``"mlp 64-32-32-10, relu, 3,466 params"``.
+        ``"mlp 64-32-32-10, relu, 3,466 params"``. A graph lists its node kinds with counts,
+        e.g. ``"resnet 1x8x8 -> 10, conv2d x7, batchnorm x7, add x3, ..., 4,954 params"``.
         """
+        if self.nodes:
+            counts: dict[str, int] = {}
+            for n in self.nodes:
+                key = n.fn if n.KIND == "activation" else n.KIND
+                counts[key] = counts.get(key, 0) + 1
+            kinds = [k if c == 1 else f"{k} x{c}" for k, c in counts.items()]
+            shape = "x".join(map(str, self.input_shape))
+            parts = [f"{self.family} {shape} -> {self.n_outputs}", *kinds]
+            if self.dtype != "float32":
+                parts.append(self.dtype)
+            parts.append(f"{self.n_params:,} params")
+            return ", ".join(parts)
         widths = "-".join(str(w) for w in self.layer_widths)
         kinds = sorted({f"{layer.kind} k{'x'.join(map(str, layer.kernel_size))}"
                         + (f" s{layer.stride}" if layer.stride != 1 else "")
@@ -192,9 +409,19 @@ class NetworkSpec:
 
     # ----------------------------------------------------------------------------- (de)serialise
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["input_shape"] = list(self.input_shape)
-        d["meta"] = dict(self.meta)
+        """The JSON form stored in ``zoo.json``. Chains keep their v1 form (``layers``) exactly,
+        so their ids never change; graphs store ``nodes`` in canonical form (defaults omitted)
+        and ``format: 2``. Both list the derived ``params`` (checked when read back)."""
+        if self.nodes:
+            d: dict = {"format": 2, "family": self.family, "input_shape": list(self.input_shape),
+                       "nodes": [n.to_dict() for n in self.nodes], "dtype": self.dtype,
+                       "meta": dict(self.meta)}
+            d["params"] = [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype,
+                            "node": self.nodes[p.layer].name, "role": p.role} for p in self.params]
+            return d
+        d = {"family": self.family, "input_shape": list(self.input_shape),
+             "layers": [asdict(layer) for layer in self.layers], "dtype": self.dtype,
+             "meta": dict(self.meta)}
         for layer in d["layers"]:
             layer["kernel_size"] = list(layer["kernel_size"])
         d["params"] = [
@@ -203,8 +430,29 @@ class NetworkSpec:
         ]
         return d
 
+    def canonical(self) -> dict:
+        """What the architecture computes, in a versioned canonical form (the hash behind
+        :attr:`arch_id`). Chains: their full v1 dict (the form their ids always hashed).
+        Graphs: ``{"id_version": 2, family, input_shape, nodes}`` with every node field at its
+        default omitted and ``dtype`` only when not ``float32``; no ``meta``, no derived
+        ``params``. An optional field added later, at its default, changes no id."""
+        if not self.nodes:
+            return self.to_dict()
+        d: dict = {"id_version": GRAPH_ID_VERSION, "family": self.family,
+                   "input_shape": list(self.input_shape), "nodes": [n.to_dict() for n in self.nodes]}
+        if self.dtype != "float32":
+            d["dtype"] = self.dtype
+        return d
+
+    @property
+    def format_version(self) -> int:
+        """The zoo format version a zoo holding this architecture needs (1 chains, 2 graphs)."""
+        return 2 if self.nodes else 1
+
     @classmethod
     def from_dict(cls, d: Mapping) -> NetworkSpec:
+        if isinstance(d, Mapping) and "nodes" in d:
+            return cls._graph_from_dict(d)
         try:
             layers = tuple(LayerSpec(**{**layer, "kernel_size": tuple(layer.get("kernel_size", ()))})
                            for layer in d["layers"])
@@ -221,31 +469,48 @@ class NetworkSpec:
                     "was edited or is corrupt: rebuild or re-pull the zoo")
         return spec
 
+    @classmethod
+    def _graph_from_dict(cls, d: Mapping) -> NetworkSpec:
+        unknown = sorted(set(d) - {"format", "family", "input_shape", "nodes", "dtype", "meta", "params"})
+        if unknown:
+            raise ZooFormatError(f"malformed NetworkSpec: unknown keys {unknown}")
+        if d.get("format", 2) != 2:
+            raise ZooFormatError(f"a graph NetworkSpec has format 2, got {d.get('format')!r}")
+        for key in ("family", "input_shape"):
+            if key not in d:
+                raise ZooFormatError(f"malformed NetworkSpec: it lacks {key!r}")
+        if not isinstance(d["nodes"], list) or not d["nodes"]:
+            raise ZooFormatError("malformed NetworkSpec: 'nodes' must be a non-empty list")
+        shape = d["input_shape"]
+        if not isinstance(shape, list | tuple) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+            raise ZooFormatError(f"malformed NetworkSpec: input_shape must be positive integers, got {shape!r}")
+        if not isinstance(d["family"], str) or not isinstance(d.get("meta", {}), Mapping):
+            raise ZooFormatError("malformed NetworkSpec: family must be a string and meta an object")
+        nodes = tuple(node_from_dict(n, f"nodes[{i}]") for i, n in enumerate(d["nodes"]))
+        spec = cls(d["family"], tuple(shape), dtype=d.get("dtype", "float32"),
+                   meta=dict(d.get("meta", {})), nodes=nodes)
+        if "params" in d:
+            try:
+                stored = [(p["name"], tuple(p["shape"])) for p in d["params"]]
+            except (KeyError, TypeError) as e:
+                raise ZooFormatError(f"malformed NetworkSpec params: {e}") from e
+            if stored != [(p.name, p.shape) for p in spec.params]:
+                raise ZooFormatError(
+                    "NetworkSpec params in the manifest disagree with its nodes; the manifest "
+                    "was edited or is corrupt: rebuild or re-pull the zoo")
+        return spec
+
     @property
     def arch_id(self) -> str:
-        """A stable id: the family plus a hash of the canonical JSON of the spec."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        """A stable id: the family plus a hash of the :meth:`canonical` JSON of the spec."""
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
         return f"{self.family}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
 # ================================================================================ execution
 def _activate(h: Tensor, layer: LayerSpec) -> Tensor:
-    if layer.omega != 1.0:
-        h = h * layer.omega
-    act = layer.activation
-    if act == "identity":
-        return h
-    if act == "relu":
-        return torch.relu(h)
-    if act == "tanh":
-        return torch.tanh(h)
-    if act == "sigmoid":
-        return torch.sigmoid(h)
-    if act == "gelu":
-        return F.gelu(h)
-    if act == "leaky_relu":
-        return F.leaky_relu(h, 0.01)
-    return torch.sin(h)  # "sin"; the activation name was validated at construction
+    return activate(h, layer.activation, layer.omega)
 
 
 def population_forward(
@@ -267,9 +532,16 @@ def population_forward(
             of every neuron of the layer (after its activation; a convolution channel's map is
             averaged over positions) - the neuron-level view that probe features use.
 
+    Graph specs run through :func:`catalog.execution.graph_population_forward` (``vmap``),
+    in evaluation mode; ``dropout_masks`` and ``activations`` are for chains.
+
     Shapes:
         returns ``[P, B, n_outputs]``.
     """
+    if not spec.is_chain:
+        if dropout_masks is not None or activations is not None:
+            spec.require_chain("population_forward with dropout masks or activations")
+        return graph_population_forward(spec, params, x)[0]
     first = params[spec.layers[0].weight]
     n_pop = first.shape[0]
     n_in = len(spec.input_shape)
@@ -390,9 +662,11 @@ class SpecNetwork(nn.Module):
         return h
 
 
-def build_module(spec: NetworkSpec, state_dict: Mapping[str, Tensor] | None = None) -> SpecNetwork:
-    """Build an ``nn.Module`` for ``spec`` and, if given, load ``state_dict`` into it (strictly)."""
-    module = SpecNetwork(spec)
+def build_module(spec: NetworkSpec, state_dict: Mapping[str, Tensor] | None = None) -> nn.Module:
+    """Build an ``nn.Module`` for ``spec`` (a :class:`SpecNetwork` for chains, a
+    :class:`~catalog.execution.GraphNetwork` for graphs) and, if given, load ``state_dict``
+    into it (strictly), in eval mode."""
+    module = SpecNetwork(spec) if spec.is_chain else GraphNetwork(spec)
     if state_dict is not None:
         module.load_state_dict(dict(state_dict), strict=True)
     return module.eval()

@@ -290,6 +290,9 @@ def describe_differences(specs: Mapping[str, NetworkSpec]) -> str:
     the layers, first to last, repeats collapsed), with each architecture's value.
     """
     def summary(spec: NetworkSpec) -> dict[str, str]:
+        if not spec.is_chain:
+            return {"family": spec.family, "input shape": "x".join(str(s) for s in spec.input_shape),
+                    "structure": spec.summary(), "dtype": spec.dtype}
         out = {"family": spec.family,
                "input shape": "x".join(str(s) for s in spec.input_shape),
                "widths": "-".join(str(w) for w in spec.layer_widths),
@@ -301,10 +304,10 @@ def describe_differences(specs: Mapping[str, NetworkSpec]) -> str:
         return out
 
     summaries = {a: summary(s) for a, s in specs.items()}
-    keys = next(iter(summaries.values())).keys() if summaries else ()
+    keys = list(dict.fromkeys(k for s in summaries.values() for k in s))
     parts = []
     for key in keys:
-        values = {a: s[key] for a, s in summaries.items()}
+        values = {a: s.get(key, "-") for a, s in summaries.items()}
         if len(set(values.values())) > 1:
             parts.append(f"{key} ({'; '.join(f'{a}: {v}' for a, v in values.items())})")
     return ", ".join(parts) or "nothing but their recorded facts (meta)"

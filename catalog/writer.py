@@ -167,6 +167,8 @@ class ZooWriter:
     def add_architecture(self, spec: NetworkSpec) -> str:
         arch_id = check_name(spec.arch_id, "arch_id", "rename the architecture's family")  # weights/<arch_id>/
         self.manifest.architectures.setdefault(arch_id, spec.to_dict())
+        # The lowest version that holds every architecture: chain-only zoos stay version 1.
+        self.manifest.format_version = max(self.manifest.format_version, spec.format_version)
         return arch_id
 
     # ------------------------------------------------------------------------------ writing

@@ -33,6 +33,7 @@ POSITIVE_HOMOGENEOUS_ACTIVATIONS = frozenset({"identity", "relu", "leaky_relu"})
 
 def hidden_layers(spec: NetworkSpec) -> list[int]:
     """Indices of the layers whose output neurons are hidden (every layer but the last)."""
+    spec.require_chain("neuron-permutation symmetries")
     return list(range(len(spec.layers) - 1))
 
 

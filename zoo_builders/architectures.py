@@ -6,15 +6,19 @@
 | cnn   | the Small-CNN-Zoo layout: 3 convs (stride 2), global average pool, linear head; |
 |       | 2-D for images ``[C, H, W]``, 1-D for signals ``[C, L]``                        |
 | siren | an implicit neural representation (Sitzmann et al. 2020), see :class:`SirenConfig` |
+
+These three build layer chains; ``resnet``, ``vgg``, ``modelzoo-cnn`` and ``transformer``
+build graphs (see :mod:`zoo_builders.graph_architectures`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from catalog.errors import WeightzooError
 from catalog.network import ACTIVATIONS, LayerSpec, NetworkSpec
+from zoo_builders.graph_architectures import GRAPH_ARCHITECTURES
 
 
 def _check_activation(act: str) -> None:
@@ -146,8 +150,10 @@ class SirenConfig:
                                                         "output": "intensity in [0,1]"})
 
 
-ARCHITECTURES: dict[str, type] = {"mlp": MLPConfig, "cnn": CNNConfig, "siren": SirenConfig}
-DEFAULT_INIT: dict[str, str] = {"mlp": "default", "cnn": "default", "siren": "siren"}
+ARCHITECTURES: dict[str, type] = {"mlp": MLPConfig, "cnn": CNNConfig, "siren": SirenConfig,
+                                   **GRAPH_ARCHITECTURES}
+DEFAULT_INIT: dict[str, str] = {"mlp": "default", "cnn": "default", "siren": "siren",
+                                **{name: "default" for name in GRAPH_ARCHITECTURES}}
 
 
 def arch_fields(name: str) -> list[str]:
@@ -173,7 +179,16 @@ def make_architecture(d: dict) -> tuple[str, Any]:
 
 
 def arch_to_dict(name: str, cfg: Any) -> dict:
-    d = asdict(cfg)
-    return {"name": name, **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
+    """``{name, **fields}``: the architecture's part of a run's identity. Families with
+    ``ID_OMITS_DEFAULTS`` (every family after mlp, cnn and siren, whose run ids predate the
+    rule) leave out fields at their default, so a field added later renames no run."""
+    omit = getattr(cfg, "ID_OMITS_DEFAULTS", False)
+    out: dict[str, Any] = {"name": name}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if omit and f.default is not MISSING and v == f.default:
+            continue
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
 
 

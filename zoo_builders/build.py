@@ -169,10 +169,7 @@ def member_bytes(net: NetworkSpec, run: RunConfig, n_train: int, image_pixels: i
         acts = image_pixels * sum(net.layer_widths) * 4 * 4
     else:
         # Activations of a training batch and of one evaluation chunk, forward + backward.
-        spatial = 1
-        for s in net.input_shape[1:]:
-            spatial *= s
-        per_example = sum(layer.out_features for layer in net.layers) * 4 * (spatial if net.layers[0].is_conv else 1)
+        per_example = net.activation_numel * 4
         acts = per_example * (run.training.batch_size * 3 + 512 * 2)
         acts += n_train * 8 * 2  # data order and subsample indices
     return params + acts

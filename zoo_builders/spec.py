@@ -15,7 +15,7 @@ import itertools
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from zoo_builders.architectures import (
     make_architecture,
 )
 from zoo_builders.datasets import DatasetConfig
+from zoo_builders.graph_architectures import GRAPH_ARCHITECTURES
 from zoo_builders.init import INIT_SCHEMES
 from zoo_builders.optim import OPTIMIZERS
 
@@ -150,6 +151,30 @@ class TaskConfig:
             raise WeightzooError(f"task.shared_init must be true or false, got {self.shared_init!r}")
 
 
+#: The fields each config had when run ids were first hashed (id form v1). They always enter
+#: a run's id, as they always did; a field added since enters it only when not at its default,
+#: so adding an optional field renames no existing run.
+ID_V1_FIELDS = {
+    "TrainingConfig": frozenset({"epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum",
+                                 "init", "dropout", "train_fraction", "seed", "checkpoints"}),
+    "DatasetConfig": frozenset({"name", "test_fraction", "split_seed", "path", "n_samples", "noise",
+                                "n_classes", "n_features"}),
+}
+
+
+def id_fields(cfg: Any) -> dict[str, Any]:
+    """The fields of a config dataclass that enter a run's id (see :data:`ID_V1_FIELDS`),
+    tuples as lists."""
+    v1 = next((ID_V1_FIELDS[c.__name__] for c in type(cfg).__mro__ if c.__name__ in ID_V1_FIELDS), frozenset())
+    out = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name not in v1 and f.default is not MISSING and v == f.default:
+            continue
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One fully resolved training run."""
@@ -165,9 +190,9 @@ class RunConfig:
         # Only the task fields that affect this run enter its id, so adding an INR option
         # never changes the run_ids of classifier zoos.
         task = asdict(self.task) if self.task.name == "inr" else {"name": self.task.name}
-        d = {"dataset": asdict(self.dataset), "task": task,
+        d = {"dataset": id_fields(self.dataset), "task": task,
              "architecture": arch_to_dict(self.arch_name, self.arch),
-             "training": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.training).items()}}
+             "training": id_fields(self.training)}
         if self.image_index is not None:
             d["image_index"] = self.image_index
         return d
@@ -182,7 +207,7 @@ class RunConfig:
         cols: dict[str, Any] = {}
         for k, v in asdict(self.arch).items():
             cols[k] = list(v) if isinstance(v, tuple) else v
-        if "hidden" in cols:
+        if "hidden" in cols and self.arch_name in ("mlp", "siren"):  # neurons, not a vgg head
             cols["depth"] = len(cols["hidden"])
             cols["width"] = max(cols["hidden"]) if cols["hidden"] else 0
         for k, v in asdict(self.training).items():
@@ -312,7 +337,12 @@ class BuildSpec:
                 if axis not in ("samples", "sampler_seed"):
                     _resolve_axis(axis, arch_name)
         spec = cls(name, dataset, arch_name, arch, training, task, grid, rnd, copy.deepcopy(d))
-        spec.runs()  # validate every combination now, before anything is trained
+        runs = spec.runs()  # validate every combination now, before anything is trained
+        if arch_name in GRAPH_ARCHITECTURES and any(r.training.dropout > 0 for r in runs):
+            raise WeightzooError(
+                f"training.dropout applies to layer chains (mlp, cnn); architecture {arch_name!r} has "
+                f"dropout nodes instead: use its own dropout option (if it has one) and leave "
+                f"training.dropout at 0")
         return spec
 
     @classmethod

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from catalog.coordinates import image_coordinates
+from catalog.errors import WeightzooError
+from catalog.execution import graph_population_forward
 from catalog.network import NetworkSpec, population_forward
 from zoo_builders.datasets import Dataset
 from zoo_builders.init import init_params
@@ -63,15 +65,16 @@ ProgressFn = Callable[[int], None]
 
 
 def _stack_init(net: NetworkSpec, runs: list[RunConfig]) -> dict[str, Tensor]:
+    """Stacked initial parameters; buffers (batch-norm running statistics) get no gradient."""
     per_member = [init_params(net, r.training.init, member_generator(r, "init")) for r in runs]
-    return {n: torch.stack([p[n] for p in per_member]).to(net.torch_dtype).requires_grad_(True)
-            for n in net.param_names}
+    return {p.name: torch.stack([m[p.name] for m in per_member]).to(net.torch_dtype).requires_grad_(p.trainable)
+            for p in net.params}
 
 
 def _optimizer(runs: list[RunConfig], params: dict[str, Tensor]) -> PopulationOptimizer:
     t = [r.training for r in runs]
     return PopulationOptimizer(
-        t[0].optimizer, list(params.values()),
+        t[0].optimizer, [p for p in params.values() if p.requires_grad],
         lr=torch.tensor([x.lr for x in t]), weight_decay=torch.tensor([x.weight_decay for x in t]),
         momentum=torch.tensor([x.momentum for x in t]))
 
@@ -120,6 +123,22 @@ def _dropout_layers(net: NetworkSpec) -> list[int]:
     return [i for i, layer in enumerate(net.layers) if i > 0 and layer.kind == "linear"]
 
 
+def _graph_masks(net: NetworkSpec, gens: list[torch.Generator], batch: int) -> dict[str, Tensor] | None:
+    """One step's dropout masks for a graph's dropout nodes, each member's drawn from its own
+    generator (node after node), so they do not depend on the population.
+
+    Shapes:
+        returns ``{node name: Tensor[P, batch, *shape]}`` pre-scaled by ``1 / (1 - p)``.
+    """
+    masks = {}
+    for node in net.nodes:
+        if node.KIND == "dropout" and node.p > 0:
+            shape = (batch, *net.shapes[node.inputs[0]])
+            masks[node.name] = torch.stack([
+                (torch.rand(shape, generator=g) >= node.p).to(net.torch_dtype) / (1 - node.p) for g in gens])
+    return masks or None
+
+
 def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
                       progress: ProgressFn | None = None) -> PopulationResult:
     """Train a population of classifiers that share architecture, optimizer kind, batch size,
@@ -149,6 +168,10 @@ def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
     data_gens = [member_generator(r, "data") for r in runs]
     drop_gens = [member_generator(r, "dropout") for r in runs]
     drop_p = [r.training.dropout for r in runs]
+    if not net.is_chain and any(p > 0 for p in drop_p):
+        raise WeightzooError(
+            f"training.dropout applies to layer chains (mlp, cnn); architecture {net.family} has "
+            f"dropout nodes instead: set the architecture's dropout option and training.dropout: 0")
     drop_layers = _dropout_layers(net) if any(p > 0 for p in drop_p) else []
     steps_per_epoch = math.ceil(n_sub / tc.batch_size)
     diverged = torch.zeros(n_pop, dtype=torch.bool)
@@ -188,13 +211,22 @@ def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
             sl = slice(step * tc.batch_size, (step + 1) * tc.batch_size)
             idx = order[:, sl]                     # [P, b]
             xb, yb = x_train[idx], y_train[idx]    # [P, b, *in], [P, b]
-            masks = {li: m[:, sl] for li, m in masks_epoch.items()} or None
-            out = population_forward(net, params, xb, masks)   # [P, b, C]
+            updates: dict[str, Tensor] = {}
+            if net.is_chain:
+                masks = {li: m[:, sl] for li, m in masks_epoch.items()} or None
+                out = population_forward(net, params, xb, masks)   # [P, b, C]
+            else:
+                # Graphs run under vmap: batch norm normalizes with each member's own batch.
+                out, updates = graph_population_forward(
+                    net, params, xb, training=True, masks=_graph_masks(net, drop_gens, idx.shape[1]))
             loss = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(n_pop, -1).mean(1)
             # Summing member losses keeps each member's gradient its own.
             loss.sum().backward()
             opt.step()
             opt.zero_grad()
+            with torch.no_grad():
+                for name, value in updates.items():  # new batch-norm running statistics
+                    params[name].copy_(value)
         if progress is not None:
             progress(steps_per_epoch)
         if epoch in tc.checkpoints:

@@ -61,7 +61,8 @@ def test_all_axes_accepted():
 
 @pytest.mark.parametrize("over, needle", [
     ({"dataset": {"name": "cifar"}}, "valid datasets: blobs, digits, mnist1d, mnist5k, moons, npz"),
-    ({"architecture": {"name": "resnet"}}, "valid architectures: cnn, mlp, siren"),
+    ({"architecture": {"name": "wideresnet"}},
+     "valid architectures: cnn, mlp, modelzoo-cnn, resnet, siren, transformer, vgg"),
     ({"training": {"optimizer": "lion"}}, "valid optimizers: sgd, adam, adamw"),
     ({"grid": {"learning_rate": [0.1]}}, "valid axes: epochs, batch_size"),
     ({"training": {"epochs": "ten"}}, "training.epochs must be an integer"),
@@ -92,8 +93,11 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_presets_parse():
     names = list_presets()
     assert {"digits-mlp", "mnist1d-cnn", "mnist5k-inr"} <= set(names)
+    # one preset per graph family (format v2), each building in about a minute or two
+    assert {"digits-resnet", "digits-vgg", "digits-vit", "mnist1d-transformer", "mnist5k-modelzoo-cnn"} <= set(names)
     for n in names:
         assert BuildSpec.load(n).runs()
+    assert {BuildSpec.load(n).arch_name for n in names} >= {"resnet", "vgg", "transformer", "modelzoo-cnn"}
     assert 200 <= len(BuildSpec.load("digits-mlp").runs()) <= 600
     assert len(BuildSpec.load("mnist5k-inr").runs()) == 5000
     assert 200 <= len(BuildSpec.load("mnist5k-cnn-zoo").runs()) <= 1000

@@ -89,6 +89,7 @@ def layer_matrices(spec: NetworkSpec, params: Params) -> tuple[list[str], list[T
     Shapes:
         returns ``L`` labels and ``L`` tensors ``[N, D_l]``.
     """
+    spec.require_chain("per-layer subspace analysis")
     n = population_size(spec, params)
     labels, mats = [], []
     for i, layer in enumerate(spec.layers):

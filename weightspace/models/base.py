@@ -31,6 +31,9 @@ class Metanetwork(nn.Module):
             activation), since it reads parameter values only; ``"any"`` - any
             architectures: it is built with all of their NetworkSpecs (``Model(specs, ...)``)
             and reads a batch of another architecture as ``forward(self.to_graph(params, spec))``.
+        graphs: whether it reads graph architectures (ResNets, transformers, ...: specs with
+            ``nodes``) as well as layer chains; models built on the layer structure do not,
+            and refuse such a spec with a clear error (default ``False``).
 
     Args:
         spec: the architecture of the input networks.
@@ -44,6 +47,7 @@ class Metanetwork(nn.Module):
     invariant: ClassVar[bool] = True
     weight_output: ClassVar[bool] = False
     multi_arch: ClassVar[str] = "one"
+    graphs: ClassVar[bool] = False
 
     def __init__(self, spec: NetworkSpec, out_dim: int) -> None:
         super().__init__()
@@ -51,6 +55,8 @@ class Metanetwork(nn.Module):
             raise WeightzooError(f"{type(self).__name__} needs a NetworkSpec, got {type(spec).__name__}")
         if int(out_dim) < 1:
             raise WeightzooError(f"out_dim must be >= 1, got {out_dim}")
+        if not self.graphs:
+            spec.require_chain(f"metanetwork {self.name or type(self).__name__!r}")
         self.spec = spec
         self.out_dim = int(out_dim)
         self.hparams: dict[str, Any] = {}
@@ -127,4 +133,4 @@ class Metanetwork(nn.Module):
 
 def _spec_key(spec: NetworkSpec) -> tuple:
     """What a spec computes with (not its free-form ``meta``)."""
-    return (spec.family, spec.input_shape, spec.layers, spec.dtype)
+    return (spec.family, spec.input_shape, spec.layers, spec.nodes, spec.dtype)

@@ -30,6 +30,7 @@ class FlatMLP(Metanetwork):
 
     invariant = False
     multi_arch = "same_params"  # the flat vector: any activation, same shapes
+    graphs = True  # reads parameter tensors only, whatever the architecture
 
     def __init__(self, spec: NetworkSpec, out_dim: int, hidden: int = 64, depth: int = 2,
                  dropout: float = 0.0) -> None:

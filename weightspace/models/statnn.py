@@ -36,6 +36,7 @@ class StatNN(Metanetwork):
     """
 
     multi_arch = "same_params"  # per-tensor statistics: any activation, same shapes
+    graphs = True  # reads parameter tensors only, whatever the architecture
 
     def __init__(self, spec: NetworkSpec, out_dim: int, hidden: int = 64, depth: int = 2,
                  quantiles: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), dropout: float = 0.0) -> None:

@@ -90,6 +90,7 @@ def graph_structure(spec: NetworkSpec) -> GraphStructure:
     Args:
         spec: the architecture.
     """
+    spec.require_chain("the neuron graph representation")
     key = _spec_key(spec)
     cached = _STRUCTURES.get(key)
     if cached is not None:

@@ -48,6 +48,7 @@ def params_to_layers(spec: NetworkSpec, params: Mapping[str, Tensor]) -> LayerTe
     Shapes:
         returns weights ``[B, n_out, n_in, *kernel]`` and biases ``[B, n_out]`` per layer.
     """
+    spec.require_chain("the per-layer representation")
     batch = _check_params(spec, params)
     weights, biases = [], []
     for layer in spec.layers:

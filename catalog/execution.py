@@ -1,0 +1,123 @@
+"""Running graph networks (format v2): one member, a whole population, or an ``nn.Module``.
+
+One function, :func:`graph_forward`, computes a single network on a batch, node after node.
+A population of ``P`` networks runs it under ``torch.func.vmap`` over the stacked member
+dimension (:func:`graph_population_forward`), so every member has its own weights, batch-norm
+statistics and dropout masks, and computes what it computes alone. :class:`GraphNetwork` is the
+plain ``nn.Module`` rebuilt from a spec, with the spec's parameter names as ``state_dict`` keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from catalog.errors import ZooFormatError
+from catalog.nodes import BUFFER_ROLES, INPUT, Context
+
+if TYPE_CHECKING:
+    from catalog.network import NetworkSpec
+
+
+def graph_forward(spec: NetworkSpec, tensors: Mapping[str, Tensor], x: Tensor,
+                  ctx: Context | None = None) -> Tensor:
+    """One network of a graph spec on a batch.
+
+    Args:
+        spec: a graph spec (``spec.nodes``).
+        tensors: ``{param name: Tensor[*shape]}``, buffers included.
+        x: inputs ``[B, *input_shape]`` (or anything that reshapes to it).
+        ctx: training flag and dropout masks; receives the new batch-norm running statistics
+            (default: evaluation).
+
+    Shapes:
+        returns ``[B, *output_shape]``.
+    """
+    ctx = ctx or Context()
+    values = {INPUT: x.reshape(x.shape[0], *spec.input_shape)}
+    for node in spec.nodes:
+        p = {suffix: tensors[f"{node.name}.{suffix}"] for suffix, _, _ in node.param_shapes()}
+        values[node.name] = node.forward(p, [values[i] for i in node.inputs], ctx)
+    return values[spec.nodes[-1].name]
+
+
+def graph_population_forward(
+    spec: NetworkSpec,
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    training: bool = False,
+    masks: Mapping[str, Tensor] | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run ``P`` networks of one graph spec as one vectorized computation.
+
+    Args:
+        spec: the shared architecture.
+        params: ``{name: Tensor[P, *shape]}`` stacked parameters and buffers.
+        x: inputs, shared ``[B, *input_shape]`` or per member ``[P, B, *input_shape]``.
+        training: batch statistics and dropout masks apply (default ``False``).
+        masks: ``{dropout node: Tensor[P, B, *shape]}`` pre-scaled masks (default none).
+
+    Shapes:
+        returns ``(out [P, B, *output_shape], {buffer name: Tensor[P, *shape]})``; the second
+        holds the new batch-norm running statistics (empty unless ``training``).
+    """
+    shared = x.dim() == len(spec.input_shape) + 1
+
+    def member(p: dict[str, Tensor], xm: Tensor, mm: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        ctx = Context(training=training, masks=mm)
+        out = graph_forward(spec, p, xm, ctx)
+        return out, ctx.updates
+
+    run = torch.func.vmap(member, in_dims=(0, None if shared else 0, 0))
+    return run(dict(params), x, dict(masks or {}))
+
+
+class GraphNetwork(nn.Module):
+    """A plain ``nn.Module`` rebuilt from a graph :class:`~catalog.network.NetworkSpec`.
+
+    Parameters and buffers sit in nested submodules named after the nodes, so the
+    ``state_dict`` keys are exactly the spec's parameter names (``layer1.0.bn1.running_mean``,
+    ...). In training mode batch norm uses batch statistics and updates its running ones;
+    dropout nodes drop with their ``p``.
+
+    Shapes:
+        input ``[B, *input_shape]`` (or anything that reshapes to it) -> ``[B, *output_shape]``.
+    """
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        for p in spec.params:
+            *path, leaf = p.name.split(".")
+            module: nn.Module = self
+            for part in path:
+                if part not in module._modules:
+                    module.add_module(part, nn.Module())
+                module = module._modules[part]
+            value = torch.zeros(p.shape, dtype=spec.torch_dtype)
+            if p.role in BUFFER_ROLES:
+                module.register_buffer(leaf, value)
+            else:
+                module.register_parameter(leaf, nn.Parameter(value))
+        got, expected = set(self.state_dict()), set(spec.param_names)
+        if got != expected:  # pragma: no cover - names are validated by NetworkSpec
+            raise ZooFormatError(f"GraphNetwork: state_dict keys {sorted(got)} differ from the spec's")
+
+    def forward(self, x: Tensor) -> Tensor:
+        tensors = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        masks = {}
+        if self.training:
+            for node in self.spec.nodes:
+                if node.KIND == "dropout" and node.p > 0:
+                    shape = (x.shape[0], *self.spec.shapes[node.inputs[0]])
+                    keep = torch.rand(shape, device=x.device) >= node.p
+                    masks[node.name] = keep.to(x.dtype) / (1 - node.p)
+        ctx = Context(training=self.training, masks=masks)
+        out = graph_forward(self.spec, tensors, x, ctx)
+        with torch.no_grad():
+            for name, value in ctx.updates.items():
+                tensors[name].copy_(value)
+        return out

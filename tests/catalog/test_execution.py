@@ -1,0 +1,119 @@
+"""catalog.execution: graph networks computed one member at a time, as a vmapped population, and
+as a plain module, checked against PyTorch's own modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from catalog import nodes as nd
+from catalog.execution import GraphNetwork, graph_population_forward
+from catalog.network import NetworkSpec, build_module, population_forward
+
+
+def every_kind() -> NetworkSpec:
+    """One graph with every node kind but embedding (which reads ids): 1x8x8 -> 3."""
+    return NetworkSpec("toy", (1, 8, 8), nodes=(
+        nd.Conv2d("c1", ("input",), 1, 4, (3, 3), padding=1), nd.BatchNorm("bn1", ("c1",), 4),
+        nd.Activation("r1", ("bn1",), "relu"),
+        nd.Conv2d("c2", ("r1",), 4, 4, (3, 3), padding=1, groups=2, bias=False),
+        nd.BatchNorm("bn2", ("c2",), 4), nd.Add("add", ("bn2", "r1")), nd.Activation("r2", ("add",), "gelu"),
+        nd.AvgPool("ap", ("r2",), (2, 2), stride=1), nd.MaxPool("mp", ("ap",), (3, 3), stride=2, padding=1),
+        nd.Patchify("pt", ("mp",), (2, 2)), nd.Linear("emb", ("pt",), 16, 8),
+        nd.PosEmbedding("pos", ("emb",), 4, 8), nd.LayerNorm("ln", ("pos",), 8),
+        nd.Attention("att", ("ln",), 8, 2), nd.Add("a2", ("att", "pos")),
+        nd.GlobalPool("gp", ("a2",), over="tokens"), nd.Dropout("do", ("gp",), p=0.1),
+        nd.Linear("fc", ("do",), 8, 3)))
+
+
+def init(spec: NetworkSpec, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    from zoo_builders.init import init_params
+
+    per = [init_params(spec, "default", torch.Generator().manual_seed(seed + i)) for i in range(n)]
+    out = {k: torch.stack([p[k] for p in per]) for k in spec.param_names}
+    g = torch.Generator().manual_seed(seed)
+    for p in spec.params:  # non-trivial running statistics
+        if p.role == "running_mean":
+            out[p.name] = torch.randn(out[p.name].shape, generator=g) * 0.1
+        elif p.role == "running_var":
+            out[p.name] = torch.rand(out[p.name].shape, generator=g) + 0.5
+    return out
+
+
+def test_population_equals_each_module_alone() -> None:
+    spec = every_kind()
+    params = init(spec, 3)
+    x = torch.rand(5, 1, 8, 8)
+    out = population_forward(spec, params, x)
+    assert out.shape == (3, 5, 3)
+    per_member_x = torch.rand(3, 5, 1, 8, 8)
+    out_pm = population_forward(spec, params, per_member_x)
+    for i in range(3):
+        module = build_module(spec, {k: v[i] for k, v in params.items()})
+        assert isinstance(module, GraphNetwork) and set(module.state_dict()) == set(spec.param_names)
+        with torch.no_grad():
+            torch.testing.assert_close(module(x), out[i], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(module(per_member_x[i]), out_pm[i], rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_trains_as_torch_does() -> None:
+    spec = NetworkSpec("bn", (2, 3, 3), nodes=(
+        nd.BatchNorm("bn", ("input",), 2, momentum=0.2), nd.GlobalPool("gp", ("bn",))))
+    ref = nn.BatchNorm2d(2, momentum=0.2)
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor([1.5, -0.5]))
+        ref.bias.copy_(torch.tensor([0.1, 0.2]))
+    state = {f"bn.{k}": v.clone() for k, v in ref.state_dict().items() if k != "num_batches_tracked"}
+    module = build_module(spec, state).train()
+    x = torch.randn(6, 2, 3, 3)
+    torch.testing.assert_close(module(x), ref(x).mean((2, 3)))
+    torch.testing.assert_close(module.bn.running_mean, ref.running_mean)
+    torch.testing.assert_close(module.bn.running_var, ref.running_var)
+    # a population keeps each member's statistics its own
+    params = {k: torch.stack([v, v * 2]) for k, v in state.items()}
+    xs = torch.stack([x, x * 3 + 1])
+    _, updates = graph_population_forward(spec, params, xs, training=True)
+    torch.testing.assert_close(updates["bn.running_mean"][0], ref.running_mean)
+    assert not torch.allclose(updates["bn.running_mean"][1], ref.running_mean)
+    module.eval()
+    ref.eval()
+    torch.testing.assert_close(module(x), ref(x).mean((2, 3)))
+
+
+def test_attention_and_layernorm_match_torch() -> None:
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    ln = nn.LayerNorm(8)
+    spec = NetworkSpec("t", (5, 8), nodes=(
+        nd.LayerNorm("ln", ("input",), 8), nd.Attention("attn", ("ln",), 8, 2),
+        nd.GlobalPool("gp", ("attn",), over="tokens")))
+    state = {**{f"ln.{k}": v for k, v in ln.state_dict().items()},
+             **{f"attn.{k}": v for k, v in mha.state_dict().items()}}
+    module = build_module(spec, state)
+    x = torch.randn(3, 5, 8)
+    h = ln(x)
+    expected = mha(h, h, h, need_weights=False)[0].mean(1)
+    torch.testing.assert_close(module(x), expected)
+    causal = NetworkSpec("t", (5, 8), nodes=(
+        nd.Attention("attn", ("input",), 8, 2, causal=True), nd.GlobalPool("gp", ("attn",), over="tokens")))
+    mask = nn.Transformer.generate_square_subsequent_mask(5)
+    expected = mha(x, x, x, attn_mask=mask, need_weights=False)[0].mean(1)
+    out = build_module(causal, {f"attn.{k}": v for k, v in mha.state_dict().items()})(x)
+    torch.testing.assert_close(out, expected)
+
+
+def test_patchify_and_embedding_by_hand() -> None:
+    # a 1x4x4 image 0..15 in 2x2 patches: the first patch is (0, 1, 4, 5), the second (2, 3, 6, 7)
+    patch = nd.Patchify("p", ("input",), (2, 2))
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    out = patch.forward({}, [x], nd.Context())
+    assert patch.out_shape([(1, 4, 4)]) == (4, 4)
+    assert out[0, 0].tolist() == [0, 1, 4, 5] and out[0, 1].tolist() == [2, 3, 6, 7]
+    # a signal of 6 in segments of 3
+    seg = nd.Patchify("s", ("input",), (3,))
+    assert seg.forward({}, [torch.arange(6.0).reshape(1, 1, 6)], nd.Context())[0].tolist() == [[0, 1, 2], [3, 4, 5]]
+    # embedding: ids given as numbers
+    spec = NetworkSpec("e", (3,), nodes=(nd.Embedding("emb", ("input",), 5, 2), nd.Flatten("f", ("emb",))))
+    w = torch.arange(10.0).reshape(5, 2)
+    out = build_module(spec, {"emb.weight": w})(torch.tensor([[4.0, 0.0, 2.0]]))
+    assert out.tolist() == [[8, 9, 0, 1, 4, 5]]

@@ -1,0 +1,156 @@
+"""Graph NetworkSpecs (format v2): JSON round trips, one clear error per bad graph, stable ids,
+and chains expressed as graphs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+from zoo_helpers import mlp_spec, random_weights
+
+from catalog import nodes as nd
+from catalog.errors import ZooFormatError
+from catalog.network import LayerSpec, NetworkSpec, population_forward
+
+
+def small_resnet() -> NetworkSpec:
+    """conv -> bn -> relu -> [conv -> bn] + skip -> relu -> pool -> linear, on 1x6x6."""
+    return NetworkSpec("resnet", (1, 6, 6), nodes=(
+        nd.Conv2d("conv1", ("input",), 1, 3, (3, 3), padding=1, bias=False),
+        nd.BatchNorm("bn1", ("conv1",), 3),
+        nd.Activation("relu1", ("bn1",), "relu"),
+        nd.Conv2d("conv2", ("relu1",), 3, 3, (3, 3), padding=1),
+        nd.BatchNorm("bn2", ("conv2",), 3),
+        nd.Add("add", ("bn2", "relu1")),
+        nd.Activation("relu2", ("add",), "relu"),
+        nd.GlobalPool("pool", ("relu2",)),
+        nd.Linear("fc", ("pool",), 3, 2)))
+
+
+def graph_dict(**change) -> dict:
+    d = small_resnet().to_dict()
+    d.pop("params")
+    for name, patch in change.items():
+        node = next(n for n in d["nodes"] if n["name"] == name)
+        node.update(patch)
+    return d
+
+
+def test_graph_round_trips_through_plain_json() -> None:
+    spec = small_resnet()
+    d = json.loads(json.dumps(spec.to_dict()))
+    assert d["format"] == 2 and d["nodes"][0]["kernel_size"] == [3, 3]
+    again = NetworkSpec.from_dict(d)
+    assert again == spec and again.arch_id == spec.arch_id
+    # parameters and buffers, in node order, named after their nodes
+    assert [(p.name, p.shape, p.trainable) for p in spec.params][:6] == [
+        ("conv1.weight", (3, 1, 3, 3), True), ("bn1.weight", (3,), True), ("bn1.bias", (3,), True),
+        ("bn1.running_mean", (3,), False), ("bn1.running_var", (3,), False), ("conv2.weight", (3, 3, 3, 3), True)]
+    assert spec.shapes["pool"] == (3,) and spec.n_outputs == 2 and not spec.is_chain
+
+
+def test_defaults_are_omitted_from_the_stored_form() -> None:
+    conv = small_resnet().to_dict()["nodes"][0]
+    assert conv == {"kind": "conv2d", "name": "conv1", "inputs": ["input"], "in_channels": 1,
+                    "out_channels": 3, "kernel_size": [3, 3], "padding": 1, "bias": False}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"add": {"inputs": ["bn2", "conv1"]}}, None),  # same shape: fine
+    ({"fc": {"inputs": ["nowhere"]}}, "node 'fc' reads 'nowhere', which does not exist"),
+    ({"conv1": {"inputs": ["relu2"]}}, "the nodes form a cycle: conv1 -> relu2 -> add -> bn2 -> conv2 -> relu1"),
+    ({"conv2": {"inputs": ["pool"]}}, "the nodes form a cycle"),
+    ({"bn1": {"kind": "groupnorm"}}, "unknown node kind 'groupnorm'; valid kinds: linear, conv1d, conv2d"),
+    ({"fc": {"in_features": 4}}, "node 'fc': linear takes 4 features"),
+    ({"bn1": {"num_features": "3"}}, "node 'bn1': num_features must be an integer"),
+    ({"bn1": {"colour": "red"}}, "unknown keys ['colour']"),
+])
+def test_each_bad_graph_gets_one_clear_error(change, message) -> None:
+    d = graph_dict(**change)
+    if message is None:
+        NetworkSpec.from_dict(d)
+        return
+    with pytest.raises(ZooFormatError) as e:
+        NetworkSpec.from_dict(d)
+    assert message in str(e.value)
+
+
+def test_add_of_mismatched_shapes_is_refused() -> None:
+    d = graph_dict(add={"inputs": ["bn2", "input"]})
+    with pytest.raises(ZooFormatError, match=r"node 'add': add needs inputs of one shape, got 'bn2' \[3, 6, 6\], 'input' \[1, 6, 6\]"):
+        NetworkSpec.from_dict(d)
+
+
+def test_a_node_listed_before_its_input_is_refused() -> None:
+    d = graph_dict()
+    d["nodes"][0], d["nodes"][1] = d["nodes"][1], d["nodes"][0]
+    with pytest.raises(ZooFormatError, match="node 'bn1' reads 'conv1', which comes after it"):
+        NetworkSpec.from_dict(d)
+
+
+def test_output_must_be_a_vector_and_names_unique() -> None:
+    with pytest.raises(ZooFormatError, match="must give a vector"):
+        NetworkSpec("x", (1, 4, 4), nodes=(nd.Conv2d("c", ("input",), 1, 2, (3, 3)),))
+    with pytest.raises(ZooFormatError, match="two nodes are named 'c'"):
+        NetworkSpec("x", (4,), nodes=(nd.Linear("c", ("input",), 4, 4), nd.Linear("c", ("c",), 4, 2)))
+    with pytest.raises(ZooFormatError, match="not 'input'"):
+        nd.Linear("input", ("input",), 4, 4)
+
+
+def test_params_edited_in_the_manifest_are_refused() -> None:
+    d = small_resnet().to_dict()
+    d["params"][0]["shape"] = [9, 9]
+    with pytest.raises(ZooFormatError, match="disagree with its nodes"):
+        NetworkSpec.from_dict(d)
+
+
+def test_graph_ids_ignore_defaults_meta_and_new_defaulted_fields() -> None:
+    spec = small_resnet()
+    explicit = graph_dict(conv2={"stride": 1, "groups": 1, "bias": True}, bn1={"eps": 1e-5})
+    assert NetworkSpec.from_dict(explicit).arch_id == spec.arch_id
+    assert NetworkSpec("resnet", (1, 6, 6), nodes=spec.nodes, meta={"note": 1}).arch_id == spec.arch_id
+    assert spec.arch_id == "resnet-289041851d"  # pinned: the canonical form must not drift
+
+    @dataclass(frozen=True)
+    class Conv2dWithDilation(nd.Conv2d):  # a field added later, at its default
+        dilation: int = 1
+        KIND: ClassVar[str] = "conv2d"
+
+    old = spec.nodes[3]
+    newer = Conv2dWithDilation(old.name, old.inputs, old.in_channels, old.out_channels, old.kernel_size,
+                               padding=old.padding)
+    nodes = list(spec.nodes)
+    nodes[3] = newer
+    assert NetworkSpec("resnet", (1, 6, 6), nodes=tuple(nodes)).arch_id == spec.arch_id
+    # a field that changes the computation changes the id
+    assert NetworkSpec.from_dict(graph_dict(bn1={"eps": 1e-3})).arch_id != spec.arch_id
+
+
+def test_chain_as_graph_computes_the_same() -> None:
+    chain = NetworkSpec("cnn", (1, 6, 6), (
+        LayerSpec("conv2d", 1, 4, "layers.0.weight", "layers.0.bias", kernel_size=(3, 3), stride=2,
+                  padding=1, activation="tanh", pool="global_avg"),
+        LayerSpec("linear", 4, 3, "layers.1.weight", "layers.1.bias")))
+    for spec in (chain, mlp_spec(hidden=5, activation="relu")):
+        graph = spec.as_graph()
+        assert not graph.is_chain and graph.param_names == spec.param_names
+        params = random_weights(spec, 3, seed=1)
+        x = torch.randn(5, *spec.input_shape)
+        torch.testing.assert_close(population_forward(graph, params, x), population_forward(spec, params, x))
+
+
+def test_chain_only_code_gives_a_clear_error_on_graphs() -> None:
+    from weightspace.models.registry import build_metanetwork
+
+    spec = small_resnet()
+    for name in ("dws", "nfn"):
+        with pytest.raises(ZooFormatError, match=f"metanetwork '{name}' reads layer chains"):
+            build_metanetwork(name, spec, 1)
+    for name in ("statnn", "mlp"):  # these read parameter tensors only
+        model = build_metanetwork(name, spec, 1)
+        assert model(random_weights(spec, 4, seed=0)).shape == (4, 1)
+    with pytest.raises(ZooFormatError, match="layer_widths reads layer chains"):
+        spec.layer_widths  # noqa: B018

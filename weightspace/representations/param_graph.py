@@ -1,0 +1,305 @@
+"""The parameter graph of a graph architecture (ResNet, VGG, transformer, ...), after Lim et al.
+(ICLR 2024, "Graph Metanetworks for Processing Diverse Neural Architectures").
+
+One node per neuron (a feature or a channel), the input neurons included; one edge per weight
+between two neurons, whose feature holds every value of that weight (a kernel for convolutions,
+the patch or the spatial positions for a linear layer after ``patchify`` or ``flatten``).
+Structure that carries no parameter also becomes edges: a residual ``add`` gets new neurons fed by
+constant-1 edges from each summand's neurons. Normalizations get new neurons: the edge from
+channel ``c`` carries ``[gamma, running_mean, running_var]`` (batch norm) or ``[gamma]`` (layer
+norm) and the node carries ``beta``. Attention gets ``3E`` query/key/value neurons (edges: the
+in-projection, node values: its bias) and ``E`` output neurons fed from the value neurons (the
+out-projection). Every edge has a type (:data:`EDGE_TYPES`).
+
+The conversion is exact both ways: every parameter element has one place (a node value, or a
+slot of an edge feature), recorded once per spec as index tensors, so a batch converts with a
+few gathers/scatters. Node features are ``[value, layer index]``; edge features are padded to a
+common ``edge_dim``. This representation is not yet read by the ``gmn`` metanetwork, which
+reads layer chains through :mod:`weightspace.representations.graph`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch
+
+from catalog.errors import WeightzooError
+from catalog.network import NetworkSpec
+from catalog.nodes import INPUT
+from weightspace.representations.flat import _check_params
+
+NODE_INPUT, NODE_HIDDEN, NODE_OUTPUT = 0, 1, 2
+#: Edge types: what a weight edge comes from.
+EDGE_TYPES = ("linear", "conv", "batchnorm", "layernorm", "attention_in", "attention_out",
+              "residual", "pos_embedding", "embedding")
+
+
+@dataclass(frozen=True)
+class ParamGraphStructure:
+    """The spec-only part of a parameter graph.
+
+    Args:
+        edge_index: ``[2, E]`` source -> target neuron.
+        node_kind: ``[N]`` input / hidden / output. io_pos: ``[N]`` position of input/output
+            neurons. layer: ``[N]`` the neuron group's index (0: the input).
+        edge_type: ``[E]`` index into :data:`EDGE_TYPES`. edge_layer: ``[E]`` the index of the
+            node that made the edge.
+        edge_dim: the longest edge feature.
+        places: ``{param name: ("node", ids) | ("edge", edge ids, slots)}`` over the flattened
+            tensor.
+        constant_edges: edges whose slot 0 is the constant 1 (residual connections).
+    """
+
+    edge_index: Tensor
+    node_kind: Tensor
+    io_pos: Tensor
+    layer: Tensor
+    edge_type: Tensor
+    edge_layer: Tensor
+    edge_dim: int
+    places: dict[str, tuple]
+    constant_edges: Tensor
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.node_kind.numel())
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_type.numel())
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.kind: list[Tensor] = []
+        self.layer: list[Tensor] = []
+        self.src: list[Tensor] = []
+        self.dst: list[Tensor] = []
+        self.etype: list[Tensor] = []
+        self.elayer: list[Tensor] = []
+        self.n_nodes = self.n_edges = self.n_groups = self.n_makers = 0
+        self.places: dict[str, tuple] = {}
+        self.constant: list[Tensor] = []
+        self.edge_dim = 1
+
+    def neurons(self, n: int, kind: int = NODE_HIDDEN) -> Tensor:
+        ids = torch.arange(self.n_nodes, self.n_nodes + n)
+        self.kind.append(torch.full((n,), kind))
+        self.layer.append(torch.full((n,), self.n_groups))
+        self.n_nodes += n
+        self.n_groups += 1
+        return ids
+
+    def edges(self, src: Tensor, dst: Tensor, etype: str, width: int) -> Tensor:
+        ids = torch.arange(self.n_edges, self.n_edges + src.numel())
+        self.src.append(src)
+        self.dst.append(dst)
+        self.etype.append(torch.full((src.numel(),), EDGE_TYPES.index(etype)))
+        self.elayer.append(torch.full((src.numel(),), self.n_makers))
+        self.n_edges += src.numel()
+        self.edge_dim = max(self.edge_dim, width)
+        return ids
+
+    def on_nodes(self, name: str, ids: Tensor) -> None:
+        self.places[name] = ("node", ids)
+
+    def on_edges(self, name: str, edge_ids: Tensor, slots: Tensor) -> None:
+        self.places[name] = ("edge", edge_ids, slots)
+
+
+_STRUCTURES: dict[tuple, ParamGraphStructure] = {}
+
+
+def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
+    """The parameter graph structure of ``spec`` (a chain is read as :meth:`NetworkSpec.as_graph`),
+    built once per spec and cached.
+
+    Raises:
+        WeightzooError: a node layout the construction does not cover (e.g. flattening a token
+            sequence, a convolution over patches).
+    """
+    spec = spec.as_graph()
+    key = (spec.input_shape, spec.nodes)
+    if key in _STRUCTURES:
+        return _STRUCTURES[key]
+    b = _Builder()
+    shapes = spec.shapes
+    # Each tensor's neurons: (ids of its neuron axis, values per neuron in the next linear's input).
+    group: dict[str, tuple[Tensor, int]] = {INPUT: (b.neurons(spec.input_shape[0], NODE_INPUT), 1)}
+    for node in spec.nodes:
+        kind, name = node.KIND, node.name
+        ins = [group[i] for i in node.inputs]
+        ids, k = ins[0]
+        made = True
+        if kind == "linear":
+            n = ids.numel()
+            if n * k != node.in_features:  # pragma: no cover - shapes were validated by the spec
+                raise WeightzooError(f"parameter graph: linear {name!r} input is not whole neurons")
+            out = b.neurons(node.out_features)
+            e = b.edges(ids.repeat(node.out_features), out.repeat_interleave(n), "linear", k)
+            j = torch.arange(node.in_features).repeat(node.out_features)
+            o = torch.arange(node.out_features).repeat_interleave(node.in_features)
+            b.on_edges(f"{name}.weight", e[0] + o * n + j // k, j % k)
+            if node.bias:
+                b.on_nodes(f"{name}.bias", out)
+            group[name] = (out, 1)
+        elif kind in ("conv1d", "conv2d"):
+            if k != 1:
+                raise WeightzooError(f"parameter graph: convolution {name!r} over patches is not covered")
+            per_in, per_out = node.in_channels // node.groups, node.out_channels // node.groups
+            kn = math.prod(node.kernel_size)
+            out = b.neurons(node.out_channels)
+            o = torch.arange(node.out_channels).repeat_interleave(per_in)
+            src = ids[(o // per_out) * per_in + torch.arange(per_in).repeat(node.out_channels)]
+            e = b.edges(src, out[o], "conv", kn)
+            flat = torch.arange(node.out_channels * per_in * kn)
+            b.on_edges(f"{name}.weight", e[0] + flat // kn, flat % kn)
+            if node.bias:
+                b.on_nodes(f"{name}.bias", out)
+            group[name] = (out, 1)
+        elif kind in ("batchnorm", "layernorm"):
+            c = ids.numel()
+            if k != 1 or c != (node.num_features if kind == "batchnorm" else node.dim):
+                raise WeightzooError(f"parameter graph: {kind} {name!r} over flattened maps or patches "
+                                     f"is not covered")
+            out = b.neurons(c)
+            slots = (["weight"] if node.affine else []) + (
+                ["running_mean", "running_var"] if kind == "batchnorm" else [])
+            e = b.edges(ids, out, kind, max(1, len(slots)))
+            for s, suffix in enumerate(slots):
+                b.on_edges(f"{name}.{suffix}", e, torch.full((c,), s))
+            if node.affine:
+                b.on_nodes(f"{name}.bias", out)
+            group[name] = (out, 1)
+        elif kind == "attention":
+            dim = node.embed_dim
+            if k != 1 or ids.numel() != dim:  # pragma: no cover - shapes were validated by the spec
+                raise WeightzooError(f"parameter graph: attention {name!r} input is not {dim} neurons")
+            qkv = b.neurons(3 * dim)
+            e = b.edges(ids.repeat(3 * dim), qkv.repeat_interleave(dim), "attention_in", 1)
+            b.on_edges(f"{name}.in_proj_weight", e, torch.zeros(3 * dim * dim, dtype=torch.long))
+            out = b.neurons(dim)
+            e2 = b.edges(qkv[2 * dim:].repeat(dim), out.repeat_interleave(dim), "attention_out", 1)
+            b.on_edges(f"{name}.out_proj.weight", e2, torch.zeros(dim * dim, dtype=torch.long))
+            if node.bias:
+                b.on_nodes(f"{name}.in_proj_bias", qkv)
+                b.on_nodes(f"{name}.out_proj.bias", out)
+            group[name] = (out, 1)
+        elif kind == "add":
+            out = b.neurons(ids.numel())
+            for src_ids, _ in ins:
+                b.constant.append(b.edges(src_ids, out, "residual", 1))
+            group[name] = (out, k)
+        elif kind == "pos_embedding":
+            out = b.neurons(node.dim)
+            e = b.edges(ids, out, "pos_embedding", node.length)
+            flat = torch.arange(node.length * node.dim)
+            b.on_edges(f"{name}.weight", e[0] + flat % node.dim, flat // node.dim)
+            group[name] = (out, 1)
+        elif kind == "embedding":
+            tokens = b.neurons(node.num_embeddings, NODE_INPUT)
+            out = b.neurons(node.dim)
+            e = b.edges(tokens.repeat_interleave(node.dim), out.repeat(node.num_embeddings), "embedding", 1)
+            b.on_edges(f"{name}.weight", e, torch.zeros(node.num_embeddings * node.dim, dtype=torch.long))
+            group[name] = (out, 1)
+        else:
+            made = False
+            if kind == "flatten":
+                shape = shapes[node.inputs[0]]
+                if len(shape) >= 2 and ids.numel() != shape[0]:
+                    raise WeightzooError(f"parameter graph: flatten {name!r} of a token sequence is not covered")
+                group[name] = (ids, k * (math.prod(shape[1:]) if len(shape) >= 2 else 1))
+            elif kind == "patchify":
+                group[name] = (ids, k * math.prod(node.patch_size))
+            else:  # activation, dropout, pools: the same neurons
+                group[name] = (ids, k)
+        if made:
+            b.n_makers += 1
+    out_ids = group[spec.nodes[-1].name][0]
+    kind_t = torch.cat(b.kind)
+    kind_t[out_ids] = NODE_OUTPUT
+    io_pos = torch.zeros_like(kind_t)
+    io_pos[out_ids] = torch.arange(out_ids.numel())
+    in_ids = group[INPUT][0]
+    io_pos[in_ids] = torch.arange(in_ids.numel())
+    structure = ParamGraphStructure(
+        edge_index=torch.stack([torch.cat(b.src), torch.cat(b.dst)]), node_kind=kind_t, io_pos=io_pos,
+        layer=torch.cat(b.layer), edge_type=torch.cat(b.etype), edge_layer=torch.cat(b.elayer),
+        edge_dim=b.edge_dim, places=b.places,
+        constant_edges=torch.cat(b.constant) if b.constant else torch.zeros(0, dtype=torch.long))
+    missing = [n for n in spec.param_names if n not in structure.places]
+    if missing:  # pragma: no cover - every parameter-carrying kind is handled above
+        raise WeightzooError(f"parameter graph: no place for {missing}")
+    _STRUCTURES[key] = structure
+    return structure
+
+
+def params_to_param_graph(spec: NetworkSpec, params: Mapping[str, Tensor], edge_dim: int | None = None) -> Batch:
+    """A batch of networks of one spec as one batch of parameter graphs.
+
+    Args:
+        spec: the architecture.
+        params: ``{name: Tensor[B, *shape]}``.
+        edge_dim: edge feature size (default: the spec's longest edge feature).
+
+    Shapes:
+        returns ``x [B*N, 2]`` (value, layer), ``edge_index [2, B*E]``, ``edge_attr [B*E, edge_dim]``,
+        ``node_kind``, ``io_pos``, ``layer`` ``[B*N]``, ``edge_type``, ``edge_layer`` ``[B*E]``,
+        ``batch [B*N]``.
+    """
+    st = param_graph_structure(spec)
+    dim = st.edge_dim if edge_dim is None else edge_dim
+    if dim < st.edge_dim:
+        raise WeightzooError(f"edge_dim={dim} cannot hold this network's edge features of {st.edge_dim}")
+    n = _check_params(spec, params)
+    ref = next(iter(params.values()))
+    nodes = ref.new_zeros(n, st.num_nodes)
+    edges = ref.new_zeros(n, st.num_edges, dim)
+    edges[:, st.constant_edges, 0] = 1
+    for name, place in st.places.items():
+        values = params[name].reshape(n, -1)
+        if place[0] == "node":
+            nodes[:, place[1]] = values
+        else:
+            edges[:, place[1], place[2]] = values
+    x = torch.stack([nodes, st.layer.to(nodes).expand(n, -1)], dim=-1).reshape(-1, 2)
+    shift = (torch.arange(n) * st.num_nodes).view(-1, 1, 1)
+    edge_index = (st.edge_index.unsqueeze(0) + shift).permute(1, 0, 2).reshape(2, -1)
+    batch = torch.arange(n).repeat_interleave(st.num_nodes)
+    ptr = torch.arange(n + 1) * st.num_nodes
+    return Batch(x=x, edge_index=edge_index, edge_attr=edges.reshape(-1, dim),
+                 node_kind=st.node_kind.repeat(n), io_pos=st.io_pos.repeat(n), layer=st.layer.repeat(n),
+                 edge_type=st.edge_type.repeat(n), edge_layer=st.edge_layer.repeat(n), batch=batch, ptr=ptr)
+
+
+def param_graph_to_params(spec: NetworkSpec, node_values: Tensor, edge_values: Tensor) -> dict[str, Tensor]:
+    """Node values and edge features of a batch of one spec back to its parameters (the exact
+    inverse of :func:`params_to_param_graph`).
+
+    Args:
+        node_values: ``[B * N]`` (or ``[B * N, >=1]``, column 0 is the value).
+        edge_values: ``[B * E, D]`` with ``D >=`` the spec's edge dim.
+
+    Shapes:
+        returns ``{name: Tensor[B, *shape]}``.
+    """
+    st = param_graph_structure(spec)
+    if node_values.dim() == 2:
+        node_values = node_values[:, 0]
+    if node_values.numel() % st.num_nodes or edge_values.shape[0] * st.num_nodes != node_values.numel() * st.num_edges:
+        raise WeightzooError(f"node/edge values do not make whole graphs of {st.num_nodes} nodes and "
+                             f"{st.num_edges} edges")
+    n = node_values.numel() // st.num_nodes
+    nodes = node_values.reshape(n, st.num_nodes)
+    edges = edge_values.reshape(n, st.num_edges, -1)
+    out = {}
+    for p in spec.params:
+        place = st.places[p.name]
+        values = nodes[:, place[1]] if place[0] == "node" else edges[:, place[1], place[2]]
+        out[p.name] = values.reshape(n, *p.shape)
+    return out
