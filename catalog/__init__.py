@@ -14,39 +14,24 @@ Quick tour::
     write_sidecar(zoo.root, "analysis", "mine", table)   # extra columns keyed by model_id
 """
 
-from catalog.dataset import WeightDataset
-from catalog.errors import (
-    IntegrityError,
-    QueryError,
-    WeightzooError,
-    ZooFormatError,
-    ZooNotFoundError,
-)
-from catalog.format import FORMAT_VERSION, Manifest, read_manifest
-from catalog.lock import ZooLock, ZooLockedError
-from catalog.network import (
-    LayerSpec,
-    NetworkSpec,
-    ParamSpec,
-    SpecNetwork,
-    build_module,
-    population_forward,
-)
-from catalog.openers import register_opener
-from catalog.query import QueryEngine, query_zoos
-from catalog.selection import Selection
-from catalog.sidecar import write_sidecar
-from catalog.split import split_by_run
-from catalog.store import LocalCatalog
-from catalog.verify import VerifyReport, verify_zoo
-from catalog.writer import ZooWriter
-from catalog.zoo import Zoo, open_zoo
+from catalog.lazy import lazy_exports
 
-__all__ = [
-    "FORMAT_VERSION", "IntegrityError", "LayerSpec", "LocalCatalog", "Manifest", "NetworkSpec",
-    "ParamSpec", "QueryEngine", "QueryError", "Selection", "SpecNetwork", "VerifyReport",
-    "WeightDataset", "WeightzooError", "Zoo", "ZooFormatError", "ZooLock", "ZooLockedError",
-    "ZooNotFoundError", "ZooWriter", "build_module", "open_zoo", "population_forward",
-    "query_zoos", "read_manifest", "register_opener", "split_by_run", "verify_zoo",
-    "write_sidecar",
-]
+# Modules load on first use of one of their names (``import catalog.errors`` stays cheap).
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "catalog.dataset": ["WeightDataset"],
+    "catalog.errors": ["IntegrityError", "QueryError", "WeightzooError", "ZooFormatError",
+                       "ZooNotFoundError"],
+    "catalog.format": ["FORMAT_VERSION", "Manifest", "read_manifest"],
+    "catalog.lock": ["ZooLock", "ZooLockedError"],
+    "catalog.network": ["LayerSpec", "NetworkSpec", "ParamSpec", "SpecNetwork", "build_module",
+                        "population_forward"],
+    "catalog.openers": ["register_opener"],
+    "catalog.query": ["QueryEngine", "query_zoos"],
+    "catalog.selection": ["Selection"],
+    "catalog.sidecar": ["write_sidecar"],
+    "catalog.split": ["split_by_run"],
+    "catalog.store": ["LocalCatalog"],
+    "catalog.verify": ["VerifyReport", "verify_zoo"],
+    "catalog.writer": ["ZooWriter"],
+    "catalog.zoo": ["Zoo", "open_zoo"],
+})

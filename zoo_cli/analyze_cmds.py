@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
-from weightspace.analysis.phase import AGGREGATIONS
-from weightspace.analysis.run import METRICS, PLOT_KINDS, analyze_zoo, plot_zoo
+# The names the options offer, spelled out so `zoo --help` imports no torch (a test checks they
+# equal weightspace.analysis's METRICS, PLOT_KINDS and AGGREGATIONS).
+METRIC_NAMES = ("hessian", "cka", "connectivity", "averaging", "subspace")
+PLOT_KIND_NAMES = ("heatmap", "line", "scatter")
+AGGREGATION_NAMES = ("mean", "median", "min", "max", "std", "count")
 
 
 def _num(v: float | None) -> str:
@@ -15,7 +18,7 @@ def _num(v: float | None) -> str:
 @click.command()
 @click.argument("zoo", type=click.Path())
 @click.option("--metrics", default="all", show_default=True,
-              help=f"Comma-separated metrics: {', '.join(METRICS)} (or all).")
+              help=f"Comma-separated metrics: {', '.join(METRIC_NAMES)} (or all).")
 @click.option("--where", default=None, help="SQL condition selecting the models, e.g. \"lr = 0.01\".")
 @click.option("--checkpoint", default=None,
               help="Epoch to analyze, 'last' (default: each run's last checkpoint) or 'all'.")
@@ -45,6 +48,8 @@ def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, a
     models already analyzed are skipped. Pairwise metrics (cka, connectivity, averaging) compare
     runs that differ only in their seed.
     """
+    from weightspace.analysis.run import analyze_zoo
+
     result = analyze_zoo(zoo, metrics, where=where, checkpoint=checkpoint, out=out, force=force,
                          progress=not quiet, align=align, batches=batches, batch_size=batch_size,
                          seed=seed)
@@ -73,9 +78,9 @@ def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, a
               help="Heatmap: vertical axis column (e.g. batch_size); line/scatter: one line or "
                    "colour per value.")
 @click.option("--metric", required=True, help="Plotted column, e.g. hessian_trace_train or test_acc.")
-@click.option("--kind", type=click.Choice(PLOT_KINDS), default="heatmap", show_default=True)
+@click.option("--kind", type=click.Choice(PLOT_KIND_NAMES), default="heatmap", show_default=True)
 @click.option("--agg", default="mean", show_default=True,
-              help=f"Aggregation over the rows of a cell or point: {', '.join(AGGREGATIONS)}.")
+              help=f"Aggregation over the rows of a cell or point: {', '.join(AGGREGATION_NAMES)}.")
 @click.option("--log", is_flag=True, help="Plot log10 of the metric.")
 @click.option("--where", default=None, help="SQL condition selecting the rows.")
 @click.option("--checkpoint", default=None,
@@ -90,6 +95,8 @@ def plot(zoo: str, x: str, y: str | None, metric: str, kind: str, agg: str, log:
       zoo plot ZOO --x width --y batch_size --metric hessian_trace_train --log --out trace.png
       zoo plot ZOO --kind line --x checkpoint --y lr --metric test_acc --out acc.png
     """
+    from weightspace.analysis.run import plot_zoo
+
     plot_zoo(zoo, x, y, metric, out=out, kind=kind, agg=agg, log=log, where=where,
              checkpoint=checkpoint)
     what = f"{'log10 ' if log else ''}{metric}"

@@ -21,8 +21,11 @@ _SQL_STARTS = ("select", "with", "from", "(", "values", "describe", "summarize",
 
 
 def _looks_like_sql(arg: str) -> bool:
-    if Path(arg).exists():
-        return False
+    try:
+        if Path(arg).exists():
+            return False
+    except OSError:  # e.g. a query longer than a file name may be: not a path
+        pass
     text = arg.strip().lower()
     return any(c.isspace() for c in text) or text.startswith("(") or text in _SQL_STARTS
 

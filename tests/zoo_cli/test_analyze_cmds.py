@@ -90,3 +90,13 @@ def test_bad_input_is_one_error_line(analyzed, zoo_factory, tmp_path):
     assert_one_error_line(run("plot", zoo, "--x", "width", "--metric", "test_acc",
                               "--out", tmp_path / "x.png"), "a heatmap needs a y column")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_option_names_are_the_registries() -> None:
+    from weightspace.analysis.phase import AGGREGATIONS
+    from weightspace.analysis.run import METRICS, PLOT_KINDS
+    from zoo_cli import analyze_cmds
+
+    assert analyze_cmds.METRIC_NAMES == tuple(METRICS)
+    assert analyze_cmds.PLOT_KIND_NAMES == tuple(PLOT_KINDS)
+    assert analyze_cmds.AGGREGATION_NAMES == tuple(AGGREGATIONS)

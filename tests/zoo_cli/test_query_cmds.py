@@ -103,3 +103,10 @@ def test_verify_command(zoo_copy):
     assert r.exit_code == 1
     assert f"BAD {shard}: sha256" in r.output and f"BAD {shard} [model_id=" in r.output
     assert "error: 2 problem(s)" in r.output
+
+
+def test_sql_longer_than_a_file_name_is_sql(zoo_dir):
+    long_sql = "SELECT model_id FROM models WHERE " + " OR ".join(f"model_id = 'm{i:04d}'" for i in range(30))
+    assert len(long_sql) > 255
+    r = run("query", zoo_dir, long_sql, "--format", "csv")
+    assert r.exit_code == 0 and r.output.strip() == '"model_id"'  # the CSV header of no rows

@@ -18,40 +18,21 @@ in a sidecar table and plots them.
 | ``run.py`` | ``analyze_zoo`` (metrics of a zoo's models stored as sidecar tables) and ``plot_zoo`` |
 """
 
-from weightspace.analysis.alignment import align_to, weight_matching
-from weightspace.analysis.averaging import avg_acc_delta
-from weightspace.analysis.cka import linear_cka
-from weightspace.analysis.connectivity import (
-    PathResult,
-    bezier_barrier,
-    linear_barrier,
-    mode_connectivity,
-)
-from weightspace.analysis.evaluation import population_loss_accuracy
-from weightspace.analysis.hessian import hessian_top_eig, hessian_trace
-from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
-from weightspace.analysis.phase import PhaseGrid, line_plot, phase_heatmap, scatter_plot
-from weightspace.analysis.run import (
-    METRICS,
-    AnalyzeConfig,
-    AnalyzeResult,
-    analyze_zoo,
-    plot_zoo,
-)
-from weightspace.analysis.subspace import (
-    SubspaceResult,
-    explained_variance,
-    layer_matrices,
-    plot_spectrum,
-    rank_for_variance,
-    subspace_analysis,
-)
+from catalog.lazy import lazy_exports
 
-__all__ = [
-    "METRICS", "AnalyzeConfig", "AnalyzeResult", "PathResult", "PhaseGrid", "SubspaceResult",
-    "align_to", "analyze_zoo", "avg_acc_delta", "bezier_barrier",
-    "explained_variance", "hessian_top_eig", "hessian_trace", "layer_matrices", "line_plot",
-    "linear_barrier", "linear_cka", "mean_over_pairs", "mode_connectivity", "phase_heatmap",
-    "plot_spectrum", "plot_zoo", "population_loss_accuracy", "rank_for_variance", "scatter_plot", "seed_pairs",
-    "subspace_analysis", "weight_matching",
-]
+# Modules load on first use of one of their names.
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "weightspace.analysis.alignment": ["align_to", "weight_matching"],
+    "weightspace.analysis.averaging": ["avg_acc_delta"],
+    "weightspace.analysis.cka": ["linear_cka"],
+    "weightspace.analysis.connectivity": ["PathResult", "bezier_barrier", "linear_barrier",
+                                          "mode_connectivity"],
+    "weightspace.analysis.evaluation": ["population_loss_accuracy"],
+    "weightspace.analysis.hessian": ["hessian_top_eig", "hessian_trace"],
+    "weightspace.analysis.pairs": ["mean_over_pairs", "seed_pairs"],
+    "weightspace.analysis.phase": ["PhaseGrid", "line_plot", "phase_heatmap", "scatter_plot"],
+    "weightspace.analysis.run": ["METRICS", "AnalyzeConfig", "AnalyzeResult", "analyze_zoo",
+                                 "plot_zoo"],
+    "weightspace.analysis.subspace": ["SubspaceResult", "explained_variance", "layer_matrices",
+                                      "plot_spectrum", "rank_for_variance", "subspace_analysis"],
+})
