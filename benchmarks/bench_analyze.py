@@ -275,7 +275,8 @@ def _clean(v):
 
 
 def table(analysis: dict, speed: dict, tr: dict) -> str:
-    lines = ["| Hessian metrics (top eig + trace, 640 train examples) | models | seconds | weightspace speed-up | top eig within 2% (max diff) | trace max diff (same vectors) |",
+    lines = ["| Hessian metrics (top eig + trace, 640 train examples) | models | seconds | weightspace speed-up "
+             "| top eig within 2% (max diff) | trace max diff (same vectors) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for zoo_name, s in speed.items():
         lines.append(f"| {zoo_name}: weightspace, vectorized | {s['models']} | {s['weightspace_seconds']} | 1 | | |")

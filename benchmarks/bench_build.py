@@ -165,7 +165,8 @@ def _case(name: str, spec: dict, threads: int) -> dict:
         "speedup": pop_rate / loop_rate, "metric": metric,
         "population_mean": mean(pop_metric), "per_model_mean": mean(loop_metric),
     }
-    print(f"{name:6s} threads={threads} runs={len(runs):4d}  population {pop_rate:9.1f} models/min  per-model {loop_rate:8.1f} "
+    print(f"{name:6s} threads={threads} runs={len(runs):4d}  population {pop_rate:9.1f} models/min  "
+          f"per-model {loop_rate:8.1f} "
           f"models/min  x{row['speedup']:.1f}   {metric}: {row['population_mean']:.4f} vs {row['per_model_mean']:.4f}",
           flush=True)
     return row

@@ -24,7 +24,7 @@ last dimension; convolutions, pools and ``batchnorm`` on channel-first maps.
 | ``add`` | the sum of its inputs (residual connections) | |
 | ``embedding`` | looks up integer ids: ``[*] -> [*, dim]`` | ``weight [num, dim]`` |
 | ``pos_embedding`` | adds a learned position embedding to ``[T, D]`` | ``weight [T, D]`` |
-| ``attention`` | multi-head self-attention over ``[T, E]`` | ``in_proj_weight [3E, E]``, ``in_proj_bias``, ``out_proj.weight``, ``out_proj.bias`` |
+| ``attention`` | multi-head self-attention, ``[T, E]`` | ``in_proj_weight [3E, E]``, ``in_proj_bias``, ``out_proj`` |
 | ``patchify`` | non-overlapping patches: ``[C, H, W] -> [HW/p^2, C p^2]`` | |
 
 Every node round-trips through plain JSON (:func:`node_from_dict`, :meth:`Node.to_dict`);

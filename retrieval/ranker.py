@@ -64,7 +64,8 @@ def standardize(x: Tensor, dim: int = 0) -> Tensor:
     mean = z.sum(dim, keepdim=True) / n
     var = torch.where(ok, (x - mean) ** 2, torch.zeros_like(x)).sum(dim, keepdim=True) / n
     std = var.sqrt()
-    return torch.where(std > 1e-12, (x - mean) / std.clamp_min(1e-12), torch.zeros_like(x)).masked_fill(~ok, float("nan"))
+    scaled = torch.where(std > 1e-12, (x - mean) / std.clamp_min(1e-12), torch.zeros_like(x))
+    return scaled.masked_fill(~ok, float("nan"))
 
 
 @dataclass(frozen=True)

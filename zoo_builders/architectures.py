@@ -171,7 +171,8 @@ def make_architecture(d: dict) -> tuple[str, Any]:
     valid = arch_fields(name)
     unknown = sorted(set(opts) - set(valid))
     if unknown:
-        raise WeightzooError(f"unknown option(s) {unknown} for architecture {name!r}; valid options: {', '.join(valid)}")
+        raise WeightzooError(f"unknown option(s) {unknown} for architecture {name!r}; "
+                             f"valid options: {', '.join(valid)}")
     try:
         return name, ARCHITECTURES[name](**opts)
     except TypeError as e:

@@ -8,11 +8,12 @@ more than one manifest writer however many processes or machines train.
 
 Three executors:
 
-========================  ==========================================================  =====================
-``--workers 1`` (default) the driver trains the populations itself, one by one         :func:`make_executor` returns ``None``
-``--workers N|auto``      :class:`LocalPool`: N spawned processes on this machine       ``concurrent.futures``
-``--executor ray``        :class:`RayExecutor`: populations are Ray tasks               ``pip install 'weightzoo[ray]'``
-========================  ==========================================================  =====================
+- ``--workers 1`` (default): the driver trains the populations itself, one by one
+  (:func:`make_executor` returns ``None``);
+- ``--workers N|auto``: :class:`LocalPool`, N spawned processes on this machine
+  (``concurrent.futures``);
+- ``--executor ray``: :class:`RayExecutor`, populations are Ray tasks
+  (``pip install 'weightzoo[ray]'``).
 
 Why the default is one worker: ``auto`` would multiply the build's memory by the number of
 cores without asking (each worker holds the dataset and its population's tensors), and on a

@@ -262,7 +262,8 @@ def _sample(axis: str, dist: Any, rng: np.random.Generator) -> Any:
         if lo <= 0:
             raise WeightzooError(f"random axis {axis!r}: loguniform needs positive bounds")
         return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-    raise WeightzooError(f"random axis {axis!r}: unknown distribution {kind!r}; valid: uniform, loguniform, choice, randint")
+    raise WeightzooError(f"random axis {axis!r}: unknown distribution {kind!r}; "
+                         f"valid: uniform, loguniform, choice, randint")
 
 
 # ================================================================================ spec

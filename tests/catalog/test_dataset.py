@@ -56,7 +56,8 @@ def test_stats_from_train_split_cached_in_zoo(zoo_copy, monkeypatch):
     assert again.stats_cached and again.stats_path == ds.stats_path
     val_raw = WeightDataset(sel, ["test_acc"], split="val", normalize=False).stacked()[0]
     torch.testing.assert_close(again.stacked()[0]["layers.0.bias"],
-                               (val_raw["layers.0.bias"] - want["mean"]["layers.0.bias"]) / want["std"]["layers.0.bias"])
+                               (val_raw["layers.0.bias"] - want["mean"]["layers.0.bias"])
+                               / want["std"]["layers.0.bias"])
     torch.testing.assert_close(again.denormalize_weights(again.stacked()[0])["layers.0.bias"], val_raw["layers.0.bias"])
     assert verify_zoo(zoo_copy).ok  # the stats cache is not zoo data
     monkeypatch.undo()

@@ -57,7 +57,8 @@ def _write_v1_zoo(root: Path) -> dict[str, torch.Tensor]:
     pq.write_table(table, root / part)
     manifest = {
         "name": "v1-tiny", "format_version": 1, "spec": copy.deepcopy(SPEC),
-        "architectures": {ARCH_ID: ARCH_JSON}, "datasets": {}, "counts": {"rows": 4, "runs": 2, "architectures": 1, "status_ok": 4},
+        "architectures": {ARCH_ID: ARCH_JSON}, "datasets": {},
+        "counts": {"rows": 4, "runs": 2, "architectures": 1, "status_ok": 4},
         "files": [{"path": shard, "sha256": sha256_file(root / shard), "bytes": (root / shard).stat().st_size,
                    "rows": 4, "kind": "shard", "arch_id": ARCH_ID},
                   {"path": part, "sha256": sha256_file(root / part), "bytes": (root / part).stat().st_size,

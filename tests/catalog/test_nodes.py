@@ -80,7 +80,8 @@ def test_each_bad_graph_gets_one_clear_error(change, message) -> None:
 
 def test_add_of_mismatched_shapes_is_refused() -> None:
     d = graph_dict(add={"inputs": ["bn2", "input"]})
-    with pytest.raises(ZooFormatError, match=r"node 'add': add needs inputs of one shape, got 'bn2' \[3, 6, 6\], 'input' \[1, 6, 6\]"):
+    with pytest.raises(ZooFormatError,
+                       match=r"node 'add': add needs inputs of one shape, got 'bn2' \[3, 6, 6\], 'input' \[1, 6, 6\]"):
         NetworkSpec.from_dict(d)
 
 

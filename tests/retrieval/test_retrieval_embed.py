@@ -90,7 +90,8 @@ def test_weights_is_the_metanetwork_trunk(bare_copy, tmp_path) -> None:
 
 
 def test_bad_input(bare_copy, tmp_path) -> None:
-    with pytest.raises(WeightzooError, match="unknown embedding method 'nope'; valid methods: behavior, statnn, weights"):
+    with pytest.raises(WeightzooError,
+                       match="unknown embedding method 'nope'; valid methods: behavior, statnn, weights"):
         embed_zoo(bare_copy, "nope")
     assert set(EMBEDDINGS) == {"behavior", "statnn", "weights"}
     # Two architectures with different numbers of tensors give statistics of different lengths.

@@ -144,5 +144,6 @@ def test_bad_input(tiny_hub, bare_hub, tmp_path) -> None:
     cfg = RankerConfig(epochs=1, hidden=4)
     ranker = train_ranker(tiny_hub, TINY_HUB_SOURCES[:1], cfg)
     ranker.n_outputs = 3
-    with pytest.raises(WeightzooError, match="embedding dimension mismatch: the ranker reads .* 3 outputs but the zoo's have 10"):
+    with pytest.raises(WeightzooError,
+                       match="embedding dimension mismatch: the ranker reads .* 3 outputs but the zoo's have 10"):
         search_zoo(tiny_hub, "digits", "ranker", ranker=ranker)

@@ -102,7 +102,8 @@ def _write(tmp_path: Path, spec: dict) -> Path:
 
 @pytest.mark.parametrize("text, needle", [
     ("name: x\ndataset: {name: imagenet}\narchitecture: {name: mlp}\n", "valid datasets"),
-    ("name: x\ndataset: {name: digits}\narchitecture: {name: mlp}\ntraining: {optimizer: rmsprop}\n", "valid optimizers"),
+    ("name: x\ndataset: {name: digits}\narchitecture: {name: mlp}\ntraining: {optimizer: rmsprop}\n",
+     "valid optimizers"),
     ("name: x\ndataset: {name: digits}\narchitecture: {name: mlp}\ntraining: {epochs: [1]}\n", "must be an integer"),
     ("name: x\ndataset: {name: digits}\narchitecture: {name: mlp}\ngrid: {colour: [1]}\n", "valid axes"),
     ("name: x\n  bad: [\n", "not valid YAML"),
@@ -120,7 +121,8 @@ def test_cli_bad_input_one_line_no_trace_nothing_written(tmp_path, text, needle)
 
 def test_dry_run_prints_plan_and_writes_nothing(issue_spec_path, tmp_path):
     out = tmp_path / "z"
-    r = CliRunner().invoke(cli, ["build", str(issue_spec_path), "--out", str(out), "--dry-run", "--max-population", "5"])
+    r = CliRunner().invoke(cli, ["build", str(issue_spec_path), "--out", str(out), "--dry-run",
+                                 "--max-population", "5"])
     assert r.exit_code == 0, r.output
     assert "16 runs" in r.output and "rows to write: 48" in r.output and "populations to train: 4" in r.output
     assert not out.exists()

@@ -9,9 +9,9 @@ filter and sort on them:
 
 | metric | columns | per | data |
 | --- | --- | --- | --- |
-| ``hessian`` | ``hessian_top_eig_train``, ``hessian_trace_train``, ``..._test`` | model | ``batches x batch_size`` examples of each run's own training subsample / of the test split |
+| ``hessian`` | ``hessian_{top_eig,trace}_{train,test}`` | model | ``batches x batch_size`` train / test examples |
 | ``cka`` | ``cka_seed`` | seed pair | ``cka_batches x cka_batch_size`` test examples |
-| ``connectivity`` | ``mc_linear``, ``mc_bezier`` (+ ``mc_linear_aligned``, ``mc_bezier_aligned`` with ``align``) | seed pair | test split; the Bezier bend trains on the training split |
+| ``connectivity`` | ``mc_linear``, ``mc_bezier`` (``..._aligned`` with ``align``) | seed pair | test (bend: train) |
 | ``averaging`` | ``avg_acc_delta`` (pairs aligned by weight matching) | seed pair | test split |
 | ``subspace`` | ``subspace_proj_acc``, ``subspace_proj_error`` and a spectrum figure | the selection | test split |
 
