@@ -173,7 +173,9 @@ def test_new_columns_are_computed_and_old_ones_kept(tmp_path, zoo_factory):
     assert all(r["mc_linear_aligned"] is not None for r in rows)
     assert {r["model_id"]: r["mc_linear"] for r in rows} == old
     forced = analyze_zoo(zoo, ["connectivity"], progress=False, align=True, force=True, **FAST)
-    assert forced.reports[0].computed == 8 and forced.table.equals(second.table)
+    # Same values whatever the row order the merge leaves (rows are keyed by model_id).
+    assert forced.reports[0].computed == 8
+    assert forced.table.sort_by("model_id").equals(second.table.sort_by("model_id"))
 
 
 def test_every_checkpoint(tmp_path, zoo_factory):
