@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch import Tensor
 
@@ -49,7 +48,7 @@ from retrieval.ranker import RankerConfig, TrainedRanker, TrainingTask, fit_rank
 from retrieval.tasks import TaskSpec, load_task
 from retrieval.transfer import DEFAULT_RIDGE, linear_probe_accuracy
 from retrieval.zoo_search import ZooScores, candidates, ranker_inputs
-from zoo_builders.build import DEFAULT_THREADS, plan_build, torch_threads
+from zoo_builders.build import DEFAULT_THREADS, plan_build, row_schema, torch_threads
 from zoo_builders.datasets import Dataset
 from zoo_builders.spec import BuildSpec, RunConfig
 from zoo_builders.train import train_classifiers
@@ -100,26 +99,6 @@ class HubBuild:
     source_tasks: tuple[str, ...]
     runs: int
     trained: int
-
-
-def _schema(rows: list[dict]) -> pa.Schema:
-    """Column types that do not depend on the values of one part."""
-    fields = []
-    for k, v in rows[0].items():
-        if isinstance(v, bool):
-            typ = pa.bool_()
-        elif isinstance(v, int):
-            typ = pa.int64()
-        elif isinstance(v, float):
-            typ = pa.float64()
-        elif isinstance(v, list):
-            typ = pa.list_(pa.int64())
-        elif isinstance(v, str):
-            typ = pa.string()
-        else:
-            continue
-        fields.append(pa.field(k, typ))
-    return pa.schema(fields)
 
 
 def build_hub(out: str | os.PathLike, template: str | os.PathLike | dict = HUB_PRESET,
@@ -211,7 +190,7 @@ def _write_population(writer: ZooWriter, arch_id: str, task: TaskSpec, runs: lis
         stacked = torch.cat([s.weights[name] for s in result.snapshots])
         weights.append((name, stacked[torch.tensor(order)]))
     rows = [rows[j] for j in order]
-    writer.write_part(arch_id, dict(weights), rows, _schema(rows))
+    writer.write_part(arch_id, dict(weights), rows, row_schema(rows))
 
 
 # ================================================================================ ground truth

@@ -105,3 +105,26 @@ def write_activation_zoo(root: Path, runs: int = 8, checkpoints: tuple[int, ...]
         w.write_part(arch, random_weights(mlp_spec(hidden=8), len(rows), seed=ai), rows)
     w.finish()
     return root
+
+
+def run_cli(*args: object):
+    """``zoo ARGS`` through click's CliRunner: never a traceback; unexpected exceptions raise."""
+    from click.testing import CliRunner
+
+    from zoo_cli.main import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A CLI result that failed with exit 1 and one ``error:`` line holding every fragment."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -231,8 +231,9 @@ def _rows(pop: Population, result: PopulationResult, data: Dataset, image_labels
     return rows
 
 
-def _schema(rows: list[dict]) -> pa.Schema:
-    """Stable column types whatever the values of one part (e.g. an all-zero float axis)."""
+def row_schema(rows: list[dict]) -> pa.Schema:
+    """Stable column types of metadata rows whatever the values of one part (e.g. an all-zero
+    float axis, or a string column that is null in the first part)."""
     fields = []
     for k, v in rows[0].items():
         if isinstance(v, bool):
@@ -243,6 +244,8 @@ def _schema(rows: list[dict]) -> pa.Schema:
             typ = pa.float64()
         elif isinstance(v, list):
             typ = pa.list_(pa.int64())
+        elif isinstance(v, str):
+            typ = pa.string()
         else:
             continue
         fields.append(pa.field(k, typ))
@@ -444,7 +447,7 @@ def commit_population(writer: ZooWriter, pop: Population, trained: TrainedPopula
     """Write a trained population to the zoo: one part (and shard), or several when its
     weights exceed :data:`MAX_SHARD_BYTES` (split between runs, never inside one)."""
     arch_id = writer.add_architecture(pop.net)
-    rows, schema = trained.rows, _schema(trained.rows)
+    rows, schema = trained.rows, row_schema(trained.rows)
     per_row = sum(t[0].numel() * t.element_size() for t in trained.weights.values())
     max_rows = max(1, MAX_SHARD_BYTES // max(per_row, 1))
     start = 0

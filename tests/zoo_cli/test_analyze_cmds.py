@@ -7,30 +7,13 @@ import io
 
 import pytest
 from analyze_helpers import ONE_SEED, TINY_INR, TINY_PHASE, copy_zoo
-from click.testing import CliRunner
-from zoo_helpers import tree_hashes
-
-from zoo_cli.main import cli
-
-
-def run(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert "Traceback" not in result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def assert_one_error_line(result, match: str) -> None:
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], result.output
+from zoo_helpers import assert_one_line_error, run_cli, tree_hashes
 
 
 @pytest.fixture(scope="module")
 def analyzed(zoo_factory, tmp_path_factory):
     zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path_factory.mktemp("cli") / "zoo")
-    r = run("analyze", zoo, "--metrics", "hessian,cka", "--batches", "2", "--quiet")
+    r = run_cli("analyze", zoo, "--metrics", "hessian,cka", "--batches", "2", "--quiet")
     assert r.exit_code == 0, r.output
     return zoo, r.output
 
@@ -43,9 +26,9 @@ def test_analyze_prints_summary_and_stores_queryable_columns(analyzed):
     assert [m[:3] for m in metrics] == [["hessian", "8", "0"], ["cka", "8", "0"]]
     assert any(ln.split()[:2] == ["hessian_trace_train", "8"] for ln in lines)
     assert any(ln.split()[:2] == ["cka_seed", "8"] for ln in lines)
-    r = run("verify", zoo)
+    r = run_cli("verify", zoo)
     assert r.exit_code == 0 and "BAD " not in r.output and ": OK;" in r.output and "0 warning(s)" in r.output
-    r = run("query", zoo, "SELECT model_id, hessian_trace_train, cka_seed FROM models "
+    r = run_cli("query", zoo, "SELECT model_id, hessian_trace_train, cka_seed FROM models "
             "WHERE hessian_trace_train > 0 ORDER BY model_id", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(r.output)))
     assert r.exit_code == 0 and len(rows) == 8
@@ -55,7 +38,7 @@ def test_analyze_prints_summary_and_stores_queryable_columns(analyzed):
 def test_analyze_again_skips(analyzed):
     zoo, _ = analyzed
     before = tree_hashes(zoo)
-    r = run("analyze", zoo, "--metrics", "hessian,cka", "--batches", "2", "-q")
+    r = run_cli("analyze", zoo, "--metrics", "hessian,cka", "--batches", "2", "-q")
     assert r.exit_code == 0
     assert [ln.split()[:3] for ln in r.output.splitlines() if ln.startswith(("hessian ", "cka "))] == \
         [["hessian", "0", "8"], ["cka", "0", "8"]]
@@ -65,29 +48,29 @@ def test_analyze_again_skips(analyzed):
 def test_plot_writes_png(analyzed, tmp_path):
     zoo, _ = analyzed
     out = tmp_path / "trace.png"
-    r = run("plot", zoo, "--x", "width", "--y", "train_fraction", "--metric", "hessian_trace_train",
+    r = run_cli("plot", zoo, "--x", "width", "--y", "train_fraction", "--metric", "hessian_trace_train",
             "--log", "--out", out)
     assert r.exit_code == 0 and "heatmap of mean log10 hessian_trace_train" in r.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = tmp_path / "acc.png"
-    r = run("plot", zoo, "--kind", "line", "--x", "checkpoint", "--y", "width", "--metric", "test_acc",
+    r = run_cli("plot", zoo, "--kind", "line", "--x", "checkpoint", "--y", "width", "--metric", "test_acc",
             "--out", out)
     assert r.exit_code == 0 and out.stat().st_size > 0
 
 
 def test_bad_input_is_one_error_line(analyzed, zoo_factory, tmp_path):
     zoo, _ = analyzed
-    assert_one_error_line(run("analyze", zoo, "--metrics", "hessian,curvature", "-q"),
+    assert_one_line_error(run_cli("analyze", zoo, "--metrics", "hessian,curvature", "-q"),
                           "unknown metric 'curvature'; valid metrics: hessian, cka, connectivity")
-    assert_one_error_line(run("analyze", zoo_factory(ONE_SEED), "--metrics", "connectivity", "-q"),
+    assert_one_line_error(run_cli("analyze", zoo_factory(ONE_SEED), "--metrics", "connectivity", "-q"),
                           "no seed pairs")
-    assert_one_error_line(run("analyze", zoo_factory(TINY_INR), "--metrics", "hessian", "-q"),
+    assert_one_line_error(run_cli("analyze", zoo_factory(TINY_INR), "--metrics", "hessian", "-q"),
                           "not classifiers")
-    assert_one_error_line(run("analyze", zoo, "--checkpoint", "5", "-q"),
+    assert_one_line_error(run_cli("analyze", zoo, "--checkpoint", "5", "-q"),
                           "no selected row is at checkpoint 5")
-    assert_one_error_line(run("plot", zoo, "--x", "width", "--y", "depthh", "--metric", "test_acc",
+    assert_one_line_error(run_cli("plot", zoo, "--x", "width", "--y", "depthh", "--metric", "test_acc",
                               "--out", tmp_path / "x.png"), "unknown column 'depthh'")
-    assert_one_error_line(run("plot", zoo, "--x", "width", "--metric", "test_acc",
+    assert_one_line_error(run_cli("plot", zoo, "--x", "width", "--metric", "test_acc",
                               "--out", tmp_path / "x.png"), "a heatmap needs a y column")
     assert not (tmp_path / "x.png").exists()
 

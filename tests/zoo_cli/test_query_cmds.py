@@ -8,22 +8,11 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
-from zoo_helpers import flip_weight_byte, tree_hashes
-
-from zoo_cli.main import cli
-
-
-def run(*args: str):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert "Traceback" not in result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+from zoo_helpers import flip_weight_byte, run_cli, tree_hashes
 
 
 def test_query_sql_csv(zoo_dir):
-    r = run("query", zoo_dir, "SELECT model_id, test_acc FROM models WHERE checkpoint = 2 ORDER BY model_id",
+    r = run_cli("query", zoo_dir, "SELECT model_id, test_acc FROM models WHERE checkpoint = 2 ORDER BY model_id",
             "--format", "csv")
     assert r.exit_code == 0
     rows = list(csv.DictReader(io.StringIO(r.output)))
@@ -31,7 +20,7 @@ def test_query_sql_csv(zoo_dir):
 
 
 def test_query_shortcuts_table(zoo_dir):
-    r = run("query", zoo_dir, "--where", "test_acc > 0.8 AND activation = 'relu'", "--order-by",
+    r = run_cli("query", zoo_dir, "--where", "test_acc > 0.8 AND activation = 'relu'", "--order-by",
             "test_acc DESC, model_id", "--limit", "3", "--columns", "model_id,lr,test_acc", "--format", "table")
     assert r.exit_code == 0
     lines = r.output.splitlines()
@@ -39,24 +28,24 @@ def test_query_shortcuts_table(zoo_dir):
 
 
 def test_query_json_and_parquet_out(zoo_dir, tmp_path):
-    r = run("query", zoo_dir, "--limit", "2", "--columns", "model_id,lr", "--format", "json")
+    r = run_cli("query", zoo_dir, "--limit", "2", "--columns", "model_id,lr", "--format", "json")
     assert [set(x) for x in json.loads(r.output)] == [{"model_id", "lr"}] * 2
     out = tmp_path / "res.parquet"
-    r = run("query", zoo_dir, "SELECT * FROM models WHERE lr = 0.1", "--out", out)
+    r = run_cli("query", zoo_dir, "SELECT * FROM models WHERE lr = 0.1", "--out", out)
     assert r.exit_code == 0 and pq.read_table(out).num_rows == 12
-    r = run("query", zoo_dir, "--limit", "1", "--format", "parquet")
+    r = run_cli("query", zoo_dir, "--limit", "1", "--format", "parquet")
     assert r.exit_code == 1 and "--out" in r.output
 
 
 def test_query_errors_are_one_line(zoo_dir):
-    r = run("query", zoo_dir, "SELECT nope FROM models")
+    r = run_cli("query", zoo_dir, "SELECT nope FROM models")
     assert r.exit_code == 1
     assert r.output.startswith("error: unknown column 'nope'") and "test_acc" in r.output
-    r = run("query", zoo_dir, "SELEC 1")
+    r = run_cli("query", zoo_dir, "SELEC 1")
     assert r.exit_code == 1 and "syntax error" in r.output
-    r = run("query", zoo_dir / "nothing-here")
+    r = run_cli("query", zoo_dir / "nothing-here")
     assert r.exit_code == 1 and "no zoo at" in r.output
-    r = run("query", "SELECT 1")
+    r = run_cli("query", "SELECT 1")
     assert r.exit_code == 1 and "name the zoo directory" in r.output
 
 
@@ -64,13 +53,13 @@ def test_query_errors_are_one_line(zoo_dir):
                                  "COPY models TO '{root}/models/part-00000.parquet'", "ATTACH '{root}/x.db'"])
 def test_query_cannot_write(zoo_copy, sql):
     before = tree_hashes(zoo_copy)
-    r = run("query", zoo_copy, sql.format(root=zoo_copy))
+    r = run_cli("query", zoo_copy, sql.format(root=zoo_copy))
     assert r.exit_code == 1 and "not allowed" in r.output and "read-only" in r.output
     assert tree_hashes(zoo_copy) == before
 
 
 def test_query_several_zoos(zoo_dir, multi_arch_dir):
-    r = run("query", zoo_dir, multi_arch_dir, "SELECT zoo, count(*) AS n, max(width_note) AS w FROM models "
+    r = run_cli("query", zoo_dir, multi_arch_dir, "SELECT zoo, count(*) AS n, max(width_note) AS w FROM models "
             "GROUP BY zoo ORDER BY zoo", "--format", "csv")
     assert r.exit_code == 0
     assert list(csv.DictReader(io.StringIO(r.output))) == [
@@ -78,28 +67,29 @@ def test_query_several_zoos(zoo_dir, multi_arch_dir):
 
 
 def test_catalog_commands(zoo_dir, multi_arch_dir):
-    assert "empty" in run("catalog", "list").output
-    assert run("catalog", "add", zoo_dir).exit_code == 0
-    assert run("catalog", "add", multi_arch_dir, "--name", "w").exit_code == 0
-    listing = run("catalog", "list").output
+    assert "empty" in run_cli("catalog", "list").output
+    assert run_cli("catalog", "add", zoo_dir).exit_code == 0
+    assert run_cli("catalog", "add", multi_arch_dir, "--name", "w").exit_code == 0
+    listing = run_cli("catalog", "list").output
     assert "tiny" in listing and "w " in listing and "36 rows" in listing
-    r = run("query", "--catalog", "SELECT zoo, count(*) AS n FROM models GROUP BY zoo ORDER BY zoo", "--format", "csv")
+    r = run_cli("query", "--catalog", "SELECT zoo, count(*) AS n FROM models GROUP BY zoo ORDER BY zoo",
+                "--format", "csv")
     assert r.output.splitlines()[1:] == ['"tiny",36', '"w",16']
-    r = run("query", "--catalog", "--where", "zoo = 'w'", "--columns", "zoo", "--format", "csv")
+    r = run_cli("query", "--catalog", "--where", "zoo = 'w'", "--columns", "zoo", "--format", "csv")
     assert len(r.output.splitlines()) == 17
-    assert run("catalog", "remove", "w").exit_code == 0
-    r = run("catalog", "remove", "w")
+    assert run_cli("catalog", "remove", "w").exit_code == 0
+    r = run_cli("catalog", "remove", "w")
     assert r.exit_code == 1 and "no zoo named 'w'" in r.output
-    r = run("query", "--catalog", zoo_dir, "SELECT 1")
+    r = run_cli("query", "--catalog", zoo_dir, "SELECT 1")
     assert r.exit_code == 1 and "only the SQL" in r.output
 
 
 def test_verify_command(zoo_copy):
-    r = run("verify", zoo_copy)
+    r = run_cli("verify", zoo_copy)
     assert r.exit_code == 0 and "OK" in r.output
     shard = pq.read_table(zoo_copy / "models/part-00001.parquet")["weights_shard"][0].as_py()
     flip_weight_byte(zoo_copy / shard, "layers.1.bias", 0)
-    r = run("verify", zoo_copy)
+    r = run_cli("verify", zoo_copy)
     assert r.exit_code == 1
     assert f"BAD {shard}: sha256" in r.output and f"BAD {shard} [model_id=" in r.output
     assert "error: 2 problem(s)" in r.output
@@ -108,5 +98,5 @@ def test_verify_command(zoo_copy):
 def test_sql_longer_than_a_file_name_is_sql(zoo_dir):
     long_sql = "SELECT model_id FROM models WHERE " + " OR ".join(f"model_id = 'm{i:04d}'" for i in range(30))
     assert len(long_sql) > 255
-    r = run("query", zoo_dir, long_sql, "--format", "csv")
+    r = run_cli("query", zoo_dir, long_sql, "--format", "csv")
     assert r.exit_code == 0 and r.output.strip() == '"model_id"'  # the CSV header of no rows

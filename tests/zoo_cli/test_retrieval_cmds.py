@@ -7,9 +7,7 @@ import json
 
 import pytest
 import yaml
-from click.testing import CliRunner
-
-from zoo_cli.main import cli
+from zoo_helpers import assert_one_line_error, run_cli
 
 #: Two MLP architectures (one and two hidden layers) per source task, one run each.
 TEMPLATE = {
@@ -21,24 +19,14 @@ TEMPLATE = {
 SOURCES = ("digits:classes=0,1,2", "digits:classes=3,4,5", "digits:classes=6,7,8,9")
 
 
-def run(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert "Traceback" not in result.output
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def ok(*args) -> str:
-    result = run(*args)
+    result = run_cli(*args)
     assert result.exit_code == 0, result.output
     return result.output
 
 
-def assert_one_error_line(result, match: str) -> None:
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], result.output
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +86,14 @@ def test_bad_input_is_one_error_line(hub, tmp_path):
     m.files = [f for f in m.files if f.kind != "sidecar"]
     write_manifest(bare, m)
 
-    assert_one_error_line(run("embed", bare, "--method", "nope"),
+    assert_one_line_error(run_cli("embed", bare, "--method", "nope"),
                           "unknown embedding method 'nope'; valid methods: behavior, statnn, weights")
-    assert_one_error_line(run("embed", bare, "--method", "statnn", "-q"), "embedding dimension mismatch")
-    assert_one_error_line(run("search", bare, "--task", "digits:classes=3"), "at least two classes")
-    assert_one_error_line(run("search", bare, "--task", "digits", "--method", "behavior"),
+    assert_one_line_error(run_cli("embed", bare, "--method", "statnn", "-q"), "embedding dimension mismatch")
+    assert_one_line_error(run_cli("search", bare, "--task", "digits:classes=3"), "at least two classes")
+    assert_one_line_error(run_cli("search", bare, "--task", "digits", "--method", "behavior"),
                           "has no behavior embeddings")
-    assert_one_error_line(run("search", bare, "--task", "digits", "--method", "nope"),
+    assert_one_line_error(run_cli("search", bare, "--task", "digits", "--method", "nope"),
                           "unknown search method 'nope'; valid methods: logme, hscore, leep, nce, behavior, ranker")
-    assert_one_error_line(run("search", bare, "--task", "digits", "--method", "ranker"), "needs --ranker DIR")
-    assert_one_error_line(run("search", bare, "--task", "moons"), "the task's inputs must match")
-    assert_one_error_line(run("train-ranker", bare, "--out", tmp_path / "r", "-q"), "has no behavior embeddings")
+    assert_one_line_error(run_cli("search", bare, "--task", "digits", "--method", "ranker"), "needs --ranker DIR")
+    assert_one_line_error(run_cli("search", bare, "--task", "moons"), "the task's inputs must match")
+    assert_one_line_error(run_cli("train-ranker", bare, "--out", tmp_path / "r", "-q"), "has no behavior embeddings")
