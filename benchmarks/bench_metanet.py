@@ -444,7 +444,8 @@ def cnn_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seeds: tu
     ref, pooled, info = _pooled_cnn_splits(zoo_path)
     zoo = open_zoo(zoo_path)
     out: dict[str, Any] = {
-        "zoo": zoo.name, "runs": len(set(zoo.table.column("run_id").to_pylist())), **info, "target": "test_acc", "checkpoints": "all but 0",
+        "zoo": zoo.name, "runs": len(set(zoo.table.column("run_id").to_pylist())), **info,
+        "target": "test_acc", "checkpoints": "all but 0",
         "split": {s: len(pooled[s][1]) for s in SPLITS},
         "pooling": "one metanetwork over all activations (same parameter shapes; the "
                    "activation is not an input): per-arch WeightDataset splits by run_id, pooled",
@@ -596,7 +597,8 @@ def gmn_throughput(zoo_path: Path, cfg: dict, quiet: bool) -> dict:
     check["same_output"] = check["max_abs_output_diff"] <= check["tolerance"] * max(1.0, check["max_abs_output"])
     check["same_gradients"] = grad_diff <= 1e-3
     log(f"GMN sparse vs dense on {bs} networks: max |Δout| {check['max_abs_output_diff']:.2e}, "
-        f"max rel |Δgrad| {grad_diff:.2e} -> {'same' if check['same_output'] and check['same_gradients'] else 'DIFFERENT'}")
+        f"max rel |Δgrad| {grad_diff:.2e} -> "
+        f"{'same' if check['same_output'] and check['same_gradients'] else 'DIFFERENT'}")
 
     def run(model: nn.Module, fn) -> dict:
         model.train()
