@@ -31,7 +31,7 @@ from catalog.format import atomic_write_bytes
 from catalog.network import NetworkSpec
 from catalog.selection import Selection
 from weightspace.models.base import Metanetwork
-from weightspace.models.registry import build_metanetwork
+from weightspace.models.registry import build_metanetwork, get_metanetwork
 from weightspace.normalization import ParamNormalizer
 
 RUN_FORMAT = "weightzoo-metanet-run-v1"
@@ -203,8 +203,9 @@ class TrainedMetanetwork:
                 f"retrain the metanetwork with this version")
         m = cfg["model"]
         specs = [NetworkSpec.from_dict(s) for s in m.get("specs", [m["spec"]])]
+        hparams = {**get_metanetwork(m["model"]).legacy_hparams, **m["hparams"]}
         net = build_metanetwork(m["model"], specs if len(specs) > 1 else specs[0], m["out_dim"],
-                                **m["hparams"])
+                                **hparams)
         state = load_file(str(run_dir / WEIGHTS_FILE))
         try:
             net.load_state_dict(state, strict=True)

@@ -67,6 +67,22 @@ def test_run_dir_round_trip(tmp_path):
         TrainedMetanetwork.load(tmp_path)
 
 
+def test_dws_run_saved_before_norm_and_meanmax_existed_still_loads(tmp_path):
+    # A run from an older version: its config has no norm/reduction/head_pool, and its model had
+    # no batch norm and mean pooling. Train that model now, drop the keys, and reload it.
+    spec, p, y = _synthetic(32, 0)
+    old = {"norm": "none", "reduction": "mean", "head_pool": "mean"}
+    model, _ = fit("dws", (p, y), None, spec=spec, epochs=1, progress=False, hparams={"hidden": 4, **old})
+    model.save(tmp_path / "run", metrics={})
+    path = tmp_path / "run" / "config.json"
+    cfg = json.loads(path.read_text())
+    for key in old:
+        del cfg["model"]["hparams"][key]
+    path.write_text(json.dumps(cfg))
+    loaded = TrainedMetanetwork.load(tmp_path / "run")
+    torch.testing.assert_close(loaded.predict(p), model.predict(p))
+
+
 def test_normalizer_pools_entry_stats_exactly():
     spec, p, _ = _synthetic(50, 0)
     from catalog.dataset import compute_stats

@@ -34,6 +34,9 @@ class Metanetwork(nn.Module):
         graphs: whether it reads graph architectures (ResNets, transformers, ...: specs with
             ``nodes``) as well as layer chains; models built on the layer structure do not,
             and refuse such a spec with a clear error (default ``False``).
+        legacy_hparams: what a saved config that lacks a hyperparameter meant: the behaviour
+            before the hyperparameter existed, when it is not the new default (so run
+            directories saved by older versions rebuild the model they trained).
 
     Args:
         spec: the architecture of the input networks.
@@ -48,6 +51,7 @@ class Metanetwork(nn.Module):
     weight_output: ClassVar[bool] = False
     multi_arch: ClassVar[str] = "one"
     graphs: ClassVar[bool] = False
+    legacy_hparams: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: NetworkSpec, out_dim: int) -> None:
         super().__init__()

@@ -327,6 +327,8 @@ class DWSNet(Metanetwork):
     """
 
     weight_output = True
+    # Runs saved before batch norm and meanmax pooling became the defaults had neither.
+    legacy_hparams = {"norm": "none", "reduction": "mean", "head_pool": "mean"}
 
     def __init__(self, spec: NetworkSpec, out_dim: int, hidden: int = 16, n_layers: int = 3,
                  head_hidden: int = 64, dropout: float = 0.0, probes: int = 0,
