@@ -1,0 +1,369 @@
+"""Importers: fixtures written in the source layouts, imported, verified, run and exported back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from catalog.verify import verify_zoo
+from catalog.zoo import open_zoo
+from zoo_builders.importers import (
+    IMPORTERS,
+    SourceError,
+    export_statedict,
+    get_importer,
+    import_small_cnn_zoo,
+    import_statedicts,
+    import_zoo,
+)
+
+
+def _mlp(seed: int, widths=(6, 5, 3)) -> nn.Module:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers).eval()
+
+
+class _Named(nn.Module):
+    """An MLP with its own layer names (fc1, fc2, out) and tanh."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc1, self.fc2, self.out = nn.Linear(4, 7), nn.Linear(7, 7), nn.Linear(7, 2)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.fc2(torch.tanh(self.fc1(x)))))
+
+
+class _Cnn(nn.Module):
+    """Two stride-1 convolutions, global average pool, linear: what inference assumes."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.c1, self.c2, self.head = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 5, 3), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.c2(torch.relu(self.c1(x))))
+        return self.head(h.mean((2, 3)))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Three MLPs (two .safetensors, one torch.save .pt wrapped in DataParallel names), one tanh
+    net with its own names (.pth), a metadata.csv and a per-model .json."""
+    src = tmp_path / "src"
+    src.mkdir()
+    models = {}
+    for i in range(2):
+        m = _mlp(i)
+        save_file(m.state_dict(), src / f"mlp{i}.safetensors")
+        models[f"mlp{i}.safetensors"] = m
+    m = _mlp(2)
+    torch.save({f"module.{k}": v for k, v in m.state_dict().items()}, src / "mlp2.pt")
+    models["mlp2.pt"] = m
+    n = _Named(3)
+    torch.save(n.state_dict(), src / "named.pth")
+    models["named.pth"] = n
+    with open(src / "metadata.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "lr", "optimizer", "test_acc", "checkpoint"])
+        w.writerow(["mlp0.safetensors", 0.1, "adam", 0.75, 3])
+        w.writerow(["mlp1.safetensors", 0.01, "sgd", 0.5, 5])
+        w.writerow(["mlp2.pt", 0.001, "adam", 0.25, 7])
+    (src / "named.json").write_text(json.dumps({"note": "own names", "test_acc": 0.9}))
+    return src, models
+
+
+def test_state_dict_folder_imports_verifies_and_runs(folder, tmp_path):
+    src, models = folder
+    out = tmp_path / "zoo"
+    manifest = import_statedicts(src, out, quiet=True)
+    assert manifest.counts["rows"] == 4 and len(manifest.architectures) == 2
+    assert verify_zoo(out).ok
+    z = open_zoo(out)
+    table = z.table.to_pylist()
+    by_path = {r["source_path"]: r for r in table}
+    assert by_path["mlp1.safetensors"]["lr"] == 0.01 and by_path["mlp1.safetensors"]["optimizer"] == "sgd"
+    assert by_path["mlp2.pt"]["checkpoint"] == 7 and by_path["named.pth"]["checkpoint"] == 0
+    assert by_path["named.pth"]["note"] == "own names" and by_path["mlp0.safetensors"]["note"] is None
+    assert all(r["status"] == "ok" and r["source_layout"] == "state-dicts" for r in table)
+    assert by_path["mlp0.safetensors"]["model_id"] == by_path["mlp0.safetensors"]["run_id"]
+    # names: the file's own ('module.' stripped)
+    sd = z.state_dict(by_path["mlp2.pt"]["model_id"])
+    assert list(sd) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    for k, v in models["mlp2.pt"].state_dict().items():
+        assert torch.equal(sd[k], v)
+
+
+def test_imported_modules_compute_like_the_originals(folder, tmp_path):
+    src, models = folder
+    (src / "named.pth").unlink()
+    (src / "named.json").unlink()
+    out = tmp_path / "zoo"
+    import_statedicts(src, out, quiet=True)
+    z = open_zoo(out)
+    sel = z.select(order_by="source_path")
+    x = torch.randn(9, 6)
+    for path, module in zip(sel.column("source_path"), sel.modules()):
+        torch.testing.assert_close(module(x), models[path](x), rtol=0, atol=1e-6)
+
+
+def test_activation_option_and_own_names(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    net = _Named(0).eval()
+    save_file(net.state_dict(), src / "a.safetensors")
+    out = tmp_path / "zoo"
+    import_statedicts(src, out, activation="tanh", quiet=True)
+    z = open_zoo(out)
+    (module,) = z.select().modules()
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(module(x), net(x), rtol=0, atol=1e-6)
+    assert sorted(module.state_dict()) == sorted(net.state_dict())
+
+
+def test_conv_net_with_input_shape(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    nets = [_Cnn(i).eval() for i in range(2)]
+    for i, n in enumerate(nets):
+        torch.save(n.state_dict(), src / f"c{i}.bin")
+    with pytest.raises(SourceError, match="--input-shape"):
+        import_statedicts(src, tmp_path / "no", quiet=True)
+    out = tmp_path / "zoo"
+    import_statedicts(src, out, input_shape=(1, 8, 8), quiet=True)
+    assert verify_zoo(out).ok
+    sel = open_zoo(out).select(order_by="source_path")
+    x = torch.randn(3, 1, 8, 8)
+    for n, m in zip(nets, sel.modules()):
+        torch.testing.assert_close(m(x), n(x), rtol=0, atol=1e-5)
+
+
+def test_arch_preset_override_keeps_names(tmp_path):
+    from zoo_builders.architectures import CNNConfig
+
+    spec = CNNConfig(channels=(4, 4, 4)).network_spec((1, 8, 8), 3)
+    from catalog.network import build_module
+
+    torch.manual_seed(0)
+    ref = build_module(spec)
+    for p in ref.parameters():
+        nn.init.normal_(p, std=0.3)
+    renamed = {k.replace("layers.", "net."): v for k, v in ref.state_dict().items()}
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(renamed, src / "m.safetensors")
+    out = tmp_path / "zoo"
+    import_statedicts(src, out, arch="cnn", arch_options=["channels=[4,4,4]"], input_shape=(1, 8, 8), quiet=True)
+    (module,) = open_zoo(out).select().modules()
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(module(x), ref(x), rtol=0, atol=1e-6)
+    assert sorted(module.state_dict()) == sorted(renamed)
+    # the preset's own names keep the chain form (format v1)
+    save_file(ref.state_dict(), src / "m.safetensors")
+    out2 = tmp_path / "zoo2"
+    manifest = import_statedicts(src, out2, arch="cnn", arch_options={"channels": [4, 4, 4]},
+                                 input_shape=(1, 8, 8), quiet=True)
+    assert manifest.format_version == 1
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    out3 = tmp_path / "zoo3"
+    import_statedicts(src, out3, arch=spec_file, quiet=True)
+    assert verify_zoo(out3).ok
+
+
+def test_export_round_trip_is_bit_identical(folder, tmp_path):
+    src, _ = folder
+    out = tmp_path / "zoo"
+    import_statedicts(src, out, quiet=True)
+    exported = tmp_path / "exported"
+    files = export_statedict(out, exported, quiet=True)
+    assert sorted(p.name for p in files) == ["mlp0.safetensors", "mlp1.safetensors", "mlp2.safetensors",
+                                             "named.safetensors"]
+    for name in ("mlp0", "mlp1"):
+        a, b = load_file(src / f"{name}.safetensors"), load_file(exported / f"{name}.safetensors")
+        assert list(a) == list(b) or sorted(a) == sorted(b)
+        assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+    pt = torch.load(src / "named.pth", weights_only=True)
+    back = load_file(exported / "named.safetensors")
+    assert sorted(pt) == sorted(back) and all(torch.equal(pt[k], back[k]) for k in pt)
+    # and back in: same weights, same metadata
+    again = tmp_path / "again"
+    import_statedicts(exported, again, quiet=True)
+    t1 = {r["source_path"].rsplit(".", 1)[0]: r for r in open_zoo(out).table.to_pylist()}
+    t2 = {r["source_path"].rsplit(".", 1)[0]: r for r in open_zoo(again).table.to_pylist()}
+    assert t1.keys() == t2.keys()
+    for k in t1:
+        assert t1[k]["sha256"] == t2[k]["sha256"]
+        for col in ("lr", "optimizer", "test_acc", "checkpoint", "note", "run_id"):
+            assert t1[k][col] == t2[k][col]
+
+
+def test_metadata_jsonl_and_resume(folder, tmp_path):
+    src, _ = folder
+    (src / "metadata.csv").unlink()
+    (src / "metadata.jsonl").write_text(json.dumps({"path": "mlp1.safetensors", "seed": 4}) + "\n")
+    out = tmp_path / "zoo"
+    import_statedicts(src, out, quiet=True)
+    rows = {r["source_path"]: r for r in open_zoo(out).table.to_pylist()}
+    assert rows["mlp1.safetensors"]["seed"] == 4 and rows["mlp0.safetensors"]["seed"] is None
+    again = import_statedicts(src, out, quiet=True)  # a finished import run again adds nothing
+    assert again.counts["rows"] == 4
+
+
+def test_bad_inputs_one_clear_error_each(tmp_path):
+    def fresh(name):
+        d = tmp_path / name
+        d.mkdir()
+        return d
+
+    d = fresh("notsd")
+    torch.save([torch.zeros(2)], d / "a.pt")
+    with pytest.raises(SourceError, match="not a state dict"):
+        import_statedicts(d, tmp_path / "o1", quiet=True)
+
+    d = fresh("garbage")
+    (d / "a.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(SourceError, match="not a readable safetensors"):
+        import_statedicts(d, tmp_path / "o2", quiet=True)
+
+    d = fresh("nonchain")
+    save_file({"a.weight": torch.zeros(5, 4), "b.weight": torch.zeros(3, 6)}, d / "m.safetensors")
+    with pytest.raises(SourceError, match="do not form a chain.*--arch"):
+        import_statedicts(d, tmp_path / "o3", quiet=True)
+    save_file({"bn.running_mean": torch.zeros(5), "a.weight": torch.zeros(5, 4)}, d / "m.safetensors")
+    with pytest.raises(SourceError, match="not a layer's weight or bias.*--arch"):
+        import_statedicts(d, tmp_path / "o3b", quiet=True)
+
+    d = fresh("missing")
+    save_file(_mlp(0).state_dict(), d / "m.safetensors")
+    (d / "metadata.csv").write_text("file,lr\nm.safetensors,0.1\nghost.pt,0.2\n")
+    with pytest.raises(SourceError, match="ghost.pt.*not a model file"):
+        import_statedicts(d, tmp_path / "o4", quiet=True)
+    assert not (tmp_path / "o4").exists()
+
+    d = fresh("evil")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(d / "m.pt", "wb") as f:
+        pickle.dump({"w": Evil()}, f, protocol=2)
+    with pytest.raises(SourceError, match="refused"):
+        import_statedicts(d, tmp_path / "o5", quiet=True)
+    assert not marker.exists()
+    d = fresh("module")
+    torch.save(nn.Linear(2, 2), d / "whole_module.pt")  # a pickled nn.Module, not a state dict
+    with pytest.raises(SourceError, match="refused.*weights_only"):
+        import_statedicts(d, tmp_path / "o6", quiet=True)
+
+    with pytest.raises(SourceError, match="valid layouts: small-cnn-zoo, state-dicts"):
+        get_importer("tf-hub")
+    assert set(IMPORTERS) == {"state-dicts", "small-cnn-zoo"}
+
+
+# ================================================================================ Small CNN Zoo
+def _small_cnn_zoo(tmp_path, n_runs=2, steps=(0, 10), truncate=False, bad_layout=False):
+    """A Small CNN Zoo directory whose networks are the cnn preset (16 channels, 28x28x1),
+    stored TensorFlow-style: conv HWIO, dense [in, out], flattened C-order."""
+    from catalog.network import build_module
+    from zoo_builders.architectures import CNNConfig
+
+    spec = CNNConfig(channels=(16, 16, 16)).network_spec((1, 28, 28), 10)
+    assert spec.n_params == 4970
+    src = tmp_path / "scz"
+    src.mkdir()
+    layout, pos = [], 0
+    names = ["sequential/conv2d/kernel:0", "sequential/conv2d/bias:0", "sequential/conv2d_1/kernel:0",
+             "sequential/conv2d_1/bias:0", "sequential/conv2d_2/kernel:0", "sequential/conv2d_2/bias:0",
+             "sequential/dense/kernel:0", "sequential/dense/bias:0"]
+    rows, nets, metrics = [], [], []
+    for r in range(n_runs):
+        for s in steps:
+            torch.manual_seed(100 * r + s)
+            net = build_module(spec)
+            for p in net.parameters():
+                nn.init.normal_(p, std=0.2)
+            flat = []
+            for p in net.state_dict().values():
+                t = p.detach().numpy()
+                if t.ndim == 4:
+                    t = t.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+                elif t.ndim == 2:
+                    t = t.T
+                flat.append(t.reshape(-1))
+            rows.append(np.concatenate(flat))
+            nets.append(net)
+            metrics.append({"config.activation": "relu", "config.learning_rate": 0.01 * (r + 1),
+                            "config.w_init": "he_normal", "modeldir": f"run{r}", "step": s,
+                            "test_accuracy": 0.1 * r + 0.01 * s, "train_loss": 2.0 - 0.1 * s})
+    for name, p in zip(names, spec.params):
+        tf_shape = p.shape if len(p.shape) == 1 else (
+            (p.shape[2], p.shape[3], p.shape[1], p.shape[0]) if len(p.shape) == 4 else (p.shape[1], p.shape[0]))
+        n = math.prod(tf_shape)
+        layout.append({"varname": name, "start_idx": pos, "end_idx": pos + n, "shape": str(tuple(tf_shape))})
+        pos += n
+    if bad_layout:
+        layout[-1]["end_idx"] += 1
+        layout[-1]["shape"] = f"({layout[-1]['end_idx'] - layout[-1]['start_idx']},)"
+    np.save(src / "weights.npy", np.stack(rows).astype(np.float32))
+    if truncate:
+        data = (src / "weights.npy").read_bytes()
+        (src / "weights.npy").write_bytes(data[: len(data) // 2])
+    for fname, recs in (("layout.csv", layout), ("metrics.csv", metrics)):
+        with open(src / fname, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(recs[0]))
+            w.writeheader()
+            w.writerows(recs)
+    return src, nets
+
+
+def test_small_cnn_zoo_import(tmp_path):
+    src, nets = _small_cnn_zoo(tmp_path)
+    out = tmp_path / "zoo"
+    manifest = import_small_cnn_zoo(src, out, rows_per_part=3, quiet=True)
+    assert manifest.counts["rows"] == 4 and manifest.counts["runs"] == 2 and manifest.format_version == 1
+    assert verify_zoo(out).ok
+    z = open_zoo(out)
+    sel = z.select(order_by="source_path")
+    rows = sel.table.to_pylist()
+    assert [r["checkpoint"] for r in rows] == [0, 10, 0, 10]
+    assert rows[2]["config_learning_rate"] == 0.02 and rows[0]["config_w_init"] == "he_normal"
+    assert rows[0]["run_id"] == rows[1]["run_id"] != rows[2]["run_id"]
+    x = torch.randn(2, 1, 28, 28)
+    for net, module, sd in zip(nets, sel.modules(), sel.state_dicts()):
+        for k, v in net.state_dict().items():
+            assert torch.equal(sd[k], v)  # bit-identical after the documented transposes
+        torch.testing.assert_close(module(x), net(x), rtol=0, atol=1e-6)
+
+
+def test_small_cnn_zoo_bad_inputs(tmp_path):
+    (tmp_path / "a").mkdir()
+    src, _ = _small_cnn_zoo(tmp_path / "a", truncate=True)
+    with pytest.raises(SourceError, match="weights.npy cannot be read"):
+        import_small_cnn_zoo(src, tmp_path / "o1", quiet=True)
+    assert not (tmp_path / "o1").exists()
+    (tmp_path / "b").mkdir()
+    src, _ = _small_cnn_zoo(tmp_path / "b", bad_layout=True)
+    with pytest.raises(SourceError, match="layout.csv covers 4971 values per row but weights.npy rows have 4970"):
+        import_small_cnn_zoo(src, tmp_path / "o2", quiet=True)
+    with pytest.raises(SourceError, match="not a Small CNN Zoo directory"):
+        import_zoo("small-cnn-zoo", tmp_path, tmp_path / "o3", quiet=True)
+    with pytest.raises(SourceError, match="does not take --arch"):
+        import_zoo("small-cnn-zoo", src, tmp_path / "o4", arch="cnn")

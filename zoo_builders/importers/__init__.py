@@ -1,0 +1,55 @@
+"""Importers: zoos built from models that already exist, one file per source layout.
+
+Each importer reads its layout, infers or is told the architectures, and writes a regular zoo
+through :class:`catalog.writer.ZooWriter` (which takes the zoo's lock and makes the import
+resumable). :data:`IMPORTERS` maps a layout name to its function; :func:`import_zoo` dispatches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from catalog.format import Manifest
+from zoo_builders.importers.common import SourceError
+from zoo_builders.importers.small_cnn_zoo import import_small_cnn_zoo
+from zoo_builders.importers.statedict import export_statedict, import_statedicts, infer_chain, read_state_dict
+
+#: Layout name -> ``fn(src, out, **options) -> Manifest``.
+IMPORTERS: dict[str, Callable[..., Manifest]] = {
+    "state-dicts": import_statedicts,
+    "small-cnn-zoo": import_small_cnn_zoo,
+}
+
+
+def get_importer(layout: str) -> Callable[..., Manifest]:
+    """The importer of ``layout``.
+
+    Raises:
+        SourceError: an unknown layout; the message lists the valid ones.
+    """
+    if layout not in IMPORTERS:
+        raise SourceError(f"unknown layout {layout!r}; valid layouts: {', '.join(sorted(IMPORTERS))}")
+    return IMPORTERS[layout]
+
+
+def import_zoo(layout: str, src: str | os.PathLike, out: str | os.PathLike, **options) -> Manifest:
+    """Import ``src`` (in ``layout``) as a zoo at ``out``; ``options`` go to the importer
+    (``None`` values are left out, so the importer's defaults apply).
+
+    Raises:
+        SourceError: an unknown layout, an option the layout does not take, a bad source.
+    """
+    import inspect
+
+    fn = get_importer(layout)
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = set(inspect.signature(fn).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise SourceError(f"layout {layout!r} does not take {', '.join('--' + u.replace('_', '-') for u in unknown)}")
+    return fn(src, out, **options)
+
+
+__all__ = ["IMPORTERS", "SourceError", "export_statedict", "get_importer", "import_small_cnn_zoo", "import_statedicts",
+           "import_zoo", "infer_chain", "read_state_dict"]

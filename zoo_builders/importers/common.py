@@ -1,0 +1,222 @@
+"""What every importer shares: source columns as typed zoo columns, stable ids, architecture
+options (``--arch``), and writing groups of models through :class:`catalog.writer.ZooWriter`.
+
+An importer turns models that already exist into zoo rows: it never trains. It reads its source
+one model (or one chunk of rows) at a time and hands ``{param: Tensor[N, *shape]}`` batches of
+one architecture to the writer, so no source is ever held in memory whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+from torch import Tensor
+
+from catalog.errors import WeightzooError
+from catalog.format import CORE_COLUMNS
+from catalog.network import DTYPES, NetworkSpec
+from catalog.writer import ZooWriter
+
+#: Models written per part (and shard) by the importers: bounds memory, keeps shards modest.
+ROWS_PER_PART = 256
+
+#: Columns an importer adds to every row: where the model came from.
+PROVENANCE_COLUMNS = ("source_layout", "source_path")
+
+_TORCH_TO_DTYPE = {v: k for k, v in DTYPES.items()}
+
+
+class SourceError(WeightzooError):
+    """A source that cannot be imported: the message says what is wrong and what to do."""
+
+
+def stable_id(text: str, prefix: str = "") -> str:
+    """A short stable id: ``prefix`` plus the first 16 hex digits of ``sha256(text)``."""
+    return prefix + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def column_name(name: str) -> str:
+    """A source column's name as a zoo column: characters other than letters, digits and ``_``
+    become ``_`` (``config.lr`` -> ``config_lr``, so SQL needs no quoting), and a name that a
+    zoo's core columns use gets a ``source_`` prefix."""
+    out = re.sub(r"[^0-9A-Za-z_]", "_", str(name).strip()) or "column"
+    if out[0].isdigit():
+        out = "c_" + out
+    return "source_" + out if out in CORE_COLUMNS else out
+
+
+def rows_schema(rows: Sequence[Mapping]) -> tuple[list[dict], pa.Schema]:
+    """Every row with every column (missing values ``None``) and one Arrow type per non-core
+    column inferred over all rows, so every part of the zoo has the same schema.
+
+    Raises:
+        SourceError: a column mixes types that have no common type (e.g. text and numbers).
+    """
+    keys: list[str] = list(dict.fromkeys(k for r in rows for k in r))
+    full = [{k: r.get(k) for k in keys} for r in rows]
+    fields = []
+    for k in keys:
+        if k in CORE_COLUMNS:
+            continue
+        values = [r[k] for r in full]
+        try:
+            typ = pa.array(values).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            try:  # e.g. ints and strings: keep the column, as text
+                values = [None if v is None else str(v) for v in values]
+                for r, v in zip(full, values):
+                    r[k] = v
+                typ = pa.string()
+            except Exception as e:  # pragma: no cover - str() of a JSON value does not fail
+                raise SourceError(f"metadata column {k!r} mixes types that cannot share a column: {e}") from e
+        if pa.types.is_null(typ):
+            typ = pa.string()
+        fields.append(pa.field(k, typ))
+    return full, pa.schema(fields)
+
+
+def torch_dtype_name(t: Tensor, where: str) -> str:
+    if t.dtype not in _TORCH_TO_DTYPE:
+        raise SourceError(f"{where}: dtype {t.dtype} is not a weight dtype a zoo holds "
+                           f"({', '.join(DTYPES)})")
+    return _TORCH_TO_DTYPE[t.dtype]
+
+
+def builds_as_chain(spec: NetworkSpec) -> bool:
+    """True if the chain's parameter names follow ``layers.{i}.weight/bias`` (what
+    :class:`catalog.network.SpecNetwork` rebuilds)."""
+    for i, layer in enumerate(spec.layers):
+        if layer.weight != f"layers.{i}.weight" or layer.bias not in (None, f"layers.{i}.bias"):
+            return False
+    return True
+
+
+def storable(spec: NetworkSpec) -> NetworkSpec:
+    """The spec as written to the zoo: a chain whose names follow ``layers.{i}.*`` stays a
+    chain (format v1); a chain with the source's own names (``fc1.weight``, ``0.weight``) is
+    stored as the equivalent graph (:meth:`NetworkSpec.as_graph`, format v2), the form whose
+    rebuilt module carries any parameter names, so the zoo's names stay the source's own."""
+    if not spec.is_chain or builds_as_chain(spec):
+        return spec
+    return spec.as_graph()
+
+
+def rename_chain(spec: NetworkSpec, names: Sequence[tuple[str, str | None]], family: str | None = None
+                 ) -> NetworkSpec:
+    """``spec`` with layer ``i`` named ``names[i] = (weight, bias)`` (a preset's layout with a
+    source's parameter names)."""
+    layers = tuple(replace(layer, weight=w, bias=b) for layer, (w, b) in zip(spec.layers, names))
+    return NetworkSpec(family or spec.family, spec.input_shape, layers, dtype=spec.dtype, meta=dict(spec.meta))
+
+
+def parse_arch_options(options: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``["channels=[16,16,16]", "kernel_size=3"]`` (values read as JSON where they parse,
+    text otherwise) or a mapping -> ``{option: value}``."""
+    if options is None:
+        return {}
+    if isinstance(options, Mapping):
+        return dict(options)
+    out: dict[str, Any] = {}
+    for item in options:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise SourceError(f"architecture option {item!r} is not KEY=VALUE (e.g. channels=[16,16,16])")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def resolve_arch(arch: str | Path | Mapping | NetworkSpec, options: Mapping[str, Any],
+                 input_shape: Sequence[int] | None, n_outputs: int, activation: str | None) -> NetworkSpec:
+    """A chain or graph spec from ``--arch``: a :class:`NetworkSpec`, a spec dict, a path to a
+    spec JSON file (``zoo.json``'s architecture form), or a preset architecture name of
+    :mod:`zoo_builders.architectures` with ``options``; presets need ``input_shape``.
+
+    Raises:
+        SourceError: an unknown preset (the message lists the valid ones), a bad option, a
+            missing input shape, an unreadable spec file.
+    """
+    from zoo_builders.architectures import ARCHITECTURES, make_architecture
+
+    if isinstance(arch, NetworkSpec):
+        return arch
+    if isinstance(arch, Mapping):
+        return NetworkSpec.from_dict(arch)
+    text = str(arch)
+    path = Path(text)
+    if text.endswith(".json") or (path.suffix and path.exists()):
+        if not path.is_file():
+            raise SourceError(f"--arch {text}: no such spec file")
+        try:
+            return NetworkSpec.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise SourceError(f"--arch {text} is not valid JSON: {e}") from e
+    if text not in ARCHITECTURES:
+        raise SourceError(f"unknown architecture {text!r}; give a preset ({', '.join(sorted(ARCHITECTURES))}) "
+                           f"or a spec JSON file")
+    opts = dict(options)
+    if activation is not None and "activation" not in opts and "activation" in _fields(ARCHITECTURES[text]):
+        opts["activation"] = activation
+    if input_shape is None:
+        raise SourceError(f"--arch {text}: give the input shape of one example (--input-shape, e.g. 1,28,28)")
+    _, cfg = make_architecture({"name": text, **opts})
+    return cfg.network_spec(tuple(int(s) for s in input_shape), n_outputs)
+
+
+def _fields(cls: type) -> list[str]:
+    from dataclasses import fields
+
+    return [f.name for f in fields(cls)]
+
+
+class GroupWriter:
+    """Buffers models per architecture and writes a part every :data:`ROWS_PER_PART` models.
+
+    Args:
+        writer: the open zoo writer.
+        schema: the non-core column types (from :func:`rows_schema`).
+        rows_per_part: models per part (default :data:`ROWS_PER_PART`).
+    """
+
+    def __init__(self, writer: ZooWriter, schema: pa.Schema, rows_per_part: int = ROWS_PER_PART) -> None:
+        self.writer, self.schema, self.rows_per_part = writer, schema, rows_per_part
+        self._buf: dict[str, tuple[list[dict[str, Tensor]], list[dict]]] = {}
+        self.written = 0
+
+    def add(self, spec: NetworkSpec, tensors: Mapping[str, Tensor], row: Mapping) -> None:
+        """Queue one model (``tensors`` unstacked, ``{name: Tensor[*shape]}``)."""
+        arch_id = self.writer.add_architecture(spec)
+        models, rows = self._buf.setdefault(arch_id, ([], []))
+        models.append(dict(tensors))
+        rows.append(dict(row))
+        if len(rows) >= self.rows_per_part:
+            self._flush(arch_id)
+
+    def add_stacked(self, spec: NetworkSpec, stacked: Mapping[str, Tensor], rows: Sequence[Mapping]) -> None:
+        """Write ``len(rows)`` models at once (``{name: Tensor[N, *shape]}``)."""
+        arch_id = self.writer.add_architecture(spec)
+        self.writer.write_part(arch_id, stacked, list(rows), self.schema)
+        self.written += len(rows)
+
+    def _flush(self, arch_id: str) -> None:
+        models, rows = self._buf.pop(arch_id, ([], []))
+        if not rows:
+            return
+        names = self.writer.manifest.network_spec(arch_id).param_names
+        stacked = {n: torch.stack([m[n] for m in models]) for n in names}
+        self.writer.write_part(arch_id, stacked, rows, self.schema)
+        self.written += len(rows)
+
+    def flush(self) -> None:
+        for arch_id in list(self._buf):
+            self._flush(arch_id)

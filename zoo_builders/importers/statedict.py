@@ -1,0 +1,485 @@
+"""The state-dict folder layout: a directory of per-model files plus optional metadata.
+
+Layout (``SOURCE``, searched recursively)::
+
+    model_a.safetensors | model_a.pt | model_a.pth | model_a.bin   one state dict per model
+    metadata.csv | metadata.jsonl                                   optional, one row per model,
+                                                                    keyed by a file/path/filename column
+    model_a.json                                                    optional, per model (a JSON object)
+
+``.pt``/``.pth``/``.bin`` files are read with ``torch.load(weights_only=True)`` only: a pickle that
+holds anything but tensors and plain containers is refused, never executed.
+
+Architectures are inferred from the tensors (:func:`infer_chain`): consecutive ``<prefix>.weight``
+/ ``<prefix>.bias`` pairs, 2-D weights linear, 3-D conv1d, 4-D conv2d, sizes that chain; or given
+by ``arch`` (a preset name with options, or a spec JSON file). Models are grouped by architecture.
+``module.`` prefixes (DataParallel) are stripped; otherwise the zoo's parameter names are the
+file's own, so :func:`export_statedict` gives the files back.
+
+Inferred convolutions have stride 1 and no padding (a state dict does not record either): pass
+``arch`` when yours differ. A convolution followed by a linear layer (or last) is followed by a
+global average pool, the one way a chain goes from maps to vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from catalog.errors import WeightzooError
+from catalog.format import CORE_COLUMNS, Manifest
+from catalog.network import LayerSpec, NetworkSpec
+from catalog.paths import safe_join
+from catalog.writer import ZooWriter
+from zoo_builders.importers.common import (
+    GroupWriter,
+    SourceError,
+    column_name,
+    parse_arch_options,
+    resolve_arch,
+    rows_schema,
+    stable_id,
+    storable,
+    torch_dtype_name,
+)
+
+LAYOUT = "state-dicts"
+MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+METADATA_TABLES = ("metadata.csv", "metadata.jsonl")
+#: Metadata columns naming the model file, in order of preference.
+KEY_COLUMNS = ("file", "path", "filename")
+#: Top-level keys under which training scripts commonly nest the state dict itself.
+NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+_KINDS = {2: "linear", 3: "conv1d", 4: "conv2d"}
+
+
+# ================================================================================ reading
+def _natural_key(name: str) -> list:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """One model file as ``{name: tensor}``, ``module.`` prefixes stripped, in layer order: a
+    torch file's own order; a safetensors file's names in natural order (``layers.2`` before
+    ``layers.10``), since safetensors does not keep the order they were saved in.
+
+    Raises:
+        SourceError: not a state dict (a pickle that ``weights_only`` refuses, an object that
+            is not a ``{str: Tensor}`` mapping, a damaged file).
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            raw = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise SourceError(f"{path.name} is not a readable safetensors file: {e}") from e
+        items = sorted(raw.items(), key=lambda kv: _natural_key(kv[0]))
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SourceError(
+                f"{path.name} was refused: torch.load(weights_only=True) will not unpickle it ({first}); "
+                f"only plain state dicts of tensors are imported, nothing else is ever executed. "
+                f"Re-save it as model.state_dict() or as .safetensors") from e
+        except (RuntimeError, OSError, EOFError, ValueError) as e:
+            raise SourceError(f"{path.name} is not a readable torch file: {e}") from e
+        if isinstance(obj, Mapping):
+            for key in NESTED_KEYS:
+                if key in obj and isinstance(obj[key], Mapping) and not isinstance(obj[key], Tensor):
+                    obj = obj[key]
+                    break
+        if not isinstance(obj, Mapping) or not obj:
+            raise SourceError(f"{path.name} holds a {type(obj).__name__}, not a state dict "
+                              f"(a non-empty mapping of parameter names to tensors)")
+        bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+        if bad:
+            raise SourceError(f"{path.name} is not a state dict: entry {bad[0]!r} is a "
+                              f"{type(obj[bad[0]]).__name__}, not a tensor")
+        items = list(obj.items())
+    out: dict[str, Tensor] = {}
+    for name, t in items:
+        while name.startswith("module."):
+            name = name[len("module."):]
+        if name in out:
+            raise SourceError(f"{path.name}: two tensors are named {name!r} once 'module.' is stripped")
+        out[name] = t
+    return out
+
+
+def _layer_pairs(tensors: Mapping[str, Tensor], where: str) -> list[tuple[str, str | None]]:
+    """``[(weight name, bias name or None)]`` per layer, in the tensors' order.
+
+    Raises:
+        SourceError: a tensor that is not a ``.weight``/``.bias`` of a layer with a weight.
+    """
+    prefixes: dict[str, dict[str, str]] = {}
+    for name in tensors:
+        prefix, _, leaf = name.rpartition(".")
+        if leaf not in ("weight", "bias") or not prefix:
+            raise SourceError(
+                f"{where}: tensor {name!r} {list(tensors[name].shape)} is not a layer's weight or bias, so "
+                f"the tensors are not a chain of linear/conv layers; give the architecture with --arch "
+                f"(a preset name or a spec JSON file)")
+        prefixes.setdefault(prefix, {})[leaf] = name
+    pairs = []
+    for prefix, d in prefixes.items():
+        if "weight" not in d:
+            raise SourceError(f"{where}: {d['bias']!r} has no {prefix}.weight; the tensors are not a chain "
+                              f"of layers; give the architecture with --arch")
+        pairs.append((d["weight"], d.get("bias")))
+    return pairs
+
+
+def infer_chain(tensors: Mapping[str, Tensor], activation: str = "relu",
+                input_shape: Sequence[int] | None = None, where: str = "state dict") -> NetworkSpec:
+    """The chain a state dict's tensors form (see the module docstring for the rules).
+
+    Args:
+        tensors: ``{name: tensor}`` in layer order.
+        activation: the hidden layers' activation (the last layer's is identity; default relu).
+        input_shape: one example's shape; needed when the first layer is a convolution
+            (default: ``(in_features,)`` for a linear first layer).
+        where: the source, for messages.
+
+    Raises:
+        SourceError: the tensors do not form a chain (the message says where it breaks and to
+            use ``--arch``), or a convolutional net without an input shape.
+    """
+    pairs = _layer_pairs(tensors, where)
+    dtypes = {torch_dtype_name(t, f"{where}: {n}") for n, t in tensors.items()}
+    if len(dtypes) != 1:
+        raise SourceError(f"{where}: the tensors mix dtypes {sorted(dtypes)}; a zoo architecture has one dtype")
+    hint = "; give the architecture with --arch (a preset name or a spec JSON file)"
+    specs: list[dict[str, Any]] = []
+    for w_name, b_name in pairs:
+        w = tensors[w_name]
+        kind = _KINDS.get(w.dim())
+        if kind is None:
+            raise SourceError(f"{where}: {w_name!r} has shape {list(w.shape)}; a chain layer's weight is 2-D "
+                              f"(linear), 3-D (conv1d) or 4-D (conv2d){hint}")
+        out_f, in_f = int(w.shape[0]), int(w.shape[1])
+        if b_name is not None and tuple(tensors[b_name].shape) != (out_f,):
+            raise SourceError(f"{where}: {b_name!r} has shape {list(tensors[b_name].shape)}, expected "
+                              f"[{out_f}] for {w_name!r} {list(w.shape)}{hint}")
+        if specs:
+            prev = specs[-1]
+            if prev["kind"] == "linear" and kind != "linear":
+                raise SourceError(f"{where}: {kind} layer {w_name!r} follows linear layer {prev['weight']!r}; "
+                                  f"a chain cannot go from vectors back to maps{hint}")
+            if in_f != prev["out_features"]:
+                raise SourceError(
+                    f"{where}: the tensors do not form a chain: {w_name!r} {list(w.shape)} takes {in_f} "
+                    f"inputs but {prev['weight']!r} gives {prev['out_features']}{hint}")
+            if prev["kind"] != "linear" and kind == "linear":
+                prev["pool"] = "global_avg"
+        specs.append({"kind": kind, "in_features": in_f, "out_features": out_f, "weight": w_name,
+                      "bias": b_name, "kernel_size": tuple(int(k) for k in w.shape[2:])})
+    if specs[-1]["kind"] != "linear":
+        specs[-1]["pool"] = "global_avg"
+    for s in specs[:-1]:
+        s["activation"] = activation
+    first = specs[0]
+    if input_shape is None:
+        if first["kind"] != "linear":
+            raise SourceError(f"{where}: the first layer {first['weight']!r} is a {first['kind']}; give the "
+                              f"input shape of one example (--input-shape, e.g. 1,28,28)")
+        input_shape = (first["in_features"],)
+    input_shape = tuple(int(s) for s in input_shape)
+    if first["kind"] == "linear" and math.prod(input_shape) != first["in_features"]:
+        raise SourceError(f"{where}: input shape {list(input_shape)} has {math.prod(input_shape)} values but "
+                          f"{first['weight']!r} takes {first['in_features']}")
+    if first["kind"] != "linear" and (len(input_shape) != len(first["kernel_size"]) + 1
+                                      or input_shape[0] != first["in_features"]):
+        raise SourceError(f"{where}: input shape {list(input_shape)} does not fit {first['kind']} "
+                          f"{first['weight']!r} with {first['in_features']} input channels")
+    family = "mlp" if all(s["kind"] == "linear" for s in specs) else "cnn"
+    try:
+        return NetworkSpec(family, input_shape, tuple(LayerSpec(**s) for s in specs), dtype=dtypes.pop())
+    except WeightzooError as e:
+        raise SourceError(f"{where}: {e}{hint}") from e
+
+
+def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> NetworkSpec:
+    """``spec`` (from ``--arch``) with the file's parameter names and dtype.
+
+    A chain's layers take the file's names in order (the file's layers must have the spec's
+    shapes, layer by layer); a graph's parameters must be the file's, by name and shape.
+
+    Raises:
+        SourceError: the file's tensors do not fit the architecture (the first mismatch).
+    """
+    dtypes = {torch_dtype_name(t, f"{where}: {n}") for n, t in tensors.items()}
+    if len(dtypes) != 1:
+        raise SourceError(f"{where}: the tensors mix dtypes {sorted(dtypes)}; a zoo architecture has one dtype")
+    file_shapes = {n: tuple(t.shape) for n, t in tensors.items()}
+    if spec.is_chain:
+        pairs = _layer_pairs(tensors, where)
+        if len(pairs) != len(spec.layers):
+            raise SourceError(f"{where}: the file has {len(pairs)} layers, the architecture {spec.summary()} "
+                              f"has {len(spec.layers)}")
+        for layer, (w, b) in zip(spec.layers, pairs):
+            if file_shapes[w] != layer.weight_shape or (b is None) != (layer.bias is None) or (
+                    b is not None and file_shapes[b] != (layer.out_features,)):
+                raise SourceError(f"{where}: {w!r} {list(file_shapes[w])} does not fit the architecture's layer "
+                                  f"{layer.weight!r} {list(layer.weight_shape)}"
+                                  f"{'' if (b is None) == (layer.bias is None) else ' (bias differs)'}")
+        layers = tuple(replace(layer, weight=w, bias=b) for layer, (w, b) in zip(spec.layers, pairs))
+        return replace(spec, layers=layers, dtype=dtypes.pop())
+    expected = {p.name: p.shape for p in spec.params}
+    if expected != file_shapes:
+        diff = sorted(set(expected) ^ set(file_shapes)) or sorted(
+            n for n in expected if expected[n] != file_shapes[n])
+        raise SourceError(f"{where}: the tensors do not match the architecture's parameters (e.g. {diff[:3]})")
+    return replace(spec, dtype=dtypes.pop())
+
+
+# ================================================================================ metadata
+def model_files(src: Path) -> list[str]:
+    """The model files under ``src``, as sorted POSIX paths relative to it."""
+    return sorted(p.relative_to(src).as_posix() for p in src.rglob("*")
+                  if p.is_file() and p.suffix in MODEL_SUFFIXES)
+
+
+def _match(value: object, files: Sequence[str], by_name: Mapping[str, list[str]], where: str) -> str:
+    text = str(value).strip().replace("\\", "/").removeprefix("./")
+    if text in files:
+        return text
+    hits = by_name.get(text, []) or by_name.get(Path(text).name, [])
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise SourceError(f"{where} names {text!r}, which matches several model files ({hits[:3]}); "
+                          f"give the path relative to the source folder")
+    raise SourceError(f"{where} names {text!r}, which is not a model file in the source folder "
+                      f"({', '.join(MODEL_SUFFIXES)})")
+
+
+def read_metadata(src: Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{model file: {field: value}}`` from ``metadata.csv``/``metadata.jsonl`` and per-model
+    ``<stem>.json`` files; values keep their types (CSV columns are typed by pyarrow).
+
+    Raises:
+        SourceError: a table without a key column, a row naming a missing file, a file
+            described twice, malformed JSON.
+    """
+    by_name: dict[str, list[str]] = {}
+    for f in files:
+        by_name.setdefault(Path(f).name, []).append(f)
+    by_stem = {}
+    for f in files:
+        by_stem.setdefault(str(Path(f).with_suffix("")), []).append(f)
+    out: dict[str, dict[str, Any]] = {}
+
+    def put(rec: Mapping, where: str, default_file: str | None = None) -> None:
+        key = next((k for k in KEY_COLUMNS if k in rec), None)
+        if key is None and default_file is None:
+            raise SourceError(f"{where} has no {'/'.join(KEY_COLUMNS)} column naming the model file")
+        target = _match(rec[key], files, by_name, where) if key is not None else default_file
+        if target in out:
+            raise SourceError(f"{where}: {target} is described twice in the metadata")
+        out[target] = {k: v for k, v in rec.items() if k != key}
+
+    for table in METADATA_TABLES:
+        path = src / table
+        if not path.is_file():
+            continue
+        if table.endswith(".csv"):
+            try:
+                records = pacsv.read_csv(path).to_pylist()
+            except Exception as e:  # pyarrow raises ArrowInvalid and friends
+                raise SourceError(f"{table} is not a readable CSV file: {e}") from e
+        else:
+            records = []
+            for i, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SourceError(f"{table} line {i} is not JSON: {e}") from e
+                if not isinstance(rec, dict):
+                    raise SourceError(f"{table} line {i} is not a JSON object")
+                records.append(rec)
+        for i, rec in enumerate(records, 1):
+            put(rec, f"{table} row {i}")
+    for p in sorted(src.rglob("*.json")):
+        rel = p.relative_to(src).as_posix()
+        try:
+            rec = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{rel} is not JSON: {e}") from e
+        if not isinstance(rec, dict):
+            raise SourceError(f"{rel} is not a JSON object of metadata fields")
+        stem_hits = by_stem.get(str(Path(rel).with_suffix("")), [])
+        if not any(k in rec for k in KEY_COLUMNS) and len(stem_hits) != 1:
+            raise SourceError(f"{rel} describes no model file: there is no {Path(rel).stem}"
+                              f"{{{','.join(MODEL_SUFFIXES)}}} next to it and it has no "
+                              f"{'/'.join(KEY_COLUMNS)} field")
+        put(rec, rel, stem_hits[0] if len(stem_hits) == 1 else None)
+    return out
+
+
+def _row(rel: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    model_id = stable_id(rel)
+    run_id = meta.get("run_id")
+    checkpoint = meta.get("checkpoint", 0)
+    if isinstance(checkpoint, float) and checkpoint.is_integer():
+        checkpoint = int(checkpoint)
+    if not isinstance(checkpoint, int) or isinstance(checkpoint, bool):
+        raise SourceError(f"metadata of {rel}: checkpoint must be an integer, got {checkpoint!r}")
+    row: dict[str, Any] = {"model_id": model_id, "run_id": model_id if run_id is None else str(run_id),
+                           "checkpoint": checkpoint, "status": "ok", "source_layout": LAYOUT, "source_path": rel}
+    for k, v in meta.items():
+        if k in ("run_id", "checkpoint"):
+            continue
+        name = column_name(k)
+        if name in row:
+            name = "source_" + name
+        row[name] = v
+    return row
+
+
+def _done_model_ids(writer: ZooWriter) -> set[str]:
+    done: set[str] = set()
+    for f in writer.manifest.part_files():
+        done.update(pq.read_table(writer.root / f.path, columns=["model_id"]).column(0).to_pylist())
+    return done
+
+
+# ================================================================================ import / export
+def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None,
+                      arch: str | os.PathLike | Mapping | NetworkSpec | None = None,
+                      arch_options: Sequence[str] | Mapping[str, Any] | None = None,
+                      activation: str = "relu", input_shape: Sequence[int] | None = None,
+                      quiet: bool = False) -> Manifest:
+    """Import a state-dict folder as a zoo at ``out`` (resumable: run it again after a crash).
+
+    Args:
+        src: the folder.
+        out: the zoo directory to write.
+        name: the zoo's name (default: the folder's name).
+        arch: the architecture of every model instead of inferring it: a preset name of
+            :mod:`zoo_builders.architectures`, a spec JSON file, a spec dict or a
+            :class:`NetworkSpec` (default: inferred per file).
+        arch_options: the preset's options (``["channels=[16,16,16]"]`` or a dict).
+        activation: the hidden layers' activation (default ``relu``).
+        input_shape: one example's shape (needed for convolutional nets and presets).
+        quiet: no progress bar.
+
+    Returns:
+        the finished zoo's manifest.
+
+    Raises:
+        SourceError: the first problem with the source; nothing of it is left in the zoo
+            (the writer lists only whole parts).
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise SourceError(f"{src} is not a directory; the state-dicts layout is a folder of model files")
+    files = model_files(src)
+    if not files:
+        raise SourceError(f"{src} holds no model files ({', '.join(MODEL_SUFFIXES)})")
+    metadata = read_metadata(src, files)
+    rows, schema = rows_schema([_row(f, metadata.get(f, {})) for f in files])
+    options = parse_arch_options(arch_options)
+    preset = None if arch is None else (arch.to_dict() if isinstance(arch, NetworkSpec) else
+                                        dict(arch) if isinstance(arch, Mapping) else str(arch))
+    build_spec = {"importer": LAYOUT, "source": str(src.resolve()), "arch": preset, "arch_options": options,
+                  "activation": activation, "input_shape": None if input_shape is None else list(input_shape)}
+    fixed = None
+    inferred: dict[tuple, NetworkSpec] = {}
+    with ZooWriter(out, name or src.resolve().name, build_spec, command=f"zoo import {LAYOUT} {src}") as writer:
+        done = _done_model_ids(writer)
+        groups = GroupWriter(writer, schema)
+        for rel, row in tqdm(list(zip(files, rows)), disable=quiet, unit="model", desc=f"import {src.name}"):
+            if row["model_id"] in done:
+                continue
+            tensors = read_state_dict(src / rel)
+            signature = tuple((n, tuple(t.shape), t.dtype) for n, t in tensors.items())
+            if signature not in inferred:
+                if arch is not None:
+                    if fixed is None:
+                        last = list(tensors.values())[-1]
+                        n_out = int(last.shape[0])
+                        fixed = resolve_arch(arch, options, input_shape, n_out, activation)
+                    inferred[signature] = storable(fit_arch(fixed, tensors, rel))
+                else:
+                    inferred[signature] = storable(infer_chain(tensors, activation, input_shape, rel))
+            spec = inferred[signature]
+            if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
+                row = {**row, "status": "diverged"}
+            groups.add(spec, {p: tensors[p] for p in spec.param_names}, row)
+        groups.flush()
+        return writer.finish()
+
+
+def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: bool = False) -> list[Path]:
+    """Write every model of ``zoo`` as one ``.safetensors`` file (the zoo's parameter names,
+    i.e. an imported model's own) plus ``metadata.jsonl`` (``file``, ``run_id``, ``checkpoint``
+    and every non-core column), a folder :func:`import_statedicts` reads back.
+
+    A model imported from this layout keeps its file name (``.safetensors`` for its suffix);
+    others are named ``<model_id>.safetensors``.
+
+    Returns:
+        the written model files.
+
+    Raises:
+        WeightzooError: ``out_dir`` exists and is not empty, or two models map to one file.
+    """
+    from catalog.zoo import open_zoo
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise WeightzooError(f"{out} is not empty; export into a new or empty directory")
+    z = open_zoo(zoo)
+    try:
+        sel = z.select()
+        columns = sel.columns
+        extra = [c for c in columns if c not in CORE_COLUMNS and c not in ("source_layout", "source_path")]
+        written: list[Path] = []
+        seen: set[str] = set()
+        out.mkdir(parents=True, exist_ok=True)
+        step = 256
+        with open(out / "metadata.jsonl", "w") as meta_file, \
+                tqdm(total=len(sel), disable=quiet, unit="model", desc=f"export {z.name}") as bar:
+            for start in range(0, len(sel), step):
+                part = sel.take(range(start, min(start + step, len(sel))))
+                records = part.metadata(columns).to_pylist()
+                for rec, sd in zip(records, part.state_dicts()):
+                    src_path = rec.get("source_path")
+                    if rec.get("source_layout") == LAYOUT and src_path:
+                        rel = str(Path(src_path).with_suffix(".safetensors").as_posix())
+                    else:
+                        rel = f"{rec['model_id']}.safetensors"
+                    if rel in seen:
+                        raise WeightzooError(f"two models of {z.name} export to {rel}")
+                    seen.add(rel)
+                    path = safe_join(out, rel, "exported model file")
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    save_file({k: v.clone().contiguous() for k, v in sd.items()}, str(path))
+                    written.append(path)
+                    line = {"file": rel, "run_id": rec["run_id"], "checkpoint": rec["checkpoint"],
+                            **{k: rec[k] for k in extra}}
+                    meta_file.write(json.dumps(line, default=str) + "\n")
+                    bar.update(1)
+    finally:
+        z.close()
+    return written
