@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-from collections.abc import Mapping, Sequence
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
-from catalog.format import CORE_COLUMNS
+from catalog.format import CORE_COLUMNS, read_manifest
 from catalog.network import DTYPES, NetworkSpec
 from catalog.writer import ZooWriter
 
@@ -177,6 +180,25 @@ def _fields(cls: type) -> list[str]:
     from dataclasses import fields
 
     return [f.name for f in fields(cls)]
+
+
+@contextmanager
+def no_empty_zoo_on_error(out: str | os.PathLike) -> Iterator[None]:
+    """If the body fails, remove ``out`` when this import created it and wrote no model into
+    it (a bad source leaves nothing behind); a zoo with written parts stays, to resume."""
+    out = Path(out)
+    created = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if created and out.is_dir():
+            try:
+                empty = not read_manifest(out).files
+            except WeightzooError:
+                empty = False
+            if empty:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 class GroupWriter:

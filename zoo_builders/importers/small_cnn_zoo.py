@@ -38,7 +38,15 @@ from catalog.format import Manifest
 from catalog.network import ACTIVATIONS, NetworkSpec
 from catalog.writer import ZooWriter
 from zoo_builders.architectures import CNNConfig
-from zoo_builders.importers.common import ROWS_PER_PART, GroupWriter, SourceError, column_name, rows_schema, stable_id
+from zoo_builders.importers.common import (
+    ROWS_PER_PART,
+    GroupWriter,
+    SourceError,
+    column_name,
+    no_empty_zoo_on_error,
+    rows_schema,
+    stable_id,
+)
 
 LAYOUT = "small-cnn-zoo"
 LAYOUT_COLUMNS = ("varname", "start_idx", "end_idx", "shape")
@@ -195,7 +203,8 @@ def import_small_cnn_zoo(src: str | os.PathLike, out: str | os.PathLike, *, name
 
     build_spec = {"importer": LAYOUT, "source": str(src.resolve()), "activation": activation,
                   "input_shape": None if input_shape is None else list(input_shape)}
-    with ZooWriter(out, name or src.resolve().name, build_spec, command=f"zoo import {LAYOUT} {src}") as writer:
+    with no_empty_zoo_on_error(out), \
+            ZooWriter(out, name or src.resolve().name, build_spec, command=f"zoo import {LAYOUT} {src}") as writer:
         done: set[str] = set()
         for f in writer.manifest.part_files():
             done.update(pq.read_table(writer.root / f.path, columns=["model_id"]).column(0).to_pylist())

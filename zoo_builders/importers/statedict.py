@@ -36,7 +36,6 @@ from typing import Any
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -50,6 +49,7 @@ from zoo_builders.importers.common import (
     GroupWriter,
     SourceError,
     column_name,
+    no_empty_zoo_on_error,
     parse_arch_options,
     resolve_arch,
     rows_schema,
@@ -86,7 +86,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         try:
             raw = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
+        except Exception as e:  # SafetensorError, OSError, ... on a damaged file
             raise SourceError(f"{path.name} is not a readable safetensors file: {e}") from e
         items = sorted(raw.items(), key=lambda kv: _natural_key(kv[0]))
     else:
@@ -98,8 +98,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
                 f"{path.name} was refused: torch.load(weights_only=True) will not unpickle it ({first}); "
                 f"only plain state dicts of tensors are imported, nothing else is ever executed. "
                 f"Re-save it as model.state_dict() or as .safetensors") from e
-        except (RuntimeError, OSError, EOFError, ValueError) as e:
-            raise SourceError(f"{path.name} is not a readable torch file: {e}") from e
+        except Exception as e:  # garbage bytes make the unpickler fail in many ways (KeyError, ...)
+            raise SourceError(f"{path.name} is not a readable torch file ({type(e).__name__}: {e}); only "
+                              f"state dicts saved with torch.save or safetensors are imported") from e
         if isinstance(obj, Mapping):
             for key in NESTED_KEYS:
                 if key in obj and isinstance(obj[key], Mapping) and not isinstance(obj[key], Tensor):
@@ -404,8 +405,12 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     build_spec = {"importer": LAYOUT, "source": str(src.resolve()), "arch": preset, "arch_options": options,
                   "activation": activation, "input_shape": None if input_shape is None else list(input_shape)}
     fixed = None
+    if arch is not None:  # fail fast on a bad --arch, before any progress is shown
+        first = read_state_dict(src / files[0])
+        fixed = resolve_arch(arch, options, input_shape, int(list(first.values())[-1].shape[0]), activation)
     inferred: dict[tuple, NetworkSpec] = {}
-    with ZooWriter(out, name or src.resolve().name, build_spec, command=f"zoo import {LAYOUT} {src}") as writer:
+    with no_empty_zoo_on_error(out), \
+            ZooWriter(out, name or src.resolve().name, build_spec, command=f"zoo import {LAYOUT} {src}") as writer:
         done = _done_model_ids(writer)
         groups = GroupWriter(writer, schema)
         for rel, row in tqdm(list(zip(files, rows)), disable=quiet, unit="model", desc=f"import {src.name}"):
@@ -414,11 +419,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
             tensors = read_state_dict(src / rel)
             signature = tuple((n, tuple(t.shape), t.dtype) for n, t in tensors.items())
             if signature not in inferred:
-                if arch is not None:
-                    if fixed is None:
-                        last = list(tensors.values())[-1]
-                        n_out = int(last.shape[0])
-                        fixed = resolve_arch(arch, options, input_shape, n_out, activation)
+                if fixed is not None:
                     inferred[signature] = storable(fit_arch(fixed, tensors, rel))
                 else:
                     inferred[signature] = storable(infer_chain(tensors, activation, input_shape, rel))
