@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import pickle
@@ -278,6 +279,23 @@ def test_bad_inputs_one_clear_error_each(tmp_path):
     assert set(IMPORTERS) == {"state-dicts", "small-cnn-zoo"}
 
 
+def test_failed_import_resumes_after_the_source_is_fixed(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        save_file(_mlp(i).state_dict(), src / f"m{i}.safetensors")
+    save_file({"x.weight": torch.zeros(2, 2, 2, 2, 2)}, src / "z_bad.safetensors")  # read last
+    out = tmp_path / "zoo"
+    with pytest.raises(SourceError, match="z_bad.safetensors"):
+        import_statedicts(src, out, rows_per_part=2, quiet=True)
+    assert open_zoo(out).table.num_rows == 4  # two whole parts were written and stay
+    (src / "z_bad.safetensors").unlink()
+    manifest = import_statedicts(src, out, rows_per_part=2, quiet=True)
+    assert manifest.counts["rows"] == 5 and manifest.complete
+    assert verify_zoo(out).ok
+    assert sorted(open_zoo(out).table.column("source_path").to_pylist()) == [f"m{i}.safetensors" for i in range(5)]
+
+
 # ================================================================================ Small CNN Zoo
 def _small_cnn_zoo(tmp_path, n_runs=2, steps=(0, 10), truncate=False, bad_layout=False):
     """A Small CNN Zoo directory whose networks are the cnn preset (16 channels, 28x28x1),
@@ -326,8 +344,9 @@ def _small_cnn_zoo(tmp_path, n_runs=2, steps=(0, 10), truncate=False, bad_layout
     if truncate:
         data = (src / "weights.npy").read_bytes()
         (src / "weights.npy").write_bytes(data[: len(data) // 2])
-    for fname, recs in (("layout.csv", layout), ("metrics.csv", metrics)):
-        with open(src / fname, "w", newline="") as f:
+    for fname, recs in (("layout.csv", layout), ("metrics.csv.gz", metrics)):
+        opener = gzip.open if fname.endswith(".gz") else open
+        with opener(src / fname, "wt", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(recs[0]))
             w.writeheader()
             w.writerows(recs)

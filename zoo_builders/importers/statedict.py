@@ -46,6 +46,7 @@ from catalog.network import LayerSpec, NetworkSpec
 from catalog.paths import safe_join
 from catalog.writer import ZooWriter
 from zoo_builders.importers.common import (
+    ROWS_PER_PART,
     GroupWriter,
     SourceError,
     column_name,
@@ -93,9 +94,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+            why = f"it references {found.group(1)}" if found else "it holds more than tensors"
             raise SourceError(
-                f"{path.name} was refused: torch.load(weights_only=True) will not unpickle it ({first}); "
+                f"{path.name} was refused: torch.load(weights_only=True) will not unpickle it ({why}); "
                 f"only plain state dicts of tensors are imported, nothing else is ever executed. "
                 f"Re-save it as model.state_dict() or as .safetensors") from e
         except Exception as e:  # garbage bytes make the unpickler fail in many ways (KeyError, ...)
@@ -369,7 +371,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
                       arch: str | os.PathLike | Mapping | NetworkSpec | None = None,
                       arch_options: Sequence[str] | Mapping[str, Any] | None = None,
                       activation: str = "relu", input_shape: Sequence[int] | None = None,
-                      quiet: bool = False) -> Manifest:
+                      rows_per_part: int = ROWS_PER_PART, quiet: bool = False) -> Manifest:
     """Import a state-dict folder as a zoo at ``out`` (resumable: run it again after a crash).
 
     Args:
@@ -382,14 +384,16 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         arch_options: the preset's options (``["channels=[16,16,16]"]`` or a dict).
         activation: the hidden layers' activation (default ``relu``).
         input_shape: one example's shape (needed for convolutional nets and presets).
+        rows_per_part: models per part (and shard) of one architecture.
         quiet: no progress bar.
 
     Returns:
         the finished zoo's manifest.
 
     Raises:
-        SourceError: the first problem with the source; nothing of it is left in the zoo
-            (the writer lists only whole parts).
+        SourceError: the first problem with the source. Parts written before it stay (the
+            writer lists only whole parts), so fixing the source and running again resumes;
+            a zoo that got no part is removed.
     """
     src = Path(src)
     if not src.is_dir():
@@ -412,7 +416,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, command=f"zoo import {LAYOUT} {src}") as writer:
         done = _done_model_ids(writer)
-        groups = GroupWriter(writer, schema)
+        groups = GroupWriter(writer, schema, rows_per_part)
         for rel, row in tqdm(list(zip(files, rows)), disable=quiet, unit="model", desc=f"import {src.name}"):
             if row["model_id"] in done:
                 continue
