@@ -382,6 +382,13 @@ def test_small_cnn_zoo_bad_inputs(tmp_path):
     src, _ = _small_cnn_zoo(tmp_path / "b", bad_layout=True)
     with pytest.raises(SourceError, match="layout.csv covers 4971 values per row but weights.npy rows have 4970"):
         import_small_cnn_zoo(src, tmp_path / "o2", quiet=True)
+    (tmp_path / "c").mkdir()
+    src_c, _ = _small_cnn_zoo(tmp_path / "c")
+    lines = gzip.open(src_c / "metrics.csv.gz", "rt").read().splitlines()
+    with gzip.open(src_c / "metrics.csv.gz", "wt") as f:
+        f.write("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(SourceError, match="metrics.csv.gz has 3 rows but weights.npy has 4"):
+        import_small_cnn_zoo(src_c, tmp_path / "o5", quiet=True)
     with pytest.raises(SourceError, match="not a Small CNN Zoo directory"):
         import_zoo("small-cnn-zoo", tmp_path, tmp_path / "o3", quiet=True)
     with pytest.raises(SourceError, match="does not take --arch"):
