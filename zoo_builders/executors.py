@@ -224,13 +224,21 @@ class LocalPool(Executor):
         returned = 0  # results from the current pool
         while todo or inflight:
             used = sum(costs[i] for i in inflight.values())
+            broken = False
             while todo and len(inflight) < self.workers and (
                     not inflight or used + costs[todo[-1]] <= budget):
                 i = todo.pop()
-                inflight[self._pool.submit(_run_local, fn, tasks[i])] = i
+                try:
+                    fut = self._pool.submit(_run_local, fn, tasks[i])
+                except cf.process.BrokenProcessPool:
+                    # A worker died between the last result and this submit: the pool already
+                    # knows it is broken and refuses new tasks. Restart it below.
+                    todo.append(i)
+                    broken = True
+                    break
+                inflight[fut] = i
                 used += costs[i]
-            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
-            broken = False
+            done = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)[0] if inflight and not broken else set()
             for fut in done:
                 i = inflight.pop(fut)
                 try:

@@ -129,6 +129,33 @@ def test_local_pool_builds_the_serial_zoo(serial_zoo, tmp_path) -> None:
     assert {p: sha256_file(out / p) for p in before} == before
 
 
+class _PoolBrokenAtSubmit:
+    """A process pool whose worker died before the next submit: it refuses every new task."""
+
+    def submit(self, *args, **kwargs):
+        import concurrent.futures as cf
+
+        raise cf.process.BrokenProcessPool("a child process terminated abruptly")
+
+    def shutdown(self, *args, **kwargs) -> None:
+        pass
+
+
+def test_a_pool_broken_at_submit_is_restarted(serial_zoo, tmp_path, monkeypatch) -> None:
+    # Seen in CI: a worker killed between two submits made submit() raise, which escaped.
+    real_start, started = LocalPool._start, []
+
+    def start(self, shared):
+        started.append(1)
+        return _PoolBrokenAtSubmit() if len(started) == 1 else real_start(self, shared)
+
+    monkeypatch.setattr(LocalPool, "_start", start)
+    out = tmp_path / "pool"
+    build_zoo(SPEC, out, max_population=2, quiet=True, workers=2)
+    assert len(started) == 2
+    _assert_same_zoo(out, serial_zoo)
+
+
 def test_cli_workers_note_when_populations_are_fewer(serial_zoo, tmp_path) -> None:
     out = tmp_path / "cli"
     r = CliRunner().invoke(cli, ["build", _spec_file(tmp_path), "--out", str(out), "--quiet",
