@@ -34,9 +34,7 @@ import copy
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
 import warnings
@@ -45,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+from bench_common import environment, package_version
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
@@ -167,12 +166,7 @@ def trends(grids: dict) -> dict:
 
 # ===================================================================================== speed
 def pyhessian_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pyhessian")
-    except PackageNotFoundError:
-        return None
+    return package_version("pyhessian")
 
 
 def hessian_speed(zoo_path: Path, where: str, iters: int = EIG_ITERS, samples: int = TRACE_SAMPLES) -> dict:
@@ -248,17 +242,6 @@ def hessian_speed(zoo_path: Path, where: str, iters: int = EIG_ITERS, samples: i
 
 
 # ===================================================================================== main
-def environment(threads: int) -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=False).stdout.strip() or None
-    except OSError:
-        commit = None
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": threads,
-            "git_commit": commit, "pyhessian": pyhessian_version()}
-
-
 def _clean(v):
     """JSON-safe: NaN -> null, tuples -> lists, paths -> strings."""
     if isinstance(v, dict):
@@ -362,7 +345,7 @@ def main() -> None:
 
     md = table(analysis, speed, tr)
     out = {
-        "benchmark": "bench_analyze", "mode": mode, "environment": environment(args.threads),
+        "benchmark": "bench_analyze", "mode": mode, "environment": environment(args.threads, ("pyhessian",)),
         "load_average_start": [round(x, 2) for x in load_start],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": {"total": round(t_end - t_start, 1), "zoo_builds": round(t_built - t_start, 1),

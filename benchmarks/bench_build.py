@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_common import train_alone
 from torch import nn
 
 from catalog.network import NetworkSpec
@@ -97,19 +98,8 @@ def per_model_classifiers(net: NetworkSpec, runs: list[RunConfig], data) -> list
     for run in runs:
         model = plain_module(net)
         load_init(model, net, run)
-        opt = optimizer(model, run)
-        gen = member_generator(run, "data")
-        n, bs = x_train.shape[0], run.training.batch_size
-        for _ in range(run.training.epochs):
-            order = torch.randperm(n, generator=gen)
-            for start in range(0, n, bs):
-                idx = order[start:start + bs]
-                loss = F.cross_entropy(model(x_train[idx]), data.y_train[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        with torch.no_grad():
-            accs.append(float((model(x_test).argmax(1) == data.y_test).float().mean()))
+        accs.append(train_alone(model, optimizer(model, run), member_generator(run, "data"), run.training.epochs,
+                                run.training.batch_size, x_train, data.y_train, x_test, data.y_test))
     return accs
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from bench_common import train_alone
 
 from catalog.network import NetworkSpec, build_module
 from zoo_builders import BuildSpec, load_dataset, train_classifiers
@@ -40,21 +40,10 @@ def per_model(net: NetworkSpec, runs: list[RunConfig], data) -> list[float]:
     x_test = data.x_test.reshape(-1, *net.input_shape)
     accs = []
     for run in runs:
-        model = build_module(net, init_params(net, run.training.init, member_generator(run, "init"))).train()
+        model = build_module(net, init_params(net, run.training.init, member_generator(run, "init")))
         opt = torch.optim.Adam(model.parameters(), lr=run.training.lr, weight_decay=run.training.weight_decay)
-        gen = member_generator(run, "data")
-        n, bs = x_train.shape[0], run.training.batch_size
-        for _ in range(run.training.epochs):
-            order = torch.randperm(n, generator=gen)
-            for start in range(0, n, bs):
-                idx = order[start:start + bs]
-                loss = F.cross_entropy(model(x_train[idx]), data.y_train[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        model.eval()
-        with torch.no_grad():
-            accs.append(float((model(x_test).argmax(1) == data.y_test).float().mean()))
+        accs.append(train_alone(model, opt, member_generator(run, "data"), run.training.epochs,
+                                run.training.batch_size, x_train, data.y_train, x_test, data.y_test))
     return accs
 
 

@@ -58,14 +58,13 @@ import inspect
 import json
 import math
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from bench_common import environment, package_version
 from torch import Tensor, nn
 
 from catalog import open_zoo
@@ -688,26 +687,6 @@ def targets(inr: dict, cnns: dict[str, dict]) -> dict:
     return out
 
 
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
-def environment(threads: int) -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=False).stdout.strip() or None
-    except OSError:
-        commit = None
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": threads,
-            "git_commit": commit}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small zoos, 2 epochs (a smoke run)")
@@ -758,7 +737,7 @@ def main() -> None:
         "training_budget": {**budget_used, "optimizer": "AdamW", "weight_decay": 0.0, "augment": False,
                             "inr_probes": INR_PROBES, "cnn_seeds": list(CNN_SEEDS[mode]),
                             "early_stopping": "best val loss, patience epochs, not before min_epochs",
-                            "peer": ({"package": "nfn", "version": _version("nfn")} if peers
+                            "peer": ({"package": "nfn", "version": package_version("nfn")} if peers
                                      else "skipped: nfn not installed"),
                             "split": {"by": "run_id", "fractions": FRACTIONS, "seed": SPLIT_SEED}},
         "inr_classification": inr,

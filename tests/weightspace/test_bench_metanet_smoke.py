@@ -8,6 +8,7 @@ seconds (the full benchmark itself takes ~28 minutes, its --quick mode under one
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metanet.py"
 
 @pytest.fixture(scope="module")
 def bench():
+    # The script imports its sibling bench_common, as `python benchmarks/bench_metanet.py` would.
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("bench_metanet", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

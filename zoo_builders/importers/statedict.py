@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from pickle import UnpicklingError  # the error type only: nothing here unpickles
 from typing import Any
 
 import pyarrow.csv as pacsv
@@ -93,7 +93,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
+        except UnpicklingError as e:
             found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
             why = f"it references {found.group(1)}" if found else "it holds more than tensors"
             raise SourceError(
