@@ -1,0 +1,132 @@
+"""The interface every weight generator implements, and its run directory.
+
+A generator learns from a set of trained networks of one architecture (stacked parameters
+``{name: Tensor[N, *shape]}`` plus their metadata rows) and samples new networks of the same
+architecture. Learned methods (``hyperrep``, ``pdiff``, ``mip``) and the memorization baselines
+(``noise``, ``average``, ``gaussian``) share this interface, so ``zoo generate`` and
+``zoo eval-gen`` treat them alike.
+
+A run directory holds::
+
+    generator.safetensors   the generator's tensors (weights, latents, statistics)
+    generator.json          method name, hyperparameters, the NetworkSpec, method extras,
+                            and where the training networks came from
+
+Nothing in it is executed when loading: the generator is rebuilt from the registry by name.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+from safetensors.torch import load_file, save
+from torch import Tensor
+
+from catalog.errors import WeightzooError
+from catalog.format import atomic_write_bytes
+from catalog.network import NetworkSpec
+
+RUN_FORMAT = "weightzoo-generator-run-v1"
+TENSORS_FILE = "generator.safetensors"
+CONFIG_FILE = "generator.json"
+#: Fewest training networks a generator trains on (fewer is a user error).
+MIN_TRAINING_MODELS = 10
+
+
+class Generator(abc.ABC):
+    """A weight generator for one architecture.
+
+    Subclasses register with :func:`weightspace.generators.registry.register_generator`, take
+    their hyperparameters as keyword arguments of ``__init__`` (after ``spec``), and implement
+    :meth:`fit`, :meth:`sample`, :meth:`state_tensors` and :meth:`load_state`.
+
+    Args:
+        spec: the architecture of the training and generated networks.
+        **hparams: method hyperparameters (JSON-able), kept in :attr:`hparams` for saving.
+
+    Shapes:
+        ``fit(params={name: [N, *shape]}, table=N rows)``; ``sample(n) -> {name: [n, *shape]}``.
+    """
+
+    name: ClassVar[str] = ""
+    #: True when :meth:`sample` takes condition values (e.g. ``{"lr": 0.01}``).
+    conditional: ClassVar[bool] = False
+
+    def __init__(self, spec: NetworkSpec, **hparams: Any) -> None:
+        self.spec = spec
+        self.hparams = dict(hparams)
+        self.source: dict[str, Any] = {}
+
+    @abc.abstractmethod
+    def fit(self, params: Mapping[str, Tensor], table: pa.Table, *, seed: int = 0,
+            progress: bool = False) -> None:
+        """Learn from ``params`` (``{name: [N, *shape]}``) with metadata ``table`` (N rows, same order)."""
+
+    @abc.abstractmethod
+    def sample(self, n: int, *, seed: int = 0,
+               condition: Mapping[str, float] | None = None) -> dict[str, Tensor]:
+        """``n`` new networks, ``{name: [n, *shape]}`` in the spec's dtype; seeded, so repeatable.
+
+        ``condition`` gives a value per condition column (conditional methods only).
+        """
+
+    @abc.abstractmethod
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Every tensor needed to sample again after :meth:`load_state` (contiguous, CPU)."""
+
+    def state_config(self) -> dict[str, Any]:
+        """JSON-able extras needed to sample again (e.g. condition column names). Default none."""
+        return {}
+
+    @abc.abstractmethod
+    def load_state(self, tensors: Mapping[str, Tensor], config: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_tensors` / :meth:`state_config` returned."""
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write the run directory (tensors first, config last, both atomically)."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
+        atomic_write_bytes(run_dir / TENSORS_FILE, save(tensors))
+        config = {"format": RUN_FORMAT, "method": self.name, "hparams": self.hparams,
+                  "spec": self.spec.to_dict(), "state": self.state_config(), "source": self.source}
+        atomic_write_bytes(run_dir / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+        return run_dir
+
+
+def load_generator(run_dir: str | Path) -> Generator:
+    """Rebuild a saved generator from its run directory (by registry name; nothing executed)."""
+    from weightspace.generators.registry import build_generator
+
+    run_dir = Path(run_dir)
+    cfg_path, tensors_path = run_dir / CONFIG_FILE, run_dir / TENSORS_FILE
+    if not cfg_path.is_file() or not tensors_path.is_file():
+        raise WeightzooError(
+            f"{run_dir} is not a generator run directory (needs {CONFIG_FILE} and {TENSORS_FILE}); "
+            "train one with `zoo generate ... --save-to DIR`")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as e:
+        raise WeightzooError(f"{cfg_path} is not valid JSON ({e}); train the generator again") from None
+    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+        raise WeightzooError(f"{cfg_path} is not a {RUN_FORMAT} file; train the generator again")
+    spec = NetworkSpec.from_dict(config["spec"])
+    gen = build_generator(str(config["method"]), spec, **dict(config.get("hparams") or {}))
+    gen.load_state(load_file(str(tensors_path)), dict(config.get("state") or {}))
+    gen.source = dict(config.get("source") or {})
+    return gen
+
+
+def check_training_set(params: Mapping[str, Tensor], spec: NetworkSpec, what: str) -> int:
+    """Number of training networks in ``params``; a user error if fewer than the minimum."""
+    n = next(iter(params.values())).shape[0] if params else 0
+    if n < MIN_TRAINING_MODELS:
+        raise WeightzooError(
+            f"{what} needs at least {MIN_TRAINING_MODELS} training networks, got {n}; "
+            "widen --where to select more models")
+    return n
