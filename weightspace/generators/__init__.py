@@ -12,11 +12,13 @@ from weightspace.generators.registry import (
     generator_hparams,
     generator_names,
     get_generator,
+    parse_hparams,
     register_generator,
 )
 
 __all__ = ["MIN_TRAINING_MODELS", "Generator", "build_generator", "check_training_set",
            "generator_hparams", "generator_names", "get_generator", "load_generator",
-           "register_generator"]
+           "parse_hparams", "register_generator"]
 
 # Built-in methods register themselves on import; each method module is added below as it lands.
+from weightspace.generators import average, gaussian, noise  # noqa: E402,F401  (baselines)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from catalog.errors import WeightzooError
@@ -52,6 +53,56 @@ def generator_hparams(name: str) -> list[str]:
     params = inspect.signature(get_generator(name).__init__).parameters
     return [p for p, v in params.items()
             if p not in ("self", "spec") and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+
+
+def parse_hparams(name: str, items: Mapping[str, str] | list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Hyperparameters given as text (``["sigma=0.1", "k=4"]`` or ``{"sigma": "0.1"}``, e.g.
+    from ``--hparam``) as typed values for generator ``name``.
+
+    A value takes the type of the constructor's default for that name (``int``, ``float``,
+    ``bool``, ``str``); a value whose default is ``None``, a list or a dict is read as JSON
+    (falling back to the plain string). Unknown names and unparsable values are user errors.
+    """
+    if not isinstance(items, Mapping):
+        pairs: dict[str, str] = {}
+        for item in items:
+            key, sep, value = str(item).partition("=")
+            if not sep or not key.strip():
+                raise WeightzooError(f"--hparam {item!r} is not KEY=VALUE, e.g. --hparam sigma=0.1")
+            pairs[key.strip()] = value.strip()
+        items = pairs
+    params = inspect.signature(get_generator(name).__init__).parameters
+    valid = generator_hparams(name)
+    out: dict[str, Any] = {}
+    for key, text in items.items():
+        if key not in valid:
+            raise WeightzooError(
+                f"generator {name!r} has no hyperparameter {key!r}; valid: {', '.join(valid) or 'none'}")
+        out[key] = _coerce(name, key, str(text), params[key].default)
+    return out
+
+
+def _coerce(name: str, key: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return lowered in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, str):
+            return text
+    except ValueError:
+        kind = type(default).__name__
+        raise WeightzooError(f"generator {name!r}: hyperparameter {key}={text!r} is not a valid {kind}; "
+                             f"give e.g. {key}={default!r}") from None
+    try:  # no typed default (None, a list, a dict): JSON if it parses, else the string itself
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def build_generator(name: str, spec: NetworkSpec, **hparams: Any) -> Generator:
