@@ -52,6 +52,20 @@ def _provenance(source: dict) -> list[str]:
             f"`{source.get('commit', '?')}` (revision `{source.get('revision', 'main')}`): {what}.", ""]
 
 
+def _generated(spec: dict) -> list[str]:
+    """Card lines saying a zoo was sampled by a weight generator (``zoo generate``), and from what."""
+    gen = spec.get("generated") if isinstance(spec, dict) else None
+    if not isinstance(gen, dict):
+        return []
+    where = gen.get("where")
+    return [f"**A generated zoo**: these networks were not trained; they were sampled by the weight "
+            f"generator `{gen.get('method', '?')}` (hyperparameters `{gen.get('hparams', {})}`, seed "
+            f"{gen.get('seed', '?')}) trained on the networks of zoo `{gen.get('source_zoo', '?')}` "
+            f"(content sha256 `{gen.get('source_manifest_sha256', '?')}`)"
+            + (f" where `{where}`" if where else "")
+            + ", then evaluated on that zoo's dataset. Compare them with `zoo eval-gen`.", ""]
+
+
 def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
     """The dataset card of the zoo at ``root`` (optionally naming its Hub ``repo_id``)."""
     from catalog.zoo import Zoo
@@ -81,6 +95,7 @@ def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
         "safetensors weight shards.",
         "",
         *_provenance(m.source),
+        *_generated(m.spec),
         "## Contents",
         "",
         f"- rows (model checkpoints): {counts.get('rows', 0)}",
