@@ -140,7 +140,8 @@ def _graph_masks(net: NetworkSpec, gens: list[torch.Generator], batch: int) -> d
 
 
 def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
-                      progress: ProgressFn | None = None) -> PopulationResult:
+                      progress: ProgressFn | None = None,
+                      init: dict[str, Tensor] | None = None) -> PopulationResult:
     """Train a population of classifiers that share architecture, optimizer kind, batch size,
     epochs, checkpoints and training-set size.
 
@@ -149,6 +150,8 @@ def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
         runs: the ``P`` members.
         data: the dataset (inputs are reshaped to ``net.input_shape``).
         progress: called with the number of optimization steps done since the last call.
+        init: start from these weights, ``{name: Tensor[P, *shape]}``, instead of each run's
+            own initialization (e.g. fine-tuning generated networks); default ``None``.
     """
     t0 = time.perf_counter()
     tc = runs[0].training
@@ -163,7 +166,11 @@ def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
     if n_sub < n_full:
         subset = torch.stack([torch.randperm(n_full, generator=member_generator(r, "subset"))[:n_sub].sort().values
                               for r in runs])
-    params = _stack_init(net, runs)
+    if init is None:
+        params = _stack_init(net, runs)
+    else:
+        params = {p.name: init[p.name].detach().to(net.torch_dtype).clone().requires_grad_(p.trainable)
+                  for p in net.params}
     opt = _optimizer(runs, params)
     data_gens = [member_generator(r, "data") for r in runs]
     drop_gens = [member_generator(r, "dropout") for r in runs]
