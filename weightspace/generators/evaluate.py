@@ -1,0 +1,488 @@
+"""Are generated networks new, or copies? :func:`evaluate_generated` (``zoo eval-gen``).
+
+Following Zeng et al. (2025), a generated network ``g`` is compared with every training network
+``t`` of the zoo it was generated from, on the test split of the source dataset:
+
+- **accuracy** of ``g``;
+- **novelty by predictions**: ``max_iou(g) = max_t |E_g ∩ E_t| / |E_g ∪ E_t|`` where ``E_x`` is
+  the set of test examples ``x`` misclassifies. A copy of a training network scores exactly 1.
+  When both sets are empty (two networks without a single mistake), ``0 / 0`` is defined as
+  **1**: the two misprediction sets are equal, so nothing tells ``g`` from ``t``;
+- **novelty by weights**: ``min_l2(g) = min_t ||θ_g - θ_t||_2`` over all parameters, and with
+  ``align`` also after permuting ``g``'s hidden neurons to line up with its L2-nearest training
+  network by weight matching (:func:`weightspace.analysis.alignment.align_to`), which removes
+  the distance a mere neuron permutation adds.
+
+The same numbers are computed for the memorization baselines (``noise`` at several ``sigma``,
+``average``, ``gaussian``), fitted on the same training networks and sampled as many times as
+there are generated networks, and for the training networks themselves (each against all the
+*others*: the zoo's own IoU distribution). IoUs are one matrix product of boolean misprediction
+matrices (``[G, N] @ [N, T]``), so 100 x 1000 networks take milliseconds once predicted.
+
+Optionally (``finetune``) it measures the benefit SANE claims for generated initializations:
+epochs of training (with the source zoo's own recipe, by the builder's vectorized
+:func:`zoo_builders.train.train_classifiers`) for a generated init vs each run's random init to
+reach the training networks' median test accuracy.
+
+Writes ``eval_gen.json`` and ``eval_gen.png`` (accuracy vs max-IoU, one colour per method, and
+the IoU distributions) to the output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from torch import Tensor
+
+from catalog.errors import WeightzooError
+from catalog.network import NetworkSpec, population_forward
+from catalog.zoo import Zoo, open_zoo
+from weightspace.generators.output import select_training_set, task_name, zoo_content_sha256
+from weightspace.generators.registry import build_generator
+from zoo_builders.datasets import Dataset, load_zoo_dataset
+
+#: Noise levels of the ``noise`` baseline that ``eval-gen`` runs by default.
+DEFAULT_SIGMAS = (0.01, 0.05, 0.1, 0.3)
+#: Networks predicted in one forward pass.
+PREDICT_MODELS = 128
+#: Generated networks compared with the training networks in one distance block.
+DISTANCE_BLOCK = 256
+JSON_NAME = "eval_gen.json"
+FIGURE_NAME = "eval_gen.png"
+
+
+# ================================================================================ the measures
+@torch.no_grad()
+def mispredictions(spec: NetworkSpec, params: Mapping[str, Tensor], x: Tensor, y: Tensor,
+                   chunk: int = PREDICT_MODELS) -> Tensor:
+    """Which test examples each network gets wrong.
+
+    Args:
+        spec: the architecture (a classifier).
+        params: ``{name: Tensor[P, *shape]}``.
+        x: inputs ``[N, *input_shape]``; y: labels ``[N]``.
+        chunk: networks per forward pass.
+
+    Shapes:
+        returns a bool ``[P, N]``: ``True`` where network ``p`` mispredicts example ``n``.
+    """
+    n_pop = next(iter(params.values())).shape[0]
+    x = x.reshape(-1, *spec.input_shape).to(spec.torch_dtype)
+    out = torch.empty(n_pop, x.shape[0], dtype=torch.bool)
+    for start in range(0, n_pop, chunk):
+        part = {k: v[start:start + chunk] for k, v in params.items()}
+        logits = population_forward(spec, part, x)            # [p, N, C]
+        out[start:start + chunk] = logits.argmax(-1) != y       # NaN logits argmax somewhere: still a bool
+    return out
+
+
+def iou_matrix(errors_a: Tensor, errors_b: Tensor) -> Tensor:
+    """IoU of every pair of misprediction sets, ``|A_i ∩ B_j| / |A_i ∪ B_j|`` (1 when both are empty).
+
+    Args:
+        errors_a: bool ``[A, N]``; errors_b: bool ``[B, N]`` (the same ``N`` examples).
+
+    Shapes:
+        returns float64 ``[A, B]`` in ``[0, 1]``.
+    """
+    if errors_a.shape[1] != errors_b.shape[1]:
+        raise WeightzooError(f"misprediction sets over {errors_a.shape[1]} and {errors_b.shape[1]} "
+                             f"examples; compare networks on the same test split")
+    # float32 counts are exact below 2^24 examples; one matmul gives every intersection.
+    a, b = errors_a.float(), errors_b.float()
+    inter = (a @ b.T).double()                                         # [A, B]
+    union = a.sum(1).double()[:, None] + b.sum(1).double()[None, :] - inter
+    # Both sets empty: equal sets (see the module docstring), IoU 1.
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
+
+
+def max_iou(errors_g: Tensor, errors_t: Tensor, exclude_self: bool = False) -> tuple[Tensor, Tensor]:
+    """The highest IoU of each ``g`` against all ``t``, and which ``t`` gives it.
+
+    Args:
+        errors_g: bool ``[G, N]``; errors_t: bool ``[T, N]``.
+        exclude_self: ``g`` and ``t`` are the same networks (``G == T``): pair ``(i, i)`` is skipped.
+
+    Shapes:
+        returns ``(float64 [G], long [G])``.
+    """
+    iou = iou_matrix(errors_g, errors_t)
+    if exclude_self:
+        iou.fill_diagonal_(-1.0)
+    return iou.max(1)
+
+
+def flatten(spec: NetworkSpec, params: Mapping[str, Tensor]) -> Tensor:
+    """All parameters of each network as one vector (spec order). Shapes: returns ``[P, D]``."""
+    return torch.cat([params[p.name].flatten(1) for p in spec.params], 1)
+
+
+def min_l2(flat_g: Tensor, flat_t: Tensor) -> tuple[Tensor, Tensor]:
+    """L2 distance from each ``g`` to its nearest ``t``, and which ``t``.
+
+    Shapes:
+        ``flat_g [G, D]``, ``flat_t [T, D]`` -> ``(float64 [G], long [G])``.
+    """
+    t = flat_t.double()
+    dists, idx = [], []
+    for start in range(0, flat_g.shape[0], DISTANCE_BLOCK):
+        d = torch.cdist(flat_g[start:start + DISTANCE_BLOCK].double(), t)   # [g, T]
+        v, i = d.min(1)
+        dists.append(v)
+        idx.append(i)
+    return torch.cat(dists), torch.cat(idx)
+
+
+def aligned_l2(spec: NetworkSpec, params_g: Mapping[str, Tensor], params_t: Mapping[str, Tensor],
+               nearest: Tensor, seed: int = 0) -> Tensor:
+    """L2 distance from each ``g`` to training network ``nearest[g]`` after permuting ``g``'s
+    hidden neurons to match it (weight matching).
+
+    Shapes:
+        ``params_g {name: [G, ...]}``, ``nearest [G]`` -> float64 ``[G]``.
+    """
+    from weightspace.analysis.alignment import align_to
+
+    if not spec.is_chain:
+        raise WeightzooError(f"--align needs a layer chain (mlp, cnn); architecture {spec.family} is a graph")
+    refs = {k: v[nearest] for k, v in params_t.items()}
+    aligned = align_to(spec, refs, params_g, seed=seed)
+    return (flatten(spec, aligned).double() - flatten(spec, refs).double()).norm(dim=1)
+
+
+@dataclass
+class Scores:
+    """Per-network measures of one method's networks.
+
+    Shapes:
+        every tensor ``[M]`` (``M`` networks); ``nearest_*`` index the training networks.
+    """
+
+    acc: Tensor
+    max_iou: Tensor
+    nearest_iou: Tensor
+    min_l2: Tensor
+    nearest_l2: Tensor
+    min_l2_aligned: Tensor | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """accuracy mean/max/min/median, mean (median, min, max) max-IoU, mean and min of min-L2."""
+        def stats(t: Tensor, prefix: str, which: Sequence[str]) -> dict[str, float]:
+            v = t.double()
+            fns = {"mean": v.mean, "max": v.max, "min": v.min, "median": lambda: v.quantile(0.5)}
+            return {f"{prefix}_{k}": float(fns[k]()) for k in which}
+
+        out: dict[str, Any] = {"n": int(self.acc.shape[0])}
+        out |= stats(self.acc, "acc", ("mean", "max", "min", "median"))
+        out |= stats(self.max_iou, "max_iou", ("mean", "median", "min", "max"))
+        out |= stats(self.min_l2, "min_l2", ("mean", "min"))
+        if self.min_l2_aligned is not None:
+            out |= stats(self.min_l2_aligned, "min_l2_aligned", ("mean", "min"))
+        return out
+
+
+def score(spec: NetworkSpec, params: Mapping[str, Tensor], train: _Train, align: bool = False,
+          seed: int = 0) -> Scores:
+    """Accuracy, max-IoU and min-L2 of networks ``params`` against the training networks."""
+    errors = mispredictions(spec, params, train.x, train.y)
+    iou, near_iou = max_iou(errors, train.errors)
+    dist, near = min_l2(flatten(spec, params), train.flat)
+    aligned = aligned_l2(spec, params, train.params, near, seed) if align else None
+    acc = 1.0 - errors.double().mean(1)
+    return Scores(acc, iou, near_iou, dist, near, aligned)
+
+
+@dataclass
+class _Train:
+    """The training networks and the data, computed once."""
+
+    params: dict[str, Tensor]
+    errors: Tensor          # bool [T, N]
+    flat: Tensor            # [T, D]
+    x: Tensor               # [N, *input_shape]
+    y: Tensor               # [N]
+
+
+# ================================================================================ the evaluation
+@dataclass
+class GenEvalResult:
+    """What :func:`evaluate_generated` measured (also written to :attr:`json_path`).
+
+    Args:
+        methods: ``{label: summary}`` for the generated networks (label ``generated: <method>``) and
+            each baseline (``noise sigma=0.1``, ``average``, ``gaussian``).
+        train: the training networks' accuracy summary and their own max-IoU (each vs the others).
+        per_model: per generated network: ``model_id``, ``acc``, ``max_iou``, ``nearest_iou``
+            (model_id of the training network with the highest IoU), ``min_l2``,
+            ``nearest_l2`` (and ``min_l2_aligned``).
+        finetune: the fine-tuning comparison, if requested.
+        json_path, figure_path: the files written.
+    """
+
+    generated_zoo: str
+    train_zoo: str
+    where: str | None
+    methods: dict[str, dict[str, Any]]
+    train: dict[str, Any]
+    per_model: dict[str, list]
+    finetune: dict[str, Any] | None = None
+    json_path: Path | None = None
+    figure_path: Path | None = None
+    n_excluded: int = 0
+    label: str = "generated"
+    points: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"generated_zoo": self.generated_zoo, "train_zoo": self.train_zoo, "where": self.where,
+                "generated_method": self.label, "excluded_generated_not_ok": self.n_excluded,
+                "iou": "max over training networks of |E_g & E_t| / |E_g | E_t| on the source test split "
+                       "(E = mispredicted examples; 1 when both sets are empty)",
+                "methods": self.methods, "train": self.train, "per_model": self.per_model,
+                "finetune": self.finetune}
+
+
+def _source_of(gen: Zoo) -> tuple[str, str, str | None, str]:
+    """``(source zoo name, content sha256, where, method)`` recorded in a generated zoo's rows."""
+    table = gen.table
+    need = ("generator", "source_zoo", "source_manifest_sha256")
+    missing = [c for c in need if c not in table.column_names]
+    if table.num_rows == 0 or missing:
+        raise WeightzooError(
+            f"zoo {gen.name!r} is not a generated zoo (no {', '.join(missing) or 'rows'}); make one with "
+            f"`zoo generate ZOO --method NAME --out DIR`")
+    sources = {(a, b) for a, b in zip(table.column("source_zoo").to_pylist(),
+                                      table.column("source_manifest_sha256").to_pylist())}
+    if len(sources) != 1:
+        raise WeightzooError(f"generated zoo {gen.name!r} mixes networks generated from {len(sources)} "
+                             f"source zoos; evaluate one source at a time")
+    name, sha = sources.pop()
+    wheres = set(table.column("source_where").to_pylist()) if "source_where" in table.column_names else {""}
+    methods = sorted(set(table.column("generator").to_pylist()))
+    where = wheres.pop() if len(wheres) == 1 else None
+    return name, sha, (where or None), "generated: " + "+".join(methods)
+
+
+def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | os.PathLike,
+                       where: str | None = None, out_dir: str | os.PathLike | None = None,
+                       baselines: bool = True, *, sigmas: Sequence[float] = DEFAULT_SIGMAS,
+                       align: bool = False, finetune: bool = False, finetune_models: int = 4,
+                       finetune_epochs: int | None = None, seed: int = 0,
+                       progress: bool = False) -> GenEvalResult:
+    """Accuracy and novelty of a generated zoo's networks against the zoo they came from.
+
+    Args:
+        gen_zoo: a zoo written by ``zoo generate`` (opened, or its path).
+        train_zoo: the source zoo; its name and content sha256 must be those ``gen_zoo`` records.
+        where: SQL condition selecting the training networks (status ok); default the condition
+            the generator was trained with (the ``source_where`` column).
+        out_dir: where ``eval_gen.json`` and ``eval_gen.png`` go (default ``<gen_zoo>-eval``
+            next to the generated zoo).
+        baselines: also fit and score ``noise`` (each of ``sigmas``), ``average`` and
+            ``gaussian`` on the training networks, as many samples as generated networks.
+        sigmas: the noise baseline's levels (default :data:`DEFAULT_SIGMAS`).
+        align: also the L2 distance after weight matching to the nearest training network.
+        finetune: also the epochs to the training median accuracy, generated vs random init.
+        finetune_models: networks fine-tuned per init (default ``4``).
+        finetune_epochs: epochs to train (default: the source zoo's).
+        seed: seed of the baselines' fitting and sampling, and of the alignment.
+        progress: progress bars.
+
+    Raises:
+        WeightzooError: ``gen_zoo`` is not generated, its source is not ``train_zoo`` (another
+            name, or the same name with other networks), the architectures differ, the zoo is not
+            a classifier zoo, or the selection is not usable (see ``select_training_set``).
+    """
+    from tqdm.auto import tqdm
+
+    gen = gen_zoo if isinstance(gen_zoo, Zoo) else open_zoo(gen_zoo)
+    src = train_zoo if isinstance(train_zoo, Zoo) else open_zoo(train_zoo)
+    name, sha, recorded_where, label = _source_of(gen)
+    if name != src.name or sha != zoo_content_sha256(src):
+        what = "name" if name != src.name else "networks (content sha256)"
+        raise WeightzooError(
+            f"generated zoo {gen.name!r} was generated from zoo {name!r} (content sha256 {sha[:12]}...), "
+            f"but --train is zoo {src.name!r} (sha256 {zoo_content_sha256(src)[:12]}...): the {what} "
+            f"differ; pass the zoo it was generated from as --train")
+    if task_name(src) != "classify":
+        raise WeightzooError(f"zoo {src.name!r} is a {task_name(src)!r} zoo; eval-gen's misprediction IoU "
+                             f"needs classifiers (a zoo built with task classify)")
+    where = where if where is not None else recorded_where
+    train_sel = select_training_set(src, where)
+    spec = train_sel.network_spec
+    gen_sel = gen.select()
+    if gen_sel.arch_ids != [spec.arch_id]:
+        raise WeightzooError(f"generated zoo {gen.name!r} holds architecture(s) {gen_sel.arch_ids} but the "
+                             f"training selection is {spec.arch_id}; select the same architecture with --where")
+    status = gen_sel.metadata(["status"]).column("status")
+    ok = np.flatnonzero(pc.equal(status, "ok").to_numpy(zero_copy_only=False))
+    n_excluded = len(gen_sel) - len(ok)
+    if not len(ok):
+        raise WeightzooError(f"generated zoo {gen.name!r} has no networks with status ok to evaluate")
+    gen_sel = gen_sel.take(ok)
+    gen_params = gen_sel.stacked()
+    gen_ids = gen_sel.column("model_id")
+    data = load_zoo_dataset(src)
+
+    steps = 2 + (len(sigmas) + 2 if baselines else 0) + (1 if finetune else 0)
+    bar = tqdm(total=steps, disable=not progress, desc=f"eval-gen {gen.name}", unit="step")
+    train_params = train_sel.stacked()
+    x, y = data.x_test, data.y_test
+    t_errors = mispredictions(spec, train_params, x, y)
+    train = _Train(train_params, t_errors, flatten(spec, train_params), x, y)
+    self_iou, _ = max_iou(t_errors, t_errors, exclude_self=True)
+    train_acc = 1.0 - t_errors.double().mean(1)
+    bar.update(1)
+
+    scores = {label: score(spec, gen_params, train, align, seed)}
+    bar.update(1)
+    if baselines:
+        table = train_sel.table
+        for method, hp, tag in ([("noise", {"sigma": float(s)}, f"noise sigma={s:g}") for s in sigmas]
+                                + [("average", {}, "average"), ("gaussian", {}, "gaussian")]):
+            g = build_generator(method, spec, **hp)
+            g.fit(train_params, table, seed=seed)
+            scores[tag] = score(spec, g.sample(len(gen_ids), seed=seed), train, align, seed)
+            bar.update(1)
+
+    train_ids = train_sel.column("model_id")
+    s = scores[label]
+    per_model: dict[str, list] = {
+        "model_id": gen_ids, "acc": s.acc.tolist(), "max_iou": s.max_iou.tolist(),
+        "nearest_iou": [train_ids[i] for i in s.nearest_iou.tolist()], "min_l2": s.min_l2.tolist(),
+        "nearest_l2": [train_ids[i] for i in s.nearest_l2.tolist()]}
+    if s.min_l2_aligned is not None:
+        per_model["min_l2_aligned"] = s.min_l2_aligned.tolist()
+    acc_sorted = train_acc.sort(descending=True).values
+    top = acc_sorted[:max(1, round(0.3 * len(acc_sorted)))]
+    train_summary = {"n": len(train_ids), "acc_mean": float(train_acc.mean()), "acc_max": float(train_acc.max()),
+                     "acc_min": float(train_acc.min()), "acc_median": float(train_acc.quantile(0.5)),
+                     "acc_top30_mean": float(top.mean()),
+                     "self_max_iou_mean": float(self_iou.mean()), "self_max_iou_median": float(self_iou.quantile(0.5)),
+                     "self_max_iou": self_iou.tolist()}
+    ft = None
+    if finetune:
+        ft = finetune_benefit(src, train_sel, spec, gen_params, data, float(train_acc.quantile(0.5)),
+                              finetune_models, finetune_epochs)
+        bar.update(1)
+    bar.close()
+
+    result = GenEvalResult(gen.name, src.name, where, {k: v.summary() for k, v in scores.items()},
+                           train_summary, per_model, ft, n_excluded=n_excluded, label=label)
+    result.points = {k: (v.max_iou.tolist(), v.acc.tolist()) for k, v in scores.items()}
+    result.points["training networks (vs each other)"] = (self_iou.tolist(), train_acc.tolist())
+    out = Path(out_dir) if out_dir is not None else gen.root.parent / f"{gen.root.name}-eval"
+    out.mkdir(parents=True, exist_ok=True)
+    from catalog.format import atomic_write_bytes
+
+    result.json_path = out / JSON_NAME
+    atomic_write_bytes(result.json_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    result.figure_path = plot_novelty(result, out / FIGURE_NAME)
+    return result
+
+
+# ================================================================================ fine-tuning
+def finetune_benefit(src: Zoo, train_sel, spec: NetworkSpec, gen_params: Mapping[str, Tensor], data: Dataset,
+                     target: float, n_models: int = 4, epochs: int | None = None) -> dict[str, Any]:
+    """Epochs until test accuracy reaches ``target``: generated init vs random init.
+
+    ``n_models`` training runs of the selection (sharing optimizer, batch size and training
+    fraction, so they train as one population) are trained again with the source zoo's recipe
+    (their learning rate, weight decay, data order, seed), once from their own random
+    initialization and once from the first ``n_models`` generated networks, evaluating every
+    epoch. A network that never reaches ``target`` counts as ``None`` (and is left out of the mean).
+
+    Returns:
+        ``{"target_acc", "epochs", "models", "generated": {...}, "random": {...}}`` with, per
+        init, ``epochs_to_target`` (per network), ``mean_epochs``, ``reached`` and
+        ``acc_curve`` (mean test accuracy per epoch, epoch 0 first).
+    """
+    from zoo_builders.spec import BuildSpec
+    from zoo_builders.train import train_classifiers
+
+    if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 1:
+        raise WeightzooError(f"finetune_models must be an integer >= 1, got {n_models!r}")
+    try:
+        runs = {r.run_id: r for r in BuildSpec.from_dict(src.manifest.spec).runs()}
+    except WeightzooError as e:
+        raise WeightzooError(f"fine-tuning needs zoo {src.name!r}'s build spec to retrain its runs: {e}") from None
+    chosen = []
+    for rid in dict.fromkeys(train_sel.column("run_id")):
+        r = runs.get(rid)
+        if r is None:
+            continue
+        t, t0 = r.training, (chosen[0].training if chosen else r.training)
+        if (t.optimizer, t.batch_size, t.train_fraction) == (t0.optimizer, t0.batch_size, t0.train_fraction):
+            chosen.append(r)
+        if len(chosen) == n_models:
+            break
+    n_gen = next(iter(gen_params.values())).shape[0]
+    k = min(len(chosen), n_gen)
+    if k == 0:
+        raise WeightzooError(f"none of the selected runs is in zoo {src.name!r}'s build spec; fine-tuning "
+                             f"retrains runs of the spec")
+    chosen = chosen[:k]
+    epochs = epochs or chosen[0].training.epochs
+    cfgs = [replace(r, training=replace(r.training, epochs=epochs, checkpoints=tuple(range(epochs + 1))))
+            for r in chosen]
+    init = {name: v[:k] for name, v in gen_params.items()}
+    out: dict[str, Any] = {"target_acc": target, "epochs": epochs, "models": k}
+    for tag, start in (("generated", init), ("random", None)):
+        res = train_classifiers(spec, cfgs, data, init=start)
+        curve = np.array([[m["test_acc"] for m in snap.metrics] for snap in res.snapshots])  # [E + 1, k]
+        hit = [next((snap.checkpoint for snap, acc in zip(res.snapshots, curve[:, i]) if acc >= target), None)
+               for i in range(k)]
+        reached = [h for h in hit if h is not None]
+        out[tag] = {"epochs_to_target": hit, "reached": len(reached),
+                    "mean_epochs": float(np.mean(reached)) if reached else None,
+                    "acc_curve": curve.mean(1).tolist()}
+    return out
+
+
+# ================================================================================ the figure
+def plot_novelty(result: GenEvalResult, path: str | os.PathLike) -> Path:
+    """Accuracy vs max-IoU, one colour per method, with the training networks' own IoU
+    distribution (the figure of Zeng et al. 2025); PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, (ax, hist) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
+    colors = plt.get_cmap("tab10")
+    train_key = "training networks (vs each other)"
+    for i, (tag, (iou, acc)) in enumerate(result.points.items()):
+        if tag == train_key:
+            ax.scatter(iou, [100 * a for a in acc], s=10, c="0.6", marker="x", label=tag, zorder=1)
+        else:
+            big = tag == result.label
+            ax.scatter(iou, [100 * a for a in acc], s=28 if big else 12, color=colors(i % 10), label=tag,
+                       edgecolors="k" if big else "none", linewidths=0.5, zorder=3 if big else 2, alpha=0.8)
+    ax.set_xlabel("max IoU of mispredicted test examples vs training networks (1 = a copy)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{result.generated_zoo} vs {result.train_zoo}: accuracy vs novelty")
+    ax.set_xlim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    bins = np.linspace(0, 1, 41)
+    hist.hist(result.points[train_key][0], bins=bins, color="0.6", alpha=0.7, label="training vs others")
+    hist.hist(result.points[result.label][0], bins=bins, color=colors(0), alpha=0.6, label=result.label)
+    hist.set_xlabel("max IoU vs training networks")
+    hist.set_ylabel("networks (count)")
+    hist.set_title("max-IoU distribution")
+    hist.legend(fontsize=8)
+    fig.tight_layout()
+    from catalog.format import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path
