@@ -242,3 +242,54 @@ class GroupWriter:
     def flush(self) -> None:
         for arch_id in list(self._buf):
             self._flush(arch_id)
+
+
+class RunWriter:
+    """Buffers whole runs (every checkpoint of one training run) per architecture and writes a
+    part once :data:`ROWS_PER_PART` models are buffered, never splitting a run across parts, so
+    a run is either wholly in the zoo or not at all (:meth:`ZooWriter.done_run_ids` then says
+    which runs a resumed import skips, and the manifest's run count stays exact).
+
+    Args:
+        writer: the open zoo writer.
+        schema: the non-core column types (from :func:`rows_schema`).
+        rows_per_part: models per part, at least (a run longer than that is one part).
+    """
+
+    def __init__(self, writer: ZooWriter, schema: pa.Schema, rows_per_part: int = ROWS_PER_PART) -> None:
+        self.writer, self.schema, self.rows_per_part = writer, schema, rows_per_part
+        self._buf: dict[str, tuple[list[dict[str, Tensor]], list[dict]]] = {}
+        self.written = 0
+
+    def add_run(self, spec: NetworkSpec, models: Sequence[Mapping[str, Tensor]], rows: Sequence[Mapping]) -> None:
+        """Queue one run: ``models[i]`` (``{name: Tensor[*shape]}``) is described by ``rows[i]``."""
+        if len(models) != len(rows):
+            raise ValueError(f"add_run: {len(models)} models but {len(rows)} rows")
+        arch_id = self.writer.add_architecture(spec)
+        buf_models, buf_rows = self._buf.setdefault(arch_id, ([], []))
+        buf_models.extend(dict(m) for m in models)
+        buf_rows.extend(dict(r) for r in rows)
+        if len(buf_rows) >= self.rows_per_part:
+            self._flush(arch_id)
+
+    def _flush(self, arch_id: str) -> None:
+        models, rows = self._buf.pop(arch_id, ([], []))
+        if not rows:
+            return
+        names = self.writer.manifest.network_spec(arch_id).param_names
+        stacked = {n: torch.stack([m[n] for m in models]) for n in names}  # [N, *shape]
+        self.writer.write_part(arch_id, stacked, rows, self.schema)
+        self.written += len(rows)
+
+    def flush(self) -> None:
+        """Write every buffered run."""
+        for arch_id in list(self._buf):
+            self._flush(arch_id)
+
+
+def json_scalar(value: Any) -> Any:
+    """A JSON value as a column value: scalars and lists of scalars as they are, objects (and
+    lists holding objects) as their JSON text, so one column never mixes nested types."""
+    if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict | list) for v in value)):
+        return json.dumps(value, sort_keys=True)
+    return value
