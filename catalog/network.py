@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -49,7 +50,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.f
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer: ``y = activation(omega * (W x + b))`` then an optional pooling.
+    """One layer: ``y = activation(omega * (W x + b))`` then an optional pooling (and, for the
+    last layer only, a constant ``shift`` added to the network's output).
 
     Args:
         kind: ``linear``, ``conv1d`` or ``conv2d``.
@@ -64,6 +66,10 @@ class LayerSpec:
         omega: pre-activation scale (``sin(omega * z)`` for SIRENs; default ``1.0``).
         pool: ``global_avg`` averages all spatial positions after the activation
             (default ``none``).
+        shift: a constant added to the output after the activation and pooling (default
+            ``0.0``); only the last layer may have one. It is how an imported INR whose code
+            computes ``seq(x) + 0.5`` (DWSNets) keeps its weights bit-identical and its function.
+            Stored only when non-zero, so no existing architecture's id changes.
     """
 
     kind: str
@@ -77,6 +83,7 @@ class LayerSpec:
     activation: str = "identity"
     omega: float = 1.0
     pool: str = "none"
+    shift: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
@@ -87,6 +94,9 @@ class LayerSpec:
         if self.pool not in POOLS:
             raise ZooFormatError(f"unknown pool {self.pool!r}; valid pools: {', '.join(POOLS)}")
         object.__setattr__(self, "kernel_size", tuple(int(k) for k in self.kernel_size))
+        if isinstance(self.shift, bool) or not isinstance(self.shift, int | float) or not math.isfinite(self.shift):
+            raise ZooFormatError(f"layer {self.weight!r}: shift must be a finite number, got {self.shift!r}")
+        object.__setattr__(self, "shift", float(self.shift))
         n_spatial = {"linear": 0, "conv1d": 1, "conv2d": 2}[self.kind]
         if len(self.kernel_size) != n_spatial:
             raise ZooFormatError(
@@ -150,6 +160,32 @@ def _cycle(nodes: tuple[Node, ...], index: dict[str, int], start: str) -> list[s
     return [*path, start] if visit(start) else None
 
 
+_NAME_PART = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _check_param_names(names: list[str]) -> None:
+    """A chain's parameter names: any dotted names (``layers.0.weight``, ``seq.0.weight``,
+    ``net.0.linear.weight``, ``fc1.weight``) whose parts are letters, digits and ``_``, unique,
+    and none the prefix of another (a module path cannot also be a tensor).
+
+    Raises:
+        ZooFormatError: the first bad name.
+    """
+    seen: set[str] = set()
+    for n in names:
+        if not isinstance(n, str) or not all(_NAME_PART.fullmatch(p) for p in n.split(".")):
+            raise ZooFormatError(f"parameter name {n!r}: use dot-separated parts of letters, digits and '_' "
+                                 f"(e.g. 'layers.0.weight')")
+        if n in seen:
+            raise ZooFormatError(f"two parameters are named {n!r}; parameter names must be unique")
+        seen.add(n)
+    for n in names:
+        parts = n.split(".")
+        for k in range(1, len(parts)):
+            if ".".join(parts[:k]) in seen:
+                raise ZooFormatError(f"parameter {'.'.join(parts[:k])!r} is also the prefix of {n!r}; rename one")
+
+
 #: Version of the canonical form graph specs' ids hash (see :meth:`NetworkSpec.arch_id`).
 GRAPH_ID_VERSION = 2
 
@@ -199,6 +235,10 @@ class NetworkSpec:
                 raise ZooFormatError(
                     f"layer {nxt.weight!r} takes {nxt.in_features} features but the layer before "
                     f"gives {prev.out_features}")
+        for layer in self.layers[:-1]:
+            if layer.shift != 0.0:
+                raise ZooFormatError(f"layer {layer.weight!r} has a shift; only the last layer (the output) may")
+        _check_param_names([p.name for p in self.params])
 
     def _check_graph(self) -> None:
         """Names, references, order and shapes of the nodes; records every node's shape."""
@@ -284,6 +324,10 @@ class NetworkSpec:
         """
         if not self.is_chain:
             return self
+        if self.layers[-1].shift != 0.0:
+            raise ZooFormatError(
+                f"{self.family} architecture {self.arch_id} adds {self.layers[-1].shift:g} to its output "
+                f"(an output shift), which graph specs cannot express; use a model that reads layer chains")
         from catalog import nodes as nd
 
         out: list[Node] = []
@@ -402,6 +446,8 @@ class NetworkSpec:
         parts = [f"{self.family} {widths}", *kinds, acts]
         parts += [f"omega {'/'.join(f'{o:g}' for o in omegas)}"] if omegas else []
         parts += [f"{p} pool" for p in pools]
+        if self.layers[-1].shift != 0.0:
+            parts.append(f"output shift {self.layers[-1].shift:+g}")
         if self.dtype != "float32":
             parts.append(self.dtype)
         parts.append(f"{self.n_params:,} params")
@@ -424,6 +470,8 @@ class NetworkSpec:
              "meta": dict(self.meta)}
         for layer in d["layers"]:
             layer["kernel_size"] = list(layer["kernel_size"])
+            if layer["shift"] == 0.0:  # stored only when set: every id from before shifts existed stays
+                del layer["shift"]
         d["params"] = [
             {"name": p.name, "shape": list(p.shape), "dtype": p.dtype, "layer": p.layer, "role": p.role}
             for p in self.params
@@ -606,6 +654,8 @@ def population_forward(
                 activations.append(h)
     if layout == "grouped":
         h = h.reshape(batch, n_pop, -1).transpose(0, 1)
+    if spec.layers[-1].shift != 0.0:
+        h = h + spec.layers[-1].shift
     return h
 
 
@@ -619,46 +669,91 @@ class _Activation(nn.Module):
 
 
 class SpecNetwork(nn.Module):
-    """A plain ``nn.Module`` rebuilt from a :class:`NetworkSpec`.
+    """A plain ``nn.Module`` rebuilt from a chain :class:`NetworkSpec`.
 
-    Its ``state_dict`` keys are exactly the spec's parameter names (``layers.{i}.weight``,
-    ``layers.{i}.bias``) and its forward computes what :func:`population_forward` computes for
-    one member.
+    Its ``state_dict`` keys are exactly the spec's parameter names and its forward computes
+    what :func:`population_forward` computes for one member. A spec named the builders' way
+    (``layers.{i}.weight``, ``layers.{i}.bias``) gets ``self.layers``, an ``nn.ModuleList`` of
+    ``nn.Linear``/``nn.ConvNd``; any other names (an imported model's own: ``seq.0.weight``,
+    ``net.0.linear.weight``, ``fc1.weight``) become parameters at those module paths, with
+    empty container modules in between, so ``load_state_dict`` takes the source's state dict
+    as it is. (Its ``state_dict`` then lists them in module-nesting order.)
 
     Shapes:
         input ``[B, *input_shape]`` (or anything that reshapes to it) -> ``[B, n_outputs]``.
+
+    Raises:
+        ZooFormatError: a graph spec, or a parameter name whose module path collides with an
+            attribute of ``nn.Module`` (e.g. ``train.weight``).
     """
 
     def __init__(self, spec: NetworkSpec) -> None:
         super().__init__()
+        spec.require_chain("SpecNetwork")
         self.spec = spec
-        mods: list[nn.Module] = []
-        for layer in spec.layers:
-            if layer.kind == "linear":
-                mods.append(nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None))
-            else:
-                conv_cls = nn.Conv1d if layer.kind == "conv1d" else nn.Conv2d
-                mods.append(conv_cls(layer.in_features, layer.out_features, layer.kernel_size,
-                                     stride=layer.stride, padding=layer.padding,
-                                     bias=layer.bias is not None))
-        self.layers = nn.ModuleList(mods)
         self._acts = [_Activation(layer) for layer in spec.layers]
-        expected = spec.param_names
-        got = list(self.state_dict().keys())
-        if got != expected:
-            raise ZooFormatError(
-                f"NetworkSpec parameter names {expected} do not follow the layers.{{i}}.weight/bias "
-                f"convention ({got}); such a spec cannot be rebuilt as a SpecNetwork")
+        self._by_name = not all(
+            layer.weight == f"layers.{i}.weight" and layer.bias in (None, f"layers.{i}.bias")
+            for i, layer in enumerate(spec.layers))
+        if not self._by_name:
+            mods: list[nn.Module] = []
+            for layer in spec.layers:
+                if layer.kind == "linear":
+                    mods.append(nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None))
+                else:
+                    conv_cls = nn.Conv1d if layer.kind == "conv1d" else nn.Conv2d
+                    mods.append(conv_cls(layer.in_features, layer.out_features, layer.kernel_size,
+                                         stride=layer.stride, padding=layer.padding,
+                                         bias=layer.bias is not None))
+            self.layers = nn.ModuleList(mods)
+        else:
+            for p in spec.params:
+                bound = 1 / math.sqrt(max(1, math.prod(p.shape[1:]) if p.role == "weight" else p.shape[0]))
+                self._attach(p.name, nn.Parameter(torch.empty(p.shape).uniform_(-bound, bound)))
+        expected = sorted(spec.param_names)
+        got = sorted(self.state_dict().keys())
+        if got != expected:  # pragma: no cover - the construction above gives exactly these
+            raise ZooFormatError(f"SpecNetwork of {spec.arch_id}: built parameters {got}, expected {expected}")
         self.to(spec.torch_dtype)
+
+    def _attach(self, name: str, param: nn.Parameter) -> None:
+        """Register ``param`` at the dotted path ``name``, creating container modules."""
+        *path, leaf = name.split(".")
+        mod: nn.Module = self
+        for part in path:
+            child = mod._modules.get(part)
+            if child is None:
+                if hasattr(mod, part) or part in mod._parameters:
+                    raise ZooFormatError(f"parameter name {name!r}: {part!r} is an attribute of the module, so "
+                                         f"the name cannot be rebuilt; rename the parameter")
+                child = nn.Module()
+                mod.add_module(part, child)
+            mod = child
+        if hasattr(mod, leaf) or leaf in mod._modules:
+            raise ZooFormatError(f"parameter name {name!r}: {leaf!r} is an attribute of the module, so the "
+                                 f"name cannot be rebuilt; rename the parameter")
+        mod.register_parameter(leaf, param)
 
     def forward(self, x: Tensor) -> Tensor:
         h = x.reshape(x.shape[0], *self.spec.input_shape)
-        for layer_spec, mod, act in zip(self.spec.layers, self.layers, self._acts):
+        for i, (layer_spec, act) in enumerate(zip(self.spec.layers, self._acts)):
             if layer_spec.kind == "linear":
                 h = h.reshape(h.shape[0], -1)
-            h = act(mod(h))
+            if self._by_name:
+                w = self.get_parameter(layer_spec.weight)
+                b = None if layer_spec.bias is None else self.get_parameter(layer_spec.bias)
+                if layer_spec.kind == "linear":
+                    h = F.linear(h, w, b)  # what nn.Linear computes
+                else:
+                    conv = F.conv1d if layer_spec.kind == "conv1d" else F.conv2d
+                    h = conv(h, w, b, stride=layer_spec.stride, padding=layer_spec.padding)
+            else:
+                h = self.layers[i](h)
+            h = act(h)
             if layer_spec.pool == "global_avg":
                 h = h.flatten(2).mean(-1)
+        if self.spec.layers[-1].shift != 0.0:
+            h = h + self.spec.layers[-1].shift
         return h
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
-from catalog.format import CORE_COLUMNS, read_manifest
+from catalog.format import CORE_COLUMNS, Manifest, read_manifest, recount
 from catalog.network import DTYPES, NetworkSpec
 from catalog.writer import ZooWriter
 
@@ -94,22 +95,30 @@ def torch_dtype_name(t: Tensor, where: str) -> str:
 
 
 def builds_as_chain(spec: NetworkSpec) -> bool:
-    """True if the chain's parameter names follow ``layers.{i}.weight/bias`` (what
-    :class:`catalog.network.SpecNetwork` rebuilds)."""
-    for i, layer in enumerate(spec.layers):
-        if layer.weight != f"layers.{i}.weight" or layer.bias not in (None, f"layers.{i}.bias"):
-            return False
-    return True
+    """True for a chain: :class:`catalog.network.SpecNetwork` rebuilds a chain with any valid
+    parameter names (``layers.{i}.*``, ``seq.0.weight``, ``fc1.weight``), so every chain an
+    importer infers stays one."""
+    return spec.is_chain
 
 
 def storable(spec: NetworkSpec) -> NetworkSpec:
-    """The spec as written to the zoo: a chain whose names follow ``layers.{i}.*`` stays a
-    chain (format v1); a chain with the source's own names (``fc1.weight``, ``0.weight``) is
-    stored as the equivalent graph (:meth:`NetworkSpec.as_graph`, format v2), the form whose
-    rebuilt module carries any parameter names, so the zoo's names stay the source's own."""
-    if not spec.is_chain or builds_as_chain(spec):
-        return spec
-    return spec.as_graph()
+    """The spec as written to the zoo: as it is. A chain keeps the source's own parameter names
+    and stays a chain (format v1), the form chain metanetworks (dws, nfn) read; a graph stays a
+    graph. (Before chains carried any names, such chains were stored as graphs.)"""
+    return spec
+
+
+def finish_import(writer: ZooWriter) -> Manifest:
+    """Recount the zoo from its parts, then :meth:`ZooWriter.finish` it.
+
+    The writer adds each part's distinct runs to ``counts["runs"]``, so a run whose checkpoints
+    land in two parts (a group flushed mid-run, or an import resumed mid-run) would count
+    twice; the rows, runs and statuses are recounted from every part before the manifest is
+    marked complete."""
+    tables = (pq.read_table(writer.root / f.path, columns=["run_id", "status"])
+              for f in writer.manifest.part_files())
+    writer.manifest.counts = recount(writer.manifest.counts, tables, len(writer.manifest.architectures))
+    return writer.finish()
 
 
 def rename_chain(spec: NetworkSpec, names: Sequence[tuple[str, str | None]], family: str | None = None

@@ -43,6 +43,7 @@ from zoo_builders.importers.common import (
     GroupWriter,
     SourceError,
     column_name,
+    finish_import,
     no_empty_zoo_on_error,
     rows_schema,
     stable_id,
@@ -224,4 +225,4 @@ def import_small_cnn_zoo(src: str | os.PathLike, out: str | os.PathLike, *, name
                     part_rows = [{**rows[i], "status": "ok" if ok else "diverged"} for i, ok in zip(idx, finite)]
                     groups.add_stacked(spec, stacked, part_rows)
                     bar.update(len(idx))
-        return writer.finish()
+        return finish_import(writer)

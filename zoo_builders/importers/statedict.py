@@ -50,6 +50,7 @@ from zoo_builders.importers.common import (
     GroupWriter,
     SourceError,
     column_name,
+    finish_import,
     no_empty_zoo_on_error,
     parse_arch_options,
     resolve_arch,
@@ -432,7 +433,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
                 row = {**row, "status": "diverged"}
             groups.add(spec, {p: tensors[p] for p in spec.param_names}, row)
         groups.flush()
-        return writer.finish()
+        return finish_import(writer)
 
 
 def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: bool = False) -> list[Path]:
