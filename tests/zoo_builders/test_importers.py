@@ -274,9 +274,9 @@ def test_bad_inputs_one_clear_error_each(tmp_path):
     with pytest.raises(SourceError, match="refused.*weights_only"):
         import_statedicts(d, tmp_path / "o6", quiet=True)
 
-    with pytest.raises(SourceError, match="valid layouts: small-cnn-zoo, state-dicts"):
+    with pytest.raises(SourceError, match="valid layouts: .*small-cnn-zoo, state-dicts"):
         get_importer("tf-hub")
-    assert set(IMPORTERS) == {"state-dicts", "small-cnn-zoo"}
+    assert set(IMPORTERS) >= {"state-dicts", "small-cnn-zoo"}
 
 
 def test_failed_import_resumes_after_the_source_is_fixed(tmp_path):

@@ -72,7 +72,7 @@ def test_import_errors_are_one_line(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error:") and text in lines[0], r.output
 
     src, _ = _folder(tmp_path, n=2)
-    check(run_cli("import", "nope", src, "--out", tmp_path / "o", "-q"), "valid layouts: small-cnn-zoo, state-dicts")
+    check(run_cli("import", "nope", src, "--out", tmp_path / "o", "-q"), "small-cnn-zoo, state-dicts")
     check(run_cli("import", "state-dicts", tmp_path / "absent", "--out", tmp_path / "o", "-q"), "is not a directory")
     check(run_cli("import", "state-dicts", src, "--out", tmp_path / "o", "--arch", "nope", "--input-shape", "5"),
           "unknown architecture 'nope'")
