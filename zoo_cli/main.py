@@ -35,9 +35,19 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from zoo_cli import analyze_cmds, build_cmds, hub_cmds, import_cmds, query_cmds, retrieval_cmds, train_cmds
+    from zoo_cli import (
+        analyze_cmds,
+        build_cmds,
+        generate_cmds,
+        hub_cmds,
+        import_cmds,
+        query_cmds,
+        retrieval_cmds,
+        train_cmds,
+    )
 
-    for module in (build_cmds, query_cmds, train_cmds, hub_cmds, analyze_cmds, retrieval_cmds, import_cmds):
+    for module in (build_cmds, query_cmds, train_cmds, hub_cmds, analyze_cmds, retrieval_cmds, import_cmds,
+                   generate_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -18,6 +18,7 @@ Nothing in it is executed when loading: the generator is rebuilt from the regist
 from __future__ import annotations
 
 import abc
+import inspect
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,7 +66,12 @@ class Generator(abc.ABC):
     @abc.abstractmethod
     def fit(self, params: Mapping[str, Tensor], table: pa.Table, *, seed: int = 0,
             progress: bool = False) -> None:
-        """Learn from ``params`` (``{name: [N, *shape]}``) with metadata ``table`` (N rows, same order)."""
+        """Learn from ``params`` (``{name: [N, *shape]}``) with metadata ``table`` (N rows, same order).
+
+        A method that also learns from the source zoo's dataset declares a keyword-only
+        ``data: zoo_builders.datasets.Dataset | None = None`` parameter; ``zoo generate`` passes
+        the source zoo's dataset to such methods (see :func:`accepts_data`).
+        """
 
     @abc.abstractmethod
     def sample(self, n: int, *, seed: int = 0,
@@ -120,6 +126,11 @@ def load_generator(run_dir: str | Path) -> Generator:
     gen.load_state(load_file(str(tensors_path)), dict(config.get("state") or {}))
     gen.source = dict(config.get("source") or {})
     return gen
+
+
+def accepts_data(gen: Generator) -> bool:
+    """Whether ``gen.fit`` takes the source dataset as ``data=`` (e.g. ``mip``'s distillation loss)."""
+    return "data" in inspect.signature(gen.fit).parameters
 
 
 def check_training_set(params: Mapping[str, Tensor], spec: NetworkSpec, what: str) -> int:

@@ -306,7 +306,7 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
     src = train_zoo if isinstance(train_zoo, Zoo) else open_zoo(train_zoo)
     name, sha, recorded_where, label = _source_of(gen)
     if name != src.name or sha != zoo_content_sha256(src):
-        what = "name" if name != src.name else "networks (content sha256)"
+        what = "names" if name != src.name else "networks (content sha256s)"
         raise WeightzooError(
             f"generated zoo {gen.name!r} was generated from zoo {name!r} (content sha256 {sha[:12]}...), "
             f"but --train is zoo {src.name!r} (sha256 {zoo_content_sha256(src)[:12]}...): the {what} "

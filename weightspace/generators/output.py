@@ -51,8 +51,8 @@ from catalog.paths import NAME_PATTERN
 from catalog.selection import Selection, describe_differences
 from catalog.writer import ZooWriter
 from catalog.zoo import Zoo, open_zoo
-from weightspace.generators.base import MIN_TRAINING_MODELS, Generator, load_generator
-from weightspace.generators.registry import build_generator, get_generator
+from weightspace.generators.base import MIN_TRAINING_MODELS, Generator, accepts_data, load_generator
+from weightspace.generators.registry import build_generator, generator_hparams, get_generator
 from zoo_builders.datasets import Dataset, load_zoo_dataset
 
 #: Networks evaluated in one forward pass when scoring generated networks.
@@ -283,8 +283,8 @@ def _zoo_name(out: Path, source: str, method: str) -> str:
 
 
 def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | None, n: int,
-                 out: str | os.PathLike, *, condition: Mapping[str, Any] | None = None,
-                 hparams: Mapping[str, Any] | None = None, load_from: str | os.PathLike | None = None,
+                 out: str | os.PathLike, *, condition: Mapping[str, Any] | Sequence[str] | None = None,
+                 hparams: Mapping[str, Any] | Sequence[str] | None = None, load_from: str | os.PathLike | None = None,
                  save_to: str | os.PathLike | None = None, seed: int = 0,
                  quiet: bool = False) -> GenerateResult:
     """Train (or load) a generator on one architecture of ``zoo`` and write ``n`` samples as a zoo.
@@ -298,10 +298,10 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
         n: networks to sample.
         out: the generated zoo's directory (new, or a generated zoo of the same settings, which
             gains the samples it does not hold yet).
-        condition: ``{column: value}`` for conditional methods (values may be strings, e.g.
-            from ``--condition lr=0.005``).
-        hparams: the method's hyperparameters (text values are typed by
-            :func:`~weightspace.generators.registry.parse_hparams`).
+        condition: ``{column: value}`` or ``["column=value", ...]`` (``--condition lr=0.005``)
+            for conditional methods.
+        hparams: the method's hyperparameters, ``{name: value}`` or ``["name=value", ...]``
+            (text values are typed by :func:`~weightspace.generators.registry.parse_hparams`).
         load_from: a generator run directory to sample from instead of training.
         save_to: write the trained generator's run directory here.
         seed: seed of training and sampling (default ``0``).
@@ -334,12 +334,16 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
     if method is None:
         raise WeightzooError("give --method NAME (or --load DIR)")
     cls = get_generator(method)
-    typed = parse_hparams(method, {k: str(v) for k, v in (hparams or {}).items()}) if hparams else {}
+    typed = parse_hparams(method, hparams) if hparams else {}
     sel = select_training_set(src, where)
     spec = sel.network_spec
     table = sel.table
-    cond = check_condition(table, parse_conditions([f"{k}={v}" for k, v in (condition or {}).items()]),
-                           method, cls.conditional)
+    if condition is not None and not isinstance(condition, Mapping):
+        condition = parse_conditions(condition)
+    cond = check_condition(table, condition or {}, method, cls.conditional)
+    if cond and "condition" in generator_hparams(method) and "condition" not in typed and gen is None:
+        # A conditional method trains on the columns it is asked to condition on (mip's `condition`).
+        typed["condition"] = list(cond)
     data = load_zoo_dataset(src)  # before training: a zoo without a known dataset fails fast
     content = zoo_content_sha256(src)
 
@@ -348,7 +352,8 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
         weights = sel.stacked()
         gen.source = {"zoo": src.name, "manifest_sha256": content, "where": where, "n_models": len(sel),
                       "seed": seed}
-        gen.fit(weights, table, seed=seed, progress=not quiet)
+        extra = {"data": data} if accepts_data(gen) else {}
+        gen.fit(weights, table, seed=seed, progress=not quiet, **extra)
         n_train = len(sel)
     else:
         if gen.spec.arch_id != spec.arch_id:
