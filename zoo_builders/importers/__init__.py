@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from catalog.format import Manifest
 from zoo_builders.importers.common import SourceError
+from zoo_builders.importers.hf_models import import_hf_models
 from zoo_builders.importers.modelzoos import import_modelzoos
 from zoo_builders.importers.small_cnn_zoo import import_small_cnn_zoo
 from zoo_builders.importers.statedict import export_statedict, import_statedicts, infer_chain, read_state_dict
@@ -21,6 +22,7 @@ IMPORTERS: dict[str, Callable[..., Manifest]] = {
     "state-dicts": import_statedicts,
     "small-cnn-zoo": import_small_cnn_zoo,
     "modelzoos": import_modelzoos,
+    "hf-models": import_hf_models,
 }
 
 
@@ -53,5 +55,5 @@ def import_zoo(layout: str, src: str | os.PathLike, out: str | os.PathLike, **op
     return fn(src, out, **options)
 
 
-__all__ = ["IMPORTERS", "SourceError", "export_statedict", "get_importer", "import_modelzoos", "import_small_cnn_zoo",
-           "import_statedicts", "import_zoo", "infer_chain", "read_state_dict"]
+__all__ = ["IMPORTERS", "SourceError", "export_statedict", "get_importer", "import_hf_models", "import_modelzoos",
+           "import_small_cnn_zoo", "import_statedicts", "import_zoo", "infer_chain", "read_state_dict"]

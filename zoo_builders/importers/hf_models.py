@@ -1,0 +1,382 @@
+"""The Hugging Face model repo layout: one model per repo revision, weights in safetensors.
+
+Layout (one snapshot, i.e. a repo at one revision)::
+
+    model.safetensors                    the weights, or sharded:
+    model.safetensors.index.json         {"metadata": {...}, "weight_map": {tensor: shard file}}
+    model-00001-of-00002.safetensors     the shards the index names
+    config.json                          optional: every key becomes a column
+
+Sources (``SOURCE``):
+
+* a local snapshot directory (one model);
+* a directory whose sub-folders are snapshots (one model per snapshot folder, e.g. a Hugging
+  Face cache's ``models--ORG--NAME/snapshots/<commit>/``);
+* ``hf://ORG/NAME[@REVISION]`` (or ``hf://models/ORG/NAME[@REVISION]``): that revision (default
+  ``main``) is downloaded with ``huggingface_hub.snapshot_download`` into the Hugging Face cache
+  (``HF_ENDPOINT`` picks the server), only ``config.json``, the index and the safetensors files;
+* a list of any of these (the Python API).
+
+Rows: ``run_id`` per repo (``ORG/NAME`` for the Hub and for cache folders
+``models--ORG--NAME/snapshots/<commit>``, else the snapshot folder), ``model_id`` per (repo,
+commit); ``checkpoint`` numbers the revisions of one repo in the order they are given (0, 1,
+...), as a repo's revisions carry no epoch. Columns: ``repo_id``, ``revision`` (the commit when
+known), every ``config.json`` key (:func:`~zoo_builders.importers.common.column_name`; objects
+as JSON text), ``source_layout`` and ``source_path`` (the snapshot folder relative to
+``SOURCE``, or ``hf://ORG/NAME@<commit>``).
+
+The index is untrusted data: every shard it names must be a plain relative path inside the
+snapshot (:func:`catalog.paths.safe_join`), a ``.safetensors`` file, holding exactly the tensors
+the index assigns to it; anything else is refused before any weight is read. Architectures are
+inferred as for state-dict folders (:func:`~zoo_builders.importers.statedict.infer_chain`: a
+chain of linear/conv layers; the activation from ``activation``, else ``config.json``'s
+``hidden_act``/``activation`` where it names one, else ``relu``), or given by ``arch``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import torch
+from safetensors import safe_open
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from catalog.errors import WeightzooError
+from catalog.format import Manifest
+from catalog.network import NetworkSpec
+from catalog.nodes import ACTIVATIONS
+from catalog.paths import safe_join
+from catalog.writer import ZooWriter
+from zoo_builders.importers.common import (
+    ROWS_PER_PART,
+    RunWriter,
+    SourceError,
+    column_name,
+    json_scalar,
+    no_empty_zoo_on_error,
+    parse_arch_options,
+    resolve_arch,
+    rows_schema,
+    stable_id,
+    storable,
+)
+from zoo_builders.importers.statedict import fit_arch, infer_chain, read_state_dict
+
+LAYOUT = "hf-models"
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+CONFIG = "config.json"
+URL_SCHEME = "hf://"
+#: A Hugging Face cache snapshot folder: ``models--ORG--NAME/snapshots/<commit>``.
+CACHE_SNAPSHOT = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})$")
+#: ``config.json`` keys naming the hidden activation, in order of preference.
+ACTIVATION_KEYS = ("hidden_act", "activation", "activation_function")
+
+
+@dataclass
+class Snapshot:
+    """One model: a snapshot directory on disk and where it came from."""
+
+    path: Path
+    repo: str  # ORG/NAME, or the folder for a snapshot of unknown repo
+    revision: str | None  # the commit when known
+    source_path: str
+
+
+# ================================================================================ sources
+def is_snapshot(path: Path) -> bool:
+    """True if ``path`` is a directory holding ``model.safetensors`` or its index."""
+    return path.is_dir() and ((path / WEIGHTS).is_file() or (path / INDEX).is_file())
+
+
+def _parse_url(text: str) -> tuple[str, str | None]:
+    """``(repo_id, revision)`` of ``hf://[models/]ORG/NAME[@REVISION]``."""
+    rest = text[len(URL_SCHEME):].removeprefix("models/")
+    repo, _, revision = rest.partition("@")
+    if rest.startswith(("datasets/", "spaces/")) or repo.count("/") != 1 or not all(repo.split("/")):
+        raise SourceError(f"{text!r} is not a model repo URL; use hf://ORG/NAME[@REVISION]")
+    return repo, revision or None
+
+
+def download_snapshot(repo_id: str, revision: str | None, quiet: bool = True) -> Path:
+    """The Hub repo ``repo_id`` at ``revision`` (default ``main``) in the Hugging Face cache:
+    ``config.json``, the weights or the index, then the shards the (checked) index names.
+
+    Raises:
+        SourceError: no such repo or revision, no weights in it, a hostile index, the server
+            unreachable.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    label = f"{repo_id}@{revision or 'main'}"
+    try:
+        root = Path(snapshot_download(repo_id, repo_type="model", revision=revision,
+                                      allow_patterns=[CONFIG, WEIGHTS, INDEX]))
+        if not is_snapshot(root):
+            raise SourceError(f"hf://{label} has neither {WEIGHTS} nor {INDEX}; the hf-models layout "
+                              f"imports repos whose weights are safetensors")
+        if (root / INDEX).is_file():
+            shards = sorted(set(read_index(root).values()))
+            snapshot_download(repo_id, repo_type="model", revision=root.name, allow_patterns=shards)
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SourceError(f"cannot download hf://{label}: {first}") from e
+    return root
+
+
+def read_index(root: Path) -> dict[str, str]:
+    """``{tensor name: shard file}`` from the snapshot's index, every shard checked to be a
+    ``.safetensors`` file inside the snapshot.
+
+    Raises:
+        SourceError: an index that is not JSON, has no ``weight_map`` object, or names a shard
+            outside the snapshot (``../``, an absolute path, a symbolic link out) or not
+            ``.safetensors``.
+    """
+    where = f"{root.name}/{INDEX}"
+    try:
+        index = json.loads((root / INDEX).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"{where} is not JSON: {e}") from e
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise SourceError(f"{where} has no weight_map object ({{tensor name: shard file}})")
+    for tensor, shard in weight_map.items():
+        try:
+            safe_join(root, shard, "shard")
+        except WeightzooError as e:
+            raise SourceError(f"{where} maps {tensor!r} to {shard!r}, which is not a file inside the snapshot; "
+                              f"refusing the index (it is corrupt or crafted to read other files)") from e
+        if not shard.endswith(".safetensors"):
+            raise SourceError(f"{where} maps {tensor!r} to {shard!r}, not a .safetensors file")
+    return dict(weight_map)
+
+
+def _snapshot_of(path: Path, source_path: str) -> Snapshot:
+    m = CACHE_SNAPSHOT.search(path.resolve().as_posix())
+    if m:
+        return Snapshot(path, f"{m['org']}/{m['name']}", m["commit"], source_path)
+    return Snapshot(path, source_path, None, source_path)
+
+
+def find_snapshots(src: str | os.PathLike | Sequence[str | os.PathLike], quiet: bool = True) -> list[Snapshot]:
+    """The snapshots ``src`` names (see the module docstring), downloading Hub revisions.
+
+    Raises:
+        SourceError: a path that does not exist or holds no snapshot, a bad ``hf://`` URL or a
+            failed download.
+    """
+    items = [src] if isinstance(src, str | os.PathLike) else list(src)
+    if not items:
+        raise SourceError("no source given: a snapshot directory, a folder of snapshots or hf://ORG/NAME")
+    local = [Path(i) for i in items if not str(i).startswith(URL_SCHEME)]
+    common = Path(os.path.commonpath([p.resolve() for p in local])) if local else None
+    if common is not None and len(local) == 1:
+        common = local[0].resolve()
+    out: list[Snapshot] = []
+    for item in items:
+        text = str(item)
+        if text.startswith(URL_SCHEME):
+            repo, revision = _parse_url(text)
+            root = download_snapshot(repo, revision, quiet)
+            out.append(Snapshot(root, repo, root.name, f"hf://{repo}@{root.name}"))
+            continue
+        path = Path(item)
+        if not path.is_dir():
+            raise SourceError(f"{path} is not a directory; the hf-models layout reads a snapshot directory (with "
+                              f"{WEIGHTS} or {INDEX}), a folder of them, or hf://ORG/NAME[@REVISION]")
+
+        def rel(p: Path) -> str:
+            r = p.resolve().relative_to(common).as_posix()
+            return "." if r == "" else r
+
+        if is_snapshot(path):
+            out.append(_snapshot_of(path, rel(path)))
+            continue
+        found = sorted({p.parent for name in (WEIGHTS, INDEX) for p in path.rglob(name)})
+        if not found:
+            raise SourceError(f"{path} holds no Hugging Face model snapshot ({WEIGHTS} or {INDEX})")
+        out += [_snapshot_of(p, rel(p)) for p in found]
+    return out
+
+
+# ================================================================================ reading
+def read_snapshot(snap: Snapshot) -> dict[str, Tensor]:
+    """The snapshot's tensors (``{name: tensor}``, natural name order, ``module.`` stripped).
+
+    Raises:
+        SourceError: a damaged safetensors file, a hostile index, shards that do not hold
+            exactly the tensors the index assigns them.
+    """
+    if not (snap.path / INDEX).is_file():
+        try:
+            return read_state_dict(snap.path / WEIGHTS)
+        except SourceError as e:
+            raise SourceError(f"{snap.source_path}: {e}") from e
+    weight_map = read_index(snap.path)
+    by_shard: dict[str, list[str]] = {}
+    for tensor, shard in weight_map.items():
+        by_shard.setdefault(shard, []).append(tensor)
+    tensors: dict[str, Tensor] = {}
+    for shard, names in by_shard.items():
+        path = safe_join(snap.path, shard, "shard")
+        if not path.is_file():
+            raise SourceError(f"{snap.source_path}: {INDEX} names shard {shard!r}, which is missing")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                held = set(f.keys())
+                if held != set(names):
+                    extra, missing = sorted(held - set(names)), sorted(set(names) - held)
+                    raise SourceError(f"{snap.source_path}: shard {shard} does not hold what {INDEX} says "
+                                      f"(missing {missing[:3]}, not in the index {extra[:3]})")
+                for n in names:
+                    tensors[n] = f.get_tensor(n)
+        except SourceError:
+            raise
+        except Exception as e:  # SafetensorError, OSError on a damaged file
+            raise SourceError(f"{snap.source_path}: {shard} is not a readable safetensors file: {e}") from e
+    out: dict[str, Tensor] = {}
+    for name in sorted(tensors, key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)]):
+        clean = name
+        while clean.startswith("module."):
+            clean = clean[len("module."):]
+        out[clean] = tensors[name]
+    return out
+
+
+def read_config(snap: Snapshot) -> dict[str, Any]:
+    """``config.json`` of the snapshot (empty when absent).
+
+    Raises:
+        SourceError: a ``config.json`` that is not a JSON object.
+    """
+    path = snap.path / CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"{snap.source_path}/{CONFIG} is not JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise SourceError(f"{snap.source_path}/{CONFIG} is not a JSON object")
+    return config
+
+
+def _activation(config: Mapping[str, Any], given: str | None) -> str:
+    if given is not None:
+        return given
+    for key in ACTIVATION_KEYS:
+        value = str(config.get(key, "")).lower().replace("leakyrelu", "leaky_relu")
+        if value in ACTIVATIONS:
+            return value
+    return "relu"
+
+
+# ================================================================================ import
+def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                     name: str | None = None, arch: str | os.PathLike | Mapping | NetworkSpec | None = None,
+                     arch_options: Sequence[str] | Mapping[str, Any] | None = None, activation: str | None = None,
+                     input_shape: Sequence[int] | None = None, rows_per_part: int = ROWS_PER_PART,
+                     quiet: bool = False) -> Manifest:
+    """Import Hugging Face model snapshots (local or from the Hub) as a zoo at ``out``
+    (resumable: run it again after an interruption; imported revisions are skipped).
+
+    Args:
+        src: a snapshot directory, a folder of snapshots, ``hf://ORG/NAME[@REVISION]``, or a list
+            of these.
+        out: the zoo directory to write.
+        name: the zoo's name (default: the source folder's or repo's name).
+        arch: the architecture instead of inferring it (a preset name, a spec JSON file, a spec
+            dict or a :class:`NetworkSpec`).
+        arch_options: the preset's options.
+        activation: the hidden activation (default: ``config.json``'s, else ``relu``).
+        input_shape: one example's shape (needed for convolutional nets and presets).
+        rows_per_part: models per part (a repo's revisions are never split across parts).
+        quiet: no progress bar.
+
+    Returns:
+        the finished zoo's manifest.
+
+    Raises:
+        SourceError: no snapshot, a failed download, a hostile or inconsistent index, tensors no
+            architecture fits. Every config and index is checked before the first weight is read.
+    """
+    snaps = find_snapshots(src, quiet)
+    configs = [read_config(s) for s in snaps]
+    for s in snaps:
+        if (s.path / INDEX).is_file():
+            read_index(s.path)  # a hostile index fails here, before anything is written
+    order: dict[str, int] = {}
+    rows = []
+    for s, config in zip(snaps, configs):
+        ckpt = order[s.repo] = order.get(s.repo, -1) + 1
+        run_id = stable_id(s.repo, "hf-")
+        row: dict[str, Any] = {"model_id": stable_id(f"{s.repo}@{s.revision or s.source_path}", "hf-"),
+                               "run_id": run_id, "checkpoint": ckpt, "status": "ok", "source_layout": LAYOUT,
+                               "source_path": s.source_path, "repo_id": s.repo, "revision": s.revision}
+        for k, v in config.items():
+            col = column_name(k)
+            row["config_" + col if col in row else col] = json_scalar(v)
+        rows.append(row)
+    if len({r["model_id"] for r in rows}) != len(rows):
+        raise SourceError("the sources name one repo revision twice; give each revision once")
+    rows, schema = rows_schema(rows)
+    options = parse_arch_options(arch_options)
+    preset = None if arch is None else (arch.to_dict() if isinstance(arch, NetworkSpec) else
+                                        dict(arch) if isinstance(arch, Mapping) else str(arch))
+    sources = [str(s) for s in ([src] if isinstance(src, str | os.PathLike) else src)]
+    build_spec = {"importer": LAYOUT, "source": [str(Path(s).resolve()) if not s.startswith(URL_SCHEME) else s
+                                                 for s in sources],
+                  "arch": preset, "arch_options": options, "activation": activation,
+                  "input_shape": None if input_shape is None else list(input_shape)}
+    first = sources[0]
+    default_name = _parse_url(first)[0].split("/")[1] if first.startswith(URL_SCHEME) else Path(first).resolve().name
+    by_run: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_run.setdefault(r["run_id"], []).append(i)
+    specs: dict[tuple, NetworkSpec] = {}
+    with no_empty_zoo_on_error(out), \
+            ZooWriter(out, name or default_name, build_spec, command=f"zoo import {LAYOUT} {first}") as writer:
+        done: set[str] = set()  # model ids already in the zoo (a resumed import skips them)
+        for f in writer.manifest.part_files():
+            done.update(pq.read_table(writer.root / f.path, columns=["model_id"]).column(0).to_pylist())
+        runs = RunWriter(writer, schema, rows_per_part)
+        with tqdm(total=len(rows), disable=quiet, unit="model", desc=f"import {default_name}") as bar:
+            for idx in by_run.values():
+                bar.update(sum(rows[i]["model_id"] in done for i in idx))
+                idx = [i for i in idx if rows[i]["model_id"] not in done]
+                groups: dict[str, tuple[NetworkSpec, list, list]] = {}  # arch_id -> (spec, models, rows)
+                for i in idx:  # one repo's revisions in memory at a time
+                    snap, row = snaps[i], rows[i]
+                    tensors = read_snapshot(snap)
+                    act = _activation(configs[i], activation)
+                    signature = (act, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
+                    if signature not in specs:
+                        if arch is not None:
+                            n_out = int(list(tensors.values())[-1].shape[0])
+                            spec = fit_arch(resolve_arch(arch, options, input_shape, n_out, act), tensors,
+                                            snap.source_path)
+                        else:
+                            spec = infer_chain(tensors, act, input_shape, snap.source_path)
+                        specs[signature] = storable(spec)
+                    spec = specs[signature]
+                    finite = all(bool(torch.isfinite(t).all()) for t in tensors.values())
+                    row["status"] = "ok" if finite else "diverged"
+                    _, models, run_rows = groups.setdefault(spec.arch_id, (spec, [], []))
+                    models.append({p: tensors[p] for p in spec.param_names})
+                    run_rows.append(row)
+                    bar.update(1)
+                # the revisions of one repo may differ in architecture: each group is written whole
+                for spec, models, run_rows in groups.values():
+                    runs.add_run(spec, models, run_rows)
+        runs.flush()
+        return writer.finish()
