@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from catalog.format import Manifest
 from zoo_builders.importers.common import SourceError
+from zoo_builders.importers.detect import detect_layout
 from zoo_builders.importers.hf_models import import_hf_models
 from zoo_builders.importers.modelzoos import import_modelzoos
 from zoo_builders.importers.small_cnn_zoo import import_small_cnn_zoo
@@ -33,19 +34,27 @@ def get_importer(layout: str) -> Callable[..., Manifest]:
         SourceError: an unknown layout; the message lists the valid ones.
     """
     if layout not in IMPORTERS:
-        raise SourceError(f"unknown layout {layout!r}; valid layouts: {', '.join(sorted(IMPORTERS))}")
+        raise SourceError(f"unknown layout {layout!r}; valid layouts: {', '.join(sorted(IMPORTERS))} "
+                          f"(or auto, to detect it)")
     return IMPORTERS[layout]
 
 
 def import_zoo(layout: str, src: str | os.PathLike, out: str | os.PathLike, **options) -> Manifest:
     """Import ``src`` (in ``layout``) as a zoo at ``out``; ``options`` go to the importer
-    (``None`` values are left out, so the importer's defaults apply).
+    (``None`` values are left out, so the importer's defaults apply). ``layout`` ``"auto"``
+    detects the layout from the source's file names
+    (:func:`zoo_builders.importers.detect.detect_layout`).
 
     Raises:
         SourceError: an unknown layout, an option the layout does not take, a bad source.
     """
     import inspect
 
+    if layout == "auto":
+        layout = detect_layout(src)
+        if layout not in IMPORTERS:
+            raise SourceError(f"{src} looks like the {layout} layout, which this installation cannot import "
+                              f"(valid layouts: {', '.join(sorted(IMPORTERS))})")
     fn = get_importer(layout)
     options = {k: v for k, v in options.items() if v is not None}
     accepted = set(inspect.signature(fn).parameters)
