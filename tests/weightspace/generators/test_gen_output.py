@@ -1,0 +1,123 @@
+"""generate_zoo: the generated networks are a zoo that opens, queries and verifies; rows carry
+the generator and the source; metrics are those of the build; ids are stable; bad input fails
+with one clear error each."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from gen_helpers import LAST, conditional_generator
+
+from catalog import open_zoo
+from catalog.errors import WeightzooError
+from weightspace.generators.output import generate_zoo, zoo_content_sha256
+from zoo_builders import load_zoo_dataset
+
+
+def test_generated_zoo_opens_queries_verifies(tiny_digits_zoo, tmp_path):
+    res = generate_zoo(tiny_digits_zoo, "noise", LAST, 12, tmp_path / "gen", hparams={"sigma": "0.05"},
+                       seed=1, quiet=True)
+    assert res.rows == 12 and res.n_train == 18 and res.method == "noise"
+    zoo = open_zoo(tmp_path / "gen")
+    assert zoo.verify().ok
+    src = open_zoo(tiny_digits_zoo)
+    t = zoo.table
+    assert t.num_rows == 12
+    assert set(t.column("generator").to_pylist()) == {"noise"}
+    assert set(t.column("source_zoo").to_pylist()) == {src.name}
+    assert set(t.column("source_manifest_sha256").to_pylist()) == {zoo_content_sha256(src)}
+    assert set(t.column("source_where").to_pylist()) == {LAST}
+    assert set(t.column("generator_sigma").to_pylist()) == {0.05}
+    assert json.loads(t.column("generator_hparams")[0].as_py()) == {"sigma": 0.05}
+    assert t.column("sample_index").to_pylist() == list(range(12))
+    assert set(t.column("activation").to_pylist()) == {"relu"}  # architecture columns copied
+    assert "lr" not in t.column_names                            # training hyperparameters are not
+    ids = t.column("model_id").to_pylist()
+    assert len(set(ids)) == 12 and ids == t.column("run_id").to_pylist()
+    for col in ("test_acc", "test_loss", "train_acc", "train_loss", "ggap"):
+        assert col in t.column_names
+    # It queries like a built zoo, and its manifest and card say it is generated.
+    best = zoo.select(where="test_acc > 0.5", order_by="test_acc DESC")
+    assert len(best) == sum(a > 0.5 for a in t.column("test_acc").to_pylist())
+    assert zoo.manifest.spec["generated"]["method"] == "noise"
+    assert "A generated zoo" in (tmp_path / "gen" / "README.md").read_text()
+    # load_zoo_dataset works on it (the source's dataset is in its spec).
+    assert load_zoo_dataset(zoo).describe() == load_zoo_dataset(src).describe()
+
+
+def test_metrics_are_the_build_time_metrics(tiny_digits_zoo, tmp_path):
+    """sigma = 0 copies training networks: each copy's metrics equal its source row's."""
+    generate_zoo(tiny_digits_zoo, "noise", LAST, 8, tmp_path / "gen", hparams={"sigma": 0.0}, quiet=True)
+    gen, src = open_zoo(tmp_path / "gen"), open_zoo(tiny_digits_zoo)
+    by_sha = {r["sha256"]: r for r in src.select(where=LAST).table.to_pylist()}
+    for row in gen.table.to_pylist():
+        twin = by_sha[row["sha256"]]  # same weights, same sha256
+        for col in ("test_acc", "test_loss", "train_acc", "train_loss"):
+            assert row[col] == pytest.approx(twin[col], abs=1e-6), col
+
+
+def test_ids_are_stable_and_reload_gives_the_same_networks(tiny_digits_zoo, tmp_path):
+    a = generate_zoo(tiny_digits_zoo, "gaussian", LAST, 5, tmp_path / "a", save_to=tmp_path / "run", quiet=True)
+    assert a.saved_to == tmp_path / "run"
+    generate_zoo(tiny_digits_zoo, "gaussian", LAST, 5, tmp_path / "b", quiet=True)
+    generate_zoo(tiny_digits_zoo, None, None, 5, tmp_path / "c", load_from=tmp_path / "run", quiet=True)
+    generate_zoo(tiny_digits_zoo, "gaussian", LAST, 5, tmp_path / "d", seed=1, quiet=True)
+    rows = {k: open_zoo(tmp_path / k).table for k in "abcd"}
+    ids = {k: t.column("model_id").to_pylist() for k, t in rows.items()}
+    shas = {k: t.column("sha256").to_pylist() for k, t in rows.items()}
+    assert ids["a"] == ids["b"] == ids["c"] and shas["a"] == shas["b"] == shas["c"]
+    assert not set(ids["a"]) & set(ids["d"]) and shas["a"] != shas["d"]
+    # The same command again on the same directory adds nothing; a larger --n adds the rest.
+    again = generate_zoo(tiny_digits_zoo, "gaussian", LAST, 7, tmp_path / "a", quiet=True)
+    assert again.rows == 2 and open_zoo(tmp_path / "a").table.num_rows == 7
+
+
+def test_conditional_method_gets_condition_columns(tiny_digits_zoo, tmp_path):
+    with conditional_generator() as name:
+        generate_zoo(tiny_digits_zoo, name, LAST, 3, tmp_path / "g", condition=["lr=0.5"], quiet=True)
+        gen = open_zoo(tmp_path / "g")
+        assert gen.table.column("lr").to_pylist() == [0.5] * 3
+        assert gen.manifest.spec["generated"]["hparams"] == {"condition": ["lr"]}
+        w = gen.select().stacked()
+        bias = [p.name for p in gen.network_spec(gen.table.column("arch_id")[0].as_py()).params][-1]
+        mean = open_zoo(tiny_digits_zoo).select(where=LAST).stacked()[bias].mean(0)
+        torch.testing.assert_close(w[bias][0], mean + 0.5)
+
+
+def test_several_architectures_is_an_error(multi_arch_dir, tmp_path):
+    with pytest.raises(WeightzooError, match=r"selects 2 architectures.*\(8 models\).*4-8-3.*narrow --where"):
+        generate_zoo(multi_arch_dir, "noise", None, 3, tmp_path / "g", quiet=True)
+
+
+def test_too_few_models_is_an_error(tiny_digits_zoo, tmp_path):
+    with pytest.raises(WeightzooError, match="selects 6 models with status 'ok'.*at least 10"):
+        generate_zoo(tiny_digits_zoo, "noise", "lr = 0.03 AND checkpoint = 3", 3, tmp_path / "g", quiet=True)
+    assert not (tmp_path / "g").exists()
+
+
+def test_condition_errors(tiny_digits_zoo, tmp_path):
+    with conditional_generator() as name:
+        with pytest.raises(WeightzooError, match="condition column 'nope' is not a column.*numeric columns: "):
+            generate_zoo(tiny_digits_zoo, name, LAST, 3, tmp_path / "g", condition={"nope": 1}, quiet=True)
+        with pytest.raises(WeightzooError, match="condition column 'activation' has type string"):
+            generate_zoo(tiny_digits_zoo, name, LAST, 3, tmp_path / "g", condition={"activation": 1}, quiet=True)
+        with pytest.raises(WeightzooError, match="is not a number"):
+            generate_zoo(tiny_digits_zoo, name, LAST, 3, tmp_path / "g", condition={"lr": "fast"}, quiet=True)
+    with pytest.raises(WeightzooError, match="'noise' is not conditional"):
+        generate_zoo(tiny_digits_zoo, "noise", LAST, 3, tmp_path / "g", condition={"lr": 0.1}, quiet=True)
+    assert not (tmp_path / "g").exists()
+
+
+def test_load_errors(tiny_digits_zoo, tmp_path):
+    generate_zoo(tiny_digits_zoo, "average", LAST, 2, tmp_path / "a", save_to=tmp_path / "run", quiet=True)
+    with pytest.raises(WeightzooError, match="holds a 'average' generator, not 'noise'"):
+        generate_zoo(tiny_digits_zoo, "noise", None, 2, tmp_path / "b", load_from=tmp_path / "run", quiet=True)
+    with pytest.raises(WeightzooError, match="keeps the hyperparameters"):
+        generate_zoo(tiny_digits_zoo, None, None, 2, tmp_path / "b", load_from=tmp_path / "run",
+                     hparams={"k": 2}, quiet=True)
+    with pytest.raises(WeightzooError, match="not a generator run directory"):
+        generate_zoo(tiny_digits_zoo, None, None, 2, tmp_path / "b", load_from=tmp_path, quiet=True)
+    with pytest.raises(WeightzooError, match="unknown generator 'nope'"):
+        generate_zoo(tiny_digits_zoo, "nope", LAST, 2, tmp_path / "b", quiet=True)
