@@ -31,15 +31,17 @@ executed.
 Architectures, from the tensors (``model::nlin`` gives the activation: ``tanh``, ``relu``,
 ``sigmoid``, ``gelu``, ``leakyrelu``):
 
-* **CNN-s** (the ``CNN`` class of their code; MNIST, Fashion-MNIST, SVHN, CIFAR-10 zoos), keys
+* **CNN-s** (the ``CNN`` class of their model definitions), keys
   ``module_list.{0,3,6,9,11}.{weight,bias}`` of shapes ``(8,C,5,5), (6,8,5,5), (4,6,2,2), (20,36),
   (O,20)``: ``conv5 -> maxpool2 -> act -> conv5 -> maxpool2 -> act -> conv2 -> act -> flatten ->
   linear -> act -> linear`` on ``C x 28 x 28`` images, the ``modelzoo-cnn`` preset (2,464
   parameters at C = 1, O = 10).
-* **CNN-l** (their ``CNN3``; the CIFAR-10 and STL-10 zoos), keys ``module_list.{0,4,8,13,16}``
+* **CNN-l** (the ``CNN3`` class of their model definitions, made for 32x32 inputs; which zoos
+  use it is not checked here), keys ``module_list.{0,4,8,13,16}``
   of shapes ``(16,C,3,3), (32,16,3,3), (15,32,3,3), (20,60), (O,20)``: three ``conv3 -> maxpool2 ->
   act -> dropout`` blocks, flatten, ``linear -> act -> dropout -> linear`` on ``C x 32 x 32``
-  (10,853 parameters at C = 3, O = 10). Stored as a graph with the same parameter names.
+  (10,853 parameters at C = 3, O = 10; ``CNN3`` always holds its dropout modules, so the indices
+  do not depend on ``model::dropout``). Stored as a graph with the same parameter names.
 
 Dropout changes training only, so neither architecture holds it: an imported model computes the
 trial's evaluation-mode function, and ``model::dropout`` stays a column. Other networks are
