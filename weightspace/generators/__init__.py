@@ -21,4 +21,4 @@ __all__ = ["MIN_TRAINING_MODELS", "Generator", "build_generator", "check_trainin
            "parse_hparams", "register_generator"]
 
 # Built-in methods register themselves on import; each method module is added below as it lands.
-from weightspace.generators import average, gaussian, noise  # noqa: E402,F401  (baselines)
+from weightspace.generators import average, gaussian, mip, noise  # noqa: E402,F401  (baselines, mip)
