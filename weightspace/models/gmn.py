@@ -2,18 +2,37 @@
 Neural Architectures"; Kofinas et al., 2024, "Graph Neural Networks for Learning Equivariant
 Representations of Neural Networks").
 
-Message passing over the weight graph of :mod:`weightspace.representations.graph`: every layer
-updates edge features from their two end nodes, then node features from messages along the
-edges in both directions (forward: from fan-in neurons, backward: from fan-out neurons). All of
-it is sparse over ``edge_index``; nothing dense in the number of nodes is ever built. Hidden
-neurons enter only through their bias and layer index, so relabelling them relabels the graph
-and the model is permutation equivariant (nodes/edges) and, after mean pooling, invariant.
-Input/output neurons additionally get an embedding of their position, since their order means
-something.
+It reads every architecture through the parameter graph of
+:mod:`weightspace.representations.param_graph`: one node per neuron (a feature or a channel),
+one edge per weight (a convolution's kernel, a linear layer's weights over the positions of a
+flattened map, ...), and typed nodes and edges for what is not a plain weight: batch/layer norm
+(the edge holds ``[gamma, running stats]``, the node ``beta``), residual ``add`` (constant-1
+edges), attention (query/key/value neurons, constant edges pairing query and key dims and tying
+a head's keys to its values). A layer chain (MLP, CNN, SIREN) gives exactly the neuron graph of
+:mod:`weightspace.representations.graph`, so chains and graph architectures (ResNet, VGG,
+ViT, ...) share one :class:`~torch_geometric.data.Batch`: pass a batch from
+:func:`~weightspace.representations.param_graph.params_to_param_graph_batch` (or
+:meth:`GMN.to_graph`) to ``forward``.
 
-Because it works on graphs, one model handles networks of different widths, depths and
-architectures (MLPs, CNNs, SIRENs) in one batch: pass a PyG ``Batch`` from
-:func:`~weightspace.representations.params_to_graph_batch` to ``forward``.
+Message passing: every layer updates edge features from their two end nodes, then node
+features from messages along the edges in both directions (forward: from fan-in neurons,
+backward: from fan-out neurons). All of it is sparse over ``edge_index``; nothing dense in the
+number of nodes is ever built. A hidden neuron enters through its value (bias, ``beta``),
+its group index (``layer``) and its node type; input/output neurons also get an embedding of
+their position, since their order means something. Relabelling hidden neurons relabels the
+graph, so the model is equivariant (nodes/edges) and, after mean pooling, invariant to every
+neuron permutation that preserves the function - including the residual-stream and attention
+symmetries of :mod:`weightspace.graph_symmetry`.
+
+Node and edge types (:data:`~weightspace.representations.param_graph.NODE_TYPES`,
+:data:`~weightspace.representations.param_graph.EDGE_TYPES`) are learned embeddings added to
+the node/edge features. Plain neurons and plain weights (linear and convolution; told apart by
+their kernel) are the reference type with a fixed zero embedding - no loss of generality, as
+the input projections have biases - so a layer chain is embedded exactly as before types existed.
+
+``forward_weights`` (a network -> network map, e.g. for :mod:`weightspace.editing`) works for
+every architecture: node and edge outputs go back to parameters through the graph's exact
+inverse (constant edges are dropped).
 """
 
 from __future__ import annotations
@@ -32,13 +51,19 @@ from weightspace.models._common import check_dropout, check_positive, make_mlp
 from weightspace.models.base import Metanetwork
 from weightspace.models.registry import register_metanetwork
 from weightspace.probes import ProbeFeatures, check_probes
-from weightspace.representations.graph import (
+from weightspace.representations.param_graph import (
+    EDGE_TYPES,
     NODE_INPUT,
     NODE_OUTPUT,
-    graph_batch_to_params,
-    graph_structure,
-    params_to_graph_batch,
+    NODE_TYPES,
+    param_graph_structure,
+    param_graph_to_params,
+    params_to_param_graph_batch,
 )
+
+#: Types embedded as the zero reference (see the module docstring).
+_REFERENCE_NODE_TYPES = ("neuron",)
+_REFERENCE_EDGE_TYPES = ("linear", "conv")
 
 
 class DirectedAggregation(MessagePassing):
@@ -111,8 +136,9 @@ class GMN(Metanetwork):
 
     Args:
         spec: the architecture of the input networks, or a sequence of architectures the model
-            must handle (their largest depth, input/output width and kernel size the embedding
-            tables are sized for); the first is used for parameter-dict inputs.
+            must handle (layer chains and graph architectures alike; their largest depth,
+            input/output width and edge feature the embedding tables are sized for); the first is
+            used for parameter-dict inputs.
         out_dim: output size of the invariant readout.
         hidden: node/edge feature size (default ``32``).
         n_layers: message-passing layers (default ``3``).
@@ -120,7 +146,7 @@ class GMN(Metanetwork):
         dropout: dropout in the readout (default ``0``).
         probes: number of learned probe inputs whose neuron values become node features
             (Kofinas et al.; :mod:`weightspace.probes`; default ``0``: weights only). With
-            probes the model reads networks of its first spec only.
+            probes the model reads networks of its first spec only, a layer chain.
 
     Shapes:
         ``forward``: ``{name: Tensor[B, *shape]}`` or a PyG ``Batch`` of ``B`` graphs -> ``[B, out_dim]``;
@@ -130,6 +156,7 @@ class GMN(Metanetwork):
 
     weight_output = True
     multi_arch = "any"  # graphs of any architecture, embeddings sized for all its specs
+    graphs = True  # ResNets, VGGs, transformers through their parameter graphs
 
     def __init__(self, spec: NetworkSpec | Sequence[NetworkSpec], out_dim: int, hidden: int = 32,
                  n_layers: int = 3, head_hidden: int = 64, dropout: float = 0.0,
@@ -141,13 +168,19 @@ class GMN(Metanetwork):
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
         check_probes(probes)
+        if probes and not specs[0].is_chain:
+            raise WeightzooError(
+                f"gmn probe features run layer chains only; {specs[0].family} architecture "
+                f"{specs[0].arch_id} is a graph: use probes=0 (weights only)")
         self.specs = specs
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
                         "dropout": dropout, "probes": probes}
-        structures = [graph_structure(s) for s in specs]
+        structures = [param_graph_structure(s) for s in specs]
         self.edge_dim = max(st.edge_dim for st in structures)
-        self.max_layers = max(len(st.widths) for st in structures)
-        self.max_io = max(max(st.widths[0], st.widths[-1]) for st in structures)
+        self.max_layers = max(int(st.layer.max()) + 1 for st in structures)
+        self.max_io = max(int(st.io_pos.max()) + 1 for st in structures)
+        # Module creation order fixes the initialization: the type embeddings come last, so a
+        # model for chains starts (and, their embeddings being zero, trains) as before they existed.
         self.bias_in = nn.Linear(1, hidden)
         self.layer_emb = nn.Embedding(self.max_layers, hidden)
         self.in_pos = nn.Embedding(self.max_io, hidden)
@@ -162,6 +195,12 @@ class GMN(Metanetwork):
         self.edge_head = nn.Linear(hidden, self.edge_dim)
         # ReZero-style: the weight-space output starts as the identity map.
         self.edit_scale = nn.Parameter(torch.zeros(()))
+        self.node_type_emb = nn.Embedding(len(NODE_TYPES), hidden)
+        self.edge_type_emb = nn.Embedding(len(EDGE_TYPES), hidden)
+        self.register_buffer("node_type_free", torch.tensor(
+            [t not in _REFERENCE_NODE_TYPES for t in NODE_TYPES], dtype=torch.float32), persistent=False)
+        self.register_buffer("edge_type_free", torch.tensor(
+            [t not in _REFERENCE_EDGE_TYPES for t in EDGE_TYPES], dtype=torch.float32), persistent=False)
 
     def config(self) -> dict:
         cfg = super().config()
@@ -169,8 +208,19 @@ class GMN(Metanetwork):
         return cfg
 
     def to_graph(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None) -> Batch:
-        """A parameter dict batch as a graph batch with this model's ``edge_dim``."""
-        return params_to_graph_batch(spec or self.spec, params, edge_dim=self.edge_dim)
+        """A parameter dict batch as a parameter-graph batch with this model's ``edge_dim``."""
+        return self.to_graph_batch([(spec or self.spec, params)])
+
+    def to_graph_batch(self, groups: Sequence[tuple[NetworkSpec, Mapping[str, Tensor]]]) -> Batch:
+        """Networks of several architectures as one batch: ``[(spec, {name: Tensor[B_i, *shape]}), ...]``."""
+        for spec, _ in groups:
+            st = param_graph_structure(spec)
+            if st.edge_dim > self.edge_dim:
+                raise WeightzooError(
+                    f"{spec.family} architecture {spec.arch_id} has edge features of {st.edge_dim} values; "
+                    f"this gmn was built for at most {self.edge_dim}: build it with all the NetworkSpecs "
+                    f"it must read")
+        return params_to_param_graph_batch(groups, edge_dim=self.edge_dim)
 
     def _probe_nodes(self, params: Mapping[str, Tensor] | None) -> Tensor | None:
         """Probe features of every node in graph order ``[B * N, K]`` (``None`` without probes)."""
@@ -183,28 +233,60 @@ class GMN(Metanetwork):
         acts = torch.cat(self.probe(params), dim=1)  # [B, N, K]
         return acts.reshape(-1, acts.shape[-1])
 
+    def embed_nodes(self, value: Tensor, layer: Tensor, kind: Tensor, io_pos: Tensor,
+                    node_type: Tensor | None = None) -> Tensor:
+        """Initial node features from a node's value, group index, kind, position and type.
+
+        Shapes:
+            ``value [*]``, ``layer``, ``kind``, ``io_pos``, ``node_type`` ``[*]`` long -> ``[*, hidden]``.
+        """
+        h = self.bias_in(value.unsqueeze(-1).float()) + self.layer_emb(layer)
+        h = h + self.in_pos(io_pos) * (kind == NODE_INPUT).unsqueeze(-1)
+        h = h + self.out_pos(io_pos) * (kind == NODE_OUTPUT).unsqueeze(-1)
+        if node_type is not None:
+            free = self.node_type_free[node_type]
+            if bool(free.any()):  # a chain has only reference types: its embedding is skipped
+                h = h + self.node_type_emb(node_type) * free.unsqueeze(-1)
+        return h
+
+    def embed_edges(self, edge_attr: Tensor, edge_layer: Tensor, edge_type: Tensor | None = None) -> Tensor:
+        """Initial edge features from the weight values, the maker's index and the edge type.
+
+        Shapes:
+            ``edge_attr [*, edge_dim]``, ``edge_layer``, ``edge_type`` ``[*]`` long -> ``[*, hidden]``.
+        """
+        e = self.edge_in(edge_attr) + self.edge_layer_emb(edge_layer)
+        if edge_type is not None:
+            free = self.edge_type_free[edge_type]
+            if bool(free.any()):
+                e = e + self.edge_type_emb(edge_type) * free.unsqueeze(-1)
+        return e
+
+    def _edge_attr(self, g: Batch) -> Tensor:
+        edge_attr = g.edge_attr.float()
+        if edge_attr.shape[1] > self.edge_dim:
+            raise WeightzooError(
+                f"edge features of size {edge_attr.shape[1]} exceed this gmn's edge_dim {self.edge_dim}: "
+                f"build it with all the NetworkSpecs it must read")
+        if edge_attr.shape[1] < self.edge_dim:
+            edge_attr = nn.functional.pad(edge_attr, (0, self.edge_dim - edge_attr.shape[1]))
+        return edge_attr
+
     def _embed(self, g: Batch, probe_nodes: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if int(g.layer.max()) >= self.max_layers:
             raise WeightzooError(
-                f"a network in the batch has {int(g.layer.max())} layers; this gmn was built for "
-                f"at most {self.max_layers - 1}: build it with all the NetworkSpecs it must read")
+                f"a network in the batch has {int(g.layer.max()) + 1} neuron groups (layers); this gmn "
+                f"was built for at most {self.max_layers}: build it with all the NetworkSpecs it must read")
         if int(g.io_pos.max()) >= self.max_io:
             raise WeightzooError(
                 f"a network in the batch has more input/output neurons than the {self.max_io} this "
                 f"gmn was built for: build it with all the NetworkSpecs it must read")
-        edge_attr = g.edge_attr.float()
-        if edge_attr.shape[1] > self.edge_dim:
-            raise WeightzooError(
-                f"edge features of size {edge_attr.shape[1]} exceed this gmn's edge_dim {self.edge_dim}")
-        if edge_attr.shape[1] < self.edge_dim:
-            edge_attr = nn.functional.pad(edge_attr, (0, self.edge_dim - edge_attr.shape[1]))
-        kind = g.node_kind
-        h = self.bias_in(g.x[:, :1].float()) + self.layer_emb(g.layer)
-        h = h + self.in_pos(g.io_pos) * (kind == NODE_INPUT).unsqueeze(1)
-        h = h + self.out_pos(g.io_pos) * (kind == NODE_OUTPUT).unsqueeze(1)
+        # Neuron graphs of layer chains (weightspace.representations.graph) carry no types: all
+        # their neurons and weights are of the reference type.
+        h = self.embed_nodes(g.x[:, 0], g.layer, g.node_kind, g.io_pos, getattr(g, "node_type", None))
         if self.probe_in is not None and probe_nodes is not None:
             h = h + self.probe_in(probe_nodes)
-        e = self.edge_in(edge_attr) + self.edge_layer_emb(g.edge_layer)
+        e = self.embed_edges(self._edge_attr(g), g.edge_layer, getattr(g, "edge_type", None))
         return h, e
 
     def _trunk(self, g: Batch, params: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
@@ -225,20 +307,21 @@ class GMN(Metanetwork):
         return self.readout(torch.cat([node_pool, edge_pool], dim=-1))
 
     def forward_graph(self, g: Batch, params: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        """Equivariant output: a new bias per node and a new weight (kernel) per edge.
+        """Equivariant output: a new value per node and a new weight (kernel, norm slots) per edge.
 
         Shapes:
             ``Batch`` -> ``(node values [N], edge values [E, edge_dim])``; values of input
-            neurons and padded kernel entries are ignored by the conversion back to parameters.
-            ``params``: the same networks as a parameter dict (needed with probe features).
+            neurons, constant edges and padded entries are ignored by the conversion back to
+            parameters. ``params``: the same networks as a parameter dict (needed with probe
+            features).
         """
         h, e = self._trunk(g, params)
-        bias = g.x[:, 0].float() + self.edit_scale * self.node_head(h).squeeze(-1)
-        edge_attr = g.edge_attr.float()
-        if edge_attr.shape[1] < self.edge_dim:
-            edge_attr = nn.functional.pad(edge_attr, (0, self.edge_dim - edge_attr.shape[1]))
-        return bias, edge_attr + self.edit_scale * self.edge_head(e)
+        value = g.x[:, 0].float() + self.edit_scale * self.node_head(h).squeeze(-1)
+        return value, self._edge_attr(g) + self.edit_scale * self.edge_head(e)
 
-    def forward_weights(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        bias, edges = self.forward_graph(self.to_graph(params), params)
-        return graph_batch_to_params(self.spec, bias, edges)
+    def forward_weights(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None) -> dict[str, Tensor]:
+        """Map each network to a new network of the same architecture (``spec``, default the
+        model's first), through the parameter graph and back."""
+        spec = spec or self.spec
+        values, edges = self.forward_graph(self.to_graph(params, spec), params if spec is self.spec else None)
+        return param_graph_to_params(spec, values, edges)

@@ -1,0 +1,135 @@
+"""gmn on graph architectures: ResNet (with BN), VGG, the Model Zoos CNN, ViT and the 1-D
+transformer read through their parameter graphs, chains and graphs in one batch; a chain is the
+same graph as before (so chain numbers do not move); forward_weights on graphs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from zoo_helpers import mlp_spec, random_weights
+
+from catalog.errors import WeightzooError
+from weightspace.models.gmn import GMN
+from weightspace.models.registry import build_metanetwork
+from weightspace.representations.graph import params_to_graph_batch
+from weightspace.representations.param_graph import (
+    EDGE_TYPES,
+    NODE_TYPES,
+    param_graph_structure,
+    params_to_param_graph,
+    params_to_param_graph_batch,
+)
+from zoo_builders.architectures import CNNConfig, MLPConfig, SirenConfig
+from zoo_builders.graph_architectures import (
+    ModelZooCNNConfig,
+    ResNetConfig,
+    TransformerConfig,
+    VGGConfig,
+)
+
+GRAPHS = {
+    "resnet-bn": ResNetConfig(width_multiplier=0.25).network_spec((1, 8, 8), 10),
+    "resnet-1d": ResNetConfig(batchnorm=False, width_multiplier=0.25).network_spec((1, 40), 10),
+    "vgg": VGGConfig(channels=(4, 8), hidden=(16,), dropout=0.1).network_spec((1, 8, 8), 10),
+    "modelzoo-cnn": ModelZooCNNConfig().network_spec((1, 28, 28), 10),
+    "vit": TransformerConfig(patch_size=2, dim=8, depth=2).network_spec((1, 8, 8), 10),
+    "seq": TransformerConfig(patch_size=4, dim=8, depth=1, heads=4).network_spec((1, 40), 10),
+}
+CHAINS = {
+    "mlp": mlp_spec(hidden=5),
+    "mlp-on-images": MLPConfig(hidden=(6,)).network_spec((1, 8, 8), 10),
+    "cnn": CNNConfig(channels=(3, 4, 4), kernel_size=3).network_spec((1, 8, 8), 10),
+    "cnn-1d": CNNConfig(channels=(3, 4), kernel_size=3).network_spec((2, 40), 10),
+    "siren": SirenConfig().network_spec((1, 28, 28), 1),
+}
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_a_chain_is_the_neuron_graph(name) -> None:
+    # The parameter graph of a layer chain is, field by field, the neuron graph gmn read before
+    # it read graphs, with only reference types: chain zoos get the numbers they always got.
+    spec = CHAINS[name]
+    p = random_weights(spec, 3, seed=0)
+    old, new = params_to_graph_batch(spec, p), params_to_param_graph(spec, p)
+    for key in ("x", "edge_index", "edge_attr", "layer", "node_kind", "io_pos", "edge_layer", "batch", "ptr"):
+        assert torch.equal(getattr(old, key), getattr(new, key)), key
+    assert set(new.node_type.tolist()) == {NODE_TYPES.index("neuron")}
+    assert set(new.edge_type.tolist()) <= {EDGE_TYPES.index("linear"), EDGE_TYPES.index("conv")}
+    torch.manual_seed(0)
+    model = GMN(spec, 2, hidden=8).eval()
+    with torch.no_grad():  # an untyped neuron graph and the parameter graph: one output
+        torch.testing.assert_close(model(old), model(new), rtol=0, atol=0)
+
+
+def test_types_of_a_resnet_and_a_transformer() -> None:
+    st = param_graph_structure(GRAPHS["resnet-bn"])
+    types = {NODE_TYPES[t] for t in st.node_type.tolist()}
+    assert types == {"neuron", "batchnorm", "residual"}
+    st = param_graph_structure(GRAPHS["seq"])
+    count = {t: st.node_type.tolist().count(NODE_TYPES.index(t)) for t in NODE_TYPES}
+    # 1 block of dim 8: q, k, v and out neurons 8 each; norm1, norm2, final norm 8 each; 2 adds
+    assert count["attention_q"] == count["attention_k"] == count["attention_v"] == count["attention_out"] == 8
+    assert count["layernorm"] == 24 and count["residual"] == 16 and count["pos_embedding"] == 8
+    e = st.edge_type.tolist()
+    # q_j -> k_j for each of the 8 dims; keys -> values within each of the 4 heads of 2 dims
+    assert e.count(EDGE_TYPES.index("attention_qk")) == 8
+    assert e.count(EDGE_TYPES.index("attention_head")) == 4 * 2 * 2
+
+
+def test_chains_and_graphs_in_one_batch() -> None:
+    specs = [CHAINS["mlp"], CHAINS["cnn"], *GRAPHS.values()]
+    torch.manual_seed(0)
+    model = build_metanetwork("gmn", specs, 3, hidden=8, n_layers=2).eval()
+    groups = [(s, random_weights(s, 2, seed=i)) for i, s in enumerate(specs)]
+    batch = model.to_graph_batch(groups)
+    assert batch.num_graphs == 2 * len(specs)
+    with torch.no_grad():
+        out = model(batch)
+        alone = [model.forward_arch(p, s) for s, p in groups]
+    assert out.shape == (2 * len(specs), 3)
+    torch.testing.assert_close(out, torch.cat(alone), rtol=1e-4, atol=1e-5)
+    # the same batch built by the representation's own function
+    same = params_to_param_graph_batch(groups, edge_dim=model.edge_dim)
+    for key in ("x", "edge_index", "edge_attr", "node_type", "edge_type", "batch"):
+        assert torch.equal(getattr(batch, key), getattr(same, key)), key
+
+
+def test_type_embeddings_matter_for_graphs_only() -> None:
+    torch.manual_seed(0)
+    spec = GRAPHS["resnet-bn"]
+    model = GMN([CHAINS["mlp"], spec], 2, hidden=8).eval()
+    p = random_weights(spec, 2, seed=1)
+    chain_p = random_weights(CHAINS["mlp"], 2, seed=2)
+    with torch.no_grad():
+        before, chain_before = model.forward_arch(p, spec), model(chain_p)
+        model.node_type_emb.weight.add_(1.0)
+        model.edge_type_emb.weight.add_(1.0)
+        after, chain_after = model.forward_arch(p, spec), model(chain_p)
+    assert (before - after).abs().max() > 1e-3
+    torch.testing.assert_close(chain_after, chain_before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_forward_weights_on_graphs(name) -> None:
+    spec = GRAPHS[name]
+    torch.manual_seed(0)
+    model = GMN(spec, 1, hidden=8, n_layers=1)
+    p = random_weights(spec, 2, seed=3)
+    out = model.forward_weights(p)  # edit_scale starts at 0: the identity map, exactly
+    assert list(out) == spec.param_names and all(torch.equal(out[k], p[k]) for k in p)
+    with torch.no_grad():
+        model.edit_scale.fill_(1.0)
+    out = model.forward_weights(p)
+    assert all(out[k].shape == p[k].shape for k in p)
+    assert all(not torch.allclose(out[k], p[k]) for k in p)
+    sum(v.sum() for v in out.values()).backward()
+    assert model.edge_head.weight.grad.abs().sum() > 0 and model.node_head.weight.grad.abs().sum() > 0
+
+
+def test_graph_errors() -> None:
+    with pytest.raises(WeightzooError, match="probe features run layer chains only"):
+        GMN(GRAPHS["vit"], 1, probes=2)
+    small = GMN(CHAINS["mlp"], 1)
+    spec = GRAPHS["resnet-bn"]
+    with pytest.raises(WeightzooError, match="build it with all the NetworkSpecs"):
+        small(small.to_graph_batch([(spec, random_weights(spec, 1, seed=0))]))
