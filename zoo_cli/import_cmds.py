@@ -5,20 +5,19 @@ from __future__ import annotations
 import click
 
 from catalog.errors import WeightzooError
-from zoo_builders.importers import export_statedict, import_zoo
-
-EXPORTERS = {"state-dicts": export_statedict}
+from zoo_builders.importers import EXPORTERS, export_zoo, import_zoo
 
 
-def _shape(text: str | None) -> tuple[int, ...] | None:
+def _shape(text: str | None, option: str = "--input-shape", allow_zero: bool = False) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
         shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
     except ValueError:
         shape = ()
-    if not shape or any(s < 1 for s in shape):
-        raise WeightzooError(f"--input-shape {text!r}: give positive integers, e.g. 1,28,28")
+    if not shape or any(s < (0 if allow_zero else 1) for s in shape):
+        raise WeightzooError(f"{option} {text!r}: give {'non-negative' if allow_zero else 'positive'} integers, "
+                             f"e.g. {'45000,50000' if allow_zero else '1,28,28'}")
     return shape
 
 
@@ -34,15 +33,25 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
 @click.option("--activation", default=None, help="The hidden layers' activation (default relu).")
 @click.option("--input-shape", default=None, metavar="C,H,W",
               help="One example's shape (needed for convolutional nets and presets).")
+@click.option("--dataset", default=None, metavar="NAME|JSON",
+              help="The dataset the models were evaluated on (a registered name such as digits, or its JSON "
+                   "config), recorded so `zoo verify --recompute` can re-evaluate them.")
+@click.option("--splits", default=None, type=click.Path(dir_okay=False),
+              help="dws-inr: a DWSNets split file (default: the *splits.json in SOURCE).")
+@click.option("--split-points", default=None, metavar="VAL,TEST",
+              help="nfn-inr: NFN's index split points (default: a split_points line of a *.yaml in SOURCE).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def import_(layout: str, source: str, out: str, name: str | None, arch: str | None, arch_opts: tuple[str, ...],
-            activation: str | None, input_shape: str | None, quiet: bool) -> None:
-    """Import SOURCE, a folder in LAYOUT (state-dicts, small-cnn-zoo), as a zoo at --out.
+            activation: str | None, input_shape: str | None, dataset: str | None, splits: str | None,
+            split_points: str | None, quiet: bool) -> None:
+    """Import SOURCE, a folder in LAYOUT (state-dicts, small-cnn-zoo, modelzoos, hf-models,
+    dws-inr, nfn-inr), as a zoo at --out.
 
     Resumable: run the same command again after an interruption.
     """
     manifest = import_zoo(layout, source, out, name=name, arch=arch, arch_options=list(arch_opts) or None,
-                          activation=activation, input_shape=_shape(input_shape), quiet=quiet)
+                          activation=activation, input_shape=_shape(input_shape), dataset=dataset, splits=splits,
+                          split_points=_shape(split_points, "--split-points", allow_zero=True), quiet=quiet)
     counts = manifest.counts
     click.echo(f"imported {counts.get('rows', 0)} models ({len(manifest.architectures)} architecture(s)) "
                f"into {out}")
@@ -54,8 +63,9 @@ def import_(layout: str, source: str, out: str, name: str | None, arch: str | No
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="A new or empty directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def export(zoo: str, layout: str, out: str, quiet: bool) -> None:
-    """Write every model of ZOO in LAYOUT (one .safetensors per model plus metadata.jsonl)."""
-    files = EXPORTERS[layout](zoo, out, quiet=quiet)
+    """Write every model of ZOO in LAYOUT: state-dicts (one .safetensors per model plus
+    metadata.jsonl), dws-inr or nfn-inr (the INR datasets' folders; `zoo import` reads them back)."""
+    files = export_zoo(layout, zoo, out, quiet=quiet)
     click.echo(f"exported {len(files)} models to {out}")
 
 

@@ -14,6 +14,7 @@ from catalog.format import Manifest
 from zoo_builders.importers.common import SourceError
 from zoo_builders.importers.detect import detect_layout
 from zoo_builders.importers.hf_models import import_hf_models
+from zoo_builders.importers.inr import export_dws_inrs, export_nfn_inrs, import_dws_inrs, import_nfn_inrs
 from zoo_builders.importers.modelzoos import import_modelzoos
 from zoo_builders.importers.small_cnn_zoo import import_small_cnn_zoo
 from zoo_builders.importers.statedict import export_statedict, import_statedicts, infer_chain, read_state_dict
@@ -24,7 +25,29 @@ IMPORTERS: dict[str, Callable[..., Manifest]] = {
     "small-cnn-zoo": import_small_cnn_zoo,
     "modelzoos": import_modelzoos,
     "hf-models": import_hf_models,
+    "dws-inr": import_dws_inrs,
+    "nfn-inr": import_nfn_inrs,
 }
+
+#: Layout name -> ``fn(zoo, out_dir, quiet=False) -> [written model files]``: the inverse of
+#: the importer of that name.
+EXPORTERS: dict[str, Callable[..., list]] = {
+    "state-dicts": export_statedict,
+    "dws-inr": export_dws_inrs,
+    "nfn-inr": export_nfn_inrs,
+}
+
+
+def export_zoo(layout: str, zoo: str | os.PathLike, out: str | os.PathLike, quiet: bool = False) -> list:
+    """Write every model of ``zoo`` into ``out`` in ``layout`` (see :data:`EXPORTERS`).
+
+    Raises:
+        WeightzooError: an unknown layout (the message lists the valid ones), or what the
+            exporter refuses (a non-empty ``out``, an architecture the layout cannot hold).
+    """
+    if layout not in EXPORTERS:
+        raise SourceError(f"unknown export layout {layout!r}; valid layouts: {', '.join(sorted(EXPORTERS))}")
+    return EXPORTERS[layout](zoo, out, quiet=quiet)
 
 
 def get_importer(layout: str) -> Callable[..., Manifest]:
@@ -64,5 +87,6 @@ def import_zoo(layout: str, src: str | os.PathLike, out: str | os.PathLike, **op
     return fn(src, out, **options)
 
 
-__all__ = ["IMPORTERS", "SourceError", "export_statedict", "get_importer", "import_hf_models", "import_modelzoos",
+__all__ = ["EXPORTERS", "IMPORTERS", "export_dws_inrs", "export_nfn_inrs", "export_zoo", "import_dws_inrs",
+           "import_nfn_inrs", "SourceError", "export_statedict", "get_importer", "import_hf_models", "import_modelzoos",
            "import_small_cnn_zoo", "import_statedicts", "import_zoo", "infer_chain", "read_state_dict"]

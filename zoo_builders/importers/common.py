@@ -121,6 +121,33 @@ def finish_import(writer: ZooWriter) -> Manifest:
     return writer.finish()
 
 
+def dataset_entry(dataset: str | Mapping | None) -> tuple[dict | None, dict[str, dict]]:
+    """``(build spec "dataset" entry, manifest "datasets" facts)`` for ``--dataset``: a registered
+    dataset name (``digits``), its JSON config (``{"name": "digits", "test_fraction": 0.25}``)
+    or a mapping; ``(None, {})`` for none. Recorded so :func:`zoo_builders.datasets.load_zoo_dataset`
+    (and ``zoo verify --recompute``) load the data the models were evaluated on.
+
+    Raises:
+        SourceError: an unknown dataset (the message lists the valid ones) or bad JSON.
+    """
+    from zoo_builders.datasets import DatasetConfig, load_dataset
+
+    if dataset is None:
+        return None, {}
+    if isinstance(dataset, str) and dataset.strip().startswith("{"):
+        try:
+            dataset = json.loads(dataset)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"--dataset {dataset!r} is not valid JSON: {e}") from e
+    try:
+        cfg = DatasetConfig.from_dict(dict(dataset) if isinstance(dataset, Mapping) else {"name": str(dataset)})
+        data = load_dataset(cfg)
+    except WeightzooError as e:
+        raise SourceError(f"--dataset: {e}") from e
+    entry = {k: v for k, v in cfg.__dict__.items() if v is not None}
+    return entry, {data.name: data.describe()}
+
+
 def rename_chain(spec: NetworkSpec, names: Sequence[tuple[str, str | None]], family: str | None = None
                  ) -> NetworkSpec:
     """``spec`` with layer ``i`` named ``names[i] = (weight, bias)`` (a preset's layout with a

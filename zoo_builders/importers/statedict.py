@@ -50,6 +50,7 @@ from zoo_builders.importers.common import (
     GroupWriter,
     SourceError,
     column_name,
+    dataset_entry,
     finish_import,
     no_empty_zoo_on_error,
     parse_arch_options,
@@ -372,7 +373,8 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
                       arch: str | os.PathLike | Mapping | NetworkSpec | None = None,
                       arch_options: Sequence[str] | Mapping[str, Any] | None = None,
                       activation: str = "relu", input_shape: Sequence[int] | None = None,
-                      rows_per_part: int = ROWS_PER_PART, quiet: bool = False) -> Manifest:
+                      dataset: str | Mapping | None = None, rows_per_part: int = ROWS_PER_PART,
+                      quiet: bool = False) -> Manifest:
     """Import a state-dict folder as a zoo at ``out`` (resumable: run it again after a crash).
 
     Args:
@@ -385,6 +387,9 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         arch_options: the preset's options (``["channels=[16,16,16]"]`` or a dict).
         activation: the hidden layers' activation (default ``relu``).
         input_shape: one example's shape (needed for convolutional nets and presets).
+        dataset: the dataset the models were evaluated on (a registered name or its config),
+            recorded in the manifest so ``zoo verify --recompute`` re-evaluates them (default
+            none).
         rows_per_part: models per part (and shard) of one architecture.
         quiet: no progress bar.
 
@@ -409,13 +414,17 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
                                         dict(arch) if isinstance(arch, Mapping) else str(arch))
     build_spec = {"importer": LAYOUT, "source": str(src.resolve()), "arch": preset, "arch_options": options,
                   "activation": activation, "input_shape": None if input_shape is None else list(input_shape)}
+    ds_spec, ds_facts = dataset_entry(dataset)
+    if ds_spec is not None:
+        build_spec["dataset"] = ds_spec
     fixed = None
     if arch is not None:  # fail fast on a bad --arch, before any progress is shown
         first = read_state_dict(src / files[0])
         fixed = resolve_arch(arch, options, input_shape, int(list(first.values())[-1].shape[0]), activation)
     inferred: dict[tuple, NetworkSpec] = {}
     with no_empty_zoo_on_error(out), \
-            ZooWriter(out, name or src.resolve().name, build_spec, command=f"zoo import {LAYOUT} {src}") as writer:
+            ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
+                      command=f"zoo import {LAYOUT} {src}") as writer:
         done = _done_model_ids(writer)
         groups = GroupWriter(writer, schema, rows_per_part)
         for rel, row in tqdm(list(zip(files, rows)), disable=quiet, unit="model", desc=f"import {src.name}"):
