@@ -9,9 +9,12 @@ Following Zeng et al. (2025), a generated network ``g`` is compared with every t
   When both sets are empty (two networks without a single mistake), ``0 / 0`` is defined as
   **1**: the two misprediction sets are equal, so nothing tells ``g`` from ``t``;
 - **novelty by weights**: ``min_l2(g) = min_t ||θ_g - θ_t||_2`` over all parameters, and with
-  ``align`` also after permuting ``g``'s hidden neurons to line up with its L2-nearest training
-  network by weight matching (:func:`weightspace.analysis.alignment.align_to`), which removes
-  the distance a mere neuron permutation adds.
+  ``align`` also after permuting ``g``'s hidden neurons to line up with a training network by
+  weight matching (:func:`weightspace.analysis.alignment.align_to`), which removes the distance
+  a mere neuron permutation adds. Aligning to every training network is too slow (one assignment
+  problem per layer and pair), so the candidates are the training network with the highest IoU
+  (a permuted copy has IoU 1 with its source) and the :data:`ALIGN_CANDIDATES` nearest by raw L2;
+  ``min_l2_aligned`` is the smallest aligned distance among them.
 
 The same numbers are computed for the memorization baselines (``noise`` at several ``sigma``,
 ``average``, ``gaussian``), fitted on the same training networks and sampled as many times as
@@ -51,6 +54,9 @@ from zoo_builders.datasets import Dataset, load_zoo_dataset
 
 #: Noise levels of the ``noise`` baseline that ``eval-gen`` runs by default.
 DEFAULT_SIGMAS = (0.01, 0.05, 0.1, 0.3)
+#: Training networks (nearest by raw L2) each generated network is aligned to with ``align``,
+#: besides the one with the highest IoU.
+ALIGN_CANDIDATES = 3
 #: Networks predicted in one forward pass.
 PREDICT_MODELS = 128
 #: Generated networks compared with the training networks in one distance block.
@@ -132,30 +138,39 @@ def min_l2(flat_g: Tensor, flat_t: Tensor) -> tuple[Tensor, Tensor]:
         ``flat_g [G, D]``, ``flat_t [T, D]`` -> ``(float64 [G], long [G])``.
     """
     t = flat_t.double()
-    dists, idx = [], []
+    idx = []
     for start in range(0, flat_g.shape[0], DISTANCE_BLOCK):
-        d = torch.cdist(flat_g[start:start + DISTANCE_BLOCK].double(), t)   # [g, T]
-        v, i = d.min(1)
-        dists.append(v)
-        idx.append(i)
-    return torch.cat(dists), torch.cat(idx)
+        d = torch.cdist(flat_g[start:start + DISTANCE_BLOCK].double(), t)   # [g, T] (matmul form)
+        idx.append(d.argmin(1))
+    nearest = torch.cat(idx) if idx else torch.empty(0, dtype=torch.long)
+    # The matmul form loses ~1e-7 to cancellation; the nearest pair's distance is recomputed
+    # directly, so an exact copy is at distance exactly 0.
+    return (flat_g.double() - t[nearest]).norm(dim=1), nearest
 
 
 def aligned_l2(spec: NetworkSpec, params_g: Mapping[str, Tensor], params_t: Mapping[str, Tensor],
-               nearest: Tensor, seed: int = 0) -> Tensor:
-    """L2 distance from each ``g`` to training network ``nearest[g]`` after permuting ``g``'s
-    hidden neurons to match it (weight matching).
+               candidates: Tensor, seed: int = 0) -> Tensor:
+    """L2 distance from each ``g`` to the closest of its candidate training networks after
+    permuting ``g``'s hidden neurons to match that candidate (weight matching).
+
+    Args:
+        candidates: ``[G, C]`` training-network indices per ``g`` (:func:`score` passes the
+            network with the highest IoU, which a permuted copy matches exactly, and the
+            :data:`ALIGN_CANDIDATES` nearest by raw L2).
 
     Shapes:
-        ``params_g {name: [G, ...]}``, ``nearest [G]`` -> float64 ``[G]``.
+        ``params_g {name: [G, ...]}``, ``candidates [G, C]`` -> float64 ``[G]``.
     """
     from weightspace.analysis.alignment import align_to
 
     if not spec.is_chain:
         raise WeightzooError(f"--align needs a layer chain (mlp, cnn); architecture {spec.family} is a graph")
-    refs = {k: v[nearest] for k, v in params_t.items()}
-    aligned = align_to(spec, refs, params_g, seed=seed)
-    return (flatten(spec, aligned).double() - flatten(spec, refs).double()).norm(dim=1)
+    n_g, n_c = candidates.shape
+    refs = {k: v[candidates.flatten()] for k, v in params_t.items()}                # [G * C, ...]
+    reps = {k: v.repeat_interleave(n_c, 0) for k, v in params_g.items()}            # [G * C, ...]
+    aligned = align_to(spec, refs, reps, seed=seed)
+    dist = (flatten(spec, aligned).double() - flatten(spec, refs).double()).norm(dim=1)
+    return dist.view(n_g, n_c).min(1).values
 
 
 @dataclass
@@ -194,8 +209,13 @@ def score(spec: NetworkSpec, params: Mapping[str, Tensor], train: _Train, align:
     """Accuracy, max-IoU and min-L2 of networks ``params`` against the training networks."""
     errors = mispredictions(spec, params, train.x, train.y)
     iou, near_iou = max_iou(errors, train.errors)
-    dist, near = min_l2(flatten(spec, params), train.flat)
-    aligned = aligned_l2(spec, params, train.params, near, seed) if align else None
+    flat_g = flatten(spec, params)
+    dist, near = min_l2(flat_g, train.flat)
+    aligned = None
+    if align:
+        k = min(ALIGN_CANDIDATES, train.flat.shape[0])
+        by_l2 = torch.cdist(flat_g.double(), train.flat.double()).topk(k, dim=1, largest=False).indices
+        aligned = aligned_l2(spec, params, train.params, torch.cat([near_iou[:, None], by_l2], 1), seed)
     acc = 1.0 - errors.double().mean(1)
     return Scores(acc, iou, near_iou, dist, near, aligned)
 
@@ -400,9 +420,9 @@ def finetune_benefit(src: Zoo, train_sel, spec: NetworkSpec, gen_params: Mapping
     epoch. A network that never reaches ``target`` counts as ``None`` (and is left out of the mean).
 
     Returns:
-        ``{"target_acc", "epochs", "models", "generated": {...}, "random": {...}}`` with, per
-        init, ``epochs_to_target`` (per network), ``mean_epochs``, ``reached`` and
-        ``acc_curve`` (mean test accuracy per epoch, epoch 0 first).
+        ``{"target_acc", "epochs", "models", "run_ids", "generated": {...}, "random": {...}}``
+        with, per init, ``epochs_to_target`` (per network), ``mean_epochs``, ``reached``,
+        ``acc_curve`` (mean test accuracy per epoch, epoch 0 first) and ``final_acc`` (per network).
     """
     from zoo_builders.spec import BuildSpec
     from zoo_builders.train import train_classifiers
@@ -433,7 +453,8 @@ def finetune_benefit(src: Zoo, train_sel, spec: NetworkSpec, gen_params: Mapping
     cfgs = [replace(r, training=replace(r.training, epochs=epochs, checkpoints=tuple(range(epochs + 1))))
             for r in chosen]
     init = {name: v[:k] for name, v in gen_params.items()}
-    out: dict[str, Any] = {"target_acc": target, "epochs": epochs, "models": k}
+    out: dict[str, Any] = {"target_acc": target, "epochs": epochs, "models": k,
+                           "run_ids": [r.run_id for r in chosen]}
     for tag, start in (("generated", init), ("random", None)):
         res = train_classifiers(spec, cfgs, data, init=start)
         curve = np.array([[m["test_acc"] for m in snap.metrics] for snap in res.snapshots])  # [E + 1, k]
@@ -442,7 +463,7 @@ def finetune_benefit(src: Zoo, train_sel, spec: NetworkSpec, gen_params: Mapping
         reached = [h for h in hit if h is not None]
         out[tag] = {"epochs_to_target": hit, "reached": len(reached),
                     "mean_epochs": float(np.mean(reached)) if reached else None,
-                    "acc_curve": curve.mean(1).tolist()}
+                    "acc_curve": curve.mean(1).tolist(), "final_acc": curve[-1].tolist()}
     return out
 
 
