@@ -70,8 +70,9 @@ def test_local_snapshots_single_and_sharded(tmp_path):
         ref = tiny_net(0 if r["source_path"] == "alpha" else 1)
         torch.testing.assert_close(module(x), ref(x), rtol=0, atol=1e-6)  # tanh, from config.json's hidden_act
     # one snapshot directory as SOURCE, and a list of them
-    one = import_zoo("hf-models", src / "beta", tmp_path / "one", quiet=True)
+    one = import_zoo("hf-models", src / "beta", tmp_path / "one", dataset="digits", quiet=True)
     assert one.counts["rows"] == 1
+    assert one.spec["dataset"]["name"] == "digits" and "digits" in one.datasets  # recorded for --recompute
     assert open_zoo(tmp_path / "one").table.column("source_path").to_pylist() == ["."]
     both = import_hf_models([src / "alpha", src / "beta"], tmp_path / "both", quiet=True)
     assert both.counts["rows"] == 2

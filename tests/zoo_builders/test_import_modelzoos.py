@@ -171,7 +171,9 @@ def test_cnn_l_zoo(tmp_path):
     src, truth = write_modelzoo(tmp_path / "cifar_cnn_l", nlins=("tanh", "gelu"), epochs=1, arch=cnn_l,
                                 epoch0_metrics=True)
     out = tmp_path / "zoo"
-    import_zoo("modelzoos", src, out, quiet=True)
+    manifest = import_zoo("modelzoos", src, out, dataset='{"name": "digits", "test_fraction": 0.25}', quiet=True)
+    ds = manifest.spec["dataset"]  # recorded (with the config's defaults) for zoo verify --recompute
+    assert ds["name"] == "digits" and ds["test_fraction"] == 0.25 and "digits" in manifest.datasets
     assert verify_zoo(out).ok
     sel = open_zoo(out).select(order_by="model_id")
     rows = sel.table.to_pylist()

@@ -56,10 +56,11 @@ from catalog.nodes import ACTIVATIONS
 from catalog.paths import safe_join
 from catalog.writer import ZooWriter
 from zoo_builders.importers.common import (
-    ROWS_PER_PART,
-    RunWriter,
+    GroupWriter,
     SourceError,
     column_name,
+    dataset_entry,
+    finish_import,
     json_scalar,
     no_empty_zoo_on_error,
     parse_arch_options,
@@ -71,6 +72,8 @@ from zoo_builders.importers.common import (
 from zoo_builders.importers.statedict import fit_arch, infer_chain, read_state_dict
 
 LAYOUT = "hf-models"
+#: Models per part: Hub models are often large, and a part's models are held in memory until written.
+HF_ROWS_PER_PART = 16
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 CONFIG = "config.json"
@@ -116,8 +119,12 @@ def download_snapshot(repo_id: str, revision: str | None, quiet: bool = True) ->
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     label = f"{repo_id}@{revision or 'main'}"
+    was_disabled = are_progress_bars_disabled()
+    if quiet:
+        disable_progress_bars()
     try:
         root = Path(snapshot_download(repo_id, repo_type="model", revision=revision,
                                       allow_patterns=[CONFIG, WEIGHTS, INDEX]))
@@ -130,6 +137,9 @@ def download_snapshot(repo_id: str, revision: str | None, quiet: bool = True) ->
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SourceError(f"cannot download hf://{label}: {first}") from e
+    finally:
+        if quiet and not was_disabled:
+            enable_progress_bars()
     return root
 
 
@@ -285,8 +295,8 @@ def _activation(config: Mapping[str, Any], given: str | None) -> str:
 def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike, *,
                      name: str | None = None, arch: str | os.PathLike | Mapping | NetworkSpec | None = None,
                      arch_options: Sequence[str] | Mapping[str, Any] | None = None, activation: str | None = None,
-                     input_shape: Sequence[int] | None = None, rows_per_part: int = ROWS_PER_PART,
-                     quiet: bool = False) -> Manifest:
+                     input_shape: Sequence[int] | None = None, dataset: str | Mapping | None = None,
+                     rows_per_part: int = HF_ROWS_PER_PART, quiet: bool = False) -> Manifest:
     """Import Hugging Face model snapshots (local or from the Hub) as a zoo at ``out``
     (resumable: run it again after an interruption; imported revisions are skipped).
 
@@ -300,7 +310,10 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
         arch_options: the preset's options.
         activation: the hidden activation (default: ``config.json``'s, else ``relu``).
         input_shape: one example's shape (needed for convolutional nets and presets).
-        rows_per_part: models per part (a repo's revisions are never split across parts).
+        dataset: the dataset the models were evaluated on (a registered name or its config),
+            recorded so ``zoo verify --recompute`` can re-evaluate them (default none).
+        rows_per_part: models per part (default :data:`HF_ROWS_PER_PART`); at most this many
+            models are in memory at once.
         quiet: no progress bar.
 
     Returns:
@@ -338,45 +351,40 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
                                                  for s in sources],
                   "arch": preset, "arch_options": options, "activation": activation,
                   "input_shape": None if input_shape is None else list(input_shape)}
+    ds_spec, ds_facts = dataset_entry(dataset)
+    if ds_spec is not None:
+        build_spec["dataset"] = ds_spec
     first = sources[0]
     default_name = _parse_url(first)[0].split("/")[1] if first.startswith(URL_SCHEME) else Path(first).resolve().name
-    by_run: dict[str, list[int]] = {}
-    for i, r in enumerate(rows):
-        by_run.setdefault(r["run_id"], []).append(i)
     specs: dict[tuple, NetworkSpec] = {}
     with no_empty_zoo_on_error(out), \
-            ZooWriter(out, name or default_name, build_spec, command=f"zoo import {LAYOUT} {first}") as writer:
+            ZooWriter(out, name or default_name, build_spec, datasets=ds_facts,
+                      command=f"zoo import {LAYOUT} {first}") as writer:
         done: set[str] = set()  # model ids already in the zoo (a resumed import skips them)
         for f in writer.manifest.part_files():
             done.update(pq.read_table(writer.root / f.path, columns=["model_id"]).column(0).to_pylist())
-        runs = RunWriter(writer, schema, rows_per_part)
+        groups = GroupWriter(writer, schema, rows_per_part)
         with tqdm(total=len(rows), disable=quiet, unit="model", desc=f"import {default_name}") as bar:
-            for idx in by_run.values():
-                bar.update(sum(rows[i]["model_id"] in done for i in idx))
-                idx = [i for i in idx if rows[i]["model_id"] not in done]
-                groups: dict[str, tuple[NetworkSpec, list, list]] = {}  # arch_id -> (spec, models, rows)
-                for i in idx:  # one repo's revisions in memory at a time
-                    snap, row = snaps[i], rows[i]
-                    tensors = read_snapshot(snap)
-                    act = _activation(configs[i], activation)
-                    signature = (act, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
-                    if signature not in specs:
-                        if arch is not None:
-                            n_out = int(list(tensors.values())[-1].shape[0])
-                            spec = fit_arch(resolve_arch(arch, options, input_shape, n_out, act), tensors,
-                                            snap.source_path)
-                        else:
-                            spec = infer_chain(tensors, act, input_shape, snap.source_path)
-                        specs[signature] = storable(spec)
-                    spec = specs[signature]
-                    finite = all(bool(torch.isfinite(t).all()) for t in tensors.values())
-                    row["status"] = "ok" if finite else "diverged"
-                    _, models, run_rows = groups.setdefault(spec.arch_id, (spec, [], []))
-                    models.append({p: tensors[p] for p in spec.param_names})
-                    run_rows.append(row)
+            for i, (snap, row) in enumerate(zip(snaps, rows)):
+                if row["model_id"] in done:
                     bar.update(1)
-                # the revisions of one repo may differ in architecture: each group is written whole
-                for spec, models, run_rows in groups.values():
-                    runs.add_run(spec, models, run_rows)
-        runs.flush()
-        return writer.finish()
+                    continue
+                tensors = read_snapshot(snap)  # one model read at a time
+                act = _activation(configs[i], activation)
+                signature = (act, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
+                if signature not in specs:
+                    if arch is not None:
+                        n_out = int(list(tensors.values())[-1].shape[0])
+                        spec = fit_arch(resolve_arch(arch, options, input_shape, n_out, act), tensors,
+                                        snap.source_path)
+                    else:
+                        spec = infer_chain(tensors, act, input_shape, snap.source_path)
+                    specs[signature] = storable(spec)
+                spec = specs[signature]
+                finite = all(bool(torch.isfinite(t).all()) for t in tensors.values())
+                status = "ok" if finite else "diverged"
+                groups.add(spec, {p: tensors[p] for p in spec.param_names}, {**row, "status": status})
+                bar.update(1)
+            groups.flush()
+        # a repo's revisions may land in two parts: finish_import counts each run once
+        return finish_import(writer)

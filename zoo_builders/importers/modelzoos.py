@@ -73,6 +73,8 @@ from zoo_builders.importers.common import (
     RunWriter,
     SourceError,
     column_name,
+    dataset_entry,
+    finish_import,
     json_scalar,
     no_empty_zoo_on_error,
     parse_arch_options,
@@ -274,8 +276,8 @@ def _rows(trial: Trial) -> list[dict[str, Any]]:
 def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None,
                      arch: str | os.PathLike | Mapping | NetworkSpec | None = None,
                      arch_options: Sequence[str] | Mapping[str, Any] | None = None,
-                     input_shape: Sequence[int] | None = None, rows_per_part: int = ROWS_PER_PART,
-                     quiet: bool = False) -> Manifest:
+                     input_shape: Sequence[int] | None = None, dataset: str | Mapping | None = None,
+                     rows_per_part: int = ROWS_PER_PART, quiet: bool = False) -> Manifest:
     """Import a Model Zoos directory of Ray Tune trial folders as a zoo at ``out`` (resumable:
     run it again after an interruption; finished trials are skipped).
 
@@ -288,6 +290,8 @@ def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: st
         arch_options: the preset's options.
         input_shape: one example's shape (default ``C x 28 x 28`` for CNN-s, ``C x 32 x 32`` for
             CNN-l; needed for other convolutional nets and presets).
+        dataset: the dataset the models were evaluated on (a registered name or its config),
+            recorded so ``zoo verify --recompute`` can re-evaluate them (default none).
         rows_per_part: models per part (a trial is never split across parts).
         quiet: no progress bar.
 
@@ -319,6 +323,9 @@ def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: st
                                         dict(arch) if isinstance(arch, Mapping) else str(arch))
     build_spec = {"importer": LAYOUT, "source": str(src.resolve()), "arch": preset, "arch_options": options,
                   "input_shape": None if input_shape is None else list(input_shape)}
+    ds_spec, ds_facts = dataset_entry(dataset)
+    if ds_spec is not None:
+        build_spec["dataset"] = ds_spec
     specs: dict[tuple, NetworkSpec] = {}
 
     def spec_for(tensors: dict[str, Tensor], act: str, where: str) -> NetworkSpec:
@@ -334,7 +341,8 @@ def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: st
 
     n_models = sum(len(r) for r in per_trial)
     with no_empty_zoo_on_error(out), \
-            ZooWriter(out, name or src.resolve().name, build_spec, command=f"zoo import {LAYOUT} {src}") as writer:
+            ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
+                      command=f"zoo import {LAYOUT} {src}") as writer:
         done = writer.done_run_ids()
         runs = RunWriter(writer, schema, rows_per_part)
         with tqdm(total=n_models, disable=quiet, unit="model", desc=f"import {src.name}") as bar:
@@ -357,5 +365,5 @@ def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: st
                 runs.add_run(spec, models, rows)
                 bar.update(len(rows))
         runs.flush()
-        return writer.finish()
+        return finish_import(writer)
 
