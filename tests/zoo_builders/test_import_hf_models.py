@@ -84,7 +84,8 @@ def test_hf_cache_layout_names_repo_and_commit(tmp_path):
     for i, c in enumerate(commits):
         write_snapshot(base / c, i)
     out = tmp_path / "zoo"
-    import_hf_models(tmp_path / "cache", out, quiet=True)
+    manifest = import_hf_models(tmp_path / "cache", out, rows_per_part=1, quiet=True)
+    assert manifest.counts["rows"] == 2 and manifest.counts["runs"] == 1  # one repo in two parts: one run
     rows = open_zoo(out).select(order_by="checkpoint").table.to_pylist()
     assert [r["repo_id"] for r in rows] == ["acme/tiny"] * 2
     assert [r["revision"] for r in rows] == commits and [r["checkpoint"] for r in rows] == [0, 1]
