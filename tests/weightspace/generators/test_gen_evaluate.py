@@ -182,3 +182,23 @@ def test_eval_gen_source_must_match(generated, tiny_digits_zoo, zoo_dir, tmp_pat
     with pytest.raises(WeightzooError, match="is not a generated zoo"):
         evaluate_generated(tiny_digits_zoo, tiny_digits_zoo, out_dir=tmp_path / "ev")
     assert not (tmp_path / "ev").exists()
+
+
+def test_train_classifiers_from_given_init_equals_the_runs_own_init(tiny_digits_zoo):
+    """Fine-tuning starts populations from given weights: from each run's own epoch-0 weights
+    (stored at checkpoint 0) it trains exactly what the build trained."""
+    from zoo_builders.spec import BuildSpec
+    from zoo_builders.train import train_classifiers
+
+    zoo = open_zoo(tiny_digits_zoo)
+    runs = [r for r in BuildSpec.from_dict(zoo.manifest.spec).runs() if r.training.lr == 0.003][:2]
+    init_sel = zoo.select(where=f"checkpoint = 0 AND run_id IN ('{runs[0].run_id}', '{runs[1].run_id}')",
+                          order_by=f"run_id = '{runs[0].run_id}' DESC")
+    spec = init_sel.network_spec
+    data = load_zoo_dataset(zoo)
+    given = train_classifiers(spec, runs, data, init=init_sel.stacked())
+    own = train_classifiers(spec, runs, data)
+    for a, b in zip(given.snapshots, own.snapshots):
+        assert a.metrics == b.metrics
+        for k in a.weights:
+            assert torch.equal(a.weights[k], b.weights[k])

@@ -121,3 +121,22 @@ def test_load_errors(tiny_digits_zoo, tmp_path):
         generate_zoo(tiny_digits_zoo, None, None, 2, tmp_path / "b", load_from=tmp_path, quiet=True)
     with pytest.raises(WeightzooError, match="unknown generator 'nope'"):
         generate_zoo(tiny_digits_zoo, "nope", LAST, 2, tmp_path / "b", quiet=True)
+
+
+#: Twelve SIRENs: 2 digits images x 6 seeds, fitted well enough that each is closest to its own image.
+TINY_INR = {"name": "tiny-inr", "dataset": {"name": "digits"}, "architecture": {"name": "siren", "hidden": [16]},
+            "task": {"name": "inr", "images": 2}, "training": {"epochs": 150, "lr": 0.003, "checkpoints": [150]},
+            "grid": {"seed": [0, 1, 2, 3, 4, 5]}}
+
+
+def test_inr_zoo_samples_get_mse_and_psnr(zoo_factory, tmp_path):
+    src_dir = zoo_factory(TINY_INR)
+    generate_zoo(src_dir, "noise", None, 6, tmp_path / "g", hparams={"sigma": 0.0}, quiet=True)
+    gen, src = open_zoo(tmp_path / "g"), open_zoo(src_dir)
+    assert gen.verify().ok
+    by_sha = {r["sha256"]: r for r in src.table.to_pylist()}
+    for row in gen.table.to_pylist():
+        twin = by_sha[row["sha256"]]  # a copy: its metrics are the build's, against its own image
+        assert row["image_index"] == twin["image_index"]
+        assert row["mse"] == pytest.approx(twin["mse"], rel=1e-4)
+        assert row["psnr"] == pytest.approx(twin["psnr"], rel=1e-4)
