@@ -109,11 +109,20 @@ def query(args: tuple[str, ...], use_catalog: bool, where: str | None, order_by:
 @click.command()
 @click.argument("zoo", type=click.Path())
 @click.option("--no-weights", is_flag=True, help="Skip hashing every row's weights (much faster).")
+@click.option("--recompute", is_flag=True,
+              help="Also re-evaluate a seeded sample of models on the zoo's dataset (test_acc/test_loss, or "
+                   "mse/psnr for INRs) and compare with the stored metrics.")
+@click.option("--sample", default=64, show_default=True, type=click.IntRange(min=1),
+              help="--recompute: models to re-evaluate.")
+@click.option("--seed", default=0, show_default=True, help="--recompute: the sample's seed.")
+@click.option("--tolerance", default=1e-4, show_default=True, type=click.FloatRange(min=0),
+              help="--recompute: the largest allowed |stored - recomputed| per metric.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def verify(zoo: str, no_weights: bool, quiet: bool) -> None:
+def verify(zoo: str, no_weights: bool, recompute: bool, sample: int, seed: int, tolerance: float,
+           quiet: bool) -> None:
     """Check a zoo against its manifest: file checksums, the Parquet schema, row/shard
     consistency and every row's weights. Exits 0 when clean; otherwise lists each bad file
-    or row and exits 1."""
+    or row and exits 1. With --recompute, stored metrics are re-evaluated too."""
     report = verify_zoo(zoo, check_weights=not no_weights, progress=not quiet and sys.stderr.isatty())
     for w in report.warnings:
         click.echo(f"warning: {w}")
@@ -123,6 +132,18 @@ def verify(zoo: str, no_weights: bool, quiet: bool) -> None:
     if not report.ok:
         raise IntegrityError(
             f"{len(report.problems)} problem(s) in {zoo}; {report.repair_hint}")
+    if recompute:
+        from zoo_builders.recompute import recompute_metrics  # only when asked: it loads the data stack
+
+        again = recompute_metrics(zoo, sample=sample, seed=seed, tolerance=tolerance,
+                                  quiet=quiet or not sys.stderr.isatty())
+        for line in again.lines():
+            click.echo(line)
+        if not again.ok:
+            models = sorted({m.model_id for m in again.mismatches})
+            raise IntegrityError(f"{len(again.mismatches)} stored metric(s) differ from recomputed ones by more "
+                                 f"than {tolerance:g} in {zoo} (models: {', '.join(models[:5])}"
+                                 f"{', ...' if len(models) > 5 else ''})")
 
 
 @click.group("catalog")
