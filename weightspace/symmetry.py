@@ -14,6 +14,10 @@ it computes unchanged, used as training augmentations and to test invariance/equ
 All functions take and return a batched parameter dict ``{name: Tensor[B, *shape]}``; the
 transformation applied may differ per network of the batch. They return new tensors and never
 modify their input.
+
+The functions here address the layers of a chain. Graph architectures (residual streams tied
+across ``add``, attention heads) have theirs in :mod:`weightspace.graph_symmetry`, which
+:class:`RandomNeuronSymmetry` uses for them.
 """
 
 from __future__ import annotations
@@ -190,9 +194,11 @@ class RandomNeuronSymmetry:
     """Augmentation: apply a random function-preserving symmetry to each network of a batch.
 
     Args:
-        spec: the architecture.
+        spec: the architecture. A graph architecture gets random permutations of its neuron
+            groups and attention heads (:class:`weightspace.graph_symmetry.RandomGraphSymmetry`;
+            no sign flips).
         permute: permute hidden neurons (default ``True``).
-        flip_signs: also flip signs where the activation is odd (default ``True``).
+        flip_signs: also flip signs where the activation is odd (default ``True``; chains only).
         seed: seed of the transform's own random generator (default ``None``: torch's global RNG).
 
     Shapes:
@@ -205,8 +211,15 @@ class RandomNeuronSymmetry:
         self.permute = permute
         self.flip = flip_signs
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self.graph = None
+        if not spec.is_chain:
+            from weightspace.graph_symmetry import RandomGraphSymmetry  # it imports this module
+
+            self.graph = RandomGraphSymmetry(spec, seed)
 
     def __call__(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if self.graph is not None:
+            return self.graph(params) if self.permute else dict(params)
         batch = _check_params(self.spec, params)
         out = dict(params)
         if self.flip:
