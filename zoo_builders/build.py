@@ -121,7 +121,9 @@ def varying_axes(runs: list[RunConfig]) -> list[str]:
     every run, in column order; ``depth``/``width`` are left out when ``hidden`` varies."""
     if not runs:
         return []
-    values = [_axis_values(r, [*runs[0].hparams(), "image"]) for r in runs]
+    # Every family's columns (a heterogeneous spec's runs do not all have the same ones).
+    columns = list(dict.fromkeys(k for r in runs for k in r.hparams()))
+    values = [_axis_values(r, [*columns, "image"]) for r in runs]
     keys = [k for k in values[0] if len({repr(v[k]) for v in values}) > 1]
     if "hidden" in keys:
         keys = [k for k in keys if k not in ("depth", "width")]

@@ -5,6 +5,22 @@ A spec names a dataset, an architecture family, training settings, and hyperpara
 fields (``lr``, ``seed``, ...) or architecture fields, written ``architecture.hidden`` or just
 ``hidden``. Every run gets a ``run_id`` hashed from its full configuration, so the same spec
 always gives the same runs.
+
+A heterogeneous zoo lists several ``families:`` instead of one ``architecture:``; each family
+is an ``architecture`` with its own ``grid``/``random`` axes (checked against that family's
+fields) and optional ``training`` overrides, sharing the spec's dataset, task and training::
+
+    dataset: {name: digits}
+    training: {epochs: 4, checkpoints: [1, 2, 4]}
+    families:
+      - architecture: {name: cnn}
+        random: {samples: 100, kernel_size: {choice: [3, 5]}, lr: {loguniform: [1e-4, 1e-2]}}
+      - architecture: {name: resnet, width_multiplier: 0.25}
+        training: {batch_size: 64}
+        grid: {lr: [0.001, 0.01], seed: [0, 1]}
+
+The runs are the families' runs, family after family; a run's id is the one it has in a spec of
+its family alone, so families can be added to a zoo, or split off, without renaming any run.
 """
 
 from __future__ import annotations
@@ -38,7 +54,9 @@ from zoo_builders.optim import OPTIMIZERS
 PRESET_DIR = Path(__file__).parent / "presets"
 TASKS = ("classify", "inr")
 TOP_LEVEL_KEYS = ("name", "description", "license", "dataset", "architecture", "training", "task",
-                  "grid", "random")
+                  "grid", "random", "families")
+#: The keys of one entry of ``families:``.
+FAMILY_KEYS = ("architecture", "training", "grid", "random")
 
 
 @dataclass(frozen=True)
@@ -280,6 +298,9 @@ class BuildSpec:
     grid: dict[str, list] = field(default_factory=dict)
     random: dict[str, Any] = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
+    #: A heterogeneous spec's families, each a one-family spec (empty: this spec is one family;
+    #: ``arch_name``, ``architecture`` and ``training`` are then the first family's).
+    families: list[BuildSpec] = field(default_factory=list)
 
     # ------------------------------------------------------------------ parsing
     @classmethod
@@ -289,6 +310,8 @@ class BuildSpec:
         unknown = sorted(set(d) - set(TOP_LEVEL_KEYS))
         if unknown:
             raise WeightzooError(f"unknown spec key(s) {unknown}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+        if "families" in d:
+            return cls._from_families(d)
         for key in ("name", "dataset", "architecture"):
             if key not in d:
                 raise WeightzooError(f"the spec has no {key!r}; add it (see `zoo presets --show digits-mlp`)")
@@ -347,6 +370,58 @@ class BuildSpec:
         return spec
 
     @classmethod
+    def _from_families(cls, d: dict) -> BuildSpec:
+        """A heterogeneous spec: each entry of ``families`` parsed as a one-family spec with the
+        shared name, dataset, task and training (its ``training`` overrides merged over them)."""
+        clash = sorted(k for k in ("architecture", "grid", "random") if k in d)
+        if clash:
+            raise WeightzooError(
+                f"a spec with 'families' has no top-level {clash}: give each family its own "
+                f"architecture and axes")
+        fams = d["families"]
+        if not isinstance(fams, list) or not fams:
+            raise WeightzooError(
+                "spec 'families' must be a non-empty list of {architecture: {name: ...}, grid/random: ...}")
+        shared = {k: v for k, v in d.items() if k not in ("families", "training")}
+        base_training = d.get("training") or {}
+        if not isinstance(base_training, dict):
+            raise WeightzooError("spec 'training' must be a mapping")
+        parsed: list[BuildSpec] = []
+        for i, fam in enumerate(fams):
+            if not isinstance(fam, dict) or "architecture" not in fam:
+                raise WeightzooError(f"families[{i}] must be a mapping with an 'architecture' "
+                                     f"(and optional training, grid, random)")
+            bad = sorted(set(fam) - set(FAMILY_KEYS))
+            if bad:
+                raise WeightzooError(f"families[{i}]: unknown key(s) {bad}; valid keys: {', '.join(FAMILY_KEYS)}")
+            over = fam.get("training") or {}
+            if not isinstance(over, dict):
+                raise WeightzooError(f"families[{i}].training must be a mapping")
+            sub = {**shared, "training": {**base_training, **over},
+                   **{k: fam[k] for k in ("architecture", "grid", "random") if k in fam}}
+            arch = fam["architecture"]
+            label = arch.get("name") if isinstance(arch, dict) else arch
+            try:
+                parsed.append(cls.from_dict(sub))
+            except WeightzooError as e:
+                raise WeightzooError(f"families[{i}] ({label}): {e}") from e
+        first = parsed[0]
+        spec = cls(first.name, first.dataset, first.arch_name, first.architecture, first.training, first.task,
+                   raw=copy.deepcopy(d), families=parsed)
+        ids = [r.run_id for fam in parsed for r in fam.runs()]
+        if len(set(ids)) < len(ids):  # the same run listed by two families would be trained once
+            dup = len(ids) - len(set(ids))
+            raise WeightzooError(
+                f"{dup} run(s) appear in more than one family (same architecture and training); "
+                f"make the families' architectures or axes differ")
+        return spec
+
+    @property
+    def arch_names(self) -> list[str]:
+        """The architecture families of the spec's runs, in spec order."""
+        return [f.arch_name for f in self.families] if self.families else [self.arch_name]
+
+    @classmethod
     def load(cls, source: str | os.PathLike | dict) -> BuildSpec:
         """A spec from a dict, a YAML file path, or a preset name."""
         if isinstance(source, dict):
@@ -383,7 +458,10 @@ class BuildSpec:
         return out
 
     def runs(self) -> list[RunConfig]:
-        """Every run of the spec, in a fixed order (grid order, then samples, then images)."""
+        """Every run of the spec, in a fixed order (family after family; in a family: grid
+        order, then samples, then images)."""
+        if self.families:
+            return [r for fam in self.families for r in fam.runs()]
         base_arch = arch_to_dict(self.arch_name, self.architecture)
         out: list[RunConfig] = []
         seen: set[str] = set()
