@@ -10,9 +10,12 @@ Layout (``SOURCE``, searched recursively)::
 ``.pt``/``.pth``/``.bin`` files are read with ``torch.load(weights_only=True)`` only: a pickle that
 holds anything but tensors and plain containers is refused, never executed.
 
-Architectures are inferred from the tensors (:func:`infer_chain`): consecutive ``<prefix>.weight``
-/ ``<prefix>.bias`` pairs, 2-D weights linear, 3-D conv1d, 4-D conv2d, sizes that chain; or given
-by ``arch`` (a preset name with options, or a spec JSON file). Models are grouped by architecture.
+Architectures are inferred from the tensors (:func:`infer_network`): consecutive ``<prefix>.weight``
+/ ``<prefix>.bias`` pairs, 2-D weights linear, 3-D conv1d, 4-D conv2d, sizes that chain (a chain,
+:func:`infer_chain`); batch norms right after a layer (``weight``, ``bias``, ``running_mean``,
+``running_var``, ``num_batches_tracked``) make it a graph with ``batchnorm`` nodes. Any other module
+(attention, embeddings, ...) is an error naming it; give such architectures by ``arch`` (a preset
+name with options, or a spec JSON file). Models are grouped by architecture.
 ``module.`` prefixes (DataParallel) are stripped; otherwise the zoo's parameter names are the
 file's own, so :func:`export_statedict` gives the files back.
 
@@ -219,6 +222,94 @@ def infer_chain(tensors: Mapping[str, Tensor], activation: str = "relu",
         return NetworkSpec(family, input_shape, tuple(LayerSpec(**s) for s in specs), dtype=dtypes.pop())
     except WeightzooError as e:
         raise SourceError(f"{where}: {e}{hint}") from e
+
+
+#: The tensors of a batch-norm module in a state dict (``num_batches_tracked`` is a counter that
+#: no evaluation reads: dropped on import).
+BN_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _modules(tensors: Mapping[str, Tensor], where: str) -> dict[str, dict[str, str]]:
+    """``{module prefix: {leaf: tensor name}}`` in the tensors' order.
+
+    Raises:
+        SourceError: a module with tensors other than a layer's ``weight``/``bias`` or a batch
+            norm's (the message names the module and its tensors, and says to use ``--arch``).
+    """
+    out: dict[str, dict[str, str]] = {}
+    for name in tensors:
+        prefix, _, leaf = name.rpartition(".")
+        out.setdefault(prefix, {})[leaf] = name
+    for prefix, d in out.items():
+        bad = [leaf for leaf in d if leaf not in BN_LEAVES]
+        is_bn = "running_mean" in d or "running_var" in d
+        if bad or not prefix or (not is_bn and "weight" not in d) or (
+                not is_bn and any(leaf not in ("weight", "bias") for leaf in d)):
+            kind = " (its tensors look like attention)" if any("proj" in leaf or "qkv" in leaf for leaf in d) else ""
+            shown = ", ".join(f"{leaf} {list(tensors[n].shape)}" for leaf, n in d.items())
+            raise SourceError(
+                f"{where}: module {prefix or '(top level)'!r} [{shown}] is not a linear, convolution or batch-norm "
+                f"layer{kind}, which is all an architecture is inferred from; give the architecture with --arch "
+                f"(a preset name or a spec JSON file)")
+    return out
+
+
+def infer_network(tensors: Mapping[str, Tensor], activation: str = "relu",
+                  input_shape: Sequence[int] | None = None, where: str = "state dict") -> NetworkSpec:
+    """The architecture a state dict's tensors form: :func:`infer_chain` for linear/conv layers
+    alone; with batch norms (``weight``, ``bias``, ``running_mean``, ``running_var``,
+    ``num_batches_tracked`` right after a linear or conv layer, e.g. ``nn.Sequential(conv, bn,
+    relu, ...)``) the same chain as a graph with a ``batchnorm`` node after that layer, before
+    its activation. The state dict does not record a batch norm's ``eps`` and ``momentum``:
+    PyTorch's defaults (``1e-5``, ``0.1``) are assumed; ``num_batches_tracked`` is dropped.
+
+    Raises:
+        SourceError: a module that is none of these (the message names it; use ``--arch``), a
+            batch norm that does not follow a layer or does not match its width.
+    """
+    from catalog.nodes import BatchNorm
+
+    mods = _modules(tensors, where)
+    bns = [p for p, d in mods.items() if "running_mean" in d or "running_var" in d]
+    if not bns:
+        return infer_chain(tensors, activation, input_shape, where)
+    layer_tensors = {n: t for n, t in tensors.items() if n.rpartition(".")[0] not in bns}
+    chain = infer_chain(layer_tensors, activation, input_shape, where)
+    order = list(mods)
+    after: dict[str, str] = {}
+    for i, p in enumerate(order):
+        if p in bns:
+            prev = order[i - 1] if i else None
+            if prev is None or prev in bns:
+                raise SourceError(f"{where}: batch norm {p!r} does not follow a linear or convolution layer; "
+                                  f"give the architecture with --arch")
+            after[prev] = p
+    widths = {layer.weight.removesuffix(".weight"): layer.out_features for layer in chain.layers}
+    nodes, rename = [], {}
+    for node in chain.as_graph().nodes:
+        if any(i in rename for i in node.inputs):
+            node = replace(node, inputs=tuple(rename.get(i, i) for i in node.inputs))
+        nodes.append(node)
+        if node.name in after:
+            bn, d = after[node.name], mods[after[node.name]]
+            c = widths[node.name]
+            for leaf in ("weight", "bias", "running_mean", "running_var"):
+                if leaf in d and tuple(tensors[d[leaf]].shape) != (c,):
+                    raise SourceError(f"{where}: {d[leaf]!r} has shape {list(tensors[d[leaf]].shape)}, but the "
+                                      f"layer {node.name!r} before it has {c} channels")
+            if "running_mean" not in d or "running_var" not in d or ("weight" in d) != ("bias" in d):
+                raise SourceError(f"{where}: batch norm {bn!r} needs running_mean and running_var (and weight "
+                                  f"with bias, or neither); give the architecture with --arch")
+            dtype = torch_dtype_name(tensors[d["running_mean"]], f"{where}: {d['running_mean']}")
+            if dtype != chain.dtype:
+                raise SourceError(f"{where}: batch norm {bn!r} is {dtype} but the layers are {chain.dtype}")
+            nodes.append(BatchNorm(bn, (node.name,), c, affine="weight" in d))
+            rename[node.name] = bn
+    try:
+        return NetworkSpec(chain.family, chain.input_shape, dtype=chain.dtype, meta=dict(chain.meta),
+                           nodes=tuple(nodes))
+    except WeightzooError as e:
+        raise SourceError(f"{where}: {e}; give the architecture with --arch") from e
 
 
 def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> NetworkSpec:
@@ -436,7 +527,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
                 if fixed is not None:
                     inferred[signature] = storable(fit_arch(fixed, tensors, rel))
                 else:
-                    inferred[signature] = storable(infer_chain(tensors, activation, input_shape, rel))
+                    inferred[signature] = storable(infer_network(tensors, activation, input_shape, rel))
             spec = inferred[signature]
             if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
                 row = {**row, "status": "diverged"}
