@@ -27,7 +27,21 @@ Three measurements, every model on the same splits with the same training budget
    fractions and seed), the splits are pooled, and τ is computed on the pooled test split (per
    activation too, from the same predictions). The metanetworks get the first architecture's
    ``NetworkSpec`` (the shapes, which are all they use); the script checks the shapes agree.
-3. **GMN training throughput** (networks/second) with the model as implemented (sparse PyG
+3. **Accuracy prediction on a heterogeneous zoo** (issue 10): the ``wildpark-digits`` preset
+   (:data:`WILDPARK_PRESET`, in the spirit of CNN Wild Park: 1,000 plain CNNs and ResNets of
+   several depths, widths, kernel sizes, with and without residual connections and batch norm,
+   checkpoints after epochs 1, 2, 4 and 6). One split by ``run_id`` over every architecture
+   (``WeightDataset`` of the whole selection); each model reads all architectures at once.
+   Kendall's τ of ``statnn`` and ``gmn`` (:data:`WILDPARK_MODELS`), and per family (CNN /
+   ResNet) from the same predictions. ``statnn`` reads one parameter layout only (its features
+   are per named tensor), so it refuses this zoo (recorded); :class:`KindStatNN` (``statnn-kinds``,
+   defined here) is the same statistics baseline made architecture-agnostic: the statistics are
+   taken per *kind* of tensor (input layer, hidden convolutions, norms, output layer; weights and
+   biases apart) over however many tensors of that kind a network has, plus their entry counts.
+   Published on CNN Wild Park (CIFAR-10, Kofinas et al. 2024): NG-T τ 0.817, DNG 0.874; target
+   ``gmn`` > ``statnn``. ``--case wildpark`` runs this part alone and merges it into the result
+   JSON without touching the other parts.
+4. **GMN training throughput** (networks/second) with the model as implemented (sparse PyG
    ``edge_index`` message passing) and the same parameters run on dense ``N x N`` adjacency and
    edge-feature tensors built per batch (:class:`DenseGMN`, written here); both produce the same
    outputs and gradients on a batch (checked, reported), then train a fixed number of steps.
@@ -43,6 +57,8 @@ Run::
     python benchmarks/bench_metanet.py            # full; writes benchmarks/results/bench_metanet.json
     python benchmarks/bench_metanet.py --quick    # 200 INRs, 120 + 60 CNNs, 2 epochs: a smoke run
                                                   # of a few minutes; writes bench_metanet_quick.json
+    python benchmarks/bench_metanet.py --case wildpark   # the heterogeneous zoo only, merged into
+                                                         # the existing result file
 
 Threads: torch uses ``--threads`` (default 1). On this shared 2-core machine torch's OpenMP pool
 collapses when other processes hold the cores (a 2-thread step of the flat MLP took 600 ms against
@@ -69,9 +85,11 @@ from torch import Tensor, nn
 
 from catalog import open_zoo
 from catalog.dataset import WeightDataset
+from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from catalog.split import SPLITS
 from weightspace.metrics import regression_metrics
+from weightspace.models._common import check_positive, make_mlp
 from weightspace.models.base import Metanetwork
 from weightspace.models.gmn import GMN
 from weightspace.models.registry import (
@@ -137,6 +155,17 @@ QUICK_MNIST_CNN_SAMPLES = 60
 CNN_ZOOS = ("digits", "mnist5k")
 CNN_ZOO_LABELS = {"digits": "digits CNN zoo", "mnist5k": "mnist5k CNN zoo"}
 
+#: The heterogeneous zoo (issue 10): CNNs and ResNets of several depths, widths, kernel sizes,
+#: with and without residual connections, on digits. Quick mode: fewer runs per family, 2 epochs.
+WILDPARK_PRESET = "wildpark-digits"
+QUICK_WILDPARK_SAMPLES = (48, 24)
+#: ``statnn`` is tried as is (it refuses several parameter layouts: recorded); ``statnn-kinds``
+#: is its architecture-agnostic form (:class:`KindStatNN`).
+WILDPARK_MODELS = ("statnn", "statnn-kinds", "gmn")
+#: Kendall's τ published on CNN Wild Park (CIFAR-10; Kofinas et al. 2024 for NG-T, and DNG as
+#: reported for the same zoo): a different, larger zoo, for scale only.
+WILDPARK_PUBLISHED = {"NG-T": 0.817, "DNG": 0.874}
+
 FRACTIONS = (0.8, 0.1, 0.1)
 SPLIT_SEED = 0
 
@@ -171,6 +200,9 @@ HPARAMS: dict[str, dict[str, Any]] = {
     "gmn": {"hidden": 16, "n_layers": 3, "head_hidden": 128},
 }
 
+
+#: ``statnn-kinds`` as ``statnn`` (hidden 128, depth 2).
+HPARAMS["statnn-kinds"] = dict(HPARAMS["statnn"])
 
 #: Accuracy prediction: GMN with 32 features (16 left it level with statnn in trial runs: τ 0.760-0.766
 #: at 20 epochs, against 0.779 with 32 features; its CNN graphs have 8x fewer edges than a SIREN's).
@@ -233,6 +265,16 @@ def mnist_cnn_spec(quick: bool) -> dict:
 
 
 CNN_ZOO_SPECS = {"digits": cnn_spec, "mnist5k": mnist_cnn_spec}
+
+
+def wildpark_spec(quick: bool) -> dict:
+    spec = BuildSpec.load(WILDPARK_PRESET).to_dict()
+    if quick:
+        spec["name"] += "-quick"
+        for fam, n in zip(spec["families"], QUICK_WILDPARK_SAMPLES):
+            fam["random"]["samples"] = n
+        spec["training"].update(QUICK_CNN_TRAINING)
+    return spec
 
 
 def ensure_zoo(spec: dict, cache: Path, quiet: bool, max_population: int | None = None) -> tuple[Path, dict]:
@@ -493,6 +535,214 @@ def cnn_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seeds: tu
     return out
 
 
+# ===================================================================================== wildpark
+#: The tensor kinds :class:`KindStatNN` summarises (see :func:`tensor_kind`).
+TENSOR_KINDS = ("input.weight", "input.bias", "conv.weight", "conv.bias", "linear.weight", "linear.bias",
+                "norm.weight", "norm.bias", "norm.running_mean", "norm.running_var", "other",
+                "output.weight", "output.bias")
+
+
+def tensor_kind(spec: NetworkSpec, index: int) -> str:
+    """The kind of ``spec.params[index]``: the first and the last weighted layer are ``input``
+    and ``output``; the rest by node kind (convolution, linear, batch/layer norm) and role."""
+    p = spec.params[index]
+    weighted = [q.layer for q in spec.params if q.role == "weight"]
+    kind = spec.layers[p.layer].kind if spec.is_chain else spec.nodes[p.layer].KIND
+    if p.layer == min(weighted) and kind != "batchnorm":
+        group = "input"
+    elif p.layer == max(weighted):
+        group = "output"
+    elif kind.startswith("conv"):
+        group = "conv"
+    elif kind == "linear":
+        group = "linear"
+    elif kind in ("batchnorm", "layernorm"):
+        group = "norm"
+    else:
+        return "other"
+    key = f"{group}.{p.role}"
+    return key if key in TENSOR_KINDS else "other"
+
+
+class KindStatNN(Metanetwork):
+    """StatNN (Unterthiner et al. 2020) for zoos of mixed architectures.
+
+    ``statnn`` summarises each *named* tensor, so its feature vector exists only for one
+    parameter layout. Here the entries of every tensor of one kind (:data:`TENSOR_KINDS`: the
+    input layer's weights, the hidden convolutions' weights, the norms' scales, ...) are pooled,
+    and summarised by their mean, variance, quantiles and ``log(1 + count)``, so networks of any
+    depth and width give features of one size (a kind a network lacks gives zeros). The
+    statistics do not depend on the order of entries: invariant to neuron permutations.
+
+    Args:
+        spec: one architecture or a sequence of them (any architectures).
+        out_dim: output size.
+        hidden: MLP width (default ``128``).
+        depth: MLP hidden layers (default ``2``).
+        quantiles: quantile levels (default ``(0, 0.25, 0.5, 0.75, 1)``).
+
+    Shapes:
+        ``{name: Tensor[B, *shape]}`` (of ``spec``, or of the ``spec`` given to
+        ``forward_arch``) -> ``[B, out_dim]``.
+    """
+
+    multi_arch = "any"
+    graphs = True
+
+    def __init__(self, spec: NetworkSpec | list[NetworkSpec], out_dim: int, hidden: int = 128,
+                 depth: int = 2, quantiles: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> None:
+        specs = [spec] if isinstance(spec, NetworkSpec) else list(spec)
+        super().__init__(specs[0], out_dim)
+        check_positive(hidden=hidden)
+        qs = [float(q) for q in quantiles]
+        self.hparams = {"hidden": hidden, "depth": depth, "quantiles": qs}
+        self.register_buffer("q", torch.tensor(qs), persistent=False)
+        self.per_kind = 3 + len(qs)
+        self.mlp = make_mlp(len(TENSOR_KINDS) * self.per_kind, hidden, out_dim, depth)
+        self._kinds: dict[str, dict[str, list[str]]] = {}
+
+    def kinds(self, spec: NetworkSpec) -> dict[str, list[str]]:
+        """``{kind: [param names]}`` of an architecture (cached by ``arch_id``)."""
+        if spec.arch_id not in self._kinds:
+            out: dict[str, list[str]] = {}
+            for i, p in enumerate(spec.params):
+                out.setdefault(tensor_kind(spec, i), []).append(p.name)
+            self._kinds[spec.arch_id] = out
+        return self._kinds[spec.arch_id]
+
+    def features(self, params: dict[str, Tensor], spec: NetworkSpec) -> Tensor:
+        """Shapes: ``{name: Tensor[B, *shape]}`` -> ``[B, len(TENSOR_KINDS) * (3 + n_quantiles)]``."""
+        batch = next(iter(params.values())).shape[0]
+        kinds = self.kinds(spec)
+        feats = []
+        for kind in TENSOR_KINDS:
+            names = kinds.get(kind)
+            if not names:
+                feats.append(torch.zeros(batch, self.per_kind, device=self.q.device))
+                continue
+            t = torch.cat([params[n].reshape(batch, -1).float() for n in names], dim=1)  # [B, count]
+            count = torch.full((batch, 1), math.log1p(t.shape[1]), device=t.device)
+            qs = torch.quantile(t, self.q.to(t.device), dim=1).T  # [B, n_q]
+            feats += [torch.cat([t.mean(1, keepdim=True), t.var(1, unbiased=False, keepdim=True), qs, count], 1)]
+        return torch.cat(feats, dim=1)
+
+    def forward(self, params: dict[str, Tensor]) -> Tensor:
+        return self.mlp(self.features(params, self.spec))
+
+    def forward_arch(self, params: dict[str, Tensor], spec: NetworkSpec | None = None) -> Tensor:
+        return self.mlp(self.features(params, spec or self.spec))
+
+
+def register_kind_statnn() -> None:
+    if "statnn-kinds" not in metanetwork_names():
+        register_metanetwork("statnn-kinds")(KindStatNN)
+
+
+def wildpark_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seeds: tuple[int, ...],
+                                 models: tuple[str, ...] = WILDPARK_MODELS) -> dict:
+    """τ of each of ``models`` on the heterogeneous zoo, one split by run_id."""
+    register_kind_statnn()
+    zoo = open_zoo(zoo_path)
+    sel = zoo.select(where="checkpoint > 0")  # WeightDataset drops diverged rows (status 'ok')
+    ds = {s: WeightDataset(sel, ["test_acc"], split=s, fractions=FRACTIONS, seed=SPLIT_SEED, normalize=False)
+          for s in SPLITS}
+    test_parts = ds["test"].by_arch()
+    family = {a: part.network_spec.family for a, part in test_parts.items()}
+    n_params = {a: s.n_params for a, s in ds["train"].network_specs.items()}
+    y_all = torch.cat([part.stacked()[1][:, 0] for part in test_parts.values()])
+    out: dict[str, Any] = {
+        "zoo": zoo.name, "runs": len(set(zoo.table.column("run_id").to_pylist())),
+        "rows": len(sel), "architectures": len(n_params),
+        "families": sorted(set(family.values())),
+        "n_params_range": [min(n_params.values()), max(n_params.values())],
+        "target": "test_acc", "checkpoints": "all but 0",
+        "split": {s: len(d) for s, d in ds.items()},
+        "pooling": "one metanetwork over every architecture; one split by run_id over all rows",
+        "test_acc_of_test_split": {"mean": float(y_all.mean()), "std": float(y_all.std()),
+                                   "min": float(y_all.min()), "max": float(y_all.max()),
+                                   "fraction_below_0.2": float((y_all < 0.2).double().mean())},
+        "published_cnn_wild_park": WILDPARK_PUBLISHED, "models": {}}
+    log(f"wildpark accuracy prediction on {zoo.name}: {out['split']} rows (train/val/test) over "
+        f"{len(n_params)} architectures ({', '.join(out['families'])}), test_acc "
+        f"{out['test_acc_of_test_split']['mean']:.3f} ± {out['test_acc_of_test_split']['std']:.3f}")
+    out["seeds"] = list(seeds)
+    for model in models:
+        hparams = CNN_HPARAMS.get(model, HPARAMS.get(model))
+        per_seed = []
+        for seed in seeds:
+            try:
+                rec, trained = train_and_test(model, ds["train"], ds["val"], ds["test"], task="regression",
+                                              budget=budget, spec=None, quiet=quiet, seed=seed, hparams=hparams)
+            except WeightzooError as e:  # statnn: one parameter layout only
+                out["models"][model] = {"model": model, "refused": str(e)}
+                log(f"  {model:14s} refused: {str(e)[:160]}...")
+                break
+            preds, ys, fams = [], [], []
+            for arch, part in test_parts.items():
+                w, y = part.stacked()
+                preds.append(trained.predict(w, part.network_spec)[:, 0])
+                ys.append(y[:, 0])
+                fams += [family[arch]] * len(y)
+            pred, y = torch.cat(preds), torch.cat(ys).double()
+            rec["seed"] = seed
+            rec["per_family"] = {}
+            for fam in sorted(set(fams)):
+                idx = torch.tensor([i for i, f in enumerate(fams) if f == fam])
+                m = regression_metrics(pred[idx], y[idx])
+                rec["per_family"][fam] = {"kendall_tau": m["kendall_tau"], "r2": m["r2"], "n": m["n"]}
+            per_seed.append(rec)
+            log(f"  {model:14s} seed {seed}: τ {rec['kendall_tau']:.3f}  R² {rec['r2']:.3f}  "
+                + "  ".join(f"{f} τ {v['kendall_tau']:.3f}" for f, v in rec["per_family"].items())
+                + f"  ({rec['epochs_run']} epochs, best {rec['best_epoch']}, {rec['train_seconds']} s)")
+        if not per_seed:
+            continue
+        taus = torch.tensor([r["kendall_tau"] for r in per_seed], dtype=torch.float64)
+        fam_tau = {f: float(sum(r["per_family"][f]["kendall_tau"] for r in per_seed) / len(per_seed))
+                   for f in per_seed[0]["per_family"]}
+        out["models"][model] = {
+            "model": model, "hparams": per_seed[0]["hparams"], "metanet_params": per_seed[0]["metanet_params"],
+            "kendall_tau": float(taus.mean()), "kendall_tau_std": float(taus.std()) if len(taus) > 1 else 0.0,
+            "kendall_tau_per_family": fam_tau,
+            "r2": float(sum(r["r2"] for r in per_seed) / len(per_seed)),
+            "mae": float(sum(r["mae"] for r in per_seed) / len(per_seed)), "n": per_seed[0]["n"],
+            "train_seconds": round(sum(r["train_seconds"] for r in per_seed), 1), "per_seed": per_seed}
+        log(f"  {model:14s} τ {out['models'][model]['kendall_tau']:.3f} ± "
+            f"{out['models'][model]['kendall_tau_std']:.3f} over seeds {list(seeds)}")
+    return out
+
+
+def wildpark_table(wp: dict) -> str:
+    """The README table of the heterogeneous zoo: τ overall and per family, R², published."""
+    fams = wp.get("families", [])
+    n_seeds = len(wp.get("seeds", []))
+    head = ["model", f"τ ({wp['zoo']}), {n_seeds} seeds", *[f"τ {f}" for f in fams], "R²", "train s"]
+    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for model in WILDPARK_MODELS:
+        r = wp["models"].get(model)
+        if r is None:
+            continue
+        if "refused" in r:
+            rows.append(f"| `{model}` | refused: reads one parameter layout |" + " — |" * (len(head) - 2))
+            continue
+        cells = [f"{r['kendall_tau']:.3f} ± {r['kendall_tau_std']:.3f}",
+                 *[f"{r['kendall_tau_per_family'].get(f, float('nan')):.3f}" for f in fams],
+                 f"{r['r2']:.3f}", f"{r['train_seconds']:.0f}"]
+        rows.append(f"| `{model}` | " + " | ".join(cells) + " |")
+    for name, tau in wp.get("published_cnn_wild_park", {}).items():
+        rows.append(f"| {name} (published, CNN Wild Park) | {tau:.3f} |" + " — |" * (len(head) - 2))
+    return "\n".join(rows)
+
+
+def wildpark_target(wp: dict) -> dict:
+    """gmn > statnn (``statnn-kinds`` where ``statnn`` refuses the zoo)."""
+    tau = {m: r["kendall_tau"] for m, r in wp["models"].items() if "kendall_tau" in r}
+    base = "statnn" if "statnn" in tau else "statnn-kinds"
+    if "gmn" not in tau or base not in tau:
+        return {"gmn": tau.get("gmn"), base: tau.get(base), "met": None,
+                "note": "not run: " + ", ".join(m for m in ("gmn", base) if m not in tau)}
+    return {"gmn": tau["gmn"], base: tau[base], "met": tau["gmn"] > tau[base]}
+
+
 # ===================================================================================== dense GMN
 class DenseGMN(nn.Module):
     """The GMN's math on dense per-batch tensors: adjacency ``[N, N]``, edge features ``[B, N, N, C]``.
@@ -695,13 +945,24 @@ def main() -> None:
                     "bench_metanet.json, or bench_metanet_quick.json with --quick)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the docstring)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--case", choices=("all", "wildpark"), default="all",
+                    help="all (default), or only the heterogeneous zoo, merged into the existing --out")
+    ap.add_argument("--wildpark-models", default=",".join(WILDPARK_MODELS),
+                    help=f"comma-separated models of the heterogeneous case (default {','.join(WILDPARK_MODELS)})")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full"
     out_path = args.out or RESULTS / ("bench_metanet_quick.json" if args.quick else "bench_metanet.json")
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     load_start = os.getloadavg()
-    log(f"bench_metanet ({mode}), {args.threads} torch thread(s), load {load_start[0]:.2f}")
+    log(f"bench_metanet ({mode}, {args.case}), {args.threads} torch thread(s), load {load_start[0]:.2f}")
+    wp_models = tuple(m for m in args.wildpark_models.split(",") if m)
+    bad = sorted(set(wp_models) - set(WILDPARK_MODELS))
+    if bad:
+        raise SystemExit(f"--wildpark-models: unknown {bad}; valid: {', '.join(WILDPARK_MODELS)}")
+    if args.case == "wildpark":
+        merge_wildpark(out_path, mode, args, wp_models, t_start, load_start)
+        return
 
     inr_path, inr_build = ensure_zoo(inr_spec(args.quick), args.cache, args.quiet, INR_MAX_POPULATION)
     cnn_paths, cnn_builds = {}, {}
@@ -719,6 +980,9 @@ def main() -> None:
     cnns = {key: cnn_accuracy_prediction(cnn_paths[key], budget, args.quiet, CNN_SEEDS[mode], peers)
             for key in CNN_ZOOS}
     t_cnn = time.perf_counter()
+    wp_path, wp_build = ensure_zoo(wildpark_spec(args.quick), args.cache, args.quiet)
+    wp = wildpark_accuracy_prediction(wp_path, budget, args.quiet, CNN_SEEDS[mode], wp_models)
+    t_wp = time.perf_counter()
     thr = gmn_throughput(inr_path, THROUGHPUT[mode], args.quiet)
     t_end = time.perf_counter()
 
@@ -730,10 +994,12 @@ def main() -> None:
         "wall_seconds": {"total": round(t_end - t_start, 1), "zoo_builds": round(t_built - t_start, 1),
                          "inr_classification": round(t_inr - t_built, 1),
                          "cnn_accuracy_prediction": round(t_cnn - t_inr, 1),
-                         "gmn_throughput": round(t_end - t_cnn, 1)},
+                         "wildpark_accuracy_prediction": round(t_wp - t_cnn, 1),
+                         "gmn_throughput": round(t_end - t_wp, 1)},
         "budget_minutes": 45,
         "within_budget": (t_end - t_start) < 45 * 60,
-        "zoo_builds": {"inr": inr_build, **{f"cnn_{k}": v for k, v in cnn_builds.items()}},
+        "zoo_builds": {"inr": inr_build, **{f"cnn_{k}": v for k, v in cnn_builds.items()},
+                       "wildpark": wp_build},
         "training_budget": {**budget_used, "optimizer": "AdamW", "weight_decay": 0.0, "augment": False,
                             "inr_probes": INR_PROBES, "cnn_seeds": list(CNN_SEEDS[mode]),
                             "early_stopping": "best val loss, patience epochs, not before min_epochs",
@@ -743,10 +1009,12 @@ def main() -> None:
         "inr_classification": inr,
         "cnn_accuracy_prediction": cnns["digits"],
         "cnn_accuracy_prediction_mnist5k": cnns["mnist5k"],
+        "wildpark_accuracy_prediction": wp,
         "gmn_throughput": thr,
-        "targets": targets(inr, cnns),
+        "targets": {**targets(inr, cnns), "gmn_tau_gt_statnn_wildpark": wildpark_target(wp)},
         "published": PUBLISHED,
         "table_markdown": md,
+        "table_markdown_wildpark": wildpark_table(wp),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".json.tmp")
@@ -755,11 +1023,50 @@ def main() -> None:
     print()
     print(md)
     print()
+    print(result["table_markdown_wildpark"])
+    print()
     for name, t in result["targets"].items():
-        print(f"target {name}: {'met' if t['met'] else 'NOT met'}")
+        print(f"target {name}: {'met' if t['met'] else 'NOT met' if t['met'] is not None else 'not run'}")
     print(f"GMN throughput: sparse {thr['sparse']['networks_per_second']} vs dense "
           f"{thr['dense']['networks_per_second']} networks/s ({thr['speedup_sparse_over_dense']}x)")
     print(f"wall time {result['wall_seconds']['total']:.0f} s; wrote {out_path}")
+
+
+def merge_wildpark(out_path: Path, mode: str, args: argparse.Namespace, models: tuple[str, ...],
+                   t_start: float, load_start: tuple[float, ...]) -> None:
+    """``--case wildpark``: build (or reuse) the heterogeneous zoo, run its case, and write it into
+    ``out_path`` next to the parts already there (the other cases' results are kept as they are;
+    this case's keys, its target and its own run record are replaced)."""
+    wp_path, wp_build = ensure_zoo(wildpark_spec(args.quick), args.cache, args.quiet)
+    t_built = time.perf_counter()
+    budget = BUDGET[mode]
+    wp = wildpark_accuracy_prediction(wp_path, budget, args.quiet, CNN_SEEDS[mode], models)
+    t_end = time.perf_counter()
+    result = json.loads(out_path.read_text()) if out_path.is_file() else {"benchmark": "bench_metanet", "mode": mode}
+    if result.get("mode", mode) != mode:
+        raise SystemExit(f"{out_path} holds a {result['mode']} run; this is a {mode} run: pass another --out")
+    result["wildpark_accuracy_prediction"] = wp
+    result["table_markdown_wildpark"] = wildpark_table(wp)
+    result.setdefault("targets", {})["gmn_tau_gt_statnn_wildpark"] = wildpark_target(wp)
+    result.setdefault("zoo_builds", {})["wildpark"] = wp_build
+    # this case ran on its own, at another time than the rest of the file: its own record
+    result["wildpark_run"] = {
+        "environment": environment(args.threads), "models": list(models),
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "wall_seconds": {"total": round(t_end - t_start, 1), "zoo_build": round(t_built - t_start, 1),
+                         "accuracy_prediction": round(t_end - t_built, 1)},
+        "training_budget": {**fit_budget(budget), "optimizer": "AdamW", "seeds": list(CNN_SEEDS[mode]),
+                            "split": {"by": "run_id", "fractions": FRACTIONS, "seed": SPLIT_SEED}}}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out_path)
+    print()
+    print(result["table_markdown_wildpark"])
+    met = result["targets"]["gmn_tau_gt_statnn_wildpark"]["met"]
+    print(f"target gmn_tau_gt_statnn_wildpark: {'met' if met else 'NOT met' if met is not None else 'not run'}")
+    print(f"wall time {t_end - t_start:.0f} s; wrote {out_path}")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,64 @@ def test_peer_adapter_reads_our_weights(bench, cls):
         out, out_perm = model(params), model(permuted)
     assert out.shape == (5, 1)
     torch.testing.assert_close(out_perm, out, rtol=1e-4, atol=1e-5)
+
+
+# ================================================================================ the heterogeneous zoo
+def test_tensor_kinds_of_a_resnet_and_a_cnn(bench):
+    from zoo_builders.graph_architectures import ResNetConfig
+
+    res = ResNetConfig(depth=8, width_multiplier=0.25).network_spec((1, 8, 8), 10)
+    kinds = {p.name: bench.tensor_kind(res, i) for i, p in enumerate(res.params)}
+    assert kinds["conv1.weight"] == "input.weight" and kinds["fc.weight"] == "output.weight"
+    assert kinds["fc.bias"] == "output.bias" and kinds["bn1.weight"] == "norm.weight"
+    assert kinds["layer2.0.shortcut.0.weight"] == "conv.weight"
+    assert kinds["layer1.0.bn2.running_var"] == "norm.running_var"
+    cnn = CNNConfig(channels=(3, 4, 4), kernel_size=3).network_spec((1, 8, 8), 10)
+    assert [bench.tensor_kind(cnn, i) for i in range(len(cnn.params))] == [
+        "input.weight", "input.bias", "conv.weight", "conv.bias", "conv.weight", "conv.bias",
+        "output.weight", "output.bias"]
+
+
+def test_kind_statnn_reads_any_architecture_and_ignores_neuron_order(bench):
+    from weightspace import permute_neurons, random_permutations
+    from zoo_builders.graph_architectures import ResNetConfig
+
+    cnn = CNNConfig(channels=(3, 4, 4), kernel_size=3).network_spec((1, 8, 8), 10)
+    res = ResNetConfig(depth=8, width_multiplier=0.25, batchnorm=False).network_spec((1, 8, 8), 10)
+    torch.manual_seed(0)
+    model = bench.KindStatNN([cnn, res], 1, hidden=8).eval()
+    g = torch.Generator().manual_seed(0)
+    p_cnn = {p.name: torch.randn((5, *p.shape), generator=g) for p in cnn.params}
+    p_res = {p.name: torch.randn((5, *p.shape), generator=g) for p in res.params}
+    f_cnn, f_res = model.features(p_cnn, cnn), model.features(p_res, res)
+    assert f_cnn.shape == f_res.shape == (5, len(bench.TENSOR_KINDS) * 8)
+    # kinds a network lacks are zeros: the cnn has no norms, the resnet (no BN) none either
+    norm = bench.TENSOR_KINDS.index("norm.weight") * 8
+    assert not f_cnn[:, norm:norm + 8].any() and not f_res[:, norm:norm + 8].any()
+    # log(1 + count) of the input weights: 3 * 1 * 3 * 3 = 27 entries
+    assert torch.allclose(f_cnn[:, 7], torch.full((5,), torch.log1p(torch.tensor(27.0)).item()))
+    with torch.no_grad():
+        out = model.forward_arch(p_res, res)
+        permuted = permute_neurons(cnn, p_cnn, random_permutations(cnn, 5, torch.Generator().manual_seed(1)))
+        torch.testing.assert_close(model.forward_arch(permuted, cnn), model.forward_arch(p_cnn, cnn))
+    assert out.shape == (5, 1)
+
+
+def test_wildpark_table_and_target(bench):
+    wp = {"zoo": "wildpark-digits", "families": ["cnn", "resnet"], "seeds": [0, 1, 2],
+          "published_cnn_wild_park": bench.WILDPARK_PUBLISHED,
+          "models": {"statnn": {"model": "statnn", "refused": "reads one layout"},
+                     "statnn-kinds": {"kendall_tau": 0.70, "kendall_tau_std": 0.01, "r2": 0.5, "train_seconds": 10,
+                                      "kendall_tau_per_family": {"cnn": 0.71, "resnet": 0.69}},
+                     "gmn": {"kendall_tau": 0.75, "kendall_tau_std": 0.02, "r2": 0.6, "train_seconds": 100,
+                             "kendall_tau_per_family": {"cnn": 0.76, "resnet": 0.74}}}}
+    md = bench.wildpark_table(wp)
+    lines = md.splitlines()
+    assert len(lines) == 2 + 3 + 2 and all(line.count("|") == lines[0].count("|") for line in lines)
+    assert "| `gmn` | 0.750 ± 0.020 | 0.760 | 0.740 | 0.600 | 100 |" in md
+    assert "| NG-T (published, CNN Wild Park) | 0.817 |" in md
+    # statnn refused the zoo: gmn is compared with its architecture-agnostic form
+    t = bench.wildpark_target(wp)
+    assert t == {"gmn": 0.75, "statnn-kinds": 0.70, "met": True}
+    del wp["models"]["gmn"]
+    assert bench.wildpark_target(wp)["met"] is None
