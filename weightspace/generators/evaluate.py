@@ -494,10 +494,13 @@ def plot_novelty(result: GenEvalResult, path: str | os.PathLike) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     bins = np.linspace(0, 1, 41)
-    hist.hist(result.points[train_key][0], bins=bins, color="0.6", alpha=0.7, label="training vs others")
-    hist.hist(result.points[result.label][0], bins=bins, color=colors(0), alpha=0.6, label=result.label)
+    # Densities: the training set and the generated set differ in size.
+    hist.hist(result.points[train_key][0], bins=bins, color="0.6", alpha=0.7, density=True,
+              label=f"training vs others ({len(result.points[train_key][0])})")
+    hist.hist(result.points[result.label][0], bins=bins, color=colors(0), alpha=0.6, density=True,
+              label=f"{result.label} ({len(result.points[result.label][0])})")
     hist.set_xlabel("max IoU vs training networks")
-    hist.set_ylabel("networks (count)")
+    hist.set_ylabel("density (networks per unit IoU, normalized)")
     hist.set_title("max-IoU distribution")
     hist.legend(fontsize=8)
     fig.tight_layout()
