@@ -55,9 +55,9 @@ def generator_hparams(name: str) -> list[str]:
             if p not in ("self", "spec") and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
 
 
-def parse_hparams(name: str, items: Mapping[str, str] | list[str] | tuple[str, ...]) -> dict[str, Any]:
+def parse_hparams(name: str, items: Mapping[str, Any] | list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Hyperparameters given as text (``["sigma=0.1", "k=4"]`` or ``{"sigma": "0.1"}``, e.g.
-    from ``--hparam``) as typed values for generator ``name``.
+    from ``--hparam``) as typed values for generator ``name`` (non-text values pass unchanged).
 
     A value takes the type of the constructor's default for that name (``int``, ``float``,
     ``bool``, ``str``); a value whose default is ``None``, a list or a dict is read as JSON
@@ -78,7 +78,8 @@ def parse_hparams(name: str, items: Mapping[str, str] | list[str] | tuple[str, .
         if key not in valid:
             raise WeightzooError(
                 f"generator {name!r} has no hyperparameter {key!r}; valid: {', '.join(valid) or 'none'}")
-        out[key] = _coerce(name, key, str(text), params[key].default)
+        # Typed values (from Python) pass through; text (from the command line) is typed here.
+        out[key] = _coerce(name, key, text, params[key].default) if isinstance(text, str) else text
     return out
 
 
