@@ -163,7 +163,8 @@ def test_dws_import_columns_weights_and_function(dws_folder, tmp_path):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-6)
 
 
-def test_dws_without_split_file_uses_folders_and_trains(dws_folder, tmp_path):
+@pytest.mark.slow
+def test_dws_without_split_file_uses_folders_and_trains_statnn_and_dws(dws_folder, tmp_path):
     src, _ = dws_folder
     (src / "mnist_splits.json").unlink()
     out = tmp_path / "zoo"
@@ -171,9 +172,11 @@ def test_dws_without_split_file_uses_folders_and_trains(dws_folder, tmp_path):
     assert r.exit_code == 0, r.output
     splits = sorted(open_zoo(out).table.column("split").to_pylist())
     assert splits == ["test", "train", "train", "train"]
-    r = run_cli("train", out, "--target", "label", "--model", "statnn", "--epochs", "1", "-q",
-                "--out", tmp_path / "run")
-    assert r.exit_code == 0, r.output
+    # statnn, and dws, which reads layer chains only: the imported SIREN stays a chain
+    for model in ("statnn", "dws"):
+        r = run_cli("train", out, "--target", "label", "--model", model, "--epochs", "1", "-q",
+                    "--out", tmp_path / f"run-{model}")
+        assert r.exit_code == 0, r.output
 
 
 def test_dws_bad_inputs(dws_folder, tmp_path):
