@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from catalog.errors import WeightzooError
+
 
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
@@ -67,10 +69,14 @@ def generate(zoo: str, method: str | None, where: str | None, n: int, condition:
 @click.option("--align", is_flag=True, help="Also the min L2 after weight matching to the nearest training network.")
 @click.option("--finetune", is_flag=True,
               help="Also epochs to the training median accuracy, generated vs random init (retrains a few runs).")
+@click.option("--finetune-models", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Runs retrained per initialization with --finetune.")
+@click.option("--sigmas", default="0.01,0.05,0.1,0.3", show_default=True,
+              help="Comma-separated noise levels of the noise baseline.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the baselines and the alignment.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def eval_gen(gen_zoo: str, train: str, where: str | None, out: str | None, no_baselines: bool, align: bool,
-             finetune: bool, seed: int, quiet: bool) -> None:
+             finetune: bool, finetune_models: int, sigmas: str, seed: int, quiet: bool) -> None:
     """Accuracy and novelty (max IoU of mispredictions, min L2) of GEN_ZOO's networks vs the training zoo.
 
     \b
@@ -78,8 +84,13 @@ def eval_gen(gen_zoo: str, train: str, where: str | None, out: str | None, no_ba
     """
     from weightspace.generators.evaluate import evaluate_generated
 
-    r = evaluate_generated(gen_zoo, train, where=where, out_dir=out, baselines=not no_baselines, align=align,
-                           finetune=finetune, seed=seed, progress=not quiet)
+    try:
+        levels = tuple(float(v) for v in sigmas.split(",") if v.strip())
+    except ValueError:
+        raise WeightzooError(f"--sigmas {sigmas!r} is not a comma-separated list of numbers, e.g. 0.01,0.1") from None
+    r = evaluate_generated(gen_zoo, train, where=where, out_dir=out, baselines=not no_baselines, sigmas=levels,
+                           align=align, finetune=finetune, finetune_models=finetune_models, seed=seed,
+                           progress=not quiet)
     click.echo(f"{r.generated_zoo} vs {r.train_zoo} ({r.train['n']} training networks"
                + (f" where {r.where}" if r.where else "") + ")")
     click.echo(f"{'method':<22}{'n':>5}{'acc mean':>10}{'acc max':>9}{'max-IoU':>9}{'min L2':>9}")

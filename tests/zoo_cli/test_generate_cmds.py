@@ -60,3 +60,7 @@ def test_errors_are_one_line(tiny_digits_zoo, multi_arch_dir, zoo_dir, tmp_path)
                           "--train is zoo 'tiny'")
     assert_one_line_error(run_cli("eval-gen", tiny_digits_zoo, "--train", tiny_digits_zoo),
                           "is not a generated zoo")
+    assert_one_line_error(run_cli("eval-gen", out, "--train", tiny_digits_zoo, "--sigmas", "0.1,big"),
+                          "--sigmas '0.1,big' is not a comma-separated list")
+    assert_one_line_error(run_cli("eval-gen", out, "--train", tiny_digits_zoo, "--sigmas", "-1", "-q"),
+                          "sigma must be a number >= 0")

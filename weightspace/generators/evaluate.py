@@ -351,7 +351,11 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
     gen_ids = gen_sel.column("model_id")
     data = load_zoo_dataset(src)
 
-    steps = 2 + (len(sigmas) + 2 if baselines else 0) + (1 if finetune else 0)
+    # Built before any work, so a bad sigma fails at once.
+    baseline_gens = [(tag, build_generator(method, spec, **hp)) for method, hp, tag in (
+        [("noise", {"sigma": float(s)}, f"noise sigma={s:g}") for s in sigmas]
+        + [("average", {}, "average"), ("gaussian", {}, "gaussian")])] if baselines else []
+    steps = 2 + len(baseline_gens) + (1 if finetune else 0)
     bar = tqdm(total=steps, disable=not progress, desc=f"eval-gen {gen.name}", unit="step")
     train_params = train_sel.stacked()
     x, y = data.x_test, data.y_test
@@ -363,14 +367,10 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
 
     scores = {label: score(spec, gen_params, train, align, seed)}
     bar.update(1)
-    if baselines:
-        table = train_sel.table
-        for method, hp, tag in ([("noise", {"sigma": float(s)}, f"noise sigma={s:g}") for s in sigmas]
-                                + [("average", {}, "average"), ("gaussian", {}, "gaussian")]):
-            g = build_generator(method, spec, **hp)
-            g.fit(train_params, table, seed=seed)
-            scores[tag] = score(spec, g.sample(len(gen_ids), seed=seed), train, align, seed)
-            bar.update(1)
+    for tag, g in baseline_gens:
+        g.fit(train_params, train_sel.table, seed=seed)
+        scores[tag] = score(spec, g.sample(len(gen_ids), seed=seed), train, align, seed)
+        bar.update(1)
 
     train_ids = train_sel.column("model_id")
     s = scores[label]
