@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from zoo_helpers import mlp_spec, random_weights
+from zoo_helpers import assert_one_line_error, mlp_spec, random_weights
 
 from catalog.errors import WeightzooError
 from weightspace.models.gmn import GMN
@@ -133,3 +133,111 @@ def test_graph_errors() -> None:
     spec = GRAPHS["resnet-bn"]
     with pytest.raises(WeightzooError, match="build it with all the NetworkSpecs"):
         small(small.to_graph_batch([(spec, random_weights(spec, 1, seed=0))]))
+
+
+# ================================================================================ zoos and the CLI
+#: The tiny ResNet zoo of tests/zoo_builders/test_graph_architectures.py (the same dict: the
+#: session's zoo_factory builds it once): ResNet-8 with BN at width 0.25, 6 seeds.
+RESNET_ZOO = {"name": "tiny-resnet", "dataset": {"name": "digits", "test_fraction": 0.25},
+              "architecture": {"name": "resnet", "width_multiplier": 0.25},
+              "training": {"epochs": 2, "batch_size": 64, "lr": 0.01, "checkpoints": [0, 2]},
+              "grid": {"seed": [0, 1, 2, 3, 4, 5]}}
+#: A tiny ViT on digits: 16 patches of 2x2, width 8, one block of 2 heads, 4 seeds, one epoch.
+VIT_ZOO = {"name": "tiny-digits-vit", "dataset": {"name": "digits", "test_fraction": 0.25},
+           "architecture": {"name": "transformer", "patch_size": 2, "dim": 8, "depth": 1},
+           "training": {"epochs": 1, "batch_size": 128, "lr": 0.003, "checkpoints": [1]},
+           "grid": {"seed": [0, 1, 2, 3]}}
+#: A chain MLP and a ResNet in one zoo (two families): 3 runs each, one epoch.
+MIXED_ZOO = {"name": "tiny-mlp-resnet", "dataset": {"name": "digits", "test_fraction": 0.25},
+             "training": {"epochs": 1, "batch_size": 128, "lr": 0.01, "checkpoints": [1]},
+             "families": [{"architecture": {"name": "mlp", "hidden": [8]}, "grid": {"seed": [0, 1, 2]}},
+                          {"architecture": {"name": "resnet", "width_multiplier": 0.25},
+                           "grid": {"seed": [0, 1, 2]}}]}
+CLI_TRAIN = ("--target", "test_acc", "--epochs", "2", "--fractions", "0.5,0.25,0.25", "-q", "--json",
+             "--hparam", "hidden=8")
+
+
+@pytest.fixture(scope="module")
+def graph_zoos(zoo_factory) -> dict:
+    return {"resnet": zoo_factory(RESNET_ZOO), "vit": zoo_factory(VIT_ZOO)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["resnet", "vit"])
+def test_zoo_train_gmn_and_statnn_on_a_graph_zoo(which, graph_zoos, tmp_path) -> None:
+    import json
+
+    from zoo_helpers import run_cli
+
+    from catalog import open_zoo
+    from weightspace import TrainedMetanetwork
+
+    zoo = graph_zoos[which]
+    for model in ("gmn", "statnn", "mlp"):
+        extra = ("--augment",) if model == "gmn" else ()  # random residual/head symmetries
+        r = run_cli("train", zoo, "--model", model, *CLI_TRAIN, *extra, "--out", tmp_path / model)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output.strip().splitlines()[-1])["n"] >= 1
+        loaded = TrainedMetanetwork.load(tmp_path / model)  # rebuilt from config.json: the graph spec
+        sel = open_zoo(zoo).select(where="checkpoint > 0")
+        pred = loaded.predict(sel)
+        assert pred.shape == (len(sel), 1) and torch.isfinite(pred).all()
+    for model in ("dws", "nfn"):  # refused before any weights load, naming what they lack
+        r = run_cli("train", zoo, "--model", model, *CLI_TRAIN, "--out", tmp_path / model)
+        kinds = "add, batchnorm" if which == "resnet" else "add, attention, layernorm"
+        assert_one_line_error(r, f"metanetwork '{model}'", kinds, "'gmn'", "'statnn'")
+        assert not (tmp_path / model).exists()
+
+
+@pytest.mark.slow
+def test_zoo_train_gmn_on_a_chain_and_a_resnet_zoo(zoo_factory, tmp_path) -> None:
+    from zoo_helpers import run_cli
+
+    from catalog import open_zoo
+    from weightspace import TrainedMetanetwork
+
+    zoo = zoo_factory(MIXED_ZOO)
+    specs = open_zoo(zoo).select().network_specs
+    assert sorted(s.family for s in specs.values()) == ["mlp", "resnet"]
+    r = run_cli("train", zoo, "--model", "gmn", *CLI_TRAIN, "--augment", "--out", tmp_path / "gmn")
+    assert r.exit_code == 0, r.output
+    loaded = TrainedMetanetwork.load(tmp_path / "gmn")
+    assert sorted(s.family for s in loaded.net.specs) == ["mlp", "resnet"]
+    # one batch holding both: the same outputs as each architecture alone
+    net = loaded.net.eval()
+    groups = [(s, random_weights(s, 2, seed=i)) for i, s in enumerate(specs.values())]
+    with torch.no_grad():
+        torch.testing.assert_close(net(net.to_graph_batch(groups)),
+                                   torch.cat([net.forward_arch(p, s) for s, p in groups]), rtol=1e-4, atol=1e-5)
+    # statnn summarises named tensors: two parameter layouts are refused with a pointer to gmn
+    assert_one_line_error(run_cli("train", zoo, "--model", "statnn", *CLI_TRAIN, "--out", tmp_path / "s"), "'gmn'")
+
+
+@pytest.mark.parametrize("name", ["resnet-bn", "vit"])
+def test_statnn_and_mlp_read_graph_specs(name) -> None:
+    from weightspace.graph_symmetry import graph_symmetries, permute_graph, random_graph_permutation
+
+    spec = GRAPHS[name]
+    p = random_weights(spec, 4, seed=0)
+    sym = graph_symmetries(spec)
+    q = permute_graph(sym, p, random_graph_permutation(sym, 4, torch.Generator().manual_seed(1)))
+    torch.manual_seed(0)
+    for model_name in ("statnn", "mlp"):
+        model = build_metanetwork(model_name, spec, 2).eval()
+        with torch.no_grad():
+            out, out_q = model(p), model(q)
+        assert out.shape == (4, 2)
+        if model_name == "statnn":  # per-tensor statistics: invariant to every symmetry
+            torch.testing.assert_close(out_q, out, rtol=1e-4, atol=1e-5)
+        else:  # the flat vector: not invariant (so the symmetry above did move weights)
+            assert (out_q - out).abs().max() > 1e-3
+
+
+def test_dws_and_nfn_refuse_graph_specs_naming_the_node_kinds() -> None:
+    for name in ("dws", "nfn"):
+        with pytest.raises(WeightzooError, match=r"has node kinds add, batchnorm, .*'gmn'.*'statnn'"):
+            build_metanetwork(name, GRAPHS["resnet-bn"], 1)
+        with pytest.raises(WeightzooError, match="attention, layernorm"):
+            from weightspace.models.registry import get_metanetwork
+
+            get_metanetwork(name).arch_problem([GRAPHS["vit"]], {})

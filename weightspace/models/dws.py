@@ -16,12 +16,13 @@ Features are channel-last: weights ``[B, n_out, n_in, C]``, biases ``[B, n_out, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from catalog.errors import WeightzooError
+from catalog.errors import WeightzooError, ZooFormatError
 from catalog.network import NetworkSpec
 from weightspace.models._common import check_dropout, check_positive, make_mlp
 from weightspace.models.base import Metanetwork
@@ -291,6 +292,30 @@ def _relu(feats: Features) -> Features:
     return [torch.relu(w) for w in feats[0]], [torch.relu(b) for b in feats[1]]
 
 
+#: Node kinds a layer chain is made of; a graph spec with other kinds is a residual, normalized
+#: or attention network whose weight space the chain-shaped models do not cover.
+CHAIN_NODE_KINDS = frozenset({"linear", "conv1d", "conv2d", "activation", "global_pool", "flatten"})
+
+
+def refuse_graph_specs(model: str, specs: Sequence[NetworkSpec]) -> None:
+    """Raise a clear error if any spec is a graph architecture (ResNet, VGG, transformer, ...):
+    ``model`` reads the weight space of layer chains only. Called before any weights load.
+
+    Raises:
+        ZooFormatError: (a WeightzooError) naming the architecture, its node kinds a chain does
+            not have, and the models that read it (``gmn``, ``statnn``).
+    """
+    for spec in specs:
+        if spec.is_chain:
+            continue
+        extra = sorted({n.KIND for n in spec.nodes} - CHAIN_NODE_KINDS)
+        what = (f"node kinds {', '.join(extra)}" if extra else "a graph of nodes (format 2), not a chain of layers")
+        raise ZooFormatError(
+            f"metanetwork {model!r} reads layer chains (the mlp, cnn and siren weight spaces) only; "
+            f"{spec.family} architecture {spec.arch_id} has {what}, which it does not support: use "
+            f"'gmn' (reads any architecture through its parameter graph) or 'statnn'")
+
+
 @register_metanetwork("dws")
 class DWSNet(Metanetwork):
     """A stack of :class:`HiddenNeuronPermutationLinear` layers with two heads: an invariant
@@ -330,9 +355,15 @@ class DWSNet(Metanetwork):
     # Runs saved before batch norm and meanmax pooling became the defaults had neither.
     legacy_hparams = {"norm": "none", "reduction": "mean", "head_pool": "mean"}
 
+    @classmethod
+    def arch_problem(cls, specs: Sequence[NetworkSpec], hparams: Mapping[str, Any]) -> str | None:
+        refuse_graph_specs(cls.name, specs)  # before any weights load: a clear error, not a problem to list
+        return super().arch_problem(specs, hparams)
+
     def __init__(self, spec: NetworkSpec, out_dim: int, hidden: int = 16, n_layers: int = 3,
                  head_hidden: int = 64, dropout: float = 0.0, probes: int = 0,
                  norm: str = "batch", reduction: str = "meanmax", head_pool: str = "mean") -> None:
+        refuse_graph_specs(self.name, [spec])
         super().__init__(spec, out_dim)
         if any(layer.is_conv for layer in spec.layers):
             raise WeightzooError(

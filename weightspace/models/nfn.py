@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,7 @@ from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from weightspace.models._common import check_dropout, check_positive, make_mlp
 from weightspace.models.base import Metanetwork
+from weightspace.models.dws import refuse_graph_specs
 from weightspace.models.registry import register_metanetwork, register_preset
 from weightspace.probes import ProbeBiasInput, check_probes
 from weightspace.representations.layers import params_to_layers
@@ -107,10 +109,16 @@ class NFN(Metanetwork):
         ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``.
     """
 
+    @classmethod
+    def arch_problem(cls, specs: Sequence[NetworkSpec], hparams: Mapping[str, Any]) -> str | None:
+        refuse_graph_specs(cls.name, specs)  # before any weights load: a clear error, not a problem to list
+        return super().arch_problem(specs, hparams)
+
     def __init__(self, spec: NetworkSpec, out_dim: int, hidden: int = 16, n_layers: int = 3,
                  head_hidden: int = 64, dropout: float = 0.0, probes: int = 0,
                  channels: Sequence[int] | None = None, head_depth: int = 1,
                  pool: str = "np") -> None:
+        refuse_graph_specs(self.name, [spec])
         super().__init__(spec, out_dim)
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden,
                        head_depth=head_depth)
