@@ -313,10 +313,16 @@ class NetworkSpec:
     def output_shape(self) -> tuple[int, ...]:
         return (self.n_outputs,)
 
-    def as_graph(self) -> NetworkSpec:
+    def as_graph(self, ignore_shift: bool = False) -> NetworkSpec:
         """This network as a graph spec with the same parameter names (a graph is returned as
         is). A chain's linear layer flattens its input, so a ``flatten`` node precedes it where
         the input is a map; activations and pools become their own nodes.
+
+        Args:
+            ignore_shift: give the graph of the network without its output shift (default
+                ``False``: a shifted chain is an error, graphs cannot express the shift). For
+                readers of the structure alone (parameter graphs, neuron symmetries): a constant
+                added to the output has no neurons, edges or parameters.
 
         Raises:
             ZooFormatError: the chain's parameter names do not end in ``.weight``/``.bias`` of
@@ -324,7 +330,7 @@ class NetworkSpec:
         """
         if not self.is_chain:
             return self
-        if self.layers[-1].shift != 0.0:
+        if self.layers[-1].shift != 0.0 and not ignore_shift:
             raise ZooFormatError(
                 f"{self.family} architecture {self.arch_id} adds {self.layers[-1].shift:g} to its output "
                 f"(an output shift), which graph specs cannot express; use a model that reads layer chains")

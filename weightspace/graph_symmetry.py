@@ -197,7 +197,7 @@ def graph_symmetries(spec: NetworkSpec) -> GraphSymmetry:
     key = (spec.input_shape, spec.layers, spec.nodes)
     if key in _CACHE:
         return _CACHE[key]
-    graph = spec.as_graph()
+    graph = spec.as_graph(ignore_shift=True)  # an output shift moves no neuron
     shapes = graph.shapes
     sp = _Spaces()
     rec: dict[str, _Rec] = {INPUT: _Rec(sp.new(graph.input_shape[0], INPUT, fixed=True), True)}

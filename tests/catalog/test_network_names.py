@@ -68,6 +68,8 @@ def test_output_shift_is_added_and_stored_only_when_set():
                                   LayerSpec("linear", 4, 2, "b.weight")))
     with pytest.raises(ZooFormatError, match="output shift"):
         shifted.as_graph()
+    # structure readers (parameter graphs, neuron symmetries) take the graph without the shift
+    assert shifted.as_graph(ignore_shift=True) == plain.as_graph()
 
 
 @pytest.mark.parametrize("arch, shape, n_out", [

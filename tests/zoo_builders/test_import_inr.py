@@ -164,7 +164,7 @@ def test_dws_import_columns_weights_and_function(dws_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_dws_without_split_file_uses_folders_and_trains_statnn_and_dws(dws_folder, tmp_path):
+def test_dws_without_split_file_uses_folders_and_trains_metanetworks(dws_folder, tmp_path):
     src, _ = dws_folder
     (src / "mnist_splits.json").unlink()
     out = tmp_path / "zoo"
@@ -172,8 +172,9 @@ def test_dws_without_split_file_uses_folders_and_trains_statnn_and_dws(dws_folde
     assert r.exit_code == 0, r.output
     splits = sorted(open_zoo(out).table.column("split").to_pylist())
     assert splits == ["test", "train", "train", "train"]
-    # statnn, and dws, which reads layer chains only: the imported SIREN stays a chain
-    for model in ("statnn", "dws"):
+    # statnn; dws, which reads layer chains only (the imported SIREN stays a chain); gmn, whose
+    # parameter graph leaves out the output shift
+    for model in ("statnn", "dws", "gmn"):
         r = run_cli("train", out, "--target", "label", "--model", model, "--epochs", "1", "-q",
                     "--out", tmp_path / f"run-{model}")
         assert r.exit_code == 0, r.output

@@ -144,7 +144,7 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
         WeightzooError: a node layout the construction does not cover (e.g. flattening a token
             sequence, a convolution over patches).
     """
-    spec = spec.as_graph()
+    spec = spec.as_graph(ignore_shift=True)  # an output shift (DWSNets INRs) has no neurons or edges
     key = (spec.input_shape, spec.nodes)
     if key in _STRUCTURES:
         return _STRUCTURES[key]
