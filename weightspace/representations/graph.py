@@ -19,6 +19,11 @@ Extra attributes on every graph/batch (besides ``x``, ``edge_index``, ``edge_att
 - ``io_pos`` ``[N]`` long: the index of an input/output neuron within its layer (0 for hidden
   neurons, whose order carries no meaning);
 - ``edge_layer`` ``[E]`` long: the index of the layer the weight belongs to.
+
+This is the neuron graph of layer chains only. :mod:`weightspace.representations.param_graph`
+generalizes it to every architecture (residual connections, normalization, attention) and gives,
+for a chain, exactly this graph plus node/edge types; the ``gmn`` metanetwork reads that one (and
+still accepts batches from here, whose neurons and weights it takes as the plain types).
 """
 
 from __future__ import annotations
