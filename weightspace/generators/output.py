@@ -319,6 +319,7 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
         raise WeightzooError(f"--n must be an integer >= 1, got {n!r}")
     src = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
     out = Path(out)
+    content = zoo_content_sha256(src)
     gen: Generator | None = None
     if load_from is not None:
         gen = load_generator(load_from)
@@ -329,6 +330,12 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
             raise WeightzooError("--hparam applies to a generator being trained; a loaded generator "
                                  "keeps the hyperparameters it was trained with (drop --hparam)")
         method = gen.name
+        trained_on = (gen.source.get("zoo"), gen.source.get("manifest_sha256"))
+        if trained_on[0] is not None and trained_on != (src.name, content):
+            raise WeightzooError(
+                f"{load_from} holds a generator trained on zoo {trained_on[0]!r} (content sha256 "
+                f"{str(trained_on[1])[:12]}...), not on zoo {src.name!r} ({content[:12]}...); the generated "
+                f"zoo records the zoo its generator learned from: pass that zoo as ZOO")
         if where is None:
             where = gen.source.get("where")
     if method is None:
@@ -345,7 +352,6 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
         # A conditional method trains on the columns it is asked to condition on (mip's `condition`).
         typed["condition"] = list(cond)
     data = load_zoo_dataset(src)  # before training: a zoo without a known dataset fails fast
-    content = zoo_content_sha256(src)
 
     if gen is None:
         gen = build_generator(method, spec, **typed)

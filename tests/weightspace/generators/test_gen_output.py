@@ -110,13 +110,15 @@ def test_condition_errors(tiny_digits_zoo, tmp_path):
     assert not (tmp_path / "g").exists()
 
 
-def test_load_errors(tiny_digits_zoo, tmp_path):
+def test_load_errors(tiny_digits_zoo, zoo_dir, tmp_path):
     generate_zoo(tiny_digits_zoo, "average", LAST, 2, tmp_path / "a", save_to=tmp_path / "run", quiet=True)
     with pytest.raises(WeightzooError, match="holds a 'average' generator, not 'noise'"):
         generate_zoo(tiny_digits_zoo, "noise", None, 2, tmp_path / "b", load_from=tmp_path / "run", quiet=True)
     with pytest.raises(WeightzooError, match="keeps the hyperparameters"):
         generate_zoo(tiny_digits_zoo, None, None, 2, tmp_path / "b", load_from=tmp_path / "run",
                      hparams={"k": 2}, quiet=True)
+    with pytest.raises(WeightzooError, match="trained on zoo 'tiny-digits'.*not on zoo 'tiny'"):
+        generate_zoo(zoo_dir, None, None, 2, tmp_path / "b", load_from=tmp_path / "run", quiet=True)
     with pytest.raises(WeightzooError, match="not a generator run directory"):
         generate_zoo(tiny_digits_zoo, None, None, 2, tmp_path / "b", load_from=tmp_path, quiet=True)
     with pytest.raises(WeightzooError, match="unknown generator 'nope'"):
