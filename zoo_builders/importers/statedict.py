@@ -44,7 +44,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError
-from catalog.format import CORE_COLUMNS, Manifest
+from catalog.format import CORE_COLUMNS, Manifest, atomic_path, atomic_write_bytes
 from catalog.network import LayerSpec, NetworkSpec
 from catalog.paths import safe_join
 from catalog.writer import ZooWriter
@@ -564,8 +564,8 @@ def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: 
         seen: set[str] = set()
         out.mkdir(parents=True, exist_ok=True)
         step = 256
-        with open(out / "metadata.jsonl", "w") as meta_file, \
-                tqdm(total=len(sel), disable=quiet, unit="model", desc=f"export {z.name}") as bar:
+        lines: list[str] = []
+        with tqdm(total=len(sel), disable=quiet, unit="model", desc=f"export {z.name}") as bar:
             for start in range(0, len(sel), step):
                 part = sel.take(range(start, min(start + step, len(sel))))
                 records = part.metadata(columns).to_pylist()
@@ -580,12 +580,15 @@ def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: 
                     seen.add(rel)
                     path = safe_join(out, rel, "exported model file")
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    save_file({k: v.clone().contiguous() for k, v in sd.items()}, str(path))
+                    with atomic_path(path) as tmp:
+                        save_file({k: v.clone().contiguous() for k, v in sd.items()}, str(tmp))
                     written.append(path)
                     line = {"file": rel, "run_id": rec["run_id"], "checkpoint": rec["checkpoint"],
                             **{k: rec[k] for k in extra}}
-                    meta_file.write(json.dumps(line, default=str) + "\n")
+                    lines.append(json.dumps(line, default=str) + "\n")
                     bar.update(1)
+        # written last: a folder with metadata.jsonl holds every model it names
+        atomic_write_bytes(out / "metadata.jsonl", "".join(lines).encode())
     finally:
         z.close()
     return written
