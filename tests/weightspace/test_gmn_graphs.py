@@ -241,3 +241,21 @@ def test_dws_and_nfn_refuse_graph_specs_naming_the_node_kinds() -> None:
             from weightspace.models.registry import get_metanetwork
 
             get_metanetwork(name).arch_problem([GRAPHS["vit"]], {})
+
+
+def test_a_gmn_saved_before_types_existed_still_loads() -> None:
+    spec = CHAINS["cnn"]
+    torch.manual_seed(0)
+    model = GMN(spec, 2, hidden=8).eval()
+    old = {k: v for k, v in model.state_dict().items() if "type_emb" not in k}  # as saved before
+    shorter = {**old, "edge_type_emb.weight": model.edge_type_emb.weight[:9].detach().clone()}
+    p = random_weights(spec, 3, seed=1)
+    with torch.no_grad():
+        expected = model(p)
+    for state in (old, shorter):
+        torch.manual_seed(1)  # other initial values: the chain's output must not depend on them
+        fresh = GMN(spec, 2, hidden=8).eval()
+        fresh.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            torch.testing.assert_close(fresh(p), expected, rtol=0, atol=0)
+    torch.testing.assert_close(fresh.edge_type_emb.weight[:9], model.edge_type_emb.weight[:9])

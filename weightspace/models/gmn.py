@@ -202,6 +202,21 @@ class GMN(Metanetwork):
         self.register_buffer("edge_type_free", torch.tensor(
             [t not in _REFERENCE_EDGE_TYPES for t in EDGE_TYPES], dtype=torch.float32), persistent=False)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Runs saved before node/edge types existed (chains only, whose types are all the zero
+        # reference) lack the type tables, and tables saved before a type was appended lack its
+        # row: both keep this model's rows there, which no network of theirs reads.
+        for name in ("node_type_emb", "edge_type_emb"):
+            key, current = f"{prefix}{name}.weight", getattr(self, name).weight
+            saved = state_dict.get(key)
+            if saved is None or (saved.dim() == 2 and saved.shape[0] < current.shape[0]
+                                 and saved.shape[1:] == current.shape[1:]):
+                filled = current.detach().clone()
+                if saved is not None:
+                    filled[: saved.shape[0]] = saved
+                state_dict[key] = filled
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def config(self) -> dict:
         cfg = super().config()
         cfg["specs"] = [s.to_dict() for s in self.specs]
