@@ -163,6 +163,15 @@ def test_dws_import_columns_weights_and_function(dws_folder, tmp_path):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-6)
 
 
+def test_dws_split_file_next_to_the_folder(dws_folder, tmp_path):
+    """Where DWSNets writes it: dataset/mnist_splits.json beside dataset/mnist-inrs/."""
+    src, _ = dws_folder
+    (src / "mnist_splits.json").rename(src.parent / "mnist_splits.json")
+    import_dws_inrs(src, tmp_path / "zoo", quiet=True)
+    table = open_zoo(tmp_path / "zoo").table
+    assert dict(zip(table.column("image_index").to_pylist(), table.column("split").to_pylist()))[8] == "val"
+
+
 @pytest.mark.slow
 def test_dws_without_split_file_uses_folders_and_trains_metanetworks(dws_folder, tmp_path):
     src, _ = dws_folder

@@ -4,7 +4,8 @@
 layout ``dws-inr``)::
 
     <prefix>_<split>_<label>_<idx>/checkpoints/model_final.pth    e.g. mnist_png_training_2_23089/...
-    *splits.json      optional (``mnist_splits.json``): {"train"|"val"|"test": {"path": [...], "label": [...]}}
+    *splits.json      optional (``mnist_splits.json``), in the folder or next to it:
+                      {"train"|"val"|"test": {"path": [...], "label": [...]}}
 
 Keys ``seq.{0,1,2}.{weight,bias}``: ``seq.0`` and ``seq.1`` are sine layers
 ``sin(30 * (W h + b))`` (ω0 = 30 on the first layer too, weights unscaled), ``seq.2`` linear, and
@@ -131,8 +132,8 @@ def _dws_names(tensors: Mapping[str, torch.Tensor]) -> list[tuple[str, str]]:
 
 
 def _nfn_names(tensors: Mapping[str, torch.Tensor]) -> list[tuple[str, str]]:
-    n = len({k.split(".")[1] for k in tensors if k.startswith("net.")})
-    names = [(f"net.{i}.linear.weight", f"net.{i}.linear.bias") for i in range(max(n, 1) - 1)]
+    n = max(1, len({k.split(".")[1] for k in tensors if k.startswith("net.")}))
+    names = [(f"net.{i}.linear.weight", f"net.{i}.linear.bias") for i in range(n - 1)]
     return names + [(f"net.{n - 1}.weight", f"net.{n - 1}.bias")]
 
 
@@ -170,11 +171,15 @@ def _dws_split_file(src: Path, splits: str | os.PathLike | None) -> Path | None:
         if not path.is_file():
             raise SourceError(f"split file {path} does not exist")
         return path
-    found = sorted(src.glob("*splits.json"))
-    if len(found) > 1:
-        raise SourceError(f"{src} holds several split files ({', '.join(p.name for p in found)}); name one "
-                          f"with --splits")
-    return found[0] if found else None
+    # DWSNets' generate_data_splits.py writes dataset/mnist_splits.json next to dataset/mnist-inrs/
+    for where in (src, src.resolve().parent):
+        found = sorted(where.glob("*splits.json"))
+        if len(found) > 1:
+            raise SourceError(f"{where} holds several split files ({', '.join(p.name for p in found)}); name "
+                              f"one with --splits")
+        if found:
+            return found[0]
+    return None
 
 
 def _apply_dws_splits(path: Path, files: list[tuple[str, dict[str, Any]]]) -> None:
@@ -303,7 +308,8 @@ def import_dws_inrs(src: str | os.PathLike, out: str | os.PathLike, *, name: str
         src: the folder (``dataset/mnist-inrs``).
         out: the zoo directory to write.
         name: the zoo's name (default: the folder's name).
-        splits: a DWSNets split file (default: the one ``*splits.json`` in ``src``, if any).
+        splits: a DWSNets split file (default: the one ``*splits.json`` in ``src``, else in its
+            parent directory, where DWSNets writes it; none: the folder names' splits).
         image_shape: the images' ``(H, W)`` (default ``(28, 28)``, MNIST).
         dataset: the image dataset (a registered name or its JSON config), recorded so
             ``zoo verify --recompute`` can re-evaluate (default none).
@@ -433,7 +439,8 @@ def _export(zoo: str | os.PathLike, out_dir: str | os.PathLike, layout: str, qui
                             key = f"net.{li}.linear" if li < n - 1 else f"net.{li}"
                             state[f"{key}.weight"], state[f"{key}.bias"] = w, b
                     if rel in seen:
-                        raise WeightzooError(f"two models of {z.name} export to {rel} (same split/label/image_index)")
+                        raise WeightzooError(f"two models of {z.name} export to {rel}: the layout holds one INR per "
+                                             f"(split, label, image_index), e.g. not several checkpoints of a run")
                     seen.add(rel)
                     path = safe_join(out, rel, "exported INR")
                     path.parent.mkdir(parents=True, exist_ok=True)
