@@ -49,7 +49,7 @@ from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, population_forward
 from catalog.paths import NAME_PATTERN
 from catalog.selection import Selection, describe_differences
-from catalog.writer import ZooWriter
+from catalog.writer import ZooWriter, existing_manifest
 from catalog.zoo import Zoo, open_zoo
 from weightspace.generators.base import MIN_TRAINING_MODELS, Generator, accepts_data, load_generator
 from weightspace.generators.registry import build_generator, generator_hparams, get_generator
@@ -353,21 +353,15 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
         typed["condition"] = list(cond)
     data = load_zoo_dataset(src)  # before training: a zoo without a known dataset fails fast
 
+    train_now = gen is None
     if gen is None:
         gen = build_generator(method, spec, **typed)
-        weights = sel.stacked()
         gen.source = {"zoo": src.name, "manifest_sha256": content, "where": where, "n_models": len(sel),
                       "seed": seed}
-        extra = {"data": data} if accepts_data(gen) else {}
-        gen.fit(weights, table, seed=seed, progress=not quiet, **extra)
-        n_train = len(sel)
-    else:
-        if gen.spec.arch_id != spec.arch_id:
-            raise WeightzooError(
-                f"{load_from} holds a generator for architecture {gen.spec.arch_id}, but the selection "
-                f"is architecture {spec.arch_id}; select that architecture with --where")
-        n_train = 0
-    saved = gen.save(save_to) if save_to is not None else None
+    elif gen.spec.arch_id != spec.arch_id:
+        raise WeightzooError(
+            f"{load_from} holds a generator for architecture {gen.spec.arch_id}, but the selection "
+            f"is architecture {spec.arch_id}; select that architecture with --where")
 
     key_blob = json.dumps({"method": method, "hparams": gen.hparams, "source": content, "where": where,
                            "fit": gen.source, "seed": seed, "condition": cond}, sort_keys=True, default=str)
@@ -378,7 +372,14 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
     zoo_spec = {"name": _zoo_name(out, src.name, method), "generated": generated,
                 **{k: src.manifest.spec[k] for k in ("dataset", "task", "architecture")
                    if k in src.manifest.spec}}
+    existing_manifest(out, zoo_spec["name"], zoo_spec)  # refuses another zoo at --out before any training
 
+    n_train = 0
+    if train_now:
+        extra = {"data": data} if accepts_data(gen) else {}
+        gen.fit(sel.stacked(), table, seed=seed, progress=not quiet, **extra)
+        n_train = len(sel)
+    saved = gen.save(save_to) if save_to is not None else None
     samples = gen.sample(n, seed=seed, condition=cond or None)
     images = None
     if task_name(src) == "inr":
