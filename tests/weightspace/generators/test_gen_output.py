@@ -14,6 +14,7 @@ from catalog import open_zoo
 from catalog.errors import WeightzooError
 from weightspace.generators.output import generate_zoo, zoo_content_sha256
 from zoo_builders import load_zoo_dataset
+from zoo_builders.recompute import recompute_metrics
 
 
 def test_generated_zoo_opens_queries_verifies(tiny_digits_zoo, tmp_path):
@@ -43,8 +44,11 @@ def test_generated_zoo_opens_queries_verifies(tiny_digits_zoo, tmp_path):
     assert len(best) == sum(a > 0.5 for a in t.column("test_acc").to_pylist())
     assert zoo.manifest.spec["generated"]["method"] == "noise"
     assert "A generated zoo" in (tmp_path / "gen" / "README.md").read_text()
-    # load_zoo_dataset works on it (the source's dataset is in its spec).
+    # load_zoo_dataset works on it (the source's dataset is in its spec), and so does
+    # `zoo verify --recompute`, which re-evaluates every network with the build's code.
     assert load_zoo_dataset(zoo).describe() == load_zoo_dataset(src).describe()
+    report = recompute_metrics(tmp_path / "gen", sample=None, tolerance=1e-6)
+    assert report.ok and report.sampled == 12 and set(report.checks) >= {"test_acc", "test_loss"}
 
 
 def test_metrics_are_the_build_time_metrics(tiny_digits_zoo, tmp_path):
@@ -142,6 +146,8 @@ def test_inr_zoo_samples_get_mse_and_psnr(zoo_factory, tmp_path):
         assert row["image_index"] == twin["image_index"]
         assert row["mse"] == pytest.approx(twin["mse"], rel=1e-4)
         assert row["psnr"] == pytest.approx(twin["psnr"], rel=1e-4)
+    report = recompute_metrics(tmp_path / "g", sample=None, tolerance=1e-5)
+    assert report.ok and report.sampled == 6 and set(report.checks) >= {"mse", "psnr"}
 
 
 def test_out_holding_another_zoo_is_refused_before_training(tiny_digits_zoo, tmp_path):
