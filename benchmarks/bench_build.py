@@ -1,10 +1,13 @@
 """Population training vs. a plain per-model PyTorch loop, side by side in one process.
 
-For an MLP population (digits), a SIREN population (digits images) and a CNN population
-(digits), the same runs (same hyperparameters, initial weights, data order and steps) are
-trained once with weightzoo's vectorized population trainer and once one model at a time with
-``nn.Module`` + ``torch.optim``. Writes models/minute for both, their ratio and both final mean
-accuracies (PSNR for SIRENs) to ``benchmarks/results/bench_build.json``.
+For an MLP population (digits), a SIREN population (digits images), a CNN population (digits)
+and two graph architectures (digits: a ResNet-8 with batch norm, a small ViT), the same runs
+(same hyperparameters, initial weights, data order and steps) are trained once with weightzoo's
+vectorized population trainer and once one model at a time with ``nn.Module`` + ``torch.optim``
+(layer chains as ``nn.Sequential`` of torch layers; graphs as the spec's own module,
+:func:`catalog.network.build_module`, in train mode: batch norm with batch statistics). Writes
+models/minute for both, their ratio and both final mean accuracies (PSNR for SIRENs) to
+``benchmarks/results/bench_build.json``.
 
 Every case runs twice: with torch's default thread count and with the builder's
 (:data:`zoo_builders.build.DEFAULT_THREADS`, what ``zoo build`` uses without ``--threads``);
@@ -38,7 +41,7 @@ import torch.nn.functional as F
 from bench_common import train_alone
 from torch import nn
 
-from catalog.network import NetworkSpec
+from catalog.network import NetworkSpec, build_module
 from zoo_builders import BuildSpec, load_dataset, train_classifiers, train_inrs
 from zoo_builders.build import DEFAULT_THREADS, _inr_images, torch_threads
 from zoo_builders.init import init_params
@@ -92,12 +95,17 @@ def optimizer(module: nn.Module, run: RunConfig) -> torch.optim.Optimizer:
 
 
 def per_model_classifiers(net: NetworkSpec, runs: list[RunConfig], data) -> list[float]:
+    """Each run alone, in its own data order: a chain as ``nn.Sequential`` of torch layers, a
+    graph as the spec's module (``build_module``), both from the run's initial weights."""
     x_train = data.x_train.reshape(-1, *net.input_shape)
     x_test = data.x_test.reshape(-1, *net.input_shape)
     accs = []
     for run in runs:
-        model = plain_module(net)
-        load_init(model, net, run)
+        if net.is_chain:
+            model = plain_module(net)
+            load_init(model, net, run)
+        else:
+            model = build_module(net, init_params(net, run.training.init, member_generator(run, "init")))
         accs.append(train_alone(model, optimizer(model, run), member_generator(run, "data"), run.training.epochs,
                                 run.training.batch_size, x_train, data.y_train, x_test, data.y_test))
     return accs
@@ -148,14 +156,15 @@ def _case(name: str, spec: dict, threads: int) -> dict:
     pop_rate, loop_rate = len(runs) / t_pop * 60, len(runs) / t_loop * 60
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     row = {
-        "case": name, "threads": threads, "runs": len(runs), "n_params": net.n_params, "steps_per_run":
+        "case": name, "threads": threads, "runs": len(runs), "n_params": net.n_params, "summary": net.summary(),
+        "steps_per_run":
             runs[0].training.epochs * (1 if inr else math.ceil(data.x_train.shape[0] / runs[0].training.batch_size)),
         "population_seconds": t_pop, "per_model_seconds": t_loop,
         "population_models_per_minute": pop_rate, "per_model_models_per_minute": loop_rate,
         "speedup": pop_rate / loop_rate, "metric": metric,
         "population_mean": mean(pop_metric), "per_model_mean": mean(loop_metric),
     }
-    print(f"{name:6s} threads={threads} runs={len(runs):4d}  population {pop_rate:9.1f} models/min  "
+    print(f"{name:10s} threads={threads} runs={len(runs):4d}  population {pop_rate:9.1f} models/min  "
           f"per-model {loop_rate:8.1f} "
           f"models/min  x{row['speedup']:.1f}   {metric}: {row['population_mean']:.4f} vs {row['per_model_mean']:.4f}",
           flush=True)
@@ -290,6 +299,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
     ap.add_argument("--workers", action="store_true",
                     help="compare the executors (serial, 2 local workers, Ray) instead")
+    ap.add_argument("--cases", nargs="+", metavar="CASE",
+                    help="run only these cases (mlp, siren, cnn, resnet8-bn, vit); their rows replace "
+                         "the same cases' rows in the result file, the others are kept")
     args = ap.parse_args()
     if args.workers:
         out = workers_row(args.quick)
@@ -300,6 +312,7 @@ def main() -> None:
         return
     k = 4 if args.quick else 1
     grid_seeds = list(range(16 // k))
+    graph_training = {"epochs": 1 if args.quick else 3, "batch_size": 64, "optimizer": "adam"}
     cases = {
         "mlp": {"name": "b-mlp", "dataset": {"name": "digits", "test_fraction": 0.25},
                 "architecture": {"name": "mlp", "hidden": [32, 32]},
@@ -314,7 +327,19 @@ def main() -> None:
                 "architecture": {"name": "cnn", "channels": [8, 8, 8]},
                 "training": {"epochs": 5, "batch_size": 32, "optimizer": "adam", "checkpoints": [5]},
                 "grid": {"lr": [0.003, 0.01], "seed": list(range(32 // k))}},
+        # graph architectures (format v2): population under vmap with per-member batch norm
+        "resnet8-bn": {"name": "b-resnet", "dataset": {"name": "digits", "test_fraction": 0.25},
+                       "architecture": {"name": "resnet", "depth": 8, "width_multiplier": 0.25},
+                       "training": graph_training, "grid": {"lr": [0.01], "seed": list(range(16 // k))}},
+        "vit": {"name": "b-vit", "dataset": {"name": "digits", "test_fraction": 0.25},
+                "architecture": {"name": "transformer", "patch_size": 2, "dim": 16, "depth": 2},
+                "training": graph_training, "grid": {"lr": [0.003], "seed": list(range(16 // k))}},
     }
+    if args.cases:
+        unknown = sorted(set(args.cases) - set(cases))
+        if unknown:
+            raise SystemExit(f"--cases: unknown {unknown}; valid: {', '.join(cases)}")
+        cases = {name: spec for name, spec in cases.items() if name in args.cases}
     settings = {"torch_default": torch.get_num_threads(), "builder_default": DEFAULT_THREADS}
     load_before = os.getloadavg()[0]
     rows = [case(name, spec, threads) for name, spec in cases.items()
@@ -327,10 +352,26 @@ def main() -> None:
            # usually more, so figures taken under load overstate the ratio. They slow the
            # setting with more threads than free cores most of all.
            "load_avg_1m": [load_before, os.getloadavg()[0]],
-           "targets": {"mlp": 15, "siren": 4, "cnn": 2.5}, "results": rows,
+           "targets": {"mlp": 15, "siren": 4, "cnn": 2.5, "resnet8-bn": 3, "vit": 3}, "results": rows,
            "threads_side_by_side": side_by_side(rows, settings)}
+    if args.cases and results.is_file():
+        out = merge_cases(json.loads(results.read_text()), out, settings)
     results.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {results}")
+
+
+def merge_cases(old: dict, new: dict, settings: dict[str, int]) -> dict:
+    """``new`` (some cases) over ``old`` (a previous result file): the new cases' rows replace
+    theirs, the other cases' rows are kept, each with the run it came from (``run``: its load
+    average and torch version), since they were measured at different times."""
+    ran = {r["case"] for r in new["results"]}
+    record = {k: new[k] for k in ("torch", "load_avg_1m", "quick")}
+    kept = [r for r in old.get("results", []) if r["case"] not in ran]
+    for r in kept:
+        r.setdefault("run", {k: old.get(k) for k in record})
+    rows = kept + [{**r, "run": record} for r in new["results"]]
+    return {**old, **new, "results": rows, "threads_side_by_side": side_by_side(rows, settings),
+            "targets": {**old.get("targets", {}), **new["targets"]}}
 
 
 def side_by_side(rows: list[dict], settings: dict[str, int]) -> list[dict]:
