@@ -57,8 +57,12 @@ DEFAULT_SIGMAS = (0.01, 0.05, 0.1, 0.3)
 #: Training networks (nearest by raw L2) each generated network is aligned to with ``align``,
 #: besides the one with the highest IoU.
 ALIGN_CANDIDATES = 3
-#: Networks predicted in one forward pass.
+#: Most networks predicted in one forward pass (fewer when their activations are large).
 PREDICT_MODELS = 128
+#: Test examples per forward pass.
+EXAMPLES_PER_PASS = 512
+#: Activation memory one forward pass may use (bytes); bounds the networks per pass of CNNs.
+PASS_BYTES = 512 << 20
 #: Generated networks compared with the training networks in one distance block.
 DISTANCE_BLOCK = 256
 JSON_NAME = "eval_gen.json"
@@ -66,27 +70,38 @@ FIGURE_NAME = "eval_gen.png"
 
 
 # ================================================================================ the measures
+def models_per_pass(spec: NetworkSpec, examples: int, budget: int = PASS_BYTES) -> int:
+    """How many networks one forward pass over ``examples`` inputs may hold so that their
+    activations stay within ``budget`` bytes (at least 1, at most :data:`PREDICT_MODELS`)."""
+    per_model = max(1, spec.activation_numel) * examples * 4 * 2  # float32 outputs, twice for temporaries
+    return max(1, min(PREDICT_MODELS, budget // per_model))
+
+
 @torch.no_grad()
 def mispredictions(spec: NetworkSpec, params: Mapping[str, Tensor], x: Tensor, y: Tensor,
-                   chunk: int = PREDICT_MODELS) -> Tensor:
+                   chunk: int | None = None) -> Tensor:
     """Which test examples each network gets wrong.
 
     Args:
         spec: the architecture (a classifier).
         params: ``{name: Tensor[P, *shape]}``.
         x: inputs ``[N, *input_shape]``; y: labels ``[N]``.
-        chunk: networks per forward pass.
+        chunk: networks per forward pass (default: as many as :func:`models_per_pass` allows
+            for :data:`EXAMPLES_PER_PASS` examples).
 
     Shapes:
         returns a bool ``[P, N]``: ``True`` where network ``p`` mispredicts example ``n``.
     """
     n_pop = next(iter(params.values())).shape[0]
     x = x.reshape(-1, *spec.input_shape).to(spec.torch_dtype)
+    chunk = chunk or models_per_pass(spec, min(EXAMPLES_PER_PASS, x.shape[0]))
     out = torch.empty(n_pop, x.shape[0], dtype=torch.bool)
     for start in range(0, n_pop, chunk):
         part = {k: v[start:start + chunk] for k, v in params.items()}
-        logits = population_forward(spec, part, x)            # [p, N, C]
-        out[start:start + chunk] = logits.argmax(-1) != y       # NaN logits argmax somewhere: still a bool
+        for lo in range(0, x.shape[0], EXAMPLES_PER_PASS):
+            hi = lo + EXAMPLES_PER_PASS
+            logits = population_forward(spec, part, x[lo:hi])                # [p, n, C]
+            out[start:start + chunk, lo:hi] = logits.argmax(-1) != y[lo:hi]  # NaN logits: still a bool
     return out
 
 

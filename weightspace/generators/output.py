@@ -55,9 +55,6 @@ from weightspace.generators.base import MIN_TRAINING_MODELS, Generator, accepts_
 from weightspace.generators.registry import build_generator, generator_hparams, get_generator
 from zoo_builders.datasets import Dataset, load_zoo_dataset
 
-#: Networks evaluated in one forward pass when scoring generated networks.
-EVAL_MODELS = 64
-
 
 @dataclass
 class GenerateResult:
@@ -212,7 +209,8 @@ def evaluate_networks(spec: NetworkSpec, params: Mapping[str, Tensor], data: Dat
     Shapes:
         returns ``P`` dicts; ``status`` is ``"diverged"`` where weights or metrics are not finite.
     """
-    from zoo_builders.train import evaluate_classifier, psnr
+    from weightspace.generators.evaluate import models_per_pass
+    from zoo_builders.train import EVAL_CHUNK, evaluate_classifier, psnr
 
     n = next(iter(params.values())).shape[0]
     finite = torch.ones(n, dtype=torch.bool)
@@ -228,8 +226,9 @@ def evaluate_networks(spec: NetworkSpec, params: Mapping[str, Tensor], data: Dat
 
         coords = image_coordinates(h, w).to(spec.torch_dtype)                   # [HW, 2]
         targets = x[list(images)].reshape(len(images), -1).double()             # [K, HW]
-        for start in range(0, n, EVAL_MODELS):
-            chunk = {k: v[start:start + EVAL_MODELS] for k, v in params.items()}
+        per_pass = models_per_pass(spec, h * w)  # every pixel of the image in one pass
+        for start in range(0, n, per_pass):
+            chunk = {k: v[start:start + per_pass] for k, v in params.items()}
             with torch.no_grad():
                 out = population_forward(spec, chunk, coords).reshape(-1, h * w).double()  # [p, HW]
             mse = torch.cdist(out, targets).pow(2) / (h * w)                   # [p, K]
@@ -240,8 +239,11 @@ def evaluate_networks(spec: NetworkSpec, params: Mapping[str, Tensor], data: Dat
     else:
         x_tr = data.x_train.reshape(-1, *spec.input_shape)
         x_te = data.x_test.reshape(-1, *spec.input_shape)
-        for start in range(0, n, EVAL_MODELS):
-            chunk = {k: v[start:start + EVAL_MODELS] for k, v in params.items()}
+        # The builder's evaluation runs 512 examples at a time; bound the networks per pass so
+        # that a CNN population's activations stay within a few hundred MB.
+        per_pass = models_per_pass(spec, EVAL_CHUNK)
+        for start in range(0, n, per_pass):
+            chunk = {k: v[start:start + per_pass] for k, v in params.items()}
             tr_loss, tr_acc = evaluate_classifier(spec, chunk, x_tr.to(spec.torch_dtype), data.y_train)
             te_loss, te_acc = evaluate_classifier(spec, chunk, x_te.to(spec.torch_dtype), data.y_test)
             for i in range(len(tr_loss)):
