@@ -23,3 +23,4 @@ __all__ = ["MIN_TRAINING_MODELS", "Generator", "build_generator", "check_trainin
 # Built-in methods register themselves on import; each method module is added below as it lands.
 from weightspace.generators import average, gaussian, mip, noise  # noqa: E402,F401  (baselines, mip)
 from weightspace.generators import hyperrep  # noqa: E402,F401  (learned: hyper-representations)
+from weightspace.generators import pdiff  # noqa: E402,F401  (learned: p-diff)
