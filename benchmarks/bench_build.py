@@ -312,7 +312,9 @@ def main() -> None:
         return
     k = 4 if args.quick else 1
     grid_seeds = list(range(16 // k))
-    graph_training = {"epochs": 1 if args.quick else 3, "batch_size": 64, "optimizer": "adam"}
+    graph_epochs = 1 if args.quick else 3
+    # the final checkpoint only, as the other cases (the per-model loop evaluates once, at the end)
+    graph_training = {"epochs": graph_epochs, "batch_size": 64, "optimizer": "adam", "checkpoints": [graph_epochs]}
     cases = {
         "mlp": {"name": "b-mlp", "dataset": {"name": "digits", "test_fraction": 0.25},
                 "architecture": {"name": "mlp", "hidden": [32, 32]},
@@ -368,9 +370,13 @@ def merge_cases(old: dict, new: dict, settings: dict[str, int]) -> dict:
     record = {k: new[k] for k in ("torch", "load_avg_1m", "quick")}
     kept = [r for r in old.get("results", []) if r["case"] not in ran]
     for r in kept:
+        r.setdefault("threads", old.get("threads"))  # files before per-row threads had one setting
         r.setdefault("run", {k: old.get(k) for k in record})
     rows = kept + [{**r, "run": record} for r in new["results"]]
-    return {**old, **new, "results": rows, "threads_side_by_side": side_by_side(rows, settings),
+    # thread comparisons within one run only
+    pairs = [e for e in old.get("threads_side_by_side", []) if e["case"] not in ran]
+    merged = {k: v for k, v in old.items() if k != "threads"}
+    return {**merged, **new, "results": rows, "threads_side_by_side": pairs + side_by_side(new["results"], settings),
             "targets": {**old.get("targets", {}), **new["targets"]}}
 
 
