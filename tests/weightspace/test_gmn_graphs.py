@@ -105,8 +105,12 @@ def test_type_embeddings_matter_for_graphs_only() -> None:
         model.node_type_emb.weight.add_(1.0)
         model.edge_type_emb.weight.add_(1.0)
         after, chain_after = model.forward_arch(p, spec), model(chain_p)
+        model.type_readout[-1].bias.add_(1.0)  # the per-type readout, too, is for graphs only
+        moved, chain_same = model.forward_arch(p, spec), model(chain_p)
     assert (before - after).abs().max() > 1e-3
+    torch.testing.assert_close(moved, after + 1.0)
     torch.testing.assert_close(chain_after, chain_before, rtol=0, atol=0)
+    torch.testing.assert_close(chain_same, chain_before, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
@@ -247,7 +251,7 @@ def test_a_gmn_saved_before_types_existed_still_loads() -> None:
     spec = CHAINS["cnn"]
     torch.manual_seed(0)
     model = GMN(spec, 2, hidden=8).eval()
-    old = {k: v for k, v in model.state_dict().items() if "type_emb" not in k}  # as saved before
+    old = {k: v for k, v in model.state_dict().items() if "type_" not in k}  # as saved before
     shorter = {**old, "edge_type_emb.weight": model.edge_type_emb.weight[:9].detach().clone()}
     p = random_weights(spec, 3, seed=1)
     with torch.no_grad():

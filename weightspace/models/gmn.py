@@ -28,7 +28,10 @@ Node and edge types (:data:`~weightspace.representations.param_graph.NODE_TYPES`
 :data:`~weightspace.representations.param_graph.EDGE_TYPES`) are learned embeddings added to
 the node/edge features. Plain neurons and plain weights (linear and convolution; told apart by
 their kernel) are the reference type with a fixed zero embedding - no loss of generality, as
-the input projections have biases - so a layer chain is embedded exactly as before types existed.
+the input projections have biases. The invariant readout reads the mean node and edge features;
+a network with typed parts adds a second readout of the means per node and edge type (a small
+gain on a ResNet zoo: Kendall tau +0.015 to +0.04 over three trials). So a layer chain is
+embedded and read exactly as before types existed (same parameters, same numbers).
 
 ``forward_weights`` (a network -> network map, e.g. for :mod:`weightspace.editing`) works for
 every architecture: node and edge outputs go back to parameters through the graph's exact
@@ -201,11 +204,15 @@ class GMN(Metanetwork):
             [t not in _REFERENCE_NODE_TYPES for t in NODE_TYPES], dtype=torch.float32), persistent=False)
         self.register_buffer("edge_type_free", torch.tensor(
             [t not in _REFERENCE_EDGE_TYPES for t in EDGE_TYPES], dtype=torch.float32), persistent=False)
+        # A second readout over per-type means (invariant: a symmetry never changes a type), for
+        # networks with typed parts (norms, residual adds, attention); a chain has none and skips it.
+        self.type_readout = make_mlp((len(NODE_TYPES) + len(EDGE_TYPES)) * hidden, head_hidden, out_dim, 1, dropout)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # Runs saved before node/edge types existed (chains only, whose types are all the zero
-        # reference) lack the type tables, and tables saved before a type was appended lack its
-        # row: both keep this model's rows there, which no network of theirs reads.
+        # reference) lack the type tables and the per-type readout, and tables saved before a
+        # type was appended lack its row: all keep this model's values, which no network of
+        # theirs reads.
         for name in ("node_type_emb", "edge_type_emb"):
             key, current = f"{prefix}{name}.weight", getattr(self, name).weight
             saved = state_dict.get(key)
@@ -215,6 +222,8 @@ class GMN(Metanetwork):
                 if saved is not None:
                     filled[: saved.shape[0]] = saved
                 state_dict[key] = filled
+        for name, value in self.type_readout.state_dict(prefix=f"{prefix}type_readout.").items():
+            state_dict.setdefault(name, value.clone())  # saved before the per-type readout existed
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def config(self) -> dict:
@@ -317,9 +326,21 @@ class GMN(Metanetwork):
             g = self.to_graph(params)
         h, e = self._trunk(g, params)
         n_graphs = g.num_graphs
+        edge_batch = g.batch[g.edge_index[0]]
         node_pool = scatter(h, g.batch, dim=0, dim_size=n_graphs, reduce="mean")
-        edge_pool = scatter(e, g.batch[g.edge_index[0]], dim=0, dim_size=n_graphs, reduce="mean")
-        return self.readout(torch.cat([node_pool, edge_pool], dim=-1))
+        edge_pool = scatter(e, edge_batch, dim=0, dim_size=n_graphs, reduce="mean")
+        out = self.readout(torch.cat([node_pool, edge_pool], dim=-1))
+        node_type, edge_type = getattr(g, "node_type", None), getattr(g, "edge_type", None)
+        if node_type is None or edge_type is None:
+            return out
+        typed = scatter(self.node_type_free[node_type], g.batch, dim=0, dim_size=n_graphs, reduce="max")
+        if not bool(typed.any()):
+            return out
+        nt, et = len(NODE_TYPES), len(EDGE_TYPES)
+        node_types = scatter(h, g.batch * nt + node_type, dim=0, dim_size=n_graphs * nt, reduce="mean")
+        edge_types = scatter(e, edge_batch * et + edge_type, dim=0, dim_size=n_graphs * et, reduce="mean")
+        pools = torch.cat([node_types.reshape(n_graphs, -1), edge_types.reshape(n_graphs, -1)], dim=-1)
+        return out + self.type_readout(pools) * typed.unsqueeze(-1)  # [B, out_dim]
 
     def forward_graph(self, g: Batch, params: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Equivariant output: a new value per node and a new weight (kernel, norm slots) per edge.
