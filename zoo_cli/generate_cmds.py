@@ -93,18 +93,23 @@ def eval_gen(gen_zoo: str, train: str, where: str | None, out: str | None, no_ba
                            progress=not quiet)
     click.echo(f"{r.generated_zoo} vs {r.train_zoo} ({r.train['n']} training networks"
                + (f" where {r.where}" if r.where else "") + ")")
-    click.echo(f"{'method':<22}{'n':>5}{'acc mean':>10}{'acc max':>9}{'max-IoU':>9}{'min L2':>9}")
+    click.echo(f"{'method':<22}{'n':>5}{'acc mean':>10}{'acc max':>9}{'max-IoU':>9}{'min L2':>9}"
+               + (f"{'aligned':>9}" if align else ""))
     for label, s in r.methods.items():
         click.echo(f"{label:<22}{s['n']:>5}{_pct(s['acc_mean']):>10}{_pct(s['acc_max']):>9}"
-                   f"{s['max_iou_mean']:>9.3f}{s['min_l2_mean']:>9.3f}")
+                   f"{s['max_iou_mean']:>9.3f}{s['min_l2_mean']:>9.3f}"
+                   + (f"{s['min_l2_aligned_mean']:>9.3f}" if align else ""))
     t = r.train
     click.echo(f"{'training networks':<22}{t['n']:>5}{_pct(t['acc_mean']):>10}{_pct(t['acc_max']):>9}"
                f"{t['self_max_iou_mean']:>9.3f}{'-':>9}")
     if r.finetune:
         f = r.finetune
-        click.echo(f"epochs to {_pct(f['target_acc'])}% (training median): generated init "
-                   f"{f['generated']['mean_epochs']} ({f['generated']['reached']}/{f['models']} reached), "
-                   f"random init {f['random']['mean_epochs']} ({f['random']['reached']}/{f['models']} reached)")
+        def epochs(d: dict) -> str:
+            mean = "-" if d["mean_epochs"] is None else f"{d['mean_epochs']:.1f}"
+            return f"{mean} ({d['reached']}/{f['models']} reached it within {f['epochs']} epochs)"
+
+        click.echo(f"mean epochs to {_pct(f['target_acc'])}% (training median): generated init "
+                   f"{epochs(f['generated'])}, random init {epochs(f['random'])}")
     click.echo(f"wrote {r.json_path} and {r.figure_path}")
 
 
