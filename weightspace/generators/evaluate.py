@@ -405,7 +405,7 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
     ft = None
     if finetune:
         ft = finetune_benefit(src, train_sel, spec, gen_params, data, float(train_acc.quantile(0.5)),
-                              finetune_models, finetune_epochs)
+                              finetune_models, finetune_epochs, seed)
         bar.update(1)
     bar.close()
 
@@ -425,11 +425,11 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
 
 # ================================================================================ fine-tuning
 def finetune_benefit(src: Zoo, train_sel, spec: NetworkSpec, gen_params: Mapping[str, Tensor], data: Dataset,
-                     target: float, n_models: int = 4, epochs: int | None = None) -> dict[str, Any]:
+                     target: float, n_models: int = 4, epochs: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Epochs until test accuracy reaches ``target``: generated init vs random init.
 
-    ``n_models`` training runs of the selection (sharing optimizer, batch size and training
-    fraction, so they train as one population) are trained again with the source zoo's recipe
+    ``n_models`` training runs of the selection, drawn with ``seed`` (sharing optimizer, batch
+    size and training fraction, so they train as one population), are trained again with the source zoo's recipe
     (their learning rate, weight decay, data order, seed), once from their own random
     initialization and once from the first ``n_models`` generated networks, evaluating every
     epoch. A network that never reaches ``target`` counts as ``None`` (and is left out of the mean).
@@ -449,7 +449,10 @@ def finetune_benefit(src: Zoo, train_sel, spec: NetworkSpec, gen_params: Mapping
     except WeightzooError as e:
         raise WeightzooError(f"fine-tuning needs zoo {src.name!r}'s build spec to retrain its runs: {e}") from None
     chosen = []
-    for rid in dict.fromkeys(train_sel.column("run_id")):
+    # A seeded draw of runs (not the first ones stored, which often share a learning rate).
+    candidates = list(dict.fromkeys(train_sel.column("run_id")))
+    order = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed)).tolist()
+    for rid in (candidates[i] for i in order):
         r = runs.get(rid)
         if r is None:
             continue
