@@ -247,19 +247,30 @@ def test_dws_and_nfn_refuse_graph_specs_naming_the_node_kinds() -> None:
             get_metanetwork(name).arch_problem([GRAPHS["vit"]], {})
 
 
-def test_a_gmn_saved_before_types_existed_still_loads() -> None:
-    spec = CHAINS["cnn"]
+def test_a_gmn_for_chains_has_no_type_tables() -> None:
+    # exactly the parameters it had before types existed: its runs, and their numbers, stay the same
+    model = GMN([CHAINS["mlp"], CHAINS["cnn"]], 2, hidden=8)
+    assert not model.typed and not any("type" in k for k in model.state_dict())
+    with pytest.raises(WeightzooError, match="built for layer chains only"):
+        model.embed_nodes(torch.zeros(2), torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.long),
+                          torch.zeros(2, dtype=torch.long), torch.tensor([0, NODE_TYPES.index("batchnorm")]))
+
+
+def test_a_gmn_saved_before_a_type_was_appended_still_loads() -> None:
+    spec = GRAPHS["resnet-bn"]  # its types are among the first 9 edge types
     torch.manual_seed(0)
     model = GMN(spec, 2, hidden=8).eval()
-    old = {k: v for k, v in model.state_dict().items() if "type_" not in k}  # as saved before
-    shorter = {**old, "edge_type_emb.weight": model.edge_type_emb.weight[:9].detach().clone()}
     p = random_weights(spec, 3, seed=1)
     with torch.no_grad():
         expected = model(p)
-    for state in (old, shorter):
-        torch.manual_seed(1)  # other initial values: the chain's output must not depend on them
-        fresh = GMN(spec, 2, hidden=8).eval()
-        fresh.load_state_dict(state, strict=True)
-        with torch.no_grad():
-            torch.testing.assert_close(fresh(p), expected, rtol=0, atol=0)
-    torch.testing.assert_close(fresh.edge_type_emb.weight[:9], model.edge_type_emb.weight[:9])
+    # as saved when EDGE_TYPES had 9 entries: 2 fewer table rows, 2 fewer blocks of readout columns
+    old = dict(model.state_dict())
+    n, hid = len(NODE_TYPES), 8
+    old["edge_type_emb.weight"] = old["edge_type_emb.weight"][:9].clone()
+    old["type_readout.0.weight"] = old["type_readout.0.weight"][:, : (n + 9) * hid].clone()
+    torch.manual_seed(1)
+    fresh = GMN(spec, 2, hidden=8).eval()
+    fresh.load_state_dict(old, strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(p), expected, rtol=1e-6, atol=1e-6)
+    assert (fresh.type_readout[0].weight[:, (n + 9) * hid:] == 0).all()

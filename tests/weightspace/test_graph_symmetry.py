@@ -189,8 +189,9 @@ def test_gmn_is_invariant_and_its_weight_output_equivariant(name) -> None:
     model = GMN(spec, 3, hidden=8, n_layers=2).eval()
     with torch.no_grad():
         model.edit_scale.fill_(1.0)  # make the weight-space head count
-        model.node_type_emb.weight.normal_()
-        model.edge_type_emb.weight.normal_()
+        if model.typed:  # norms, adds, attention (the Model Zoos CNN has none)
+            model.node_type_emb.weight.normal_()
+            model.edge_type_emb.weight.normal_()
     p = weights(spec, 3, seed=0)
     perm = random_graph_permutation(sym, 3, torch.Generator().manual_seed(5))
     q = permute_graph(sym, p, perm)

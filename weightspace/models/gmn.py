@@ -30,8 +30,9 @@ the node/edge features. Plain neurons and plain weights (linear and convolution;
 their kernel) are the reference type with a fixed zero embedding - no loss of generality, as
 the input projections have biases. The invariant readout reads the mean node and edge features;
 a network with typed parts adds a second readout of the means per node and edge type (a small
-gain on a ResNet zoo: Kendall tau +0.015 to +0.04 over three trials). So a layer chain is
-embedded and read exactly as before types existed (same parameters, same numbers).
+gain on a ResNet zoo: Kendall tau +0.015 to +0.04 over three trials). The type tables exist only
+in a model built for some typed architecture; a model for layer chains has exactly the
+parameters, initial values and outputs it had before types existed.
 
 ``forward_weights`` (a network -> network map, e.g. for :mod:`weightspace.editing`) works for
 every architecture: node and edge outputs go back to parameters through the graph's exact
@@ -198,32 +199,40 @@ class GMN(Metanetwork):
         self.edge_head = nn.Linear(hidden, self.edge_dim)
         # ReZero-style: the weight-space output starts as the identity map.
         self.edit_scale = nn.Parameter(torch.zeros(()))
-        self.node_type_emb = nn.Embedding(len(NODE_TYPES), hidden)
-        self.edge_type_emb = nn.Embedding(len(EDGE_TYPES), hidden)
         self.register_buffer("node_type_free", torch.tensor(
             [t not in _REFERENCE_NODE_TYPES for t in NODE_TYPES], dtype=torch.float32), persistent=False)
         self.register_buffer("edge_type_free", torch.tensor(
             [t not in _REFERENCE_EDGE_TYPES for t in EDGE_TYPES], dtype=torch.float32), persistent=False)
-        # A second readout over per-type means (invariant: a symmetry never changes a type), for
-        # networks with typed parts (norms, residual adds, attention); a chain has none and skips it.
-        self.type_readout = make_mlp((len(NODE_TYPES) + len(EDGE_TYPES)) * hidden, head_hidden, out_dim, 1, dropout)
+        # Type tables only where a spec has typed parts (norms, residual adds, attention): a model
+        # for layer chains has exactly the parameters (and initial values) it had before types.
+        self.typed = any(bool(self.node_type_free[st.node_type].any() or self.edge_type_free[st.edge_type].any())
+                         for st in structures)
+        if self.typed:
+            self.node_type_emb = nn.Embedding(len(NODE_TYPES), hidden)
+            self.edge_type_emb = nn.Embedding(len(EDGE_TYPES), hidden)
+            # A second readout over per-type means (invariant: a symmetry never changes a type).
+            self.type_readout = make_mlp((len(NODE_TYPES) + len(EDGE_TYPES)) * hidden, head_hidden, out_dim, 1,
+                                         dropout)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # Runs saved before node/edge types existed (chains only, whose types are all the zero
-        # reference) lack the type tables and the per-type readout, and tables saved before a
-        # type was appended lack its row: all keep this model's values, which no network of
-        # theirs reads.
-        for name in ("node_type_emb", "edge_type_emb"):
-            key, current = f"{prefix}{name}.weight", getattr(self, name).weight
-            saved = state_dict.get(key)
-            if saved is None or (saved.dim() == 2 and saved.shape[0] < current.shape[0]
-                                 and saved.shape[1:] == current.shape[1:]):
-                filled = current.detach().clone()
-                if saved is not None:
-                    filled[: saved.shape[0]] = saved
-                state_dict[key] = filled
-        for name, value in self.type_readout.state_dict(prefix=f"{prefix}type_readout.").items():
-            state_dict.setdefault(name, value.clone())  # saved before the per-type readout existed
+        # A run saved before a type was appended to NODE_TYPES/EDGE_TYPES has shorter type tables
+        # and a narrower per-type readout: the new types get this model's rows and zero readout
+        # columns (none of its networks has them, so it computes what it computed).
+        n_key, e_key, r_key = (f"{prefix}{k}.weight" for k in ("node_type_emb", "edge_type_emb", "type_readout.0"))
+        if self.typed and n_key in state_dict and e_key in state_dict:
+            n_old, e_old = state_dict[n_key].shape[0], state_dict[e_key].shape[0]
+            n_new, e_new, hid = len(NODE_TYPES), len(EDGE_TYPES), self.node_type_emb.embedding_dim
+            if (n_old, e_old) != (n_new, e_new) and n_old <= n_new and e_old <= e_new:
+                for key, module, old in ((n_key, self.node_type_emb, n_old), (e_key, self.edge_type_emb, e_old)):
+                    filled = module.weight.detach().clone()
+                    filled[:old] = state_dict[key]
+                    state_dict[key] = filled
+                if r_key in state_dict:
+                    w = state_dict[r_key]  # [head_hidden, (n_old + e_old) * hidden]
+                    wide = w.new_zeros(w.shape[0], (n_new + e_new) * hid)
+                    wide[:, : n_old * hid] = w[:, : n_old * hid]
+                    wide[:, n_new * hid: (n_new + e_old) * hid] = w[:, n_old * hid:]
+                    state_dict[r_key] = wide
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def config(self) -> dict:
@@ -270,8 +279,15 @@ class GMN(Metanetwork):
         if node_type is not None:
             free = self.node_type_free[node_type]
             if bool(free.any()):  # a chain has only reference types: its embedding is skipped
+                self._require_types()
                 h = h + self.node_type_emb(node_type) * free.unsqueeze(-1)
         return h
+
+    def _require_types(self) -> None:
+        if not self.typed:
+            raise WeightzooError(
+                "this gmn was built for layer chains only and has no embeddings of node/edge types "
+                "(norms, residual adds, attention): build it with all the NetworkSpecs it must read")
 
     def embed_edges(self, edge_attr: Tensor, edge_layer: Tensor, edge_type: Tensor | None = None) -> Tensor:
         """Initial edge features from the weight values, the maker's index and the edge type.
@@ -283,6 +299,7 @@ class GMN(Metanetwork):
         if edge_type is not None:
             free = self.edge_type_free[edge_type]
             if bool(free.any()):
+                self._require_types()
                 e = e + self.edge_type_emb(edge_type) * free.unsqueeze(-1)
         return e
 
@@ -331,7 +348,7 @@ class GMN(Metanetwork):
         edge_pool = scatter(e, edge_batch, dim=0, dim_size=n_graphs, reduce="mean")
         out = self.readout(torch.cat([node_pool, edge_pool], dim=-1))
         node_type, edge_type = getattr(g, "node_type", None), getattr(g, "edge_type", None)
-        if node_type is None or edge_type is None:
+        if not self.typed or node_type is None or edge_type is None:  # (types were checked by _embed)
             return out
         typed = scatter(self.node_type_free[node_type], g.batch, dim=0, dim_size=n_graphs, reduce="max")
         if not bool(typed.any()):
