@@ -108,7 +108,9 @@ def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
         arch = spec.get("architecture", {})
         lines += ["", "## Build spec", "",
                   f"- dataset: `{ds.get('name', '?')}`",
-                  f"- architecture: `{arch.get('name', '?')}`",
+                  (f"- architecture: `{arch.get('name', '?')}`" if "families" not in spec else
+                   "- families: " + ", ".join(f"`{(f.get('architecture') or {}).get('name', '?')}`"
+                                              for f in spec["families"])),
                   f"- task: `{spec.get('task', {}).get('name', 'classify')}`"]
         grid = spec.get("grid") or {}
         if grid:

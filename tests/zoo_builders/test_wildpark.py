@@ -202,3 +202,8 @@ def test_mixed_build_resumes_after_a_crash_without_duplicates(mixed_zoo: Path, t
     assert all(sha256_file(out / p) == s for p, s in parts.items())  # finished parts untouched
     again = build_zoo(copy.deepcopy(MIXED), out, quiet=True)
     assert again.populations == [] and again.skipped_runs == 6
+
+
+def test_mixed_zoo_card_names_the_families(mixed_zoo: Path) -> None:
+    card = (mixed_zoo / "README.md").read_text()
+    assert "- families: `cnn`, `resnet`" in card and "architecture: `?`" not in card
