@@ -324,9 +324,10 @@ def plot(zoos: dict[str, dict[str, Any]], path: Path) -> Path:
     for ax, (key, res) in zip(axes[0], zoos.items()):
         tr = res["train"]["points"]
         ax.scatter(tr["max_iou"], [100 * a for a in tr["acc"]], s=6, c="0.7", label="training (vs others)")
-        cmap = plt.get_cmap("tab10")
+        # tab10 without its grey (index 7), which the training networks use
+        colours = [plt.get_cmap("tab10")(i) for i in range(10) if i != 7]
         for i, (label, m) in enumerate((lbl, m) for lbl, m in res["methods"].items() if "acc_mean" in m):
-            c = cmap(i % 10)
+            c = colours[i % len(colours)]
             ax.scatter(m["points"]["max_iou"], [100 * a for a in m["points"]["acc"]], s=8, color=c, alpha=0.35)
             ax.scatter([m["max_iou_mean"]], [100 * m["acc_mean"]], s=90, color=c, edgecolor="k", label=label,
                        marker="*" if m.get("method") in LEARNED else "o", zorder=3)
