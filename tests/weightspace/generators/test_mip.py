@@ -132,7 +132,6 @@ def test_save_load_identical_samples(fitted, tmp_path):
             assert a[k].numpy().tobytes() == b[k].numpy().tobytes(), k
 
 
-@pytest.mark.slow
 def test_held_out_lr_beats_chance(final, data):
     """Trained without the lr = 0.003 runs (only 0.0003 and 0.03: test accuracy ~0.12 and ~0.79
     after 3 epochs), samples at 0.003 classify the digits test split far above chance (0.1), and
