@@ -11,10 +11,12 @@ from catalog import nodes as nd
 from catalog.network import NetworkSpec
 from weightspace.representations.param_graph import (
     EDGE_TYPES,
+    NODE_TYPES,
     param_graph_structure,
     param_graph_to_params,
     params_to_param_graph,
 )
+from zoo_builders.architectures import MLPConfig
 from zoo_builders.graph_architectures import (
     ModelZooCNNConfig,
     ResNetConfig,
@@ -30,6 +32,7 @@ SPECS = {
     "vit": TransformerConfig(patch_size=2, dim=8, depth=2).network_spec((1, 8, 8), 10),
     "seq": TransformerConfig(patch_size=4, dim=8, depth=1, heads=4).network_spec((1, 40), 10),
     "mlp-chain": mlp_spec(hidden=5),
+    "mlp-on-images": MLPConfig(hidden=(6,)).network_spec((1, 8, 8), 10),
     "embedding": NetworkSpec("e", (3,), nodes=(
         nd.Embedding("emb", ("input",), 5, 2), nd.GlobalPool("p", ("emb",), over="tokens"),
         nd.Linear("fc", ("p",), 2, 2))),
@@ -80,3 +83,15 @@ def test_uncovered_layouts_say_so() -> None:
                                            nd.Linear("fc", ("f",), 6, 2)))
     with pytest.raises(WeightzooError, match="flatten 'f' of a token sequence is not covered"):
         param_graph_structure(tokens)
+
+
+def test_input_values_and_tokens_are_positioned_neurons() -> None:
+    # an MLP on 1x8x8 images only flattens its input: 64 input neurons, as in a layer chain
+    st = param_graph_structure(SPECS["mlp-on-images"])
+    inputs = st.node_kind == 0
+    assert int(inputs.sum()) == 64 and st.io_pos[inputs].tolist() == list(range(64))
+    assert st.edge_dim == 1 and st.num_edges == 64 * 6 + 6 * 10
+    # embedding tokens are input neurons numbered by their id (the network input's 3 come first)
+    st = param_graph_structure(SPECS["embedding"])
+    tokens = st.node_type == NODE_TYPES.index("token")
+    assert st.io_pos[tokens].tolist() == [0, 1, 2, 3, 4] and (st.node_kind[tokens] == 0).all()
