@@ -13,7 +13,7 @@ Training:
    ``x <- (1 - f) x + f * eps`` with ``f = input_noise`` (0.001) and ``latent_noise`` (0.1);
 3. the latents of the top ``q`` fraction of networks by ``select_column`` (default
    ``test_acc``; ``q = 1`` takes all, as p-diff's checkpoints of good runs) are expressed in
-   whitened coordinates of the subspace they span (lossless for them, see :meth:`fit_ddpm`)
+   scaled coordinates of the subspace they span (lossless for them, see :meth:`fit_ddpm`)
    and a DDPM (linear beta schedule, ``timesteps`` steps, an MLP denoiser with
    a sinusoidal timestep embedding) is trained on them. The denoiser predicts
    ``v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0`` (Salimans & Ho 2022) rather than
@@ -175,17 +175,17 @@ class PDiffGenerator(Generator):
         latent_channels: channels of the latent map (default ``8``; the latent has
             ``latent_channels * L / 2^len(channels)`` entries, here as many as parameters).
         ae_epochs: autoencoder epochs (default ``60``).
-        ae_lr: autoencoder AdamW learning rate (default ``2e-3``).
+        ae_lr: peak autoencoder AdamW learning rate of a one-cycle schedule (default ``5e-3``).
         input_noise: p-diff's input noise factor (default ``0.001``).
         latent_noise: p-diff's latent noise factor (default ``0.1``).
-        ddpm_steps: DDPM training steps (default ``6000``; cheap: the DDPM works in at most
+        ddpm_steps: DDPM training steps (default ``8000``; cheap: the DDPM works in at most
             ``k - 1`` dimensions).
         ddpm_lr: peak DDPM AdamW learning rate of a one-cycle schedule (default ``3e-3``).
-        hidden: the denoiser MLP's width (default ``256``).
+        hidden: the denoiser MLP's width (default ``384``).
         timesteps: diffusion steps ``T`` (default ``200``).
         beta_start: first beta (default ``5e-4``).
         beta_end: last beta (default ``0.1``).
-        batch_size: networks (latents) per step (default ``16``).
+        batch_size: networks per autoencoder step (default ``8``; the DDPM takes 32 latents a step).
 
     Shapes:
         ``fit({name: [N, *shape]}, N rows)``; ``sample(n) -> {name: [n, *shape]}``.
@@ -194,9 +194,9 @@ class PDiffGenerator(Generator):
     def __init__(self, spec: NetworkSpec, params: Sequence[str] | str | None = None,
                  select_column: str = "test_acc", q: float = 0.3, higher_is_better: bool = True,
                  channels: Sequence[int] = (16, 32, 32), latent_channels: int = 8, ae_epochs: int = 60,
-                 ae_lr: float = 2e-3, input_noise: float = 0.001, latent_noise: float = 0.1,
-                 ddpm_steps: int = 6000, ddpm_lr: float = 3e-3, hidden: int = 256, timesteps: int = 200,
-                 beta_start: float = 5e-4, beta_end: float = 0.1, batch_size: int = 16) -> None:
+                 ae_lr: float = 5e-3, input_noise: float = 0.001, latent_noise: float = 0.1,
+                 ddpm_steps: int = 8000, ddpm_lr: float = 3e-3, hidden: int = 384, timesteps: int = 200,
+                 beta_start: float = 5e-4, beta_end: float = 0.1, batch_size: int = 8) -> None:
         names = select_params(spec, params, "generator 'pdiff' params")
         super().__init__(spec, params=None if params is None else names, select_column=select_column, q=q,
                          higher_is_better=higher_is_better, channels=[int(c) for c in channels],
@@ -315,25 +315,28 @@ class PDiffGenerator(Generator):
         from tqdm.auto import tqdm
 
         h = self.hparams
-        # Whitened principal coordinates: k latents span at most k - 1 dimensions around their
-        # mean, so rotating them onto an orthonormal basis of that span loses nothing, and the
-        # DDPM learns a density in r <= k - 1 dimensions instead of K >> k (where a small
-        # denoiser trained for seconds does not converge: samples stayed at noise distance from
-        # every training latent).
+        # Principal coordinates: k latents span at most k - 1 dimensions around their mean, so
+        # rotating them onto an orthonormal basis of that span loses nothing, and the DDPM
+        # learns a density in r <= k - 1 dimensions instead of K >> k (where a small denoiser
+        # trained for seconds does not converge: samples stayed at noise distance from every
+        # training latent). One scale for all coordinates (mean variance 1) keeps the geometry:
+        # whitening each coordinate would turn any k points into a regular simplex, and the
+        # DDPM then learned nothing (loss 1.0 on 150 CNN latents).
         lat = lat.double()
         self.center = lat.mean(0)  # [K]
         _, sv, vh = torch.linalg.svd(lat - self.center, full_matrices=False)
         r = max(1, int((sv > sv[0] * 1e-6).sum())) if float(sv[0]) > 0 else 1
         self.basis = vh[:r].contiguous()  # [r, K]
         coords = (lat - self.center) @ self.basis.T  # [k, r]
-        self.scale = coords.std(0, correction=0).clamp_min(1e-12)  # [r]
-        data = (coords / self.scale).float()  # [k, r], unit variance per coordinate
+        rms = float(coords.pow(2).mean().sqrt()) or 1.0
+        self.scale = torch.full((r,), rms, dtype=torch.float64)  # [r]
+        data = (coords / self.scale).float()  # [k, r], mean variance 1 per coordinate
         k = data.shape[0]
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         self.denoiser = den = Denoiser(r, int(h["hidden"]))
         alpha_bar = self.schedule["alpha_bar"].float()
         n_steps, t_max = int(h["ddpm_steps"]), int(h["timesteps"])
-        bs = min(max(2 * int(h["batch_size"]), 32), 64)
+        bs = 32
         opt = torch.optim.AdamW(den.parameters(), lr=h["ddpm_lr"], weight_decay=0.0)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=h["ddpm_lr"], total_steps=max(n_steps, 1),
                                                     pct_start=0.05)
@@ -361,7 +364,7 @@ class PDiffGenerator(Generator):
         den.eval()
 
     def sample_latents(self, n: int, seed: int = 0) -> Tensor:
-        """DDPM ancestral sampling of ``n`` latents (whitened coordinates). Shapes: ``-> [n, r]``."""
+        """DDPM ancestral sampling of ``n`` latents (scaled principal coordinates). Shapes: ``-> [n, r]``."""
         _, den = self._require()
         gen = torch.Generator().manual_seed(seed)
         s = self.schedule
