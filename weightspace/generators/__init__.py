@@ -21,6 +21,4 @@ __all__ = ["MIN_TRAINING_MODELS", "Generator", "build_generator", "check_trainin
            "parse_hparams", "register_generator"]
 
 # Built-in methods register themselves on import; each method module is added below as it lands.
-from weightspace.generators import average, gaussian, mip, noise  # noqa: E402,F401  (baselines, mip)
-from weightspace.generators import hyperrep  # noqa: E402,F401  (learned: hyper-representations)
-from weightspace.generators import pdiff  # noqa: E402,F401  (learned: p-diff)
+from weightspace.generators import average, gaussian, hyperrep, mip, noise, pdiff  # noqa: E402,F401  (all methods)

@@ -240,13 +240,14 @@ class HyperRepGenerator(Generator):
         n = check_training_set(params, self.spec, f"generator {self.name!r}")
         h = self.hparams
         scores = require_float_column(table, h["select_column"], n, f"generator {self.name!r}")
-        torch.manual_seed(seed)  # the model's initialisation
         gen = torch.Generator().manual_seed(seed)  # batches, permutations, noise
         raw = {k: params[k].detach().cpu() for k in self.names}
         self.norm = ParamNormalizer.from_weights(raw)
         data = normalize(self.norm, raw, self.names)  # {name: [N, *shape]} float32
         mask = self.tokenizer.mask().float()  # [T, D]
-        self.model = model = self._build_model()
+        with torch.random.fork_rng():  # a seeded initialisation that leaves the caller's RNG alone
+            torch.manual_seed(seed)
+            self.model = model = self._build_model()
         self.history = []
         opt = torch.optim.AdamW(model.parameters(), lr=h["lr"], weight_decay=h["weight_decay"])
         bs = min(int(h["batch_size"]), n)

@@ -275,13 +275,14 @@ class PDiffGenerator(Generator):
         h = self.hparams
         scores = require_float_column(table, h["select_column"], n, f"generator {self.name!r}")
         best = top_fraction(scores, float(h["q"]), bool(h["higher_is_better"]))  # best first
-        torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         raw = {k: params[k].detach().cpu() for k in self.spec.param_names}
         self.fixed = {k: raw[k][int(best[0])].clone() for k in self.rest}
         self.norm = ParamNormalizer.from_weights({k: raw[k] for k in self.names})
         x = self._vectors(raw)  # [N, L]
-        self.ae = ae = self._build_ae()
+        with torch.random.fork_rng():  # a seeded initialisation that leaves the caller's RNG alone
+            torch.manual_seed(seed)
+            self.ae = ae = self._build_ae()
         self.history = {"reconstruction": [], "ddpm": []}
         bs = min(int(h["batch_size"]), n)
 
@@ -332,8 +333,9 @@ class PDiffGenerator(Generator):
         self.scale = torch.full((r,), rms, dtype=torch.float64)  # [r]
         data = (coords / self.scale).float()  # [k, r], mean variance 1 per coordinate
         k = data.shape[0]
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        self.denoiser = den = Denoiser(r, int(h["hidden"]))
+        with torch.random.fork_rng():
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            self.denoiser = den = Denoiser(r, int(h["hidden"]))
         alpha_bar = self.schedule["alpha_bar"].float()
         n_steps, t_max = int(h["ddpm_steps"]), int(h["timesteps"])
         bs = 32
