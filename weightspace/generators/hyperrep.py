@@ -130,6 +130,11 @@ def kde_factor(rule: str | float, n: int, dim: int) -> float:
     ``"scott"``: ``n^(-1/(d+4))``; ``"silverman"``: ``(n (d + 2) / 4)^(-1/(d+4))``; a number is
     used as is.
     """
+    if isinstance(rule, str) and rule not in ("scott", "silverman"):
+        try:
+            rule = float(rule)  # "0.1" from the command line (--hparam bandwidth=0.1)
+        except ValueError:
+            pass
     if isinstance(rule, (int, float)) and not isinstance(rule, bool):
         if rule < 0:
             raise WeightzooError(f"bandwidth must be >= 0, got {rule}")
@@ -162,10 +167,11 @@ class HyperRepGenerator(Generator):
         select_column: metadata column ranking the training models for the KDE (default ``test_acc``).
         q: fraction of best models whose latents the KDE is fitted on (default ``0.3``).
         higher_is_better: a higher ``select_column`` is better (default ``True``).
-        bandwidth: KDE bandwidth factor ``h``, a number or the rule ``"scott"`` / ``"silverman"``
-            (default ``0.1``). In the latent space of a few dozen networks the rules of thumb give
-            ``h`` near 1 (``n^(-1/(d+4))`` with large ``d``), which decodes to broken networks on
-            digits-mlp (49% mean accuracy vs 96% at ``0.1``), so the default is a fixed factor.
+        bandwidth: KDE bandwidth factor ``h``, a number (or its text) or the rule ``"scott"`` /
+            ``"silverman"`` (default ``"0.1"``: text, so that ``--hparam bandwidth=scott`` parses
+            too). In the latent space of a few dozen networks the rules of thumb give ``h`` near 1
+            (``n^(-1/(d+4))`` with large ``d``), which decodes to broken networks on digits-mlp
+            (49% mean accuracy vs 96% at ``0.1``), so the default is a fixed factor.
 
     Shapes:
         ``fit({name: [N, *shape]}, N rows)``; ``sample(n) -> {name: [n, *shape]}``.
@@ -175,7 +181,7 @@ class HyperRepGenerator(Generator):
                  weight_decay: float = 1e-4, d_model: int = 64, d_latent: int = 64, depth: int = 1,
                  heads: int = 4, contrastive_weight: float = 0.1, temperature: float = 0.1,
                  input_noise: float = 0.0, select_column: str = "test_acc", q: float = 0.3,
-                 higher_is_better: bool = True, bandwidth: str | float = 0.1) -> None:
+                 higher_is_better: bool = True, bandwidth: str | float = "0.1") -> None:
         super().__init__(spec, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          d_model=d_model, d_latent=d_latent, depth=depth, heads=heads,
                          contrastive_weight=contrastive_weight, temperature=temperature,

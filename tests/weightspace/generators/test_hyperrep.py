@@ -125,7 +125,12 @@ def test_kde_bandwidth_rules_by_hand():
     assert kde_factor("scott", 16, 4) == pytest.approx(2 ** -0.5)
     # Silverman: (n (d + 2) / 4)^(-1/(d+4)); n = 16, d = 2: 16^(-1/6) = 2^(-2/3).
     assert kde_factor("silverman", 16, 2) == pytest.approx(2 ** (-2 / 3))
-    assert kde_factor(0.25, 16, 2) == 0.25
+    assert kde_factor(0.25, 16, 2) == kde_factor("0.25", 16, 2) == 0.25
+    # From the command line: the text of a number or of a rule.
+    from weightspace.generators import parse_hparams
+
+    assert parse_hparams("hyperrep", ["bandwidth=scott"]) == {"bandwidth": "scott"}
+    assert kde_factor(parse_hparams("hyperrep", ["bandwidth=0.3"])["bandwidth"], 16, 2) == 0.3
     with pytest.raises(WeightzooError, match="bandwidth"):
         kde_factor("wide", 16, 2)
     with pytest.raises(WeightzooError, match="bandwidth"):
