@@ -22,7 +22,7 @@ HUB = hubserver.ensure_global_server()
 
 
 import pytest  # noqa: E402
-from zoo_helpers import write_zoo  # noqa: E402
+from zoo_helpers import TINY_DIGITS, write_zoo  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -78,16 +78,6 @@ def _private_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("WEIGHTZOO_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("WEIGHTZOO_CATALOG", raising=False)
     return tmp_path / "home"
-
-
-#: The tiny digits MLP zoo of the weightspace and CLI tests (built in seconds).
-TINY_DIGITS = {
-    "name": "tiny-digits",
-    "dataset": {"name": "digits", "test_fraction": 0.25},
-    "architecture": {"name": "mlp", "hidden": [8], "activation": "relu"},
-    "training": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "checkpoints": [0, 1, 3]},
-    "grid": {"lr": [0.0003, 0.003, 0.03], "seed": [0, 1, 2, 3, 4, 5]},
-}
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,15 @@ from catalog.format import read_manifest, sha256_file, write_manifest
 from catalog.network import LayerSpec, NetworkSpec
 from catalog.writer import ZooWriter
 
+#: The tiny digits MLP zoo of the weightspace and CLI tests (built in seconds).
+TINY_DIGITS = {
+    "name": "tiny-digits",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "architecture": {"name": "mlp", "hidden": [8], "activation": "relu"},
+    "training": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "checkpoints": [0, 1, 3]},
+    "grid": {"lr": [0.0003, 0.003, 0.03], "seed": [0, 1, 2, 3, 4, 5]},
+}
+
 
 def tree_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (to prove nothing changed)."""

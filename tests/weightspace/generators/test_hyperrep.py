@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import TINY_DIGITS
+from zoo_helpers import TINY_DIGITS
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError

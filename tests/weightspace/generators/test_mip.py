@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_DIGITS
+from zoo_helpers import TINY_DIGITS
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError

@@ -10,8 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import torch
-from conftest import TINY_DIGITS
-from zoo_helpers import mlp_spec, random_weights
+from zoo_helpers import TINY_DIGITS, mlp_spec, random_weights
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
