@@ -648,8 +648,10 @@ def analyze_zoo(
                 *(["train_fraction"] if "train_fraction" in sel.columns else [])]
         missing = [c for c in cols if c not in sel.columns]
         if missing:
-            raise WeightzooError(f"zoo {z.name!r} lacks the column(s) {', '.join(missing)} its build "
-                                 f"spec implies; rebuild it with `zoo build`")
+            raise WeightzooError(
+                f"zoo {z.name!r} lacks the column(s) {', '.join(missing)} that zoo analyze reads (each run's "
+                "seed and its build spec's axes): analyze zoos trained by `zoo build`; zoos written by "
+                "`zoo generate` or `zoo import` do not record how their networks were trained")
         table = {c: sel.column(c) for c in dict.fromkeys(cols)}
         archs.append(_Arch(arch_id, z.network_spec(arch_id), sel, table, np.zeros(len(sel), bool)))
     plans: list[tuple[Metric, list[str], pa.Table | None]] = []

@@ -159,3 +159,12 @@ def test_out_holding_another_zoo_is_refused_before_training(tiny_digits_zoo, tmp
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(WeightzooError, match="is not empty and holds no zoo"):
         generate_zoo(tiny_digits_zoo, "noise", LAST, 2, tmp_path / "other", quiet=True)
+
+
+def test_analyze_on_a_generated_zoo_says_why_it_cannot(tiny_digits_zoo, tmp_path):
+    """zoo analyze reads each run's seed and training recipe, which a generated zoo does not have."""
+    from weightspace.analysis import analyze_zoo
+
+    generate_zoo(tiny_digits_zoo, "noise", LAST, 4, tmp_path / "gen", hparams={"sigma": 0.05}, quiet=True)
+    with pytest.raises(WeightzooError, match=r"seed.*zoo generate"):
+        analyze_zoo(tmp_path / "gen", metrics="hessian")
