@@ -72,13 +72,48 @@ def test_nfn_import_export_import_is_identical(nfn_folder, tmp_path):
     for rel, net in nets.items():
         back, orig = _load(tmp_path / "exported" / rel), net.state_dict()  # the same relative paths
         assert list(back) == list(orig) and all(torch.equal(back[k], orig[k]) for k in orig)
+    # the split travels as NFN's config line (the fixture's [3, 5]: the smallest points for its rows)
+    assert "split_points: [3, 5]" in (tmp_path / "exported" / "split_points.yaml").read_text()
     second = tmp_path / "second"
-    import_nfn_inrs(tmp_path / "exported", second, split_points=(3, 5), quiet=True)
+    import_nfn_inrs(tmp_path / "exported", second, quiet=True)
     a, b = _by(first, "source_path"), _by(second, "source_path")
     assert a.keys() == b.keys()
+    assert sorted(r["split"] for r, _ in b.values()) == ["test", "train", "train", "train", "val", "val"]
     for key in a:
         assert a[key][0]["model_id"] == b[key][0]["model_id"] and a[key][0]["sha256"] == b[key][0]["sha256"]
         assert a[key][0]["split"] == b[key][0]["split"] and a[key][0]["label"] == b[key][0]["label"]
+
+
+def test_nfn_split_points_are_the_smallest_that_hold_the_splits(nfn_folder, tmp_path):
+    """Splits moved by index: the written points follow them (train 0-1, val 2-4, test 5 ->
+    [2, 5]); a split NFN's ranges cannot hold (a val index below a train index) is refused
+    before anything is written."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from zoo_helpers import rewrite_part
+
+    from catalog.format import read_manifest
+
+    src, _ = nfn_folder
+    zoo = tmp_path / "zoo"
+    import_nfn_inrs(src, zoo, split_points=(2, 5), quiet=True)
+    export_nfn_inrs(zoo, tmp_path / "a", quiet=True)
+    assert "split_points: [2, 5]" in (tmp_path / "a" / "split_points.yaml").read_text()
+    import_nfn_inrs(tmp_path / "a", tmp_path / "back", quiet=True)
+    assert {r["image_index"]: r["split"] for r in open_zoo(tmp_path / "back").table.to_pylist()} == {
+        0: "train", 1: "train", 2: "val", 3: "val", 4: "val", 5: "test"}
+
+    # image 0 becomes val and image 2 train: no index ranges give that
+    (part,) = read_manifest(zoo).part_files()
+    table = pq.read_table(zoo / part.path)
+    idx = table.column("image_index")
+    split = pc.if_else(pc.equal(idx, 0), "val", pc.if_else(pc.equal(idx, 2), "train", table.column("split")))
+    rewrite_part(zoo, part.path, table.set_column(table.schema.get_field_index("split"), "split",
+                                                  split.cast(pa.string())))
+    with pytest.raises(WeightzooError, match="not NFN's index ranges.*export as dws-inr"):
+        export_nfn_inrs(zoo, tmp_path / "b", quiet=True)
+    assert not (tmp_path / "b").exists()
 
 
 def test_a_built_siren_zoo_exports_and_imports_back(zoo_factory, tmp_path):

@@ -83,6 +83,8 @@ _SPLITS = {"training": "train", "train": "train", "testing": "test", "test": "te
 FINAL_CHECKPOINT = 1
 #: The default prefix of an exported NFN folder (NFN's MNIST SIREN config uses it).
 NFN_PREFIX = "randinit_smaller"
+#: The file an NFN export writes its ``split_points`` line to (the import reads any ``*.yaml``).
+NFN_SPLIT_FILE = "split_points.yaml"
 
 
 # ================================================================================ the architecture
@@ -401,6 +403,8 @@ def _export(zoo: str | os.PathLike, out_dir: str | os.PathLike, layout: str, qui
                 raise WeightzooError(f"{z.name}: architecture {spec.arch_id} adds {spec.layers[-1].shift:g} to its "
                                      f"output, which NFN's SIREN does not; export it as dws-inr (+0.5) or state-dicts")
         want = [c for c in ("model_id", "arch_id", "label", "split", "image_index", "source_prefix") if c in cols]
+        # NFN's split is index ranges: checked before any file is written
+        points = _nfn_points_of(sel.metadata(want).to_pylist(), z.name) if layout == NFN else None
         out.mkdir(parents=True, exist_ok=True)
         step = 256
         with tqdm(total=len(sel), disable=quiet, unit="model", desc=f"export {z.name}") as bar:
@@ -451,9 +455,44 @@ def _export(zoo: str | os.PathLike, out_dir: str | os.PathLike, layout: str, qui
                     bar.update(1)
         if layout == DWS:
             atomic_write_bytes(out / "splits.json", json.dumps(splits, indent=1).encode())
+        elif points is not None:
+            atomic_write_bytes(out / NFN_SPLIT_FILE, (
+                "# NFN's dataset config line for the split by image index: train below VAL, val below TEST,\n"
+                f"# test from TEST (written by zoo export)\nsplit_points: [{points[0]}, {points[1]}]\n").encode())
     finally:
         z.close()
     return written
+
+
+def _nfn_points_of(records: list[dict[str, Any]], zoo_name: str) -> tuple[int, int] | None:
+    """NFN's ``split_points`` ``(VAL, TEST)`` that give every row its ``split`` (train below VAL,
+    val below TEST, test from TEST; ``image_index`` or the row number), the smallest such
+    points; ``None`` when no row has a split.
+
+    Raises:
+        WeightzooError: some rows have a split and others none, a split other than
+            train/val/test, or splits that are not such index ranges.
+    """
+    by_split: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        idx = rec.get("image_index")
+        by_split.setdefault(rec.get("split") or "", []).append(i if idx is None else int(idx))
+    if set(by_split) <= {""}:
+        return None
+    fix = "export as dws-inr (a split file) or state-dicts, or select rows that NFN's index split can hold"
+    if "" in by_split or not set(by_split) <= {"train", "val", "test"}:
+        what = "some rows have no split" if "" in by_split else \
+            f"splits {sorted(set(by_split) - {'train', 'val', 'test'})} are not train/val/test"
+        raise WeightzooError(f"{zoo_name}: {what}; NFN splits every image by index (split_points), so {fix}")
+    train, val, test = (by_split.get(k, []) for k in ("train", "val", "test"))
+    lo = max(train) + 1 if train else 0
+    hi = max(val) + 1 if val else lo
+    if (val and min(val) < lo) or (test and min(test) < hi):
+        raise WeightzooError(f"{zoo_name}: the split column is not NFN's index ranges (train below VAL, val below "
+                             f"TEST, test from TEST): train reaches index {lo - 1}, val spans "
+                             f"{[min(val), max(val)] if val else []}, test starts at {min(test) if test else None}; "
+                             f"{fix}")
+    return lo, hi
 
 
 def export_dws_inrs(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: bool = False) -> list[Path]:
@@ -476,11 +515,14 @@ def export_dws_inrs(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: b
 def export_nfn_inrs(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: bool = False) -> list[Path]:
     """Write every SIREN of ``zoo`` in NFN's layout: ``<prefix>_<label>s/net<idx>.pth``
     (``prefix`` the ``source_prefix`` column or ``randinit_smaller``, ``idx`` the
-    ``image_index`` or the row number), tensors as stored (bit-identical).
+    ``image_index`` or the row number), tensors as stored (bit-identical), and, when the rows
+    have a ``split``, ``split_points.yaml`` with NFN's ``split_points: [VAL, TEST]`` line (the
+    smallest points that give every row its split), which the import reads back.
 
     Raises:
         WeightzooError: ``out_dir`` is not empty, an architecture is not a SIREN or has an
-            output shift, a label is not one digit, two models map to one file.
+            output shift, a label is not one digit, two models map to one file, a split column
+            that NFN's index ranges cannot express (checked before anything is written).
     """
     return _export(zoo, out_dir, NFN, quiet)
 
