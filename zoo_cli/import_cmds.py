@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from catalog.errors import WeightzooError
-from zoo_builders.importers import EXPORTERS, export_zoo, import_zoo
+from zoo_builders.importers import EXPORTERS, IMPORTERS, export_zoo, import_zoo
 
 
 def _shape(text: str | None, option: str = "--input-shape", allow_zero: bool = False) -> tuple[int, ...] | None:
@@ -21,9 +21,21 @@ def _shape(text: str | None, option: str = "--input-shape", allow_zero: bool = F
     return shape
 
 
-@click.command("import")
-@click.argument("layout", metavar="LAYOUT")
-@click.argument("source", type=click.Path())
+#: Every layout `zoo import` takes: the registry's, and auto (detected from the file names).
+LAYOUTS = (*IMPORTERS, "auto")
+
+
+@click.command("import", help=f"""Import SOURCE, a folder in LAYOUT, as a zoo at --out. LAYOUT is the first
+argument (zoo import auto SOURCE) or --layout (zoo import SOURCE --layout auto); auto detects the
+layout from the file names.
+
+\b
+Layouts: {', '.join(LAYOUTS)}
+
+Resumable: run the same command again after an interruption.""")
+@click.argument("args", nargs=-1, required=True, metavar="[LAYOUT] SOURCE")
+@click.option("--layout", "layout_opt", default=None, metavar="LAYOUT",
+              help="The layout, instead of the first argument (one of the layouts above).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The zoo directory to write.")
 @click.option("--name", default=None, help="The zoo's name (default: the source directory's name).")
 @click.option("--arch", default=None, metavar="PRESET|SPEC.json",
@@ -41,14 +53,17 @@ def _shape(text: str | None, option: str = "--input-shape", allow_zero: bool = F
 @click.option("--split-points", default=None, metavar="VAL,TEST",
               help="nfn-inr: NFN's index split points (default: a split_points line of a *.yaml in SOURCE).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def import_(layout: str, source: str, out: str, name: str | None, arch: str | None, arch_opts: tuple[str, ...],
-            activation: str | None, input_shape: str | None, dataset: str | None, splits: str | None,
-            split_points: str | None, quiet: bool) -> None:
-    """Import SOURCE, a folder in LAYOUT (state-dicts, small-cnn-zoo, modelzoos, hf-models,
-    dws-inr, nfn-inr), as a zoo at --out.
-
-    Resumable: run the same command again after an interruption.
-    """
+def import_(args: tuple[str, ...], layout_opt: str | None, out: str, name: str | None, arch: str | None,
+            arch_opts: tuple[str, ...], activation: str | None, input_shape: str | None, dataset: str | None,
+            splits: str | None, split_points: str | None, quiet: bool) -> None:
+    if layout_opt is not None and len(args) == 1:
+        layout, source = layout_opt, args[0]
+    elif layout_opt is None and len(args) == 2:
+        layout, source = args
+    else:
+        raise WeightzooError(f"give the layout once and one SOURCE: zoo import LAYOUT SOURCE or zoo import SOURCE "
+                             f"--layout LAYOUT (got {len(args)} argument(s){' and --layout' if layout_opt else ''}); "
+                             f"layouts: {', '.join(LAYOUTS)}")
     manifest = import_zoo(layout, source, out, name=name, arch=arch, arch_options=list(arch_opts) or None,
                           activation=activation, input_shape=_shape(input_shape), dataset=dataset, splits=splits,
                           split_points=_shape(split_points, "--split-points", allow_zero=True), quiet=quiet)

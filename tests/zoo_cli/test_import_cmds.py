@@ -13,6 +13,7 @@ from torch import nn
 from zoo_helpers import run_cli
 
 from catalog.zoo import open_zoo
+from zoo_builders.importers import IMPORTERS
 
 
 def _folder(tmp_path, n=12):
@@ -107,3 +108,25 @@ def test_import_errors_are_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
 
     check(run_cli("export", src, "--out", tmp_path / "e", "-q"), "")  # not a zoo: one error line
+
+
+def test_help_lists_every_layout_and_layout_option(tmp_path):
+    r = run_cli("import", "--help")
+    assert r.exit_code == 0, r.output
+    (line,) = [line.strip() for line in r.output.splitlines() if line.strip().startswith("Layouts: ")]
+    listed = line.removeprefix("Layouts: ").split(", ")
+    text = " ".join(r.output.split())  # click wraps the other paragraphs
+    assert listed == [*IMPORTERS, "auto"] and len(IMPORTERS) == 6
+    assert "zoo import auto SOURCE" in text and "--layout LAYOUT" in text
+    # --layout NAME instead of the first argument: the same zoo as the positional form
+    src, _ = _folder(tmp_path, n=2)
+    r = run_cli("import", src, "--layout", "auto", "--out", tmp_path / "a", "-q")
+    assert r.exit_code == 0 and "imported 2 models" in r.output, r.output
+    r = run_cli("import", "--layout", "state-dicts", src, "--out", tmp_path / "b", "-q")
+    assert r.exit_code == 0, r.output
+    a, b = (open_zoo(tmp_path / z).table for z in ("a", "b"))
+    assert sorted(a.column("sha256").to_pylist()) == sorted(b.column("sha256").to_pylist())
+    for args in (("state-dicts", src, "--layout", "auto"), (src,)):
+        r = run_cli("import", *args, "--out", tmp_path / "c", "-q")
+        assert r.exit_code == 1 and r.output.startswith("error: give the layout once and one SOURCE"), r.output
+    assert not (tmp_path / "c").exists()
