@@ -13,7 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from zoo_helpers import run_cli
 
+from catalog.format import read_manifest
 from catalog.verify import verify_zoo
 from catalog.zoo import open_zoo
 from zoo_builders.importers import (
@@ -268,7 +270,7 @@ def test_bad_inputs_one_clear_error_each(tmp_path):
         pickle.dump({"w": Evil()}, f, protocol=2)
     with pytest.raises(SourceError, match="refused"):
         import_statedicts(d, tmp_path / "o5", quiet=True)
-    assert not marker.exists()
+    assert not marker.exists() and not (tmp_path / "o5").exists()
     d = fresh("module")
     torch.save(nn.Linear(2, 2), d / "whole_module.pt")  # a pickled nn.Module, not a state dict
     with pytest.raises(SourceError, match="refused.*weights_only"):
@@ -279,7 +281,37 @@ def test_bad_inputs_one_clear_error_each(tmp_path):
     assert set(IMPORTERS) >= {"state-dicts", "small-cnn-zoo"}
 
 
-def test_failed_import_resumes_after_the_source_is_fixed(tmp_path):
+def test_mixed_or_unknown_tensors_leave_no_zoo_and_an_existing_zoo_unchanged(tmp_path):
+    """Good models first (one per part, so any write would show), then one bad file: one
+    error naming it, and no zoo; into an existing zoo, its files stay byte for byte."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        save_file(_mlp(i).state_dict(), src / f"m{i}.safetensors")
+    attn = nn.MultiheadAttention(8, 2)
+    unknown = {"embed.weight": torch.zeros(8, 6), "embed.bias": torch.zeros(8),
+               **{f"attn.{k}": v for k, v in attn.state_dict().items()}}
+    mixed = {k: v.half() if k.endswith("bias") else v for k, v in _mlp(9).state_dict().items()}
+    cases = (("z_unknown.safetensors", unknown, r"z_unknown.safetensors: .*module 'attn'.*--arch"),
+             ("z_mixed.pt", mixed, r"z_mixed.pt: the tensors mix dtypes"))
+    for i, (fname, tensors, message) in enumerate(cases):
+        (save_file if fname.endswith(".safetensors") else lambda sd, p: torch.save(sd, p))(tensors, src / fname)
+        with pytest.raises(SourceError, match=message):
+            import_statedicts(src, tmp_path / f"o{i}", rows_per_part=1, quiet=True)
+        assert not (tmp_path / f"o{i}").exists()
+        (src / fname).unlink()
+    out = tmp_path / "zoo"
+    import_statedicts(src, out, rows_per_part=1, quiet=True)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    save_file(unknown, src / "z_unknown.safetensors")
+    with pytest.raises(SourceError, match="module 'attn'"):
+        import_statedicts(src, out, rows_per_part=1, quiet=True)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_bad_file_last_writes_nothing_and_an_interrupted_import_resumes(tmp_path, monkeypatch):
+    import zoo_builders.importers.statedict as statedict
+
     src = tmp_path / "src"
     src.mkdir()
     for i in range(5):
@@ -288,8 +320,22 @@ def test_failed_import_resumes_after_the_source_is_fixed(tmp_path):
     out = tmp_path / "zoo"
     with pytest.raises(SourceError, match="z_bad.safetensors"):
         import_statedicts(src, out, rows_per_part=2, quiet=True)
-    assert open_zoo(out).table.num_rows == 4  # two whole parts were written and stay
+    assert not out.exists()  # found before any part was written (two would have been, 2 per part)
     (src / "z_bad.safetensors").unlink()
+    # interrupted while writing: the 5th model's second read (5 checks + 4 written) stops it
+    read, calls = statedict.read_state_dict, []
+
+    def interrupted(path):
+        calls.append(path)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return read(path)
+
+    monkeypatch.setattr(statedict, "read_state_dict", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_statedicts(src, out, rows_per_part=2, quiet=True)
+    monkeypatch.undo()
+    assert open_zoo(out).table.num_rows == 4  # two whole parts were written and stay
     manifest = import_statedicts(src, out, rows_per_part=2, quiet=True)
     assert manifest.counts["rows"] == 5 and manifest.complete
     assert verify_zoo(out).ok
@@ -372,6 +418,35 @@ def test_small_cnn_zoo_import(tmp_path):
         torch.testing.assert_close(module(x), net(x), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_small_cnn_zoo_cli_with_dataset_columns_and_statnn(tmp_path):
+    """Through the CLI with --dataset: recorded for verify --recompute; every metrics.csv column
+    is a zoo column with the source's values; statnn trains on the imported zoo."""
+    src, nets = _small_cnn_zoo(tmp_path, n_runs=4)
+    out = tmp_path / "zoo"
+    r = run_cli("import", "small-cnn-zoo", src, "--out", out, "--dataset", "digits", "-q")
+    assert r.exit_code == 0 and "imported 8 models (1 architecture(s))" in r.output, r.output
+    manifest = read_manifest(out)
+    assert manifest.spec["dataset"]["name"] == "digits" and "digits" in manifest.datasets
+    assert run_cli("verify", out).exit_code == 0
+    with gzip.open(src / "metrics.csv.gz", "rt") as f:
+        source = list(csv.DictReader(f))
+    z = open_zoo(out)
+    rows = {int(r["source_path"].split(":")[1]): r for r in z.table.to_pylist()}
+    assert sorted(rows) == list(range(8))
+    for i, rec in enumerate(source):
+        for k, v in rec.items():  # config.learning_rate -> config_learning_rate, values as read
+            got = rows[i][k.replace(".", "_")]
+            assert (str(got) == v) if isinstance(got, str) else math.isclose(got, float(v), rel_tol=0, abs_tol=0)
+        sd = z.state_dict(rows[i]["model_id"])
+        assert all(torch.equal(sd[k], t) for k, t in nets[i].state_dict().items())
+    r = run_cli("train", out, "--target", "test_accuracy", "--model", "statnn", "--epochs", "2", "-q",
+                "--include-init", "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    r = run_cli("import", "small-cnn-zoo", src, "--out", tmp_path / "o", "--dataset", "no-such-data", "-q")
+    assert r.exit_code == 1 and "--dataset" in r.output and not (tmp_path / "o").exists(), r.output
+
+
 def test_small_cnn_zoo_bad_inputs(tmp_path):
     (tmp_path / "a").mkdir()
     src, _ = _small_cnn_zoo(tmp_path / "a", truncate=True)
@@ -382,6 +457,7 @@ def test_small_cnn_zoo_bad_inputs(tmp_path):
     src, _ = _small_cnn_zoo(tmp_path / "b", bad_layout=True)
     with pytest.raises(SourceError, match="layout.csv covers 4971 values per row but weights.npy rows have 4970"):
         import_small_cnn_zoo(src, tmp_path / "o2", quiet=True)
+    assert not (tmp_path / "o2").exists()
     (tmp_path / "c").mkdir()
     src_c, _ = _small_cnn_zoo(tmp_path / "c")
     lines = gzip.open(src_c / "metrics.csv.gz", "rt").read().splitlines()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ from zoo_builders.importers.common import (
     GroupWriter,
     SourceError,
     column_name,
+    dataset_entry,
     finish_import,
     no_empty_zoo_on_error,
     rows_schema,
@@ -138,7 +139,8 @@ def _chunks(run_ids: Sequence[str], size: int) -> list[range]:
 
 def import_small_cnn_zoo(src: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None,
                          activation: str = "relu", input_shape: Sequence[int] | None = None,
-                         rows_per_part: int = ROWS_PER_PART, quiet: bool = False) -> Manifest:
+                         dataset: str | Mapping | None = None, rows_per_part: int = ROWS_PER_PART,
+                         quiet: bool = False) -> Manifest:
     """Import a Small CNN Zoo directory as a zoo at ``out`` (resumable).
 
     Args:
@@ -148,6 +150,9 @@ def import_small_cnn_zoo(src: str | os.PathLike, out: str | os.PathLike, *, name
         activation: the activation of rows without a ``config.activation`` (default ``relu``).
         input_shape: one example's shape (default ``(C, 28, 28)`` for one channel, else
             ``(C, 32, 32)``; it does not change the parameters).
+        dataset: the dataset the models were evaluated on (a registered name or its config),
+            recorded in the manifest so ``zoo verify --recompute`` re-evaluates them (default
+            none).
         rows_per_part: rows per part and per read of the memory-mapped array.
         quiet: no progress bar.
 
@@ -156,7 +161,7 @@ def import_small_cnn_zoo(src: str | os.PathLike, out: str | os.PathLike, *, name
 
     Raises:
         SourceError: a missing file, a truncated ``weights.npy``, a ``layout.csv`` that
-            disagrees with the array's width, row counts that differ.
+            disagrees with the array's width, row counts that differ, an unknown dataset.
     """
     src = Path(src)
     paths = {n: src / n for n in ("weights.npy", "layout.csv")}
@@ -204,8 +209,12 @@ def import_small_cnn_zoo(src: str | os.PathLike, out: str | os.PathLike, *, name
 
     build_spec = {"importer": LAYOUT, "source": str(src.resolve()), "activation": activation,
                   "input_shape": None if input_shape is None else list(input_shape)}
+    ds_spec, ds_facts = dataset_entry(dataset)
+    if ds_spec is not None:
+        build_spec["dataset"] = ds_spec
     with no_empty_zoo_on_error(out), \
-            ZooWriter(out, name or src.resolve().name, build_spec, command=f"zoo import {LAYOUT} {src}") as writer:
+            ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
+                      command=f"zoo import {LAYOUT} {src}") as writer:
         done: set[str] = set()
         for f in writer.manifest.part_files():
             done.update(pq.read_table(writer.root / f.path, columns=["model_id"]).column(0).to_pylist())

@@ -488,9 +488,10 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         the finished zoo's manifest.
 
     Raises:
-        SourceError: the first problem with the source. Parts written before it stay (the
-            writer lists only whole parts), so fixing the source and running again resumes;
-            a zoo that got no part is removed.
+        SourceError: the first problem with the source. Every file is read and fitted to an
+            architecture before any model is written, so a bad file (a refused pickle, tensors
+            no architecture fits) leaves no zoo behind (or an existing one as it was). An
+            import interrupted later keeps its whole parts: run it again to resume.
     """
     src = Path(src)
     if not src.is_dir():
@@ -512,7 +513,21 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     if arch is not None:  # fail fast on a bad --arch, before any progress is shown
         first = read_state_dict(src / files[0])
         fixed = resolve_arch(arch, options, input_shape, int(list(first.values())[-1].shape[0]), activation)
+    # Every file is read and fitted to an architecture before anything is written: a refused
+    # pickle or tensors that fit no architecture, anywhere in the folder, leave nothing behind.
+    # (The files are read twice; this pass keeps only each file's signature and spec.)
     inferred: dict[tuple, NetworkSpec] = {}
+    signatures: dict[str, tuple] = {}
+    for rel in tqdm(files, disable=quiet, unit="file", desc=f"check {src.name}"):
+        tensors = read_state_dict(src / rel)
+        signature = tuple((n, tuple(t.shape), t.dtype) for n, t in tensors.items())
+        if signature not in inferred:
+            if fixed is not None:
+                inferred[signature] = storable(fit_arch(fixed, tensors, rel))
+            else:
+                inferred[signature] = storable(infer_network(tensors, activation, input_shape, rel))
+        signatures[rel] = signature
+        del tensors
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
                       command=f"zoo import {LAYOUT} {src}") as writer:
@@ -523,11 +538,8 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
                 continue
             tensors = read_state_dict(src / rel)
             signature = tuple((n, tuple(t.shape), t.dtype) for n, t in tensors.items())
-            if signature not in inferred:
-                if fixed is not None:
-                    inferred[signature] = storable(fit_arch(fixed, tensors, rel))
-                else:
-                    inferred[signature] = storable(infer_network(tensors, activation, input_shape, rel))
+            if signature != signatures[rel]:
+                raise SourceError(f"{rel} changed while it was imported; run the import again")
             spec = inferred[signature]
             if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
                 row = {**row, "status": "diverged"}
