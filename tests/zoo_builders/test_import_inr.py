@@ -246,6 +246,16 @@ def test_nfn_import_columns_weights_and_function(nfn_folder, tmp_path):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-6)
 
 
+def test_nfn_cli_import_trains_statnn(nfn_folder, tmp_path):
+    src, _ = nfn_folder
+    out = tmp_path / "zoo"
+    r = run_cli("import", "nfn-inr", src, "--out", out, "-q")
+    assert r.exit_code == 0 and "imported 6 models (1 architecture(s))" in r.output, r.output
+    r = run_cli("train", out, "--target", "label", "--model", "statnn", "--epochs", "1", "-q",
+                "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+
+
 def test_nfn_bad_inputs(nfn_folder, tmp_path):
     src, nets = nfn_folder
     with pytest.raises(SourceError, match="VAL,TEST"):
