@@ -202,7 +202,9 @@ def test_cli_import_verify_train(tmp_path):
                           "not a directory")
 
 
-def test_resume_after_interruption_adds_no_duplicates(tmp_path):
+def test_resume_after_interruption_adds_no_duplicates(tmp_path, monkeypatch):
+    import zoo_builders.importers.modelzoos as modelzoos
+
     src, truth = write_modelzoo(tmp_path / "src", nlins=("tanh",) * 4)
     last = sorted(truth)[-1]
     ckpt = src / last / "checkpoint_000001" / "checkpoints"
@@ -211,8 +213,22 @@ def test_resume_after_interruption_adds_no_duplicates(tmp_path):
     out = tmp_path / "zoo"
     with pytest.raises(SourceError, match="checkpoint_000001/checkpoints"):
         import_modelzoos(src, out, rows_per_part=3, quiet=True)
-    assert open_zoo(out).table.num_rows == 9  # three whole trials, one part each; the fourth not begun
+    assert not out.exists()  # found before anything was written
     ckpt.write_bytes(good)
+    # interrupted while writing the fourth trial: 12 checks, 9 written, the 10th read stops it
+    read, calls = modelzoos.read_checkpoint, []
+
+    def interrupted(*args):
+        calls.append(args)
+        if len(calls) == 22:
+            raise KeyboardInterrupt
+        return read(*args)
+
+    monkeypatch.setattr(modelzoos, "read_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_modelzoos(src, out, rows_per_part=3, quiet=True)
+    monkeypatch.undo()
+    assert open_zoo(out).table.num_rows == 9  # three whole trials, one part each; the fourth not begun
     manifest = import_modelzoos(src, out, rows_per_part=3, quiet=True)
     assert manifest.complete and manifest.counts["rows"] == 12 and manifest.counts["runs"] == 4
     again = import_modelzoos(src, out, rows_per_part=3, quiet=True)  # finished: nothing added

@@ -301,8 +301,9 @@ def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: st
     Raises:
         SourceError: no trial folders, a trial without ``params.json``, a garbled ``result.json``
             line, a checkpoint that is not a plain state dict, tensors no architecture fits. All
-            metadata is read (and checked) before the first weight; trials written before a bad
-            checkpoint stay, so fixing the source and running again resumes.
+            metadata and every checkpoint are read (and checked) before anything is written, so
+            a bad source leaves no zoo (or an existing one as it was); an import interrupted
+            later keeps its whole trials: run it again to resume.
     """
     src = Path(src)
     if not src.is_dir():
@@ -339,6 +340,20 @@ def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: st
             specs[signature] = storable(spec)
         return specs[signature]
 
+    # Every checkpoint is read and fitted before anything is written: a refused pickle or tensors
+    # no architecture fits, in any trial, leave nothing behind (the files are read twice; this
+    # pass keeps only each trial's spec).
+    trial_specs: list[NetworkSpec] = []
+    for act, rows in tqdm(list(zip(acts, per_trial)), disable=quiet, unit="trial", desc=f"check {src.name}"):
+        spec = None
+        for row in rows:
+            rel = row["source_path"]
+            this = spec_for(read_checkpoint(src, rel), act, rel)
+            if spec is not None and this.arch_id != spec.arch_id:
+                raise SourceError(f"{rel}: its tensors differ from the trial's first checkpoint "
+                                  f"({spec.summary()}); one trial trains one network")
+            spec = this
+        trial_specs.append(spec)
     n_models = sum(len(r) for r in per_trial)
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
@@ -346,19 +361,16 @@ def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: st
         done = writer.done_run_ids()
         runs = RunWriter(writer, schema, rows_per_part)
         with tqdm(total=n_models, disable=quiet, unit="model", desc=f"import {src.name}") as bar:
-            for act, rows in zip(acts, per_trial):
+            for act, rows, spec in zip(acts, per_trial, trial_specs):
                 if rows[0]["run_id"] in done:
                     bar.update(len(rows))
                     continue
-                models, spec = [], None
+                models = []
                 for row in rows:  # one trial's checkpoints in memory at a time
                     rel = row["source_path"]
                     tensors = read_checkpoint(src, rel)
-                    this = spec_for(tensors, act, rel)
-                    if spec is not None and this.arch_id != spec.arch_id:
-                        raise SourceError(f"{rel}: its tensors differ from the trial's first checkpoint "
-                                          f"({spec.summary()}); one trial trains one network")
-                    spec = this
+                    if spec_for(tensors, act, rel).arch_id != spec.arch_id:
+                        raise SourceError(f"{rel} changed while it was imported; run the import again")
                     finite = all(bool(torch.isfinite(t).all()) for t in tensors.values())
                     row["status"] = "ok" if finite else "diverged"
                     models.append({p: tensors[p] for p in spec.param_names})
