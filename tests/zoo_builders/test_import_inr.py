@@ -269,6 +269,12 @@ def test_nfn_bad_inputs(nfn_folder, tmp_path):
                 "net.1.weight": torch.zeros(3, 4), "net.1.bias": torch.zeros(3)}, src / rel)
     with pytest.raises(SourceError, match="2 coordinates to 1 intensity"):
         import_nfn_inrs(src, tmp_path / "o3", quiet=True)
+    # the bad file found before anything is written, though 5 good ones come first (one per part)
+    (src / "randinit_smaller_9s").mkdir()
+    (src / rel).rename(src / "randinit_smaller_9s" / "net99.pth")  # read last
+    with pytest.raises(SourceError, match="randinit_smaller_9s/net99.pth: .*2 coordinates to 1 intensity"):
+        import_nfn_inrs(src, tmp_path / "o4", rows_per_part=1, quiet=True)
+    assert not (tmp_path / "o4").exists()
 
 
 # ================================================================================ run counts

@@ -273,6 +273,23 @@ def _import(layout: str, src: Path, out: str | os.PathLike, files: list[tuple[st
     if ds_spec is not None:
         build_spec["dataset"] = ds_spec
     specs: dict[tuple, NetworkSpec] = {}
+
+    def read(rel: str) -> tuple[dict[str, torch.Tensor], tuple, list[tuple[str, str]]]:
+        tensors = read_state_dict(src / rel)
+        names = _dws_names(tensors) if layout == DWS else _nfn_names(tensors)
+        widths = _widths(tensors, names, rel)
+        dtypes = {t.dtype for t in tensors.values()}
+        if dtypes != {torch.float32}:
+            raise SourceError(f"{rel}: the tensors are {sorted(map(str, dtypes))}; the INR datasets are float32")
+        return tensors, tuple(widths), names
+
+    # Every file is read and checked before anything is written: a refused pickle or a state dict
+    # that is not the layout's SIREN, anywhere in the folder, leaves nothing behind (files read twice).
+    for rel, _ in tqdm(files, disable=quiet, unit="file", desc=f"check {src.name}"):
+        _, key, names = read(rel)
+        if key not in specs:
+            specs[key] = (siren_spec(names, list(key), image_shape, shift=DWS_SHIFT, layout=DWS) if layout == DWS
+                          else siren_spec(names, list(key), image_shape, output_range=(-1.0, 1.0), layout=NFN))
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
                       command=f"zoo import {layout} {src}") as writer:
@@ -281,16 +298,9 @@ def _import(layout: str, src: Path, out: str | os.PathLike, files: list[tuple[st
         for (rel, _), row in tqdm(list(zip(files, rows)), disable=quiet, unit="model", desc=f"import {src.name}"):
             if row["model_id"] in done:
                 continue
-            tensors = read_state_dict(src / rel)
-            names = _dws_names(tensors) if layout == DWS else _nfn_names(tensors)
-            widths = _widths(tensors, names, rel)
-            dtypes = {t.dtype for t in tensors.values()}
-            if dtypes != {torch.float32}:
-                raise SourceError(f"{rel}: the tensors are {sorted(map(str, dtypes))}; the INR datasets are float32")
-            key = tuple(widths)
+            tensors, key, names = read(rel)
             if key not in specs:
-                specs[key] = (siren_spec(names, widths, image_shape, shift=DWS_SHIFT, layout=DWS) if layout == DWS
-                              else siren_spec(names, widths, image_shape, output_range=(-1.0, 1.0), layout=NFN))
+                raise SourceError(f"{rel} changed while it was imported; run the import again")
             if layout == DWS:
                 tensors = {**tensors, names[0][0]: _swap_xy(tensors[names[0][0]])}
             if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
