@@ -22,7 +22,7 @@ def _shape(text: str | None, option: str = "--input-shape", allow_zero: bool = F
 
 
 #: Every layout `zoo import` takes: the registry's, and auto (detected from the file names).
-LAYOUTS = (*IMPORTERS, "auto")
+LAYOUTS = (*sorted(IMPORTERS), "auto")
 
 
 @click.command("import", help=f"""Import SOURCE, a folder in LAYOUT, as a zoo at --out. LAYOUT is the first
