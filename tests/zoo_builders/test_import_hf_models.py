@@ -150,17 +150,32 @@ def test_cli_import_verify_train(tmp_path):
     assert r.exit_code == 0, r.output
 
 
-def test_resume_after_interruption_adds_no_duplicates(tmp_path):
+def test_resume_after_interruption_adds_no_duplicates(tmp_path, monkeypatch):
+    import zoo_builders.importers.hf_models as hf_models
+
     src = tmp_path / "repos"
     for i in range(4):
         write_snapshot(src / f"m{i}", i)
     good = (src / "m3" / "model.safetensors").read_bytes()
-    (src / "m3" / "model.safetensors").write_bytes(good[:100])  # a download cut short
-    out = tmp_path / "zoo"
-    with pytest.raises(SourceError, match="m3: .*not a readable safetensors"):
-        import_hf_models(src, out, rows_per_part=1, quiet=True)
-    assert open_zoo(out).table.num_rows == 3
+    for cut in (100, len(good) - 8):  # a download cut short in the header, in the weights
+        (src / "m3" / "model.safetensors").write_bytes(good[:cut])
+        with pytest.raises(SourceError, match="m3: .*not a readable safetensors"):
+            import_hf_models(src, tmp_path / "zoo", rows_per_part=1, quiet=True)
+        assert not (tmp_path / "zoo").exists()  # found from the headers, before anything was written
     (src / "m3" / "model.safetensors").write_bytes(good)
+    out = tmp_path / "zoo"
+    read = hf_models.read_snapshot
+
+    def interrupted(snap, shapes_only=False):  # stops at the 4th model's weights, 3 written
+        if not shapes_only and snap.source_path == "m3":
+            raise KeyboardInterrupt
+        return read(snap, shapes_only)
+
+    monkeypatch.setattr(hf_models, "read_snapshot", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_hf_models(src, out, rows_per_part=1, quiet=True)
+    monkeypatch.undo()
+    assert open_zoo(out).table.num_rows == 3
     assert import_hf_models(src, out, rows_per_part=1, quiet=True).counts["rows"] == 4
     manifest = import_hf_models(src, out, rows_per_part=1, quiet=True)
     ids = open_zoo(out).table.column("model_id").to_pylist()

@@ -220,22 +220,40 @@ def find_snapshots(src: str | os.PathLike | Sequence[str | os.PathLike], quiet: 
 
 
 # ================================================================================ reading
-def read_snapshot(snap: Snapshot) -> dict[str, Tensor]:
-    """The snapshot's tensors (``{name: tensor}``, natural name order, ``module.`` stripped).
+#: safetensors' dtype names -> torch dtypes (for the header-only read of :func:`read_snapshot`).
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _header_tensor(f: Any, name: str, where: str) -> Tensor:
+    """A ``meta`` tensor of ``name``'s shape and dtype, from a safetensors header (no data read)."""
+    s = f.get_slice(name)
+    dtype = _SAFETENSORS_DTYPES.get(s.get_dtype())
+    if dtype is None:
+        raise SourceError(f"{where}: {name!r} is {s.get_dtype()}, not a weight dtype a zoo holds")
+    return torch.empty(s.get_shape(), dtype=dtype, device="meta")
+
+
+def read_snapshot(snap: Snapshot, shapes_only: bool = False) -> dict[str, Tensor]:
+    """The snapshot's tensors (``{name: tensor}``, natural name order, ``module.`` stripped);
+    with ``shapes_only``, ``meta`` tensors read from the safetensors headers alone (which
+    safetensors checks against each file's size, so a cut-short file fails here too).
 
     Raises:
         SourceError: a damaged safetensors file, a hostile index, shards that do not hold
             exactly the tensors the index assigns them.
     """
-    if not (snap.path / INDEX).is_file():
+    if not (snap.path / INDEX).is_file() and not shapes_only:
         try:
             return read_state_dict(snap.path / WEIGHTS)
         except SourceError as e:
             raise SourceError(f"{snap.source_path}: {e}") from e
-    weight_map = read_index(snap.path)
-    by_shard: dict[str, list[str]] = {}
-    for tensor, shard in weight_map.items():
-        by_shard.setdefault(shard, []).append(tensor)
+    by_shard: dict[str, list[str] | None] = {WEIGHTS: None}  # None: every tensor of the file
+    if (snap.path / INDEX).is_file():
+        by_shard = {}
+        for tensor, shard in read_index(snap.path).items():
+            by_shard.setdefault(shard, []).append(tensor)
     tensors: dict[str, Tensor] = {}
     for shard, names in by_shard.items():
         path = safe_join(snap.path, shard, "shard")
@@ -244,12 +262,14 @@ def read_snapshot(snap: Snapshot) -> dict[str, Tensor]:
         try:
             with safe_open(str(path), framework="pt") as f:
                 held = set(f.keys())
+                if names is None:
+                    names = sorted(held)
                 if held != set(names):
                     extra, missing = sorted(held - set(names)), sorted(set(names) - held)
                     raise SourceError(f"{snap.source_path}: shard {shard} does not hold what {INDEX} says "
                                       f"(missing {missing[:3]}, not in the index {extra[:3]})")
                 for n in names:
-                    tensors[n] = f.get_tensor(n)
+                    tensors[n] = _header_tensor(f, n, snap.source_path) if shapes_only else f.get_tensor(n)
         except SourceError:
             raise
         except Exception as e:  # SafetensorError, OSError on a damaged file
@@ -321,7 +341,8 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
 
     Raises:
         SourceError: no snapshot, a failed download, a hostile or inconsistent index, tensors no
-            architecture fits. Every config and index is checked before the first weight is read.
+            architecture fits. Every config, index and safetensors header is checked (and every
+            architecture found) before anything is written, so a bad source leaves no zoo.
     """
     snaps = find_snapshots(src, quiet)
     configs = [read_config(s) for s in snaps]
@@ -357,6 +378,22 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
     first = sources[0]
     default_name = _parse_url(first)[0].split("/")[1] if first.startswith(URL_SCHEME) else Path(first).resolve().name
     specs: dict[tuple, NetworkSpec] = {}
+
+    def spec_of(tensors: dict[str, Tensor], act: str, where: str) -> tuple[tuple, NetworkSpec]:
+        signature = (act, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
+        if signature not in specs:
+            if arch is not None:
+                n_out = int(list(tensors.values())[-1].shape[0])
+                spec = fit_arch(resolve_arch(arch, options, input_shape, n_out, act), tensors, where)
+            else:
+                spec = infer_chain(tensors, act, input_shape, where)
+            specs[signature] = storable(spec)
+        return signature, specs[signature]
+
+    # Every snapshot's architecture from its safetensors headers (shapes and dtypes, no weights)
+    # before anything is written: a damaged file or tensors no architecture fits leave nothing.
+    signatures = [spec_of(read_snapshot(snap, shapes_only=True), _activation(config, activation),
+                          snap.source_path)[0] for snap, config in zip(snaps, configs)]
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or default_name, build_spec, datasets=ds_facts,
                       command=f"zoo import {LAYOUT} {first}") as writer:
@@ -370,17 +407,9 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
                     bar.update(1)
                     continue
                 tensors = read_snapshot(snap)  # one model read at a time
-                act = _activation(configs[i], activation)
-                signature = (act, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
-                if signature not in specs:
-                    if arch is not None:
-                        n_out = int(list(tensors.values())[-1].shape[0])
-                        spec = fit_arch(resolve_arch(arch, options, input_shape, n_out, act), tensors,
-                                        snap.source_path)
-                    else:
-                        spec = infer_chain(tensors, act, input_shape, snap.source_path)
-                    specs[signature] = storable(spec)
-                spec = specs[signature]
+                signature, spec = spec_of(tensors, _activation(configs[i], activation), snap.source_path)
+                if signature != signatures[i]:
+                    raise SourceError(f"{snap.source_path} changed while it was imported; run the import again")
                 finite = all(bool(torch.isfinite(t).all()) for t in tensors.values())
                 status = "ok" if finite else "diverged"
                 groups.add(spec, {p: tensors[p] for p in spec.param_names}, {**row, "status": status})
