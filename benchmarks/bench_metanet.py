@@ -34,10 +34,11 @@ Three measurements, every model on the same splits with the same training budget
    (``WeightDataset`` of the whole selection); each model reads all architectures at once.
    Kendall's τ of ``statnn`` and ``gmn`` (:data:`WILDPARK_MODELS`), and per family (CNN /
    ResNet) from the same predictions. ``statnn`` reads one parameter layout only (its features
-   are per named tensor), so it refuses this zoo (recorded); :class:`KindStatNN` (``statnn-kinds``,
-   defined here) is the same statistics baseline made architecture-agnostic: the statistics are
-   taken per *kind* of tensor (input layer, hidden convolutions, norms, output layer; weights and
-   biases apart) over however many tensors of that kind a network has, plus their entry counts.
+   are per named tensor), so it refuses this zoo (recorded); ``statnn-kinds``
+   (:class:`weightspace.models.statnn.KindStatNN`) is the same statistics baseline made
+   architecture-agnostic: the statistics are taken per *kind* of tensor (input layer, hidden
+   convolutions, norms, output layer; weights and biases apart) over however many tensors of
+   that kind a network has, plus their entry counts.
    Published on CNN Wild Park (CIFAR-10, Kofinas et al. 2024): NG-T τ 0.817, DNG 0.874; target
    ``gmn`` > ``statnn``. Every model gets up to 60 epochs here (:data:`WILDPARK_BUDGET`).
    ``--case wildpark`` runs this part alone and merges it into the result JSON without touching
@@ -90,7 +91,6 @@ from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from catalog.split import SPLITS
 from weightspace.metrics import regression_metrics
-from weightspace.models._common import check_positive, make_mlp
 from weightspace.models.base import Metanetwork
 from weightspace.models.gmn import GMN
 from weightspace.models.registry import (
@@ -161,7 +161,7 @@ CNN_ZOO_LABELS = {"digits": "digits CNN zoo", "mnist5k": "mnist5k CNN zoo"}
 WILDPARK_PRESET = "wildpark-digits"
 QUICK_WILDPARK_SAMPLES = (48, 24)
 #: ``statnn`` is tried as is (it refuses several parameter layouts: recorded); ``statnn-kinds``
-#: is its architecture-agnostic form (:class:`KindStatNN`).
+#: is its architecture-agnostic form (``weightspace.models.statnn.KindStatNN``).
 WILDPARK_MODELS = ("statnn", "statnn-kinds", "gmn")
 #: Kendall's τ published on CNN Wild Park (CIFAR-10; Kofinas et al. 2024 for NG-T, and DNG as
 #: reported for the same zoo): a different, larger zoo, for scale only.
@@ -542,112 +542,9 @@ def cnn_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seeds: tu
 
 
 # ===================================================================================== wildpark
-#: The tensor kinds :class:`KindStatNN` summarises (see :func:`tensor_kind`).
-TENSOR_KINDS = ("input.weight", "input.bias", "conv.weight", "conv.bias", "linear.weight", "linear.bias",
-                "norm.weight", "norm.bias", "norm.running_mean", "norm.running_var", "other",
-                "output.weight", "output.bias")
-
-
-def tensor_kind(spec: NetworkSpec, index: int) -> str:
-    """The kind of ``spec.params[index]``: the first and the last weighted layer are ``input``
-    and ``output``; the rest by node kind (convolution, linear, batch/layer norm) and role."""
-    p = spec.params[index]
-    weighted = [q.layer for q in spec.params if q.role == "weight"]
-    kind = spec.layers[p.layer].kind if spec.is_chain else spec.nodes[p.layer].KIND
-    if p.layer == min(weighted) and kind != "batchnorm":
-        group = "input"
-    elif p.layer == max(weighted):
-        group = "output"
-    elif kind.startswith("conv"):
-        group = "conv"
-    elif kind == "linear":
-        group = "linear"
-    elif kind in ("batchnorm", "layernorm"):
-        group = "norm"
-    else:
-        return "other"
-    key = f"{group}.{p.role}"
-    return key if key in TENSOR_KINDS else "other"
-
-
-class KindStatNN(Metanetwork):
-    """StatNN (Unterthiner et al. 2020) for zoos of mixed architectures.
-
-    ``statnn`` summarises each *named* tensor, so its feature vector exists only for one
-    parameter layout. Here the entries of every tensor of one kind (:data:`TENSOR_KINDS`: the
-    input layer's weights, the hidden convolutions' weights, the norms' scales, ...) are pooled,
-    and summarised by their mean, variance, quantiles and ``log(1 + count)``, so networks of any
-    depth and width give features of one size (a kind a network lacks gives zeros). The
-    statistics do not depend on the order of entries: invariant to neuron permutations.
-
-    Args:
-        spec: one architecture or a sequence of them (any architectures).
-        out_dim: output size.
-        hidden: MLP width (default ``128``).
-        depth: MLP hidden layers (default ``2``).
-        quantiles: quantile levels (default ``(0, 0.25, 0.5, 0.75, 1)``).
-
-    Shapes:
-        ``{name: Tensor[B, *shape]}`` (of ``spec``, or of the ``spec`` given to
-        ``forward_arch``) -> ``[B, out_dim]``.
-    """
-
-    multi_arch = "any"
-    graphs = True
-
-    def __init__(self, spec: NetworkSpec | list[NetworkSpec], out_dim: int, hidden: int = 128,
-                 depth: int = 2, quantiles: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> None:
-        specs = [spec] if isinstance(spec, NetworkSpec) else list(spec)
-        super().__init__(specs[0], out_dim)
-        check_positive(hidden=hidden)
-        qs = [float(q) for q in quantiles]
-        self.hparams = {"hidden": hidden, "depth": depth, "quantiles": qs}
-        self.register_buffer("q", torch.tensor(qs), persistent=False)
-        self.per_kind = 3 + len(qs)
-        self.mlp = make_mlp(len(TENSOR_KINDS) * self.per_kind, hidden, out_dim, depth)
-        self._kinds: dict[str, dict[str, list[str]]] = {}
-
-    def kinds(self, spec: NetworkSpec) -> dict[str, list[str]]:
-        """``{kind: [param names]}`` of an architecture (cached by ``arch_id``)."""
-        if spec.arch_id not in self._kinds:
-            out: dict[str, list[str]] = {}
-            for i, p in enumerate(spec.params):
-                out.setdefault(tensor_kind(spec, i), []).append(p.name)
-            self._kinds[spec.arch_id] = out
-        return self._kinds[spec.arch_id]
-
-    def features(self, params: dict[str, Tensor], spec: NetworkSpec) -> Tensor:
-        """Shapes: ``{name: Tensor[B, *shape]}`` -> ``[B, len(TENSOR_KINDS) * (3 + n_quantiles)]``."""
-        batch = next(iter(params.values())).shape[0]
-        kinds = self.kinds(spec)
-        feats = []
-        for kind in TENSOR_KINDS:
-            names = kinds.get(kind)
-            if not names:
-                feats.append(torch.zeros(batch, self.per_kind, device=self.q.device))
-                continue
-            t = torch.cat([params[n].reshape(batch, -1).float() for n in names], dim=1)  # [B, count]
-            count = torch.full((batch, 1), math.log1p(t.shape[1]), device=t.device)
-            qs = torch.quantile(t, self.q.to(t.device), dim=1).T  # [B, n_q]
-            feats += [torch.cat([t.mean(1, keepdim=True), t.var(1, unbiased=False, keepdim=True), qs, count], 1)]
-        return torch.cat(feats, dim=1)
-
-    def forward(self, params: dict[str, Tensor]) -> Tensor:
-        return self.mlp(self.features(params, self.spec))
-
-    def forward_arch(self, params: dict[str, Tensor], spec: NetworkSpec | None = None) -> Tensor:
-        return self.mlp(self.features(params, spec or self.spec))
-
-
-def register_kind_statnn() -> None:
-    if "statnn-kinds" not in metanetwork_names():
-        register_metanetwork("statnn-kinds")(KindStatNN)
-
-
 def wildpark_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seeds: tuple[int, ...],
                                  models: tuple[str, ...] = WILDPARK_MODELS) -> dict:
     """τ of each of ``models`` on the heterogeneous zoo, one split by run_id."""
-    register_kind_statnn()
     zoo = open_zoo(zoo_path)
     sel = zoo.select(where="checkpoint > 0")  # WeightDataset drops diverged rows (status 'ok')
     ds = {s: WeightDataset(sel, ["test_acc"], split=s, fractions=FRACTIONS, seed=SPLIT_SEED, normalize=False)

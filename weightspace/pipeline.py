@@ -44,6 +44,7 @@ import torch
 from catalog import Zoo, open_zoo
 from catalog.dataset import WeightDataset
 from catalog.errors import WeightzooError
+from catalog.export import SUFFIX_FORMATS, render_csv, render_json, render_table
 from catalog.format import atomic_write_bytes
 from catalog.split import SPLITS, check_fractions, row_runs, run_splits, runs_fingerprint
 from weightspace.metrics import classification_metrics, regression_metrics
@@ -273,6 +274,19 @@ def _local_path(z: Zoo) -> str | None:
 
 
 # ====================================================================================== prediction
+def _prediction_format(path: Path | None) -> str:
+    """The format of the predictions file from its extension (default Parquet)."""
+    if path is None:
+        return "parquet"
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in SUFFIX_FORMATS:
+        raise WeightzooError(
+            f"cannot tell the format of --out {str(path)!r} from its extension "
+            f"{('.' + suffix) if suffix else '(none)'}; name the file "
+            f"{', '.join('*.' + k for k in SUFFIX_FORMATS)}")
+    return SUFFIX_FORMATS[suffix]
+
+
 def predict_on_zoo(
     run_dir: str | os.PathLike,
     zoo: str | os.PathLike | Zoo,
@@ -288,13 +302,17 @@ def predict_on_zoo(
         run_dir: a directory written by :func:`train_on_zoo` (``zoo train``).
         zoo: the zoo of networks to read (any architectures the model reads).
         where: SQL condition selecting the networks (default: all).
-        out: the Parquet file to write (default ``<run_dir>/predictions-<zoo name>.parquet``).
+        out: the file to write, in the format its extension names (``.parquet``, ``.csv``,
+            ``.json``; default ``<run_dir>/predictions-<zoo name>.parquet``).
         batch_size: networks per forward pass (default ``256``).
         progress: a progress bar (default ``True``).
 
     Returns:
         a :class:`PredictResult`; on the training zoo its metrics come per split.
     """
+    path = Path(out) if out is not None else None
+    # The format comes from the extension; an unknown one fails before any work.
+    fmt = _prediction_format(path)
     model = TrainedMetanetwork.load(run_dir)
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
     selection = z.select(where=where)
@@ -311,10 +329,13 @@ def predict_on_zoo(
     if split_of_row is not None:
         columns["split"] = split_of_row
     table = pa.table(columns)
-    path = Path(out) if out is not None else Path(run_dir) / f"predictions-{z.name}.parquet"
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    path = path if path is not None else Path(run_dir) / f"predictions-{z.name}.parquet"
+    if fmt == "parquet":
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+    else:
+        atomic_write_bytes(path, {"csv": render_csv, "json": render_json, "table": render_table}[fmt](table).encode())
 
     metrics = split_metrics = None
     rows_per_split: dict[str, int] = {}

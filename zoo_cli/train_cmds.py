@@ -125,7 +125,7 @@ def train(zoo: str, target: str, model_name: str, where: str | None, include_ini
 @click.argument("zoo", type=click.Path(exists=True, file_okay=False))
 @click.option("--where", default=None, help="SQL condition selecting the networks.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
-              help="Parquet file of predictions (default: RUN_DIR/predictions-<zoo>.parquet).")
+              help="Predictions file, .parquet, .csv or .json (default: RUN_DIR/predictions-<zoo>.parquet).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON summary (rows, output path, metrics when ZOO has the target).")
@@ -134,9 +134,10 @@ def predict(run_dir: str, zoo: str, where: str | None, out: str | None, batch_si
             as_json: bool, quiet: bool) -> None:
     """Apply the metanetwork of RUN_DIR (from `zoo train`) to the networks of ZOO.
 
-    ZOO's architectures must be ones the model reads ('gmn': any; 'statnn'/'mlp': the same
-    parameter shapes; 'dws'/'nfn': the training architecture). Writes one row per network:
-    model_id and the prediction. If ZOO has the target column, the metrics against it are
+    ZOO's architectures must be ones the model reads ('gmn', 'statnn-kinds': any;
+    'statnn'/'mlp': the same parameter shapes; 'dws'/'nfn': the training architecture).
+    Writes one row per network, model_id and the prediction (Parquet, or CSV/JSON by --out's
+    extension). If ZOO has the target column, the metrics against it are
     printed as well; on the zoo the model was trained on they are reported per split
     (train/val/test, recomputed from the run's config) and the file gets a `split` column.
     """

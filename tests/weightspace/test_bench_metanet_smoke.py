@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from weightspace.models.registry import build_metanetwork
+from weightspace.models.statnn import TENSOR_KINDS, KindStatNN, tensor_kind
 from zoo_builders.architectures import CNNConfig, MLPConfig
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_metanet.py"
@@ -113,13 +114,13 @@ def test_tensor_kinds_of_a_resnet_and_a_cnn(bench):
     from zoo_builders.graph_architectures import ResNetConfig
 
     res = ResNetConfig(depth=8, width_multiplier=0.25).network_spec((1, 8, 8), 10)
-    kinds = {p.name: bench.tensor_kind(res, i) for i, p in enumerate(res.params)}
+    kinds = {p.name: tensor_kind(res, i) for i, p in enumerate(res.params)}
     assert kinds["conv1.weight"] == "input.weight" and kinds["fc.weight"] == "output.weight"
     assert kinds["fc.bias"] == "output.bias" and kinds["bn1.weight"] == "norm.weight"
     assert kinds["layer2.0.shortcut.0.weight"] == "conv.weight"
     assert kinds["layer1.0.bn2.running_var"] == "norm.running_var"
     cnn = CNNConfig(channels=(3, 4, 4), kernel_size=3).network_spec((1, 8, 8), 10)
-    assert [bench.tensor_kind(cnn, i) for i in range(len(cnn.params))] == [
+    assert [tensor_kind(cnn, i) for i in range(len(cnn.params))] == [
         "input.weight", "input.bias", "conv.weight", "conv.bias", "conv.weight", "conv.bias",
         "output.weight", "output.bias"]
 
@@ -131,14 +132,14 @@ def test_kind_statnn_reads_any_architecture_and_ignores_neuron_order(bench):
     cnn = CNNConfig(channels=(3, 4, 4), kernel_size=3).network_spec((1, 8, 8), 10)
     res = ResNetConfig(depth=8, width_multiplier=0.25, batchnorm=False).network_spec((1, 8, 8), 10)
     torch.manual_seed(0)
-    model = bench.KindStatNN([cnn, res], 1, hidden=8).eval()
+    model = KindStatNN([cnn, res], 1, hidden=8).eval()
     g = torch.Generator().manual_seed(0)
     p_cnn = {p.name: torch.randn((5, *p.shape), generator=g) for p in cnn.params}
     p_res = {p.name: torch.randn((5, *p.shape), generator=g) for p in res.params}
     f_cnn, f_res = model.features(p_cnn, cnn), model.features(p_res, res)
-    assert f_cnn.shape == f_res.shape == (5, len(bench.TENSOR_KINDS) * 8)
+    assert f_cnn.shape == f_res.shape == (5, len(TENSOR_KINDS) * 8)
     # kinds a network lacks are zeros: the cnn has no norms, the resnet (no BN) none either
-    norm = bench.TENSOR_KINDS.index("norm.weight") * 8
+    norm = TENSOR_KINDS.index("norm.weight") * 8
     assert not f_cnn[:, norm:norm + 8].any() and not f_res[:, norm:norm + 8].any()
     # log(1 + count) of the input weights: 3 * 1 * 3 * 3 = 27 entries
     assert torch.allclose(f_cnn[:, 7], torch.full((5,), torch.log1p(torch.tensor(27.0)).item()))

@@ -47,8 +47,8 @@ def test_every_model_is_tested_on_some_architecture():
 
 
 def test_registry_lists_names():
-    assert metanetwork_names() == ["dws", "gmn", "mlp", "nfn", "statnn"]
-    with pytest.raises(WeightzooError, match="valid names: dws, gmn, mlp, nfn, statnn"):
+    assert metanetwork_names() == ["dws", "gmn", "mlp", "nfn", "statnn", "statnn-kinds"]
+    with pytest.raises(WeightzooError, match="valid names: dws, gmn, mlp, nfn, statnn, statnn-kinds"):
         build_metanetwork("transformer", mlp_spec(), 1)
     with pytest.raises(WeightzooError, match="valid: hidden"):
         build_metanetwork("mlp", mlp_spec(), 1, widht=3)

@@ -84,8 +84,8 @@ class Metanetwork(nn.Module):
                     f"only; use probes=0 to read several")
         if cls.multi_arch == "same_params" and len({param_signature(s) for s in distinct}) > 1:
             return (f"metanetwork {cls.name!r} reads several architectures only when their "
-                    f"parameters have the same names and shapes; use 'gmn' for different "
-                    f"widths, depths or layer kinds")
+                    f"parameters have the same names and shapes; use 'gmn' or 'statnn-kinds' for "
+                    f"different widths, depths or layer kinds")
         return None
 
     def forward_arch(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None) -> Tensor:
