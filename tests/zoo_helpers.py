@@ -137,3 +137,18 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def graph_specs() -> dict[str, NetworkSpec]:
+    """One small spec per graph family (ResNet with BN, 1-D ResNet, VGG, the Model Zoos CNN, a
+    ViT, a 1-D transformer): the cases the graph representation and symmetry tests share."""
+    from zoo_builders.graph_architectures import ModelZooCNNConfig, ResNetConfig, TransformerConfig, VGGConfig
+
+    return {
+        "resnet-bn": ResNetConfig(width_multiplier=0.25).network_spec((1, 8, 8), 10),
+        "resnet-1d": ResNetConfig(batchnorm=False, width_multiplier=0.25).network_spec((1, 40), 10),
+        "vgg": VGGConfig(channels=(4, 8), hidden=(16,), dropout=0.1).network_spec((1, 8, 8), 10),
+        "modelzoo-cnn": ModelZooCNNConfig().network_spec((1, 28, 28), 10),
+        "vit": TransformerConfig(patch_size=2, dim=8, depth=2).network_spec((1, 8, 8), 10),
+        "seq": TransformerConfig(patch_size=4, dim=8, depth=1, heads=4).network_spec((1, 40), 10),
+    }

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from zoo_helpers import mlp_spec
+from zoo_helpers import graph_specs, mlp_spec
 
 from catalog.errors import WeightzooError
 from catalog.network import build_module, population_forward
@@ -23,20 +23,9 @@ from weightspace.models.gmn import GMN
 from weightspace.representations.param_graph import param_graph_to_params, params_to_param_graph
 from weightspace.symmetry import RandomNeuronSymmetry, _gather, permute_neurons
 from zoo_builders.architectures import CNNConfig
-from zoo_builders.graph_architectures import (
-    ModelZooCNNConfig,
-    ResNetConfig,
-    TransformerConfig,
-    VGGConfig,
-)
 
 SPECS = {
-    "resnet-bn": ResNetConfig(width_multiplier=0.25).network_spec((1, 8, 8), 10),
-    "resnet-1d": ResNetConfig(batchnorm=False, width_multiplier=0.25).network_spec((1, 40), 10),
-    "vgg": VGGConfig(channels=(4, 8), hidden=(16,), dropout=0.1).network_spec((1, 8, 8), 10),
-    "modelzoo-cnn": ModelZooCNNConfig().network_spec((1, 28, 28), 10),
-    "vit": TransformerConfig(patch_size=2, dim=8, depth=2).network_spec((1, 8, 8), 10),
-    "seq": TransformerConfig(patch_size=4, dim=8, depth=1, heads=4).network_spec((1, 40), 10),
+    **graph_specs(),
     "mlp": mlp_spec(hidden=5),
     "cnn": CNNConfig(channels=(3, 4, 4), kernel_size=3).network_spec((1, 8, 8), 10),
 }
