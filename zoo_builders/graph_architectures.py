@@ -6,7 +6,8 @@
 |              | batch norm, a width multiplier; 2-D for images, 1-D for signals               |
 | vgg          | stacks of conv(-BN)-activation blocks, each stage ending in a 2x2 max pool,    |
 |              | then a flatten and a linear classifier                                        |
-| modelzoo-cnn | the CNN-s of Schürholt et al.'s Model Zoos (2,464 parameters on 1x28x28)       |
+| modelzoo-cnn | the CNN-s of Schürholt et al.'s Model Zoos (2,464 parameters on 1x28x28), or  |
+|              | with ``size: l`` their CNN-l (10,853 parameters on 3x32x32)                   |
 | transformer  | a small pre-norm ViT over image patches (or signal segments, e.g. MNIST-1D)   |
 
 Node names follow the PyTorch modules these networks usually are (``layer1.0.conv1``,
@@ -231,29 +232,43 @@ class VGGConfig:
 
 @dataclass(frozen=True)
 class ModelZooCNNConfig:
-    """The CNN-s of the Model Zoos (Schürholt et al., NeurIPS 2022 Datasets and Benchmarks).
+    """The CNNs of the Model Zoos (Schürholt et al., NeurIPS 2022 Datasets and Benchmarks).
 
-    ``conv 8@5x5, maxpool 2, act, conv 6@5x5, maxpool 2, act, conv 4@2x2, act, flatten,
-    linear 36 -> 20, act, linear 20 -> classes`` (no padding, stride 1), with the parameter
-    names of their ``module_list``: ``module_list.{0,3,6,9,11}.weight/bias``. On ``1x28x28``
-    MNIST it has 2,464 parameters; the linear layer's input follows the input size.
+    ``size="s"``, CNN-s (their ``CNN`` class): ``conv 8@5x5, maxpool 2, act, conv 6@5x5,
+    maxpool 2, act, conv 4@2x2, act, flatten, linear 36 -> 20, act, linear 20 -> classes`` (no
+    padding, stride 1), with the parameter names of their ``module_list``:
+    ``module_list.{0,3,6,9,11}.weight/bias``. On ``1x28x28`` MNIST it has 2,464 parameters.
+
+    ``size="l"``, CNN-l (their ``CNN3`` class, made for 32x32 images): three ``conv 3x3,
+    maxpool 2, act`` blocks of 16, 32 and 15 channels, flatten, ``linear 60 -> 20, act, linear
+    20 -> classes``; names ``module_list.{0,4,8,13,16}`` (their dropout modules hold the indices
+    in between). On ``3x32x32`` it has 10,853 parameters. Dropout is not part of either network
+    here (it changes training only).
+
+    The first linear layer's input follows the input size.
 
     Args:
         activation: activation after each conv and the hidden linear layer (default ``tanh``;
             the zoos vary it over tanh, relu, gelu and sigmoid).
+        size: ``"s"`` (default) or ``"l"``.
     """
 
     activation: str = "tanh"
+    size: str = "s"
     ID_OMITS_DEFAULTS: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _activation(self.activation)
+        if self.size not in ("s", "l"):
+            raise WeightzooError(f"modelzoo-cnn size {self.size!r}: use 's' (CNN-s) or 'l' (CNN-l)")
 
     def network_spec(self, input_shape: tuple[int, ...], n_outputs: int) -> NetworkSpec:
         if len(input_shape) != 3 or min(input_shape[1:]) < 22:
             raise WeightzooError(
                 f"modelzoo-cnn needs [C, H, W] images of at least 22x22 (it was made for 28x28 "
                 f"MNIST); this dataset gives {list(input_shape)}: use mnist5k")
+        if self.size == "l":
+            return self._cnn_l(input_shape, n_outputs)
         g = _Graph("modelzoo-cnn", input_shape)
         act = self.activation
         g.add(nd.Conv2d, "module_list.0", input_shape[0], 8, (5, 5))
@@ -268,6 +283,19 @@ class ModelZooCNNConfig:
         g.add(nd.Linear, "module_list.9", g.shape[0], 20)
         g.add(nd.Activation, "module_list.10", act)
         g.add(nd.Linear, "module_list.11", 20, n_outputs)
+        return g.spec()
+
+    def _cnn_l(self, input_shape: tuple[int, ...], n_outputs: int) -> NetworkSpec:
+        g = _Graph("modelzoo-cnn-l", input_shape)
+        act = self.activation
+        for index, c_in, c_out in ((0, input_shape[0], 16), (4, 16, 32), (8, 32, 15)):
+            g.add(nd.Conv2d, f"module_list.{index}", c_in, c_out, (3, 3))
+            g.add(nd.MaxPool, f"module_list.{index + 1}", (2, 2))
+            g.add(nd.Activation, f"module_list.{index + 2}", act)
+        g.add(nd.Flatten, "module_list.12")
+        g.add(nd.Linear, "module_list.13", g.shape[0], 20)
+        g.add(nd.Activation, "module_list.14", act)
+        g.add(nd.Linear, "module_list.16", 20, n_outputs)
         return g.spec()
 
 

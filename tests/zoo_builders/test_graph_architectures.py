@@ -14,7 +14,7 @@ import torch
 from catalog import open_zoo, read_manifest
 from catalog.errors import WeightzooError
 from zoo_builders import BuildSpec, load_dataset, train_classifiers
-from zoo_builders.graph_architectures import ResNetConfig, TransformerConfig, VGGConfig
+from zoo_builders.graph_architectures import ModelZooCNNConfig, ResNetConfig, TransformerConfig, VGGConfig
 from zoo_builders.spec import RunConfig, TrainingConfig
 
 
@@ -38,6 +38,23 @@ def test_modelzoo_cnn_is_the_model_zoos_cnn_s() -> None:
     assert spec.n_params == 2464
     assert [n.KIND for n in spec.nodes] == ["conv2d", "maxpool", "activation"] * 2 + [
         "conv2d", "activation", "flatten", "linear", "activation", "linear"]
+
+
+def test_modelzoo_cnn_l_is_the_model_zoos_cnn3() -> None:
+    """CNN-l on 3x32x32: 32 -conv3-> 30 -pool-> 15 -conv3-> 13 -pool-> 6 -conv3-> 4 -pool-> 2, so
+    15 * 2 * 2 = 60 inputs to the first linear layer; parameters 16*3*9+16 = 448, 32*16*9+32 = 4,640,
+    15*32*9+15 = 4,335, 20*60+20 = 1,220, 10*20+10 = 210: 10,853 in all."""
+    spec = ModelZooCNNConfig(activation="relu", size="l").network_spec((3, 32, 32), 10)
+    assert [(p.name, p.shape) for p in spec.params if p.role == "weight"] == [
+        ("module_list.0.weight", (16, 3, 3, 3)), ("module_list.4.weight", (32, 16, 3, 3)),
+        ("module_list.8.weight", (15, 32, 3, 3)), ("module_list.13.weight", (20, 60)),
+        ("module_list.16.weight", (10, 20))]
+    assert spec.n_params == 448 + 4640 + 4335 + 1220 + 210 == 10853
+    # the default size is left out of the architecture record, so CNN-s ids do not move
+    run = BuildSpec.load("mnist5k-modelzoo-cnn").runs()[0]
+    assert "size" not in run.to_dict()["architecture"]
+    with pytest.raises(WeightzooError, match="size 'm'"):
+        ModelZooCNNConfig(size="m")
 
 
 def test_resnet_depths_widths_and_batchnorm() -> None:

@@ -62,7 +62,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from catalog import nodes as nd
 from catalog.errors import WeightzooError
 from catalog.format import Manifest
 from catalog.network import NetworkSpec
@@ -202,20 +201,9 @@ def _matches(tensors: Mapping[str, Tensor], layout: tuple) -> bool:
 
 def cnn_l_spec(channels: int, n_outputs: int, activation: str, input_shape: Sequence[int] | None = None
                ) -> NetworkSpec:
-    """The CNN-l graph (see the module docstring), named like their ``module_list``."""
+    """The CNN-l graph (``modelzoo-cnn`` with ``size="l"``), on ``C x 32 x 32`` by default."""
     shape = tuple(input_shape) if input_shape is not None else (channels, 32, 32)
-    nodes: list[nd.Node] = []
-    prev = nd.INPUT
-    for conv, c_in, c_out in ((0, channels, 16), (4, 16, 32), (8, 32, 15)):
-        nodes += [nd.Conv2d(f"module_list.{conv}", (prev,), c_in, c_out, (3, 3)),
-                  nd.MaxPool(f"module_list.{conv + 1}", (f"module_list.{conv}",), (2, 2)),
-                  nd.Activation(f"module_list.{conv + 2}", (f"module_list.{conv + 1}",), activation)]
-        prev = f"module_list.{conv + 2}"
-    nodes += [nd.Flatten("module_list.12", (prev,)),
-              nd.Linear("module_list.13", ("module_list.12",), 60, 20),
-              nd.Activation("module_list.14", ("module_list.13",), activation),
-              nd.Linear("module_list.16", ("module_list.14",), 20, n_outputs)]
-    return NetworkSpec("modelzoo-cnn-l", shape, nodes=tuple(nodes))
+    return ModelZooCNNConfig(activation=activation, size="l").network_spec(shape, n_outputs)
 
 
 def infer_spec(tensors: Mapping[str, Tensor], activation: str, input_shape: Sequence[int] | None,
