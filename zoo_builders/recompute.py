@@ -34,6 +34,9 @@ from zoo_builders.train import evaluate_classifier, psnr
 
 CLASSIFIER_METRICS = ("test_acc", "test_loss")
 INR_METRICS = ("mse", "psnr")
+#: Other names imported zoos store a metric under (the Small CNN Zoo's ``metrics.csv`` says
+#: ``test_accuracy``); the first present column is compared.
+METRIC_ALIASES = {"test_acc": ("test_acc", "test_accuracy")}
 #: Default sample size and absolute tolerance of ``zoo verify --recompute``.
 DEFAULT_SAMPLE = 64
 DEFAULT_TOLERANCE = 1e-4
@@ -148,7 +151,11 @@ def recompute_metrics(zoo: str | os.PathLike, sample: int | None = DEFAULT_SAMPL
         sel = z.select(where="status = 'ok'")
         specs = sel.network_specs if len(sel) else {}
         task = "inr" if specs and all(s.family == "siren" for s in specs.values()) else "classify"
-        metrics = tuple(m for m in (INR_METRICS if task == "inr" else CLASSIFIER_METRICS) if m in sel.columns)
+        # stored column -> the metric it holds
+        columns = {c: m for m in (INR_METRICS if task == "inr" else CLASSIFIER_METRICS)
+                   for c in [next((a for a in METRIC_ALIASES.get(m, (m,)) if a in sel.columns), None)]
+                   if c is not None}
+        metrics = tuple(columns)
         if not metrics:
             want = ", ".join(INR_METRICS if task == "inr" else CLASSIFIER_METRICS)
             raise WeightzooError(f"zoo {z.name!r} stores none of the metrics to recompute ({want})")
@@ -174,7 +181,7 @@ def recompute_metrics(zoo: str | os.PathLike, sample: int | None = DEFAULT_SAMPL
                     for m in metrics:
                         check = report.checks[m]
                         for i, model_id in enumerate(stored["model_id"]):
-                            value, again = stored[m][i], float(found[m][i])
+                            value, again = stored[m][i], float(found[columns[m]][i])
                             if value is None:
                                 continue
                             diff = abs(float(value) - again)

@@ -447,6 +447,20 @@ def test_small_cnn_zoo_cli_with_dataset_columns_and_statnn(tmp_path):
     assert r.exit_code == 1 and "--dataset" in r.output and not (tmp_path / "o").exists(), r.output
 
 
+def test_small_cnn_zoo_recompute_reads_its_test_accuracy_column(tmp_path):
+    """verify --recompute compares the Small CNN Zoo's own `test_accuracy` column (its name for
+    test_acc). The fixture's accuracies are made up (0.1 * run + 0.01 * step), so they differ."""
+    from zoo_builders.recompute import recompute_metrics
+
+    src, _ = _small_cnn_zoo(tmp_path, n_runs=2)
+    assert run_cli("import", "small-cnn-zoo", src, "--out", tmp_path / "zoo", "--dataset", "mnist5k",
+                   "-q").exit_code == 0
+    report = recompute_metrics(tmp_path / "zoo", sample=None)
+    assert set(report.checks) == {"test_accuracy"}  # the fixture has no test_loss column
+    assert report.checks["test_accuracy"].compared == 4 and not report.ok
+    assert {m.metric for m in report.mismatches} >= {"test_accuracy"}
+
+
 def test_small_cnn_zoo_bad_inputs(tmp_path):
     (tmp_path / "a").mkdir()
     src, _ = _small_cnn_zoo(tmp_path / "a", truncate=True)
