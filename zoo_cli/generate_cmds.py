@@ -71,12 +71,15 @@ def generate(zoo: str, method: str | None, where: str | None, n: int, condition:
               help="Also epochs to the training median accuracy, generated vs random init (retrains a few runs).")
 @click.option("--finetune-models", type=click.IntRange(min=1), default=4, show_default=True,
               help="Runs retrained per initialization with --finetune.")
+@click.option("--finetune-epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs each --finetune run trains (default: the source zoo's).")
 @click.option("--sigmas", default="0.01,0.05,0.1,0.3", show_default=True,
               help="Comma-separated noise levels of the noise baseline.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the baselines and the alignment.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def eval_gen(gen_zoo: str, train: str, where: str | None, out: str | None, no_baselines: bool, align: bool,
-             finetune: bool, finetune_models: int, sigmas: str, seed: int, quiet: bool) -> None:
+             finetune: bool, finetune_models: int, finetune_epochs: int | None, sigmas: str, seed: int,
+             quiet: bool) -> None:
     """Accuracy and novelty (max IoU of mispredictions, min L2) of GEN_ZOO's networks vs the training zoo.
 
     \b
@@ -89,7 +92,8 @@ def eval_gen(gen_zoo: str, train: str, where: str | None, out: str | None, no_ba
     except ValueError:
         raise WeightzooError(f"--sigmas {sigmas!r} is not a comma-separated list of numbers, e.g. 0.01,0.1") from None
     r = evaluate_generated(gen_zoo, train, where=where, out_dir=out, baselines=not no_baselines, sigmas=levels,
-                           align=align, finetune=finetune, finetune_models=finetune_models, seed=seed,
+                           align=align, finetune=finetune, finetune_models=finetune_models,
+                           finetune_epochs=finetune_epochs, seed=seed,
                            progress=not quiet)
     click.echo(f"{r.generated_zoo} vs {r.train_zoo} ({r.train['n']} training networks"
                + (f" where {r.where}" if r.where else "") + ")")

@@ -39,11 +39,12 @@ def test_generate_then_eval_gen(tiny_digits_zoo, tmp_path):
     assert res.exit_code == 0 and "average" not in res.output
     assert (tmp_path / "gen-eval" / "eval_gen.json").is_file()  # the default --out
     res = run_cli("eval-gen", gen, "--train", tiny_digits_zoo, "--no-baselines", "--align", "--finetune",
-                  "--finetune-models", 2, "--out", tmp_path / "ev2", "-q")
+                  "--finetune-models", 2, "--finetune-epochs", 2, "--out", tmp_path / "ev2", "-q")
     assert res.exit_code == 0, res.output
-    assert "aligned" in res.output and "mean epochs to" in res.output and "within 3 epochs" in res.output
+    assert "aligned" in res.output and "mean epochs to" in res.output and "within 2 epochs" in res.output
     report = json.loads((tmp_path / "ev2" / "eval_gen.json").read_text())
     assert report["finetune"]["models"] == 2 and "min_l2_aligned_mean" in report["methods"]["generated: noise"]
+    assert report["finetune"]["epochs"] == 2  # the zoo's own recipe trains 3
 
 
 def test_errors_are_one_line(tiny_digits_zoo, multi_arch_dir, zoo_dir, tmp_path):
