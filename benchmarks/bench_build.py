@@ -332,10 +332,10 @@ def main() -> None:
         # graph architectures (format v2): population under vmap with per-member batch norm
         "resnet8-bn": {"name": "b-resnet", "dataset": {"name": "digits", "test_fraction": 0.25},
                        "architecture": {"name": "resnet", "depth": 8, "width_multiplier": 0.25},
-                       "training": graph_training, "grid": {"lr": [0.01], "seed": list(range(16 // k))}},
+                       "training": graph_training, "grid": {"lr": [0.01], "seed": list(range(64 // k))}},
         "vit": {"name": "b-vit", "dataset": {"name": "digits", "test_fraction": 0.25},
                 "architecture": {"name": "transformer", "patch_size": 2, "dim": 16, "depth": 2},
-                "training": graph_training, "grid": {"lr": [0.003], "seed": list(range(16 // k))}},
+                "training": graph_training, "grid": {"lr": [0.003], "seed": list(range(64 // k))}},
     }
     if args.cases:
         unknown = sorted(set(args.cases) - set(cases))
