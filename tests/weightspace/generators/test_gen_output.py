@@ -168,3 +168,11 @@ def test_analyze_on_a_generated_zoo_says_why_it_cannot(tiny_digits_zoo, tmp_path
     generate_zoo(tiny_digits_zoo, "noise", LAST, 4, tmp_path / "gen", hparams={"sigma": 0.05}, quiet=True)
     with pytest.raises(WeightzooError, match=r"seed.*zoo generate"):
         analyze_zoo(tmp_path / "gen", metrics="hessian")
+
+
+def test_package_exports_the_entry_points():
+    import weightspace.generators as gens
+    from weightspace.generators import evaluate
+
+    assert gens.generate_zoo is generate_zoo and gens.evaluate_generated is evaluate.evaluate_generated
+    assert {"generate_zoo", "evaluate_generated"} <= set(gens.__all__)
