@@ -157,7 +157,9 @@ RESUME_SPEC = {"name": "resume", "dataset": {"name": "digits"}, "architecture": 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_resume_after_interrupt(tmp_path, sig):
-    spec = _write(tmp_path, RESUME_SPEC)
+    # 12 epochs: each population trains for ~0.4 s on an idle machine, so the signal sent after the
+    # first one lands always arrives mid-build (with 3 epochs an idle machine could finish first).
+    spec = _write(tmp_path, {**RESUME_SPEC, "training": {**RESUME_SPEC["training"], "epochs": 12}})
     out = tmp_path / "zoo"
     cmd = [sys.executable, "-m", "zoo_cli.main", "build", str(spec), "--out", str(out), "--quiet",
            "--max-population", "2"]
