@@ -163,7 +163,10 @@ def test_resume_after_interrupt(tmp_path, sig):
     out = tmp_path / "zoo"
     cmd = [sys.executable, "-m", "zoo_cli.main", "build", str(spec), "--out", str(out), "--quiet",
            "--max-population", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A background job of a non-interactive shell inherits SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler: give the build the default disposition, as a terminal would.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     # Wait until at least one population is in the manifest, then kill -9 mid-build.
     while time.time() < deadline:
