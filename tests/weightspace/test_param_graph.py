@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from zoo_helpers import mlp_spec, random_weights
+from zoo_helpers import graph_specs, mlp_spec, random_weights
 
 from catalog import nodes as nd
 from catalog.network import NetworkSpec
@@ -17,20 +17,9 @@ from weightspace.representations.param_graph import (
     params_to_param_graph,
 )
 from zoo_builders.architectures import MLPConfig
-from zoo_builders.graph_architectures import (
-    ModelZooCNNConfig,
-    ResNetConfig,
-    TransformerConfig,
-    VGGConfig,
-)
 
 SPECS = {
-    "resnet": ResNetConfig(width_multiplier=0.25).network_spec((1, 8, 8), 10),
-    "resnet-plain-1d": ResNetConfig(batchnorm=False, width_multiplier=0.25).network_spec((1, 40), 10),
-    "vgg": VGGConfig(channels=(4, 8), hidden=(16,), dropout=0.1).network_spec((1, 8, 8), 10),
-    "modelzoo-cnn": ModelZooCNNConfig().network_spec((1, 28, 28), 10),
-    "vit": TransformerConfig(patch_size=2, dim=8, depth=2).network_spec((1, 8, 8), 10),
-    "seq": TransformerConfig(patch_size=4, dim=8, depth=1, heads=4).network_spec((1, 40), 10),
+    **graph_specs(),
     "mlp-chain": mlp_spec(hidden=5),
     "mlp-on-images": MLPConfig(hidden=(6,)).network_spec((1, 8, 8), 10),
     "embedding": NetworkSpec("e", (3,), nodes=(
