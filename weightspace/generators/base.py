@@ -93,6 +93,10 @@ class Generator(abc.ABC):
     def load_state(self, tensors: Mapping[str, Tensor], config: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_tensors` / :meth:`state_config` returned."""
 
+    def not_trained(self) -> WeightzooError:
+        """The error for using a generator before :meth:`fit` or :func:`load_generator`."""
+        return WeightzooError(f"this {self.name} generator is not trained; call fit() or load_generator(run_dir)")
+
     def save(self, run_dir: str | Path) -> Path:
         """Write the run directory (tensors first, config last, both atomically)."""
         run_dir = Path(run_dir)

@@ -212,7 +212,8 @@ class HyperRepGenerator(Generator):
 
     def _tokens(self, params: Mapping[str, Tensor]) -> Tensor:
         """Normalized tokens of raw parameters. Shapes: ``{name: [B, *shape]}`` -> ``[B, T, D]``."""
-        assert self.norm is not None
+        if self.norm is None:
+            raise self.not_trained()
         return self.tokenizer.tokenize(normalize(self.norm, params, self.names))
 
     def encode(self, params: Mapping[str, Tensor]) -> Tensor:
@@ -228,14 +229,15 @@ class HyperRepGenerator(Generator):
     def decode(self, latents: Tensor) -> dict[str, Tensor]:
         """Networks of per-token latents. Shapes: ``[B, T, d_latent]`` -> ``{name: [B, *shape]}``."""
         model = self._require_model()
-        assert self.norm is not None
+        if self.norm is None:
+            raise self.not_trained()
         with torch.no_grad():
             tokens = model.decode(latents)
         return denormalize(self.norm, self.tokenizer.detokenize(tokens), self.names, self.spec.torch_dtype)
 
     def _require_model(self) -> TokenAutoencoder:
         if self.model is None or self.norm is None:
-            raise WeightzooError("this hyperrep generator is not trained; call fit() or load_generator(run_dir)")
+            raise self.not_trained()
         return self.model
 
     # ----------------------------------------------------------------------------- Generator
@@ -301,7 +303,8 @@ class HyperRepGenerator(Generator):
         self._require_model()
         if n < 1:
             raise WeightzooError(f"n must be >= 1, got {n}")
-        assert self.latents is not None
+        if self.latents is None:
+            raise self.not_trained()
         z = self.latents.double()  # [k, L]
         k, dim = z.shape
         gen = torch.Generator().manual_seed(seed)
@@ -314,7 +317,8 @@ class HyperRepGenerator(Generator):
 
     def state_tensors(self) -> dict[str, Tensor]:
         model = self._require_model()
-        assert self.norm is not None and self.latents is not None
+        if self.norm is None or self.latents is None:
+            raise self.not_trained()
         out = {f"model.{k}": v for k, v in model.state_dict().items()}
         out.update(normalizer_tensors(self.norm, self.names))
         out["kde.latents"] = self.latents

@@ -437,7 +437,7 @@ class MIPGenerator(Generator):
     # ------------------------------------------------------------------ sampling
     def _condition_row(self, condition: Mapping[str, float] | None) -> np.ndarray:
         if self.net is None:
-            raise WeightzooError("mip generator is not trained; call fit (or load a run directory) first")
+            raise self.not_trained()
         if not condition:
             raise WeightzooError(f"mip is conditional: give a value for each condition column "
                                  f"({', '.join(self.condition)}), e.g. --condition {self.condition[0]}=VALUE")
@@ -466,7 +466,7 @@ class MIPGenerator(Generator):
             ``z [B, C]``, ``code [B, latent_dim]`` -> ``{name: [B, *shape]}``.
         """
         if self.net is None:
-            raise WeightzooError("mip generator is not trained; call fit (or load a run directory) first")
+            raise self.not_trained()
         if code is None and self.code_mean is not None:
             code = self.code_mean.expand(z.shape[0], -1)
         flat = self.net(z.float(), code)  # [B, P]
@@ -498,7 +498,7 @@ class MIPGenerator(Generator):
     # ------------------------------------------------------------------ state
     def state_tensors(self) -> dict[str, Tensor]:
         if self.net is None:
-            raise WeightzooError("mip generator is not trained; nothing to save")
+            raise self.not_trained()
         out = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         if self.code_mean is not None:
             out["code_mean"], out["code_std"] = self.code_mean, self.code_std

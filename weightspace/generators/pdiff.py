@@ -236,20 +236,21 @@ class PDiffGenerator(Generator):
 
     def _vectors(self, params: Mapping[str, Tensor]) -> Tensor:
         """Normalized, padded flat vectors. Shapes: ``{name: [B, *shape]}`` -> ``[B, L]``."""
-        assert self.norm is not None
+        if self.norm is None:
+            raise self.not_trained()
         flat = flatten(normalize(self.norm, params, self.names), self.names)  # [B, P]
         return F.pad(flat, (0, self.length - self.n_flat))
 
     def _require(self) -> tuple[ConvAutoencoder, Denoiser]:
         if self.ae is None or self.denoiser is None or self.norm is None or self.basis.numel() == 0:
-            raise WeightzooError("this pdiff generator is not trained; call fit() or load_generator(run_dir)")
+            raise self.not_trained()
         return self.ae, self.denoiser
 
     def decode(self, latents: Tensor) -> dict[str, Tensor]:
         """Networks of latents. Shapes: ``[B, C, L']`` -> ``{name: [B, *shape]}``."""
         ae = self.ae
         if ae is None or self.norm is None:
-            raise WeightzooError("this pdiff generator is not trained; call fit() or load_generator(run_dir)")
+            raise self.not_trained()
         with torch.no_grad():
             flat = ae.decode(latents)[:, :self.n_flat]  # [B, P]
         out = denormalize(self.norm, unflatten(flat, self.spec, self.names), self.names, self.spec.torch_dtype)
@@ -262,7 +263,7 @@ class PDiffGenerator(Generator):
         """Latents of networks. Shapes: ``{name: [B, *shape]}`` -> ``[B, C, L']``."""
         ae = self.ae
         if ae is None or self.norm is None:
-            raise WeightzooError("this pdiff generator is not trained; call fit() or load_generator(run_dir)")
+            raise self.not_trained()
         with torch.no_grad():
             return ae.encode(self._vectors(params))
 
@@ -397,7 +398,8 @@ class PDiffGenerator(Generator):
 
     def state_tensors(self) -> dict[str, Tensor]:
         ae, den = self._require()
-        assert self.norm is not None
+        if self.norm is None:
+            raise self.not_trained()
         out = {f"ae.{k}": v for k, v in ae.state_dict().items()}
         out.update({f"denoiser.{k}": v for k, v in den.state_dict().items()})
         out.update(normalizer_tensors(self.norm, self.names))

@@ -121,3 +121,17 @@ def test_parse_hparams_types_text_by_the_defaults():
         parse_hparams("average", ["q=3"])
     with pytest.raises(WeightzooError, match="is not KEY=VALUE"):
         parse_hparams("noise", ["sigma"])
+
+
+@pytest.mark.parametrize("method", ["hyperrep", "pdiff", "mip"])
+def test_an_untrained_learned_generator_says_so(method):
+    """Sampling or saving before fit() is a user error naming the fix, not an assertion."""
+    from zoo_helpers import mlp_spec
+
+    from weightspace.generators import build_generator
+
+    gen = build_generator(method, mlp_spec(hidden=4))
+    with pytest.raises(WeightzooError, match=f"this {method} generator is not trained; call fit"):
+        gen.sample(2, condition={"lr": 0.01} if method == "mip" else None)
+    with pytest.raises(WeightzooError, match="not trained"):
+        gen.state_tensors()
