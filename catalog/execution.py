@@ -1,9 +1,12 @@
 """Running graph networks (format v2): one member, a whole population, or an ``nn.Module``.
 
-One function, :func:`graph_forward`, computes a single network on a batch, node after node.
-A population of ``P`` networks runs it under ``torch.func.vmap`` over the stacked member
-dimension (:func:`graph_population_forward`), so every member has its own weights, batch-norm
-statistics and dropout masks, and computes what it computes alone. :class:`GraphNetwork` is the
+One function, :func:`graph_forward`, computes a single network on a batch, node after node
+(:meth:`Node.forward <catalog.nodes.Node.forward>`). A population of ``P`` networks runs node
+after node too, each node computing all members at once on ``[P, B, *shape]`` values
+(:func:`graph_population_forward`, :meth:`Node.population_forward
+<catalog.nodes.Node.population_forward>`: batched matrix products, grouped convolutions, batch
+norm with the members as channels), so every member has its own weights, batch-norm statistics
+and dropout masks, and computes what it computes alone. :class:`GraphNetwork` is the
 plain ``nn.Module`` rebuilt from a spec, with the spec's parameter names as ``state_dict`` keys.
 """
 
@@ -64,15 +67,25 @@ def graph_population_forward(
         returns ``(out [P, B, *output_shape], {buffer name: Tensor[P, *shape]})``; the second
         holds the new batch-norm running statistics (empty unless ``training``).
     """
-    shared = x.dim() == len(spec.input_shape) + 1
-
-    def member(p: dict[str, Tensor], xm: Tensor, mm: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        ctx = Context(training=training, masks=mm)
-        out = graph_forward(spec, p, xm, ctx)
-        return out, ctx.updates
-
-    run = torch.func.vmap(member, in_dims=(0, None if shared else 0, 0))
-    return run(dict(params), x, dict(masks or {}))
+    n_pop = next(iter(params.values())).shape[0]
+    if x.dim() == len(spec.input_shape) + 1:  # shared: a view, every member reads the same batch
+        x = x.unsqueeze(0).expand(n_pop, *x.shape)
+    if training and n_pop == 1:
+        # oneDNN's convolution backward and torch's batch norm take other code paths (other
+        # rounding) for one group or a few channels than for several members, and training
+        # amplifies the difference; a lone member trains as a population of two copies of
+        # itself, so it computes what it computes in any population. The copy's gradient is
+        # exactly zero (its outputs are dropped), so the member's own is unchanged.
+        out, updates = graph_population_forward(
+            spec, {k: v.expand(2, *v.shape[1:]) for k, v in params.items()}, x.expand(2, *x.shape[1:]),
+            training, {k: v.expand(2, *v.shape[1:]) for k, v in (masks or {}).items()})
+        return out[:1], {k: v[:1] for k, v in updates.items()}
+    ctx = Context(training=training, masks=dict(masks or {}))
+    values = {INPUT: x.reshape(n_pop, x.shape[1], *spec.input_shape)}
+    for node in spec.nodes:
+        p = {suffix: params[f"{node.name}.{suffix}"] for suffix, _, _ in node.param_shapes()}
+        values[node.name] = node.population_forward(p, [values[i] for i in node.inputs], ctx)
+    return values[spec.nodes[-1].name], ctx.updates
 
 
 class GraphNetwork(nn.Module):

@@ -13,7 +13,8 @@ From either it derives its parameters (ordered names, shapes, dtypes). It is sto
 ``zoo.json`` for every architecture, and it is everything needed to rebuild the network:
 :func:`build_module` gives an ``nn.Module`` whose ``state_dict`` keys are the spec's parameter
 names, and :func:`population_forward` runs a whole stacked population in one batched call
-(chains by a hand-written fast path, graphs by ``vmap``, see :mod:`catalog.execution`).
+(chains by a hand-written fast path, graphs node by node in batched form, see
+:mod:`catalog.execution`).
 
 A chain can be expressed as a graph (:meth:`NetworkSpec.as_graph`); the chain form is kept
 because its stored JSON and ids predate graphs, and chain-only weight-space code reads it.
@@ -586,8 +587,8 @@ def population_forward(
             of every neuron of the layer (after its activation; a convolution channel's map is
             averaged over positions) - the neuron-level view that probe features use.
 
-    Graph specs run through :func:`catalog.execution.graph_population_forward` (``vmap``),
-    in evaluation mode; ``dropout_masks`` and ``activations`` are for chains.
+    Graph specs run through :func:`catalog.execution.graph_population_forward` in
+    evaluation mode; ``dropout_masks`` and ``activations`` are for chains.
 
     Shapes:
         returns ``[P, B, n_outputs]``.

@@ -79,14 +79,46 @@ class Context:
 
     Args:
         training: batch statistics for ``batchnorm`` and dropout masks apply (default ``False``).
-        masks: ``{dropout node name: Tensor[B, *shape]}``, pre-scaled by ``1 / (1 - p)``; a
-            training pass without a node's mask draws none (the node passes its input through).
-        updates: filled by the pass: ``{buffer name: new value}`` (batch-norm running stats).
+        masks: ``{dropout node name: Tensor[B, *shape]}`` (``[P, B, *shape]`` in a population
+            pass), pre-scaled by ``1 / (1 - p)``; a training pass without a node's mask draws
+            none (the node passes its input through).
+        updates: filled by the pass: ``{buffer name: new value}`` (batch-norm running stats;
+            ``[P, *shape]`` in a population pass).
     """
 
     training: bool = False
     masks: Mapping[str, Tensor] = field(default_factory=dict)
     updates: dict[str, Tensor] = field(default_factory=dict)
+
+
+# ================================================================================ population layout
+# A population pass carries every value as ``[P, B, *shape]``. Convolutions, pools and batch
+# norm run on the members as channel groups, ``[B, P*C, *S]`` (one grouped kernel for all
+# members); their outputs are split back as a transposed *view*, so the next such node merges
+# them again without a copy, and elementwise nodes keep that memory layout.
+def merge_members(x: Tensor) -> Tensor:
+    """``[P, B, C, *S] -> [B, P*C, *S]``: members as channel groups (a view after :func:`split_members`)."""
+    return x.transpose(0, 1).flatten(1, 2)
+
+
+def split_members(y: Tensor, n_pop: int) -> Tensor:
+    """``[B, P*C, *S] -> [P, B, C, *S]``, a view."""
+    return y.unflatten(1, (n_pop, -1)).transpose(0, 1)
+
+
+def _member_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Each member's ``x W^T + b`` over the last dim: ``x [P, B, *, F]``, ``weight [P, O, F]``,
+    ``bias [P, O]`` -> ``[P, B, *, O]``, as one batched matrix product."""
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])                            # [P, N, F]
+    w = weight.transpose(1, 2)                                               # [P, F, O]
+    out = torch.bmm(flat, w) if bias is None else torch.baddbmm(bias.unsqueeze(1), flat, w)
+    return out.view(*x.shape[:-1], weight.shape[1])
+
+
+def _per_example(node: Node, p: Mapping[str, Tensor], xs: Sequence[Tensor], ctx: Context) -> Tensor:
+    """A parameter-free node's population pass: its one-member pass over the ``P * B`` examples."""
+    n_pop, batch = xs[0].shape[:2]
+    return node.forward(p, [x.flatten(0, 1) for x in xs], ctx).unflatten(0, (n_pop, batch))
 
 
 # ================================================================================ validation
@@ -197,6 +229,19 @@ class Node:
         """
         raise NotImplementedError
 
+    def population_forward(self, p: Mapping[str, Tensor], xs: Sequence[Tensor], ctx: Context) -> Tensor:
+        """``P`` members at once, each computing what :meth:`forward` computes for it alone.
+
+        Args:
+            p: this node's tensors by suffix, stacked ``[P, *shape]``.
+            xs: the inputs, each ``[P, B, *in_shape]``.
+            ctx: as for :meth:`forward`, with masks ``[P, B, *shape]``; updates get ``[P, *shape]``.
+
+        Shapes:
+            returns ``[P, B, *out_shape]``.
+        """
+        raise NotImplementedError
+
     def to_dict(self) -> dict:
         """The canonical JSON form: ``kind``, ``name``, ``inputs`` and every field that is not
         at its default (so a field added later, at its default, changes nothing)."""
@@ -235,6 +280,9 @@ class Linear(Node):
 
     def forward(self, p, xs, ctx):
         return F.linear(xs[0], p["weight"], p.get("bias"))
+
+    def population_forward(self, p, xs, ctx):
+        return _member_linear(xs[0], p["weight"], p.get("bias"))
 
 
 @dataclass(frozen=True)
@@ -279,6 +327,20 @@ class _Conv(Node):
         conv = F.conv1d if self.N_SPATIAL == 1 else F.conv2d
         return conv(xs[0], p["weight"], p.get("bias"), stride=self.stride, padding=self.padding,
                     groups=self.groups)
+
+    def population_forward(self, p, xs, ctx):
+        # One grouped convolution: member m's channels are groups m*g ... m*g + g - 1.
+        n_pop = xs[0].shape[0]
+        conv = F.conv1d if self.N_SPATIAL == 1 else F.conv2d
+        bias = p["bias"].flatten() if "bias" in p else None                  # [P*O]
+        x = merge_members(xs[0])                                             # [B, P*C, *S]
+        if self.N_SPATIAL == 2:
+            # Channels last: oneDNN's grouped convolution of many small groups runs ~2x faster
+            # so (its output stays channels last, as do the batch norm and pools after it).
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = conv(x, p["weight"].flatten(0, 1), bias, stride=self.stride,
+                   padding=self.padding, groups=n_pop * self.groups)        # [B, P*O, *S]
+        return split_members(out, n_pop)                                     # [P, B, O, *S]
 
 
 @dataclass(frozen=True)
@@ -331,24 +393,43 @@ class BatchNorm(Node):
         return affine + [("running_mean", c, "running_mean"), ("running_var", c, "running_var")]
 
     def forward(self, p, xs, ctx):
-        x = xs[0]
-        view = (1, -1, *([1] * (x.dim() - 2)))
-        if ctx.training:
+        out, updates = self._normalize(xs[0], p, ctx.training)
+        ctx.updates.update({f"{self.name}.{k}": v for k, v in updates.items()})
+        return out
+
+    def population_forward(self, p, xs, ctx):
+        # Members as channels: per-channel statistics of [B, P*C, *S] are per member.
+        n_pop = xs[0].shape[0]
+        out, updates = self._normalize(merge_members(xs[0]), {k: v.flatten() for k, v in p.items()}, ctx.training)
+        ctx.updates.update({f"{self.name}.{k}": v.view(n_pop, -1) for k, v in updates.items()})
+        return split_members(out, n_pop)
+
+    def _normalize(self, x: Tensor, p: Mapping[str, Tensor], training: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        """Normalize ``x [B, C, *S]`` with ``p``'s ``[C]`` tensors; returns the output and, while
+        training, the new running statistics by suffix."""
+        n = x.numel() // x.shape[1]
+        if training and n > 1:
+            # torch's fused kernel: normalizes with the biased batch variance and moves the
+            # running statistics (updated in place, so on copies) toward the unbiased one.
+            stats = {"running_mean": p["running_mean"].clone(), "running_var": p["running_var"].clone()}
+            out = F.batch_norm(x, stats["running_mean"], stats["running_var"], p.get("weight"), p.get("bias"),
+                               training=True, momentum=self.momentum, eps=self.eps)
+            return out, stats
+        updates = {}
+        if training:  # one value per channel (torch refuses): batch variance 0, running variance decays
             dims = [0, *range(2, x.dim())]
-            n = x.numel() // x.shape[1]
-            mean = x.mean(dims)
-            var = x.var(dims, unbiased=False)
+            mean, var = x.mean(dims), x.var(dims, unbiased=False)
+            m = self.momentum
             with torch.no_grad():
-                m = self.momentum
-                unbiased = var.detach() * (n / max(n - 1, 1))
-                ctx.updates[f"{self.name}.running_mean"] = (1 - m) * p["running_mean"] + m * mean.detach()
-                ctx.updates[f"{self.name}.running_var"] = (1 - m) * p["running_var"] + m * unbiased
+                updates = {"running_mean": (1 - m) * p["running_mean"] + m * mean.detach(),
+                           "running_var": (1 - m) * p["running_var"] + m * var.detach()}
         else:
             mean, var = p["running_mean"], p["running_var"]
+        view = (1, -1, *([1] * (x.dim() - 2)))
         out = (x - mean.view(view)) * torch.rsqrt(var.view(view) + self.eps)
         if self.affine:
             out = out * p["weight"].view(view) + p["bias"].view(view)
-        return out
+        return out, updates
 
 
 @dataclass(frozen=True)
@@ -378,6 +459,14 @@ class LayerNorm(Node):
     def forward(self, p, xs, ctx):
         return F.layer_norm(xs[0], (self.dim,), p.get("weight"), p.get("bias"), self.eps)
 
+    def population_forward(self, p, xs, ctx):
+        x = xs[0]
+        out = F.layer_norm(x, (self.dim,), None, None, self.eps)            # [P, B, *, D]
+        if self.affine:
+            view = (x.shape[0], *[1] * (x.dim() - 2), self.dim)
+            out = out * p["weight"].view(view) + p["bias"].view(view)
+        return out
+
 
 @dataclass(frozen=True)
 class Activation(Node):
@@ -393,6 +482,9 @@ class Activation(Node):
 
     def forward(self, p, xs, ctx):
         return activate(xs[0], self.fn, self.omega)
+
+    def population_forward(self, p, xs, ctx):
+        return self.forward(p, xs, ctx)  # elementwise: any leading dims
 
 
 @dataclass(frozen=True)
@@ -426,6 +518,10 @@ class _Pool(Node):
         n = len(self.kernel_size)
         name = ("max" if self.KIND == "maxpool" else "avg") + f"_pool{n}d"
         return getattr(F, name)(xs[0], self.kernel_size, self._stride(), self.padding)
+
+    def population_forward(self, p, xs, ctx):
+        # Pooling is per channel: the members' channels pool as one map.
+        return split_members(self.forward(p, [merge_members(xs[0])], ctx), xs[0].shape[0])
 
 
 @dataclass(frozen=True)
@@ -471,6 +567,11 @@ class GlobalPool(Node):
         h = x if self.over == "tokens" else x.flatten(2).transpose(1, 2)  # [B, positions, C]
         return h.mean(1) if self.op == "avg" else h.amax(1)
 
+    def population_forward(self, p, xs, ctx):
+        x = xs[0]
+        h = x if self.over == "tokens" else x.flatten(3).transpose(2, 3)  # [P, B, positions, C]
+        return h.mean(2) if self.op == "avg" else h.amax(2)
+
 
 @dataclass(frozen=True)
 class Flatten(Node):
@@ -483,6 +584,9 @@ class Flatten(Node):
 
     def forward(self, p, xs, ctx):
         return xs[0].flatten(1)
+
+    def population_forward(self, p, xs, ctx):
+        return xs[0].flatten(2)
 
 
 @dataclass(frozen=True)
@@ -500,6 +604,9 @@ class Dropout(Node):
     def forward(self, p, xs, ctx):
         mask = ctx.masks.get(self.name) if ctx.training else None
         return xs[0] if mask is None else xs[0] * mask
+
+    def population_forward(self, p, xs, ctx):
+        return self.forward(p, xs, ctx)  # the population's masks are [P, B, *shape]
 
 
 @dataclass(frozen=True)
@@ -521,6 +628,9 @@ class Add(Node):
             out = out + x
         return out
 
+    def population_forward(self, p, xs, ctx):
+        return self.forward(p, xs, ctx)  # elementwise
+
 
 @dataclass(frozen=True)
 class Embedding(Node):
@@ -541,6 +651,11 @@ class Embedding(Node):
 
     def forward(self, p, xs, ctx):
         return p["weight"][xs[0].long()]
+
+    def population_forward(self, p, xs, ctx):
+        ids = xs[0].long()                                                   # [P, B, *]
+        member = torch.arange(ids.shape[0], device=ids.device).view(-1, *[1] * (ids.dim() - 1))
+        return p["weight"][member, ids]                                      # [P, B, *, D]
 
 
 @dataclass(frozen=True)
@@ -566,6 +681,9 @@ class PosEmbedding(Node):
 
     def forward(self, p, xs, ctx):
         return xs[0] + p["weight"]
+
+    def population_forward(self, p, xs, ctx):
+        return xs[0] + p["weight"].unsqueeze(1)                              # [P, B, T, D]
 
 
 @dataclass(frozen=True)
@@ -605,14 +723,33 @@ class Attention(Node):
         h, d = self.num_heads, e // self.num_heads
         qkv = F.linear(x, p["in_proj_weight"], p.get("in_proj_bias"))       # [B, T, 3E]
         q, k, v = qkv.reshape(b, t, 3, h, d).permute(2, 0, 3, 1, 4)          # each [B, H, T, d]
-        # Scaling q (not the scores) as PyTorch's attention does: T times fewer multiplications.
-        scores = torch.matmul(q * (1 / math.sqrt(d)), k.transpose(-1, -2))   # [B, H, T, T]
-        if self.causal:
-            future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-            scores = scores.masked_fill(future, float("-inf"))
-        out = torch.matmul(scores.softmax(-1), v)                            # [B, H, T, d]
-        out = out.transpose(1, 2).reshape(b, t, e)
+        out = self._attend(q, k, v).transpose(1, 2).reshape(b, t, e)
         return F.linear(out, p["out_proj.weight"], p.get("out_proj.bias"))
+
+    def population_forward(self, p, xs, ctx):
+        x = xs[0]
+        n_pop, b, t, e = x.shape
+        h, d = self.num_heads, e // self.num_heads
+        # q, k and v by three products (not one, then split): the backward of splitting a
+        # [P*B, T, 3, H, d] tensor into heads was a quarter of a ViT population's step.
+        w, bias = p["in_proj_weight"].chunk(3, 1), p.get("in_proj_bias")
+        bias = (None,) * 3 if bias is None else bias.chunk(3, 1)
+        q, k, v = (_member_linear(x, wi, bi).view(n_pop * b, t, h, d).transpose(1, 2)
+                   for wi, bi in zip(w, bias))                              # each [P*B, H, T, d]
+        out = self._attend(q, k, v).transpose(1, 2).reshape(n_pop, b, t, e)
+        return _member_linear(out, p["out_proj.weight"], p.get("out_proj.bias"))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """``softmax(q k^T / sqrt(d)) v`` per head, ``[N, H, T, d]`` each. (torch's fused
+        ``scaled_dot_product_attention`` measured 1.2x slower per training step on the CPU for a
+        small ViT: its backward is slow for thousands of 16-token heads.)"""
+        # Scaling q (not the scores) as PyTorch's attention does: T times fewer multiplications.
+        scores = torch.matmul(q * (1 / math.sqrt(q.shape[-1])), k.transpose(-1, -2))  # [N, H, T, T]
+        if self.causal:
+            t = q.shape[-2]
+            future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
+        return torch.matmul(scores.softmax(-1), v)                          # [N, H, T, d]
 
 
 @dataclass(frozen=True)
@@ -647,6 +784,9 @@ class Patchify(Node):
         hh, ww = x.shape[2] // ph, x.shape[3] // pw
         x = x.reshape(b, c, hh, ph, ww, pw).permute(0, 2, 4, 1, 3, 5)
         return x.reshape(b, hh * ww, c * ph * pw)
+
+    def population_forward(self, p, xs, ctx):
+        return _per_example(self, p, xs, ctx)
 
 
 NODE_KINDS: dict[str, type[Node]] = {cls.KIND: cls for cls in (

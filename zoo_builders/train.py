@@ -223,7 +223,8 @@ def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
                 masks = {li: m[:, sl] for li, m in masks_epoch.items()} or None
                 out = population_forward(net, params, xb, masks)   # [P, b, C]
             else:
-                # Graphs run under vmap: batch norm normalizes with each member's own batch.
+                # Graphs run node by node in batched form; batch norm normalizes each member
+                # with its own batch.
                 out, updates = graph_population_forward(
                     net, params, xb, training=True, masks=_graph_masks(net, drop_gens, idx.shape[1]))
             loss = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(n_pop, -1).mean(1)
