@@ -7,7 +7,10 @@ vectorized population trainer and once one model at a time with ``nn.Module`` + 
 (layer chains as ``nn.Sequential`` of torch layers; graphs as the spec's own module,
 :func:`catalog.network.build_module`, in train mode: batch norm with batch statistics). Writes
 models/minute for both, their ratio and both final mean accuracies (PSNR for SIRENs) to
-``benchmarks/results/bench_build.json``.
+``benchmarks/results/bench_build.json``. For the graph architectures it also times a per-model
+step on 2 examples and on a full batch: the share of a step that is per-step overhead bounds what
+a population, whose kernels do each member's arithmetic as the loop does, can gain
+(``overhead_only_speedup``).
 
 Every case runs twice: with torch's default thread count and with the builder's
 (:data:`zoo_builders.build.DEFAULT_THREADS`, what ``zoo build`` uses without ``--threads``);
@@ -164,11 +167,38 @@ def _case(name: str, spec: dict, threads: int) -> dict:
         "speedup": pop_rate / loop_rate, "metric": metric,
         "population_mean": mean(pop_metric), "per_model_mean": mean(loop_metric),
     }
+    if not (inr or net.is_chain):
+        # How much of a per-model step is per-step overhead (dispatch, autograd bookkeeping):
+        # a step on 2 examples costs about only that. A population's kernels do each member's
+        # arithmetic as the per-model loop does, so removing that overhead, and nothing else,
+        # would give a speedup of about t_batch / (t_batch - t_2).
+        t_small, t_batch = (step_ms(net, data, b) for b in (2, runs[0].training.batch_size))
+        row.update(per_model_step_ms={"2": t_small, str(runs[0].training.batch_size): t_batch},
+                   overhead_only_speedup=t_batch / max(t_batch - t_small, 1e-9))
     print(f"{name:10s} threads={threads} runs={len(runs):4d}  population {pop_rate:9.1f} models/min  "
           f"per-model {loop_rate:8.1f} "
           f"models/min  x{row['speedup']:.1f}   {metric}: {row['population_mean']:.4f} vs {row['per_model_mean']:.4f}",
           flush=True)
     return row
+
+
+def step_ms(net: NetworkSpec, data, batch: int, repeats: int = 60) -> float:
+    """Median milliseconds of one training step (forward, backward, Adam) of a graph spec's
+    module on ``batch`` training examples."""
+    model = build_module(net, init_params(net, "default", torch.Generator().manual_seed(0))).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = data.x_train[:batch].reshape(batch, *net.input_shape)
+    y = data.y_train[:batch]
+    times = []
+    for i in range(repeats + 5):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= 5:  # warm-up steps are not counted
+            times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
 
 
 def _timed_call(shared, task):

@@ -28,8 +28,12 @@ from zoo_builders.init import init_params
 from zoo_builders.optim import PopulationOptimizer
 from zoo_builders.spec import RunConfig
 
-#: Examples per chunk when evaluating a population on a whole split.
+#: Examples per chunk (at most) when evaluating a population on a whole split.
 EVAL_CHUNK = 512
+#: Members x examples per evaluation chunk: a population of 64 evaluates 64 examples at a time.
+#: Larger chunks leave the cache: a ViT population of 64 evaluated 2.9x slower in chunks of 512
+#: (per-example results do not depend on the chunk).
+EVAL_MEMBER_EXAMPLES = 4096
 
 
 def member_generator(run: RunConfig, purpose: str) -> torch.Generator:
@@ -104,13 +108,14 @@ def evaluate_classifier(net: NetworkSpec, params: dict[str, Tensor], x: Tensor, 
     total = index.shape[1] if index is not None else x.shape[0]
     loss_sum = torch.zeros(n_pop, dtype=torch.float64)
     correct = torch.zeros(n_pop, dtype=torch.float64)
-    for start in range(0, total, EVAL_CHUNK):
+    chunk = max(16, min(EVAL_CHUNK, EVAL_MEMBER_EXAMPLES // n_pop))
+    for start in range(0, total, chunk):
         if index is None:
-            xb, yb = x[start:start + EVAL_CHUNK], y[start:start + EVAL_CHUNK]
+            xb, yb = x[start:start + chunk], y[start:start + chunk]
             out = population_forward(net, params, xb)
             yb = yb.expand(n_pop, -1)
         else:
-            idx = index[:, start:start + EVAL_CHUNK]
+            idx = index[:, start:start + chunk]
             out = population_forward(net, params, x[idx])
             yb = y[idx]
         ce = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(n_pop, -1)
