@@ -238,6 +238,21 @@ def test_resume_after_interruption_adds_no_duplicates(tmp_path, monkeypatch):
     assert verify_zoo(out).ok
 
 
+def test_restored_trial_takes_the_last_line_of_a_repeated_iteration(tmp_path):
+    # Ray Tune restored the trial after epoch 2 from checkpoint 1: iteration 2 ran twice, and the
+    # second run wrote checkpoint_000002 and the later result.json line.
+    src, truth = write_modelzoo(tmp_path / "src", nlins=("tanh",), epochs=2)
+    (trial,) = truth
+    res = src / trial / "result.json"
+    lines = [json.loads(x) for x in res.read_text().splitlines()]
+    repeat = {**lines[-1], "test_acc": 0.777, "test_loss": 0.5}
+    res.write_text("".join(json.dumps(r) + "\n" for r in [*lines, repeat]))
+    import_modelzoos(src, tmp_path / "zoo", quiet=True)
+    rows = {r["checkpoint"]: r for r in open_zoo(tmp_path / "zoo").table.to_pylist()}
+    assert rows[2]["test_acc"] == 0.777 and rows[2]["test_loss"] == 0.5
+    assert rows[1]["test_acc"] == truth[trial]["results"][1]["test_acc"]  # the others unchanged
+
+
 def test_bad_trials_one_clear_error_each(tmp_path):
     def fresh(name, **kw):
         return write_modelzoo(tmp_path / name, nlins=("tanh", "relu"), epochs=1, **kw)

@@ -21,7 +21,9 @@ folders; one without ``params.json`` is an error. Each (trial, checkpoint) becom
 ``model::nlin`` -> ``model__nlin``), and the scalar fields of the ``result.json`` line whose
 ``training_iteration`` equals ``k`` (Ray Tune counts iterations from 1, so the initialization,
 checkpoint 0, has no metrics unless ``result.json`` has a line with ``training_iteration`` 0;
-its metric columns are then empty). A result field named like a ``params.json`` column gets a
+its metric columns are then empty). Where a trial was restored by Ray Tune and ``result.json``
+repeats iterations, the last line of each iteration counts (the repeat rewrote its checkpoint).
+A result field named like a ``params.json`` column gets a
 ``result_`` prefix. Nested result fields (Ray's ``config`` copy of ``params.json``) are left out.
 
 Checkpoints are read with :func:`~zoo_builders.importers.statedict.read_state_dict`
@@ -148,8 +150,9 @@ def read_trial(src: Path, folder: Path) -> Trial:
             if isinstance(it, bool) or not isinstance(it, int):
                 raise SourceError(f"{name}/{RESULT_FILE} line {i} has no integer training_iteration "
                                   f"(got {it!r}), so it cannot be matched to a checkpoint")
-            if it in results:
-                raise SourceError(f"{name}/{RESULT_FILE} has two lines with training_iteration {it}")
+            # A trial Ray Tune restored from a checkpoint appends the repeated iterations again;
+            # their checkpoints were overwritten by the repeat, so the later line is the one that
+            # describes them.
             results[it] = {k: v for k, v in rec.items() if not isinstance(v, dict | list)}
     checkpoints = []
     for p in sorted(folder.iterdir()):
