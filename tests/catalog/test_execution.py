@@ -117,6 +117,24 @@ def test_batchnorm_trains_as_torch_does() -> None:
     torch.testing.assert_close(module(x), ref(x).mean((2, 3)))
 
 
+def test_batchnorm_on_one_value_per_channel() -> None:
+    # A last batch of one example over features [C]: torch refuses to train on it; here the batch
+    # mean is the example itself, so the output is the bias, and the batch variance is 0, so by
+    # hand running_mean = 0.9 * rm + 0.1 * x and running_var = 0.9 * rv (momentum 0.1).
+    spec = NetworkSpec("bn1", (3,), nodes=(nd.BatchNorm("bn", ("input",), 3),))
+    state = {"bn.weight": torch.tensor([2.0, 3.0, 4.0]), "bn.bias": torch.tensor([0.5, -1.0, 0.0]),
+             "bn.running_mean": torch.tensor([1.0, 0.0, -1.0]), "bn.running_var": torch.tensor([1.0, 2.0, 0.5])}
+    x = torch.tensor([[3.0, -2.0, 7.0]])
+    module = build_module(spec, state).train()
+    torch.testing.assert_close(module(x), state["bn.bias"][None])
+    torch.testing.assert_close(module.bn.running_mean, torch.tensor([1.2, -0.2, -0.2]))
+    torch.testing.assert_close(module.bn.running_var, torch.tensor([0.9, 1.8, 0.45]))
+    params = {k: torch.stack([v, v]) for k, v in state.items()}
+    out, updates = graph_population_forward(spec, params, x, training=True)   # both members, one batch
+    torch.testing.assert_close(out, state["bn.bias"].expand(2, 1, 3))
+    torch.testing.assert_close(updates["bn.running_var"], torch.tensor([[0.9, 1.8, 0.45]] * 2))
+
+
 def test_attention_and_layernorm_match_torch() -> None:
     torch.manual_seed(0)
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
