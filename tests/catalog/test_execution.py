@@ -56,6 +56,13 @@ def test_population_equals_each_module_alone() -> None:
             torch.testing.assert_close(module(per_member_x[i]), out_pm[i], rtol=1e-5, atol=1e-6)
 
 
+def test_every_node_kind_has_a_population_form() -> None:
+    # every_kind() runs all kinds but embedding (tested below); a kind added later needs both forms
+    missing = [k for k, cls in nd.NODE_KINDS.items() if cls.population_forward is nd.Node.population_forward]
+    assert not missing
+    assert {n.KIND for n in every_kind().nodes} | {"embedding"} == set(nd.NODE_KINDS)
+
+
 def test_population_trains_as_each_member_alone() -> None:
     """Training mode: each member's batch statistics, running-statistic updates, dropout mask
     and gradients are what its one-member pass computes."""
