@@ -3,6 +3,7 @@ kind's batched form), and as a plain module, checked against PyTorch's own modul
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -40,13 +41,27 @@ def init(spec: NetworkSpec, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_population_equals_each_module_alone() -> None:
-    spec = every_kind()
+def signal_net() -> NetworkSpec:
+    """The kinds every_kind() leaves out but embedding: conv1d, 1-D batch norm and pooling,
+    flatten, batch norm over features: 2x12 -> 3."""
+    return NetworkSpec("sig", (2, 12), nodes=(
+        nd.Conv1d("c", ("input",), 2, 4, (3,), stride=2, padding=1), nd.BatchNorm("bn1", ("c",), 4),
+        nd.Activation("r", ("bn1",), "tanh"), nd.MaxPool("mp", ("r",), (2,)), nd.Flatten("fl", ("mp",)),
+        nd.Linear("fc1", ("fl",), 12, 5), nd.BatchNorm("bn2", ("fc1",), 5), nd.Dropout("do", ("bn2",), p=0.2),
+        nd.Linear("fc", ("do",), 5, 3)))
+
+
+GRAPHS = {"every_kind": every_kind, "signal": signal_net}
+
+
+@pytest.mark.parametrize("name", GRAPHS)
+def test_population_equals_each_module_alone(name) -> None:
+    spec = GRAPHS[name]()
     params = init(spec, 3)
-    x = torch.rand(5, 1, 8, 8)
+    x = torch.rand(5, *spec.input_shape)
     out = population_forward(spec, params, x)
     assert out.shape == (3, 5, 3)
-    per_member_x = torch.rand(3, 5, 1, 8, 8)
+    per_member_x = torch.rand(3, 5, *spec.input_shape)
     out_pm = population_forward(spec, params, per_member_x)
     for i in range(3):
         module = build_module(spec, {k: v[i] for k, v in params.items()})
@@ -57,21 +72,22 @@ def test_population_equals_each_module_alone() -> None:
 
 
 def test_every_node_kind_has_a_population_form() -> None:
-    # every_kind() runs all kinds but embedding (tested below); a kind added later needs both forms
+    # the test graphs run all kinds but embedding (tested below); a kind added later needs both forms
     missing = [k for k, cls in nd.NODE_KINDS.items() if cls.population_forward is nd.Node.population_forward]
     assert not missing
-    assert {n.KIND for n in every_kind().nodes} | {"embedding"} == set(nd.NODE_KINDS)
+    assert {n.KIND for g in GRAPHS.values() for n in g().nodes} | {"embedding"} == set(nd.NODE_KINDS)
 
 
-def test_population_trains_as_each_member_alone() -> None:
+@pytest.mark.parametrize("name", GRAPHS)
+def test_population_trains_as_each_member_alone(name) -> None:
     """Training mode: each member's batch statistics, running-statistic updates, dropout mask
     and gradients are what its one-member pass computes."""
-    spec = every_kind()
+    spec = GRAPHS[name]()
     start = init(spec, 3)
     trainable = {p.name for p in spec.params if p.trainable}
     params = {k: v.clone().requires_grad_(k in trainable) for k, v in start.items()}
-    xs = torch.rand(3, 6, 1, 8, 8)
-    masks = {"do": (torch.rand(3, 6, 8) >= 0.1).float() / 0.9}
+    xs = torch.rand(3, 6, *spec.input_shape)
+    masks = {"do": (torch.rand(3, 6, *spec.shapes["do"]) >= 0.1).float() / 0.9}
     out, updates = graph_population_forward(spec, params, xs, training=True, masks=masks)
     assert set(updates) == {f"bn{i}.running_{s}" for i in (1, 2) for s in ("mean", "var")}
     (out ** 2).sum().backward()
@@ -81,13 +97,13 @@ def test_population_trains_as_each_member_alone() -> None:
         out_i = graph_forward(spec, alone, xs[i], ctx)
         (out_i ** 2).sum().backward()
         torch.testing.assert_close(out[i], out_i, rtol=1e-5, atol=1e-6)
-        for name, value in ctx.updates.items():
-            torch.testing.assert_close(updates[name][i], value, rtol=1e-5, atol=1e-6)
-            assert not torch.equal(value, start[name][i])  # the statistics moved
-        # Gradients are O(1-10) here; c1.bias, right before batch norm, has gradient zero in exact
+        for key, value in ctx.updates.items():
+            torch.testing.assert_close(updates[key][i], value, rtol=1e-5, atol=1e-6)
+            assert not torch.equal(value, start[key][i])  # the statistics moved
+        # Gradients are O(1-10) here; a bias right before batch norm has gradient zero in exact
         # arithmetic, so both sides hold rounding noise of ~1e-5 for it: atol 1e-4.
-        for name in trainable:
-            torch.testing.assert_close(params[name].grad[i], alone[name].grad, rtol=1e-4, atol=1e-4)
+        for key in trainable:
+            torch.testing.assert_close(params[key].grad[i], alone[key].grad, rtol=1e-4, atol=1e-4)
 
 
 def test_embedding_population_reads_each_members_table() -> None:
