@@ -70,16 +70,6 @@ def graph_population_forward(
     n_pop = next(iter(params.values())).shape[0]
     if x.dim() == len(spec.input_shape) + 1:  # shared: a view, every member reads the same batch
         x = x.unsqueeze(0).expand(n_pop, *x.shape)
-    if training and n_pop == 1:
-        # oneDNN's convolution backward and torch's batch norm take other code paths (other
-        # rounding) for one group or a few channels than for several members, and training
-        # amplifies the difference; a lone member trains as a population of two copies of
-        # itself, so it computes what it computes in any population. The copy's gradient is
-        # exactly zero (its outputs are dropped), so the member's own is unchanged.
-        out, updates = graph_population_forward(
-            spec, {k: v.expand(2, *v.shape[1:]) for k, v in params.items()}, x.expand(2, *x.shape[1:]),
-            training, {k: v.expand(2, *v.shape[1:]) for k, v in (masks or {}).items()})
-        return out[:1], {k: v[:1] for k, v in updates.items()}
     ctx = Context(training=training, masks=dict(masks or {}))
     values = {INPUT: x.reshape(n_pop, x.shape[1], *spec.input_shape)}
     for node in spec.nodes:

@@ -152,3 +152,13 @@ def graph_specs() -> dict[str, NetworkSpec]:
         "vit": TransformerConfig(patch_size=2, dim=8, depth=2).network_spec((1, 8, 8), 10),
         "seq": TransformerConfig(patch_size=4, dim=8, depth=1, heads=4).network_spec((1, 40), 10),
     }
+
+
+def assert_same_member(net: NetworkSpec, a, i: int, b, j: int) -> None:
+    """Member ``i`` of training result ``a`` is member ``j`` of ``b`` bit for bit: weights
+    (batch-norm running statistics included) and metrics at every checkpoint."""
+    assert [s.checkpoint for s in a.snapshots] == [s.checkpoint for s in b.snapshots]
+    for sa, sb in zip(a.snapshots, b.snapshots):
+        for name in net.param_names:
+            assert torch.equal(sa.weights[name][i], sb.weights[name][j]), (sa.checkpoint, name)
+        assert sa.metrics[i] == sb.metrics[j], sa.checkpoint

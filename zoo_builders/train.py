@@ -68,6 +68,20 @@ class PopulationResult:
 ProgressFn = Callable[[int], None]
 
 
+def _first_member(result: PopulationResult) -> PopulationResult:
+    """Member 0 of a population's result, as a population of one."""
+    return PopulationResult(
+        [Snapshot(s.checkpoint, {k: v[:1] for k, v in s.weights.items()}, s.metrics[:1], s.diverged[:1], s.seconds)
+         for s in result.snapshots], result.seconds)
+
+
+# oneDNN's convolution backward and torch's batch norm take other code paths, with other rounding,
+# for one group or a few channels than for several members, and training amplifies the
+# difference. So a lone run trains as a population of two copies of itself: it then computes,
+# bit for bit, what it computes in any population (the copy costs one more member).
+LONE_RUN_COPIES = 2
+
+
 def _stack_init(net: NetworkSpec, runs: list[RunConfig]) -> dict[str, Tensor]:
     """Stacked initial parameters; buffers (batch-norm running statistics) get no gradient."""
     per_member = [init_params(net, r.training.init, member_generator(r, "init")) for r in runs]
@@ -158,6 +172,9 @@ def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
         init: start from these weights, ``{name: Tensor[P, *shape]}``, instead of each run's
             own initialization (e.g. fine-tuning generated networks); default ``None``.
     """
+    if len(runs) == 1:
+        copies = None if init is None else {k: v.expand(LONE_RUN_COPIES, *v.shape[1:]) for k, v in init.items()}
+        return _first_member(train_classifiers(net, runs * LONE_RUN_COPIES, data, progress, copies))
     t0 = time.perf_counter()
     tc = runs[0].training
     n_pop = len(runs)
@@ -261,6 +278,9 @@ def train_inrs(net: NetworkSpec, runs: list[RunConfig], images: Tensor,
     Args:
         images: the members' target images ``[P, H, W]`` in ``[0, 1]``.
     """
+    if len(runs) == 1:
+        return _first_member(train_inrs(net, runs * LONE_RUN_COPIES, images.expand(LONE_RUN_COPIES, -1, -1),
+                                        progress))
     t0 = time.perf_counter()
     tc = runs[0].training
     n_pop, height, width = images.shape

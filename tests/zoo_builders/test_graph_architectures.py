@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from zoo_helpers import assert_same_member
 
 from catalog import open_zoo, read_manifest
 from catalog.errors import WeightzooError
@@ -99,16 +100,6 @@ def test_training_dropout_is_refused_for_graphs_before_training() -> None:
 
 
 # ================================================================================ exactness
-def _assert_same_member(net, a, i, b, j):
-    """Member ``i`` of result ``a`` is member ``j`` of ``b`` bit for bit: weights (running
-    statistics included) and metrics at every checkpoint."""
-    for sa, sb in zip(a.snapshots, b.snapshots, strict=True):
-        assert sa.checkpoint == sb.checkpoint
-        for name in net.param_names:
-            assert torch.equal(sa.weights[name][i], sb.weights[name][j]), (sa.checkpoint, name)
-        assert sa.metrics[i] == sb.metrics[j]
-
-
 @pytest.mark.parametrize("arch", [
     {"name": "resnet", "width_multiplier": 0.25},                        # BN: per-member statistics
     {"name": "transformer", "dim": 8, "depth": 1, "patch_size": 2, "dropout": 0.2},
@@ -119,8 +110,8 @@ def test_graph_member_equals_run_alone(arch) -> None:
                              {"seed": [0, 1], "lr": [0.01, 0.003], "train_fraction": [0.5]})
     pop = train_classifiers(net, runs, data)
     # Alone, and in another population (of two): the member computes the same bits.
-    _assert_same_member(net, train_classifiers(net, [runs[3]], data), 0, pop, 3)
-    _assert_same_member(net, train_classifiers(net, runs[2:], data), 1, pop, 3)
+    assert_same_member(net, train_classifiers(net, [runs[3]], data), 0, pop, 3)
+    assert_same_member(net, train_classifiers(net, runs[2:], data), 1, pop, 3)
     last = pop.snapshots[-1]
     if arch["name"] == "resnet":  # running statistics were trained and stored like parameters
         rm = last.weights["bn1.running_mean"]
