@@ -619,6 +619,8 @@ def population_forward(
                 h = h.transpose(0, 1).reshape(batch, n_pop * h.shape[2], *h.shape[3:])
             conv = F.conv1d if layer.kind == "conv1d" else F.conv2d
             if layer.kind == "conv2d":
+                # oneDNN's grouped convolution of many small groups runs faster channels last
+                # (a digits CNN population trained 1.5x faster); its output stays so.
                 h = h.contiguous(memory_format=torch.channels_last)
             h = conv(h, w.reshape(n_pop * layer.out_features, *w.shape[2:]),
                      None if b is None else b.reshape(-1), stride=layer.stride,
