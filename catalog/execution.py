@@ -12,7 +12,7 @@ plain ``nn.Module`` rebuilt from a spec, with the spec's parameter names as ``st
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -67,15 +67,40 @@ def graph_population_forward(
         returns ``(out [P, B, *output_shape], {buffer name: Tensor[P, *shape]})``; the second
         holds the new batch-norm running statistics (empty unless ``training``).
     """
+    ctx = Context(training=training, masks=dict(masks or {}))
+    out = _population_values(spec, params, x, ctx, [spec.nodes[-1].name])
+    return out[spec.nodes[-1].name], ctx.updates
+
+
+def graph_population_values(spec: NetworkSpec, params: Mapping[str, Tensor], x: Tensor,
+                            names: Collection[str]) -> dict[str, Tensor]:
+    """Some nodes' values (evaluation mode) for ``P`` networks of one graph spec, e.g. the
+    penultimate features (the last node's input).
+
+    Args:
+        spec, params, x: as for :func:`graph_population_forward`.
+        names: node names (or ``"input"``).
+
+    Shapes:
+        returns ``{name: Tensor[P, B, *node_shape]}``.
+    """
+    unknown = sorted(set(names) - set(spec.shapes))
+    if unknown:
+        raise ZooFormatError(f"{spec.family} architecture {spec.arch_id} has no nodes {unknown}; "
+                             f"its nodes are {[n.name for n in spec.nodes]}")
+    return _population_values(spec, params, x, Context(), names)
+
+
+def _population_values(spec: NetworkSpec, params: Mapping[str, Tensor], x: Tensor, ctx: Context,
+                       keep: Collection[str]) -> dict[str, Tensor]:
     n_pop = next(iter(params.values())).shape[0]
     if x.dim() == len(spec.input_shape) + 1:  # shared: a view, every member reads the same batch
         x = x.unsqueeze(0).expand(n_pop, *x.shape)
-    ctx = Context(training=training, masks=dict(masks or {}))
     values = {INPUT: x.reshape(n_pop, x.shape[1], *spec.input_shape)}
     for node in spec.nodes:
         p = {suffix: params[f"{node.name}.{suffix}"] for suffix, _, _ in node.param_shapes()}
         values[node.name] = node.population_forward(p, [values[i] for i in node.inputs], ctx)
-    return values[spec.nodes[-1].name], ctx.updates
+    return {name: values[name] for name in keep}
 
 
 class GraphNetwork(nn.Module):

@@ -104,7 +104,7 @@ class BehaviorEmbedder(Embedder):
         self.probes = probe_set(task.load(), n_probes, seed)
 
     def embed(self, spec: NetworkSpec, params: Mapping[str, Tensor]) -> Tensor:
-        n_out = spec.layers[-1].out_features
+        n_out = spec.n_outputs
         if self.config.setdefault("n_outputs", n_out) != n_out:
             raise WeightzooError(
                 f"embedding dimension mismatch: architecture {spec.arch_id} has {n_out} outputs but "

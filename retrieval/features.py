@@ -3,7 +3,8 @@ and its outputs on a set of inputs, in one batched pass.
 
 The penultimate features are the neuron values entering the last layer: the last hidden
 layer of an MLP, the globally pooled channels of a CNN (for a single-layer network, the
-flattened input itself).
+flattened input itself); for a graph network (ResNet, VGG, ViT, ...), the input of its last
+node, flattened (a ResNet's pooled channels, a ViT's pooled token).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from catalog.execution import graph_population_values
 from catalog.network import NetworkSpec, population_forward
 from retrieval._checks import ArrayLike, as_inputs, check_params
 
@@ -64,6 +66,12 @@ def read_models(spec: NetworkSpec, params: Mapping[str, Tensor], x: ArrayLike,
     feats, logits = [], []
     for start in range(0, xs.shape[0], chunk):
         xb = xs[start:start + chunk]
+        if not spec.is_chain:  # a graph: the last node's input
+            last = spec.nodes[-1]
+            values = graph_population_values(spec, params, xb, [last.inputs[0], last.name])
+            feats.append(values[last.inputs[0]].flatten(2))
+            logits.append(values[last.name])
+            continue
         acts: list[Tensor] = []
         out = population_forward(spec, params, xb, activations=acts)
         if len(spec.layers) > 1:

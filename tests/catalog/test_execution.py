@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from catalog import nodes as nd
-from catalog.execution import GraphNetwork, graph_forward, graph_population_forward
+from catalog.errors import ZooFormatError
+from catalog.execution import GraphNetwork, graph_forward, graph_population_forward, graph_population_values
 from catalog.network import NetworkSpec, build_module, population_forward
 
 
@@ -104,6 +105,17 @@ def test_population_trains_as_each_member_alone(name) -> None:
         # arithmetic, so both sides hold rounding noise of ~1e-5 for it: atol 1e-4.
         for key in trainable:
             torch.testing.assert_close(params[key].grad[i], alone[key].grad, rtol=1e-4, atol=1e-4)
+
+
+def test_population_values_of_named_nodes() -> None:
+    spec = every_kind()
+    params = init(spec, 2)
+    x = torch.rand(4, 1, 8, 8)
+    values = graph_population_values(spec, params, x, ["input", "gp", "fc"])
+    assert values["input"].shape == (2, 4, 1, 8, 8) and values["gp"].shape == (2, 4, 8)
+    torch.testing.assert_close(values["fc"], population_forward(spec, params, x))
+    with pytest.raises(ZooFormatError, match=r"has no nodes \['nope'\]; its nodes are \['c1'"):
+        graph_population_values(spec, params, x, ["gp", "nope"])
 
 
 def test_embedding_population_reads_each_members_table() -> None:

@@ -1,7 +1,8 @@
 """Fixtures for the retrieval tests: a tiny digits population whose best model for digits is
 known by construction.
 
-Four MLPs 64-32-10 of one architecture, trained with the project's population trainer:
+Four models of one architecture (MLPs 64-32-10; also as ResNet-8s), trained with the project's
+population trainer:
 
 - ``on_task``: trained on digits (the query task below): the model that should rank first;
 - ``parity``: trained on ``label % 2`` (only outputs 0 and 1 are ever targets);
@@ -31,17 +32,14 @@ def digits():
     return load_dataset("digits")
 
 
-@pytest.fixture(scope="session")
-def digits_population(digits):
-    """``(spec, params)`` of the four models above, in that order."""
+def _four_models(digits, family: str, arch, epochs: int, lr: float):
+    """``(spec, params)`` of the four models above, in that order, of one architecture."""
     from zoo_builders import DatasetConfig, RunConfig, TaskConfig, TrainingConfig, train_classifiers
-    from zoo_builders.architectures import MLPConfig
 
     torch.set_num_threads(1)
-    arch = MLPConfig(hidden=(32,))
     spec = arch.network_spec(digits.input_shape, 10)
-    run = RunConfig(DatasetConfig("digits"), TaskConfig(), "mlp", arch,
-                    TrainingConfig(epochs=8, lr=3e-3, seed=0, checkpoints=(0, 8)))
+    run = RunConfig(DatasetConfig("digits"), TaskConfig(), family, arch,
+                    TrainingConfig(epochs=epochs, lr=lr, seed=0, checkpoints=(0, epochs)))
 
     def relabel(fn):
         return dataclasses.replace(digits, y_train=fn(digits.y_train), y_test=fn(digits.y_test))
@@ -50,9 +48,25 @@ def digits_population(digits):
     parity = train_classifiers(spec, [run], relabel(lambda y: y % 2))
     halves = train_classifiers(spec, [run], relabel(lambda y: (y >= 5).long()))
     snaps = [on_task.snapshots[-1], parity.snapshots[-1], halves.snapshots[-1], on_task.snapshots[0]]
-    assert [s.checkpoint for s in snaps] == [8, 8, 8, 0]
+    assert [s.checkpoint for s in snaps] == [epochs, epochs, epochs, 0]
     params = {k: torch.cat([s.weights[k] for s in snaps]) for k in spec.param_names}
     return spec, params
+
+
+@pytest.fixture(scope="session")
+def digits_population(digits):
+    """``(spec, params)`` of the four models above: MLPs 64-32-10."""
+    from zoo_builders.architectures import MLPConfig
+
+    return _four_models(digits, "mlp", MLPConfig(hidden=(32,)), epochs=8, lr=3e-3)
+
+
+@pytest.fixture(scope="session")
+def resnet_population(digits):
+    """``(spec, params)`` of the four models above as ResNet-8s with batch norm (a graph spec)."""
+    from zoo_builders.graph_architectures import ResNetConfig
+
+    return _four_models(digits, "resnet", ResNetConfig(width_multiplier=0.25), epochs=3, lr=0.01)
 
 
 @pytest.fixture(scope="session")

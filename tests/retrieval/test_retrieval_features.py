@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from zoo_helpers import graph_specs
 
 from catalog.errors import WeightzooError
 from catalog.network import build_module
 from retrieval import read_models
+from zoo_builders.init import init_params
 
 
 def test_features_are_the_inputs_of_the_last_layer(digits_population, digits) -> None:
@@ -25,6 +27,23 @@ def test_features_are_the_inputs_of_the_last_layer(digits_population, digits) ->
     # Flat inputs with the right number of values are reshaped, as the trainer does.
     flat = read_models(spec, params, x.reshape(20, 64))
     assert torch.equal(flat.logits, out.logits)
+
+
+@pytest.mark.parametrize("name", list(graph_specs()))
+def test_graph_features_are_the_inputs_of_the_last_node(name) -> None:
+    spec = graph_specs()[name]
+    params = {k: torch.stack([init_params(spec, "default", torch.Generator().manual_seed(i))[k] for i in range(3)])
+              for k in spec.param_names}
+    x = torch.rand(6, *spec.input_shape)
+    out = read_models(spec, params, x, chunk=4)
+    last = spec.nodes[-1]                                  # every family ends in a linear head
+    assert last.KIND == "linear" and out.features.shape == (3, 6, last.in_features)
+    again = out.features @ params[f"{last.name}.weight"].transpose(1, 2) + params[f"{last.name}.bias"].unsqueeze(1)
+    torch.testing.assert_close(again, out.logits, rtol=1e-5, atol=1e-5)
+    for m in range(3):
+        with torch.no_grad():
+            torch.testing.assert_close(out.logits[m], build_module(spec, {k: v[m] for k, v in params.items()})(x),
+                                       rtol=1e-5, atol=1e-5)
 
 
 def test_inputs_of_another_shape_raise(digits_population) -> None:

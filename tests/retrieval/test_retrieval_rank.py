@@ -30,6 +30,15 @@ def test_model_trained_on_the_task_ranks_first(name: str, digits_population, dig
     assert torch.allclose(scores, again)
 
 
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_graph_models_rank_too(name: str, resnet_population, digits) -> None:
+    # ResNet-8s with batch norm: the estimators read their pooled channels (the last node's input)
+    spec, params = resnet_population
+    scores = score_models(name, spec, params, digits)
+    assert scores.shape == (4,) and torch.isfinite(scores).all()
+    assert int(rank_models(scores)[0]) == ON_TASK
+
+
 def test_model_trained_on_the_task_ranks_first_under_the_linear_probe(digits_population, digits) -> None:
     spec, params = digits_population
     acc = linear_probe_accuracy(spec, params, (digits.x_train, digits.y_train),
