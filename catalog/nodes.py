@@ -101,6 +101,12 @@ def merge_members(x: Tensor) -> Tensor:
     return x.transpose(0, 1).flatten(1, 2)
 
 
+def channels_last(x: Tensor) -> Tensor:
+    """``[B, C, H, W]`` in channels-last memory: a copy unless it already is. Written with
+    permutes, not ``memory_format``, which torch.func transforms (vmap, hessian) refuse."""
+    return x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+
+
 def split_members(y: Tensor, n_pop: int) -> Tensor:
     """``[B, P*C, *S] -> [P, B, C, *S]``, a view."""
     return y.unflatten(1, (n_pop, -1)).transpose(0, 1)
@@ -337,7 +343,7 @@ class _Conv(Node):
         if self.N_SPATIAL == 2:
             # Channels last: oneDNN's grouped convolution of many small groups runs ~2x faster
             # so (its output stays channels last, as do the batch norm and pools after it).
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = channels_last(x)
         out = conv(x, p["weight"].flatten(0, 1), bias, stride=self.stride,
                    padding=self.padding, groups=n_pop * self.groups)        # [B, P*O, *S]
         return split_members(out, n_pop)                                     # [P, B, O, *S]

@@ -16,6 +16,15 @@ TINY_PHASE = {
     "grid": {"hidden": [[4], [8]], "train_fraction": [0.5, 1.0], "seed": [0, 1]},
 }
 
+#: ResNet-8s with batch norm (graph architectures): hessian and cka read them.
+TINY_RESNET = {
+    "name": "tiny-resnet",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "architecture": {"name": "resnet", "depth": 8, "width_multiplier": 0.25},
+    "training": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.01, "checkpoints": [1]},
+    "grid": {"seed": [0, 1]},
+}
+
 #: One seed per configuration: no seed pairs.
 ONE_SEED = {
     "name": "one-seed",

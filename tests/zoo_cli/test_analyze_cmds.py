@@ -6,7 +6,7 @@ import csv
 import io
 
 import pytest
-from analyze_helpers import ONE_SEED, TINY_INR, TINY_PHASE, copy_zoo
+from analyze_helpers import ONE_SEED, TINY_INR, TINY_PHASE, TINY_RESNET, copy_zoo
 from zoo_helpers import assert_one_line_error, run_cli, tree_hashes
 
 
@@ -73,6 +73,17 @@ def test_bad_input_is_one_error_line(analyzed, zoo_factory, tmp_path):
     assert_one_line_error(run_cli("plot", zoo, "--x", "width", "--metric", "test_acc",
                               "--out", tmp_path / "x.png"), "a heatmap needs a y column")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_graph_zoo_says_which_metrics_it_left_out(zoo_factory, tmp_path):
+    zoo = copy_zoo(zoo_factory(TINY_RESNET), tmp_path / "zoo")
+    r = run_cli("analyze", zoo, "--batches", "1", "--batch-size", "16", "-q")
+    assert r.exit_code == 0, r.output
+    assert "not run: connectivity, averaging, subspace (they read layer chains only" in r.output
+    assert [ln.split()[:2] for ln in r.output.splitlines() if ln.startswith(("hessian ", "cka "))] == \
+        [["hessian", "2"], ["cka", "2"]]
+    assert_one_line_error(run_cli("analyze", zoo, "--metrics", "averaging", "-q"),
+                          "averaging reads layer chains (mlp, cnn) only", "use --metrics hessian,cka")
 
 
 def test_option_names_are_the_registries() -> None:

@@ -3,11 +3,12 @@ iteration) and its trace (Hutchinson), vectorized over the members.
 
 Both follow PyHessian (Yao et al. 2020), which the Phase-Transition Model Zoo uses:
 
-- The loss is the cross-entropy, averaged over all given examples (the networks have no
-  dropout or batch norm, so "eval mode" needs nothing). Pass e.g. 10 batches x 64 samples as a
-  list or as one ``[640, ...]`` tensor: the loss is the mean over every example, which is the
-  mean of the batch losses when the batches have equal size (PyHessian weighs batches by size
-  too).
+- The loss is the cross-entropy, averaged over all given examples, in evaluation mode (as
+  PyHessian, which calls ``model.eval()``): dropout off, batch norm with its running statistics.
+  The Hessian is over the trained parameters; batch-norm running statistics are held fixed.
+  Pass e.g. 10 batches x 64 samples as a list or as one ``[640, ...]`` tensor: the loss is the
+  mean over every example, which is the mean of the batch losses when the batches have equal
+  size (PyHessian weighs batches by size too).
 - :func:`hessian_top_eig` returns the **largest-magnitude** eigenvalue, with its sign: power
   iteration converges to the eigenvector of largest ``|lambda|`` and reports its Rayleigh
   quotient ``v^T H v``, as PyHessian's ``eigenvalues()`` does. PyHessian stops once the
@@ -56,7 +57,27 @@ from weightspace.analysis._population import (
     population_size,
     take,
 )
-from weightspace.representations import flat_to_params, params_to_flat
+
+
+def n_trained(spec: NetworkSpec) -> int:
+    """``D``, the number of trained parameters (batch-norm running statistics excluded)."""
+    return sum(p.numel for p in spec.params if p.trainable)
+
+
+def _to_flat(spec: NetworkSpec, tensors: Params) -> Tensor:
+    """The trained parameters ``{name: [P, *shape]}`` as ``[P, D]``, in ``spec.params`` order."""
+    trained = [p for p in spec.params if p.trainable]
+    return torch.cat([tensors[p.name].reshape(tensors[p.name].shape[0], -1) for p in trained], 1)
+
+
+def _from_flat(spec: NetworkSpec, flat: Tensor) -> dict[str, Tensor]:
+    """The inverse of :func:`_to_flat`."""
+    out, offset = {}, 0
+    for p in spec.params:
+        if p.trainable:
+            out[p.name] = flat[:, offset:offset + p.numel].reshape(flat.shape[0], *p.shape)
+            offset += p.numel
+    return out
 
 
 def _hvp_function(spec: NetworkSpec, params: Params, x: Tensor,
@@ -66,17 +87,19 @@ def _hvp_function(spec: NetworkSpec, params: Params, x: Tensor,
     ``x``: shared ``[N, *input_shape]`` or per member ``[P, N, *input_shape]`` (``y`` ``[N]`` or
     ``[P, N]``)."""
     n = y.shape[-1]
+    fixed = {p.name: params[p.name].detach() for p in spec.params if not p.trainable}
 
     def summed_loss(p: dict[str, Tensor]) -> Tensor:
-        out = population_forward(spec, p, x)  # [P, N, C]
+        out = population_forward(spec, {**p, **fixed}, x)  # [P, N, C]
         labels = y.flatten() if y.dim() == 2 else y.repeat(out.shape[0])
         # Sum over members of each member's mean loss: block-diagonal Hessian (module docstring).
         return F.cross_entropy(out.flatten(0, 1), labels, reduction="sum") / n
 
-    _, vjp_fn = vjp(grad(summed_loss), {k: v.detach() for k, v in params.items()})
+    trained = {p.name: params[p.name].detach() for p in spec.params if p.trainable}
+    _, vjp_fn = vjp(grad(summed_loss), trained)
 
     def hvp(v: Tensor) -> Tensor:
-        return params_to_flat(spec, vjp_fn(flat_to_params(spec, v))[0])
+        return _to_flat(spec, vjp_fn(_from_flat(spec, v))[0])
 
     return hvp
 
@@ -165,7 +188,7 @@ def hessian_top_eig(
     out = torch.empty(n_pop, dtype=spec.torch_dtype)
     for group in _groups(n_pop, member_chunk):
         gens = [torch.Generator().manual_seed(seeds[i]) for i in group.tolist()]
-        v = torch.stack([torch.randn(spec.n_params, generator=g, dtype=spec.torch_dtype) for g in gens])
+        v = torch.stack([torch.randn(n_trained(spec), generator=g, dtype=spec.torch_dtype) for g in gens])
         v = v / v.norm(dim=1, keepdim=True)
         products = _Products(spec, take(params, group), *_data_of(x, y, group))
         eig = torch.full((len(group),), float("nan"), dtype=spec.torch_dtype)
@@ -234,7 +257,7 @@ def hessian_trace(
         mean = torch.zeros(len(group), dtype=torch.float64)
         active = torch.arange(len(group))
         for _ in range(samples):
-            z = torch.stack([torch.randint(0, 2, (spec.n_params,), generator=gens[i])
+            z = torch.stack([torch.randint(0, 2, (n_trained(spec),), generator=gens[i])
                              for i in active.tolist()]).to(spec.torch_dtype) * 2 - 1
             total[active] += (products(active, z) * z).sum(1).double()
             count[active] += 1

@@ -62,7 +62,8 @@ from weightspace.analysis.subspace import SubspaceResult, plot_spectrum, subspac
 GROUP = "analysis"
 #: Plot kinds of :func:`plot_zoo`.
 PLOT_KINDS = ("heatmap", "line", "scatter")
-#: Families the metrics support: cross-entropy classifiers.
+#: Layer-chain families the metrics support: cross-entropy classifiers (graph classifiers too,
+#: for the metrics marked ``graphs``).
 CLASSIFIER_FAMILIES = ("mlp", "cnn")
 
 
@@ -227,6 +228,8 @@ class Metric:
     description: str
     columns: Callable[[AnalyzeConfig], list[str]]
     compute: Callable[[_Context, _Arch, Callable[[int], None]], dict[str, np.ndarray]]
+    #: Whether it reads graph architectures (ResNet, VGG, ViT, ...) besides layer chains.
+    graphs: bool = False
 
 
 def model_seed(key: str, seed: int = 0) -> int:
@@ -327,6 +330,9 @@ def _representation(spec: NetworkSpec, params: dict[str, Tensor], x: Tensor, lay
 
 def _cka(ctx: _Context, arch: _Arch, tick: Callable[[int], None]) -> dict[str, np.ndarray]:
     cfg, spec = ctx.config, arch.spec
+    if cfg.cka_layer is not None and not spec.is_chain:
+        raise WeightzooError(f"cka_layer reads a hidden layer of a layer chain; {arch.arch_id} is a "
+                             f"{spec.family} graph: leave cka_layer out to compare the logits")
     if cfg.cka_layer is not None and cfg.cka_layer >= len(spec.layers) - 1:
         raise WeightzooError(f"cka_layer {cfg.cka_layer} is not a hidden layer of {arch.arch_id} "
                              f"(hidden layers 0..{len(spec.layers) - 2}); leave it out for the logits")
@@ -419,8 +425,9 @@ def _subspace(ctx: _Context, arch: _Arch, tick: Callable[[int], None]) -> dict[s
 
 METRICS: dict[str, Metric] = {
     "hessian": Metric("hessian", "model", "Hessian top eigenvalue and trace on train and test data",
-                      _hessian_columns, _hessian),
-    "cka": Metric("cka", "pair", "linear CKA of logits between seed runs", lambda c: [_cka_column(c)], _cka),
+                      _hessian_columns, _hessian, graphs=True),
+    "cka": Metric("cka", "pair", "linear CKA of logits between seed runs", lambda c: [_cka_column(c)], _cka,
+                  graphs=True),
     "connectivity": Metric("connectivity", "pair", "mode connectivity (line, Bezier curve) of seed pairs",
                            _connectivity_columns, _connectivity),
     "averaging": Metric("averaging", "pair", "accuracy of the aligned weight average of seed pairs",
@@ -465,7 +472,8 @@ class AnalyzeResult:
     """The outcome of :func:`analyze_zoo`.
 
     ``table``: ``model_id`` and every requested column for the selected rows (stored values,
-    new and old); ``subspace``: the :class:`SubspaceResult` per architecture computed now.
+    new and old); ``subspace``: the :class:`SubspaceResult` per architecture computed now;
+    ``left_out``: metrics not run because they read layer chains only and the zoo has graphs.
     """
 
     zoo: Path
@@ -474,6 +482,7 @@ class AnalyzeResult:
     reports: list[MetricReport]
     table: pa.Table
     subspace: dict[str, SubspaceResult] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def figures(self) -> list[Path]:
@@ -503,10 +512,30 @@ def _check_classifiers(zoo: Zoo) -> None:
             f"zoo {zoo.name!r} holds implicit neural representations (SIRENs fitting images), not "
             f"classifiers; the landscape metrics need cross-entropy classifiers (e.g. a zoo built "
             f"from the digits-mlp or phase-cnn preset)")
-    unsupported = sorted(families - set(CLASSIFIER_FAMILIES))
+    chains = {s.family for s in zoo.architectures.values() if s.is_chain}
+    unsupported = sorted(chains - set(CLASSIFIER_FAMILIES))
     if unsupported:
         raise WeightzooError(f"zoo {zoo.name!r} has architectures of family {', '.join(unsupported)}; "
-                             f"the landscape metrics support {', '.join(CLASSIFIER_FAMILIES)} classifiers")
+                             f"the landscape metrics support {', '.join(CLASSIFIER_FAMILIES)} classifiers "
+                             f"and graph classifiers (resnet, vgg, transformer, ...)")
+
+
+def _graph_metrics(zoo: Zoo, names: list[str], every: bool) -> tuple[list[str], list[str]]:
+    """The metrics to run on ``zoo`` and those left out: a zoo with graph architectures runs
+    the metrics that read graphs; asked for all metrics, it leaves the others out, asked for one
+    by name, that is an error."""
+    graphs = sorted({s.family for s in zoo.architectures.values() if not s.is_chain})
+    chain_only = [n for n in names if not METRICS[n].graphs]
+    if not graphs or not chain_only:
+        return names, []
+    if not every:
+        raise WeightzooError(
+            f"zoo {zoo.name!r} has {', '.join(graphs)} architectures; {', '.join(chain_only)} "
+            f"{'reads' if len(chain_only) == 1 else 'read'} layer chains (mlp, cnn) only (interpolated "
+            f"batch-norm statistics would need recomputing, weight matching and per-layer subspaces "
+            f"need layers): use --metrics "
+            f"{','.join(n for n, m in METRICS.items() if m.graphs)}")
+    return [n for n in names if METRICS[n].graphs], chain_only
 
 
 def _axis_columns(zoo: Zoo) -> list[str]:
@@ -629,6 +658,7 @@ def analyze_zoo(
     if not z.root.is_dir():
         raise WeightzooError(f"analyze needs a local zoo directory; pull {z.name!r} first (zoo pull)")
     _check_classifiers(z)
+    names, left_out = _graph_metrics(z, names, every=metrics is None or metrics == "all" or names == list(METRICS))
     data = load_zoo_dataset(z)  # raises for a zoo without a build spec
     selection = z.select(where=where)
     if len(selection) == 0:
@@ -705,7 +735,7 @@ def analyze_zoo(
                 table = table.append_column(c, pa.nulls(len(ids), pa.float64()))
     if z is not zoo:
         z.close()
-    return AnalyzeResult(z.root, len(ids), excluded, reports, table, ctx.subspace)
+    return AnalyzeResult(z.root, len(ids), excluded, reports, table, ctx.subspace, left_out)
 
 
 def _seed_pairs(arch: _Arch, axes: list[str], metric: str) -> np.ndarray:

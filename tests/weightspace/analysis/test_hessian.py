@@ -157,3 +157,43 @@ def test_bad_input():
         hessian_top_eig(spec, params, x[:8], y[:8], stop="pyhessian")
     with pytest.raises(WeightzooError, match="seeds"):
         hessian_trace(spec, params, x[:8], y[:8], seed=[1, 2])
+
+
+def test_graph_with_batch_norm_against_its_exact_hessian():
+    # A VGG (conv-BN-relu-maxpool x 2, linear) in evaluation mode: the Hessian is over the 272
+    # trained parameters (the 12 running-statistic entries held fixed); the exact one from
+    # torch.func.hessian of the member's loss over those 272 values, in float64.
+    from torch.func import hessian
+
+    from catalog.network import population_forward
+    from zoo_builders.graph_architectures import VGGConfig
+    from zoo_builders.init import init_params
+
+    spec = VGGConfig(channels=(2, 4), hidden=()).network_spec((1, 8, 8), 10)
+    g = torch.Generator().manual_seed(3)
+    members = [init_params(spec, "default", torch.Generator().manual_seed(i)) for i in range(2)]
+    params = {k: torch.stack([m[k] for m in members]) for k in spec.param_names}
+    for p in spec.params:  # non-trivial running statistics
+        if p.role == "running_mean":
+            params[p.name] = torch.randn(params[p.name].shape, generator=g) * 0.1
+        elif p.role == "running_var":
+            params[p.name] = torch.rand(params[p.name].shape, generator=g) + 0.5
+    _, _, x, y = digits()
+    x, y = x[:32].reshape(32, 1, 8, 8), y[:32]
+    trained = [p for p in spec.params if p.trainable]
+    assert len(trained) < len(spec.params)
+    top = hessian_top_eig(spec, params, x, y, iters=300, tol=1e-6)
+    for i in range(2):
+        fixed = {p.name: params[p.name][i:i + 1].double() for p in spec.params if not p.trainable}
+        w = torch.cat([params[p.name][i].double().flatten() for p in trained])
+
+        def loss(flat, fixed=fixed):
+            tensors, offset = dict(fixed), 0
+            for p in trained:
+                tensors[p.name] = flat[offset:offset + p.numel].reshape(1, *p.shape)
+                offset += p.numel
+            return torch.nn.functional.cross_entropy(population_forward(spec, tensors, x.double())[0], y)
+
+        h = hessian(loss)(w)
+        assert h.shape == (272, 272)
+        assert abs(float(top[i]) / _top_by_magnitude(h) - 1) < 0.01

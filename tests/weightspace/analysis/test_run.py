@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from analyze_helpers import FAST, ONE_SEED, TINY_INR, TINY_PHASE, copy_zoo
+from analyze_helpers import FAST, ONE_SEED, TINY_INR, TINY_PHASE, TINY_RESNET, copy_zoo
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
@@ -224,6 +224,35 @@ def test_errors(tmp_path, zoo_factory, zoo_dir):
         analyze_zoo(phase, "hessian", where="width = 999", progress=False)
     # nothing was written to the shared zoos
     assert not (phase / "analysis").exists()
+
+
+def test_graph_zoo_runs_the_metrics_that_read_graphs(tmp_path, zoo_factory):
+    zoo = copy_zoo(zoo_factory(TINY_RESNET), tmp_path / "zoo")
+    result = analyze_zoo(zoo, progress=False, **FAST)                    # all metrics
+    assert [r.metric for r in result.reports] == ["hessian", "cka"]
+    assert result.left_out == ["connectivity", "averaging", "subspace"]
+    assert verify_zoo(zoo).ok
+    # the stored values are the direct calls' (eval mode: batch norm with running statistics)
+    z = open_zoo(zoo)
+    sel = z.select()
+    spec, params = z.network_spec(sel.column("arch_id")[0]), sel.stacked()
+    data = load_zoo_dataset(z)
+    x, y = data.x_test[:64].reshape(64, 1, 8, 8), data.y_test[:64]
+    seeds = [model_seed(i, 0) for i in sel.column("model_id")]
+    trace = hessian_trace(spec, params, x, y, samples=FAST["trace_samples"], seed=seeds)
+    ids = result.table.column("model_id").to_pylist()
+    stored = dict(zip(ids, result.table.column("hessian_trace_test").to_pylist()))
+    for i, mid in enumerate(sel.column("model_id")):
+        assert stored[mid] == pytest.approx(float(trace[i]), rel=1e-5)
+    cfg = AnalyzeConfig.with_overrides(None, FAST)
+    n = cfg.cka_batches * cfg.cka_batch_size
+    logits = population_forward(spec, params, data.x_test[:n].reshape(n, 1, 8, 8))
+    cka = result.table.column("cka_seed").to_pylist()
+    assert cka[0] == cka[1] == pytest.approx(float(linear_cka(logits[:1], logits[1:])[0]), rel=1e-4)
+    with pytest.raises(WeightzooError, match="connectivity reads layer chains.*use --metrics hessian,cka"):
+        analyze_zoo(zoo, "hessian,connectivity", progress=False)
+    with pytest.raises(WeightzooError, match="cka_layer reads a hidden layer of a layer chain"):
+        analyze_zoo(zoo, "cka", progress=False, force=True, cka_layer=0)
 
 
 def test_plot_zoo(analyzed, tmp_path):
