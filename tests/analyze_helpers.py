@@ -25,6 +25,15 @@ TINY_RESNET = {
     "grid": {"seed": [0, 1]},
 }
 
+#: Small ViTs (layer norm, no batch norm): connectivity reads them too.
+TINY_VIT = {
+    "name": "tiny-vit",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "architecture": {"name": "transformer", "patch_size": 2, "dim": 8, "depth": 1},
+    "training": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.01, "checkpoints": [1]},
+    "grid": {"seed": [0, 1]},
+}
+
 #: One seed per configuration: no seed pairs.
 ONE_SEED = {
     "name": "one-seed",

@@ -228,8 +228,12 @@ class Metric:
     description: str
     columns: Callable[[AnalyzeConfig], list[str]]
     compute: Callable[[_Context, _Arch, Callable[[int], None]], dict[str, np.ndarray]]
-    #: Whether it reads graph architectures (ResNet, VGG, ViT, ...) besides layer chains.
-    graphs: bool = False
+    #: Why it cannot read a graph architecture (ResNet, VGG, ViT, ...) under a config, or
+    #: ``None`` if it can; layer chains it always reads.
+    graph_limit: Callable[[NetworkSpec, AnalyzeConfig], str | None] = lambda spec, cfg: None
+
+    def cannot_read(self, spec: NetworkSpec, cfg: AnalyzeConfig) -> str | None:
+        return None if spec.is_chain else self.graph_limit(spec, cfg)
 
 
 def model_seed(key: str, seed: int = 0) -> int:
@@ -366,6 +370,15 @@ def _connectivity_columns(cfg: AnalyzeConfig) -> list[str]:
     return cols + (["mc_linear_aligned", "mc_bezier_aligned"] if cfg.align else [])
 
 
+_NO_MATCHING = "weight matching (alignment) needs a layer chain"
+
+
+def _connectivity_limit(spec: NetworkSpec, cfg: AnalyzeConfig) -> str | None:
+    if any(not p.trainable for p in spec.params):
+        return "points between networks with batch norm need their statistics recomputed"
+    return _NO_MATCHING + " (leave out --align)" if cfg.align else None
+
+
 def _connectivity(ctx: _Context, arch: _Arch, tick: Callable[[int], None]) -> dict[str, np.ndarray]:
     cfg, spec = ctx.config, arch.spec
     x_train, y_train = ctx.x(spec, "train"), ctx.y("train")
@@ -425,15 +438,15 @@ def _subspace(ctx: _Context, arch: _Arch, tick: Callable[[int], None]) -> dict[s
 
 METRICS: dict[str, Metric] = {
     "hessian": Metric("hessian", "model", "Hessian top eigenvalue and trace on train and test data",
-                      _hessian_columns, _hessian, graphs=True),
-    "cka": Metric("cka", "pair", "linear CKA of logits between seed runs", lambda c: [_cka_column(c)], _cka,
-                  graphs=True),
+                      _hessian_columns, _hessian),
+    "cka": Metric("cka", "pair", "linear CKA of logits between seed runs", lambda c: [_cka_column(c)], _cka),
     "connectivity": Metric("connectivity", "pair", "mode connectivity (line, Bezier curve) of seed pairs",
-                           _connectivity_columns, _connectivity),
+                           _connectivity_columns, _connectivity, _connectivity_limit),
     "averaging": Metric("averaging", "pair", "accuracy of the aligned weight average of seed pairs",
-                        lambda c: ["avg_acc_delta"], _averaging),
+                        lambda c: ["avg_acc_delta"], _averaging, lambda spec, cfg: _NO_MATCHING),
     "subspace": Metric("subspace", "selection", "per-layer weight spectra and held-out projected accuracy",
-                       lambda c: ["subspace_proj_acc", "subspace_proj_error"], _subspace),
+                       lambda c: ["subspace_proj_acc", "subspace_proj_error"], _subspace,
+                       lambda spec, cfg: "per-layer spectra need a layer chain"),
 }
 
 
@@ -473,7 +486,8 @@ class AnalyzeResult:
 
     ``table``: ``model_id`` and every requested column for the selected rows (stored values,
     new and old); ``subspace``: the :class:`SubspaceResult` per architecture computed now;
-    ``left_out``: metrics not run because they read layer chains only and the zoo has graphs.
+    ``left_out``: metrics not run because they cannot read one of the zoo's graph
+    architectures, with why.
     """
 
     zoo: Path
@@ -482,7 +496,7 @@ class AnalyzeResult:
     reports: list[MetricReport]
     table: pa.Table
     subspace: dict[str, SubspaceResult] = field(default_factory=dict)
-    left_out: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def figures(self) -> list[Path]:
@@ -520,22 +534,24 @@ def _check_classifiers(zoo: Zoo) -> None:
                              f"and graph classifiers (resnet, vgg, transformer, ...)")
 
 
-def _graph_metrics(zoo: Zoo, names: list[str], every: bool) -> tuple[list[str], list[str]]:
-    """The metrics to run on ``zoo`` and those left out: a zoo with graph architectures runs
-    the metrics that read graphs; asked for all metrics, it leaves the others out, asked for one
-    by name, that is an error."""
-    graphs = sorted({s.family for s in zoo.architectures.values() if not s.is_chain})
-    chain_only = [n for n in names if not METRICS[n].graphs]
-    if not graphs or not chain_only:
-        return names, []
-    if not every:
+def _graph_metrics(zoo: Zoo, names: list[str], cfg: AnalyzeConfig, every: bool) -> tuple[list[str], dict[str, str]]:
+    """The metrics to run on ``zoo`` and those left out, with why: a metric that cannot read one
+    of the zoo's graph architectures is left out when all metrics were asked for, and an error
+    when it was named."""
+    graphs = {s.arch_id: s for s in zoo.architectures.values() if not s.is_chain}
+    left_out = {}
+    for n in names:
+        reasons = {why for spec in graphs.values() if (why := METRICS[n].cannot_read(spec, cfg))}
+        if reasons:
+            left_out[n] = "; ".join(sorted(reasons))
+    if left_out and not every:
+        readable = [n for n, m in METRICS.items() if not any(m.cannot_read(s, cfg) for s in graphs.values())]
+        families = sorted({s.family for s in graphs.values()})
         raise WeightzooError(
-            f"zoo {zoo.name!r} has {', '.join(graphs)} architectures; {', '.join(chain_only)} "
-            f"{'reads' if len(chain_only) == 1 else 'read'} layer chains (mlp, cnn) only (interpolated "
-            f"batch-norm statistics would need recomputing, weight matching and per-layer subspaces "
-            f"need layers): use --metrics "
-            f"{','.join(n for n, m in METRICS.items() if m.graphs)}")
-    return [n for n in names if METRICS[n].graphs], chain_only
+            f"zoo {zoo.name!r} has {', '.join(families)} architectures, which "
+            + "; ".join(f"{n} cannot read ({why})" for n, why in left_out.items())
+            + f": use --metrics {','.join(readable)}")
+    return [n for n in names if n not in left_out], left_out
 
 
 def _axis_columns(zoo: Zoo) -> list[str]:
@@ -658,7 +674,7 @@ def analyze_zoo(
     if not z.root.is_dir():
         raise WeightzooError(f"analyze needs a local zoo directory; pull {z.name!r} first (zoo pull)")
     _check_classifiers(z)
-    names, left_out = _graph_metrics(z, names, every=metrics is None or metrics == "all" or names == list(METRICS))
+    names, left_out = _graph_metrics(z, names, cfg, every=metrics is None or metrics == "all" or names == list(METRICS))
     data = load_zoo_dataset(z)  # raises for a zoo without a build spec
     selection = z.select(where=where)
     if len(selection) == 0:

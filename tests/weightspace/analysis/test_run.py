@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from analyze_helpers import FAST, ONE_SEED, TINY_INR, TINY_PHASE, TINY_RESNET, copy_zoo
+from analyze_helpers import FAST, ONE_SEED, TINY_INR, TINY_PHASE, TINY_RESNET, TINY_VIT, copy_zoo
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
@@ -230,7 +230,10 @@ def test_graph_zoo_runs_the_metrics_that_read_graphs(tmp_path, zoo_factory):
     zoo = copy_zoo(zoo_factory(TINY_RESNET), tmp_path / "zoo")
     result = analyze_zoo(zoo, progress=False, **FAST)                    # all metrics
     assert [r.metric for r in result.reports] == ["hessian", "cka"]
-    assert result.left_out == ["connectivity", "averaging", "subspace"]
+    assert result.left_out == {"connectivity": "points between networks with batch norm need their statistics "
+                                               "recomputed",
+                               "averaging": "weight matching (alignment) needs a layer chain",
+                               "subspace": "per-layer spectra need a layer chain"}
     assert verify_zoo(zoo).ok
     # the stored values are the direct calls' (eval mode: batch norm with running statistics)
     z = open_zoo(zoo)
@@ -249,10 +252,29 @@ def test_graph_zoo_runs_the_metrics_that_read_graphs(tmp_path, zoo_factory):
     logits = population_forward(spec, params, data.x_test[:n].reshape(n, 1, 8, 8))
     cka = result.table.column("cka_seed").to_pylist()
     assert cka[0] == cka[1] == pytest.approx(float(linear_cka(logits[:1], logits[1:])[0]), rel=1e-4)
-    with pytest.raises(WeightzooError, match="connectivity reads layer chains.*use --metrics hessian,cka"):
+    with pytest.raises(WeightzooError, match=r"connectivity cannot read \(points between networks with batch "
+                                             r"norm.*: use --metrics hessian,cka$"):
         analyze_zoo(zoo, "hessian,connectivity", progress=False)
     with pytest.raises(WeightzooError, match="cka_layer reads a hidden layer of a layer chain"):
         analyze_zoo(zoo, "cka", progress=False, force=True, cka_layer=0)
+
+
+def test_graph_zoo_without_batch_norm_gets_connectivity(tmp_path, zoo_factory):
+    zoo = copy_zoo(zoo_factory(TINY_VIT), tmp_path / "zoo")
+    result = analyze_zoo(zoo, progress=False, **FAST)
+    assert [r.metric for r in result.reports] == ["hessian", "cka", "connectivity"]
+    assert list(result.left_out) == ["averaging", "subspace"]
+    z = open_zoo(zoo)
+    sel = z.select()
+    spec, data = z.network_spec(sel.column("arch_id")[0]), load_zoo_dataset(z)
+    x = data.x_test.reshape(-1, *spec.input_shape)
+    mc = float(linear_barrier(spec, sel.take([0]).stacked(), sel.take([1]).stacked(), x, data.y_test,
+                              points=FAST["linear_points"]).mc[0])
+    for mid in sel.column("model_id"):
+        row = z.row(mid)
+        assert row["mc_linear"] == pytest.approx(mc, rel=1e-6) and row["mc_bezier"] is not None
+    with pytest.raises(WeightzooError, match=r"connectivity cannot read \(weight matching .*\(leave out --align\)"):
+        analyze_zoo(zoo, "connectivity", progress=False, force=True, align=True)
 
 
 def test_plot_zoo(analyzed, tmp_path):
