@@ -53,6 +53,7 @@ def graph_population_forward(
     x: Tensor,
     training: bool = False,
     masks: Mapping[str, Tensor] | None = None,
+    batch_stats: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Run ``P`` networks of one graph spec as one vectorized computation.
 
@@ -62,12 +63,14 @@ def graph_population_forward(
         x: inputs, shared ``[B, *input_shape]`` or per member ``[P, B, *input_shape]``.
         training: batch statistics and dropout masks apply (default ``False``).
         masks: ``{dropout node: Tensor[P, B, *shape]}`` pre-scaled masks (default none).
+        batch_stats: while training, return each batch norm's batch mean and unbiased variance
+            instead of the moved running statistics (default ``False``).
 
     Shapes:
         returns ``(out [P, B, *output_shape], {buffer name: Tensor[P, *shape]})``; the second
         holds the new batch-norm running statistics (empty unless ``training``).
     """
-    ctx = Context(training=training, masks=dict(masks or {}))
+    ctx = Context(training=training, masks=dict(masks or {}), batch_stats=batch_stats)
     out = _population_values(spec, params, x, ctx, [spec.nodes[-1].name])
     return out[spec.nodes[-1].name], ctx.updates
 

@@ -84,11 +84,14 @@ class Context:
             none (the node passes its input through).
         updates: filled by the pass: ``{buffer name: new value}`` (batch-norm running stats;
             ``[P, *shape]`` in a population pass).
+        batch_stats: while training, ``updates`` get each batch norm's batch statistics (mean
+            and unbiased variance) themselves, as with momentum 1 (default ``False``).
     """
 
     training: bool = False
     masks: Mapping[str, Tensor] = field(default_factory=dict)
     updates: dict[str, Tensor] = field(default_factory=dict)
+    batch_stats: bool = False
 
 
 # ================================================================================ population layout
@@ -399,33 +402,33 @@ class BatchNorm(Node):
         return affine + [("running_mean", c, "running_mean"), ("running_var", c, "running_var")]
 
     def forward(self, p, xs, ctx):
-        out, updates = self._normalize(xs[0], p, ctx.training)
+        out, updates = self._normalize(xs[0], p, ctx)
         ctx.updates.update({f"{self.name}.{k}": v for k, v in updates.items()})
         return out
 
     def population_forward(self, p, xs, ctx):
         # Members as channels: per-channel statistics of [B, P*C, *S] are per member.
         n_pop = xs[0].shape[0]
-        out, updates = self._normalize(merge_members(xs[0]), {k: v.flatten() for k, v in p.items()}, ctx.training)
+        out, updates = self._normalize(merge_members(xs[0]), {k: v.flatten() for k, v in p.items()}, ctx)
         ctx.updates.update({f"{self.name}.{k}": v.view(n_pop, -1) for k, v in updates.items()})
         return split_members(out, n_pop)
 
-    def _normalize(self, x: Tensor, p: Mapping[str, Tensor], training: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    def _normalize(self, x: Tensor, p: Mapping[str, Tensor], ctx: Context) -> tuple[Tensor, dict[str, Tensor]]:
         """Normalize ``x [B, C, *S]`` with ``p``'s ``[C]`` tensors; returns the output and, while
         training, the new running statistics by suffix."""
         n = x.numel() // x.shape[1]
-        if training and n > 1:
+        m = 1.0 if ctx.batch_stats else self.momentum
+        if ctx.training and n > 1:
             # torch's fused kernel: normalizes with the biased batch variance and moves the
             # running statistics (updated in place, so on copies) toward the unbiased one.
             stats = {"running_mean": p["running_mean"].clone(), "running_var": p["running_var"].clone()}
             out = F.batch_norm(x, stats["running_mean"], stats["running_var"], p.get("weight"), p.get("bias"),
-                               training=True, momentum=self.momentum, eps=self.eps)
+                               training=True, momentum=m, eps=self.eps)
             return out, stats
         updates = {}
-        if training:  # one value per channel (torch refuses): batch variance 0, running variance decays
+        if ctx.training:  # one value per channel (torch refuses): batch variance 0, running variance decays
             dims = [0, *range(2, x.dim())]
             mean, var = x.mean(dims), x.var(dims, unbiased=False)
-            m = self.momentum
             with torch.no_grad():
                 updates = {"running_mean": (1 - m) * p["running_mean"] + m * mean.detach(),
                            "running_var": (1 - m) * p["running_var"] + m * var.detach()}

@@ -79,12 +79,12 @@ def test_graph_zoo_says_which_metrics_it_left_out(zoo_factory, tmp_path):
     zoo = copy_zoo(zoo_factory(TINY_RESNET), tmp_path / "zoo")
     r = run_cli("analyze", zoo, "--batches", "1", "--batch-size", "16", "-q")
     assert r.exit_code == 0, r.output
-    assert "not run: connectivity (points between networks with batch norm need their statistics" in r.output
+    assert "not run: averaging (weight matching (alignment) needs a layer chain)" in r.output
     assert "not run: subspace (per-layer spectra need a layer chain)" in r.output
-    assert [ln.split()[:2] for ln in r.output.splitlines() if ln.startswith(("hessian ", "cka "))] == \
-        [["hessian", "2"], ["cka", "2"]]
+    assert [ln.split()[:2] for ln in r.output.splitlines() if ln.startswith(("hessian ", "cka ", "connectivity "))] \
+        == [["hessian", "2"], ["cka", "2"], ["connectivity", "2"]]
     assert_one_line_error(run_cli("analyze", zoo, "--metrics", "averaging", "-q"),
-                          "averaging cannot read (weight matching", "use --metrics hessian,cka")
+                          "averaging cannot read (weight matching", "use --metrics hessian,cka,connectivity")
 
 
 def test_option_names_are_the_registries() -> None:

@@ -27,7 +27,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "weightspace.analysis.cka": ["linear_cka"],
     "weightspace.analysis.connectivity": ["PathResult", "bezier_barrier", "linear_barrier",
                                           "mode_connectivity"],
-    "weightspace.analysis.evaluation": ["population_loss_accuracy"],
+    "weightspace.analysis.evaluation": ["population_loss_accuracy", "recompute_batch_norm"],
     "weightspace.analysis.hessian": ["hessian_top_eig", "hessian_trace"],
     "weightspace.analysis.pairs": ["mean_over_pairs", "seed_pairs"],
     "weightspace.analysis.phase": ["PhaseGrid", "line_plot", "phase_heatmap", "scatter_plot"],

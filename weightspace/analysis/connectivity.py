@@ -13,6 +13,11 @@ path is better than its endpoints (e.g. networks not yet converged). The issue's
 loss). ``k`` ranges over every evaluated point, endpoints included, as in the reference: when
 the endpoints' values differ by more than twice the barrier, ``|mc|`` is half their difference.
 
+Networks with batch norm (graph architectures): each point's running statistics are recomputed
+from training data before it is evaluated (:func:`~weightspace.analysis.evaluation.recompute_batch_norm`,
+Garipov et al.'s ``bn_update``), and the Bezier curve trains in training mode (batch statistics),
+as in the reference.
+
 Both paths are evaluated for all pairs and all points as one population (``M`` pairs x ``T``
 points members) of :func:`~catalog.network.population_forward`; the Bezier curves of all pairs
 are trained together (each pair's loss depends only on its own bend, so the summed loss trains
@@ -30,9 +35,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from catalog.errors import WeightzooError
+from catalog.execution import graph_population_forward
 from catalog.network import NetworkSpec, population_forward
 from weightspace.analysis._population import Params, data_batch, member_seeds, same_population
-from weightspace.analysis.evaluation import EVAL_BATCH, population_loss_accuracy
+from weightspace.analysis.evaluation import EVAL_BATCH, population_loss_accuracy, recompute_batch_norm
 
 
 def mode_connectivity(values: Tensor, higher_is_better: bool = False) -> Tensor:
@@ -109,12 +115,18 @@ def _curve(controls: dict[str, Tensor], coef: Tensor) -> dict[str, Tensor]:
     return out
 
 
+def _has_batch_norm(spec: NetworkSpec) -> bool:
+    return any(not p.trainable for p in spec.params)
+
+
 def _evaluate(spec: NetworkSpec, controls: dict[str, Tensor], t: Tensor, x: Tensor, y: Tensor,
-              batch_size: int, bends: dict[str, Tensor] | None) -> PathResult:
+              batch_size: int, bends: dict[str, Tensor] | None, bn_x: Tensor | None) -> PathResult:
     m = next(iter(controls.values())).shape[0]
     coef = _bernstein(t, next(iter(controls.values())).shape[1]).expand(m, -1, -1)
     with torch.no_grad():
         pop = _curve(controls, coef)
+    if _has_batch_norm(spec):
+        pop.update(recompute_batch_norm(spec, pop, bn_x))
     loss, acc = population_loss_accuracy(spec, pop, x, y, batch_size)
     return PathResult(t, loss.view(m, -1), acc.view(m, -1), bends)
 
@@ -122,6 +134,7 @@ def _evaluate(spec: NetworkSpec, controls: dict[str, Tensor], t: Tensor, x: Tens
 def linear_barrier(
     spec: NetworkSpec, params_a: Params, params_b: Params, x: Tensor | Sequence[Tensor],
     y: Tensor | Sequence[Tensor], points: int = 11, batch_size: int = EVAL_BATCH,
+    bn_x: Tensor | Sequence[Tensor] | None = None,
 ) -> PathResult:
     """Loss and accuracy along the straight line ``(1 - t) a + t b`` between paired networks.
 
@@ -134,6 +147,8 @@ def linear_barrier(
         y: labels ``[N]`` (or a sequence of batches).
         points: evenly spaced ``t`` in ``[0, 1]``, endpoints included (default ``11``).
         batch_size: examples per forward pass (default :data:`EVAL_BATCH`).
+        bn_x: for networks with batch norm (required there): inputs, e.g. the training data, to
+            recompute every point's running statistics from.
 
     Shapes:
         returns a :class:`PathResult` with ``loss``/``accuracy`` ``[M, points]``; ``.mc`` is
@@ -142,8 +157,11 @@ def linear_barrier(
     same_population(spec, params_a, params_b)
     x, y = data_batch(spec, x, y)
     t = _check_points(points)
+    if _has_batch_norm(spec) and bn_x is None:
+        raise WeightzooError(f"{spec.family} architecture {spec.arch_id} has batch norm: pass bn_x, inputs "
+                             f"(e.g. the training data) to recompute each point's running statistics from")
     controls = {p.name: torch.stack([params_a[p.name], params_b[p.name]], 1) for p in spec.params}
-    return _evaluate(spec, controls, t, x, y, batch_size, None)
+    return _evaluate(spec, controls, t, x, y, batch_size, None, bn_x)
 
 
 def bezier_barrier(
@@ -197,9 +215,13 @@ def bezier_barrier(
     b = {p.name: params_b[p.name].detach() for p in spec.params}
     frac = torch.arange(1, n_bends - 1, dtype=spec.torch_dtype) / (n_bends - 1)
     inner = {k: (a[k].unsqueeze(1) + (b[k] - a[k]).unsqueeze(1)
-                 * frac.view(1, -1, *([1] * (a[k].dim() - 1)))).requires_grad_()
+                 * frac.view(1, -1, *([1] * (a[k].dim() - 1))))
              for k in a}  # [M, n_bends - 2, *shape], on the line
-    opt = torch.optim.Adam(inner.values(), lr=lr)
+    trained = [p.name for p in spec.params if p.trainable]  # batch-norm statistics are not trained
+    for k in trained:
+        inner[k].requires_grad_()
+    opt = torch.optim.Adam([inner[k] for k in trained], lr=lr)
+    batch_norm = _has_batch_norm(spec)
     for _ in range(epochs):
         # Each pair shuffles the data and draws its t from its own generator, so its curve
         # does not depend on which other pairs are trained alongside it.
@@ -210,7 +232,10 @@ def bezier_barrier(
             idx = perms[:, start:start + batch_size]  # [M, B]
             coef = _bernstein(t_steps[step], n_bends).unsqueeze(1)  # [M, 1, n_bends]
             controls = {k: torch.cat([a[k].unsqueeze(1), inner[k], b[k].unsqueeze(1)], 1) for k in a}
-            out = population_forward(spec, _curve(controls, coef), x_train[idx])  # [M, B, C]
+            if batch_norm:  # training mode: batch statistics, as the reference trains its curves
+                out = graph_population_forward(spec, _curve(controls, coef), x_train[idx], training=True)[0]
+            else:
+                out = population_forward(spec, _curve(controls, coef), x_train[idx])  # [M, B, C]
             # Sum over pairs of each pair's mean loss: every pair's bend gets its own gradient.
             loss = F.cross_entropy(out.flatten(0, 1), y_train[idx].flatten(), reduction="sum")
             opt.zero_grad()
@@ -218,4 +243,4 @@ def bezier_barrier(
             opt.step()
     bends = {k: v.detach() for k, v in inner.items()}
     controls = {k: torch.cat([a[k].unsqueeze(1), bends[k], b[k].unsqueeze(1)], 1) for k in a}
-    return _evaluate(spec, controls, t_eval, x_eval, y_eval, eval_batch_size, bends)
+    return _evaluate(spec, controls, t_eval, x_eval, y_eval, eval_batch_size, bends, x_train)

@@ -1,4 +1,5 @@
-"""Cross-entropy loss and accuracy of every member of a stacked population on shared data."""
+"""Cross-entropy loss and accuracy of every member of a stacked population on shared data, and
+batch-norm statistics recomputed from data."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from catalog.execution import graph_population_forward
 from catalog.network import NetworkSpec, population_forward
 from weightspace.analysis._population import Params, data_batch, population_size
 
@@ -44,3 +46,35 @@ def population_loss_accuracy(
             loss += ce.view(n_pop, -1).double().sum(1)
             correct += (out.argmax(-1) == yy).double().sum(1)
     return (loss / x.shape[0]).float(), (correct / x.shape[0]).float()
+
+
+def recompute_batch_norm(spec: NetworkSpec, params: Params, x: Tensor | Sequence[Tensor],
+                         batch_size: int = 128) -> dict[str, Tensor]:
+    """Batch-norm running statistics recomputed from data, as Garipov et al.'s ``bn_update``:
+    for every batch norm, the mean over ``x``'s batches (weighted by size) of the batch mean and
+    unbiased variance it sees in training mode. Networks between two trained ones (the points of
+    a path) need this: interpolated statistics are not the statistics of interpolated weights.
+
+    Args:
+        spec: the shared architecture.
+        params: ``{name: Tensor[P, *shape]}`` stacked parameters (their statistics are ignored).
+        x: inputs ``[N, *input_shape]`` (or a sequence of batches), e.g. the training data.
+        batch_size: examples per batch (default ``128``).
+
+    Shapes:
+        returns ``{buffer name: Tensor[P, *shape]}`` (empty for a spec without batch norm).
+    """
+    names = [p.name for p in spec.params if not p.trainable]
+    if not names:
+        return {}
+    population_size(spec, params)
+    x = torch.cat(list(x)) if isinstance(x, (list, tuple)) else x
+    x = x.reshape(-1, *spec.input_shape).to(spec.torch_dtype)
+    total = {k: torch.zeros(params[k].shape, dtype=torch.float64) for k in names}
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size]
+            _, stats = graph_population_forward(spec, params, xb, training=True, batch_stats=True)
+            for k in names:
+                total[k] += stats[k].double() * xb.shape[0]
+    return {k: (v / x.shape[0]).to(params[k].dtype) for k, v in total.items()}

@@ -374,8 +374,6 @@ _NO_MATCHING = "weight matching (alignment) needs a layer chain"
 
 
 def _connectivity_limit(spec: NetworkSpec, cfg: AnalyzeConfig) -> str | None:
-    if any(not p.trainable for p in spec.params):
-        return "points between networks with batch norm need their statistics recomputed"
     return _NO_MATCHING + " (leave out --align)" if cfg.align else None
 
 
@@ -393,7 +391,7 @@ def _connectivity(ctx: _Context, arch: _Arch, tick: Callable[[int], None]) -> di
         if cfg.align:
             seconds["_aligned"] = _aligned(ctx, arch, p)
         for suffix, b in seconds.items():
-            line = linear_barrier(spec, a, b, x_test, y_test, points=cfg.linear_points)
+            line = linear_barrier(spec, a, b, x_test, y_test, points=cfg.linear_points, bn_x=x_train)
             curve = bezier_barrier(spec, a, b, x_train, y_train, x_test, y_test, n_bends=cfg.bezier_bends,
                                    epochs=cfg.bezier_epochs, batch_size=cfg.batch_size, lr=cfg.bezier_lr,
                                    points=cfg.bezier_points, seed=seeds)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from analysis_helpers import MLPConfig, digits, random_params, train
+from analysis_helpers import MLPConfig, digits, mlp_spec, random_params, train
 
 from catalog.errors import WeightzooError
 from catalog.network import LayerSpec, NetworkSpec
@@ -89,3 +89,50 @@ def test_bad_input(seed_pair):
         linear_barrier(spec, a, b, xt, yt, points=1)
     with pytest.raises(WeightzooError, match="n_bends"):
         bezier_barrier(spec, a, b, x, y, xt, yt, n_bends=2)
+
+
+# ------------------------------------------------------------------------------ batch norm
+def _bn_net() -> NetworkSpec:
+    from catalog import nodes as nd
+
+    return NetworkSpec("bn", (2,), nodes=(nd.BatchNorm("bn", ("input",), 2), nd.Linear("fc", ("bn",), 2, 3)))
+
+
+def test_recompute_batch_norm_by_hand():
+    # 5 examples in batches of 2, 2, 1: the mean is the mean of all 5 (batch means weighted by
+    # size); the variance is the size-weighted mean of each batch's unbiased variance, and a
+    # batch of one has variance 0 (as the builder treats it). Feature 0: batches (1, 3), (5, 9),
+    # (2): means 2, 7, 2 -> (2*2 + 2*7 + 2) / 5 = 4; unbiased vars 2, 8, 0 -> (4 + 16) / 5 = 4.
+    # Feature 1 is feature 0 times -2: mean -8, variance 16.
+    from weightspace.analysis import recompute_batch_norm
+
+    spec = _bn_net()
+    col = torch.tensor([1.0, 3.0, 5.0, 9.0, 2.0])
+    x = torch.stack([col, -2 * col], 1)
+    params = {"bn.weight": torch.ones(2, 2), "bn.bias": torch.zeros(2, 2), "bn.running_mean": torch.full((2, 2), 7.0),
+              "bn.running_var": torch.full((2, 2), 7.0), "fc.weight": torch.ones(2, 3, 2), "fc.bias": torch.zeros(2, 3)}
+    stats = recompute_batch_norm(spec, params, x, batch_size=2)
+    torch.testing.assert_close(stats["bn.running_mean"], torch.tensor([[4.0, -8.0]] * 2))
+    torch.testing.assert_close(stats["bn.running_var"], torch.tensor([[4.0, 16.0]] * 2))
+    assert recompute_batch_norm(mlp_spec(), random_params(mlp_spec(), 2), torch.zeros(3, 4)) == {}
+
+
+def test_batch_norm_line_recomputes_statistics_at_every_point():
+    spec = _bn_net()
+    g = torch.Generator().manual_seed(0)
+    a = {"bn.weight": torch.rand(1, 2, generator=g) + 0.5, "bn.bias": torch.randn(1, 2, generator=g),
+         "bn.running_mean": torch.zeros(1, 2), "bn.running_var": torch.ones(1, 2),
+         "fc.weight": torch.randn(1, 3, 2, generator=g), "fc.bias": torch.randn(1, 3, generator=g)}
+    x = torch.randn(40, 2, generator=g) * 3 + 5
+    y = torch.randint(0, 3, (40,), generator=g)
+    with pytest.raises(WeightzooError, match="has batch norm: pass bn_x"):
+        linear_barrier(spec, a, a, x, y)
+    # a network to itself: the same statistics at every point, so no barrier; and the endpoints
+    # are evaluated with statistics from bn_x, not the stored (wrong) ones
+    same = linear_barrier(spec, a, a, x, y, points=5, bn_x=x)
+    assert torch.equal(same.loss[0], same.loss[0, :1].expand(5)) and float(same.mc[0]) == 0.0
+    from weightspace.analysis import population_loss_accuracy, recompute_batch_norm
+
+    fixed = {**a, **recompute_batch_norm(spec, a, x)}
+    assert float(same.loss[0, 0]) == pytest.approx(float(population_loss_accuracy(spec, fixed, x, y)[0][0]), rel=1e-6)
+    assert float(same.loss[0, 0]) != pytest.approx(float(population_loss_accuracy(spec, a, x, y)[0][0]), rel=1e-3)

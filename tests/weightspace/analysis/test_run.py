@@ -229,10 +229,8 @@ def test_errors(tmp_path, zoo_factory, zoo_dir):
 def test_graph_zoo_runs_the_metrics_that_read_graphs(tmp_path, zoo_factory):
     zoo = copy_zoo(zoo_factory(TINY_RESNET), tmp_path / "zoo")
     result = analyze_zoo(zoo, progress=False, **FAST)                    # all metrics
-    assert [r.metric for r in result.reports] == ["hessian", "cka"]
-    assert result.left_out == {"connectivity": "points between networks with batch norm need their statistics "
-                                               "recomputed",
-                               "averaging": "weight matching (alignment) needs a layer chain",
+    assert [r.metric for r in result.reports] == ["hessian", "cka", "connectivity"]
+    assert result.left_out == {"averaging": "weight matching (alignment) needs a layer chain",
                                "subspace": "per-layer spectra need a layer chain"}
     assert verify_zoo(zoo).ok
     # the stored values are the direct calls' (eval mode: batch norm with running statistics)
@@ -252,9 +250,15 @@ def test_graph_zoo_runs_the_metrics_that_read_graphs(tmp_path, zoo_factory):
     logits = population_forward(spec, params, data.x_test[:n].reshape(n, 1, 8, 8))
     cka = result.table.column("cka_seed").to_pylist()
     assert cka[0] == cka[1] == pytest.approx(float(linear_cka(logits[:1], logits[1:])[0]), rel=1e-4)
-    with pytest.raises(WeightzooError, match=r"connectivity cannot read \(points between networks with batch "
-                                             r"norm.*: use --metrics hessian,cka$"):
-        analyze_zoo(zoo, "hessian,connectivity", progress=False)
+    # connectivity recomputes each point's batch-norm statistics from the training data
+    x_train = data.x_train.reshape(-1, 1, 8, 8)
+    a, b = sel.take([0]).stacked(), sel.take([1]).stacked()
+    mc = float(linear_barrier(spec, a, b, data.x_test.reshape(-1, 1, 8, 8), data.y_test,
+                              points=FAST["linear_points"], bn_x=x_train).mc[0])
+    assert z.row(sel.column("model_id")[0])["mc_linear"] == pytest.approx(mc, rel=1e-6)
+    with pytest.raises(WeightzooError, match=r"averaging cannot read \(weight matching .*: use --metrics "
+                                             r"hessian,cka,connectivity$"):
+        analyze_zoo(zoo, "hessian,averaging", progress=False)
     with pytest.raises(WeightzooError, match="cka_layer reads a hidden layer of a layer chain"):
         analyze_zoo(zoo, "cka", progress=False, force=True, cka_layer=0)
 
