@@ -12,6 +12,12 @@ hidden layers in a random order until a full sweep improves nothing. The permuta
 
 Pairs are matched one at a time (the assignment solver is sequential); each pair's layer
 order comes from its own generator.
+
+Graph architectures (ResNet, VGG, ViT, ...) are matched over their neuron groups
+(:func:`weightspace.graph_symmetry.graph_symmetries`): a residual stream's channels are one group
+(one permutation for every layer writing to it and every norm along it), and a group's cost
+collects every parameter axis it moves (batch-norm statistics included), the other groups' current
+permutations applied. Attention heads are not matched (they keep their order).
 """
 
 from __future__ import annotations
@@ -97,6 +103,67 @@ def weight_matching(
     return result
 
 
+def _group_cost(group, a: dict[str, Tensor], b: dict[str, Tensor]) -> Tensor:
+    """``[n, n]``: entry ``(i, j)`` is the inner product of A's neuron ``i`` with B's neuron ``j``
+    of a neuron group over every parameter axis the group moves (``b`` with the other groups'
+    permutations applied)."""
+    cost = torch.zeros(group.size, group.size, dtype=torch.float64)
+    for ax in group.axes:
+        def rows(t: Tensor, ax=ax) -> Tensor:  # [n, rest]: the axis as [outer, n, inner], n first
+            t = t.movedim(ax.dim, 0)
+            t = t.reshape(ax.outer, group.size, ax.inner, -1)
+            return t.permute(1, 0, 2, 3).reshape(group.size, -1)
+        cost += rows(a[ax.name]) @ rows(b[ax.name]).T
+    return cost
+
+
+def graph_weight_matching(
+    spec: NetworkSpec, params_a: Params, params_b: Params, max_iter: int = 100,
+    seed: int | Sequence[int] = 0,
+):
+    """The neuron-group permutations that align each graph network B to its network A.
+
+    Args: as :func:`weight_matching`, for any architecture.
+
+    Returns:
+        a :class:`~weightspace.graph_symmetry.GraphPermutation` (``neurons {group: LongTensor[M, n]}``);
+        apply it with :func:`~weightspace.graph_symmetry.permute_graph` (or use :func:`align_to`).
+    """
+    from weightspace.graph_symmetry import GraphPermutation, graph_symmetries, permute_graph
+
+    m = same_population(spec, params_a, params_b)
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise WeightzooError(f"max_iter must be a positive integer, got {max_iter!r}")
+    sym = graph_symmetries(spec)
+    groups = list(sym.neurons)
+    result = GraphPermutation({g.name: torch.empty(m, g.size, dtype=torch.long) for g in groups})
+    for i, s in enumerate(member_seeds(seed, m)):
+        a = {k: v[i:i + 1].detach().double() for k, v in params_a.items()}
+        b = {k: v[i:i + 1].detach().double() for k, v in params_b.items()}
+        perms = {g.name: torch.arange(g.size) for g in groups}
+        gen = torch.Generator().manual_seed(s)
+        for _ in range(max_iter):
+            improved = False
+            for gi in torch.randperm(len(groups), generator=gen).tolist():
+                g = groups[gi]
+                others = GraphPermutation({k: v for k, v in perms.items() if k != g.name})
+                b_others = permute_graph(sym, b, others)
+                cost = _group_cost(g, {k: v[0] for k, v in a.items()}, {k: v[0] for k, v in b_others.items()})
+                cost = cost.numpy()
+                _, col = linear_sum_assignment(cost, maximize=True)
+                idx = np.arange(len(col))
+                old, new = cost[idx, perms[g.name].numpy()].sum(), cost[idx, col].sum()
+                # Only a strict gain (beyond rounding) counts: equal-value ties would cycle.
+                if new > old + 1e-12 * max(1.0, abs(old)):
+                    perms[g.name] = torch.as_tensor(col, dtype=torch.long)
+                    improved = True
+            if not improved:
+                break
+        for g in groups:
+            result.neurons[g.name][i] = perms[g.name]
+    return result
+
+
 def align_to(
     spec: NetworkSpec, params_a: Params, params_b: Params, max_iter: int = 100,
     seed: int | Sequence[int] = 0,
@@ -114,5 +181,10 @@ def align_to(
     Shapes:
         returns ``{name: Tensor[M, *shape]}``.
     """
+    if not spec.is_chain:
+        from weightspace.graph_symmetry import graph_symmetries, permute_graph
+
+        perm = graph_weight_matching(spec, params_a, params_b, max_iter, seed)
+        return permute_graph(graph_symmetries(spec), params_b, perm)
     perms = weight_matching(spec, params_a, params_b, max_iter, seed)
     return permute_neurons(spec, params_b, perms)

@@ -370,13 +370,6 @@ def _connectivity_columns(cfg: AnalyzeConfig) -> list[str]:
     return cols + (["mc_linear_aligned", "mc_bezier_aligned"] if cfg.align else [])
 
 
-_NO_MATCHING = "weight matching (alignment) needs a layer chain"
-
-
-def _connectivity_limit(spec: NetworkSpec, cfg: AnalyzeConfig) -> str | None:
-    return _NO_MATCHING + " (leave out --align)" if cfg.align else None
-
-
 def _connectivity(ctx: _Context, arch: _Arch, tick: Callable[[int], None]) -> dict[str, np.ndarray]:
     cfg, spec = ctx.config, arch.spec
     x_train, y_train = ctx.x(spec, "train"), ctx.y("train")
@@ -409,8 +402,8 @@ def _averaging(ctx: _Context, arch: _Arch, tick: Callable[[int], None]) -> dict[
     for chunk in _chunks(len(pairs), ctx.config.chunk):
         p = pairs[chunk]
         b = _aligned(ctx, arch, p)
-        values[chunk] = avg_acc_delta(spec, arch.weights(p[:, 0]), b, x_test, y_test,
-                                      align=False).double().numpy()
+        values[chunk] = avg_acc_delta(spec, arch.weights(p[:, 0]), b, x_test, y_test, align=False,
+                                      bn_x=ctx.x(spec, "train")).double().numpy()
         tick(len(chunk))
     return {"avg_acc_delta": _per_row(arch, pairs, values)}
 
@@ -439,9 +432,9 @@ METRICS: dict[str, Metric] = {
                       _hessian_columns, _hessian),
     "cka": Metric("cka", "pair", "linear CKA of logits between seed runs", lambda c: [_cka_column(c)], _cka),
     "connectivity": Metric("connectivity", "pair", "mode connectivity (line, Bezier curve) of seed pairs",
-                           _connectivity_columns, _connectivity, _connectivity_limit),
+                           _connectivity_columns, _connectivity),
     "averaging": Metric("averaging", "pair", "accuracy of the aligned weight average of seed pairs",
-                        lambda c: ["avg_acc_delta"], _averaging, lambda spec, cfg: _NO_MATCHING),
+                        lambda c: ["avg_acc_delta"], _averaging),
     "subspace": Metric("subspace", "selection", "per-layer weight spectra and held-out projected accuracy",
                        lambda c: ["subspace_proj_acc", "subspace_proj_error"], _subspace,
                        lambda spec, cfg: "per-layer spectra need a layer chain"),

@@ -57,3 +57,43 @@ def test_bad_input():
         weight_matching(spec, random_params(spec, 1), random_params(spec, 1), max_iter=0)
     with pytest.raises(WeightzooError, match="lacks"):
         weight_matching(spec, random_params(spec, 1), {})
+
+
+@pytest.mark.parametrize("name", ["resnet-bn", "resnet-1d", "vgg", "modelzoo-cnn", "vit", "seq"])
+def test_graph_matching_recovers_a_hidden_group_permutation_exactly(name):
+    # Every neuron group (residual streams as one group, batch-norm statistics moving along)
+    # permuted at random; attention heads are not matched, so they stay in place here.
+    from zoo_helpers import graph_specs
+
+    from catalog.network import population_forward
+    from weightspace.graph_symmetry import GraphPermutation, graph_symmetries, permute_graph, random_graph_permutation
+
+    spec = graph_specs()[name]
+    a = random_params(spec, 3, seed=4)
+    for p in spec.params:  # valid running variances
+        if p.role == "running_var":
+            a[p.name] = a[p.name].abs() + 0.5
+    sym = graph_symmetries(spec)
+    hidden = GraphPermutation(random_graph_permutation(sym, 3, torch.Generator().manual_seed(2)).neurons)
+    b = permute_graph(sym, a, hidden)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    back = align_to(spec, a, b, seed=[0, 1, 2])
+    assert all(torch.equal(back[k], a[k]) for k in a)
+    x = torch.rand(4, *spec.input_shape)
+    torch.testing.assert_close(population_forward(spec, b, x), population_forward(spec, a, x), rtol=1e-4, atol=1e-5)
+
+
+def test_graph_average_with_batch_norm_recomputes_statistics():
+    from zoo_helpers import graph_specs
+
+    spec = graph_specs()["resnet-bn"]
+    a = random_params(spec, 1, seed=5)
+    for p in spec.params:
+        if p.role == "running_var":
+            a[p.name] = a[p.name].abs() + 0.5
+    x, y, _, _ = digits()
+    x = x[:200].reshape(200, 1, 8, 8)
+    with pytest.raises(WeightzooError, match="has batch norm: pass bn_x"):
+        avg_acc_delta(spec, a, a, x, y[:200])
+    # a network averaged with itself (aligned to itself: the identity) is itself: delta 0
+    assert float(avg_acc_delta(spec, a, a, x, y[:200], bn_x=x)[0]) == 0.0

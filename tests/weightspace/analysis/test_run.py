@@ -229,9 +229,8 @@ def test_errors(tmp_path, zoo_factory, zoo_dir):
 def test_graph_zoo_runs_the_metrics_that_read_graphs(tmp_path, zoo_factory):
     zoo = copy_zoo(zoo_factory(TINY_RESNET), tmp_path / "zoo")
     result = analyze_zoo(zoo, progress=False, **FAST)                    # all metrics
-    assert [r.metric for r in result.reports] == ["hessian", "cka", "connectivity"]
-    assert result.left_out == {"averaging": "weight matching (alignment) needs a layer chain",
-                               "subspace": "per-layer spectra need a layer chain"}
+    assert [r.metric for r in result.reports] == ["hessian", "cka", "connectivity", "averaging"]
+    assert result.left_out == {"subspace": "per-layer spectra need a layer chain"}
     assert verify_zoo(zoo).ok
     # the stored values are the direct calls' (eval mode: batch norm with running statistics)
     z = open_zoo(zoo)
@@ -256,9 +255,14 @@ def test_graph_zoo_runs_the_metrics_that_read_graphs(tmp_path, zoo_factory):
     mc = float(linear_barrier(spec, a, b, data.x_test.reshape(-1, 1, 8, 8), data.y_test,
                               points=FAST["linear_points"], bn_x=x_train).mc[0])
     assert z.row(sel.column("model_id")[0])["mc_linear"] == pytest.approx(mc, rel=1e-6)
-    with pytest.raises(WeightzooError, match=r"averaging cannot read \(weight matching .*: use --metrics "
-                                             r"hessian,cka,connectivity$"):
-        analyze_zoo(zoo, "hessian,averaging", progress=False)
+    # averaging: b aligned to a by graph weight matching, statistics recomputed for all three
+    ids = sel.column("model_id")
+    delta = float(avg_acc_delta(spec, a, b, data.x_test.reshape(-1, 1, 8, 8), data.y_test,
+                                seed=[model_seed(f"{ids[0]}|{ids[1]}")], bn_x=x_train)[0])
+    assert z.row(ids[0])["avg_acc_delta"] == pytest.approx(delta, abs=1e-6)
+    with pytest.raises(WeightzooError, match=r"subspace cannot read \(per-layer spectra need a layer chain\): "
+                                             r"use --metrics hessian,cka,connectivity,averaging$"):
+        analyze_zoo(zoo, "hessian,subspace", progress=False)
     with pytest.raises(WeightzooError, match="cka_layer reads a hidden layer of a layer chain"):
         analyze_zoo(zoo, "cka", progress=False, force=True, cka_layer=0)
 
@@ -266,8 +270,8 @@ def test_graph_zoo_runs_the_metrics_that_read_graphs(tmp_path, zoo_factory):
 def test_graph_zoo_without_batch_norm_gets_connectivity(tmp_path, zoo_factory):
     zoo = copy_zoo(zoo_factory(TINY_VIT), tmp_path / "zoo")
     result = analyze_zoo(zoo, progress=False, **FAST)
-    assert [r.metric for r in result.reports] == ["hessian", "cka", "connectivity"]
-    assert list(result.left_out) == ["averaging", "subspace"]
+    assert [r.metric for r in result.reports] == ["hessian", "cka", "connectivity", "averaging"]
+    assert list(result.left_out) == ["subspace"]
     z = open_zoo(zoo)
     sel = z.select()
     spec, data = z.network_spec(sel.column("arch_id")[0]), load_zoo_dataset(z)
@@ -277,8 +281,8 @@ def test_graph_zoo_without_batch_norm_gets_connectivity(tmp_path, zoo_factory):
     for mid in sel.column("model_id"):
         row = z.row(mid)
         assert row["mc_linear"] == pytest.approx(mc, rel=1e-6) and row["mc_bezier"] is not None
-    with pytest.raises(WeightzooError, match=r"connectivity cannot read \(weight matching .*\(leave out --align\)"):
-        analyze_zoo(zoo, "connectivity", progress=False, force=True, align=True)
+    again = analyze_zoo(zoo, "connectivity", progress=False, force=True, align=True, **FAST)
+    assert again.table.column("mc_linear_aligned").null_count == 0
 
 
 def test_plot_zoo(analyzed, tmp_path):
