@@ -58,8 +58,6 @@ def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, a
     click.echo(f"{result.zoo}: {result.rows} models ({which}, status ok)"
                + (f"; {result.excluded} other matching rows (other checkpoints, not ok) left out"
                   if result.excluded else ""))
-    for metric, why in result.left_out.items():
-        click.echo(f"not run: {metric} ({why})")
     click.echo(f"{'metric':<14}{'computed':>9}{'skipped':>9}{'seconds':>9}  table")
     for r in result.reports:
         click.echo(f"{r.metric:<14}{r.computed:>9}{r.skipped:>9}{r.seconds:>9.1f}  {r.sidecar}")

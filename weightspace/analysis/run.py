@@ -62,8 +62,7 @@ from weightspace.analysis.subspace import SubspaceResult, plot_spectrum, subspac
 GROUP = "analysis"
 #: Plot kinds of :func:`plot_zoo`.
 PLOT_KINDS = ("heatmap", "line", "scatter")
-#: Layer-chain families the metrics support: cross-entropy classifiers (graph classifiers too,
-#: for the metrics marked ``graphs``).
+#: Layer-chain families the metrics support: cross-entropy classifiers (graph classifiers too).
 CLASSIFIER_FAMILIES = ("mlp", "cnn")
 
 
@@ -228,12 +227,6 @@ class Metric:
     description: str
     columns: Callable[[AnalyzeConfig], list[str]]
     compute: Callable[[_Context, _Arch, Callable[[int], None]], dict[str, np.ndarray]]
-    #: Why it cannot read a graph architecture (ResNet, VGG, ViT, ...) under a config, or
-    #: ``None`` if it can; layer chains it always reads.
-    graph_limit: Callable[[NetworkSpec, AnalyzeConfig], str | None] = lambda spec, cfg: None
-
-    def cannot_read(self, spec: NetworkSpec, cfg: AnalyzeConfig) -> str | None:
-        return None if spec.is_chain else self.graph_limit(spec, cfg)
 
 
 def model_seed(key: str, seed: int = 0) -> int:
@@ -436,8 +429,7 @@ METRICS: dict[str, Metric] = {
     "averaging": Metric("averaging", "pair", "accuracy of the aligned weight average of seed pairs",
                         lambda c: ["avg_acc_delta"], _averaging),
     "subspace": Metric("subspace", "selection", "per-layer weight spectra and held-out projected accuracy",
-                       lambda c: ["subspace_proj_acc", "subspace_proj_error"], _subspace,
-                       lambda spec, cfg: "per-layer spectra need a layer chain"),
+                       lambda c: ["subspace_proj_acc", "subspace_proj_error"], _subspace),
 }
 
 
@@ -476,9 +468,7 @@ class AnalyzeResult:
     """The outcome of :func:`analyze_zoo`.
 
     ``table``: ``model_id`` and every requested column for the selected rows (stored values,
-    new and old); ``subspace``: the :class:`SubspaceResult` per architecture computed now;
-    ``left_out``: metrics not run because they cannot read one of the zoo's graph
-    architectures, with why.
+    new and old); ``subspace``: the :class:`SubspaceResult` per architecture computed now.
     """
 
     zoo: Path
@@ -487,7 +477,6 @@ class AnalyzeResult:
     reports: list[MetricReport]
     table: pa.Table
     subspace: dict[str, SubspaceResult] = field(default_factory=dict)
-    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def figures(self) -> list[Path]:
@@ -523,26 +512,6 @@ def _check_classifiers(zoo: Zoo) -> None:
         raise WeightzooError(f"zoo {zoo.name!r} has architectures of family {', '.join(unsupported)}; "
                              f"the landscape metrics support {', '.join(CLASSIFIER_FAMILIES)} classifiers "
                              f"and graph classifiers (resnet, vgg, transformer, ...)")
-
-
-def _graph_metrics(zoo: Zoo, names: list[str], cfg: AnalyzeConfig, every: bool) -> tuple[list[str], dict[str, str]]:
-    """The metrics to run on ``zoo`` and those left out, with why: a metric that cannot read one
-    of the zoo's graph architectures is left out when all metrics were asked for, and an error
-    when it was named."""
-    graphs = {s.arch_id: s for s in zoo.architectures.values() if not s.is_chain}
-    left_out = {}
-    for n in names:
-        reasons = {why for spec in graphs.values() if (why := METRICS[n].cannot_read(spec, cfg))}
-        if reasons:
-            left_out[n] = "; ".join(sorted(reasons))
-    if left_out and not every:
-        readable = [n for n, m in METRICS.items() if not any(m.cannot_read(s, cfg) for s in graphs.values())]
-        families = sorted({s.family for s in graphs.values()})
-        raise WeightzooError(
-            f"zoo {zoo.name!r} has {', '.join(families)} architectures, which "
-            + "; ".join(f"{n} cannot read ({why})" for n, why in left_out.items())
-            + f": use --metrics {','.join(readable)}")
-    return [n for n in names if n not in left_out], left_out
 
 
 def _axis_columns(zoo: Zoo) -> list[str]:
@@ -665,7 +634,6 @@ def analyze_zoo(
     if not z.root.is_dir():
         raise WeightzooError(f"analyze needs a local zoo directory; pull {z.name!r} first (zoo pull)")
     _check_classifiers(z)
-    names, left_out = _graph_metrics(z, names, cfg, every=metrics is None or metrics == "all" or names == list(METRICS))
     data = load_zoo_dataset(z)  # raises for a zoo without a build spec
     selection = z.select(where=where)
     if len(selection) == 0:
@@ -742,7 +710,7 @@ def analyze_zoo(
                 table = table.append_column(c, pa.nulls(len(ids), pa.float64()))
     if z is not zoo:
         z.close()
-    return AnalyzeResult(z.root, len(ids), excluded, reports, table, ctx.subspace, left_out)
+    return AnalyzeResult(z.root, len(ids), excluded, reports, table, ctx.subspace)
 
 
 def _seed_pairs(arch: _Arch, axes: list[str], metric: str) -> np.ndarray:

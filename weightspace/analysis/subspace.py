@@ -1,5 +1,6 @@
-"""Shared weight subspaces (after the Universal Weight Subspace study): per layer, the
-singular-value spectrum of a population's stacked weights, the ranks that explain given
+"""Shared weight subspaces (after the Universal Weight Subspace study): per layer (for a graph
+architecture, per node with trained parameters), the singular-value spectrum of a population's
+stacked weights, the ranks that explain given
 fractions of the variance, and how well each model survives projection onto the subspace
 spanned by the *other* models.
 
@@ -83,21 +84,36 @@ def rank_for_variance(singular_values: Tensor, variance: float) -> int:
     return int((cum < variance - 1e-9).sum()) + 1 if len(cum) else 0
 
 
+def _layers(spec: NetworkSpec) -> list[tuple[str, list[str]]]:
+    """``(label, parameter names)`` per layer: a chain's layers (weight and bias); a graph's nodes
+    with trained parameters (a convolution's weight and bias, a norm's scale and shift, an
+    attention's projections, ...; batch-norm running statistics are not trained, so not part)."""
+    if spec.is_chain:
+        return [(f"layer {i}: {layer.kind} {layer.in_features}->{layer.out_features}",
+                 [layer.weight] + ([layer.bias] if layer.bias is not None else []))
+                for i, layer in enumerate(spec.layers)]
+    trained = {p.name for p in spec.params if p.trainable}
+    out = []
+    for node in spec.nodes:
+        names = [f"{node.name}.{suffix}" for suffix, _, _ in node.param_shapes()]
+        names = [n for n in names if n in trained]
+        if names:
+            out.append((f"{node.name}: {node.KIND}", names))
+    return out
+
+
 def layer_matrices(spec: NetworkSpec, params: Params) -> tuple[list[str], list[Tensor]]:
-    """Each layer's weight and bias flattened into one row per model.
+    """Each layer's weight and bias (a graph node's trained parameters) flattened into one row
+    per model.
 
     Shapes:
         returns ``L`` labels and ``L`` tensors ``[N, D_l]``.
     """
-    spec.require_chain("per-layer subspace analysis")
     n = population_size(spec, params)
     labels, mats = [], []
-    for i, layer in enumerate(spec.layers):
-        parts = [params[layer.weight].reshape(n, -1)]
-        if layer.bias is not None:
-            parts.append(params[layer.bias].reshape(n, -1))
-        mats.append(torch.cat(parts, 1))
-        labels.append(f"layer {i}: {layer.kind} {layer.in_features}->{layer.out_features}")
+    for label, names in _layers(spec):
+        mats.append(torch.cat([params[k].reshape(n, -1) for k in names], 1))
+        labels.append(label)
     return labels, mats
 
 
@@ -165,13 +181,13 @@ def subspace_analysis(
 
     acc = proj_acc = None
     if x is not None:
-        new: dict[str, Tensor] = {}
-        for layer, rows in zip(spec.layers, projected):
-            w = params[layer.weight]
-            new[layer.weight] = rows[:, :w[0].numel()].reshape(w.shape).to(w.dtype)
-            if layer.bias is not None:
-                b = params[layer.bias]
-                new[layer.bias] = rows[:, w[0].numel():].reshape(b.shape).to(b.dtype)
+        new: dict[str, Tensor] = dict(params)  # batch-norm statistics: each model's own
+        for (_, names), rows in zip(_layers(spec), projected):
+            offset = 0
+            for k in names:
+                t = params[k]
+                new[k] = rows[:, offset:offset + t[0].numel()].reshape(t.shape).to(t.dtype)
+                offset += t[0].numel()
         _, acc = population_loss_accuracy(spec, params, x, y)
         _, proj_acc = population_loss_accuracy(spec, new, x, y)
     return SubspaceResult(labels, spectra, [explained_variance(s) for s in spectra], ranks,

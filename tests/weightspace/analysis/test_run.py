@@ -226,11 +226,11 @@ def test_errors(tmp_path, zoo_factory, zoo_dir):
     assert not (phase / "analysis").exists()
 
 
-def test_graph_zoo_runs_the_metrics_that_read_graphs(tmp_path, zoo_factory):
+def test_graph_zoo_with_batch_norm_gets_every_metric(tmp_path, zoo_factory):
     zoo = copy_zoo(zoo_factory(TINY_RESNET), tmp_path / "zoo")
-    result = analyze_zoo(zoo, progress=False, **FAST)                    # all metrics
-    assert [r.metric for r in result.reports] == ["hessian", "cka", "connectivity", "averaging"]
-    assert result.left_out == {"subspace": "per-layer spectra need a layer chain"}
+    result = analyze_zoo(zoo, progress=False, out=tmp_path / "figs", **FAST)   # all metrics
+    assert [r.metric for r in result.reports] == list(METRICS)
+    assert all(r.computed == 2 for r in result.reports)
     assert verify_zoo(zoo).ok
     # the stored values are the direct calls' (eval mode: batch norm with running statistics)
     z = open_zoo(zoo)
@@ -260,18 +260,19 @@ def test_graph_zoo_runs_the_metrics_that_read_graphs(tmp_path, zoo_factory):
     delta = float(avg_acc_delta(spec, a, b, data.x_test.reshape(-1, 1, 8, 8), data.y_test,
                                 seed=[model_seed(f"{ids[0]}|{ids[1]}")], bn_x=x_train)[0])
     assert z.row(ids[0])["avg_acc_delta"] == pytest.approx(delta, abs=1e-6)
-    with pytest.raises(WeightzooError, match=r"subspace cannot read \(per-layer spectra need a layer chain\): "
-                                             r"use --metrics hessian,cka,connectivity,averaging$"):
-        analyze_zoo(zoo, "hessian,subspace", progress=False)
+    # subspace: one "layer" per node with trained parameters (running statistics are not)
+    (sub,) = result.subspace.values()
+    assert sub.layers[:3] == ["conv1: conv2d", "bn1: batchnorm", "layer1.0.conv1: conv2d"]
+    assert sub.layers[-1] == "fc: linear" and len(sub.layers) == sum(
+        1 for n in spec.nodes if any(p.trainable for p in spec.params if p.name.startswith(n.name + ".")))
     with pytest.raises(WeightzooError, match="cka_layer reads a hidden layer of a layer chain"):
         analyze_zoo(zoo, "cka", progress=False, force=True, cka_layer=0)
 
 
-def test_graph_zoo_without_batch_norm_gets_connectivity(tmp_path, zoo_factory):
+def test_transformer_zoo_gets_every_metric(tmp_path, zoo_factory):
     zoo = copy_zoo(zoo_factory(TINY_VIT), tmp_path / "zoo")
-    result = analyze_zoo(zoo, progress=False, **FAST)
-    assert [r.metric for r in result.reports] == ["hessian", "cka", "connectivity", "averaging"]
-    assert list(result.left_out) == ["subspace"]
+    result = analyze_zoo(zoo, progress=False, out=tmp_path / "figs", **FAST)
+    assert [r.metric for r in result.reports] == list(METRICS)
     z = open_zoo(zoo)
     sel = z.select()
     spec, data = z.network_spec(sel.column("arch_id")[0]), load_zoo_dataset(z)
