@@ -17,7 +17,8 @@ Graph architectures (ResNet, VGG, ViT, ...) are matched over their neuron groups
 (:func:`weightspace.graph_symmetry.graph_symmetries`): a residual stream's channels are one group
 (one permutation for every layer writing to it and every norm along it), and a group's cost
 collects every parameter axis it moves (batch-norm statistics included), the other groups' current
-permutations applied. Attention heads are not matched (they keep their order).
+permutations applied; an attention node's heads are matched as blocks, with their query/key and
+value dims.
 """
 
 from __future__ import annotations
@@ -117,17 +118,62 @@ def _group_cost(group, a: dict[str, Tensor], b: dict[str, Tensor]) -> Tensor:
     return cost
 
 
+def _lap(cost: np.ndarray) -> tuple[np.ndarray, float]:
+    """The assignment maximizing ``cost`` (``col[i]`` for row ``i``) and its value."""
+    _, col = linear_sum_assignment(cost, maximize=True)
+    return col, float(cost[np.arange(len(col)), col].sum())
+
+
+def _head_blocks(h, t: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """One attention node's parameters as ``[H, d, features]`` blocks: the query/key dims (q and
+    k rows, biases) and the value dims (v rows, bias, out-projection columns)."""
+    n_h, d = h.num_heads, h.head_dim
+    w = t[f"{h.node}.in_proj_weight"].reshape(3, n_h, d, -1)                 # [3, H, d, E]
+    if h.bias:
+        w = torch.cat([w, t[f"{h.node}.in_proj_bias"].reshape(3, n_h, d, 1)], -1)
+    qk = torch.cat([w[0], w[1]], -1)                                        # [H, d, 2(E+1)]
+    out = t[f"{h.node}.out_proj.weight"].T.reshape(n_h, d, -1)               # [H, d, E]
+    return qk, torch.cat([w[2], out], -1)
+
+
+def _head_step(h, a: dict[str, Tensor], b: dict[str, Tensor]) -> tuple[tuple[Tensor, Tensor, Tensor], float]:
+    """The head order and within-head dims of B's attention node best matching A's (others held),
+    and the matched value."""
+    blocks_a, blocks_b = _head_blocks(h, a), _head_blocks(h, b)
+    n_h = h.num_heads
+    value = np.zeros((n_h, n_h))
+    within: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    for i in range(n_h):
+        for j in range(n_h):
+            cols, total = [], 0.0
+            for xa, xb in zip(blocks_a, blocks_b):
+                col, v = _lap((xa[i] @ xb[j].T).numpy())
+                cols.append(col)
+                total += v
+            value[i, j], within[i, j] = total, (cols[0], cols[1])
+    heads, best = _lap(value)
+    qk = torch.as_tensor(np.stack([within[i, j][0] for i, j in enumerate(heads)]), dtype=torch.long)
+    v = torch.as_tensor(np.stack([within[i, j][1] for i, j in enumerate(heads)]), dtype=torch.long)
+    return (torch.as_tensor(heads, dtype=torch.long), qk, v), best
+
+
 def graph_weight_matching(
     spec: NetworkSpec, params_a: Params, params_b: Params, max_iter: int = 100,
     seed: int | Sequence[int] = 0,
 ):
-    """The neuron-group permutations that align each graph network B to its network A.
+    """The neuron-group and attention-head permutations that align each graph network B to its
+    network A.
+
+    Coordinate descent over the units of :func:`weightspace.graph_symmetry.graph_symmetries`:
+    a neuron group solves one assignment over its neurons; an attention node one over its heads,
+    each head pair scored by the best assignment of its query/key dims and of its value dims.
 
     Args: as :func:`weight_matching`, for any architecture.
 
     Returns:
-        a :class:`~weightspace.graph_symmetry.GraphPermutation` (``neurons {group: LongTensor[M, n]}``);
-        apply it with :func:`~weightspace.graph_symmetry.permute_graph` (or use :func:`align_to`).
+        a :class:`~weightspace.graph_symmetry.GraphPermutation` (``neurons {group: [M, n]}``,
+        ``heads {node: ([M, H], [M, H, d], [M, H, d])}``); apply it with
+        :func:`~weightspace.graph_symmetry.permute_graph` (or use :func:`align_to`).
     """
     from weightspace.graph_symmetry import GraphPermutation, graph_symmetries, permute_graph
 
@@ -135,32 +181,51 @@ def graph_weight_matching(
     if not isinstance(max_iter, int) or max_iter < 1:
         raise WeightzooError(f"max_iter must be a positive integer, got {max_iter!r}")
     sym = graph_symmetries(spec)
-    groups = list(sym.neurons)
-    result = GraphPermutation({g.name: torch.empty(m, g.size, dtype=torch.long) for g in groups})
+    units = [("neurons", g) for g in sym.neurons] + [("heads", h) for h in sym.heads]
+    result = GraphPermutation(
+        {g.name: torch.empty(m, g.size, dtype=torch.long) for g in sym.neurons},
+        {h.node: tuple(torch.empty(m, *shape, dtype=torch.long)
+                       for shape in ((h.num_heads,), (h.num_heads, h.head_dim), (h.num_heads, h.head_dim)))
+         for h in sym.heads})
     for i, s in enumerate(member_seeds(seed, m)):
         a = {k: v[i:i + 1].detach().double() for k, v in params_a.items()}
         b = {k: v[i:i + 1].detach().double() for k, v in params_b.items()}
-        perms = {g.name: torch.arange(g.size) for g in groups}
+        a0 = {k: v[0] for k, v in a.items()}
+        perm = GraphPermutation({g.name: torch.arange(g.size) for g in sym.neurons},
+                                {h.node: (torch.arange(h.num_heads),
+                                          torch.arange(h.head_dim).repeat(h.num_heads, 1),
+                                          torch.arange(h.head_dim).repeat(h.num_heads, 1)) for h in sym.heads})
         gen = torch.Generator().manual_seed(s)
         for _ in range(max_iter):
             improved = False
-            for gi in torch.randperm(len(groups), generator=gen).tolist():
-                g = groups[gi]
-                others = GraphPermutation({k: v for k, v in perms.items() if k != g.name})
-                b_others = permute_graph(sym, b, others)
-                cost = _group_cost(g, {k: v[0] for k, v in a.items()}, {k: v[0] for k, v in b_others.items()})
-                cost = cost.numpy()
-                _, col = linear_sum_assignment(cost, maximize=True)
-                idx = np.arange(len(col))
-                old, new = cost[idx, perms[g.name].numpy()].sum(), cost[idx, col].sum()
+            for ui in torch.randperm(len(units), generator=gen).tolist():
+                kind, unit = units[ui]
+                key = unit.name if kind == "neurons" else unit.node
+                # B with every other unit's current permutation applied
+                others = GraphPermutation({k: v for k, v in perm.neurons.items() if (kind, k) != ("neurons", key)},
+                                          {k: v for k, v in perm.heads.items() if (kind, k) != ("heads", key)})
+                b0 = {k: v[0] for k, v in permute_graph(sym, b, others).items()}
+                if kind == "neurons":
+                    cost = _group_cost(unit, a0, b0).numpy()
+                    col, new = _lap(cost)
+                    old = float(cost[np.arange(len(col)), perm.neurons[key].numpy()].sum())
+                    candidate = torch.as_tensor(col, dtype=torch.long)
+                else:
+                    candidate, new = _head_step(unit, a0, b0)
+                    current = permute_graph(sym, {k: v.unsqueeze(0) for k, v in b0.items()},
+                                            GraphPermutation(heads={key: perm.heads[key]}))
+                    blocks_b = _head_blocks(unit, {k: v[0] for k, v in current.items()})
+                    old = float(sum((xa * xb).sum() for xa, xb in zip(_head_blocks(unit, a0), blocks_b)))
                 # Only a strict gain (beyond rounding) counts: equal-value ties would cycle.
                 if new > old + 1e-12 * max(1.0, abs(old)):
-                    perms[g.name] = torch.as_tensor(col, dtype=torch.long)
+                    (perm.neurons if kind == "neurons" else perm.heads)[key] = candidate
                     improved = True
             if not improved:
                 break
-        for g in groups:
-            result.neurons[g.name][i] = perms[g.name]
+        for k, v in perm.neurons.items():
+            result.neurons[k][i] = v
+        for k, (hp, qk, v) in perm.heads.items():
+            result.heads[k][0][i], result.heads[k][1][i], result.heads[k][2][i] = hp, qk, v
     return result
 
 

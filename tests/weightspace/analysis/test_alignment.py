@@ -61,12 +61,12 @@ def test_bad_input():
 
 @pytest.mark.parametrize("name", ["resnet-bn", "resnet-1d", "vgg", "modelzoo-cnn", "vit", "seq"])
 def test_graph_matching_recovers_a_hidden_group_permutation_exactly(name):
-    # Every neuron group (residual streams as one group, batch-norm statistics moving along)
-    # permuted at random; attention heads are not matched, so they stay in place here.
+    # Every neuron group (residual streams as one group, batch-norm statistics moving along) and
+    # every attention node's heads and head dims permuted at random.
     from zoo_helpers import graph_specs
 
     from catalog.network import population_forward
-    from weightspace.graph_symmetry import GraphPermutation, graph_symmetries, permute_graph, random_graph_permutation
+    from weightspace.graph_symmetry import graph_symmetries, permute_graph, random_graph_permutation
 
     spec = graph_specs()[name]
     a = random_params(spec, 3, seed=4)
@@ -74,7 +74,8 @@ def test_graph_matching_recovers_a_hidden_group_permutation_exactly(name):
         if p.role == "running_var":
             a[p.name] = a[p.name].abs() + 0.5
     sym = graph_symmetries(spec)
-    hidden = GraphPermutation(random_graph_permutation(sym, 3, torch.Generator().manual_seed(2)).neurons)
+    hidden = random_graph_permutation(sym, 3, torch.Generator().manual_seed(2))
+    assert bool(hidden.heads) == (name in ("vit", "seq"))
     b = permute_graph(sym, a, hidden)
     assert any(not torch.equal(a[k], b[k]) for k in a)
     back = align_to(spec, a, b, seed=[0, 1, 2])
