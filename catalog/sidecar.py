@@ -10,7 +10,8 @@ partial pull keeps the rows of the pulled models). Queries see their columns joi
 
 Writing is one mechanism for every producer: :func:`write_sidecar` takes the zoo's write lock,
 merges the new rows into the table (a row of a model already there replaces it: a re-run
-updates), writes the file atomically and then the manifest. A column may appear in only one
+updates), writes the file atomically and then the manifest. :func:`delete_sidecar` removes a
+table (``zoo drop``). A column may appear in only one
 place: a sidecar column named like a metadata column or a column of another sidecar is refused.
 """
 
@@ -143,6 +144,39 @@ def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Tabl
         entry = FileEntry(rel, sha256_file(target), target.stat().st_size, table.num_rows, "sidecar")
         manifest.files = [f for f in manifest.files if f.path != rel] + [entry]
         write_manifest(root, manifest)
+    return entry
+
+
+def delete_sidecar(root: str | os.PathLike, table: str, command: str | None = None) -> FileEntry:
+    """Remove the sidecar table ``table`` (``"<group>/<name>"``, e.g. ``"analysis/cka"``, with or
+    without ``.parquet``) from the zoo at ``root``: its columns leave the ``models`` table.
+
+    The manifest stops listing it first, then the file goes, so an interruption leaves at most
+    an unlisted file, never a listed one that is missing.
+
+    Returns:
+        the removed table's manifest entry.
+
+    Raises:
+        WeightzooError: a malformed name, or no such table (the message lists the zoo's tables).
+    """
+    root = Path(root)
+    group, sep, name = table.removesuffix(".parquet").partition("/")
+    if not sep:
+        raise WeightzooError(f"sidecar table {table!r} is not <group>/<name> (e.g. analysis/cka); groups: "
+                             f"{', '.join(SIDECAR_GROUPS)}")
+    rel = sidecar_path(group, name)
+    with ZooLock(root, command):
+        manifest = read_manifest(root)
+        entry = next((f for f in manifest.sidecar_files() if f.path == rel), None)
+        if entry is None:
+            listed = [f.path.removesuffix(".parquet") for f in manifest.sidecar_files()]
+            raise WeightzooError(f"zoo at {root} has no sidecar table {rel}; its tables: "
+                                 f"{', '.join(listed) or 'none'}")
+        target = safe_join(root, rel, "sidecar table")
+        manifest.files = [f for f in manifest.files if f.path != rel]
+        write_manifest(root, manifest)
+        target.unlink(missing_ok=True)
     return entry
 
 

@@ -43,11 +43,12 @@ def _register() -> None:
         import_cmds,
         query_cmds,
         retrieval_cmds,
+        sidecar_cmds,
         train_cmds,
     )
 
     for module in (build_cmds, query_cmds, train_cmds, hub_cmds, analyze_cmds, retrieval_cmds, import_cmds,
-                   generate_cmds):
+                   generate_cmds, sidecar_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -15,7 +15,7 @@ from catalog import open_zoo, verify_zoo
 from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import MANIFEST_NAME, read_manifest
 from catalog.lock import ZooLock, ZooLockedError
-from catalog.sidecar import join_sidecars, write_sidecar
+from catalog.sidecar import delete_sidecar, join_sidecars, write_sidecar
 
 
 def _ids(root: Path, n: int | None = None) -> list[str]:
@@ -95,6 +95,37 @@ def test_writing_takes_the_zoo_lock(zoo_copy: Path) -> None:
     ids = _ids(zoo_copy, 1)
     with ZooLock(zoo_copy, command="zoo build spec.yaml"), pytest.raises(ZooLockedError, match="zoo build spec.yaml"):
         write_sidecar(zoo_copy, "analysis", "h", pa.table({"model_id": ids, "x": [1.0]}))
+
+
+def test_drop_removes_a_table_and_leaves_the_zoo_as_before(zoo_copy: Path) -> None:
+    before = tree_hashes(zoo_copy)
+    manifest_before = read_manifest(zoo_copy)
+    ids = _ids(zoo_copy, 3)
+    write_sidecar(zoo_copy, "analysis", "keep", pa.table({"model_id": ids, "k": [1.0, 2.0, 3.0]}))
+    kept = tree_hashes(zoo_copy)
+    write_sidecar(zoo_copy, "analysis", "cka", pa.table({"model_id": ids, "cka_seed": [0.5, 0.6, 0.7]}))
+    entry = delete_sidecar(zoo_copy, "analysis/cka.parquet", command="zoo drop")
+    assert entry.path == "analysis/cka.parquet" and entry.rows == 3
+    assert not (zoo_copy / "analysis" / "cka.parquet").exists()
+    assert tree_hashes(zoo_copy) == kept                     # the other table and everything else kept
+    assert "cka_seed" not in open_zoo(zoo_copy).table.column_names
+    assert verify_zoo(zoo_copy).ok
+    delete_sidecar(zoo_copy, "analysis/keep")
+    assert read_manifest(zoo_copy).files == manifest_before.files
+    assert {k: v for k, v in tree_hashes(zoo_copy).items() if k != MANIFEST_NAME} == \
+        {k: v for k, v in before.items() if k != MANIFEST_NAME}
+    with pytest.raises(WeightzooError, match="has no sidecar table analysis/keep.parquet; its tables: none"):
+        delete_sidecar(zoo_copy, "analysis/keep")
+    with pytest.raises(WeightzooError, match="is not <group>/<name>"):
+        delete_sidecar(zoo_copy, "keep")
+    with pytest.raises(WeightzooError, match="unknown sidecar group 'weights'"):
+        delete_sidecar(zoo_copy, "weights/x")
+    with pytest.raises(WeightzooError, match="sidecar table name"):
+        delete_sidecar(zoo_copy, "analysis/../zoo")
+    write_sidecar(zoo_copy, "analysis", "h", pa.table({"model_id": ids, "x": [1.0, 2.0, 3.0]}))
+    with ZooLock(zoo_copy, command="zoo analyze"), pytest.raises(ZooLockedError, match="zoo analyze"):
+        delete_sidecar(zoo_copy, "analysis/h")
+    assert (zoo_copy / "analysis" / "h.parquet").exists()
 
 
 def test_verify_flags_tampered_and_inconsistent_sidecars(zoo_copy: Path) -> None:
