@@ -410,7 +410,7 @@ def _subspace(ctx: _Context, arch: _Arch, tick: Callable[[int], None]) -> dict[s
                              f"a subspace analysis needs at least 2")
     result = subspace_analysis(spec, arch.weights(rows), ctx.x(spec, "test"), ctx.y("test"),
                                project_variance=cfg.subspace_variance, folds=cfg.subspace_folds,
-                               seed=cfg.seed)
+                               seed=cfg.seed, bn_x=ctx.x(spec, "train"))
     figure = ctx.out_dir / f"{ctx.zoo.root.name}-subspace-{arch.arch_id}.png"
     plot_spectrum(result, figure)
     ctx.subspace[arch.arch_id] = result

@@ -28,7 +28,7 @@ from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from weightspace.analysis._plotting import new_figure, save
 from weightspace.analysis._population import Params, population_size
-from weightspace.analysis.evaluation import population_loss_accuracy
+from weightspace.analysis.evaluation import population_loss_accuracy, recompute_batch_norm
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,7 @@ def subspace_analysis(
     spec: NetworkSpec, params: Params, x: Tensor | Sequence[Tensor] | None = None,
     y: Tensor | Sequence[Tensor] | None = None, variances: Sequence[float] = (0.9, 0.99),
     project_variance: float = 0.9, folds: int | None = 5, seed: int = 0,
+    bn_x: Tensor | Sequence[Tensor] | None = None,
 ) -> SubspaceResult:
     """Per-layer spectra and ranks of a population, and its held-out projections.
 
@@ -142,6 +143,8 @@ def subspace_analysis(
             folds, ``k`` explaining this fraction of their variance (default ``0.9``).
         folds: number of folds (default ``5``; at most ``N``); ``None``: leave-one-out.
         seed: seed of the fold assignment (default ``0``).
+        bn_x: for networks with batch norm, when ``x`` is given (required there): inputs, e.g.
+            the training data, to recompute the projected networks' statistics from.
 
     Shapes:
         returns a :class:`SubspaceResult`.
@@ -151,6 +154,10 @@ def subspace_analysis(
         raise WeightzooError(f"a subspace analysis needs at least 2 models, got {n}")
     if (x is None) != (y is None):
         raise WeightzooError("pass both x and y (to measure projected accuracy) or neither")
+    batch_norm = any(not p.trainable for p in spec.params)
+    if x is not None and batch_norm and bn_x is None:
+        raise WeightzooError(f"{spec.family} architecture {spec.arch_id} has batch norm: pass bn_x, inputs "
+                             f"(e.g. the training data) to recompute the projected networks' statistics from")
     n_folds = n if folds is None else min(int(folds), n)
     if n_folds < 2:
         raise WeightzooError(f"folds must be at least 2 (or None for leave-one-out), got {folds}")
@@ -181,13 +188,15 @@ def subspace_analysis(
 
     acc = proj_acc = None
     if x is not None:
-        new: dict[str, Tensor] = dict(params)  # batch-norm statistics: each model's own
+        new: dict[str, Tensor] = dict(params)
         for (_, names), rows in zip(_layers(spec), projected):
             offset = 0
             for k in names:
                 t = params[k]
                 new[k] = rows[:, offset:offset + t[0].numel()].reshape(t.shape).to(t.dtype)
                 offset += t[0].numel()
+        if batch_norm:  # a projected network's statistics are not its own: recompute them
+            new.update(recompute_batch_norm(spec, new, bn_x))
         _, acc = population_loss_accuracy(spec, params, x, y)
         _, proj_acc = population_loss_accuracy(spec, new, x, y)
     return SubspaceResult(labels, spectra, [explained_variance(s) for s in spectra], ranks,

@@ -93,3 +93,30 @@ def test_bad_input():
         subspace_analysis(spec, random_params(spec, 3), folds=1)
     with pytest.raises(WeightzooError, match="both x and y"):
         subspace_analysis(spec, random_params(spec, 3), x=torch.zeros(2, 5))
+
+
+def test_graph_with_batch_norm_layers_and_recomputed_statistics():
+    # A VGG (conv-BN-relu-maxpool x 2, linear): its "layers" are the nodes with trained parameters;
+    # 4 copies of one network span a zero-dimensional subspace around their mean, so each
+    # projects onto itself exactly and, with statistics recomputed from the same data for both,
+    # keeps its accuracy.
+    from zoo_builders.graph_architectures import VGGConfig
+
+    spec = VGGConfig(channels=(2, 4), hidden=()).network_spec((1, 8, 8), 10)
+    one = random_params(spec, 1, seed=3)
+    params = {k: v.expand(4, *v.shape[1:]).clone() for k, v in one.items()}
+    for p in spec.params:
+        if p.role == "running_var":
+            params[p.name] = params[p.name].abs() + 0.5
+    x, y, _, _ = digits()
+    x, y = x[:128].reshape(128, 1, 8, 8), y[:128]
+    with pytest.raises(WeightzooError, match="has batch norm: pass bn_x"):
+        subspace_analysis(spec, params, x, y)
+    res = subspace_analysis(spec, params, x, y, folds=2, bn_x=x)
+    assert res.layers == ["features.0: conv2d", "features.1: batchnorm", "features.4: conv2d",
+                          "features.5: batchnorm", "classifier.0: linear"]
+    assert torch.equal(res.projection_error, torch.zeros_like(res.projection_error))
+    from weightspace.analysis import population_loss_accuracy, recompute_batch_norm
+
+    fixed = {**params, **recompute_batch_norm(spec, params, x)}
+    torch.testing.assert_close(res.projected_accuracy, population_loss_accuracy(spec, fixed, x, y)[1])
