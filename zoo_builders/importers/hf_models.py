@@ -64,12 +64,10 @@ from zoo_builders.importers.common import (
     json_scalar,
     no_empty_zoo_on_error,
     parse_arch_options,
-    resolve_arch,
     rows_schema,
     stable_id,
-    storable,
 )
-from zoo_builders.importers.statedict import fit_arch, infer_chain, read_state_dict
+from zoo_builders.importers.statedict import SpecCache, infer_chain, read_state_dict
 
 LAYOUT = "hf-models"
 #: Models per part: Hub models are often large, and a part's models are held in memory until written.
@@ -377,18 +375,7 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
         build_spec["dataset"] = ds_spec
     first = sources[0]
     default_name = _parse_url(first)[0].split("/")[1] if first.startswith(URL_SCHEME) else Path(first).resolve().name
-    specs: dict[tuple, NetworkSpec] = {}
-
-    def spec_of(tensors: dict[str, Tensor], act: str, where: str) -> tuple[tuple, NetworkSpec]:
-        signature = (act, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
-        if signature not in specs:
-            if arch is not None:
-                n_out = int(list(tensors.values())[-1].shape[0])
-                spec = fit_arch(resolve_arch(arch, options, input_shape, n_out, act), tensors, where)
-            else:
-                spec = infer_chain(tensors, act, input_shape, where)
-            specs[signature] = storable(spec)
-        return signature, specs[signature]
+    spec_of = SpecCache(arch, options, input_shape, infer_chain)
 
     # Every snapshot's architecture from its safetensors headers (shapes and dtypes, no weights)
     # before anything is written: a damaged file or tensors no architecture fits leave nothing.

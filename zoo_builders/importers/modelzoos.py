@@ -79,12 +79,10 @@ from zoo_builders.importers.common import (
     json_scalar,
     no_empty_zoo_on_error,
     parse_arch_options,
-    resolve_arch,
     rows_schema,
     stable_id,
-    storable,
 )
-from zoo_builders.importers.statedict import fit_arch, infer_chain, read_state_dict
+from zoo_builders.importers.statedict import SpecCache, fit_arch, infer_chain, read_state_dict
 
 LAYOUT = "modelzoos"
 PARAMS_FILE = "params.json"
@@ -318,18 +316,10 @@ def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: st
     ds_spec, ds_facts = dataset_entry(dataset)
     if ds_spec is not None:
         build_spec["dataset"] = ds_spec
-    specs: dict[tuple, NetworkSpec] = {}
+    specs = SpecCache(arch, options, input_shape, infer_spec)
 
     def spec_for(tensors: dict[str, Tensor], act: str, where: str) -> NetworkSpec:
-        signature = (act, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
-        if signature not in specs:
-            if arch is not None:
-                n_out = int(list(tensors.values())[-1].shape[0])
-                spec = fit_arch(resolve_arch(arch, options, input_shape, n_out, act), tensors, where)
-            else:
-                spec = infer_spec(tensors, act, input_shape, where)
-            specs[signature] = storable(spec)
-        return specs[signature]
+        return specs(tensors, act, where)[1]
 
     # Every checkpoint is read and fitted before anything is written: a refused pickle or tensors
     # no architecture fits, in any trial, leave nothing behind (the files are read twice; this

@@ -347,6 +347,32 @@ def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> Ne
 
 
 # ================================================================================ metadata
+class SpecCache:
+    """One stored :class:`NetworkSpec` per distinct activation and tensor layout (names, shapes,
+    dtypes): ``arch`` resolved for the layout's output width and fitted to the tensors, or,
+    without ``arch``, ``infer(tensors, activation, input_shape, where)``.
+
+    Calling it with ``(tensors, activation, where)`` returns ``(signature, spec)``.
+    """
+
+    def __init__(self, arch: Any, options: Mapping[str, Any], input_shape: Sequence[int] | None,
+                 infer: Any) -> None:
+        self.arch, self.options, self.input_shape, self.infer = arch, options, input_shape, infer
+        self.specs: dict[tuple, NetworkSpec] = {}
+
+    def __call__(self, tensors: Mapping[str, Tensor], activation: str, where: str) -> tuple[tuple, NetworkSpec]:
+        signature = (activation, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
+        if signature not in self.specs:
+            if self.arch is not None:
+                n_out = int(list(tensors.values())[-1].shape[0])
+                arch = resolve_arch(self.arch, self.options, self.input_shape, n_out, activation)
+                spec = fit_arch(arch, tensors, where)
+            else:
+                spec = self.infer(tensors, activation, self.input_shape, where)
+            self.specs[signature] = storable(spec)
+        return signature, self.specs[signature]
+
+
 def model_files(src: Path) -> list[str]:
     """The model files under ``src``, as sorted POSIX paths relative to it."""
     return sorted(p.relative_to(src).as_posix() for p in src.rglob("*")
