@@ -23,7 +23,7 @@ value dims.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import torch
@@ -104,12 +104,14 @@ def weight_matching(
     return result
 
 
-def _group_cost(group, a: dict[str, Tensor], b: dict[str, Tensor]) -> Tensor:
+def _group_cost(group, a: dict[str, Tensor], b: dict[str, Tensor], trained: Collection[str]) -> Tensor:
     """``[n, n]``: entry ``(i, j)`` is the inner product of A's neuron ``i`` with B's neuron ``j``
-    of a neuron group over every parameter axis the group moves (``b`` with the other groups'
-    permutations applied)."""
+    of a neuron group over every axis of a ``trained`` parameter the group moves (``b`` with the
+    other groups' permutations applied). Batch-norm running statistics move with their neurons
+    but do not vote: they are not weights, and whoever averages or compares aligned networks
+    recomputes them."""
     cost = torch.zeros(group.size, group.size, dtype=torch.float64)
-    for ax in group.axes:
+    for ax in (ax for ax in group.axes if ax.name in trained):
         def rows(t: Tensor, ax=ax) -> Tensor:  # [n, rest]: the axis as [outer, n, inner], n first
             t = t.movedim(ax.dim, 0)
             t = t.reshape(ax.outer, group.size, ax.inner, -1)
@@ -181,6 +183,7 @@ def graph_weight_matching(
     if not isinstance(max_iter, int) or max_iter < 1:
         raise WeightzooError(f"max_iter must be a positive integer, got {max_iter!r}")
     sym = graph_symmetries(spec)
+    trained = {p.name for p in spec.params if p.trainable}
     units = [("neurons", g) for g in sym.neurons] + [("heads", h) for h in sym.heads]
     result = GraphPermutation(
         {g.name: torch.empty(m, g.size, dtype=torch.long) for g in sym.neurons},
@@ -206,7 +209,7 @@ def graph_weight_matching(
                                           {k: v for k, v in perm.heads.items() if (kind, k) != ("heads", key)})
                 b0 = {k: v[0] for k, v in permute_graph(sym, b, others).items()}
                 if kind == "neurons":
-                    cost = _group_cost(unit, a0, b0).numpy()
+                    cost = _group_cost(unit, a0, b0, trained).numpy()
                     col, new = _lap(cost)
                     old = float(cost[np.arange(len(col)), perm.neurons[key].numpy()].sum())
                     candidate = torch.as_tensor(col, dtype=torch.long)

@@ -22,6 +22,12 @@ there are generated networks, and for the training networks themselves (each aga
 *others*: the zoo's own IoU distribution). IoUs are one matrix product of boolean misprediction
 matrices (``[G, N] @ [N, T]``), so 100 x 1000 networks take milliseconds once predicted.
 
+Networks with batch norm, the training networks included, are compared with running statistics
+recomputed from the source training split
+(:func:`~weightspace.generators.output.with_batch_norm_statistics`): the statistics of their own
+weights, so a copy of a training network is the same function as the original, and L2 distances
+are over the trained parameters only.
+
 Optionally (``finetune``) it measures the benefit SANE claims for generated initializations:
 epochs of training (with the source zoo's own recipe, by the builder's vectorized
 :func:`zoo_builders.train.train_classifiers`) for a generated init vs each run's random init to
@@ -48,7 +54,12 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, population_forward
 from catalog.zoo import Zoo, open_zoo
-from weightspace.generators.output import select_training_set, task_name, zoo_content_sha256
+from weightspace.generators.output import (
+    select_training_set,
+    task_name,
+    with_batch_norm_statistics,
+    zoo_content_sha256,
+)
 from weightspace.generators.registry import build_generator
 from zoo_builders.datasets import Dataset, load_zoo_dataset
 
@@ -142,8 +153,9 @@ def max_iou(errors_g: Tensor, errors_t: Tensor, exclude_self: bool = False) -> t
 
 
 def flatten(spec: NetworkSpec, params: Mapping[str, Tensor]) -> Tensor:
-    """All parameters of each network as one vector (spec order). Shapes: returns ``[P, D]``."""
-    return torch.cat([params[p.name].flatten(1) for p in spec.params], 1)
+    """The trained parameters of each network as one vector (spec order; batch-norm running
+    statistics, which are not weights, left out). Shapes: returns ``[P, D]``."""
+    return torch.cat([params[p.name].flatten(1) for p in spec.params if p.trainable], 1)
 
 
 def min_l2(flat_g: Tensor, flat_t: Tensor) -> tuple[Tensor, Tensor]:
@@ -178,8 +190,6 @@ def aligned_l2(spec: NetworkSpec, params_g: Mapping[str, Tensor], params_t: Mapp
     """
     from weightspace.analysis.alignment import align_to
 
-    if not spec.is_chain:
-        raise WeightzooError(f"--align needs a layer chain (mlp, cnn); architecture {spec.family} is a graph")
     n_g, n_c = candidates.shape
     refs = {k: v[candidates.flatten()] for k, v in params_t.items()}                # [G * C, ...]
     reps = {k: v.repeat_interleave(n_c, 0) for k, v in params_g.items()}            # [G * C, ...]
@@ -362,9 +372,9 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
     if not len(ok):
         raise WeightzooError(f"generated zoo {gen.name!r} has no networks with status ok to evaluate")
     gen_sel = gen_sel.take(ok)
-    gen_params = gen_sel.stacked()
     gen_ids = gen_sel.column("model_id")
     data = load_zoo_dataset(src)
+    gen_params = with_batch_norm_statistics(spec, gen_sel.stacked(), data)
 
     # Built before any work, so a bad sigma fails at once.
     baseline_gens = [(tag, build_generator(method, spec, **hp)) for method, hp, tag in (
@@ -372,7 +382,7 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
         + [("average", {}, "average"), ("gaussian", {}, "gaussian")])] if baselines else []
     steps = 2 + len(baseline_gens) + (1 if finetune else 0)
     bar = tqdm(total=steps, disable=not progress, desc=f"eval-gen {gen.name}", unit="step")
-    train_params = train_sel.stacked()
+    train_params = with_batch_norm_statistics(spec, train_sel.stacked(), data)
     x, y = data.x_test, data.y_test
     t_errors = mispredictions(spec, train_params, x, y)
     train = _Train(train_params, t_errors, flatten(spec, train_params), x, y)
@@ -384,7 +394,8 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
     bar.update(1)
     for tag, g in baseline_gens:
         g.fit(train_params, train_sel.table, seed=seed)
-        scores[tag] = score(spec, g.sample(len(gen_ids), seed=seed), train, align, seed)
+        sampled = with_batch_norm_statistics(spec, g.sample(len(gen_ids), seed=seed), data)
+        scores[tag] = score(spec, sampled, train, align, seed)
         bar.update(1)
 
     train_ids = train_sel.column("model_id")

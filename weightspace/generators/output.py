@@ -23,6 +23,8 @@ Each row carries:
 the source (zoo content, selection), the seed and the condition, so ids are stable (the same
 command gives the same ids) and the samples of two different generations never collide;
 ``run_id`` equals ``model_id`` (every sample is its own "run") and ``checkpoint`` is 0.
+Networks with batch norm are written with running statistics recomputed from the source
+training split (:func:`with_batch_norm_statistics`), whatever statistics the generator sampled.
 The manifest's ``spec`` holds a ``generated`` record (what generated the zoo, from what) and the
 source's ``dataset`` / ``task`` / ``architecture``, so :func:`zoo_builders.load_zoo_dataset`
 loads the exact data of the source and the dataset card says the zoo is generated.
@@ -54,6 +56,9 @@ from catalog.zoo import Zoo, open_zoo
 from weightspace.generators.base import MIN_TRAINING_MODELS, Generator, accepts_data, load_generator
 from weightspace.generators.registry import build_generator, generator_hparams, get_generator
 from zoo_builders.datasets import Dataset, load_zoo_dataset
+
+#: Examples per batch when batch-norm statistics of generated networks are recomputed.
+BN_BATCH = 128
 
 
 @dataclass
@@ -172,6 +177,20 @@ def parse_conditions(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _condition_columns(cls: type[Generator], hparams: Mapping[str, Any]) -> list[str]:
+    """The columns a conditional generator conditions on: its ``condition`` hyperparameter as
+    given, else its constructor's default (empty if it has none)."""
+    import inspect
+
+    value = hparams.get("condition")
+    if value is None:
+        param = inspect.signature(cls.__init__).parameters.get("condition")
+        value = None if param is None or param.default is param.empty else param.default
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(c) for c in value]
+
+
 def _is_numeric(typ: pa.DataType) -> bool:
     return pa.types.is_integer(typ) or pa.types.is_floating(typ)
 
@@ -255,6 +274,35 @@ def evaluate_networks(spec: NetworkSpec, params: Mapping[str, Tensor], data: Dat
         ok = bool(finite[i]) and math.isfinite(row[metric])
         row["status"] = "ok" if ok else "diverged"
     return rows
+
+
+def with_batch_norm_statistics(spec: NetworkSpec, params: Mapping[str, Tensor], data: Dataset) -> dict[str, Tensor]:
+    """``params`` with every network's batch-norm running statistics recomputed from the source
+    dataset's training split (:func:`weightspace.analysis.recompute_batch_norm`, Garipov et al.'s
+    ``bn_update``); the trained parameters are returned as given, and a spec without batch norm
+    unchanged.
+
+    Running statistics are not weights but a function of the weights and the data: a generator's
+    sampled statistics need not fit the weights sampled with them (a per-entry Gaussian even
+    draws negative variances), so every generated network, and every network ``eval-gen``
+    compares, gets the statistics of its own weights. Recomputing ignores the given statistics,
+    so it is idempotent, and a copy of a training network gets the same statistics as the
+    training network.
+
+    Shapes:
+        ``{name: Tensor[P, *shape]}`` -> the same.
+    """
+    if all(p.trainable for p in spec.params):
+        return dict(params)
+    from weightspace.analysis.evaluation import recompute_batch_norm
+    from weightspace.generators.evaluate import models_per_pass
+
+    n = next(iter(params.values())).shape[0]
+    per_pass = models_per_pass(spec, BN_BATCH)
+    x = data.x_train.reshape(-1, *spec.input_shape)
+    parts = [recompute_batch_norm(spec, {k: v[s:s + per_pass] for k, v in params.items()}, x, BN_BATCH)
+             for s in range(0, n, per_pass)]
+    return {**params, **{k: torch.cat([part[k] for part in parts]) for k in parts[0]}}
 
 
 # ================================================================================ generation
@@ -350,6 +398,11 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
     if condition is not None and not isinstance(condition, Mapping):
         condition = parse_conditions(condition)
     cond = check_condition(table, condition or {}, method, cls.conditional)
+    if cls.conditional and not cond:  # before any training: sampling needs the values
+        cols = _condition_columns(cls, gen.hparams if gen is not None else typed)
+        raise WeightzooError(
+            f"generator {method!r} is conditional: give the value(s) to generate for, e.g. --condition "
+            f"{cols[0] if cols else 'COLUMN'}=VALUE" + (f" (it conditions on {', '.join(cols)})" if cols else ""))
     if cond and "condition" in generator_hparams(method) and "condition" not in typed and gen is None:
         # A conditional method trains on the columns it is asked to condition on (mip's `condition`).
         typed["condition"] = list(cond)
@@ -371,6 +424,8 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
     generated = {"method": method, "hparams": gen.hparams, "seed": seed, "where": where, "condition": cond,
                  "source_zoo": src.name, "source_manifest_sha256": content,
                  "trained_on": gen.source}
+    if not all(p.trainable for p in spec.params):
+        generated["batch_norm_statistics"] = "recomputed from the source training split"
     zoo_spec = {"name": _zoo_name(out, src.name, method), "generated": generated,
                 **{k: src.manifest.spec[k] for k in ("dataset", "task", "architecture")
                    if k in src.manifest.spec}}
@@ -383,6 +438,8 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
         n_train = len(sel)
     saved = gen.save(save_to) if save_to is not None else None
     samples = gen.sample(n, seed=seed, condition=cond or None)
+    if task_name(src) == "classify":
+        samples = with_batch_norm_statistics(spec, samples, data)
     images = None
     if task_name(src) == "inr":
         images = [int(cond["image_index"])] if "image_index" in cond else \
