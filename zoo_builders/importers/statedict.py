@@ -6,6 +6,9 @@ Layout (``SOURCE``, searched recursively)::
     metadata.csv | metadata.jsonl                                   optional, one row per model,
                                                                     keyed by a file/path/filename column
     model_a.json                                                    optional, per model (a JSON object)
+    architectures.jsonl                                             optional, the architectures
+                                                                    (NetworkSpec JSON) that rows name
+                                                                    by their arch_id field
 
 ``.pt``/``.pth``/``.bin`` files are read with ``torch.load(weights_only=True)`` only: a pickle that
 holds anything but tensors and plain containers is refused, never executed.
@@ -15,7 +18,11 @@ Architectures are inferred from the tensors (:func:`infer_network`): consecutive
 :func:`infer_chain`); batch norms right after a layer (``weight``, ``bias``, ``running_mean``,
 ``running_var``, ``num_batches_tracked``) make it a graph with ``batchnorm`` nodes. Any other module
 (attention, embeddings, ...) is an error naming it; give such architectures by ``arch`` (a preset
-name with options, or a spec JSON file). Models are grouped by architecture.
+name with options, or a spec JSON file). A row whose ``arch_id`` names an architecture of
+``architectures.jsonl`` (as :func:`export_statedict` writes them) takes that architecture as it
+is (validated like any spec, and fitted to the file's tensors): an exported zoo of any architecture,
+activation, stride or padding imports back to the same architectures. Models are grouped by
+architecture.
 ``module.`` prefixes (DataParallel) are stripped; otherwise the zoo's parameter names are the
 file's own, so :func:`export_statedict` gives the files back.
 
@@ -67,6 +74,11 @@ from zoo_builders.importers.common import (
 LAYOUT = "state-dicts"
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 METADATA_TABLES = ("metadata.csv", "metadata.jsonl")
+#: Optional: one architecture per line, ``{"arch_id": ..., "spec": <NetworkSpec JSON>}``
+#: (``.jsonl``, so the per-model ``*.json`` metadata scan passes it by); ``zoo export`` writes it.
+ARCHITECTURES_TABLE = "architectures.jsonl"
+#: The metadata field naming a model's architecture in :data:`ARCHITECTURES_TABLE`.
+ARCH_KEY = "arch_id"
 #: Metadata columns naming the model file, in order of preference.
 KEY_COLUMNS = ("file", "path", "filename")
 #: Top-level keys under which training scripts commonly nest the state dict itself.
@@ -458,7 +470,52 @@ def read_metadata(src: Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _row(rel: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+def read_architectures(src: Path) -> dict[str, NetworkSpec]:
+    """``{arch_id: spec}`` from ``src/architectures.jsonl`` (empty without one).
+
+    Raises:
+        SourceError: a line that is not a JSON object with a text ``arch_id`` and a valid ``spec``,
+            or an ``arch_id`` given twice.
+    """
+    from catalog.errors import ZooFormatError
+
+    path = src / ARCHITECTURES_TABLE
+    if not path.is_file():
+        return {}
+    out: dict[str, NetworkSpec] = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{ARCHITECTURES_TABLE} line {i}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{where} is not JSON: {e}") from e
+        if not isinstance(rec, dict) or not isinstance(rec.get(ARCH_KEY), str) or not isinstance(rec.get("spec"), dict):
+            raise SourceError(f'{where} is not {{"{ARCH_KEY}": "...", "spec": {{...}}}}')
+        if rec[ARCH_KEY] in out:
+            raise SourceError(f"{where}: {ARCH_KEY} {rec[ARCH_KEY]!r} is given twice")
+        try:
+            out[rec[ARCH_KEY]] = NetworkSpec.from_dict(rec["spec"])
+        except ZooFormatError as e:
+            raise SourceError(f"{where}: architecture {rec[ARCH_KEY]!r} is not a valid spec: {e}") from e
+    return out
+
+
+def _declared_arch(rel: str, meta: Mapping[str, Any], declared: Mapping[str, NetworkSpec]) -> str | None:
+    """The ``arch_id`` a model's metadata names in ``architectures.jsonl``, if it names one."""
+    aid = meta.get(ARCH_KEY)
+    if aid is None or not declared:
+        return None
+    if aid not in declared:
+        raise SourceError(f"metadata of {rel}: {ARCH_KEY} {aid!r} is not in {ARCHITECTURES_TABLE} "
+                          f"(it has {sorted(declared)})")
+    return str(aid)
+
+
+def _row(rel: str, meta: Mapping[str, Any], arch_declared: bool = False) -> dict[str, Any]:
+    """A model's zoo row; an ``arch_id`` field names its architecture when ``arch_declared``
+    (``architectures.jsonl``) and is no column then, else it is kept as ``source_arch_id``."""
     model_id = stable_id(rel)
     run_id = meta.get("run_id")
     checkpoint = meta.get("checkpoint", 0)
@@ -469,9 +526,11 @@ def _row(rel: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"model_id": model_id, "run_id": model_id if run_id is None else str(run_id),
                            "checkpoint": checkpoint, "status": "ok", "source_layout": LAYOUT, "source_path": rel}
     for k, v in meta.items():
-        if k in ("run_id", "checkpoint"):
+        if k in ("run_id", "checkpoint") or (arch_declared and k == ARCH_KEY):
             continue
         name = column_name(k)
+        if name == ARCH_KEY:  # the zoo assigns arch ids; a source's own is kept beside them
+            name = "source_" + name
         if name in row:
             name = "source_" + name
         row[name] = v
@@ -526,7 +585,8 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     if not files:
         raise SourceError(f"{src} holds no model files ({', '.join(MODEL_SUFFIXES)})")
     metadata = read_metadata(src, files)
-    rows, schema = rows_schema([_row(f, metadata.get(f, {})) for f in files])
+    declared = read_architectures(src) if arch is None else {}
+    rows, schema = rows_schema([_row(f, metadata.get(f, {}), bool(declared)) for f in files])
     options = parse_arch_options(arch_options)
     preset = None if arch is None else (arch.to_dict() if isinstance(arch, NetworkSpec) else
                                         dict(arch) if isinstance(arch, Mapping) else str(arch))
@@ -546,10 +606,13 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     signatures: dict[str, tuple] = {}
     for rel in tqdm(files, disable=quiet, unit="file", desc=f"check {src.name}"):
         tensors = read_state_dict(src / rel)
-        signature = tuple((n, tuple(t.shape), t.dtype) for n, t in tensors.items())
+        aid = _declared_arch(rel, metadata.get(rel, {}), declared)
+        signature = (aid, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
         if signature not in inferred:
             if fixed is not None:
                 inferred[signature] = storable(fit_arch(fixed, tensors, rel))
+            elif aid is not None:
+                inferred[signature] = storable(fit_arch(declared[aid], tensors, rel))
             else:
                 inferred[signature] = storable(infer_network(tensors, activation, input_shape, rel))
         signatures[rel] = signature
@@ -563,7 +626,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
             if row["model_id"] in done:
                 continue
             tensors = read_state_dict(src / rel)
-            signature = tuple((n, tuple(t.shape), t.dtype) for n, t in tensors.items())
+            signature = (signatures[rel][0], *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
             if signature != signatures[rel]:
                 raise SourceError(f"{rel} changed while it was imported; run the import again")
             spec = inferred[signature]
@@ -576,8 +639,9 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
 
 def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: bool = False) -> list[Path]:
     """Write every model of ``zoo`` as one ``.safetensors`` file (the zoo's parameter names,
-    i.e. an imported model's own) plus ``metadata.jsonl`` (``file``, ``run_id``, ``checkpoint``
-    and every non-core column), a folder :func:`import_statedicts` reads back.
+    i.e. an imported model's own) plus ``architectures.jsonl`` (each architecture's spec) and
+    ``metadata.jsonl`` (``file``, ``run_id``, ``checkpoint``, ``arch_id`` and every non-core
+    column), a folder :func:`import_statedicts` reads back to the same architectures.
 
     A model imported from this layout keeps its file name (``.safetensors`` for its suffix);
     others are named ``<model_id>.safetensors``.
@@ -622,9 +686,12 @@ def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: 
                         save_file({k: v.clone().contiguous() for k, v in sd.items()}, str(tmp))
                     written.append(path)
                     line = {"file": rel, "run_id": rec["run_id"], "checkpoint": rec["checkpoint"],
-                            **{k: rec[k] for k in extra}}
+                            ARCH_KEY: rec["arch_id"], **{k: rec[k] for k in extra}}
                     lines.append(json.dumps(line, default=str) + "\n")
                     bar.update(1)
+        archs = "".join(json.dumps({ARCH_KEY: aid, "spec": spec.to_dict()}) + "\n"
+                        for aid, spec in sorted(sel.network_specs.items()))
+        atomic_write_bytes(out / ARCHITECTURES_TABLE, archs.encode())
         # written last: a folder with metadata.jsonl holds every model it names
         atomic_write_bytes(out / "metadata.jsonl", "".join(lines).encode())
     finally:
