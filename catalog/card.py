@@ -118,7 +118,7 @@ def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
         rnd = spec.get("random") or {}
         if rnd:
             lines.append(f"- random axes: {rnd.get('samples', '?')} samples")
-    lines += ["", "## Architectures", "", "| arch_id | architecture (neurons per layer, activation) |",
+    lines += ["", "## Architectures", "", "| arch_id | architecture (its summary: layers or nodes, parameters) |",
               "| --- | --- |"]
     for arch_id, net in zoo.architectures.items():
         lines.append(f"| `{arch_id}` | {net.summary()} |")
