@@ -80,7 +80,8 @@ def generate(zoo: str, method: str | None, where: str | None, n: int, condition:
 def eval_gen(gen_zoo: str, train: str, where: str | None, out: str | None, no_baselines: bool, align: bool,
              finetune: bool, finetune_models: int, finetune_epochs: int | None, sigmas: str, seed: int,
              quiet: bool) -> None:
-    """Accuracy and novelty (max IoU of mispredictions, min L2) of GEN_ZOO's networks vs the training zoo.
+    """Accuracy and novelty (max IoU of mispredictions, min L2) of GEN_ZOO's networks vs the training zoo;
+    for INR zoos PSNR and the max PSNR of their images against the training networks' images.
 
     \b
       zoo eval-gen gen --train zoos/digits-mlp --out gen-eval
@@ -97,15 +98,19 @@ def eval_gen(gen_zoo: str, train: str, where: str | None, out: str | None, no_ba
                            progress=not quiet)
     click.echo(f"{r.generated_zoo} vs {r.train_zoo} ({r.train['n']} training networks"
                + (f" where {r.where}" if r.where else "") + ")")
-    click.echo(f"{'method':<22}{'n':>5}{'acc mean':>10}{'acc max':>9}{'max-IoU':>9}{'min L2':>9}"
+    q, sim = r.measures
+    inr = r.task == "inr"
+    show = (lambda v: f"{v:.2f}") if inr else _pct  # PSNR in dB, accuracy in %
+    header = ("psnr mean", "psnr max", "max-PSNR") if inr else ("acc mean", "acc max", "max-IoU")
+    click.echo(f"{'method':<22}{'n':>5}{header[0]:>10}{header[1]:>9}{header[2]:>9}{'min L2':>9}"
                + (f"{'aligned':>9}" if align else ""))
     for label, s in r.methods.items():
-        click.echo(f"{label:<22}{s['n']:>5}{_pct(s['acc_mean']):>10}{_pct(s['acc_max']):>9}"
-                   f"{s['max_iou_mean']:>9.3f}{s['min_l2_mean']:>9.3f}"
+        click.echo(f"{label:<22}{s['n']:>5}{show(s[q + '_mean']):>10}{show(s[q + '_max']):>9}"
+                   f"{s[sim + '_mean']:>9.3f}{s['min_l2_mean']:>9.3f}"
                    + (f"{s['min_l2_aligned_mean']:>9.3f}" if align else ""))
     t = r.train
-    click.echo(f"{'training networks':<22}{t['n']:>5}{_pct(t['acc_mean']):>10}{_pct(t['acc_max']):>9}"
-               f"{t['self_max_iou_mean']:>9.3f}{'-':>9}")
+    click.echo(f"{'training networks':<22}{t['n']:>5}{show(t[q + '_mean']):>10}{show(t[q + '_max']):>9}"
+               f"{t['self_' + sim + '_mean']:>9.3f}{'-':>9}")
     if r.finetune:
         f = r.finetune
         def epochs(d: dict) -> str:

@@ -22,6 +22,12 @@ there are generated networks, and for the training networks themselves (each aga
 *others*: the zoo's own IoU distribution). IoUs are one matrix product of boolean misprediction
 matrices (``[G, N] @ [N, T]``), so 100 x 1000 networks take milliseconds once predicted.
 
+INR zoos are compared by what they draw: **quality** is the PSNR of a network's image against
+the closest target image of the training networks (what ``zoo generate`` stores as ``psnr``),
+**novelty by outputs** ``max_psnr(g)`` the highest PSNR of ``g``'s image against a training
+network's image (a copy scores :data:`COPY_PSNR`, the training networks' own distribution is
+each against the others); L2 and alignment as for classifiers; no fine-tuning.
+
 Networks with batch norm, the training networks included, are compared with running statistics
 recomputed from the source training split
 (:func:`~weightspace.generators.output.with_batch_norm_statistics`): the statistics of their own
@@ -40,6 +46,7 @@ the IoU distributions) to the output directory.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,6 +58,7 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
+from catalog.coordinates import image_coordinates
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, population_forward
 from catalog.zoo import Zoo, open_zoo
@@ -78,6 +86,11 @@ PASS_BYTES = 512 << 20
 DISTANCE_BLOCK = 256
 JSON_NAME = "eval_gen.json"
 FIGURE_NAME = "eval_gen.png"
+#: Per task, the names of its two measures: a network's quality, and its highest similarity to a
+#: training network (what a copy maximizes).
+MEASURES = {"classify": ("acc", "max_iou"), "inr": ("psnr", "max_psnr")}
+#: PSNR (dB) of two identical images, their MSE clamped to 1e-12: what an INR copy scores.
+COPY_PSNR = 120.0
 
 
 # ================================================================================ the measures
@@ -152,6 +165,51 @@ def max_iou(errors_g: Tensor, errors_t: Tensor, exclude_self: bool = False) -> t
     return iou.max(1)
 
 
+@torch.no_grad()
+def renders(spec: NetworkSpec, params: Mapping[str, Tensor], coords: Tensor) -> Tensor:
+    """Each INR's image: its outputs at every pixel coordinate, float64.
+
+    Shapes:
+        ``coords [HW, in]`` -> ``[P, HW * out]``.
+    """
+    n_pop = next(iter(params.values())).shape[0]
+    per_pass = models_per_pass(spec, coords.shape[0])
+    coords = coords.to(spec.torch_dtype)
+    out = [population_forward(spec, {k: v[s:s + per_pass] for k, v in params.items()}, coords).flatten(1).double()
+           for s in range(0, n_pop, per_pass)]                                  # each [p, HW * out]
+    return torch.cat(out)
+
+
+def psnr_matrix(images_a: Tensor, images_b: Tensor) -> Tensor:
+    """PSNR (dB, peak 1) of every pair of images; identical images score :data:`COPY_PSNR`.
+
+    Shapes:
+        ``images_a [A, HW]``, ``images_b [B, HW]`` -> float64 ``[A, B]``.
+    """
+    if images_a.shape[1] != images_b.shape[1]:
+        raise WeightzooError(f"images of {images_a.shape[1]} and {images_b.shape[1]} pixels; compare INRs of "
+                             f"one image size")
+    a, b = images_a.double(), images_b.double()
+    # The matmul form of cdist loses ~1e-7 to cancellation, which would make copies finite;
+    # differences are taken directly, as many rows of A at a time as PASS_BYTES allows.
+    rows = max(1, PASS_BYTES // max(1, 8 * b.shape[0] * b.shape[1]))
+    out = []
+    for start in range(0, a.shape[0], rows):
+        diff = a[start:start + rows, None, :] - b[None, :, :]                   # [a, B, HW]
+        out.append(diff.pow(2).mean(2))
+    mse = torch.cat(out) if out else torch.empty(0, b.shape[0], dtype=torch.float64)
+    return 10 * torch.log10(1.0 / mse.clamp_min(10 ** (-COPY_PSNR / 10)))
+
+
+def max_psnr(images_g: Tensor, images_t: Tensor, exclude_self: bool = False) -> tuple[Tensor, Tensor]:
+    """The highest PSNR of each ``g``'s image against every ``t``'s, and which ``t`` gives it (as
+    :func:`max_iou` does for misprediction sets). Shapes: returns ``(float64 [G], long [G])``."""
+    p = psnr_matrix(images_g, images_t)
+    if exclude_self:
+        p.fill_diagonal_(-math.inf)
+    return p.max(1)
+
+
 def flatten(spec: NetworkSpec, params: Mapping[str, Tensor]) -> Tensor:
     """The trained parameters of each network as one vector (spec order; batch-norm running
     statistics, which are not weights, left out). Shapes: returns ``[P, D]``."""
@@ -202,58 +260,87 @@ def aligned_l2(spec: NetworkSpec, params_g: Mapping[str, Tensor], params_t: Mapp
 class Scores:
     """Per-network measures of one method's networks.
 
+    ``quality`` is test accuracy for classifiers and PSNR (dB) against the closest target image for
+    INRs; ``similarity`` is the highest max-IoU of mispredictions (classifiers) or PSNR between
+    images (INRs) against a training network, which a copy maximizes (1, :data:`COPY_PSNR`).
+
     Shapes:
         every tensor ``[M]`` (``M`` networks); ``nearest_*`` index the training networks.
     """
 
-    acc: Tensor
-    max_iou: Tensor
-    nearest_iou: Tensor
+    quality: Tensor
+    similarity: Tensor
+    nearest_similar: Tensor
     min_l2: Tensor
     nearest_l2: Tensor
     min_l2_aligned: Tensor | None = None
+    names: tuple[str, str] = MEASURES["classify"]
 
     def summary(self) -> dict[str, Any]:
-        """accuracy mean/max/min/median, mean (median, min, max) max-IoU, mean and min of min-L2."""
+        """quality mean/max/min/median, mean (median, min, max) similarity, mean and min of min-L2,
+        keyed by the task's names (``acc_mean``, ``max_iou_mean``, ... or ``psnr_mean``, ...)."""
         def stats(t: Tensor, prefix: str, which: Sequence[str]) -> dict[str, float]:
             v = t.double()
             fns = {"mean": v.mean, "max": v.max, "min": v.min, "median": lambda: v.quantile(0.5)}
             return {f"{prefix}_{k}": float(fns[k]()) for k in which}
 
-        out: dict[str, Any] = {"n": int(self.acc.shape[0])}
-        out |= stats(self.acc, "acc", ("mean", "max", "min", "median"))
-        out |= stats(self.max_iou, "max_iou", ("mean", "median", "min", "max"))
+        quality, similarity = self.names
+        out: dict[str, Any] = {"n": int(self.quality.shape[0])}
+        out |= stats(self.quality, quality, ("mean", "max", "min", "median"))
+        out |= stats(self.similarity, similarity, ("mean", "median", "min", "max"))
         out |= stats(self.min_l2, "min_l2", ("mean", "min"))
         if self.min_l2_aligned is not None:
             out |= stats(self.min_l2_aligned, "min_l2_aligned", ("mean", "min"))
         return out
 
 
+@dataclass
+class _Train:
+    """The training networks and the data, computed once.
+
+    For classifiers ``x``/``y`` are the test inputs and labels and ``behaviour`` the training
+    networks' misprediction sets; for INRs ``x`` the pixel coordinates, ``y`` the target images
+    and ``behaviour`` the training networks' images.
+    """
+
+    params: dict[str, Tensor]
+    behaviour: Tensor       # bool [T, N] (classify) or float64 [T, HW] (inr)
+    flat: Tensor            # [T, D]
+    x: Tensor               # [N, *input_shape] (classify) or [HW, in] (inr)
+    y: Tensor               # [N] (classify) or [K, HW] (inr)
+    task: str = "classify"
+
+
+def behaviour(spec: NetworkSpec, params: Mapping[str, Tensor], train: _Train) -> Tensor:
+    """What networks are compared by: misprediction sets (classifiers) or images (INRs)."""
+    if train.task == "inr":
+        return renders(spec, params, train.x)
+    return mispredictions(spec, params, train.x, train.y)
+
+
+def _quality(b: Tensor, train: _Train) -> Tensor:
+    if train.task == "inr":  # PSNR against the closest target image, as `zoo generate` stores it
+        return psnr_matrix(b, train.y).max(1).values
+    return 1.0 - b.double().mean(1)
+
+
+def _most_similar(b: Tensor, b_train: Tensor, task: str, exclude_self: bool = False) -> tuple[Tensor, Tensor]:
+    return (max_psnr if task == "inr" else max_iou)(b, b_train, exclude_self)
+
+
 def score(spec: NetworkSpec, params: Mapping[str, Tensor], train: _Train, align: bool = False,
           seed: int = 0) -> Scores:
-    """Accuracy, max-IoU and min-L2 of networks ``params`` against the training networks."""
-    errors = mispredictions(spec, params, train.x, train.y)
-    iou, near_iou = max_iou(errors, train.errors)
+    """Quality, similarity to the training networks and min-L2 of networks ``params``."""
+    b = behaviour(spec, params, train)
+    similarity, nearest = _most_similar(b, train.behaviour, train.task)
     flat_g = flatten(spec, params)
     dist, near = min_l2(flat_g, train.flat)
     aligned = None
     if align:
         k = min(ALIGN_CANDIDATES, train.flat.shape[0])
         by_l2 = torch.cdist(flat_g.double(), train.flat.double()).topk(k, dim=1, largest=False).indices
-        aligned = aligned_l2(spec, params, train.params, torch.cat([near_iou[:, None], by_l2], 1), seed)
-    acc = 1.0 - errors.double().mean(1)
-    return Scores(acc, iou, near_iou, dist, near, aligned)
-
-
-@dataclass
-class _Train:
-    """The training networks and the data, computed once."""
-
-    params: dict[str, Tensor]
-    errors: Tensor          # bool [T, N]
-    flat: Tensor            # [T, D]
-    x: Tensor               # [N, *input_shape]
-    y: Tensor               # [N]
+        aligned = aligned_l2(spec, params, train.params, torch.cat([nearest[:, None], by_l2], 1), seed)
+    return Scores(_quality(b, train), similarity, nearest, dist, near, aligned, MEASURES[train.task])
 
 
 # ================================================================================ the evaluation
@@ -264,12 +351,14 @@ class GenEvalResult:
     Args:
         methods: ``{label: summary}`` for the generated networks (label ``generated: <method>``) and
             each baseline (``noise sigma=0.1``, ``average``, ``gaussian``).
-        train: the training networks' accuracy summary and their own max-IoU (each vs the others).
+        train: the training networks' quality summary and their own similarity (each vs the others).
         per_model: per generated network: ``model_id``, ``acc``, ``max_iou``, ``nearest_iou``
             (model_id of the training network with the highest IoU), ``min_l2``,
-            ``nearest_l2`` (and ``min_l2_aligned``).
+            ``nearest_l2`` (and ``min_l2_aligned``); for INR zoos ``psnr``, ``max_psnr`` and
+            ``nearest_psnr`` instead of the first three.
         finetune: the fine-tuning comparison, if requested.
         json_path, figure_path: the files written.
+        task: ``"classify"`` or ``"inr"``; :data:`MEASURES` names its measures.
     """
 
     generated_zoo: str
@@ -283,14 +372,26 @@ class GenEvalResult:
     figure_path: Path | None = None
     n_excluded: int = 0
     label: str = "generated"
+    task: str = "classify"
     points: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict, repr=False)
 
+    @property
+    def measures(self) -> tuple[str, str]:
+        """``(quality, similarity)`` names: ``("acc", "max_iou")`` or ``("psnr", "max_psnr")``."""
+        return MEASURES[self.task]
+
     def to_dict(self) -> dict[str, Any]:
+        if self.task == "inr":
+            about = {"psnr": "PSNR (dB) of the network's image against the closest target image of the "
+                             "training networks",
+                     "max_psnr": f"max over training networks of the PSNR between the two networks' images "
+                                 f"({COPY_PSNR:g} dB when identical)"}
+        else:
+            about = {"iou": "max over training networks of |E_g & E_t| / |E_g | E_t| on the source test split "
+                            "(E = mispredicted examples; 1 when both sets are empty)"}
         return {"generated_zoo": self.generated_zoo, "train_zoo": self.train_zoo, "where": self.where,
-                "generated_method": self.label, "excluded_generated_not_ok": self.n_excluded,
-                "iou": "max over training networks of |E_g & E_t| / |E_g | E_t| on the source test split "
-                       "(E = mispredicted examples; 1 when both sets are empty)",
-                "methods": self.methods, "train": self.train, "per_model": self.per_model,
+                "generated_method": self.label, "excluded_generated_not_ok": self.n_excluded, "task": self.task,
+                **about, "methods": self.methods, "train": self.train, "per_model": self.per_model,
                 "finetune": self.finetune}
 
 
@@ -356,9 +457,11 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
             f"generated zoo {gen.name!r} was generated from zoo {name!r} (content sha256 {sha[:12]}...), "
             f"but --train is zoo {src.name!r} (sha256 {zoo_content_sha256(src)[:12]}...): the {what} "
             f"differ; pass the zoo it was generated from as --train")
-    if task_name(src) != "classify":
-        raise WeightzooError(f"zoo {src.name!r} is a {task_name(src)!r} zoo; eval-gen's misprediction IoU "
-                             f"needs classifiers (a zoo built with task classify)")
+    task = task_name(src)
+    if task not in MEASURES:
+        raise WeightzooError(f"zoo {src.name!r} is a {task!r} zoo; eval-gen compares classifiers and INRs")
+    if finetune and task != "classify":
+        raise WeightzooError(f"--finetune retrains classifiers; zoo {src.name!r} is an {task!r} zoo (drop --finetune)")
     where = where if where is not None else recorded_where
     train_sel = select_training_set(src, where)
     spec = train_sel.network_spec
@@ -374,7 +477,11 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
     gen_sel = gen_sel.take(ok)
     gen_ids = gen_sel.column("model_id")
     data = load_zoo_dataset(src)
-    gen_params = with_batch_norm_statistics(spec, gen_sel.stacked(), data)
+
+    def prepared(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return with_batch_norm_statistics(spec, params, data) if task == "classify" else dict(params)
+
+    gen_params = prepared(gen_sel.stacked())
 
     # Built before any work, so a bad sigma fails at once.
     baseline_gens = [(tag, build_generator(method, spec, **hp)) for method, hp, tag in (
@@ -382,48 +489,54 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
         + [("average", {}, "average"), ("gaussian", {}, "gaussian")])] if baselines else []
     steps = 2 + len(baseline_gens) + (1 if finetune else 0)
     bar = tqdm(total=steps, disable=not progress, desc=f"eval-gen {gen.name}", unit="step")
-    train_params = with_batch_norm_statistics(spec, train_sel.stacked(), data)
-    x, y = data.x_test, data.y_test
-    t_errors = mispredictions(spec, train_params, x, y)
-    train = _Train(train_params, t_errors, flatten(spec, train_params), x, y)
-    self_iou, _ = max_iou(t_errors, t_errors, exclude_self=True)
-    train_acc = 1.0 - t_errors.double().mean(1)
+    train_params = prepared(train_sel.stacked())
+    if task == "inr":  # the images of the training networks' targets, pixels as at build time
+        images = torch.cat([data.x_train, data.x_test])
+        targets = sorted({int(v) for v in train_sel.column("image_index") if v is not None})
+        x, y = image_coordinates(*images.shape[-2:]), images[targets].flatten(1).double()
+    else:
+        x, y = data.x_test, data.y_test
+    train = _Train(train_params, torch.empty(0), flatten(spec, train_params), x, y, task)
+    train.behaviour = behaviour(spec, train_params, train)
+    self_similarity, _ = _most_similar(train.behaviour, train.behaviour, task, exclude_self=True)
+    train_quality = _quality(train.behaviour, train)
     bar.update(1)
 
     scores = {label: score(spec, gen_params, train, align, seed)}
     bar.update(1)
     for tag, g in baseline_gens:
         g.fit(train_params, train_sel.table, seed=seed)
-        sampled = with_batch_norm_statistics(spec, g.sample(len(gen_ids), seed=seed), data)
-        scores[tag] = score(spec, sampled, train, align, seed)
+        scores[tag] = score(spec, prepared(g.sample(len(gen_ids), seed=seed)), train, align, seed)
         bar.update(1)
 
     train_ids = train_sel.column("model_id")
     s = scores[label]
+    q, sim = MEASURES[task]
     per_model: dict[str, list] = {
-        "model_id": gen_ids, "acc": s.acc.tolist(), "max_iou": s.max_iou.tolist(),
-        "nearest_iou": [train_ids[i] for i in s.nearest_iou.tolist()], "min_l2": s.min_l2.tolist(),
-        "nearest_l2": [train_ids[i] for i in s.nearest_l2.tolist()]}
+        "model_id": gen_ids, q: s.quality.tolist(), sim: s.similarity.tolist(),
+        "nearest_" + sim.removeprefix("max_"): [train_ids[i] for i in s.nearest_similar.tolist()],
+        "min_l2": s.min_l2.tolist(), "nearest_l2": [train_ids[i] for i in s.nearest_l2.tolist()]}
     if s.min_l2_aligned is not None:
         per_model["min_l2_aligned"] = s.min_l2_aligned.tolist()
-    acc_sorted = train_acc.sort(descending=True).values
-    top = acc_sorted[:max(1, round(0.3 * len(acc_sorted)))]
-    train_summary = {"n": len(train_ids), "acc_mean": float(train_acc.mean()), "acc_max": float(train_acc.max()),
-                     "acc_min": float(train_acc.min()), "acc_median": float(train_acc.quantile(0.5)),
-                     "acc_top30_mean": float(top.mean()),
-                     "self_max_iou_mean": float(self_iou.mean()), "self_max_iou_median": float(self_iou.quantile(0.5)),
-                     "self_max_iou": self_iou.tolist()}
+    ranked = train_quality.sort(descending=True).values
+    top = ranked[:max(1, round(0.3 * len(ranked)))]
+    train_summary = {"n": len(train_ids), f"{q}_mean": float(train_quality.mean()),
+                     f"{q}_max": float(train_quality.max()), f"{q}_min": float(train_quality.min()),
+                     f"{q}_median": float(train_quality.quantile(0.5)), f"{q}_top30_mean": float(top.mean()),
+                     f"self_{sim}_mean": float(self_similarity.mean()),
+                     f"self_{sim}_median": float(self_similarity.quantile(0.5)),
+                     f"self_{sim}": self_similarity.tolist()}
     ft = None
     if finetune:
-        ft = finetune_benefit(src, train_sel, spec, gen_params, data, float(train_acc.quantile(0.5)),
+        ft = finetune_benefit(src, train_sel, spec, gen_params, data, float(train_quality.quantile(0.5)),
                               finetune_models, finetune_epochs, seed)
         bar.update(1)
     bar.close()
 
     result = GenEvalResult(gen.name, src.name, where, {k: v.summary() for k, v in scores.items()},
-                           train_summary, per_model, ft, n_excluded=n_excluded, label=label)
-    result.points = {k: (v.max_iou.tolist(), v.acc.tolist()) for k, v in scores.items()}
-    result.points["training networks (vs each other)"] = (self_iou.tolist(), train_acc.tolist())
+                           train_summary, per_model, ft, n_excluded=n_excluded, label=label, task=task)
+    result.points = {k: (v.similarity.tolist(), v.quality.tolist()) for k, v in scores.items()}
+    result.points["training networks (vs each other)"] = (self_similarity.tolist(), train_quality.tolist())
     out = Path(out_dir) if out_dir is not None else gen.root.parent / f"{gen.root.name}-eval"
     out.mkdir(parents=True, exist_ok=True)
     from catalog.format import atomic_write_bytes
@@ -499,38 +612,49 @@ def finetune_benefit(src: Zoo, train_sel, spec: NetworkSpec, gen_params: Mapping
 # ================================================================================ the figure
 def plot_novelty(result: GenEvalResult, path: str | os.PathLike) -> Path:
     """Accuracy vs max-IoU, one colour per method, with the training networks' own IoU
-    distribution (the figure of Zeng et al. 2025); PNG."""
+    distribution (the figure of Zeng et al. 2025); for INR zoos PSNR vs max PSNR to a training
+    network's image; PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    inr = result.task == "inr"
+    scale = 1 if inr else 100  # accuracy in %, PSNR in dB
     fig, (ax, hist) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
     colors = plt.get_cmap("tab10")
     train_key = "training networks (vs each other)"
-    for i, (tag, (iou, acc)) in enumerate(result.points.items()):
+    for i, (tag, (sim, quality)) in enumerate(result.points.items()):
         if tag == train_key:
-            ax.scatter(iou, [100 * a for a in acc], s=10, c="0.6", marker="x", label=tag, zorder=1)
+            ax.scatter(sim, [scale * a for a in quality], s=10, c="0.6", marker="x", label=tag, zorder=1)
         else:
             big = tag == result.label
-            ax.scatter(iou, [100 * a for a in acc], s=28 if big else 12, color=colors(i % 10), label=tag,
+            ax.scatter(sim, [scale * a for a in quality], s=28 if big else 12, color=colors(i % 10), label=tag,
                        edgecolors="k" if big else "none", linewidths=0.5, zorder=3 if big else 2, alpha=0.8)
-    ax.set_xlabel("max IoU of mispredicted test examples vs training networks (1 = a copy)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{result.generated_zoo} vs {result.train_zoo}: accuracy vs novelty")
-    ax.set_xlim(-0.02, 1.02)
+    if inr:
+        ax.set_xlabel(f"max PSNR (dB) of the image vs training networks' images ({COPY_PSNR:g} = a copy)")
+        ax.set_ylabel("PSNR (dB) vs the closest target image")
+        ax.set_title(f"{result.generated_zoo} vs {result.train_zoo}: fidelity vs novelty")
+        every = [v for sim, _ in result.points.values() for v in sim]
+        bins = np.linspace(min(every), max(every) + 1e-9, 41)
+    else:
+        ax.set_xlabel("max IoU of mispredicted test examples vs training networks (1 = a copy)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{result.generated_zoo} vs {result.train_zoo}: accuracy vs novelty")
+        ax.set_xlim(-0.02, 1.02)
+        bins = np.linspace(0, 1, 41)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    bins = np.linspace(0, 1, 41)
     # Densities: the training set and the generated set differ in size.
     hist.hist(result.points[train_key][0], bins=bins, color="0.6", alpha=0.7, density=True,
               label=f"training vs others ({len(result.points[train_key][0])})")
     hist.hist(result.points[result.label][0], bins=bins, color=colors(0), alpha=0.6, density=True,
               label=f"{result.label} ({len(result.points[result.label][0])})")
-    hist.set_xlabel("max IoU vs training networks")
-    hist.set_ylabel("density (networks per unit IoU, normalized)")
-    hist.set_title("max-IoU distribution")
+    what = "max PSNR" if inr else "max IoU"
+    hist.set_xlabel(f"{what} vs training networks")
+    hist.set_ylabel(f"density (networks per unit {'dB' if inr else 'IoU'}, normalized)")
+    hist.set_title(f"{what} distribution")
     hist.legend(fontsize=8)
     fig.tight_layout()
     from catalog.format import atomic_path

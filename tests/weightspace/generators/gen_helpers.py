@@ -15,6 +15,10 @@ from weightspace.generators.base import Generator, check_training_set
 
 #: Rows of the tiny-digits zoo at its last checkpoint (6 seeds x 3 learning rates).
 LAST = "checkpoint = 3"
+#: 12 SIRENs: 2 digits images x 6 seeds.
+TINY_INR = {"name": "tiny-inr", "dataset": {"name": "digits"}, "architecture": {"name": "siren", "hidden": [16]},
+            "task": {"name": "inr", "images": 2}, "training": {"epochs": 150, "lr": 0.003, "checkpoints": [150]},
+            "grid": {"seed": [0, 1, 2, 3, 4, 5]}}
 
 
 class ConditionalMean(Generator):

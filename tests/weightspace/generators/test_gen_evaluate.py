@@ -93,10 +93,10 @@ def test_noise_max_iou_rises_to_one_as_sigma_falls(train):
         g = build_generator("noise", spec, sigma=sigma)
         g.fit(t.params, sel.table)
         s = score(spec, g.sample(30, seed=0), t)
-        means.append(s.max_iou.mean().item())
+        means.append(s.similarity.mean().item())
     assert means[0] < means[1] < means[2] < means[3]
     assert means[3] == 1.0  # sigma 0: copies, each exactly matches its source
-    assert (s.max_iou == 1.0).all() and (s.min_l2 == 0).all()
+    assert (s.similarity == 1.0).all() and (s.min_l2 == 0).all()
 
 
 def test_weight_matching_sees_through_a_permuted_copy(train):
@@ -107,7 +107,7 @@ def test_weight_matching_sees_through_a_permuted_copy(train):
              for li in range(len(spec.layers) - 1)}
     permuted = permute_neurons(spec, copy, perms)
     s = score(spec, permuted, t, align=True)
-    assert (s.max_iou == 1.0).all()  # the same functions: the same mistakes
+    assert (s.similarity == 1.0).all()  # the same functions: the same mistakes
     assert (s.min_l2 > 0.1).all()      # but other weights
     torch.testing.assert_close(s.min_l2_aligned, torch.zeros(3, dtype=torch.float64), atol=1e-5, rtol=0)
 

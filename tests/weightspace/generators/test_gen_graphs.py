@@ -85,7 +85,7 @@ def test_eval_gen_copies_and_permuted_copies_of_bn_networks(resnet_zoo, tmp_path
     data = load_zoo_dataset(open_zoo(resnet_zoo))
     errors = mispredictions(spec, train, data.x_test, data.y_test)
     s = score(spec, permuted, _Train(train, errors, flatten(spec, train), data.x_test, data.y_test), align=True)
-    assert (s.max_iou == 1.0).all()
+    assert (s.similarity == 1.0).all()
     assert (s.min_l2 > 0.1).all()
     torch.testing.assert_close(s.min_l2_aligned, torch.zeros(3, dtype=torch.float64), atol=1e-5, rtol=0)
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from gen_helpers import LAST, conditional_generator
+from gen_helpers import LAST, TINY_INR, conditional_generator
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
@@ -130,11 +130,6 @@ def test_load_errors(tiny_digits_zoo, zoo_dir, tmp_path):
 
 
 #: Twelve SIRENs: 2 digits images x 6 seeds, fitted well enough that each is closest to its own image.
-TINY_INR = {"name": "tiny-inr", "dataset": {"name": "digits"}, "architecture": {"name": "siren", "hidden": [16]},
-            "task": {"name": "inr", "images": 2}, "training": {"epochs": 150, "lr": 0.003, "checkpoints": [150]},
-            "grid": {"seed": [0, 1, 2, 3, 4, 5]}}
-
-
 def test_inr_zoo_samples_get_mse_and_psnr(zoo_factory, tmp_path):
     src_dir = zoo_factory(TINY_INR)
     generate_zoo(src_dir, "noise", None, 6, tmp_path / "g", hparams={"sigma": 0.0}, quiet=True)
