@@ -8,13 +8,23 @@ its bias, zero-padded to the widest token of the network. Token ``t`` of layer `
 
 Permuting the hidden neurons of layer ``l`` permutes the tokens of layer ``l`` and the weight
 columns (kernel blocks) inside the tokens of layer ``l + 1``; nothing else moves.
+
+A graph network (ResNet, VGG, ViT, ...; ``spec.is_chain`` False) is cut by
+:class:`GraphTokenizer` with the same rule read per node: a node's trainable parameters are
+grouped by their leading dimension, and row ``i`` of every parameter of a group (flattened and
+concatenated) is token ``i`` of that group. So a linear layer's or convolution's output channel
+(weight row + bias), a batch or layer norm's channel (weight, bias), an attention's in-projection
+row (``[q; k; v]`` rows of ``in_proj_weight`` + ``in_proj_bias``) and out-projection row, and an
+embedding's row are tokens; a **layer** (the unit of ``layer_index`` and ``offsets``) is one such
+(node, group). Batch-norm running statistics are buffers, not modelled: they are not tokens.
+:func:`tokenizer_for` picks the tokenizer of a spec.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -45,6 +55,11 @@ class NeuronTokenizer:
         self.spec.require_chain(self.what)
 
     # ------------------------------------------------------------------- layout
+    @property
+    def names(self) -> list[str]:
+        """The parameters the tokens hold: every parameter of a chain, in spec order."""
+        return [p.name for p in self.spec.params]
+
     @property
     def widths(self) -> list[int]:
         """Valid entries of one token of each layer (incoming weights + bias)."""
@@ -121,6 +136,162 @@ class NeuronTokenizer:
             if layer.bias is not None:
                 out[layer.bias] = tokens[:, lo:hi, n_w].contiguous()
         return out
+
+
+@dataclass(frozen=True)
+class TokenGroup:
+    """The tokens of one (node, leading dim) group of a graph network (:class:`GraphTokenizer`).
+
+    Args:
+        node: the node's index (:attr:`catalog.network.ParamSpec.layer`).
+        rows: tokens of the group: the parameters' common leading dim (``1`` for a scalar).
+        params: ``(name, shape)`` of each parameter of the group, in spec order; a token is the
+            concatenation of each one's row, flattened.
+    """
+
+    node: int
+    rows: int
+    params: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @property
+    def width(self) -> int:
+        """Valid entries of one token: the sum of the parameters' row sizes."""
+        return sum(math.prod(shape) // self.rows for _, shape in self.params)
+
+
+@dataclass(frozen=True)
+class GraphTokenizer:
+    """Per-row tokens of any network: the trainable parameters of each node grouped by leading dim.
+
+    The layout (see the module docstring) reads only ``spec.params`` (name, shape, node index,
+    trainable), so it knows no node kind: a chain read this way gives exactly the neuron tokens
+    of :class:`NeuronTokenizer`. Buffers (batch-norm running statistics) are not tokens, and
+    :meth:`detokenize` returns the trainable parameters only (:attr:`names`).
+
+    Args:
+        spec: any :class:`NetworkSpec` (graph or chain).
+        what: the caller, named in errors (default ``"graph tokens"``).
+
+    Shapes:
+        ``tokenize({name: [B, *shape]}) -> [B, T, D]`` with ``T = sum of rows over groups`` and
+        ``D = max over groups of the row sizes' sum``.
+    """
+
+    spec: NetworkSpec
+    what: str = "graph tokens"
+    groups: tuple[TokenGroup, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_key: dict[tuple[int, int], list[tuple[str, tuple[int, ...]]]] = {}
+        for p in self.spec.params:
+            if p.trainable:
+                by_key.setdefault((p.layer, p.shape[0] if p.shape else 1), []).append((p.name, tuple(p.shape)))
+        if not by_key:
+            raise WeightzooError(f"{self.what}: {self.spec.family} architecture {self.spec.arch_id} has no "
+                                 f"trainable parameters to model")
+        groups = tuple(TokenGroup(node, rows, tuple(params)) for (node, rows), params in by_key.items())
+        object.__setattr__(self, "groups", groups)
+
+    # ------------------------------------------------------------------- layout
+    @property
+    def names(self) -> list[str]:
+        """The parameters the tokens hold: the trainable ones, in spec order."""
+        return [p.name for p in self.spec.params if p.trainable]
+
+    @property
+    def widths(self) -> list[int]:
+        """Valid entries of one token of each layer (group)."""
+        return [g.width for g in self.groups]
+
+    @property
+    def width(self) -> int:
+        """``D``: the common (padded) token width."""
+        return max(self.widths)
+
+    @property
+    def offsets(self) -> list[int]:
+        """First token of each layer (group), and ``T`` at the end (``len(groups) + 1`` entries)."""
+        out = [0]
+        for g in self.groups:
+            out.append(out[-1] + g.rows)
+        return out
+
+    @property
+    def n_tokens(self) -> int:
+        """``T``: one token per row of every group."""
+        return self.offsets[-1]
+
+    def layer_index(self) -> Tensor:
+        """The layer (group) of each token. Shapes: ``[T]`` int64."""
+        return torch.cat([torch.full((g.rows,), li, dtype=torch.long) for li, g in enumerate(self.groups)])
+
+    def neuron_index(self) -> Tensor:
+        """The row of each token within its group. Shapes: ``[T]`` int64."""
+        return torch.cat([torch.arange(g.rows) for g in self.groups])
+
+    def mask(self) -> Tensor:
+        """True where a token entry is a parameter (False on padding). Shapes: ``[T, D]`` bool."""
+        m = torch.zeros(self.n_tokens, self.width, dtype=torch.bool)
+        for li, w in enumerate(self.widths):
+            m[self.offsets[li]:self.offsets[li + 1], :w] = True
+        return m
+
+    # ------------------------------------------------------------------- conversion
+    def _batch(self, params: Mapping[str, Tensor]) -> int:
+        """``B`` of a batch holding every modelled parameter as ``[B, *shape]`` (buffers optional)."""
+        batch = None
+        for g in self.groups:
+            for name, shape in g.params:
+                if name not in params:
+                    raise WeightzooError(f"{self.what}: the parameter batch lacks {name!r}; pass the full "
+                                         f"stacked parameter dict (Selection.stacked())")
+                t = params[name]
+                if tuple(t.shape[1:]) != shape or (batch is not None and t.shape[0] != batch):
+                    raise WeightzooError(f"{self.what}: parameter {name!r} has shape {tuple(t.shape)}; expected "
+                                         f"[{batch if batch is not None else 'B'}, {', '.join(map(str, shape))}]")
+                batch = t.shape[0]
+        return int(batch or 0)
+
+    def tokenize(self, params: Mapping[str, Tensor]) -> Tensor:
+        """Tokens of a batch of networks, in the parameters' dtype (padding is zero; buffers are ignored).
+
+        Shapes:
+            ``{name: [B, *shape]}`` -> ``[B, T, D]``.
+        """
+        batch = self._batch(params)
+        dtype = params[self.groups[0].params[0][0]].dtype
+        out = torch.zeros(batch, self.n_tokens, self.width, dtype=dtype)
+        for li, g in enumerate(self.groups):
+            lo, hi, col = self.offsets[li], self.offsets[li + 1], 0
+            for name, _ in g.params:
+                rows = params[name].reshape(batch, g.rows, -1)  # [B, rows, k]
+                out[:, lo:hi, col:col + rows.shape[2]] = rows
+                col += rows.shape[2]
+        return out
+
+    def detokenize(self, tokens: Tensor) -> dict[str, Tensor]:
+        """The trainable parameters of tokens (padding is ignored); exact inverse of :meth:`tokenize`.
+
+        Shapes:
+            ``[B, T, D]`` -> ``{name: [B, *shape]}`` for :attr:`names` (contiguous, the tokens' dtype).
+        """
+        if tokens.dim() != 3 or tuple(tokens.shape[1:]) != (self.n_tokens, self.width):
+            raise WeightzooError(f"tokens have shape {tuple(tokens.shape)}; expected "
+                                 f"[B, {self.n_tokens}, {self.width}]")
+        batch = tokens.shape[0]
+        out: dict[str, Tensor] = {}
+        for li, g in enumerate(self.groups):
+            lo, hi, col = self.offsets[li], self.offsets[li + 1], 0
+            for name, shape in g.params:
+                k = math.prod(shape) // g.rows
+                out[name] = tokens[:, lo:hi, col:col + k].reshape(batch, *shape).contiguous()
+                col += k
+        return {n: out[n] for n in self.names}
+
+
+def tokenizer_for(spec: NetworkSpec, what: str = "neuron tokens") -> NeuronTokenizer | GraphTokenizer:
+    """The tokenizer of ``spec``: :class:`NeuronTokenizer` for a chain, :class:`GraphTokenizer` for a graph."""
+    return NeuronTokenizer(spec, what=what) if spec.is_chain else GraphTokenizer(spec, what=what)
 
 
 # ----------------------------------------------------------------------------- subsets, flat vectors

@@ -4,11 +4,17 @@ latents of the best training networks (Schürholt et al. 2021/2022; SANE, 2024).
 Training:
 
 1. every training network is normalized per tensor (``(w - mean) / std`` with the training set's
-   statistics, which commutes with neuron permutations) and cut into **neuron tokens** (a
-   neuron's incoming weights + bias; see :class:`~weightspace.generators._tokens.NeuronTokenizer`);
-2. two **views** of each network are made by random hidden-neuron permutations
-   (:func:`weightspace.symmetry.permute_neurons`), optionally plus a little Gaussian noise on the
-   encoder's input;
+   statistics, which commutes with neuron permutations) and cut into **neuron tokens**: for a
+   layer chain (MLP, CNN, SIREN) a neuron's incoming weights + bias
+   (:class:`~weightspace.generators._tokens.NeuronTokenizer`); for a graph (ResNet with batch
+   norm, VGG, ViT, ...) one row of each node's trainable parameters grouped by leading dim: an
+   output channel's weights + bias, a norm's per-channel weight and bias, an attention's
+   projection row (:class:`~weightspace.generators._tokens.GraphTokenizer`), as SANE does for
+   ResNets;
+2. two **views** of each network are made by random neuron permutations
+   (:func:`weightspace.symmetry.permute_neurons` for a chain; for a graph
+   :func:`weightspace.graph_symmetry.permute_graph`, which permutes residual streams as one and
+   attention heads as blocks), optionally plus a little Gaussian noise on the encoder's input;
 3. a transformer encoder (token embedding + layer and position embeddings) maps the tokens to
    one small latent vector per token, a transformer decoder maps the latents back to tokens;
 4. loss = MSE reconstruction of each view's (clean) tokens, on the parameter entries only
@@ -24,6 +30,11 @@ that covariance is singular, so a draw adds ``h * (Z - mean)^T g / sqrt(k - 1)``
 ``g ~ N(0, I_k)``, which is exactly ``N(0, h^2 Cov)`` on the span of the latents. ``h`` follows
 Scott's (``n^(-1/(d+4))``) or Silverman's (``(n (d + 2) / 4)^(-1/(d+4))``) rule with ``d`` the
 dimension the latents span, ``min(dim, k - 1)``, or is a given number.
+
+Batch-norm running statistics are buffers, not weights: they are not tokens, and every sample
+gets each buffer tensor's training mean (positive for ``running_var``) as a placeholder;
+:func:`~weightspace.generators.output.generate_zoo` recomputes every sample's statistics from
+data for its own weights.
 """
 
 from __future__ import annotations
@@ -40,16 +51,17 @@ from torch import Tensor, nn
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from weightspace.generators._tokens import (
-    NeuronTokenizer,
     denormalize,
     normalize,
     normalizer_from_tensors,
     normalizer_tensors,
     require_float_column,
+    tokenizer_for,
     top_fraction,
 )
 from weightspace.generators.base import Generator, check_training_set
 from weightspace.generators.registry import register_generator
+from weightspace.graph_symmetry import graph_symmetries, permute_graph, random_graph_permutation
 from weightspace.normalization import ParamNormalizer
 from weightspace.symmetry import permute_neurons, random_permutations
 
@@ -151,7 +163,8 @@ class HyperRepGenerator(Generator):
     """Hyper-representation autoencoder over neuron tokens + KDE sampling of the best models.
 
     Args:
-        spec: a chain architecture (MLP, CNN, SIREN); graph specs raise a ``WeightzooError``.
+        spec: any architecture: a layer chain (MLP, CNN, SIREN) or a graph (ResNet with batch
+            norm, VGG, ViT, ...); see :func:`~weightspace.generators._tokens.tokenizer_for`.
         epochs: training epochs over the training networks (default ``60``).
         batch_size: networks per step (default ``16``).
         lr: peak AdamW learning rate of a one-cycle schedule (default ``3e-3``).
@@ -187,7 +200,7 @@ class HyperRepGenerator(Generator):
                          contrastive_weight=contrastive_weight, temperature=temperature,
                          input_noise=input_noise, select_column=select_column, q=q,
                          higher_is_better=higher_is_better, bandwidth=bandwidth)
-        self.tokenizer = NeuronTokenizer(spec, what=f"generator {self.name!r}")
+        self.tokenizer = tokenizer_for(spec, what=f"generator {self.name!r}")
         if epochs < 0 or batch_size < 2:
             raise WeightzooError(f"hyperrep needs epochs >= 0 and batch_size >= 2 (the contrastive loss needs "
                                  f"pairs), got epochs={epochs}, batch_size={batch_size}")
@@ -196,7 +209,7 @@ class HyperRepGenerator(Generator):
         kde_factor(bandwidth, 2, 1)  # validate the rule now, not after training
         if not 0.0 < q <= 1.0:
             raise WeightzooError(f"q must be in (0, 1], got {q}")
-        self.names = [p.name for p in spec.params]
+        self.names = [p.name for p in spec.params]  # all of them (buffers too): normalized, permuted, saved
         self.model: TokenAutoencoder | None = None
         self.norm: ParamNormalizer | None = None
         self.latents: Tensor | None = None  # [k, T * d_latent] latents of the KDE's models
@@ -214,7 +227,7 @@ class HyperRepGenerator(Generator):
         """Normalized tokens of raw parameters. Shapes: ``{name: [B, *shape]}`` -> ``[B, T, D]``."""
         if self.norm is None:
             raise self.not_trained()
-        return self.tokenizer.tokenize(normalize(self.norm, params, self.names))
+        return self.tokenizer.tokenize(normalize(self.norm, params, self.tokenizer.names))
 
     def encode(self, params: Mapping[str, Tensor]) -> Tensor:
         """Per-token latents of networks (after :meth:`fit`).
@@ -227,13 +240,36 @@ class HyperRepGenerator(Generator):
             return model.encode(self._tokens(params))
 
     def decode(self, latents: Tensor) -> dict[str, Tensor]:
-        """Networks of per-token latents. Shapes: ``[B, T, d_latent]`` -> ``{name: [B, *shape]}``."""
+        """Networks of per-token latents; parameters the tokens do not hold (batch-norm running
+        statistics) are each tensor's training mean.
+
+        Shapes:
+            ``[B, T, d_latent]`` -> ``{name: [B, *shape]}``.
+        """
         model = self._require_model()
         if self.norm is None:
             raise self.not_trained()
         with torch.no_grad():
-            tokens = model.decode(latents)
-        return denormalize(self.norm, self.tokenizer.detokenize(tokens), self.names, self.spec.torch_dtype)
+            tokens = model.decode(latents)  # [B, T, D]
+        dtype, batch = self.spec.torch_dtype, latents.shape[0]
+        out = denormalize(self.norm, self.tokenizer.detokenize(tokens), self.tokenizer.names, dtype)
+        for p in self.spec.params:
+            if p.name not in out:  # a buffer: a placeholder, recomputed from data by generate_zoo
+                out[p.name] = torch.full((batch, *p.shape), self.norm.mean[p.name], dtype=dtype)
+        return {n: out[n] for n in self.names}
+
+    def _augment(self, batch: Mapping[str, Tensor], gen: torch.Generator) -> dict[str, Tensor]:
+        """A random neuron permutation of each network: per hidden layer for a chain, per neuron
+        group and attention's heads for a graph.
+
+        Shapes:
+            ``{name: [b, *shape]}`` -> the same.
+        """
+        b = next(iter(batch.values())).shape[0]
+        if self.spec.is_chain:
+            return permute_neurons(self.spec, batch, random_permutations(self.spec, b, gen))
+        sym = graph_symmetries(self.spec)
+        return permute_graph(sym, batch, random_graph_permutation(sym, b, gen))
 
     def _require_model(self) -> TokenAutoencoder:
         if self.model is None or self.norm is None:
@@ -270,9 +306,7 @@ class HyperRepGenerator(Generator):
             for start in range(0, n - bs + 1, bs):
                 idx = order[start:start + bs]
                 batch = {k: v[idx] for k, v in data.items()}
-                views = [self.tokenizer.tokenize(permute_neurons(self.spec, batch,
-                                                                 random_permutations(self.spec, bs, gen)))
-                         for _ in range(2)]  # 2 x [b, T, D]
+                views = [self.tokenizer.tokenize(self._augment(batch, gen)) for _ in range(2)]  # 2 x [b, T, D]
                 z = []
                 rec = torch.zeros(())
                 for v in views:

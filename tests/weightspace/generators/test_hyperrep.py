@@ -114,9 +114,12 @@ def test_tokenizer_commutes_with_neuron_permutation(spec):
     assert not torch.equal(got, tok.tokenize(params))
 
 
-def test_graph_specs_are_refused():
-    with pytest.raises(WeightzooError, match="hyperrep"):
-        build_generator("hyperrep", SPEC.as_graph())
+def test_graph_specs_get_graph_tokens():
+    """A graph spec is no longer refused: the MLP's own graph gets the chain's neuron tokens
+    (graph architectures: test_hyperrep_graphs.py)."""
+    gen = build_generator("hyperrep", SPEC.as_graph())
+    params = random_params(SPEC, 2)
+    assert torch.equal(gen.tokenizer.tokenize(params), NeuronTokenizer(SPEC).tokenize(params))
 
 
 # ----------------------------------------------------------------------------- KDE
