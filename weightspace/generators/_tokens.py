@@ -9,15 +9,14 @@ its bias, zero-padded to the widest token of the network. Token ``t`` of layer `
 Permuting the hidden neurons of layer ``l`` permutes the tokens of layer ``l`` and the weight
 columns (kernel blocks) inside the tokens of layer ``l + 1``; nothing else moves.
 
-A graph network (ResNet, VGG, ViT, ...; ``spec.is_chain`` False) is cut by
-:class:`GraphTokenizer` with the same rule read per node: a node's trainable parameters are
+:class:`NeuronTokenizer` applies one rule to any network, chain or graph (ResNet, VGG, ViT, ...),
+read per node, which for a chain gives exactly the tokens above: a node's trainable parameters are
 grouped by their leading dimension, and row ``i`` of every parameter of a group (flattened and
 concatenated) is token ``i`` of that group. So a linear layer's or convolution's output channel
 (weight row + bias), a batch or layer norm's channel (weight, bias), an attention's in-projection
 row (``[q; k; v]`` rows of ``in_proj_weight`` + ``in_proj_bias``) and out-projection row, and an
 embedding's row are tokens; a **layer** (the unit of ``layer_index`` and ``offsets``) is one such
 (node, group). Batch-norm running statistics are buffers, not modelled: they are not tokens.
-:func:`tokenizer_for` picks the tokenizer of a spec.
 """
 
 from __future__ import annotations
@@ -32,115 +31,11 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from weightspace.normalization import ParamNormalizer
-from weightspace.representations.flat import _check_params
-
-
-@dataclass(frozen=True)
-class NeuronTokenizer:
-    """Per-neuron tokens of a chain network (an MLP, a CNN, a SIREN).
-
-    Args:
-        spec: a chain :class:`NetworkSpec` (graph specs raise a :class:`WeightzooError`).
-        what: the caller, named in the error for a graph spec (default ``"neuron tokens"``).
-
-    Shapes:
-        ``tokenize({name: [B, *shape]}) -> [B, T, D]`` with ``T = sum of out_features`` and
-        ``D = max over layers of in_features * prod(kernel) + has_bias``.
-    """
-
-    spec: NetworkSpec
-    what: str = "neuron tokens"
-
-    def __post_init__(self) -> None:
-        self.spec.require_chain(self.what)
-
-    # ------------------------------------------------------------------- layout
-    @property
-    def names(self) -> list[str]:
-        """The parameters the tokens hold: every parameter of a chain, in spec order."""
-        return [p.name for p in self.spec.params]
-
-    @property
-    def widths(self) -> list[int]:
-        """Valid entries of one token of each layer (incoming weights + bias)."""
-        return [layer.in_features * math.prod(layer.kernel_size) + (layer.bias is not None)
-                for layer in self.spec.layers]
-
-    @property
-    def width(self) -> int:
-        """``D``: the common (padded) token width."""
-        return max(self.widths)
-
-    @property
-    def offsets(self) -> list[int]:
-        """First token of each layer, and ``T`` at the end (``len(layers) + 1`` entries)."""
-        out = [0]
-        for layer in self.spec.layers:
-            out.append(out[-1] + layer.out_features)
-        return out
-
-    @property
-    def n_tokens(self) -> int:
-        """``T``: one token per output neuron of every layer."""
-        return self.offsets[-1]
-
-    def layer_index(self) -> Tensor:
-        """The layer of each token. Shapes: ``[T]`` int64."""
-        return torch.cat([torch.full((layer.out_features,), li, dtype=torch.long)
-                          for li, layer in enumerate(self.spec.layers)])
-
-    def neuron_index(self) -> Tensor:
-        """The neuron of each token within its layer. Shapes: ``[T]`` int64."""
-        return torch.cat([torch.arange(layer.out_features) for layer in self.spec.layers])
-
-    def mask(self) -> Tensor:
-        """True where a token entry is a parameter (False on padding). Shapes: ``[T, D]`` bool."""
-        m = torch.zeros(self.n_tokens, self.width, dtype=torch.bool)
-        for li, w in enumerate(self.widths):
-            m[self.offsets[li]:self.offsets[li + 1], :w] = True
-        return m
-
-    # ------------------------------------------------------------------- conversion
-    def tokenize(self, params: Mapping[str, Tensor]) -> Tensor:
-        """Tokens of a batch of networks, in the parameters' dtype (padding is zero).
-
-        Shapes:
-            ``{name: [B, *shape]}`` -> ``[B, T, D]``.
-        """
-        batch = _check_params(self.spec, params)
-        dtype = params[self.spec.layers[0].weight].dtype
-        out = torch.zeros(batch, self.n_tokens, self.width, dtype=dtype)
-        for li, layer in enumerate(self.spec.layers):
-            lo, hi = self.offsets[li], self.offsets[li + 1]
-            w = params[layer.weight].reshape(batch, layer.out_features, -1)  # [B, out, in * k]
-            out[:, lo:hi, :w.shape[2]] = w
-            if layer.bias is not None:
-                out[:, lo:hi, w.shape[2]] = params[layer.bias]
-        return out
-
-    def detokenize(self, tokens: Tensor) -> dict[str, Tensor]:
-        """The parameters of tokens (padding is ignored); exact inverse of :meth:`tokenize`.
-
-        Shapes:
-            ``[B, T, D]`` -> ``{name: [B, *shape]}`` (contiguous, the tokens' dtype).
-        """
-        if tokens.dim() != 3 or tuple(tokens.shape[1:]) != (self.n_tokens, self.width):
-            raise WeightzooError(f"tokens have shape {tuple(tokens.shape)}; expected "
-                                 f"[B, {self.n_tokens}, {self.width}]")
-        batch = tokens.shape[0]
-        out: dict[str, Tensor] = {}
-        for li, layer in enumerate(self.spec.layers):
-            lo, hi = self.offsets[li], self.offsets[li + 1]
-            n_w = layer.in_features * math.prod(layer.kernel_size)
-            out[layer.weight] = tokens[:, lo:hi, :n_w].reshape(batch, *layer.weight_shape).contiguous()
-            if layer.bias is not None:
-                out[layer.bias] = tokens[:, lo:hi, n_w].contiguous()
-        return out
 
 
 @dataclass(frozen=True)
 class TokenGroup:
-    """The tokens of one (node, leading dim) group of a graph network (:class:`GraphTokenizer`).
+    """The tokens of one (node, leading dim) group of a network (:class:`NeuronTokenizer`).
 
     Args:
         node: the node's index (:attr:`catalog.network.ParamSpec.layer`).
@@ -160,17 +55,19 @@ class TokenGroup:
 
 
 @dataclass(frozen=True)
-class GraphTokenizer:
-    """Per-row tokens of any network: the trainable parameters of each node grouped by leading dim.
+class NeuronTokenizer:
+    """Per-neuron (per-row) tokens of any network: the trainable parameters of each node grouped
+    by leading dim.
 
     The layout (see the module docstring) reads only ``spec.params`` (name, shape, node index,
-    trainable), so it knows no node kind: a chain read this way gives exactly the neuron tokens
-    of :class:`NeuronTokenizer`. Buffers (batch-norm running statistics) are not tokens, and
-    :meth:`detokenize` returns the trainable parameters only (:attr:`names`).
+    trainable), so it knows no node kind: on a chain (MLP, CNN, SIREN) it gives the neuron tokens
+    of hyper-representations, each layer's output neurons; a chain and its graph form
+    (``spec.as_graph()``) give the same tokens. Buffers (batch-norm running statistics) are not
+    tokens, and :meth:`detokenize` returns the trainable parameters only (:attr:`names`).
 
     Args:
         spec: any :class:`NetworkSpec` (graph or chain).
-        what: the caller, named in errors (default ``"graph tokens"``).
+        what: the caller, named in errors (default ``"neuron tokens"``).
 
     Shapes:
         ``tokenize({name: [B, *shape]}) -> [B, T, D]`` with ``T = sum of rows over groups`` and
@@ -178,7 +75,7 @@ class GraphTokenizer:
     """
 
     spec: NetworkSpec
-    what: str = "graph tokens"
+    what: str = "neuron tokens"
     groups: tuple[TokenGroup, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -287,11 +184,6 @@ class GraphTokenizer:
                 out[name] = tokens[:, lo:hi, col:col + k].reshape(batch, *shape).contiguous()
                 col += k
         return {n: out[n] for n in self.names}
-
-
-def tokenizer_for(spec: NetworkSpec, what: str = "neuron tokens") -> NeuronTokenizer | GraphTokenizer:
-    """The tokenizer of ``spec``: :class:`NeuronTokenizer` for a chain, :class:`GraphTokenizer` for a graph."""
-    return NeuronTokenizer(spec, what=what) if spec.is_chain else GraphTokenizer(spec, what=what)
 
 
 # ----------------------------------------------------------------------------- subsets, flat vectors

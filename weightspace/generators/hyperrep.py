@@ -4,13 +4,12 @@ latents of the best training networks (Schürholt et al. 2021/2022; SANE, 2024).
 Training:
 
 1. every training network is normalized per tensor (``(w - mean) / std`` with the training set's
-   statistics, which commutes with neuron permutations) and cut into **neuron tokens**: for a
-   layer chain (MLP, CNN, SIREN) a neuron's incoming weights + bias
-   (:class:`~weightspace.generators._tokens.NeuronTokenizer`); for a graph (ResNet with batch
-   norm, VGG, ViT, ...) one row of each node's trainable parameters grouped by leading dim: an
-   output channel's weights + bias, a norm's per-channel weight and bias, an attention's
-   projection row (:class:`~weightspace.generators._tokens.GraphTokenizer`), as SANE does for
-   ResNets;
+   statistics, which commutes with neuron permutations) and cut into **neuron tokens**
+   (:class:`~weightspace.generators._tokens.NeuronTokenizer`, one rule for any architecture): a
+   chain's (MLP, CNN, SIREN) neuron is its incoming weights + bias; a graph's (ResNet with batch
+   norm, VGG, ViT, ...) token is one row of a node's trainable parameters grouped by leading dim
+   (an output channel's weights + bias, a norm's per-channel weight and bias, an attention's
+   projection row), as SANE does for ResNets;
 2. two **views** of each network are made by random neuron permutations
    (:func:`weightspace.symmetry.permute_neurons` for a chain; for a graph
    :func:`weightspace.graph_symmetry.permute_graph`, which permutes residual streams as one and
@@ -51,12 +50,12 @@ from torch import Tensor, nn
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from weightspace.generators._tokens import (
+    NeuronTokenizer,
     denormalize,
     normalize,
     normalizer_from_tensors,
     normalizer_tensors,
     require_float_column,
-    tokenizer_for,
     top_fraction,
 )
 from weightspace.generators.base import Generator, check_training_set
@@ -164,7 +163,7 @@ class HyperRepGenerator(Generator):
 
     Args:
         spec: any architecture: a layer chain (MLP, CNN, SIREN) or a graph (ResNet with batch
-            norm, VGG, ViT, ...); see :func:`~weightspace.generators._tokens.tokenizer_for`.
+            norm, VGG, ViT, ...); see :class:`~weightspace.generators._tokens.NeuronTokenizer`.
         epochs: training epochs over the training networks (default ``60``).
         batch_size: networks per step (default ``16``).
         lr: peak AdamW learning rate of a one-cycle schedule (default ``3e-3``).
@@ -200,7 +199,7 @@ class HyperRepGenerator(Generator):
                          contrastive_weight=contrastive_weight, temperature=temperature,
                          input_noise=input_noise, select_column=select_column, q=q,
                          higher_is_better=higher_is_better, bandwidth=bandwidth)
-        self.tokenizer = tokenizer_for(spec, what=f"generator {self.name!r}")
+        self.tokenizer = NeuronTokenizer(spec, what=f"generator {self.name!r}")
         if epochs < 0 or batch_size < 2:
             raise WeightzooError(f"hyperrep needs epochs >= 0 and batch_size >= 2 (the contrastive loss needs "
                                  f"pairs), got epochs={epochs}, batch_size={batch_size}")

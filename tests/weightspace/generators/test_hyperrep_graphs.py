@@ -15,7 +15,7 @@ from catalog import open_zoo
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from weightspace.generators import build_generator, load_generator
-from weightspace.generators._tokens import GraphTokenizer, NeuronTokenizer, tokenizer_for
+from weightspace.generators._tokens import NeuronTokenizer
 from weightspace.generators.hyperrep import HyperRepGenerator
 from weightspace.generators.output import generate_zoo
 from weightspace.graph_symmetry import GraphPermutation, graph_symmetries, permute_graph, random_graph_permutation
@@ -58,8 +58,7 @@ def _table(n: int):
 # ----------------------------------------------------------------------------- layout
 def test_resnet_token_layout_by_hand():
     spec = SPECS["resnet-bn"]  # ResNet-8 at width 0.25 on 1x8x8: channels 4-8-16, 10 classes
-    tok = tokenizer_for(spec)
-    assert isinstance(tok, GraphTokenizer)
+    tok = NeuronTokenizer(spec)
     # Stem conv: 4 tokens of 1 * 3 * 3 weights (no bias); bn1: 4 tokens of (weight, bias).
     assert tok.offsets[:3] == [0, 4, 8] and tok.widths[:2] == [9, 2]
     # The widest token is a channel of layer3's 3x3 conv reading 16 channels.
@@ -84,7 +83,7 @@ def test_resnet_token_layout_by_hand():
 
 def test_attention_tokens_by_hand():
     spec = SPECS["vit"]
-    tok = GraphTokenizer(spec)
+    tok = NeuronTokenizer(spec)
     groups = [g.params[0][0] for g in tok.groups]
     li = groups.index("blocks.0.attn.in_proj_weight")
     g = tok.groups[li]
@@ -101,7 +100,7 @@ def test_attention_tokens_by_hand():
 @pytest.mark.parametrize("name", GRAPHS)
 def test_graph_round_trip_is_exact(name):
     spec = SPECS[name]
-    tok = tokenizer_for(spec)
+    tok = NeuronTokenizer(spec)
     params = random_params(spec, 3, seed=4)
     tokens = tok.tokenize(params)
     assert tokens.shape == (3, tok.n_tokens, tok.width)
@@ -124,14 +123,13 @@ def test_graph_round_trip_is_exact(name):
 def test_a_chain_read_as_a_graph_gives_its_neuron_tokens(spec):
     """The graph rule knows no node kind: on a chain's graph it gives the chain's neuron tokens."""
     params = random_params(spec, 2, seed=1)
-    chain, graph = NeuronTokenizer(spec), GraphTokenizer(spec.as_graph())
-    assert isinstance(tokenizer_for(spec), NeuronTokenizer)
+    chain, graph = NeuronTokenizer(spec), NeuronTokenizer(spec.as_graph())
     assert (graph.n_tokens, graph.width, graph.offsets) == (chain.n_tokens, chain.width, chain.offsets)
     assert torch.equal(graph.tokenize(params), chain.tokenize(params))
 
 
 # ----------------------------------------------------------------------------- symmetry
-def _rows_moved(tok: GraphTokenizer, axes: dict[str, tuple[int, int, int]], li: int) -> bool | None:
+def _rows_moved(tok: NeuronTokenizer, axes: dict[str, tuple[int, int, int]], li: int) -> bool | None:
     """True if a permutation moving ``axes`` ({param: (dim, outer, inner)}) moves whole rows of
     group ``li`` (every parameter of the group along its dim 0, plainly), False if it touches none
     of its parameters, None otherwise (entries move inside the tokens)."""
@@ -153,7 +151,7 @@ def test_a_neuron_group_permutes_whole_tokens(name):
     are that group's neurons by exactly that permutation, leaves layers it does not touch alone,
     and so keeps each such layer's multiset of tokens."""
     spec = SPECS[name]
-    tok, sym = GraphTokenizer(spec), graph_symmetries(spec)
+    tok, sym = NeuronTokenizer(spec), graph_symmetries(spec)
     params = random_params(spec, 3, seed=2)
     before = tok.tokenize(params)  # [3, T, D]
     gen = torch.Generator().manual_seed(0)
@@ -180,7 +178,7 @@ def test_a_neuron_group_permutes_whole_tokens(name):
 
 def test_a_head_permutation_permutes_in_projection_tokens():
     spec = SPECS["vit"]
-    tok, sym = GraphTokenizer(spec), graph_symmetries(spec)
+    tok, sym = NeuronTokenizer(spec), graph_symmetries(spec)
     params = random_params(spec, 2, seed=6)
     full = random_graph_permutation(sym, 2, torch.Generator().manual_seed(3))
     node = sym.heads[0].node
@@ -204,7 +202,7 @@ def test_hyperrep_fits_and_samples_graph_networks(name, tmp_path):
     spec = SPECS[name]
     weights = random_params(spec, 10, seed=1)
     gen = build_generator("hyperrep", spec, **FAST)
-    assert isinstance(gen.tokenizer, GraphTokenizer)
+    assert isinstance(gen.tokenizer, NeuronTokenizer)
     gen.fit(weights, _table(10), seed=0)
     a = gen.sample(4, seed=1)
     assert list(a) == spec.param_names  # buffers included
