@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -162,3 +163,18 @@ def assert_same_member(net: NetworkSpec, a, i: int, b, j: int) -> None:
         for name in net.param_names:
             assert torch.equal(sa.weights[name][i], sb.weights[name][j]), (sa.checkpoint, name)
         assert sa.metrics[i] == sb.metrics[j], sa.checkpoint
+
+
+def graph_weights(spec: NetworkSpec, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``n`` networks of fan-in scaled random weights (outputs of order 1) with positive running
+    variances, ``{name: Tensor[n, *shape]}``."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for p in spec.params:
+        t = torch.randn((n, *p.shape), generator=g)
+        if p.role == "running_var":
+            t = t.abs() + 0.5
+        elif p.role == "weight" and len(p.shape) >= 2:
+            t = t / math.sqrt(math.prod(p.shape[1:]))
+        out[p.name] = t
+    return out

@@ -5,11 +5,11 @@ heads mixed) does not, and gmn is invariant (equivariant for forward_weights) un
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 import torch
 from zoo_helpers import graph_specs, mlp_spec
+from zoo_helpers import graph_weights as weights
 
 from catalog.errors import WeightzooError
 from catalog.network import build_module, population_forward
@@ -29,20 +29,6 @@ SPECS = {
     "mlp": mlp_spec(hidden=5),
     "cnn": CNNConfig(channels=(3, 4, 4), kernel_size=3).network_spec((1, 8, 8), 10),
 }
-
-
-def weights(spec, n: int, seed: int) -> dict[str, torch.Tensor]:
-    """Fan-in scaled random weights (outputs of order 1), positive running variances."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for p in spec.params:
-        t = torch.randn((n, *p.shape), generator=g)
-        if p.role == "running_var":
-            t = t.abs() + 0.5
-        elif p.role == "weight" and len(p.shape) >= 2:
-            t = t / math.sqrt(math.prod(p.shape[1:]))
-        out[p.name] = t
-    return out
 
 
 def inputs(spec, n: int = 6) -> torch.Tensor:

@@ -15,6 +15,14 @@ from weightspace.generators.base import Generator, check_training_set
 
 #: Rows of the tiny-digits zoo at its last checkpoint (6 seeds x 3 learning rates).
 LAST = "checkpoint = 3"
+#: Ten ResNet-8+BN networks on digits, one epoch (a graph zoo with batch-norm statistics).
+BN_RESNETS = {
+    "name": "gen-resnet-bn",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "architecture": {"name": "resnet", "depth": 8, "width_multiplier": 0.25},
+    "training": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.01, "checkpoints": [1]},
+    "grid": {"seed": list(range(10))},
+}
 #: 12 SIRENs: 2 digits images x 6 seeds.
 TINY_INR = {"name": "tiny-inr", "dataset": {"name": "digits"}, "architecture": {"name": "siren", "hidden": [16]},
             "task": {"name": "inr", "images": 2}, "training": {"epochs": 150, "lr": 0.003, "checkpoints": [150]},

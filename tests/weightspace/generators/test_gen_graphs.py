@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from gen_helpers import ConditionalMean, conditional_generator
+from gen_helpers import BN_RESNETS, ConditionalMean, conditional_generator
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
@@ -19,14 +19,6 @@ from weightspace.generators.evaluate import evaluate_generated, flatten
 from weightspace.generators.output import generate_zoo
 from weightspace.graph_symmetry import graph_symmetries, permute_graph, random_graph_permutation
 from zoo_builders import load_zoo_dataset
-
-BN_RESNETS = {
-    "name": "gen-resnet-bn",
-    "dataset": {"name": "digits", "test_fraction": 0.25},
-    "architecture": {"name": "resnet", "depth": 8, "width_multiplier": 0.25},
-    "training": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.01, "checkpoints": [1]},
-    "grid": {"seed": list(range(10))},
-}
 
 
 @pytest.fixture(scope="module")

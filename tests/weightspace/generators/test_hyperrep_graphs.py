@@ -5,15 +5,14 @@ ResNet-8+BN zoo through generate_zoo."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from gen_helpers import BN_RESNETS
 from zoo_helpers import graph_specs, mlp_spec
+from zoo_helpers import graph_weights as random_params
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
-from catalog.network import NetworkSpec
 from weightspace.generators import build_generator, load_generator
 from weightspace.generators._tokens import NeuronTokenizer
 from weightspace.generators.hyperrep import HyperRepGenerator
@@ -24,30 +23,6 @@ from zoo_builders.architectures import CNNConfig
 SPECS = graph_specs()
 GRAPHS = ["resnet-bn", "vgg", "vit", "resnet-1d", "seq"]
 FAST = {"epochs": 2, "batch_size": 4, "d_model": 16, "d_latent": 8, "heads": 2}
-
-#: Ten ResNet-8+BN networks (the spec of test_gen_graphs.py: the session builds it once).
-BN_RESNETS = {
-    "name": "gen-resnet-bn",
-    "dataset": {"name": "digits", "test_fraction": 0.25},
-    "architecture": {"name": "resnet", "depth": 8, "width_multiplier": 0.25},
-    "training": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 0.01, "checkpoints": [1]},
-    "grid": {"seed": list(range(10))},
-}
-
-
-def random_params(spec: NetworkSpec, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Fan-in scaled random weights, positive running variances."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for p in spec.params:
-        t = torch.randn((batch, *p.shape), generator=g)
-        if p.role == "running_var":
-            t = t.abs() + 0.5
-        elif len(p.shape) >= 2:
-            t = t / math.sqrt(math.prod(p.shape[1:]))
-        out[p.name] = t
-    return out
-
 
 def _table(n: int):
     import pyarrow as pa
