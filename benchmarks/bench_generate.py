@@ -1,8 +1,11 @@
 """Weight generators vs memorization baselines (issue 11), side by side in one run.
 
-On two zoos - the ``digits-mlp`` preset (the 144 ReLU MLPs, final checkpoint) and
+On three zoos - the ``digits-mlp`` preset (the 144 ReLU MLPs, final checkpoint),
 ``digits-cnn-lr`` (500 small CNNs on digits: 5 learning rates x 100 seeds, one architecture,
-written here) - every method trains on the selected networks and samples 100 networks:
+written here) and ``digits-resnet-bn`` (100 ResNet-8s with batch norm: 4 learning rates x 25
+seeds, a graph architecture; every network scored with batch-norm statistics recomputed from
+the training split, as ``zoo generate`` and ``zoo eval-gen`` do) - every method trains on the
+selected networks and samples 100 networks:
 the learned generators ``hyperrep``, ``pdiff`` and ``mip`` (conditioned on ``lr``, sampled at
 the grid value whose runs have the best mean test accuracy), and the baselines of Zeng et al.
 (2025): ``noise`` at the sigmas ``zoo eval-gen`` uses, ``average`` (k = 16), ``gaussian``.
@@ -48,6 +51,7 @@ from catalog.network import NetworkSpec
 from weightspace.generators import build_generator, generator_hparams, generator_names
 from weightspace.generators.base import accepts_data
 from weightspace.generators.evaluate import DEFAULT_SIGMAS, flatten, max_iou, min_l2, mispredictions
+from weightspace.generators.output import with_batch_norm_statistics
 from zoo_builders import build_zoo, load_zoo_dataset
 
 ROOT = Path(__file__).resolve().parent
@@ -68,6 +72,17 @@ CNN_SPEC = {
     "training": {"epochs": 10, "batch_size": 32, "optimizer": "adam", "checkpoints": [10]},
     "grid": {"lr": [0.001, 0.002, 0.004, 0.008, 0.016], "seed": list(range(100))},
 }
+#: A graph zoo: ResNet-8s with batch norm (residual streams, running statistics), 4 learning rates
+#: x 25 seeds. Samples get batch-norm statistics recomputed from the training split, as
+#: ``zoo generate`` writes them; the training networks are scored with recomputed ones too.
+RESNET_SPEC = {
+    "name": "digits-resnet-bn-lr",
+    "description": "100 ResNet-8s with batch norm on scikit-learn digits, 4 learning rates x 25 seeds (bench_generate)",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "architecture": {"name": "resnet", "depth": 8, "width_multiplier": 0.25, "batchnorm": True},
+    "training": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "checkpoints": [3]},
+    "grid": {"lr": [0.001, 0.003, 0.01, 0.03], "seed": list(range(25))},
+}
 #: --quick: tiny zoos of the same two families.
 QUICK_MLP_SPEC = {
     "name": "bench-generate-mlp-quick",
@@ -83,6 +98,13 @@ QUICK_CNN_SPEC = {
     "training": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "checkpoints": [3]},
     "grid": {"lr": [0.002, 0.004, 0.008, 0.016, 0.032], "seed": [0, 1, 2]},
 }
+QUICK_RESNET_SPEC = {
+    "name": "bench-generate-resnet-quick",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "architecture": {"name": "resnet", "depth": 8, "width_multiplier": 0.25, "batchnorm": True},
+    "training": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "checkpoints": [1]},
+    "grid": {"lr": [0.003, 0.01, 0.03], "seed": [0, 1, 2, 3, 4]},  # 10 left when mip holds one lr out
+}
 
 #: Hyperparameters per method (full run); a name the method does not take is dropped.
 FULL_HPARAMS: dict[str, dict[str, Any]] = {
@@ -91,6 +113,11 @@ FULL_HPARAMS: dict[str, dict[str, Any]] = {
 CNN_HPARAMS: dict[str, dict[str, Any]] = {
     # CNN forward passes of 32 networks cost more here: fewer examples per step.
     "mip": {"condition": ["lr"], "steps": 1200, "batch_models": 32, "batch_examples": 128},
+}
+RESNET_HPARAMS: dict[str, dict[str, Any]] = {
+    "mip": {"condition": ["lr"], "steps": 1200, "batch_models": 32, "batch_examples": 128},
+    # hyperrep's defaults were tuned on chains; a ResNet's 178 tokens need longer training.
+    "hyperrep": {"epochs": 200, "lr": 0.01},
 }
 QUICK_HPARAMS: dict[str, dict[str, Any]] = {
     "mip": {"condition": ["lr"], "steps": 30, "batch_models": 8, "batch_examples": 64, "hidden": 16},
@@ -101,16 +128,20 @@ QUICK_HPARAMS: dict[str, dict[str, Any]] = {
 
 
 def zoo_settings(quick: bool) -> list[dict[str, Any]]:
-    """The two benchmark zoos: spec (or preset name), cache dir name, selection, method hparams."""
+    """The benchmark zoos: spec (or preset name), cache dir name, selection, method hparams."""
     if quick:
         return [{"key": "mlp", "spec": QUICK_MLP_SPEC, "dir": QUICK_MLP_SPEC["name"], "where": "checkpoint = 4",
                  "hparams": QUICK_HPARAMS},
                 {"key": "cnn", "spec": QUICK_CNN_SPEC, "dir": QUICK_CNN_SPEC["name"], "where": "checkpoint = 3",
-                 "hparams": QUICK_HPARAMS}]
+                 "hparams": QUICK_HPARAMS},
+                {"key": "resnet-bn", "spec": QUICK_RESNET_SPEC, "dir": QUICK_RESNET_SPEC["name"],
+                 "where": "checkpoint = 1", "hparams": QUICK_HPARAMS}]
     return [{"key": "digits-mlp", "spec": "digits-mlp", "dir": "digits-mlp",
              "where": "activation = 'relu' AND checkpoint = 20", "hparams": FULL_HPARAMS},
             {"key": "digits-cnn-lr", "spec": CNN_SPEC, "dir": CNN_SPEC["name"], "where": "checkpoint = 10",
-             "hparams": CNN_HPARAMS}]
+             "hparams": CNN_HPARAMS},
+            {"key": "digits-resnet-bn", "spec": RESNET_SPEC, "dir": RESNET_SPEC["name"], "where": "checkpoint = 3",
+             "hparams": RESNET_HPARAMS}]
 
 
 def method_hparams(name: str, table: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -143,13 +174,14 @@ def real_acc(table, lr: float) -> float:
 
 def fit_sample(name: str, hp: dict[str, Any], spec: NetworkSpec, params, table, data, n: int, seed: int,
                condition: dict[str, float] | None, progress: bool):
-    """Train ``name`` and sample ``n`` networks; returns (generator, samples, seconds)."""
+    """Train ``name`` and sample ``n`` networks (batch-norm statistics recomputed, as
+    ``zoo generate`` writes them); returns (generator, samples, seconds)."""
     t0 = time.perf_counter()
     gen = build_generator(name, spec, **hp)
     extra = {"data": data} if accepts_data(gen) else {}
     gen.fit(params, table, seed=seed, progress=progress, **extra)
     samples = gen.sample(n, seed=seed, condition=condition if gen.conditional else None)
-    return gen, samples, time.perf_counter() - t0
+    return gen, with_batch_norm_statistics(spec, samples, data), time.perf_counter() - t0
 
 
 def run_zoo(setting: dict[str, Any], methods: list[str], n: int, cache: Path, quiet: bool,
@@ -162,10 +194,11 @@ def run_zoo(setting: dict[str, Any], methods: list[str], n: int, cache: Path, qu
     zoo = open_zoo(out_dir)
     sel = zoo.select(f"({setting['where']}) AND status = 'ok'")
     spec, table = sel.network_spec, sel.table
-    params = sel.stacked()
     data = load_zoo_dataset(zoo)
+    params = sel.stacked()
+    scored = with_batch_norm_statistics(spec, params, data)  # as eval-gen compares them
     x, y = data.x_test, data.y_test
-    train_errors = mispredictions(spec, params, x, y)  # [T, N_test]
+    train_errors = mispredictions(spec, scored, x, y)  # [T, N_test]
     train_flat = flatten(spec, params)
     train_acc = 1.0 - train_errors.double().mean(1)
     own_iou, _ = max_iou(train_errors, train_errors, exclude_self=True)
@@ -249,7 +282,8 @@ def mip_heldout(setting: dict[str, Any], sel, spec: NetworkSpec, table, data, lr
         "neighbours_acc_mean": neigh_b, "diff_vs_neighbours_points": 100 * (b - neigh_b),
         "within_2_points_of_neighbours": abs(b - neigh_b) <= 0.02,
         # the same generator at every grid value: does accuracy follow lr as in the zoo?
-        "at_grid_values": {f"{v:g}": {"generated": acc_of(full.sample(n, seed=seed, condition={"lr": v})),
+        "at_grid_values": {f"{v:g}": {"generated": acc_of(with_batch_norm_statistics(
+                               spec, full.sample(n, seed=seed, condition={"lr": v}), data)),
                                       "real": real_acc(table, v)} for v in lrs}}
     h, m = out["held_out_grid_value"], out["between_grid_values"]
     print(f"[{setting['key']}] mip held-out lr {held:g}: "

@@ -66,6 +66,7 @@ def test_quick_run(bench, tmp_path):
     on_disk = json.loads((tmp_path / "out" / "bench_generate_quick.json").read_text())
     assert on_disk["table_markdown"] == result["table_markdown"]
     assert (tmp_path / "out" / "bench_generate_quick.png").stat().st_size > 10_000
+    assert set(on_disk["zoos"]) == {"mlp", "cnn", "resnet-bn"}  # a graph zoo with batch norm too
     for zoo in on_disk["zoos"].values():
         assert set(zoo["methods"]) == {"mip", "average", "gaussian"} | {
             f"noise sigma={s:g}" for s in bench.DEFAULT_SIGMAS}
