@@ -8,7 +8,9 @@ import pytest
 import torch
 from zoo_helpers import assert_one_line_error, graph_specs, mlp_spec, random_weights
 
+from catalog import nodes as nd
 from catalog.errors import WeightzooError
+from catalog.network import NetworkSpec
 from weightspace.models.gmn import GMN
 from weightspace.models.registry import build_metanetwork
 from weightspace.representations.graph import params_to_graph_batch
@@ -118,8 +120,13 @@ def test_forward_weights_on_graphs(name) -> None:
 
 
 def test_graph_errors() -> None:
-    with pytest.raises(WeightzooError, match="probe features run layer chains only"):
-        GMN(GRAPHS["vit"], 1, probes=2)
+    # probes feed every network the same inputs: one input shape, real-valued (no token ids)
+    with pytest.raises(WeightzooError, match="need one input shape"):
+        GMN([GRAPHS["vit"], GRAPHS["seq"]], 1, probes=2)
+    tokens = NetworkSpec("e", (3,), nodes=(nd.Embedding("emb", ("input",), 5, 2),
+                                           nd.GlobalPool("p", ("emb",), over="tokens"), nd.Linear("fc", ("p",), 2, 2)))
+    with pytest.raises(WeightzooError, match="embeds token ids: use probes=0"):
+        GMN(tokens, 1, probes=2)
     small = GMN(CHAINS["mlp"], 1)
     spec = GRAPHS["resnet-bn"]
     with pytest.raises(WeightzooError, match="build it with all the NetworkSpecs"):

@@ -57,8 +57,7 @@ def test_fit_and_evaluate_a_multi_arch_weight_dataset(acts_zoo):
 
 
 @pytest.mark.parametrize("model,hparams,reason", [
-    ("dws", {}, "one architecture only"), ("nfn", {}, "one architecture only"),
-    ("gmn", {"probes": 2}, "probe features")])
+    ("dws", {}, "one architecture only"), ("nfn", {}, "one architecture only")])
 def test_models_that_read_one_architecture_say_how_to_pick_one(acts_zoo, tmp_path, model, hparams, reason):
     with pytest.raises(WeightzooError) as e:
         train_on_zoo(acts_zoo, "test_acc", model, hparams=hparams, **QUICK)
@@ -70,6 +69,13 @@ def test_models_that_read_one_architecture_say_how_to_pick_one(acts_zoo, tmp_pat
     res = train_on_zoo(acts_zoo, "test_acc", model, where=f"arch_id = '{archs[0]}'",
                        hparams={**hparams, "hidden": 4}, out=tmp_path / model, **QUICK)
     assert res.arch_ids == [archs[0]]
+
+
+def test_gmn_with_probes_reads_several_architectures(acts_zoo, tmp_path):
+    # probe values are computed for each architecture's networks (relu and tanh MLPs here)
+    res = train_on_zoo(acts_zoo, "test_acc", "gmn", hparams={"probes": 2, "hidden": 4}, out=tmp_path / "gmn",
+                       **QUICK)
+    assert sorted(res.arch_ids) == sorted(open_zoo(acts_zoo).select().arch_ids)
 
 
 def test_checkpoint_zero_left_out_unless_include_init(acts_zoo, tmp_path):

@@ -161,7 +161,10 @@ def test_which_models_read_several_architectures():
     assert get_metanetwork("mlp").arch_problem([relu, tanh], {}) is None
     assert "same names and shapes" in get_metanetwork("statnn").arch_problem([relu, wide], {})
     assert get_metanetwork("gmn").arch_problem([relu, wide], {}) is None
-    assert "probe" in get_metanetwork("gmn").arch_problem([relu, wide], {"probes": 4})
+    # gmn computes probe values for any architecture; they need one input shape
+    assert get_metanetwork("gmn").arch_problem([relu, wide], {"probes": 4}) is None
+    assert "one input shape" in get_metanetwork("gmn").arch_problem([relu, mlp_spec((5, 6, 2))], {"probes": 4})
+    assert "probe" in get_metanetwork("mlp").arch_problem([relu, tanh], {"probes": 4})
     for name in ("dws", "nfn"):
         assert get_metanetwork(name).arch_problem([relu], {}) is None
         assert "one architecture only" in get_metanetwork(name).arch_problem([relu, tanh], {})

@@ -31,6 +31,8 @@ class Metanetwork(nn.Module):
             activation), since it reads parameter values only; ``"any"`` - any
             architectures: it is built with all of their NetworkSpecs (``Model(specs, ...)``)
             and reads a batch of another architecture as ``forward(self.to_graph(params, spec))``.
+        probes_any_arch: whether its probe features (``probes > 0``) are computed for every
+            architecture it reads (default ``False``: its first spec only).
         graphs: whether it reads graph architectures (ResNets, transformers, ...: specs with
             ``nodes``) as well as layer chains; models built on the layer structure do not,
             and refuse such a spec with a clear error (default ``False``).
@@ -51,6 +53,7 @@ class Metanetwork(nn.Module):
     weight_output: ClassVar[bool] = False
     multi_arch: ClassVar[str] = "one"
     graphs: ClassVar[bool] = False
+    probes_any_arch: ClassVar[bool] = False
     legacy_hparams: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: NetworkSpec, out_dim: int) -> None:
@@ -70,7 +73,8 @@ class Metanetwork(nn.Module):
         """Why one model with ``hparams`` cannot read all of ``specs`` (``None`` if it can).
 
         A single architecture always works. Probe features (``probes > 0``) run the input
-        networks, so they need the one architecture's activations.
+        networks: a model reads several architectures with them only if it computes them for
+        any architecture (``probes_any_arch``), and all of them must take one input shape.
         """
         distinct = list({_spec_key(s): s for s in specs}.values())
         if len(distinct) <= 1:
@@ -78,10 +82,14 @@ class Metanetwork(nn.Module):
         if cls.multi_arch == "one":
             return (f"metanetwork {cls.name!r} reads networks of one architecture only (its "
                     f"layers are shaped by one NetworkSpec)")
-        if hparams.get("probes"):
+        if hparams.get("probes") and not cls.probes_any_arch:
             return (f"metanetwork {cls.name!r} with probe features (probes="
                     f"{hparams['probes']}) runs the input networks, so it reads one architecture "
                     f"only; use probes=0 to read several")
+        if hparams.get("probes") and len({tuple(s.input_shape) for s in distinct}) > 1:
+            return (f"metanetwork {cls.name!r} with probe features (probes={hparams['probes']}) feeds "
+                    f"every network the same probe inputs, so the architectures need one input shape "
+                    f"(they read {sorted({tuple(s.input_shape) for s in distinct})}); use probes=0")
         if cls.multi_arch == "same_params" and len({param_signature(s) for s in distinct}) > 1:
             return (f"metanetwork {cls.name!r} reads several architectures only when their "
                     f"parameters have the same names and shapes; use 'gmn' or 'statnn-kinds' for "

@@ -153,8 +153,10 @@ class GMN(Metanetwork):
         head_hidden: width of the readout MLP (default ``64``).
         dropout: dropout in the readout (default ``0``).
         probes: number of learned probe inputs whose neuron values become node features
-            (Kofinas et al.; :mod:`weightspace.probes`; default ``0``: weights only). With
-            probes the model reads networks of its first spec only, a layer chain.
+            (Kofinas et al.; :mod:`weightspace.probes`; default ``0``: weights only), for any
+            architecture (:func:`weightspace.probes.param_graph_probe_values`; a neuron's value
+            averaged over positions and tokens); all specs must take one input shape, and none
+            may embed token ids.
 
     Shapes:
         ``forward``: ``{name: Tensor[B, *shape]}`` or a PyG ``Batch`` of ``B`` graphs -> ``[B, out_dim]``;
@@ -165,6 +167,7 @@ class GMN(Metanetwork):
     weight_output = True
     multi_arch = "any"  # graphs of any architecture, embeddings sized for all its specs
     graphs = True  # ResNets, VGGs, transformers through their parameter graphs
+    probes_any_arch = True  # probe values of any parameter graph's neurons
 
     def __init__(self, spec: NetworkSpec | Sequence[NetworkSpec], out_dim: int, hidden: int = 32,
                  n_layers: int = 3, head_hidden: int = 64, dropout: float = 0.0,
@@ -176,14 +179,18 @@ class GMN(Metanetwork):
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
         check_probes(probes)
-        if probes and not specs[0].is_chain:
-            raise WeightzooError(
-                f"gmn probe features run layer chains only; {specs[0].family} architecture "
-                f"{specs[0].arch_id} is a graph: use probes=0 (weights only)")
+        if probes:
+            problem = self.arch_problem(specs, {"probes": probes})
+            if problem is not None:
+                raise WeightzooError(problem)
         self.specs = specs
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
                         "dropout": dropout, "probes": probes}
         structures = [param_graph_structure(s) for s in specs]
+        for s, st in zip(specs, structures):
+            if probes and any(role == "tokens" for _, role, _ in st.sources):
+                raise WeightzooError(f"gmn probe features feed real-valued probe inputs; {s.family} architecture "
+                                     f"{s.arch_id} embeds token ids: use probes=0")
         self.edge_dim = max(st.edge_dim for st in structures)
         self.max_layers = max(int(st.layer.max()) + 1 for st in structures)
         self.max_io = max(int(st.io_pos.max()) + 1 for st in structures)
@@ -259,15 +266,16 @@ class GMN(Metanetwork):
                     f"it must read")
         return params_to_param_graph_batch(groups, edge_dim=self.edge_dim)
 
-    def _probe_nodes(self, params: Mapping[str, Tensor] | None) -> Tensor | None:
-        """Probe features of every node in graph order ``[B * N, K]`` (``None`` without probes)."""
+    def _probe_nodes(self, params: Mapping[str, Tensor] | None, spec: NetworkSpec | None = None) -> Tensor | None:
+        """Probe features of every node in graph order ``[B * N, K]`` (``None`` without probes)
+        of networks of ``spec`` (default: the model's first)."""
         if self.probe is None:
             return None
         if params is None:
             raise WeightzooError(
-                "this gmn uses probe features, so it reads parameter dicts of its own "
-                "architecture, not graph batches; train it with probes=0 to read mixed batches")
-        acts = torch.cat(self.probe(params), dim=1)  # [B, N, K]
+                "this gmn uses probe features, so it reads parameter dicts (forward_arch(params, spec)), "
+                "not graph batches; train it with probes=0 to read graph batches")
+        acts = self.probe.node_values(params, spec or self.spec)  # [B, N, K]
         return acts.reshape(-1, acts.shape[-1])
 
     def embed_nodes(self, value: Tensor, layer: Tensor, kind: Tensor, io_pos: Tensor,
@@ -334,18 +342,32 @@ class GMN(Metanetwork):
         e = self.embed_edges(self._edge_attr(g), g.edge_layer, getattr(g, "edge_type", None))
         return h, e
 
-    def _trunk(self, g: Batch, params: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-        h, e = self._embed(g, self._probe_nodes(params))
+    def _trunk(self, g: Batch, params: Mapping[str, Tensor] | None = None,
+               spec: NetworkSpec | None = None) -> tuple[Tensor, Tensor]:
+        h, e = self._embed(g, self._probe_nodes(params, spec))
         for layer in self.layers:
             h, e = layer(h, e, g.edge_index)
         return h, e
 
     def forward(self, params: Mapping[str, Tensor] | Batch) -> Tensor:
         if isinstance(params, Batch):
-            g, params = params, None
-        else:
-            g = self.to_graph(params)
-        h, e = self._trunk(g, params)
+            return self._forward(params)
+        return self._forward(self.to_graph(params), params)
+
+    def forward_arch(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None) -> Tensor:
+        """``forward`` on networks of architecture ``spec`` (any; with probe features, one with the
+        model's input shape). Shapes: ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``."""
+        if self.probe is None or spec is None:
+            return super().forward_arch(params, spec)
+        problem = self.arch_problem([self.spec, spec], self.hparams)
+        if problem is not None:
+            raise WeightzooError(f"{problem}; this one was trained on {self.spec.arch_id} and cannot read "
+                                 f"{spec.arch_id}")
+        return self._forward(self.to_graph(params, spec), params, spec)
+
+    def _forward(self, g: Batch, params: Mapping[str, Tensor] | None = None,
+                 spec: NetworkSpec | None = None) -> Tensor:
+        h, e = self._trunk(g, params, spec)
         n_graphs = g.num_graphs
         edge_batch = g.batch[g.edge_index[0]]
         node_pool = scatter(h, g.batch, dim=0, dim_size=n_graphs, reduce="mean")
@@ -363,16 +385,17 @@ class GMN(Metanetwork):
         pools = torch.cat([node_types.reshape(n_graphs, -1), edge_types.reshape(n_graphs, -1)], dim=-1)
         return out + self.type_readout(pools) * typed.unsqueeze(-1)  # [B, out_dim]
 
-    def forward_graph(self, g: Batch, params: Mapping[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def forward_graph(self, g: Batch, params: Mapping[str, Tensor] | None = None,
+                      spec: NetworkSpec | None = None) -> tuple[Tensor, Tensor]:
         """Equivariant output: a new value per node and a new weight (kernel, norm slots) per edge.
 
         Shapes:
             ``Batch`` -> ``(node values [N], edge values [E, edge_dim])``; values of input
             neurons, constant edges and padded entries are ignored by the conversion back to
-            parameters. ``params``: the same networks as a parameter dict (needed with probe
-            features).
+            parameters. ``params``: the same networks as a parameter dict of architecture
+            ``spec`` (default the model's first; needed with probe features).
         """
-        h, e = self._trunk(g, params)
+        h, e = self._trunk(g, params, spec)
         value = g.x[:, 0].float() + self.edit_scale * self.node_head(h).squeeze(-1)
         return value, self._edge_attr(g) + self.edit_scale * self.edge_head(e)
 
@@ -380,5 +403,5 @@ class GMN(Metanetwork):
         """Map each network to a new network of the same architecture (``spec``, default the
         model's first), through the parameter graph and back."""
         spec = spec or self.spec
-        values, edges = self.forward_graph(self.to_graph(params, spec), params if spec is self.spec else None)
+        values, edges = self.forward_graph(self.to_graph(params, spec), params, spec)
         return param_graph_to_params(spec, values, edges)

@@ -66,6 +66,13 @@ class ParamGraphStructure:
             tensor.
         constant_edges: edges whose slot 0 is the constant 1 (residual connections, attention
             structure).
+        sources: per neuron group (``layer`` index), what its neurons are values of:
+            ``(node name, role, axis)`` with role ``"out"`` (that node's output, neurons along
+            ``axis`` of its per-example shape: 0 for channels first, -1 for features last; the
+            node is the group's maker, or the activation right after it),
+            ``"input"`` (the network's input: its channels, or every value when it is only
+            ever flattened, axis ``None``), ``"qkv"`` (an attention's query/key/value
+            projections of its input) or ``"tokens"`` (an embedding's vocabulary).
     """
 
     edge_index: Tensor
@@ -78,6 +85,7 @@ class ParamGraphStructure:
     edge_dim: int
     places: dict[str, tuple]
     constant_edges: Tensor
+    sources: tuple[tuple[str, str, int | None], ...] = ()
 
     @property
     def num_nodes(self) -> int:
@@ -102,15 +110,27 @@ class _Builder:
         self.constant: list[Tensor] = []
         self.retyped: list[tuple[Tensor, int]] = []
         self.edge_dim = 1
+        self.sources: list[tuple[str, str, int | None]] = []
 
-    def neurons(self, n: int, ntype: str = "neuron", kind: int = NODE_HIDDEN) -> Tensor:
+    def neurons(self, n: int, source: tuple[str, str, int | None], ntype: str = "neuron",
+                kind: int = NODE_HIDDEN) -> Tensor:
         ids = torch.arange(self.n_nodes, self.n_nodes + n)
+        self.sources.append(source)
         self.kind.append(torch.full((n,), kind))
         self.ntype.append(torch.full((n,), NODE_TYPES.index(ntype)))
         self.layer.append(torch.full((n,), self.n_groups))
         self.n_nodes += n
         self.n_groups += 1
         return ids
+
+    def layer_of(self, node_id: Tensor) -> int:
+        """The neuron group of a neuron."""
+        start = 0
+        for g, t in enumerate(self.layer):
+            if node_id < start + t.numel():
+                return g
+            start += t.numel()
+        raise IndexError(int(node_id))  # pragma: no cover - ids come from neurons()
 
     def retype(self, ids: Tensor, ntype: str) -> None:
         """Give existing neurons another type (attention's query/key/value thirds)."""
@@ -156,7 +176,12 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
     readers = [n for n in spec.nodes if INPUT in n.inputs]
     flat_input = len(spec.input_shape) > 1 and all(n.KIND == "flatten" for n in readers)
     n_input = math.prod(spec.input_shape) if flat_input else spec.input_shape[0]
-    group: dict[str, tuple[Tensor, int]] = {INPUT: (b.neurons(n_input, kind=NODE_INPUT), 1)}
+    group: dict[str, tuple[Tensor, int]] = {INPUT: (b.neurons(n_input, (INPUT, "input", None if flat_input else 0),
+                                                            kind=NODE_INPUT), 1)}
+    # The axis of each value's neurons: channels first (the input, convolutions, batch norm),
+    # or features last (linear layers, layer norm, attention, embeddings); an add or an
+    # elementwise node keeps its input's.
+    axis: dict[str, int] = {INPUT: 0}
     token_ids: list[Tensor] = []
     for node in spec.nodes:
         kind, name = node.KIND, node.name
@@ -167,7 +192,8 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
             n = ids.numel()
             if n * k != node.in_features:  # pragma: no cover - shapes were validated by the spec
                 raise WeightzooError(f"parameter graph: linear {name!r} input is not whole neurons")
-            out = b.neurons(node.out_features)
+            axis[name] = -1
+            out = b.neurons(node.out_features, (name, "out", -1))
             e = b.edges(ids.repeat(node.out_features), out.repeat_interleave(n), "linear", k)
             j = torch.arange(node.in_features).repeat(node.out_features)
             o = torch.arange(node.out_features).repeat_interleave(node.in_features)
@@ -180,7 +206,8 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
                 raise WeightzooError(f"parameter graph: convolution {name!r} over patches is not covered")
             per_in, per_out = node.in_channels // node.groups, node.out_channels // node.groups
             kn = math.prod(node.kernel_size)
-            out = b.neurons(node.out_channels)
+            axis[name] = 0
+            out = b.neurons(node.out_channels, (name, "out", 0))
             o = torch.arange(node.out_channels).repeat_interleave(per_in)
             src = ids[(o // per_out) * per_in + torch.arange(per_in).repeat(node.out_channels)]
             e = b.edges(src, out[o], "conv", kn)
@@ -194,7 +221,8 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
             if k != 1 or c != (node.num_features if kind == "batchnorm" else node.dim):
                 raise WeightzooError(f"parameter graph: {kind} {name!r} over flattened maps or patches "
                                      f"is not covered")
-            out = b.neurons(c, kind)
+            axis[name] = 0 if kind == "batchnorm" else -1
+            out = b.neurons(c, (name, "out", axis[name]), kind)
             slots = (["weight"] if node.affine else []) + (
                 ["running_mean", "running_var"] if kind == "batchnorm" else [])
             e = b.edges(ids, out, kind, max(1, len(slots)))
@@ -207,7 +235,8 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
             dim = node.embed_dim
             if k != 1 or ids.numel() != dim:  # pragma: no cover - shapes were validated by the spec
                 raise WeightzooError(f"parameter graph: attention {name!r} input is not {dim} neurons")
-            qkv = b.neurons(3 * dim, "attention_q")
+            axis[name] = -1
+            qkv = b.neurons(3 * dim, (name, "qkv", -1), "attention_q")
             q, key, v = qkv[:dim], qkv[dim:2 * dim], qkv[2 * dim:]
             b.retype(key, "attention_k")
             b.retype(v, "attention_v")
@@ -223,7 +252,7 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
             src, dst = torch.meshgrid(torch.arange(dim), torch.arange(dim), indexing="ij")
             same = head[src] == head[dst]
             b.constant.append(b.edges(key[src[same]], v[dst[same]], "attention_head", 1))
-            out = b.neurons(dim, "attention_out")
+            out = b.neurons(dim, (name, "out", -1), "attention_out")
             e2 = b.edges(v.repeat(dim), out.repeat_interleave(dim), "attention_out", 1)
             b.on_edges(f"{name}.out_proj.weight", e2, torch.zeros(dim * dim, dtype=torch.long))
             if node.bias:
@@ -231,20 +260,23 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
                 b.on_nodes(f"{name}.out_proj.bias", out)
             group[name] = (out, 1)
         elif kind == "add":
-            out = b.neurons(ids.numel(), "residual")
+            axis[name] = axis[node.inputs[0]]
+            out = b.neurons(ids.numel(), (name, "out", axis[name]), "residual")
             for src_ids, _ in ins:
                 b.constant.append(b.edges(src_ids, out, "residual", 1))
             group[name] = (out, k)
         elif kind == "pos_embedding":
-            out = b.neurons(node.dim, "pos_embedding")
+            axis[name] = -1
+            out = b.neurons(node.dim, (name, "out", -1), "pos_embedding")
             e = b.edges(ids, out, "pos_embedding", node.length)
             flat = torch.arange(node.length * node.dim)
             b.on_edges(f"{name}.weight", e[0] + flat % node.dim, flat // node.dim)
             group[name] = (out, 1)
         elif kind == "embedding":
-            tokens = b.neurons(node.num_embeddings, "token", NODE_INPUT)
+            axis[name] = -1
+            tokens = b.neurons(node.num_embeddings, (name, "tokens", None), "token", NODE_INPUT)
             token_ids.append(tokens)
-            out = b.neurons(node.dim)
+            out = b.neurons(node.dim, (name, "out", -1))
             e = b.edges(tokens.repeat_interleave(node.dim), out.repeat(node.num_embeddings), "embedding", 1)
             b.on_edges(f"{name}.weight", e, torch.zeros(node.num_embeddings * node.dim, dtype=torch.long))
             group[name] = (out, 1)
@@ -261,6 +293,14 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
                 group[name] = (ids, k * math.prod(node.patch_size))
             else:  # activation, dropout, pools: the same neurons
                 group[name] = (ids, k)
+            # flatten and patchify give vectors and token features: features last
+            axis[name] = axis[node.inputs[0]] if kind not in ("flatten", "patchify") else -1
+            if kind in ("activation", "dropout") and ids.numel():
+                # A neuron's value is taken after its activation (at the same positions: not
+                # after a pool), as a layer chain's neurons are.
+                g = int(b.layer_of(ids[0]))
+                if b.sources[g][0] == node.inputs[0] and b.sources[g][1] == "out":
+                    b.sources[g] = (name, "out", axis[name])
         if made:
             b.n_makers += 1
     out_ids = group[spec.nodes[-1].name][0]
@@ -278,7 +318,8 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
         layer=torch.cat(b.layer), node_type=node_type, edge_type=torch.cat(b.etype),
         edge_layer=torch.cat(b.elayer),
         edge_dim=b.edge_dim, places=b.places,
-        constant_edges=torch.cat(b.constant) if b.constant else torch.zeros(0, dtype=torch.long))
+        constant_edges=torch.cat(b.constant) if b.constant else torch.zeros(0, dtype=torch.long),
+        sources=tuple(b.sources))
     missing = [n for n in spec.param_names if n not in structure.places]
     if missing:  # pragma: no cover - every parameter-carrying kind is handled above
         raise WeightzooError(f"parameter graph: no place for {missing}")
