@@ -162,7 +162,10 @@ WILDPARK_PRESET = "wildpark-digits"
 QUICK_WILDPARK_SAMPLES = (48, 24)
 #: ``statnn`` is tried as is (it refuses several parameter layouts: recorded); ``statnn-kinds``
 #: is its architecture-agnostic form (``weightspace.models.statnn.KindStatNN``).
-WILDPARK_MODELS = ("statnn", "statnn-kinds", "gmn")
+WILDPARK_MODELS = ("statnn", "statnn-kinds", "gmn", "gmn-probes")
+#: Variants: a table label -> (metanetwork, hyperparameters over its CNN_HPARAMS). ``gmn-probes``
+#: adds probe features (Kofinas et al.'s NG-T reads them on CNN Wild Park), for every architecture.
+WILDPARK_VARIANTS = {"gmn-probes": ("gmn", {"probes": 16})}
 #: Kendall's τ published on CNN Wild Park (CIFAR-10; Kofinas et al. 2024 for NG-T, and DNG as
 #: reported for the same zoo): a different, larger zoo, for scale only.
 WILDPARK_PUBLISHED = {"NG-T": 0.817, "DNG": 0.874}
@@ -570,11 +573,12 @@ def wildpark_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seed
         f"{out['test_acc_of_test_split']['mean']:.3f} ± {out['test_acc_of_test_split']['std']:.3f}")
     out["seeds"] = list(seeds)
     for model in models:
-        hparams = CNN_HPARAMS.get(model, HPARAMS.get(model))
+        name, extra = WILDPARK_VARIANTS.get(model, (model, {}))
+        hparams = {**(CNN_HPARAMS.get(name, HPARAMS.get(name)) or {}), **extra}
         per_seed = []
         for seed in seeds:
             try:
-                rec, trained = train_and_test(model, ds["train"], ds["val"], ds["test"], task="regression",
+                rec, trained = train_and_test(name, ds["train"], ds["val"], ds["test"], task="regression",
                                               budget=budget, spec=None, quiet=quiet, seed=seed, hparams=hparams)
             except WeightzooError as e:  # statnn: one parameter layout only
                 out["models"][model] = {"model": model, "refused": str(e)}
@@ -603,7 +607,7 @@ def wildpark_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seed
         fam_tau = {f: float(sum(r["per_family"][f]["kendall_tau"] for r in per_seed) / len(per_seed))
                    for f in per_seed[0]["per_family"]}
         out["models"][model] = {
-            "model": model, "hparams": per_seed[0]["hparams"], "metanet_params": per_seed[0]["metanet_params"],
+            "model": name, "hparams": per_seed[0]["hparams"], "metanet_params": per_seed[0]["metanet_params"],
             "kendall_tau": float(taus.mean()), "kendall_tau_std": float(taus.std()) if len(taus) > 1 else 0.0,
             "kendall_tau_per_family": fam_tau,
             "r2": float(sum(r["r2"] for r in per_seed) / len(per_seed)),
@@ -643,7 +647,10 @@ def wildpark_target(wp: dict) -> dict:
     if "gmn" not in tau or base not in tau:
         return {"gmn": tau.get("gmn"), base: tau.get(base), "met": None,
                 "note": "not run: " + ", ".join(m for m in ("gmn", base) if m not in tau)}
-    return {"gmn": tau["gmn"], base: tau[base], "met": tau["gmn"] > tau[base]}
+    out = {"gmn": tau["gmn"], base: tau[base], "met": tau["gmn"] > tau[base]}
+    if "gmn-probes" in tau:  # the same model with probe features, reported beside the target
+        out |= {"gmn-probes": tau["gmn-probes"], "met_with_probes": tau["gmn-probes"] > tau[base]}
+    return out
 
 
 # ===================================================================================== dense GMN
@@ -851,7 +858,9 @@ def main() -> None:
     ap.add_argument("--case", choices=("all", "wildpark"), default="all",
                     help="all (default), or only the heterogeneous zoo, merged into the existing --out")
     ap.add_argument("--wildpark-models", default=",".join(WILDPARK_MODELS),
-                    help=f"comma-separated models of the heterogeneous case (default {','.join(WILDPARK_MODELS)})")
+                    help=f"comma-separated models of the heterogeneous case (default {','.join(WILDPARK_MODELS)}); "
+                         f"with --case wildpark, the others' results in --out are kept when the zoo, split and "
+                         f"budget are the same")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full"
     out_path = args.out or RESULTS / ("bench_metanet_quick.json" if args.quick else "bench_metanet.json")
@@ -935,6 +944,15 @@ def main() -> None:
     print(f"wall time {result['wall_seconds']['total']:.0f} s; wrote {out_path}")
 
 
+def merge_wildpark_models(old: dict | None, new: dict) -> tuple[dict, bool]:
+    """``new`` with the models of ``old`` that it did not run, when both ran on the same zoo, rows,
+    split, seeds and budget (so their τ compare); else ``new`` alone. Returns ``(merged, merged?)``."""
+    keys = ("zoo", "rows", "split", "seeds", "budget")
+    if not old or any(old.get(k) != new.get(k) for k in keys):
+        return new, False
+    return {**new, "models": {**old.get("models", {}), **new["models"]}}, True
+
+
 def merge_wildpark(out_path: Path, mode: str, args: argparse.Namespace, models: tuple[str, ...],
                    t_start: float, load_start: tuple[float, ...]) -> None:
     """``--case wildpark``: build (or reuse) the heterogeneous zoo, run its case, and write it into
@@ -948,6 +966,7 @@ def merge_wildpark(out_path: Path, mode: str, args: argparse.Namespace, models: 
     result = json.loads(out_path.read_text()) if out_path.is_file() else {"benchmark": "bench_metanet", "mode": mode}
     if result.get("mode", mode) != mode:
         raise SystemExit(f"{out_path} holds a {result['mode']} run; this is a {mode} run: pass another --out")
+    wp, same_setting = merge_wildpark_models(result.get("wildpark_accuracy_prediction"), wp)
     result["wildpark_accuracy_prediction"] = wp
     result["table_markdown_wildpark"] = wildpark_table(wp)
     result.setdefault("targets", {})["gmn_tau_gt_statnn_wildpark"] = wildpark_target(wp)
@@ -955,6 +974,9 @@ def merge_wildpark(out_path: Path, mode: str, args: argparse.Namespace, models: 
     # this case ran on its own, at another time than the rest of the file: its own record
     result["wildpark_run"] = {
         "environment": environment(args.threads), "models": list(models),
+        "previous_runs": [*result.get("wildpark_run", {}).get("previous_runs", []),
+                          {k: v for k, v in result.get("wildpark_run", {}).items() if k != "previous_runs"}]
+        if same_setting and "wildpark_run" in result else [],
         "load_average_start": [round(x, 2) for x in load_start],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": {"total": round(t_end - t_start, 1), "zoo_build": round(t_built - t_start, 1),

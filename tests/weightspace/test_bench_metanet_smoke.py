@@ -166,5 +166,17 @@ def test_wildpark_table_and_target(bench):
     # statnn refused the zoo: gmn is compared with its architecture-agnostic form
     t = bench.wildpark_target(wp)
     assert t == {"gmn": 0.75, "statnn-kinds": 0.70, "met": True}
+    # a later run of one model (same zoo, split, seeds, budget) joins the others; another setting replaces them
+    later = {**{k: v for k, v in wp.items() if k != "models"}, "rows": 10, "split": {"test": 2}, "budget": {"e": 1},
+             "models": {"gmn-probes": {"kendall_tau": 0.78, "kendall_tau_std": 0.01, "r2": 0.7, "train_seconds": 9,
+                                       "kendall_tau_per_family": {"cnn": 0.79, "resnet": 0.77}}}}
+    wp |= {"rows": 10, "split": {"test": 2}, "budget": {"e": 1}}
+    merged, joined = bench.merge_wildpark_models(wp, later)
+    assert joined and list(merged["models"]) == ["statnn", "statnn-kinds", "gmn", "gmn-probes"]
+    assert "| `gmn-probes` | 0.780 ± 0.010 | 0.790 | 0.770 | 0.700 | 9 |" in bench.wildpark_table(merged)
+    assert bench.wildpark_target(merged) == {"gmn": 0.75, "statnn-kinds": 0.70, "met": True,
+                                             "gmn-probes": 0.78, "met_with_probes": True}
+    other, joined = bench.merge_wildpark_models(wp, {**later, "seeds": [0]})
+    assert not joined and list(other["models"]) == ["gmn-probes"]
     del wp["models"]["gmn"]
     assert bench.wildpark_target(wp)["met"] is None
