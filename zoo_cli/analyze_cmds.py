@@ -28,13 +28,17 @@ def _num(v: float | None) -> str:
               help="Hessian data: this many batches of --batch-size examples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Hessian batch size (and the Bezier curve's training batch size).")
+@click.option("--cka-layer", default=None, metavar="LAYER",
+              help="cka: compare a hidden representation instead of the logits: a layer chain's hidden "
+                   "layer index, or a graph's node name (e.g. layer2.0.relu2; a wrong name's error lists "
+                   "them).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Mixed into every model's seed.")
 @click.option("--force", is_flag=True, help="Recompute models whose values are already stored.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Directory for figures (the subspace spectrum; default: next to the zoo).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, align: bool,
-            batches: int, batch_size: int, seed: int, force: bool, out: str | None,
+            batches: int, batch_size: int, cka_layer: str | None, seed: int, force: bool, out: str | None,
             quiet: bool) -> None:
     """Compute loss-landscape metrics of ZOO's models and store them with the zoo.
 
@@ -50,9 +54,10 @@ def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, a
     """
     from weightspace.analysis.run import analyze_zoo
 
+    layer = int(cka_layer) if cka_layer is not None and cka_layer.strip().isdigit() else cka_layer
     result = analyze_zoo(zoo, metrics, where=where, checkpoint=checkpoint, out=out, force=force,
                          progress=not quiet, align=align, batches=batches, batch_size=batch_size,
-                         seed=seed)
+                         seed=seed, cka_layer=layer)
     which = {None: "each run's last checkpoint", "last": "each run's last checkpoint",
              "all": "every checkpoint"}.get(checkpoint, f"checkpoint {checkpoint}")
     click.echo(f"{result.zoo}: {result.rows} models ({which}, status ok)"

@@ -84,6 +84,11 @@ def test_graph_zoo_gets_every_metric(zoo_factory, tmp_path):
             if ln.startswith(("hessian ", "cka ", "connectivity ", "averaging ", "subspace "))] \
         == [["hessian", "2"], ["cka", "2"], ["connectivity", "2"], ["averaging", "2"], ["subspace", "2"]]
     assert any(ln.startswith("figure: ") and ln.endswith(".png") for ln in r.output.splitlines())
+    # --cka-layer: a node's output (a graph) by name; an index is refused with the node names
+    r = run_cli("analyze", zoo, "--metrics", "cka", "--cka-layer", "layer1.0.relu2", "-q")
+    assert r.exit_code == 0 and "cka_seed_node_layer1_0_relu2" in r.output, r.output
+    assert_one_line_error(run_cli("analyze", zoo, "--metrics", "cka", "--cka-layer", "1", "-q"),
+                          "give a node name, one of conv1, bn1")
 
 
 def test_option_names_are_the_registries() -> None:

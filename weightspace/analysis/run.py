@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -45,6 +46,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
+from catalog.execution import graph_population_values
 from catalog.network import NetworkSpec, population_forward
 from catalog.selection import Selection
 from catalog.sidecar import read_sidecar_file, sidecar_path, write_sidecar
@@ -79,8 +81,10 @@ class AnalyzeConfig:
         trace_samples: Hutchinson Rademacher vectors (default ``100``; about 4% standard error).
         cka_batches: CKA data: this many batches ... (default ``10``)
         cka_batch_size: ... of this many test examples (default ``128``).
-        cka_layer: compare this hidden layer's neuron values instead of the logits
-            (default ``None``: logits; the column is then ``cka_seed_layer<i>``).
+        cka_layer: compare hidden representations instead of the logits (default ``None``:
+            logits): a layer chain's hidden layer index (its neuron values; column
+            ``cka_seed_layer<i>``), or a graph's node name (its output, flattened per example,
+            e.g. ``"layer2.0.relu2"``; column ``cka_seed_node_<name>`` with ``_`` for dots).
         align: also compute ``mc_linear_aligned`` / ``mc_bezier_aligned`` after aligning the
             second network of each pair to the first by weight matching (default ``False``).
         linear_points: points along the line, endpoints included (default ``11``).
@@ -101,7 +105,7 @@ class AnalyzeConfig:
     trace_samples: int = 100
     cka_batches: int = 10
     cka_batch_size: int = 128
-    cka_layer: int | None = None
+    cka_layer: int | str | None = None
     align: bool = False
     linear_points: int = 11
     bezier_bends: int = 3
@@ -117,8 +121,10 @@ class AnalyzeConfig:
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "cka_layer":
-                if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                    raise WeightzooError(f"cka_layer must be a hidden layer index >= 0 or None, got {v!r}")
+                index = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                if v is not None and not index and not (isinstance(v, str) and v.strip()):
+                    raise WeightzooError(f"cka_layer must be a chain's hidden layer index >= 0, a graph's node "
+                                         f"name, or None, got {v!r}")
             elif f.name == "align":
                 if not isinstance(v, bool):
                     raise WeightzooError(f"align must be True or False, got {v!r}")
@@ -312,27 +318,49 @@ def _per_row(arch: _Arch, pairs: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _cka_column(cfg: AnalyzeConfig) -> str:
-    return "cka_seed" if cfg.cka_layer is None else f"cka_seed_layer{cfg.cka_layer}"
+    layer = cfg.cka_layer
+    if layer is None:
+        return "cka_seed"
+    if isinstance(layer, str):
+        return "cka_seed_node_" + re.sub(r"[^0-9a-z]+", "_", layer.lower()).strip("_")
+    return f"cka_seed_layer{layer}"
 
 
-def _representation(spec: NetworkSpec, params: dict[str, Tensor], x: Tensor, layer: int | None) -> Tensor:
-    """``[P, N, D]`` logits, or the neuron values of hidden layer ``layer``."""
+def _representation(spec: NetworkSpec, params: dict[str, Tensor], x: Tensor, layer: int | str | None) -> Tensor:
+    """``[P, N, D]`` logits, the neuron values of a chain's hidden layer ``layer``, or a graph
+    node's output flattened per example."""
     with torch.no_grad():
         if layer is None:
             return population_forward(spec, params, x)
+        if isinstance(layer, str):
+            return graph_population_values(spec, params, x, [layer])[layer].flatten(2)
         acts: list[Tensor] = []
         population_forward(spec, params, x, activations=acts)
         return acts[layer]
 
 
+def _check_cka_layer(layer: int | str | None, spec: NetworkSpec, arch_id: str) -> None:
+    """A user error unless ``layer`` names a hidden representation of ``spec``."""
+    if layer is None:
+        return
+    if spec.is_chain:
+        if isinstance(layer, str):
+            raise WeightzooError(f"cka_layer {layer!r} names a node of a graph; {arch_id} is a {spec.family} layer "
+                                 f"chain: give a hidden layer index 0..{len(spec.layers) - 2}")
+        if layer >= len(spec.layers) - 1:
+            raise WeightzooError(f"cka_layer {layer} is not a hidden layer of {arch_id} "
+                                 f"(hidden layers 0..{len(spec.layers) - 2}); leave it out for the logits")
+        return
+    hidden = [n.name for n in spec.nodes[:-1]]
+    if not isinstance(layer, str) or layer not in hidden:
+        what = f"is a layer index; {arch_id} is a {spec.family} graph" if not isinstance(layer, str) else \
+            f"is not a node of {arch_id} (before its output)"
+        raise WeightzooError(f"cka_layer {layer!r} {what}: give a node name, one of {', '.join(hidden)}")
+
+
 def _cka(ctx: _Context, arch: _Arch, tick: Callable[[int], None]) -> dict[str, np.ndarray]:
     cfg, spec = ctx.config, arch.spec
-    if cfg.cka_layer is not None and not spec.is_chain:
-        raise WeightzooError(f"cka_layer reads a hidden layer of a layer chain; {arch.arch_id} is a "
-                             f"{spec.family} graph: leave cka_layer out to compare the logits")
-    if cfg.cka_layer is not None and cfg.cka_layer >= len(spec.layers) - 1:
-        raise WeightzooError(f"cka_layer {cfg.cka_layer} is not a hidden layer of {arch.arch_id} "
-                             f"(hidden layers 0..{len(spec.layers) - 2}); leave it out for the logits")
+    _check_cka_layer(cfg.cka_layer, spec, arch.arch_id)
     n = cfg.cka_batches * cfg.cka_batch_size
     x = ctx.x(spec, "test")[:n]
     pairs = _active_pairs(arch)

@@ -12,6 +12,7 @@ from analyze_helpers import FAST, ONE_SEED, TINY_INR, TINY_PHASE, TINY_RESNET, T
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
+from catalog.execution import graph_population_values
 from catalog.network import population_forward
 from catalog.verify import verify_zoo
 from weightspace.analysis import (
@@ -149,6 +150,28 @@ def test_pairwise_metrics_equal_direct_calls(analyzed):
             assert row["mc_bezier"] is not None and row["mc_linear_aligned"] is not None
 
 
+def test_cka_of_a_chain_hidden_layer(analyzed, tmp_path):
+    zoo = copy_zoo(analyzed[0], tmp_path / "zoo")
+    res = analyze_zoo(zoo, "cka", progress=False, cka_layer=0, **FAST)
+    z, sel, data = _last(zoo)
+    cfg = AnalyzeConfig(**FAST)
+    i, j = _pair_rows(sel)[0]
+    spec = sel.take([i]).network_spec
+    x = data.x_test.reshape(-1, *spec.input_shape)[:cfg.cka_batches * cfg.cka_batch_size]
+    acts = {}
+    for k in (i, j):  # the first hidden layer's neuron values, each network alone
+        hidden: list[torch.Tensor] = []
+        population_forward(spec, _one(sel, k), x, activations=hidden)
+        acts[k] = hidden[0]
+    expected = float(linear_cka(acts[i], acts[j])[0])
+    row = dict(zip(res.table.column("model_id").to_pylist(), res.table.column("cka_seed_layer0").to_pylist()))
+    assert row[sel.column("model_id")[i]] == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(WeightzooError, match="names a node of a graph; .* layer chain: give a hidden layer index"):
+        analyze_zoo(zoo, "cka", progress=False, force=True, cka_layer="layers.0")
+    with pytest.raises(WeightzooError, match="cka_layer must be"):
+        analyze_zoo(zoo, "cka", progress=False, force=True, cka_layer=-1)
+
+
 def test_values_do_not_depend_on_the_selection(analyzed, tmp_path, zoo_factory):
     zoo, _ = analyzed
     part = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "part")
@@ -265,8 +288,18 @@ def test_graph_zoo_with_batch_norm_gets_every_metric(tmp_path, zoo_factory):
     assert sub.layers[:3] == ["conv1: conv2d", "bn1: batchnorm", "layer1.0.conv1: conv2d"]
     assert sub.layers[-1] == "fc: linear" and len(sub.layers) == sum(
         1 for n in spec.nodes if any(p.trainable for p in spec.params if p.name.startswith(n.name + ".")))
-    with pytest.raises(WeightzooError, match="cka_layer reads a hidden layer of a layer chain"):
+    # CKA of a hidden representation: a node's output, flattened per example
+    node = "layer2.0.relu2"
+    res = analyze_zoo(zoo, "cka", progress=False, force=True, cka_layer=node, **FAST)
+    feats = graph_population_values(spec, params, data.x_test[:n].reshape(n, 1, 8, 8), [node])[node].flatten(2)
+    assert feats.shape == (2, n, 8 * 4 * 4)  # layer2: 8 channels of 4x4 maps (ResNet-8 at width 0.25, 8x8 input)
+    hidden = res.table.column("cka_seed_node_layer2_0_relu2").to_pylist()
+    assert hidden[0] == hidden[1] == pytest.approx(float(linear_cka(feats[:1], feats[1:])[0]), rel=1e-4)
+    assert hidden[0] != pytest.approx(cka[0], rel=1e-3)  # another representation than the logits
+    with pytest.raises(WeightzooError, match="is a layer index; .* is a resnet graph: give a node name, one of"):
         analyze_zoo(zoo, "cka", progress=False, force=True, cka_layer=0)
+    with pytest.raises(WeightzooError, match="'nope' is not a node of .*conv1, bn1"):
+        analyze_zoo(zoo, "cka", progress=False, force=True, cka_layer="nope")
 
 
 def test_transformer_zoo_gets_every_metric(tmp_path, zoo_factory):
