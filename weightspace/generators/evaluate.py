@@ -528,7 +528,12 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
                      f"self_{sim}": self_similarity.tolist()}
     ft = None
     if finetune:
-        ft = finetune_benefit(src, train_sel, spec, gen_params, data, float(train_quality.quantile(0.5)),
+        # The target is the median test accuracy as the builder measured it (batch norm with the
+        # running statistics training left), the measure fine-tuning reports; for networks
+        # without batch norm it equals the recomputed one.
+        stored = [v for v in train_sel.column("test_acc") if v is not None] if "test_acc" in train_sel.columns else []
+        target = float(np.median(stored)) if stored else float(train_quality.quantile(0.5))
+        ft = finetune_benefit(src, train_sel, spec, gen_params, data, target,
                               finetune_models, finetune_epochs, seed)
         bar.update(1)
     bar.close()
@@ -557,12 +562,16 @@ def finetune_benefit(src: Zoo, train_sel, spec: NetworkSpec, gen_params: Mapping
     (their learning rate, weight decay, data order, seed), once from their own random
     initialization and once from the first ``n_models`` generated networks, evaluating every
     epoch. A network that never reaches ``target`` counts as ``None`` (and is left out of the mean).
+    Training runs with the builder's default thread count
+    (:data:`zoo_builders.build.DEFAULT_THREADS`): convolutions and batch norm round differently
+    with more threads, so with it a random init retrains exactly what a default build trained.
 
     Returns:
         ``{"target_acc", "epochs", "models", "run_ids", "generated": {...}, "random": {...}}``
         with, per init, ``epochs_to_target`` (per network), ``mean_epochs``, ``reached``,
         ``acc_curve`` (mean test accuracy per epoch, epoch 0 first) and ``final_acc`` (per network).
     """
+    from zoo_builders.build import DEFAULT_THREADS, torch_threads
     from zoo_builders.spec import BuildSpec
     from zoo_builders.train import train_classifiers
 
@@ -598,7 +607,8 @@ def finetune_benefit(src: Zoo, train_sel, spec: NetworkSpec, gen_params: Mapping
     out: dict[str, Any] = {"target_acc": target, "epochs": epochs, "models": k,
                            "run_ids": [r.run_id for r in chosen]}
     for tag, start in (("generated", init), ("random", None)):
-        res = train_classifiers(spec, cfgs, data, init=start)
+        with torch_threads(DEFAULT_THREADS):
+            res = train_classifiers(spec, cfgs, data, init=start)
         curve = np.array([[m["test_acc"] for m in snap.metrics] for snap in res.snapshots])  # [E + 1, k]
         hit = [next((snap.checkpoint for snap, acc in zip(res.snapshots, curve[:, i]) if acc >= target), None)
                for i in range(k)]

@@ -82,6 +82,24 @@ def test_eval_gen_copies_and_permuted_copies_of_bn_networks(resnet_zoo, tmp_path
     torch.testing.assert_close(s.min_l2_aligned, torch.zeros(3, dtype=torch.float64), atol=1e-5, rtol=0)
 
 
+def test_finetune_target_is_the_accuracy_the_builder_measured(resnet_zoo, tmp_path):
+    # Fine-tuning reports accuracy with the running statistics training leaves; its target is the
+    # training networks' median of that same measure (their stored test_acc), not the accuracy
+    # with recomputed statistics that eval-gen compares networks by.
+    out = tmp_path / "copies"
+    generate_zoo(resnet_zoo, "noise", None, 4, out, hparams={"sigma": 0.0}, quiet=True)
+    res = evaluate_generated(out, resnet_zoo, out_dir=tmp_path / "ev", baselines=False, finetune=True,
+                             finetune_models=2)
+    rows = open_zoo(resnet_zoo).table.to_pylist()
+    stored = sorted(r["test_acc"] for r in rows)
+    ft = res.finetune
+    assert ft["target_acc"] == pytest.approx((stored[4] + stored[5]) / 2)  # the median of 10
+    assert ft["target_acc"] != pytest.approx(res.train["acc_median"], abs=1e-6)
+    by_run = {r["run_id"]: r["test_acc"] for r in rows}
+    for rid, acc in zip(ft["run_ids"], ft["random"]["final_acc"]):  # retrained exactly as built
+        assert acc == pytest.approx(by_run[rid], abs=1e-6)
+
+
 def test_l2_is_over_trained_parameters(resnet_zoo):
     spec = open_zoo(resnet_zoo).select().network_spec
     params = {p.name: torch.zeros(2, *p.shape) for p in spec.params}
