@@ -182,7 +182,8 @@ def _write_population(writer: ZooWriter, arch_id: str, task: TaskSpec, runs: lis
                    "checkpoint": snap.checkpoint,
                    "status": "diverged" if snap.diverged[i] else "ok",
                    "source_task": str(task), **run.hparams(), **snap.metrics[i],
-                   "population_size": len(runs), "wall_seconds": snap.seconds / len(runs)}
+                   "population_size": len(runs), "torch_threads": result.threads,
+                   "wall_seconds": snap.seconds / len(runs)}
             rows.append(row)
     # Rows of one run next to each other, as zoo build writes them.
     order = sorted(range(len(rows)), key=lambda j: (rows[j]["run_id"], rows[j]["checkpoint"]))

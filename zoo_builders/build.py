@@ -227,6 +227,7 @@ def _rows(pop: Population, result: PopulationResult, data: Dataset, image_labels
                 row["label"] = image_labels[i] if image_labels is not None else None
             row.update(snap.metrics[i])
             row["population_size"] = len(pop.runs)
+            row["torch_threads"] = result.threads
             # Wall-clock seconds of the population up to this checkpoint, shared by its members.
             row["wall_seconds"] = snap.seconds / len(pop.runs)
             rows.append(row)

@@ -63,6 +63,8 @@ class Snapshot:
 class PopulationResult:
     snapshots: list[Snapshot] = field(default_factory=list)
     seconds: float = 0.0
+    #: torch threads it trained with: convolutions and batch norm round differently with others.
+    threads: int = field(default_factory=torch.get_num_threads)
 
 
 ProgressFn = Callable[[int], None]
@@ -72,7 +74,7 @@ def _first_member(result: PopulationResult) -> PopulationResult:
     """Member 0 of a population's result, as a population of one."""
     return PopulationResult(
         [Snapshot(s.checkpoint, {k: v[:1] for k, v in s.weights.items()}, s.metrics[:1], s.diverged[:1], s.seconds)
-         for s in result.snapshots], result.seconds)
+         for s in result.snapshots], result.seconds, result.threads)
 
 
 # oneDNN's convolution backward and torch's batch norm take other code paths, with other rounding,

@@ -41,8 +41,9 @@ def test_issue_spec_builds_48_rows_in_format_v1(tiny_zoo):
     assert table.num_rows == 48
     for col in ("model_id", "run_id", "checkpoint", "arch_id", "status", "n_params", "weights_shard",
                 "weights_row", "sha256", "lr", "weight_decay", "seed", "activation", "train_loss",
-                "train_acc", "test_loss", "test_acc", "ggap", "wall_seconds"):
+                "train_acc", "test_loss", "test_acc", "ggap", "wall_seconds", "torch_threads"):
         assert col in table.column_names, col
+    assert set(table.column("torch_threads").to_pylist()) == {1}  # the builder's default: recorded
     assert str(table.schema.field("lr").type) == "double" and str(table.schema.field("seed").type) == "int64"
     assert sorted(set(table.column("checkpoint").to_pylist())) == [0, 3, 6]
     assert len(set(table.column("run_id").to_pylist())) == 16
@@ -426,3 +427,14 @@ def test_threads_are_set_for_the_build_and_restored(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli, ["build", _write(tmp_path, spec).as_posix(), "--out",
                                  str(tmp_path / "c"), "--threads", "0"])
     assert r.exit_code != 0 and "--threads" in r.output
+
+
+def test_rows_record_the_thread_count_they_trained_with(tmp_path):
+    from zoo_builders import build_zoo
+
+    spec = {"name": "threads", "dataset": {"name": "digits", "test_fraction": 0.25},
+            "architecture": {"name": "mlp", "hidden": [4]},
+            "training": {"epochs": 1, "batch_size": 256, "checkpoints": [1]}, "grid": {"seed": [0, 1]}}
+    build_zoo(spec, tmp_path / "two", threads=2, quiet=True)
+    assert set(pq.read_table(tmp_path / "two" / "models" / "part-00000.parquet").column("torch_threads")
+               .to_pylist()) == {2}
