@@ -110,8 +110,13 @@ class Metanetwork(nn.Module):
                 f"{problem}; this one was trained on {self.spec.arch_id} and cannot read "
                 f"{spec.arch_id}")
         if self.multi_arch == "any":
-            return self(self.to_graph(params, spec))
+            return self.forward_other_arch(params, spec)
         return self(params)
+
+    def forward_other_arch(self, params: Mapping[str, Tensor], spec: NetworkSpec) -> Tensor:
+        """``forward`` on networks of another architecture ``spec`` that the model reads
+        (``multi_arch == "any"``; checked by :meth:`forward_arch`): through their graphs."""
+        return self(self.to_graph(params, spec))
 
     def forward_weights(self, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Map each network to a new network of the same shape (equivariant output head).

@@ -354,15 +354,9 @@ class GMN(Metanetwork):
             return self._forward(params)
         return self._forward(self.to_graph(params), params)
 
-    def forward_arch(self, params: Mapping[str, Tensor], spec: NetworkSpec | None = None) -> Tensor:
-        """``forward`` on networks of architecture ``spec`` (any; with probe features, one with the
-        model's input shape). Shapes: ``{name: Tensor[B, *shape]}`` -> ``[B, out_dim]``."""
-        if self.probe is None or spec is None:
-            return super().forward_arch(params, spec)
-        problem = self.arch_problem([self.spec, spec], self.hparams)
-        if problem is not None:
-            raise WeightzooError(f"{problem}; this one was trained on {self.spec.arch_id} and cannot read "
-                                 f"{spec.arch_id}")
+    def forward_other_arch(self, params: Mapping[str, Tensor], spec: NetworkSpec) -> Tensor:
+        """Networks of another architecture: their parameter graphs, and their probe values
+        (``spec``'s neurons) when the model has probe features."""
         return self._forward(self.to_graph(params, spec), params, spec)
 
     def _forward(self, g: Batch, params: Mapping[str, Tensor] | None = None,

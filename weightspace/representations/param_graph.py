@@ -123,15 +123,6 @@ class _Builder:
         self.n_groups += 1
         return ids
 
-    def layer_of(self, node_id: Tensor) -> int:
-        """The neuron group of a neuron."""
-        start = 0
-        for g, t in enumerate(self.layer):
-            if node_id < start + t.numel():
-                return g
-            start += t.numel()
-        raise IndexError(int(node_id))  # pragma: no cover - ids come from neurons()
-
     def retype(self, ids: Tensor, ntype: str) -> None:
         """Give existing neurons another type (attention's query/key/value thirds)."""
         self.retyped.append((ids, NODE_TYPES.index(ntype)))
@@ -182,6 +173,7 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
     # or features last (linear layers, layer norm, attention, embeddings); an add or an
     # elementwise node keeps its input's.
     axis: dict[str, int] = {INPUT: 0}
+    gid: dict[str, int] = {INPUT: 0}  # the neuron group each value's neurons belong to
     token_ids: list[Tensor] = []
     for node in spec.nodes:
         kind, name = node.KIND, node.name
@@ -295,14 +287,15 @@ def param_graph_structure(spec: NetworkSpec) -> ParamGraphStructure:
                 group[name] = (ids, k)
             # flatten and patchify give vectors and token features: features last
             axis[name] = axis[node.inputs[0]] if kind not in ("flatten", "patchify") else -1
-            if kind in ("activation", "dropout") and ids.numel():
+            gid[name] = gid[node.inputs[0]]
+            g = gid[name]
+            if kind in ("activation", "dropout") and b.sources[g][:2] == (node.inputs[0], "out"):
                 # A neuron's value is taken after its activation (at the same positions: not
                 # after a pool), as a layer chain's neurons are.
-                g = int(b.layer_of(ids[0]))
-                if b.sources[g][0] == node.inputs[0] and b.sources[g][1] == "out":
-                    b.sources[g] = (name, "out", axis[name])
+                b.sources[g] = (name, "out", axis[name])
         if made:
             b.n_makers += 1
+            gid[name] = b.n_groups - 1  # the group it made last (an attention's output after its q/k/v)
     out_ids = group[spec.nodes[-1].name][0]
     kind_t = torch.cat(b.kind)
     kind_t[out_ids] = NODE_OUTPUT
