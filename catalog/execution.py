@@ -12,6 +12,7 @@ plain ``nn.Module`` rebuilt from a spec, with the spec's parameter names as ``st
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,34 @@ from catalog.nodes import BUFFER_ROLES, INPUT, Context
 
 if TYPE_CHECKING:
     from catalog.network import NetworkSpec
+
+
+# glibc's mallopt parameters (malloc.h) and the values population passes get.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Blocks below this come from the heap, not from fresh pages of their own (glibc's maximum).
+MMAP_THRESHOLD = 32 << 20
+#: Free memory at the top of the heap goes back to the system beyond this.
+TRIM_THRESHOLD = 256 << 20
+_memory_reused: bool | None = None
+
+
+def reuse_freed_memory() -> bool:
+    """Have the C allocator reuse freed blocks of up to 32 MiB instead of handing them back to
+    the system (glibc only; elsewhere nothing changes). Returns whether the setting applies.
+
+    A population step allocates and frees megabyte-sized activations. By default glibc serves
+    each from fresh pages, and the first write to each page is a page fault: a 64-member ViT
+    step at one thread took 12,600 faults and 108 ms, and 96 ms without them. The process keeps
+    up to :data:`TRIM_THRESHOLD` of freed memory for reuse. Process-wide and idempotent."""
+    global _memory_reused
+    if _memory_reused is None:
+        try:
+            mallopt = ctypes.CDLL(None).mallopt  # the C library the process runs on
+        except (OSError, AttributeError):  # not glibc
+            mallopt = None
+        _memory_reused = bool(mallopt and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                              and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return _memory_reused
 
 
 def graph_forward(spec: NetworkSpec, tensors: Mapping[str, Tensor], x: Tensor,

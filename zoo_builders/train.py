@@ -21,7 +21,7 @@ from torch import Tensor
 
 from catalog.coordinates import image_coordinates
 from catalog.errors import WeightzooError
-from catalog.execution import graph_population_forward
+from catalog.execution import graph_population_forward, reuse_freed_memory
 from catalog.network import NetworkSpec, population_forward
 from zoo_builders.datasets import Dataset
 from zoo_builders.init import init_params
@@ -177,6 +177,7 @@ def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
     if len(runs) == 1:
         copies = None if init is None else {k: v.expand(LONE_RUN_COPIES, *v.shape[1:]) for k, v in init.items()}
         return _first_member(train_classifiers(net, runs * LONE_RUN_COPIES, data, progress, copies))
+    reuse_freed_memory()
     t0 = time.perf_counter()
     tc = runs[0].training
     n_pop = len(runs)
@@ -283,6 +284,7 @@ def train_inrs(net: NetworkSpec, runs: list[RunConfig], images: Tensor,
     if len(runs) == 1:
         return _first_member(train_inrs(net, runs * LONE_RUN_COPIES, images.expand(LONE_RUN_COPIES, -1, -1),
                                         progress))
+    reuse_freed_memory()
     t0 = time.perf_counter()
     tc = runs[0].training
     n_pop, height, width = images.shape

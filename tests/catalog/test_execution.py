@@ -207,3 +207,94 @@ def test_patchify_and_embedding_by_hand() -> None:
     w = torch.arange(10.0).reshape(5, 2)
     out = build_module(spec, {"emb.weight": w})(torch.tensor([[4.0, 0.0, 2.0]]))
     assert out.tolist() == [[8, 9, 0, 1, 4, 5]]
+
+
+# (rows m, inner k, cols n) and which operands are transposed views: every branch of
+# _oriented_bmm (fewer columns than rows; square with two row-major operands; square with a
+# transposed one; more columns than rows).
+SMALL_BMM_CASES = [((5, 3, 2), (False, False)), ((4, 3, 4), (False, False)), ((4, 3, 4), (False, True)),
+                   ((4, 3, 4), (True, False)), ((2, 3, 5), (True, True))]
+
+
+def _operands(shape, transposed, dtype=torch.float32, seed=0):
+    m, k, n = shape
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(6, k, m, generator=g, dtype=dtype).transpose(1, 2) if transposed[0] else \
+        torch.randn(6, m, k, generator=g, dtype=dtype)
+    b = torch.randn(6, n, k, generator=g, dtype=dtype).transpose(1, 2) if transposed[1] else \
+        torch.randn(6, k, n, generator=g, dtype=dtype)
+    return a, b
+
+
+@pytest.mark.parametrize("shape,transposed", SMALL_BMM_CASES)
+def test_small_bmm_is_bmm_forward_and_backward(shape, transposed) -> None:
+    # The same products as torch.bmm (up to rounding), the forward values of the one-network
+    # form bit for bit, gradients to second order (gradgradcheck: the Hessian-vector products of
+    # weightspace.analysis differentiate its backward), forward mode (torch.func.hessian), and
+    # vmap over a further batch dim.
+    a, b = _operands(shape, transposed)
+    got = nd.small_bmm(a, b)
+    torch.testing.assert_close(got, torch.bmm(a, b))
+    assert torch.equal(got, nd._oriented_bmm(a, b))
+    a64, b64 = (t.detach().double().requires_grad_() for t in _operands(shape, transposed, torch.float64, 1))
+    assert torch.autograd.gradcheck(nd.small_bmm, (a64, b64))
+    assert torch.autograd.gradgradcheck(nd.small_bmm, (a64, b64))
+    assert torch.autograd.gradcheck(nd.small_bmm, (a64, b64), check_forward_ad=True, check_backward_ad=False)
+    stacked = torch.stack([a, 2 * a]), torch.stack([b, b + 1])
+    torch.testing.assert_close(torch.func.vmap(nd.small_bmm)(*stacked),
+                               torch.stack([torch.bmm(a, b), torch.bmm(2 * a, b + 1)]))
+
+
+def test_population_attention_equals_each_module_alone_and_trains_alike() -> None:
+    # A ViT-like block with 3 heads of 4 dims over 6 tokens, and a causal one: the population
+    # pass (small_bmm, its own backward) gives each member the module's output and gradients.
+    for causal in (False, True):
+        spec = NetworkSpec("t", (6, 12), nodes=(
+            nd.LayerNorm("ln", ("input",), 12), nd.Attention("attn", ("ln",), 12, 3, causal=causal),
+            nd.Add("res", ("attn", "input")), nd.GlobalPool("gp", ("res",), over="tokens"),
+            nd.Linear("fc", ("gp",), 12, 4)))
+        params = {k: v.requires_grad_() for k, v in init(spec, 3, seed=4).items()}
+        x = torch.randn(3, 5, 6, 12, generator=torch.Generator().manual_seed(5))
+        out, _ = graph_population_forward(spec, params, x)
+        out.square().sum().backward()
+        for i in range(3):
+            module = build_module(spec, {k: v[i].detach() for k, v in params.items()})
+            alone = module(x[i])
+            torch.testing.assert_close(out[i], alone)
+            alone.square().sum().backward()
+            for name, p in module.named_parameters():
+                torch.testing.assert_close(params[name].grad[i], p.grad, rtol=1e-4, atol=1e-5)
+
+
+_FAULTS = """
+import resource, sys, torch
+from catalog.execution import reuse_freed_memory
+reused = reuse_freed_memory() if sys.argv[1] == "reuse" else False
+def cycle():  # a pass: megabyte activations allocated and written, then all freed
+    kept = [torch.ones(mb << 18) for mb in (1, 2, 4, 3, 2, 4, 1, 3)]
+    del kept
+cycle()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    cycle()
+print(reused, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_reused_memory_spares_the_page_faults_of_each_pass() -> None:
+    # 10 passes of 20 MiB: 5,120 fresh pages if every pass gets new memory (glibc's default
+    # trims the freed heap each time); with reuse_freed_memory the passes reuse the same pages.
+    import subprocess
+    import sys
+
+    def faults(mode: str) -> tuple[bool, int]:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+        reused, n = out.stdout.split()
+        return reused == "True", int(n)
+
+    reused, with_reuse = faults("reuse")
+    if not reused:
+        pytest.skip("not glibc: the allocator setting does not apply")
+    _, default = faults("default")
+    assert default > 4000
+    assert with_reuse < default / 4
