@@ -41,9 +41,11 @@ def environment(threads: int, packages: tuple[str, ...] = ()) -> dict:
 
 
 def train_alone(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, epochs: int,
-                batch_size: int, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor) -> float:
-    """Train one classifier with cross-entropy in the data order drawn from ``gen``; its test
-    accuracy (eval mode).
+                batch_size: int, x_train: Tensor, y_train: Tensor, x_test: Tensor,
+                y_test: Tensor) -> dict[str, float]:
+    """Train one classifier with cross-entropy in the data order drawn from ``gen``; then, in
+    eval mode, what a zoo row records and the population trainer computes for every member:
+    mean loss and accuracy on the training and the test split.
 
     Shapes:
         ``x_*``: ``[N, *input_shape]``; ``y_*``: ``[N]``.
@@ -59,5 +61,10 @@ def train_alone(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generat
             loss.backward()
             opt.step()
     model.eval()
+    metrics = {}
     with torch.no_grad():
-        return float((model(x_test).argmax(1) == y_test).float().mean())
+        for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+            out = model(x)
+            metrics[f"{split}_loss"] = float(F.cross_entropy(out, y))
+            metrics[f"{split}_acc"] = float((out.argmax(1) == y).float().mean())
+    return metrics
