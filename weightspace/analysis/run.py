@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
-from catalog.execution import graph_population_values
+from catalog.execution import graph_population_values, reuse_freed_memory
 from catalog.network import NetworkSpec, population_forward
 from catalog.selection import Selection
 from catalog.sidecar import read_sidecar_file, sidecar_path, write_sidecar
@@ -658,6 +658,7 @@ def analyze_zoo(
     names = parse_metrics(metrics)
     cfg = AnalyzeConfig.with_overrides(config, options)
     checkpoint = _parse_checkpoint(checkpoint)
+    reuse_freed_memory()  # population passes over whole splits (83 -> 72 s: 16 ViTs, hessian + averaging)
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
     if not z.root.is_dir():
         raise WeightzooError(f"analyze needs a local zoo directory; pull {z.name!r} first (zoo pull)")
