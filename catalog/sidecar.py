@@ -51,12 +51,38 @@ def sidecar_path(group: str, name: str) -> str:
     return SIDECAR_TEMPLATE.format(group=group, name=name)
 
 
+#: The command that writes each group's tables.
+SIDECAR_WRITERS = {"analysis": "zoo analyze", "embeddings": "zoo embed"}
+
+
+def missing_sidecar_fix(root: str | os.PathLike, rel: str) -> str:
+    """What to do about the listed sidecar table ``rel`` whose file is gone: it is derived
+    data, so drop its entry and compute it again (every reader of the zoo joins it, so nothing
+    else runs while it is listed)."""
+    group = rel.partition("/")[0]
+    return (f"`zoo drop {root} {rel.removesuffix('.parquet')}` removes its entry, then "
+            f"`{SIDECAR_WRITERS.get(group, 'the command that wrote it')}` computes it again "
+            f"(or pull the zoo again)")
+
+
+def existing_sidecar_paths(root: str | os.PathLike, manifest: Manifest) -> list[Path]:
+    """The files of the zoo's listed sidecar tables, each checked to lie in the zoo and exist."""
+    out = []
+    for entry in manifest.sidecar_files():
+        path = safe_join(Path(root), entry.path, "sidecar table")
+        if not path.is_file():
+            raise ZooFormatError(f"sidecar table {entry.path} is listed in the manifest but missing from "
+                                 f"{root}; {missing_sidecar_fix(root, entry.path)}")
+        out.append(path)
+    return out
+
+
 def read_sidecar_file(root: str | os.PathLike, entry: FileEntry) -> pa.Table:
     """The table of one listed sidecar file (checked: a unique string ``model_id`` key)."""
     path = safe_join(Path(root), entry.path, "sidecar table")
     if not path.is_file():
-        raise ZooFormatError(f"sidecar table {entry.path} is listed in the manifest but missing from "
-                             f"{root}; re-pull the zoo, or re-run the command that wrote it")
+        raise ZooFormatError(f"sidecar table {entry.path} is listed in the manifest but missing from {root}; "
+                             f"{missing_sidecar_fix(root, entry.path)}")
     table = pq.read_table(path)
     check_sidecar_table(table, entry.path)
     return table

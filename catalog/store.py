@@ -24,8 +24,8 @@ import duckdb
 
 from catalog.errors import QueryError, WeightzooError, ZooNotFoundError
 from catalog.format import MANIFEST_NAME, read_manifest, sha256_file
-from catalog.paths import safe_join
 from catalog.query import TABLE, ZOO_COLUMN, QueryEngine, lock_down, parts_select, sql_string
+from catalog.sidecar import existing_sidecar_paths
 
 #: Environment variable naming the catalog file itself.
 ENV_CATALOG = "WEIGHTZOO_CATALOG"
@@ -129,7 +129,7 @@ class LocalCatalog:
         table = _table_name(name)
         con.execute("BEGIN TRANSACTION")
         try:
-            sidecars = [str(safe_join(root, f.path, "sidecar table")) for f in manifest.sidecar_files()]
+            sidecars = [str(p) for p in existing_sidecar_paths(root, manifest)]
             con.execute(f"CREATE OR REPLACE TABLE {table} AS "
                         f"{parts_select([str(p) for p in parts], sidecar_paths=sidecars)}")
             rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]

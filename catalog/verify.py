@@ -49,7 +49,7 @@ from catalog.format import (
 from catalog.loading import SAFETENSORS_DTYPES, stacked_sha256
 from catalog.network import NetworkSpec
 from catalog.paths import safe_join
-from catalog.sidecar import read_sidecar_file
+from catalog.sidecar import missing_sidecar_fix, read_sidecar_file
 
 #: Top-level entries of a zoo directory that verification ignores (caches and the card).
 IGNORED = ("stats", CARD_NAME, MANIFEST_NAME, ".cache", ".git", ".gitattributes")
@@ -59,6 +59,9 @@ VERIFY_CHUNK_ROWS = 4096
 #: What to do about problems, for a zoo whose origin is unknown.
 REPAIR_HINT = ("run the same `zoo build` again to retrain and rewrite missing or corrupt files "
                "(built zoos), or `zoo pull` it again (pulled zoos)")
+
+#: What to do when only sidecar tables (derived data) have problems.
+SIDECAR_REPAIR_HINT = "drop each table named above with `zoo drop` and compute it again, as its line says"
 
 
 def repair_hint(manifest: Manifest) -> str:
@@ -135,6 +138,9 @@ def verify_zoo(root: str | os.PathLike, check_weights: bool = True,
             report.warnings.append(Problem(shard, f"{unused} of {n} rows are used by no metadata row"))
     if check_weights:
         _check_weights(root, manifest, report, present, shard_rows, progress)
+    sidecars = {f.path for f in manifest.sidecar_files()}
+    if report.problems and all(p.path in sidecars for p in report.problems):
+        report.repair_hint = SIDECAR_REPAIR_HINT  # derived tables: no rebuild or pull needed
     return report
 
 
@@ -155,7 +161,8 @@ def _check_files(root: Path, manifest: Manifest, report: VerifyReport) -> set[st
             report.problems.append(Problem(entry.path, str(e)))
             continue
         if not p.is_file():
-            report.problems.append(Problem(entry.path, "missing (listed in the manifest); re-pull or rebuild the zoo"))
+            fix = missing_sidecar_fix(root, entry.path) if entry.kind == "sidecar" else "re-pull or rebuild the zoo"
+            report.problems.append(Problem(entry.path, f"missing (listed in the manifest); {fix}"))
             continue
         present.add(entry.path)
         size = p.stat().st_size

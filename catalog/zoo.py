@@ -22,8 +22,7 @@ from catalog.format import Manifest, read_manifest
 from catalog.loading import ShardFile, check_rows, open_shard, read_shard_rows
 from catalog.network import NetworkSpec, SpecNetwork, build_module
 from catalog.openers import open_url, url_scheme
-from catalog.paths import safe_join
-from catalog.sidecar import join_sidecars, read_sidecar_file
+from catalog.sidecar import existing_sidecar_paths, join_sidecars, read_sidecar_file
 
 if TYPE_CHECKING:
     from catalog.query import QueryEngine
@@ -77,8 +76,12 @@ class Zoo:
 
     @property
     def sidecar_paths(self) -> list[Path]:
-        """The zoo's sidecar tables (analysis metrics, embeddings; see :mod:`catalog.sidecar`)."""
-        return [safe_join(self.root, f.path, "sidecar table") for f in self.manifest.sidecar_files()]
+        """The zoo's sidecar tables (analysis metrics, embeddings; see :mod:`catalog.sidecar`).
+
+        Raises:
+            ZooFormatError: a listed table's file is missing (the message says how to recompute it).
+        """
+        return existing_sidecar_paths(self.root, self.manifest)
 
     @cached_property
     def table(self) -> pa.Table:

@@ -143,6 +143,34 @@ def test_verify_flags_tampered_and_inconsistent_sidecars(zoo_copy: Path) -> None
         open_zoo(zoo_copy)
 
 
+def test_a_deleted_table_file_gets_one_fix_everywhere_and_drop_recovers(zoo_copy: Path) -> None:
+    # A sidecar file deleted by hand: every reader (table, SQL, the persistent index) and verify
+    # say which table and that `zoo drop` then the command that wrote it recompute it; a rebuild
+    # or pull is not needed. After the drop the zoo reads and verifies as before.
+    from catalog.store import LocalCatalog
+    from catalog.verify import REPAIR_HINT, SIDECAR_REPAIR_HINT
+
+    write_sidecar(zoo_copy, "analysis", "hessian", pa.table({"model_id": _ids(zoo_copy, 2), "h": [1.0, 2.0]}))
+    (zoo_copy / "analysis" / "hessian.parquet").unlink()
+    fix = f"`zoo drop {zoo_copy} analysis/hessian` removes its entry, then `zoo analyze` computes it again"
+    with pytest.raises(ZooFormatError, match="analysis/hessian.parquet is listed in the manifest but missing") as e:
+        open_zoo(zoo_copy).sql("SELECT model_id FROM models")
+    assert fix in str(e.value)
+    with pytest.raises(ZooFormatError, match="listed in the manifest but missing") as e:
+        _ = open_zoo(zoo_copy).table
+    assert fix in str(e.value)
+    with pytest.raises(WeightzooError, match="zoo drop"):
+        LocalCatalog(zoo_copy.parent / "index.duckdb").add(zoo_copy)
+    report = verify_zoo(zoo_copy)
+    assert [p.path for p in report.problems] == ["analysis/hessian.parquet"]
+    assert fix in report.problems[0].message and report.repair_hint == SIDECAR_REPAIR_HINT
+    delete_sidecar(zoo_copy, "analysis/hessian")
+    assert verify_zoo(zoo_copy).ok
+    assert len(open_zoo(zoo_copy).sql("SELECT model_id FROM models")) == len(_ids(zoo_copy))
+    (zoo_copy / "models" / "part-00000.parquet").unlink()  # a part is not derived: rebuild or pull
+    assert verify_zoo(zoo_copy).repair_hint == REPAIR_HINT
+
+
 def test_join_by_hand() -> None:
     models = pa.table({"model_id": ["a", "b", "c"], "acc": [0.1, 0.2, 0.3]})
     side = pa.table({"model_id": ["c", "a"], "h": [3.0, 1.0]})
