@@ -307,11 +307,20 @@ def find_damaged(root: Path, manifest: Manifest) -> list[Repair]:
 
 def read_run_ids(root: Path, parts: Sequence[FileEntry]) -> set[str]:
     """The run_ids of the rows in ``parts``."""
-    done: set[str] = set()
+    return read_distinct(root, parts, "run_id")
+
+
+def read_distinct(root: Path, parts: Sequence[FileEntry], column: str) -> set:
+    """The distinct values of ``column`` in the rows of ``parts`` (a part without the column,
+    e.g. one written before it existed, adds ``None``)."""
+    out: set = set()
     for f in parts:
-        table = pq.read_table(root / f.path, columns=["run_id"])
-        done.update(table.column("run_id").to_pylist())
-    return done
+        path = root / f.path
+        if column in pq.read_schema(path).names:
+            out.update(pq.read_table(path, columns=[column]).column(column).to_pylist())
+        else:
+            out.add(None)
+    return out
 
 
 def _template_regex(template: str) -> re.Pattern:

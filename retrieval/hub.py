@@ -48,7 +48,7 @@ from retrieval.ranker import RankerConfig, TrainedRanker, TrainingTask, fit_rank
 from retrieval.tasks import TaskSpec, load_task
 from retrieval.transfer import DEFAULT_RIDGE, linear_probe_accuracy
 from retrieval.zoo_search import ZooScores, candidates, ranker_inputs
-from zoo_builders.build import DEFAULT_THREADS, plan_build, row_schema, torch_threads
+from zoo_builders.build import DEFAULT_THREADS, THREADS_COLUMN, plan_build, row_schema, torch_threads
 from zoo_builders.datasets import Dataset
 from zoo_builders.spec import BuildSpec, RunConfig
 from zoo_builders.train import train_classifiers
@@ -182,7 +182,7 @@ def _write_population(writer: ZooWriter, arch_id: str, task: TaskSpec, runs: lis
                    "checkpoint": snap.checkpoint,
                    "status": "diverged" if snap.diverged[i] else "ok",
                    "source_task": str(task), **run.hparams(), **snap.metrics[i],
-                   "population_size": len(runs), "torch_threads": result.threads,
+                   "population_size": len(runs), THREADS_COLUMN: result.threads,
                    "wall_seconds": snap.seconds / len(runs)}
             rows.append(row)
     # Rows of one run next to each other, as zoo build writes them.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
-from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_run_ids
+from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_distinct, read_run_ids
 from zoo_builders.datasets import Dataset, load_dataset
 from zoo_builders.executors import Executor, make_executor
 from zoo_builders.spec import BuildSpec, RunConfig
@@ -42,6 +43,8 @@ MEMORY_SHARE = 0.25
 #: preset took 15.5 s with 1 thread and 118 s with torch's default 2, same sha256s (see also
 #: benchmarks/bench_build.py, which times both).
 DEFAULT_THREADS = 1
+#: The row column recording the torch thread count a run trained with.
+THREADS_COLUMN = "torch_threads"
 #: Share of the available memory that the populations training at once on a local pool may
 #: plan to use together (each plans at most MEMORY_SHARE, so two of the largest fit).
 INFLIGHT_MEMORY_SHARE = 0.5
@@ -81,6 +84,10 @@ class BuildPlan:
         dataset_info: facts about the dataset.
         repaired: damaged files dropped from the zoo (for a dry run: that would be dropped);
             their runs are among those to train.
+        threads: the torch thread count this build trains with.
+        other_threads: the counts the zoo's rows trained with other than ``threads`` (``None``
+            for rows written before rows recorded it): CNNs and ResNets round differently with
+            another count, so a zoo resumed with one is no longer reproducible at a single count.
     """
 
     spec: BuildSpec
@@ -89,6 +96,8 @@ class BuildPlan:
     skipped_runs: int = 0
     dataset_info: dict = field(default_factory=dict)
     repaired: list[Repair] = field(default_factory=list)
+    threads: int = DEFAULT_THREADS
+    other_threads: list[int | None] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -101,6 +110,8 @@ class BuildPlan:
                  + (f" ({self.skipped_runs} already built)" if self.skipped_runs else ""),
                  f"populations to train: {len(self.populations)}; rows to write: {self.rows}"]
         lines += [f"damaged, to drop and rebuild: {r.path} ({r.reason})" for r in self.repaired]
+        if self.populations and self.other_threads:
+            lines.append(f"note: {self.threads_note()}")
         varying = varying_axes(self.runs)
         for i, p in enumerate(self.populations):
             lines.append(f"  [{i}] {len(p.runs):5d} runs  {p.net.n_params:7d} params  {p.key}")
@@ -109,6 +120,16 @@ class BuildPlan:
                 axes = " ".join(f"{k}={_format_values([v[k] for v in values])}" for k in varying)
                 lines.append(f"      {axes}")
         return "\n".join(lines)
+
+
+    def threads_note(self) -> str:
+        """What resuming with another thread count than the zoo's rows used means."""
+        counts = ", ".join("unrecorded" if t is None else str(t) for t in self.other_threads)
+        same = next((t for t in self.other_threads if t is not None), None)
+        return (f"the zoo's rows trained with torch threads {counts}; this build trains with {self.threads}. "
+                f"Convolutions and batch norm round differently with another count, so its runs would "
+                f"differ in the last bits from the same runs at that count"
+                + (f"; pass --threads {same} to keep one count" if same is not None else ""))
 
 
 def _axis_values(run: RunConfig, keys: list[str]) -> dict:
@@ -227,7 +248,7 @@ def _rows(pop: Population, result: PopulationResult, data: Dataset, image_labels
                 row["label"] = image_labels[i] if image_labels is not None else None
             row.update(snap.metrics[i])
             row["population_size"] = len(pop.runs)
-            row["torch_threads"] = result.threads
+            row[THREADS_COLUMN] = result.threads
             # Wall-clock seconds of the population up to this checkpoint, shared by its members.
             row["wall_seconds"] = snap.seconds / len(pop.runs)
             rows.append(row)
@@ -314,15 +335,16 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
         data_shape = data.input_shape
     out = Path(out)
 
-    def plan_for(done: set[str], repaired: list[Repair]) -> BuildPlan:
+    def plan_for(done: set[str], repaired: list[Repair], recorded_threads: set) -> BuildPlan:
         plan = plan_build(spec, data_shape, data.n_classes, int(data.x_train.shape[0]), done, max_population)
         plan.dataset_info = data.describe()
         plan.repaired = repaired
+        plan.threads = threads
+        plan.other_threads = sorted(recorded_threads - {threads}, key=lambda t: (t is None, t or 0))
         return plan
 
     if dry_run:
-        done, repaired = _resume_state(out, spec)
-        return plan_for(done, repaired)
+        return plan_for(*_resume_state(out, spec))
     if isinstance(executor, Executor):
         pool: Executor | None = executor
     else:  # checked (and Ray imported) before the zoo is locked or anything is trained
@@ -330,7 +352,10 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
     with torch_threads(threads), ZooWriter(out, spec.name, spec.to_dict(),
                                            datasets={data.name: data.describe()}) as writer:
         repaired = writer.repair()
-        plan = plan_for(writer.done_run_ids(), repaired)
+        parts = writer.manifest.part_files()
+        plan = plan_for(read_run_ids(out, parts), repaired, read_distinct(out, parts, THREADS_COLUMN))
+        if plan.populations and plan.other_threads:
+            warnings.warn(plan.threads_note(), stacklevel=2)
         if pool is None:
             _train(plan, data, writer, quiet)
         else:
@@ -340,15 +365,17 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
     return plan
 
 
-def _resume_state(out: Path, spec: BuildSpec) -> tuple[set[str], list[Repair]]:
+def _resume_state(out: Path, spec: BuildSpec) -> tuple[set[str], list[Repair], set]:
     """What a build at ``out`` would keep, read without the lock and without changing anything:
-    the runs already built, and the damaged files it would drop."""
+    the runs already built, the damaged files it would drop, and the thread counts the kept
+    rows trained with."""
     manifest = existing_manifest(out, spec.name, spec.to_dict())  # refuses what a build refuses
     if manifest is None:
-        return set(), []
+        return set(), [], set()
     repaired = find_damaged(out, manifest)
     dropped = {r.path for r in repaired}
-    return read_run_ids(out, [f for f in manifest.part_files() if f.path not in dropped]), repaired
+    kept = [f for f in manifest.part_files() if f.path not in dropped]
+    return read_run_ids(out, kept), repaired, read_distinct(out, kept, THREADS_COLUMN)
 
 
 def _train(plan: BuildPlan, data: Dataset, writer: ZooWriter, quiet: bool) -> None:

@@ -2,16 +2,23 @@
 
 Each concern registers its commands from its own module (``build_cmds``, ``query_cmds``,
 ``hub_cmds``, ``train_cmds``). Any :class:`catalog.WeightzooError` raised by a command is printed
-as one ``error:`` line, without a traceback, and the process exits with status 1.
+as one ``error:`` line, without a traceback, and the process exits with status 1; warnings are
+one ``warning:`` line each.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
 from catalog.errors import WeightzooError
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``warning:`` line on stderr, without the source location."""
+    click.echo(f"warning: {message}", err=True)
 
 
 class ZooGroup(click.Group):
@@ -19,7 +26,9 @@ class ZooGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except WeightzooError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)

@@ -438,3 +438,42 @@ def test_rows_record_the_thread_count_they_trained_with(tmp_path):
     build_zoo(spec, tmp_path / "two", threads=2, quiet=True)
     assert set(pq.read_table(tmp_path / "two" / "models" / "part-00000.parquet").column("torch_threads")
                .to_pylist()) == {2}
+
+
+def test_resuming_with_another_thread_count_warns_and_names_the_one_to_use(tmp_path, monkeypatch):
+    # Interrupted after the first of two populations, built with --threads 2: resuming with the
+    # default count warns (Python warning; dry run and CLI say it too) and names --threads 2;
+    # resuming with 2 or with nothing left to train is silent.
+    import warnings
+
+    import zoo_builders.build as build_mod
+    from zoo_builders import build_zoo
+
+    spec = {"name": "threads", "dataset": {"name": "digits", "test_fraction": 0.25},
+            "architecture": {"name": "mlp", "hidden": [4]},
+            "training": {"epochs": 1, "batch_size": 256, "checkpoints": [1]}, "grid": {"seed": [0, 1, 2, 3]}}
+    commit = build_mod.commit_population
+
+    def commit_then_stop(*args, **kwargs):
+        commit(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    for out in ("a", "b", "c"):
+        monkeypatch.setattr(build_mod, "commit_population", commit_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            build_zoo(spec, tmp_path / out, threads=2, max_population=2, quiet=True)
+    monkeypatch.setattr(build_mod, "commit_population", commit)
+    plan = build_zoo(spec, tmp_path / "a", max_population=2, dry_run=True)
+    assert plan.other_threads == [2] and "pass --threads 2 to keep one count" in plan.describe()
+    with pytest.warns(UserWarning, match="rows trained with torch threads 2; this build trains with 1"):
+        build_zoo(spec, tmp_path / "a", max_population=2, quiet=True)
+    assert set(open_zoo(tmp_path / "a").table.column("torch_threads").to_pylist()) == {1, 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_zoo(spec, tmp_path / "a", max_population=2, quiet=True)  # complete: nothing to train
+        build_zoo(spec, tmp_path / "b", threads=2, max_population=2, quiet=True)
+    r = CliRunner().invoke(cli, ["build", _write(tmp_path, spec).as_posix(), "--out", str(tmp_path / "c"),
+                                 "--max-population", "2", "--quiet"])
+    assert r.exit_code == 0
+    assert "warning: the zoo's rows trained with torch threads 2; this build trains with 1" in r.output
+    assert "Warning" not in r.output  # one line, no source location
