@@ -799,7 +799,7 @@ class Attention(Node):
         x = xs[0]
         n_pop, b, t, e = x.shape
         # q, k and v by three products (not one, then split): the backward of splitting a
-        # [P*B, T, 3E] tensor was a quarter of a ViT population's step.
+        # [P*B, T, 3, H, d] tensor into heads was a quarter of a ViT population's step.
         w, bias = p["in_proj_weight"].chunk(3, 1), p.get("in_proj_bias")
         bias = (None,) * 3 if bias is None else bias.chunk(3, 1)
         q, k, v = (_member_linear(x, wi, bi).view(n_pop * b, t, e) for wi, bi in zip(w, bias))

@@ -157,6 +157,14 @@ def kde_factor(rule: str | float, n: int, dim: int) -> float:
     raise WeightzooError(f"bandwidth must be 'scott', 'silverman' or a number, got {rule!r}")
 
 
+#: (epochs, lr) for layer chains (MLP, CNN, SIREN): tuned on digits-mlp and the CNN zoo.
+CHAIN_TRAINING = (60, 3e-3)
+#: (epochs, lr) for graph architectures (ResNet, VGG, ViT, ...), whose many small nodes give many
+#: tokens per network: on 64 ResNet-8s with batch norm the chain values gave samples of 74.2%
+#: mean accuracy and these 92.7%; on 64 digit ViTs 87.5% and 89.3%.
+GRAPH_TRAINING = (200, 1e-2)
+
+
 @register_generator("hyperrep")
 class HyperRepGenerator(Generator):
     """Hyper-representation autoencoder over neuron tokens + KDE sampling of the best models.
@@ -164,9 +172,11 @@ class HyperRepGenerator(Generator):
     Args:
         spec: any architecture: a layer chain (MLP, CNN, SIREN) or a graph (ResNet with batch
             norm, VGG, ViT, ...); see :class:`~weightspace.generators._tokens.NeuronTokenizer`.
-        epochs: training epochs over the training networks (default ``60``).
+        epochs: training epochs over the training networks (default: by architecture,
+            :data:`CHAIN_TRAINING` or :data:`GRAPH_TRAINING`).
         batch_size: networks per step (default ``16``).
-        lr: peak AdamW learning rate of a one-cycle schedule (default ``3e-3``).
+        lr: peak AdamW learning rate of a one-cycle schedule (default: by architecture, as
+            ``epochs``).
         weight_decay: AdamW weight decay (default ``1e-4``).
         d_model: transformer width (default ``64``).
         d_latent: latent size per neuron token (default ``64``: trained networks' weights are mostly
@@ -189,11 +199,19 @@ class HyperRepGenerator(Generator):
         ``fit({name: [N, *shape]}, N rows)``; ``sample(n) -> {name: [n, *shape]}``.
     """
 
-    def __init__(self, spec: NetworkSpec, epochs: int = 60, batch_size: int = 16, lr: float = 3e-3,
+    def __init__(self, spec: NetworkSpec, epochs: int | None = None, batch_size: int = 16, lr: float | None = None,
                  weight_decay: float = 1e-4, d_model: int = 64, d_latent: int = 64, depth: int = 1,
                  heads: int = 4, contrastive_weight: float = 0.1, temperature: float = 0.1,
                  input_noise: float = 0.0, select_column: str = "test_acc", q: float = 0.3,
                  higher_is_better: bool = True, bandwidth: str | float = "0.1") -> None:
+        default_epochs, default_lr = CHAIN_TRAINING if spec.is_chain else GRAPH_TRAINING
+        epochs = default_epochs if epochs is None else epochs
+        lr = default_lr if lr is None else lr
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or isinstance(lr, bool) \
+                or not isinstance(lr, (int, float)) or lr <= 0:
+            raise WeightzooError(f"hyperrep needs an integer epochs and a positive lr, got epochs={epochs!r}, "
+                                 f"lr={lr!r}")
+        # The resolved values are the ones recorded (rows, saved generators), so a run repeats.
         super().__init__(spec, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          d_model=d_model, d_latent=d_latent, depth=depth, heads=heads,
                          contrastive_weight=contrastive_weight, temperature=temperature,

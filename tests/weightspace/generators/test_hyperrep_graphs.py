@@ -208,3 +208,23 @@ def test_hyperrep_on_a_resnet_bn_zoo(zoo_factory, tmp_path):
     reloaded = open_zoo(tmp_path / "again").select().stacked()
     for k in spec.param_names:
         assert torch.equal(reloaded[k], stored[k]), k
+
+
+def test_training_defaults_follow_the_architecture_and_are_recorded():
+    # Chains keep the values tuned on them; graphs train longer (hyperrep.GRAPH_TRAINING). The
+    # resolved values are the recorded hparams, and explicit values (Python or --hparam text) win.
+    from weightspace.generators import parse_hparams
+    from weightspace.generators.hyperrep import CHAIN_TRAINING, GRAPH_TRAINING
+    from zoo_builders.graph_architectures import ResNetConfig
+
+    chain = mlp_spec(hidden=5)
+    graph = ResNetConfig(depth=8, width_multiplier=0.25).network_spec((1, 8, 8), 10)
+    assert CHAIN_TRAINING == (60, 3e-3) and GRAPH_TRAINING == (200, 1e-2)
+    for spec, (epochs, lr) in ((chain, CHAIN_TRAINING), (graph, GRAPH_TRAINING)):
+        h = build_generator("hyperrep", spec).hparams
+        assert (h["epochs"], h["lr"]) == (epochs, lr)
+    h = build_generator("hyperrep", graph, **parse_hparams("hyperrep", ["epochs=7", "lr=0.5"])).hparams
+    assert (h["epochs"], h["lr"]) == (7, 0.5)
+    for bad in ({"epochs": 2.5}, {"lr": 0}, {"lr": "fast"}):
+        with pytest.raises(WeightzooError, match="integer epochs and a positive lr"):
+            build_generator("hyperrep", graph, **bad)
