@@ -209,9 +209,8 @@ def test_patchify_and_embedding_by_hand() -> None:
     assert out.tolist() == [[8, 9, 0, 1, 4, 5]]
 
 
-# (rows m, inner k, cols n) and which operands are transposed views: every branch of
-# _oriented_bmm (fewer columns than rows; square with two row-major operands; square with a
-# transposed one; more columns than rows).
+# (rows m, inner k, cols n) and which operands are transposed views: both ways of _oriented_bmm
+# (fewer columns than rows: computed transposed; else as given), with either operand layout.
 SMALL_BMM_CASES = [((5, 3, 2), (False, False)), ((4, 3, 4), (False, False)), ((4, 3, 4), (False, True)),
                    ((4, 3, 4), (True, False)), ((2, 3, 5), (True, True))]
 
