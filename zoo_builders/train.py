@@ -21,7 +21,7 @@ from torch import Tensor
 
 from catalog.coordinates import image_coordinates
 from catalog.errors import WeightzooError
-from catalog.execution import graph_population_forward, reuse_freed_memory
+from catalog.execution import EVAL_MEMBER_EXAMPLES, graph_population_forward, reuse_freed_memory
 from catalog.network import NetworkSpec, population_forward
 from zoo_builders.datasets import Dataset
 from zoo_builders.init import init_params
@@ -30,10 +30,6 @@ from zoo_builders.spec import RunConfig
 
 #: Examples per chunk (at most) when evaluating a population on a whole split.
 EVAL_CHUNK = 512
-#: Members x examples per evaluation chunk: a population of 64 evaluates 64 examples at a time.
-#: Larger chunks leave the cache: a ViT population of 64 evaluated 2.9x slower in chunks of 512
-#: (per-example results do not depend on the chunk).
-EVAL_MEMBER_EXAMPLES = 4096
 
 
 def member_generator(run: RunConfig, purpose: str) -> torch.Generator:

@@ -136,3 +136,31 @@ def test_batch_norm_line_recomputes_statistics_at_every_point():
     fixed = {**a, **recompute_batch_norm(spec, a, x)}
     assert float(same.loss[0, 0]) == pytest.approx(float(population_loss_accuracy(spec, fixed, x, y)[0][0]), rel=1e-6)
     assert float(same.loss[0, 0]) != pytest.approx(float(population_loss_accuracy(spec, a, x, y)[0][0]), rel=1e-3)
+
+
+def test_evaluation_passes_shrink_with_the_population_and_values_do_not_change(monkeypatch):
+    # 300 networks (e.g. the points of 27 paths): passes of max(16, 4096 // 300) = 16 examples,
+    # not 1,024, so the activations held stay bounded; 3 networks keep 1,024-example passes. Each
+    # network's loss and accuracy equal its own evaluation alone.
+    import weightspace.analysis.evaluation as ev
+    from weightspace.analysis import population_loss_accuracy
+
+    spec = mlp_spec((64, 16, 10), "relu")
+    params = random_params(spec, 300, seed=3)
+    _, _, x, y = digits()
+    x = x.reshape(x.shape[0], -1)  # 360 test digits
+    sizes: list[int] = []
+    forward = ev.population_forward
+    monkeypatch.setattr(ev, "population_forward", lambda s, p, xb: sizes.append(xb.shape[0]) or forward(s, p, xb))
+    loss, acc = population_loss_accuracy(spec, params, x, y)
+    assert max(sizes) == 16 and len(sizes) == -(-x.shape[0] // 16)
+    sizes.clear()
+    few = {k: v[:3] for k, v in params.items()}
+    few_loss, few_acc = population_loss_accuracy(spec, few, x, y)
+    assert sizes == [x.shape[0]]  # one pass: fewer than 1,024 examples
+    torch.testing.assert_close(few_loss, loss[:3])
+    assert torch.equal(few_acc, acc[:3])
+    for i in (0, 150, 299):
+        one_loss, one_acc = population_loss_accuracy(spec, {k: v[i:i + 1] for k, v in params.items()}, x, y)
+        torch.testing.assert_close(one_loss[0], loss[i])
+        assert one_acc[0] == acc[i]
