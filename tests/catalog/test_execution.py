@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from catalog import nodes as nd
@@ -242,6 +243,31 @@ def test_small_bmm_is_bmm_forward_and_backward(shape, transposed) -> None:
     stacked = torch.stack([a, 2 * a]), torch.stack([b, b + 1])
     torch.testing.assert_close(torch.func.vmap(nd.small_bmm)(*stacked),
                                torch.stack([torch.bmm(a, b), torch.bmm(2 * a, b + 1)]))
+
+
+def test_normalize_is_layer_norm_to_second_order_and_under_torch_func() -> None:
+    # normalize (the population's layer norm) against F.layer_norm without affine: values,
+    # gradients to second order (its backward is ATen's, differentiated by the Hessian-vector
+    # products), the hand-written forward-mode rule, vmap, and a Hessian through it.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    for eps in (1e-5, 0.5):  # a large eps makes a wrong eps in any rule visible
+        def norm(z, eps=eps):
+            return nd.normalize(z, eps)
+
+        def ref(z, eps=eps):
+            return F.layer_norm(z, z.shape[-1:], eps=eps)
+
+        torch.testing.assert_close(norm(x), ref(x))
+        assert torch.autograd.gradcheck(norm, (x,))
+        assert torch.autograd.gradgradcheck(norm, (x,))
+        assert torch.autograd.gradcheck(norm, (x,), check_forward_ad=True, check_backward_ad=False)
+        torch.testing.assert_close(torch.func.vmap(norm)(x.detach()), ref(x.detach()))
+        row = x.detach()[0, 0]
+        torch.testing.assert_close(torch.func.hessian(lambda z: norm(z).pow(3).sum())(row),
+                                   torch.func.hessian(lambda z: ref(z).pow(3).sum())(row))
+    x32 = torch.randn(64, 16, generator=g)
+    torch.testing.assert_close(nd.normalize(x32, 1e-5), F.layer_norm(x32, (16,)))
 
 
 def test_population_attention_equals_each_module_alone_and_trains_alike() -> None:
