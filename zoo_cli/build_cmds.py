@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from pathlib import Path
 
 import click
@@ -91,9 +93,14 @@ def presets(show: str | None) -> None:
             raise WeightzooError(f"unknown preset {show!r}; presets: {', '.join(list_presets())}")
         click.echo(path.read_text().rstrip())
         return
-    for name in list_presets():
+    names = list_presets()
+    # Names in one column as wide as the longest; descriptions wrapped to the terminal under it.
+    indent = max(map(len, names)) + 2
+    width = max(shutil.get_terminal_size((100, 24)).columns, indent + 40)
+    for name in names:
         data = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
-        click.echo(f"{name:14s} {data.get('description', '')}")
+        click.echo(textwrap.fill(data.get("description", ""), width=width, initial_indent=name.ljust(indent),
+                                 subsequent_indent=" " * indent, break_on_hyphens=False, break_long_words=False))
 
 
 def _fmt_bytes(n: float) -> str:

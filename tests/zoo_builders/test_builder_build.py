@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -145,8 +146,13 @@ def test_info_and_presets_commands(tiny_zoo):
     r = CliRunner().invoke(cli, ["info", str(tiny_zoo), "--json"])
     d = json.loads(r.output)
     assert d["counts"]["rows"] == 48 and d["columns"]["lr"] == "double" and d["size_bytes"] > 0
-    r = CliRunner().invoke(cli, ["presets"])
+    r = CliRunner().invoke(cli, ["presets"], env={"COLUMNS": "80"})
     assert "digits-mlp" in r.output and "mnist1d-cnn" in r.output and "mnist5k-inr" in r.output
+    # One column of names as wide as the longest (mnist5k-modelzoo-cnn), descriptions wrapped under it.
+    lines = r.output.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    starts = {re.match(r"\S*\s+", line).end() for line in lines}  # where each line's description text starts
+    assert starts == {len("mnist5k-modelzoo-cnn") + 2}
     r = CliRunner().invoke(cli, ["info", "/nonexistent/zoo"])
     assert r.exit_code == 1 and "does not exist" in r.output
 
