@@ -31,6 +31,7 @@ from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from catalog.selection import describe_differences
 from weightspace.metrics import classification_metrics, regression_metrics
+from weightspace.models.base import Metanetwork
 from weightspace.models.registry import build_metanetwork, get_metanetwork, metanetwork_names
 from weightspace.normalization import ParamNormalizer
 from weightspace.symmetry import RandomNeuronSymmetry
@@ -366,14 +367,22 @@ def several_archs_error(problem: str, specs: Mapping[str, NetworkSpec]) -> Weigh
     ``problem`` (from ``Metanetwork.arch_problem``), the arch ids, what distinguishes them and
     how to select one."""
     first = next(iter(specs))
-    kinds = {"any": "any architectures", "same_params": "the same parameter shapes"}
-    readers = [f"'{n}' ({kinds[get_metanetwork(n).multi_arch]})" for n in metanetwork_names()
-               if get_metanetwork(n).multi_arch in kinds]
+    # Only the models that read these very architectures together (with default settings).
+    readers = [f"'{n}'" for n in metanetwork_names()
+               if get_metanetwork(n).multi_arch != "one" and _reads(get_metanetwork(n), specs)]
     return WeightzooError(
         f"{problem}. The data spans {len(specs)} architectures: {', '.join(specs)}; they differ "
         f"in {describe_differences(specs)}. Train on one of them (e.g. --where \"arch_id = "
         f"'{first}'\", or where=\"arch_id = '{first}'\" in Python), or use a model that "
-        f"reads several: {', '.join(readers)}")
+        f"reads them together: {', '.join(readers)}")
+
+
+def _reads(net_class: type[Metanetwork], specs: Mapping[str, NetworkSpec]) -> bool:
+    """Whether ``net_class`` with default settings reads all of ``specs`` in one model."""
+    try:
+        return net_class.arch_problem(list(specs.values()), {}) is None
+    except WeightzooError:  # refuses a graph architecture outright
+        return False
 
 
 def _normalizer(groups: list[_Group]) -> ParamNormalizer:

@@ -12,7 +12,7 @@ from catalog import nodes as nd
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
 from weightspace.models.gmn import GMN
-from weightspace.models.registry import build_metanetwork
+from weightspace.models.registry import build_metanetwork, get_metanetwork
 from weightspace.representations.graph import params_to_graph_batch
 from weightspace.representations.param_graph import (
     EDGE_TYPES,
@@ -236,9 +236,23 @@ def test_dws_and_nfn_refuse_graph_specs_naming_the_node_kinds() -> None:
         with pytest.raises(WeightzooError, match=r"has node kinds add, batchnorm, .*'gmn'.*'statnn'"):
             build_metanetwork(name, GRAPHS["resnet-bn"], 1)
         with pytest.raises(WeightzooError, match="attention, layernorm"):
-            from weightspace.models.registry import get_metanetwork
-
             get_metanetwork(name).arch_problem([GRAPHS["vit"]], {})
+
+
+def test_refusals_name_only_the_models_that_read_the_data() -> None:
+    from weightspace.train import several_archs_error
+
+    resnet, vit = GRAPHS["resnet-bn"], GRAPHS["vit"]
+    # several graph architectures: statnn (one parameter layout) cannot read them, statnn-kinds can
+    with pytest.raises(WeightzooError, match=r"'gmn' .*or 'statnn-kinds'") as e:
+        get_metanetwork("dws").arch_problem([resnet, vit], {})
+    assert "'statnn'" not in str(e.value)
+    err = str(several_archs_error("problem", {s.arch_id: s for s in (resnet, vit)}))
+    assert err.endswith("reads them together: 'gmn', 'statnn-kinds'"), err
+    # the same parameter shapes (ReLU and tanh MLPs): the models that need that are offered too
+    relu, tanh = (mlp_spec(activation=a) for a in ("relu", "tanh"))
+    err = str(several_archs_error("problem", {s.arch_id: s for s in (relu, tanh)}))
+    assert err.endswith("reads them together: 'gmn', 'mlp', 'statnn', 'statnn-kinds'"), err
 
 
 def test_a_gmn_for_chains_has_no_type_tables() -> None:

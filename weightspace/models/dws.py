@@ -303,8 +303,10 @@ def refuse_graph_specs(model: str, specs: Sequence[NetworkSpec]) -> None:
 
     Raises:
         ZooFormatError: (a WeightzooError) naming the architecture, its node kinds a chain does
-            not have, and the models that read it (``gmn``, ``statnn``).
+            not have, and the models that read it (``gmn``; ``statnn`` for one architecture,
+            ``statnn-kinds`` for several).
     """
+    several = len({s.arch_id for s in specs}) > 1
     for spec in specs:
         if spec.is_chain:
             continue
@@ -313,7 +315,8 @@ def refuse_graph_specs(model: str, specs: Sequence[NetworkSpec]) -> None:
         raise ZooFormatError(
             f"metanetwork {model!r} reads layer chains (the mlp, cnn and siren weight spaces) only; "
             f"{spec.family} architecture {spec.arch_id} has {what}, which it does not support: use "
-            f"'gmn' (reads any architecture through its parameter graph) or 'statnn'")
+            f"'gmn' (reads any architecture through its parameter graph) or "
+            + ("'statnn-kinds' (statistics per kind of tensor, for several architectures)" if several else "'statnn'"))
 
 
 @register_metanetwork("dws")
