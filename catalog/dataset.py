@@ -32,7 +32,7 @@ from catalog.errors import WeightzooError
 from catalog.format import atomic_path
 from catalog.network import NetworkSpec
 from catalog.query import ZOO_COLUMN
-from catalog.selection import Selection, describe_differences
+from catalog.selection import Selection, describe_differences, name_some
 from catalog.split import SPLITS, split_by_run
 
 #: The zoo subdirectory holding cached normalization statistics (ignored by `zoo verify`).
@@ -184,7 +184,7 @@ class WeightDataset(Dataset):
         return dict(self._parts)
 
     def _several_archs_error(self, what: str) -> WeightzooError:
-        listing = ", ".join(f"{a} ({len(p)} rows)" for a, p in self._parts.items())
+        listing = name_some([f"{a} ({len(p)} rows)" for a, p in self._parts.items()])
         return WeightzooError(
             f"{what} needs one architecture, but this dataset spans {len(self._parts)}: "
             f"{listing}; they differ in {describe_differences(self.network_specs)}. Weights are "

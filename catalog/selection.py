@@ -155,7 +155,7 @@ class Selection:
 
     def _several_archs_error(self, what: str) -> QueryError:
         counts = {a: len(p) for a, p in self.positions_by_arch().items()}
-        listing = ", ".join(f"{a} ({n} rows)" for a, n in counts.items())
+        listing = name_some([f"{a} ({n} rows)" for a, n in counts.items()])
         differ = describe_differences({a: self._spec(a) for a in counts})
         return QueryError(
             f"{what} needs a single architecture, but this selection spans {len(counts)}: "
@@ -282,12 +282,28 @@ def param_signature(spec: NetworkSpec) -> tuple:
     return tuple((p.name, tuple(p.shape), p.dtype) for p in spec.params)
 
 
+#: Architectures an error message names one by one; beyond this many it counts them instead.
+ARCHS_NAMED = 3
+#: Distinct values of one property an error message lists for many architectures.
+VALUES_NAMED = 4
+
+
+def name_some(items: Sequence[str], limit: int = ARCHS_NAMED) -> str:
+    """``"a, b, c"``, or ``"a, b, c and 33 more"`` past ``limit`` items (error messages)."""
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
+
+
 def describe_differences(specs: Mapping[str, NetworkSpec]) -> str:
     """What distinguishes several architectures, for error messages.
 
     Returns e.g. ``"activation (mlp-4ba65d5169: relu,identity; mlp-2516360e42: tanh,identity)"``:
     each property whose value differs between the architectures (layer properties listed over
-    the layers, first to last, repeats collapsed), with each architecture's value.
+    the layers, first to last, repeats collapsed), with each architecture's value. Past
+    :data:`ARCHS_NAMED` architectures each value is given once with how many architectures have
+    it and one of them, e.g. ``"family (cnn: 28 architectures, e.g. cnn-6459a161f4; resnet: 8,
+    e.g. resnet-3028f0d0f4)"``, so a zoo of dozens of architectures gets a readable message.
     """
     def summary(spec: NetworkSpec) -> dict[str, str]:
         if not spec.is_chain:
@@ -305,9 +321,25 @@ def describe_differences(specs: Mapping[str, NetworkSpec]) -> str:
 
     summaries = {a: summary(s) for a, s in specs.items()}
     keys = list(dict.fromkeys(k for s in summaries.values() for k in s))
+    by_family: dict[str, list[str]] = {}
+    if len({s["family"] for s in summaries.values()}) > 1:
+        for arch, summ in summaries.items():
+            by_family.setdefault(summ["family"], []).append(arch)
     parts = []
     for key in keys:
         values = {a: s.get(key, "-") for a, s in summaries.items()}
-        if len(set(values.values())) > 1:
+        if len(set(values.values())) <= 1:
+            continue
+        if key != "family" and by_family and all(len({values[a] for a in archs}) == 1 for archs in by_family.values()):
+            continue  # one value per family: said by the family line (e.g. "-" for a graph's layer kinds)
+        if len(values) <= ARCHS_NAMED:
             parts.append(f"{key} ({'; '.join(f'{a}: {v}' for a, v in values.items())})")
+            continue
+        having: dict[str, list[str]] = {}
+        for arch, value in values.items():
+            having.setdefault(value, []).append(arch)
+        listed = [f"{v}: {len(a)}{' architectures' if i == 0 else ''}, e.g. {a[0]}" if len(a) > 1 else f"{v}: {a[0]}"
+                  for i, (v, a) in enumerate(having.items())]
+        more = len(listed) - VALUES_NAMED
+        parts.append(f"{key} ({'; '.join(listed[:VALUES_NAMED])}{f'; {more} more values' if more > 0 else ''})")
     return ", ".join(parts) or "nothing but their recorded facts (meta)"

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
-from catalog.selection import describe_differences
+from catalog.selection import describe_differences, name_some
 from weightspace.metrics import classification_metrics, regression_metrics
 from weightspace.models.base import Metanetwork
 from weightspace.models.registry import build_metanetwork, get_metanetwork, metanetwork_names
@@ -371,7 +371,7 @@ def several_archs_error(problem: str, specs: Mapping[str, NetworkSpec]) -> Weigh
     readers = [f"'{n}'" for n in metanetwork_names()
                if get_metanetwork(n).multi_arch != "one" and _reads(get_metanetwork(n), specs)]
     return WeightzooError(
-        f"{problem}. The data spans {len(specs)} architectures: {', '.join(specs)}; they differ "
+        f"{problem}. The data spans {len(specs)} architectures: {name_some(list(specs))}; they differ "
         f"in {describe_differences(specs)}. Train on one of them (e.g. --where \"arch_id = "
         f"'{first}'\", or where=\"arch_id = '{first}'\" in Python), or use a model that "
         f"reads them together: {', '.join(readers)}")

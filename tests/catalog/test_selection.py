@@ -161,3 +161,32 @@ def test_stacked_across_architectures_with_the_same_parameters(tmp_path):
     with pytest.raises(QueryError) as e:
         _ = sel.network_spec
     assert "activation" in str(e.value) and "relu" in str(e.value) and "tanh" in str(e.value)
+
+
+def test_differences_of_many_architectures_are_counted_not_listed() -> None:
+    from zoo_helpers import mlp_spec
+
+    from catalog import nodes as nd
+    from catalog.network import NetworkSpec
+    from catalog.selection import describe_differences, name_some
+
+    assert name_some(["a", "b", "c"]) == "a, b, c"
+    assert name_some(list("abcdef")) == "a, b, c and 3 more"
+    # Few architectures: each named with its value.
+    two = {s.arch_id: s for s in (mlp_spec(8), mlp_spec(6))}
+    a, b = two
+    assert describe_differences(two) == f"widths ({a}: 4-8-3; {b}: 4-6-3)"
+    # Six MLPs of widths 2, 2, 3, 4, 5, 6 and a graph: each value once, with how many have it and
+    # one of them; five distinct widths (with the graph's "-") show four and count the rest.
+    mlps = [mlp_spec(w) for w in (2, 2, 3, 4, 5, 6)]
+    mlps[1] = mlp_spec(2, activation="tanh")  # same widths as mlps[0], another architecture
+    graph = NetworkSpec("t", (4,), nodes=(nd.Linear("fc", ("input",), 4, 3),))
+    specs = {s.arch_id: s for s in (*mlps, graph)}
+    text = describe_differences(specs)
+    assert text.startswith(f"family (mlp: 6 architectures, e.g. {mlps[0].arch_id}; t: {graph.arch_id}), "
+                           f"widths (4-2-3: 2 architectures, e.g. {mlps[0].arch_id}; 4-3-3: {mlps[2].arch_id}; ")
+    assert "; 2 more values)" in text  # 4-2-3, 4-3-3, 4-4-3, 4-5-3 shown; 4-6-3 and "-" counted
+    # Properties with one value per family are said by the family line: the graph's "-" for
+    # layer kinds, strides, ... (MLPs all "linear") does not make them differences.
+    assert "kind (" not in text and "stride (" not in text
+    assert "activation (" in text  # differs within the MLPs (relu / tanh)

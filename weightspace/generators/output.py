@@ -50,7 +50,7 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, population_forward
 from catalog.paths import NAME_PATTERN
-from catalog.selection import Selection, describe_differences
+from catalog.selection import Selection, describe_differences, name_some
 from catalog.writer import ZooWriter, existing_manifest
 from catalog.zoo import Zoo, open_zoo
 from weightspace.generators.base import MIN_TRAINING_MODELS, Generator, accepts_data, load_generator
@@ -119,7 +119,7 @@ def select_training_set(zoo: Zoo, where: str | None, *, min_models: int = MIN_TR
     archs = sel.arch_ids if len(sel) else []
     if len(archs) > 1:
         counts = sel.positions_by_arch()
-        listing = ", ".join(f"{a} ({len(counts[a])} models)" for a in archs)
+        listing = name_some([f"{a} ({len(counts[a])} models)" for a in archs])
         raise WeightzooError(
             f"{what} selects {len(archs)} architectures of zoo {zoo.name!r}: {listing}; they differ "
             f"in {describe_differences(sel.network_specs)}. A generator learns one architecture: "
