@@ -307,19 +307,22 @@ def find_damaged(root: Path, manifest: Manifest) -> list[Repair]:
 
 def read_run_ids(root: Path, parts: Sequence[FileEntry]) -> set[str]:
     """The run_ids of the rows in ``parts``."""
-    return read_distinct(root, parts, "run_id")
+    return read_distinct(root, parts, ["run_id"])["run_id"]
 
 
-def read_distinct(root: Path, parts: Sequence[FileEntry], column: str) -> set:
-    """The distinct values of ``column`` in the rows of ``parts`` (a part without the column,
-    e.g. one written before it existed, adds ``None``)."""
-    out: set = set()
+def read_distinct(root: Path, parts: Sequence[FileEntry], columns: Sequence[str]) -> dict[str, set]:
+    """``{column: its distinct values}`` over the rows of ``parts``, each part read once (a part
+    without a column, e.g. one written before it existed, adds ``None`` to that column's set)."""
+    out: dict[str, set] = {c: set() for c in columns}
     for f in parts:
         path = root / f.path
-        if column in pq.read_schema(path).names:
-            out.update(pq.read_table(path, columns=[column]).column(column).to_pylist())
-        else:
-            out.add(None)
+        present = [c for c in columns if c in pq.read_schema(path).names]
+        table = pq.read_table(path, columns=present)
+        for c in columns:
+            if c in present:
+                out[c].update(table.column(c).to_pylist())
+            else:
+                out[c].add(None)
     return out
 
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec
-from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_distinct, read_run_ids
+from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_distinct
 from zoo_builders.datasets import Dataset, load_dataset
 from zoo_builders.executors import Executor, make_executor
 from zoo_builders.spec import BuildSpec, RunConfig
@@ -353,7 +353,8 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
                                            datasets={data.name: data.describe()}) as writer:
         repaired = writer.repair()
         parts = writer.manifest.part_files()
-        plan = plan_for(read_run_ids(out, parts), repaired, read_distinct(out, parts, THREADS_COLUMN))
+        seen = read_distinct(out, parts, ["run_id", THREADS_COLUMN])
+        plan = plan_for(seen["run_id"], repaired, seen[THREADS_COLUMN])
         if plan.populations and plan.other_threads:
             warnings.warn(plan.threads_note(), stacklevel=2)
         if pool is None:
@@ -375,7 +376,8 @@ def _resume_state(out: Path, spec: BuildSpec) -> tuple[set[str], list[Repair], s
     repaired = find_damaged(out, manifest)
     dropped = {r.path for r in repaired}
     kept = [f for f in manifest.part_files() if f.path not in dropped]
-    return read_run_ids(out, kept), repaired, read_distinct(out, kept, THREADS_COLUMN)
+    seen = read_distinct(out, kept, ["run_id", THREADS_COLUMN])
+    return seen["run_id"], repaired, seen[THREADS_COLUMN]
 
 
 def _train(plan: BuildPlan, data: Dataset, writer: ZooWriter, quiet: bool) -> None:

@@ -187,3 +187,24 @@ def test_repair_of_an_intact_zoo_changes_nothing(tmp_path):
         assert w.repair() == []
     assert tree_hashes(root) == before
 
+
+
+def test_read_distinct_reads_each_part_once_and_marks_missing_columns(tmp_path, monkeypatch) -> None:
+    # Two parts, the older without torch_threads (written before the column existed): its rows
+    # add None; both columns come from one read per part.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import catalog.writer as writer_mod
+    from catalog.format import FileEntry
+
+    pq.write_table(pa.table({"run_id": ["a", "a", "b"]}), tmp_path / "p0.parquet")
+    pq.write_table(pa.table({"run_id": ["c"], "torch_threads": [2]}), tmp_path / "p1.parquet")
+    parts = [FileEntry(f"p{i}.parquet", "0" * 64, 0, 0, "part") for i in range(2)]
+    reads = []
+    read_table = pq.read_table
+    monkeypatch.setattr(writer_mod.pq, "read_table", lambda *a, **k: reads.append(a[0]) or read_table(*a, **k))
+    got = writer_mod.read_distinct(tmp_path, parts, ["run_id", "torch_threads"])
+    assert got == {"run_id": {"a", "b", "c"}, "torch_threads": {None, 2}}
+    assert len(reads) == 2
+    assert writer_mod.read_run_ids(tmp_path, parts) == {"a", "b", "c"}
