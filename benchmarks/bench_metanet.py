@@ -40,7 +40,7 @@ Three measurements, every model on the same splits with the same training budget
    convolutions, norms, output layer; weights and biases apart) over however many tensors of
    that kind a network has, plus their entry counts.
    Published on CNN Wild Park (CIFAR-10, Kofinas et al. 2024): NG-T τ 0.817, DNG 0.874; target
-   ``gmn`` > ``statnn``. Every model gets up to 60 epochs here (:data:`WILDPARK_BUDGET`).
+   ``gmn`` > ``statnn``. Every model gets up to 80 epochs and a patience of 10 here (:data:`WILDPARK_BUDGET`).
    ``--case wildpark`` runs this part alone and merges it into the result JSON without touching
    the other parts.
 4. **GMN training throughput** (networks/second) with the model as implemented (sparse PyG
@@ -226,10 +226,12 @@ def inr_hparams(model: str, probes: bool = True) -> dict[str, Any]:
 BUDGET = {"full": {"epochs": 25, "batch_size": 64, "lr": 2e-3, "patience": 5, "min_epochs": 10},
           "quick": {"epochs": 2, "batch_size": 64, "lr": 2e-3, "patience": 2, "min_epochs": 0}}
 
-#: The heterogeneous zoo gets up to 60 epochs (same early stopping, the same for every model): with
-#: 25, gmn's best epoch was its last in all 3 seeds (τ 0.706, level with statnn-kinds), while
-#: statnn-kinds stops on its own after 22-27 epochs.
-WILDPARK_BUDGET = {"full": {**BUDGET["full"], "epochs": 60}, "quick": BUDGET["quick"]}
+#: The heterogeneous zoo gets up to 80 epochs and a patience of 10 (the same for every model). With
+#: 25 epochs gmn's best epoch was its last in all 3 seeds (τ 0.706, level with statnn-kinds). With
+#: 60 and a patience of 5 the noisy validation loss stopped runs early: gmn's seed 1 after 28
+#: epochs at τ 0.689 (0.752 with a patience of 10), statnn-kinds at 0.706 (0.737), and runs with a
+#: patience of 10 still reached epoch 60.
+WILDPARK_BUDGET = {"full": {**BUDGET["full"], "epochs": 80, "patience": 10}, "quick": BUDGET["quick"]}
 
 THROUGHPUT = {"full": {"batch_size": 64, "steps": 5}, "quick": {"batch_size": 16, "steps": 2}}
 

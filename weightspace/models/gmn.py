@@ -72,6 +72,11 @@ from weightspace.representations.param_graph import (
 #: Types embedded as the zero reference (see the module docstring).
 _REFERENCE_NODE_TYPES = ("neuron",)
 _REFERENCE_EDGE_TYPES = ("linear", "conv")
+#: ``aggr``: how a node combines the messages along its incoming edges. ``multi`` concatenates
+#: the mean, minimum, maximum and standard deviation (PNA's aggregators, Corso et al. 2020,
+#: without its degree scalers): extremes and spread of a neuron's incoming weights, which a
+#: mean of per-edge features cannot express.
+AGGREGATIONS = {"mean": "mean", "multi": ["mean", "min", "max", "std"]}
 
 
 class DirectedAggregation(MessagePassing):
@@ -83,13 +88,15 @@ class DirectedAggregation(MessagePassing):
 
     Args:
         dim: node/edge feature size.
+        aggr: a key of :data:`AGGREGATIONS` (default ``"mean"``).
 
     Shapes:
-        ``h [N, dim]``, ``e [E, dim]``, ``edge_index [2, E]`` -> ``[N, dim]``.
+        ``h [N, dim]``, ``e [E, dim]``, ``edge_index [2, E]`` -> ``[N, k * dim]`` for ``k``
+        aggregators.
     """
 
-    def __init__(self, dim: int) -> None:
-        super().__init__(aggr="mean")
+    def __init__(self, dim: int, aggr: str = "mean") -> None:
+        super().__init__(aggr=AGGREGATIONS[aggr])
         self.dim = dim
         self.mlp = make_mlp(2 * dim, dim, dim, 1)
 
@@ -110,17 +117,19 @@ class NeuronGraphLayer(nn.Module):
 
     Args:
         dim: node/edge feature size.
+        aggr: a key of :data:`AGGREGATIONS` (default ``"mean"``).
 
     Shapes:
         ``h [N, dim]``, ``e [E, dim]``, ``edge_index [2, E]`` -> ``(h [N, dim], e [E, dim])``.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, aggr: str = "mean") -> None:
         super().__init__()
+        k = 1 if isinstance(AGGREGATIONS[aggr], str) else len(AGGREGATIONS[aggr])
         self.edge_mlp = make_mlp(3 * dim, dim, dim, 1)
-        self.forward_msg = DirectedAggregation(dim)
-        self.backward_msg = DirectedAggregation(dim)
-        self.node_mlp = make_mlp(3 * dim, dim, dim, 1)
+        self.forward_msg = DirectedAggregation(dim, aggr)
+        self.backward_msg = DirectedAggregation(dim, aggr)
+        self.node_mlp = make_mlp((1 + 2 * k) * dim, dim, dim, 1)
         self.norm_e = nn.LayerNorm(dim)
         self.norm_h = nn.LayerNorm(dim)
 
@@ -157,6 +166,8 @@ class GMN(Metanetwork):
             architecture (:func:`weightspace.probes.param_graph_probe_values`; a neuron's value
             averaged over positions and tokens); all specs must take one input shape, and none
             may embed token ids.
+        aggr: how nodes combine incoming messages, ``"mean"`` (default) or ``"multi"`` (mean,
+            min, max and standard deviation; :data:`AGGREGATIONS`).
 
     Shapes:
         ``forward``: ``{name: Tensor[B, *shape]}`` or a PyG ``Batch`` of ``B`` graphs -> ``[B, out_dim]``;
@@ -165,13 +176,14 @@ class GMN(Metanetwork):
     """
 
     weight_output = True
+    legacy_hparams = {"aggr": "mean"}  # runs saved before aggr existed
     multi_arch = "any"  # graphs of any architecture, embeddings sized for all its specs
     graphs = True  # ResNets, VGGs, transformers through their parameter graphs
     probes_any_arch = True  # probe values of any parameter graph's neurons
 
     def __init__(self, spec: NetworkSpec | Sequence[NetworkSpec], out_dim: int, hidden: int = 32,
                  n_layers: int = 3, head_hidden: int = 64, dropout: float = 0.0,
-                 probes: int = 0) -> None:
+                 probes: int = 0, aggr: str = "mean") -> None:
         specs = (spec,) if isinstance(spec, NetworkSpec) else tuple(spec)
         if not specs:
             raise WeightzooError("gmn needs at least one NetworkSpec")
@@ -179,13 +191,15 @@ class GMN(Metanetwork):
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
         check_probes(probes)
+        if aggr not in AGGREGATIONS:
+            raise WeightzooError(f"gmn: unknown aggr {aggr!r}; valid: {', '.join(AGGREGATIONS)}")
         if probes:
             problem = self.arch_problem(specs, {"probes": probes})
             if problem is not None:
                 raise WeightzooError(problem)
         self.specs = specs
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
-                        "dropout": dropout, "probes": probes}
+                        "dropout": dropout, "probes": probes, "aggr": aggr}
         structures = [param_graph_structure(s) for s in specs]
         for s, st in zip(specs, structures):
             if probes and any(role == "tokens" for _, role, _ in st.sources):
@@ -204,7 +218,7 @@ class GMN(Metanetwork):
         self.edge_layer_emb = nn.Embedding(self.max_layers, hidden)
         self.probe = ProbeFeatures(specs[0], probes) if probes else None
         self.probe_in = nn.Linear(probes, hidden, bias=False) if probes else None
-        self.layers = nn.ModuleList(NeuronGraphLayer(hidden) for _ in range(n_layers))
+        self.layers = nn.ModuleList(NeuronGraphLayer(hidden, aggr) for _ in range(n_layers))
         self.readout = make_mlp(2 * hidden, head_hidden, out_dim, 1, dropout)
         self.node_head = nn.Linear(hidden, 1)
         self.edge_head = nn.Linear(hidden, self.edge_dim)
