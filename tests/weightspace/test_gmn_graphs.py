@@ -282,22 +282,3 @@ def test_a_gmn_saved_before_a_type_was_appended_still_loads() -> None:
     with torch.no_grad():
         torch.testing.assert_close(fresh(p), expected, rtol=1e-6, atol=1e-6)
     assert (fresh.type_readout[0].weight[:, (n + 9) * hid:] == 0).all()
-
-
-def test_multi_aggregation_rebuilds_from_its_hparams_and_bad_values_are_refused() -> None:
-    spec = GRAPHS["resnet-bn"]
-    torch.manual_seed(0)
-    model = GMN(spec, 2, hidden=8, n_layers=2, aggr="multi").eval()
-    assert model.hparams["aggr"] == "multi"
-    # mean, min, max and std of forward and of backward messages, beside the node's own features
-    assert model.layers[0].node_mlp[0].in_features == (1 + 2 * 4) * 8
-    again = GMN(spec, 2, **model.hparams).eval()
-    again.load_state_dict(model.state_dict())
-    p = random_weights(spec, 3, seed=0)
-    with torch.no_grad():
-        torch.testing.assert_close(again(p), model(p))
-        # not the mean-only model: the extra aggregators change what a node sees
-        mean_only = GMN(spec, 2, hidden=8, n_layers=2).eval()
-        assert mean_only.layers[0].node_mlp[0].in_features == 3 * 8
-    with pytest.raises(WeightzooError, match="unknown aggr 'sum'; valid: mean, multi"):
-        GMN(spec, 2, aggr="sum")

@@ -34,7 +34,11 @@ symmetry keeps every type). On a 96-run ResNet-8 zoo it raised Kendall tau from 
 splits) to 0.60 / 0.70 (statnn: 0.73 / 0.81 with 174 training rows); on wildpark-digits (3
 seeds) 0.706 +- 0.015 became 0.702 +- 0.013, a tie either way (ResNets 0.689 -> 0.728, CNNs
 0.727 -> 0.698). Means per neuron group (layer index) as well gave 0.64 / 0.72 on the ResNet
-zoo but 0.697 +- 0.024 on wildpark-digits with 3x the parameters, so they are not used. The type tables exist only
+zoo but 0.697 +- 0.024 on wildpark-digits with 3x the parameters, so they are not used.
+Neither is PNA's set of aggregators (Corso et al. 2020: mean, min, max and standard deviation of
+the incoming messages, concatenated, without degree scalers): on wildpark-digits (80 epochs,
+patience 10) tau 0.742 / 0.741 for seeds 0 / 1 against 0.741 / 0.752 with the mean, at 1.5x the
+time per epoch. The type tables exist only
 in a model built for some typed architecture; a model for layer chains has exactly the
 parameters, initial values and outputs it had before types existed.
 
@@ -72,11 +76,6 @@ from weightspace.representations.param_graph import (
 #: Types embedded as the zero reference (see the module docstring).
 _REFERENCE_NODE_TYPES = ("neuron",)
 _REFERENCE_EDGE_TYPES = ("linear", "conv")
-#: ``aggr``: how a node combines the messages along its incoming edges. ``multi`` concatenates
-#: the mean, minimum, maximum and standard deviation (PNA's aggregators, Corso et al. 2020,
-#: without its degree scalers): extremes and spread of a neuron's incoming weights, which a
-#: mean of per-edge features cannot express.
-AGGREGATIONS = {"mean": "mean", "multi": ["mean", "min", "max", "std"]}
 
 
 class DirectedAggregation(MessagePassing):
@@ -88,15 +87,13 @@ class DirectedAggregation(MessagePassing):
 
     Args:
         dim: node/edge feature size.
-        aggr: a key of :data:`AGGREGATIONS` (default ``"mean"``).
 
     Shapes:
-        ``h [N, dim]``, ``e [E, dim]``, ``edge_index [2, E]`` -> ``[N, k * dim]`` for ``k``
-        aggregators.
+        ``h [N, dim]``, ``e [E, dim]``, ``edge_index [2, E]`` -> ``[N, dim]``.
     """
 
-    def __init__(self, dim: int, aggr: str = "mean") -> None:
-        super().__init__(aggr=AGGREGATIONS[aggr])
+    def __init__(self, dim: int) -> None:
+        super().__init__(aggr="mean")
         self.dim = dim
         self.mlp = make_mlp(2 * dim, dim, dim, 1)
 
@@ -117,19 +114,17 @@ class NeuronGraphLayer(nn.Module):
 
     Args:
         dim: node/edge feature size.
-        aggr: a key of :data:`AGGREGATIONS` (default ``"mean"``).
 
     Shapes:
         ``h [N, dim]``, ``e [E, dim]``, ``edge_index [2, E]`` -> ``(h [N, dim], e [E, dim])``.
     """
 
-    def __init__(self, dim: int, aggr: str = "mean") -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
-        k = 1 if isinstance(AGGREGATIONS[aggr], str) else len(AGGREGATIONS[aggr])
         self.edge_mlp = make_mlp(3 * dim, dim, dim, 1)
-        self.forward_msg = DirectedAggregation(dim, aggr)
-        self.backward_msg = DirectedAggregation(dim, aggr)
-        self.node_mlp = make_mlp((1 + 2 * k) * dim, dim, dim, 1)
+        self.forward_msg = DirectedAggregation(dim)
+        self.backward_msg = DirectedAggregation(dim)
+        self.node_mlp = make_mlp(3 * dim, dim, dim, 1)
         self.norm_e = nn.LayerNorm(dim)
         self.norm_h = nn.LayerNorm(dim)
 
@@ -166,8 +161,6 @@ class GMN(Metanetwork):
             architecture (:func:`weightspace.probes.param_graph_probe_values`; a neuron's value
             averaged over positions and tokens); all specs must take one input shape, and none
             may embed token ids.
-        aggr: how nodes combine incoming messages, ``"mean"`` (default) or ``"multi"`` (mean,
-            min, max and standard deviation; :data:`AGGREGATIONS`).
 
     Shapes:
         ``forward``: ``{name: Tensor[B, *shape]}`` or a PyG ``Batch`` of ``B`` graphs -> ``[B, out_dim]``;
@@ -176,14 +169,13 @@ class GMN(Metanetwork):
     """
 
     weight_output = True
-    legacy_hparams = {"aggr": "mean"}  # runs saved before aggr existed
     multi_arch = "any"  # graphs of any architecture, embeddings sized for all its specs
     graphs = True  # ResNets, VGGs, transformers through their parameter graphs
     probes_any_arch = True  # probe values of any parameter graph's neurons
 
     def __init__(self, spec: NetworkSpec | Sequence[NetworkSpec], out_dim: int, hidden: int = 32,
                  n_layers: int = 3, head_hidden: int = 64, dropout: float = 0.0,
-                 probes: int = 0, aggr: str = "mean") -> None:
+                 probes: int = 0) -> None:
         specs = (spec,) if isinstance(spec, NetworkSpec) else tuple(spec)
         if not specs:
             raise WeightzooError("gmn needs at least one NetworkSpec")
@@ -191,15 +183,13 @@ class GMN(Metanetwork):
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
         check_probes(probes)
-        if aggr not in AGGREGATIONS:
-            raise WeightzooError(f"gmn: unknown aggr {aggr!r}; valid: {', '.join(AGGREGATIONS)}")
         if probes:
             problem = self.arch_problem(specs, {"probes": probes})
             if problem is not None:
                 raise WeightzooError(problem)
         self.specs = specs
         self.hparams = {"hidden": hidden, "n_layers": n_layers, "head_hidden": head_hidden,
-                        "dropout": dropout, "probes": probes, "aggr": aggr}
+                        "dropout": dropout, "probes": probes}
         structures = [param_graph_structure(s) for s in specs]
         for s, st in zip(specs, structures):
             if probes and any(role == "tokens" for _, role, _ in st.sources):
@@ -218,7 +208,7 @@ class GMN(Metanetwork):
         self.edge_layer_emb = nn.Embedding(self.max_layers, hidden)
         self.probe = ProbeFeatures(specs[0], probes) if probes else None
         self.probe_in = nn.Linear(probes, hidden, bias=False) if probes else None
-        self.layers = nn.ModuleList(NeuronGraphLayer(hidden, aggr) for _ in range(n_layers))
+        self.layers = nn.ModuleList(NeuronGraphLayer(hidden) for _ in range(n_layers))
         self.readout = make_mlp(2 * hidden, head_hidden, out_dim, 1, dropout)
         self.node_head = nn.Linear(hidden, 1)
         self.edge_head = nn.Linear(hidden, self.edge_dim)
