@@ -33,13 +33,16 @@ def _num(v: float | None) -> str:
                    "layer index, or a graph's node name (e.g. layer2.0.relu2; a wrong name's error lists "
                    "them).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Mixed into every model's seed.")
+@click.option("--chunk", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Most models (or pairs) computed at once: lower it to bound memory for large networks "
+                   "(the values do not change).")
 @click.option("--force", is_flag=True, help="Recompute models whose values are already stored.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Directory for figures (the subspace spectrum; default: next to the zoo).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, align: bool,
-            batches: int, batch_size: int, cka_layer: str | None, seed: int, force: bool, out: str | None,
-            quiet: bool) -> None:
+            batches: int, batch_size: int, cka_layer: str | None, seed: int, chunk: int, force: bool,
+            out: str | None, quiet: bool) -> None:
     """Compute loss-landscape metrics of ZOO's models and store them with the zoo.
 
     \b
@@ -57,7 +60,7 @@ def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, a
     layer = int(cka_layer) if cka_layer is not None and cka_layer.strip().isdigit() else cka_layer
     result = analyze_zoo(zoo, metrics, where=where, checkpoint=checkpoint, out=out, force=force,
                          progress=not quiet, align=align, batches=batches, batch_size=batch_size,
-                         seed=seed, cka_layer=layer)
+                         seed=seed, cka_layer=layer, chunk=chunk)
     which = {None: "each run's last checkpoint", "last": "each run's last checkpoint",
              "all": "every checkpoint"}.get(checkpoint, f"checkpoint {checkpoint}")
     click.echo(f"{result.zoo}: {result.rows} models ({which}, status ok)"

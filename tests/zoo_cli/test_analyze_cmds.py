@@ -45,6 +45,32 @@ def test_analyze_again_skips(analyzed):
     assert tree_hashes(zoo) == before
 
 
+def test_chunk_bounds_the_population_not_the_values(analyzed, tmp_path, monkeypatch):
+    # The 8 models one at a time (--chunk 1) store the values the 8-model population stored:
+    # every model draws its own random vectors, whatever else is computed with it.
+    import weightspace.analysis.run as run_mod
+
+    sizes = []
+    chunks = run_mod._chunks
+    monkeypatch.setattr(run_mod, "_chunks", lambda n, size: sizes.append(size) or chunks(n, size))
+    zoo, _ = analyzed
+    query = ("SELECT model_id, hessian_top_eig_train, hessian_trace_train, hessian_trace_test FROM models "
+             "WHERE hessian_trace_train IS NOT NULL ORDER BY model_id")
+    before = list(csv.DictReader(io.StringIO(run_cli("query", zoo, query, "--format", "csv").output)))
+    one = copy_zoo(zoo, tmp_path / "one")
+    r = run_cli("analyze", one, "--metrics", "hessian", "--batches", "2", "--chunk", "1", "--force", "-q")
+    assert r.exit_code == 0, r.output
+    assert sizes and set(sizes) == {1}  # the option reached the computation (once per train_fraction)
+    after = list(csv.DictReader(io.StringIO(run_cli("query", one, query, "--format", "csv").output)))
+    assert len(after) == len(before) == 8
+    for a, b in zip(after, before):
+        assert a["model_id"] == b["model_id"]
+        for col in ("hessian_top_eig_train", "hessian_trace_train", "hessian_trace_test"):
+            assert float(a[col]) == pytest.approx(float(b[col]), rel=1e-4, abs=1e-5), col
+    r = run_cli("analyze", one, "--metrics", "hessian", "--chunk", "0")
+    assert r.exit_code != 0 and "--chunk" in r.output
+
+
 def test_plot_writes_png(analyzed, tmp_path):
     zoo, _ = analyzed
     out = tmp_path / "trace.png"
