@@ -28,14 +28,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-from torch import Tensor
 
 from catalog.errors import ZooFormatError, ZooNotFoundError
 from catalog.network import NetworkSpec
 from catalog.paths import check_name, check_relpath
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: The newest format version this code reads and writes.
 FORMAT_VERSION = 2
@@ -296,7 +299,8 @@ def weights_sha256(tensors: Iterable[Tensor | np.ndarray]) -> str:
     contiguous, in the NetworkSpec's parameter order."""
     h = hashlib.sha256()
     for t in tensors:
-        arr = t.detach().cpu().contiguous().numpy() if isinstance(t, Tensor) else np.ascontiguousarray(t)
+        # A torch tensor (duck-typed: this module imports no torch) or anything numpy takes.
+        arr = t.detach().cpu().contiguous().numpy() if hasattr(t, "detach") else np.ascontiguousarray(t)
         h.update(arr.tobytes())
     return h.hexdigest()
 

@@ -35,3 +35,21 @@ def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]
         return sorted(set(namespace) | set(where))
 
     return __getattr__, __dir__, sorted(where)
+
+
+class LazyModule:
+    """A module imported at its first attribute access: ``torch = LazyModule("torch")`` lets a
+    module whose functions use torch be imported (e.g. to parse a spec for ``zoo query``) without
+    paying for torch's import, about a second."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        module = self.__dict__.get("_module")
+        if module is None:
+            module = self.__dict__["_module"] = importlib.import_module(self._name)
+        return getattr(module, attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name!r}>"

@@ -37,13 +37,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from typing import ClassVar
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING, ClassVar
 
 from catalog.errors import ZooFormatError
+from catalog.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch is imported at the first computation: parsing and validating specs (every zoo.json a
+# command reads, `zoo query` included) needs none of it.
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
+kernels = LazyModule("catalog.kernels")
 
 ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "sin")
 #: Roles of parameters that are state, not trained: updated by the forward pass while training.
@@ -122,107 +128,6 @@ def _member_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     w = weight.transpose(1, 2)                                               # [P, F, O]
     out = torch.bmm(flat, w) if bias is None else torch.baddbmm(bias.unsqueeze(1), flat, w)
     return out.view(*x.shape[:-1], weight.shape[1])
-
-
-def _oriented_bmm(a: Tensor, b: Tensor) -> Tensor:
-    """``torch.bmm(a, b)`` (``[N, m, k] @ [N, k, n]``) for batches of small matrices, computed
-    the way round that MKL's batched kernels run fast: a product with fewer output columns than
-    rows as ``C^T = B^T A^T``, returned as a transposed view. Measured on 8,192 products with 16
-    tokens of 8 dims (one thread, whatever the operands' layout): any ``[16, 16] @ [16, 8]`` took
-    1.9 ms, the same arithmetic as ``([8, 16] @ [16, 16])^T`` 0.8 ms."""
-    if b.shape[-1] < a.shape[-2]:
-        return torch.bmm(b.transpose(-1, -2), a.transpose(-1, -2)).transpose(-1, -2)
-    return torch.bmm(a, b)
-
-
-class _SmallBmm(torch.autograd.Function):
-    """:func:`_oriented_bmm` whose backward is made of oriented products too. Autograd's own
-    backward of ``bmm`` hands MKL the slow forms (``[T, T] @ [T, d]`` for the gradient of ``q``
-    and ``v``): with it, attention was a third of a ViT population's step. Written with
-    ``setup_context``, saving only its inputs, with a forward-mode rule, so ``torch.func``
-    transforms (``vmap``, ``hessian``) and double backward (the Hessian-vector products of
-    ``weightspace.analysis``) work through it."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(a: Tensor, b: Tensor) -> Tensor:
-        return _oriented_bmm(a, b)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(*inputs)
-        ctx.save_for_forward(*inputs)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        a, b = ctx.saved_tensors
-        grad_a = small_bmm(grad, b.transpose(-1, -2)) if ctx.needs_input_grad[0] else None
-        grad_b = small_bmm(a.transpose(-1, -2), grad) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_b
-
-    @staticmethod
-    def jvp(ctx, tangent_a: Tensor | None, tangent_b: Tensor | None) -> Tensor:
-        a, b = ctx.saved_tensors
-        parts = [small_bmm(tangent_a, b) if tangent_a is not None else None,
-                 small_bmm(a, tangent_b) if tangent_b is not None else None]
-        return sum(t for t in parts if t is not None)
-
-
-def small_bmm(a: Tensor, b: Tensor) -> Tensor:
-    """``torch.bmm(a, b)`` for batches of small matrices, forward and backward each product in
-    the orientation MKL runs fast (:func:`_oriented_bmm`): the values of
-    :func:`_oriented_bmm`, bit for bit. A Python-level autograd node costs a few microseconds,
-    which a one-network pass of a few small matrices does not win back: those call
-    :func:`_oriented_bmm` itself."""
-    return _SmallBmm.apply(a, b)
-
-
-class _Normalize(torch.autograd.Function):
-    """:func:`normalize`: the forward pass made of reductions and elementwise kernels, the
-    backward pass ATen's own layer-norm backward. ATen's fused layer-norm forward runs row by row
-    and is slow for short rows: 1.7 ms for 65,536 rows of 16 (one thread), against 0.75 ms for
-    these five kernels; its backward, 0.45 ms, is fast. Written like :class:`_SmallBmm`
-    (``setup_context``, a forward-mode rule, a differentiable backward) for ``torch.func``
-    transforms and Hessian-vector products."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-        mean = x.mean(-1, keepdim=True)                                      # [*, 1]
-        centered = x - mean
-        rstd = torch.rsqrt((centered * centered).mean(-1, keepdim=True) + eps)  # [*, 1]
-        return centered * rstd, mean, rstd
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        x, _ = inputs
-        out, mean, rstd = output
-        ctx.mark_non_differentiable(mean, rstd)
-        ctx.save_for_backward(x, mean, rstd)
-        ctx.save_for_forward(out, rstd)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor, _mean: Tensor | None, _rstd: Tensor | None) -> tuple[Tensor, None]:
-        x, mean, rstd = ctx.saved_tensors
-        grad_x, _, _ = torch.ops.aten.native_layer_norm_backward(
-            grad, x, [x.shape[-1]], mean, rstd, None, None, [True, False, False])
-        return grad_x, None
-
-    @staticmethod
-    def jvp(ctx, tangent: Tensor, _eps: None) -> tuple[Tensor, None, None]:
-        # y = c r with c = x - mean(x), r = (mean(c^2) + eps)^(-1/2):
-        # dy = r (dc - y mean(y dc)), dc = dx - mean(dx).
-        out, rstd = ctx.saved_tensors
-        dc = tangent - tangent.mean(-1, keepdim=True)
-        return rstd * (dc - out * (out * dc).mean(-1, keepdim=True)), None, None
-
-
-def normalize(x: Tensor, eps: float) -> Tensor:
-    """``F.layer_norm(x, x.shape[-1:], eps=eps)`` without an affine map, for a population's large
-    activations (values equal to float rounding; see :class:`_Normalize`)."""
-    return _Normalize.apply(x, eps)[0]
 
 
 def _per_example(node: Node, p: Mapping[str, Tensor], xs: Sequence[Tensor], ctx: Context) -> Tensor:
@@ -571,7 +476,7 @@ class LayerNorm(Node):
 
     def population_forward(self, p, xs, ctx):
         x = xs[0]
-        out = normalize(x, self.eps)                                         # [P, B, *, D]
+        out = kernels.normalize(x, self.eps)                                         # [P, B, *, D]
         if self.affine:
             view = (x.shape[0], *[1] * (x.dim() - 2), self.dim)
             out = out * p["weight"].view(view) + p["bias"].view(view)
@@ -830,7 +735,7 @@ class Attention(Node):
     def forward(self, p, xs, ctx):
         x = xs[0]
         qkv = F.linear(x, p["in_proj_weight"], p.get("in_proj_bias"))       # [B, T, 3E]
-        out = self._attend(*qkv.chunk(3, -1), _oriented_bmm)                  # [B, T, E]
+        out = self._attend(*qkv.chunk(3, -1), kernels.oriented_bmm)                  # [B, T, E]
         return F.linear(out, p["out_proj.weight"], p.get("out_proj.bias"))
 
     def population_forward(self, p, xs, ctx):
@@ -841,14 +746,14 @@ class Attention(Node):
         w, bias = p["in_proj_weight"].chunk(3, 1), p.get("in_proj_bias")
         bias = (None,) * 3 if bias is None else bias.chunk(3, 1)
         q, k, v = (_member_linear(x, wi, bi).view(n_pop * b, t, e) for wi, bi in zip(w, bias))
-        out = self._attend(q, k, v, small_bmm).view(n_pop, b, t, e)
+        out = self._attend(q, k, v, kernels.small_bmm).view(n_pop, b, t, e)
         return _member_linear(out, p["out_proj.weight"], p.get("out_proj.bias"))
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, bmm: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
         """``softmax(q k^T / sqrt(d)) v`` per head: ``q, k, v [N, T, E]`` (heads side by side
         in ``E``) -> ``[N, T, E]``, the heads of all ``N`` sequences as one batch of small
-        matrices. ``bmm`` is :func:`small_bmm` for a population (its backward is what makes
-        attention fast there) or :func:`_oriented_bmm` for one network (the same forward
+        matrices. ``bmm`` is :func:`~catalog.kernels.small_bmm` for a population (its backward is what makes
+        attention fast there) or :func:`~catalog.kernels.oriented_bmm` for one network (the same forward
         values). (torch's fused ``scaled_dot_product_attention`` measured 1.2x slower per training
         step on the CPU: its backward is slow for thousands of 16-token heads.)"""
         n, t, e = q.shape
@@ -856,7 +761,7 @@ class Attention(Node):
         d = e // h
 
         # Each sequence's heads side by side in the batch (not all sequences of head 0 first): the
-        # products' outputs come transposed ([d, T], see _oriented_bmm), and [N, H, d, T] goes
+        # products' outputs come transposed ([d, T], see kernels.oriented_bmm), and [N, H, d, T] goes
         # back to [N, T, E] as one small transpose per sequence. From [H, N, d, T] the copy took
         # 1.1 ms per million values, against 0.4 ms (one thread); a ViT step 86 -> 82 ms.
         def by_sequence(z: Tensor) -> Tensor:

@@ -15,16 +15,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from torch import Tensor
 
 from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import Manifest, read_manifest
-from catalog.loading import ShardFile, check_rows, open_shard, read_shard_rows
-from catalog.network import NetworkSpec, SpecNetwork, build_module
+from catalog.network import NetworkSpec
 from catalog.openers import open_url, url_scheme
 from catalog.sidecar import existing_sidecar_paths, join_sidecars, read_sidecar_file
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
+    from catalog.loading import ShardFile
+    from catalog.modules import SpecNetwork
     from catalog.query import QueryEngine
     from catalog.selection import Selection
     from catalog.verify import VerifyReport
@@ -136,6 +138,8 @@ class Zoo:
     # ------------------------------------------------------------------------------ weights
     def _shard_file(self, rel: str) -> ShardFile:
         """The parsed header of a weight shard (cached), for positioned row reads."""
+        from catalog.loading import open_shard  # torch: only when weights are read
+
         shard = self._shard_files.get(rel)
         if shard is None:
             shard = self._shard_files[rel] = open_shard(self.root, self.manifest, rel)
@@ -154,6 +158,8 @@ class Zoo:
         Shapes:
             returns ``{name: Tensor[len(rows), *shape]}``.
         """
+        from catalog.loading import check_rows, read_shard_rows
+
         rows = np.asarray(list(rows), dtype=np.int64)
         spec = self.network_spec(arch_id)
         out = read_shard_rows(self._shard_file(shard), spec, rows)
@@ -183,6 +189,8 @@ class Zoo:
 
     def module(self, model_id: str) -> SpecNetwork:
         """One model rebuilt as an ``nn.Module`` with its weights loaded (eval mode)."""
+        from catalog.modules import build_module
+
         r = self.row(model_id)
         return build_module(self.network_spec(r["arch_id"]), self.state_dict(model_id))
 

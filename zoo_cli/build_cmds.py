@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import textwrap
 from pathlib import Path
@@ -103,38 +102,4 @@ def presets(show: str | None) -> None:
                                  subsequent_indent=" " * indent, break_on_hyphens=False, break_long_words=False))
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-@click.command()
-@click.argument("zoo")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def info(zoo: str, as_json: bool) -> None:
-    """Describe ZOO: counts, architectures, columns, size and metric summaries."""
-    d = open_zoo(zoo).info()
-    if as_json:
-        click.echo(json.dumps(d, indent=2))
-        return
-    c = d["counts"]
-    click.echo(f"{d['name']}  ({d['path']}, format v{d['format_version']}"
-               + ("" if d["complete"] else ", INCOMPLETE: run `zoo build` again to finish") + ")")
-    status = ", ".join(f"{v} {k}" for k, v in sorted(c["status"].items()))
-    click.echo(f"  {c['rows']} rows, {c['runs']} runs, {c['architectures']} architectures; status: {status}")
-    click.echo(f"  size on disk: {_fmt_bytes(d['size_bytes'])}")
-    for a, s in d["architectures"].items():
-        click.echo(f"  arch {a}: {s['summary']}")
-    click.echo("  columns:")
-    for name, typ in d["columns"].items():
-        click.echo(f"    {name:18s} {typ}")
-    if d["metrics"]:
-        click.echo("  metrics at the last checkpoint (status ok):")
-        for k, v in d["metrics"].items():
-            click.echo(f"    {k:12s} min {v['min']:.4g}  mean {v['mean']:.4g}  max {v['max']:.4g}")
-
-
-COMMANDS = [build, presets, info]
+COMMANDS = [build, presets]

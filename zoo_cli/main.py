@@ -8,6 +8,7 @@ one ``warning:`` line each.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 
@@ -21,8 +22,36 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(f"warning: {message}", err=True)
 
 
+#: The module defining each command. A command's module is imported when that command runs
+#: (``--help`` imports them all): ``zoo query`` then pays for DuckDB and pyarrow, not for
+#: torch and the builders (about a second). A test checks this against every module's COMMANDS.
+COMMAND_MODULES = {
+    "build": "build_cmds", "presets": "build_cmds",
+    "query": "query_cmds", "verify": "query_cmds", "info": "query_cmds", "catalog": "query_cmds",
+    "train": "train_cmds", "predict": "train_cmds",
+    "push": "hub_cmds", "pull": "hub_cmds",
+    "analyze": "analyze_cmds", "plot": "analyze_cmds",
+    "embed": "retrieval_cmds", "search": "retrieval_cmds", "build-hub": "retrieval_cmds",
+    "train-ranker": "retrieval_cmds",
+    "import": "import_cmds", "export": "import_cmds",
+    "generate": "generate_cmds", "eval-gen": "generate_cmds",
+    "drop": "sidecar_cmds",
+}
+
+
 class ZooGroup(click.Group):
-    """A click group that turns user errors into one clear line and a non-zero exit."""
+    """A click group that turns user errors into one clear line and a non-zero exit, and
+    imports a command's module only when the command is used (:data:`COMMAND_MODULES`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(name)
+        if module is None:
+            return None
+        commands = importlib.import_module(f"zoo_cli.{module}").COMMANDS
+        return next((c for c in commands if c.name == name), None)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -42,27 +71,6 @@ class ZooGroup(click.Group):
 def cli() -> None:
     """weightzoo: build, query, share and learn on model zoos."""
 
-
-def _register() -> None:
-    from zoo_cli import (
-        analyze_cmds,
-        build_cmds,
-        generate_cmds,
-        hub_cmds,
-        import_cmds,
-        query_cmds,
-        retrieval_cmds,
-        sidecar_cmds,
-        train_cmds,
-    )
-
-    for module in (build_cmds, query_cmds, train_cmds, hub_cmds, analyze_cmds, retrieval_cmds, import_cmds,
-                   generate_cmds, sidecar_cmds):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -12,7 +13,6 @@ from catalog.errors import IntegrityError, QueryError
 from catalog.export import FORMATS, format_for, write_result
 from catalog.query import QueryEngine
 from catalog.store import LocalCatalog
-from catalog.verify import verify_zoo
 from catalog.zoo import open_zoo
 
 _SQL_STARTS = ("select", "with", "from", "(", "values", "describe", "summarize", "show", "table",
@@ -123,6 +123,8 @@ def verify(zoo: str, no_weights: bool, recompute: bool, sample: int, seed: int, 
     """Check a zoo against its manifest: file checksums, the Parquet schema, row/shard
     consistency and every row's weights. Exits 0 when clean; otherwise lists each bad file
     or row and exits 1. With --recompute, stored metrics are re-evaluated too."""
+    from catalog.verify import verify_zoo  # reads weights: torch, only for this command
+
     report = verify_zoo(zoo, check_weights=not no_weights, progress=not quiet and sys.stderr.isatty())
     for w in report.warnings:
         click.echo(f"warning: {w}")
@@ -186,4 +188,38 @@ def catalog_remove(name: str) -> None:
     click.echo(f"removed {name!r} from the catalog")
 
 
-COMMANDS = [query, verify, catalog_group]
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@click.command()
+@click.argument("zoo")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(zoo: str, as_json: bool) -> None:
+    """Describe ZOO: counts, architectures, columns, size and metric summaries."""
+    d = open_zoo(zoo).info()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    c = d["counts"]
+    click.echo(f"{d['name']}  ({d['path']}, format v{d['format_version']}"
+               + ("" if d["complete"] else ", INCOMPLETE: run `zoo build` again to finish") + ")")
+    status = ", ".join(f"{v} {k}" for k, v in sorted(c["status"].items()))
+    click.echo(f"  {c['rows']} rows, {c['runs']} runs, {c['architectures']} architectures; status: {status}")
+    click.echo(f"  size on disk: {_fmt_bytes(d['size_bytes'])}")
+    for a, s in d["architectures"].items():
+        click.echo(f"  arch {a}: {s['summary']}")
+    click.echo("  columns:")
+    for name, typ in d["columns"].items():
+        click.echo(f"    {name:18s} {typ}")
+    if d["metrics"]:
+        click.echo("  metrics at the last checkpoint (status ok):")
+        for k, v in d["metrics"].items():
+            click.echo(f"    {k:12s} min {v['min']:.4g}  mean {v['mean']:.4g}  max {v['max']:.4g}")
+
+
+COMMANDS = [query, verify, info, catalog_group]

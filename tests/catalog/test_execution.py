@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from catalog import kernels
 from catalog import nodes as nd
 from catalog.errors import ZooFormatError
 from catalog.execution import GraphNetwork, graph_forward, graph_population_forward, graph_population_values
@@ -233,15 +234,15 @@ def test_small_bmm_is_bmm_forward_and_backward(shape, transposed) -> None:
     # weightspace.analysis differentiate its backward), forward mode (torch.func.hessian), and
     # vmap over a further batch dim.
     a, b = _operands(shape, transposed)
-    got = nd.small_bmm(a, b)
+    got = kernels.small_bmm(a, b)
     torch.testing.assert_close(got, torch.bmm(a, b))
-    assert torch.equal(got, nd._oriented_bmm(a, b))
+    assert torch.equal(got, kernels.oriented_bmm(a, b))
     a64, b64 = (t.detach().double().requires_grad_() for t in _operands(shape, transposed, torch.float64, 1))
-    assert torch.autograd.gradcheck(nd.small_bmm, (a64, b64))
-    assert torch.autograd.gradgradcheck(nd.small_bmm, (a64, b64))
-    assert torch.autograd.gradcheck(nd.small_bmm, (a64, b64), check_forward_ad=True, check_backward_ad=False)
+    assert torch.autograd.gradcheck(kernels.small_bmm, (a64, b64))
+    assert torch.autograd.gradgradcheck(kernels.small_bmm, (a64, b64))
+    assert torch.autograd.gradcheck(kernels.small_bmm, (a64, b64), check_forward_ad=True, check_backward_ad=False)
     stacked = torch.stack([a, 2 * a]), torch.stack([b, b + 1])
-    torch.testing.assert_close(torch.func.vmap(nd.small_bmm)(*stacked),
+    torch.testing.assert_close(torch.func.vmap(kernels.small_bmm)(*stacked),
                                torch.stack([torch.bmm(a, b), torch.bmm(2 * a, b + 1)]))
 
 
@@ -253,7 +254,7 @@ def test_normalize_is_layer_norm_to_second_order_and_under_torch_func() -> None:
     x = torch.randn(3, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)
     for eps in (1e-5, 0.5):  # a large eps makes a wrong eps in any rule visible
         def norm(z, eps=eps):
-            return nd.normalize(z, eps)
+            return kernels.normalize(z, eps)
 
         def ref(z, eps=eps):
             return F.layer_norm(z, z.shape[-1:], eps=eps)
@@ -267,7 +268,7 @@ def test_normalize_is_layer_norm_to_second_order_and_under_torch_func() -> None:
         torch.testing.assert_close(torch.func.hessian(lambda z: norm(z).pow(3).sum())(row),
                                    torch.func.hessian(lambda z: ref(z).pow(3).sum())(row))
     x32 = torch.randn(64, 16, generator=g)
-    torch.testing.assert_close(nd.normalize(x32, 1e-5), F.layer_norm(x32, (16,)))
+    torch.testing.assert_close(kernels.normalize(x32, 1e-5), F.layer_norm(x32, (16,)))
 
 
 def test_population_attention_equals_each_module_alone_and_trains_alike() -> None:

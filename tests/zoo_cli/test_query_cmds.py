@@ -100,3 +100,35 @@ def test_sql_longer_than_a_file_name_is_sql(zoo_dir):
     assert len(long_sql) > 255
     r = run_cli("query", zoo_dir, long_sql, "--format", "csv")
     assert r.exit_code == 0 and r.output.strip() == '"model_id"'  # the CSV header of no rows
+
+
+def test_every_command_is_listed_with_its_module() -> None:
+    # main.COMMAND_MODULES (what lets a command import only its own module) names every command
+    # of every module, each in the module that defines it.
+    import importlib
+    import pkgutil
+
+    import zoo_cli
+    from zoo_cli.main import COMMAND_MODULES
+
+    defined = {}
+    for info in pkgutil.iter_modules(zoo_cli.__path__):
+        module = importlib.import_module(f"zoo_cli.{info.name}")
+        for command in getattr(module, "COMMANDS", ()):
+            defined[command.name] = info.name
+    assert defined == COMMAND_MODULES
+
+
+def test_query_and_info_start_without_torch(zoo_dir, tmp_path) -> None:
+    # The metadata commands import DuckDB and pyarrow, not torch (about a second of start-up).
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom zoo_cli.main import cli\n"
+              "for args in (['query', sys.argv[1], 'SELECT count(*) FROM models'], ['info', sys.argv[1]]):\n"
+              "    try:\n        cli(args)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+              "print('TORCH', 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(zoo_dir)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "WEIGHTZOO_HOME": str(tmp_path)})
+    assert "TORCH False" in out.stdout, out.stdout + out.stderr

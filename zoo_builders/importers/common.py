@@ -35,7 +35,7 @@ ROWS_PER_PART = 256
 #: Columns an importer adds to every row: where the model came from.
 PROVENANCE_COLUMNS = ("source_layout", "source_path")
 
-_TORCH_TO_DTYPE = {v: k for k, v in DTYPES.items()}
+_TORCH_TO_DTYPE = {getattr(torch, name): name for name in DTYPES}
 
 
 class SourceError(WeightzooError):

@@ -1,0 +1,109 @@
+"""Autograd kernels of population passes (:mod:`catalog.nodes` calls them): small batched
+products oriented the way MKL runs fast, and layer normalization with a fast forward. Kept
+apart from the node definitions so that parsing a spec imports no torch."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def oriented_bmm(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.bmm(a, b)`` (``[N, m, k] @ [N, k, n]``) for batches of small matrices, computed
+    the way round that MKL's batched kernels run fast: a product with fewer output columns than
+    rows as ``C^T = B^T A^T``, returned as a transposed view. Measured on 8,192 products with 16
+    tokens of 8 dims (one thread, whatever the operands' layout): any ``[16, 16] @ [16, 8]`` took
+    1.9 ms, the same arithmetic as ``([8, 16] @ [16, 16])^T`` 0.8 ms."""
+    if b.shape[-1] < a.shape[-2]:
+        return torch.bmm(b.transpose(-1, -2), a.transpose(-1, -2)).transpose(-1, -2)
+    return torch.bmm(a, b)
+
+
+class _SmallBmm(torch.autograd.Function):
+    """:func:`oriented_bmm` whose backward is made of oriented products too. Autograd's own
+    backward of ``bmm`` hands MKL the slow forms (``[T, T] @ [T, d]`` for the gradient of ``q``
+    and ``v``): with it, attention was a third of a ViT population's step. Written with
+    ``setup_context``, saving only its inputs, with a forward-mode rule, so ``torch.func``
+    transforms (``vmap``, ``hessian``) and double backward (the Hessian-vector products of
+    ``weightspace.analysis``) work through it."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(a: Tensor, b: Tensor) -> Tensor:
+        return oriented_bmm(a, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        a, b = ctx.saved_tensors
+        grad_a = small_bmm(grad, b.transpose(-1, -2)) if ctx.needs_input_grad[0] else None
+        grad_b = small_bmm(a.transpose(-1, -2), grad) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+    @staticmethod
+    def jvp(ctx, tangent_a: Tensor | None, tangent_b: Tensor | None) -> Tensor:
+        a, b = ctx.saved_tensors
+        parts = [small_bmm(tangent_a, b) if tangent_a is not None else None,
+                 small_bmm(a, tangent_b) if tangent_b is not None else None]
+        return sum(t for t in parts if t is not None)
+
+
+def small_bmm(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.bmm(a, b)`` for batches of small matrices, forward and backward each product in
+    the orientation MKL runs fast (:func:`oriented_bmm`): the values of
+    :func:`oriented_bmm`, bit for bit. A Python-level autograd node costs a few microseconds,
+    which a one-network pass of a few small matrices does not win back: those call
+    :func:`oriented_bmm` itself."""
+    return _SmallBmm.apply(a, b)
+
+
+class _Normalize(torch.autograd.Function):
+    """:func:`normalize`: the forward pass made of reductions and elementwise kernels, the
+    backward pass ATen's own layer-norm backward. ATen's fused layer-norm forward runs row by row
+    and is slow for short rows: 1.7 ms for 65,536 rows of 16 (one thread), against 0.75 ms for
+    these five kernels; its backward, 0.45 ms, is fast. Written like :class:`_SmallBmm`
+    (``setup_context``, a forward-mode rule, a differentiable backward) for ``torch.func``
+    transforms and Hessian-vector products."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+        mean = x.mean(-1, keepdim=True)                                      # [*, 1]
+        centered = x - mean
+        rstd = torch.rsqrt((centered * centered).mean(-1, keepdim=True) + eps)  # [*, 1]
+        return centered * rstd, mean, rstd
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, _ = inputs
+        out, mean, rstd = output
+        ctx.mark_non_differentiable(mean, rstd)
+        ctx.save_for_backward(x, mean, rstd)
+        ctx.save_for_forward(out, rstd)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _mean: Tensor | None, _rstd: Tensor | None) -> tuple[Tensor, None]:
+        x, mean, rstd = ctx.saved_tensors
+        grad_x, _, _ = torch.ops.aten.native_layer_norm_backward(
+            grad, x, [x.shape[-1]], mean, rstd, None, None, [True, False, False])
+        return grad_x, None
+
+    @staticmethod
+    def jvp(ctx, tangent: Tensor, _eps: None) -> tuple[Tensor, None, None]:
+        # y = c r with c = x - mean(x), r = (mean(c^2) + eps)^(-1/2):
+        # dy = r (dc - y mean(y dc)), dc = dx - mean(dx).
+        out, rstd = ctx.saved_tensors
+        dc = tangent - tangent.mean(-1, keepdim=True)
+        return rstd * (dc - out * (out * dc).mean(-1, keepdim=True)), None, None
+
+
+def normalize(x: Tensor, eps: float) -> Tensor:
+    """``F.layer_norm(x, x.shape[-1:], eps=eps)`` without an affine map, for a population's large
+    activations (values equal to float rounding; see :class:`_Normalize`)."""
+    return _Normalize.apply(x, eps)[0]
