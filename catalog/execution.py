@@ -30,6 +30,14 @@ if TYPE_CHECKING:
 #: time. Larger passes leave the cache: a ViT population of 64 evaluated 2.9x slower in passes
 #: of 512 examples (per-example results do not depend on the pass).
 EVAL_MEMBER_EXAMPLES = 4096
+#: Fewest examples per evaluation pass, however many members.
+MIN_EVAL_EXAMPLES = 16
+
+
+def eval_pass_examples(n_pop: int, most: int) -> int:
+    """Examples per evaluation pass of a population of ``n_pop``: at most ``most``, and
+    :data:`EVAL_MEMBER_EXAMPLES` member-examples in all (at least :data:`MIN_EVAL_EXAMPLES`)."""
+    return max(MIN_EVAL_EXAMPLES, min(most, EVAL_MEMBER_EXAMPLES // n_pop))
 
 # glibc's mallopt parameters (malloc.h) and the values population passes get.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

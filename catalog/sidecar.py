@@ -65,24 +65,23 @@ def missing_sidecar_fix(root: str | os.PathLike, rel: str) -> str:
             f"(or pull the zoo again)")
 
 
+def existing_sidecar_path(root: str | os.PathLike, rel: str) -> Path:
+    """The file of the listed sidecar table ``rel``, checked to lie in the zoo and exist."""
+    path = safe_join(Path(root), rel, "sidecar table")
+    if not path.is_file():
+        raise ZooFormatError(f"sidecar table {rel} is listed in the manifest but missing from {root}; "
+                             f"{missing_sidecar_fix(root, rel)}")
+    return path
+
+
 def existing_sidecar_paths(root: str | os.PathLike, manifest: Manifest) -> list[Path]:
-    """The files of the zoo's listed sidecar tables, each checked to lie in the zoo and exist."""
-    out = []
-    for entry in manifest.sidecar_files():
-        path = safe_join(Path(root), entry.path, "sidecar table")
-        if not path.is_file():
-            raise ZooFormatError(f"sidecar table {entry.path} is listed in the manifest but missing from "
-                                 f"{root}; {missing_sidecar_fix(root, entry.path)}")
-        out.append(path)
-    return out
+    """The files of the zoo's listed sidecar tables (:func:`existing_sidecar_path` each)."""
+    return [existing_sidecar_path(root, entry.path) for entry in manifest.sidecar_files()]
 
 
 def read_sidecar_file(root: str | os.PathLike, entry: FileEntry) -> pa.Table:
     """The table of one listed sidecar file (checked: a unique string ``model_id`` key)."""
-    path = safe_join(Path(root), entry.path, "sidecar table")
-    if not path.is_file():
-        raise ZooFormatError(f"sidecar table {entry.path} is listed in the manifest but missing from {root}; "
-                             f"{missing_sidecar_fix(root, entry.path)}")
+    path = existing_sidecar_path(root, entry.path)
     table = pq.read_table(path)
     check_sidecar_table(table, entry.path)
     return table

@@ -315,9 +315,9 @@ def read_distinct(root: Path, parts: Sequence[FileEntry], columns: Sequence[str]
     without a column, e.g. one written before it existed, adds ``None`` to that column's set)."""
     out: dict[str, set] = {c: set() for c in columns}
     for f in parts:
-        path = root / f.path
-        present = [c for c in columns if c in pq.read_schema(path).names]
-        table = pq.read_table(path, columns=present)
+        part = pq.ParquetFile(root / f.path)  # one open: its footer gives the schema
+        present = [c for c in columns if c in part.schema_arrow.names]
+        table = part.read(columns=present)
         for c in columns:
             if c in present:
                 out[c].update(table.column(c).to_pylist())

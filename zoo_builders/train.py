@@ -21,7 +21,7 @@ from torch import Tensor
 
 from catalog.coordinates import image_coordinates
 from catalog.errors import WeightzooError
-from catalog.execution import EVAL_MEMBER_EXAMPLES, graph_population_forward, reuse_freed_memory
+from catalog.execution import eval_pass_examples, graph_population_forward, reuse_freed_memory
 from catalog.network import NetworkSpec, population_forward
 from zoo_builders.datasets import Dataset
 from zoo_builders.init import init_params
@@ -120,7 +120,7 @@ def evaluate_classifier(net: NetworkSpec, params: dict[str, Tensor], x: Tensor, 
     total = index.shape[1] if index is not None else x.shape[0]
     loss_sum = torch.zeros(n_pop, dtype=torch.float64)
     correct = torch.zeros(n_pop, dtype=torch.float64)
-    chunk = max(16, min(EVAL_CHUNK, EVAL_MEMBER_EXAMPLES // n_pop))
+    chunk = eval_pass_examples(n_pop, EVAL_CHUNK)
     for start in range(0, total, chunk):
         if index is None:
             xb, yb = x[start:start + chunk], y[start:start + chunk]

@@ -202,8 +202,10 @@ def test_read_distinct_reads_each_part_once_and_marks_missing_columns(tmp_path, 
     pq.write_table(pa.table({"run_id": ["c"], "torch_threads": [2]}), tmp_path / "p1.parquet")
     parts = [FileEntry(f"p{i}.parquet", "0" * 64, 0, 0, "part") for i in range(2)]
     reads = []
-    read_table = pq.read_table
-    monkeypatch.setattr(writer_mod.pq, "read_table", lambda *a, **k: reads.append(a[0]) or read_table(*a, **k))
+    opener = pq.ParquetFile
+    monkeypatch.setattr(writer_mod.pq, "ParquetFile", lambda *a, **k: reads.append(a[0]) or opener(*a, **k))
+    monkeypatch.setattr(writer_mod.pq, "read_schema", lambda *a, **k: reads.append(a[0]))  # not used
+    monkeypatch.setattr(writer_mod.pq, "read_table", lambda *a, **k: reads.append(a[0]))  # not used
     got = writer_mod.read_distinct(tmp_path, parts, ["run_id", "torch_threads"])
     assert got == {"run_id": {"a", "b", "c"}, "torch_threads": {None, 2}}
     assert len(reads) == 2

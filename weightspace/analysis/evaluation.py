@@ -9,16 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from catalog.execution import EVAL_MEMBER_EXAMPLES, graph_population_forward
+from catalog.execution import eval_pass_examples, graph_population_forward
 from catalog.network import NetworkSpec, population_forward
 from weightspace.analysis._population import Params, data_batch, population_size
 
 #: Most examples per forward pass of :func:`population_loss_accuracy`; a population of more
-#: than 4 networks takes fewer (:data:`~catalog.execution.EVAL_MEMBER_EXAMPLES` member-examples,
-#: at least 16 examples), which bounds the activations held.
+#: than 4 networks takes fewer (:func:`~catalog.execution.eval_pass_examples`), which bounds the
+#: activations held.
 EVAL_BATCH = 1024
-#: Fewest examples per forward pass, however many networks.
-MIN_EVAL_BATCH = 16
 
 
 def population_loss_accuracy(
@@ -33,7 +31,8 @@ def population_loss_accuracy(
         x: inputs ``[N, *input_shape]`` (or a sequence of batches, concatenated).
         y: class labels ``[N]`` (or a sequence of batches).
         batch_size: most examples per forward pass (default :data:`EVAL_BATCH`; fewer for
-            populations of more than ``EVAL_MEMBER_EXAMPLES / batch_size`` networks).
+            populations of more than ``EVAL_MEMBER_EXAMPLES / batch_size`` networks, see
+            :func:`~catalog.execution.eval_pass_examples`).
 
     Shapes:
         returns ``(loss [P], accuracy [P])`` in ``float32``; accuracy in ``[0, 1]``.
@@ -41,7 +40,7 @@ def population_loss_accuracy(
     n_pop = population_size(spec, params)
     # The points of 64 paths between ViTs are 704 networks: 1,024 examples at once held
     # gigabytes of activations.
-    batch_size = max(MIN_EVAL_BATCH, min(batch_size, EVAL_MEMBER_EXAMPLES // n_pop))
+    batch_size = eval_pass_examples(n_pop, batch_size)
     x, y = data_batch(spec, x, y)
     loss = torch.zeros(n_pop, dtype=torch.float64)
     correct = torch.zeros(n_pop, dtype=torch.float64)
