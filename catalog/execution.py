@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from catalog.errors import ZooFormatError
-from catalog.nodes import BUFFER_ROLES, INPUT, Context
+from catalog.nodes import BUFFER_ROLES, INPUT, Context, FeatureAffine
 
 if TYPE_CHECKING:
     from catalog.network import NetworkSpec
@@ -142,10 +142,31 @@ def _population_values(spec: NetworkSpec, params: Mapping[str, Tensor], x: Tenso
     if x.dim() == len(spec.input_shape) + 1:  # shared: a view, every member reads the same batch
         x = x.unsqueeze(0).expand(n_pop, *x.shape)
     values = {INPUT: x.reshape(n_pop, x.shape[1], *spec.input_shape)}
+    # Per-member affine maps not yet applied to a node's value (a layer norm's weight and bias).
+    # A linear map that reads the value folds the map into its own weights, W diag(w) and
+    # W b + c: a few thousand multiplications in place of two passes over a [P, B, T, D]
+    # activation forward and three backward (a 64-member ViT step at one thread 84 -> 80 ms).
+    pending: dict[str, FeatureAffine] = {}
+
+    def value(name: str) -> Tensor:
+        if name in pending:
+            values[name] = pending.pop(name).apply(values[name])
+        return values[name]
+
     for node in spec.nodes:
         p = {suffix: params[f"{node.name}.{suffix}"] for suffix, _, _ in node.param_shapes()}
-        values[node.name] = node.population_forward(p, [values[i] for i in node.inputs], ctx)
-    return {name: values[name] for name in keep}
+        first, *rest = node.inputs
+        affine = None if rest else pending.get(first)
+        if affine is not None and node.passes_feature_affine():  # the map waits past this node
+            values[node.name] = node.population_forward(p, [values[first]], ctx)
+            pending[node.name] = affine
+            continue
+        folded = None if affine is None else node.fold_input_affine(p, affine)
+        xs = [values[first]] if folded is not None else [value(i) for i in node.inputs]
+        values[node.name], own = node.population_parts(p if folded is None else folded, xs, ctx)
+        if own is not None:
+            pending[node.name] = own
+    return {name: value(name) for name in keep}
 
 
 class GraphNetwork(nn.Module):

@@ -136,6 +136,28 @@ def _per_example(node: Node, p: Mapping[str, Tensor], xs: Sequence[Tensor], ctx:
     return node.forward(p, [x.flatten(0, 1) for x in xs], ctx).unflatten(0, (n_pop, batch))
 
 
+@dataclass(frozen=True)
+class FeatureAffine:
+    """A per-member affine map over the last dimension, ``x * scale + shift``, not yet applied
+    to a population value: ``scale, shift [P, F]``."""
+
+    scale: Tensor
+    shift: Tensor
+
+    def apply(self, x: Tensor) -> Tensor:
+        """``x [P, B, *, F] -> x * scale + shift``, each member with its own."""
+        view = (x.shape[0], *[1] * (x.dim() - 2), x.shape[-1])
+        return x * self.scale.view(view) + self.shift.view(view)
+
+    def fold_into_linear(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(W', b')`` with ``x W'^T + b' = (x * scale + shift) W^T + b``: ``W' = W diag(scale)``,
+        ``b' = W shift + b``. ``weight [P, O, F]``, ``bias [P, O]`` or ``None``."""
+        folded_bias = torch.bmm(weight, self.shift.unsqueeze(2)).squeeze(2)      # [P, O]
+        if bias is not None:
+            folded_bias = folded_bias + bias
+        return weight * self.scale.unsqueeze(1), folded_bias
+
+
 # ================================================================================ validation
 def _fail(node: str, problem: str) -> ZooFormatError:
     return ZooFormatError(f"node {node!r}: {problem}")
@@ -257,6 +279,26 @@ class Node:
         """
         raise NotImplementedError
 
+    def population_parts(self, p: Mapping[str, Tensor], xs: Sequence[Tensor],
+                         ctx: Context) -> tuple[Tensor, FeatureAffine | None]:
+        """:meth:`population_forward` as a value and a per-member affine map still to apply to
+        it, ``(value, None)`` by default. A layer norm returns its normalized input and its
+        ``(weight, bias)``, which :func:`catalog.execution.graph_population_forward` folds into
+        the linear maps that read it (:meth:`fold_input_affine`) instead of applying it."""
+        return self.population_forward(p, xs, ctx), None
+
+    def fold_input_affine(self, p: Mapping[str, Tensor], affine: FeatureAffine) -> dict[str, Tensor] | None:
+        """This node's population tensors with a per-member affine map of its input folded in:
+        with them, :meth:`population_forward` computes on ``x`` what it computes with ``p`` on
+        ``affine.apply(x)`` (the same values up to float rounding). ``None`` (the default): not
+        foldable, the input is mapped first."""
+        return None
+
+    def passes_feature_affine(self) -> bool:
+        """Whether ``f(affine.apply(x)) == affine.apply(f(x))`` for every per-member affine map
+        over the last dimension, so that the map can wait past this node (default ``False``)."""
+        return False
+
     def to_dict(self) -> dict:
         """The canonical JSON form: ``kind``, ``name``, ``inputs`` and every field that is not
         at its default (so a field added later, at its default, changes nothing)."""
@@ -298,6 +340,10 @@ class Linear(Node):
 
     def population_forward(self, p, xs, ctx):
         return _member_linear(xs[0], p["weight"], p.get("bias"))
+
+    def fold_input_affine(self, p, affine):
+        weight, bias = affine.fold_into_linear(p["weight"], p.get("bias"))
+        return {"weight": weight, "bias": bias}
 
 
 @dataclass(frozen=True)
@@ -475,12 +521,12 @@ class LayerNorm(Node):
         return F.layer_norm(xs[0], (self.dim,), p.get("weight"), p.get("bias"), self.eps)
 
     def population_forward(self, p, xs, ctx):
-        x = xs[0]
-        out = kernels.normalize(x, self.eps)                                         # [P, B, *, D]
-        if self.affine:
-            view = (x.shape[0], *[1] * (x.dim() - 2), self.dim)
-            out = out * p["weight"].view(view) + p["bias"].view(view)
-        return out
+        out, affine = self.population_parts(p, xs, ctx)
+        return out if affine is None else affine.apply(out)
+
+    def population_parts(self, p, xs, ctx):
+        out = kernels.normalize(xs[0], self.eps)                                     # [P, B, *, D]
+        return out, (FeatureAffine(p["weight"], p["bias"]) if self.affine else None)
 
 
 @dataclass(frozen=True)
@@ -586,6 +632,10 @@ class GlobalPool(Node):
         x = xs[0]
         h = x if self.over == "tokens" else x.flatten(3).transpose(2, 3)  # [P, B, positions, C]
         return h.mean(2) if self.op == "avg" else h.amax(2)
+
+    def passes_feature_affine(self) -> bool:
+        # a mean over tokens keeps the feature dim last; a max would not commute with a negative scale
+        return self.op == "avg" and self.over == "tokens"
 
 
 @dataclass(frozen=True)
@@ -743,17 +793,26 @@ class Attention(Node):
         n_pop, b, t, e = x.shape
         # q, k and v by three products (not one, then split): the backward of splitting a
         # [P*B, T, 3, H, d] tensor into heads was a quarter of a ViT population's step.
-        w, bias = p["in_proj_weight"].chunk(3, 1), p.get("in_proj_bias")
-        bias = (None,) * 3 if bias is None else bias.chunk(3, 1)
+        w, bias = list(p["in_proj_weight"].chunk(3, 1)), p.get("in_proj_bias")
+        bias = [None] * 3 if bias is None else list(bias.chunk(3, 1))
+        # q's 1 / sqrt(d) scaling folded into its projection ([P, E, E] values, not [P, B, T, E])
+        scale = 1 / math.sqrt(e // self.num_heads)
+        w[0], bias[0] = w[0] * scale, None if bias[0] is None else bias[0] * scale
         q, k, v = (_member_linear(x, wi, bi).view(n_pop * b, t, e) for wi, bi in zip(w, bias))
-        out = self._attend(q, k, v, kernels.small_bmm).view(n_pop, b, t, e)
+        out = self._attend(q, k, v, kernels.small_bmm, q_scaled=True).view(n_pop, b, t, e)
         return _member_linear(out, p["out_proj.weight"], p.get("out_proj.bias"))
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, bmm: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    def fold_input_affine(self, p, affine):
+        weight, bias = affine.fold_into_linear(p["in_proj_weight"], p.get("in_proj_bias"))
+        return {**p, "in_proj_weight": weight, "in_proj_bias": bias}
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, bmm: Callable[[Tensor, Tensor], Tensor],
+                q_scaled: bool = False) -> Tensor:
         """``softmax(q k^T / sqrt(d)) v`` per head: ``q, k, v [N, T, E]`` (heads side by side
         in ``E``) -> ``[N, T, E]``, the heads of all ``N`` sequences as one batch of small
-        matrices. ``bmm`` is :func:`~catalog.kernels.small_bmm` for a population (its backward is what makes
-        attention fast there) or :func:`~catalog.kernels.oriented_bmm` for one network (the same forward
+        matrices (``q`` already divided by ``sqrt(d)`` if ``q_scaled``). ``bmm`` is
+        :func:`~catalog.kernels.small_bmm` for a population (its backward is what makes attention
+        fast there) or :func:`~catalog.kernels.oriented_bmm` for one network (the same forward
         values). (torch's fused ``scaled_dot_product_attention`` measured 1.2x slower per training
         step on the CPU: its backward is slow for thousands of 16-token heads.)"""
         n, t, e = q.shape
@@ -768,7 +827,7 @@ class Attention(Node):
             return z.reshape(n, t, h, d).transpose(1, 2).reshape(n * h, t, d)      # [N*H, T, d]
 
         # Scaling q (not the scores) as PyTorch's attention does: T / d times fewer multiplications.
-        q, k, v = by_sequence(q * (1 / math.sqrt(d))), by_sequence(k), by_sequence(v)
+        q, k, v = by_sequence(q if q_scaled else q * (1 / math.sqrt(d))), by_sequence(k), by_sequence(v)
         scores = bmm(q, k.transpose(1, 2))                                   # [N*H, T, T]
         if self.causal:
             future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)

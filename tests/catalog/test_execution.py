@@ -292,6 +292,78 @@ def test_population_attention_equals_each_module_alone_and_trains_alike() -> Non
                 torch.testing.assert_close(params[name].grad[i], p.grad, rtol=1e-4, atol=1e-5)
 
 
+def folding_net() -> NetworkSpec:
+    """Layer norms read in every way the population pass treats their affine map: folded into an
+    attention and a bias-free linear map, materialized for an add, carried past a mean over tokens
+    into a linear map and into an add, materialized for a max over tokens: [6, 8] -> 3."""
+    return NetworkSpec("fold", (6, 8), nodes=(
+        nd.LayerNorm("ln1", ("input",), 8), nd.Attention("att", ("ln1",), 8, 2),
+        nd.Linear("tok", ("ln1",), 8, 8, bias=False), nd.Add("s1", ("att", "ln1", "tok")),
+        nd.LayerNorm("ln2", ("s1",), 8), nd.GlobalPool("gp", ("ln2",), over="tokens"),
+        nd.Linear("fc1", ("gp",), 8, 8),
+        nd.LayerNorm("ln3", ("s1",), 8), nd.GlobalPool("mx", ("ln3",), op="max", over="tokens"),
+        nd.Add("both", ("fc1", "mx", "gp")), nd.Linear("fc", ("both",), 8, 3)))
+
+
+def test_layer_norm_affine_folds_into_readers_with_the_modules_values_and_gradients() -> None:
+    spec = folding_net()
+    g = torch.Generator().manual_seed(7)
+    start = init(spec, 3, seed=2)
+    for name in ("ln1", "ln2", "ln3"):  # init leaves weight 1 and bias 0, which any fold keeps
+        start[f"{name}.weight"] = torch.randn(3, 8, generator=g)  # negative scales too: max must not fold
+        start[f"{name}.bias"] = torch.randn(3, 8, generator=g)
+    params = {k: v.clone().requires_grad_() for k, v in start.items()}
+    x = torch.randn(3, 5, 6, 8, generator=g)
+    out, _ = graph_population_forward(spec, params, x)
+    out.square().sum().backward()
+    values = graph_population_values(spec, start, x, ["ln1", "s1", "gp", "ln3"])
+    for i in range(3):
+        module = build_module(spec, {k: v[i] for k, v in start.items()})
+        alone = module(x[i])
+        torch.testing.assert_close(out[i], alone)
+        alone.square().sum().backward()
+        for name, p in module.named_parameters():
+            torch.testing.assert_close(params[name].grad[i], p.grad, rtol=1e-4, atol=1e-5)
+        # values asked for have their affine maps applied, also one carried past the mean
+        def ln(name: str, h: torch.Tensor, i: int = i) -> torch.Tensor:
+            return F.layer_norm(h, (8,), start[f"{name}.weight"][i], start[f"{name}.bias"][i])
+
+        torch.testing.assert_close(values["ln1"][i], ln("ln1", x[i]))
+        torch.testing.assert_close(values["gp"][i], ln("ln2", values["s1"][i]).mean(1))
+        torch.testing.assert_close(values["ln3"][i], ln("ln3", values["s1"][i]))
+
+
+def test_feature_affine_folds_into_a_linear_map_by_hand() -> None:
+    # scale (2, -1), shift (1, 3) before W = [[1, 2]], b = 0.5: W' = W diag(scale) = [[2, -2]],
+    # b' = W shift + b = 1 + 6 + 0.5 = 7.5. At x = (2, 5): x * scale + shift = (5, -2), so
+    # W (5, -2) + 0.5 = 1.5; folded: (2, -2) . (2, 5) + 7.5 = -6 + 7.5 = 1.5.
+    affine = nd.FeatureAffine(torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 3.0]]))
+    weight, bias = affine.fold_into_linear(torch.tensor([[[1.0, 2.0]]]), torch.tensor([[0.5]]))
+    assert torch.equal(weight, torch.tensor([[[2.0, -2.0]]])) and torch.equal(bias, torch.tensor([[7.5]]))
+    x = torch.tensor([[[2.0, 5.0]]])                                              # [P=1, B=1, F=2]
+    assert torch.equal(nd._member_linear(x, weight, bias), torch.tensor([[[1.5]]]))
+    assert torch.equal(nd._member_linear(affine.apply(x), torch.tensor([[[1.0, 2.0]]]), torch.tensor([[0.5]])),
+                       torch.tensor([[[1.5]]]))
+    # without a bias the fold makes one: W shift = 7
+    assert torch.equal(affine.fold_into_linear(torch.tensor([[[1.0, 2.0]]]), None)[1], torch.tensor([[7.0]]))
+
+
+def test_a_vit_population_pass_maps_no_activation_by_a_layer_norm_affine(monkeypatch) -> None:
+    # Every layer norm of the ViT is read by an attention, an MLP's first linear map or (the last)
+    # a mean over tokens before the head: each folds its weight and bias, none maps a [P, B, T, D] value.
+    from zoo_builders.graph_architectures import TransformerConfig
+
+    spec = TransformerConfig(patch_size=2, dim=8, depth=2).network_spec((1, 8, 8), 10)
+    params = {k: v.requires_grad_() for k, v in init(spec, 2).items()}
+    shapes = []
+    apply = nd.FeatureAffine.apply
+    monkeypatch.setattr(nd.FeatureAffine, "apply", lambda self, x: shapes.append(x.shape) or apply(self, x))
+    graph_population_forward(spec, params, torch.rand(3, 1, 8, 8))[0].sum().backward()
+    assert shapes == []
+    graph_population_values(spec, params, torch.rand(3, 1, 8, 8), ["blocks.0.norm1"])
+    assert shapes == [(2, 3, 16, 8)]  # asked for, the value gets its map
+
+
 _FAULTS = """
 import resource, sys, torch
 from catalog.execution import reuse_freed_memory
