@@ -58,10 +58,10 @@ RESULTS = Path(__file__).parent / "results" / "bench_build.json"
 QUICK_RESULTS = RESULTS.with_name("bench_build_quick.json")
 WORKERS_RESULTS = RESULTS.with_name("bench_build_workers.json")
 WORKERS_TARGET = 1.7  # 2 workers over 1, on an otherwise idle 2-core machine
-#: Each side runs this many times, the two alternating, and their medians are compared (every run
-#: gives the same result). Load from other work comes and goes: alternating exposes both sides to
-#: it alike, and a median drops a run it hit. One pass of each measured the ViT's 2-thread ratio
-#: anywhere from 2.8x to 3.8x across back-to-back runs.
+#: Each side runs this many times by default (``--repeats``), the two alternating, and their
+#: medians are compared (every run gives the same result). Load from other work comes and goes:
+#: alternating exposes both sides to it alike, and a median drops a run it hit. One pass of each
+#: measured the ViT's 2-thread ratio anywhere from 2.8x to 3.8x across back-to-back runs.
 REPEATS = 3
 
 
@@ -140,12 +140,12 @@ def per_model_inrs(net: NetworkSpec, runs: list[RunConfig], images: torch.Tensor
     return out
 
 
-def case(name: str, spec: dict, threads: int) -> dict:
+def case(name: str, spec: dict, threads: int, repeats: int = REPEATS) -> dict:
     with torch_threads(threads):
-        return _case(name, spec, threads)
+        return _case(name, spec, threads, repeats)
 
 
-def _case(name: str, spec: dict, threads: int) -> dict:
+def _case(name: str, spec: dict, threads: int, repeats: int) -> dict:
     s = BuildSpec.load(spec)
     runs = s.runs()
     data = load_dataset(s.dataset)
@@ -155,7 +155,7 @@ def _case(name: str, spec: dict, threads: int) -> dict:
     metric = "psnr" if inr else "test_acc"
     images = _inr_images(data, runs)[0] if inr else None
     pop_times, loop_times = [], []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         res = train_inrs(net, runs, images) if inr else train_classifiers(net, runs, data)
         pop_times.append(time.perf_counter() - t0)
@@ -167,7 +167,8 @@ def _case(name: str, spec: dict, threads: int) -> dict:
     pop_rate, loop_rate = len(runs) / t_pop * 60, len(runs) / t_loop * 60
     mean = lambda v: sum(v) / len(v)  # noqa: E731
     row = {
-        "case": name, "threads": threads, "runs": len(runs), "n_params": net.n_params, "summary": net.summary(),
+        "case": name, "threads": threads, "repeats": repeats, "runs": len(runs), "n_params": net.n_params,
+        "summary": net.summary(),
         "steps_per_run":
             runs[0].training.epochs * (1 if inr else math.ceil(data.x_train.shape[0] / runs[0].training.batch_size)),
         "population_seconds": t_pop, "population_seconds_each": pop_times, "per_model_seconds": t_loop,
@@ -341,7 +342,11 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", metavar="CASE",
                     help="run only these cases (mlp, siren, cnn, resnet8-bn, vit); their rows replace "
                          "the same cases' rows in the result file, the others are kept")
+    ap.add_argument("--repeats", type=int, default=REPEATS,
+                    help=f"runs of each side, alternating, whose medians are compared (default {REPEATS})")
     args = ap.parse_args()
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats must be >= 1, got {args.repeats}")
     if args.workers:
         out = workers_row(args.quick)
         path = WORKERS_RESULTS.with_name("bench_build_workers_quick.json") if args.quick else WORKERS_RESULTS
@@ -383,7 +388,7 @@ def main() -> None:
         cases = {name: spec for name, spec in cases.items() if name in args.cases}
     settings = {"torch_default": torch.get_num_threads(), "builder_default": DEFAULT_THREADS}
     load_before = os.getloadavg()[0]
-    rows = [case(name, spec, threads) for name, spec in cases.items()
+    rows = [case(name, spec, threads, args.repeats) for name, spec in cases.items()
             for threads in dict.fromkeys(settings.values())]
     results = QUICK_RESULTS if args.quick else RESULTS
     results.parent.mkdir(parents=True, exist_ok=True)
