@@ -605,19 +605,26 @@ def wildpark_accuracy_prediction(zoo_path: Path, budget: dict, quiet: bool, seed
                 + f"  ({rec['epochs_run']} epochs, best {rec['best_epoch']}, {rec['train_seconds']} s)")
         if not per_seed:
             continue
-        taus = torch.tensor([r["kendall_tau"] for r in per_seed], dtype=torch.float64)
-        fam_tau = {f: float(sum(r["per_family"][f]["kendall_tau"] for r in per_seed) / len(per_seed))
-                   for f in per_seed[0]["per_family"]}
-        out["models"][model] = {
-            "model": name, "hparams": per_seed[0]["hparams"], "metanet_params": per_seed[0]["metanet_params"],
-            "kendall_tau": float(taus.mean()), "kendall_tau_std": float(taus.std()) if len(taus) > 1 else 0.0,
-            "kendall_tau_per_family": fam_tau,
-            "r2": float(sum(r["r2"] for r in per_seed) / len(per_seed)),
-            "mae": float(sum(r["mae"] for r in per_seed) / len(per_seed)), "n": per_seed[0]["n"],
-            "train_seconds": round(sum(r["train_seconds"] for r in per_seed), 1), "per_seed": per_seed}
+        out["models"][model] = seed_summary(name, per_seed)
         log(f"  {model:14s} τ {out['models'][model]['kendall_tau']:.3f} ± "
             f"{out['models'][model]['kendall_tau_std']:.3f} over seeds {list(seeds)}")
     return out
+
+
+def seed_summary(name: str, per_seed: list[dict]) -> dict:
+    """A wildpark model's entry from its per-seed records: mean τ (and its standard deviation
+    over seeds), mean τ per family, mean R² and MAE, total training time, the seeds."""
+    taus = torch.tensor([r["kendall_tau"] for r in per_seed], dtype=torch.float64)
+    fam_tau = {f: float(sum(r["per_family"][f]["kendall_tau"] for r in per_seed) / len(per_seed))
+               for f in per_seed[0]["per_family"]}
+    return {
+        "model": name, "hparams": per_seed[0]["hparams"], "metanet_params": per_seed[0]["metanet_params"],
+        "kendall_tau": float(taus.mean()), "kendall_tau_std": float(taus.std()) if len(taus) > 1 else 0.0,
+        "kendall_tau_per_family": fam_tau,
+        "r2": float(sum(r["r2"] for r in per_seed) / len(per_seed)),
+        "mae": float(sum(r["mae"] for r in per_seed) / len(per_seed)), "n": per_seed[0]["n"],
+        "train_seconds": round(sum(r["train_seconds"] for r in per_seed), 1),
+        "seeds": [r["seed"] for r in per_seed], "per_seed": per_seed}
 
 
 def wildpark_table(wp: dict) -> str:
@@ -633,7 +640,9 @@ def wildpark_table(wp: dict) -> str:
         if "refused" in r:
             rows.append(f"| `{model}` | refused: reads one parameter layout |" + " — |" * (len(head) - 2))
             continue
-        cells = [f"{r['kendall_tau']:.3f} ± {r['kendall_tau_std']:.3f}",
+        seeds = len(r.get("seeds", wp.get("seeds", [])))
+        own = f" ({seeds} seeds)" if seeds != n_seeds else ""  # a model run with fewer seeds than the rest
+        cells = [f"{r['kendall_tau']:.3f} ± {r['kendall_tau_std']:.3f}{own}",
                  *[f"{r['kendall_tau_per_family'].get(f, float('nan')):.3f}" for f in fams],
                  f"{r['r2']:.3f}", f"{r['train_seconds']:.0f}"]
         rows.append(f"| `{model}` | " + " | ".join(cells) + " |")
@@ -652,6 +661,13 @@ def wildpark_target(wp: dict) -> dict:
     out = {"gmn": tau["gmn"], base: tau[base], "met": tau["gmn"] > tau[base]}
     if "gmn-probes" in tau:  # the same model with probe features, reported beside the target
         out |= {"gmn-probes": tau["gmn-probes"], "met_with_probes": tau["gmn-probes"] > tau[base]}
+    # Seed by seed (same split, same seed's batch order): how often gmn is ahead, and by how much
+    by_seed = {m: {r["seed"]: r["kendall_tau"] for r in wp["models"][m].get("per_seed", [])} for m in ("gmn", base)}
+    common = sorted(set(by_seed["gmn"]) & set(by_seed[base]))
+    if common:
+        diff = [by_seed["gmn"][s] - by_seed[base][s] for s in common]
+        out["paired"] = {"seeds": common, "gmn_minus_" + base: diff, "gmn_ahead": sum(d > 0 for d in diff),
+                         "mean_difference": sum(diff) / len(diff)}
     return out
 
 
@@ -859,6 +875,9 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--case", choices=("all", "wildpark"), default="all",
                     help="all (default), or only the heterogeneous zoo, merged into the existing --out")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds of the heterogeneous case (default: the cases' own, 0,1,2); with "
+                         "--case wildpark, seeds not run before are added to the results in --out")
     ap.add_argument("--wildpark-models", default=",".join(WILDPARK_MODELS),
                     help=f"comma-separated models of the heterogeneous case (default {','.join(WILDPARK_MODELS)}); "
                          f"with --case wildpark, the others' results in --out are kept when the zoo, split and "
@@ -895,7 +914,8 @@ def main() -> None:
             for key in CNN_ZOOS}
     t_cnn = time.perf_counter()
     wp_path, wp_build = ensure_zoo(wildpark_spec(args.quick), args.cache, args.quiet)
-    wp = wildpark_accuracy_prediction(wp_path, WILDPARK_BUDGET[mode], args.quiet, CNN_SEEDS[mode], wp_models)
+    wp = wildpark_accuracy_prediction(wp_path, WILDPARK_BUDGET[mode], args.quiet, wildpark_seeds(args.seeds, mode),
+                                      wp_models)
     t_wp = time.perf_counter()
     thr = gmn_throughput(inr_path, THROUGHPUT[mode], args.quiet)
     t_end = time.perf_counter()
@@ -946,13 +966,39 @@ def main() -> None:
     print(f"wall time {result['wall_seconds']['total']:.0f} s; wrote {out_path}")
 
 
+def wildpark_seeds(text: str | None, mode: str) -> tuple[int, ...]:
+    """``--seeds``: comma-separated non-negative integers, each once (default: :data:`CNN_SEEDS`)."""
+    if text is None:
+        return CNN_SEEDS[mode]
+    try:
+        seeds = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--seeds: comma-separated integers, e.g. 3,4; got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seeds: non-negative integers, each once; got {text!r}")
+    return seeds
+
+
 def merge_wildpark_models(old: dict | None, new: dict) -> tuple[dict, bool]:
-    """``new`` with the models of ``old`` that it did not run, when both ran on the same zoo, rows,
-    split, seeds and budget (so their τ compare); else ``new`` alone. Returns ``(merged, merged?)``."""
-    keys = ("zoo", "rows", "split", "seeds", "budget")
+    """``new`` joined with ``old`` when both ran on the same zoo, rows, split and budget (so their
+    τ compare); else ``new`` alone. With the same seeds, ``old``'s models that ``new`` did not run
+    join it. With other seeds (none in common), a model both ran gets the seeds of both, its
+    summary recomputed over all of them; the others keep their own. Returns ``(merged, merged?)``."""
+    keys = ("zoo", "rows", "split", "budget")
     if not old or any(old.get(k) != new.get(k) for k in keys):
         return new, False
-    return {**new, "models": {**old.get("models", {}), **new["models"]}}, True
+    if old.get("seeds") == new.get("seeds"):
+        return {**new, "models": {**old.get("models", {}), **new["models"]}}, True
+    if set(old.get("seeds", [])) & set(new.get("seeds", [])):
+        return new, False
+    models = dict(old.get("models", {}))
+    for name, entry in new["models"].items():
+        before = models.get(name, {})
+        if "per_seed" in before and "per_seed" in entry:
+            per_seed = sorted(before["per_seed"] + entry["per_seed"], key=lambda r: r["seed"])
+            entry = seed_summary(entry["model"], per_seed)
+        models[name] = entry
+    return {**new, "seeds": sorted({*old.get("seeds", []), *new.get("seeds", [])}), "models": models}, True
 
 
 def merge_wildpark(out_path: Path, mode: str, args: argparse.Namespace, models: tuple[str, ...],
@@ -963,7 +1009,7 @@ def merge_wildpark(out_path: Path, mode: str, args: argparse.Namespace, models: 
     wp_path, wp_build = ensure_zoo(wildpark_spec(args.quick), args.cache, args.quiet)
     t_built = time.perf_counter()
     budget = WILDPARK_BUDGET[mode]
-    wp = wildpark_accuracy_prediction(wp_path, budget, args.quiet, CNN_SEEDS[mode], models)
+    wp = wildpark_accuracy_prediction(wp_path, budget, args.quiet, wildpark_seeds(args.seeds, mode), models)
     t_end = time.perf_counter()
     result = json.loads(out_path.read_text()) if out_path.is_file() else {"benchmark": "bench_metanet", "mode": mode}
     if result.get("mode", mode) != mode:
@@ -983,7 +1029,7 @@ def merge_wildpark(out_path: Path, mode: str, args: argparse.Namespace, models: 
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": {"total": round(t_end - t_start, 1), "zoo_build": round(t_built - t_start, 1),
                          "accuracy_prediction": round(t_end - t_built, 1)},
-        "training_budget": {**fit_budget(budget), "optimizer": "AdamW", "seeds": list(CNN_SEEDS[mode]),
+        "training_budget": {**fit_budget(budget), "optimizer": "AdamW", "seeds": wp["seeds"],
                             "split": {"by": "run_id", "fractions": FRACTIONS, "seed": SPLIT_SEED}}}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".json.tmp")

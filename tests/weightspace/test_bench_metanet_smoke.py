@@ -180,3 +180,46 @@ def test_wildpark_table_and_target(bench):
     assert not joined and list(other["models"]) == ["gmn-probes"]
     del wp["models"]["gmn"]
     assert bench.wildpark_target(wp)["met"] is None
+
+
+def test_wildpark_runs_with_other_seeds_join_seed_by_seed(bench):
+    def record(seed: int, tau: float) -> dict:
+        return {"seed": seed, "kendall_tau": tau, "r2": tau - 0.1, "mae": 0.1, "n": 4, "train_seconds": 10.0,
+                "hparams": {}, "metanet_params": 7,
+                "per_family": {"cnn": {"kendall_tau": tau + 0.01}, "resnet": {"kendall_tau": tau - 0.01}}}
+
+    setting = {"zoo": "wildpark-digits", "families": ["cnn", "resnet"], "rows": 10, "split": {"test": 4},
+               "budget": {"e": 1}, "published_cnn_wild_park": {}}
+    old = {**setting, "seeds": [0, 1, 2], "models": {
+        "statnn-kinds": bench.seed_summary("statnn-kinds", [record(0, 0.70), record(1, 0.72), record(2, 0.74)]),
+        "gmn": bench.seed_summary("gmn", [record(0, 0.71), record(1, 0.70), record(2, 0.78)]),
+        "gmn-probes": bench.seed_summary("gmn", [record(0, 0.60), record(1, 0.62), record(2, 0.64)])}}
+    new = {**setting, "seeds": [3, 4], "models": {
+        "statnn-kinds": bench.seed_summary("statnn-kinds", [record(3, 0.70), record(4, 0.70)]),
+        "gmn": bench.seed_summary("gmn", [record(4, 0.75), record(3, 0.72)])}}
+    merged, joined = bench.merge_wildpark_models(old, new)
+    assert joined and merged["seeds"] == [0, 1, 2, 3, 4]
+    gmn = merged["models"]["gmn"]
+    # five seeds, in seed order: mean (0.71 + 0.70 + 0.78 + 0.72 + 0.75) / 5 = 3.66 / 5 = 0.732
+    assert gmn["seeds"] == [0, 1, 2, 3, 4] and gmn["kendall_tau"] == pytest.approx(0.732)
+    assert gmn["kendall_tau_per_family"]["cnn"] == pytest.approx(0.742) and gmn["train_seconds"] == 50.0
+    # sample std of (0.71, 0.70, 0.78, 0.72, 0.75): deviations -.022 -.032 .048 -.012 .018, squares sum
+    # .000484 + .001024 + .002304 + .000144 + .000324 = .00428, / 4 = .00107, sqrt = .0327
+    assert gmn["kendall_tau_std"] == pytest.approx(0.0327, abs=1e-4)
+    assert merged["models"]["gmn-probes"]["seeds"] == [0, 1, 2]  # not rerun: keeps its own
+    table = bench.wildpark_table(merged)
+    assert "5 seeds" in table.splitlines()[0] and "± 0.020 (3 seeds) |" in table
+    # seed by seed, gmn - statnn-kinds: .01, -.02, .04, .02, .05 -> ahead in 4 of 5, mean .02
+    paired = bench.wildpark_target(merged)["paired"]
+    assert paired["seeds"] == [0, 1, 2, 3, 4] and paired["gmn_ahead"] == 4
+    assert paired["mean_difference"] == pytest.approx(0.02)
+    # seeds in common with an earlier run: not comparable seed by seed, the new run alone
+    again, joined = bench.merge_wildpark_models(old, {**new, "seeds": [2, 3]})
+    assert not joined and again["seeds"] == [2, 3]
+
+
+def test_wildpark_seeds_option(bench):
+    assert bench.wildpark_seeds(None, "full") == (0, 1, 2) and bench.wildpark_seeds("3,4", "full") == (3, 4)
+    for bad in ("3,x", "3,3", "-1", ""):
+        with pytest.raises(SystemExit, match="--seeds"):
+            bench.wildpark_seeds(bad, "full")
