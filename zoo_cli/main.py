@@ -13,6 +13,7 @@ import sys
 import warnings
 
 import click
+from click.utils import make_default_short_help
 
 from catalog.errors import WeightzooError
 
@@ -22,21 +23,59 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(f"warning: {message}", err=True)
 
 
-#: The module defining each command. A command's module is imported when that command runs
-#: (``--help`` imports them all): ``zoo query`` then pays for DuckDB and pyarrow, not for
-#: torch and the builders (about a second). A test checks this against every module's COMMANDS.
-COMMAND_MODULES = {
-    "build": "build_cmds", "presets": "build_cmds",
-    "query": "query_cmds", "verify": "query_cmds", "info": "query_cmds", "catalog": "query_cmds",
-    "train": "train_cmds", "predict": "train_cmds",
-    "push": "hub_cmds", "pull": "hub_cmds",
-    "analyze": "analyze_cmds", "plot": "analyze_cmds",
-    "embed": "retrieval_cmds", "search": "retrieval_cmds", "build-hub": "retrieval_cmds",
-    "train-ranker": "retrieval_cmds",
-    "import": "import_cmds", "export": "import_cmds",
-    "generate": "generate_cmds", "eval-gen": "generate_cmds",
-    "drop": "sidecar_cmds",
+#: Each command: the module defining it, imported only when that command runs (``zoo query``
+#: then pays for DuckDB and pyarrow, not for torch and the builders, about a second), and the
+#: one-line summary ``zoo --help`` lists, so that the listing imports no command module at all.
+#: Tests check both against every module's COMMANDS.
+COMMAND_INDEX: dict[str, tuple[str, str]] = {
+    "analyze": ("analyze_cmds",
+        "Compute loss-landscape metrics of ZOO's models and store them with the zoo."),
+    "build": ("build_cmds",
+        "Build the zoo described by SPEC (a YAML file or a preset name, see `zoo presets`)."),
+    "build-hub": ("retrieval_cmds",
+        "Build a retrieval hub at OUT: the template's runs trained once per source task."),
+    "catalog": ("query_cmds",
+        "The local catalog: zoos indexed once, queried together with `zoo query --catalog`."),
+    "drop": ("sidecar_cmds",
+        "Remove the sidecar table TABLE (GROUP/NAME, e.g. analysis/cka) from ZOO."),
+    "embed": ("retrieval_cmds",
+        "Compute one vector per model of ZOO and store them with it."),
+    "eval-gen": ("generate_cmds",
+        "Accuracy and novelty (max IoU of mispredictions, min L2) of GEN_ZOO's networks vs the training zoo; "
+        "for INR zoos PSNR and the max PSNR of their images against the training networks' images."),
+    "export": ("import_cmds",
+        "Write every model of ZOO in LAYOUT: state-dicts (one .safetensors per model plus metadata.jsonl), "
+        "dws-inr or nfn-inr (the INR datasets' folders; `zoo import` reads them back)."),
+    "generate": ("generate_cmds",
+        "Train a weight generator on ZOO's networks and write N samples as a new zoo."),
+    "import": ("import_cmds",
+        "Import SOURCE, a folder in LAYOUT, as a zoo at --out."),
+    "info": ("query_cmds",
+        "Describe ZOO: counts, architectures, columns, size and metric summaries."),
+    "plot": ("analyze_cmds",
+        "Plot a column of ZOO (metadata or analysis) as a phase heatmap, lines or points."),
+    "predict": ("train_cmds",
+        "Apply the metanetwork of RUN_DIR (from `zoo train`) to the networks of ZOO."),
+    "presets": ("build_cmds",
+        "List the built-in build specs (use one as `zoo build NAME`)."),
+    "pull": ("hub_cmds",
+        "Download the zoo in the Hub dataset repo REPO_ID (ORG/NAME) into a directory."),
+    "push": ("hub_cmds",
+        "Upload the zoo directory ZOO to the Hub dataset repo REPO_ID (ORG/NAME)."),
+    "query": ("query_cmds",
+        "Query zoo metadata with SQL; the rows are the table `models`."),
+    "search": ("retrieval_cmds",
+        "Rank the models of ZOO for a labelled task, best first."),
+    "train": ("train_cmds",
+        "Train a metanetwork on ZOO's weights to predict the column --target."),
+    "train-ranker": ("retrieval_cmds",
+        "Train a learned ranker on HUB's (model, task, linear-probe accuracy) triples."),
+    "verify": ("query_cmds",
+        "Check a zoo against its manifest: file checksums, the Parquet schema, row/shard consistency and "
+        "every row's weights."),
 }
+#: The module defining each command.
+COMMAND_MODULES = {name: module for name, (module, _) in COMMAND_INDEX.items()}
 
 
 class ZooGroup(click.Group):
@@ -45,6 +84,13 @@ class ZooGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMAND_MODULES)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``zoo --help`` as click writes it, from :data:`COMMAND_INDEX`."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, make_default_short_help(COMMAND_INDEX[name][1], limit)) for name in names])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         module = COMMAND_MODULES.get(name)

@@ -119,6 +119,31 @@ def test_every_command_is_listed_with_its_module() -> None:
     assert defined == COMMAND_MODULES
 
 
+def test_help_lists_every_command_as_click_does_without_importing_them() -> None:
+    # `zoo --help` writes its command list from main.COMMAND_INDEX; it must read as click's own listing
+    # (which imports every command module to ask each for its summary), at any terminal width.
+    import os
+    import subprocess
+    import sys
+
+    import click
+
+    from zoo_cli.main import COMMAND_INDEX, cli
+
+    for width in (60, 80, 200):
+        ctx = click.Context(cli, terminal_width=width)
+        ours, clicks = ctx.make_formatter(), ctx.make_formatter()
+        cli.format_commands(ctx, ours)
+        click.Group.format_commands(cli, ctx, clicks)
+        assert ours.getvalue() == clicks.getvalue()
+    for name, (_, summary) in COMMAND_INDEX.items():
+        assert cli.get_command(click.Context(cli), name).get_short_help_str(limit=10**6) == summary, name
+    script = ("import sys\nfrom zoo_cli.main import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+              "print('LOADED', sorted(m for m in sys.modules if m.endswith('_cmds') or m == 'torch'))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=os.environ)
+    assert "LOADED []" in out.stdout and "train-ranker" in out.stdout, out.stdout + out.stderr
+
+
 def test_query_and_info_start_without_torch(zoo_dir, tmp_path) -> None:
     # The metadata commands import DuckDB and pyarrow, not torch (about a second of start-up).
     import os
