@@ -22,3 +22,12 @@ class IntegrityError(WeightzooError):
 
 class QueryError(WeightzooError):
     """A query could not run (unknown column, syntax error, write attempt, ...)."""
+
+
+def format_bytes(n: float) -> str:
+    """A size for messages: ``"137.1 MiB"``, ``"3.0 GiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

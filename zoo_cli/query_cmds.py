@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from catalog.errors import IntegrityError, QueryError
+from catalog.errors import IntegrityError, QueryError, format_bytes
 from catalog.export import FORMATS, format_for, write_result
 from catalog.query import QueryEngine
 from catalog.store import LocalCatalog
@@ -188,14 +188,6 @@ def catalog_remove(name: str) -> None:
     click.echo(f"removed {name!r} from the catalog")
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 @click.command()
 @click.argument("zoo")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -210,7 +202,7 @@ def info(zoo: str, as_json: bool) -> None:
                + ("" if d["complete"] else ", INCOMPLETE: run `zoo build` again to finish") + ")")
     status = ", ".join(f"{v} {k}" for k, v in sorted(c["status"].items()))
     click.echo(f"  {c['rows']} rows, {c['runs']} runs, {c['architectures']} architectures; status: {status}")
-    click.echo(f"  size on disk: {_fmt_bytes(d['size_bytes'])}")
+    click.echo(f"  size on disk: {format_bytes(d['size_bytes'])}")
     for a, s in d["architectures"].items():
         click.echo(f"  arch {a}: {s['summary']}")
     click.echo("  columns:")

@@ -71,6 +71,56 @@ def test_chunk_bounds_the_population_not_the_values(analyzed, tmp_path, monkeypa
     assert r.exit_code != 0 and "--chunk" in r.output
 
 
+def test_hessian_chunk_is_capped_by_memory_with_the_same_values(analyzed, tmp_path, monkeypatch):
+    # With memory for 3 models' gradient graphs, --chunk 64 computes 3 at a time, says so, and
+    # stores the values the 8-model population stored; without memory for one, a clear error.
+    import weightspace.analysis.run as run_mod
+    import zoo_builders.build as build_mod
+    from catalog import open_zoo
+
+    zoo, _ = analyzed
+    specs = list(open_zoo(zoo).architectures.values())  # two widths: the larger one sets the cap
+    per_model = max(run_mod.hessian_model_bytes(spec, 2 * 64) for spec in specs)  # --batches 2 of 64
+    sizes = []
+    chunks = run_mod._chunks
+    monkeypatch.setattr(run_mod, "_chunks", lambda n, size: sizes.append(size) or chunks(n, size))
+    available = int(per_model * 2 * 3.5)
+    monkeypatch.setattr(build_mod, "available_memory", lambda: available)
+    query = ("SELECT model_id, hessian_top_eig_train, hessian_trace_test FROM models "
+             "WHERE hessian_trace_train IS NOT NULL ORDER BY model_id")
+    before = list(csv.DictReader(io.StringIO(run_cli("query", zoo, query, "--format", "csv").output)))
+    capped = copy_zoo(zoo, tmp_path / "capped")
+    r = run_cli("analyze", capped, "--metrics", "hessian", "--batches", "2", "--force", "-q")
+    assert r.exit_code == 0, r.output
+    assert "warning: hessian: 3 mlp models at a time, not 64" in r.output
+    assert set(sizes) == {run_mod.hessian_chunk(spec, 2 * 64, 64, available) for spec in specs} == {3, 5}
+    after = list(csv.DictReader(io.StringIO(run_cli("query", capped, query, "--format", "csv").output)))
+    assert [a["model_id"] for a in after] == [b["model_id"] for b in before] and len(after) == 8
+    for a, b in zip(after, before):
+        for col in ("hessian_top_eig_train", "hessian_trace_test"):
+            assert float(a[col]) == pytest.approx(float(b[col]), rel=1e-4, abs=1e-5), col
+    monkeypatch.setattr(build_mod, "available_memory", lambda: per_model)  # half of it: not one model
+    r = run_cli("analyze", capped, "--metrics", "hessian", "--batches", "2", "--force", "-q")
+    assert_one_line_error(r, "examples need about", "--batches or --batch-size")
+
+
+def test_hessian_chunk_by_hand():
+    # An MLP 4 -> 3 -> 2: activations 3 + 2 = 5 values per example, 4*3 + 3 + 3*2 + 2 = 23 trained
+    # parameters. On 10 examples a model plans 32 * 5 * 10 + 16 * 4 * 23 = 1,600 + 1,472 = 3,072
+    # bytes; half of 7 * 2 * 3,072 + 100 bytes holds 7 of them.
+    from catalog.errors import WeightzooError
+    from catalog.network import LayerSpec, NetworkSpec
+    from weightspace.analysis.run import hessian_chunk, hessian_model_bytes
+
+    spec = NetworkSpec("mlp", (4,), (LayerSpec("linear", 4, 3, "a.weight", "a.bias", activation="relu"),
+                                     LayerSpec("linear", 3, 2, "b.weight", "b.bias")))
+    assert hessian_model_bytes(spec, 10) == 3072
+    assert hessian_chunk(spec, 10, 64, 7 * 2 * 3072 + 100) == 7
+    assert hessian_chunk(spec, 10, 5, 7 * 2 * 3072 + 100) == 5
+    with pytest.raises(WeightzooError, match="use fewer examples"):
+        hessian_chunk(spec, 10, 64, 3072)
+
+
 def test_plot_writes_png(analyzed, tmp_path):
     zoo, _ = analyzed
     out = tmp_path / "trace.png"
