@@ -13,7 +13,6 @@ import sys
 import warnings
 
 import click
-from click.utils import make_default_short_help
 
 from catalog.errors import WeightzooError
 
@@ -90,7 +89,9 @@ class ZooGroup(click.Group):
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max(map(len, names))
         with formatter.section("Commands"):
-            formatter.write_dl([(name, make_default_short_help(COMMAND_INDEX[name][1], limit)) for name in names])
+            # click shortens a summary to the width as it shortens a command's own help
+            formatter.write_dl([(name, click.Command(name, help=COMMAND_INDEX[name][1]).get_short_help_str(limit))
+                                for name in names])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         module = COMMAND_MODULES.get(name)

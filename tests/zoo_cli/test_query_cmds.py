@@ -140,8 +140,9 @@ def test_help_lists_every_command_as_click_does_without_importing_them() -> None
         assert cli.get_command(click.Context(cli), name).get_short_help_str(limit=10**6) == summary, name
     script = ("import sys\nfrom zoo_cli.main import cli\ntry:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
               "print('LOADED', sorted(m for m in sys.modules if m.endswith('_cmds') or m == 'torch'))\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=os.environ)
-    assert "LOADED []" in out.stdout and "train-ranker" in out.stdout, out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", script], capture_output=True,
+                         text=True, check=True, env=os.environ)
+    assert "LOADED []" in out.stdout and "train-ranker" in out.stdout and not out.stderr, out.stdout + out.stderr
 
 
 def test_query_and_info_start_without_torch(zoo_dir, tmp_path) -> None:
