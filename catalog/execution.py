@@ -153,19 +153,27 @@ def _population_values(spec: NetworkSpec, params: Mapping[str, Tensor], x: Tenso
             values[name] = pending.pop(name).apply(values[name])
         return values[name]
 
-    for node in spec.nodes:
+    # A value is dropped after the last node that reads it (unless asked for): an evaluation
+    # pass holds only the live activations, and the allocator hands their freed, cache-warm
+    # blocks to the next nodes.
+    last_read = {name: i for i, node in enumerate(spec.nodes) for name in node.inputs}
+    for i, node in enumerate(spec.nodes):
         p = {suffix: params[f"{node.name}.{suffix}"] for suffix, _, _ in node.param_shapes()}
         first, *rest = node.inputs
         affine = None if rest else pending.get(first)
         if affine is not None and node.passes_feature_affine():  # the map waits past this node
             values[node.name] = node.population_forward(p, [values[first]], ctx)
             pending[node.name] = affine
-            continue
-        folded = None if affine is None else node.fold_input_affine(p, affine)
-        xs = [values[first]] if folded is not None else [value(i) for i in node.inputs]
-        values[node.name], own = node.population_parts(p if folded is None else folded, xs, ctx)
-        if own is not None:
-            pending[node.name] = own
+        else:
+            folded = None if affine is None else node.fold_input_affine(p, affine)
+            xs = [values[first]] if folded is not None else [value(name) for name in node.inputs]
+            values[node.name], own = node.population_parts(p if folded is None else folded, xs, ctx)
+            if own is not None:
+                pending[node.name] = own
+        for name in node.inputs:
+            if last_read[name] == i and name not in keep:
+                values.pop(name, None)
+                pending.pop(name, None)
     return {name: value(name) for name in keep}
 
 

@@ -333,6 +333,36 @@ def test_layer_norm_affine_folds_into_readers_with_the_modules_values_and_gradie
         torch.testing.assert_close(values["ln3"][i], ln("ln3", values["s1"][i]))
 
 
+def test_a_pass_drops_each_value_after_its_last_reader(monkeypatch) -> None:
+    # Without autograd nothing else holds the activations: when the head runs, every earlier
+    # value but its own input is gone, unless it was asked for.
+    import gc
+    import weakref
+
+    spec = folding_net()
+    params = init(spec, 2)
+    refs: dict[str, weakref.ref] = {}
+    alive_at_head: list[set[str]] = []
+    for cls in (nd.Node, nd.LayerNorm):
+        parts = cls.population_parts
+
+        def recording(self, p, xs, ctx, _parts=parts):
+            if self.name == "fc":
+                gc.collect()
+                alive_at_head.append({name for name, ref in refs.items() if ref() is not None})
+            out, affine = _parts(self, p, xs, ctx)
+            refs[self.name] = weakref.ref(out)
+            return out, affine
+
+        monkeypatch.setattr(cls, "population_parts", recording)
+    x = torch.randn(2, 3, 6, 8)
+    with torch.no_grad():
+        graph_population_forward(spec, params, x)
+        assert alive_at_head.pop() == {"both"}
+        graph_population_values(spec, params, x, ["tok", "fc"])
+        assert alive_at_head.pop() == {"both", "tok"}
+
+
 def test_feature_affine_folds_into_a_linear_map_by_hand() -> None:
     # scale (2, -1), shift (1, 3) before W = [[1, 2]], b = 0.5: W' = W diag(scale) = [[2, -2]],
     # b' = W shift + b = 1 + 6 + 0.5 = 7.5. At x = (2, 5): x * scale + shift = (5, -2), so
