@@ -355,12 +355,27 @@ def test_a_pass_drops_each_value_after_its_last_reader(monkeypatch) -> None:
             return out, affine
 
         monkeypatch.setattr(cls, "population_parts", recording)
+    for cls in {type(node) for node in spec.nodes}:  # one network's pass (graph_forward) too
+        forward = cls.forward
+
+        def recording_forward(self, p, xs, ctx, _forward=forward):
+            if self.name == "fc":
+                gc.collect()
+                alive_at_head.append({name for name, ref in refs.items() if ref() is not None})
+            out = _forward(self, p, xs, ctx)
+            refs[self.name] = weakref.ref(out)
+            return out
+
+        monkeypatch.setattr(cls, "forward", recording_forward)
     x = torch.randn(2, 3, 6, 8)
     with torch.no_grad():
         graph_population_forward(spec, params, x)
         assert alive_at_head.pop() == {"both"}
         graph_population_values(spec, params, x, ["tok", "fc"])
         assert alive_at_head.pop() == {"both", "tok"}
+        refs.clear()
+        graph_forward(spec, {k: v[0] for k, v in params.items()}, x[0])
+        assert alive_at_head.pop() == {"both"}
 
 
 def test_feature_affine_folds_into_a_linear_map_by_hand() -> None:
