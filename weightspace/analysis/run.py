@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError, format_bytes
-from catalog.execution import graph_population_values, reuse_freed_memory
+from catalog.execution import eval_pass_examples, graph_population_values, reuse_freed_memory
 from catalog.network import NetworkSpec, population_forward
 from catalog.selection import Selection
 from catalog.sidecar import read_sidecar_file, sidecar_path, write_sidecar
@@ -56,6 +56,7 @@ from weightspace.analysis.alignment import align_to
 from weightspace.analysis.averaging import avg_acc_delta
 from weightspace.analysis.cka import linear_cka
 from weightspace.analysis.connectivity import bezier_barrier, linear_barrier
+from weightspace.analysis.evaluation import EVAL_BATCH
 from weightspace.analysis.hessian import hessian_top_eig, hessian_trace
 from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
 from weightspace.analysis.phase import line_plot, phase_heatmap, scatter_plot
@@ -370,15 +371,23 @@ def _cka_column(cfg: AnalyzeConfig) -> str:
 
 def _representation(spec: NetworkSpec, params: dict[str, Tensor], x: Tensor, layer: int | str | None) -> Tensor:
     """``[P, N, D]`` logits, the neuron values of a chain's hidden layer ``layer``, or a graph
-    node's output flattened per example."""
-    with torch.no_grad():
+    node's output flattened per example; computed in passes over the examples, like evaluation
+    (:func:`~catalog.execution.eval_pass_examples`), so that the activations held stay bounded
+    however many examples and networks (all 1,280 at once: 2 GB for 64 small ViTs)."""
+    n_pop = next(iter(params.values())).shape[0]
+    step = eval_pass_examples(n_pop, EVAL_BATCH)
+
+    def one_pass(xb: Tensor) -> Tensor:
         if layer is None:
-            return population_forward(spec, params, x)
+            return population_forward(spec, params, xb)
         if isinstance(layer, str):
-            return graph_population_values(spec, params, x, [layer])[layer].flatten(2)
+            return graph_population_values(spec, params, xb, [layer])[layer].flatten(2)
         acts: list[Tensor] = []
-        population_forward(spec, params, x, activations=acts)
+        population_forward(spec, params, xb, activations=acts)
         return acts[layer]
+
+    with torch.no_grad():
+        return torch.cat([one_pass(x[i:i + step]) for i in range(0, x.shape[0], step)], 1)
 
 
 def _check_cka_layer(layer: int | str | None, spec: NetworkSpec, arch_id: str) -> None:

@@ -335,3 +335,27 @@ def test_plot_zoo(analyzed, tmp_path):
         plot_zoo(zoo, "width", "nope", "test_acc", out=tmp_path / "x.png")
     with pytest.raises(WeightzooError, match="unknown plot kind"):
         plot_zoo(zoo, "width", "lr", "test_acc", kind="bars", out=tmp_path / "x.png")
+
+
+def test_cka_representations_are_computed_in_bounded_passes(monkeypatch):
+    # 4 ViTs on 100 examples with passes of 16 examples (64 member-examples): 7 passes whose
+    # concatenation is the one-pass representation, for the logits and for a node's output.
+    import catalog.execution as execution
+    import weightspace.analysis.run as run_mod
+    from zoo_builders.graph_architectures import TransformerConfig
+    from zoo_builders.init import init_params
+
+    spec = TransformerConfig(patch_size=2, dim=8, depth=1).network_spec((1, 8, 8), 10)
+    per = [init_params(spec, "default", torch.Generator().manual_seed(i)) for i in range(4)]
+    params = {k: torch.stack([p[k] for p in per]) for k in spec.param_names}
+    x = torch.rand(100, 1, 8, 8, generator=torch.Generator().manual_seed(9))
+    whole = {None: population_forward(spec, params, x),
+             "blocks.0.add1": graph_population_values(spec, params, x, ["blocks.0.add1"])["blocks.0.add1"].flatten(2)}
+    passes = []
+    forward = run_mod.population_forward
+    monkeypatch.setattr(run_mod, "population_forward", lambda s, p, xb, **kw: passes.append(len(xb)) or
+                        forward(s, p, xb, **kw))
+    monkeypatch.setattr(execution, "EVAL_MEMBER_EXAMPLES", 64)
+    for layer, expected in whole.items():
+        torch.testing.assert_close(run_mod._representation(spec, params, x, layer), expected)
+    assert passes == [16] * 6 + [4]  # the logits' passes (a node's output goes through graph_population_values)
