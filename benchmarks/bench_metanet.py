@@ -893,8 +893,9 @@ def main() -> None:
     bad = sorted(set(wp_models) - set(WILDPARK_MODELS))
     if bad:
         raise SystemExit(f"--wildpark-models: unknown {bad}; valid: {', '.join(WILDPARK_MODELS)}")
+    wp_seeds = wildpark_seeds(args.seeds, mode)  # checked before any zoo is built
     if args.case == "wildpark":
-        merge_wildpark(out_path, mode, args, wp_models, t_start, load_start)
+        merge_wildpark(out_path, mode, args, wp_models, wp_seeds, t_start, load_start)
         return
 
     inr_path, inr_build = ensure_zoo(inr_spec(args.quick), args.cache, args.quiet, INR_MAX_POPULATION)
@@ -914,8 +915,7 @@ def main() -> None:
             for key in CNN_ZOOS}
     t_cnn = time.perf_counter()
     wp_path, wp_build = ensure_zoo(wildpark_spec(args.quick), args.cache, args.quiet)
-    wp = wildpark_accuracy_prediction(wp_path, WILDPARK_BUDGET[mode], args.quiet, wildpark_seeds(args.seeds, mode),
-                                      wp_models)
+    wp = wildpark_accuracy_prediction(wp_path, WILDPARK_BUDGET[mode], args.quiet, wp_seeds, wp_models)
     t_wp = time.perf_counter()
     thr = gmn_throughput(inr_path, THROUGHPUT[mode], args.quiet)
     t_end = time.perf_counter()
@@ -1002,14 +1002,14 @@ def merge_wildpark_models(old: dict | None, new: dict) -> tuple[dict, bool]:
 
 
 def merge_wildpark(out_path: Path, mode: str, args: argparse.Namespace, models: tuple[str, ...],
-                   t_start: float, load_start: tuple[float, ...]) -> None:
+                   seeds: tuple[int, ...], t_start: float, load_start: tuple[float, ...]) -> None:
     """``--case wildpark``: build (or reuse) the heterogeneous zoo, run its case, and write it into
     ``out_path`` next to the parts already there (the other cases' results are kept as they are;
     this case's keys, its target and its own run record are replaced)."""
     wp_path, wp_build = ensure_zoo(wildpark_spec(args.quick), args.cache, args.quiet)
     t_built = time.perf_counter()
     budget = WILDPARK_BUDGET[mode]
-    wp = wildpark_accuracy_prediction(wp_path, budget, args.quiet, wildpark_seeds(args.seeds, mode), models)
+    wp = wildpark_accuracy_prediction(wp_path, budget, args.quiet, seeds, models)
     t_end = time.perf_counter()
     result = json.loads(out_path.read_text()) if out_path.is_file() else {"benchmark": "bench_metanet", "mode": mode}
     if result.get("mode", mode) != mode:
