@@ -107,3 +107,32 @@ def normalize(x: Tensor, eps: float) -> Tensor:
     """``F.layer_norm(x, x.shape[-1:], eps=eps)`` without an affine map, for a population's large
     activations (values equal to float rounding; see :class:`_Normalize`)."""
     return _Normalize.apply(x, eps)[0]
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward makes the incoming gradient contiguous (row-major)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous()
+
+    @staticmethod
+    def jvp(ctx, tangent: Tensor) -> Tensor:
+        return tangent
+
+
+def contiguous_grad(x: Tensor) -> Tensor:
+    """``x`` itself, except that the gradient flowing back into ``x``'s producer is made
+    contiguous. A kernel whose backward picks its code path by the layout of the gradient (batch
+    norm's does) then takes the same path whatever the next node's backward hands it."""
+    return _ContiguousGrad.apply(x)

@@ -461,7 +461,18 @@ class BatchNorm(Node):
     def population_forward(self, p, xs, ctx):
         # Members as channels: per-channel statistics of [B, P*C, *S] are per member.
         n_pop = xs[0].shape[0]
-        out, updates = self._normalize(merge_members(xs[0]), {k: v.flatten() for k, v in p.items()}, ctx)
+        x = merge_members(xs[0])                                             # [B, P*C, *S]
+        flat = x.dim() == 2
+        # torch's kernel computes a channel the same way wherever it sits only in channel-major
+        # memory, for the input and for the gradient of the output. With channels innermost
+        # (channels-last maps, or [B, C] features) it vectorizes across channels, and the
+        # channels of the vectors' remainder took a scalar path that rounds differently: a
+        # member's input gradient then depended on its position and on the population's size.
+        # Features go as [1, P*C, B], whose statistics over dims (0, 2) are those over B.
+        x = (x.t().unsqueeze(0) if flat else x).contiguous()                 # [1, P*C, B] or [B, P*C, *S]
+        out, updates = self._normalize(x, {k: v.flatten() for k, v in p.items()}, ctx)
+        out = kernels.contiguous_grad(out)
+        out = out.squeeze(0).t() if flat else out
         ctx.updates.update({f"{self.name}.{k}": v.view(n_pop, -1) for k, v in updates.items()})
         return split_members(out, n_pop)
 

@@ -101,7 +101,9 @@ def test_training_dropout_is_refused_for_graphs_before_training() -> None:
 
 # ================================================================================ exactness
 @pytest.mark.parametrize("arch", [
-    {"name": "resnet", "width_multiplier": 0.25},                        # BN: per-member statistics
+    # BN: per-member statistics. Width 0.125 is 2 channels: 4 members put 8 in one batch-norm call,
+    # a run alone (two copies) 4, and torch once took another path for them (test_execution.py)
+    {"name": "resnet", "width_multiplier": 0.125},
     {"name": "transformer", "dim": 8, "depth": 1, "patch_size": 2, "dropout": 0.2},
     {"name": "vgg", "channels": [4, 8], "hidden": [8], "dropout": 0.3},
 ], ids=["resnet-bn", "transformer", "vgg"])
