@@ -109,30 +109,63 @@ def normalize(x: Tensor, eps: float) -> Tensor:
     return _Normalize.apply(x, eps)[0]
 
 
-class _ContiguousGrad(torch.autograd.Function):
-    """The identity, whose backward makes the incoming gradient contiguous (row-major)."""
 
-    generate_vmap_rule = True
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """Channels last for a 4-d tensor stored so (convolution outputs of a population), else
+    row-major."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
-    @staticmethod
-    def forward(x: Tensor) -> Tensor:
-        return x.view_as(x)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad.contiguous()
+class _BatchNormTraining(torch.autograd.Function):
+    """:func:`batch_norm_training`. The forward pass is torch's kernel; the backward pass takes
+    the weight and bias gradients (per-channel sums) from torch's kernel and forms the input
+    gradient from them with elementwise products and sums of whole tensors."""
 
     @staticmethod
-    def jvp(ctx, tangent: Tensor) -> Tensor:
-        return tangent
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor,
+                running_var: Tensor, momentum: float, eps: float) -> Tensor:
+        x = x.contiguous(memory_format=_memory_format(x))
+        out, mean, invstd = torch.ops.aten.native_batch_norm(
+            x, weight, bias, running_mean, running_var, True, momentum, eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, mean, invstd = ctx.saved_tensors
+        w = torch.ones_like(mean) if weight is None else weight
+        # In x's layout: with another one (a transposed view from the next node's backward) the
+        # kernel's sums took a path where they depended on the channel's position too.
+        grad = grad.contiguous(memory_format=_memory_format(x))
+        # grad_w = sum(dy * xhat), grad_b = sum(dy) over all but the channel dim: torch's sums
+        # do not depend on where a channel sits.
+        _, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+            grad, x, w, None, None, mean, invstd, True, ctx.eps, [False, True, True])
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # dx = w invstd (dy - sum(dy) / n - xhat sum(dy xhat) / n) = a dy + b x + c, with the
+            # per-channel a = w invstd, b = -a invstd sum(dy xhat) / n, c = -a sum(dy) / n - b mean.
+            n = x.numel() // x.shape[1]
+            view = (1, -1, *[1] * (x.dim() - 2))
+            a = w * invstd
+            b = -a * invstd * grad_w / n
+            c = -a * grad_b / n - b * mean
+            grad_x = grad * a.view(view) + x * b.view(view) + c.view(view)
+        has_affine = weight is not None
+        return (grad_x, grad_w if has_affine and ctx.needs_input_grad[1] else None,
+                grad_b if ctx.needs_input_grad[2] else None, None, None, None, None)
 
 
-def contiguous_grad(x: Tensor) -> Tensor:
-    """``x`` itself, except that the gradient flowing back into ``x``'s producer is made
-    contiguous. A kernel whose backward picks its code path by the layout of the gradient (batch
-    norm's does) then takes the same path whatever the next node's backward hands it."""
-    return _ContiguousGrad.apply(x)
+def batch_norm_training(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor,
+                        running_var: Tensor, momentum: float, eps: float) -> Tensor:
+    """``F.batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum, eps)``
+    (the running statistics updated in place), for a population whose members are channels:
+    ``x [B, P*C, *S]``. torch's own backward vectorizes across channels where they are innermost
+    in memory (channels-last maps, ``[B, C]`` features), and the channels of the vectors'
+    remainder took a scalar path that rounds the input gradient differently: a member's
+    gradients depended on its position and on the population's size. The input gradient here is
+    made of elementwise operations, which round alike everywhere."""
+    return _BatchNormTraining.apply(x, weight, bias, running_mean, running_var, momentum, eps)

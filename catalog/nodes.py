@@ -460,33 +460,41 @@ class BatchNorm(Node):
 
     def population_forward(self, p, xs, ctx):
         # Members as channels: per-channel statistics of [B, P*C, *S] are per member.
-        n_pop = xs[0].shape[0]
-        x = merge_members(xs[0])                                             # [B, P*C, *S]
-        flat = x.dim() == 2
-        # torch's kernel computes a channel the same way wherever it sits only in channel-major
-        # memory, for the input and for the gradient of the output. With channels innermost
-        # (channels-last maps, or [B, C] features) it vectorizes across channels, and the
-        # channels of the vectors' remainder took a scalar path that rounds differently: a
-        # member's input gradient then depended on its position and on the population's size.
-        # Features go as [1, P*C, B], whose statistics over dims (0, 2) are those over B.
-        x = (x.t().unsqueeze(0) if flat else x).contiguous()                 # [1, P*C, B] or [B, P*C, *S]
-        out, updates = self._normalize(x, {k: v.flatten() for k, v in p.items()}, ctx)
-        out = kernels.contiguous_grad(out)
-        out = out.squeeze(0).t() if flat else out
+        x = xs[0]
+        n_pop = x.shape[0]
+        p = {k: v.flatten() for k, v in p.items()}
+        if x.dim() == 3:
+            # Features [P, B, C] go as [1, P*C, B] (statistics over dims 0 and 2 are those over
+            # B), so that the gradient handed back is member-major: as [B, P*C] it came back
+            # [B, P, C]-strided, and the previous linear node's bias gradient, a sum over B,
+            # then ran over P*C lanes at once and depended on the member's position.
+            n_feat, batch = x.shape[2], x.shape[1]
+            out, updates = self._normalize(x.transpose(1, 2).reshape(1, n_pop * n_feat, batch), p, ctx,
+                                           kernels.batch_norm_training)
+            out = out.view(n_pop, n_feat, batch).transpose(1, 2)               # [P, B, C]
+        else:
+            out, updates = self._normalize(merge_members(x), p, ctx, kernels.batch_norm_training)
+            out = split_members(out, n_pop)                                    # [P, B, C, *S]
         ctx.updates.update({f"{self.name}.{k}": v.view(n_pop, -1) for k, v in updates.items()})
-        return split_members(out, n_pop)
+        return out
 
-    def _normalize(self, x: Tensor, p: Mapping[str, Tensor], ctx: Context) -> tuple[Tensor, dict[str, Tensor]]:
+    def _normalize(self, x: Tensor, p: Mapping[str, Tensor], ctx: Context,
+                   batch_norm: Callable[..., Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Normalize ``x [B, C, *S]`` with ``p``'s ``[C]`` tensors; returns the output and, while
-        training, the new running statistics by suffix."""
+        training, the new running statistics by suffix. ``batch_norm`` replaces
+        ``F.batch_norm``'s training pass (same arguments, in :func:`~catalog.kernels.batch_norm_training`'s order)."""
         n = x.numel() // x.shape[1]
         m = 1.0 if ctx.batch_stats else self.momentum
         if ctx.training and n > 1:
             # torch's fused kernel: normalizes with the biased batch variance and moves the
             # running statistics (updated in place, so on copies) toward the unbiased one.
             stats = {"running_mean": p["running_mean"].clone(), "running_var": p["running_var"].clone()}
-            out = F.batch_norm(x, stats["running_mean"], stats["running_var"], p.get("weight"), p.get("bias"),
-                               training=True, momentum=m, eps=self.eps)
+            if batch_norm is None:
+                out = F.batch_norm(x, stats["running_mean"], stats["running_var"], p.get("weight"), p.get("bias"),
+                                   training=True, momentum=m, eps=self.eps)
+            else:
+                out = batch_norm(x, p.get("weight"), p.get("bias"), stats["running_mean"], stats["running_var"], m,
+                                 self.eps)
             return out, stats
         updates = {}
         if ctx.training:  # one value per channel (torch refuses): batch variance 0, running variance decays
