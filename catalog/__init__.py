@@ -14,7 +14,19 @@ Quick tour::
     write_sidecar(zoo.root, "analysis", "mine", table)   # extra columns keyed by model_id
 """
 
+import os
+
 from catalog.lazy import lazy_exports
+
+#: Intel MKL's conditional numerical reproducibility mode, set for this process (and the
+#: workers it starts) unless the environment already names one. Without it MKL's batched matrix
+#: products round a matrix differently depending on its memory alignment, so a population
+#: member's bits depended on where it sat in the stack (an MLP of widths 5 and 3 on batches of
+#: 37: 2 of 7 members differed from the same runs alone). MKL reads the variable when it starts,
+#: at the first matrix product, so it must be set before torch computes one
+#: (:func:`catalog.kernels.products_depend_on_position` checks).
+MKL_CBWR = "AUTO,STRICT"
+os.environ.setdefault("MKL_CBWR", MKL_CBWR)
 
 # Modules load on first use of one of their names (``import catalog.errors`` stays cheap).
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {

@@ -4,6 +4,8 @@ apart from the node definitions so that parsing a spec imports no torch."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -169,3 +171,28 @@ def batch_norm_training(x: Tensor, weight: Tensor | None, bias: Tensor | None, r
     gradients depended on its position and on the population's size. The input gradient here is
     made of elementwise operations, which round alike everywhere."""
     return _BatchNormTraining.apply(x, weight, bias, running_mean, running_var, momentum, eps)
+
+
+#: Batched products of these ``(rows, inner, columns)`` sizes rounded a matrix by its position in
+#: the batch under Intel MKL without strict reproducibility (``MKL_CBWR``), in one orientation or
+#: another: the probe of :func:`products_depend_on_position`.
+PROBE_SIZES = ((13, 7, 9), (37, 64, 5), (37, 3, 10))
+
+
+@functools.cache
+def products_depend_on_position() -> bool:
+    """Whether this process's batched matrix products give a matrix other bits at another place
+    in the batch: 7 products of each of :data:`PROBE_SIZES`, forward and as in a backward pass
+    (``A^T G``, ``G B^T``), each compared with the same product first in a batch of two. True
+    when MKL started without ``MKL_CBWR=AUTO,STRICT`` (:data:`catalog.MKL_CBWR`, set when
+    :mod:`catalog` is imported, but only in effect if torch had computed no product before)."""
+    g = torch.Generator().manual_seed(0)
+    for rows, inner, cols in PROBE_SIZES:
+        a, b = torch.randn(7, rows, inner, generator=g), torch.randn(7, inner, cols, generator=g)
+        grad = torch.randn(7, rows, cols, generator=g)
+        for fn in (lambda a, b, g: torch.bmm(a, b), lambda a, b, g: torch.bmm(a.transpose(1, 2), g),
+                   lambda a, b, g: torch.bmm(g, b.transpose(1, 2))):
+            full = fn(a, b, grad)
+            if any(not torch.equal(full[k], fn(a[[k, k]], b[[k, k]], grad[[k, k]])[0]) for k in range(7)):
+                return True
+    return False

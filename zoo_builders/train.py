@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from catalog import kernels
 from catalog.coordinates import image_coordinates
 from catalog.errors import WeightzooError
 from catalog.execution import eval_pass_examples, graph_population_forward, reuse_freed_memory
@@ -105,6 +107,19 @@ def _finite_members(params: dict[str, Tensor]) -> Tensor:
 
 # ================================================================================ classification
 @torch.no_grad()
+def warn_if_products_depend_on_position() -> None:
+    """Warn when this process's matrix products round a matrix by its place in a batch
+    (:func:`catalog.kernels.products_depend_on_position`): members then differ from the same
+    runs trained alone in the last bits."""
+    if kernels.products_depend_on_position():
+        warnings.warn(
+            "matrix products in this process round a matrix by its place in memory (Intel MKL started "
+            "without MKL_CBWR=AUTO,STRICT, e.g. because torch multiplied matrices before weightzoo was "
+            "imported), so a population member may differ from the same run trained alone in the last bits; "
+            "set MKL_CBWR=AUTO,STRICT in the environment, or import weightzoo before computing with torch",
+            stacklevel=3)
+
+
 def evaluate_classifier(net: NetworkSpec, params: dict[str, Tensor], x: Tensor, y: Tensor,
                         index: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Mean cross-entropy and accuracy of every member on a split.
@@ -174,6 +189,7 @@ def train_classifiers(net: NetworkSpec, runs: list[RunConfig], data: Dataset,
         copies = None if init is None else {k: v.expand(LONE_RUN_COPIES, *v.shape[1:]) for k, v in init.items()}
         return _first_member(train_classifiers(net, runs * LONE_RUN_COPIES, data, progress, copies))
     reuse_freed_memory()
+    warn_if_products_depend_on_position()
     t0 = time.perf_counter()
     tc = runs[0].training
     n_pop = len(runs)
@@ -281,6 +297,7 @@ def train_inrs(net: NetworkSpec, runs: list[RunConfig], images: Tensor,
         return _first_member(train_inrs(net, runs * LONE_RUN_COPIES, images.expand(LONE_RUN_COPIES, -1, -1),
                                         progress))
     reuse_freed_memory()
+    warn_if_products_depend_on_position()
     t0 = time.perf_counter()
     tc = runs[0].training
     n_pop, height, width = images.shape

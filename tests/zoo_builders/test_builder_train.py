@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +13,7 @@ from zoo_helpers import assert_same_member
 
 from catalog.network import build_module
 from zoo_builders import BuildSpec, load_dataset, train_classifiers, train_inrs
-from zoo_builders.build import _inr_images
+from zoo_builders.build import _inr_images, torch_threads
 from zoo_builders.datasets import DatasetConfig
 
 
@@ -50,6 +54,47 @@ def test_cnn_member_equals_alone():
                              {"seed": [0, 1, 2, 3], "lr": [0.01, 0.003]})
     pop = train_classifiers(net, runs, data)
     assert_same_member(net, train_classifiers(net, [runs[5]], data), 0, pop, 5)
+
+
+@pytest.mark.parametrize("arch", [{"name": "mlp", "hidden": [5, 3]}, {"name": "cnn", "channels": [3, 5]},
+                                  {"name": "transformer", "dim": 6, "depth": 1, "patch_size": 2, "heads": 3}],
+                         ids=["mlp", "cnn", "transformer"])
+def test_member_equals_alone_at_odd_sizes(arch):
+    # Widths 3, 5 and 6 and batches of 37 put the members' matrices at unaligned places in the
+    # stacked tensors: MKL without MKL_CBWR=AUTO,STRICT rounded members 1, 3 and 5 (say) otherwise.
+    # One thread, the builder's default: with more, torch and oneDNN split some sums (a
+    # convolution's bias gradient) among the threads by the population's size.
+    runs, data, net = _setup(arch, {"epochs": 1, "batch_size": 37, "checkpoints": [1]},
+                             {"seed": list(range(7)), "lr": [0.01]})
+    with torch_threads(1):
+        pop = train_classifiers(net, runs, data)
+        for k in range(1, 7, 2) if arch["name"] == "transformer" else range(7):
+            assert_same_member(net, train_classifiers(net, [runs[k]], data), 0, pop, k)
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}  # as a fresh shell has it
+    return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_weightzoo_makes_matrix_products_position_independent():
+    """Importing catalog sets MKL_CBWR (unless set) before torch computes a product: the probe
+    then finds no product rounded by its place. Multiplying before the import is too late: where
+    that leaves products position-dependent, training warns and says what to do."""
+    early = _python("import catalog, os; from catalog import kernels; "
+                    "print(os.environ['MKL_CBWR'], kernels.products_depend_on_position())")
+    assert early.stdout.split() == ["AUTO,STRICT", "False"], early.stderr
+    kept = _python("import catalog, os; print(os.environ['MKL_CBWR'])", MKL_CBWR="COMPATIBLE")
+    assert kept.stdout.strip() == "COMPATIBLE"  # a user's own setting stays
+    late = _python("import torch; torch.bmm(torch.ones(2, 3, 3), torch.ones(2, 3, 3)); "
+                   "from catalog import kernels; from zoo_builders.train import warn_if_products_depend_on_position; "
+                   "print(kernels.products_depend_on_position()); warn_if_products_depend_on_position()")
+    assert late.returncode == 0, late.stderr
+    if late.stdout.strip() == "True":  # MKL's default mode on this machine (not on every machine)
+        assert "MKL_CBWR=AUTO,STRICT" in late.stderr and "import weightzoo before" in late.stderr
+    else:
+        assert "MKL_CBWR" not in late.stderr
 
 
 def test_members_differ_and_learn():
