@@ -1,13 +1,15 @@
 """Opening a zoo straight from the Hub: :func:`load_zoo` and ``open_zoo("hf://datasets/...")``.
 
 The files go to the standard Hugging Face cache (``HF_HOME``, shared with ``datasets`` and
-every other user of ``huggingface_hub``), pinned to the commit the revision resolves to, and
-the returned :class:`HubZoo` reads the cache's snapshot directory (treat it as read-only;
-``zoo pull`` makes a copy of your own). Opening downloads the metadata only (the manifest,
-card, Parquet parts and sidecar tables), so queries never download weights; each weight shard
-is downloaded when a row of it is first loaded. Every file is checked against the manifest's
-sha256 when it arrives (and the metadata on each load); a file that does not match is evicted
-from the cache, so the next load downloads it again.
+every other user of ``huggingface_hub``), pinned to the commit the revision resolves to (the
+cache's ``refs/`` records which commit a branch or tag named, so an offline open by that name
+finds the same snapshot), and the returned :class:`HubZoo` reads the cache's snapshot
+directory (treat it as read-only; ``zoo pull`` makes a copy of your own). Opening downloads
+the metadata only (the manifest, card, Parquet parts and sidecar tables), so queries never
+download weights; each weight shard is downloaded when a row of it is first loaded. Every
+file is checked against the manifest's sha256 when it arrives (and the metadata on each
+load); a file that does not match is evicted from the cache, so the next load downloads it
+again.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from urllib.parse import unquote
 from catalog.errors import WeightzooError
 from catalog.format import MANIFEST_NAME, read_manifest
 from catalog.zoo import Zoo
-from hub.errors import HubError, hub_errors
+from hub.errors import HubError, HubUnreachableError, hub_errors
 from hub.remote import (
+    DEFAULT_REVISION,
     REPO_TYPE,
     RemoteZoo,
     bad_files,
@@ -88,7 +91,7 @@ def load_zoo(repo_id: str, revision: str | None = None, *, token: str | bool | N
     cache = None if cache_dir is None else os.fspath(cache_dir)
     if local_files_only or constants.HF_HUB_OFFLINE:
         return _load_cached(repo_id, revision, cache)
-    remote = resolve_remote(HfApi(token=token), repo_id, revision)
+    remote = resolve_remote(HfApi(token=token), repo_id, revision, cache_dir=cache, record_ref=True)
     kwargs = {"cache_dir": cache, "token": token, "progress": progress}
     root, manifest = fetch_manifest(remote, **kwargs)
     meta = [f.path for f in manifest.files if f.kind != "shard"]
@@ -104,11 +107,19 @@ def load_zoo(repo_id: str, revision: str | None = None, *, token: str | bool | N
 def _load_cached(repo_id: str, revision: str | None, cache_dir: str | None) -> Zoo:
     """Open a zoo from the cache alone (offline)."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     with hub_errors(repo_id, revision):
-        root = snapshot_download(repo_id, repo_type=REPO_TYPE, revision=revision,
-                                 cache_dir=cache_dir, local_files_only=True,
-                                 allow_patterns=[MANIFEST_NAME])
+        try:
+            root = snapshot_download(repo_id, repo_type=REPO_TYPE, revision=revision,
+                                     cache_dir=cache_dir, local_files_only=True,
+                                     allow_patterns=[MANIFEST_NAME])
+        except LocalEntryNotFoundError as e:
+            raise HubUnreachableError(
+                f"revision {revision or DEFAULT_REVISION!r} of dataset repo {repo_id!r} is not in the "
+                f"local cache (offline: local_files_only or HF_HUB_OFFLINE=1); open it online once "
+                f"(hub.load_zoo or open_zoo('hf://datasets/{repo_id}')), which caches it, then "
+                f"offline opens by that branch, tag or commit work") from e
     root = Path(root)
     manifest = read_manifest(root)
     remote = RemoteZoo(repo_id, revision or "main", root.name)

@@ -78,13 +78,18 @@ class RemoteZoo:
         return f"{self.repo_id}@{rev}"
 
 
-def resolve_remote(api, repo_id: str, revision: str | None = None) -> RemoteZoo:
+def resolve_remote(api, repo_id: str, revision: str | None = None, *,
+                   cache_dir: str | os.PathLike | None = None, record_ref: bool = False) -> RemoteZoo:
     """Resolve ``revision`` of the dataset repo ``repo_id`` and list its files.
 
     Args:
         api: a ``huggingface_hub.HfApi``.
         repo_id: ``ORG/NAME``.
         revision: a branch, tag or commit sha (default ``None``: ``main``).
+        cache_dir: the HF cache ``record_ref`` writes to (default: ``HF_HOME``'s).
+        record_ref: record in the HF cache which commit ``revision`` names (its
+            ``refs/<revision>`` file), so that an offline open by that name finds the commit's
+            snapshot (default ``False``: a pull into a directory of its own leaves the cache alone).
 
     Raises:
         RepoNotFoundError, RevisionNotFoundError, HubPermissionError, HubUnreachableError: as
@@ -92,7 +97,13 @@ def resolve_remote(api, repo_id: str, revision: str | None = None) -> RemoteZoo:
         NotAZooError: the commit has no ``zoo.json`` at its root.
     """
     with hub_errors(repo_id, revision):
-        info = api.dataset_info(repo_id, revision=revision, files_metadata=True)
+        at = revision
+        resolve = getattr(api, "resolve_revision", None)  # huggingface_hub >= 1.26
+        if record_ref and resolve is not None:
+            # Downloads are pinned to the commit sha, and the client records a branch or tag in
+            # refs/ only when it resolves the name itself: resolve_revision is its way to do that.
+            at = resolve(repo_id, repo_type=REPO_TYPE, revision=revision, cache_dir=cache_dir).resolved
+        info = api.dataset_info(repo_id, revision=at, files_metadata=True)
     files = {}
     for s in info.siblings or []:
         lfs = s.lfs

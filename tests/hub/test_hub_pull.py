@@ -306,6 +306,29 @@ def test_load_zoo_offline_uses_the_cache(hub, pushed, monkeypatch) -> None:
     assert len(zoo) == 12 and hub.requests_log == []
 
 
+def test_load_zoo_offline_by_branch_or_tag_after_one_online_open(hub, zoo_copy: Path, repo_id: str,
+                                                                 monkeypatch) -> None:
+    """An online open records which commit the branch (or tag) named; offline opens by that
+    name then find the snapshot (they failed with "not in the local cache" before)."""
+    from huggingface_hub import HfApi, constants
+
+    from hub import HubUnreachableError, load_zoo, push_zoo
+
+    commit = push_zoo(zoo_copy, repo_id, progress=False).commit
+    HfApi().create_tag(repo_id, tag="v1", repo_type="dataset", revision=commit)
+    load_zoo(repo_id, progress=False).select().state_dicts()
+    load_zoo(repo_id, revision="v1", progress=False)
+    hub.requests_log.clear()
+    for rev in (None, "main", "v1"):
+        zoo = load_zoo(repo_id, revision=rev, local_files_only=True)
+        assert len(zoo.select().state_dicts()) == 12 and zoo.manifest.source["commit"] == commit
+    with pytest.raises(HubUnreachableError, match="'never-opened'.*not in the local cache.*online once"):
+        load_zoo(repo_id, revision="never-opened", local_files_only=True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert len(open_zoo(f"hf://datasets/{repo_id}")) == 12
+    assert hub.requests_log == []
+
+
 @pytest.mark.parametrize("url, message", [
     ("hf://test-org/zoo", "does not name a dataset repo"),
     ("hf://datasets/just-a-name", "does not name one repo"),
