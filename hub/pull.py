@@ -26,7 +26,7 @@ from pathlib import Path
 
 from catalog.card import render_card
 from catalog.errors import WeightzooError, ZooFormatError
-from catalog.format import CARD_NAME, TMP_PREFIX, atomic_write_bytes, write_manifest
+from catalog.format import CARD_NAME, MANIFEST_NAME, TMP_PREFIX, atomic_write_bytes, write_manifest
 from catalog.zoo import Zoo
 from hub.remote import (
     RemoteZoo,
@@ -85,7 +85,8 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
 
     Args:
         repo_id: ``ORG/NAME``.
-        out: the directory to create; it must not exist or be empty (default ``./NAME``).
+        out: the directory to create, or an empty one (``.`` or a symbolic link to one is fine)
+            (default ``./NAME``).
         revision: a branch, tag or commit sha (default ``None``: ``main``).
         where: a SQL condition on the ``models`` table (e.g. ``"lr = 0.01 AND checkpoint = 1"``);
             only the matching rows and the weight shards that hold them are downloaded
@@ -94,31 +95,69 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
         progress: show the client's progress bars (default ``True``).
 
     Raises:
-        WeightzooError: ``out`` is not empty, ``where`` is invalid or matches nothing, or any of
+        WeightzooError: ``out`` is a file or not empty, ``where`` is invalid or matches nothing, or any of
             the errors of :mod:`hub.errors` (missing repo or revision, no permission, not a zoo,
             a file that does not match its checksum). Nothing is written to ``out`` then.
     """
     from huggingface_hub import HfApi
 
     out = Path(out) if out is not None else default_out(repo_id)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise WeightzooError(
-            f"{out} already exists and is not empty; pull into a new directory with --out, or "
-            f"delete {out} first")
+    into_existing = check_out(out)
     if where is not None and not where.strip():
         where = None
     remote = resolve_remote(HfApi(token=token), repo_id, revision)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}pull-", dir=out.parent))
+    # A new directory is the staged zoo, renamed into place in one step. An existing (empty)
+    # one may be '.' or reached through a symbolic link, neither of which a rename can replace:
+    # the zoo is staged inside it (so on its file system) and its entries moved in.
+    parent = out if into_existing else out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}pull-", dir=parent))
+    except OSError as e:
+        raise WeightzooError(f"cannot write into {parent}: {e.strerror or e}; choose another --out") from e
     try:
         result = _pull_into(remote, staging, out, where, token, progress)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(staging / "zoo", out)
+        if into_existing:
+            _move_entries(staging / "zoo", out)
+        else:
+            os.replace(staging / "zoo", out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     result.path = out
     return result
+
+
+def check_out(out: Path) -> bool:
+    """Check that a pull can write its zoo at ``out``, before anything is downloaded.
+
+    Returns:
+        whether ``out`` is an existing (empty) directory, possibly ``.`` or a symbolic link
+        to one; ``False`` when it does not exist yet.
+
+    Raises:
+        WeightzooError: ``out`` is a file, a dangling symbolic link, or a directory that is not
+            empty.
+    """
+    if out.is_symlink() and not out.exists():
+        raise WeightzooError(
+            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; create "
+            f"that directory, or choose another --out")
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise WeightzooError(f"--out {out} exists and is not a directory; choose a new or empty directory")
+    if any(out.iterdir()):
+        raise WeightzooError(
+            f"{out} already exists and is not empty; pull into a new directory with --out, or "
+            f"delete {out} first")
+    return True
+
+
+def _move_entries(src: Path, dst: Path) -> None:
+    """Move everything in ``src`` into the empty directory ``dst``, the manifest last (a zoo
+    without its manifest is never mistaken for a complete one)."""
+    for entry in sorted(src.iterdir(), key=lambda p: p.name == MANIFEST_NAME):
+        os.replace(entry, dst / entry.name)
 
 
 def _pull_into(remote: RemoteZoo, staging: Path, out: Path, where: str | None,

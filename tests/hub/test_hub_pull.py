@@ -274,6 +274,40 @@ def test_out_must_be_new_or_empty(hub, pushed, tmp_path: Path) -> None:
     assert verify_zoo(tmp_path / "empty").ok
 
 
+def test_out_may_be_a_link_to_an_empty_directory_or_the_current_one(hub, pushed, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """As for `zoo import` and `zoo export`: the zoo goes into the directory (it crashed after
+    the whole download: the staged zoo was renamed onto the link, or onto '.')."""
+    repo, _, src = pushed
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to("target")
+    result = _run("pull", repo, "--out", str(tmp_path / "link"), "-q")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "link").is_symlink() and _data_files(tmp_path / "target") == _data_files(src)
+    assert verify_zoo(tmp_path / "target").ok
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    result = _run("pull", repo, "--out", ".", "-q")
+    assert result.exit_code == 0, result.output
+    assert verify_zoo(tmp_path / "cwd").ok and _leftovers(tmp_path / "cwd") == []
+    assert _leftovers(tmp_path) == []
+
+
+def test_out_that_cannot_hold_the_zoo_is_refused_before_downloading(hub, pushed, tmp_path: Path) -> None:
+    from catalog.errors import WeightzooError
+    from hub import pull_zoo
+
+    repo, _, _ = pushed
+    (tmp_path / "dangling").symlink_to("nowhere")
+    (tmp_path / "file").write_text("mine")
+    hub.requests_log.clear()
+    result = _run("pull", repo, "--out", str(tmp_path / "dangling"), "-q")
+    assert_one_line_error(result, "symbolic link", "does not exist")
+    with pytest.raises(WeightzooError, match="is not a directory"):  # the CLI's click.Path refuses it too
+        pull_zoo(repo, tmp_path / "file", progress=False)
+    assert hub.requests_log == [] and (tmp_path / "file").read_text() == "mine"
+
+
 # ================================================================================ hf:// and the cache
 def test_open_zoo_hf_url_and_load_zoo_use_the_hf_cache(hub, pushed) -> None:
     import os
