@@ -28,14 +28,7 @@ from catalog.card import render_card
 from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import CARD_NAME, MANIFEST_NAME, TMP_PREFIX, atomic_write_bytes, write_manifest
 from catalog.zoo import Zoo
-from hub.remote import (
-    RemoteZoo,
-    bad_files,
-    download,
-    fetch_manifest,
-    integrity_error,
-    resolve_remote,
-)
+from hub.remote import RemoteZoo, fetch_checked, fetch_manifest, resolve_remote
 from hub.subset import subset_zoo
 
 _NOTHING_WRITTEN = "nothing was written to {out}"
@@ -175,18 +168,12 @@ def _pull_into(remote: RemoteZoo, staging: Path, out: Path, where: str | None,
     if where is None:
         wanted = parts + all_shards
         if wanted:
-            download(remote, wanted, **kwargs)
-        problems = bad_files(dl, wanted, remote, manifest)
-        if problems:
-            raise integrity_error(remote, problems, consequence)
+            fetch_checked(remote, wanted, manifest, consequence, **kwargs)
         shutil.rmtree(dl / ".cache", ignore_errors=True)  # the client's download bookkeeping
         zoo_dir, rows, shards = dl, rows_total, len(all_shards)
     else:
         if parts:
-            download(remote, parts, **kwargs)
-        problems = bad_files(dl, parts, remote, manifest)
-        if problems:
-            raise integrity_error(remote, problems, consequence)
+            fetch_checked(remote, parts, manifest, consequence, **kwargs)
         ids, needed = _matching_rows(dl, where, remote)
         unknown = sorted(needed - set(all_shards))
         if unknown:
@@ -194,10 +181,7 @@ def _pull_into(remote: RemoteZoo, staging: Path, out: Path, where: str | None,
                 f"rows of {remote.label} point to weight shard {unknown[0]!r}, which its manifest "
                 f"does not list; the zoo is corrupt ({consequence})")
         wanted = [s for s in all_shards if s in needed]
-        download(remote, wanted, **kwargs)  # not empty: some row matched
-        problems = bad_files(dl, wanted, remote, manifest)
-        if problems:
-            raise integrity_error(remote, problems, consequence)
+        fetch_checked(remote, wanted, manifest, consequence, **kwargs)  # not empty: some row matched
         zoo_dir = staging / "zoo"
         manifest = subset_zoo(dl, zoo_dir, manifest, ids)
         rows, shards = len(ids), len(wanted)

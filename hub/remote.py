@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -210,16 +211,87 @@ def bad_files(root: Path, paths: Iterable[str], remote: RemoteZoo,
     return problems
 
 
-def integrity_error(remote: RemoteZoo, problems: Mapping[str, str],
-                    consequence: str) -> HubIntegrityError:
-    """The error for files that failed :func:`bad_files`."""
+def integrity_error(remote: RemoteZoo, problems: Mapping[str, str], consequence: str,
+                    fresh: bool = True) -> HubIntegrityError:
+    """The error for files that failed :func:`bad_files`.
+
+    Args:
+        remote: the repo.
+        problems: ``{path: what is wrong}``.
+        consequence: what was (not) done about it, e.g. ``"nothing was written to out"``.
+        fresh: the files were downloaded afresh from the Hub (default ``True``), so the repo
+            is at fault; ``False``: they are copies in the local cache, which may be.
+    """
     path, what = next(iter(problems.items()))
     more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
+    why = (f"a fresh download from the Hub does not match either, so the repo's files do not "
+           f"match its {MANIFEST_NAME} (or the connection corrupts downloads); {consequence}. "
+           f"Ask the repo's maintainers to push the zoo again" if fresh else consequence)
     return HubIntegrityError(
         f"refusing {remote.label}: a downloaded file does not match its checksum: "
-        f"{path}: {what}{more}. The download or the repo is corrupt; {consequence}. Pull again; "
-        f"if it persists, the repo's files do not match its {MANIFEST_NAME}: ask its maintainers "
-        f"to push the zoo again")
+        f"{path}: {what}{more}. {why[0].upper()}{why[1:]}")
+
+
+def fetch_checked(remote: RemoteZoo, paths: Sequence[str], manifest: Manifest | None,
+                  consequence: str, *, local_dir: Path | None = None, cache_dir: Path | None = None,
+                  token: str | bool | None = None, progress: bool = True) -> Path:
+    """:func:`download` ``paths`` and check them with :func:`bad_files`, giving each file that
+    fails one fresh download.
+
+    A file that fails may be a damaged copy in the Hugging Face cache rather than a bad file in
+    the repo: the cache keeps it across calls, and a download into ``local_dir`` copies a
+    cached file instead of fetching it again, so one damaged blob would fail every later pull
+    and load. Its copies (in ``local_dir`` and in the cache) are deleted and it is downloaded
+    once more; if it then matches, a warning says the cache was at fault.
+
+    Args:
+        remote, paths, local_dir, cache_dir, token, progress: as for :func:`download`.
+        manifest: the zoo's manifest, whose sha256 the files must match (``None``: only the
+            Hub's record, e.g. for the manifest itself).
+        consequence: for the error, what the caller leaves undone (e.g. ``"nothing was used"``).
+
+    Returns:
+        the directory holding the files.
+
+    Raises:
+        HubIntegrityError: a file fails again after the fresh download (its copy is deleted).
+    """
+    kwargs = {"local_dir": local_dir, "cache_dir": cache_dir, "token": token, "progress": progress}
+    root = download(remote, paths, **kwargs)
+    problems = bad_files(root, paths, remote, manifest)
+    if not problems:
+        return root
+    cached = [rel for rel in problems if _evict_everywhere(remote, root, rel, local_dir, cache_dir)]
+    download(remote, list(problems), **kwargs)
+    left = bad_files(root, list(problems), remote, manifest)
+    if left:
+        evict_cached(root, list(left), local_dir)
+        raise integrity_error(remote, left, consequence)
+    if cached:
+        more = f" (and {len(cached) - 1} more file(s))" if len(cached) > 1 else ""
+        warnings.warn(
+            f"the Hugging Face cache's copy of {cached[0]}{more} of {remote.label} was damaged (it "
+            f"did not match its checksum; the repo's file does): it was deleted and downloaded again",
+            stacklevel=2)
+    return root
+
+
+def _evict_everywhere(remote: RemoteZoo, root: Path, rel: str, local_dir: Path | None,
+                      cache_dir: Path | None) -> bool:
+    """Delete the downloaded copy of ``rel`` under ``root`` and the HF cache's copy at the
+    commit; whether the cache held one (with ``local_dir``, the download may have copied it)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    evict_cached(root, [rel], local_dir)
+    if local_dir is None:
+        return True  # root is the cache's snapshot
+    cached = try_to_load_from_cache(remote.repo_id, rel, cache_dir=cache_dir, revision=remote.commit,
+                                    repo_type=REPO_TYPE)
+    if not isinstance(cached, str):
+        return False
+    snapshot = Path(cached).parents[len(PurePosixPath(rel).parts) - 1]
+    evict_cached(snapshot, [rel])
+    return True
 
 
 def fetch_manifest(remote: RemoteZoo, **download_kwargs) -> tuple[Path, Manifest]:
@@ -234,11 +306,7 @@ def fetch_manifest(remote: RemoteZoo, **download_kwargs) -> tuple[Path, Manifest
         ZooFormatError: the manifest is malformed or names unsafe paths (a crafted repo).
     """
     meta = [MANIFEST_NAME] + ([CARD_NAME] if CARD_NAME in remote.files else [])
-    root = download(remote, meta, **download_kwargs)
-    problems = bad_files(root, meta, remote)
-    if problems:
-        evict_cached(root, [MANIFEST_NAME, CARD_NAME], download_kwargs.get("local_dir"))
-        raise integrity_error(remote, problems, "nothing was used")
+    root = fetch_checked(remote, meta, None, "nothing was used", **download_kwargs)
     manifest = read_manifest(root, label=f"{MANIFEST_NAME} of {remote.label}")
     check_manifest(manifest, remote)
     return root, manifest

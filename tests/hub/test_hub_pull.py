@@ -195,6 +195,48 @@ def test_tampered_file_is_refused_and_nothing_is_written(hub, zoo_copy: Path, re
     assert len(load_zoo(repo_id, progress=False)) == 12 and load_zoo(repo_id, progress=False).verify().ok
 
 
+def _damage_cached(zoo, rel: str) -> None:
+    """Flip the last byte of the HF cache's blob behind ``rel`` of the cached ``zoo`` (a disk
+    error, say); the repo itself stays intact."""
+    import os
+
+    blob = (zoo.root / rel).resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    os.chmod(blob, 0o644)
+    blob.write_bytes(bytes(data))
+
+
+def test_a_damaged_file_in_the_hf_cache_is_replaced_not_blamed_on_the_repo(
+        hub, zoo_copy: Path, repo_id: str, tmp_path: Path) -> None:
+    """A pull copies files the HF cache holds, and load_zoo reads them: a damaged cached copy
+    made every later pull and load fail, naming the repo. It is now deleted and downloaded
+    again, with a warning that names the cache."""
+    from hub import load_zoo, push_zoo
+
+    push_zoo(zoo_copy, repo_id, progress=False)
+    zoo = load_zoo(repo_id, progress=False)
+    zoo.select().state_dicts()  # caches both shards
+    shard = zoo.manifest.shard_files()[0].path
+    _damage_cached(zoo, shard)
+    result = _run("pull", repo_id, "--out", str(tmp_path / "out"), "-q")
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "cache" in result.output and shard in result.output
+    assert verify_zoo(tmp_path / "out").ok and _data_files(tmp_path / "out") == _data_files(zoo_copy)
+    assert _run("pull", repo_id, "--out", str(tmp_path / "again"), "-q").exit_code == 0
+
+    # through the cache: a damaged shard (checked when first read) and a damaged Parquet part
+    zoo = load_zoo(repo_id, progress=False)
+    zoo.select().state_dicts()
+    _damage_cached(zoo, shard)
+    _damage_cached(zoo, zoo.manifest.part_files()[0].path)
+    with pytest.warns(UserWarning, match="cache"):
+        zoo = load_zoo(repo_id, progress=False)
+    with pytest.warns(UserWarning, match=f"cache.*{shard}"):
+        assert len(zoo.select().state_dicts()) == 12
+    assert zoo.verify().ok
+
+
 def test_tampered_manifest_is_refused(hub, zoo_copy: Path, repo_id: str, tmp_path: Path) -> None:
     from hub import push_zoo
 
