@@ -26,8 +26,9 @@ from pathlib import Path
 
 from catalog.card import render_card
 from catalog.errors import WeightzooError, ZooFormatError
-from catalog.format import CARD_NAME, MANIFEST_NAME, TMP_PREFIX, atomic_write_bytes, write_manifest
+from catalog.format import CARD_NAME, MANIFEST_NAME, TMP_PREFIX, Manifest, atomic_write_bytes, write_manifest
 from catalog.zoo import Zoo
+from hub.errors import HubIntegrityError
 from hub.remote import RemoteZoo, fetch_checked, fetch_manifest, resolve_remote
 from hub.subset import subset_zoo
 
@@ -165,23 +166,25 @@ def _pull_into(remote: RemoteZoo, staging: Path, out: Path, where: str | None,
     rows_total = sum(f.rows for f in manifest.part_files())
     consequence = _NOTHING_WRITTEN.format(out=out)
 
+    # A full pull keeps the repo's bytes as they are, so its rows and shards get the same checks
+    # as a partial pull's: every row points into a listed shard, every shard is a safetensors
+    # file of its architecture (loading would refuse either, but only once the zoo was "pulled").
+    if parts:
+        fetch_checked(remote, parts, manifest, consequence, **kwargs)
+    ids, needed = _matching_rows(dl, where, remote)
+    unknown = sorted(needed - set(all_shards), key=str)  # a NULL weights_shard is None
+    if unknown:
+        raise ZooFormatError(
+            f"rows of {remote.label} point to weight shard {unknown[0]!r}, which its manifest "
+            f"does not list; the zoo is corrupt ({consequence})")
+    wanted = all_shards if where is None else [s for s in all_shards if s in needed]
+    if wanted:
+        fetch_checked(remote, wanted, manifest, consequence, **kwargs)
+    _check_shards(dl, manifest, wanted, remote, consequence)
     if where is None:
-        wanted = parts + all_shards
-        if wanted:
-            fetch_checked(remote, wanted, manifest, consequence, **kwargs)
         shutil.rmtree(dl / ".cache", ignore_errors=True)  # the client's download bookkeeping
         zoo_dir, rows, shards = dl, rows_total, len(all_shards)
     else:
-        if parts:
-            fetch_checked(remote, parts, manifest, consequence, **kwargs)
-        ids, needed = _matching_rows(dl, where, remote)
-        unknown = sorted(needed - set(all_shards))
-        if unknown:
-            raise ZooFormatError(
-                f"rows of {remote.label} point to weight shard {unknown[0]!r}, which its manifest "
-                f"does not list; the zoo is corrupt ({consequence})")
-        wanted = [s for s in all_shards if s in needed]
-        fetch_checked(remote, wanted, manifest, consequence, **kwargs)  # not empty: some row matched
         zoo_dir = staging / "zoo"
         manifest = subset_zoo(dl, zoo_dir, manifest, ids)
         rows, shards = len(ids), len(wanted)
@@ -197,15 +200,42 @@ def _pull_into(remote: RemoteZoo, staging: Path, out: Path, where: str | None,
                       shards, len(all_shards))
 
 
-def _matching_rows(root: Path, where: str, remote: RemoteZoo) -> tuple[list[str], set[str]]:
-    """``(model_ids, weight shards)`` of the rows matching ``where`` (parts already in ``root``)."""
+def _check_shards(root: Path, manifest: Manifest, paths: list[str], remote: RemoteZoo,
+                  consequence: str) -> None:
+    """Check that each downloaded shard in ``paths`` is a well-formed safetensors file (a header
+    of sane size that parses, every tensor inside the file) holding its architecture's tensors,
+    with the loader's own checks (:class:`catalog.loading.ShardFile`).
+
+    Raises:
+        HubIntegrityError: naming the shard and what is wrong with it.
+    """
+    from catalog.loading import open_shard  # torch: only once the metadata checked out
+
+    for rel in paths:
+        entry = manifest.shard_entry(rel)
+        try:
+            open_shard(root, manifest, rel).check(manifest.network_spec(entry.arch_id))
+        except WeightzooError as e:
+            # The loader's messages end with advice for a local zoo ("run zoo verify"): keep the
+            # reason only.
+            reason = str(e.__cause__ or e).split("; ")[0]
+            raise HubIntegrityError(
+                f"refusing {remote.label}: weight shard {rel} is not a safetensors file of "
+                f"architecture {entry.arch_id} ({reason}), although it matches its checksum; the "
+                f"repo holds a corrupt or crafted zoo ({consequence}). Ask its maintainers to push "
+                f"the zoo again") from e
+
+
+def _matching_rows(root: Path, where: str | None, remote: RemoteZoo) -> tuple[list[str], set[str]]:
+    """``(model_ids, weight shards)`` of the rows matching ``where`` (default ``None``: every
+    row), from the parts already in ``root``."""
     zoo = Zoo(root)
     try:
         table = zoo.select(where=where, columns=["model_id", "weights_shard"]).table
         total = len(zoo)
     finally:
         zoo.close()
-    if table.num_rows == 0:
+    if table.num_rows == 0 and where is not None:
         raise WeightzooError(
             f"--where {where!r} matches none of the {total} rows of {remote.label}; nothing was "
             f"pulled. Check the condition against the rows (`datasets.load_dataset("
