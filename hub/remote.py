@@ -28,7 +28,7 @@ from catalog.format import (
 )
 from catalog.paths import safe_join
 from hub.errors import HubError, HubIntegrityError, NotAZooError, hub_errors
-from hub.progress import progress_bars
+from hub.progress import client_output
 
 #: The Hub repository type zoos live in.
 REPO_TYPE = "dataset"
@@ -166,7 +166,7 @@ def download(remote: RemoteZoo, paths: Sequence[str], *, local_dir: Path | None 
     """
     from huggingface_hub import snapshot_download
 
-    with progress_bars(progress), hub_errors(remote.repo_id, remote.revision):
+    with client_output(progress), hub_errors(remote.repo_id, remote.revision):
         path = snapshot_download(
             remote.repo_id, repo_type=REPO_TYPE, revision=remote.commit,
             allow_patterns=allow_patterns(paths), local_dir=local_dir, cache_dir=cache_dir,
