@@ -1,9 +1,14 @@
 """``zoo pull``: download a zoo from a Hub dataset repo into a directory, whole or in part.
 
 A pull resolves the revision to a commit sha first and downloads every file at that commit,
-into a temp directory beside ``out``; each file is checked against the Hub's record and the
-manifest's sha256, and only a zoo whose files all match is moved to ``out`` (one rename). A
-failed pull leaves nothing at ``out``.
+into a staging folder beside ``out`` (inside it, when ``out`` is an existing empty directory);
+each file is checked against the Hub's record and the manifest's sha256, and only a zoo whose
+files all match is moved to ``out`` (one rename). A failed pull leaves nothing at ``out``.
+
+The staging folder is named after the pull (``out``, repo, commit) and locked while the pull
+runs (:class:`~catalog.lock.ZooLock`). An interrupted pull (Ctrl-C, or killed) leaves it, and
+the same pull run again resumes with the files it holds; any later pull in that directory
+removes staging folders that no running pull holds.
 
 The pulled zoo records where it came from in its manifest's ``source``::
 
@@ -18,21 +23,28 @@ shards that hold them, and rewrites the manifest (and card) to describe just tha
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from catalog.card import render_card
 from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import CARD_NAME, MANIFEST_NAME, TMP_PREFIX, Manifest, atomic_write_bytes, write_manifest
+from catalog.lock import ZooLock, ZooLockedError
 from catalog.zoo import Zoo
 from hub.errors import HubIntegrityError
 from hub.remote import RemoteZoo, fetch_checked, fetch_manifest, resolve_remote
 from hub.subset import subset_zoo
 
 _NOTHING_WRITTEN = "nothing was written to {out}"
+#: A pull stages its download and the checked zoo in a folder named STAGING_PREFIX + a key of
+#: (out, repo, commit), beside ``out`` (inside it, when it is an existing directory).
+STAGING_PREFIX = f"{TMP_PREFIX}pull-"
+#: The file that marks a folder as a pull's staging folder (what it pulls, as JSON).
+STAGING_MARKER = "pull.json"
 
 
 @dataclass
@@ -104,21 +116,95 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
     # one may be '.' or reached through a symbolic link, neither of which a rename can replace:
     # the zoo is staged inside it (so on its file system) and its entries moved in.
     parent = out if into_existing else out.parent
+    staging, lock = _open_staging(parent, out, remote)
+    try:
+        result = _pull_into(remote, staging, out, where, token, progress)
+        try:
+            if into_existing:
+                _move_entries(staging / "zoo", out)
+            else:
+                os.replace(staging / "zoo", out)
+        except OSError as e:  # another process created --out meanwhile
+            raise WeightzooError(f"cannot move the pulled zoo to {out}: {e.strerror or e}; pull into "
+                                 f"a new directory with --out") from e
+        shutil.rmtree(staging, ignore_errors=True)
+    except Exception:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        # An interrupt (Ctrl-C: not an Exception) leaves the staging folder, so the same pull,
+        # run again, resumes with the files it holds.
+        lock.release()
+    result.path = out
+    return result
+
+
+def _staging_name(out: Path, remote: RemoteZoo) -> str:
+    """The staging folder's name for pulling ``remote`` into ``out``: the same for the same
+    pull, so that running it again finds what it had downloaded."""
+    key = hashlib.sha256(f"{os.path.abspath(out)}\0{remote.repo_id}\0{remote.commit}".encode()).hexdigest()
+    return STAGING_PREFIX + key[:16]
+
+
+def _open_staging(parent: Path, out: Path, remote: RemoteZoo) -> tuple[Path, ZooLock]:
+    """Create (or reopen, to resume) this pull's staging folder in ``parent`` and lock it, and
+    remove the staging folders of pulls that died there (see :func:`remove_stale_staging`).
+
+    Raises:
+        WeightzooError: ``parent`` cannot be written, or another pull is writing into ``out``
+            (it holds this pull's staging folder, or stages inside ``out``).
+    """
+    staging = parent / _staging_name(out, remote)
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}pull-", dir=parent))
+        lock = ZooLock(staging, command=f"zoo pull {remote.repo_id} --out {out}")
+    except ZooLockedError as e:
+        raise ZooLockedError(f"another zoo pull of {remote.label} into {out} is running; wait for it "
+                             f"to finish (its staging folder: {e})") from e
     except OSError as e:
         raise WeightzooError(f"cannot write into {parent}: {e.strerror or e}; choose another --out") from e
     try:
-        result = _pull_into(remote, staging, out, where, token, progress)
-        if into_existing:
-            _move_entries(staging / "zoo", out)
-        else:
-            os.replace(staging / "zoo", out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    result.path = out
-    return result
+        atomic_write_bytes(staging / STAGING_MARKER, json.dumps(
+            {"repo_id": remote.repo_id, "commit": remote.commit, "out": str(out)}).encode())
+        live = remove_stale_staging(parent, keep=staging)
+        if live and parent == out:
+            raise WeightzooError(f"another zoo pull is writing into {out} ({live[0].name}); wait for it "
+                                 f"to finish, or pull into another directory")
+        shutil.rmtree(staging / "zoo", ignore_errors=True)  # only the download resumes
+    except BaseException:
+        lock.release()
+        raise
+    return staging, lock
+
+
+def remove_stale_staging(parent: Path, keep: Path | None = None) -> list[Path]:
+    """Delete the staging folders in ``parent`` of pulls that no process runs any more (killed,
+    say, or interrupted and not run again); returns the ones a running pull holds.
+
+    Only folders a pull made are considered (named ``.tmp-pull-*`` and holding
+    :data:`STAGING_MARKER`), and only those whose :class:`~catalog.lock.ZooLock` can be taken: a
+    running pull holds its folder's lock, and the kernel releases it when the pull dies.
+
+    Args:
+        parent: the directory to clean.
+        keep: a staging folder to leave alone (the caller's own).
+    """
+    live = []
+    for folder in sorted(parent.glob(STAGING_PREFIX + "*")):
+        if folder == keep or not (folder / STAGING_MARKER).is_file():
+            continue
+        try:
+            lock = ZooLock(folder, command="zoo pull (removing a stale staging folder)")
+        except ZooLockedError:
+            live.append(folder)
+            continue
+        except WeightzooError:  # not ours to remove (permissions)
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            lock.release()
+    return live
 
 
 def check_out(out: Path) -> bool:
@@ -140,7 +226,7 @@ def check_out(out: Path) -> bool:
         return False
     if not out.is_dir():
         raise WeightzooError(f"--out {out} exists and is not a directory; choose a new or empty directory")
-    if any(out.iterdir()):
+    if any(not p.name.startswith(STAGING_PREFIX) for p in out.iterdir()):  # a pull's own: see _open_staging
         raise WeightzooError(
             f"{out} already exists and is not empty; pull into a new directory with --out, or "
             f"delete {out} first")

@@ -350,6 +350,56 @@ def test_out_that_cannot_hold_the_zoo_is_refused_before_downloading(hub, pushed,
     assert hub.requests_log == [] and (tmp_path / "file").read_text() == "mine"
 
 
+@pytest.mark.parametrize("existing", [False, True], ids=["new-out", "empty-out"])
+def test_an_interrupted_pull_resumes_with_the_files_it_had(hub, pushed, tmp_path: Path, monkeypatch,
+                                                           existing: bool) -> None:
+    """Ctrl-C said "run the same command again to resume", but the staging folder was deleted
+    and the next pull downloaded everything again. It is kept now, and the same pull reuses it."""
+    import hub.pull as pull_module
+    from hub import pull_zoo
+
+    repo, _, src = pushed
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+    real = pull_module._check_shards
+
+    def interrupted(*args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pull_module, "_check_shards", interrupted)  # after every file arrived
+    with pytest.raises(KeyboardInterrupt):
+        pull_zoo(repo, out, progress=False)
+    assert len(_leftovers(out if existing else tmp_path)) == 1 and not (out / "zoo.json").exists()
+    monkeypatch.setattr(pull_module, "_check_shards", real)
+    hub.requests_log.clear()
+    assert pull_zoo(repo, out, progress=False).rows == 12
+    assert hub.resolved_files() == []  # nothing downloaded again
+    assert _data_files(out) == _data_files(src) and verify_zoo(out).ok
+    assert _leftovers(tmp_path) == [] and _leftovers(out) == []
+
+
+def test_stale_staging_folders_of_dead_pulls_are_removed(hub, pushed, tmp_path: Path) -> None:
+    """A pull killed by SIGTERM left its .tmp-pull-* folder for good. A pull now removes the
+    ones no process holds (checked with the zoo lock), and leaves a live pull's alone."""
+    from catalog.lock import ZooLock
+    from hub import pull_zoo
+    from hub.pull import STAGING_MARKER
+
+    repo, _, _ = pushed
+    stale, live, foreign = (tmp_path / f".tmp-pull-{n}" for n in ("dead", "live", "notours"))
+    for d in (stale, live, foreign):
+        (d / "download").mkdir(parents=True)
+    (stale / STAGING_MARKER).write_text("{}")
+    (live / STAGING_MARKER).write_text("{}")
+    lock = ZooLock(live)  # as a running pull holds it
+    try:
+        pull_zoo(repo, tmp_path / "out", progress=False)
+        assert _leftovers(tmp_path) == [".tmp-pull-live", ".tmp-pull-notours"]
+    finally:
+        lock.release()
+
+
 # ================================================================================ hf:// and the cache
 def test_open_zoo_hf_url_and_load_zoo_use_the_hf_cache(hub, pushed) -> None:
     import os
