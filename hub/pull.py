@@ -101,9 +101,10 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
         progress: show the client's progress bars (default ``True``).
 
     Raises:
-        WeightzooError: ``out`` is a file or not empty, ``where`` is invalid or matches nothing, or any of
-            the errors of :mod:`hub.errors` (missing repo or revision, no permission, not a zoo,
-            a file that does not match its checksum). Nothing is written to ``out`` then.
+        WeightzooError: ``out`` is a file or not empty, another pull is writing into it,
+            ``where`` is invalid or matches nothing, or any of the errors of :mod:`hub.errors`
+            (missing repo or revision, no permission, not a zoo, a file that does not match its
+            checksum or a shard that is not safetensors). Nothing is written to ``out`` then.
     """
     from huggingface_hub import HfApi
 
