@@ -140,6 +140,10 @@ def hub_errors(repo_id: str, revision: str | None = None, *, writing: bool = Fal
         raise HubUnreachableError(
             f"cannot reach {where}: offline mode is on (HF_HUB_OFFLINE=1) and the files are not "
             f"in the local cache; unset HF_HUB_OFFLINE to download them") from e
+    except hf.RevisionResolutionError as e:  # resolve_revision: no Hub and no cached ref
+        raise HubUnreachableError(
+            f"cannot reach {where} to resolve revision {revision or 'main'!r}, and the local cache "
+            f"does not record it; check your network connection and HF_ENDPOINT") from e
     except hf.LocalEntryNotFoundError as e:
         raise HubUnreachableError(
             f"cannot reach {where} and the files are not in the local cache; check your "

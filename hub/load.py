@@ -1,37 +1,43 @@
 """Opening a zoo straight from the Hub: :func:`load_zoo` and ``open_zoo("hf://datasets/...")``.
 
 The files go to the standard Hugging Face cache (``HF_HOME``, shared with ``datasets`` and
-every other user of ``huggingface_hub``), pinned to the commit the revision resolves to, and
-the returned :class:`HubZoo` reads the cache's snapshot directory (treat it as read-only;
-``zoo pull`` makes a copy of your own). Opening downloads the metadata only (the manifest,
-card, Parquet parts and sidecar tables), so queries never download weights; each weight shard
-is downloaded when a row of it is first loaded. Every file is checked against the manifest's
-sha256 when it arrives (and the metadata on each load); a file that does not match is evicted
-from the cache, so the next load downloads it again.
+every other user of ``huggingface_hub``), pinned to the commit the revision resolves to (the
+cache's ``refs/`` records which commit a branch or tag named, so an offline open by that name
+finds the same snapshot), and the returned :class:`HubZoo` reads the cache's snapshot
+directory (treat it as read-only; ``zoo pull`` makes a copy of your own). Opening downloads
+the metadata only (the manifest, card, Parquet parts and sidecar tables), so queries never
+download weights; each weight shard is downloaded when a row of it is first loaded. Every
+file is checked against the manifest's sha256 when it arrives or is first used from the cache
+(the metadata on each load, a shard when first read); a file that does not match is deleted
+from the cache and downloaded once more (:func:`hub.remote.fetch_checked`), so a damaged
+cached copy is replaced, and a bad file in the repo is refused.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote
 
 from catalog.errors import WeightzooError
 from catalog.format import MANIFEST_NAME, read_manifest
 from catalog.zoo import Zoo
-from hub.errors import HubError, hub_errors
+from hub.errors import HubError, HubUnreachableError, hub_errors
 from hub.remote import (
+    DEFAULT_REVISION,
     REPO_TYPE,
     RemoteZoo,
     bad_files,
-    download,
-    evict_cached,
+    fetch_checked,
     fetch_manifest,
     integrity_error,
     resolve_remote,
 )
 
 URL_SCHEME = "hf://"
+#: What happens to files that fail their checksum in the cache, for error messages.
+_EVICTED = "the bad files were removed from the cache"
 _URL_FORM = "hf://datasets/ORG/NAME[@REVISION]"
 
 
@@ -88,27 +94,31 @@ def load_zoo(repo_id: str, revision: str | None = None, *, token: str | bool | N
     cache = None if cache_dir is None else os.fspath(cache_dir)
     if local_files_only or constants.HF_HUB_OFFLINE:
         return _load_cached(repo_id, revision, cache)
-    remote = resolve_remote(HfApi(token=token), repo_id, revision)
+    remote = resolve_remote(HfApi(token=token), repo_id, revision, cache_dir=cache, record_ref=True)
     kwargs = {"cache_dir": cache, "token": token, "progress": progress}
     root, manifest = fetch_manifest(remote, **kwargs)
     meta = [f.path for f in manifest.files if f.kind != "shard"]
     if meta:
-        root = download(remote, meta, **kwargs)
-    problems = bad_files(root, meta, remote, manifest)
-    if problems:
-        evict_cached(root, list(problems))
-        raise integrity_error(remote, problems, "the bad files were removed from the cache")
+        root = fetch_checked(remote, meta, manifest, _EVICTED, **kwargs)
     return _opened(root, remote, kwargs)
 
 
 def _load_cached(repo_id: str, revision: str | None, cache_dir: str | None) -> Zoo:
     """Open a zoo from the cache alone (offline)."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     with hub_errors(repo_id, revision):
-        root = snapshot_download(repo_id, repo_type=REPO_TYPE, revision=revision,
-                                 cache_dir=cache_dir, local_files_only=True,
-                                 allow_patterns=[MANIFEST_NAME])
+        try:
+            root = snapshot_download(repo_id, repo_type=REPO_TYPE, revision=revision,
+                                     cache_dir=cache_dir, local_files_only=True,
+                                     allow_patterns=[MANIFEST_NAME])
+        except LocalEntryNotFoundError as e:
+            raise HubUnreachableError(
+                f"revision {revision or DEFAULT_REVISION!r} of dataset repo {repo_id!r} is not in the "
+                f"local cache (offline: local_files_only or HF_HUB_OFFLINE=1); open it online once "
+                f"(hub.load_zoo or open_zoo('hf://datasets/{repo_id}')), which caches it, then "
+                f"offline opens by that branch, tag or commit work") from e
     root = Path(root)
     manifest = read_manifest(root)
     remote = RemoteZoo(repo_id, revision or "main", root.name)
@@ -118,40 +128,51 @@ def _load_cached(repo_id: str, revision: str | None, cache_dir: str | None) -> Z
     problems = bad_files(root, meta + cached, remote, manifest)
     if problems:
         raise integrity_error(remote, problems, "the cached copy is incomplete or damaged; "
-                                                "load it online to repair it")
-    return _opened(root, remote, None)
+                                                "load it online to repair it", fresh=False)
+    return _opened(root, remote, None, checked=cached)
 
 
 class HubZoo(Zoo):
     """A zoo in the Hugging Face cache whose weight shards are downloaded on first use.
+
+    Each weight shard is checked against the manifest's sha256 once per opened zoo, when it
+    is first read (or fetched): downloaded, or found in the cache, which other processes share
+    and a disk can damage. A cached shard that does not match is downloaded again.
 
     Args:
         root: the cache's snapshot directory of the zoo's commit.
         remote: the repo at that commit.
         download_kwargs: ``cache_dir``, ``token`` and ``progress`` for downloads, or ``None``
             when offline (a shard that is not cached is then an error).
+        checked: shards already checked against the manifest (default: none).
     """
 
-    def __init__(self, root: Path, remote: RemoteZoo, download_kwargs: dict | None) -> None:
+    def __init__(self, root: Path, remote: RemoteZoo, download_kwargs: dict | None,
+                 checked: Iterable[str] = ()) -> None:
         super().__init__(root)
         self.remote = remote
         self._download_kwargs = download_kwargs
+        self._checked: set[str] = set(checked)
 
     def fetch(self, paths: list[str] | None = None) -> None:
-        """Download (and check) the listed weight shards not cached yet (default: all)."""
+        """Download the listed weight shards not cached yet (default: all), and check those not
+        checked yet; a cached one that fails is downloaded again."""
         listed = [f.path for f in self.manifest.shard_files()]
-        wanted = listed if paths is None else [p for p in paths if p in listed]
-        missing = [p for p in wanted if not (self.root / p).is_file()]
-        if not missing:
+        wanted = [p for p in (listed if paths is None else paths) if p in listed and p not in self._checked]
+        if not wanted:
             return
-        if self._download_kwargs is None:
+        missing = [p for p in wanted if not (self.root / p).is_file()]
+        if missing and self._download_kwargs is None:
             raise HubError(f"{missing[0]} of {self.remote.label} is not in the cache and the zoo "
                            f"was opened offline; load it online once to fetch its weights")
-        download(self.remote, missing, **self._download_kwargs)
-        problems = bad_files(self.root, missing, self.remote, self.manifest)
-        if problems:
-            evict_cached(self.root, list(problems))
-            raise integrity_error(self.remote, problems, "the bad files were removed from the cache")
+        if self._download_kwargs is None:
+            problems = bad_files(self.root, wanted, self.remote, self.manifest)
+            if problems:
+                raise integrity_error(self.remote, problems, "the cached copy is damaged; load the "
+                                                             "zoo online to repair it", fresh=False)
+        else:
+            fetch_checked(self.remote, wanted, self.manifest, _EVICTED, **self._download_kwargs)
+        self._checked.update(wanted)
 
     def _shard_file(self, rel: str):
         if rel not in self._shard_files:
@@ -164,8 +185,9 @@ class HubZoo(Zoo):
         return super().verify(check_weights=check_weights, progress=progress)
 
 
-def _opened(root: Path, remote: RemoteZoo, download_kwargs: dict | None) -> Zoo:
-    zoo = HubZoo(root, remote, download_kwargs)
+def _opened(root: Path, remote: RemoteZoo, download_kwargs: dict | None,
+            checked: Iterable[str] = ()) -> Zoo:
+    zoo = HubZoo(root, remote, download_kwargs, checked)
     zoo.manifest.source = {"repo_id": remote.repo_id, "revision": remote.revision,
                            "commit": remote.commit, "pulled_where": None}
     return zoo

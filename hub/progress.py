@@ -1,4 +1,4 @@
-"""Switching the transfer progress bars of ``huggingface_hub`` off for one call."""
+"""Quieting the ``huggingface_hub`` client (progress bars and log messages) for one call."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def progress_bars(enabled: bool) -> Iterator[None]:
-    """Within the block, show ``huggingface_hub``'s progress bars only if ``enabled``.
+def client_output(enabled: bool) -> Iterator[None]:
+    """Within the block, let ``huggingface_hub`` show progress bars and log messages only if
+    ``enabled``.
 
-    ``enabled=True`` leaves the client's setting alone (``HF_HUB_DISABLE_PROGRESS_BARS`` still
-    wins); ``enabled=False`` turns the bars off and restores the previous state afterwards.
+    ``enabled=True`` leaves the client's settings alone (``HF_HUB_DISABLE_PROGRESS_BARS`` and
+    ``HF_HUB_VERBOSITY`` still apply); ``enabled=False`` (``--quiet``) turns the bars off and
+    its logger down to errors (its warnings, e.g. "No files have been modified since last
+    commit", say nothing our own output does not), restoring both afterwards.
     """
     if enabled:
         yield
@@ -20,13 +23,18 @@ def progress_bars(enabled: bool) -> Iterator[None]:
         are_progress_bars_disabled,
         disable_progress_bars,
         enable_progress_bars,
+        logging,
     )
 
     was_disabled = are_progress_bars_disabled()
+    logger = logging.get_logger()
+    level = logger.level
     if not was_disabled:
         disable_progress_bars()
+    logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        logger.setLevel(level)
         if not was_disabled:
             enable_progress_bars()

@@ -21,7 +21,7 @@ from catalog.errors import IntegrityError, WeightzooError
 from catalog.format import CARD_NAME, MANIFEST_NAME, atomic_write_bytes, read_manifest
 from catalog.verify import verify_zoo
 from hub.errors import HubError, HubPermissionError, hub_errors
-from hub.progress import progress_bars
+from hub.progress import client_output
 from hub.remote import DATA_FOLDERS, DEFAULT_REVISION, REPO_TYPE, allow_patterns
 
 _SHA = re.compile(r"[0-9a-f]{40}")
@@ -93,7 +93,7 @@ def push_zoo(zoo: str | os.PathLike, repo_id: str, *, revision: str | None = Non
 
     branch = revision or DEFAULT_REVISION
     api = HfApi(token=token)
-    with hub_errors(repo_id, revision, writing=True):
+    with client_output(progress), hub_errors(repo_id, revision, writing=True):
         created_repo = not api.repo_exists(repo_id, repo_type=REPO_TYPE)
         repo_url = api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
         if private and not created_repo and not api.dataset_info(repo_id).private:
@@ -104,13 +104,12 @@ def push_zoo(zoo: str | os.PathLike, repo_id: str, *, revision: str | None = Non
                 f"or push without --private")
         created_branch = _ensure_branch(api, repo_id, branch)
         head = api.dataset_info(repo_id, revision=branch).sha
-        with progress_bars(progress):
-            info = api.upload_folder(
-                folder_path=root, repo_id=repo_id, repo_type=REPO_TYPE, revision=branch,
-                commit_message=message or f"Upload zoo {manifest.name} with weightzoo",
-                allow_patterns=allow_patterns([MANIFEST_NAME, CARD_NAME, *(f.path for f in manifest.files)]),
-                delete_patterns=[f"{d}/*" for d in DATA_FOLDERS],
-            )
+        info = api.upload_folder(
+            folder_path=root, repo_id=repo_id, repo_type=REPO_TYPE, revision=branch,
+            commit_message=message or f"Upload zoo {manifest.name} with weightzoo",
+            allow_patterns=allow_patterns([MANIFEST_NAME, CARD_NAME, *(f.path for f in manifest.files)]),
+            delete_patterns=[f"{d}/*" for d in DATA_FOLDERS],
+        )
     return PushResult(repo_id, branch, info.oid, info.commit_url, str(repo_url),
                       changed=info.oid != head, created_repo=created_repo,
                       created_branch=created_branch)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -27,7 +28,7 @@ from catalog.format import (
 )
 from catalog.paths import safe_join
 from hub.errors import HubError, HubIntegrityError, NotAZooError, hub_errors
-from hub.progress import progress_bars
+from hub.progress import client_output
 
 #: The Hub repository type zoos live in.
 REPO_TYPE = "dataset"
@@ -78,13 +79,18 @@ class RemoteZoo:
         return f"{self.repo_id}@{rev}"
 
 
-def resolve_remote(api, repo_id: str, revision: str | None = None) -> RemoteZoo:
+def resolve_remote(api, repo_id: str, revision: str | None = None, *,
+                   cache_dir: str | os.PathLike | None = None, record_ref: bool = False) -> RemoteZoo:
     """Resolve ``revision`` of the dataset repo ``repo_id`` and list its files.
 
     Args:
         api: a ``huggingface_hub.HfApi``.
         repo_id: ``ORG/NAME``.
         revision: a branch, tag or commit sha (default ``None``: ``main``).
+        cache_dir: the HF cache ``record_ref`` writes to (default: ``HF_HOME``'s).
+        record_ref: record in the HF cache which commit ``revision`` names (its
+            ``refs/<revision>`` file), so that an offline open by that name finds the commit's
+            snapshot (default ``False``: a pull into a directory of its own leaves the cache alone).
 
     Raises:
         RepoNotFoundError, RevisionNotFoundError, HubPermissionError, HubUnreachableError: as
@@ -92,7 +98,13 @@ def resolve_remote(api, repo_id: str, revision: str | None = None) -> RemoteZoo:
         NotAZooError: the commit has no ``zoo.json`` at its root.
     """
     with hub_errors(repo_id, revision):
-        info = api.dataset_info(repo_id, revision=revision, files_metadata=True)
+        at = revision
+        resolve = getattr(api, "resolve_revision", None)  # huggingface_hub >= 1.26
+        if record_ref and resolve is not None:
+            # Downloads are pinned to the commit sha, and the client records a branch or tag in
+            # refs/ only when it resolves the name itself: resolve_revision is its way to do that.
+            at = resolve(repo_id, repo_type=REPO_TYPE, revision=revision, cache_dir=cache_dir).resolved
+        info = api.dataset_info(repo_id, revision=at, files_metadata=True)
     files = {}
     for s in info.siblings or []:
         lfs = s.lfs
@@ -154,7 +166,7 @@ def download(remote: RemoteZoo, paths: Sequence[str], *, local_dir: Path | None 
     """
     from huggingface_hub import snapshot_download
 
-    with progress_bars(progress), hub_errors(remote.repo_id, remote.revision):
+    with client_output(progress), hub_errors(remote.repo_id, remote.revision):
         path = snapshot_download(
             remote.repo_id, repo_type=REPO_TYPE, revision=remote.commit,
             allow_patterns=allow_patterns(paths), local_dir=local_dir, cache_dir=cache_dir,
@@ -199,16 +211,87 @@ def bad_files(root: Path, paths: Iterable[str], remote: RemoteZoo,
     return problems
 
 
-def integrity_error(remote: RemoteZoo, problems: Mapping[str, str],
-                    consequence: str) -> HubIntegrityError:
-    """The error for files that failed :func:`bad_files`."""
+def integrity_error(remote: RemoteZoo, problems: Mapping[str, str], consequence: str,
+                    fresh: bool = True) -> HubIntegrityError:
+    """The error for files that failed :func:`bad_files`.
+
+    Args:
+        remote: the repo.
+        problems: ``{path: what is wrong}``.
+        consequence: what was (not) done about it, e.g. ``"nothing was written to out"``.
+        fresh: the files were downloaded afresh from the Hub (default ``True``), so the repo
+            is at fault; ``False``: they are copies in the local cache, which may be.
+    """
     path, what = next(iter(problems.items()))
     more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
+    why = (f"a fresh download from the Hub does not match either, so the repo's files do not "
+           f"match its {MANIFEST_NAME} (or the connection corrupts downloads); {consequence}. "
+           f"Ask the repo's maintainers to push the zoo again" if fresh else consequence)
     return HubIntegrityError(
         f"refusing {remote.label}: a downloaded file does not match its checksum: "
-        f"{path}: {what}{more}. The download or the repo is corrupt; {consequence}. Pull again; "
-        f"if it persists, the repo's files do not match its {MANIFEST_NAME}: ask its maintainers "
-        f"to push the zoo again")
+        f"{path}: {what}{more}. {why[0].upper()}{why[1:]}")
+
+
+def fetch_checked(remote: RemoteZoo, paths: Sequence[str], manifest: Manifest | None,
+                  consequence: str, *, local_dir: Path | None = None, cache_dir: Path | None = None,
+                  token: str | bool | None = None, progress: bool = True) -> Path:
+    """:func:`download` ``paths`` and check them with :func:`bad_files`, giving each file that
+    fails one fresh download.
+
+    A file that fails may be a damaged copy in the Hugging Face cache rather than a bad file in
+    the repo: the cache keeps it across calls, and a download into ``local_dir`` copies a
+    cached file instead of fetching it again, so one damaged blob would fail every later pull
+    and load. Its copies (in ``local_dir`` and in the cache) are deleted and it is downloaded
+    once more; if it then matches, a warning says the cache was at fault.
+
+    Args:
+        remote, paths, local_dir, cache_dir, token, progress: as for :func:`download`.
+        manifest: the zoo's manifest, whose sha256 the files must match (``None``: only the
+            Hub's record, e.g. for the manifest itself).
+        consequence: for the error, what the caller leaves undone (e.g. ``"nothing was used"``).
+
+    Returns:
+        the directory holding the files.
+
+    Raises:
+        HubIntegrityError: a file fails again after the fresh download (its copy is deleted).
+    """
+    kwargs = {"local_dir": local_dir, "cache_dir": cache_dir, "token": token, "progress": progress}
+    root = download(remote, paths, **kwargs)
+    problems = bad_files(root, paths, remote, manifest)
+    if not problems:
+        return root
+    cached = [rel for rel in problems if _evict_everywhere(remote, root, rel, local_dir, cache_dir)]
+    download(remote, list(problems), **kwargs)
+    left = bad_files(root, list(problems), remote, manifest)
+    if left:
+        evict_cached(root, list(left), local_dir)
+        raise integrity_error(remote, left, consequence)
+    if cached:
+        more = f" (and {len(cached) - 1} more file(s))" if len(cached) > 1 else ""
+        warnings.warn(
+            f"the Hugging Face cache's copy of {cached[0]}{more} of {remote.label} was damaged (it "
+            f"did not match its checksum; the repo's file does): it was deleted and downloaded again",
+            stacklevel=2)
+    return root
+
+
+def _evict_everywhere(remote: RemoteZoo, root: Path, rel: str, local_dir: Path | None,
+                      cache_dir: Path | None) -> bool:
+    """Delete the downloaded copy of ``rel`` under ``root`` and the HF cache's copy at the
+    commit; whether the cache held one (with ``local_dir``, the download may have copied it)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    evict_cached(root, [rel], local_dir)
+    if local_dir is None:
+        return True  # root is the cache's snapshot
+    cached = try_to_load_from_cache(remote.repo_id, rel, cache_dir=cache_dir, revision=remote.commit,
+                                    repo_type=REPO_TYPE)
+    if not isinstance(cached, str):
+        return False
+    snapshot = Path(cached).parents[len(PurePosixPath(rel).parts) - 1]
+    evict_cached(snapshot, [rel])
+    return True
 
 
 def fetch_manifest(remote: RemoteZoo, **download_kwargs) -> tuple[Path, Manifest]:
@@ -223,11 +306,7 @@ def fetch_manifest(remote: RemoteZoo, **download_kwargs) -> tuple[Path, Manifest
         ZooFormatError: the manifest is malformed or names unsafe paths (a crafted repo).
     """
     meta = [MANIFEST_NAME] + ([CARD_NAME] if CARD_NAME in remote.files else [])
-    root = download(remote, meta, **download_kwargs)
-    problems = bad_files(root, meta, remote)
-    if problems:
-        evict_cached(root, [MANIFEST_NAME, CARD_NAME], download_kwargs.get("local_dir"))
-        raise integrity_error(remote, problems, "nothing was used")
+    root = fetch_checked(remote, meta, None, "nothing was used", **download_kwargs)
     manifest = read_manifest(root, label=f"{MANIFEST_NAME} of {remote.label}")
     check_manifest(manifest, remote)
     return root, manifest

@@ -47,7 +47,7 @@ def push(zoo: str, repo_id: str, revision: str | None, private: bool, message: s
               help="SQL condition on the models table, e.g. \"lr = 0.01 AND checkpoint = 6\"; "
                    "downloads only the matching rows and the weight shards that hold them.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Directory to create (must not exist or be empty; default: ./NAME).")
+              help="Directory to create, or an empty one ('.' and links to one too; default: ./NAME).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def pull(repo_id: str, revision: str | None, where: str | None, out: str | None,
          quiet: bool) -> None:

@@ -115,35 +115,61 @@ def test_load_zoo_refuses_a_traversal_arch_id(hub, zoo_copy: Path, repo_id: str,
         load_zoo(repo_id, progress=False)
 
 
-def test_rows_pointing_outside_the_zoo_are_refused_when_loading(hub, zoo_copy: Path, repo_id: str,
-                                                                tmp_path: Path) -> None:
-    """A full pull keeps the repo's Parquet bytes as they are; loading the pulled zoo must still
-    refuse a row whose weights_shard leads out of it."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _upload_crafted(zoo: Path, repo_id: str) -> None:
+    """Upload ``zoo`` as it is, its manifest's checksums recomputed (`zoo push` refuses a zoo
+    that does not verify; an attacker uploads directly)."""
     from huggingface_hub import HfApi
 
     from catalog.format import sha256_file, write_manifest
-    from hub import pull_zoo
 
-    manifest = read_manifest(zoo_copy)
-    part = manifest.part_files()[0]
+    manifest = read_manifest(zoo)
+    for f in manifest.files:
+        f.sha256, f.bytes = sha256_file(zoo / f.path), (zoo / f.path).stat().st_size
+    write_manifest(zoo, manifest)
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset")
+    api.upload_folder(folder_path=zoo, repo_id=repo_id, repo_type="dataset")
+
+
+@pytest.mark.parametrize("partial", [True, False], ids=["where", "full"])
+def test_rows_pointing_outside_the_zoo_are_refused(hub, zoo_copy: Path, repo_id: str,
+                                                   tmp_path: Path, partial: bool) -> None:
+    """Rows whose weights_shard leads out of the zoo: a full pull accepted them (and `zoo
+    verify` then said to pull again); both pulls refuse them now, and loading refuses them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    part = read_manifest(zoo_copy).part_files()[0]
     table = pq.read_table(zoo_copy / part.path)
     i = table.schema.get_field_index("weights_shard")
     table = table.set_column(i, "weights_shard", pa.array(["../../x"] * table.num_rows))
     pq.write_table(table, zoo_copy / part.path)
-    part.sha256, part.bytes = sha256_file(zoo_copy / part.path), (zoo_copy / part.path).stat().st_size
-    write_manifest(zoo_copy, manifest)
-    api = HfApi()  # `zoo push` refuses a zoo that does not verify; an attacker uploads directly
-    api.create_repo(repo_id, repo_type="dataset")
-    api.upload_folder(folder_path=zoo_copy, repo_id=repo_id, repo_type="dataset")
+    _upload_crafted(zoo_copy, repo_id)
 
-    with pytest.raises(ZooFormatError, match=r"'\.\./\.\./x'"):
-        pull_zoo(repo_id, tmp_path / "partial", where="true", progress=False)
-    out = pull_zoo(repo_id, tmp_path / "full", progress=False).path
-    zoo = open_zoo(out)
+    where = ["--where", "true"] if partial else []
+    result = CliRunner().invoke(cli, ["pull", repo_id, *where, "--out", str(tmp_path / "out"), "-q"])
+    assert_one_line_error(result, "'../../x'", "does not list", "nothing was written")
+    assert not (tmp_path / "out").exists()
     with pytest.raises(ZooFormatError, match=r"'\.\./\.\./x'.*not a weight shard"):
-        zoo.select().stacked(arch_id=part.arch_id)
+        open_zoo(zoo_copy).select().stacked(arch_id=part.arch_id)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+@pytest.mark.parametrize("partial", [True, False], ids=["where", "full"])
+def test_a_shard_that_is_not_safetensors_is_refused(hub, zoo_copy: Path, repo_id: str, tmp_path: Path,
+                                                    damage: str, partial: bool) -> None:
+    """A shard whose checksum matches (a crafted repo) but whose header is not a safetensors
+    header, or names tensors past the end of the file, is refused by the pull itself."""
+    shard = read_manifest(zoo_copy).shard_files()[0]
+    path = zoo_copy / shard.path
+    data = path.read_bytes()
+    path.write_bytes(b"\xff" * 64 if damage == "garbage" else data[:-8])
+    _upload_crafted(zoo_copy, repo_id)
+
+    where = ["--where", f"arch_id = '{shard.arch_id}'"] if partial else []
+    result = CliRunner().invoke(cli, ["pull", repo_id, *where, "--out", str(tmp_path / "out"), "-q"])
+    assert_one_line_error(result, shard.path, "safetensors", "nothing was written")
+    assert not (tmp_path / "out").exists()
 
 
 def test_subset_refuses_a_traversal_arch_id_even_past_the_manifest_check(

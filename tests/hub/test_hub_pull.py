@@ -195,6 +195,48 @@ def test_tampered_file_is_refused_and_nothing_is_written(hub, zoo_copy: Path, re
     assert len(load_zoo(repo_id, progress=False)) == 12 and load_zoo(repo_id, progress=False).verify().ok
 
 
+def _damage_cached(zoo, rel: str) -> None:
+    """Flip the last byte of the HF cache's blob behind ``rel`` of the cached ``zoo`` (a disk
+    error, say); the repo itself stays intact."""
+    import os
+
+    blob = (zoo.root / rel).resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    os.chmod(blob, 0o644)
+    blob.write_bytes(bytes(data))
+
+
+def test_a_damaged_file_in_the_hf_cache_is_replaced_not_blamed_on_the_repo(
+        hub, zoo_copy: Path, repo_id: str, tmp_path: Path) -> None:
+    """A pull copies files the HF cache holds, and load_zoo reads them: a damaged cached copy
+    made every later pull and load fail, naming the repo. It is now deleted and downloaded
+    again, with a warning that names the cache."""
+    from hub import load_zoo, push_zoo
+
+    push_zoo(zoo_copy, repo_id, progress=False)
+    zoo = load_zoo(repo_id, progress=False)
+    zoo.select().state_dicts()  # caches both shards
+    shard = zoo.manifest.shard_files()[0].path
+    _damage_cached(zoo, shard)
+    result = _run("pull", repo_id, "--out", str(tmp_path / "out"), "-q")
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "cache" in result.output and shard in result.output
+    assert verify_zoo(tmp_path / "out").ok and _data_files(tmp_path / "out") == _data_files(zoo_copy)
+    assert _run("pull", repo_id, "--out", str(tmp_path / "again"), "-q").exit_code == 0
+
+    # through the cache: a damaged shard (checked when first read) and a damaged Parquet part
+    zoo = load_zoo(repo_id, progress=False)
+    zoo.select().state_dicts()
+    _damage_cached(zoo, shard)
+    _damage_cached(zoo, zoo.manifest.part_files()[0].path)
+    with pytest.warns(UserWarning, match="cache"):
+        zoo = load_zoo(repo_id, progress=False)
+    with pytest.warns(UserWarning, match=f"cache.*{shard}"):
+        assert len(zoo.select().state_dicts()) == 12
+    assert zoo.verify().ok
+
+
 def test_tampered_manifest_is_refused(hub, zoo_copy: Path, repo_id: str, tmp_path: Path) -> None:
     from hub import push_zoo
 
@@ -274,6 +316,90 @@ def test_out_must_be_new_or_empty(hub, pushed, tmp_path: Path) -> None:
     assert verify_zoo(tmp_path / "empty").ok
 
 
+def test_out_may_be_a_link_to_an_empty_directory_or_the_current_one(hub, pushed, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """As for `zoo import` and `zoo export`: the zoo goes into the directory (it crashed after
+    the whole download: the staged zoo was renamed onto the link, or onto '.')."""
+    repo, _, src = pushed
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to("target")
+    result = _run("pull", repo, "--out", str(tmp_path / "link"), "-q")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "link").is_symlink() and _data_files(tmp_path / "target") == _data_files(src)
+    assert verify_zoo(tmp_path / "target").ok
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    result = _run("pull", repo, "--out", ".", "-q")
+    assert result.exit_code == 0, result.output
+    assert verify_zoo(tmp_path / "cwd").ok and _leftovers(tmp_path / "cwd") == []
+    assert _leftovers(tmp_path) == []
+
+
+def test_out_that_cannot_hold_the_zoo_is_refused_before_downloading(hub, pushed, tmp_path: Path) -> None:
+    from catalog.errors import WeightzooError
+    from hub import pull_zoo
+
+    repo, _, _ = pushed
+    (tmp_path / "dangling").symlink_to("nowhere")
+    (tmp_path / "file").write_text("mine")
+    hub.requests_log.clear()
+    result = _run("pull", repo, "--out", str(tmp_path / "dangling"), "-q")
+    assert_one_line_error(result, "symbolic link", "does not exist")
+    with pytest.raises(WeightzooError, match="is not a directory"):  # the CLI's click.Path refuses it too
+        pull_zoo(repo, tmp_path / "file", progress=False)
+    assert hub.requests_log == [] and (tmp_path / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-out", "empty-out"])
+def test_an_interrupted_pull_resumes_with_the_files_it_had(hub, pushed, tmp_path: Path, monkeypatch,
+                                                           existing: bool) -> None:
+    """Ctrl-C said "run the same command again to resume", but the staging folder was deleted
+    and the next pull downloaded everything again. It is kept now, and the same pull reuses it."""
+    import hub.pull as pull_module
+    from hub import pull_zoo
+
+    repo, _, src = pushed
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+    real = pull_module._check_shards
+
+    def interrupted(*args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pull_module, "_check_shards", interrupted)  # after every file arrived
+    with pytest.raises(KeyboardInterrupt):
+        pull_zoo(repo, out, progress=False)
+    assert len(_leftovers(out if existing else tmp_path)) == 1 and not (out / "zoo.json").exists()
+    monkeypatch.setattr(pull_module, "_check_shards", real)
+    hub.requests_log.clear()
+    assert pull_zoo(repo, out, progress=False).rows == 12
+    assert hub.resolved_files() == []  # nothing downloaded again
+    assert _data_files(out) == _data_files(src) and verify_zoo(out).ok
+    assert _leftovers(tmp_path) == [] and _leftovers(out) == []
+
+
+def test_stale_staging_folders_of_dead_pulls_are_removed(hub, pushed, tmp_path: Path) -> None:
+    """A pull killed by SIGTERM left its .tmp-pull-* folder for good. A pull now removes the
+    ones no process holds (checked with the zoo lock), and leaves a live pull's alone."""
+    from catalog.lock import ZooLock
+    from hub import pull_zoo
+    from hub.pull import STAGING_MARKER
+
+    repo, _, _ = pushed
+    stale, live, foreign = (tmp_path / f".tmp-pull-{n}" for n in ("dead", "live", "notours"))
+    for d in (stale, live, foreign):
+        (d / "download").mkdir(parents=True)
+    (stale / STAGING_MARKER).write_text("{}")
+    (live / STAGING_MARKER).write_text("{}")
+    lock = ZooLock(live)  # as a running pull holds it
+    try:
+        pull_zoo(repo, tmp_path / "out", progress=False)
+        assert _leftovers(tmp_path) == [".tmp-pull-live", ".tmp-pull-notours"]
+    finally:
+        lock.release()
+
+
 # ================================================================================ hf:// and the cache
 def test_open_zoo_hf_url_and_load_zoo_use_the_hf_cache(hub, pushed) -> None:
     import os
@@ -304,6 +430,29 @@ def test_load_zoo_offline_uses_the_cache(hub, pushed, monkeypatch) -> None:
     hub.requests_log.clear()
     zoo = load_zoo(repo, revision=commit, local_files_only=True)
     assert len(zoo) == 12 and hub.requests_log == []
+
+
+def test_load_zoo_offline_by_branch_or_tag_after_one_online_open(hub, zoo_copy: Path, repo_id: str,
+                                                                 monkeypatch) -> None:
+    """An online open records which commit the branch (or tag) named; offline opens by that
+    name then find the snapshot (they failed with "not in the local cache" before)."""
+    from huggingface_hub import HfApi, constants
+
+    from hub import HubUnreachableError, load_zoo, push_zoo
+
+    commit = push_zoo(zoo_copy, repo_id, progress=False).commit
+    HfApi().create_tag(repo_id, tag="v1", repo_type="dataset", revision=commit)
+    load_zoo(repo_id, progress=False).select().state_dicts()
+    load_zoo(repo_id, revision="v1", progress=False)
+    hub.requests_log.clear()
+    for rev in (None, "main", "v1"):
+        zoo = load_zoo(repo_id, revision=rev, local_files_only=True)
+        assert len(zoo.select().state_dicts()) == 12 and zoo.manifest.source["commit"] == commit
+    with pytest.raises(HubUnreachableError, match="'never-opened'.*not in the local cache.*online once"):
+        load_zoo(repo_id, revision="never-opened", local_files_only=True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert len(open_zoo(f"hf://datasets/{repo_id}")) == 12
+    assert hub.requests_log == []
 
 
 @pytest.mark.parametrize("url, message", [

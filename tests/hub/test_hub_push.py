@@ -64,6 +64,22 @@ def test_push_creates_repo_with_zoo_layout_and_card(hub, zoo_copy: Path, repo_id
     assert f"zoo pull {repo_id}" in card
 
 
+def test_quiet_silences_the_client_s_messages(hub, zoo_copy: Path, repo_id: str, caplog) -> None:
+    """huggingface_hub logs "No files have been modified since last commit..." on an unchanged
+    push; --quiet printed it anyway. Without --quiet it stays (the test can see it)."""
+    import logging
+
+    from hub import push_zoo
+
+    push_zoo(zoo_copy, repo_id, progress=False)
+    with caplog.at_level(logging.WARNING, logger="huggingface_hub"):
+        assert _run("push", str(zoo_copy), repo_id, "-q").exit_code == 0
+        assert not [r for r in caplog.records if r.name.startswith("huggingface_hub")]
+        assert _run("push", str(zoo_copy), repo_id).exit_code == 0
+        assert any("No files have been modified" in r.getMessage() for r in caplog.records)
+    assert logging.getLogger("huggingface_hub").level == logging.WARNING  # restored
+
+
 def test_pushing_an_unchanged_zoo_again_uploads_nothing(hub, zoo_copy: Path, repo_id: str) -> None:
     from huggingface_hub import HfApi
 
