@@ -483,3 +483,29 @@ def test_small_cnn_zoo_bad_inputs(tmp_path):
         import_zoo("small-cnn-zoo", tmp_path, tmp_path / "o3", quiet=True)
     with pytest.raises(SourceError, match="does not take --arch"):
         import_zoo("small-cnn-zoo", src, tmp_path / "o4", arch="cnn")
+
+
+class _Harmless:
+    """A pickle payload that calls ``os.getcwd`` (harmless if it ever ran): its name must be in the refusal."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+def test_refused_pickle_names_the_global_it_references(tmp_path):
+    """torch 2.13 says 'unsupported GLOBAL posix.getcwd whose module posix is blocked', older
+    torch 'Unsupported global: GLOBAL posix.getcwd': both name the call in the refusal."""
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save({"0.weight": _Harmless()}, src / "a.pt")
+    with pytest.raises(SourceError, match=r"refused.*references \w+\.getcwd"):
+        import_statedicts(src, tmp_path / "zoo", quiet=True)
+    from zoo_builders.importers.statedict import refused_global
+
+    assert refused_global("WeightsUnpickler error: Unsupported global: GLOBAL torch.nn.modules.linear.Linear was "
+                          "not an allowed global") == "torch.nn.modules.linear.Linear"
+    assert refused_global("Trying to load unsupported GLOBAL posix.system whose module posix is blocked.") \
+        == "posix.system"
+    assert refused_global("some other wording") is None

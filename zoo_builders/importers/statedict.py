@@ -84,11 +84,22 @@ KEY_COLUMNS = ("file", "path", "filename")
 #: Top-level keys under which training scripts commonly nest the state dict itself.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 _KINDS = {2: "linear", 3: "conv1d", 4: "conv2d"}
+#: The call a refused pickle references, in torch's refusal message: "Unsupported global: GLOBAL
+#: torch.nn.Linear ..." (torch <= 2.12) and "unsupported GLOBAL posix.system whose module posix is
+#: blocked" (torch 2.13) both name it after the pickle opcode GLOBAL.
+_REFUSED_GLOBAL = re.compile(r"\bGLOBAL\s+([A-Za-z_][\w.]*)")
 
 
 # ================================================================================ reading
 def _natural_key(name: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def refused_global(message: str) -> str | None:
+    """The global (``module.name``) a refused pickle references, from torch's ``weights_only``
+    refusal message (see :data:`_REFUSED_GLOBAL`), or ``None`` when the message names none."""
+    found = _REFUSED_GLOBAL.search(message)
+    return found.group(1).rstrip(".") if found else None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -111,8 +122,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except UnpicklingError as e:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-            why = f"it references {found.group(1)}" if found else "it holds more than tensors"
+            found = refused_global(str(e))
+            why = f"it references {found}" if found else "it holds more than tensors"
             raise SourceError(
                 f"{path.name} was refused: torch.load(weights_only=True) will not unpickle it ({why}); "
                 f"only plain state dicts of tensors are imported, nothing else is ever executed. "
