@@ -509,3 +509,19 @@ def test_refused_pickle_names_the_global_it_references(tmp_path):
     assert refused_global("Trying to load unsupported GLOBAL posix.system whose module posix is blocked.") \
         == "posix.system"
     assert refused_global("some other wording") is None
+
+
+def test_a_lone_linear_layer_imports(tmp_path):
+    """nn.Linear's own state dict (keys weight, bias, no module prefix) is a one-layer chain."""
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 2)
+    torch.save(lin.state_dict(), src / "a.pt")
+    import_statedicts(src, tmp_path / "zoo", quiet=True)
+    (module,) = open_zoo(tmp_path / "zoo").select().modules()
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(module(x), lin(x), rtol=0, atol=1e-6)
+    torch.save({"weight": lin.weight, "bias": lin.bias, "fc.weight": torch.zeros(3, 2)}, src / "a.pt")
+    with pytest.raises(SourceError, match="top level"):  # beside other modules, top-level tensors stay refused
+        import_statedicts(src, tmp_path / "zoo2", quiet=True)

@@ -161,9 +161,10 @@ def _layer_pairs(tensors: Mapping[str, Tensor], where: str) -> list[tuple[str, s
         SourceError: a tensor that is not a ``.weight``/``.bias`` of a layer with a weight.
     """
     prefixes: dict[str, dict[str, str]] = {}
+    lone = all("." not in name for name in tensors)  # a lone layer's state dict: weight, bias
     for name in tensors:
         prefix, _, leaf = name.rpartition(".")
-        if leaf not in ("weight", "bias") or not prefix:
+        if leaf not in ("weight", "bias") or not (prefix or lone):
             raise SourceError(
                 f"{where}: tensor {name!r} {list(tensors[name].shape)} is not a layer's weight or bias, so "
                 f"the tensors are not a chain of linear/conv layers; give the architecture with --arch "
@@ -266,7 +267,7 @@ def _modules(tensors: Mapping[str, Tensor], where: str) -> dict[str, dict[str, s
     for prefix, d in out.items():
         bad = [leaf for leaf in d if leaf not in BN_LEAVES]
         is_bn = "running_mean" in d or "running_var" in d
-        if bad or not prefix or (not is_bn and "weight" not in d) or (
+        if bad or not (prefix or len(out) == 1) or (not is_bn and "weight" not in d) or (
                 not is_bn and any(leaf not in ("weight", "bias") for leaf in d)):
             kind = " (its tensors look like attention)" if any("proj" in leaf or "qkv" in leaf for leaf in d) else ""
             shown = ", ".join(f"{leaf} {list(tensors[n].shape)}" for leaf, n in d.items())
