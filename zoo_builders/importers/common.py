@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -40,6 +41,27 @@ _TORCH_TO_DTYPE = {getattr(torch, name): name for name in DTYPES}
 
 class SourceError(WeightzooError):
     """A source that cannot be imported: the message says what is wrong and what to do."""
+
+
+class InferredArchitectureWarning(UserWarning):
+    """An import took a layer order from a file's tensors, which record neither the forward order
+    nor skip connections (the message lists the order and says to give ``--arch`` otherwise)."""
+
+
+#: Notes :func:`warn_notes` shows in full; the rest are counted in one more line.
+NOTES_SHOWN = 5
+
+
+def warn_notes(notes: Sequence[tuple[str, int]]) -> None:
+    """Show each ``(note, models)`` as an :class:`InferredArchitectureWarning` (``models``: how
+    many models have that architecture), at most :data:`NOTES_SHOWN` of them."""
+    for note, models in notes[:NOTES_SHOWN]:
+        more = f" [{models - 1} more model(s) have this architecture]" if models > 1 else ""
+        warnings.warn(note + more, InferredArchitectureWarning, stacklevel=2)
+    if len(notes) > NOTES_SHOWN:
+        warnings.warn(f"{len(notes) - NOTES_SHOWN} more architectures were inferred likewise (layer order as the "
+                      f"files hold them); give --arch if their forward order differs", InferredArchitectureWarning,
+                      stacklevel=2)
 
 
 def stable_id(text: str, prefix: str = "") -> str:

@@ -30,7 +30,8 @@ snapshot (:func:`catalog.paths.safe_join`), a ``.safetensors`` file, holding exa
 the index assigns to it; anything else is refused before any weight is read. Architectures are
 inferred as for state-dict folders (:func:`~zoo_builders.importers.statedict.infer_chain`: a
 chain of linear/conv layers; the activation from ``activation``, else ``config.json``'s
-``hidden_act``/``activation`` where it names one, else ``relu``), or given by ``arch``.
+``hidden_act``/``activation`` where it names one, else ``relu``; residual blocks and embedding
+tables refused, the layer order taken from the names said in a warning), or given by ``arch``.
 """
 
 from __future__ import annotations
@@ -381,6 +382,7 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
     # before anything is written: a damaged file or tensors no architecture fits leave nothing.
     signatures = [spec_of(read_snapshot(snap, shapes_only=True), _activation(config, activation),
                           snap.source_path)[0] for snap, config in zip(snaps, configs)]
+    spec_of.warn()
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or default_name, build_spec, datasets=ds_facts,
                       command=f"zoo import {LAYOUT} {first}") as writer:

@@ -13,15 +13,39 @@ Layout (``SOURCE``, searched recursively)::
 ``.pt``/``.pth``/``.bin`` files are read with ``torch.load(weights_only=True)`` only: a pickle that
 holds anything but tensors and plain containers is refused, never executed.
 
-Architectures are inferred from the tensors (:func:`infer_network`): consecutive ``<prefix>.weight``
-/ ``<prefix>.bias`` pairs, 2-D weights linear, 3-D conv1d, 4-D conv2d, sizes that chain (a chain,
-:func:`infer_chain`); batch norms right after a layer (``weight``, ``bias``, ``running_mean``,
-``running_var``, ``num_batches_tracked``) make it a graph with ``batchnorm`` nodes. Any other module
-(attention, embeddings, ...) is an error naming it; give such architectures by ``arch`` (a preset
-name with options, or a spec JSON file). A row whose ``arch_id`` names an architecture of
-``architectures.jsonl`` (as :func:`export_statedict` writes them) takes that architecture as it
-is (validated like any spec, and fitted to the file's tensors): an exported zoo of any architecture,
-activation, stride or padding imports back to the same architectures. Models are grouped by
+Architectures are inferred from the tensors (:func:`infer_network`): ``<prefix>.weight`` /
+``<prefix>.bias`` pairs (a lone layer's ``weight``/``bias`` too), 2-D weights linear, 3-D conv1d, 4-D
+conv2d, sizes that chain (a chain, :func:`infer_chain`); batch norms right after a layer (``weight``,
+``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``) make it a graph with
+``batchnorm`` nodes. Any other module (attention, ...) is an error naming it; give such
+architectures by ``arch`` (a preset name with options, or a spec JSON file).
+
+A state dict records neither the forward order nor skip connections: the layers are chained in the
+order the file holds them (a torch file: the modules' definition order; a safetensors file, which
+keeps no order: natural name order, ``layers.2`` before ``layers.10``). So (:func:`refuse_non_chains`)
+tensors that are recognisably no chain are refused, naming the module and ``arch``:
+
+1. a module name with a part in :data:`RESIDUAL_PARTS` (``downsample``, ``shortcut``, ``skip``,
+   ``residual``): the projection of a skip connection (torchvision's ``layer2.0.downsample.0``);
+2. a sub-module holding two ``conv<k>`` (``<block>.conv1``, ``<block>.conv2``): a residual block's
+   naming (torchvision's ``layer1.0.conv1``); top-level ``conv1``, ``conv2`` are a plain CNN's;
+3. an embedding table: a 2-D ``weight`` without bias in a module named ``emb``, ``embed``,
+   ``embedding(s)`` (alone or in ``_``-joined words: ``word_embeddings``, ``embed_tokens``) or
+   ``wte``/``wpe``. An ``nn.Embedding`` under another name (``0.weight``) cannot be told from a
+   bias-free linear layer;
+4. modules whose names differ only in their numbers (``fc1``/``fc2``, ``layers.0``/``layers.10``)
+   held out of their numbers' order (``fc2`` before ``fc1``): the forward order is unknown.
+
+Whenever a layer order is taken from a file (inferred, or a preset's layers matched to the file's
+layers by position), the import says so once per architecture, after every file is checked: an
+:class:`~zoo_builders.importers.common.InferredArchitectureWarning` listing the order and saying to
+give ``arch`` if the forward order differs. A spec JSON file whose chain names the file's
+parameters keeps its own layer order (:func:`fit_arch`), the way to give the forward order.
+
+A row whose ``arch_id`` names an architecture of ``architectures.jsonl`` (as
+:func:`export_statedict` writes them) takes that architecture as it is (validated like any spec,
+and fitted to the file's tensors by name): an exported zoo of any architecture, activation,
+stride or padding imports back to the same architectures, with no notice. Models are grouped by
 architecture.
 ``module.`` prefixes (DataParallel) are stripped; otherwise the zoo's parameter names are the
 file's own, so :func:`export_statedict` gives the files back.
@@ -37,6 +61,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -69,6 +94,7 @@ from zoo_builders.importers.common import (
     stable_id,
     storable,
     torch_dtype_name,
+    warn_notes,
 )
 
 LAYOUT = "state-dicts"
@@ -179,8 +205,103 @@ def _layer_pairs(tensors: Mapping[str, Tensor], where: str) -> list[tuple[str, s
     return pairs
 
 
+#: Module-name parts that name the projection of a skip connection (torchvision's ResNet
+#: ``layer2.0.downsample.0``, the ``shortcut`` of CIFAR ResNets): a residual network, not a chain.
+RESIDUAL_PARTS = ("downsample", "shortcut", "skip", "residual")
+#: A convolution of a residual block: ``<block>.conv<k>`` inside a sub-module (torchvision's
+#: ``layer1.0.conv1``); two of them in one block are its conv1/conv2(/conv3).
+_BLOCK_CONV = re.compile(r"(?P<block>.+)\.conv\d+")
+#: The last part of an embedding table's module name: ``emb``, ``embed``, ``embedding(s)``, also
+#: within ``_``-joined words (``word_embeddings``, ``embed_tokens``, ``pos_emb``), GPT-2's ``wte``/``wpe``.
+_EMBEDDING = re.compile(r"(?:\w*_)?(?:emb|embed|embeds|embedding|embeddings)(?:_\w*)?|wte|wpe")
+#: What an inferred architecture (or a preset matched to a file's layers) is reported with: a
+#: state dict does not show the forward order, so the order used is always said.
+ORDER_NOTE = ("{where}: {what}, in the order the file holds them: {layers}. A state dict records neither the "
+              "forward order nor skip connections (a torch file keeps the modules' definition order, a "
+              "safetensors file is read in name order): if your forward order differs, give --arch (a spec "
+              "JSON file whose layers name your parameters in forward order)")
+#: Layers an :data:`ORDER_NOTE` lists before it elides the middle.
+NOTE_LAYERS = 8
+_ARCH_HINT = "give the architecture with --arch (a preset name or a spec JSON file)"
+
+
+def refuse_non_chains(modules: Mapping[str, Mapping[str, str]], tensors: Mapping[str, Tensor], where: str) -> None:
+    """Refuse tensors that are recognisably not a chain (the module docstring's rules 1-4).
+
+    Args:
+        modules: ``{module prefix: {leaf: tensor name}}`` in the file's order.
+        tensors: the state dict.
+        where: the source, for messages.
+
+    Raises:
+        SourceError: naming the module, what it looks like, and ``--arch``.
+    """
+    for prefix in modules:
+        hit = next((p for p in prefix.split(".") if p in RESIDUAL_PARTS), None)
+        if hit is not None:
+            raise SourceError(f"{where}: module {prefix!r} is named like the projection of a skip connection "
+                              f"({hit!r}), so the tensors are a residual network, which is no chain of layers; "
+                              f"{_ARCH_HINT}")
+    blocks: dict[str, list[str]] = {}
+    for prefix in modules:
+        m = _BLOCK_CONV.fullmatch(prefix)
+        if m:
+            blocks.setdefault(m["block"], []).append(prefix)
+    for block, convs in blocks.items():
+        if len(convs) > 1:
+            raise SourceError(f"{where}: module {block!r} holds {' and '.join(repr(c) for c in convs)}, a residual "
+                              f"block's naming (torchvision's layer1.0.conv1, layer1.0.conv2) whose input is added "
+                              f"to its output, which no chain of layers computes; {_ARCH_HINT}")
+    for prefix, d in modules.items():
+        if _EMBEDDING.fullmatch(prefix.rpartition(".")[2]) and set(d) == {"weight"} and tensors[d["weight"]].dim() == 2:
+            raise SourceError(f"{where}: module {prefix!r} [weight {list(tensors[d['weight']].shape)}] is an "
+                              f"embedding table (nn.Embedding looks rows up; it is no linear layer); {_ARCH_HINT}")
+    last: dict[str, tuple[tuple[int, ...], str]] = {}  # numbering template -> (numbers, module) seen last
+    for prefix in modules:
+        numbers = tuple(int(n) for n in re.findall(r"\d+", prefix))
+        if not numbers:
+            continue
+        template = re.sub(r"\d+", "#", prefix)
+        if template in last and numbers < last[template][0]:
+            raise SourceError(f"{where}: the file holds {last[template][1]!r} before {prefix!r}: its order and the "
+                              f"layers' numbering disagree, so the forward order is unknown; give --arch as a spec "
+                              f"JSON file whose layers name the parameters in forward order")
+        last[template] = (numbers, prefix)
+
+
+def order_note(where: str, steps: Sequence[str], what: str = "the architecture was inferred from the tensors"
+               ) -> str:
+    """An :data:`ORDER_NOTE`: ``steps`` (one ``"name (kind in->out)"`` per layer) joined by arrows,
+    the middle elided beyond :data:`NOTE_LAYERS` layers."""
+    if len(steps) > NOTE_LAYERS:
+        half = NOTE_LAYERS // 2
+        steps = [*steps[:half], f"... {len(steps) - 2 * half} more ...", *steps[-half:]]
+    return ORDER_NOTE.format(where=where, what=what, layers=" -> ".join(steps))
+
+
+def _module_of(param: str) -> str:
+    """The module a parameter belongs to (``fc1.weight`` -> ``fc1``; a lone layer's: ``(top level)``)."""
+    return param.rpartition(".")[0] or "(top level)"
+
+
+def _step(layer: LayerSpec) -> str:
+    """One layer of an :func:`order_note`: ``"fc1 (linear 16->16)"``, ``"0 (linear 16->16, no bias)"``."""
+    return (f"{_module_of(layer.weight)} ({layer.kind} {layer.in_features}->{layer.out_features}"
+            f"{', no bias' if layer.bias is None else ''})")
+
+
+def _chain_modules(pairs: Sequence[tuple[str, str | None]]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for w, b in pairs:
+        d = out.setdefault(w.rpartition(".")[0], {"weight": w})
+        if b is not None:
+            d["bias"] = b
+    return out
+
+
 def infer_chain(tensors: Mapping[str, Tensor], activation: str = "relu",
-                input_shape: Sequence[int] | None = None, where: str = "state dict") -> NetworkSpec:
+                input_shape: Sequence[int] | None = None, where: str = "state dict",
+                notes: list[str] | None = None) -> NetworkSpec:
     """The chain a state dict's tensors form (see the module docstring for the rules).
 
     Args:
@@ -189,12 +310,25 @@ def infer_chain(tensors: Mapping[str, Tensor], activation: str = "relu",
         input_shape: one example's shape; needed when the first layer is a convolution
             (default: ``(in_features,)`` for a linear first layer).
         where: the source, for messages.
+        notes: if given, the chain's :func:`order_note` is appended to it (for the importer to
+            show once every file is checked; default none).
 
     Raises:
-        SourceError: the tensors do not form a chain (the message says where it breaks and to
-            use ``--arch``), or a convolutional net without an input shape.
+        SourceError: the tensors are recognisably not a chain (:func:`refuse_non_chains`) or do
+            not form one (the message says where it breaks and to use ``--arch``), or a
+            convolutional net without an input shape.
     """
     pairs = _layer_pairs(tensors, where)
+    refuse_non_chains(_chain_modules(pairs), tensors, where)
+    spec = _chain(tensors, pairs, activation, input_shape, where)
+    if notes is not None:
+        notes.append(order_note(where, [_step(layer) for layer in spec.layers]))
+    return spec
+
+
+def _chain(tensors: Mapping[str, Tensor], pairs: Sequence[tuple[str, str | None]], activation: str,
+           input_shape: Sequence[int] | None, where: str) -> NetworkSpec:
+    """The chain of :func:`infer_chain` for the layers ``pairs`` (its checks done)."""
     dtypes = {torch_dtype_name(t, f"{where}: {n}") for n, t in tensors.items()}
     if len(dtypes) != 1:
         raise SourceError(f"{where}: the tensors mix dtypes {sorted(dtypes)}; a zoo architecture has one dtype")
@@ -279,7 +413,8 @@ def _modules(tensors: Mapping[str, Tensor], where: str) -> dict[str, dict[str, s
 
 
 def infer_network(tensors: Mapping[str, Tensor], activation: str = "relu",
-                  input_shape: Sequence[int] | None = None, where: str = "state dict") -> NetworkSpec:
+                  input_shape: Sequence[int] | None = None, where: str = "state dict",
+                  notes: list[str] | None = None) -> NetworkSpec:
     """The architecture a state dict's tensors form: :func:`infer_chain` for linear/conv layers
     alone; with batch norms (``weight``, ``bias``, ``running_mean``, ``running_var``,
     ``num_batches_tracked`` right after a linear or conv layer, e.g. ``nn.Sequential(conv, bn,
@@ -287,16 +422,22 @@ def infer_network(tensors: Mapping[str, Tensor], activation: str = "relu",
     its activation. The state dict does not record a batch norm's ``eps`` and ``momentum``:
     PyTorch's defaults (``1e-5``, ``0.1``) are assumed; ``num_batches_tracked`` is dropped.
 
+    Args:
+        notes: if given, the architecture's :func:`order_note` is appended to it (default none);
+            the other arguments are :func:`infer_chain`'s.
+
     Raises:
-        SourceError: a module that is none of these (the message names it; use ``--arch``), a
-            batch norm that does not follow a layer or does not match its width.
+        SourceError: a module that is none of these (the message names it; use ``--arch``),
+            tensors that are recognisably no chain (:func:`refuse_non_chains`), a batch norm that
+            does not follow a layer or does not match its width.
     """
     from catalog.nodes import BatchNorm
 
     mods = _modules(tensors, where)
+    refuse_non_chains(mods, tensors, where)
     bns = [p for p, d in mods.items() if "running_mean" in d or "running_var" in d]
     if not bns:
-        return infer_chain(tensors, activation, input_shape, where)
+        return infer_chain(tensors, activation, input_shape, where, notes)
     layer_tensors = {n: t for n, t in tensors.items() if n.rpartition(".")[0] not in bns}
     chain = infer_chain(layer_tensors, activation, input_shape, where)
     order = list(mods)
@@ -330,17 +471,30 @@ def infer_network(tensors: Mapping[str, Tensor], activation: str = "relu",
             nodes.append(BatchNorm(bn, (node.name,), c, affine="weight" in d))
             rename[node.name] = bn
     try:
-        return NetworkSpec(chain.family, chain.input_shape, dtype=chain.dtype, meta=dict(chain.meta),
+        spec = NetworkSpec(chain.family, chain.input_shape, dtype=chain.dtype, meta=dict(chain.meta),
                            nodes=tuple(nodes))
     except WeightzooError as e:
         raise SourceError(f"{where}: {e}; give the architecture with --arch") from e
+    if notes is not None:
+        steps = []
+        for layer in chain.layers:
+            steps.append(_step(layer))
+            bn = after.get(layer.weight.removesuffix(".weight"))
+            if bn is not None:
+                steps.append(f"{bn} (batchnorm {layer.out_features})")
+        notes.append(order_note(where, steps))
+    return spec
 
 
-def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> NetworkSpec:
+def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str,
+             notes: list[str] | None = None) -> NetworkSpec:
     """``spec`` (from ``--arch``) with the file's parameter names and dtype.
 
-    A chain's layers take the file's names in order (the file's layers must have the spec's
-    shapes, layer by layer); a graph's parameters must be the file's, by name and shape.
+    A chain whose layers name exactly the file's tensors keeps its own layer order (a spec JSON
+    file gives the forward order that way); otherwise its layers take the file's layers in the
+    file's order (the file's layers must have the spec's shapes, layer by layer), and, when
+    ``notes`` is given, an :func:`order_note` says so. A graph's parameters must be the file's,
+    by name and shape.
 
     Raises:
         SourceError: the file's tensors do not fit the architecture (the first mismatch).
@@ -351,6 +505,10 @@ def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> Ne
     file_shapes = {n: tuple(t.shape) for n, t in tensors.items()}
     if spec.is_chain:
         pairs = _layer_pairs(tensors, where)
+        own = [(layer.weight, layer.bias) for layer in spec.layers]
+        by_name = sorted(own, key=str) == sorted(pairs, key=str)
+        if by_name:
+            pairs = own  # the spec names the file's layers: its order is the forward order
         if len(pairs) != len(spec.layers):
             raise SourceError(f"{where}: the file has {len(pairs)} layers, the architecture {spec.summary()} "
                               f"has {len(spec.layers)}")
@@ -361,6 +519,10 @@ def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> Ne
                                   f"{layer.weight!r} {list(layer.weight_shape)}"
                                   f"{'' if (b is None) == (layer.bias is None) else ' (bias differs)'}")
         layers = tuple(replace(layer, weight=w, bias=b) for layer, (w, b) in zip(spec.layers, pairs))
+        if notes is not None and not by_name:
+            notes.append(order_note(where, [f"{_module_of(mine.weight)} as {_module_of(layer.weight)}"
+                                            for layer, mine in zip(spec.layers, layers)],
+                                    what="--arch's layers took the file's layers"))
         return replace(spec, layers=layers, dtype=dtypes.pop())
     expected = {p.name: p.shape for p in spec.params}
     if expected != file_shapes:
@@ -374,27 +536,38 @@ def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> Ne
 class SpecCache:
     """One stored :class:`NetworkSpec` per distinct activation and tensor layout (names, shapes,
     dtypes): ``arch`` resolved for the layout's output width and fitted to the tensors, or,
-    without ``arch``, ``infer(tensors, activation, input_shape, where)``.
+    without ``arch``, ``infer(tensors, activation, input_shape, where, notes=...)``.
 
-    Calling it with ``(tensors, activation, where)`` returns ``(signature, spec)``.
+    Calling it with ``(tensors, activation, where)`` returns ``(signature, spec)``. The layer
+    orders it had to infer (:func:`order_note`) are shown by :meth:`warn`, once the importer has
+    checked every model.
     """
 
     def __init__(self, arch: Any, options: Mapping[str, Any], input_shape: Sequence[int] | None,
                  infer: Any) -> None:
         self.arch, self.options, self.input_shape, self.infer = arch, options, input_shape, infer
         self.specs: dict[tuple, NetworkSpec] = {}
+        self.notes: dict[tuple, list[str]] = {}
+        self.sources: dict[tuple, set[str]] = {}
 
     def __call__(self, tensors: Mapping[str, Tensor], activation: str, where: str) -> tuple[tuple, NetworkSpec]:
         signature = (activation, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
         if signature not in self.specs:
+            notes: list[str] = []
             if self.arch is not None:
                 n_out = int(list(tensors.values())[-1].shape[0])
                 arch = resolve_arch(self.arch, self.options, self.input_shape, n_out, activation)
-                spec = fit_arch(arch, tensors, where)
+                spec = fit_arch(arch, tensors, where, notes)
             else:
-                spec = self.infer(tensors, activation, self.input_shape, where)
+                spec = self.infer(tensors, activation, self.input_shape, where, notes=notes)
             self.specs[signature] = storable(spec)
+            self.notes[signature] = notes
+        self.sources.setdefault(signature, set()).add(where)
         return signature, self.specs[signature]
+
+    def warn(self) -> None:
+        """Show the notes of every inferred layer order (:func:`warn_notes`)."""
+        warn_notes([(note, len(self.sources[sig])) for sig, notes in self.notes.items() for note in notes])
 
 
 def model_files(src: Path) -> list[str]:
@@ -616,19 +789,24 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     # (The files are read twice; this pass keeps only each file's signature and spec.)
     inferred: dict[tuple, NetworkSpec] = {}
     signatures: dict[str, tuple] = {}
+    notes: dict[tuple, list[str]] = {}  # the layer orders taken from the files (none for declared ones)
     for rel in tqdm(files, disable=quiet, unit="file", desc=f"check {src.name}"):
         tensors = read_state_dict(src / rel)
         aid = _declared_arch(rel, metadata.get(rel, {}), declared)
         signature = (aid, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
         if signature not in inferred:
+            notes[signature] = []
             if fixed is not None:
-                inferred[signature] = storable(fit_arch(fixed, tensors, rel))
+                inferred[signature] = storable(fit_arch(fixed, tensors, rel, notes[signature]))
             elif aid is not None:
-                inferred[signature] = storable(fit_arch(declared[aid], tensors, rel))
+                inferred[signature] = storable(fit_arch(declared[aid], tensors, rel, notes[signature]))
             else:
-                inferred[signature] = storable(infer_network(tensors, activation, input_shape, rel))
+                inferred[signature] = storable(infer_network(tensors, activation, input_shape, rel,
+                                                             notes[signature]))
         signatures[rel] = signature
         del tensors
+    uses = Counter(signatures.values())
+    warn_notes([(note, uses[sig]) for sig, texts in notes.items() for note in texts])
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
                       command=f"zoo import {LAYOUT} {src}") as writer:
