@@ -222,3 +222,15 @@ def test_bad_snapshots_one_clear_error_each(tmp_path):
     (tmp_path / "nothing").mkdir()
     with pytest.raises(SourceError, match="holds no Hugging Face model snapshot"):
         import_hf_models(tmp_path / "nothing", tmp_path / "o6", quiet=True)
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu_new", "swish"])
+def test_an_unsupported_hidden_act_is_refused_not_read_as_relu(tmp_path, act):
+    src = tmp_path / "repos"
+    write_snapshot(src / "alpha", 0)
+    write_snapshot(src / "beta", 1, hidden_act=act)
+    with pytest.raises(SourceError, match=rf"beta/config.json: hidden_act {act!r} .*--activation"):
+        import_hf_models(src, tmp_path / "zoo", quiet=True)
+    assert not (tmp_path / "zoo").exists()
+    # --activation overrides config.json (the user says what the model computes)
+    assert import_hf_models(src, tmp_path / "zoo", activation="tanh", quiet=True).counts["rows"] == 2

@@ -30,7 +30,8 @@ snapshot (:func:`catalog.paths.safe_join`), a ``.safetensors`` file, holding exa
 the index assigns to it; anything else is refused before any weight is read. Architectures are
 inferred as for state-dict folders (:func:`~zoo_builders.importers.statedict.infer_chain`: a
 chain of linear/conv layers; the activation from ``activation``, else ``config.json``'s
-``hidden_act``/``activation`` where it names one, else ``relu``; residual blocks and embedding
+``hidden_act``/``activation``, an error when it names one a zoo does not express (``silu``), else
+``relu``; residual blocks and embedding
 tables refused, the layer order taken from the names said in a warning), or given by ``arch``.
 """
 
@@ -300,13 +301,25 @@ def read_config(snap: Snapshot) -> dict[str, Any]:
     return config
 
 
-def _activation(config: Mapping[str, Any], given: str | None) -> str:
+def config_activation(config: Mapping[str, Any], given: str | None, where: str) -> str:
+    """The hidden activation: ``given`` (``--activation``) if any, else the first of ``config.json``'s
+    :data:`ACTIVATION_KEYS` it has, else ``relu``.
+
+    Raises:
+        SourceError: ``config.json`` names an activation a zoo architecture does not express
+            (``silu``, ``gelu_new``, ...): reading it as another would import a different function.
+    """
     if given is not None:
         return given
     for key in ACTIVATION_KEYS:
-        value = str(config.get(key, "")).lower().replace("leakyrelu", "leaky_relu")
-        if value in ACTIVATIONS:
-            return value
+        if config.get(key) is None:
+            continue
+        value = str(config[key]).lower().replace("leakyrelu", "leaky_relu")
+        if value not in ACTIVATIONS:
+            raise SourceError(f"{where}/{CONFIG}: {key} {config[key]!r} is not an activation a zoo architecture "
+                              f"expresses ({', '.join(ACTIVATIONS)}); if the model computes one of those, say which "
+                              f"with --activation, else give the architecture with --arch")
+        return value
     return "relu"
 
 
@@ -380,8 +393,9 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
 
     # Every snapshot's architecture from its safetensors headers (shapes and dtypes, no weights)
     # before anything is written: a damaged file or tensors no architecture fits leave nothing.
-    signatures = [spec_of(read_snapshot(snap, shapes_only=True), _activation(config, activation),
-                          snap.source_path)[0] for snap, config in zip(snaps, configs)]
+    acts = [config_activation(config, activation, snap.source_path) for snap, config in zip(snaps, configs)]
+    signatures = [spec_of(read_snapshot(snap, shapes_only=True), act, snap.source_path)[0]
+                  for snap, act in zip(snaps, acts)]
     spec_of.warn()
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or default_name, build_spec, datasets=ds_facts,
@@ -396,7 +410,7 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
                     bar.update(1)
                     continue
                 tensors = read_snapshot(snap)  # one model read at a time
-                signature, spec = spec_of(tensors, _activation(configs[i], activation), snap.source_path)
+                signature, spec = spec_of(tensors, acts[i], snap.source_path)
                 if signature != signatures[i]:
                     raise SourceError(f"{snap.source_path} changed while it was imported; run the import again")
                 finite = all(bool(torch.isfinite(t).all()) for t in tensors.values())
