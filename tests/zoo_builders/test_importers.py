@@ -525,3 +525,32 @@ def test_a_lone_linear_layer_imports(tmp_path):
     torch.save({"weight": lin.weight, "bias": lin.bias, "fc.weight": torch.zeros(3, 2)}, src / "a.pt")
     with pytest.raises(SourceError, match="top level"):  # beside other modules, top-level tensors stay refused
         import_statedicts(src, tmp_path / "zoo2", quiet=True)
+
+
+def test_small_cnn_zoo_refuses_steps_that_do_not_tell_checkpoints_apart(tmp_path):
+    """Without a usable step column two checkpoints of a run got one model_id (a zoo verify rejects)."""
+    src, _ = _small_cnn_zoo(tmp_path)
+    with gzip.open(src / "metrics.csv.gz", "rt") as f:
+        records = list(csv.DictReader(f))
+
+    def attempt(name: str, edit) -> str:
+        rows = [edit(dict(r), i) for i, r in enumerate(records)]
+        with gzip.open(src / "metrics.csv.gz", "wt", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        with pytest.raises(SourceError) as e:
+            import_small_cnn_zoo(src, tmp_path / name, quiet=True)
+        assert not (tmp_path / name).exists()
+        return str(e.value)
+
+    def no_step(r, i):
+        del r["step"]
+        return r
+
+    msg = attempt("o1", no_step)
+    assert "rows 1 and 2" in msg and "run0" in msg and "no step column" in msg
+    msg = attempt("o2", lambda r, i: {**r, "step": "5"})
+    assert "rows 1 and 2" in msg and "step 5" in msg
+    msg = attempt("o3", lambda r, i: {**r, "step": "late" if i == 2 else str(i)})
+    assert "row 3" in msg and "step" in msg and "'late'" in msg
