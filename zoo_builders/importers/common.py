@@ -259,6 +259,26 @@ def no_empty_zoo_on_error(out: str | os.PathLike) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def no_partial_export(out: str | os.PathLike) -> Iterator[None]:
+    """If the body fails, remove what an export into ``out`` (new, or empty) wrote: the folders
+    it created, ``out``'s missing parents included, or, for an ``out`` that existed (and was
+    empty, as exports require), everything in it. An export is whole or absent."""
+    out = Path(out)
+    top = out if not out.exists() else None
+    while top is not None and not top.parent.exists():
+        top = top.parent  # the outermost folder this export creates
+    try:
+        yield
+    except BaseException:
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+        elif out.is_dir():
+            for p in out.iterdir():
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
+        raise
+
+
 class GroupWriter:
     """Buffers models per architecture and writes a part every :data:`ROWS_PER_PART` models.
 

@@ -88,6 +88,7 @@ from zoo_builders.importers.common import (
     dataset_entry,
     finish_import,
     no_empty_zoo_on_error,
+    no_partial_export,
     parse_arch_options,
     resolve_arch,
     rows_schema,
@@ -827,20 +828,88 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         return finish_import(writer)
 
 
+#: The files an export writes beside the models (no model file or folder may take their names).
+EXPORT_TABLES = (ARCHITECTURES_TABLE, "metadata.jsonl")
+
+
+def export_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each model's file in an exported folder (``records``: rows with ``model_id``,
+    ``source_layout``, ``source_path``), every one a valid path (:func:`catalog.paths.check_relpath`)
+    and unique, also on a case-insensitive disk.
+
+    A model imported from this layout keeps its file's path with the suffix ``.safetensors``
+    where that is valid: each part letters, digits, ``.``, ``_``, ``-``, starting with a letter
+    or digit. Otherwise (``my model (1).pt``, ``modèle.pt``, ``-v2.pt``, ``sub dir/x.pt``, a
+    model of another layout), or when its name would clash, it is ``<model_id>.safetensors``.
+    A clash: two models on one name (``m.pt`` beside ``m.safetensors``: the file already so named
+    keeps it, the others are renamed), a file where another model's folder is, a folder named like
+    :data:`EXPORT_TABLES`. Exported names are safe, so export -> import -> export keeps them.
+
+    Raises:
+        WeightzooError: two model ids that differ only in case (their fallback names clash).
+    """
+    from catalog.errors import ZooFormatError
+    from catalog.paths import check_relpath
+
+    def own(rec: Mapping[str, Any]) -> str | None:
+        if rec.get("source_layout") != LAYOUT or not rec.get("source_path"):
+            return None
+        rel = Path(rec["source_path"]).with_suffix(".safetensors").as_posix()
+        try:
+            check_relpath(rel)
+        except ZooFormatError:
+            return None
+        return rel
+
+    fallback = [f"{rec['model_id']}.safetensors" for rec in records]
+    names = [own(rec) for rec in records]  # None: the model takes its fallback name
+    reserved = {t.casefold() for t in EXPORT_TABLES}
+    changed = True
+    while changed:  # a renamed model can clash with a kept name: until no name changes
+        final = [n if n is not None else f for n, f in zip(names, fallback)]
+        claims: dict[str, list[int]] = {}
+        for i, n in enumerate(final):
+            claims.setdefault(n.casefold(), []).append(i)
+        folders = {"/".join(n.split("/")[:k]).casefold() for n in final for k in range(1, n.count("/") + 1)}
+        fixed = {final[i].casefold() for i, n in enumerate(names) if n is None} | reserved  # renamed: cannot move
+        current = list(names)  # this round decides on the names as they are at its start
+        changed = False
+        for i, name in enumerate(current):
+            if name is None:
+                continue
+            rivals = claims[name.casefold()]
+            exact = [j for j in rivals if current[j] is not None and records[j]["source_path"] == final[j]]
+            ancestors = {"/".join(name.split("/")[:k]).casefold() for k in range(1, name.count("/") + 1)}
+            loses = (len(rivals) > 1 and (exact != [i] or any(current[j] is None for j in rivals))
+                     or name.casefold() in folders | reserved or bool(ancestors & fixed))
+            if loses:
+                names[i], changed = None, True
+    final = [n if n is not None else f for n, f in zip(names, fallback)]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(final):
+        j = seen.setdefault(n.casefold(), i)
+        if j != i:
+            raise WeightzooError(f"models {records[j]['model_id']!r} and {records[i]['model_id']!r} both export to "
+                                 f"{n} (on a case-insensitive disk); their ids differ only in case")
+    return final
+
+
 def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: bool = False) -> list[Path]:
     """Write every model of ``zoo`` as one ``.safetensors`` file (the zoo's parameter names,
     i.e. an imported model's own) plus ``architectures.jsonl`` (each architecture's spec) and
     ``metadata.jsonl`` (``file``, ``run_id``, ``checkpoint``, ``arch_id`` and every non-core
     column), a folder :func:`import_statedicts` reads back to the same architectures.
 
-    A model imported from this layout keeps its file name (``.safetensors`` for its suffix);
-    others are named ``<model_id>.safetensors``.
+    Files are named by :func:`export_names` (a model's own name where it is safe and unique,
+    else ``<model_id>.safetensors``), all checked before anything is written; ``metadata.jsonl``
+    lists them sorted by file, so export -> import -> export gives the same bytes. A failed
+    export removes what it wrote (:func:`~zoo_builders.importers.common.no_partial_export`).
 
     Returns:
         the written model files.
 
     Raises:
-        WeightzooError: ``out_dir`` exists and is not empty, or two models map to one file.
+        WeightzooError: ``out_dir`` exists and is not empty, a model id that is no valid file name.
     """
     from catalog.zoo import open_zoo
 
@@ -852,38 +921,34 @@ def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: 
         sel = z.select()
         columns = sel.columns
         extra = [c for c in columns if c not in CORE_COLUMNS and c not in ("source_layout", "source_path")]
+        names = export_names(sel.metadata(["model_id", *(c for c in ("source_layout", "source_path")
+                                                         if c in columns)]).to_pylist())
+        paths = [safe_join(out, rel, "exported model file") for rel in names]  # every name checked first
         written: list[Path] = []
-        seen: set[str] = set()
-        out.mkdir(parents=True, exist_ok=True)
         step = 256
-        lines: list[str] = []
-        with tqdm(total=len(sel), disable=quiet, unit="model", desc=f"export {z.name}") as bar:
+        lines: dict[str, str] = {}
+        with no_partial_export(out), \
+                tqdm(total=len(sel), disable=quiet, unit="model", desc=f"export {z.name}") as bar:
+            out.mkdir(parents=True, exist_ok=True)
             for start in range(0, len(sel), step):
                 part = sel.take(range(start, min(start + step, len(sel))))
                 records = part.metadata(columns).to_pylist()
-                for rec, sd in zip(records, part.state_dicts()):
-                    src_path = rec.get("source_path")
-                    if rec.get("source_layout") == LAYOUT and src_path:
-                        rel = str(Path(src_path).with_suffix(".safetensors").as_posix())
-                    else:
-                        rel = f"{rec['model_id']}.safetensors"
-                    if rel in seen:
-                        raise WeightzooError(f"two models of {z.name} export to {rel}")
-                    seen.add(rel)
-                    path = safe_join(out, rel, "exported model file")
+                for i, (rec, sd) in enumerate(zip(records, part.state_dicts()), start):
+                    rel, path = names[i], paths[i]
                     path.parent.mkdir(parents=True, exist_ok=True)
                     with atomic_path(path) as tmp:
                         save_file({k: v.clone().contiguous() for k, v in sd.items()}, str(tmp))
                     written.append(path)
                     line = {"file": rel, "run_id": rec["run_id"], "checkpoint": rec["checkpoint"],
                             ARCH_KEY: rec["arch_id"], **{k: rec[k] for k in extra}}
-                    lines.append(json.dumps(line, default=str) + "\n")
+                    lines[rel] = json.dumps(line, default=str) + "\n"
                     bar.update(1)
-        archs = "".join(json.dumps({ARCH_KEY: aid, "spec": spec.to_dict()}) + "\n"
-                        for aid, spec in sorted(sel.network_specs.items()))
-        atomic_write_bytes(out / ARCHITECTURES_TABLE, archs.encode())
-        # written last: a folder with metadata.jsonl holds every model it names
-        atomic_write_bytes(out / "metadata.jsonl", "".join(lines).encode())
+            archs = "".join(json.dumps({ARCH_KEY: aid, "spec": spec.to_dict()}) + "\n"
+                            for aid, spec in sorted(sel.network_specs.items()))
+            atomic_write_bytes(out / ARCHITECTURES_TABLE, archs.encode())
+            # written last: a folder with metadata.jsonl holds every model it names. Sorted by file:
+            # the zoo's row order depends on how it was made, the names survive a round trip.
+            atomic_write_bytes(out / "metadata.jsonl", "".join(lines[rel] for rel in sorted(lines)).encode())
     finally:
         z.close()
     return written
