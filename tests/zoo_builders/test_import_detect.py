@@ -38,6 +38,9 @@ def touch(root, *paths):
     (["a/model.safetensors", "b/other.pt"], "state-dicts"),  # snapshots mixed with other files: a folder of files
     (["x.pt", "y.safetensors", "z.bin", "metadata.csv"], "state-dicts"),
     (["deep/er/m.pth"], "state-dicts"),
+    # an earlier import's --out inside the source is a zoo, not the source's: its shards are not looked at
+    (["a/model.safetensors", "b/model.safetensors", "zoo/zoo.json", "zoo/weights/mlp-1/shard-00000.safetensors"],
+     "hf-models"),
 ])
 def test_detects_each_layout_by_file_names(tmp_path, files, layout):
     assert detect_layout(touch(tmp_path / "src", *files)) == layout

@@ -554,3 +554,40 @@ def test_small_cnn_zoo_refuses_steps_that_do_not_tell_checkpoints_apart(tmp_path
     assert "rows 1 and 2" in msg and "step 5" in msg
     msg = attempt("o3", lambda r, i: {**r, "step": "late" if i == 2 else str(i)})
     assert "row 3" in msg and "step" in msg and "'late'" in msg
+
+
+def test_out_inside_source_and_other_zoos_are_not_read_as_models(tmp_path):
+    """--out inside SOURCE: the re-run (the documented resume) skips the zoo it writes, and any
+    folder that is a zoo; it read zoo.json as per-model metadata and the shards as models."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        save_file(_mlp(i).state_dict(), src / f"m{i}.safetensors")
+    with pytest.warns(UserWarning):
+        first = import_statedicts(src, src / "zoo", quiet=True)
+        again = import_statedicts(src, src / "zoo", quiet=True)
+        import_statedicts(src, src / "sub" / "other", quiet=True)  # src/zoo is a zoo: skipped here too
+    assert first.counts["rows"] == again.counts["rows"] == 2 and verify_zoo(src / "zoo").ok
+    assert sorted(open_zoo(src / "sub" / "other").table.column("source_path").to_pylist()) == [
+        "m0.safetensors", "m1.safetensors"]
+
+
+def test_json_files_outside_the_layout_are_skipped_with_a_warning(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(_mlp(0).state_dict(), src / "m0.safetensors")
+    (src / "m0.json").write_text(json.dumps({"lr": 0.1}))
+    (src / "hparams.json").write_text(json.dumps({"lr": 0.1, "epochs": 10}))
+    (src / "notes").mkdir()
+    (src / "notes" / "list.json").write_text("[1, 2]")
+    (src / "notes" / "broken.json").write_text("{oops")
+    with pytest.warns(UserWarning) as record:
+        import_statedicts(src, tmp_path / "zoo", quiet=True)
+    shown = " | ".join(str(w.message) for w in record)
+    for rel in ("hparams.json", "notes/list.json", "notes/broken.json"):
+        assert f"ignored {rel}" in shown
+    (row,) = open_zoo(tmp_path / "zoo").table.to_pylist()
+    assert row["lr"] == 0.1 and "epochs" not in row
+    (src / "m0.json").write_text("{oops")  # a model's own metadata file stays an error
+    with pytest.raises(SourceError, match="m0.json is not JSON"):
+        import_statedicts(src, tmp_path / "zoo2", quiet=True)

@@ -1,6 +1,7 @@
 """The state-dict folder layout: a directory of per-model files plus optional metadata.
 
-Layout (``SOURCE``, searched recursively)::
+Layout (``SOURCE``, searched recursively; folders that are zoos, such as an ``--out`` inside
+``SOURCE``, are skipped, and ``.json`` files that describe no model are ignored with a warning)::
 
     model_a.safetensors | model_a.pt | model_a.pth | model_a.bin   one state dict per model
     metadata.csv | metadata.jsonl                                   optional, one row per model,
@@ -61,6 +62,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -571,9 +573,27 @@ class SpecCache:
         warn_notes([(note, len(self.sources[sig])) for sig, notes in self.notes.items() for note in notes])
 
 
-def model_files(src: Path) -> list[str]:
-    """The model files under ``src``, as sorted POSIX paths relative to it."""
-    return sorted(p.relative_to(src).as_posix() for p in src.rglob("*")
+def source_files(src: Path, skip: str | os.PathLike | None = None) -> list[Path]:
+    """Every file under ``src``, sorted, but those in the folder ``skip`` (the import's own
+    ``--out`` when it lies inside ``src``: a re-run, the documented resume, would read the zoo it
+    writes) and in any folder that is a zoo (it holds ``zoo.json``: its weight shards are no
+    model files, its ``zoo.json`` no model's metadata). Symbolic links to folders are not followed."""
+    from catalog.format import MANIFEST_NAME
+
+    skipped = None if skip is None else Path(skip).resolve()
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        here = Path(dirpath)
+        if here != src and (MANIFEST_NAME in filenames or here.resolve() == skipped):
+            dirnames.clear()
+            continue
+        out += [here / f for f in filenames]
+    return sorted(out)
+
+
+def model_files(src: Path, skip: str | os.PathLike | None = None) -> list[str]:
+    """The model files under ``src`` (:func:`source_files`), as sorted POSIX paths relative to it."""
+    return sorted(p.relative_to(src).as_posix() for p in source_files(src, skip)
                   if p.is_file() and p.suffix in MODEL_SUFFIXES)
 
 
@@ -591,13 +611,24 @@ def _match(value: object, files: Sequence[str], by_name: Mapping[str, list[str]]
                       f"({', '.join(MODEL_SUFFIXES)})")
 
 
-def read_metadata(src: Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _ignored_json(rel: str, why: str) -> str:
+    """The warning for a ``.json`` file of the source that is no model's metadata."""
+    return (f"ignored {rel}: it describes no model file (there is no {Path(rel).stem}"
+            f"{{{','.join(MODEL_SUFFIXES)}}} next to it and it {why}); a model's metadata is "
+            f"<model file stem>.json beside it, or a row of {' or '.join(METADATA_TABLES)}")
+
+
+def read_metadata(src: Path, files: Sequence[str], skip: str | os.PathLike | None = None
+                  ) -> dict[str, dict[str, Any]]:
     """``{model file: {field: value}}`` from ``metadata.csv``/``metadata.jsonl`` and per-model
-    ``<stem>.json`` files; values keep their types (CSV columns are typed by pyarrow).
+    ``<stem>.json`` files (in the folders :func:`source_files` reads, ``skip`` left out); values
+    keep their types (CSV columns are typed by pyarrow). A ``.json`` file that is no model's
+    metadata (no model file of its stem beside it, and not an object with a ``file``/``path``/
+    ``filename`` field: ``hparams.json``, ``config.json``) is skipped with a warning.
 
     Raises:
         SourceError: a table without a key column, a row naming a missing file, a file
-            described twice, malformed JSON.
+            described twice, malformed JSON where a model's metadata is.
     """
     by_name: dict[str, list[str]] = {}
     for f in files:
@@ -639,19 +670,24 @@ def read_metadata(src: Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
                 records.append(rec)
         for i, rec in enumerate(records, 1):
             put(rec, f"{table} row {i}")
-    for p in sorted(src.rglob("*.json")):
+    for p in source_files(src, skip):
+        if p.suffix != ".json" or not p.is_file():
+            continue
         rel = p.relative_to(src).as_posix()
+        stem_hits = by_stem.get(str(Path(rel).with_suffix("")), [])
         try:
             rec = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if len(stem_hits) != 1:
+                warnings.warn(_ignored_json(rel, "is not JSON"), stacklevel=2)
+                continue
             raise SourceError(f"{rel} is not JSON: {e}") from e
-        if not isinstance(rec, dict):
-            raise SourceError(f"{rel} is not a JSON object of metadata fields")
-        stem_hits = by_stem.get(str(Path(rel).with_suffix("")), [])
-        if not any(k in rec for k in KEY_COLUMNS) and len(stem_hits) != 1:
-            raise SourceError(f"{rel} describes no model file: there is no {Path(rel).stem}"
-                              f"{{{','.join(MODEL_SUFFIXES)}}} next to it and it has no "
-                              f"{'/'.join(KEY_COLUMNS)} field")
+        if not isinstance(rec, dict) or (not any(k in rec for k in KEY_COLUMNS) and len(stem_hits) != 1):
+            if len(stem_hits) == 1:
+                raise SourceError(f"{rel} is not a JSON object of metadata fields")
+            warnings.warn(_ignored_json(rel, "is not a JSON object" if not isinstance(rec, dict) else
+                                        f"has no {'/'.join(KEY_COLUMNS)} field"), stacklevel=2)
+            continue
         put(rec, rel, stem_hits[0] if len(stem_hits) == 1 else None)
     return out
 
@@ -767,10 +803,10 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     src = Path(src)
     if not src.is_dir():
         raise SourceError(f"{src} is not a directory; the state-dicts layout is a folder of model files")
-    files = model_files(src)
+    files = model_files(src, skip=out)
     if not files:
         raise SourceError(f"{src} holds no model files ({', '.join(MODEL_SUFFIXES)})")
-    metadata = read_metadata(src, files)
+    metadata = read_metadata(src, files, skip=out)
     declared = read_architectures(src) if arch is None else {}
     rows, schema = rows_schema([_row(f, metadata.get(f, {}), bool(declared)) for f in files])
     options = parse_arch_options(arch_options)
