@@ -591,3 +591,21 @@ def test_json_files_outside_the_layout_are_skipped_with_a_warning(tmp_path):
     (src / "m0.json").write_text("{oops")  # a model's own metadata file stays an error
     with pytest.raises(SourceError, match="m0.json is not JSON"):
         import_statedicts(src, tmp_path / "zoo2", quiet=True)
+
+
+def test_bad_activation_and_arch_file_are_named_as_such(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(_mlp(0).state_dict(), src / "m.safetensors")
+    r = run_cli("import", "state-dicts", src, "--out", tmp_path / "o1", "-q", "--activation", "swish")
+    assert r.exit_code == 1 and "--activation 'swish'" in r.output and "relu" in r.output, r.output
+    assert "--arch" not in r.output  # the architecture was not the problem
+    src_scz, _ = _small_cnn_zoo(tmp_path)
+    with pytest.raises(SourceError, match="--activation 'swish'"):
+        import_small_cnn_zoo(src_scz, tmp_path / "o2", activation="swish", quiet=True)
+    for i, text in enumerate(("[1, 2]", '{"family": "mlp"}')):
+        spec = tmp_path / f"spec{i}.json"
+        spec.write_text(text)
+        r = run_cli("import", "state-dicts", src, "--out", tmp_path / "o3", "-q", "--arch", spec)
+        assert r.exit_code == 1 and f"--arch {spec}" in r.output and "NetworkSpec" in r.output, r.output
+        assert not (tmp_path / "o3").exists()

@@ -109,6 +109,20 @@ def rows_schema(rows: Sequence[Mapping]) -> tuple[list[dict], pa.Schema]:
     return full, pa.schema(fields)
 
 
+def check_activation(activation: str | None) -> None:
+    """Check ``--activation`` before anything is read (``None``: not given).
+
+    Raises:
+        SourceError: a name that is no activation a zoo architecture expresses (the message
+            lists the valid ones).
+    """
+    from catalog.nodes import ACTIVATIONS
+
+    if activation is not None and activation not in ACTIVATIONS:
+        raise SourceError(f"--activation {activation!r} is not an activation a zoo architecture expresses; "
+                          f"give one of {', '.join(ACTIVATIONS)}")
+
+
 def torch_dtype_name(t: Tensor, where: str) -> str:
     if t.dtype not in _TORCH_TO_DTYPE:
         raise SourceError(f"{where}: dtype {t.dtype} is not a weight dtype a zoo holds "
@@ -212,16 +226,17 @@ def resolve_arch(arch: str | Path | Mapping | NetworkSpec, options: Mapping[str,
     if isinstance(arch, NetworkSpec):
         return arch
     if isinstance(arch, Mapping):
-        return NetworkSpec.from_dict(arch)
+        return _spec_of(arch, "the --arch spec")
     text = str(arch)
     path = Path(text)
     if text.endswith(".json") or (path.suffix and path.exists()):
         if not path.is_file():
             raise SourceError(f"--arch {text}: no such spec file")
         try:
-            return NetworkSpec.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as e:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SourceError(f"--arch {text} is not valid JSON: {e}") from e
+        return _spec_of(data, f"--arch {text}")
     if text not in ARCHITECTURES:
         raise SourceError(f"unknown architecture {text!r}; give a preset ({', '.join(sorted(ARCHITECTURES))}) "
                            f"or a spec JSON file")
@@ -232,6 +247,21 @@ def resolve_arch(arch: str | Path | Mapping | NetworkSpec, options: Mapping[str,
         raise SourceError(f"--arch {text}: give the input shape of one example (--input-shape, e.g. 1,28,28)")
     _, cfg = make_architecture({"name": text, **opts})
     return cfg.network_spec(tuple(int(s) for s in input_shape), n_outputs)
+
+
+def _spec_of(data: Any, what: str) -> NetworkSpec:
+    """``data`` (from ``--arch``) as a :class:`NetworkSpec`; errors name ``what``, not a manifest.
+
+    Raises:
+        SourceError: ``data`` is not a JSON object or not a valid spec.
+    """
+    form = "a NetworkSpec object, the form of zoo.json's architectures or of the spec in architectures.jsonl"
+    if not isinstance(data, Mapping):
+        raise SourceError(f"{what} holds a JSON {type(data).__name__}, not {form}")
+    try:
+        return NetworkSpec.from_dict(data)
+    except WeightzooError as e:
+        raise SourceError(f"{what} is not a valid NetworkSpec ({form}): {e}") from e
 
 
 def _fields(cls: type) -> list[str]:

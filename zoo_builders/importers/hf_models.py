@@ -60,6 +60,7 @@ from catalog.writer import ZooWriter
 from zoo_builders.importers.common import (
     GroupWriter,
     SourceError,
+    check_activation,
     column_name,
     dataset_entry,
     finish_import,
@@ -356,6 +357,7 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
             architecture fits. Every config, index and safetensors header is checked (and every
             architecture found) before anything is written, so a bad source leaves no zoo.
     """
+    check_activation(activation)
     snaps = find_snapshots(src, quiet)
     configs = [read_config(s) for s in snaps]
     for s in snaps:

@@ -46,6 +46,7 @@ from zoo_builders.importers.common import (
     ROWS_PER_PART,
     GroupWriter,
     SourceError,
+    check_activation,
     column_name,
     dataset_entry,
     finish_import,
@@ -188,6 +189,7 @@ def import_small_cnn_zoo(src: str | os.PathLike, out: str | os.PathLike, *, name
         SourceError: a missing file, a truncated ``weights.npy``, a ``layout.csv`` that
             disagrees with the array's width, row counts that differ, an unknown dataset.
     """
+    check_activation(activation)
     src = Path(src)
     paths = {n: src / n for n in ("weights.npy", "layout.csv")}
     metrics_path = next((src / n for n in ("metrics.csv", "metrics.csv.gz") if (src / n).is_file()), None)

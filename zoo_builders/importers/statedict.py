@@ -86,6 +86,7 @@ from zoo_builders.importers.common import (
     ROWS_PER_PART,
     GroupWriter,
     SourceError,
+    check_activation,
     column_name,
     dataset_entry,
     finish_import,
@@ -800,6 +801,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
             no architecture fits) leaves no zoo behind (or an existing one as it was). An
             import interrupted later keeps its whole parts: run it again to resume.
     """
+    check_activation(activation)
     src = Path(src)
     if not src.is_dir():
         raise SourceError(f"{src} is not a directory; the state-dicts layout is a folder of model files")
