@@ -325,11 +325,11 @@ def test_bad_file_last_writes_nothing_and_an_interrupted_import_resumes(tmp_path
     # interrupted while writing: the 5th model's second read (5 checks + 4 written) stops it
     read, calls = statedict.read_state_dict, []
 
-    def interrupted(path):
+    def interrupted(path, *args):
         calls.append(path)
         if len(calls) == 10:
             raise KeyboardInterrupt
-        return read(path)
+        return read(path, *args)
 
     monkeypatch.setattr(statedict, "read_state_dict", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -609,3 +609,20 @@ def test_bad_activation_and_arch_file_are_named_as_such(tmp_path):
         r = run_cli("import", "state-dicts", src, "--out", tmp_path / "o3", "-q", "--arch", spec)
         assert r.exit_code == 1 and f"--arch {spec}" in r.output and "NetworkSpec" in r.output, r.output
         assert not (tmp_path / "o3").exists()
+
+
+def test_refusals_name_the_path_relative_to_the_source(tmp_path):
+    src = tmp_path / "src"
+    for d in ("a", "b"):
+        (src / d).mkdir(parents=True)
+        save_file(_mlp(0).state_dict(), src / d / "m.safetensors")
+    torch.save({"0.weight": _Harmless()}, src / "b" / "m.pt")
+    with pytest.raises(SourceError, match=r"^b/m.pt was refused"):
+        import_statedicts(src, tmp_path / "o1", quiet=True)
+    (src / "b" / "m.pt").write_bytes(b"garbage")
+    with pytest.raises(SourceError, match=r"^b/m.pt (was refused|is not a readable torch file)"):
+        import_statedicts(src, tmp_path / "o2", quiet=True)
+    (src / "b" / "m.pt").unlink()
+    (src / "b" / "m.safetensors").write_bytes(b"garbage")
+    with pytest.raises(SourceError, match=r"^b/m.safetensors is not a readable safetensors file"):
+        import_statedicts(src, tmp_path / "o3", quiet=True)

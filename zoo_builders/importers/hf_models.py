@@ -246,10 +246,7 @@ def read_snapshot(snap: Snapshot, shapes_only: bool = False) -> dict[str, Tensor
             exactly the tensors the index assigns them.
     """
     if not (snap.path / INDEX).is_file() and not shapes_only:
-        try:
-            return read_state_dict(snap.path / WEIGHTS)
-        except SourceError as e:
-            raise SourceError(f"{snap.source_path}: {e}") from e
+        return read_state_dict(snap.path / WEIGHTS, f"{snap.source_path}/{WEIGHTS}")
     by_shard: dict[str, list[str] | None] = {WEIGHTS: None}  # None: every tensor of the file
     if (snap.path / INDEX).is_file():
         by_shard = {}

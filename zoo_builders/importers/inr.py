@@ -276,7 +276,7 @@ def _import(layout: str, src: Path, out: str | os.PathLike, files: list[tuple[st
     specs: dict[tuple, NetworkSpec] = {}
 
     def read(rel: str) -> tuple[dict[str, torch.Tensor], tuple, list[tuple[str, str]]]:
-        tensors = read_state_dict(src / rel)
+        tensors = read_state_dict(src / rel, rel)
         names = _dws_names(tensors) if layout == DWS else _nfn_names(tensors)
         widths = _widths(tensors, names, rel)
         dtypes = {t.dtype for t in tensors.values()}

@@ -237,10 +237,7 @@ def infer_spec(tensors: Mapping[str, Tensor], activation: str, input_shape: Sequ
 def read_checkpoint(src: Path, rel: str) -> dict[str, Tensor]:
     """The state dict at ``src / rel`` (every checkpoint file is named ``checkpoints``, so a
     refusal names the path relative to ``src``)."""
-    try:
-        return read_state_dict(src / rel)
-    except SourceError as e:
-        raise SourceError(f"{rel}: {e}") from e
+    return read_state_dict(src / rel, rel)
 
 
 # ================================================================================ rows

@@ -132,21 +132,27 @@ def refused_global(message: str) -> str | None:
     return found.group(1).rstrip(".") if found else None
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+def read_state_dict(path: str | os.PathLike, where: str | None = None) -> dict[str, Tensor]:
     """One model file as ``{name: tensor}``, ``module.`` prefixes stripped, in layer order: a
     torch file's own order; a safetensors file's names in natural order (``layers.2`` before
     ``layers.10``), since safetensors does not keep the order they were saved in.
+
+    Args:
+        path: the file.
+        where: how messages name it (default: its name; importers give the path relative to
+            their source).
 
     Raises:
         SourceError: not a state dict (a pickle that ``weights_only`` refuses, an object that
             is not a ``{str: Tensor}`` mapping, a damaged file).
     """
     path = Path(path)
+    where = path.name if where is None else where
     if path.suffix == ".safetensors":
         try:
             raw = load_file(str(path))
         except Exception as e:  # SafetensorError, OSError, ... on a damaged file
-            raise SourceError(f"{path.name} is not a readable safetensors file: {e}") from e
+            raise SourceError(f"{where} is not a readable safetensors file: {e}") from e
         items = sorted(raw.items(), key=lambda kv: _natural_key(kv[0]))
     else:
         try:
@@ -155,11 +161,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             found = refused_global(str(e))
             why = f"it references {found}" if found else "it holds more than tensors"
             raise SourceError(
-                f"{path.name} was refused: torch.load(weights_only=True) will not unpickle it ({why}); "
+                f"{where} was refused: torch.load(weights_only=True) will not unpickle it ({why}); "
                 f"only plain state dicts of tensors are imported, nothing else is ever executed. "
                 f"Re-save it as model.state_dict() or as .safetensors") from e
         except Exception as e:  # garbage bytes make the unpickler fail in many ways (KeyError, ...)
-            raise SourceError(f"{path.name} is not a readable torch file ({type(e).__name__}: {e}); only "
+            raise SourceError(f"{where} is not a readable torch file ({type(e).__name__}: {e}); only "
                               f"state dicts saved with torch.save or safetensors are imported") from e
         if isinstance(obj, Mapping):
             for key in NESTED_KEYS:
@@ -167,11 +173,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
                     obj = obj[key]
                     break
         if not isinstance(obj, Mapping) or not obj:
-            raise SourceError(f"{path.name} holds a {type(obj).__name__}, not a state dict "
+            raise SourceError(f"{where} holds a {type(obj).__name__}, not a state dict "
                               f"(a non-empty mapping of parameter names to tensors)")
         bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
         if bad:
-            raise SourceError(f"{path.name} is not a state dict: entry {bad[0]!r} is a "
+            raise SourceError(f"{where} is not a state dict: entry {bad[0]!r} is a "
                               f"{type(obj[bad[0]]).__name__}, not a tensor")
         items = list(obj.items())
     out: dict[str, Tensor] = {}
@@ -179,7 +185,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         while name.startswith("module."):
             name = name[len("module."):]
         if name in out:
-            raise SourceError(f"{path.name}: two tensors are named {name!r} once 'module.' is stripped")
+            raise SourceError(f"{where}: two tensors are named {name!r} once 'module.' is stripped")
         out[name] = t
     return out
 
@@ -821,7 +827,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         build_spec["dataset"] = ds_spec
     fixed = None
     if arch is not None:  # fail fast on a bad --arch, before any progress is shown
-        first = read_state_dict(src / files[0])
+        first = read_state_dict(src / files[0], files[0])
         fixed = resolve_arch(arch, options, input_shape, int(list(first.values())[-1].shape[0]), activation)
     # Every file is read and fitted to an architecture before anything is written: a refused
     # pickle or tensors that fit no architecture, anywhere in the folder, leave nothing behind.
@@ -830,7 +836,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     signatures: dict[str, tuple] = {}
     notes: dict[tuple, list[str]] = {}  # the layer orders taken from the files (none for declared ones)
     for rel in tqdm(files, disable=quiet, unit="file", desc=f"check {src.name}"):
-        tensors = read_state_dict(src / rel)
+        tensors = read_state_dict(src / rel, rel)
         aid = _declared_arch(rel, metadata.get(rel, {}), declared)
         signature = (aid, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
         if signature not in inferred:
@@ -854,7 +860,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         for rel, row in tqdm(list(zip(files, rows)), disable=quiet, unit="model", desc=f"import {src.name}"):
             if row["model_id"] in done:
                 continue
-            tensors = read_state_dict(src / rel)
+            tensors = read_state_dict(src / rel, rel)
             signature = (signatures[rel][0], *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
             if signature != signatures[rel]:
                 raise SourceError(f"{rel} changed while it was imported; run the import again")
