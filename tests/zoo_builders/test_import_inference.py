@@ -143,3 +143,15 @@ def test_a_lone_layer_is_noted_as_the_top_level(tmp_path):
     torch.save(nn.Linear(4, 2).state_dict(), src / "a.pt")  # keys: weight, bias
     with pytest.warns(InferredArchitectureWarning, match=r"\(top level\) \(linear 4->2\)"):
         import_statedicts(src, tmp_path / "zoo", quiet=True)
+
+
+def test_one_notice_per_architecture_whatever_the_files_tensor_order(tmp_path):
+    """A torch file keeps 0.weight before 0.bias, safetensors reads 0.bias first: one architecture."""
+    src = tmp_path / "src"
+    src.mkdir()
+    sd = nn.Sequential(nn.Linear(4, 3)).state_dict()
+    torch.save(sd, src / "a.pt")
+    save_file(sd, src / "b.safetensors")
+    with pytest.warns(InferredArchitectureWarning) as record:
+        manifest = import_statedicts(src, tmp_path / "zoo", quiet=True)
+    assert len(manifest.architectures) == 1 and len(record) == 1 and "1 more model(s)" in str(record[0].message)

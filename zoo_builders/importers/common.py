@@ -52,9 +52,14 @@ class InferredArchitectureWarning(UserWarning):
 NOTES_SHOWN = 5
 
 
-def warn_notes(notes: Sequence[tuple[str, int]]) -> None:
-    """Show each ``(note, models)`` as an :class:`InferredArchitectureWarning` (``models``: how
-    many models have that architecture), at most :data:`NOTES_SHOWN` of them."""
+def warn_notes(notes: Sequence[tuple[str, str, int]]) -> None:
+    """Show each ``(arch_id, note, models)`` as an :class:`InferredArchitectureWarning` (``models``:
+    how many models have that architecture), one per architecture (the first note; files whose
+    tensors come in another order can give one architecture twice), at most :data:`NOTES_SHOWN`."""
+    merged: dict[str, list] = {}
+    for arch_id, note, models in notes:
+        merged.setdefault(arch_id, [note, 0])[1] += models
+    notes = [(note, models) for note, models in merged.values()]
     for note, models in notes[:NOTES_SHOWN]:
         more = f" [{models - 1} more model(s) have this architecture]" if models > 1 else ""
         warnings.warn(note + more, InferredArchitectureWarning, stacklevel=2)

@@ -577,7 +577,8 @@ class SpecCache:
 
     def warn(self) -> None:
         """Show the notes of every inferred layer order (:func:`warn_notes`)."""
-        warn_notes([(note, len(self.sources[sig])) for sig, notes in self.notes.items() for note in notes])
+        warn_notes([(self.specs[sig].arch_id, note, len(self.sources[sig]))
+                    for sig, notes in self.notes.items() for note in notes])
 
 
 def source_files(src: Path, skip: str | os.PathLike | None = None) -> list[Path]:
@@ -851,7 +852,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         signatures[rel] = signature
         del tensors
     uses = Counter(signatures.values())
-    warn_notes([(note, uses[sig]) for sig, texts in notes.items() for note in texts])
+    warn_notes([(inferred[sig].arch_id, note, uses[sig]) for sig, texts in notes.items() for note in texts])
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
                       command=f"zoo import {LAYOUT} {src}") as writer:
