@@ -310,7 +310,10 @@ def no_partial_export(out: str | os.PathLike) -> Iterator[None]:
             shutil.rmtree(top, ignore_errors=True)
         elif out.is_dir():
             for p in out.iterdir():
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink()
         raise
 
 

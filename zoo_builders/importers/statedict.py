@@ -301,6 +301,7 @@ def _step(layer: LayerSpec) -> str:
 
 
 def _chain_modules(pairs: Sequence[tuple[str, str | None]]) -> dict[str, dict[str, str]]:
+    """``{module prefix: {"weight": name, "bias": name}}`` of ``(weight, bias)`` layer pairs."""
     out: dict[str, dict[str, str]] = {}
     for w, b in pairs:
         d = out.setdefault(w.rpartition(".")[0], {"weight": w})
