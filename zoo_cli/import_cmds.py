@@ -68,8 +68,9 @@ def import_(args: tuple[str, ...], layout_opt: str | None, out: str, name: str |
                           activation=activation, input_shape=_shape(input_shape), dataset=dataset, splits=splits,
                           split_points=_shape(split_points, "--split-points", allow_zero=True), quiet=quiet)
     counts = manifest.counts
+    detected = f", layout {manifest.spec.get('importer')} detected from the file names" if layout == "auto" else ""
     click.echo(f"imported {counts.get('rows', 0)} models ({len(manifest.architectures)} architecture(s)) "
-               f"into {out}")
+               f"into {out}{detected}")
 
 
 @click.command("export")

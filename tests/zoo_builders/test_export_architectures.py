@@ -43,6 +43,8 @@ def test_export_import_export_round_trip(spec, zoo_factory, tmp_path):
     import_statedicts(first, imported, quiet=True)
     export_statedict(imported, second, quiet=True)
     assert _same_tree(first, second)  # import -> export: the same bytes, architectures included
+    files = [json.loads(line)["file"] for line in (first / "metadata.jsonl").read_text().splitlines()]
+    assert files == sorted(files)  # not the zoo's row order, which depends on how the zoo was made
 
     orig, back = open_zoo(zoo).select(), open_zoo(imported).select()
     by_run = {r: i for i, r in enumerate(back.column("run_id"))}

@@ -155,3 +155,20 @@ def test_exports_refuse_what_the_layout_cannot_hold(tiny_digits_zoo, dws_folder,
     (tmp_path / "c" / "keep.txt").write_text("x")
     with pytest.raises(WeightzooError, match="is not empty"):
         export_dws_inrs(tmp_path / "dws-zoo", tmp_path / "c", quiet=True)
+
+
+def test_a_failed_inr_export_leaves_no_half_written_folder(dws_folder, tmp_path, monkeypatch):
+    src, _ = dws_folder
+    import_dws_inrs(src, tmp_path / "dws-zoo", quiet=True)
+    real, calls = torch.save, []
+
+    def failing(obj, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(obj, path)
+
+    monkeypatch.setattr(torch, "save", failing)
+    with pytest.raises(OSError, match="disk full"):
+        export_dws_inrs(tmp_path / "dws-zoo", tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()

@@ -38,6 +38,9 @@ def touch(root, *paths):
     (["a/model.safetensors", "b/other.pt"], "state-dicts"),  # snapshots mixed with other files: a folder of files
     (["x.pt", "y.safetensors", "z.bin", "metadata.csv"], "state-dicts"),
     (["deep/er/m.pth"], "state-dicts"),
+    # an earlier import's --out inside the source is a zoo, not the source's: its shards are not looked at
+    (["a/model.safetensors", "b/model.safetensors", "zoo/zoo.json", "zoo/weights/mlp-1/shard-00000.safetensors"],
+     "hf-models"),
 ])
 def test_detects_each_layout_by_file_names(tmp_path, files, layout):
     assert detect_layout(touch(tmp_path / "src", *files)) == layout
@@ -105,3 +108,22 @@ def test_detected_layout_without_an_importer(tmp_path, monkeypatch):
     with pytest.raises(SourceError, match="looks like the dws-inr layout, which this installation cannot import"):
         import_zoo("auto", src, tmp_path / "o", quiet=True)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_wrong_guess_says_what_was_detected_and_how_to_choose(tmp_path):
+    """net<idx>.pth files that are plain MLPs: auto takes them for NFN's INRs; the error says so."""
+    src = tmp_path / "nets"
+    src.mkdir()
+    for i in range(2):
+        torch.save(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).state_dict(),
+                   src / f"net{i}.pth")
+    r = run_cli("import", "auto", src, "--out", tmp_path / "zoo", "-q")
+    assert_one_line_error(r, "--layout auto detected nfn-inr", "net<idx>.pth", "zoo import LAYOUT", "state-dicts")
+    r = run_cli("import", "auto", src, "--out", tmp_path / "zoo", "-q", "--layout", "state-dicts")
+    assert r.exit_code == 1  # the layout once, not twice
+    r = run_cli("import", "state-dicts", src, "--out", tmp_path / "zoo", "-q")
+    assert r.exit_code == 0, r.output
+    (src / "net0.pth").rename(src / "m0.pth")
+    (src / "net1.pth").rename(src / "m1.pth")
+    r = run_cli("import", "auto", src, "--out", tmp_path / "zoo3", "-q")  # a success says what was detected too
+    assert r.exit_code == 0 and "layout state-dicts detected" in r.output, r.output

@@ -222,3 +222,44 @@ def test_bad_snapshots_one_clear_error_each(tmp_path):
     (tmp_path / "nothing").mkdir()
     with pytest.raises(SourceError, match="holds no Hugging Face model snapshot"):
         import_hf_models(tmp_path / "nothing", tmp_path / "o6", quiet=True)
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu_new", "swish"])
+def test_an_unsupported_hidden_act_is_refused_not_read_as_relu(tmp_path, act):
+    src = tmp_path / "repos"
+    write_snapshot(src / "alpha", 0)
+    write_snapshot(src / "beta", 1, hidden_act=act)
+    with pytest.raises(SourceError, match=rf"beta/config.json: hidden_act {act!r} .*--activation"):
+        import_hf_models(src, tmp_path / "zoo", quiet=True)
+    assert not (tmp_path / "zoo").exists()
+    # --activation overrides config.json (the user says what the model computes)
+    assert import_hf_models(src, tmp_path / "zoo", activation="tanh", quiet=True).counts["rows"] == 2
+
+
+def test_weight_files_linked_out_of_the_snapshot_are_refused(tmp_path):
+    """A shard (or model.safetensors) that is a symbolic link to a file outside the snapshot is
+    not read; a Hugging Face cache's links into its repo's blobs/ folder are."""
+    outside = tmp_path / "elsewhere" / "secret.safetensors"
+    outside.parent.mkdir()
+    for sharded in (True, False):
+        snap = tmp_path / f"linked-{sharded}" / "repo"
+        sd = write_snapshot(snap, 0, sharded=sharded)
+        victim = snap / ("model-00001-of-00002.safetensors" if sharded else "model.safetensors")
+        save_file({k: sd[k] for k in load_file(victim)}, outside)
+        victim.unlink()
+        victim.symlink_to(outside)
+        with pytest.raises(SourceError, match=rf"{victim.name} .*symbolic link .*outside the snapshot"):
+            import_hf_models(snap, tmp_path / f"o-{sharded}", quiet=True)
+        assert not (tmp_path / f"o-{sharded}").exists()
+    # the cache's own layout: snapshots/<commit>/<file> -> ../../blobs/<hash>
+    repo = tmp_path / "cache" / "models--acme--tiny"
+    snap = repo / "snapshots" / ("c" * 40)
+    sd = write_snapshot(snap, 1, sharded=True)
+    (repo / "blobs").mkdir()
+    for f in sorted(snap.iterdir()):
+        blob = repo / "blobs" / f"blob-{f.name}"
+        f.rename(blob)
+        f.symlink_to(Path("../../blobs") / blob.name)
+    import_hf_models(tmp_path / "cache", tmp_path / "zoo", quiet=True)
+    got = open_zoo(tmp_path / "zoo").select().state_dicts()[0]
+    assert all(torch.equal(got[k], sd[k]) for k in sd)

@@ -325,11 +325,11 @@ def test_bad_file_last_writes_nothing_and_an_interrupted_import_resumes(tmp_path
     # interrupted while writing: the 5th model's second read (5 checks + 4 written) stops it
     read, calls = statedict.read_state_dict, []
 
-    def interrupted(path):
+    def interrupted(path, *args):
         calls.append(path)
         if len(calls) == 10:
             raise KeyboardInterrupt
-        return read(path)
+        return read(path, *args)
 
     monkeypatch.setattr(statedict, "read_state_dict", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -483,3 +483,146 @@ def test_small_cnn_zoo_bad_inputs(tmp_path):
         import_zoo("small-cnn-zoo", tmp_path, tmp_path / "o3", quiet=True)
     with pytest.raises(SourceError, match="does not take --arch"):
         import_zoo("small-cnn-zoo", src, tmp_path / "o4", arch="cnn")
+
+
+class _Harmless:
+    """A pickle payload that calls ``os.getcwd`` (harmless if it ever ran): its name must be in the refusal."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+def test_refused_pickle_names_the_global_it_references(tmp_path):
+    """torch 2.13 says 'unsupported GLOBAL posix.getcwd whose module posix is blocked', older
+    torch 'Unsupported global: GLOBAL posix.getcwd': both name the call in the refusal."""
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save({"0.weight": _Harmless()}, src / "a.pt")
+    with pytest.raises(SourceError, match=r"refused.*references \w+\.getcwd"):
+        import_statedicts(src, tmp_path / "zoo", quiet=True)
+    from zoo_builders.importers.statedict import refused_global
+
+    assert refused_global("WeightsUnpickler error: Unsupported global: GLOBAL torch.nn.modules.linear.Linear was "
+                          "not an allowed global") == "torch.nn.modules.linear.Linear"
+    assert refused_global("Trying to load unsupported GLOBAL posix.system whose module posix is blocked.") \
+        == "posix.system"
+    assert refused_global("some other wording") is None
+
+
+def test_a_lone_linear_layer_imports(tmp_path):
+    """nn.Linear's own state dict (keys weight, bias, no module prefix) is a one-layer chain."""
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 2)
+    torch.save(lin.state_dict(), src / "a.pt")
+    import_statedicts(src, tmp_path / "zoo", quiet=True)
+    (module,) = open_zoo(tmp_path / "zoo").select().modules()
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(module(x), lin(x), rtol=0, atol=1e-6)
+    torch.save({"weight": lin.weight, "bias": lin.bias, "fc.weight": torch.zeros(3, 2)}, src / "a.pt")
+    with pytest.raises(SourceError, match="top level"):  # beside other modules, top-level tensors stay refused
+        import_statedicts(src, tmp_path / "zoo2", quiet=True)
+
+
+def test_small_cnn_zoo_refuses_steps_that_do_not_tell_checkpoints_apart(tmp_path):
+    """Without a usable step column two checkpoints of a run got one model_id (a zoo verify rejects)."""
+    src, _ = _small_cnn_zoo(tmp_path)
+    with gzip.open(src / "metrics.csv.gz", "rt") as f:
+        records = list(csv.DictReader(f))
+
+    def attempt(name: str, edit) -> str:
+        rows = [edit(dict(r), i) for i, r in enumerate(records)]
+        with gzip.open(src / "metrics.csv.gz", "wt", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        with pytest.raises(SourceError) as e:
+            import_small_cnn_zoo(src, tmp_path / name, quiet=True)
+        assert not (tmp_path / name).exists()
+        return str(e.value)
+
+    def no_step(r, i):
+        del r["step"]
+        return r
+
+    msg = attempt("o1", no_step)
+    assert "rows 1 and 2" in msg and "run0" in msg and "no step column" in msg
+    msg = attempt("o2", lambda r, i: {**r, "step": "5"})
+    assert "rows 1 and 2" in msg and "step 5" in msg
+    msg = attempt("o3", lambda r, i: {**r, "step": "late" if i == 2 else str(i)})
+    assert "row 3" in msg and "step" in msg and "'late'" in msg
+
+
+def test_out_inside_source_and_other_zoos_are_not_read_as_models(tmp_path):
+    """--out inside SOURCE: the re-run (the documented resume) skips the zoo it writes, and any
+    folder that is a zoo; it read zoo.json as per-model metadata and the shards as models."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        save_file(_mlp(i).state_dict(), src / f"m{i}.safetensors")
+    with pytest.warns(UserWarning):
+        first = import_statedicts(src, src / "zoo", quiet=True)
+        again = import_statedicts(src, src / "zoo", quiet=True)
+        import_statedicts(src, src / "sub" / "other", quiet=True)  # src/zoo is a zoo: skipped here too
+    assert first.counts["rows"] == again.counts["rows"] == 2 and verify_zoo(src / "zoo").ok
+    assert sorted(open_zoo(src / "sub" / "other").table.column("source_path").to_pylist()) == [
+        "m0.safetensors", "m1.safetensors"]
+
+
+def test_json_files_outside_the_layout_are_skipped_with_a_warning(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(_mlp(0).state_dict(), src / "m0.safetensors")
+    (src / "m0.json").write_text(json.dumps({"lr": 0.1}))
+    (src / "hparams.json").write_text(json.dumps({"lr": 0.1, "epochs": 10}))
+    (src / "notes").mkdir()
+    (src / "notes" / "list.json").write_text("[1, 2]")
+    (src / "notes" / "broken.json").write_text("{oops")
+    with pytest.warns(UserWarning) as record:
+        import_statedicts(src, tmp_path / "zoo", quiet=True)
+    shown = " | ".join(str(w.message) for w in record)
+    for rel in ("hparams.json", "notes/list.json", "notes/broken.json"):
+        assert f"ignored {rel}" in shown
+    (row,) = open_zoo(tmp_path / "zoo").table.to_pylist()
+    assert row["lr"] == 0.1 and "epochs" not in row
+    (src / "m0.json").write_text("{oops")  # a model's own metadata file stays an error
+    with pytest.raises(SourceError, match="m0.json is not JSON"):
+        import_statedicts(src, tmp_path / "zoo2", quiet=True)
+
+
+def test_bad_activation_and_arch_file_are_named_as_such(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(_mlp(0).state_dict(), src / "m.safetensors")
+    r = run_cli("import", "state-dicts", src, "--out", tmp_path / "o1", "-q", "--activation", "swish")
+    assert r.exit_code == 1 and "--activation 'swish'" in r.output and "relu" in r.output, r.output
+    assert "--arch" not in r.output  # the architecture was not the problem
+    src_scz, _ = _small_cnn_zoo(tmp_path)
+    with pytest.raises(SourceError, match="--activation 'swish'"):
+        import_small_cnn_zoo(src_scz, tmp_path / "o2", activation="swish", quiet=True)
+    for i, text in enumerate(("[1, 2]", '{"family": "mlp"}')):
+        spec = tmp_path / f"spec{i}.json"
+        spec.write_text(text)
+        r = run_cli("import", "state-dicts", src, "--out", tmp_path / "o3", "-q", "--arch", spec)
+        assert r.exit_code == 1 and f"--arch {spec}" in r.output and "NetworkSpec" in r.output, r.output
+        assert not (tmp_path / "o3").exists()
+
+
+def test_refusals_name_the_path_relative_to_the_source(tmp_path):
+    src = tmp_path / "src"
+    for d in ("a", "b"):
+        (src / d).mkdir(parents=True)
+        save_file(_mlp(0).state_dict(), src / d / "m.safetensors")
+    torch.save({"0.weight": _Harmless()}, src / "b" / "m.pt")
+    with pytest.raises(SourceError, match=r"^b/m.pt was refused"):
+        import_statedicts(src, tmp_path / "o1", quiet=True)
+    (src / "b" / "m.pt").write_bytes(b"garbage")
+    with pytest.raises(SourceError, match=r"^b/m.pt (was refused|is not a readable torch file)"):
+        import_statedicts(src, tmp_path / "o2", quiet=True)
+    (src / "b" / "m.pt").unlink()
+    (src / "b" / "m.safetensors").write_bytes(b"garbage")
+    with pytest.raises(SourceError, match=r"^b/m.safetensors is not a readable safetensors file"):
+        import_statedicts(src, tmp_path / "o3", quiet=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from catalog.format import Manifest
 from zoo_builders.importers.common import SourceError
-from zoo_builders.importers.detect import detect_layout
+from zoo_builders.importers.detect import LOOKED_FOR, detect_layout
 from zoo_builders.importers.hf_models import import_hf_models
 from zoo_builders.importers.inr import export_dws_inrs, export_nfn_inrs, import_dws_inrs, import_nfn_inrs
 from zoo_builders.importers.modelzoos import import_modelzoos
@@ -73,7 +73,8 @@ def import_zoo(layout: str, src: str | os.PathLike, out: str | os.PathLike, **op
     """
     import inspect
 
-    if layout == "auto":
+    detected = layout == "auto"
+    if detected:
         layout = detect_layout(src)
         if layout not in IMPORTERS:
             raise SourceError(f"{src} looks like the {layout} layout, which this installation cannot import "
@@ -82,9 +83,18 @@ def import_zoo(layout: str, src: str | os.PathLike, out: str | os.PathLike, **op
     options = {k: v for k, v in options.items() if v is not None}
     accepted = set(inspect.signature(fn).parameters)
     unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise SourceError(f"layout {layout!r} does not take {', '.join('--' + u.replace('_', '-') for u in unknown)}")
-    return fn(src, out, **options)
+    try:
+        if unknown:
+            raise SourceError(f"layout {layout!r} does not take "
+                              f"{', '.join('--' + u.replace('_', '-') for u in unknown)}")
+        return fn(src, out, **options)
+    except SourceError as e:
+        if not detected:
+            raise
+        # a guess from file names alone: say what it was and how to choose another layout
+        raise SourceError(f"{e} (--layout auto detected {layout}, as the source holds {dict(LOOKED_FOR)[layout]}; if "
+                          f"it is another layout, name it: zoo import LAYOUT SOURCE with LAYOUT one of "
+                          f"{', '.join(sorted(IMPORTERS))})") from e
 
 
 __all__ = ["EXPORTERS", "IMPORTERS", "export_dws_inrs", "export_nfn_inrs", "export_zoo", "import_dws_inrs",

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -40,6 +41,32 @@ _TORCH_TO_DTYPE = {getattr(torch, name): name for name in DTYPES}
 
 class SourceError(WeightzooError):
     """A source that cannot be imported: the message says what is wrong and what to do."""
+
+
+class InferredArchitectureWarning(UserWarning):
+    """An import took a layer order from a file's tensors, which record neither the forward order
+    nor skip connections (the message lists the order and says to give ``--arch`` otherwise)."""
+
+
+#: Notes :func:`warn_notes` shows in full; the rest are counted in one more line.
+NOTES_SHOWN = 5
+
+
+def warn_notes(notes: Sequence[tuple[str, str, int]]) -> None:
+    """Show each ``(arch_id, note, models)`` as an :class:`InferredArchitectureWarning` (``models``:
+    how many models have that architecture), one per architecture (the first note; files whose
+    tensors come in another order can give one architecture twice), at most :data:`NOTES_SHOWN`."""
+    merged: dict[str, list] = {}
+    for arch_id, note, models in notes:
+        merged.setdefault(arch_id, [note, 0])[1] += models
+    notes = [(note, models) for note, models in merged.values()]
+    for note, models in notes[:NOTES_SHOWN]:
+        more = f" [{models - 1} more model(s) have this architecture]" if models > 1 else ""
+        warnings.warn(note + more, InferredArchitectureWarning, stacklevel=2)
+    if len(notes) > NOTES_SHOWN:
+        warnings.warn(f"{len(notes) - NOTES_SHOWN} more architectures were inferred likewise (layer order as the "
+                      f"files hold them); give --arch if their forward order differs", InferredArchitectureWarning,
+                      stacklevel=2)
 
 
 def stable_id(text: str, prefix: str = "") -> str:
@@ -85,6 +112,20 @@ def rows_schema(rows: Sequence[Mapping]) -> tuple[list[dict], pa.Schema]:
             typ = pa.string()
         fields.append(pa.field(k, typ))
     return full, pa.schema(fields)
+
+
+def check_activation(activation: str | None) -> None:
+    """Check ``--activation`` before anything is read (``None``: not given).
+
+    Raises:
+        SourceError: a name that is no activation a zoo architecture expresses (the message
+            lists the valid ones).
+    """
+    from catalog.nodes import ACTIVATIONS
+
+    if activation is not None and activation not in ACTIVATIONS:
+        raise SourceError(f"--activation {activation!r} is not an activation a zoo architecture expresses; "
+                          f"give one of {', '.join(ACTIVATIONS)}")
 
 
 def torch_dtype_name(t: Tensor, where: str) -> str:
@@ -190,16 +231,17 @@ def resolve_arch(arch: str | Path | Mapping | NetworkSpec, options: Mapping[str,
     if isinstance(arch, NetworkSpec):
         return arch
     if isinstance(arch, Mapping):
-        return NetworkSpec.from_dict(arch)
+        return _spec_of(arch, "the --arch spec")
     text = str(arch)
     path = Path(text)
     if text.endswith(".json") or (path.suffix and path.exists()):
         if not path.is_file():
             raise SourceError(f"--arch {text}: no such spec file")
         try:
-            return NetworkSpec.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as e:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SourceError(f"--arch {text} is not valid JSON: {e}") from e
+        return _spec_of(data, f"--arch {text}")
     if text not in ARCHITECTURES:
         raise SourceError(f"unknown architecture {text!r}; give a preset ({', '.join(sorted(ARCHITECTURES))}) "
                            f"or a spec JSON file")
@@ -210,6 +252,21 @@ def resolve_arch(arch: str | Path | Mapping | NetworkSpec, options: Mapping[str,
         raise SourceError(f"--arch {text}: give the input shape of one example (--input-shape, e.g. 1,28,28)")
     _, cfg = make_architecture({"name": text, **opts})
     return cfg.network_spec(tuple(int(s) for s in input_shape), n_outputs)
+
+
+def _spec_of(data: Any, what: str) -> NetworkSpec:
+    """``data`` (from ``--arch``) as a :class:`NetworkSpec`; errors name ``what``, not a manifest.
+
+    Raises:
+        SourceError: ``data`` is not a JSON object or not a valid spec.
+    """
+    form = "a NetworkSpec object, the form of zoo.json's architectures or of the spec in architectures.jsonl"
+    if not isinstance(data, Mapping):
+        raise SourceError(f"{what} holds a JSON {type(data).__name__}, not {form}")
+    try:
+        return NetworkSpec.from_dict(data)
+    except WeightzooError as e:
+        raise SourceError(f"{what} is not a valid NetworkSpec ({form}): {e}") from e
 
 
 def _fields(cls: type) -> list[str]:
@@ -234,6 +291,29 @@ def no_empty_zoo_on_error(out: str | os.PathLike) -> Iterator[None]:
                 empty = False
             if empty:
                 shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def no_partial_export(out: str | os.PathLike) -> Iterator[None]:
+    """If the body fails, remove what an export into ``out`` (new, or empty) wrote: the folders
+    it created, ``out``'s missing parents included, or, for an ``out`` that existed (and was
+    empty, as exports require), everything in it. An export is whole or absent."""
+    out = Path(out)
+    top = out if not out.exists() else None
+    while top is not None and not top.parent.exists():
+        top = top.parent  # the outermost folder this export creates
+    try:
+        yield
+    except BaseException:
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+        elif out.is_dir():
+            for p in out.iterdir():
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink()
         raise
 
 

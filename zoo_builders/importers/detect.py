@@ -1,7 +1,7 @@
 """``--layout auto``: which importer layout a source folder is in, from its file names alone
 (nothing is opened, so detection never reads a pickle).
 
-Rules, in order (the first that matches wins):
+Rules, in order (the first that matches wins; folders that are zoos are not looked into):
 
 | layout          | the source holds                                                            |
 | --------------- | --------------------------------------------------------------------------- |
@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from catalog.format import MANIFEST_NAME
 from zoo_builders.importers.common import SourceError
 from zoo_builders.importers.hf_models import is_snapshot
 from zoo_builders.importers.statedict import MODEL_SUFFIXES
@@ -64,8 +65,11 @@ def detect_layout(src: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
         return "modelzoos"
     dws = nfn = False
     hf_files, other_models = 0, 0
-    for dirpath, _, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
         parent = Path(dirpath)
+        if parent != root and MANIFEST_NAME in files:  # a zoo (an earlier import's --out): not the source's
+            dirs.clear()
+            continue
         for f in files:
             if f == "model_final.pth" and parent.name == "checkpoints" and parent != root:
                 dws = True

@@ -27,10 +27,14 @@ as JSON text), ``source_layout`` and ``source_path`` (the snapshot folder relati
 
 The index is untrusted data: every shard it names must be a plain relative path inside the
 snapshot (:func:`catalog.paths.safe_join`), a ``.safetensors`` file, holding exactly the tensors
-the index assigns to it; anything else is refused before any weight is read. Architectures are
+the index assigns to it; anything else is refused before any weight is read. No weight file (a
+shard, ``model.safetensors``) may be a symbolic link out of the snapshot, but for a Hugging Face
+cache's links into its repo's ``blobs`` folder (:func:`snapshot_file`). Architectures are
 inferred as for state-dict folders (:func:`~zoo_builders.importers.statedict.infer_chain`: a
 chain of linear/conv layers; the activation from ``activation``, else ``config.json``'s
-``hidden_act``/``activation`` where it names one, else ``relu``), or given by ``arch``.
+``hidden_act``/``activation``, an error when it names one a zoo does not express (``silu``), else
+``relu``; residual blocks and embedding
+tables refused, the layer order taken from the names said in a warning), or given by ``arch``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from catalog.writer import ZooWriter
 from zoo_builders.importers.common import (
     GroupWriter,
     SourceError,
+    check_activation,
     column_name,
     dataset_entry,
     finish_import,
@@ -141,14 +146,40 @@ def download_snapshot(repo_id: str, revision: str | None, quiet: bool = True) ->
     return root
 
 
+def snapshot_file(root: Path, rel: str, where: str) -> Path:
+    """``root / rel``, a weight file of the snapshot, checked to be a plain relative path inside
+    it (:func:`catalog.paths.safe_join`) that, with symbolic links resolved, lies inside the
+    snapshot or, in a Hugging Face cache (``models--ORG--NAME/snapshots/<commit>``, whose files
+    link to ``../../blobs/<hash>``), inside that repo's ``blobs`` folder.
+
+    Raises:
+        SourceError: naming ``where`` and the file: a path out of the snapshot, or a link that
+            leads anywhere else (it would read another file as the model's weights).
+    """
+    try:
+        path = safe_join(root, rel, "shard")
+    except WeightzooError as e:
+        raise SourceError(f"{where} names {rel!r}, which is not a file inside the snapshot; refusing it (the "
+                          f"snapshot is corrupt or crafted to read other files)") from e
+    base = root.resolve()
+    allowed = [base]
+    if CACHE_SNAPSHOT.search(base.as_posix()):
+        allowed.append(base.parent.parent / "blobs")
+    target = path.resolve()
+    if not any(target.is_relative_to(a) for a in allowed):
+        raise SourceError(f"{where}: {rel} is a symbolic link to {target}, outside the snapshot; refusing to read "
+                          f"it (the snapshot is corrupt or crafted to read other files)")
+    return path
+
+
 def read_index(root: Path) -> dict[str, str]:
     """``{tensor name: shard file}`` from the snapshot's index, every shard checked to be a
     ``.safetensors`` file inside the snapshot.
 
     Raises:
         SourceError: an index that is not JSON, has no ``weight_map`` object, or names a shard
-            outside the snapshot (``../``, an absolute path, a symbolic link out) or not
-            ``.safetensors``.
+            outside the snapshot (``../``, an absolute path, a symbolic link out: see
+            :func:`snapshot_file`) or not ``.safetensors``.
     """
     where = f"{root.name}/{INDEX}"
     try:
@@ -159,11 +190,9 @@ def read_index(root: Path) -> dict[str, str]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise SourceError(f"{where} has no weight_map object ({{tensor name: shard file}})")
     for tensor, shard in weight_map.items():
-        try:
-            safe_join(root, shard, "shard")
-        except WeightzooError as e:
-            raise SourceError(f"{where} maps {tensor!r} to {shard!r}, which is not a file inside the snapshot; "
-                              f"refusing the index (it is corrupt or crafted to read other files)") from e
+        if not isinstance(shard, str):
+            raise SourceError(f"{where} maps {tensor!r} to {shard!r}, not a file name")
+        snapshot_file(root, shard, f"{where} (for {tensor!r})")
         if not shard.endswith(".safetensors"):
             raise SourceError(f"{where} maps {tensor!r} to {shard!r}, not a .safetensors file")
     return dict(weight_map)
@@ -243,10 +272,7 @@ def read_snapshot(snap: Snapshot, shapes_only: bool = False) -> dict[str, Tensor
             exactly the tensors the index assigns them.
     """
     if not (snap.path / INDEX).is_file() and not shapes_only:
-        try:
-            return read_state_dict(snap.path / WEIGHTS)
-        except SourceError as e:
-            raise SourceError(f"{snap.source_path}: {e}") from e
+        return read_state_dict(snapshot_file(snap.path, WEIGHTS, snap.source_path), f"{snap.source_path}/{WEIGHTS}")
     by_shard: dict[str, list[str] | None] = {WEIGHTS: None}  # None: every tensor of the file
     if (snap.path / INDEX).is_file():
         by_shard = {}
@@ -254,7 +280,7 @@ def read_snapshot(snap: Snapshot, shapes_only: bool = False) -> dict[str, Tensor
             by_shard.setdefault(shard, []).append(tensor)
     tensors: dict[str, Tensor] = {}
     for shard, names in by_shard.items():
-        path = safe_join(snap.path, shard, "shard")
+        path = snapshot_file(snap.path, shard, snap.source_path)
         if not path.is_file():
             raise SourceError(f"{snap.source_path}: {INDEX} names shard {shard!r}, which is missing")
         try:
@@ -299,13 +325,25 @@ def read_config(snap: Snapshot) -> dict[str, Any]:
     return config
 
 
-def _activation(config: Mapping[str, Any], given: str | None) -> str:
+def config_activation(config: Mapping[str, Any], given: str | None, where: str) -> str:
+    """The hidden activation: ``given`` (``--activation``) if any, else the first of ``config.json``'s
+    :data:`ACTIVATION_KEYS` it has, else ``relu``.
+
+    Raises:
+        SourceError: ``config.json`` names an activation a zoo architecture does not express
+            (``silu``, ``gelu_new``, ...): reading it as another would import a different function.
+    """
     if given is not None:
         return given
     for key in ACTIVATION_KEYS:
-        value = str(config.get(key, "")).lower().replace("leakyrelu", "leaky_relu")
-        if value in ACTIVATIONS:
-            return value
+        if config.get(key) is None:
+            continue
+        value = str(config[key]).lower().replace("leakyrelu", "leaky_relu")
+        if value not in ACTIVATIONS:
+            raise SourceError(f"{where}/{CONFIG}: {key} {config[key]!r} is not an activation a zoo architecture "
+                              f"expresses ({', '.join(ACTIVATIONS)}); if the model computes one of those, say which "
+                              f"with --activation, else give the architecture with --arch")
+        return value
     return "relu"
 
 
@@ -342,6 +380,7 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
             architecture fits. Every config, index and safetensors header is checked (and every
             architecture found) before anything is written, so a bad source leaves no zoo.
     """
+    check_activation(activation)
     snaps = find_snapshots(src, quiet)
     configs = [read_config(s) for s in snaps]
     for s in snaps:
@@ -379,8 +418,10 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
 
     # Every snapshot's architecture from its safetensors headers (shapes and dtypes, no weights)
     # before anything is written: a damaged file or tensors no architecture fits leave nothing.
-    signatures = [spec_of(read_snapshot(snap, shapes_only=True), _activation(config, activation),
-                          snap.source_path)[0] for snap, config in zip(snaps, configs)]
+    acts = [config_activation(config, activation, snap.source_path) for snap, config in zip(snaps, configs)]
+    signatures = [spec_of(read_snapshot(snap, shapes_only=True), act, snap.source_path)[0]
+                  for snap, act in zip(snaps, acts)]
+    spec_of.warn()
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or default_name, build_spec, datasets=ds_facts,
                       command=f"zoo import {LAYOUT} {first}") as writer:
@@ -394,7 +435,7 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
                     bar.update(1)
                     continue
                 tensors = read_snapshot(snap)  # one model read at a time
-                signature, spec = spec_of(tensors, _activation(configs[i], activation), snap.source_path)
+                signature, spec = spec_of(tensors, acts[i], snap.source_path)
                 if signature != signatures[i]:
                     raise SourceError(f"{snap.source_path} changed while it was imported; run the import again")
                 finite = all(bool(torch.isfinite(t).all()) for t in tensors.values())

@@ -62,6 +62,7 @@ from zoo_builders.importers.common import (
     dataset_entry,
     finish_import,
     no_empty_zoo_on_error,
+    no_partial_export,
     rows_schema,
     stable_id,
 )
@@ -275,7 +276,7 @@ def _import(layout: str, src: Path, out: str | os.PathLike, files: list[tuple[st
     specs: dict[tuple, NetworkSpec] = {}
 
     def read(rel: str) -> tuple[dict[str, torch.Tensor], tuple, list[tuple[str, str]]]:
-        tensors = read_state_dict(src / rel)
+        tensors = read_state_dict(src / rel, rel)
         names = _dws_names(tensors) if layout == DWS else _nfn_names(tensors)
         widths = _widths(tensors, names, rel)
         dtypes = {t.dtype for t in tensors.values()}
@@ -415,9 +416,10 @@ def _export(zoo: str | os.PathLike, out_dir: str | os.PathLike, layout: str, qui
         want = [c for c in ("model_id", "arch_id", "label", "split", "image_index", "source_prefix") if c in cols]
         # NFN's split is index ranges: checked before any file is written
         points = _nfn_points_of(sel.metadata(want).to_pylist(), z.name) if layout == NFN else None
-        out.mkdir(parents=True, exist_ok=True)
         step = 256
-        with tqdm(total=len(sel), disable=quiet, unit="model", desc=f"export {z.name}") as bar:
+        with no_partial_export(out), \
+                tqdm(total=len(sel), disable=quiet, unit="model", desc=f"export {z.name}") as bar:
+            out.mkdir(parents=True, exist_ok=True)
             for start in range(0, len(sel), step):
                 part = sel.take(range(start, min(start + step, len(sel))))
                 for i, (rec, sd) in enumerate(zip(part.metadata(want).to_pylist(), part.state_dicts())):
@@ -463,12 +465,12 @@ def _export(zoo: str | os.PathLike, out_dir: str | os.PathLike, layout: str, qui
                         torch.save({k: v.clone().contiguous() for k, v in state.items()}, tmp)
                     written.append(path)
                     bar.update(1)
-        if layout == DWS:
-            atomic_write_bytes(out / "splits.json", json.dumps(splits, indent=1).encode())
-        elif points is not None:
-            atomic_write_bytes(out / NFN_SPLIT_FILE, (
-                "# NFN's dataset config line for the split by image index: train below VAL, val below TEST,\n"
-                f"# test from TEST (written by zoo export)\nsplit_points: [{points[0]}, {points[1]}]\n").encode())
+            if layout == DWS:
+                atomic_write_bytes(out / "splits.json", json.dumps(splits, indent=1).encode())
+            elif points is not None:
+                atomic_write_bytes(out / NFN_SPLIT_FILE, (
+                    "# NFN's dataset config line for the split by image index: train below VAL, val below TEST,\n"
+                    f"# test from TEST (written by zoo export)\nsplit_points: [{points[0]}, {points[1]}]\n").encode())
     finally:
         z.close()
     return written

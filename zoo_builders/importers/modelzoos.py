@@ -208,8 +208,9 @@ def cnn_l_spec(channels: int, n_outputs: int, activation: str, input_shape: Sequ
 
 
 def infer_spec(tensors: Mapping[str, Tensor], activation: str, input_shape: Sequence[int] | None,
-               where: str) -> NetworkSpec:
-    """CNN-s, CNN-l, or the layer chain the tensors form.
+               where: str, notes: list[str] | None = None) -> NetworkSpec:
+    """CNN-s, CNN-l, or the layer chain the tensors form (whose inferred layer order is appended
+    to ``notes``, when given: the two CNNs' order is known).
 
     Raises:
         SourceError: tensors of neither CNN that form no chain (naming the tensor), or an input
@@ -225,7 +226,7 @@ def infer_spec(tensors: Mapping[str, Tensor], activation: str, input_shape: Sequ
             spec = cnn_l_spec(int(tensors["module_list.0.weight"].shape[1]),
                               int(tensors["module_list.16.weight"].shape[0]), activation, input_shape)
         else:
-            return infer_chain(tensors, activation, input_shape, where)
+            return infer_chain(tensors, activation, input_shape, where, notes)
     except SourceError:
         raise
     except WeightzooError as e:  # a spec that does not fit the input shape
@@ -236,10 +237,7 @@ def infer_spec(tensors: Mapping[str, Tensor], activation: str, input_shape: Sequ
 def read_checkpoint(src: Path, rel: str) -> dict[str, Tensor]:
     """The state dict at ``src / rel`` (every checkpoint file is named ``checkpoints``, so a
     refusal names the path relative to ``src``)."""
-    try:
-        return read_state_dict(src / rel)
-    except SourceError as e:
-        raise SourceError(f"{rel}: {e}") from e
+    return read_state_dict(src / rel, rel)
 
 
 # ================================================================================ rows
@@ -335,6 +333,7 @@ def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: st
                                   f"({spec.summary()}); one trial trains one network")
             spec = this
         trial_specs.append(spec)
+    specs.warn()
     n_models = sum(len(r) for r in per_trial)
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,

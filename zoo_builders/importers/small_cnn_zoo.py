@@ -17,6 +17,10 @@ channels and kernel size read from the kernels): ``layers.{i}.weight/bias``, 4,9
 16 channels on one-channel 28x28 inputs. The ``config.activation`` column, where present, sets
 each row's activation (one architecture per activation); otherwise ``activation`` does.
 
+A row's ``model_id`` is ``<modeldir>-s<step>``: ``step`` must be a whole number and each
+``(modeldir, step)`` pair one row (without a ``step`` column, each run one row); anything else is
+refused naming the rows, before anything is written.
+
 ``weights.npy`` is read memory-mapped, ``rows_per_part`` rows at a time.
 """
 
@@ -42,6 +46,7 @@ from zoo_builders.importers.common import (
     ROWS_PER_PART,
     GroupWriter,
     SourceError,
+    check_activation,
     column_name,
     dataset_entry,
     finish_import,
@@ -52,6 +57,27 @@ from zoo_builders.importers.common import (
 
 LAYOUT = "small-cnn-zoo"
 LAYOUT_COLUMNS = ("varname", "start_idx", "end_idx", "shape")
+#: metrics.csv's run and checkpoint columns: a model_id is ``<run>-s<step>``.
+RUN_COLUMN, STEP_COLUMN = "modeldir", "step"
+
+
+def _step(rec: Mapping, where: str) -> int:
+    """A metrics row's checkpoint: its ``step`` (a whole number), 0 without a step column.
+
+    Raises:
+        SourceError: a step that is empty or not a whole number.
+    """
+    if STEP_COLUMN not in rec:
+        return 0
+    step = rec[STEP_COLUMN]
+    if isinstance(step, str) and re.fullmatch(r"\s*\d+\s*", step):  # a column holding text too is read as text
+        step = int(step)
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise SourceError(f"{where}: column {STEP_COLUMN} is {'empty' if step is None else repr(step)}, not a whole "
+                          f"number; each row's step (its checkpoint) must be one")
+    return step
 
 
 def read_layout(path: Path) -> list[tuple[str, int, int, tuple[int, ...]]]:
@@ -163,6 +189,7 @@ def import_small_cnn_zoo(src: str | os.PathLike, out: str | os.PathLike, *, name
         SourceError: a missing file, a truncated ``weights.npy``, a ``layout.csv`` that
             disagrees with the array's width, row counts that differ, an unknown dataset.
     """
+    check_activation(activation)
     src = Path(src)
     paths = {n: src / n for n in ("weights.npy", "layout.csv")}
     metrics_path = next((src / n for n in ("metrics.csv", "metrics.csv.gz") if (src / n).is_file()), None)
@@ -187,17 +214,24 @@ def import_small_cnn_zoo(src: str | os.PathLike, out: str | os.PathLike, *, name
         raise SourceError(f"{metrics_path.name} has {len(records)} rows but weights.npy has {weights.shape[0]}")
 
     rows, acts = [], []
+    checkpoints: dict[tuple[str, int], int] = {}  # (modeldir, step) -> its row
     for i, rec in enumerate(records):
         run = str(rec.get("modeldir", f"row{i}"))
-        step = rec.get("step", 0)
-        step = int(step) if isinstance(step, int | float) and not isinstance(step, bool) else 0
+        step = _step(rec, f"{metrics_path.name} row {i + 1}")
+        if RUN_COLUMN in rec:  # (run, step) makes the model_id: two rows must never share it
+            first = checkpoints.setdefault((run, step), i + 1)
+            if first != i + 1:
+                why = (f"both have {STEP_COLUMN} {step}" if STEP_COLUMN in rec else
+                       f"there is no {STEP_COLUMN} column to tell a run's checkpoints apart")
+                raise SourceError(f"{metrics_path.name} rows {first} and {i + 1} are both {RUN_COLUMN} {run!r} and "
+                                  f"{why}; each row is one checkpoint of its run: give each its {STEP_COLUMN}")
         act = str(rec.get("config.activation", activation)).lower()
         if act not in ACTIVATIONS:
             raise SourceError(f"{metrics_path.name} row {i + 1}: activation {act!r} is not one of "
                               f"{', '.join(ACTIVATIONS)}")
         acts.append(act)
         run_id = stable_id(run, "scz-")
-        row = {"model_id": f"{run_id}-s{step}" if "modeldir" in rec else stable_id(f"row{i}", "scz-"),
+        row = {"model_id": f"{run_id}-s{step}" if RUN_COLUMN in rec else stable_id(f"row{i}", "scz-"),
                "run_id": run_id, "checkpoint": step, "status": "ok", "source_layout": LAYOUT,
                "source_path": f"weights.npy:{i}"}
         for k, v in rec.items():

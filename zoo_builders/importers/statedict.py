@@ -1,6 +1,7 @@
 """The state-dict folder layout: a directory of per-model files plus optional metadata.
 
-Layout (``SOURCE``, searched recursively)::
+Layout (``SOURCE``, searched recursively; folders that are zoos, such as an ``--out`` inside
+``SOURCE``, are skipped, and ``.json`` files that describe no model are ignored with a warning)::
 
     model_a.safetensors | model_a.pt | model_a.pth | model_a.bin   one state dict per model
     metadata.csv | metadata.jsonl                                   optional, one row per model,
@@ -13,15 +14,39 @@ Layout (``SOURCE``, searched recursively)::
 ``.pt``/``.pth``/``.bin`` files are read with ``torch.load(weights_only=True)`` only: a pickle that
 holds anything but tensors and plain containers is refused, never executed.
 
-Architectures are inferred from the tensors (:func:`infer_network`): consecutive ``<prefix>.weight``
-/ ``<prefix>.bias`` pairs, 2-D weights linear, 3-D conv1d, 4-D conv2d, sizes that chain (a chain,
-:func:`infer_chain`); batch norms right after a layer (``weight``, ``bias``, ``running_mean``,
-``running_var``, ``num_batches_tracked``) make it a graph with ``batchnorm`` nodes. Any other module
-(attention, embeddings, ...) is an error naming it; give such architectures by ``arch`` (a preset
-name with options, or a spec JSON file). A row whose ``arch_id`` names an architecture of
-``architectures.jsonl`` (as :func:`export_statedict` writes them) takes that architecture as it
-is (validated like any spec, and fitted to the file's tensors): an exported zoo of any architecture,
-activation, stride or padding imports back to the same architectures. Models are grouped by
+Architectures are inferred from the tensors (:func:`infer_network`): ``<prefix>.weight`` /
+``<prefix>.bias`` pairs (a lone layer's ``weight``/``bias`` too), 2-D weights linear, 3-D conv1d, 4-D
+conv2d, sizes that chain (a chain, :func:`infer_chain`); batch norms right after a layer (``weight``,
+``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``) make it a graph with
+``batchnorm`` nodes. Any other module (attention, ...) is an error naming it; give such
+architectures by ``arch`` (a preset name with options, or a spec JSON file).
+
+A state dict records neither the forward order nor skip connections: the layers are chained in the
+order the file holds them (a torch file: the modules' definition order; a safetensors file, which
+keeps no order: natural name order, ``layers.2`` before ``layers.10``). So (:func:`refuse_non_chains`)
+tensors that are recognisably no chain are refused, naming the module and ``arch``:
+
+1. a module name with a part in :data:`RESIDUAL_PARTS` (``downsample``, ``shortcut``, ``skip``,
+   ``residual``): the projection of a skip connection (torchvision's ``layer2.0.downsample.0``);
+2. a sub-module holding two ``conv<k>`` (``<block>.conv1``, ``<block>.conv2``): a residual block's
+   naming (torchvision's ``layer1.0.conv1``); top-level ``conv1``, ``conv2`` are a plain CNN's;
+3. an embedding table: a 2-D ``weight`` without bias in a module named ``emb``, ``embed``,
+   ``embedding(s)`` (alone or in ``_``-joined words: ``word_embeddings``, ``embed_tokens``) or
+   ``wte``/``wpe``. An ``nn.Embedding`` under another name (``0.weight``) cannot be told from a
+   bias-free linear layer;
+4. modules whose names differ only in their numbers (``fc1``/``fc2``, ``layers.0``/``layers.10``)
+   held out of their numbers' order (``fc2`` before ``fc1``): the forward order is unknown.
+
+Whenever a layer order is taken from a file (inferred, or a preset's layers matched to the file's
+layers by position), the import says so once per architecture, after every file is checked: an
+:class:`~zoo_builders.importers.common.InferredArchitectureWarning` listing the order and saying to
+give ``arch`` if the forward order differs. A spec JSON file whose chain names the file's
+parameters keeps its own layer order (:func:`fit_arch`), the way to give the forward order.
+
+A row whose ``arch_id`` names an architecture of ``architectures.jsonl`` (as
+:func:`export_statedict` writes them) takes that architecture as it is (validated like any spec,
+and fitted to the file's tensors by name): an exported zoo of any architecture, activation,
+stride or padding imports back to the same architectures, with no notice. Models are grouped by
 architecture.
 ``module.`` prefixes (DataParallel) are stripped; otherwise the zoo's parameter names are the
 file's own, so :func:`export_statedict` gives the files back.
@@ -37,6 +62,8 @@ import json
 import math
 import os
 import re
+import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -59,16 +86,19 @@ from zoo_builders.importers.common import (
     ROWS_PER_PART,
     GroupWriter,
     SourceError,
+    check_activation,
     column_name,
     dataset_entry,
     finish_import,
     no_empty_zoo_on_error,
+    no_partial_export,
     parse_arch_options,
     resolve_arch,
     rows_schema,
     stable_id,
     storable,
     torch_dtype_name,
+    warn_notes,
 )
 
 LAYOUT = "state-dicts"
@@ -84,6 +114,10 @@ KEY_COLUMNS = ("file", "path", "filename")
 #: Top-level keys under which training scripts commonly nest the state dict itself.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 _KINDS = {2: "linear", 3: "conv1d", 4: "conv2d"}
+#: The call a refused pickle references, in torch's refusal message: "Unsupported global: GLOBAL
+#: torch.nn.Linear ..." (torch <= 2.12) and "unsupported GLOBAL posix.system whose module posix is
+#: blocked" (torch 2.13) both name it after the pickle opcode GLOBAL.
+_REFUSED_GLOBAL = re.compile(r"\bGLOBAL\s+([A-Za-z_][\w.]*)")
 
 
 # ================================================================================ reading
@@ -91,34 +125,47 @@ def _natural_key(name: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+def refused_global(message: str) -> str | None:
+    """The global (``module.name``) a refused pickle references, from torch's ``weights_only``
+    refusal message (see :data:`_REFUSED_GLOBAL`), or ``None`` when the message names none."""
+    found = _REFUSED_GLOBAL.search(message)
+    return found.group(1).rstrip(".") if found else None
+
+
+def read_state_dict(path: str | os.PathLike, where: str | None = None) -> dict[str, Tensor]:
     """One model file as ``{name: tensor}``, ``module.`` prefixes stripped, in layer order: a
     torch file's own order; a safetensors file's names in natural order (``layers.2`` before
     ``layers.10``), since safetensors does not keep the order they were saved in.
+
+    Args:
+        path: the file.
+        where: how messages name it (default: its name; importers give the path relative to
+            their source).
 
     Raises:
         SourceError: not a state dict (a pickle that ``weights_only`` refuses, an object that
             is not a ``{str: Tensor}`` mapping, a damaged file).
     """
     path = Path(path)
+    where = path.name if where is None else where
     if path.suffix == ".safetensors":
         try:
             raw = load_file(str(path))
         except Exception as e:  # SafetensorError, OSError, ... on a damaged file
-            raise SourceError(f"{path.name} is not a readable safetensors file: {e}") from e
+            raise SourceError(f"{where} is not a readable safetensors file: {e}") from e
         items = sorted(raw.items(), key=lambda kv: _natural_key(kv[0]))
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except UnpicklingError as e:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-            why = f"it references {found.group(1)}" if found else "it holds more than tensors"
+            found = refused_global(str(e))
+            why = f"it references {found}" if found else "it holds more than tensors"
             raise SourceError(
-                f"{path.name} was refused: torch.load(weights_only=True) will not unpickle it ({why}); "
+                f"{where} was refused: torch.load(weights_only=True) will not unpickle it ({why}); "
                 f"only plain state dicts of tensors are imported, nothing else is ever executed. "
                 f"Re-save it as model.state_dict() or as .safetensors") from e
         except Exception as e:  # garbage bytes make the unpickler fail in many ways (KeyError, ...)
-            raise SourceError(f"{path.name} is not a readable torch file ({type(e).__name__}: {e}); only "
+            raise SourceError(f"{where} is not a readable torch file ({type(e).__name__}: {e}); only "
                               f"state dicts saved with torch.save or safetensors are imported") from e
         if isinstance(obj, Mapping):
             for key in NESTED_KEYS:
@@ -126,11 +173,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
                     obj = obj[key]
                     break
         if not isinstance(obj, Mapping) or not obj:
-            raise SourceError(f"{path.name} holds a {type(obj).__name__}, not a state dict "
+            raise SourceError(f"{where} holds a {type(obj).__name__}, not a state dict "
                               f"(a non-empty mapping of parameter names to tensors)")
         bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
         if bad:
-            raise SourceError(f"{path.name} is not a state dict: entry {bad[0]!r} is a "
+            raise SourceError(f"{where} is not a state dict: entry {bad[0]!r} is a "
                               f"{type(obj[bad[0]]).__name__}, not a tensor")
         items = list(obj.items())
     out: dict[str, Tensor] = {}
@@ -138,7 +185,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         while name.startswith("module."):
             name = name[len("module."):]
         if name in out:
-            raise SourceError(f"{path.name}: two tensors are named {name!r} once 'module.' is stripped")
+            raise SourceError(f"{where}: two tensors are named {name!r} once 'module.' is stripped")
         out[name] = t
     return out
 
@@ -150,9 +197,10 @@ def _layer_pairs(tensors: Mapping[str, Tensor], where: str) -> list[tuple[str, s
         SourceError: a tensor that is not a ``.weight``/``.bias`` of a layer with a weight.
     """
     prefixes: dict[str, dict[str, str]] = {}
+    lone = all("." not in name for name in tensors)  # a lone layer's state dict: weight, bias
     for name in tensors:
         prefix, _, leaf = name.rpartition(".")
-        if leaf not in ("weight", "bias") or not prefix:
+        if leaf not in ("weight", "bias") or not (prefix or lone):
             raise SourceError(
                 f"{where}: tensor {name!r} {list(tensors[name].shape)} is not a layer's weight or bias, so "
                 f"the tensors are not a chain of linear/conv layers; give the architecture with --arch "
@@ -167,8 +215,104 @@ def _layer_pairs(tensors: Mapping[str, Tensor], where: str) -> list[tuple[str, s
     return pairs
 
 
+#: Module-name parts that name the projection of a skip connection (torchvision's ResNet
+#: ``layer2.0.downsample.0``, the ``shortcut`` of CIFAR ResNets): a residual network, not a chain.
+RESIDUAL_PARTS = ("downsample", "shortcut", "skip", "residual")
+#: A convolution of a residual block: ``<block>.conv<k>`` inside a sub-module (torchvision's
+#: ``layer1.0.conv1``); two of them in one block are its conv1/conv2(/conv3).
+_BLOCK_CONV = re.compile(r"(?P<block>.+)\.conv\d+")
+#: The last part of an embedding table's module name: ``emb``, ``embed``, ``embedding(s)``, also
+#: within ``_``-joined words (``word_embeddings``, ``embed_tokens``, ``pos_emb``), GPT-2's ``wte``/``wpe``.
+_EMBEDDING = re.compile(r"(?:\w*_)?(?:emb|embed|embeds|embedding|embeddings)(?:_\w*)?|wte|wpe")
+#: What an inferred architecture (or a preset matched to a file's layers) is reported with: a
+#: state dict does not show the forward order, so the order used is always said.
+ORDER_NOTE = ("{where}: {what}, in the order the file holds them: {layers}. A state dict records neither the "
+              "forward order nor skip connections (a torch file keeps the modules' definition order, a "
+              "safetensors file is read in name order): if your forward order differs, give --arch (a spec "
+              "JSON file whose layers name your parameters in forward order)")
+#: Layers an :data:`ORDER_NOTE` lists before it elides the middle.
+NOTE_LAYERS = 8
+_ARCH_HINT = "give the architecture with --arch (a preset name or a spec JSON file)"
+
+
+def refuse_non_chains(modules: Mapping[str, Mapping[str, str]], tensors: Mapping[str, Tensor], where: str) -> None:
+    """Refuse tensors that are recognisably not a chain (the module docstring's rules 1-4).
+
+    Args:
+        modules: ``{module prefix: {leaf: tensor name}}`` in the file's order.
+        tensors: the state dict.
+        where: the source, for messages.
+
+    Raises:
+        SourceError: naming the module, what it looks like, and ``--arch``.
+    """
+    for prefix in modules:
+        hit = next((p for p in prefix.split(".") if p in RESIDUAL_PARTS), None)
+        if hit is not None:
+            raise SourceError(f"{where}: module {prefix!r} is named like the projection of a skip connection "
+                              f"({hit!r}), so the tensors are a residual network, which is no chain of layers; "
+                              f"{_ARCH_HINT}")
+    blocks: dict[str, list[str]] = {}
+    for prefix in modules:
+        m = _BLOCK_CONV.fullmatch(prefix)
+        if m:
+            blocks.setdefault(m["block"], []).append(prefix)
+    for block, convs in blocks.items():
+        if len(convs) > 1:
+            raise SourceError(f"{where}: module {block!r} holds {' and '.join(repr(c) for c in convs)}, a residual "
+                              f"block's naming (torchvision's layer1.0.conv1, layer1.0.conv2) whose input is added "
+                              f"to its output, which no chain of layers computes; {_ARCH_HINT}")
+    for prefix, d in modules.items():
+        if _EMBEDDING.fullmatch(prefix.rpartition(".")[2]) and set(d) == {"weight"} and tensors[d["weight"]].dim() == 2:
+            raise SourceError(f"{where}: module {prefix!r} [weight {list(tensors[d['weight']].shape)}] is an "
+                              f"embedding table (nn.Embedding looks rows up; it is no linear layer); {_ARCH_HINT}")
+    last: dict[str, tuple[tuple[int, ...], str]] = {}  # numbering template -> (numbers, module) seen last
+    for prefix in modules:
+        numbers = tuple(int(n) for n in re.findall(r"\d+", prefix))
+        if not numbers:
+            continue
+        template = re.sub(r"\d+", "#", prefix)
+        if template in last and numbers < last[template][0]:
+            raise SourceError(f"{where}: the file holds {last[template][1]!r} before {prefix!r}: its order and the "
+                              f"layers' numbering disagree, so the forward order is unknown; give --arch as a spec "
+                              f"JSON file whose layers name the parameters in forward order")
+        last[template] = (numbers, prefix)
+
+
+def order_note(where: str, steps: Sequence[str], what: str = "the architecture was inferred from the tensors"
+               ) -> str:
+    """An :data:`ORDER_NOTE`: ``steps`` (one ``"name (kind in->out)"`` per layer) joined by arrows,
+    the middle elided beyond :data:`NOTE_LAYERS` layers."""
+    if len(steps) > NOTE_LAYERS:
+        half = NOTE_LAYERS // 2
+        steps = [*steps[:half], f"... {len(steps) - 2 * half} more ...", *steps[-half:]]
+    return ORDER_NOTE.format(where=where, what=what, layers=" -> ".join(steps))
+
+
+def _module_of(param: str) -> str:
+    """The module a parameter belongs to (``fc1.weight`` -> ``fc1``; a lone layer's: ``(top level)``)."""
+    return param.rpartition(".")[0] or "(top level)"
+
+
+def _step(layer: LayerSpec) -> str:
+    """One layer of an :func:`order_note`: ``"fc1 (linear 16->16)"``, ``"0 (linear 16->16, no bias)"``."""
+    return (f"{_module_of(layer.weight)} ({layer.kind} {layer.in_features}->{layer.out_features}"
+            f"{', no bias' if layer.bias is None else ''})")
+
+
+def _chain_modules(pairs: Sequence[tuple[str, str | None]]) -> dict[str, dict[str, str]]:
+    """``{module prefix: {"weight": name, "bias": name}}`` of ``(weight, bias)`` layer pairs."""
+    out: dict[str, dict[str, str]] = {}
+    for w, b in pairs:
+        d = out.setdefault(w.rpartition(".")[0], {"weight": w})
+        if b is not None:
+            d["bias"] = b
+    return out
+
+
 def infer_chain(tensors: Mapping[str, Tensor], activation: str = "relu",
-                input_shape: Sequence[int] | None = None, where: str = "state dict") -> NetworkSpec:
+                input_shape: Sequence[int] | None = None, where: str = "state dict",
+                notes: list[str] | None = None) -> NetworkSpec:
     """The chain a state dict's tensors form (see the module docstring for the rules).
 
     Args:
@@ -177,12 +321,25 @@ def infer_chain(tensors: Mapping[str, Tensor], activation: str = "relu",
         input_shape: one example's shape; needed when the first layer is a convolution
             (default: ``(in_features,)`` for a linear first layer).
         where: the source, for messages.
+        notes: if given, the chain's :func:`order_note` is appended to it (for the importer to
+            show once every file is checked; default none).
 
     Raises:
-        SourceError: the tensors do not form a chain (the message says where it breaks and to
-            use ``--arch``), or a convolutional net without an input shape.
+        SourceError: the tensors are recognisably not a chain (:func:`refuse_non_chains`) or do
+            not form one (the message says where it breaks and to use ``--arch``), or a
+            convolutional net without an input shape.
     """
     pairs = _layer_pairs(tensors, where)
+    refuse_non_chains(_chain_modules(pairs), tensors, where)
+    spec = _chain(tensors, pairs, activation, input_shape, where)
+    if notes is not None:
+        notes.append(order_note(where, [_step(layer) for layer in spec.layers]))
+    return spec
+
+
+def _chain(tensors: Mapping[str, Tensor], pairs: Sequence[tuple[str, str | None]], activation: str,
+           input_shape: Sequence[int] | None, where: str) -> NetworkSpec:
+    """The chain of :func:`infer_chain` for the layers ``pairs`` (its checks done)."""
     dtypes = {torch_dtype_name(t, f"{where}: {n}") for n, t in tensors.items()}
     if len(dtypes) != 1:
         raise SourceError(f"{where}: the tensors mix dtypes {sorted(dtypes)}; a zoo architecture has one dtype")
@@ -255,7 +412,7 @@ def _modules(tensors: Mapping[str, Tensor], where: str) -> dict[str, dict[str, s
     for prefix, d in out.items():
         bad = [leaf for leaf in d if leaf not in BN_LEAVES]
         is_bn = "running_mean" in d or "running_var" in d
-        if bad or not prefix or (not is_bn and "weight" not in d) or (
+        if bad or not (prefix or len(out) == 1) or (not is_bn and "weight" not in d) or (
                 not is_bn and any(leaf not in ("weight", "bias") for leaf in d)):
             kind = " (its tensors look like attention)" if any("proj" in leaf or "qkv" in leaf for leaf in d) else ""
             shown = ", ".join(f"{leaf} {list(tensors[n].shape)}" for leaf, n in d.items())
@@ -267,7 +424,8 @@ def _modules(tensors: Mapping[str, Tensor], where: str) -> dict[str, dict[str, s
 
 
 def infer_network(tensors: Mapping[str, Tensor], activation: str = "relu",
-                  input_shape: Sequence[int] | None = None, where: str = "state dict") -> NetworkSpec:
+                  input_shape: Sequence[int] | None = None, where: str = "state dict",
+                  notes: list[str] | None = None) -> NetworkSpec:
     """The architecture a state dict's tensors form: :func:`infer_chain` for linear/conv layers
     alone; with batch norms (``weight``, ``bias``, ``running_mean``, ``running_var``,
     ``num_batches_tracked`` right after a linear or conv layer, e.g. ``nn.Sequential(conv, bn,
@@ -275,16 +433,22 @@ def infer_network(tensors: Mapping[str, Tensor], activation: str = "relu",
     its activation. The state dict does not record a batch norm's ``eps`` and ``momentum``:
     PyTorch's defaults (``1e-5``, ``0.1``) are assumed; ``num_batches_tracked`` is dropped.
 
+    Args:
+        notes: if given, the architecture's :func:`order_note` is appended to it (default none);
+            the other arguments are :func:`infer_chain`'s.
+
     Raises:
-        SourceError: a module that is none of these (the message names it; use ``--arch``), a
-            batch norm that does not follow a layer or does not match its width.
+        SourceError: a module that is none of these (the message names it; use ``--arch``),
+            tensors that are recognisably no chain (:func:`refuse_non_chains`), a batch norm that
+            does not follow a layer or does not match its width.
     """
     from catalog.nodes import BatchNorm
 
     mods = _modules(tensors, where)
+    refuse_non_chains(mods, tensors, where)
     bns = [p for p, d in mods.items() if "running_mean" in d or "running_var" in d]
     if not bns:
-        return infer_chain(tensors, activation, input_shape, where)
+        return infer_chain(tensors, activation, input_shape, where, notes)
     layer_tensors = {n: t for n, t in tensors.items() if n.rpartition(".")[0] not in bns}
     chain = infer_chain(layer_tensors, activation, input_shape, where)
     order = list(mods)
@@ -318,17 +482,30 @@ def infer_network(tensors: Mapping[str, Tensor], activation: str = "relu",
             nodes.append(BatchNorm(bn, (node.name,), c, affine="weight" in d))
             rename[node.name] = bn
     try:
-        return NetworkSpec(chain.family, chain.input_shape, dtype=chain.dtype, meta=dict(chain.meta),
+        spec = NetworkSpec(chain.family, chain.input_shape, dtype=chain.dtype, meta=dict(chain.meta),
                            nodes=tuple(nodes))
     except WeightzooError as e:
         raise SourceError(f"{where}: {e}; give the architecture with --arch") from e
+    if notes is not None:
+        steps = []
+        for layer in chain.layers:
+            steps.append(_step(layer))
+            bn = after.get(layer.weight.removesuffix(".weight"))
+            if bn is not None:
+                steps.append(f"{bn} (batchnorm {layer.out_features})")
+        notes.append(order_note(where, steps))
+    return spec
 
 
-def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> NetworkSpec:
+def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str,
+             notes: list[str] | None = None) -> NetworkSpec:
     """``spec`` (from ``--arch``) with the file's parameter names and dtype.
 
-    A chain's layers take the file's names in order (the file's layers must have the spec's
-    shapes, layer by layer); a graph's parameters must be the file's, by name and shape.
+    A chain whose layers name exactly the file's tensors keeps its own layer order (a spec JSON
+    file gives the forward order that way); otherwise its layers take the file's layers in the
+    file's order (the file's layers must have the spec's shapes, layer by layer), and, when
+    ``notes`` is given, an :func:`order_note` says so. A graph's parameters must be the file's,
+    by name and shape.
 
     Raises:
         SourceError: the file's tensors do not fit the architecture (the first mismatch).
@@ -339,6 +516,10 @@ def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> Ne
     file_shapes = {n: tuple(t.shape) for n, t in tensors.items()}
     if spec.is_chain:
         pairs = _layer_pairs(tensors, where)
+        own = [(layer.weight, layer.bias) for layer in spec.layers]
+        by_name = sorted(own, key=str) == sorted(pairs, key=str)
+        if by_name:
+            pairs = own  # the spec names the file's layers: its order is the forward order
         if len(pairs) != len(spec.layers):
             raise SourceError(f"{where}: the file has {len(pairs)} layers, the architecture {spec.summary()} "
                               f"has {len(spec.layers)}")
@@ -349,6 +530,10 @@ def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> Ne
                                   f"{layer.weight!r} {list(layer.weight_shape)}"
                                   f"{'' if (b is None) == (layer.bias is None) else ' (bias differs)'}")
         layers = tuple(replace(layer, weight=w, bias=b) for layer, (w, b) in zip(spec.layers, pairs))
+        if notes is not None and not by_name:
+            notes.append(order_note(where, [f"{_module_of(mine.weight)} as {_module_of(layer.weight)}"
+                                            for layer, mine in zip(spec.layers, layers)],
+                                    what="--arch's layers took the file's layers"))
         return replace(spec, layers=layers, dtype=dtypes.pop())
     expected = {p.name: p.shape for p in spec.params}
     if expected != file_shapes:
@@ -362,32 +547,62 @@ def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str) -> Ne
 class SpecCache:
     """One stored :class:`NetworkSpec` per distinct activation and tensor layout (names, shapes,
     dtypes): ``arch`` resolved for the layout's output width and fitted to the tensors, or,
-    without ``arch``, ``infer(tensors, activation, input_shape, where)``.
+    without ``arch``, ``infer(tensors, activation, input_shape, where, notes=...)``.
 
-    Calling it with ``(tensors, activation, where)`` returns ``(signature, spec)``.
+    Calling it with ``(tensors, activation, where)`` returns ``(signature, spec)``. The layer
+    orders it had to infer (:func:`order_note`) are shown by :meth:`warn`, once the importer has
+    checked every model.
     """
 
     def __init__(self, arch: Any, options: Mapping[str, Any], input_shape: Sequence[int] | None,
                  infer: Any) -> None:
         self.arch, self.options, self.input_shape, self.infer = arch, options, input_shape, infer
         self.specs: dict[tuple, NetworkSpec] = {}
+        self.notes: dict[tuple, list[str]] = {}
+        self.sources: dict[tuple, set[str]] = {}
 
     def __call__(self, tensors: Mapping[str, Tensor], activation: str, where: str) -> tuple[tuple, NetworkSpec]:
         signature = (activation, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
         if signature not in self.specs:
+            notes: list[str] = []
             if self.arch is not None:
                 n_out = int(list(tensors.values())[-1].shape[0])
                 arch = resolve_arch(self.arch, self.options, self.input_shape, n_out, activation)
-                spec = fit_arch(arch, tensors, where)
+                spec = fit_arch(arch, tensors, where, notes)
             else:
-                spec = self.infer(tensors, activation, self.input_shape, where)
+                spec = self.infer(tensors, activation, self.input_shape, where, notes=notes)
             self.specs[signature] = storable(spec)
+            self.notes[signature] = notes
+        self.sources.setdefault(signature, set()).add(where)
         return signature, self.specs[signature]
 
+    def warn(self) -> None:
+        """Show the notes of every inferred layer order (:func:`warn_notes`)."""
+        warn_notes([(self.specs[sig].arch_id, note, len(self.sources[sig]))
+                    for sig, notes in self.notes.items() for note in notes])
 
-def model_files(src: Path) -> list[str]:
-    """The model files under ``src``, as sorted POSIX paths relative to it."""
-    return sorted(p.relative_to(src).as_posix() for p in src.rglob("*")
+
+def source_files(src: Path, skip: str | os.PathLike | None = None) -> list[Path]:
+    """Every file under ``src``, sorted, but those in the folder ``skip`` (the import's own
+    ``--out`` when it lies inside ``src``: a re-run, the documented resume, would read the zoo it
+    writes) and in any folder that is a zoo (it holds ``zoo.json``: its weight shards are no
+    model files, its ``zoo.json`` no model's metadata). Symbolic links to folders are not followed."""
+    from catalog.format import MANIFEST_NAME
+
+    skipped = None if skip is None else Path(skip).resolve()
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        here = Path(dirpath)
+        if here != src and (MANIFEST_NAME in filenames or here.resolve() == skipped):
+            dirnames.clear()
+            continue
+        out += [here / f for f in filenames]
+    return sorted(out)
+
+
+def model_files(src: Path, skip: str | os.PathLike | None = None) -> list[str]:
+    """The model files under ``src`` (:func:`source_files`), as sorted POSIX paths relative to it."""
+    return sorted(p.relative_to(src).as_posix() for p in source_files(src, skip)
                   if p.is_file() and p.suffix in MODEL_SUFFIXES)
 
 
@@ -405,13 +620,24 @@ def _match(value: object, files: Sequence[str], by_name: Mapping[str, list[str]]
                       f"({', '.join(MODEL_SUFFIXES)})")
 
 
-def read_metadata(src: Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _ignored_json(rel: str, why: str) -> str:
+    """The warning for a ``.json`` file of the source that is no model's metadata."""
+    return (f"ignored {rel}: it describes no model file (there is no {Path(rel).stem}"
+            f"{{{','.join(MODEL_SUFFIXES)}}} next to it and it {why}); a model's metadata is "
+            f"<model file stem>.json beside it, or a row of {' or '.join(METADATA_TABLES)}")
+
+
+def read_metadata(src: Path, files: Sequence[str], skip: str | os.PathLike | None = None
+                  ) -> dict[str, dict[str, Any]]:
     """``{model file: {field: value}}`` from ``metadata.csv``/``metadata.jsonl`` and per-model
-    ``<stem>.json`` files; values keep their types (CSV columns are typed by pyarrow).
+    ``<stem>.json`` files (in the folders :func:`source_files` reads, ``skip`` left out); values
+    keep their types (CSV columns are typed by pyarrow). A ``.json`` file that is no model's
+    metadata (no model file of its stem beside it, and not an object with a ``file``/``path``/
+    ``filename`` field: ``hparams.json``, ``config.json``) is skipped with a warning.
 
     Raises:
         SourceError: a table without a key column, a row naming a missing file, a file
-            described twice, malformed JSON.
+            described twice, malformed JSON where a model's metadata is.
     """
     by_name: dict[str, list[str]] = {}
     for f in files:
@@ -453,19 +679,24 @@ def read_metadata(src: Path, files: Sequence[str]) -> dict[str, dict[str, Any]]:
                 records.append(rec)
         for i, rec in enumerate(records, 1):
             put(rec, f"{table} row {i}")
-    for p in sorted(src.rglob("*.json")):
+    for p in source_files(src, skip):
+        if p.suffix != ".json" or not p.is_file():
+            continue
         rel = p.relative_to(src).as_posix()
+        stem_hits = by_stem.get(str(Path(rel).with_suffix("")), [])
         try:
             rec = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if len(stem_hits) != 1:
+                warnings.warn(_ignored_json(rel, "is not JSON"), stacklevel=2)
+                continue
             raise SourceError(f"{rel} is not JSON: {e}") from e
-        if not isinstance(rec, dict):
-            raise SourceError(f"{rel} is not a JSON object of metadata fields")
-        stem_hits = by_stem.get(str(Path(rel).with_suffix("")), [])
-        if not any(k in rec for k in KEY_COLUMNS) and len(stem_hits) != 1:
-            raise SourceError(f"{rel} describes no model file: there is no {Path(rel).stem}"
-                              f"{{{','.join(MODEL_SUFFIXES)}}} next to it and it has no "
-                              f"{'/'.join(KEY_COLUMNS)} field")
+        if not isinstance(rec, dict) or (not any(k in rec for k in KEY_COLUMNS) and len(stem_hits) != 1):
+            if len(stem_hits) == 1:
+                raise SourceError(f"{rel} is not a JSON object of metadata fields")
+            warnings.warn(_ignored_json(rel, "is not a JSON object" if not isinstance(rec, dict) else
+                                        f"has no {'/'.join(KEY_COLUMNS)} field"), stacklevel=2)
+            continue
         put(rec, rel, stem_hits[0] if len(stem_hits) == 1 else None)
     return out
 
@@ -578,13 +809,14 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
             no architecture fits) leaves no zoo behind (or an existing one as it was). An
             import interrupted later keeps its whole parts: run it again to resume.
     """
+    check_activation(activation)
     src = Path(src)
     if not src.is_dir():
         raise SourceError(f"{src} is not a directory; the state-dicts layout is a folder of model files")
-    files = model_files(src)
+    files = model_files(src, skip=out)
     if not files:
         raise SourceError(f"{src} holds no model files ({', '.join(MODEL_SUFFIXES)})")
-    metadata = read_metadata(src, files)
+    metadata = read_metadata(src, files, skip=out)
     declared = read_architectures(src) if arch is None else {}
     rows, schema = rows_schema([_row(f, metadata.get(f, {}), bool(declared)) for f in files])
     options = parse_arch_options(arch_options)
@@ -597,26 +829,31 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         build_spec["dataset"] = ds_spec
     fixed = None
     if arch is not None:  # fail fast on a bad --arch, before any progress is shown
-        first = read_state_dict(src / files[0])
+        first = read_state_dict(src / files[0], files[0])
         fixed = resolve_arch(arch, options, input_shape, int(list(first.values())[-1].shape[0]), activation)
     # Every file is read and fitted to an architecture before anything is written: a refused
     # pickle or tensors that fit no architecture, anywhere in the folder, leave nothing behind.
     # (The files are read twice; this pass keeps only each file's signature and spec.)
     inferred: dict[tuple, NetworkSpec] = {}
     signatures: dict[str, tuple] = {}
+    notes: dict[tuple, list[str]] = {}  # the layer orders taken from the files (none for declared ones)
     for rel in tqdm(files, disable=quiet, unit="file", desc=f"check {src.name}"):
-        tensors = read_state_dict(src / rel)
+        tensors = read_state_dict(src / rel, rel)
         aid = _declared_arch(rel, metadata.get(rel, {}), declared)
         signature = (aid, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
         if signature not in inferred:
+            notes[signature] = []
             if fixed is not None:
-                inferred[signature] = storable(fit_arch(fixed, tensors, rel))
+                inferred[signature] = storable(fit_arch(fixed, tensors, rel, notes[signature]))
             elif aid is not None:
-                inferred[signature] = storable(fit_arch(declared[aid], tensors, rel))
+                inferred[signature] = storable(fit_arch(declared[aid], tensors, rel, notes[signature]))
             else:
-                inferred[signature] = storable(infer_network(tensors, activation, input_shape, rel))
+                inferred[signature] = storable(infer_network(tensors, activation, input_shape, rel,
+                                                             notes[signature]))
         signatures[rel] = signature
         del tensors
+    uses = Counter(signatures.values())
+    warn_notes([(inferred[sig].arch_id, note, uses[sig]) for sig, texts in notes.items() for note in texts])
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
                       command=f"zoo import {LAYOUT} {src}") as writer:
@@ -625,7 +862,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         for rel, row in tqdm(list(zip(files, rows)), disable=quiet, unit="model", desc=f"import {src.name}"):
             if row["model_id"] in done:
                 continue
-            tensors = read_state_dict(src / rel)
+            tensors = read_state_dict(src / rel, rel)
             signature = (signatures[rel][0], *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
             if signature != signatures[rel]:
                 raise SourceError(f"{rel} changed while it was imported; run the import again")
@@ -637,20 +874,88 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         return finish_import(writer)
 
 
+#: The files an export writes beside the models (no model file or folder may take their names).
+EXPORT_TABLES = (ARCHITECTURES_TABLE, "metadata.jsonl")
+
+
+def export_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each model's file in an exported folder (``records``: rows with ``model_id``,
+    ``source_layout``, ``source_path``), every one a valid path (:func:`catalog.paths.check_relpath`)
+    and unique, also on a case-insensitive disk.
+
+    A model imported from this layout keeps its file's path with the suffix ``.safetensors``
+    where that is valid: each part letters, digits, ``.``, ``_``, ``-``, starting with a letter
+    or digit. Otherwise (``my model (1).pt``, ``modèle.pt``, ``-v2.pt``, ``sub dir/x.pt``, a
+    model of another layout), or when its name would clash, it is ``<model_id>.safetensors``.
+    A clash: two models on one name (``m.pt`` beside ``m.safetensors``: the file already so named
+    keeps it, the others are renamed), a file where another model's folder is, a folder named like
+    :data:`EXPORT_TABLES`. Exported names are safe, so export -> import -> export keeps them.
+
+    Raises:
+        WeightzooError: two model ids that differ only in case (their fallback names clash).
+    """
+    from catalog.errors import ZooFormatError
+    from catalog.paths import check_relpath
+
+    def own(rec: Mapping[str, Any]) -> str | None:
+        if rec.get("source_layout") != LAYOUT or not rec.get("source_path"):
+            return None
+        rel = Path(rec["source_path"]).with_suffix(".safetensors").as_posix()
+        try:
+            check_relpath(rel)
+        except ZooFormatError:
+            return None
+        return rel
+
+    fallback = [f"{rec['model_id']}.safetensors" for rec in records]
+    names = [own(rec) for rec in records]  # None: the model takes its fallback name
+    reserved = {t.casefold() for t in EXPORT_TABLES}
+    changed = True
+    while changed:  # a renamed model can clash with a kept name: until no name changes
+        final = [n if n is not None else f for n, f in zip(names, fallback)]
+        claims: dict[str, list[int]] = {}
+        for i, n in enumerate(final):
+            claims.setdefault(n.casefold(), []).append(i)
+        folders = {"/".join(n.split("/")[:k]).casefold() for n in final for k in range(1, n.count("/") + 1)}
+        fixed = {final[i].casefold() for i, n in enumerate(names) if n is None} | reserved  # renamed: cannot move
+        current = list(names)  # this round decides on the names as they are at its start
+        changed = False
+        for i, name in enumerate(current):
+            if name is None:
+                continue
+            rivals = claims[name.casefold()]
+            exact = [j for j in rivals if current[j] is not None and records[j]["source_path"] == final[j]]
+            ancestors = {"/".join(name.split("/")[:k]).casefold() for k in range(1, name.count("/") + 1)}
+            loses = (len(rivals) > 1 and (exact != [i] or any(current[j] is None for j in rivals))
+                     or name.casefold() in folders | reserved or bool(ancestors & fixed))
+            if loses:
+                names[i], changed = None, True
+    final = [n if n is not None else f for n, f in zip(names, fallback)]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(final):
+        j = seen.setdefault(n.casefold(), i)
+        if j != i:
+            raise WeightzooError(f"models {records[j]['model_id']!r} and {records[i]['model_id']!r} both export to "
+                                 f"{n} (on a case-insensitive disk); their ids differ only in case")
+    return final
+
+
 def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: bool = False) -> list[Path]:
     """Write every model of ``zoo`` as one ``.safetensors`` file (the zoo's parameter names,
     i.e. an imported model's own) plus ``architectures.jsonl`` (each architecture's spec) and
     ``metadata.jsonl`` (``file``, ``run_id``, ``checkpoint``, ``arch_id`` and every non-core
     column), a folder :func:`import_statedicts` reads back to the same architectures.
 
-    A model imported from this layout keeps its file name (``.safetensors`` for its suffix);
-    others are named ``<model_id>.safetensors``.
+    Files are named by :func:`export_names` (a model's own name where it is safe and unique,
+    else ``<model_id>.safetensors``), all checked before anything is written; ``metadata.jsonl``
+    lists them sorted by file, so export -> import -> export gives the same bytes. A failed
+    export removes what it wrote (:func:`~zoo_builders.importers.common.no_partial_export`).
 
     Returns:
         the written model files.
 
     Raises:
-        WeightzooError: ``out_dir`` exists and is not empty, or two models map to one file.
+        WeightzooError: ``out_dir`` exists and is not empty, a model id that is no valid file name.
     """
     from catalog.zoo import open_zoo
 
@@ -662,38 +967,34 @@ def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: 
         sel = z.select()
         columns = sel.columns
         extra = [c for c in columns if c not in CORE_COLUMNS and c not in ("source_layout", "source_path")]
+        names = export_names(sel.metadata(["model_id", *(c for c in ("source_layout", "source_path")
+                                                         if c in columns)]).to_pylist())
+        paths = [safe_join(out, rel, "exported model file") for rel in names]  # every name checked first
         written: list[Path] = []
-        seen: set[str] = set()
-        out.mkdir(parents=True, exist_ok=True)
         step = 256
-        lines: list[str] = []
-        with tqdm(total=len(sel), disable=quiet, unit="model", desc=f"export {z.name}") as bar:
+        lines: dict[str, str] = {}
+        with no_partial_export(out), \
+                tqdm(total=len(sel), disable=quiet, unit="model", desc=f"export {z.name}") as bar:
+            out.mkdir(parents=True, exist_ok=True)
             for start in range(0, len(sel), step):
                 part = sel.take(range(start, min(start + step, len(sel))))
                 records = part.metadata(columns).to_pylist()
-                for rec, sd in zip(records, part.state_dicts()):
-                    src_path = rec.get("source_path")
-                    if rec.get("source_layout") == LAYOUT and src_path:
-                        rel = str(Path(src_path).with_suffix(".safetensors").as_posix())
-                    else:
-                        rel = f"{rec['model_id']}.safetensors"
-                    if rel in seen:
-                        raise WeightzooError(f"two models of {z.name} export to {rel}")
-                    seen.add(rel)
-                    path = safe_join(out, rel, "exported model file")
+                for i, (rec, sd) in enumerate(zip(records, part.state_dicts()), start):
+                    rel, path = names[i], paths[i]
                     path.parent.mkdir(parents=True, exist_ok=True)
                     with atomic_path(path) as tmp:
                         save_file({k: v.clone().contiguous() for k, v in sd.items()}, str(tmp))
                     written.append(path)
                     line = {"file": rel, "run_id": rec["run_id"], "checkpoint": rec["checkpoint"],
                             ARCH_KEY: rec["arch_id"], **{k: rec[k] for k in extra}}
-                    lines.append(json.dumps(line, default=str) + "\n")
+                    lines[rel] = json.dumps(line, default=str) + "\n"
                     bar.update(1)
-        archs = "".join(json.dumps({ARCH_KEY: aid, "spec": spec.to_dict()}) + "\n"
-                        for aid, spec in sorted(sel.network_specs.items()))
-        atomic_write_bytes(out / ARCHITECTURES_TABLE, archs.encode())
-        # written last: a folder with metadata.jsonl holds every model it names
-        atomic_write_bytes(out / "metadata.jsonl", "".join(lines).encode())
+            archs = "".join(json.dumps({ARCH_KEY: aid, "spec": spec.to_dict()}) + "\n"
+                            for aid, spec in sorted(sel.network_specs.items()))
+            atomic_write_bytes(out / ARCHITECTURES_TABLE, archs.encode())
+            # written last: a folder with metadata.jsonl holds every model it names. Sorted by file:
+            # the zoo's row order depends on how it was made, the names survive a round trip.
+            atomic_write_bytes(out / "metadata.jsonl", "".join(lines[rel] for rel in sorted(lines)).encode())
     finally:
         z.close()
     return written
