@@ -129,8 +129,11 @@ def test_hub_revisions(tmp_path):
     with pytest.raises(SourceError, match="not a file inside the snapshot"):
         import_hf_models(f"hf://{bad}", tmp_path / "o1", quiet=True)
     assert not (tmp_path / "o1").exists()
+    # a missing repo or revision is named as such, with what to check (not the server's "404 Client Error.")
     assert_one_line_error(run_cli("import", "hf-models", "hf://test-org/no-such-repo", "--out", tmp_path / "o2",
-                                  "-q"), "cannot download hf://test-org/no-such-repo@main")
+                                  "-q"), "hf://test-org/no-such-repo was not found")
+    assert_one_line_error(run_cli("import", "hf-models", f"hf://{repo}@nope", "--out", tmp_path / "o2", "-q"),
+                          "has no revision 'nope'")
     with pytest.raises(SourceError, match="not a model repo URL"):
         import_hf_models("hf://datasets/test-org/x", tmp_path / "o3", quiet=True)
 

@@ -120,8 +120,13 @@ def download_snapshot(repo_id: str, revision: str | None, quiet: bool = True) ->
         SourceError: no such repo or revision, no weights in it, a hostile index, the server
             unreachable.
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     label = f"{repo_id}@{revision or 'main'}"
@@ -137,6 +142,12 @@ def download_snapshot(repo_id: str, revision: str | None, quiet: bool = True) ->
         if (root / INDEX).is_file():
             shards = sorted(set(read_index(root).values()))
             snapshot_download(repo_id, repo_type="model", revision=root.name, allow_patterns=shards)
+    except RepositoryNotFoundError as e:
+        raise SourceError(f"hf://{repo_id} was not found on {constants.ENDPOINT}: check the name (ORG/NAME of a "
+                          f"model repo), and for a private or gated repo log in (hf auth login or HF_TOKEN)") from e
+    except RevisionNotFoundError as e:
+        raise SourceError(f"hf://{repo_id} has no revision {revision!r}: give a branch, tag or commit it has "
+                          f"(hf://{repo_id}@REVISION)") from e
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SourceError(f"cannot download hf://{label}: {first}") from e
