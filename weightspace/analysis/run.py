@@ -593,11 +593,18 @@ def _check_classifiers(zoo: Zoo) -> None:
                              f"and graph classifiers (resnet, vgg, transformer, ...)")
 
 
-def _axis_columns(zoo: Zoo) -> list[str]:
-    """The metadata columns of the build spec's hyperparameter axes, ``seed`` excluded."""
+def _axis_columns(zoo: Zoo, columns: Sequence[str] = ()) -> list[str]:
+    """The metadata columns of the build spec's hyperparameter axes, ``seed`` excluded: the
+    top-level ``grid``/``random`` and, in a heterogeneous spec, each family's ``grid``/``random``
+    and those of its ``training`` overrides that are among ``columns`` (``checkpoints`` is not)."""
     spec = zoo.manifest.spec
-    axes = list(spec.get("grid") or {}) + [a for a in (spec.get("random") or {})
-                                          if a not in ("samples", "sampler_seed")]
+    parts = [spec, *(f for f in (spec.get("families") or []) if isinstance(f, dict))]
+    axes = [a for part in parts for a in [*(part.get("grid") or {}),
+                                          *(a for a in (part.get("random") or {})
+                                            if a not in ("samples", "sampler_seed"))]]
+    # a family's own training settings set it apart from another family of the same architecture
+    axes += [k for part in parts[1:] if isinstance(part.get("training"), dict) for k in part["training"]
+             if k in columns]
     return [a.split(".", 1)[1] if a.startswith(("architecture.", "training.")) else a
             for a in dict.fromkeys(axes) if a.split(".")[-1] != "seed"]
 
@@ -724,7 +731,7 @@ def analyze_zoo(
         raise WeightzooError(f"no selected row of zoo {z.name!r} has status 'ok' at the chosen checkpoint")
     selection = selection.take(keep)
     ctx = _Context(z, cfg, data, Path(out) if out is not None else z.root.parent, progress)
-    axes = _axis_columns(z)
+    axes = _axis_columns(z, selection.table.column_names)
 
     # Plan everything first, so bad input fails before anything is computed.
     archs: list[_Arch] = []
