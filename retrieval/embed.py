@@ -418,6 +418,7 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     rows = sel.take(todo)
     out_ids: list[str] = []
     parts: list[Tensor] = []
+    first_arch = ""
     with tqdm(total=len(rows), desc=f"embed {m.name}", unit="model", disable=not progress) as bar:
         for positions in rows.positions_by_arch().values():
             group = rows.take(positions)
@@ -428,9 +429,11 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
                 if parts and vecs.shape[1] != parts[0].shape[1]:
                     raise WeightzooError(
                         f"embedding dimension mismatch: {m.name} gives {vecs.shape[1]}-dimensional "
-                        f"vectors for architecture {spec.arch_id} but {parts[0].shape[1]} for "
-                        f"others; embed architectures with the same dimension together (--where "
-                        f"\"arch_id = '{spec.arch_id}'\")")
+                        f"vectors for architecture {spec.arch_id} but {parts[0].shape[1]} for {first_arch}, "
+                        f"and a zoo holds one {m.name} space: embed the models of one kind only (--where "
+                        f"\"arch_id = '{first_arch}'\"), or use --method behavior, which embeds every "
+                        f"architecture with the same outputs in one space")
+                first_arch = first_arch or spec.arch_id
                 parts.append(vecs.float())
                 out_ids += part.column("model_id")
                 bar.update(len(part))
@@ -438,8 +441,10 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     if stored is not None and vectors.shape[1] != stored.dim:
         raise WeightzooError(
             f"embedding dimension mismatch: {rel} holds {stored.dim}-dimensional vectors but these "
-            f"models give {vectors.shape[1]}; embed only models of the stored kind (e.g. the same "
-            f"number of outputs or parameter tensors)")
+            f"models give {vectors.shape[1]}, and a zoo holds one {m.name} space: embed only models of the "
+            f"stored kind (e.g. the same number of outputs or parameter tensors), use --method behavior "
+            f"(one space for every architecture with the same outputs), or replace the stored vectors "
+            f"(zoo drop ZOO {sidecar_path(GROUP, m.name).removesuffix('.parquet')}, then embed these)")
     vectors = embedder.finish(vectors, stored.config if stored is not None else None)
     config = dict(embedder.config)
     table = embeddings_sidecar(out_ids, vectors, m.name, config)
