@@ -77,6 +77,9 @@ def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, a
                    f"{_num(s['max']):>11}")
     for f in result.figures:
         click.echo(f"figure: {f}")
+    for r in result.reports:
+        for note in r.left_out:
+            click.echo(f"{r.metric}: left out {note}")
 
 
 @click.command()
