@@ -132,6 +132,10 @@ def test_plot_writes_png(analyzed, tmp_path):
     r = run_cli("plot", zoo, "--kind", "line", "--x", "checkpoint", "--y", "width", "--metric", "test_acc",
             "--out", out)
     assert r.exit_code == 0 and out.stat().st_size > 0
+    out = tmp_path / "figs" / "noext"  # no suffix: a PNG at exactly the reported path
+    r = run_cli("plot", zoo, "--kind", "line", "--x", "checkpoint", "--metric", "test_acc", "--out", out)
+    assert r.exit_code == 0 and f"to {out}" in r.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in out.parent.iterdir()] == ["noext"]
 
 
 def test_bad_input_is_one_error_line(analyzed, zoo_factory, tmp_path):
