@@ -49,6 +49,7 @@ from catalog.format import sha256_file
 from catalog.network import NetworkSpec
 from catalog.sidecar import read_sidecar_file, sidecar_path, write_sidecar
 from catalog.zoo import Zoo, open_zoo
+from retrieval._checks import check_not_inr
 from retrieval.embeddings import behavior_embedding, statnn_embedding
 from retrieval.probes import DEFAULT_PROBES, probe_set
 from retrieval.tasks import TaskSpec
@@ -393,6 +394,8 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     z = _open(zoo)
     if not isinstance(chunk, int) or chunk < 1:
         raise WeightzooError(f"chunk must be a positive integer, got {chunk!r}")
+    if m.name == "behavior":
+        check_not_inr(z, "zoo embed --method behavior")
     stored = read_embeddings(z, m.name, required=False)
     # Options left out take the stored table's values (then its defaults): a plain re-run
     # continues in the same space.

@@ -35,7 +35,7 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.selection import Selection
 from catalog.zoo import Zoo, open_zoo
-from retrieval._checks import as_labels
+from retrieval._checks import as_labels, check_not_inr
 from retrieval.embed import CHUNK, EMBEDDINGS, StoredEmbeddings, read_embeddings
 from retrieval.embeddings import task_embedding
 from retrieval.estimators.registry import ESTIMATORS, get_estimator
@@ -208,6 +208,7 @@ def score_zoo(zoo: Zoo | str | os.PathLike, task: Any, method: str, where: str |
     """
     method = check_method(method)
     z = _open(zoo)
+    check_not_inr(z, "zoo search")
     data = _task_data(task)
     sel = candidates(z, where)
     ids = sel.column("model_id")
@@ -300,6 +301,7 @@ def search_zoo(zoo: Zoo | str | os.PathLike, task: Any, method: str = "logme", k
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise WeightzooError(f"k must be a positive integer, got {k!r}")
     z = _open(zoo)
+    check_not_inr(z, "zoo search")
     if method == "behavior":
         # The fast path: one DuckDB scan over the stored vectors.
         data = _task_data(task)
