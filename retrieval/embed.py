@@ -331,6 +331,7 @@ class EmbedResult:
         dim: the vectors' dimension ``d``.
         embedded: models embedded now.
         skipped: selected models that already had a vector.
+        diverged: selected models left out because their vector is not finite (diverged weights or outputs).
         config: the method's config as stored.
     """
 
@@ -341,6 +342,7 @@ class EmbedResult:
     embedded: int
     skipped: int
     config: dict[str, Any]
+    diverged: int = 0
 
 
 def _same_space(method: EmbeddingMethod, embedder: Embedder, stored: dict[str, Any]) -> None:
@@ -421,7 +423,7 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     rows = sel.take(todo)
     out_ids: list[str] = []
     parts: list[Tensor] = []
-    first_arch = ""
+    first_arch, diverged = "", 0
     with tqdm(total=len(rows), desc=f"embed {m.name}", unit="model", disable=not progress) as bar:
         for positions in rows.positions_by_arch().values():
             group = rows.take(positions)
@@ -437,9 +439,17 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
                         f"\"arch_id = '{first_arch}'\"), or use --method behavior, which embeds every "
                         f"architecture with the same outputs in one space")
                 first_arch = first_arch or spec.arch_id
-                parts.append(vecs.float())
-                out_ids += part.column("model_id")
+                ok = torch.isfinite(vecs).all(1)  # a diverged model's vector is not stored (nor standardized)
+                diverged += int((~ok).sum())
+                parts.append(vecs[ok].float())
+                out_ids += [mid for mid, keep in zip(part.column("model_id"), ok.tolist()) if keep]
                 bar.update(len(part))
+    if not out_ids and stored is not None:  # only diverged models were left to embed
+        return EmbedResult(m.name, rel, column, stored.dim, 0, len(ids) - len(todo), stored.config, diverged)
+    if not out_ids:
+        raise WeightzooError(f"every selected model ({diverged}) has a non-finite {m.name} vector (diverged "
+                             f"weights or outputs); nothing to embed: select models that trained (--where \"status "
+                             f"= 'ok'\")")
     vectors = torch.cat(parts)
     if stored is not None and vectors.shape[1] != stored.dim:
         raise WeightzooError(
@@ -452,7 +462,8 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     config = dict(embedder.config)
     table = embeddings_sidecar(out_ids, vectors, m.name, config)
     write_sidecar(z.root, GROUP, m.name, table, command=f"zoo embed --method {m.name}")
-    return EmbedResult(m.name, rel, column, int(vectors.shape[1]), len(out_ids), len(ids) - len(todo), config)
+    return EmbedResult(m.name, rel, column, int(vectors.shape[1]), len(out_ids), len(ids) - len(todo), config,
+                       diverged)
 
 
 def embeddings_sidecar(model_ids: list[str], vectors: Tensor, method: str, config: dict[str, Any]) -> pa.Table:
