@@ -8,6 +8,7 @@ argument and says what was expected: estimators are called on user data, so noth
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -125,3 +126,16 @@ def as_inputs(spec: NetworkSpec, x: ArrayLike, name: str = "x") -> Tensor:
     if not torch.isfinite(t).all():
         raise WeightzooError(f"{name} contains NaN or infinite values")
     return t
+
+
+def check_not_inr(zoo: Any, what: str) -> None:
+    """A user error if ``zoo`` (an opened :class:`~catalog.Zoo`) holds implicit neural representations:
+    ``what`` (e.g. ``zoo search``) reads classifiers' outputs on a labelled task."""
+    spec = zoo.manifest.spec or {}
+    task = spec.get("task")
+    name = task.get("name") if isinstance(task, dict) else task
+    if name == "inr" or any(s.family == "siren" for s in zoo.architectures.values()):
+        raise WeightzooError(
+            f"zoo {zoo.name!r} holds implicit neural representations (SIRENs fitting images), not classifiers; "
+            f"{what} reads classifiers' outputs on a labelled task. For INRs, embed their weights instead "
+            f"(zoo embed ZOO --method statnn) or train a metanetwork on them (zoo train)")

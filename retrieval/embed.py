@@ -49,6 +49,7 @@ from catalog.format import sha256_file
 from catalog.network import NetworkSpec
 from catalog.sidecar import read_sidecar_file, sidecar_path, write_sidecar
 from catalog.zoo import Zoo, open_zoo
+from retrieval._checks import check_not_inr
 from retrieval.embeddings import behavior_embedding, statnn_embedding
 from retrieval.probes import DEFAULT_PROBES, probe_set
 from retrieval.tasks import TaskSpec
@@ -330,6 +331,7 @@ class EmbedResult:
         dim: the vectors' dimension ``d``.
         embedded: models embedded now.
         skipped: selected models that already had a vector.
+        diverged: selected models left out because their vector is not finite (diverged weights or outputs).
         config: the method's config as stored.
     """
 
@@ -340,6 +342,7 @@ class EmbedResult:
     embedded: int
     skipped: int
     config: dict[str, Any]
+    diverged: int = 0
 
 
 def _same_space(method: EmbeddingMethod, embedder: Embedder, stored: dict[str, Any]) -> None:
@@ -393,6 +396,8 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     z = _open(zoo)
     if not isinstance(chunk, int) or chunk < 1:
         raise WeightzooError(f"chunk must be a positive integer, got {chunk!r}")
+    if m.name == "behavior":
+        check_not_inr(z, "zoo embed --method behavior")
     stored = read_embeddings(z, m.name, required=False)
     # Options left out take the stored table's values (then its defaults): a plain re-run
     # continues in the same space.
@@ -418,6 +423,7 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     rows = sel.take(todo)
     out_ids: list[str] = []
     parts: list[Tensor] = []
+    first_arch, diverged = "", 0
     with tqdm(total=len(rows), desc=f"embed {m.name}", unit="model", disable=not progress) as bar:
         for positions in rows.positions_by_arch().values():
             group = rows.take(positions)
@@ -428,23 +434,36 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
                 if parts and vecs.shape[1] != parts[0].shape[1]:
                     raise WeightzooError(
                         f"embedding dimension mismatch: {m.name} gives {vecs.shape[1]}-dimensional "
-                        f"vectors for architecture {spec.arch_id} but {parts[0].shape[1]} for "
-                        f"others; embed architectures with the same dimension together (--where "
-                        f"\"arch_id = '{spec.arch_id}'\")")
-                parts.append(vecs.float())
-                out_ids += part.column("model_id")
+                        f"vectors for architecture {spec.arch_id} but {parts[0].shape[1]} for {first_arch}, "
+                        f"and a zoo holds one {m.name} space: embed the models of one kind only (--where "
+                        f"\"arch_id = '{first_arch}'\"), or use --method behavior, which embeds every "
+                        f"architecture with the same outputs in one space")
+                first_arch = first_arch or spec.arch_id
+                ok = torch.isfinite(vecs).all(1)  # a diverged model's vector is not stored (nor standardized)
+                diverged += int((~ok).sum())
+                parts.append(vecs[ok].float())
+                out_ids += [mid for mid, keep in zip(part.column("model_id"), ok.tolist()) if keep]
                 bar.update(len(part))
+    if not out_ids and stored is not None:  # only diverged models were left to embed
+        return EmbedResult(m.name, rel, column, stored.dim, 0, len(ids) - len(todo), stored.config, diverged)
+    if not out_ids:
+        raise WeightzooError(f"every selected model ({diverged}) has a non-finite {m.name} vector (diverged "
+                             f"weights or outputs); nothing to embed: select models that trained (--where \"status "
+                             f"= 'ok'\")")
     vectors = torch.cat(parts)
     if stored is not None and vectors.shape[1] != stored.dim:
         raise WeightzooError(
             f"embedding dimension mismatch: {rel} holds {stored.dim}-dimensional vectors but these "
-            f"models give {vectors.shape[1]}; embed only models of the stored kind (e.g. the same "
-            f"number of outputs or parameter tensors)")
+            f"models give {vectors.shape[1]}, and a zoo holds one {m.name} space: embed only models of the "
+            f"stored kind (e.g. the same number of outputs or parameter tensors), use --method behavior "
+            f"(one space for every architecture with the same outputs), or replace the stored vectors "
+            f"(zoo drop ZOO {sidecar_path(GROUP, m.name).removesuffix('.parquet')}, then embed these)")
     vectors = embedder.finish(vectors, stored.config if stored is not None else None)
     config = dict(embedder.config)
     table = embeddings_sidecar(out_ids, vectors, m.name, config)
     write_sidecar(z.root, GROUP, m.name, table, command=f"zoo embed --method {m.name}")
-    return EmbedResult(m.name, rel, column, int(vectors.shape[1]), len(out_ids), len(ids) - len(todo), config)
+    return EmbedResult(m.name, rel, column, int(vectors.shape[1]), len(out_ids), len(ids) - len(todo), config,
+                       diverged)
 
 
 def embeddings_sidecar(model_ids: list[str], vectors: Tensor, method: str, config: dict[str, Any]) -> pa.Table:

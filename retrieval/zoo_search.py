@@ -35,7 +35,7 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.selection import Selection
 from catalog.zoo import Zoo, open_zoo
-from retrieval._checks import as_labels
+from retrieval._checks import as_labels, check_not_inr
 from retrieval.embed import CHUNK, EMBEDDINGS, StoredEmbeddings, read_embeddings
 from retrieval.embeddings import task_embedding
 from retrieval.estimators.registry import ESTIMATORS, get_estimator
@@ -208,6 +208,7 @@ def score_zoo(zoo: Zoo | str | os.PathLike, task: Any, method: str, where: str |
     """
     method = check_method(method)
     z = _open(zoo)
+    check_not_inr(z, "zoo search")
     data = _task_data(task)
     sel = candidates(z, where)
     ids = sel.column("model_id")
@@ -254,7 +255,7 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "method": self.method, "candidates": self.candidates,
-                "missing": self.missing, "seconds": round(self.seconds, 4),
+                "missing": self.missing, "notes": self.notes, "seconds": round(self.seconds, 4),
                 "results": self.table.to_pylist()}
 
 
@@ -300,6 +301,8 @@ def search_zoo(zoo: Zoo | str | os.PathLike, task: Any, method: str = "logme", k
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise WeightzooError(f"k must be a positive integer, got {k!r}")
     z = _open(zoo)
+    check_not_inr(z, "zoo search")
+    notes: list[str] = []
     if method == "behavior":
         # The fast path: one DuckDB scan over the stored vectors.
         data = _task_data(task)
@@ -323,6 +326,10 @@ def search_zoo(zoo: Zoo | str | os.PathLike, task: Any, method: str = "logme", k
         task_name = data.name
     else:
         scores = score_zoo(z, task, method, where, ranker, chunk)
+        unscored = int(torch.isnan(scores.scores).sum()) - scores.missing
+        if unscored > 0:
+            notes.append(f"{unscored} candidate model(s) have no {method} score (diverged: non-finite weights "
+                         f"or outputs) and were left out")
         order = rank_models(scores.scores)[:k].tolist()
         order = [i for i in order if not torch.isnan(scores.scores[i])]
         ranked = pa.table({"rank": pa.array(range(1, len(order) + 1), pa.int64()),
@@ -330,4 +337,4 @@ def search_zoo(zoo: Zoo | str | os.PathLike, task: Any, method: str = "logme", k
                            "score": pa.array([float(scores.scores[i]) for i in order], pa.float64())})
         n_cand, missing, task_name = len(scores.model_ids), scores.missing, scores.task
     ranked = _with_columns(z, ranked, list(columns))
-    return SearchResult(task_name, method, ranked, n_cand, missing, time.perf_counter() - t0)
+    return SearchResult(task_name, method, ranked, n_cand, missing, time.perf_counter() - t0, notes)

@@ -60,3 +60,20 @@ FAST = {"batches": 2, "batch_size": 32, "hessian_iters": 30, "trace_samples": 10
 def copy_zoo(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+#: A heterogeneous (``families:``) spec: one family with a grid lr x seed (two seed pairs), the same
+#: architecture again with its own weight decay (a third pair), and one with a random lr per run (no
+#: seed pairs: its runs differ in lr, not only in seed).
+TINY_FAMILIES = {
+    "name": "tiny-families",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "training": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "checkpoints": [1]},
+    "families": [
+        {"architecture": {"name": "mlp", "hidden": [4], "activation": "relu"},
+         "grid": {"lr": [0.001, 0.01], "seed": [0, 1]}},
+        {"architecture": {"name": "mlp", "hidden": [4], "activation": "relu"},
+         "training": {"lr": 0.01, "weight_decay": 0.001}, "grid": {"seed": [0, 1]}},
+        {"architecture": {"name": "mlp", "hidden": [6], "activation": "relu"},
+         "random": {"samples": 2, "sampler_seed": 0, "lr": {"loguniform": [0.001, 0.03]}, "seed": {"choice": [0, 1]}}},
+    ],
+}

@@ -77,6 +77,9 @@ def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, a
                    f"{_num(s['max']):>11}")
     for f in result.figures:
         click.echo(f"figure: {f}")
+    for r in result.reports:
+        for note in r.left_out:
+            click.echo(f"{r.metric}: left out {note}")
 
 
 @click.command()
@@ -105,11 +108,14 @@ def plot(zoo: str, x: str, y: str | None, metric: str, kind: str, agg: str, log:
     """
     from weightspace.analysis.run import plot_zoo
 
-    plot_zoo(zoo, x, y, metric, out=out, kind=kind, agg=agg, log=log, where=where,
-             checkpoint=checkpoint)
+    res = plot_zoo(zoo, x, y, metric, out=out, kind=kind, agg=agg, log=log, where=where,
+                   checkpoint=checkpoint)
     what = f"{'log10 ' if log else ''}{metric}"
     if kind == "heatmap":
         click.echo(f"wrote a heatmap of {agg} {what} over {x} x {y} to {out}")
+        n_div = int((res.diverged > 0).sum()) if res.diverged is not None else 0
+        if n_div:
+            click.echo(f"{n_div} cell(s) hold a diverged run ({metric} is NaN): left out, hatched")
     else:
         click.echo(f"wrote a {kind} plot of {what} vs {x}" + (f" per {y}" if y else "") + f" to {out}")
 

@@ -50,12 +50,14 @@ def embed(zoo: str, method: str, where: str | None, probe: str | None, n_probes:
                   run=run_dir, progress=not quiet and sys.stderr.isatty())
     if as_json:
         click.echo(json.dumps({"method": r.method, "path": r.path, "column": r.column, "dim": r.dim,
-                               "embedded": r.embedded, "skipped": r.skipped, "config": {
+                               "embedded": r.embedded, "skipped": r.skipped, "diverged": r.diverged, "config": {
                                    k: v for k, v in r.config.items() if k not in ("center", "scale")}}))
         return
     done = f" ({r.skipped} already embedded, skipped)" if r.skipped else ""
     click.echo(f"embedded {r.embedded} models with {r.method}{done}: {r.dim}-dim vectors in "
                f"column {r.column} of {zoo}/{r.path}")
+    if r.diverged:
+        click.echo(f"warning: {r.diverged} diverged model(s) (non-finite weights or outputs) left out", err=True)
 
 
 @click.command()
@@ -73,8 +75,9 @@ def embed(zoo: str, method: str, where: str | None, probe: str | None, n_probes:
 @click.option("--ranker", "ranker_dir", type=click.Path(file_okay=False), default=None,
               help="ranker: the directory of a trained ranker (zoo train-ranker).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the ranked table (no header line; warnings still on stderr).")
 def search(zoo: str, task: str, method: str, k: int, where: str | None, columns: str | None,
-           ranker_dir: str | None, as_json: bool) -> None:
+           ranker_dir: str | None, as_json: bool, quiet: bool) -> None:
     """Rank the models of ZOO for a labelled task, best first.
 
     \b
@@ -100,11 +103,14 @@ def search(zoo: str, task: str, method: str, k: int, where: str | None, columns:
     if as_json:
         click.echo(json.dumps(r.to_dict(), default=str))
         return
-    click.echo(f"task {r.task}: top {r.table.num_rows} of {r.candidates} models by {r.method} "
-               f"({r.seconds * 1000:.0f} ms)")
+    if not quiet:
+        click.echo(f"task {r.task}: top {r.table.num_rows} of {r.candidates} models by {r.method} "
+                   f"({r.seconds * 1000:.0f} ms)")
     if r.missing:
         click.echo(f"warning: {r.missing} candidate model(s) have no {r.method} embedding and were "
                    f"left out; run zoo embed {zoo} --method behavior", err=True)
+    for note in r.notes:
+        click.echo(f"warning: {note}", err=True)
     click.echo(render_table(r.table), nl=False)
 
 

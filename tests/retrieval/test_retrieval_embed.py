@@ -95,10 +95,13 @@ def test_bad_input(bare_copy, tmp_path) -> None:
         embed_zoo(bare_copy, "nope")
     assert set(EMBEDDINGS) == {"behavior", "statnn", "weights"}
     # Two architectures with different numbers of tensors give statistics of different lengths.
-    with pytest.raises(WeightzooError, match="embedding dimension mismatch: statnn gives"):
+    # The messages give routes that work: one kind only, or behavior (below, on every architecture).
+    with pytest.raises(WeightzooError, match="embedding dimension mismatch: statnn gives.*one statnn space.*"
+                                             "--where.*--method behavior"):
         embed_zoo(bare_copy, "statnn")
     embed_zoo(bare_copy, "statnn", where="hidden = [16]")
-    with pytest.raises(WeightzooError, match="embedding dimension mismatch: embeddings/statnn.parquet holds 28"):
+    with pytest.raises(WeightzooError, match="embedding dimension mismatch: embeddings/statnn.parquet holds 28.*"
+                                             "--method behavior.*zoo drop ZOO embeddings/statnn,"):
         embed_zoo(bare_copy, "statnn", where="hidden = [16, 8]")
     embed_zoo(bare_copy, "behavior", n_probes=4)
     with pytest.raises(WeightzooError, match="n_probes: stored 4, now 8"):
@@ -111,3 +114,41 @@ def test_bad_input(bare_copy, tmp_path) -> None:
         embed_zoo(bare_copy, "weights", run=tmp_path)
     with pytest.raises(WeightzooError, match="at most 1203"):
         embed_zoo(bare_copy, "behavior", n_probes=5000, probe="digits:test_fraction=0.33")
+
+
+def _zoo_with_diverged(root) -> tuple:
+    """6 MLPs (4 inputs, 3 classes), the weights of two of them NaN (diverged)."""
+    from zoo_helpers import mlp_spec, random_weights
+
+    from catalog.writer import ZooWriter
+
+    spec = mlp_spec(hidden=8, n_in=4, n_out=3)
+    w = ZooWriter(root, "nanzoo", {"name": "nanzoo", "test": True})
+    arch = w.add_architecture(spec)
+    weights = random_weights(spec, 6, 0)
+    for name in weights:
+        weights[name][[1, 4]] = float("nan")
+    rows = [{"model_id": f"m{i}", "run_id": f"r{i}", "checkpoint": 1, "seed": i,
+             "status": "diverged" if i in (1, 4) else "ok"} for i in range(6)]
+    w.write_part(arch, weights, rows)
+    w.finish()
+    return root, ["m1", "m4"]
+
+
+def test_diverged_models_are_left_out_and_counted(tmp_path) -> None:
+    from zoo_helpers import run_cli
+
+    from retrieval import search_zoo
+
+    zoo, _ = _zoo_with_diverged(tmp_path / "nanzoo")
+    r = embed_zoo(zoo, "statnn")
+    assert (r.embedded, r.diverged) == (4, 2)
+    stored = read_embeddings(zoo, "statnn")
+    assert set(stored.model_ids) == {"m0", "m2", "m3", "m5"}
+    assert torch.isfinite(stored.vectors(stored.model_ids)).all()  # standardized without the NaN rows
+    res = run_cli("embed", zoo, "--method", "statnn", "-q")
+    assert res.exit_code == 0 and "2 diverged model(s)" in res.output, res.output
+    s = search_zoo(zoo, "blobs:n_features=4", method="logme", k=10)
+    assert s.table.num_rows == 4 and any("2 candidate model(s)" in n and "diverged" in n for n in s.notes)
+    res = run_cli("search", zoo, "--task", "blobs:n_features=4", "--method", "logme", "-q")
+    assert res.exit_code == 0 and "task " not in res.output and "2 candidate model(s)" in res.output

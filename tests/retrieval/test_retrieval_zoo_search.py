@@ -147,3 +147,20 @@ def test_bad_input(tiny_hub, bare_hub, tmp_path) -> None:
     with pytest.raises(WeightzooError,
                        match="embedding dimension mismatch: the ranker reads .* 3 outputs but the zoo's have 10"):
         search_zoo(tiny_hub, "digits", "ranker", ranker=ranker)
+
+
+def test_inr_zoo_is_refused_with_a_route_that_works(zoo_factory, tmp_path):
+    import shutil
+
+    from analyze_helpers import TINY_INR
+
+    from retrieval import embed_zoo
+    inr = zoo_factory(TINY_INR)
+    for method in ("behavior", "logme"):
+        with pytest.raises(WeightzooError, match="implicit neural representations.*--method statnn"):
+            search_zoo(inr, "digits", method=method)
+    with pytest.raises(WeightzooError, match="implicit neural representations"):
+        embed_zoo(inr, "behavior")
+    assert not (inr / "embeddings").exists()
+    copy = shutil.copytree(inr, tmp_path / "inr")  # the suggested route works
+    assert embed_zoo(copy, "statnn").embedded == open_zoo(copy).table.num_rows

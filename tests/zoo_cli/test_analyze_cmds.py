@@ -132,6 +132,10 @@ def test_plot_writes_png(analyzed, tmp_path):
     r = run_cli("plot", zoo, "--kind", "line", "--x", "checkpoint", "--y", "width", "--metric", "test_acc",
             "--out", out)
     assert r.exit_code == 0 and out.stat().st_size > 0
+    out = tmp_path / "figs" / "noext"  # no suffix: a PNG at exactly the reported path
+    r = run_cli("plot", zoo, "--kind", "line", "--x", "checkpoint", "--metric", "test_acc", "--out", out)
+    assert r.exit_code == 0 and f"to {out}" in r.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in out.parent.iterdir()] == ["noext"]
 
 
 def test_bad_input_is_one_error_line(analyzed, zoo_factory, tmp_path):
@@ -175,3 +179,30 @@ def test_option_names_are_the_registries() -> None:
     assert analyze_cmds.METRIC_NAMES == tuple(METRICS)
     assert analyze_cmds.PLOT_KIND_NAMES == tuple(PLOT_KINDS)
     assert analyze_cmds.AGGREGATION_NAMES == tuple(AGGREGATIONS)
+
+
+def test_subspace_leaves_out_a_single_model_architecture_and_writes_nothing_when_all_are(
+        zoo_factory, tmp_path, monkeypatch):
+    from analyze_helpers import TINY_FAMILIES
+
+    from catalog import open_zoo
+    zoo = copy_zoo(zoo_factory(TINY_FAMILIES), tmp_path / "fam")
+    z = open_zoo(zoo)
+    small, big = sorted(z.architectures, key=lambda a: z.architectures[a].n_params, reverse=True)
+    lone = z.select(where=f"arch_id = '{small}'").table.column("model_id")[0].as_py()
+    # every architecture has a single model: an error before anything is written
+    before = tree_hashes(zoo)
+    r = run_cli("analyze", zoo, "--metrics", "subspace", "--where", f"model_id = '{lone}'", "-q",
+                "--out", tmp_path / "figs")
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error: ")]  # (torch may warn on import)
+    assert r.exit_code == 1 and len(errors) == 1
+    assert all(k in errors[0] for k in ("single selected model", small, "--where"))
+    assert tree_hashes(zoo) == before and not (tmp_path / "figs").exists()
+    # one architecture with one model among others: left out, said so; the rest analyzed
+    monkeypatch.chdir(zoo)  # the zoo given as "." names the figure by the zoo directory
+    r = run_cli("analyze", ".", "--metrics", "subspace", "--where", f"arch_id = '{big}' or model_id = '{lone}'",
+                "-q", "--batches", "2")
+    assert r.exit_code == 0, r.output
+    assert f"subspace: left out {small}" in r.output
+    assert (tmp_path / f"fam-subspace-{big}.png").exists()
+    assert not list(tmp_path.glob("-subspace-*"))

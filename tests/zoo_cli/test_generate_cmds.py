@@ -71,3 +71,14 @@ def test_errors_are_one_line(tiny_digits_zoo, multi_arch_dir, zoo_dir, tmp_path)
                           "--sigmas '0.1,big' is not a comma-separated list")
     assert_one_line_error(run_cli("eval-gen", out, "--train", tiny_digits_zoo, "--sigmas", "-1", "-q"),
                           "sigma must be a number >= 0")
+
+
+def test_eval_gen_of_dot_names_the_output_by_the_directory(tiny_digits_zoo, tmp_path, monkeypatch):
+    gen = tmp_path / "gen"
+    res = run_cli("generate", tiny_digits_zoo, "--method", "noise", "--where", LAST, "--n", 2, "--out", gen, "-q")
+    assert res.exit_code == 0, res.output
+    monkeypatch.chdir(gen)
+    res = run_cli("eval-gen", ".", "--train", tiny_digits_zoo, "--no-baselines", "-q")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "gen-eval" / "eval_gen.json").is_file()  # not ./-eval/
+    assert not (gen / "-eval").exists()

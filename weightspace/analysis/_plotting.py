@@ -26,11 +26,15 @@ def new_figure(width: float = 6.4, height: float = 4.8) -> Any:
 
 
 def save(fig: Any, out: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``out`` (format from the suffix, e.g. ``.png``), creating parent dirs."""
+    """Write ``fig`` to exactly ``out`` (format from the suffix, e.g. ``.png``; PNG without one),
+    creating parent dirs; atomically, so a failed write leaves no partial file."""
+    from catalog.format import atomic_path
+
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, dpi=150)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=150, format=path.suffix.lstrip(".").lower() or "png")
     except ValueError as e:  # unsupported format
         raise WeightzooError(f"cannot write figure {path}: {e}; use a .png file") from None
     return path

@@ -38,7 +38,8 @@ class PhaseGrid:
     Shapes:
         ``x_values [nx]``, ``y_values [ny]`` the sorted distinct axis values; ``values
         [ny, nx]`` the aggregate per cell (``log10`` of it if ``log``; NaN for empty cells);
-        ``counts [ny, nx]`` the rows with a metric value in each cell.
+        ``counts [ny, nx]`` the rows with a metric value in each cell; ``diverged [ny, nx]``
+        the rows whose metric is NaN (not null: a diverged run), whose cell is left out (NaN).
     """
 
     x: str
@@ -50,6 +51,7 @@ class PhaseGrid:
     y_values: list
     values: np.ndarray
     counts: np.ndarray
+    diverged: np.ndarray | None = None
 
     @property
     def label(self) -> str:
@@ -115,28 +117,33 @@ def phase_heatmap(
     check_columns(table, [x, y, metric])
     _check_agg(agg)
     xs, ys, ms = values(table, x), values(table, y), numeric(table, metric)
+    nan = np.asarray([_isnan(v) for v in values(table, metric)], dtype=bool)  # NaN, not null: diverged
     x_axis, y_axis = _axis(xs), _axis(ys)
     if not x_axis or not y_axis:
         raise WeightzooError(f"no row has both {x!r} and {y!r} set; nothing to plot")
     x_pos = {v: i for i, v in enumerate(x_axis)}
     y_pos = {v: i for i, v in enumerate(y_axis)}
     cells: dict[tuple[int, int], list[float]] = {}
-    for xv, yv, mv in zip(xs, ys, ms):
+    diverged = np.zeros((len(y_axis), len(x_axis)), dtype=np.int64)
+    for xv, yv, mv, bad in zip(xs, ys, ms, nan):
         if xv in x_pos and yv in y_pos:
             cells.setdefault((y_pos[yv], x_pos[xv]), []).append(mv)
+            diverged[y_pos[yv], x_pos[xv]] += int(bad)
     grid = np.full((len(y_axis), len(x_axis)), np.nan)
     counts = np.zeros((len(y_axis), len(x_axis)), dtype=np.int64)
     for (i, j), samples in cells.items():
         arr = np.asarray(samples, dtype=np.float64)
         counts[i, j] = int((~np.isnan(arr)).sum())
-        grid[i, j] = _aggregate(arr, agg)
+        # A cell with a diverged row is left out: the mean of the rest (e.g. the run's own earlier
+        # checkpoints) would show a value the run did not end with.
+        grid[i, j] = _aggregate(arr, agg) if not diverged[i, j] or agg == "count" else np.nan
     if log:
         finite = grid[~np.isnan(grid)]
         if (finite <= 0).any():
             raise WeightzooError(f"log needs a positive {agg} {metric} in every cell, but some are "
                                  f"<= 0 (min {finite.min():g}); plot without log")
         grid = np.log10(grid)
-    result = PhaseGrid(x, y, metric, agg, log, x_axis, y_axis, grid, counts)
+    result = PhaseGrid(x, y, metric, agg, log, x_axis, y_axis, grid, counts, diverged)
     if out is not None:
         _draw_heatmap(result, out)
     return result
@@ -144,6 +151,7 @@ def phase_heatmap(
 
 def _draw_heatmap(grid: PhaseGrid, out: str | os.PathLike) -> Path:
     from matplotlib.colors import Normalize, TwoSlopeNorm
+    from matplotlib.patches import Rectangle
 
     fig = new_figure(max(4.8, 0.7 * len(grid.x_values) + 2.5), max(3.6, 0.5 * len(grid.y_values) + 2))
     ax = fig.add_subplot()
@@ -165,6 +173,12 @@ def _draw_heatmap(grid: PhaseGrid, out: str | os.PathLike) -> Path:
         for (i, j), v in np.ndenumerate(grid.values):
             if not np.isnan(v):
                 ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7)
+    if grid.diverged is not None:
+        for i, j in zip(*np.nonzero(grid.diverged)):
+            ax.text(j, i, "diverged", ha="center", va="center", fontsize=6, color="black", style="italic")
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="0.5", lw=0))
+        if grid.diverged.any():
+            ax.set_title(f"{grid.label} over {grid.x} x {grid.y} (hatched: a run diverged)", fontsize=10)
     fig.colorbar(image, ax=ax, label=grid.label)
     return save(fig, out)
 

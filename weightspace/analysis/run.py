@@ -490,7 +490,7 @@ def _subspace(ctx: _Context, arch: _Arch, tick: Callable[[int], None]) -> dict[s
     result = subspace_analysis(spec, arch.weights(rows), ctx.x(spec, "test"), ctx.y("test"),
                                project_variance=cfg.subspace_variance, folds=cfg.subspace_folds,
                                seed=cfg.seed, bn_x=ctx.x(spec, "train"))
-    figure = ctx.out_dir / f"{ctx.zoo.root.name}-subspace-{arch.arch_id}.png"
+    figure = ctx.out_dir / f"{ctx.zoo.root.resolve().name}-subspace-{arch.arch_id}.png"  # "." has no name
     plot_spectrum(result, figure)
     ctx.subspace[arch.arch_id] = result
     ctx.figures.append(figure)
@@ -540,6 +540,8 @@ class MetricReport:
     skipped: int
     seconds: float
     figures: list[Path] = field(default_factory=list)
+    #: architectures left out, each with the reason (e.g. a subspace of a single selected model)
+    left_out: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -593,11 +595,18 @@ def _check_classifiers(zoo: Zoo) -> None:
                              f"and graph classifiers (resnet, vgg, transformer, ...)")
 
 
-def _axis_columns(zoo: Zoo) -> list[str]:
-    """The metadata columns of the build spec's hyperparameter axes, ``seed`` excluded."""
+def _axis_columns(zoo: Zoo, columns: Sequence[str] = ()) -> list[str]:
+    """The metadata columns of the build spec's hyperparameter axes, ``seed`` excluded: the
+    top-level ``grid``/``random`` and, in a heterogeneous spec, each family's ``grid``/``random``
+    and those of its ``training`` overrides that are among ``columns`` (``checkpoints`` is not)."""
     spec = zoo.manifest.spec
-    axes = list(spec.get("grid") or {}) + [a for a in (spec.get("random") or {})
-                                          if a not in ("samples", "sampler_seed")]
+    parts = [spec, *(f for f in (spec.get("families") or []) if isinstance(f, dict))]
+    axes = [a for part in parts for a in [*(part.get("grid") or {}),
+                                          *(a for a in (part.get("random") or {})
+                                            if a not in ("samples", "sampler_seed"))]]
+    # a family's own training settings set it apart from another family of the same architecture
+    axes += [k for part in parts[1:] if isinstance(part.get("training"), dict) for k in part["training"]
+             if k in columns]
     return [a.split(".", 1)[1] if a.startswith(("architecture.", "training.")) else a
             for a in dict.fromkeys(axes) if a.split(".")[-1] != "seed"]
 
@@ -723,8 +732,8 @@ def analyze_zoo(
     if len(keep) == 0:
         raise WeightzooError(f"no selected row of zoo {z.name!r} has status 'ok' at the chosen checkpoint")
     selection = selection.take(keep)
-    ctx = _Context(z, cfg, data, Path(out) if out is not None else z.root.parent, progress)
-    axes = _axis_columns(z)
+    ctx = _Context(z, cfg, data, Path(out) if out is not None else z.root.resolve().parent, progress)
+    axes = _axis_columns(z, selection.table.column_names)
 
     # Plan everything first, so bad input fails before anything is computed.
     archs: list[_Arch] = []
@@ -740,6 +749,7 @@ def analyze_zoo(
         table = {c: sel.column(c) for c in dict.fromkeys(cols)}
         archs.append(_Arch(arch_id, z.network_spec(arch_id), sel, table, np.zeros(len(sel), bool)))
     plans: list[tuple[Metric, list[str], pa.Table | None]] = []
+    left_out: dict[str, dict[str, str]] = {}  # metric -> {arch_id: why it is left out}
     for name in names:
         metric = METRICS[name]
         columns = metric.columns(cfg)
@@ -748,6 +758,20 @@ def analyze_zoo(
             for arch in archs:
                 if arch.pairs is None:
                     arch.pairs = _seed_pairs(arch, axes, name)
+        if name == "cka":
+            for arch in archs:
+                _check_cka_layer(cfg.cka_layer, arch.spec, arch.arch_id)
+        if metric.kind == "selection":
+            left_out[name] = {a.arch_id: f"{len(a.ids)} selected model, needs at least 2"
+                              for a in archs if len(a.ids) < 2}
+            if len(left_out[name]) == len(archs):
+                raise WeightzooError(
+                    f"{name}: every selected architecture has a single selected model "
+                    f"({', '.join(left_out[name])}); a {name} analysis needs at least 2 models of an "
+                    f"architecture: widen --where")
+            if left_out[name]:
+                warnings.warn(f"{name}: left out architecture(s) {', '.join(left_out[name])}: a single selected "
+                              f"model each (a {name} analysis needs at least 2)", stacklevel=2)
         plans.append((metric, columns, stored))
 
     reports = []
@@ -764,7 +788,7 @@ def analyze_zoo(
                   unit="pair" if metric.kind == "pair" else "model") as bar:
             for arch in archs:
                 skipped += int((~arch.pending).sum())
-                if not arch.pending.any():
+                if not arch.pending.any() or arch.arch_id in left_out.get(metric.name, {}):
                     continue
                 values = metric.compute(ctx, arch, bar.update)
                 # Rows without any value (e.g. no seed pair) are left out, not stored as NULLs.
@@ -775,7 +799,8 @@ def analyze_zoo(
                                   command="zoo analyze")
                 computed += len(rows)
         reports.append(MetricReport(metric.name, sidecar_path(GROUP, metric.name), columns, computed,
-                                    skipped, time.perf_counter() - t0, ctx.figures[figures_before:]))
+                                    skipped, time.perf_counter() - t0, ctx.figures[figures_before:],
+                                    [f"{a} ({why})" for a, why in left_out.get(metric.name, {}).items()]))
 
     fresh = Zoo(z.root)  # the manifest now lists the written tables
     ids = [i for a in archs for i in a.ids]

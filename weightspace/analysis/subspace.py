@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -214,12 +215,31 @@ def plot_spectrum(result: SubspaceResult, out: str | os.PathLike) -> Path:
     Returns:
         the written path.
     """
-    fig = new_figure()
+    return save(_spectrum_figure(result), out)
+
+
+def _layer_colors(n: int) -> list:
+    """``n`` distinct colours: tab10, tab20, then evenly spaced along a continuous colour map."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](i / (n - 1)) for i in range(n)]
+
+
+def _spectrum_figure(result: SubspaceResult) -> Any:
+    """The figure of :func:`plot_spectrum`: one colour per layer, the legend outside the axes."""
+    n = len(result.layers)
+    cols = 1 if n <= 24 else 2
+    fig = new_figure(6.4 + 2.6 * cols, max(4.8, 0.2 * -(-n // cols) + 1.5))
     ax = fig.add_subplot()
     marked = min(result.ranks) if result.ranks else None
+    colors = _layer_colors(n)
     for li, (label, s) in enumerate(zip(result.layers, result.singular_values)):
         idx = torch.arange(1, len(s) + 1)
-        line, = ax.plot(idx.numpy(), s.clamp_min(1e-12).numpy(), marker=".", label=label)
+        line, = ax.plot(idx.numpy(), s.clamp_min(1e-12).numpy(), marker=".", label=label, color=colors[li])
         if marked is not None:
             k = result.ranks[marked][li]
             ax.plot([k], [float(s[k - 1].clamp_min(1e-12))], marker="o", markersize=9,
@@ -231,6 +251,7 @@ def plot_spectrum(result: SubspaceResult, out: str | os.PathLike) -> Path:
     if marked is not None:
         title += f" (circles: rank for {marked:.0%} variance)"
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    if n:
+        fig.legend(loc="outside right upper", fontsize=7, ncols=cols)  # beside the data, never over it
     ax.grid(True, which="both", alpha=0.3)
-    return save(fig, out)
+    return fig

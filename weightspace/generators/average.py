@@ -7,6 +7,7 @@ measures).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +28,7 @@ class AverageGenerator(Generator):
     Args:
         spec: the architecture.
         k: networks averaged per sample (default ``16``; ``min(k, N)`` with ``N`` training
-            networks).
+            networks; ``k >= N`` warns: every sample is then the same mean).
 
     Shapes:
         ``fit({name: [N, *shape]})``; ``sample(n) -> {name: [n, *shape]}``.
@@ -41,7 +42,11 @@ class AverageGenerator(Generator):
 
     def fit(self, params: Mapping[str, Tensor], table: pa.Table, *, seed: int = 0,
             progress: bool = False) -> None:
-        check_training_set(params, self.spec, "average")
+        n = check_training_set(params, self.spec, "average")
+        if self.hparams["k"] >= n:
+            warnings.warn(f"average: k={self.hparams['k']} >= the {n} training networks, so every sample is the "
+                          f"mean of all of them and all samples are identical; lower k (--hparam k={max(1, n // 2)})",
+                          stacklevel=2)
         self.train = {p.name: params[p.name].detach().to(self.spec.torch_dtype).clone() for p in self.spec.params}
 
     def sample(self, n: int, *, seed: int = 0,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import torch
 from safetensors.torch import load_file, save
 from torch import Tensor
 
@@ -145,3 +146,16 @@ def check_training_set(params: Mapping[str, Tensor], spec: NetworkSpec, what: st
             f"{what} needs at least {MIN_TRAINING_MODELS} training networks, got {n}; "
             "widen --where to select more models")
     return n
+
+
+def one_cycle(opt: torch.optim.Optimizer, max_lr: float, steps: int,
+              pct_start: float) -> torch.optim.lr_scheduler.OneCycleLR:
+    """A OneCycleLR schedule over ``steps`` (at least 1) optimizer steps that works for every step count.
+
+    OneCycleLR's warm-up phase ends at step ``pct_start * steps - 1``; when that is 0 (e.g. 10 steps at
+    ``pct_start=0.1``) the phase is empty and torch divides by zero. Such a warm-up is widened to two steps.
+    """
+    steps = max(1, int(steps))
+    if steps >= 2 and abs(pct_start * steps - 1.0) < 1e-6:
+        pct_start = 2.0 / steps
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps, pct_start=pct_start)

@@ -542,7 +542,8 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
                            train_summary, per_model, ft, n_excluded=n_excluded, label=label, task=task)
     result.points = {k: (v.similarity.tolist(), v.quality.tolist()) for k, v in scores.items()}
     result.points["training networks (vs each other)"] = (self_similarity.tolist(), train_quality.tolist())
-    out = Path(out_dir) if out_dir is not None else gen.root.parent / f"{gen.root.name}-eval"
+    root = gen.root.resolve()  # a run given as "." has no name
+    out = Path(out_dir) if out_dir is not None else root.parent / f"{root.name}-eval"
     out.mkdir(parents=True, exist_ok=True)
     from catalog.format import atomic_write_bytes
 

@@ -58,7 +58,7 @@ from weightspace.generators._tokens import (
     require_float_column,
     top_fraction,
 )
-from weightspace.generators.base import Generator, check_training_set
+from weightspace.generators.base import Generator, check_training_set, one_cycle
 from weightspace.generators.registry import register_generator
 from weightspace.graph_symmetry import graph_symmetries, permute_graph, random_graph_permutation
 from weightspace.normalization import ParamNormalizer
@@ -313,7 +313,7 @@ class HyperRepGenerator(Generator):
         opt = torch.optim.AdamW(model.parameters(), lr=h["lr"], weight_decay=h["weight_decay"])
         bs = min(int(h["batch_size"]), n)
         steps = max(1, n // bs) * int(h["epochs"])
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=h["lr"], total_steps=max(steps, 1), pct_start=0.1)
+        sched = one_cycle(opt, h["lr"], steps, pct_start=0.1)
         bar = tqdm(range(int(h["epochs"])), desc="train hyperrep", disable=not progress, unit="epoch")
         model.train()
         for _ in bar:

@@ -55,7 +55,7 @@ from weightspace.generators._tokens import (
     top_fraction,
     unflatten,
 )
-from weightspace.generators.base import Generator, check_training_set
+from weightspace.generators.base import Generator, check_training_set, one_cycle
 from weightspace.generators.registry import register_generator
 from weightspace.normalization import ParamNormalizer
 
@@ -291,7 +291,7 @@ class PDiffGenerator(Generator):
         epochs = int(h["ae_epochs"])
         opt = torch.optim.AdamW(ae.parameters(), lr=h["ae_lr"], weight_decay=2e-6)
         steps = max(1, epochs * math.ceil(n / bs))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=h["ae_lr"], total_steps=steps, pct_start=0.1)
+        sched = one_cycle(opt, h["ae_lr"], steps, pct_start=0.1)
         ae.train()
         for _ in tqdm(range(epochs), desc="train pdiff autoencoder", disable=not progress, unit="epoch"):
             order, total = torch.randperm(n, generator=gen), 0.0
@@ -341,8 +341,7 @@ class PDiffGenerator(Generator):
         n_steps, t_max = int(h["ddpm_steps"]), int(h["timesteps"])
         bs = 32
         opt = torch.optim.AdamW(den.parameters(), lr=h["ddpm_lr"], weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=h["ddpm_lr"], total_steps=max(n_steps, 1),
-                                                    pct_start=0.05)
+        sched = one_cycle(opt, h["ddpm_lr"], n_steps, pct_start=0.05)
         den.train()
         self.history["ddpm"] = []
         bar = tqdm(range(n_steps), desc="train pdiff DDPM", disable=not progress, unit="step")

@@ -80,3 +80,14 @@ def test_line_and_scatter_plots(tmp_path):
     many = scatter_plot(_table(), "width", "mc", group="hessian_trace", out=tmp_path / "c.png",
                         max_legend=5)
     assert len(many) == 7 and (tmp_path / "c.png").read_bytes()[:8] == PNG
+
+
+def test_heatmap_cell_of_a_diverged_run_is_left_out_and_marked(tmp_path):
+    # lr x seed over every checkpoint: run (0.1, seed 1) diverged after its initial checkpoint
+    t = {"lr": [0.01, 0.01, 0.1, 0.1, 0.01, 0.01, 0.1, 0.1], "seed": [0, 0, 0, 0, 1, 1, 1, 1],
+         "checkpoint": [0, 3] * 4, "test_loss": [2.3, 0.5, 2.3, 0.4, 2.3, 0.6, 2.3, float("nan")]}
+    t["test_loss"] = [None if i == 1 else v for i, v in enumerate(t["test_loss"])]  # a null is not a divergence
+    grid = phase_heatmap(t, "lr", "seed", "test_loss", out=tmp_path / "d.png")
+    assert math.isnan(grid.values[1, 1]) and grid.diverged[1, 1] == 1  # not the initial loss 2.3
+    np.testing.assert_allclose(grid.values[0, 0], 2.3)  # the null is skipped as before
+    assert grid.diverged.sum() == 1 and (tmp_path / "d.png").is_file()

@@ -359,3 +359,19 @@ def test_cka_representations_are_computed_in_bounded_passes(monkeypatch):
     for layer, expected in whole.items():
         torch.testing.assert_close(run_mod._representation(spec, params, x, layer), expected)
     assert passes == [16] * 6 + [4]  # the logits' passes (a node's output goes through graph_population_values)
+
+
+def test_families_zoo_pairs_runs_equal_in_everything_but_seed(tmp_path, zoo_factory):
+    from analyze_helpers import TINY_FAMILIES
+    zoo = copy_zoo(zoo_factory(TINY_FAMILIES), tmp_path / "zoo")
+    z = open_zoo(zoo)
+    grid_arch, random_arch = sorted(z.architectures, key=lambda a: z.architectures[a].n_params)
+    result = analyze_zoo(zoo, "cka", where=f"arch_id = '{grid_arch}'", progress=False, **FAST)
+    assert result.reports[0].computed == 6
+    # each row's partner has the same lr (a family's grid axis), weight decay (a family's training) and
+    # the other seed
+    from weightspace.analysis.run import _axis_columns
+    assert {"lr", "weight_decay"} <= set(_axis_columns(z, ["lr", "weight_decay"]))
+    # the random family gives every run its own lr: no seed partners, said so
+    with pytest.raises(WeightzooError, match="no seed pairs"):
+        analyze_zoo(zoo, "cka", where=f"arch_id = '{random_arch}'", progress=False, **FAST)

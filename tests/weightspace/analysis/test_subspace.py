@@ -120,3 +120,21 @@ def test_graph_with_batch_norm_layers_and_recomputed_statistics():
 
     fixed = {**params, **recompute_batch_norm(spec, params, x)}
     torch.testing.assert_close(res.projected_accuracy, population_loss_accuracy(spec, fixed, x, y)[1])
+
+
+def test_spectrum_plot_gives_every_layer_its_own_colour_and_keeps_the_legend_off_the_data(tmp_path):
+    from matplotlib.colors import to_hex
+
+    from weightspace.analysis.subspace import SubspaceResult, _spectrum_figure
+    n = 14  # more layers than matplotlib's 10-colour cycle
+    sv = [torch.linspace(3, 0.1, 5) for _ in range(n)]
+    res = SubspaceResult([f"layer {i}" for i in range(n)], sv, [torch.ones(5)] * n, {0.9: [2] * n}, 0.9,
+                         torch.arange(6), torch.ones(1, n, dtype=torch.long), torch.zeros(6, n))
+    fig = _spectrum_figure(res)
+    ax = fig.axes[0]
+    colours = [to_hex(line.get_color()) for line in ax.get_lines() if line.get_label().startswith("layer")]
+    assert len(colours) == n and len(set(colours)) == n
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert not legend.overlaps(ax.get_window_extent())
+    assert plot_spectrum(res, tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

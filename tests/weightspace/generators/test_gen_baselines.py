@@ -67,7 +67,8 @@ def test_noise_sigma_zero_copies_training_networks_and_noise_scales_with_sigma()
 
 
 def test_average_of_all_training_networks_is_their_mean_and_k1_copies():
-    gen, weights = _fitted("average", {"k": N_TRAIN})
+    with pytest.warns(UserWarning, match="k=12 >= the 12 training networks.*identical"):
+        gen, weights = _fitted("average", {"k": N_TRAIN})
     sample = gen.sample(3, seed=0)
     for p in SPEC.params:  # every sample averages all 12 (in some order): the mean
         torch.testing.assert_close(sample[p.name], weights[p.name].double().mean(0).float().expand(3, *p.shape))
@@ -75,7 +76,8 @@ def test_average_of_all_training_networks_is_their_mean_and_k1_copies():
     s = one.sample(5, seed=0)
     w0 = SPEC.params[0].name
     assert all(any(torch.equal(s[w0][i], weights[w0][j]) for j in range(N_TRAIN)) for i in range(5))
-    clamp, _ = _fitted("average", {"k": 50})  # k > N averages all N
+    with pytest.warns(UserWarning, match="lower k"):
+        clamp, _ = _fitted("average", {"k": 50})  # k > N averages all N
     torch.testing.assert_close(clamp.sample(1, seed=0)[w0][0], weights[w0].double().mean(0).float())
 
 

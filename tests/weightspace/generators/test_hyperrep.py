@@ -249,3 +249,22 @@ def test_encoder_is_robust_to_neuron_permutations(digits, digits_gen):
     hits = (view @ orig.T).argmax(1) == torch.arange(n)
     assert float(hits.float().mean()) >= 0.5, hits.tolist()
     assert np.isfinite(digits_gen.history[-1]["loss"])
+
+
+@pytest.mark.parametrize("steps", range(1, 21))
+def test_one_cycle_schedule_works_for_every_step_count(steps):
+    # torch's OneCycleLR divides by zero when pct_start * steps == 1 (10 steps at 0.1, 20 at 0.05)
+    from weightspace.generators.base import one_cycle
+    for pct in (0.1, 0.05):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = one_cycle(opt, 1.0, steps, pct)
+        for _ in range(steps):
+            opt.step()
+            sched.step()
+
+
+def test_hyperrep_trains_for_exactly_ten_steps():
+    weights = random_params(SPEC, 12, seed=1)
+    gen = build_generator("hyperrep", SPEC, **{**FAST, "epochs": 10, "batch_size": 12})  # 1 step an epoch
+    gen.fit(weights, _table(12), seed=0)
+    assert len(gen.history) == 10

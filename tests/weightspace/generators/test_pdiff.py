@@ -151,3 +151,11 @@ def test_samples_beat_random_init_on_tiny_digits(zoo_factory: Callable[[Mapping]
     # Chance is 10% (random inits score 9-16% here); the DDPM learns the latents of the best 30%
     # (6 networks at 63-90%); measured mean 72% (min 48%), so 45% leaves room for platform noise.
     assert float(acc.mean()) > 0.45, acc.tolist()
+
+
+def test_pdiff_trains_for_exactly_ten_and_twenty_steps():
+    # 5 epochs x 2 batches = 10 autoencoder steps; 20 DDPM steps at pct_start 0.05 (divided by zero before)
+    w = random_weights(SPEC, 12, 3)
+    gen = build_generator("pdiff", SPEC, **{**FAST, "ae_epochs": 5, "batch_size": 6, "ddpm_steps": 20})
+    gen.fit(w, _table(12), seed=0)
+    assert len(gen.history["reconstruction"]) == 5
