@@ -104,6 +104,10 @@ class ZooGroup(click.Group):
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
+                # As Python shows them outside __main__: never. Under pytest (which shows them) a
+                # library's, e.g. torch.jit.script's when torch_geometric is first imported, became
+                # a 'warning:' line in whichever command imported it first.
+                warnings.simplefilter("ignore", DeprecationWarning)
                 return super().invoke(ctx)
         except WeightzooError as e:
             click.echo(f"error: {e}", err=True)
