@@ -31,6 +31,7 @@ import itertools
 import json
 import math
 import os
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,17 @@ TOP_LEVEL_KEYS = ("name", "description", "license", "dataset", "architecture", "
                   "grid", "random", "families")
 #: The keys of one entry of ``families:``.
 FAMILY_KEYS = ("architecture", "training", "grid", "random")
+#: Numbers with an exponent (``1e-3``, ``5E4``, ``1.5e3``): floats in YAML 1.2, strings to PyYAML,
+#: which follows YAML 1.1 (where a float needs a dot, and its exponent a sign).
+YAML12_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads numbers as YAML 1.2 does: ``lr: 1e-3`` is a float."""
+
+
+# Appended after the YAML 1.1 resolvers: only what they leave a string becomes a float.
+SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_EXPONENT_FLOAT, list("-+0123456789."))
 
 
 @dataclass(frozen=True)
@@ -435,7 +447,7 @@ class BuildSpec:
                 raise WeightzooError(
                     f"{source} is neither a spec file nor a preset; presets: {', '.join(list_presets())}")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.load(path.read_text(), Loader=SpecLoader)
         except yaml.YAMLError as e:
             raise WeightzooError(f"{path} is not valid YAML: {e}") from e
         return cls.from_dict(data)

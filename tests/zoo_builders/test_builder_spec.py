@@ -133,3 +133,28 @@ def test_classifier_run_ids_ignore_inr_task_options():
     a = spec().runs()[0]
     b = spec(task={"name": "classify", "images": 7, "shared_init": False}).runs()[0]
     assert a.run_id == b.run_id
+
+
+# ================================================================================ YAML
+def _load_text(tmp_path, text: str | bytes) -> BuildSpec:
+    p = tmp_path / "spec.yaml"
+    p.write_bytes(text.encode() if isinstance(text, str) else text)
+    return BuildSpec.load(p)
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    s = _load_text(tmp_path, "name: s\ndataset: {name: digits}\narchitecture: {name: mlp, hidden: [8]}\n"
+                             "training: {epochs: 2, lr: 1e-3, weight_decay: 5E-4, momentum: 9e-1}\n"
+                             "random: {samples: 2, lr: {loguniform: [1e-4, 1.5e-2]}}\n")
+    assert (s.training.lr, s.training.weight_decay, s.training.momentum) == (1e-3, 5e-4, 0.9)
+    assert all(1e-4 <= r.training.lr <= 1.5e-2 for r in s.runs())
+    # a string stays a string where the spec wants one
+    assert _load_text(tmp_path, "name: 1e3x\ndataset: {name: digits}\narchitecture: {name: mlp}\n").name == "1e3x"
+
+
+def test_the_module_docstring_example_parses(tmp_path):
+    import zoo_builders.spec as spec_module
+
+    example = spec_module.__doc__.split("::\n", 1)[1].split("\n\n", 1)[0]
+    s = _load_text(tmp_path, "name: doc\n" + "\n".join(line[4:] for line in example.splitlines()) + "\n")
+    assert s.arch_names == ["cnn", "resnet"] and len(s.runs()) == 104
