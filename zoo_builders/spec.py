@@ -64,7 +64,22 @@ YAML12_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_
 
 
 class SpecLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that reads numbers as YAML 1.2 does: ``lr: 1e-3`` is a float."""
+    """``yaml.SafeLoader`` that reads numbers as YAML 1.2 does (``lr: 1e-3`` is a float) and
+    refuses a key given twice in one mapping, which YAML 1.1 readers resolve silently to the
+    last value (YAML 1.2 forbids it)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for key_node, _ in node.value:
+            # Keys merged in with '<<' may be overridden, as YAML merges allow.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"found duplicate key {key_node.value!r} (give each key once)",
+                        key_node.start_mark)
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 # Appended after the YAML 1.1 resolvers: only what they leave a string becomes a float.

@@ -158,3 +158,17 @@ def test_the_module_docstring_example_parses(tmp_path):
     example = spec_module.__doc__.split("::\n", 1)[1].split("\n\n", 1)[0]
     s = _load_text(tmp_path, "name: doc\n" + "\n".join(line[4:] for line in example.splitlines()) + "\n")
     assert s.arch_names == ["cnn", "resnet"] and len(s.runs()) == 104
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    with pytest.raises(WeightzooError, match=r"(?s)duplicate key 'architecture'.*line 4"):
+        _load_text(tmp_path, "name: s\ndataset: {name: digits}\narchitecture: {name: mlp}\n"
+                             "architecture: {name: cnn}\n")
+    with pytest.raises(WeightzooError, match="duplicate key 'lr'"):
+        _load_text(tmp_path, "name: s\ndataset: {name: digits}\narchitecture: {name: mlp}\n"
+                             "training: {lr: 0.1, lr: 0.2}\n")
+    # keys merged in with '<<' may still be overridden
+    s = _load_text(tmp_path, "name: s\ndataset: {name: digits}\n"
+                             "architecture: {<<: {name: mlp, hidden: [4]}, hidden: [8]}\n")
+    assert s.architecture.hidden == (8,)
+
