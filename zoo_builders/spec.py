@@ -462,9 +462,16 @@ class BuildSpec:
                 raise WeightzooError(
                     f"{source} is neither a spec file nor a preset; presets: {', '.join(list_presets())}")
         try:
-            data = yaml.load(path.read_text(), Loader=SpecLoader)
+            text = path.read_bytes().decode("utf-8-sig")  # a leading BOM is fine
+        except UnicodeDecodeError as e:
+            raise WeightzooError(f"{path} is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}); "
+                                 f"a spec is a YAML text file") from e
+        except OSError as e:
+            raise WeightzooError(f"cannot read {path}: {e.strerror}") from e
+        try:
+            data = yaml.load(text, Loader=SpecLoader)
         except yaml.YAMLError as e:
-            raise WeightzooError(f"{path} is not valid YAML: {e}") from e
+            raise WeightzooError(f"{path} is not valid YAML: {_yaml_problem(e)}") from e
         return cls.from_dict(data)
 
     def to_dict(self) -> dict:
@@ -510,6 +517,16 @@ class BuildSpec:
                     seen.add(run.run_id)
                     out.append(run)
         return out
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (PyYAML's message quotes the text over
+    several lines)."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        context = f" ({e.context} at line {e.context_mark.line + 1})" if e.context and e.context_mark else ""
+        return (f"{e.problem} at line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}"
+                f"{context}")
+    return " ".join(str(e).split())
 
 
 def list_presets() -> list[str]:

@@ -172,3 +172,15 @@ def test_duplicate_keys_are_refused(tmp_path):
                              "architecture: {<<: {name: mlp, hidden: [4]}, hidden: [8]}\n")
     assert s.architecture.hidden == (8,)
 
+
+def test_yaml_errors_are_one_line(tmp_path):
+    with pytest.raises(WeightzooError, match="not valid YAML") as e:
+        _load_text(tmp_path, "name: x\ndataset: {name: digits\narchitecture: [name: mlp\n")
+    assert "\n" not in str(e.value) and "line 3" in str(e.value)
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path):
+    with pytest.raises(WeightzooError, match="not UTF-8 text"):
+        _load_text(tmp_path, b"\xff\xfe bad\n")
+
+
