@@ -18,6 +18,7 @@ default (``ID_OMITS_DEFAULTS``), so adding an optional field later renames no ru
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,6 +31,13 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise WeightzooError(f"architecture.{name} must be a positive integer, got {value!r}")
     return value
+
+
+def positive_number(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number > 0 (not a bool, inf or nan)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise WeightzooError(f"architecture.{name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def _activation(value: Any) -> str:
@@ -113,10 +121,7 @@ class ResNetConfig:
         _positive_int("depth", self.depth)
         if (self.depth - 2) % 6 or self.depth < 8:
             raise WeightzooError(f"architecture.depth must be 6n + 2 (8, 14, 20, ...), got {self.depth}")
-        w = self.width_multiplier
-        if isinstance(w, bool) or not isinstance(w, int | float) or w <= 0:
-            raise WeightzooError(f"architecture.width_multiplier must be a positive number, got {w!r}")
-        object.__setattr__(self, "width_multiplier", float(w))
+        object.__setattr__(self, "width_multiplier", positive_number("width_multiplier", self.width_multiplier))
         _bool("batchnorm", self.batchnorm)
         _activation(self.activation)
 

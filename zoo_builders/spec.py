@@ -190,8 +190,10 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if self.name not in TASKS:
             raise WeightzooError(f"unknown task {self.name!r}; valid tasks: {', '.join(TASKS)}")
-        if not isinstance(self.images, int) or self.images < 1 or self.offset < 0:
-            raise WeightzooError("task.images must be a positive integer and task.offset >= 0")
+        for key, low in (("images", 1), ("offset", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise WeightzooError(f"task.{key} must be an integer >= {low}, got {value!r}")
         if not isinstance(self.shared_init, bool):
             raise WeightzooError(f"task.shared_init must be true or false, got {self.shared_init!r}")
 
@@ -266,6 +268,8 @@ class RunConfig:
 # ================================================================================ axes
 def _resolve_axis(name: str, arch_name: str) -> tuple[str, str]:
     """Axis name -> ("training" | "architecture", field)."""
+    if not isinstance(name, str):
+        raise WeightzooError(f"axis names are strings (a training or architecture field), got {name!r}")
     train_fields = [f for f in TrainingConfig.field_names() if f != "checkpoints"]
     a_fields = arch_fields(arch_name)
     if name.startswith("architecture."):
@@ -284,6 +288,15 @@ def _resolve_axis(name: str, arch_name: str) -> tuple[str, str]:
     raise WeightzooError(f"unknown axis {name!r}; valid axes: {', '.join(valid)}")
 
 
+#: randint draws int64s: its bounds stay below 2**62 in size.
+RANDINT_BOUND = 2 ** 62
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not a string such as YAML 1.1's ``'1e-3'``)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _sample(axis: str, dist: Any, rng: np.random.Generator) -> Any:
     if not isinstance(dist, dict) or len(dist) != 1:
         raise WeightzooError(
@@ -295,14 +308,17 @@ def _sample(axis: str, dist: Any, rng: np.random.Generator) -> Any:
             raise WeightzooError(f"random axis {axis!r}: choice needs a non-empty list")
         return copy.deepcopy(args[int(rng.integers(len(args)))])
     if kind in ("uniform", "loguniform", "randint"):
-        if not isinstance(args, list) or len(args) != 2 or not all(isinstance(a, int | float) for a in args):
-            raise WeightzooError(f"random axis {axis!r}: {kind} needs [low, high]")
+        if not isinstance(args, list) or len(args) != 2 or not all(_is_number(a) for a in args):
+            raise WeightzooError(f"random axis {axis!r}: {kind} needs [low, high], two finite numbers")
         lo, hi = args
         if lo > hi:
             raise WeightzooError(f"random axis {axis!r}: {kind} needs low <= high, got [{lo}, {hi}]")
         if kind == "uniform":
             return float(rng.uniform(lo, hi))
         if kind == "randint":
+            if not -RANDINT_BOUND <= lo <= hi < RANDINT_BOUND:
+                raise WeightzooError(f"random axis {axis!r}: randint bounds must lie within +-{RANDINT_BOUND}, "
+                                     f"got [{lo}, {hi}]")
             return int(rng.integers(int(lo), int(hi) + 1))
         if lo <= 0:
             raise WeightzooError(f"random axis {axis!r}: loguniform needs positive bounds")
@@ -382,8 +398,13 @@ class BuildSpec:
             raise WeightzooError("spec 'random' must be a mapping with 'samples' and axis distributions")
         if rnd:
             samples = rnd.get("samples")
-            if not isinstance(samples, int) or samples < 1:
-                raise WeightzooError("random.samples must be a positive integer")
+            if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+                raise WeightzooError(f"random.samples must be a positive integer, got {samples!r}")
+            seed = rnd.get("sampler_seed", 0)
+            if isinstance(seed, float) and seed.is_integer():  # as the integer fields of training
+                seed = int(seed)
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise WeightzooError(f"random.sampler_seed must be a non-negative integer, got {seed!r}")
             for axis in rnd:
                 if axis not in ("samples", "sampler_seed"):
                     _resolve_axis(axis, arch_name)

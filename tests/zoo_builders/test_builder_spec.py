@@ -184,3 +184,30 @@ def test_a_file_that_is_not_utf8_is_refused(tmp_path):
         _load_text(tmp_path, b"\xff\xfe bad\n")
 
 
+
+
+# ================================================================================ checks at parse time
+@pytest.mark.parametrize("over, needle", [
+    ({"architecture": {"name": ["resnet"]}}, "architecture name must be a string"),
+    ({"random": {"samples": 2, "sampler_seed": -1, "lr": {"uniform": [0.1, 0.2]}}},
+     "random.sampler_seed must be a non-negative integer"),
+    ({"random": {"samples": 2, "sampler_seed": "abc", "lr": {"uniform": [0.1, 0.2]}}},
+     "random.sampler_seed must be a non-negative integer"),
+    ({"random": {"samples": True, "lr": {"uniform": [0.1, 0.2]}}}, "random.samples must be a positive integer"),
+    ({"architecture": {"name": "resnet", "width_multiplier": float("inf")}}, "width_multiplier must be a positive"),
+    ({"architecture": {"name": "resnet", "width_multiplier": float("nan")}}, "width_multiplier must be a positive"),
+    ({"architecture": {"name": "siren", "omega0": float("inf")}, "task": {"name": "inr", "images": 1}},
+     "omega0 must be a positive"),
+    ({"random": {"samples": 1, "lr": {"loguniform": [1e-4, float("inf")]}}}, "two finite numbers"),
+    ({"random": {"samples": 1, "seed": {"randint": [0, 1e30]}}}, "randint bounds must lie within"),
+    ({"architecture": {"name": "siren"}, "task": {"name": "inr", "images": 1, "offset": 1.5}},
+     "task.offset must be an integer >= 0"),
+    ({"grid": {1: [0.1]}}, "axis names are strings"),
+    ({"random": {"samples": 1, 2: {"uniform": [0, 1]}}}, "axis names are strings"),
+])
+def test_bad_values_are_one_line_errors(over, needle):
+    with pytest.raises(WeightzooError) as e:
+        spec(**over)
+    assert needle in str(e.value)
+
+
