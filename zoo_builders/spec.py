@@ -40,6 +40,7 @@ import numpy as np
 import yaml
 
 from catalog.errors import WeightzooError
+from catalog.format import ZOO_NAME_RULE, is_zoo_name
 from zoo_builders.architectures import (
     ARCHITECTURES,
     DEFAULT_INIT,
@@ -359,8 +360,8 @@ class BuildSpec:
             if key not in d:
                 raise WeightzooError(f"the spec has no {key!r}; add it (see `zoo presets --show digits-mlp`)")
         name = d["name"]
-        if not isinstance(name, str) or not name or "/" in name:
-            raise WeightzooError(f"spec name must be a non-empty string without '/', got {name!r}")
+        if not is_zoo_name(name):  # the manifest's rule: checked here, before any directory is made
+            raise WeightzooError(f"spec name {name!r} is not a valid zoo name: use {ZOO_NAME_RULE}")
         dataset = DatasetConfig.from_dict(d["dataset"])
         arch_name, arch = make_architecture(d["architecture"])
         task_d = d.get("task") or {}

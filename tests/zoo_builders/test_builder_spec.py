@@ -211,3 +211,14 @@ def test_bad_values_are_one_line_errors(over, needle):
     assert needle in str(e.value)
 
 
+
+
+@pytest.mark.parametrize("name", [".", "..", "a\\b", "a\tb", "a/b", ""])
+def test_spec_names_follow_the_manifest_rule(name):
+    with pytest.raises(WeightzooError, match="not a valid zoo name"):
+        spec(name=name)
+
+
+def test_a_valid_zoo_name_is_a_valid_spec_name():
+    assert spec(name="a b.c-1").name == "a b.c-1"
+    assert spec(name="...").name == "..."
