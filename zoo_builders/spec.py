@@ -59,6 +59,10 @@ TOP_LEVEL_KEYS = ("name", "description", "license", "dataset", "architecture", "
                   "grid", "random", "families")
 #: The keys of one entry of ``families:``.
 FAMILY_KEYS = ("architecture", "training", "grid", "random")
+#: Most runs one spec may expand to (families together). Specs are expanded in memory, run by
+#: run, before anything trains (about a minute for 100,000 ResNet runs); a larger zoo is
+#: several specs, built into several zoos.
+MAX_RUNS = 100_000
 #: Numbers with an exponent (``1e-3``, ``5E4``, ``1.5e3``): floats in YAML 1.2, strings to PyYAML,
 #: which follows YAML 1.1 (where a float needs a dot, and its exponent a sign).
 YAML12_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
@@ -328,6 +332,14 @@ def _sample(axis: str, dist: Any, rng: np.random.Generator) -> Any:
                          f"valid: uniform, loguniform, choice, randint")
 
 
+def _check_run_count(n: int, what: str) -> None:
+    """Refuse a spec of more than :data:`MAX_RUNS` runs (``n``, counted as ``what``)."""
+    if n > MAX_RUNS:
+        raise WeightzooError(
+            f"the spec expands to {n:,} runs ({what}), more than the {MAX_RUNS:,} one spec may hold; "
+            f"use fewer grid values or random samples, or split it into several specs (zoos)")
+
+
 # ================================================================================ spec
 @dataclass
 class BuildSpec:
@@ -409,6 +421,9 @@ class BuildSpec:
             for axis in rnd:
                 if axis not in ("samples", "sampler_seed"):
                     _resolve_axis(axis, arch_name)
+        n_runs = math.prod(len(v) for v in grid.values()) * (rnd["samples"] if rnd else 1)
+        _check_run_count(n_runs * (task.images if task.name == "inr" else 1),
+                         "grid points x random samples" + (" x images" if task.name == "inr" else ""))
         spec = cls(name, dataset, arch_name, arch, training, task, grid, rnd, copy.deepcopy(d))
         runs = spec.runs()  # validate every combination now, before anything is trained
         if arch_name in GRAPH_ARCHITECTURES and any(r.training.dropout > 0 for r in runs):
@@ -457,6 +472,7 @@ class BuildSpec:
         first = parsed[0]
         spec = cls(first.name, first.dataset, first.arch_name, first.architecture, first.training, first.task,
                    raw=copy.deepcopy(d), families=parsed)
+        _check_run_count(sum(len(fam.runs()) for fam in parsed), "the families' runs together")
         ids = [r.run_id for fam in parsed for r in fam.runs()]
         if len(set(ids)) < len(ids):  # the same run listed by two families would be trained once
             dup = len(ids) - len(set(ids))
@@ -512,6 +528,22 @@ class BuildSpec:
             for _ in range(int(self.random["samples"])):
                 out.append({**point, **{a: _sample(a, self.random[a], rng) for a in axes}})
         return out
+
+    def architectures(self) -> list[tuple[str, Any]]:
+        """The distinct ``(family, architecture config)`` pairs of the spec's runs, in run order
+        (without expanding the runs themselves)."""
+        if self.families:
+            return list(dict.fromkeys(a for fam in self.families for a in fam.architectures()))
+        base_arch = arch_to_dict(self.arch_name, self.architecture)
+        out: dict[tuple[str, Any], None] = {}
+        for assignment in self._assignments():
+            arch_d = dict(base_arch)
+            for axis, value in assignment.items():
+                where, fname = _resolve_axis(axis, self.arch_name)
+                if where == "architecture":
+                    arch_d[fname] = value
+            out[make_architecture(arch_d)] = None
+        return list(out)
 
     def runs(self) -> list[RunConfig]:
         """Every run of the spec, in a fixed order (family after family; in a family: grid

@@ -222,3 +222,14 @@ def test_spec_names_follow_the_manifest_rule(name):
 def test_a_valid_zoo_name_is_a_valid_spec_name():
     assert spec(name="a b.c-1").name == "a b.c-1"
     assert spec(name="...").name == "..."
+
+
+def test_run_count_is_bounded_before_expansion():
+    from zoo_builders.spec import MAX_RUNS
+
+    with pytest.raises(WeightzooError, match=f"100,000,000,000 runs.*{MAX_RUNS:,}"):
+        spec(random={"samples": 100_000_000_000, "lr": {"uniform": [0.1, 0.2]}})
+    with pytest.raises(WeightzooError, match=f"{MAX_RUNS + 1000:,} runs"):  # grid points times samples
+        spec(grid={"seed": list(range(1000))}, random={"samples": MAX_RUNS // 1000 + 1, "lr": {"uniform": [0, 1]}})
+    with pytest.raises(WeightzooError, match=f"{MAX_RUNS + 1:,} runs"):  # one run per image
+        spec(architecture={"name": "siren"}, task={"name": "inr", "images": MAX_RUNS + 1})
