@@ -59,6 +59,9 @@ TOP_LEVEL_KEYS = ("name", "description", "license", "dataset", "architecture", "
                   "grid", "random", "families")
 #: The keys of one entry of ``families:``.
 FAMILY_KEYS = ("architecture", "training", "grid", "random")
+#: Init schemes for layer chains only: :func:`zoo_builders.init.init_params` refuses them for
+#: graph architectures, so a spec is checked against them before anything trains.
+CHAIN_ONLY_INITS = ("siren",)
 #: Most runs one spec may expand to (families together). Specs are expanded in memory, run by
 #: run, before anything trains (about a minute for 100,000 ResNet runs); a larger zoo is
 #: several specs, built into several zoos.
@@ -426,6 +429,12 @@ class BuildSpec:
                          "grid points x random samples" + (" x images" if task.name == "inr" else ""))
         spec = cls(name, dataset, arch_name, arch, training, task, grid, rnd, copy.deepcopy(d))
         runs = spec.runs()  # validate every combination now, before anything is trained
+        chain_only = sorted({r.training.init for r in runs} & set(CHAIN_ONLY_INITS))
+        if arch_name in GRAPH_ARCHITECTURES and chain_only:
+            graph_inits = [i for i in INIT_SCHEMES if i not in CHAIN_ONLY_INITS]
+            raise WeightzooError(
+                f"init {chain_only[0]!r} is for layer chains (mlp, cnn, siren); architecture {arch_name!r} is a "
+                f"graph: use another scheme ({', '.join(graph_inits)})")
         if arch_name in GRAPH_ARCHITECTURES and any(r.training.dropout > 0 for r in runs):
             raise WeightzooError(
                 f"training.dropout applies to layer chains (mlp, cnn); architecture {arch_name!r} has "

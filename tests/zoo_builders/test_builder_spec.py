@@ -233,3 +233,13 @@ def test_run_count_is_bounded_before_expansion():
         spec(grid={"seed": list(range(1000))}, random={"samples": MAX_RUNS // 1000 + 1, "lr": {"uniform": [0, 1]}})
     with pytest.raises(WeightzooError, match=f"{MAX_RUNS + 1:,} runs"):  # one run per image
         spec(architecture={"name": "siren"}, task={"name": "inr", "images": MAX_RUNS + 1})
+
+
+def test_init_is_checked_against_every_family_before_training():
+    with pytest.raises(WeightzooError, match="init 'siren'.*resnet"):
+        spec(architecture={"name": "resnet"}, training={"epochs": 1, "init": "siren"})
+    fams = {"families": [{"architecture": {"name": "cnn", "channels": [4, 4]}, "grid": {"seed": [0, 1]}},
+                         {"architecture": {"name": "resnet"}, "grid": {"init": ["default", "siren"]}}]}
+    with pytest.raises(WeightzooError, match=r"families\[1\] \(resnet\): init 'siren'"):
+        BuildSpec.load({"name": "s", "dataset": {"name": "digits"}, "training": {"epochs": 1}, **fams})
+    assert spec(training={"epochs": 1, "init": "siren"}).training.init == "siren"  # chains take it
