@@ -161,10 +161,12 @@ class TrainingConfig:
         if not 0.0 < self.train_fraction <= 1.0:
             raise WeightzooError(f"training.train_fraction must be in (0, 1], got {self.train_fraction}")
         cps = self.checkpoints if self.checkpoints is not None else (0, self.epochs)
-        if isinstance(cps, int):
+        if isinstance(cps, int | float):
             cps = (cps,)
+        if isinstance(cps, list | tuple):  # 2.0 is epoch 2, as for the integer fields above
+            cps = [int(c) if isinstance(c, float) and c.is_integer() else c for c in cps]
         if not isinstance(cps, list | tuple) or not all(isinstance(c, int) and not isinstance(c, bool) for c in cps):
-            raise WeightzooError(f"training.checkpoints must be a list of epochs, got {cps!r}")
+            raise WeightzooError(f"training.checkpoints must be a list of epochs (integers), got {cps!r}")
         bad = [c for c in cps if not 0 <= c <= self.epochs]
         if bad:
             raise WeightzooError(f"training.checkpoints {bad} lie outside 0..epochs ({self.epochs})")

@@ -243,3 +243,12 @@ def test_init_is_checked_against_every_family_before_training():
     with pytest.raises(WeightzooError, match=r"families\[1\] \(resnet\): init 'siren'"):
         BuildSpec.load({"name": "s", "dataset": {"name": "digits"}, "training": {"epochs": 1}, **fams})
     assert spec(training={"epochs": 1, "init": "siren"}).training.init == "siren"  # chains take it
+
+
+def test_integral_floats_count_as_integers_in_epochs_and_checkpoints_alike():
+    t = spec(training={"epochs": 2.0, "checkpoints": [1.0, 2]}).training
+    assert (t.epochs, t.checkpoints) == (2, (1, 2)) and all(type(c) is int for c in t.checkpoints)
+    assert spec(training={"epochs": 2, "checkpoints": 2.0}).training.checkpoints == (2,)
+    for bad in ([1.5], "all", [True]):
+        with pytest.raises(WeightzooError, match="training.checkpoints must be a list of epochs"):
+            spec(training={"epochs": 2, "checkpoints": bad})
