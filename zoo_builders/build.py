@@ -119,9 +119,11 @@ class BuildPlan:
         varying = varying_axes(self.runs)
         for i, p in enumerate(self.populations):
             lines.append(f"  [{i}] {len(p.runs):5d} runs  {p.net.n_params:7d} params  {p.key}")
-            if varying:
-                values = [_axis_values(r, varying) for r in p.runs]
-                axes = " ".join(f"{k}={_format_values([v[k] for v in values])}" for k in varying)
+            # Only the population's own columns: another family's fields would print as None.
+            own = [k for k in varying if k in p.runs[0].hparams() or k == "image"]
+            if own:
+                values = [_axis_values(r, own) for r in p.runs]
+                axes = " ".join(f"{k}={_format_values([v[k] for v in values])}" for k in own)
                 lines.append(f"      {axes}")
         return "\n".join(lines)
 

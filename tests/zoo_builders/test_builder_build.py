@@ -503,3 +503,15 @@ def test_a_model_too_large_for_memory_is_refused_before_anything_is_written(tmp_
     assert not (tmp_path / "out").exists()
     monkeypatch.setattr(build_module, "available_memory", lambda: 10_000)
     assert build_zoo(small, tmp_path / "out", dry_run=True).rows == 4
+
+
+def test_dry_run_lists_each_population_with_its_own_family_fields(tmp_path):
+    spec = {"name": "two", "dataset": {"name": "digits"}, "training": {"epochs": 1},
+            "families": [{"architecture": {"name": "cnn", "channels": [4, 4]}, "grid": {"seed": [0, 1]}},
+                         {"architecture": {"name": "resnet", "width_multiplier": 0.125},
+                          "grid": {"init": ["default", "normal"]}}]}
+    text = build_zoo(spec, tmp_path / "z", dry_run=True).describe()
+    cnn, resnet = [line for line in text.splitlines() if "architecture=" in line]
+    assert "None" not in text, text
+    assert "channels=[4,4]" in cnn and "depth=" not in cnn and "seed=0,1" in cnn
+    assert "depth=8" in resnet and "channels=" not in resnet and "init=default,normal" in resnet
