@@ -208,6 +208,11 @@ class TaskConfig:
             raise WeightzooError(f"task.shared_init must be true or false, got {self.shared_init!r}")
 
 
+#: The prefix of the column of an architecture field named like a training field (vgg's and
+#: transformer's ``dropout`` are ``arch_dropout``; ``dropout`` is ``training.dropout``).
+ARCH_COLUMN_PREFIX = "arch_"
+
+
 #: The fields each config had when run ids were first hashed (id form v1). They always enter
 #: a run's id, as they always did; a field added since enters it only when not at its default,
 #: so adding an optional field renames no existing run.
@@ -260,18 +265,25 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def hparams(self) -> dict[str, Any]:
-        """The hyperparameter columns of this run's rows."""
+        """The hyperparameter columns of this run's rows: the architecture's fields, then the
+        training fields, ``architecture`` and ``dataset``; an architecture field named like a
+        training field (the ``dropout`` of vgg and transformer) is the column
+        ``arch_<field>`` (:data:`ARCH_COLUMN_PREFIX`), the training value keeping its name."""
         cols: dict[str, Any] = {}
-        for k, v in asdict(self.arch).items():
+        arch = asdict(self.arch)
+        for k, v in arch.items():
             cols[k] = list(v) if isinstance(v, tuple) else v
         if "hidden" in cols and self.arch_name in ("mlp", "siren"):  # neurons, not a vgg head
             cols["depth"] = len(cols["hidden"])
             cols["width"] = max(cols["hidden"]) if cols["hidden"] else 0
-        for k, v in asdict(self.training).items():
-            if k != "checkpoints":
-                cols[k] = v
+        training = {k: v for k, v in asdict(self.training).items() if k != "checkpoints"}
+        cols.update(training)
         cols["architecture"] = self.arch_name
         cols["dataset"] = self.dataset.name
+        # The training value has always been recorded under the shared name (zoos already built
+        # hold it there), so the architecture's own value is a column of its own, added last.
+        for k in [k for k in arch if k in training]:
+            cols[ARCH_COLUMN_PREFIX + k] = arch[k]
         return cols
 
 
@@ -438,10 +450,12 @@ class BuildSpec:
                 f"init {chain_only[0]!r} is for layer chains (mlp, cnn, siren); architecture {arch_name!r} is a "
                 f"graph: use another scheme ({', '.join(graph_inits)})")
         if arch_name in GRAPH_ARCHITECTURES and any(r.training.dropout > 0 for r in runs):
+            # The axis 'dropout' sets training.dropout too: training fields come first.
+            fix = ("use the architecture's own: architecture: {dropout: p}, or the axis 'architecture.dropout'"
+                   if "dropout" in arch_fields(arch_name) else f"architecture {arch_name!r} has no dropout option")
             raise WeightzooError(
-                f"training.dropout applies to layer chains (mlp, cnn); architecture {arch_name!r} has "
-                f"dropout nodes instead: use its own dropout option (if it has one) and leave "
-                f"training.dropout at 0")
+                f"training.dropout applies to layer chains (mlp, cnn), as does the axis 'dropout'; {fix}, and "
+                f"leave training.dropout at 0")
         return spec
 
     @classmethod
