@@ -392,6 +392,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def save_safetensors(tensors: Mapping[str, Tensor], path: str | os.PathLike, metadata: Mapping[str, str]) -> None:
+    """``safetensors.torch.save_file``, with bytes that depend only on ``tensors`` and ``metadata``.
+
+    safetensors keeps the header's metadata in a hash map whose order changes from call to call,
+    so the same shard came out with different bytes (and sha256 in the manifest) from build to
+    build. The header is rewritten in place with the metadata keys sorted: the same JSON, the
+    same length (it is read back equal, padded with spaces as safetensors pads it).
+
+    Raises:
+        ZooFormatError: the header would not keep its length (names the library would escape
+            differently; zoo names are plain ASCII, so never for a zoo's shards).
+    """
+    from safetensors.torch import save_file  # torch: only where weights are written
+
+    save_file(dict(tensors), os.fspath(path), metadata=dict(metadata))
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        canonical = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(canonical) > size:
+            raise ZooFormatError(f"{path}: the safetensors header cannot be rewritten in sorted order "
+                                 f"({len(canonical)} bytes for {size}); use plain ASCII tensor names")
+        f.seek(8)
+        f.write(canonical.ljust(size, b" "))
+
+
 def read_manifest(root: str | os.PathLike, label: str | None = None) -> Manifest:
     """The checked manifest of the zoo at ``root``.
 
