@@ -252,3 +252,20 @@ def test_integral_floats_count_as_integers_in_epochs_and_checkpoints_alike():
     for bad in ([1.5], "all", [True]):
         with pytest.raises(WeightzooError, match="training.checkpoints must be a list of epochs"):
             spec(training={"epochs": 2, "checkpoints": bad})
+
+
+@pytest.mark.parametrize("dataset, needle", [
+    ({"name": ["digits"]}, "unknown dataset ['digits']"),
+    ({"name": "digits", "test_fraction": "x"}, "dataset.test_fraction must be in (0, 1)"),
+    ({"name": "digits", "test_fraction": None}, "dataset.test_fraction must be in (0, 1)"),
+    ({"name": "digits", "split_seed": -1}, "dataset.split_seed must be an integer in [0, 4294967295]"),
+    ({"name": "digits", "split_seed": "x"}, "dataset.split_seed must be an integer"),
+    ({"name": "moons", "n_samples": 2.5}, "dataset.n_samples must be an integer >= 1"),
+    ({"name": "moons", "noise": "x"}, "dataset.noise must be a number >= 0"),
+    ({"name": "blobs", "n_classes": 0}, "dataset.n_classes must be an integer >= 1"),
+    ({"name": "npz", "path": ["x.npz"]}, "dataset.path must be a file path"),
+])
+def test_bad_dataset_values_are_one_line_errors(dataset, needle):
+    with pytest.raises(WeightzooError) as e:
+        spec(dataset=dataset)
+    assert needle in str(e.value)
