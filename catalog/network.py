@@ -56,6 +56,17 @@ ODD_ACTIVATIONS = frozenset({"identity", "tanh", "sin"})
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
+def is_finite_number(value: object) -> bool:
+    """An int or float with a finite value: not a bool or a string, not inf or nan, and not an
+    int beyond a float's range (``math.isfinite`` raises on those)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _is_integral(value: object) -> bool:
     """An integer (numpy's too), or a float with an integral value; not a bool or a string."""
     if isinstance(value, float):
@@ -132,11 +143,11 @@ class LayerSpec:
             raise ZooFormatError(
                 f"unknown activation {self.activation!r}; valid activations: {', '.join(ACTIVATIONS)}")
         # Checked, not converted: an omega stored as 30 stays 30, so the arch_id it hashes to stays.
-        if isinstance(self.omega, bool) or not isinstance(self.omega, int | float) or not math.isfinite(self.omega):
+        if not is_finite_number(self.omega):
             raise ZooFormatError(f"layer {self.weight!r}: omega must be a finite number, got {self.omega!r}")
         if self.pool not in POOLS:
             raise ZooFormatError(f"unknown pool {self.pool!r}; valid pools: {', '.join(POOLS)}")
-        if isinstance(self.shift, bool) or not isinstance(self.shift, int | float) or not math.isfinite(self.shift):
+        if not is_finite_number(self.shift):
             raise ZooFormatError(f"layer {self.weight!r}: shift must be a finite number, got {self.shift!r}")
         object.__setattr__(self, "shift", float(self.shift))
         n_spatial = {"linear": 0, "conv1d": 1, "conv2d": 2}[self.kind]

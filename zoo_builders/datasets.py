@@ -26,14 +26,10 @@ import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
+from catalog.network import is_finite_number
 
 if TYPE_CHECKING:
     from catalog.zoo import Zoo
-
-
-def _is_number(value: object) -> bool:
-    """A finite int or float, not a bool or a string."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -65,9 +61,9 @@ class DatasetConfig:
         # Types are checked, never converted: every field enters run ids as written.
         if not isinstance(self.name, str) or self.name not in DATASETS:
             raise WeightzooError(f"unknown dataset {self.name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
-        if not _is_number(self.test_fraction) or not 0.0 < self.test_fraction < 1.0:
+        if not is_finite_number(self.test_fraction) or not 0.0 < self.test_fraction < 1.0:
             raise WeightzooError(f"dataset.test_fraction must be in (0, 1), got {self.test_fraction!r}")
-        if not _is_number(self.noise) or self.noise < 0:
+        if not is_finite_number(self.noise) or self.noise < 0:
             raise WeightzooError(f"dataset.noise must be a number >= 0, got {self.noise!r}")
         for key, low, high in (("split_seed", 0, 2**32 - 1), ("n_samples", 1, None), ("n_classes", 1, None),
                                ("n_features", 1, None)):

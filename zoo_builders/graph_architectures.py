@@ -18,13 +18,12 @@ default (``ID_OMITS_DEFAULTS``), so adding an optional field later renames no ru
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from catalog import nodes as nd
 from catalog.errors import WeightzooError
-from catalog.network import NetworkSpec
+from catalog.network import NetworkSpec, is_finite_number
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -35,7 +34,7 @@ def _positive_int(name: str, value: Any) -> int:
 
 def positive_number(name: str, value: Any) -> float:
     """``value`` as a float if it is a finite number > 0 (not a bool, inf or nan)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    if not is_finite_number(value) or value <= 0:
         raise WeightzooError(f"architecture.{name} must be a positive number, got {value!r}")
     return float(value)
 
@@ -58,6 +57,11 @@ def _bool(name: str, value: Any) -> bool:
     return value
 
 
+#: Most nodes a family builds into one network (a ResNet-1202 has about 5,000). Depths are
+#: unbounded integers in a spec: a depth of 1e30 would otherwise build nodes until memory runs out.
+MAX_GRAPH_NODES = 10_000
+
+
 class _Graph:
     """Appends nodes, tracking shapes, so builders can read the current shape."""
 
@@ -70,6 +74,9 @@ class _Graph:
 
     def add(self, cls: type[nd.Node], name: str, *args: Any, inputs: tuple[str, ...] | None = None,
             **kwargs: Any) -> str:
+        if len(self.nodes) >= MAX_GRAPH_NODES:
+            raise WeightzooError(f"{self.family}: the network would have more than {MAX_GRAPH_NODES:,} nodes; "
+                                 f"lower its depth (depth, convs_per_stage, channels entries)")
         node = cls(name, tuple(inputs or (self.last,)), *args, **kwargs)
         self.shapes[name] = tuple(node.out_shape([self.shapes[i] for i in node.inputs]))
         self.nodes.append(node)

@@ -41,6 +41,7 @@ import yaml
 
 from catalog.errors import WeightzooError
 from catalog.format import ZOO_NAME_RULE, is_zoo_name
+from catalog.network import is_finite_number
 from zoo_builders.architectures import (
     ARCHITECTURES,
     DEFAULT_INIT,
@@ -138,7 +139,7 @@ class TrainingConfig:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise WeightzooError(f"training.{f.name} must be an integer, got {value!r}")
             elif f.type == "float":
-                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                if not is_finite_number(value):
                     raise WeightzooError(f"training.{f.name} must be a number, got {value!r}")
                 value = float(value)
             elif f.type == "str" and not isinstance(value, str):
@@ -314,11 +315,6 @@ def _resolve_axis(name: str, arch_name: str) -> tuple[str, str]:
 RANDINT_BOUND = 2 ** 62
 
 
-def _is_number(value: Any) -> bool:
-    """A finite int or float (not a bool, not a string such as YAML 1.1's ``'1e-3'``)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _sample(axis: str, dist: Any, rng: np.random.Generator) -> Any:
     if not isinstance(dist, dict) or len(dist) != 1:
         raise WeightzooError(
@@ -330,7 +326,7 @@ def _sample(axis: str, dist: Any, rng: np.random.Generator) -> Any:
             raise WeightzooError(f"random axis {axis!r}: choice needs a non-empty list")
         return copy.deepcopy(args[int(rng.integers(len(args)))])
     if kind in ("uniform", "loguniform", "randint"):
-        if not isinstance(args, list) or len(args) != 2 or not all(_is_number(a) for a in args):
+        if not isinstance(args, list) or len(args) != 2 or not all(is_finite_number(a) for a in args):
             raise WeightzooError(f"random axis {axis!r}: {kind} needs [low, high], two finite numbers")
         lo, hi = args
         if lo > hi:

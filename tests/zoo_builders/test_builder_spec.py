@@ -269,3 +269,15 @@ def test_bad_dataset_values_are_one_line_errors(dataset, needle):
     with pytest.raises(WeightzooError) as e:
         spec(dataset=dataset)
     assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("over, needle", [
+    ({"training": {"lr": 10**400}}, "training.lr must be a number"),
+    ({"architecture": {"name": "resnet", "width_multiplier": 10**400}}, "width_multiplier must be a positive"),
+    ({"dataset": {"name": "digits", "test_fraction": 10**30}}, "dataset.test_fraction must be in (0, 1)"),
+    ({"random": {"samples": 1, "lr": {"uniform": [0, 10**400]}}}, "two finite numbers"),
+])
+def test_integers_beyond_a_float_are_refused_as_numbers(over, needle):
+    with pytest.raises(WeightzooError) as e:
+        spec(**over)
+    assert needle in str(e.value)

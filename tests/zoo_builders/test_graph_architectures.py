@@ -251,3 +251,11 @@ def test_dropout_axis_on_a_graph_names_the_axis_that_works() -> None:
         _setup({"name": "vgg", "channels": [4]}, {"epochs": 1}, {"dropout": [0.0, 0.5]})
     with pytest.raises(WeightzooError, match="architecture 'resnet' has no dropout option"):
         _setup({"name": "resnet"}, {"epochs": 1}, {"dropout": [0.0, 0.5]})
+
+
+@pytest.mark.parametrize("cfg", [VGGConfig(convs_per_stage=10**30), TransformerConfig(depth=10**9),
+                                 ResNetConfig(depth=6 * 10**29 + 2)], ids=["vgg", "transformer", "resnet"])
+def test_an_astronomical_depth_is_refused_not_built(cfg) -> None:
+    with pytest.raises(WeightzooError, match="more than 10,000 nodes"):
+        cfg.network_spec((1, 8, 8), 10)
+    assert ResNetConfig(depth=1202).network_spec((1, 8, 8), 10).n_params > 0  # the deepest CIFAR ResNet
