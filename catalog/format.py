@@ -61,9 +61,11 @@ FILE_KINDS = {"part": ("models",), "shard": ("weights",), "sidecar": SIDECAR_GRO
 DATA_FOLDERS = tuple(folder for folders in FILE_KINDS.values() for folder in folders)
 #: A file's sha256 as the manifest records it: 64 lowercase hex digits.
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
-#: A zoo's name: it may become part of a file name (``runs/<name>-...``), so no path
-#: separators, control characters, ``.`` or ``..``.
-ZOO_NAME_PATTERN = re.compile(r"[^/\\\x00-\x1f]{1,200}")
+#: A zoo's name: it may become part of a file name (``runs/<name>-...``) or a directory
+#: (``zoos/<name>``), so no path separators, control characters, ``.`` or ``..``.
+ZOO_NAME_PATTERN = re.compile(r"(?!\.\.?\Z)[^/\\\x00-\x1f]{1,200}")
+#: :data:`ZOO_NAME_PATTERN` in words, for messages.
+ZOO_NAME_RULE = "a string of 1 to 200 characters without '/', '\\' or control characters, not '.' or '..'"
 _CORRUPT = ("the manifest is corrupt or was edited, refusing to use it (rebuild the zoo with "
             "`zoo build`, or pull it again with `zoo pull`)")
 
@@ -230,6 +232,11 @@ class Manifest:
         return next((f for f in self.files if f.kind == "shard" and f.path == path), None)
 
 
+def is_zoo_name(value: object) -> bool:
+    """Whether ``value`` may name a zoo (:data:`ZOO_NAME_PATTERN`)."""
+    return isinstance(value, str) and ZOO_NAME_PATTERN.fullmatch(value) is not None
+
+
 def _bad(where: str, problem: str) -> ZooFormatError:
     return ZooFormatError(f"{MANIFEST_NAME}: {where} {problem}; {_CORRUPT}")
 
@@ -256,9 +263,8 @@ def _object(value: object, where: str) -> Mapping:
 def _check_fields(d: Mapping) -> None:
     """Types and patterns of the manifest's top-level fields (``files`` entries apart)."""
     name = d["name"]
-    if not isinstance(name, str) or not ZOO_NAME_PATTERN.fullmatch(name) or name in (".", ".."):
-        raise _bad("name", f"{name!r} is not a valid zoo name (a non-empty string without '/', "
-                           f"'\\' or control characters, not '.' or '..')")
+    if not is_zoo_name(name):
+        raise _bad("name", f"{name!r} is not a valid zoo name ({ZOO_NAME_RULE})")
     if not isinstance(d.get("created_by", ""), str):
         raise _bad("created_by", f"must be a string, got {_kind(d['created_by'])}")
     if not isinstance(d.get("complete", False), bool):
@@ -384,6 +390,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def save_safetensors(tensors: Mapping[str, Tensor], path: str | os.PathLike, metadata: Mapping[str, str]) -> None:
+    """``safetensors.torch.save_file``, with bytes that depend only on ``tensors`` and ``metadata``.
+
+    safetensors keeps the header's metadata in a hash map whose order changes from call to call,
+    so the same shard came out with different bytes (and sha256 in the manifest) from build to
+    build. The header is rewritten in place with the metadata keys sorted: the same JSON, the
+    same length (it is read back equal, padded with spaces as safetensors pads it).
+
+    Raises:
+        ZooFormatError: the header would not keep its length (names the library would escape
+            differently; zoo names are plain ASCII, so never for a zoo's shards).
+    """
+    from safetensors.torch import save_file  # torch: only where weights are written
+
+    save_file(dict(tensors), os.fspath(path), metadata=dict(metadata))
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        canonical = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(canonical) > size:
+            raise ZooFormatError(f"{path}: the safetensors header cannot be rewritten in sorted order "
+                                 f"({len(canonical)} bytes for {size}); use plain ASCII tensor names")
+        f.seek(8)
+        f.write(canonical.ljust(size, b" "))
 
 
 def read_manifest(root: str | os.PathLike, label: str | None = None) -> Manifest:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,39 @@ ODD_ACTIVATIONS = frozenset({"identity", "tanh", "sin"})
 
 #: The dtypes a spec may name (torch's names).
 DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def is_finite_number(value: object) -> bool:
+    """An int or float with a finite value: not a bool or a string, not inf or nan, and not an
+    int beyond a float's range (``math.isfinite`` raises on those)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _is_integral(value: object) -> bool:
+    """An integer (numpy's too), or a float with an integral value; not a bool or a string."""
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _layer_int(layer: object, key: str, value: object, low: int) -> int:
+    """``value`` of a layer's integer field as an ``int`` >= ``low`` (integral floats count, as
+    for graph nodes)."""
+    if not _is_integral(value) or value < low:
+        raise ZooFormatError(f"layer {layer!r}: {key} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+#: The fields of one layer in a stored chain.
+LAYER_KEYS = ("kind", "in_features", "out_features", "weight", "bias", "kernel_size", "stride", "padding",
+              "activation", "omega", "pool", "shift")
+#: The fields a stored layer must have.
+LAYER_REQUIRED = ("kind", "in_features", "out_features", "weight")
 
 
 @dataclass(frozen=True)
@@ -95,13 +129,25 @@ class LayerSpec:
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
             raise ZooFormatError(f"unknown layer kind {self.kind!r}; valid kinds: {', '.join(LAYER_KINDS)}")
+        if not isinstance(self.weight, str):
+            raise ZooFormatError(f"layer weight must be a parameter name (e.g. 'layers.0.weight'), got {self.weight!r}")
+        if self.bias is not None and not isinstance(self.bias, str):
+            raise ZooFormatError(f"layer {self.weight!r}: bias must be a parameter name or null, got {self.bias!r}")
+        for key, low in (("in_features", 1), ("out_features", 1), ("stride", 1), ("padding", 0)):
+            object.__setattr__(self, key, _layer_int(self.weight, key, getattr(self, key), low))
+        kernel = self.kernel_size
+        if not isinstance(kernel, list | tuple) or not all(_is_integral(k) and k >= 1 for k in kernel):
+            raise ZooFormatError(f"layer {self.weight!r}: kernel_size must be a list of integers >= 1, got {kernel!r}")
+        object.__setattr__(self, "kernel_size", tuple(int(k) for k in kernel))
         if self.activation not in ACTIVATIONS:
             raise ZooFormatError(
                 f"unknown activation {self.activation!r}; valid activations: {', '.join(ACTIVATIONS)}")
+        # Checked, not converted: an omega stored as 30 stays 30, so the arch_id it hashes to stays.
+        if not is_finite_number(self.omega):
+            raise ZooFormatError(f"layer {self.weight!r}: omega must be a finite number, got {self.omega!r}")
         if self.pool not in POOLS:
             raise ZooFormatError(f"unknown pool {self.pool!r}; valid pools: {', '.join(POOLS)}")
-        object.__setattr__(self, "kernel_size", tuple(int(k) for k in self.kernel_size))
-        if isinstance(self.shift, bool) or not isinstance(self.shift, int | float) or not math.isfinite(self.shift):
+        if not is_finite_number(self.shift):
             raise ZooFormatError(f"layer {self.weight!r}: shift must be a finite number, got {self.shift!r}")
         object.__setattr__(self, "shift", float(self.shift))
         n_spatial = {"linear": 0, "conv1d": 1, "conv2d": 2}[self.kind]
@@ -225,7 +271,15 @@ class NetworkSpec:
     nodes: tuple[Node, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        shape = self.input_shape
+        # A string is iterable too: "64" would be the shape (6, 4).
+        if not isinstance(shape, list | tuple) or not all(_is_integral(n) and n >= 1 for n in shape):
+            raise ZooFormatError(f"NetworkSpec input_shape must be a list of positive integers, got {shape!r}")
+        object.__setattr__(self, "input_shape", tuple(int(n) for n in shape))
+        if not isinstance(self.family, str):
+            raise ZooFormatError(f"NetworkSpec family must be a string, got {self.family!r}")
+        if not isinstance(self.meta, Mapping):
+            raise ZooFormatError(f"NetworkSpec meta must be an object, got {self.meta!r}")
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "nodes", tuple(self.nodes))
         if self.dtype not in DTYPES:
@@ -514,15 +568,33 @@ class NetworkSpec:
     def from_dict(cls, d: Mapping) -> NetworkSpec:
         if isinstance(d, Mapping) and "nodes" in d:
             return cls._graph_from_dict(d)
-        try:
-            layers = tuple(LayerSpec(**{**layer, "kernel_size": tuple(layer.get("kernel_size", ()))})
-                           for layer in d["layers"])
-            spec = cls(family=d["family"], input_shape=tuple(d["input_shape"]), layers=layers,
-                       dtype=d.get("dtype", "float32"), meta=dict(d.get("meta", {})))
-        except (KeyError, TypeError) as e:
-            raise ZooFormatError(f"malformed NetworkSpec in manifest: {e}") from e
+        if not isinstance(d, Mapping):
+            raise ZooFormatError(f"a NetworkSpec must be an object with family, input_shape and layers (or nodes), "
+                                 f"got {d!r}")
+        for key in ("family", "input_shape", "layers"):
+            if key not in d:
+                raise ZooFormatError(f"malformed NetworkSpec: it lacks {key!r}")
+        if not isinstance(d["layers"], list) or not d["layers"]:
+            raise ZooFormatError(f"malformed NetworkSpec: layers must be a non-empty list, got {d['layers']!r}")
+        layers = []
+        for i, layer in enumerate(d["layers"]):
+            if not isinstance(layer, Mapping):
+                raise ZooFormatError(f"malformed NetworkSpec: layers[{i}] must be an object, got {layer!r}")
+            unknown = sorted(set(layer) - set(LAYER_KEYS))
+            missing = [k for k in LAYER_REQUIRED if k not in layer]
+            if unknown or missing:
+                problem = f"unknown keys {unknown}" if unknown else f"lacks {', '.join(missing)}"
+                raise ZooFormatError(
+                    f"malformed NetworkSpec: layers[{i}] {problem}; a layer has {', '.join(LAYER_KEYS)}")
+            layers.append(LayerSpec(**layer))
+        meta = d.get("meta", {})
+        spec = cls(family=d["family"], input_shape=d["input_shape"], layers=tuple(layers),
+                   dtype=d.get("dtype", "float32"), meta=dict(meta) if isinstance(meta, Mapping) else meta)
         if "params" in d:
-            stored = [(p["name"], tuple(p["shape"])) for p in d["params"]]
+            try:
+                stored = [(p["name"], tuple(p["shape"])) for p in d["params"]]
+            except (KeyError, TypeError) as e:
+                raise ZooFormatError(f"malformed NetworkSpec params: {e!r}") from e
             derived = [(p.name, p.shape) for p in spec.params]
             if stored != derived:
                 raise ZooFormatError(

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from safetensors.torch import save_file
 from torch import Tensor
 
 from catalog.errors import WeightzooError, ZooFormatError
@@ -41,6 +40,7 @@ from catalog.format import (
     atomic_write_bytes,
     read_manifest,
     recount,
+    save_safetensors,
     sha256_file,
     write_manifest,
 )
@@ -214,7 +214,7 @@ class ZooWriter:
         table = _rows_to_table(full_rows, schema)
 
         with atomic_path(safe_join(self.root, shard_rel, "weight shard")) as tmp:
-            save_file(tensors, str(tmp), metadata={"arch_id": arch_id, "rows": str(n)})
+            save_safetensors(tensors, tmp, {"arch_id": arch_id, "rows": str(n)})
             shard_entry = FileEntry(shard_rel, sha256_file(tmp), tmp.stat().st_size, n, "shard", arch_id)
         with atomic_path(safe_join(self.root, part_rel, "part")) as tmp:
             pq.write_table(table, tmp, compression="zstd")

@@ -18,7 +18,7 @@ from typing import Any
 
 from catalog.errors import WeightzooError
 from catalog.network import ACTIVATIONS, LayerSpec, NetworkSpec
-from zoo_builders.graph_architectures import GRAPH_ARCHITECTURES
+from zoo_builders.graph_architectures import GRAPH_ARCHITECTURES, positive_number
 
 
 def _check_activation(act: str) -> None:
@@ -134,9 +134,7 @@ class SirenConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", _int_list("hidden", self.hidden))
-        if not isinstance(self.omega0, int | float) or self.omega0 <= 0:
-            raise WeightzooError(f"architecture.omega0 must be a positive number, got {self.omega0!r}")
-        object.__setattr__(self, "omega0", float(self.omega0))
+        object.__setattr__(self, "omega0", positive_number("omega0", self.omega0))
 
     def network_spec(self, input_shape: tuple[int, ...], n_outputs: int) -> NetworkSpec:
         widths = [2, *self.hidden, 1]
@@ -165,6 +163,9 @@ def make_architecture(d: dict) -> tuple[str, Any]:
     if not isinstance(d, dict) or "name" not in d:
         raise WeightzooError("spec 'architecture' must be a mapping with a 'name', e.g. {name: mlp}")
     name = d["name"]
+    if not isinstance(name, str):
+        raise WeightzooError(f"architecture name must be a string, one of {', '.join(sorted(ARCHITECTURES))}; "
+                             f"got {name!r}")
     if name not in ARCHITECTURES:
         raise WeightzooError(f"unknown architecture {name!r}; valid architectures: {', '.join(sorted(ARCHITECTURES))}")
     opts = {k: v for k, v in d.items() if k != "name"}

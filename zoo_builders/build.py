@@ -23,7 +23,7 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
-from catalog.errors import WeightzooError
+from catalog.errors import WeightzooError, format_bytes
 from catalog.network import NetworkSpec
 from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_distinct
 from zoo_builders.datasets import Dataset, load_dataset
@@ -48,6 +48,10 @@ THREADS_COLUMN = "torch_threads"
 #: Share of the available memory that the populations training at once on a local pool may
 #: plan to use together (each plans at most MEMORY_SHARE, so two of the largest fit).
 INFLIGHT_MEMORY_SHARE = 0.5
+#: Bytes one parameter needs while training, at the least: its float32 value, its gradient and
+#: two optimizer states. A spec with a model whose parameters alone need more memory than is
+#: available is refused before anything is written (see :func:`check_model_sizes`).
+MIN_TRAIN_BYTES_PER_PARAM = 16
 #: Largest weight shard a build writes: a population whose weights are larger is written as
 #: several parts. Far below the Hub's per-file limits (50 GB, 20 GB recommended), and small
 #: enough that a partial pull (which downloads whole shards) fetches little it does not need.
@@ -115,9 +119,11 @@ class BuildPlan:
         varying = varying_axes(self.runs)
         for i, p in enumerate(self.populations):
             lines.append(f"  [{i}] {len(p.runs):5d} runs  {p.net.n_params:7d} params  {p.key}")
-            if varying:
-                values = [_axis_values(r, varying) for r in p.runs]
-                axes = " ".join(f"{k}={_format_values([v[k] for v in values])}" for k in varying)
+            # Only the population's own columns: another family's fields would print as None.
+            own = [k for k in varying if k in p.runs[0].hparams() or k == "image"]
+            if own:
+                values = [_axis_values(r, own) for r in p.runs]
+                axes = " ".join(f"{k}={_format_values([v[k] for v in values])}" for k in own)
                 lines.append(f"      {axes}")
         return "\n".join(lines)
 
@@ -196,6 +202,27 @@ def member_bytes(net: NetworkSpec, run: RunConfig, n_train: int, image_pixels: i
         acts = per_example * (run.training.batch_size * 3 + 512 * 2)
         acts += n_train * 8 * 2  # data order and subsample indices
     return params + acts
+
+
+def check_model_sizes(spec: BuildSpec, data_shape: tuple[int, ...], n_classes: int) -> None:
+    """Refuse a spec with an architecture too large to train here: one whose parameters need more
+    than the available memory at :data:`MIN_TRAIN_BYTES_PER_PARAM` each (a lower bound: the
+    activations come on top).
+
+    Raises:
+        WeightzooError: naming the architecture, its parameter count, the bytes it needs and the
+            bytes available.
+    """
+    available = available_memory()
+    for _, arch in spec.architectures():
+        net = arch.network_spec(data_shape, n_classes)
+        need = net.n_params * MIN_TRAIN_BYTES_PER_PARAM
+        if need > available:
+            raise WeightzooError(
+                f"architecture {net.arch_id} has {net.n_params:,} parameters: training one needs at "
+                f"least {format_bytes(need)} ({MIN_TRAIN_BYTES_PER_PARAM} bytes a parameter: weights, "
+                f"gradients, two optimizer states), more than the {format_bytes(available)} of memory "
+                f"available; make it smaller")
 
 
 def plan_build(spec: BuildSpec, data_shape: tuple[int, ...], n_classes: int, n_train: int,
@@ -333,6 +360,7 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
             raise WeightzooError(f"task 'inr' needs grayscale images; dataset {data.name!r} gives {list(data_shape)}")
     else:
         data_shape = data.input_shape
+    check_model_sizes(spec, data_shape, data.n_classes)  # before the zoo directory is made
     out = Path(out)
 
     def plan_for(done: set[str], repaired: list[Repair], recorded_threads: set) -> BuildPlan:

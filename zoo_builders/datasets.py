@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
+from catalog.network import is_finite_number
 
 if TYPE_CHECKING:
     from catalog.zoo import Zoo
@@ -57,10 +58,22 @@ class DatasetConfig:
     n_features: int = 2
 
     def __post_init__(self) -> None:
-        if self.name not in DATASETS:
+        # Types are checked, never converted: every field enters run ids as written.
+        if not isinstance(self.name, str) or self.name not in DATASETS:
             raise WeightzooError(f"unknown dataset {self.name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise WeightzooError(f"dataset.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not is_finite_number(self.test_fraction) or not 0.0 < self.test_fraction < 1.0:
+            raise WeightzooError(f"dataset.test_fraction must be in (0, 1), got {self.test_fraction!r}")
+        if not is_finite_number(self.noise) or self.noise < 0:
+            raise WeightzooError(f"dataset.noise must be a number >= 0, got {self.noise!r}")
+        for key, low, high in (("split_seed", 0, 2**32 - 1), ("n_samples", 1, None), ("n_classes", 1, None),
+                               ("n_features", 1, None)):
+            value = getattr(self, key)
+            if (isinstance(value, bool) or not isinstance(value, int) or value < low
+                    or (high is not None and value > high)):
+                bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+                raise WeightzooError(f"dataset.{key} must be an integer {bounds}, got {value!r}")
+        if self.path is not None and not isinstance(self.path, str):
+            raise WeightzooError(f"dataset.path must be a file path, got {self.path!r}")
         if self.name == "npz" and not self.path:
             raise WeightzooError("dataset 'npz' needs a path: dataset: {name: npz, path: my_data.npz}")
 

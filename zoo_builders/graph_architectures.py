@@ -23,13 +23,20 @@ from typing import Any, ClassVar
 
 from catalog import nodes as nd
 from catalog.errors import WeightzooError
-from catalog.network import NetworkSpec
+from catalog.network import NetworkSpec, is_finite_number
 
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise WeightzooError(f"architecture.{name} must be a positive integer, got {value!r}")
     return value
+
+
+def positive_number(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number > 0 (not a bool, inf or nan)."""
+    if not is_finite_number(value) or value <= 0:
+        raise WeightzooError(f"architecture.{name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def _activation(value: Any) -> str:
@@ -50,6 +57,11 @@ def _bool(name: str, value: Any) -> bool:
     return value
 
 
+#: Most nodes a family builds into one network (a ResNet-1202 has about 5,000). Depths are
+#: unbounded integers in a spec: a depth of 1e30 would otherwise build nodes until memory runs out.
+MAX_GRAPH_NODES = 10_000
+
+
 class _Graph:
     """Appends nodes, tracking shapes, so builders can read the current shape."""
 
@@ -62,6 +74,9 @@ class _Graph:
 
     def add(self, cls: type[nd.Node], name: str, *args: Any, inputs: tuple[str, ...] | None = None,
             **kwargs: Any) -> str:
+        if len(self.nodes) >= MAX_GRAPH_NODES:
+            raise WeightzooError(f"{self.family}: the network would have more than {MAX_GRAPH_NODES:,} nodes; "
+                                 f"lower its depth (depth, convs_per_stage, channels entries)")
         node = cls(name, tuple(inputs or (self.last,)), *args, **kwargs)
         self.shapes[name] = tuple(node.out_shape([self.shapes[i] for i in node.inputs]))
         self.nodes.append(node)
@@ -113,10 +128,7 @@ class ResNetConfig:
         _positive_int("depth", self.depth)
         if (self.depth - 2) % 6 or self.depth < 8:
             raise WeightzooError(f"architecture.depth must be 6n + 2 (8, 14, 20, ...), got {self.depth}")
-        w = self.width_multiplier
-        if isinstance(w, bool) or not isinstance(w, int | float) or w <= 0:
-            raise WeightzooError(f"architecture.width_multiplier must be a positive number, got {w!r}")
-        object.__setattr__(self, "width_multiplier", float(w))
+        object.__setattr__(self, "width_multiplier", positive_number("width_multiplier", self.width_multiplier))
         _bool("batchnorm", self.batchnorm)
         _activation(self.activation)
 

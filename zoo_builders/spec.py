@@ -31,6 +31,7 @@ import itertools
 import json
 import math
 import os
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ import numpy as np
 import yaml
 
 from catalog.errors import WeightzooError
+from catalog.format import ZOO_NAME_RULE, is_zoo_name
+from catalog.network import is_finite_number
 from zoo_builders.architectures import (
     ARCHITECTURES,
     DEFAULT_INIT,
@@ -57,6 +60,39 @@ TOP_LEVEL_KEYS = ("name", "description", "license", "dataset", "architecture", "
                   "grid", "random", "families")
 #: The keys of one entry of ``families:``.
 FAMILY_KEYS = ("architecture", "training", "grid", "random")
+#: Init schemes for layer chains only: :func:`zoo_builders.init.init_params` refuses them for
+#: graph architectures, so a spec is checked against them before anything trains.
+CHAIN_ONLY_INITS = ("siren",)
+#: Most runs one spec may expand to (families together). Specs are expanded in memory, run by
+#: run, before anything trains (about a minute for 100,000 ResNet runs); a larger zoo is
+#: several specs, built into several zoos.
+MAX_RUNS = 100_000
+#: Numbers with an exponent (``1e-3``, ``5E4``, ``1.5e3``): floats in YAML 1.2, strings to PyYAML,
+#: which follows YAML 1.1 (where a float needs a dot, and its exponent a sign).
+YAML12_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads numbers as YAML 1.2 does (``lr: 1e-3`` is a float) and
+    refuses a key given twice in one mapping, which YAML 1.1 readers resolve silently to the
+    last value (YAML 1.2 forbids it)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for key_node, _ in node.value:
+            # Keys merged in with '<<' may be overridden, as YAML merges allow.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"found duplicate key {key_node.value!r} (give each key once)",
+                        key_node.start_mark)
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+# Appended after the YAML 1.1 resolvers: only what they leave a string becomes a float.
+SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_EXPONENT_FLOAT, list("-+0123456789."))
 
 
 @dataclass(frozen=True)
@@ -103,7 +139,7 @@ class TrainingConfig:
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise WeightzooError(f"training.{f.name} must be an integer, got {value!r}")
             elif f.type == "float":
-                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                if not is_finite_number(value):
                     raise WeightzooError(f"training.{f.name} must be a number, got {value!r}")
                 value = float(value)
             elif f.type == "str" and not isinstance(value, str):
@@ -126,10 +162,12 @@ class TrainingConfig:
         if not 0.0 < self.train_fraction <= 1.0:
             raise WeightzooError(f"training.train_fraction must be in (0, 1], got {self.train_fraction}")
         cps = self.checkpoints if self.checkpoints is not None else (0, self.epochs)
-        if isinstance(cps, int):
+        if isinstance(cps, int | float):
             cps = (cps,)
+        if isinstance(cps, list | tuple):  # 2.0 is epoch 2, as for the integer fields above
+            cps = [int(c) if isinstance(c, float) and c.is_integer() else c for c in cps]
         if not isinstance(cps, list | tuple) or not all(isinstance(c, int) and not isinstance(c, bool) for c in cps):
-            raise WeightzooError(f"training.checkpoints must be a list of epochs, got {cps!r}")
+            raise WeightzooError(f"training.checkpoints must be a list of epochs (integers), got {cps!r}")
         bad = [c for c in cps if not 0 <= c <= self.epochs]
         if bad:
             raise WeightzooError(f"training.checkpoints {bad} lie outside 0..epochs ({self.epochs})")
@@ -163,10 +201,17 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if self.name not in TASKS:
             raise WeightzooError(f"unknown task {self.name!r}; valid tasks: {', '.join(TASKS)}")
-        if not isinstance(self.images, int) or self.images < 1 or self.offset < 0:
-            raise WeightzooError("task.images must be a positive integer and task.offset >= 0")
+        for key, low in (("images", 1), ("offset", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise WeightzooError(f"task.{key} must be an integer >= {low}, got {value!r}")
         if not isinstance(self.shared_init, bool):
             raise WeightzooError(f"task.shared_init must be true or false, got {self.shared_init!r}")
+
+
+#: The prefix of the column of an architecture field named like a training field (vgg's and
+#: transformer's ``dropout`` are ``arch_dropout``; ``dropout`` is ``training.dropout``).
+ARCH_COLUMN_PREFIX = "arch_"
 
 
 #: The fields each config had when run ids were first hashed (id form v1). They always enter
@@ -221,24 +266,33 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def hparams(self) -> dict[str, Any]:
-        """The hyperparameter columns of this run's rows."""
+        """The hyperparameter columns of this run's rows: the architecture's fields, then the
+        training fields, ``architecture`` and ``dataset``; an architecture field named like a
+        training field (the ``dropout`` of vgg and transformer) is the column
+        ``arch_<field>`` (:data:`ARCH_COLUMN_PREFIX`), the training value keeping its name."""
         cols: dict[str, Any] = {}
-        for k, v in asdict(self.arch).items():
+        arch = asdict(self.arch)
+        for k, v in arch.items():
             cols[k] = list(v) if isinstance(v, tuple) else v
         if "hidden" in cols and self.arch_name in ("mlp", "siren"):  # neurons, not a vgg head
             cols["depth"] = len(cols["hidden"])
             cols["width"] = max(cols["hidden"]) if cols["hidden"] else 0
-        for k, v in asdict(self.training).items():
-            if k != "checkpoints":
-                cols[k] = v
+        training = {k: v for k, v in asdict(self.training).items() if k != "checkpoints"}
+        cols.update(training)
         cols["architecture"] = self.arch_name
         cols["dataset"] = self.dataset.name
+        # The training value has always been recorded under the shared name (zoos already built
+        # hold it there), so the architecture's own value is a column of its own, added last.
+        for k in [k for k in arch if k in training]:
+            cols[ARCH_COLUMN_PREFIX + k] = arch[k]
         return cols
 
 
 # ================================================================================ axes
 def _resolve_axis(name: str, arch_name: str) -> tuple[str, str]:
     """Axis name -> ("training" | "architecture", field)."""
+    if not isinstance(name, str):
+        raise WeightzooError(f"axis names are strings (a training or architecture field), got {name!r}")
     train_fields = [f for f in TrainingConfig.field_names() if f != "checkpoints"]
     a_fields = arch_fields(arch_name)
     if name.startswith("architecture."):
@@ -257,6 +311,10 @@ def _resolve_axis(name: str, arch_name: str) -> tuple[str, str]:
     raise WeightzooError(f"unknown axis {name!r}; valid axes: {', '.join(valid)}")
 
 
+#: randint draws int64s: its bounds stay below 2**62 in size.
+RANDINT_BOUND = 2 ** 62
+
+
 def _sample(axis: str, dist: Any, rng: np.random.Generator) -> Any:
     if not isinstance(dist, dict) or len(dist) != 1:
         raise WeightzooError(
@@ -268,20 +326,31 @@ def _sample(axis: str, dist: Any, rng: np.random.Generator) -> Any:
             raise WeightzooError(f"random axis {axis!r}: choice needs a non-empty list")
         return copy.deepcopy(args[int(rng.integers(len(args)))])
     if kind in ("uniform", "loguniform", "randint"):
-        if not isinstance(args, list) or len(args) != 2 or not all(isinstance(a, int | float) for a in args):
-            raise WeightzooError(f"random axis {axis!r}: {kind} needs [low, high]")
+        if not isinstance(args, list) or len(args) != 2 or not all(is_finite_number(a) for a in args):
+            raise WeightzooError(f"random axis {axis!r}: {kind} needs [low, high], two finite numbers")
         lo, hi = args
         if lo > hi:
             raise WeightzooError(f"random axis {axis!r}: {kind} needs low <= high, got [{lo}, {hi}]")
         if kind == "uniform":
             return float(rng.uniform(lo, hi))
         if kind == "randint":
+            if not -RANDINT_BOUND <= lo <= hi < RANDINT_BOUND:
+                raise WeightzooError(f"random axis {axis!r}: randint bounds must lie within +-{RANDINT_BOUND}, "
+                                     f"got [{lo}, {hi}]")
             return int(rng.integers(int(lo), int(hi) + 1))
         if lo <= 0:
             raise WeightzooError(f"random axis {axis!r}: loguniform needs positive bounds")
         return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
     raise WeightzooError(f"random axis {axis!r}: unknown distribution {kind!r}; "
                          f"valid: uniform, loguniform, choice, randint")
+
+
+def _check_run_count(n: int, what: str) -> None:
+    """Refuse a spec of more than :data:`MAX_RUNS` runs (``n``, counted as ``what``)."""
+    if n > MAX_RUNS:
+        raise WeightzooError(
+            f"the spec expands to {n:,} runs ({what}), more than the {MAX_RUNS:,} one spec may hold; "
+            f"use fewer grid values or random samples, or split it into several specs (zoos)")
 
 
 # ================================================================================ spec
@@ -316,8 +385,8 @@ class BuildSpec:
             if key not in d:
                 raise WeightzooError(f"the spec has no {key!r}; add it (see `zoo presets --show digits-mlp`)")
         name = d["name"]
-        if not isinstance(name, str) or not name or "/" in name:
-            raise WeightzooError(f"spec name must be a non-empty string without '/', got {name!r}")
+        if not is_zoo_name(name):  # the manifest's rule: checked here, before any directory is made
+            raise WeightzooError(f"spec name {name!r} is not a valid zoo name: use {ZOO_NAME_RULE}")
         dataset = DatasetConfig.from_dict(d["dataset"])
         arch_name, arch = make_architecture(d["architecture"])
         task_d = d.get("task") or {}
@@ -355,18 +424,34 @@ class BuildSpec:
             raise WeightzooError("spec 'random' must be a mapping with 'samples' and axis distributions")
         if rnd:
             samples = rnd.get("samples")
-            if not isinstance(samples, int) or samples < 1:
-                raise WeightzooError("random.samples must be a positive integer")
+            if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+                raise WeightzooError(f"random.samples must be a positive integer, got {samples!r}")
+            seed = rnd.get("sampler_seed", 0)
+            if isinstance(seed, float) and seed.is_integer():  # as the integer fields of training
+                seed = int(seed)
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise WeightzooError(f"random.sampler_seed must be a non-negative integer, got {seed!r}")
             for axis in rnd:
                 if axis not in ("samples", "sampler_seed"):
                     _resolve_axis(axis, arch_name)
+        n_runs = math.prod(len(v) for v in grid.values()) * (rnd["samples"] if rnd else 1)
+        _check_run_count(n_runs * (task.images if task.name == "inr" else 1),
+                         "grid points x random samples" + (" x images" if task.name == "inr" else ""))
         spec = cls(name, dataset, arch_name, arch, training, task, grid, rnd, copy.deepcopy(d))
         runs = spec.runs()  # validate every combination now, before anything is trained
-        if arch_name in GRAPH_ARCHITECTURES and any(r.training.dropout > 0 for r in runs):
+        chain_only = sorted({r.training.init for r in runs} & set(CHAIN_ONLY_INITS))
+        if arch_name in GRAPH_ARCHITECTURES and chain_only:
+            graph_inits = [i for i in INIT_SCHEMES if i not in CHAIN_ONLY_INITS]
             raise WeightzooError(
-                f"training.dropout applies to layer chains (mlp, cnn); architecture {arch_name!r} has "
-                f"dropout nodes instead: use its own dropout option (if it has one) and leave "
-                f"training.dropout at 0")
+                f"init {chain_only[0]!r} is for layer chains (mlp, cnn, siren); architecture {arch_name!r} is a "
+                f"graph: use another scheme ({', '.join(graph_inits)})")
+        if arch_name in GRAPH_ARCHITECTURES and any(r.training.dropout > 0 for r in runs):
+            # The axis 'dropout' sets training.dropout too: training fields come first.
+            fix = ("use the architecture's own: architecture: {dropout: p}, or the axis 'architecture.dropout'"
+                   if "dropout" in arch_fields(arch_name) else f"architecture {arch_name!r} has no dropout option")
+            raise WeightzooError(
+                f"training.dropout applies to layer chains (mlp, cnn), as does the axis 'dropout'; {fix}, and "
+                f"leave training.dropout at 0")
         return spec
 
     @classmethod
@@ -408,6 +493,7 @@ class BuildSpec:
         first = parsed[0]
         spec = cls(first.name, first.dataset, first.arch_name, first.architecture, first.training, first.task,
                    raw=copy.deepcopy(d), families=parsed)
+        _check_run_count(sum(len(fam.runs()) for fam in parsed), "the families' runs together")
         ids = [r.run_id for fam in parsed for r in fam.runs()]
         if len(set(ids)) < len(ids):  # the same run listed by two families would be trained once
             dup = len(ids) - len(set(ids))
@@ -435,9 +521,16 @@ class BuildSpec:
                 raise WeightzooError(
                     f"{source} is neither a spec file nor a preset; presets: {', '.join(list_presets())}")
         try:
-            data = yaml.safe_load(path.read_text())
+            text = path.read_bytes().decode("utf-8-sig")  # a leading BOM is fine
+        except UnicodeDecodeError as e:
+            raise WeightzooError(f"{path} is not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}); "
+                                 f"a spec is a YAML text file") from e
+        except OSError as e:
+            raise WeightzooError(f"cannot read {path}: {e.strerror}") from e
+        try:
+            data = yaml.load(text, Loader=SpecLoader)
         except yaml.YAMLError as e:
-            raise WeightzooError(f"{path} is not valid YAML: {e}") from e
+            raise WeightzooError(f"{path} is not valid YAML: {_yaml_problem(e)}") from e
         return cls.from_dict(data)
 
     def to_dict(self) -> dict:
@@ -456,6 +549,22 @@ class BuildSpec:
             for _ in range(int(self.random["samples"])):
                 out.append({**point, **{a: _sample(a, self.random[a], rng) for a in axes}})
         return out
+
+    def architectures(self) -> list[tuple[str, Any]]:
+        """The distinct ``(family, architecture config)`` pairs of the spec's runs, in run order
+        (without expanding the runs themselves)."""
+        if self.families:
+            return list(dict.fromkeys(a for fam in self.families for a in fam.architectures()))
+        base_arch = arch_to_dict(self.arch_name, self.architecture)
+        out: dict[tuple[str, Any], None] = {}
+        for assignment in self._assignments():
+            arch_d = dict(base_arch)
+            for axis, value in assignment.items():
+                where, fname = _resolve_axis(axis, self.arch_name)
+                if where == "architecture":
+                    arch_d[fname] = value
+            out[make_architecture(arch_d)] = None
+        return list(out)
 
     def runs(self) -> list[RunConfig]:
         """Every run of the spec, in a fixed order (family after family; in a family: grid
@@ -483,6 +592,16 @@ class BuildSpec:
                     seen.add(run.run_id)
                     out.append(run)
         return out
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where (PyYAML's message quotes the text over
+    several lines)."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        context = f" ({e.context} at line {e.context_mark.line + 1})" if e.context and e.context_mark else ""
+        return (f"{e.problem} at line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}"
+                f"{context}")
+    return " ".join(str(e).split())
 
 
 def list_presets() -> list[str]:

@@ -180,6 +180,8 @@ MALFORMED = {
     "name empty": ("name", _set("name", "")),
     "name traversal": ("name", _set("name", "../../x")),
     "name dotdot": ("name", _set("name", "..")),
+    "name dot": ("name", _set("name", ".")),
+    "name backslash": ("name", _set("name", "a\\b")),
     "created_by int": ("created_by", _set("created_by", 1)),
 }
 

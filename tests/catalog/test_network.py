@@ -51,6 +51,80 @@ def test_mismatched_layers_are_refused() -> None:
         NetworkSpec("mlp", (4,), (LayerSpec("linear", 4, 8, "a.weight"), LayerSpec("linear", 5, 2, "b.weight")))
 
 
+#: A conv chain in its zoo.json form: conv 1->4 3x3 (pooled), then linear 4->10.
+CHAIN = {"family": "cnn", "input_shape": [1, 8, 8], "layers": [
+    {"kind": "conv2d", "in_features": 1, "out_features": 4, "weight": "c.weight", "bias": "c.bias",
+     "kernel_size": [3, 3], "stride": 2, "padding": 1, "pool": "global_avg", "activation": "relu"},
+    {"kind": "linear", "in_features": 4, "out_features": 10, "weight": "l.weight", "bias": "l.bias"}]}
+
+
+def _chain(**edits: object) -> dict:
+    """CHAIN with ``key=value`` edits: ``input_shape=...`` or ``layer0__stride=...`` (``DROP`` removes)."""
+    d = json.loads(json.dumps(CHAIN))
+    for key, value in edits.items():
+        target, key = (d["layers"][int(key[5])], key[8:]) if key[:5] == "layer" and key[6:8] == "__" else (d, key)
+        if value is DROP:
+            del target[key]
+        else:
+            target[key] = value
+    return d
+
+
+DROP = object()
+
+
+@pytest.mark.parametrize("edits, needle", [
+    ({"layer0__stride": 0}, "stride must be an integer >= 1, got 0"),
+    ({"layer0__stride": "2"}, "stride must be an integer >= 1, got '2'"),
+    ({"layer0__stride": 1.5}, "stride must be an integer >= 1"),
+    ({"layer0__padding": -3}, "padding must be an integer >= 0, got -3"),
+    ({"layer0__in_features": "1"}, "in_features must be an integer >= 1"),
+    ({"layer1__out_features": -10}, "out_features must be an integer >= 1"),
+    ({"layer1__out_features": True}, "out_features must be an integer >= 1"),
+    ({"layer0__kernel_size": ["3", "3"]}, "kernel_size must be a list of integers >= 1"),
+    ({"layer0__kernel_size": [0, 3]}, "kernel_size must be a list of integers >= 1"),
+    ({"layer0__kernel_size": "33"}, "kernel_size must be a list of integers >= 1"),
+    ({"layer0__kernel_size": 3}, "kernel_size must be a list of integers >= 1"),
+    ({"layer0__omega": "x"}, "omega must be a finite number, got 'x'"),
+    ({"layer0__omega": float("nan")}, "omega must be a finite number"),
+    ({"layer0__activation": 5}, "unknown activation 5"),
+    ({"layer0__pool": ["x"]}, "unknown pool"),
+    ({"layer0__kind": ["x"]}, "unknown layer kind"),
+    ({"layer0__weight": 5}, "weight must be a parameter name"),
+    ({"layer0__bias": 5}, "bias must be a parameter name or null"),
+    ({"layer0__strides": 2}, "unknown keys ['strides']"),
+    ({"layer0__weight": DROP}, "lacks weight"),
+    ({"input_shape": "64"}, "input_shape must be a list of positive integers, got '64'"),
+    ({"input_shape": [1, "8", 8]}, "input_shape must be a list of positive integers"),
+    ({"input_shape": [1, 0, 8]}, "input_shape must be a list of positive integers"),
+    ({"meta": "x"}, "meta must be an object"),
+    ({"family": 5}, "family must be a string"),
+    ({"dtype": ["float32"]}, "unknown dtype"),
+    ({"layers": "abc"}, "layers must be a non-empty list"),
+    ({"layers": []}, "layers must be a non-empty list"),
+    ({"layers": ["x"]}, "layers[0] must be an object"),
+    ({"layers": DROP}, "lacks 'layers'"),
+    ({"params": "x"}, "malformed NetworkSpec params"),
+    ({"params": [{"shape": [4]}]}, "malformed NetworkSpec params"),
+])
+def test_bad_chain_fields_are_one_line_errors(edits: dict, needle: str) -> None:
+    with pytest.raises(ZooFormatError) as e:
+        NetworkSpec.from_dict(_chain(**edits))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_chain_checks_keep_stored_values_and_ids() -> None:
+    spec = NetworkSpec.from_dict(CHAIN)
+    assert spec.to_dict()["layers"][0]["stride"] == 2 and spec.n_params == 4 * 9 + 4 + 40 + 10
+    # an omega stored as an integer stays one: the dict an arch_id hashes is unchanged
+    d = _chain(layer0__omega=30)
+    assert NetworkSpec.from_dict(d).to_dict()["layers"][0]["omega"] == 30
+    assert NetworkSpec.from_dict(d).arch_id == NetworkSpec.from_dict(d).arch_id != spec.arch_id
+    # integral floats are integers, as for graph nodes
+    again = NetworkSpec.from_dict(_chain(layer0__stride=2.0, layer1__out_features=10.0))
+    assert again.arch_id == spec.arch_id and type(again.layers[1].out_features) is int
+
+
 def test_population_forward_equals_each_module_alone() -> None:
     spec = mlp_spec(hidden=6, activation="tanh")
     params = random_weights(spec, 3, seed=0)

@@ -210,3 +210,24 @@ def test_read_distinct_reads_each_part_once_and_marks_missing_columns(tmp_path, 
     assert got == {"run_id": {"a", "b", "c"}, "torch_threads": {None, 2}}
     assert len(reads) == 2
     assert writer_mod.read_run_ids(tmp_path, parts) == {"a", "b", "c"}
+
+
+# ================================================================================ deterministic bytes
+def test_the_same_part_gives_the_same_shard_bytes(tmp_path):
+    """safetensors orders the header's metadata by a hash map that changes from call to call;
+    shards (and their sha256 in zoo.json) must not."""
+    from safetensors import safe_open
+
+    spec = mlp_spec()
+    rows = _rows(0)
+    weights = random_weights(spec, len(rows), 0)
+    shards = set()
+    for i in range(8):
+        w = ZooWriter(tmp_path / f"z{i}", "w", SPEC)
+        w.write_part(w.add_architecture(spec), weights, rows)
+        (shard,) = [f for f in w.manifest.files if f.kind == "shard"]
+        shards.add(((tmp_path / f"z{i}" / shard.path).read_bytes(), shard.sha256))
+        w.close()
+    assert len(shards) == 1
+    with safe_open(tmp_path / "z0" / shard.path, "pt") as f:  # still a valid file, metadata intact
+        assert f.metadata() == {"arch_id": spec.arch_id, "rows": str(len(rows))}

@@ -483,3 +483,35 @@ def test_resuming_with_another_thread_count_warns_and_names_the_one_to_use(tmp_p
     assert r.exit_code == 0
     assert "warning: the zoo's rows trained with torch threads 2; this build trains with 1" in r.output
     assert "Warning" not in r.output  # one line, no source location
+
+
+def test_a_model_too_large_for_memory_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import zoo_builders.build as build_module
+    from catalog.errors import WeightzooError
+
+    huge = {"name": "huge", "dataset": {"name": "digits"}, "training": {"epochs": 1},
+            "architecture": {"name": "transformer", "dim": 100_000_000, "heads": 1}}
+    with pytest.raises(WeightzooError, match=r"160,000,005,500,000,010 parameters.*of memory available"):
+        build_zoo(huge, tmp_path / "dry", dry_run=True)
+    # mlp 64-8-10: 610 parameters, at least 9,760 bytes to train
+    small = {"name": "small", "dataset": {"name": "digits"}, "training": {"epochs": 1},
+             "families": [{"architecture": {"name": "mlp", "hidden": [2]}},
+                          {"architecture": {"name": "mlp", "hidden": [8]}}]}
+    monkeypatch.setattr(build_module, "available_memory", lambda: 9_000)
+    with pytest.raises(WeightzooError, match=r"mlp-\w+ has 610 parameters"):
+        build_zoo(small, tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(build_module, "available_memory", lambda: 10_000)
+    assert build_zoo(small, tmp_path / "out", dry_run=True).rows == 4
+
+
+def test_dry_run_lists_each_population_with_its_own_family_fields(tmp_path):
+    spec = {"name": "two", "dataset": {"name": "digits"}, "training": {"epochs": 1},
+            "families": [{"architecture": {"name": "cnn", "channels": [4, 4]}, "grid": {"seed": [0, 1]}},
+                         {"architecture": {"name": "resnet", "width_multiplier": 0.125},
+                          "grid": {"init": ["default", "normal"]}}]}
+    text = build_zoo(spec, tmp_path / "z", dry_run=True).describe()
+    cnn, resnet = [line for line in text.splitlines() if "architecture=" in line]
+    assert "None" not in text, text
+    assert "channels=[4,4]" in cnn and "depth=" not in cnn and "seed=0,1" in cnn
+    assert "depth=8" in resnet and "channels=" not in resnet and "init=default,normal" in resnet

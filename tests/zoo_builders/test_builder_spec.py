@@ -133,3 +133,151 @@ def test_classifier_run_ids_ignore_inr_task_options():
     a = spec().runs()[0]
     b = spec(task={"name": "classify", "images": 7, "shared_init": False}).runs()[0]
     assert a.run_id == b.run_id
+
+
+# ================================================================================ YAML
+def _load_text(tmp_path, text: str | bytes) -> BuildSpec:
+    p = tmp_path / "spec.yaml"
+    p.write_bytes(text.encode() if isinstance(text, str) else text)
+    return BuildSpec.load(p)
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    s = _load_text(tmp_path, "name: s\ndataset: {name: digits}\narchitecture: {name: mlp, hidden: [8]}\n"
+                             "training: {epochs: 2, lr: 1e-3, weight_decay: 5E-4, momentum: 9e-1}\n"
+                             "random: {samples: 2, lr: {loguniform: [1e-4, 1.5e-2]}}\n")
+    assert (s.training.lr, s.training.weight_decay, s.training.momentum) == (1e-3, 5e-4, 0.9)
+    assert all(1e-4 <= r.training.lr <= 1.5e-2 for r in s.runs())
+    # a string stays a string where the spec wants one
+    assert _load_text(tmp_path, "name: 1e3x\ndataset: {name: digits}\narchitecture: {name: mlp}\n").name == "1e3x"
+
+
+def test_the_module_docstring_example_parses(tmp_path):
+    import zoo_builders.spec as spec_module
+
+    example = spec_module.__doc__.split("::\n", 1)[1].split("\n\n", 1)[0]
+    s = _load_text(tmp_path, "name: doc\n" + "\n".join(line[4:] for line in example.splitlines()) + "\n")
+    assert s.arch_names == ["cnn", "resnet"] and len(s.runs()) == 104
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    with pytest.raises(WeightzooError, match=r"(?s)duplicate key 'architecture'.*line 4"):
+        _load_text(tmp_path, "name: s\ndataset: {name: digits}\narchitecture: {name: mlp}\n"
+                             "architecture: {name: cnn}\n")
+    with pytest.raises(WeightzooError, match="duplicate key 'lr'"):
+        _load_text(tmp_path, "name: s\ndataset: {name: digits}\narchitecture: {name: mlp}\n"
+                             "training: {lr: 0.1, lr: 0.2}\n")
+    # keys merged in with '<<' may still be overridden
+    s = _load_text(tmp_path, "name: s\ndataset: {name: digits}\n"
+                             "architecture: {<<: {name: mlp, hidden: [4]}, hidden: [8]}\n")
+    assert s.architecture.hidden == (8,)
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    with pytest.raises(WeightzooError, match="not valid YAML") as e:
+        _load_text(tmp_path, "name: x\ndataset: {name: digits\narchitecture: [name: mlp\n")
+    assert "\n" not in str(e.value) and "line 3" in str(e.value)
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path):
+    with pytest.raises(WeightzooError, match="not UTF-8 text"):
+        _load_text(tmp_path, b"\xff\xfe bad\n")
+
+
+
+
+# ================================================================================ checks at parse time
+@pytest.mark.parametrize("over, needle", [
+    ({"architecture": {"name": ["resnet"]}}, "architecture name must be a string"),
+    ({"random": {"samples": 2, "sampler_seed": -1, "lr": {"uniform": [0.1, 0.2]}}},
+     "random.sampler_seed must be a non-negative integer"),
+    ({"random": {"samples": 2, "sampler_seed": "abc", "lr": {"uniform": [0.1, 0.2]}}},
+     "random.sampler_seed must be a non-negative integer"),
+    ({"random": {"samples": True, "lr": {"uniform": [0.1, 0.2]}}}, "random.samples must be a positive integer"),
+    ({"architecture": {"name": "resnet", "width_multiplier": float("inf")}}, "width_multiplier must be a positive"),
+    ({"architecture": {"name": "resnet", "width_multiplier": float("nan")}}, "width_multiplier must be a positive"),
+    ({"architecture": {"name": "siren", "omega0": float("inf")}, "task": {"name": "inr", "images": 1}},
+     "omega0 must be a positive"),
+    ({"random": {"samples": 1, "lr": {"loguniform": [1e-4, float("inf")]}}}, "two finite numbers"),
+    ({"random": {"samples": 1, "seed": {"randint": [0, 1e30]}}}, "randint bounds must lie within"),
+    ({"architecture": {"name": "siren"}, "task": {"name": "inr", "images": 1, "offset": 1.5}},
+     "task.offset must be an integer >= 0"),
+    ({"grid": {1: [0.1]}}, "axis names are strings"),
+    ({"random": {"samples": 1, 2: {"uniform": [0, 1]}}}, "axis names are strings"),
+])
+def test_bad_values_are_one_line_errors(over, needle):
+    with pytest.raises(WeightzooError) as e:
+        spec(**over)
+    assert needle in str(e.value)
+
+
+
+
+@pytest.mark.parametrize("name", [".", "..", "a\\b", "a\tb", "a/b", ""])
+def test_spec_names_follow_the_manifest_rule(name):
+    with pytest.raises(WeightzooError, match="not a valid zoo name"):
+        spec(name=name)
+
+
+def test_a_valid_zoo_name_is_a_valid_spec_name():
+    assert spec(name="a b.c-1").name == "a b.c-1"
+    assert spec(name="...").name == "..."
+
+
+def test_run_count_is_bounded_before_expansion():
+    from zoo_builders.spec import MAX_RUNS
+
+    with pytest.raises(WeightzooError, match=f"100,000,000,000 runs.*{MAX_RUNS:,}"):
+        spec(random={"samples": 100_000_000_000, "lr": {"uniform": [0.1, 0.2]}})
+    with pytest.raises(WeightzooError, match=f"{MAX_RUNS + 1000:,} runs"):  # grid points times samples
+        spec(grid={"seed": list(range(1000))}, random={"samples": MAX_RUNS // 1000 + 1, "lr": {"uniform": [0, 1]}})
+    with pytest.raises(WeightzooError, match=f"{MAX_RUNS + 1:,} runs"):  # one run per image
+        spec(architecture={"name": "siren"}, task={"name": "inr", "images": MAX_RUNS + 1})
+
+
+def test_init_is_checked_against_every_family_before_training():
+    with pytest.raises(WeightzooError, match="init 'siren'.*resnet"):
+        spec(architecture={"name": "resnet"}, training={"epochs": 1, "init": "siren"})
+    fams = {"families": [{"architecture": {"name": "cnn", "channels": [4, 4]}, "grid": {"seed": [0, 1]}},
+                         {"architecture": {"name": "resnet"}, "grid": {"init": ["default", "siren"]}}]}
+    with pytest.raises(WeightzooError, match=r"families\[1\] \(resnet\): init 'siren'"):
+        BuildSpec.load({"name": "s", "dataset": {"name": "digits"}, "training": {"epochs": 1}, **fams})
+    assert spec(training={"epochs": 1, "init": "siren"}).training.init == "siren"  # chains take it
+
+
+def test_integral_floats_count_as_integers_in_epochs_and_checkpoints_alike():
+    t = spec(training={"epochs": 2.0, "checkpoints": [1.0, 2]}).training
+    assert (t.epochs, t.checkpoints) == (2, (1, 2)) and all(type(c) is int for c in t.checkpoints)
+    assert spec(training={"epochs": 2, "checkpoints": 2.0}).training.checkpoints == (2,)
+    for bad in ([1.5], "all", [True]):
+        with pytest.raises(WeightzooError, match="training.checkpoints must be a list of epochs"):
+            spec(training={"epochs": 2, "checkpoints": bad})
+
+
+@pytest.mark.parametrize("dataset, needle", [
+    ({"name": ["digits"]}, "unknown dataset ['digits']"),
+    ({"name": "digits", "test_fraction": "x"}, "dataset.test_fraction must be in (0, 1)"),
+    ({"name": "digits", "test_fraction": None}, "dataset.test_fraction must be in (0, 1)"),
+    ({"name": "digits", "split_seed": -1}, "dataset.split_seed must be an integer in [0, 4294967295]"),
+    ({"name": "digits", "split_seed": "x"}, "dataset.split_seed must be an integer"),
+    ({"name": "moons", "n_samples": 2.5}, "dataset.n_samples must be an integer >= 1"),
+    ({"name": "moons", "noise": "x"}, "dataset.noise must be a number >= 0"),
+    ({"name": "blobs", "n_classes": 0}, "dataset.n_classes must be an integer >= 1"),
+    ({"name": "npz", "path": ["x.npz"]}, "dataset.path must be a file path"),
+])
+def test_bad_dataset_values_are_one_line_errors(dataset, needle):
+    with pytest.raises(WeightzooError) as e:
+        spec(dataset=dataset)
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("over, needle", [
+    ({"training": {"lr": 10**400}}, "training.lr must be a number"),
+    ({"architecture": {"name": "resnet", "width_multiplier": 10**400}}, "width_multiplier must be a positive"),
+    ({"dataset": {"name": "digits", "test_fraction": 10**30}}, "dataset.test_fraction must be in (0, 1)"),
+    ({"random": {"samples": 1, "lr": {"uniform": [0, 10**400]}}}, "two finite numbers"),
+])
+def test_integers_beyond_a_float_are_refused_as_numbers(over, needle):
+    with pytest.raises(WeightzooError) as e:
+        spec(**over)
+    assert needle in str(e.value)

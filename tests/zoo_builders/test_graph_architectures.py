@@ -233,3 +233,29 @@ def test_statnn_trains_on_a_graph_zoo_and_dws_refuses_it(resnet_zoo: Path, tmp_p
     torch.testing.assert_close(loaded.predict(sel), res.model.predict(sel))
     with pytest.raises(WeightzooError, match="metanetwork 'dws' reads layer chains"):
         train_on_zoo(resnet_zoo, "test_acc", "dws", out=tmp_path / "dws", epochs=1, progress=False, log=None)
+
+
+def test_architecture_dropout_is_a_column_of_its_own() -> None:
+    runs = _setup({"name": "vgg", "channels": [4], "hidden": [8]}, {"epochs": 1},
+                  {"architecture.dropout": [0.0, 0.5]})[0]
+    assert [r.hparams()["arch_dropout"] for r in runs] == [0.0, 0.5]
+    assert [r.hparams()["dropout"] for r in runs] == [0.0, 0.0]  # training.dropout, as rows always had it
+    vit = _setup({"name": "transformer", "dim": 8, "depth": 1, "dropout": 0.2}, {"epochs": 1}, {})[0][0]
+    assert vit.hparams()["arch_dropout"] == 0.2
+    mlp = BuildSpec.load(LEGACY[0][0]).runs()[0].hparams()
+    assert "arch_dropout" not in mlp and mlp["dropout"] == 0.0
+
+
+def test_dropout_axis_on_a_graph_names_the_axis_that_works() -> None:
+    with pytest.raises(WeightzooError, match="the axis 'architecture.dropout'"):
+        _setup({"name": "vgg", "channels": [4]}, {"epochs": 1}, {"dropout": [0.0, 0.5]})
+    with pytest.raises(WeightzooError, match="architecture 'resnet' has no dropout option"):
+        _setup({"name": "resnet"}, {"epochs": 1}, {"dropout": [0.0, 0.5]})
+
+
+@pytest.mark.parametrize("cfg", [VGGConfig(convs_per_stage=10**30), TransformerConfig(depth=10**9),
+                                 ResNetConfig(depth=6 * 10**29 + 2)], ids=["vgg", "transformer", "resnet"])
+def test_an_astronomical_depth_is_refused_not_built(cfg) -> None:
+    with pytest.raises(WeightzooError, match="more than 10,000 nodes"):
+        cfg.network_spec((1, 8, 8), 10)
+    assert ResNetConfig(depth=1202).network_spec((1, 8, 8), 10).n_params > 0  # the deepest CIFAR ResNet
