@@ -54,7 +54,7 @@ from weightspace.models.registry import (
     preset_hparams,
     preset_names,
 )
-from weightspace.train import evaluate, fit, several_archs_error
+from weightspace.train import check_seed, evaluate, fit, several_archs_error
 from weightspace.trained import TrainedMetanetwork
 
 #: The split label of rows the training selection did not include (checkpoint 0 unless
@@ -193,6 +193,7 @@ def train_on_zoo(
         raise WeightzooError(f"unknown task {task!r}; valid tasks: auto, regression, classification")
     if int(threads) < 1:
         raise WeightzooError(f"threads must be >= 1, got {threads}")
+    check_seed(seed)
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
     if target not in z.table.column_names:
         raise WeightzooError(

@@ -1,0 +1,44 @@
+"""`zoo train` / `zoo predict`: bad options and damaged run directories fail with one line."""
+
+from pathlib import Path
+
+import pytest
+from zoo_helpers import run_cli
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit 1, no traceback, one ``error:`` line holding every fragment (torch's one-time import
+    warning aside)."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.strip().splitlines() if not ln.startswith("warning: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_digits_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "r"
+    res = run_cli("train", tiny_digits_zoo, "--target", "test_acc", "--model", "statnn", "--epochs", 1,
+                  "-q", "--out", out)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.mark.parametrize("seed", ["-5", str(2**70)])
+def test_train_seed_out_of_range(tiny_digits_zoo, tmp_path, seed):
+    res = run_cli("train", tiny_digits_zoo, "--target", "test_acc", "--model", "statnn", "--epochs", 1,
+                  "-q", "--out", tmp_path / "r", "--seed", seed)
+    assert_one_line_error(res, "--seed", "from 0")
+
+
+def test_predict_truncated_weights(run_dir, tiny_digits_zoo, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in run_dir.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes())
+    weights = broken / "metanetwork.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    res = run_cli("predict", broken, tiny_digits_zoo, "-q", "--out", tmp_path / "p.parquet")
+    assert_one_line_error(res, "metanetwork.safetensors", "retrain")
