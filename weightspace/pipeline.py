@@ -46,6 +46,7 @@ from catalog.dataset import WeightDataset
 from catalog.errors import WeightzooError
 from catalog.export import SUFFIX_FORMATS, render_csv, render_json, render_table
 from catalog.format import atomic_write_bytes
+from catalog.paths import check_output_path
 from catalog.split import SPLITS, check_fractions, row_runs, run_splits, runs_fingerprint
 from weightspace.metrics import classification_metrics, regression_metrics
 from weightspace.models.registry import (
@@ -195,6 +196,8 @@ def train_on_zoo(
         raise WeightzooError(f"threads must be >= 1, got {threads}")
     check_seed(seed)
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
+    run_dir = Path(out) if out is not None else Path("runs") / f"{z.name}-{target}-{model}"
+    check_output_path(run_dir, "--out", "metanetwork run")  # before any work
     if target not in z.table.column_names:
         raise WeightzooError(
             f"zoo {z.name!r} has no column {target!r}; columns: {', '.join(z.table.column_names)}")
@@ -239,8 +242,10 @@ def train_on_zoo(
                    "epochs_run": trained.training["epochs_run"]}
     finally:
         torch.set_num_threads(previous_threads)
-    run_dir = Path(out) if out is not None else Path("runs") / f"{z.name}-{target}-{model}"
     trained.save(run_dir, metrics=metrics, history=history)
+    # Replacing an earlier run: its predictions came from the metanetwork just overwritten.
+    for stale in run_dir.glob("predictions-*.parquet"):
+        stale.unlink()
     return TrainResult(trained, run_dir, task, metrics, history, rows, checkpoints, arch_ids)
 
 
@@ -311,7 +316,7 @@ def predict_on_zoo(
     Returns:
         a :class:`PredictResult`; on the training zoo its metrics come per split.
     """
-    path = Path(out) if out is not None else None
+    path = check_output_path(out, "--out", None) if out is not None else None
     # The format comes from the extension; an unknown one fails before any work.
     fmt = _prediction_format(path)
     model = TrainedMetanetwork.load(run_dir)

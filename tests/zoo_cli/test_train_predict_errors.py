@@ -42,3 +42,33 @@ def test_predict_truncated_weights(run_dir, tiny_digits_zoo, tmp_path):
     weights.write_bytes(weights.read_bytes()[:50])
     res = run_cli("predict", broken, tiny_digits_zoo, "-q", "--out", tmp_path / "p.parquet")
     assert_one_line_error(res, "metanetwork.safetensors", "retrain")
+
+
+def test_outputs_never_land_in_a_zoo_or_a_run(run_dir, tiny_digits_zoo, tmp_path):
+    part = next((tiny_digits_zoo / "models").iterdir())
+    before = part.read_bytes()
+    res = run_cli("predict", run_dir, tiny_digits_zoo, "-q", "--out", part)
+    assert_one_line_error(res, "--out", "inside the zoo")
+    assert part.read_bytes() == before
+    res = run_cli("predict", run_dir, tiny_digits_zoo, "-q", "--out", run_dir / "config.json")
+    assert_one_line_error(res, "would overwrite config.json")
+    res = run_cli("train", tiny_digits_zoo, "--target", "test_acc", "--model", "statnn", "--epochs", 1,
+                  "-q", "--out", tiny_digits_zoo)
+    assert_one_line_error(res, "is a zoo directory")
+    res = run_cli("generate", tiny_digits_zoo, "--method", "noise", "--where", "checkpoint = 3", "--n", 2,
+                  "--out", tmp_path / "g", "--save-to", tmp_path / "g", "-q")
+    assert_one_line_error(res, "--save-to", "overlap")
+    assert not (tmp_path / "g").exists()
+
+
+def test_train_onto_an_old_run_drops_its_predictions(run_dir, tiny_digits_zoo, tmp_path):
+    old = tmp_path / "old"
+    res = run_cli("train", tiny_digits_zoo, "--target", "test_acc", "--model", "statnn", "--epochs", 1,
+                  "-q", "--out", old)
+    assert res.exit_code == 0, res.output
+    assert run_cli("predict", old, tiny_digits_zoo, "-q").exit_code == 0
+    assert list(old.glob("predictions-*.parquet"))
+    res = run_cli("train", tiny_digits_zoo, "--target", "train_acc", "--model", "statnn", "--epochs", 1,
+                  "-q", "--out", old)
+    assert res.exit_code == 0, res.output
+    assert not list(old.glob("predictions-*.parquet"))
