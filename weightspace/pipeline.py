@@ -50,6 +50,7 @@ from catalog.paths import check_output_path
 from catalog.split import SPLITS, check_fractions, row_runs, run_splits, runs_fingerprint
 from weightspace.metrics import classification_metrics, regression_metrics
 from weightspace.models.registry import (
+    check_hparams,
     get_metanetwork,
     metanetwork_names,
     preset_hparams,
@@ -188,7 +189,7 @@ def train_on_zoo(
         a :class:`TrainResult`.
     """
     get_metanetwork(model)  # fail fast, listing the valid names
-    hp = {**preset_hparams(model, preset), **dict(hparams or {})}
+    hp = check_hparams(model, {**preset_hparams(model, preset), **dict(hparams or {})})
     fr = check_fractions(fractions)
     if task not in ("auto", "regression", "classification"):
         raise WeightzooError(f"unknown task {task!r}; valid tasks: auto, regression, classification")

@@ -1,5 +1,6 @@
 """`zoo train` / `zoo predict`: bad options and damaged run directories fail with one line."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,24 @@ def test_train_onto_an_old_run_drops_its_predictions(run_dir, tiny_digits_zoo, t
                   "-q", "--out", old)
     assert res.exit_code == 0, res.output
     assert not list(old.glob("predictions-*.parquet"))
+
+
+@pytest.mark.parametrize("model, hparam, words", [
+    ("statnn", "quantiles=[2,3]", ["quantiles", "in [0, 1]"]),
+    ("statnn", "hidden=1.5", ["hidden", "integer >= 1"]),
+    ("statnn", "hidden=true", ["hidden", "integer"]),
+    ("statnn", "depth=abc", ["depth", "integer"]),
+    ("statnn", "dropout=1.5", ["dropout", "[0, 1)"]),
+    ("gmn", "hidden=1.5", ["hidden", "integer"]),
+])
+def test_train_hparam_types(tiny_digits_zoo, tmp_path, model, hparam, words):
+    res = run_cli("train", tiny_digits_zoo, "--target", "test_acc", "--model", model, "--epochs", 1,
+                  "-q", "--out", tmp_path / "r", "--hparam", hparam)
+    assert_one_line_error(res, "--hparam", *words)
+
+
+def test_train_quantiles_as_shown_in_help(tiny_digits_zoo, tmp_path):
+    res = run_cli("train", tiny_digits_zoo, "--target", "test_acc", "--model", "statnn", "--epochs", 1,
+                  "-q", "--out", tmp_path / "r", "--hparam", "quantiles=0.1,0.9")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["hparams"]["quantiles"] == [0.1, 0.9]
