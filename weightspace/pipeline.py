@@ -209,6 +209,11 @@ def train_on_zoo(
     try:
         selection = z.select(where=selection_where)
         if len(selection) == 0 and not include_init and len(z.select(where=where, limit=1)):
+            if "generated" in z.manifest.spec:  # generated networks are stored as checkpoint 0
+                raise WeightzooError(
+                    f"zoo {z.name!r} is generated: its networks are stored as checkpoint 0 (they have "
+                    f"no training checkpoints), which training leaves out by default as "
+                    f"initializations; pass --include-init (include_init=True) to train on them")
             raise WeightzooError(
                 "every selected row is checkpoint 0 (an initialization), and those are left out "
                 "by default; pass --include-init (include_init=True) to train on them")

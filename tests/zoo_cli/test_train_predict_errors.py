@@ -94,3 +94,12 @@ def test_train_quantiles_as_shown_in_help(tiny_digits_zoo, tmp_path):
                   "-q", "--out", tmp_path / "r", "--hparam", "quantiles=0.1,0.9")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["hparams"]["quantiles"] == [0.1, 0.9]
+
+
+def test_train_on_a_generated_zoo_says_why_checkpoint_0(tiny_digits_zoo, tmp_path):
+    res = run_cli("generate", tiny_digits_zoo, "--method", "noise", "--where", "checkpoint = 3", "--n", 4,
+                  "--out", tmp_path / "g", "-q")
+    assert res.exit_code == 0, res.output
+    res = run_cli("train", tmp_path / "g", "--target", "test_acc", "--model", "statnn", "--epochs", 1,
+                  "-q", "--out", tmp_path / "r")
+    assert_one_line_error(res, "is generated", "--include-init")
