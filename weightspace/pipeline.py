@@ -222,8 +222,9 @@ def train_on_zoo(
         if problem is not None:  # before loading any weights
             raise several_archs_error(problem, specs)
         splits = {s: WeightDataset(selection, [target], s, fractions=fr, seed=seed) for s in SPLITS}
-        if task == "auto":
-            task = "classification" if splits["train"].classes else "regression"
+        if task == "auto":  # string and boolean columns are classes, numbers regression
+            boolean = pa.types.is_boolean(z.table.schema.field(target).type)
+            task = "classification" if splits["train"].classes or boolean else "regression"
         rows = {s: len(d) for s, d in splits.items()}
         checkpoints = {s: _checkpoint_counts(d) for s, d in splits.items()}
         arch_ids = splits["train"].arch_ids
@@ -414,9 +415,17 @@ def _metrics(model: TrainedMetanetwork, pred: torch.Tensor, truths: list[Any]) -
     pred = pred[torch.tensor(keep, dtype=torch.long)]
     values = [truths[i] for i in keep]
     if model.task == "classification":
-        lookup = {str(c): i for i, c in enumerate(model.classes)}
-        return classification_metrics(pred, torch.tensor([lookup.get(str(v), -1) for v in values]))
+        lookup = {_class_key(c): i for i, c in enumerate(model.classes)}
+        return classification_metrics(pred, torch.tensor([lookup.get(_class_key(v), -1) for v in values]))
     return regression_metrics(pred[:, 0], torch.tensor(values, dtype=torch.float64))
+
+
+def _class_key(value: Any) -> Any:
+    """A class label as training saw it: numbers and booleans reach the model as float32 targets
+    (so 0.001 was learnt as 0.0010000000474974513 and True as 1), text as itself."""
+    if isinstance(value, bool | int | float | np.number | np.bool_):
+        return float(np.float32(value))
+    return str(value)
 
 
 # ====================================================================================== help

@@ -103,3 +103,43 @@ def test_train_on_a_generated_zoo_says_why_checkpoint_0(tiny_digits_zoo, tmp_pat
     res = run_cli("train", tmp_path / "g", "--target", "test_acc", "--model", "statnn", "--epochs", 1,
                   "-q", "--out", tmp_path / "r")
     assert_one_line_error(res, "is generated", "--include-init")
+
+
+def test_classification_of_floats_predicts_like_it_trained(tiny_digits_zoo, tmp_path):
+    res = run_cli("train", tiny_digits_zoo, "--target", "lr", "--task", "classification", "--model", "statnn",
+                  "--epochs", 2, "-q", "--json", "--out", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    test = json.loads(res.output.strip().splitlines()[-1])
+    res = run_cli("predict", tmp_path / "r", tiny_digits_zoo, "-q", "--json")
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert summary["split_metrics"]["test"] == test
+    # every row: the predicted class is one of the zoo's lr values, so some rows match
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from catalog import open_zoo
+
+    preds = pq.read_table(summary["predictions"]).to_pydict()
+    truth = dict(zip(*open_zoo(tiny_digits_zoo).table.select(["model_id", "lr"]).to_pydict().values()))
+    hits = [np.float32(p) == np.float32(truth[m]) for m, p in zip(preds["model_id"], preds["pred_lr"])]
+    assert sum(hits) > 0 and summary["metrics"]["accuracy"] == pytest.approx(sum(hits) / len(hits))
+
+
+def test_boolean_target_is_classified(tmp_path):
+    from zoo_helpers import mlp_spec, random_weights
+
+    from catalog.writer import ZooWriter
+
+    w = ZooWriter(tmp_path / "z", "flags", {"name": "flags", "test": True})
+    arch = w.add_architecture(mlp_spec())
+    rows = [{"model_id": f"r{r}-c{c}", "run_id": f"r{r}", "checkpoint": c, "status": "ok", "flag": r % 2 == 0}
+            for r in range(10) for c in (1, 2)]
+    w.write_part(arch, random_weights(mlp_spec(), len(rows), seed=0), rows)
+    w.finish()
+    res = run_cli("train", tmp_path / "z", "--target", "flag", "--model", "statnn", "--epochs", 2, "-q",
+                  "--json", "--out", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    test = json.loads(res.output.strip().splitlines()[-1])
+    assert "accuracy" in test
+    res = run_cli("predict", tmp_path / "r", tmp_path / "z", "-q", "--json")
+    assert json.loads(res.output.strip().splitlines()[-1])["split_metrics"]["test"] == test
