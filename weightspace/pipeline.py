@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
 import os
 import sys
 from collections import Counter
@@ -355,6 +356,10 @@ def predict_on_zoo(
     if target in z.table.column_names:
         truths = selection.column(target)
         metrics = _metrics(model, pred, truths)
+        if metrics is not None and metrics.get("left_out"):
+            dropped = (f"{metrics['left_out']} rows with a non-finite {target} or prediction (e.g. "
+                       f"diverged runs) were left out of the metrics")
+            note = f"{note}; {dropped}" if note else dropped
         if split_of_row is not None:
             labels = np.asarray(split_of_row, dtype=object)
             split_metrics = {}
@@ -409,15 +414,23 @@ def _training_splits(model: TrainedMetanetwork, z: Zoo, selection) -> tuple[bool
 
 def _metrics(model: TrainedMetanetwork, pred: torch.Tensor, truths: list[Any]) -> dict[str, Any] | None:
     """Metrics of predictions against the truth, over the rows that have a true value."""
-    keep = [i for i, v in enumerate(truths) if v is not None]
+    def usable(i: int, v: Any) -> bool:  # diverged runs: NaN targets (and NaN predictions)
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return False
+        return model.task == "classification" or bool(torch.isfinite(pred[i]).all())
+
+    keep = [i for i, v in enumerate(truths) if usable(i, v)]
+    left_out = sum(v is not None for v in truths) - len(keep)
     if not keep:
-        return None
+        return {"n": 0, "left_out": left_out} if left_out else None
     pred = pred[torch.tensor(keep, dtype=torch.long)]
     values = [truths[i] for i in keep]
     if model.task == "classification":
         lookup = {_class_key(c): i for i, c in enumerate(model.classes)}
-        return classification_metrics(pred, torch.tensor([lookup.get(_class_key(v), -1) for v in values]))
-    return regression_metrics(pred[:, 0], torch.tensor(values, dtype=torch.float64))
+        m = classification_metrics(pred, torch.tensor([lookup.get(_class_key(v), -1) for v in values]))
+    else:
+        m = regression_metrics(pred[:, 0], torch.tensor(values, dtype=torch.float64))
+    return {**m, "left_out": left_out} if left_out else m
 
 
 def _class_key(value: Any) -> Any:

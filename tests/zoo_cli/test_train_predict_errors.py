@@ -143,3 +143,24 @@ def test_boolean_target_is_classified(tmp_path):
     assert "accuracy" in test
     res = run_cli("predict", tmp_path / "r", tmp_path / "z", "-q", "--json")
     assert json.loads(res.output.strip().splitlines()[-1])["split_metrics"]["test"] == test
+
+
+def test_predict_leaves_out_diverged_rows_and_says_so(tmp_path):
+    from zoo_helpers import mlp_spec, random_weights
+
+    from catalog.writer import ZooWriter
+
+    w = ZooWriter(tmp_path / "z", "nan", {"name": "nan", "test": True})
+    arch = w.add_architecture(mlp_spec())
+    rows = [{"model_id": f"r{r}-c{c}", "run_id": f"r{r}", "checkpoint": c,
+             "status": "diverged" if r % 4 == 3 else "ok",
+             "test_acc": float("nan") if r % 4 == 3 else 0.1 * r} for r in range(12) for c in (1, 2)]
+    w.write_part(arch, random_weights(mlp_spec(), len(rows), seed=0), rows)
+    w.finish()
+    res = run_cli("train", tmp_path / "z", "--target", "test_acc", "--model", "statnn", "--epochs", 1, "-q",
+                  "--out", tmp_path / "r")
+    assert res.exit_code == 0, res.output
+    res = run_cli("predict", tmp_path / "r", tmp_path / "z", "-q", "--json")
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert summary["metrics"]["left_out"] == 6 and summary["metrics"]["mae"] is not None
+    assert "6 rows" in summary["note"] and "left out" in summary["note"]
