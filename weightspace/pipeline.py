@@ -232,6 +232,9 @@ def train_on_zoo(
         if log is not None:
             log(_describe_rows(model, z.name, target, task, rows, checkpoints, include_init,
                                len(arch_ids)))
+            left_out = len(selection) - sum(rows.values())
+            if left_out:
+                log(f"{left_out} selected rows left out: their status is not 'ok' (e.g. diverged runs)")
         info = {"zoo": _local_path(z), "zoo_name": z.name, "where": where,
                 "include_init": include_init, "selection_where": selection_where,
                 "status": "ok", "fractions": list(fr), "split_seed": seed, "rows": rows,

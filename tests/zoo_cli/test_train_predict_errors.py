@@ -157,9 +157,10 @@ def test_predict_leaves_out_diverged_rows_and_says_so(tmp_path):
              "test_acc": float("nan") if r % 4 == 3 else 0.1 * r} for r in range(12) for c in (1, 2)]
     w.write_part(arch, random_weights(mlp_spec(), len(rows), seed=0), rows)
     w.finish()
-    res = run_cli("train", tmp_path / "z", "--target", "test_acc", "--model", "statnn", "--epochs", 1, "-q",
+    res = run_cli("train", tmp_path / "z", "--target", "test_acc", "--model", "statnn", "--epochs", 1,
                   "--out", tmp_path / "r")
     assert res.exit_code == 0, res.output
+    assert "6 selected rows left out" in res.output
     res = run_cli("predict", tmp_path / "r", tmp_path / "z", "-q", "--json")
     summary = json.loads(res.output.strip().splitlines()[-1])
     assert summary["metrics"]["left_out"] == 6 and summary["metrics"]["mae"] is not None
