@@ -24,7 +24,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
-from catalog.errors import ZooFormatError
+from catalog.errors import WeightzooError, ZooFormatError
 
 #: One path component made from zoo data (an arch id, a file or folder name): a letter or digit
 #: first (so never ``.``, ``..`` or a hidden/temp file), then letters, digits, ``.``, ``_``, ``-``.
@@ -99,3 +99,83 @@ def safe_join(root: str | os.PathLike, rel: str, what: str = "path") -> Path:
             f"{what} {rel!r} leads outside the zoo at {root} (through a symbolic link to "
             f"{path.parent.resolve()}); {_UNTRUSTED}")
     return path
+
+
+# ====================================================================================== outputs
+#: The directories commands write, by kind: the file that marks one, and the files it owns.
+#: A command's output must not land inside another one (see :func:`check_output_path`).
+OUTPUT_KINDS: dict[str, tuple[str, ...]] = {
+    "zoo": ("zoo.json",),
+    "metanetwork run": ("metanetwork.safetensors", "config.json", "metrics.json", "history.json"),
+    "generator": ("generator.json", "generator.safetensors"),
+    "ranker": ("ranker.json", "ranker.safetensors"),
+    "eval-gen": ("eval_gen.json", "eval_gen.png"),
+}
+
+
+def output_kind(directory: str | os.PathLike) -> str | None:
+    """The kind of output (a key of :data:`OUTPUT_KINDS`) ``directory`` is, by its marker file,
+    or ``None`` (not a directory, or none of them)."""
+    d = Path(directory)
+    for kind, files in OUTPUT_KINDS.items():
+        if (d / files[0]).is_file():
+            return kind
+    return None
+
+
+class OutputPathError(WeightzooError):
+    """An output path that would overwrite or mix into a zoo, a run or another command's output."""
+
+
+def check_output_path(path: str | os.PathLike, option: str, kind: str | None) -> Path:
+    """Refuse an output path that would write into a zoo or into another command's output.
+
+    One rule for every command that writes (``zoo train --out``, ``zoo predict --out``, ``zoo
+    generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo train-ranker --out``), checked
+    before any work:
+
+    - nothing is written inside a zoo (a folder with ``zoo.json`` at or above the path): a file
+      there would replace the zoo's own data, or be taken for part of it;
+    - a directory output (``kind`` given) lies inside no other output directory, and an existing
+      directory is replaced only by an output of its own kind (``zoo train --out`` onto an old
+      metanetwork run, ``zoo generate --out`` onto a generated zoo of the same settings);
+    - a file output (``kind=None``, e.g. predictions) may go into a run directory (its default
+      place) but never takes the name of a file the directory owns (``config.json``, ...).
+
+    Args:
+        path: the output path as given.
+        option: the option, for the message (e.g. ``"--out"``).
+        kind: the directory's kind (a key of :data:`OUTPUT_KINDS`), or ``None`` for a file.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        OutputPathError: naming the option, what it would overwrite and what to do.
+    """
+    given = Path(path)
+    p = given.resolve()
+    fix = "choose a path outside it"
+    if kind is not None:
+        own = output_kind(p) if p.is_dir() else None
+        if own is not None and own != kind:
+            raise OutputPathError(
+                f"{option} {given} is a {own} directory, not a {kind} directory; writing there would "
+                f"mix the two: choose a new directory")
+        above = p.parents
+    else:
+        parent = output_kind(p.parent)
+        if parent == "zoo":
+            raise OutputPathError(f"{option} {given} lies inside the zoo at {p.parent}; writing there "
+                                  f"would change the zoo's files: {fix}")
+        if parent is not None and p.name in OUTPUT_KINDS[parent]:
+            raise OutputPathError(f"{option} {given} would overwrite {p.name}, a file of the {parent} "
+                                  f"directory {p.parent}: choose another file name")
+        above = p.parent.parents
+    for a in above:
+        found = output_kind(a)
+        if found == "zoo" or (found is not None and kind is not None):
+            raise OutputPathError(
+                f"{option} {given} lies inside the {found} directory {a}; writing there would change "
+                f"its files: {fix}")
+    return given

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
+from catalog.paths import check_output_path
 from catalog.writer import ZooWriter
 from catalog.zoo import Zoo, open_zoo
 from retrieval.embed import CHUNK, read_embeddings
@@ -262,6 +263,8 @@ def train_ranker(hub: Zoo | str | os.PathLike, tasks: Sequence[Any] = SOURCE_TAS
         out: a directory to save the ranker in (default: not saved).
         progress: a progress bar over the epochs.
     """
+    if out is not None:
+        check_output_path(out, "--out", "ranker")  # before any work
     z = hub if isinstance(hub, Zoo) else open_zoo(hub)
     cfg = config or RankerConfig()
     stored = read_embeddings(z, "behavior")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy.stats import kendalltau
@@ -27,13 +28,23 @@ def regression_metrics(pred: Tensor, target: Tensor) -> dict[str, float | None]:
     ss_tot = float(((t - t.mean()) ** 2).sum())
     ss_res = float(((t - p) ** 2).sum())
     tau = kendalltau(p, t).statistic if n > 1 else float("nan")
-    return {
+    out: dict[str, Any] = {
         "kendall_tau": _clean(tau),
         "r2": _clean(1.0 - ss_res / ss_tot) if ss_tot > 0 else None,
         "mae": _clean(float(np.abs(t - p).mean())),
         "rmse": _clean(math.sqrt(ss_res / n)),
         "n": n,
     }
+    if out["kendall_tau"] is None or out["r2"] is None:  # say why, rather than a bare None
+        if n < 2:
+            why = "one row"
+        elif ss_tot == 0:
+            why = "the targets are constant"
+        else:
+            why = "the predictions are constant"
+        undefined = [k for k in ("kendall_tau", "r2") if out[k] is None]
+        out["undefined"] = f"{' and '.join(undefined)} undefined: {why}"
+    return out
 
 
 def classification_metrics(pred: Tensor, target: Tensor) -> dict[str, float | None]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
 import os
 import sys
 from collections import Counter
@@ -46,15 +47,17 @@ from catalog.dataset import WeightDataset
 from catalog.errors import WeightzooError
 from catalog.export import SUFFIX_FORMATS, render_csv, render_json, render_table
 from catalog.format import atomic_write_bytes
+from catalog.paths import check_output_path
 from catalog.split import SPLITS, check_fractions, row_runs, run_splits, runs_fingerprint
 from weightspace.metrics import classification_metrics, regression_metrics
 from weightspace.models.registry import (
+    check_hparams,
     get_metanetwork,
     metanetwork_names,
     preset_hparams,
     preset_names,
 )
-from weightspace.train import evaluate, fit, several_archs_error
+from weightspace.train import check_seed, evaluate, fit, several_archs_error
 from weightspace.trained import TrainedMetanetwork
 
 #: The split label of rows the training selection did not include (checkpoint 0 unless
@@ -187,13 +190,16 @@ def train_on_zoo(
         a :class:`TrainResult`.
     """
     get_metanetwork(model)  # fail fast, listing the valid names
-    hp = {**preset_hparams(model, preset), **dict(hparams or {})}
+    hp = check_hparams(model, {**preset_hparams(model, preset), **dict(hparams or {})})
     fr = check_fractions(fractions)
     if task not in ("auto", "regression", "classification"):
         raise WeightzooError(f"unknown task {task!r}; valid tasks: auto, regression, classification")
     if int(threads) < 1:
         raise WeightzooError(f"threads must be >= 1, got {threads}")
+    check_seed(seed)
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
+    run_dir = Path(out) if out is not None else Path("runs") / f"{z.name}-{target}-{model}"
+    check_output_path(run_dir, "--out", "metanetwork run")  # before any work
     if target not in z.table.column_names:
         raise WeightzooError(
             f"zoo {z.name!r} has no column {target!r}; columns: {', '.join(z.table.column_names)}")
@@ -204,6 +210,11 @@ def train_on_zoo(
     try:
         selection = z.select(where=selection_where)
         if len(selection) == 0 and not include_init and len(z.select(where=where, limit=1)):
+            if "generated" in z.manifest.spec:  # generated networks are stored as checkpoint 0
+                raise WeightzooError(
+                    f"zoo {z.name!r} is generated: its networks are stored as checkpoint 0 (they have "
+                    f"no training checkpoints), which training leaves out by default as "
+                    f"initializations; pass --include-init (include_init=True) to train on them")
             raise WeightzooError(
                 "every selected row is checkpoint 0 (an initialization), and those are left out "
                 "by default; pass --include-init (include_init=True) to train on them")
@@ -212,14 +223,18 @@ def train_on_zoo(
         if problem is not None:  # before loading any weights
             raise several_archs_error(problem, specs)
         splits = {s: WeightDataset(selection, [target], s, fractions=fr, seed=seed) for s in SPLITS}
-        if task == "auto":
-            task = "classification" if splits["train"].classes else "regression"
+        if task == "auto":  # string and boolean columns are classes, numbers regression
+            boolean = pa.types.is_boolean(z.table.schema.field(target).type)
+            task = "classification" if splits["train"].classes or boolean else "regression"
         rows = {s: len(d) for s, d in splits.items()}
         checkpoints = {s: _checkpoint_counts(d) for s, d in splits.items()}
         arch_ids = splits["train"].arch_ids
         if log is not None:
             log(_describe_rows(model, z.name, target, task, rows, checkpoints, include_init,
                                len(arch_ids)))
+            left_out = len(selection) - sum(rows.values())
+            if left_out:
+                log(f"{left_out} selected rows left out: their status is not 'ok' (e.g. diverged runs)")
         info = {"zoo": _local_path(z), "zoo_name": z.name, "where": where,
                 "include_init": include_init, "selection_where": selection_where,
                 "status": "ok", "fractions": list(fr), "split_seed": seed, "rows": rows,
@@ -238,8 +253,10 @@ def train_on_zoo(
                    "epochs_run": trained.training["epochs_run"]}
     finally:
         torch.set_num_threads(previous_threads)
-    run_dir = Path(out) if out is not None else Path("runs") / f"{z.name}-{target}-{model}"
     trained.save(run_dir, metrics=metrics, history=history)
+    # Replacing an earlier run: its predictions came from the metanetwork just overwritten.
+    for stale in run_dir.glob("predictions-*.parquet"):
+        stale.unlink()
     return TrainResult(trained, run_dir, task, metrics, history, rows, checkpoints, arch_ids)
 
 
@@ -310,7 +327,7 @@ def predict_on_zoo(
     Returns:
         a :class:`PredictResult`; on the training zoo its metrics come per split.
     """
-    path = Path(out) if out is not None else None
+    path = check_output_path(out, "--out", None) if out is not None else None
     # The format comes from the extension; an unknown one fails before any work.
     fmt = _prediction_format(path)
     model = TrainedMetanetwork.load(run_dir)
@@ -342,6 +359,10 @@ def predict_on_zoo(
     if target in z.table.column_names:
         truths = selection.column(target)
         metrics = _metrics(model, pred, truths)
+        if metrics is not None and metrics.get("left_out"):
+            dropped = (f"{metrics['left_out']} rows with a non-finite {target} or prediction (e.g. "
+                       f"diverged runs) were left out of the metrics")
+            note = f"{note}; {dropped}" if note else dropped
         if split_of_row is not None:
             labels = np.asarray(split_of_row, dtype=object)
             split_metrics = {}
@@ -396,15 +417,31 @@ def _training_splits(model: TrainedMetanetwork, z: Zoo, selection) -> tuple[bool
 
 def _metrics(model: TrainedMetanetwork, pred: torch.Tensor, truths: list[Any]) -> dict[str, Any] | None:
     """Metrics of predictions against the truth, over the rows that have a true value."""
-    keep = [i for i, v in enumerate(truths) if v is not None]
+    def usable(i: int, v: Any) -> bool:  # diverged runs: NaN targets (and NaN predictions)
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return False
+        return model.task == "classification" or bool(torch.isfinite(pred[i]).all())
+
+    keep = [i for i, v in enumerate(truths) if usable(i, v)]
+    left_out = sum(v is not None for v in truths) - len(keep)
     if not keep:
-        return None
+        return {"n": 0, "left_out": left_out} if left_out else None
     pred = pred[torch.tensor(keep, dtype=torch.long)]
     values = [truths[i] for i in keep]
     if model.task == "classification":
-        lookup = {str(c): i for i, c in enumerate(model.classes)}
-        return classification_metrics(pred, torch.tensor([lookup.get(str(v), -1) for v in values]))
-    return regression_metrics(pred[:, 0], torch.tensor(values, dtype=torch.float64))
+        lookup = {_class_key(c): i for i, c in enumerate(model.classes)}
+        m = classification_metrics(pred, torch.tensor([lookup.get(_class_key(v), -1) for v in values]))
+    else:
+        m = regression_metrics(pred[:, 0], torch.tensor(values, dtype=torch.float64))
+    return {**m, "left_out": left_out} if left_out else m
+
+
+def _class_key(value: Any) -> Any:
+    """A class label as training saw it: numbers and booleans reach the model as float32 targets
+    (so 0.001 was learnt as 0.0010000000474974513 and True as 1), text as itself."""
+    if isinstance(value, bool | int | float | np.number | np.bool_):
+        return float(np.float32(value))
+    return str(value)
 
 
 # ====================================================================================== help

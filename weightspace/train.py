@@ -81,6 +81,24 @@ class TrainConfig:
             raise WeightzooError(f"patience must be >= 0 (0: no early stopping), got {self.patience}")
         if self.min_epochs < 0:
             raise WeightzooError(f"min_epochs must be >= 0, got {self.min_epochs}")
+        check_seed(self.seed)
+
+
+#: The largest seed :func:`check_seed` accepts: torch and numpy take seeds up to 2**63 - 1, and
+#: training derives a few more from it (``seed + 1 + i`` per architecture).
+MAX_SEED = 2**62
+
+
+def check_seed(seed: object, option: str = "--seed") -> int:
+    """``seed`` if it is an integer from 0 to :data:`MAX_SEED` (numpy's generators, which split
+    the runs, refuse negative seeds; torch refuses seeds beyond 64 bits).
+
+    Raises:
+        WeightzooError: naming ``option`` and the valid range.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise WeightzooError(f"{option} must be an integer from 0 to 2**62, got {seed!r}")
+    return seed
 
 
 class EarlyStopping:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
@@ -206,7 +207,12 @@ class TrainedMetanetwork:
         hparams = {**get_metanetwork(m["model"]).legacy_hparams, **m["hparams"]}
         net = build_metanetwork(m["model"], specs if len(specs) > 1 else specs[0], m["out_dim"],
                                 **hparams)
-        state = load_file(str(run_dir / WEIGHTS_FILE))
+        try:
+            state = load_file(str(run_dir / WEIGHTS_FILE))
+        except (SafetensorError, OSError) as e:
+            raise WeightzooError(
+                f"{run_dir / WEIGHTS_FILE} cannot be read ({e}): the file is truncated or corrupt; "
+                f"retrain the metanetwork with `zoo train`") from e
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as e:

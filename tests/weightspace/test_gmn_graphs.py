@@ -129,7 +129,7 @@ def test_graph_errors() -> None:
         GMN(tokens, 1, probes=2)
     small = GMN(CHAINS["mlp"], 1)
     spec = GRAPHS["resnet-bn"]
-    with pytest.raises(WeightzooError, match="build it with all the NetworkSpecs"):
+    with pytest.raises(WeightzooError, match="retrain it on a selection that includes this architecture .`zoo train"):
         small(small.to_graph_batch([(spec, random_weights(spec, 1, seed=0))]))
 
 

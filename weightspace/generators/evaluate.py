@@ -61,6 +61,7 @@ from torch import Tensor
 from catalog.coordinates import image_coordinates
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, population_forward
+from catalog.paths import check_output_path
 from catalog.zoo import Zoo, open_zoo
 from weightspace.generators.output import (
     select_training_set,
@@ -449,6 +450,8 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
     from tqdm.auto import tqdm
 
     gen = gen_zoo if isinstance(gen_zoo, Zoo) else open_zoo(gen_zoo)
+    check_output_path(out_dir if out_dir is not None else gen.root.parent / f"{gen.root.name}-eval", "--out",
+                      "eval-gen")  # before any work
     src = train_zoo if isinstance(train_zoo, Zoo) else open_zoo(train_zoo)
     name, sha, recorded_where, label = _source_of(gen)
     if name != src.name or sha != zoo_content_sha256(src):

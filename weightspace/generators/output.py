@@ -49,7 +49,7 @@ from torch import Tensor
 
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, population_forward
-from catalog.paths import NAME_PATTERN
+from catalog.paths import NAME_PATTERN, check_output_path
 from catalog.selection import Selection, describe_differences, name_some
 from catalog.writer import ZooWriter, existing_manifest
 from catalog.zoo import Zoo, open_zoo
@@ -367,8 +367,14 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise WeightzooError(f"--n must be an integer >= 1, got {n!r}")
+    out = check_output_path(out, "--out", "zoo")  # before any work
+    if save_to is not None:
+        save_to = check_output_path(save_to, "--save-to", "generator")
+        a, b = Path(save_to).resolve(), out.resolve()
+        if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+            raise WeightzooError(f"--save-to {save_to} and --out {out} overlap; the generator and the "
+                                 f"generated zoo need separate directories")
     src = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
-    out = Path(out)
     content = zoo_content_sha256(src)
     gen: Generator | None = None
     if load_from is not None:

@@ -313,7 +313,9 @@ def refuse_graph_specs(model: str, specs: Sequence[NetworkSpec]) -> None:
         extra = sorted({n.KIND for n in spec.nodes} - CHAIN_NODE_KINDS)
         what = (f"node kinds {', '.join(extra)}" if extra else "a graph of nodes (format 2), not a chain of layers")
         raise ZooFormatError(
-            f"metanetwork {model!r} reads layer chains (the mlp, cnn and siren weight spaces) only; "
+            f"metanetwork {model!r} reads layer chains only ("
+            + ("dense ones: the mlp and siren weight spaces" if model == "dws" else
+               "the mlp, cnn and siren weight spaces") + "); "
             f"{spec.family} architecture {spec.arch_id} has {what}, which it does not support: use "
             f"'gmn' (reads any architecture through its parameter graph) or "
             + ("'statnn-kinds' (statistics per kind of tensor, for several architectures)" if several else "'statnn'"))
@@ -370,7 +372,8 @@ class DWSNet(Metanetwork):
         super().__init__(spec, out_dim)
         if any(layer.is_conv for layer in spec.layers):
             raise WeightzooError(
-                "the 'dws' metanetwork handles MLP weight spaces only; use 'nfn' or 'gmn' for CNNs")
+                f"the 'dws' metanetwork reads dense layer chains only (the mlp and siren weight spaces); "
+                f"{spec.arch_id} has convolutions: use 'nfn' or 'gmn' for CNNs")
         check_positive(hidden=hidden, n_layers=n_layers, head_hidden=head_hidden)
         check_dropout(dropout)
         check_probes(probes)

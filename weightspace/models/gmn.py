@@ -77,6 +77,10 @@ from weightspace.representations.param_graph import (
 _REFERENCE_NODE_TYPES = ("neuron",)
 _REFERENCE_EDGE_TYPES = ("linear", "conv")
 
+#: What to do when a gmn meets an architecture it was not built for.
+_REMEDY = ("retrain it on a selection that includes this architecture (`zoo train ZOO --model gmn --where "
+           "...` selecting every architecture it must read; in Python, build it with all their NetworkSpecs)")
+
 
 class DirectedAggregation(MessagePassing):
     """Mean of ``mlp([h_source, e])`` over the edges into each node (a direction of message passing).
@@ -266,8 +270,7 @@ class GMN(Metanetwork):
             if st.edge_dim > self.edge_dim:
                 raise WeightzooError(
                     f"{spec.family} architecture {spec.arch_id} has edge features of {st.edge_dim} values; "
-                    f"this gmn was built for at most {self.edge_dim}: build it with all the NetworkSpecs "
-                    f"it must read")
+                    f"this gmn was built for at most {self.edge_dim}: " + _REMEDY)
         return params_to_param_graph_batch(groups, edge_dim=self.edge_dim)
 
     def _probe_nodes(self, params: Mapping[str, Tensor] | None, spec: NetworkSpec | None = None) -> Tensor | None:
@@ -303,7 +306,7 @@ class GMN(Metanetwork):
         if not self.typed:
             raise WeightzooError(
                 "this gmn was built for layer chains only and has no embeddings of node/edge types "
-                "(norms, residual adds, attention): build it with all the NetworkSpecs it must read")
+                "(norms, residual adds, attention): " + _REMEDY)
 
     def embed_edges(self, edge_attr: Tensor, edge_layer: Tensor, edge_type: Tensor | None = None) -> Tensor:
         """Initial edge features from the weight values, the maker's index and the edge type.
@@ -324,7 +327,7 @@ class GMN(Metanetwork):
         if edge_attr.shape[1] > self.edge_dim:
             raise WeightzooError(
                 f"edge features of size {edge_attr.shape[1]} exceed this gmn's edge_dim {self.edge_dim}: "
-                f"build it with all the NetworkSpecs it must read")
+                + _REMEDY)
         if edge_attr.shape[1] < self.edge_dim:
             edge_attr = nn.functional.pad(edge_attr, (0, self.edge_dim - edge_attr.shape[1]))
         return edge_attr
@@ -333,11 +336,11 @@ class GMN(Metanetwork):
         if int(g.layer.max()) >= self.max_layers:
             raise WeightzooError(
                 f"a network in the batch has {int(g.layer.max()) + 1} neuron groups (layers); this gmn "
-                f"was built for at most {self.max_layers}: build it with all the NetworkSpecs it must read")
+                f"was built for at most {self.max_layers}: " + _REMEDY)
         if int(g.io_pos.max()) >= self.max_io:
             raise WeightzooError(
                 f"a network in the batch has more input/output neurons than the {self.max_io} this "
-                f"gmn was built for: build it with all the NetworkSpecs it must read")
+                f"gmn was built for: " + _REMEDY)
         # Neuron graphs of layer chains (weightspace.representations.graph) carry no types: all
         # their neurons and weights are of the reference type.
         h = self.embed_nodes(g.x[:, 0], g.layer, g.node_kind, g.io_pos, getattr(g, "node_type", None))

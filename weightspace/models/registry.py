@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from catalog.errors import WeightzooError
@@ -56,14 +57,83 @@ def build_metanetwork(name: str, spec: NetworkSpec, out_dim: int, **hparams: Any
         out_dim: output size.
         **hparams: model hyperparameters; unknown ones are a user error listing the valid ones.
     """
-    cls = get_metanetwork(name)
-    params = inspect.signature(cls.__init__).parameters
+    return get_metanetwork(name)(spec, out_dim, **check_hparams(name, hparams))
+
+
+#: Integer hyperparameters that may be 0 (the others must be >= 1), and those in [0, 1].
+_ZERO_OK = frozenset({"probes"})
+_UNIT_INTERVAL = frozenset({"dropout", "quantiles"})
+
+
+def check_hparams(name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Metanetwork ``name``'s hyperparameters, checked against its constructor's defaults.
+
+    Like the generators' ``--hparam`` typing (:func:`weightspace.generators.registry.parse_hparams`),
+    a value must have the type of the default: an ``int`` default takes an integer (>= 1; >= 0 for
+    ``probes``), a ``float`` one a number, a ``str`` one text, a tuple one a list of numbers or
+    comma-separated text (``quantiles=0.1,0.9``); dropout and quantiles lie in [0, 1]. A ``None``
+    default takes anything (the model checks it).
+
+    Returns:
+        the hyperparameters, a comma-separated list as a list of floats.
+
+    Raises:
+        WeightzooError: an unknown name (listing the valid ones), or a value of the wrong type or
+            range (naming the hyperparameter and the expected form).
+    """
+    params = inspect.signature(get_metanetwork(name).__init__).parameters
     valid = [p for p in params if p not in ("self", "spec", "out_dim")]
     unknown = sorted(set(hparams) - set(valid))
     if unknown:
         raise WeightzooError(
             f"metanetwork {name!r} has no hyperparameter(s) {unknown}; valid: {', '.join(valid)}")
-    return cls(spec, out_dim, **hparams)
+    out: dict[str, Any] = {}
+    for key, value in hparams.items():
+        out[key] = _check_hparam(name, key, value, params[key].default)
+    return out
+
+
+def _check_hparam(name: str, key: str, value: Any, default: Any) -> Any:
+    def bad(form: str) -> WeightzooError:
+        return WeightzooError(f"metanetwork {name!r}: hyperparameter {key}={value!r} is not {form}; "
+                              f"give e.g. --hparam {key}={_example(default)}")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif isinstance(default, int):
+        low = 0 if key in _ZERO_OK else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad(f"an integer >= {low}")
+    elif isinstance(default, float):
+        if not number(value) or value < 0 or (key in _UNIT_INTERVAL and value >= 1):
+            raise bad("a number in [0, 1)" if key in _UNIT_INTERVAL else "a number >= 0")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad("text")
+    elif isinstance(default, tuple | list):
+        items = value
+        if isinstance(value, str):
+            try:
+                items = [float(x) for x in value.split(",")]
+            except ValueError:
+                raise bad("a comma-separated list of numbers") from None
+        elif number(value):
+            items = [value]
+        if (not isinstance(items, list | tuple) or not items or not all(number(x) for x in items)
+                or (key in _UNIT_INTERVAL and not all(0 <= x <= 1 for x in items))):
+            raise bad("a comma-separated list of numbers" + (" in [0, 1]" if key in _UNIT_INTERVAL else ""))
+        return [float(x) for x in items]
+    return value
+
+
+def _example(default: Any) -> str:
+    if isinstance(default, tuple | list):
+        return ",".join(str(x) for x in default)
+    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 #: Named hyperparameter presets per metanetwork. ``"default"`` is the same-budget setting every
