@@ -110,7 +110,7 @@ def test_probe_gmn_refuses_graph_batches():
     model = build_metanetwork("gmn", spec, 2, probes=2)
     with pytest.raises(WeightzooError, match="parameter dicts"):
         model(params_to_graph_batch(spec, params, edge_dim=model.edge_dim))
-    with pytest.raises(WeightzooError, match="probes must be >= 0"):
+    with pytest.raises(WeightzooError, match="probes=-1 is not an integer >= 0"):
         build_metanetwork("dws", spec, 2, probes=-1)
 
 

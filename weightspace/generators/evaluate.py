@@ -450,8 +450,9 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
     from tqdm.auto import tqdm
 
     gen = gen_zoo if isinstance(gen_zoo, Zoo) else open_zoo(gen_zoo)
-    check_output_path(out_dir if out_dir is not None else gen.root.parent / f"{gen.root.name}-eval", "--out",
-                      "eval-gen")  # before any work
+    root = gen.root.resolve()  # a run given as "." has no name
+    out = Path(out_dir) if out_dir is not None else root.parent / f"{root.name}-eval"
+    check_output_path(out, "--out", "eval-gen")  # before any work
     src = train_zoo if isinstance(train_zoo, Zoo) else open_zoo(train_zoo)
     name, sha, recorded_where, label = _source_of(gen)
     if name != src.name or sha != zoo_content_sha256(src):
@@ -545,8 +546,6 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
                            train_summary, per_model, ft, n_excluded=n_excluded, label=label, task=task)
     result.points = {k: (v.similarity.tolist(), v.quality.tolist()) for k, v in scores.items()}
     result.points["training networks (vs each other)"] = (self_similarity.tolist(), train_quality.tolist())
-    root = gen.root.resolve()  # a run given as "." has no name
-    out = Path(out_dir) if out_dir is not None else root.parent / f"{root.name}-eval"
     out.mkdir(parents=True, exist_ok=True)
     from catalog.format import atomic_write_bytes
 
