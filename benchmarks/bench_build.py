@@ -90,6 +90,67 @@ def plain_module(net: NetworkSpec) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
+class TorchViT(nn.Module):
+    """The benchmark's ViT as a researcher writes it with torch's layers: patches cut by a
+    reshape (a ``Conv2d`` with stride ``patch_size`` is the other common way, with the same
+    parameters), ``nn.Linear`` embedding, a learned position embedding, ``depth`` pre-norm
+    ``nn.TransformerEncoderLayer`` blocks (``nn.MultiheadAttention`` inside), ``nn.LayerNorm``,
+    the mean over tokens and an ``nn.Linear`` head: the function of the ``transformer`` spec
+    (:class:`zoo_builders.graph_architectures.TransformerConfig`) for images, without dropout."""
+
+    def __init__(self, arch, net: NetworkSpec) -> None:
+        super().__init__()
+        if len(net.input_shape) != 3 or arch.dropout > 0:
+            raise SystemExit("TorchViT: image transformers without dropout only")
+        self.patch = arch.patch_size
+        c = net.input_shape[0]
+        tokens = math.prod(s // self.patch for s in net.input_shape[1:])
+        self.embed = nn.Linear(c * self.patch ** 2, arch.dim)
+        self.pos = nn.Parameter(torch.zeros(tokens, arch.dim))
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(arch.dim, arch.heads, arch.dim * arch.mlp_ratio, dropout=0.0,
+                                       activation=arch.activation, batch_first=True, norm_first=True)
+            for _ in range(arch.depth))
+        self.norm = nn.LayerNorm(arch.dim)
+        self.head = nn.Linear(arch.dim, net.n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape                                                   # [B, C, H, W]
+        p = self.patch
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)   # (c, row, col) per patch
+        x = self.embed(x.reshape(b, (h // p) * (w // p), c * p * p)) + self.pos  # [B, T, E]
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x).mean(1))                                 # [B, n_outputs]
+
+    #: The spec's parameter names -> this module's (``blocks.<i>.`` prefixes kept).
+    RENAMES = {"pos.weight": "pos", ".attn.": ".self_attn.", ".mlp.fc1.": ".linear1.", ".mlp.fc2.": ".linear2."}
+
+    def load_spec_params(self, params: dict[str, torch.Tensor]) -> None:
+        own = dict(self.named_parameters())
+        for name, value in params.items():
+            for old, new in self.RENAMES.items():
+                name = name.replace(old, new)
+            with torch.no_grad():
+                own.pop(name).copy_(value)
+        if own:
+            raise SystemExit(f"TorchViT: no spec parameter for {sorted(own)}")
+
+
+def torch_vit(net: NetworkSpec, run: RunConfig) -> TorchViT:
+    """:class:`TorchViT` with ``run``'s initial weights, checked to compute the spec's function
+    (the spec's own module on the same weights: outputs equal to float rounding)."""
+    init = init_params(net, run.training.init, member_generator(run, "init"))
+    model = TorchViT(run.arch, net)
+    model.load_spec_params(init)
+    x = torch.randn(8, *net.input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        gap = (model.train()(x) - build_module(net, init).train()(x)).abs().max().item()
+    if gap > 1e-4:
+        raise SystemExit(f"TorchViT computes another function than the spec (max difference {gap:.2e})")
+    return model
+
+
 def load_init(module: nn.Sequential, net: NetworkSpec, run: RunConfig) -> None:
     init = init_params(net, run.training.init, member_generator(run, "init"))
     params = [p for p in module.parameters()]
@@ -105,14 +166,17 @@ def optimizer(module: nn.Module, run: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(module.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
-def per_model_classifiers(net: NetworkSpec, runs: list[RunConfig], data) -> list[float]:
+def per_model_classifiers(net: NetworkSpec, runs: list[RunConfig], data, torch_layers: bool = False) -> list[float]:
     """Each run alone, in its own data order: a chain as ``nn.Sequential`` of torch layers, a
-    graph as the spec's module (``build_module``), both from the run's initial weights."""
+    graph as the spec's module (``build_module``), or with ``torch_layers`` a transformer as
+    :class:`TorchViT`; all from the run's initial weights."""
     x_train = data.x_train.reshape(-1, *net.input_shape)
     x_test = data.x_test.reshape(-1, *net.input_shape)
     accs = []
     for run in runs:
-        if net.is_chain:
+        if torch_layers:
+            model = torch_vit(net, run)
+        elif net.is_chain:
             model = plain_module(net)
             load_init(model, net, run)
         else:
@@ -154,7 +218,10 @@ def _case(name: str, spec: dict, threads: int, repeats: int) -> dict:
     net = runs[0].arch.network_spec(shape, data.n_classes)
     metric = "psnr" if inr else "test_acc"
     images = _inr_images(data, runs)[0] if inr else None
-    pop_times, loop_times = [], []
+    # A transformer has a third side: the loop over torch's own layers (TorchViT); the spec's
+    # module attends with weightzoo's small-matrix kernels and is faster than that.
+    torch_layers = runs[0].arch_name == "transformer"
+    pop_times, loop_times, torch_times = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         res = train_inrs(net, runs, images) if inr else train_classifiers(net, runs, data)
@@ -162,6 +229,10 @@ def _case(name: str, spec: dict, threads: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         loop_metric = per_model_inrs(net, runs, images) if inr else per_model_classifiers(net, runs, data)
         loop_times.append(time.perf_counter() - t0)
+        if torch_layers:
+            t0 = time.perf_counter()
+            torch_metric = per_model_classifiers(net, runs, data, torch_layers=True)
+            torch_times.append(time.perf_counter() - t0)
     t_pop, t_loop = statistics.median(pop_times), statistics.median(loop_times)
     pop_metric = [m[metric] for m in res.snapshots[-1].metrics]
     pop_rate, loop_rate = len(runs) / t_pop * 60, len(runs) / t_loop * 60
@@ -177,6 +248,11 @@ def _case(name: str, spec: dict, threads: int, repeats: int) -> dict:
         "speedup": pop_rate / loop_rate, "metric": metric,
         "population_mean": mean(pop_metric), "per_model_mean": mean(loop_metric),
     }
+    if torch_layers:
+        t_torch = statistics.median(torch_times)
+        row.update(per_model_torch_layers_seconds=t_torch, per_model_torch_layers_seconds_each=torch_times,
+                   per_model_torch_layers_models_per_minute=len(runs) / t_torch * 60,
+                   speedup_vs_torch_layers=t_torch / t_pop, per_model_torch_layers_mean=mean(torch_metric))
     if not (inr or net.is_chain):
         # How much of a per-model step is per-step overhead (dispatch, autograd bookkeeping):
         # a step on 2 examples costs about only that. A population's kernels do each member's
@@ -189,6 +265,10 @@ def _case(name: str, spec: dict, threads: int, repeats: int) -> dict:
           f"per-model {loop_rate:8.1f} "
           f"models/min  x{row['speedup']:.1f}   {metric}: {row['population_mean']:.4f} vs {row['per_model_mean']:.4f}",
           flush=True)
+    if torch_layers:
+        print(f"{'':10s} per-model with torch's layers "
+              f"{row['per_model_torch_layers_models_per_minute']:8.1f} models/min  "
+              f"x{row['speedup_vs_torch_layers']:.1f}   {metric}: {row['per_model_torch_layers_mean']:.4f}", flush=True)
     return row
 
 
