@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -146,3 +147,57 @@ def test_per_architecture_model_reads_only_its_architecture(acts_zoo, tmp_path):
         predict_on_zoo(res.run_dir, acts_zoo, progress=False)
     ok = predict_on_zoo(res.run_dir, acts_zoo, where=f"arch_id = '{relu}'", progress=False)
     assert ok.rows == 30
+
+
+#: Class columns of every kind, with the Arrow type each is stored as.
+CLASS_COLUMNS = {"fcls": (pa.float64(), [0.001, 0.1, 0.3]), "icls": (pa.int32(), [3, 7]),
+                 "bcls": (pa.bool_(), [False, True]), "scls": (pa.string(), ["a", "b"])}
+
+
+@pytest.fixture(scope="module")
+def classes_zoo(tmp_path_factory):
+    """12 runs x 2 checkpoints with one class column of each kind (float, int32, bool, string)."""
+    from zoo_helpers import mlp_spec, random_weights
+
+    from catalog.writer import ZooWriter
+
+    root = tmp_path_factory.mktemp("zoos") / "classes"
+    w = ZooWriter(root, "classes", {"name": "classes", "test": True})
+    arch = w.add_architecture(mlp_spec())
+    rows = [{"model_id": f"r{r}-c{c}", "run_id": f"r{r}", "checkpoint": c, "status": "ok",
+             **{k: values[r % len(values)] for k, (_, values) in CLASS_COLUMNS.items()}}
+            for r in range(12) for c in (1, 2)]
+    schema = pa.schema([(k, t) for k, (t, _) in CLASS_COLUMNS.items()])
+    w.write_part(arch, random_weights(mlp_spec(), len(rows), seed=0), rows, schema)
+    w.finish()
+    return root
+
+
+@pytest.mark.parametrize("target", list(CLASS_COLUMNS))
+def test_predicted_classes_keep_the_column_type_and_values(classes_zoo, tmp_path, target):
+    typ, values = CLASS_COLUMNS[target]
+    res = train_on_zoo(classes_zoo, target, "statnn", task="classification", out=tmp_path / "r", **QUICK)
+    assert res.model.classes == values  # 0.001, not float32's 0.0010000000474974513; True, not 1
+    assert TrainedMetanetwork.load(res.run_dir).classes == values
+    pred = predict_on_zoo(res.run_dir, classes_zoo, progress=False)
+    table = pq.read_table(pred.predictions)
+    assert table.schema.field(f"pred_{target}").type == typ
+    assert set(table.column(f"pred_{target}").to_pylist()) <= set(values)
+    # the labels are matched to the zoo's values as training matched them: the same test metrics
+    assert pred.split_metrics["test"] == res.test
+
+
+def test_classes_one_float32_apart_are_refused(tmp_path):
+    from zoo_helpers import mlp_spec, random_weights
+
+    from catalog.writer import ZooWriter
+
+    w = ZooWriter(tmp_path / "z", "close", {"name": "close", "test": True})
+    arch = w.add_architecture(mlp_spec())
+    rows = [{"model_id": f"r{r}-c1", "run_id": f"r{r}", "checkpoint": 1, "status": "ok",
+             "lr": [0.1, 0.1 + 1e-12, 0.5][r % 3]} for r in range(12)]
+    w.write_part(arch, random_weights(mlp_spec(), len(rows), seed=0), rows)
+    w.finish()
+    with pytest.raises(WeightzooError, match=r"0\.1 and 0\.100000000001.*--where.*--task regression"):
+        train_on_zoo(tmp_path / "z", "lr", "statnn", task="classification", fractions=(1, 0, 0),
+                     out=tmp_path / "r", **QUICK)
