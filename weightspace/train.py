@@ -84,20 +84,23 @@ class TrainConfig:
         check_seed(self.seed)
 
 
-#: The largest seed :func:`check_seed` accepts: torch and numpy take seeds up to 2**63 - 1, and
-#: training derives a few more from it (``seed + 1 + i`` per architecture).
+#: The largest seed (in absolute value) :func:`check_seed` accepts. Torch takes seeds from
+#: -2**63 to 2**64 - 1 and reads a negative one as ``seed + 2**64`` (as the run split does, see
+#: :func:`catalog.split.split_by_run`), so -5 and 2**64 - 5 would be one seed; within
+#: +-2**62 every seed is its own, with room for the seeds training derives (``seed + 1 + i``
+#: per architecture).
 MAX_SEED = 2**62
 
 
 def check_seed(seed: object, option: str = "--seed") -> int:
-    """``seed`` if it is an integer from 0 to :data:`MAX_SEED` (numpy's generators, which split
-    the runs, refuse negative seeds; torch refuses seeds beyond 64 bits).
+    """``seed`` if it is an integer from -:data:`MAX_SEED` to :data:`MAX_SEED` (negative seeds
+    are seeds, as in the other commands: ``zoo generate``, ``zoo analyze``, ``zoo embed``).
 
     Raises:
         WeightzooError: naming ``option`` and the valid range.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise WeightzooError(f"{option} must be an integer from 0 to 2**62, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -MAX_SEED <= seed <= MAX_SEED:
+        raise WeightzooError(f"{option} must be an integer from -2**62 to 2**62, got {seed!r}")
     return seed
 
 
