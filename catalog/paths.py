@@ -131,8 +131,8 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None) ->
     """Refuse an output path that would write into a zoo or into another command's output.
 
     One rule for every command that writes (``zoo train --out``, ``zoo predict --out``, ``zoo
-    generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo train-ranker --out``), checked
-    before any work:
+    generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo train-ranker --out``, ``zoo
+    build-hub OUT``), checked before any work:
 
     - nothing is written inside a zoo (a folder with ``zoo.json`` at or above the path): a file
       there would replace the zoo's own data, or be taken for part of it;

@@ -47,7 +47,7 @@ def split_by_run(table: pa.Table, fractions: Sequence[float] = (0.8, 0.1, 0.1),
     Args:
         table: rows with the ``key`` columns.
         fractions: ``(train, val, test)`` shares of the runs (default ``(0.8, 0.1, 0.1)``).
-        seed: the shuffle's seed (default ``0``).
+        seed: the shuffle's seed (default ``0``; negative seeds too, as torch takes them).
         key: the columns that identify a run (default ``("run_id",)``; add ``"zoo"`` for rows
             of several zoos, whose run ids may collide).
 
@@ -65,13 +65,21 @@ def split_by_run(table: pa.Table, fractions: Sequence[float] = (0.8, 0.1, 0.1),
     codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     names = np.asarray(enc.dictionary.to_pylist(), dtype=object)
     order = np.argsort(names, kind="stable")  # sorted run names: independent of row order
-    perm = np.random.default_rng(seed).permutation(len(names))
+    perm = np.random.default_rng(_rng_seed(seed)).permutation(len(names))
     rank = np.empty(len(names), dtype=np.int64)
     rank[order[perm]] = np.arange(len(names))  # position of each run in the shuffled list
     cuts = np.rint(np.cumsum(fr) * len(names)).astype(np.int64)
     split_of_run = np.searchsorted(cuts, rank, side="right")
     split_of_row = split_of_run[codes]
     return {s: np.flatnonzero(split_of_row == i).astype(np.int64) for i, s in enumerate(SPLITS)}
+
+
+def _rng_seed(seed: int) -> int:
+    """``seed`` as numpy's generators take it: they refuse negative seeds, so one is read as the
+    64-bit pattern torch's ``manual_seed`` reads it as (``seed + 2**64``); a seed >= 0 is itself,
+    so the splits of non-negative seeds are unchanged."""
+    seed = int(seed)
+    return seed + 2**64 if seed < 0 else seed
 
 
 def _check_key(table: pa.Table, key: Sequence[str]) -> None:

@@ -112,7 +112,8 @@ def build_hub(out: str | os.PathLike, template: str | os.PathLike | dict = HUB_P
     dropped and retrained, as ``zoo build`` does).
 
     Args:
-        out: the hub zoo directory.
+        out: the hub zoo directory: a new one, or an existing hub to resume; never inside a
+            zoo or another command's output (see :func:`catalog.paths.check_output_path`).
         template: a build spec (preset name, YAML path or dict) with task ``classify``
             (default: the preset ``retrieval-hub``).
         source_tasks: task strings (:mod:`retrieval.tasks`) over the template dataset's
@@ -126,6 +127,9 @@ def build_hub(out: str | os.PathLike, template: str | os.PathLike | dict = HUB_P
 
     from zoo_builders.datasets import load_dataset
 
+    # Before any work: never a hub inside a zoo (a nested zoo.json would be taken for part of
+    # it) or inside another command's output; OUT may be an existing zoo, to resume.
+    check_output_path(out, "OUT", "zoo")
     spec = template if isinstance(template, BuildSpec) else BuildSpec.load(template)
     if spec.task.name != "classify":
         raise WeightzooError(f"a retrieval hub trains classifiers; template {spec.name!r} has task "

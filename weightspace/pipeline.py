@@ -11,9 +11,10 @@ metrics), splits them by run, trains with early stopping and writes the run dire
     config.json               how to rebuild and apply it, and what it was trained on: model,
                               NetworkSpec(s), hyperparameters (and preset), task, targets,
                               normalization, training settings (epochs, patience, min_epochs,
-                              threads, ...), data (zoo path and name, --where, include_init,
-                              rows per split and per checkpoint, architectures, split
-                              fractions, seed and a fingerprint of each split's runs)
+                              threads, ...), data (zoo path and name, the target column's
+                              type, --where, include_init, rows per split and per checkpoint,
+                              architectures, split fractions, seed and a fingerprint of each
+                              split's runs)
     metrics.json              test and validation metrics, best epoch, epochs run
     history.json              per-epoch train (and validation) loss
 
@@ -108,7 +109,8 @@ class PredictResult:
 
     Args:
         predictions: the Parquet file written (``model_id``, ``pred_<target>``, and ``split``
-            when the zoo is the training zoo).
+            when the zoo is the training zoo). Predicted classes have the target column's type
+            and values (int32 classes as int32, 0.001 as 0.001, booleans as booleans).
         table: the same rows.
         target: the predicted column.
         metrics: against the zoo's target column over every row that has a value (``None``
@@ -235,8 +237,8 @@ def train_on_zoo(
             left_out = len(selection) - sum(rows.values())
             if left_out:
                 log(f"{left_out} selected rows left out: their status is not 'ok' (e.g. diverged runs)")
-        info = {"zoo": _local_path(z), "zoo_name": z.name, "where": where,
-                "include_init": include_init, "selection_where": selection_where,
+        info = {"zoo": _local_path(z), "zoo_name": z.name, "target_type": _column_type(z, target),
+                "where": where, "include_init": include_init, "selection_where": selection_where,
                 "status": "ok", "fractions": list(fr), "split_seed": seed, "rows": rows,
                 "checkpoints": {s: {str(c): n for c, n in cs.items()} for s, cs in checkpoints.items()},
                 "run_fingerprints": {s: runs_fingerprint(d.table.column("run_id").to_pylist())
@@ -258,6 +260,22 @@ def train_on_zoo(
     for stale in run_dir.glob("predictions-*.parquet"):
         stale.unlink()
     return TrainResult(trained, run_dir, task, metrics, history, rows, checkpoints, arch_ids)
+
+
+def _column_type(z: Zoo, column: str) -> str:
+    """The Arrow type of a column, by name (a dictionary-encoded column: its values' type)."""
+    typ = z.table.schema.field(column).type
+    return str(typ.value_type if pa.types.is_dictionary(typ) else typ)
+
+
+def _class_type(model: TrainedMetanetwork) -> pa.DataType | None:
+    """The type of the target column a classifier was trained on, so that predictions are stored
+    as the column's own values (``None``: not recorded, as in runs of older versions)."""
+    name = model.data.get("target_type")
+    try:
+        return pa.type_for_alias(name) if isinstance(name, str) else None
+    except ValueError:  # a type without a short name: let Arrow infer it from the labels
+        return None
 
 
 def _training_where(where: str | None, include_init: bool) -> str | None:
@@ -338,8 +356,9 @@ def predict_on_zoo(
     target = model.targets[0]
     pred = model.predict(selection, batch_size=batch_size, progress=progress)
     column = f"pred_{target}"
-    values = ([model.classes[i] for i in pred.tolist()] if model.task == "classification"
-              else pred[:, 0].double().numpy())
+    # Classes in the target column's own type (an int32 class stays int32, True stays a boolean).
+    values = (pa.array([model.classes[i] for i in pred.tolist()], type=_class_type(model))
+              if model.task == "classification" else pred[:, 0].double().numpy())
     columns: dict[str, Any] = {"model_id": selection.column("model_id"), column: values}
 
     training_zoo, split_of_row, note = _training_splits(model, z, selection)
@@ -438,7 +457,8 @@ def _metrics(model: TrainedMetanetwork, pred: torch.Tensor, truths: list[Any]) -
 
 def _class_key(value: Any) -> Any:
     """A class label as training saw it: numbers and booleans reach the model as float32 targets
-    (so 0.001 was learnt as 0.0010000000474974513 and True as 1), text as itself."""
+    (so 0.001 was learnt as 0.0010000000474974513 and True as 1), text as itself. The run records
+    the labels as the column holds them (0.001, True); both they and the truths are keyed so."""
     if isinstance(value, bool | int | float | np.number | np.bool_):
         return float(np.float32(value))
     return str(value)

@@ -84,20 +84,23 @@ class TrainConfig:
         check_seed(self.seed)
 
 
-#: The largest seed :func:`check_seed` accepts: torch and numpy take seeds up to 2**63 - 1, and
-#: training derives a few more from it (``seed + 1 + i`` per architecture).
+#: The largest seed (in absolute value) :func:`check_seed` accepts. Torch takes seeds from
+#: -2**63 to 2**64 - 1 and reads a negative one as ``seed + 2**64`` (as the run split does, see
+#: :func:`catalog.split.split_by_run`), so -5 and 2**64 - 5 would be one seed; within
+#: +-2**62 every seed is its own, with room for the seeds training derives (``seed + 1 + i``
+#: per architecture).
 MAX_SEED = 2**62
 
 
 def check_seed(seed: object, option: str = "--seed") -> int:
-    """``seed`` if it is an integer from 0 to :data:`MAX_SEED` (numpy's generators, which split
-    the runs, refuse negative seeds; torch refuses seeds beyond 64 bits).
+    """``seed`` if it is an integer from -:data:`MAX_SEED` to :data:`MAX_SEED` (negative seeds
+    are seeds, as in the other commands: ``zoo generate``, ``zoo analyze``, ``zoo embed``).
 
     Raises:
         WeightzooError: naming ``option`` and the valid range.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise WeightzooError(f"{option} must be an integer from 0 to 2**62, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -MAX_SEED <= seed <= MAX_SEED:
+        raise WeightzooError(f"{option} must be an integer from -2**62 to 2**62, got {seed!r}")
     return seed
 
 
@@ -223,12 +226,42 @@ def _remap(targets: Tensor, labels: list[Any], data_labels: list[Any] | None) ->
     """
     col = targets[:, 0].tolist()
     values = [data_labels[int(v)] for v in col] if data_labels is not None else col
-    lookup = {_key(v): i for i, v in enumerate(labels)}
-    return torch.tensor([lookup.get(_key(v), -1) for v in values], dtype=torch.long)
+    lookup = {_key(v, targets.dtype): i for i, v in enumerate(labels)}
+    return torch.tensor([lookup.get(_key(v, targets.dtype), -1) for v in values], dtype=torch.long)
 
 
-def _key(v: Any) -> Any:
-    return float(v) if isinstance(v, int | float) else v
+def _key(v: Any, dtype: torch.dtype) -> Any:
+    """A label as a target tensor of ``dtype`` holds it, so that a label taken from the column
+    (0.001, True) matches its target (0.0010000000474974513 and 1.0 in float32); text as itself."""
+    if isinstance(v, bool | int | float):
+        return float(torch.tensor(float(v), dtype=dtype)) if dtype.is_floating_point else float(v)
+    return v
+
+
+def _column_labels(labels: list[Any], dtype: torch.dtype, column: Sequence[Any], target: str) -> list[Any]:
+    """The class ``labels`` read off ``dtype`` targets, as the target ``column`` holds them.
+
+    A WeightDataset hands numbers and booleans to the model as float32 targets, so the labels
+    found in the targets are float32 roundings (0.001 arrives as 0.0010000000474974513, True as
+    1); each is mapped back to the column value it came from, so that the run records (and
+    ``zoo predict`` writes) the classes as they are in the zoo.
+
+    Raises:
+        WeightzooError: two values of the column are one ``dtype`` target: no model trained on
+            these targets can tell them apart, and neither would be the class it learnt.
+    """
+    exact: dict[Any, Any] = {}
+    for v in set(column):
+        k = _key(v, dtype)
+        if k in exact and exact[k] != v:
+            a, b = sorted((exact[k], v))
+            raise WeightzooError(
+                f"target {target!r} has the classes {a!r} and {b!r}, which are the same number once "
+                f"rounded to the {str(dtype).removeprefix('torch.')} targets training uses, so a "
+                f"metanetwork cannot tell them apart; select rows with only one of the two (--where), "
+                f"or predict {target!r} by regression (--task regression)")
+        exact[k] = v
+    return [exact.get(_key(label, dtype), label) for label in labels]
 
 
 def fit(
@@ -314,6 +347,9 @@ def fit(
         out_dim = y_all.shape[1]
     else:
         y_train, classes = _class_indices(y_all, tr.classes.get(names[0]))
+        table = getattr(train, "table", None)  # a WeightDataset's rows, with the target column
+        if not tr.classes.get(names[0]) and table is not None and names[0] in table.column_names:
+            classes = _column_labels(classes, y_all.dtype, table.column(names[0]).to_pylist(), names[0])
         y_val = _remap(va.targets, classes, va.classes.get(names[0])) if va is not None else None
         out_dim = len(classes)
         if out_dim < 2:

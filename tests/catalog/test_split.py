@@ -62,3 +62,12 @@ def test_missing_column_and_empty():
         split_by_run(pa.table({"x": [1]}))
     s = split_by_run(pa.table({"run_id": pa.array([], pa.string())}))
     assert all(len(v) == 0 for v in s.values())
+
+
+def test_negative_seeds_split_like_any_other_seed():
+    t = runs_table()
+    a = split_by_run(t, seed=-3)
+    assert all(np.array_equal(a[k], split_by_run(t, seed=-3)[k]) for k in a)  # reproducible
+    for other in (-4, 3, 0):  # another seed, its absolute value, zero: another split
+        assert not np.array_equal(a["train"], split_by_run(t, seed=other)["train"])
+    assert [len(a[k]) for k in ("train", "val", "test")] == [96, 12, 12]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -146,3 +147,84 @@ def test_per_architecture_model_reads_only_its_architecture(acts_zoo, tmp_path):
         predict_on_zoo(res.run_dir, acts_zoo, progress=False)
     ok = predict_on_zoo(res.run_dir, acts_zoo, where=f"arch_id = '{relu}'", progress=False)
     assert ok.rows == 30
+
+
+#: Class columns of every kind, with the Arrow type each is stored as.
+CLASS_COLUMNS = {"fcls": (pa.float64(), [0.001, 0.1, 0.3]), "icls": (pa.int32(), [3, 7]),
+                 "bcls": (pa.bool_(), [False, True]), "scls": (pa.string(), ["a", "b"])}
+
+
+@pytest.fixture(scope="module")
+def classes_zoo(tmp_path_factory):
+    """12 runs x 2 checkpoints with one class column of each kind (float, int32, bool, string)."""
+    from zoo_helpers import mlp_spec, random_weights
+
+    from catalog.writer import ZooWriter
+
+    root = tmp_path_factory.mktemp("zoos") / "classes"
+    w = ZooWriter(root, "classes", {"name": "classes", "test": True})
+    arch = w.add_architecture(mlp_spec())
+    rows = [{"model_id": f"r{r}-c{c}", "run_id": f"r{r}", "checkpoint": c, "status": "ok",
+             **{k: values[r % len(values)] for k, (_, values) in CLASS_COLUMNS.items()}}
+            for r in range(12) for c in (1, 2)]
+    schema = pa.schema([(k, t) for k, (t, _) in CLASS_COLUMNS.items()])
+    w.write_part(arch, random_weights(mlp_spec(), len(rows), seed=0), rows, schema)
+    w.finish()
+    return root
+
+
+@pytest.mark.parametrize("target", list(CLASS_COLUMNS))
+def test_predicted_classes_keep_the_column_type_and_values(classes_zoo, tmp_path, target):
+    typ, values = CLASS_COLUMNS[target]
+    res = train_on_zoo(classes_zoo, target, "statnn", task="classification", out=tmp_path / "r", **QUICK)
+    assert res.model.classes == values  # 0.001, not float32's 0.0010000000474974513; True, not 1
+    assert TrainedMetanetwork.load(res.run_dir).classes == values
+    pred = predict_on_zoo(res.run_dir, classes_zoo, progress=False)
+    table = pq.read_table(pred.predictions)
+    assert table.schema.field(f"pred_{target}").type == typ
+    assert set(table.column(f"pred_{target}").to_pylist()) <= set(values)
+    # the labels are matched to the zoo's values as training matched them: the same test metrics
+    assert pred.split_metrics["test"] == res.test
+
+
+def test_classes_one_float32_apart_are_refused(tmp_path):
+    from zoo_helpers import mlp_spec, random_weights
+
+    from catalog.writer import ZooWriter
+
+    w = ZooWriter(tmp_path / "z", "close", {"name": "close", "test": True})
+    arch = w.add_architecture(mlp_spec())
+    rows = [{"model_id": f"r{r}-c1", "run_id": f"r{r}", "checkpoint": 1, "status": "ok",
+             "lr": [0.1, 0.1 + 1e-12, 0.5][r % 3]} for r in range(12)]
+    w.write_part(arch, random_weights(mlp_spec(), len(rows), seed=0), rows)
+    w.finish()
+    with pytest.raises(WeightzooError, match=r"0\.1 and 0\.100000000001.*--where.*--task regression"):
+        train_on_zoo(tmp_path / "z", "lr", "statnn", task="classification", fractions=(1, 0, 0),
+                     out=tmp_path / "r", **QUICK)
+
+
+def test_negative_seeds_train_reproducibly(acts_zoo, tmp_path):
+    """zoo train takes the seeds the other commands take (negative ones too): the same seed gives
+    the same split and the same metanetwork, another seed another run."""
+    def run(seed: int, name: str):
+        res = train_on_zoo(acts_zoo, "test_acc", "statnn", seed=seed, augment=True,
+                           out=tmp_path / name, **QUICK)
+        return res, json.loads((res.run_dir / "config.json").read_text())["data"]["run_fingerprints"]
+
+    a, split_a = run(-7, "a")
+    b, split_b = run(-7, "b")
+    assert split_a == split_b and a.test == b.test
+    for (name, wa), wb in zip(a.model.net.state_dict().items(), b.model.net.state_dict().values()):
+        assert torch.equal(wa, wb), name
+    for seed in (-8, 7):
+        _, split_c = run(seed, f"c{seed}")
+        assert split_c != split_a
+    # predict recomputes the training split from the recorded (negative) seed
+    pred = predict_on_zoo(a.run_dir, acts_zoo, progress=False)
+    assert pred.split_metrics is not None and pred.split_metrics["test"] == pytest.approx(a.test)
+
+
+@pytest.mark.parametrize("seed", [2**62 + 1, -(2**62) - 1, 1.5, True])
+def test_seeds_out_of_range_are_refused(acts_zoo, tmp_path, seed):
+    with pytest.raises(WeightzooError, match=r"--seed must be an integer from -2\*\*62 to 2\*\*62"):
+        train_on_zoo(acts_zoo, "test_acc", "statnn", seed=seed, out=tmp_path / "r", **QUICK)

@@ -97,3 +97,31 @@ def test_bad_input_is_one_error_line(hub, tmp_path):
     assert_one_line_error(run_cli("search", bare, "--task", "digits", "--method", "ranker"), "needs --ranker DIR")
     assert_one_line_error(run_cli("search", bare, "--task", "moons"), "the task's inputs must match")
     assert_one_line_error(run_cli("train-ranker", bare, "--out", tmp_path / "r", "-q"), "has no behavior embeddings")
+
+
+def test_build_hub_never_writes_inside_a_zoo_or_a_run(hub, tmp_path):
+    import shutil
+
+    from zoo_helpers import tree_hashes
+
+    template = hub.parent / "template.yaml"
+    before = tree_hashes(hub)
+    inner = hub / "models" / "inner-hub"
+    assert_one_line_error(run_cli("build-hub", inner, "--template", template, "-q",
+                                  "--source-task", SOURCES[0]), "OUT", "lies inside the zoo")
+    assert not inner.exists() and tree_hashes(hub) == before
+    run = tmp_path / "run"  # a metanetwork run directory, by its marker file
+    run.mkdir()
+    (run / "metanetwork.safetensors").write_bytes(b"")
+    assert_one_line_error(run_cli("build-hub", run, "--template", template, "-q",
+                                  "--source-task", SOURCES[0]), "is a metanetwork run directory")
+    assert_one_line_error(run_cli("build-hub", run / "hub", "--template", template, "-q",
+                                  "--source-task", SOURCES[0]), "lies inside the metanetwork run directory")
+    assert sorted(p.name for p in run.iterdir()) == ["metanetwork.safetensors"]
+    # OUT an existing hub is still fine: the build resumes
+    again = tmp_path / "again"
+    shutil.copytree(hub, again)
+    args = ["build-hub", again, "--template", template, "-q"]
+    for s in SOURCES:
+        args += ["--source-task", s]
+    assert ok(*args).strip().endswith("(0 trained now)")
