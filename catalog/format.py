@@ -409,16 +409,36 @@ def save_safetensors(tensors: Mapping[str, Tensor], path: str | os.PathLike, met
     save_file(dict(tensors), os.fspath(path), metadata=dict(metadata))
     with open(path, "r+b") as f:
         size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-        if "__metadata__" not in header:
-            return
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        canonical = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(canonical) > size:
-            raise ZooFormatError(f"{path}: the safetensors header cannot be rewritten in sorted order "
-                                 f"({len(canonical)} bytes for {size}); use plain ASCII tensor names")
-        f.seek(8)
-        f.write(canonical.ljust(size, b" "))
+        header = _sorted_header(f.read(size), path)
+        if header is not None:
+            f.seek(8)
+            f.write(header)
+
+
+def safetensors_bytes(tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+    """``safetensors.torch.save`` (the file's bytes, for :func:`atomic_write_bytes`), with the
+    metadata keys sorted as :func:`save_safetensors` sorts them: bytes that depend only on
+    ``tensors`` and ``metadata``."""
+    from safetensors.torch import save  # torch: only where weights are written
+
+    data = save(dict(tensors), metadata=None if metadata is None else dict(metadata))
+    size = int.from_bytes(data[:8], "little")
+    header = _sorted_header(data[8:8 + size], "safetensors data")
+    return data if header is None else data[:8] + header + data[8 + size:]
+
+
+def _sorted_header(raw: bytes, where: object) -> bytes | None:
+    """A safetensors header (``raw``, its JSON padded with spaces) with its metadata keys sorted,
+    padded to the same length; ``None`` when it has no metadata (nothing to sort)."""
+    header = json.loads(raw)
+    if "__metadata__" not in header:
+        return None
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    canonical = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(canonical) > len(raw):
+        raise ZooFormatError(f"{where}: the safetensors header cannot be rewritten in sorted order "
+                             f"({len(canonical)} bytes for {len(raw)}); use plain ASCII tensor names")
+    return canonical.ljust(len(raw), b" ")
 
 
 def read_manifest(root: str | os.PathLike, label: str | None = None) -> Manifest:

@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from catalog.errors import WeightzooError
-from catalog.format import atomic_write_bytes
+from catalog.format import atomic_write_bytes, safetensors_bytes
 from retrieval.estimators.registry import get_estimator
 
 RANKER_FORMAT = "weightzoo-ranker-v1"
@@ -252,7 +252,7 @@ class TrainedRanker:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
-        atomic_write_bytes(out / WEIGHTS_FILE, save(state, metadata={"format": RANKER_FORMAT}))
+        atomic_write_bytes(out / WEIGHTS_FILE, safetensors_bytes(state, {"format": RANKER_FORMAT}))
         cfg = {"format": RANKER_FORMAT, "n_outputs": self.n_outputs,
                "config": {**asdict(self.config), "estimators": list(self.config.estimators)},
                "embedding": self.embedding, "info": self.info}

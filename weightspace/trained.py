@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import Tensor
 
 from catalog.errors import WeightzooError
-from catalog.format import atomic_write_bytes
+from catalog.format import atomic_write_bytes, safetensors_bytes
 from catalog.network import NetworkSpec
 from catalog.selection import Selection
 from weightspace.models.base import Metanetwork
@@ -177,7 +177,7 @@ class TrainedMetanetwork:
         run_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
         atomic_write_bytes(run_dir / WEIGHTS_FILE,
-                           save(state, metadata={"format": RUN_FORMAT, "model": self.net.name}))
+                           safetensors_bytes(state, {"format": RUN_FORMAT, "model": self.net.name}))
         write_json_atomic(run_dir / CONFIG_FILE, self.config())
         if metrics is not None:
             write_json_atomic(run_dir / METRICS_FILE, dict(metrics))

@@ -231,3 +231,21 @@ def test_the_same_part_gives_the_same_shard_bytes(tmp_path):
     assert len(shards) == 1
     with safe_open(tmp_path / "z0" / shard.path, "pt") as f:  # still a valid file, metadata intact
         assert f.metadata() == {"arch_id": spec.arch_id, "rows": str(len(rows))}
+
+
+def test_safetensors_bytes_sorts_the_metadata_and_stays_readable():
+    import torch
+    from safetensors.torch import load
+
+    from catalog.format import safetensors_bytes
+
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, 2, dtype=torch.float64)}
+    meta = {k: str(i) for i, k in enumerate("edcba")}  # 120 orders: a hash map rarely repeats one
+    datas = {safetensors_bytes(tensors, meta) for _ in range(8)}
+    assert len(datas) == 1
+    (data,) = datas
+    size = int.from_bytes(data[:8], "little")
+    assert list(json.loads(data[8:8 + size])["__metadata__"]) == ["a", "b", "c", "d", "e"]
+    back = load(data)
+    assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in tensors)
+    assert safetensors_bytes(tensors) == safetensors_bytes(tensors)  # no metadata: nothing to sort

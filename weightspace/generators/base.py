@@ -26,11 +26,11 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import Tensor
 
 from catalog.errors import WeightzooError
-from catalog.format import atomic_write_bytes
+from catalog.format import atomic_write_bytes, safetensors_bytes
 from catalog.network import NetworkSpec
 
 RUN_FORMAT = "weightzoo-generator-run-v1"
@@ -103,7 +103,7 @@ class Generator(abc.ABC):
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
-        atomic_write_bytes(run_dir / TENSORS_FILE, save(tensors))
+        atomic_write_bytes(run_dir / TENSORS_FILE, safetensors_bytes(tensors))
         config = {"format": RUN_FORMAT, "method": self.name, "hparams": self.hparams,
                   "spec": self.spec.to_dict(), "state": self.state_config(), "source": self.source}
         atomic_write_bytes(run_dir / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
