@@ -261,13 +261,13 @@ def existing_manifest(root: Path, name: str, spec: Mapping) -> Manifest | None:
             what = "name" if manifest.name != name else "spec"
             raise WeightzooError(
                 f"{root} already holds zoo {manifest.name!r} built from a different {what}; "
-                f"choose another --out directory, or delete {root} to rebuild it")
+                f"choose another output directory, or delete {root} to rebuild it")
         return None  # a zoo that never got any data: nothing to lose by starting over
     foreign = _foreign_files(root)
     if foreign:
         raise WeightzooError(
             f"{root} exists, is not empty and holds no zoo (e.g. {foreign}); choose an empty or "
-            f"new --out directory")
+            f"new output directory")
     return None
 
 

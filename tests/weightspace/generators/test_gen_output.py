@@ -147,7 +147,7 @@ def test_inr_zoo_samples_get_mse_and_psnr(zoo_factory, tmp_path):
 
 def test_out_holding_another_zoo_is_refused_before_training(tiny_digits_zoo, tmp_path):
     generate_zoo(tiny_digits_zoo, "noise", LAST, 2, tmp_path / "g", quiet=True)
-    with pytest.raises(WeightzooError, match="built from a different spec; choose another --out"):
+    with pytest.raises(WeightzooError, match="built from a different spec; choose another output directory"):
         generate_zoo(tiny_digits_zoo, "average", LAST, 2, tmp_path / "g", save_to=tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()  # refused before the generator was trained and saved
     (tmp_path / "other").mkdir()
