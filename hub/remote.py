@@ -227,8 +227,9 @@ def file_sha256(path: Path) -> str:
     own sha256.
     """
     key = _identity(path)
-    if key is not None and key in _digests:
-        return _digests[key]
+    known = None if key is None else _digests.get(key)  # one lookup: another thread may clear it
+    if known is not None:
+        return known
     started = time.time_ns()
     digest = sha256_file(path)
     if key is not None and max(key[3], key[4]) < started - RACY_NS and _identity(path) == key:
