@@ -10,7 +10,10 @@ download weights; each weight shard is downloaded when a row of it is first load
 file is checked against the manifest's sha256 when it arrives or is first used from the cache
 (the metadata on each load, a shard when first read); a file that does not match is deleted
 from the cache and downloaded once more (:func:`hub.remote.fetch_checked`), so a damaged
-cached copy is replaced, and a bad file in the repo is refused.
+cached copy is replaced, and a bad file in the repo is refused. The sha256 of a cached file
+this process has already hashed is reused while the file is provably unchanged (same inode,
+size, modification and change times: :func:`hub.remote.file_sha256`), so reopening a zoo does
+not read its shards in full again.
 """
 
 from __future__ import annotations
@@ -137,7 +140,8 @@ class HubZoo(Zoo):
 
     Each weight shard is checked against the manifest's sha256 once per opened zoo, when it
     is first read (or fetched): downloaded, or found in the cache, which other processes share
-    and a disk can damage. A cached shard that does not match is downloaded again.
+    and a disk can damage. A cached shard that does not match is downloaded again. (Its sha256
+    is computed once per process while the file stays the same: :func:`hub.remote.file_sha256`.)
 
     Args:
         root: the cache's snapshot directory of the zoo's commit.

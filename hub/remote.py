@@ -4,7 +4,8 @@ that commit with the ``huggingface_hub`` client, and checking what arrived.
 Every download is pinned to the resolved commit sha, so the files of one pull all come from
 one commit even if the branch moves meanwhile. Each downloaded file is checked twice: against
 the Hub's own record of the commit (the LFS sha256, or the git blob id of regular files) and,
-for data files, against the sha256 in the zoo's manifest.
+for data files, against the sha256 in the zoo's manifest. A file this process has already
+hashed is not hashed again while it is provably the same file, unchanged (:func:`file_sha256`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -184,12 +186,67 @@ def git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
+#: A file changed less than this long (ns) before it was hashed is not remembered by
+#: :func:`file_sha256`: a change within the same file-system timestamp tick would leave its
+#: stat as it was (git's "racy clean" files); 2 s covers the coarsest clocks (FAT's mtime).
+RACY_NS = 2_000_000_000
+#: At most this many digests are remembered (then forgotten all at once).
+_DIGESTS_MAX = 4096
+#: ``{(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns): sha256}`` of files this process hashed.
+_digests: dict[tuple[int, ...], str] = {}
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """The file's identity and version: ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``,
+    or ``None`` where they prove nothing (not POSIX, whose ``st_ctime`` is the inode's last change,
+    which no program can set back; no inode numbers)."""
+    if os.name != "posix":
+        return None
+    # fstat of an open file, not stat: opening revalidates a network file system's cached
+    # attributes (NFS's close-to-open consistency), so another client's change is seen.
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+    if not st.st_ino:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file at ``path`` (:func:`catalog.format.sha256_file`), remembered for
+    the life of the process and reused while the file provably has not changed, so reopening a
+    zoo does not hash its cached shards again.
+
+    Reused only for the same inode of the same device with the same size, modification and
+    inode-change times. Whatever damages or replaces the file through the file system changes
+    one of these: a write or truncation sets both times (and the change time cannot be set back
+    by a program, unlike the modification time); a replacement, such as the Hugging Face
+    cache's download-then-rename, is a new inode. A file changed within :data:`RACY_NS` before
+    it was hashed, or during the hashing, is not remembered (its times may not show a change
+    made in the same clock tick). What bypasses the file system (a failing disk) keeps the
+    file's stat: rows read with ``verify=True`` (the default) are still checked against their
+    own sha256.
+    """
+    key = _identity(path)
+    known = None if key is None else _digests.get(key)  # one lookup: another thread may clear it
+    if known is not None:
+        return known
+    started = time.time_ns()
+    digest = sha256_file(path)
+    if key is not None and max(key[3], key[4]) < started - RACY_NS and _identity(path) == key:
+        if len(_digests) >= _DIGESTS_MAX:
+            _digests.clear()
+        _digests[key] = digest
+    return digest
+
+
 def bad_files(root: Path, paths: Iterable[str], remote: RemoteZoo,
               manifest: Manifest | None = None) -> dict[str, str]:
     """Check downloaded files; returns ``{path: what is wrong}`` (empty when all are good).
 
     Each file must exist, match the Hub's record of the commit (LFS sha256 or git blob id,
-    when the Hub gave one) and, if the manifest lists it, the manifest's size and sha256.
+    when the Hub gave one) and, if the manifest lists it, the manifest's size and sha256 (the
+    sha256 from :func:`file_sha256`: not computed again for a file this process hashed and that
+    has not changed since).
     """
     listed = {f.path: f for f in manifest.files} if manifest is not None else {}
     problems: dict[str, str] = {}
@@ -200,7 +257,7 @@ def bad_files(root: Path, paths: Iterable[str], remote: RemoteZoo,
             continue
         rf = remote.files.get(rel, RemoteFile(rel))
         entry = listed.get(rel)
-        digest = sha256_file(p) if (entry is not None or rf.sha256) else None
+        digest = file_sha256(p) if (entry is not None or rf.sha256) else None
         if entry is not None and (digest != entry.sha256 or p.stat().st_size != entry.bytes):
             problems[rel] = (f"sha256 {digest[:12]}... does not match the manifest's "
                              f"{entry.sha256[:12]}...")

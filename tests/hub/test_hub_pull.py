@@ -237,6 +237,114 @@ def test_a_damaged_file_in_the_hf_cache_is_replaced_not_blamed_on_the_repo(
     assert zoo.verify().ok
 
 
+def _counting_hashes(monkeypatch) -> list[str]:
+    """Record the files hub.remote hashes in full (their paths); files changed within the last
+    50 ms count as just changed (instead of 2 s), so a test need not wait for its downloads to age."""
+    import hub.remote as remote
+
+    hashed: list[str] = []
+    real = remote.sha256_file
+
+    def counting(path):
+        hashed.append(Path(path).as_posix())
+        return real(path)
+
+    monkeypatch.setattr(remote, "sha256_file", counting)
+    monkeypatch.setattr(remote, "RACY_NS", 50_000_000, raising=False)  # (absent before file_sha256)
+    monkeypatch.setattr(remote, "_digests", {}, raising=False)
+    return hashed
+
+
+def test_reopening_a_cached_zoo_does_not_hash_its_shards_again(hub, pushed, monkeypatch) -> None:
+    """A shard of a zoo opened through the cache was hashed in full on its first read in every
+    open (~30 ms per 50 MB): once this process has hashed it, an unchanged file is not read
+    again, online or offline."""
+    import time
+
+    from hub import load_zoo
+
+    repo, commit, _ = pushed
+    hashed = _counting_hashes(monkeypatch)
+    zoo = load_zoo(repo, revision=commit, progress=False)
+    assert zoo.verify().ok  # every shard downloaded (and hashed)
+    time.sleep(0.1)  # older than RACY_NS: the next hash of each is remembered
+    mid = zoo.table.column("model_id")[0].as_py()
+    shards = [f.path for f in zoo.manifest.shard_files()]
+    zoo = load_zoo(repo, revision=commit, progress=False)
+    assert zoo.verify().ok
+    assert all(any(h.endswith(s) for h in hashed) for s in shards), hashed
+    for _ in range(2):
+        hashed.clear()
+        zoo = load_zoo(repo, revision=commit, progress=False)
+        zoo.state_dict(mid)
+        assert zoo.verify().ok
+        assert not [h for h in hashed if h.endswith(".safetensors")], hashed  # remembered, not read again
+    hashed.clear()
+    offline = load_zoo(repo, revision=commit, local_files_only=True)  # checks every cached shard at open
+    offline.state_dict(mid)
+    assert not [h for h in hashed if h.endswith(".safetensors")], hashed
+
+
+@pytest.mark.parametrize("how", ["in place, mtime restored", "replaced"])
+def test_a_cached_shard_damaged_after_it_was_hashed_is_hashed_again(hub, zoo_copy: Path, repo_id: str,
+                                                                     monkeypatch, how: str) -> None:
+    """What the remembered sha256 must not hide: the cached blob damaged in place (same size,
+    its modification time set back: the change time still moves) or replaced by another file
+    (a new inode) after this process hashed it is hashed again on the next open, found bad,
+    and downloaded again."""
+    import os
+    import time
+
+    from hub import load_zoo, push_zoo
+
+    push_zoo(zoo_copy, repo_id, progress=False)
+    hashed = _counting_hashes(monkeypatch)
+    zoo = load_zoo(repo_id, progress=False)
+    zoo.select().state_dicts()
+    time.sleep(0.1)
+    zoo = load_zoo(repo_id, progress=False)
+    zoo.select().state_dicts()  # both shards hashed and remembered
+    shard = zoo.manifest.shard_files()[0].path
+    blob = (zoo.root / shard).resolve()
+    st = blob.stat()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    if how == "replaced":
+        tmp = blob.with_name(blob.name + ".tmp")
+        tmp.write_bytes(bytes(data))
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(tmp, blob)
+    else:
+        os.chmod(blob, 0o644)
+        blob.write_bytes(bytes(data))
+        os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert blob.stat().st_size == st.st_size and blob.stat().st_mtime_ns == st.st_mtime_ns
+    hashed.clear()
+    zoo = load_zoo(repo_id, progress=False)
+    with pytest.warns(UserWarning, match=f"cache.*{shard}"):
+        assert len(zoo.select().state_dicts()) == 12
+    assert any(h.endswith(shard) for h in hashed) and zoo.verify().ok
+
+
+def test_a_file_changed_just_before_it_was_hashed_is_not_remembered(tmp_path: Path, monkeypatch) -> None:
+    """git's racy-clean case: a change within the same timestamp tick as the hash could leave the
+    file's stat as it was, so a file changed within RACY_NS of its hash is hashed every time."""
+    import hashlib
+    import time
+
+    import hub.remote as remote
+
+    hashed = _counting_hashes(monkeypatch)
+    f = tmp_path / "blob"
+    f.write_bytes(b"weights")
+    want = hashlib.sha256(b"weights").hexdigest()
+    assert remote.file_sha256(f) == want and remote.file_sha256(f) == want and len(hashed) == 2
+    time.sleep(0.1)
+    assert remote.file_sha256(f) == want and remote.file_sha256(f) == want and len(hashed) == 3
+    f.write_bytes(b"changed")  # a new version of the file: hashed again
+    assert remote.file_sha256(f) == hashlib.sha256(b"changed").hexdigest() and len(hashed) == 4
+
+
 def test_tampered_manifest_is_refused(hub, zoo_copy: Path, repo_id: str, tmp_path: Path) -> None:
     from hub import push_zoo
 

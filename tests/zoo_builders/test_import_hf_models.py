@@ -239,6 +239,29 @@ def test_an_unsupported_hidden_act_is_refused_not_read_as_relu(tmp_path, act):
     assert import_hf_models(src, tmp_path / "zoo", activation="tanh", quiet=True).counts["rows"] == 2
 
 
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json"], ids=["config", "index"])
+def test_metadata_files_linked_out_of_the_snapshot_are_refused(tmp_path, name):
+    """config.json (whose keys become columns: a link would copy another JSON file into the zoo)
+    and the index are refused as symbolic links out of the snapshot, as weight files are, before
+    anything is written; the CLI says so in one line."""
+    secret = tmp_path / "elsewhere" / "secret.json"
+    secret.parent.mkdir()
+    snap = tmp_path / "repo"
+    write_snapshot(snap, 0, sharded=True)
+    if name == "config.json":
+        secret.write_text(json.dumps({"api_key": "hunter2"}))
+    else:  # the snapshot's own index, moved out: only the link is wrong
+        (snap / name).rename(secret)
+    (snap / name).unlink(missing_ok=True)
+    (snap / name).symlink_to(secret)
+    with pytest.raises(SourceError, match=rf"^(repo: )?{name} is a symbolic link to .*outside the snapshot"):
+        import_hf_models(snap, tmp_path / "zoo", quiet=True)
+    assert not (tmp_path / "zoo").exists()
+    assert_one_line_error(run_cli("import", "hf-models", snap, "--out", tmp_path / "zoo", "-q"),
+                          f"{name} is a symbolic link", "outside the snapshot", "copy it into the snapshot")
+    assert not (tmp_path / "zoo").exists()
+
+
 def test_weight_files_linked_out_of_the_snapshot_are_refused(tmp_path):
     """A shard (or model.safetensors) that is a symbolic link to a file outside the snapshot is
     not read; a Hugging Face cache's links into its repo's blobs/ folder are."""

@@ -92,10 +92,27 @@ def test_inferred_order_is_said_once_per_architecture(tmp_path):
         import_statedicts(src, tmp_path / "zoo", quiet=True)
     (w,) = record
     text = str(w.message)
-    assert "m0.safetensors" in text and "body (linear 4->4) -> head (linear 4->4) -> proj_in (linear 4->4)" in text
-    assert "if your forward order differs, give --arch" in text and "2 more model(s)" in text
+    (arch_id,) = open_zoo(tmp_path / "zoo").manifest.architectures
+    assert text.startswith(f"{arch_id} (m0.safetensors and 2 more models): layer order inferred from the file: "
+                           f"body (linear 4->4) -> head (linear 4->4) -> proj_in (linear 4->4). "), text
+    assert text.endswith("confirm or change it with --arch SPEC.json listing the layers in forward order"), text
+    assert len(text) < 300, text  # a line or two, not a paragraph
     r = run_cli("import", "state-dicts", src, "--out", tmp_path / "zoo2", "-q")  # the CLI shows it
-    assert r.exit_code == 0 and "warning: m0.safetensors: the architecture was inferred" in r.output, r.output
+    assert r.exit_code == 0 and f"warning: {arch_id} (m0.safetensors and 2 more models)" in r.output, r.output
+
+
+def test_a_long_inferred_order_is_elided_to_stay_short(tmp_path):
+    """Twelve layers: the first and last three are listed, the middle counted."""
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save(nn.Sequential(*[nn.Linear(4, 4) for _ in range(12)]).state_dict(), src / "deep.pt")
+    with pytest.warns(InferredArchitectureWarning) as record:
+        import_statedicts(src, tmp_path / "zoo", quiet=True)
+    (w,) = record
+    text = str(w.message)
+    assert "(deep.pt): layer order inferred from the file: 0 (linear 4->4) -> 1 (linear 4->4) -> 2 (linear 4->4) " \
+           "-> ... 6 more ... -> 9 (linear 4->4) -> 10 (linear 4->4) -> 11 (linear 4->4). " in text, text
+    assert len(text) < 330, text
 
 
 def test_exported_architectures_need_no_notice(tmp_path):
@@ -132,7 +149,8 @@ def test_a_spec_file_naming_the_parameters_gives_the_forward_order(tmp_path):
     x = torch.randn(5, 6)
     torch.testing.assert_close(module(x), net(x), rtol=0, atol=1e-6)
     # a preset takes the file's layers in the file's order, and says so
-    with pytest.warns(InferredArchitectureWarning, match=r"--arch's layers took the file's layers.*fc2 as layers"):
+    took = r"\(a.pt\): --arch's layers took the file's in its order: fc2 as layers.0 -> fc1 as layers.1"
+    with pytest.warns(InferredArchitectureWarning, match=took):
         import_statedicts(src, tmp_path / "zoo2", arch="mlp", arch_options=["hidden=[6,6]"], input_shape=(6,),
                           quiet=True)
 
@@ -154,4 +172,4 @@ def test_one_notice_per_architecture_whatever_the_files_tensor_order(tmp_path):
     save_file(sd, src / "b.safetensors")
     with pytest.warns(InferredArchitectureWarning) as record:
         manifest = import_statedicts(src, tmp_path / "zoo", quiet=True)
-    assert len(manifest.architectures) == 1 and len(record) == 1 and "1 more model(s)" in str(record[0].message)
+    assert len(manifest.architectures) == 1 and len(record) == 1 and "and 1 more model)" in str(record[0].message)

@@ -16,7 +16,7 @@ import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,28 +44,49 @@ class SourceError(WeightzooError):
 
 
 class InferredArchitectureWarning(UserWarning):
-    """An import took a layer order from a file's tensors, which record neither the forward order
-    nor skip connections (the message lists the order and says to give ``--arch`` otherwise)."""
+    """An import took a layer order from a file's tensors, which record no forward order (the
+    message names the architecture, lists the order and says how to confirm or change it with
+    ``--arch``)."""
 
 
+@dataclass(frozen=True)
+class OrderNote:
+    """A layer order an import took from a file, for :func:`warn_notes`.
+
+    Args:
+        where: the file (or snapshot) it was taken from.
+        layers: the order, ``"fc1 (linear 16->16) -> fc2 (linear 16->3)"``.
+        what: how it was taken (default: inferred from the tensors).
+    """
+
+    where: str
+    layers: str
+    what: str = "layer order inferred from the file"
+
+
+#: An :class:`OrderNote` as shown, once per architecture: kept to a line or two, since every
+#: import of a state dict (e.g. the README's hf-models example) shows it.
+ORDER_NOTE = ("{arch_id} ({where}{more}): {what}: {layers}. State dicts record no forward order: confirm or "
+              "change it with --arch SPEC.json listing the layers in forward order")
 #: Notes :func:`warn_notes` shows in full; the rest are counted in one more line.
 NOTES_SHOWN = 5
 
 
-def warn_notes(notes: Sequence[tuple[str, str, int]]) -> None:
+def warn_notes(notes: Sequence[tuple[str, OrderNote, int]]) -> None:
     """Show each ``(arch_id, note, models)`` as an :class:`InferredArchitectureWarning` (``models``:
     how many models have that architecture), one per architecture (the first note; files whose
     tensors come in another order can give one architecture twice), at most :data:`NOTES_SHOWN`."""
     merged: dict[str, list] = {}
     for arch_id, note, models in notes:
         merged.setdefault(arch_id, [note, 0])[1] += models
-    notes = [(note, models) for note, models in merged.values()]
-    for note, models in notes[:NOTES_SHOWN]:
-        more = f" [{models - 1} more model(s) have this architecture]" if models > 1 else ""
-        warnings.warn(note + more, InferredArchitectureWarning, stacklevel=2)
-    if len(notes) > NOTES_SHOWN:
-        warnings.warn(f"{len(notes) - NOTES_SHOWN} more architectures were inferred likewise (layer order as the "
-                      f"files hold them); give --arch if their forward order differs", InferredArchitectureWarning,
+    shown = list(merged.items())
+    for arch_id, (note, models) in shown[:NOTES_SHOWN]:
+        more = f" and {models - 1} more model{'s' if models > 2 else ''}" if models > 1 else ""
+        warnings.warn(ORDER_NOTE.format(arch_id=arch_id, where=note.where, more=more, what=note.what,
+                                        layers=note.layers), InferredArchitectureWarning, stacklevel=2)
+    if len(shown) > NOTES_SHOWN:
+        warnings.warn(f"{len(shown) - NOTES_SHOWN} more architectures took their layer order from the files "
+                      f"likewise; give --arch if a forward order differs", InferredArchitectureWarning,
                       stacklevel=2)
 
 

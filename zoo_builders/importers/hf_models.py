@@ -27,9 +27,10 @@ as JSON text), ``source_layout`` and ``source_path`` (the snapshot folder relati
 
 The index is untrusted data: every shard it names must be a plain relative path inside the
 snapshot (:func:`catalog.paths.safe_join`), a ``.safetensors`` file, holding exactly the tensors
-the index assigns to it; anything else is refused before any weight is read. No weight file (a
-shard, ``model.safetensors``) may be a symbolic link out of the snapshot, but for a Hugging Face
-cache's links into its repo's ``blobs`` folder (:func:`snapshot_file`). Architectures are
+the index assigns to it; anything else is refused before any weight is read. No file read from a
+snapshot (``config.json``, the index, a shard, ``model.safetensors``) may be a symbolic link out of
+the snapshot, but for a Hugging Face cache's links into its repo's ``blobs`` folder
+(:func:`snapshot_file`). Architectures are
 inferred as for state-dict folders (:func:`~zoo_builders.importers.statedict.infer_chain`: a
 chain of linear/conv layers; the activation from ``activation``, else ``config.json``'s
 ``hidden_act``/``activation``, an error when it names one a zoo does not express (``silu``), else
@@ -158,17 +159,19 @@ def download_snapshot(repo_id: str, revision: str | None, quiet: bool = True) ->
 
 
 def snapshot_file(root: Path, rel: str, where: str) -> Path:
-    """``root / rel``, a weight file of the snapshot, checked to be a plain relative path inside
-    it (:func:`catalog.paths.safe_join`) that, with symbolic links resolved, lies inside the
-    snapshot or, in a Hugging Face cache (``models--ORG--NAME/snapshots/<commit>``, whose files
-    link to ``../../blobs/<hash>``), inside that repo's ``blobs`` folder.
+    """``root / rel``, a file of the snapshot (``config.json``, the index, a weight file), checked
+    to be a plain relative path inside it (:func:`catalog.paths.safe_join`) that, with symbolic
+    links resolved, lies inside the snapshot or, in a Hugging Face cache
+    (``models--ORG--NAME/snapshots/<commit>``, whose files link to ``../../blobs/<hash>``), inside
+    that repo's ``blobs`` folder.
 
     Raises:
         SourceError: naming ``where`` and the file: a path out of the snapshot, or a link that
-            leads anywhere else (it would read another file as the model's weights).
+            leads anywhere else (it would read another file as the model's weights, index or
+            config, whose keys become columns of the zoo).
     """
     try:
-        path = safe_join(root, rel, "shard")
+        path = safe_join(root, rel, "file")
     except WeightzooError as e:
         raise SourceError(f"{where} names {rel!r}, which is not a file inside the snapshot; refusing it (the "
                           f"snapshot is corrupt or crafted to read other files)") from e
@@ -178,8 +181,10 @@ def snapshot_file(root: Path, rel: str, where: str) -> Path:
         allowed.append(base.parent.parent / "blobs")
     target = path.resolve()
     if not any(target.is_relative_to(a) for a in allowed):
-        raise SourceError(f"{where}: {rel} is a symbolic link to {target}, outside the snapshot; refusing to read "
-                          f"it (the snapshot is corrupt or crafted to read other files)")
+        named = rel if where == "." else f"{where}: {rel}"  # "." is a lone snapshot given as SOURCE
+        raise SourceError(f"{named} is a symbolic link to {target}, outside the snapshot; refusing to read "
+                          f"it (the snapshot is corrupt or crafted to read other files; if that file is the model's "
+                          f"own, copy it into the snapshot in place of the link)")
     return path
 
 
@@ -188,13 +193,13 @@ def read_index(root: Path) -> dict[str, str]:
     ``.safetensors`` file inside the snapshot.
 
     Raises:
-        SourceError: an index that is not JSON, has no ``weight_map`` object, or names a shard
-            outside the snapshot (``../``, an absolute path, a symbolic link out: see
-            :func:`snapshot_file`) or not ``.safetensors``.
+        SourceError: an index that is a symbolic link out of the snapshot, is not JSON, has no
+            ``weight_map`` object, or names a shard outside the snapshot (``../``, an absolute
+            path, a symbolic link out: see :func:`snapshot_file`) or not ``.safetensors``.
     """
     where = f"{root.name}/{INDEX}"
     try:
-        index = json.loads((root / INDEX).read_text())
+        index = json.loads(snapshot_file(root, INDEX, root.name).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SourceError(f"{where} is not JSON: {e}") from e
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -322,11 +327,12 @@ def read_config(snap: Snapshot) -> dict[str, Any]:
     """``config.json`` of the snapshot (empty when absent).
 
     Raises:
-        SourceError: a ``config.json`` that is not a JSON object.
+        SourceError: a ``config.json`` that is not a JSON object, or a symbolic link out of the
+            snapshot (:func:`snapshot_file`).
     """
-    path = snap.path / CONFIG
-    if not path.is_file():
+    if not (snap.path / CONFIG).is_file():
         return {}
+    path = snapshot_file(snap.path, CONFIG, snap.source_path)
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

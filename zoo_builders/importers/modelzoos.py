@@ -71,6 +71,7 @@ from catalog.writer import ZooWriter
 from zoo_builders.graph_architectures import ModelZooCNNConfig
 from zoo_builders.importers.common import (
     ROWS_PER_PART,
+    OrderNote,
     RunWriter,
     SourceError,
     column_name,
@@ -208,7 +209,7 @@ def cnn_l_spec(channels: int, n_outputs: int, activation: str, input_shape: Sequ
 
 
 def infer_spec(tensors: Mapping[str, Tensor], activation: str, input_shape: Sequence[int] | None,
-               where: str, notes: list[str] | None = None) -> NetworkSpec:
+               where: str, notes: list[OrderNote] | None = None) -> NetworkSpec:
     """CNN-s, CNN-l, or the layer chain the tensors form (whose inferred layer order is appended
     to ``notes``, when given: the two CNNs' order is known).
 

@@ -39,9 +39,10 @@ tensors that are recognisably no chain are refused, naming the module and ``arch
 
 Whenever a layer order is taken from a file (inferred, or a preset's layers matched to the file's
 layers by position), the import says so once per architecture, after every file is checked: an
-:class:`~zoo_builders.importers.common.InferredArchitectureWarning` listing the order and saying to
-give ``arch`` if the forward order differs. A spec JSON file whose chain names the file's
-parameters keeps its own layer order (:func:`fit_arch`), the way to give the forward order.
+:class:`~zoo_builders.importers.common.InferredArchitectureWarning` of a line or two naming the
+architecture, listing the order and saying to confirm or change it with ``arch``. A spec JSON
+file whose chain names the file's parameters keeps its own layer order (:func:`fit_arch`), the
+way to give the forward order.
 
 A row whose ``arch_id`` names an architecture of ``architectures.jsonl`` (as
 :func:`export_statedict` writes them) takes that architecture as it is (validated like any spec,
@@ -85,6 +86,7 @@ from catalog.writer import ZooWriter
 from zoo_builders.importers.common import (
     ROWS_PER_PART,
     GroupWriter,
+    OrderNote,
     SourceError,
     check_activation,
     column_name,
@@ -224,14 +226,8 @@ _BLOCK_CONV = re.compile(r"(?P<block>.+)\.conv\d+")
 #: The last part of an embedding table's module name: ``emb``, ``embed``, ``embedding(s)``, also
 #: within ``_``-joined words (``word_embeddings``, ``embed_tokens``, ``pos_emb``), GPT-2's ``wte``/``wpe``.
 _EMBEDDING = re.compile(r"(?:\w*_)?(?:emb|embed|embeds|embedding|embeddings)(?:_\w*)?|wte|wpe")
-#: What an inferred architecture (or a preset matched to a file's layers) is reported with: a
-#: state dict does not show the forward order, so the order used is always said.
-ORDER_NOTE = ("{where}: {what}, in the order the file holds them: {layers}. A state dict records neither the "
-              "forward order nor skip connections (a torch file keeps the modules' definition order, a "
-              "safetensors file is read in name order): if your forward order differs, give --arch (a spec "
-              "JSON file whose layers name your parameters in forward order)")
-#: Layers an :data:`ORDER_NOTE` lists before it elides the middle.
-NOTE_LAYERS = 8
+#: Layers an :func:`order_note` lists before it elides the middle (the note stays short).
+NOTE_LAYERS = 6
 _ARCH_HINT = "give the architecture with --arch (a preset name or a spec JSON file)"
 
 
@@ -279,14 +275,15 @@ def refuse_non_chains(modules: Mapping[str, Mapping[str, str]], tensors: Mapping
         last[template] = (numbers, prefix)
 
 
-def order_note(where: str, steps: Sequence[str], what: str = "the architecture was inferred from the tensors"
-               ) -> str:
-    """An :data:`ORDER_NOTE`: ``steps`` (one ``"name (kind in->out)"`` per layer) joined by arrows,
-    the middle elided beyond :data:`NOTE_LAYERS` layers."""
+def order_note(where: str, steps: Sequence[str], what: str | None = None) -> OrderNote:
+    """The :class:`~zoo_builders.importers.common.OrderNote` of ``steps`` (one ``"name (kind
+    in->out)"`` per layer) taken from ``where``: joined by arrows, the middle elided beyond
+    :data:`NOTE_LAYERS` layers; ``what`` says how they were taken (default: inferred)."""
     if len(steps) > NOTE_LAYERS:
         half = NOTE_LAYERS // 2
         steps = [*steps[:half], f"... {len(steps) - 2 * half} more ...", *steps[-half:]]
-    return ORDER_NOTE.format(where=where, what=what, layers=" -> ".join(steps))
+    layers = " -> ".join(steps)
+    return OrderNote(where, layers) if what is None else OrderNote(where, layers, what)
 
 
 def _module_of(param: str) -> str:
@@ -312,7 +309,7 @@ def _chain_modules(pairs: Sequence[tuple[str, str | None]]) -> dict[str, dict[st
 
 def infer_chain(tensors: Mapping[str, Tensor], activation: str = "relu",
                 input_shape: Sequence[int] | None = None, where: str = "state dict",
-                notes: list[str] | None = None) -> NetworkSpec:
+                notes: list[OrderNote] | None = None) -> NetworkSpec:
     """The chain a state dict's tensors form (see the module docstring for the rules).
 
     Args:
@@ -425,7 +422,7 @@ def _modules(tensors: Mapping[str, Tensor], where: str) -> dict[str, dict[str, s
 
 def infer_network(tensors: Mapping[str, Tensor], activation: str = "relu",
                   input_shape: Sequence[int] | None = None, where: str = "state dict",
-                  notes: list[str] | None = None) -> NetworkSpec:
+                  notes: list[OrderNote] | None = None) -> NetworkSpec:
     """The architecture a state dict's tensors form: :func:`infer_chain` for linear/conv layers
     alone; with batch norms (``weight``, ``bias``, ``running_mean``, ``running_var``,
     ``num_batches_tracked`` right after a linear or conv layer, e.g. ``nn.Sequential(conv, bn,
@@ -498,7 +495,7 @@ def infer_network(tensors: Mapping[str, Tensor], activation: str = "relu",
 
 
 def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str,
-             notes: list[str] | None = None) -> NetworkSpec:
+             notes: list[OrderNote] | None = None) -> NetworkSpec:
     """``spec`` (from ``--arch``) with the file's parameter names and dtype.
 
     A chain whose layers name exactly the file's tensors keeps its own layer order (a spec JSON
@@ -533,7 +530,7 @@ def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str,
         if notes is not None and not by_name:
             notes.append(order_note(where, [f"{_module_of(mine.weight)} as {_module_of(layer.weight)}"
                                             for layer, mine in zip(spec.layers, layers)],
-                                    what="--arch's layers took the file's layers"))
+                                    what="--arch's layers took the file's in its order"))
         return replace(spec, layers=layers, dtype=dtypes.pop())
     expected = {p.name: p.shape for p in spec.params}
     if expected != file_shapes:
@@ -558,13 +555,13 @@ class SpecCache:
                  infer: Any) -> None:
         self.arch, self.options, self.input_shape, self.infer = arch, options, input_shape, infer
         self.specs: dict[tuple, NetworkSpec] = {}
-        self.notes: dict[tuple, list[str]] = {}
+        self.notes: dict[tuple, list[OrderNote]] = {}
         self.sources: dict[tuple, set[str]] = {}
 
     def __call__(self, tensors: Mapping[str, Tensor], activation: str, where: str) -> tuple[tuple, NetworkSpec]:
         signature = (activation, *((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
         if signature not in self.specs:
-            notes: list[str] = []
+            notes: list[OrderNote] = []
             if self.arch is not None:
                 n_out = int(list(tensors.values())[-1].shape[0])
                 arch = resolve_arch(self.arch, self.options, self.input_shape, n_out, activation)
@@ -836,7 +833,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     # (The files are read twice; this pass keeps only each file's signature and spec.)
     inferred: dict[tuple, NetworkSpec] = {}
     signatures: dict[str, tuple] = {}
-    notes: dict[tuple, list[str]] = {}  # the layer orders taken from the files (none for declared ones)
+    notes: dict[tuple, list[OrderNote]] = {}  # the layer orders taken from the files (none for declared ones)
     for rel in tqdm(files, disable=quiet, unit="file", desc=f"check {src.name}"):
         tensors = read_state_dict(src / rel, rel)
         aid = _declared_arch(rel, metadata.get(rel, {}), declared)
