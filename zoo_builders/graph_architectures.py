@@ -26,7 +26,12 @@ from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, is_finite_number
 
 
-def _positive_int(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an ``int`` if it is an integer >= 1; an integral float (``8.0``, as YAML and
+    JSON tools write 8) counts, as for the training fields, and becomes the ``int`` (so its ids
+    are those of ``8``); ``8.5``, strings and booleans are refused."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise WeightzooError(f"architecture.{name} must be a positive integer, got {value!r}")
     return value
@@ -125,7 +130,7 @@ class ResNetConfig:
     ID_OMITS_DEFAULTS: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _positive_int("depth", self.depth)
+        object.__setattr__(self, "depth", positive_int("depth", self.depth))
         if (self.depth - 2) % 6 or self.depth < 8:
             raise WeightzooError(f"architecture.depth must be 6n + 2 (8, 14, 20, ...), got {self.depth}")
         object.__setattr__(self, "width_multiplier", positive_number("width_multiplier", self.width_multiplier))
@@ -196,14 +201,14 @@ class VGGConfig:
     def __post_init__(self) -> None:
         for key in ("channels", "hidden"):
             value = getattr(self, key)
-            if isinstance(value, int) and not isinstance(value, bool):
+            if isinstance(value, int | float) and not isinstance(value, bool):
                 value = (value,)
             if not isinstance(value, list | tuple):
                 raise WeightzooError(f"architecture.{key} must be a list of positive integers, got {value!r}")
-            object.__setattr__(self, key, tuple(_positive_int(key, v) for v in value))
+            object.__setattr__(self, key, tuple(positive_int(key, v) for v in value))
         if not self.channels:
             raise WeightzooError("architecture.channels needs at least one stage")
-        _positive_int("convs_per_stage", self.convs_per_stage)
+        object.__setattr__(self, "convs_per_stage", positive_int("convs_per_stage", self.convs_per_stage))
         _bool("batchnorm", self.batchnorm)
         _activation(self.activation)
         object.__setattr__(self, "dropout", _probability("dropout", self.dropout))
@@ -341,7 +346,7 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         for key in ("patch_size", "dim", "depth", "heads", "mlp_ratio"):
-            _positive_int(key, getattr(self, key))
+            object.__setattr__(self, key, positive_int(key, getattr(self, key)))
         if self.dim % self.heads:
             raise WeightzooError(f"architecture.heads ({self.heads}) must divide dim ({self.dim})")
         _activation(self.activation)

@@ -203,8 +203,11 @@ class TaskConfig:
             raise WeightzooError(f"unknown task {self.name!r}; valid tasks: {', '.join(TASKS)}")
         for key, low in (("images", 1), ("offset", 0)):
             value = getattr(self, key)
+            if isinstance(value, float) and value.is_integer():  # 64.0 is 64, as for the training fields
+                value = int(value)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise WeightzooError(f"task.{key} must be an integer >= {low}, got {value!r}")
+            object.__setattr__(self, key, value)
         if not isinstance(self.shared_init, bool):
             raise WeightzooError(f"task.shared_init must be true or false, got {self.shared_init!r}")
 
@@ -424,8 +427,11 @@ class BuildSpec:
             raise WeightzooError("spec 'random' must be a mapping with 'samples' and axis distributions")
         if rnd:
             samples = rnd.get("samples")
+            if isinstance(samples, float) and samples.is_integer():  # as the integer fields of training
+                samples = int(samples)
             if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
                 raise WeightzooError(f"random.samples must be a positive integer, got {samples!r}")
+            rnd = {**rnd, "samples": samples}
             seed = rnd.get("sampler_seed", 0)
             if isinstance(seed, float) and seed.is_integer():  # as the integer fields of training
                 seed = int(seed)
