@@ -311,8 +311,48 @@ class NetworkSpec:
         for layer in self.layers[:-1]:
             if layer.shift != 0.0:
                 raise ZooFormatError(f"layer {layer.weight!r} has a shift; only the last layer (the output) may")
+        self._check_chain_shapes()
         _check_param_names([p.name for p in self.params])
         self._check_n_params()
+
+    def _check_chain_shapes(self) -> None:
+        """A chain's layers against the shapes they read, from ``input_shape`` on, as
+        :func:`population_forward` runs them: a linear layer flattens what it reads (all of its
+        values are its features); a convolution reads a channel-first map whose channels are its
+        in_features and which its kernel fits; the output is a vector (a last convolution pools).
+        Without this, a chain whose first layer did not fit the input was stored, and failed in
+        torch (``mat1 and mat2 shapes cannot be multiplied``) whenever it computed."""
+        shape = self.input_shape
+        for i, layer in enumerate(self.layers):
+            source = (f"the input (input_shape {list(self.input_shape)})" if i == 0
+                      else f"layer {self.layers[i - 1].weight!r} (output shape {list(shape)})")
+            if not layer.is_conv:
+                if math.prod(shape) != layer.in_features:
+                    fix = (f"; make input_shape [{layer.in_features}] (or any shape of {layer.in_features} values) "
+                           f"or in_features {math.prod(shape)}") if i == 0 else ""
+                    raise ZooFormatError(f"layer {layer.weight!r} (linear) takes {layer.in_features} features but "
+                                         f"{source} gives {math.prod(shape)}{fix}")
+                shape = (layer.out_features,)
+                continue
+            n_sp = len(layer.kernel_size)
+            if len(shape) != n_sp + 1 or shape[0] != layer.in_features:
+                want = "[C, L]" if n_sp == 1 else "[C, H, W]"
+                fix = (f"; make input_shape a {want} map with C = {layer.in_features}" if i == 0 else
+                       "; a convolution cannot follow a linear or pooled layer" if len(shape) == 1 else "")
+                raise ZooFormatError(f"layer {layer.weight!r} ({layer.kind}) takes {want} maps of "
+                                     f"{layer.in_features} channels but {source} gives shape {list(shape)}{fix}")
+            spatial = tuple((n + 2 * layer.padding - k) // layer.stride + 1
+                            for n, k in zip(shape[1:], layer.kernel_size))
+            if min(spatial) < 1:
+                raise ZooFormatError(f"layer {layer.weight!r}: the kernel {list(layer.kernel_size)} (padding "
+                                     f"{layer.padding}) does not fit the {list(shape[1:])} map of {source}")
+            shape = (layer.out_features, *spatial)
+            check_numel(f"layer {layer.weight!r}: its output", shape)
+            if layer.pool == "global_avg":
+                shape = (layer.out_features,)
+        if len(shape) != 1 and math.prod(shape[1:]) != 1:
+            raise ZooFormatError(f"the last layer {self.layers[-1].weight!r} gives a map of shape {list(shape)}; "
+                                 f"the output must be a vector: give it pool: global_avg")
 
     def _check_n_params(self) -> None:
         """Refuse a network of more than :data:`~catalog.nodes.MAX_INT` parameters in all (each
