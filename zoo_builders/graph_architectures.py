@@ -247,6 +247,14 @@ class VGGConfig:
         return g.spec()
 
 
+#: The smallest image side each size of modelzoo-cnn takes. CNN-s: ``20 -conv5-> 16 -pool-> 8
+#: -conv5-> 4 -pool-> 2 -conv2-> 1``; CNN-l: ``22 -conv3-> 20 -pool-> 10 -conv3-> 8 -pool-> 4
+#: -conv3-> 2 -pool-> 1``; one pixel less leaves a layer nothing.
+MODELZOO_CNN_MIN_SIDE = {"s": 20, "l": 22}
+#: What each size was made for (for messages).
+MODELZOO_CNN_MADE_FOR = {"s": "1x28x28 MNIST", "l": "3x32x32 CIFAR-10"}
+
+
 @dataclass(frozen=True)
 class ModelZooCNNConfig:
     """The CNNs of the Model Zoos (Schürholt et al., NeurIPS 2022 Datasets and Benchmarks).
@@ -262,7 +270,9 @@ class ModelZooCNNConfig:
     in between). On ``3x32x32`` it has 10,853 parameters. Dropout is not part of either network
     here (it changes training only).
 
-    The first linear layer's input follows the input size.
+    The first linear layer's input follows the input size: on ``1x28x28`` (mnist5k) CNN-l's last
+    pool leaves ``1x1`` maps, so it reads 15 features, not 60 (9,665 parameters). The smallest
+    images are :data:`MODELZOO_CNN_MIN_SIDE` (below, a convolution or pool would get no pixel).
 
     Args:
         activation: activation after each conv and the hidden linear layer (default ``tanh``;
@@ -280,10 +290,12 @@ class ModelZooCNNConfig:
             raise WeightzooError(f"modelzoo-cnn size {self.size!r}: use 's' (CNN-s) or 'l' (CNN-l)")
 
     def network_spec(self, input_shape: tuple[int, ...], n_outputs: int) -> NetworkSpec:
-        if len(input_shape) != 3 or min(input_shape[1:]) < 22:
+        side = MODELZOO_CNN_MIN_SIDE[self.size]
+        if len(input_shape) != 3 or min(input_shape[1:]) < side:
             raise WeightzooError(
-                f"modelzoo-cnn needs [C, H, W] images of at least 22x22 (it was made for 28x28 "
-                f"MNIST); this dataset gives {list(input_shape)}: use mnist5k")
+                f"modelzoo-cnn needs [C, H, W] images of at least {side}x{side} for size {self.size!r} "
+                f"(CNN-{self.size}, made for {MODELZOO_CNN_MADE_FOR[self.size]}); this dataset gives "
+                f"{list(input_shape)}: use larger images, e.g. mnist5k (1x28x28), which both sizes take")
         if self.size == "l":
             return self._cnn_l(input_shape, n_outputs)
         g = _Graph("modelzoo-cnn", input_shape)
