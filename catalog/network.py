@@ -46,6 +46,7 @@ from catalog.nodes import (  # noqa: F401 (is_finite_number: re-exported, the on
     check_numel,
     is_finite_number,
     node_from_dict,
+    short_repr,
 )
 
 if TYPE_CHECKING:
@@ -67,13 +68,6 @@ ODD_ACTIVATIONS = frozenset({"identity", "tanh", "sin"})
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
-def _short(value: object) -> str:
-    """A number for a message: an integer of 30 digits or more as ``about 1e+N``."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) >= 10**30:
-        return f"about {'-' if value < 0 else ''}1e+{len(str(abs(int(value)))) - 1}"
-    return repr(value)
-
-
 def _is_integral(value: object) -> bool:
     """An integer (numpy's too), or a float with an integral value; not a bool or a string."""
     if isinstance(value, float):
@@ -87,7 +81,7 @@ def _layer_int(layer: object, key: str, value: object, low: int) -> int:
     if not _is_integral(value) or value < low:
         raise ZooFormatError(f"layer {layer!r}: {key} must be an integer >= {low}, got {value!r}")
     if value > MAX_INT:
-        raise ZooFormatError(f"layer {layer!r}: {key} is {_short(value)}, beyond 2**63 - 1, the largest integer "
+        raise ZooFormatError(f"layer {layer!r}: {key} is {short_repr(value)}, beyond 2**63 - 1, the largest integer "
                              f"torch takes as a size, stride or padding; use a realistic value")
     return int(value)
 
@@ -358,7 +352,7 @@ class NetworkSpec:
         """Refuse a network of more than :data:`~catalog.nodes.MAX_INT` parameters in all (each
         tensor is checked on its own; their sum is what a zoo's ``n_params`` column holds)."""
         if self.n_params > MAX_INT:
-            raise ZooFormatError(f"the network would have {_short(self.n_params)} parameters, more than the "
+            raise ZooFormatError(f"the network would have {short_repr(self.n_params)} parameters, more than the "
                                  f"2**63 - 1 torch and a zoo's n_params column can count; use realistic sizes")
 
     def _check_graph(self) -> None:

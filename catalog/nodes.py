@@ -35,6 +35,7 @@ changes no stored spec and no id.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, ClassVar
@@ -195,7 +196,7 @@ def _value(node: str, key: str, ftype: str, value: object) -> object:
         return value
     if ftype == "float":
         if not is_finite_number(value):
-            raise _fail(node, f"{key} must be a finite number, got {_short(value)}")
+            raise _fail(node, f"{key} must be a finite number, got {short_repr(value)}")
         return float(value)
     if ftype == "bool":
         if not isinstance(value, bool):
@@ -221,18 +222,18 @@ def _value(node: str, key: str, ftype: str, value: object) -> object:
     raise TypeError(f"unhandled field type {ftype}")  # pragma: no cover - a programming error
 
 
-def _short(value: object) -> str:
-    """``repr(value)`` for a message, an integer of more than 30 digits as ``about 1e+400``
-    (``repr`` of a huge int is as long as its digits)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
-        return f"about {'-' if value < 0 else ''}1e+{len(str(abs(value))) - 1}"
+def short_repr(value: object) -> str:
+    """``repr(value)`` for a message, an integer of 31 digits or more as ``about 1e+400``
+    (``repr`` of a huge int is as long as its digits, and a float cannot hold it)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) >= 10**30:
+        return f"about {'-' if value < 0 else ''}1e+{len(str(abs(int(value)))) - 1}"
     return repr(value)
 
 
 def _check_int_range(node: str, key: str, value: int) -> None:
     """Refuse an integer field torch cannot take (beyond :data:`MAX_INT` either way)."""
     if not -MAX_INT <= value <= MAX_INT:
-        raise _fail(node, f"{key} is {_short(value)}, beyond 2**63 - 1 ({MAX_INT:,}), the largest integer torch "
+        raise _fail(node, f"{key} is {short_repr(value)}, beyond 2**63 - 1 ({MAX_INT:,}), the largest integer torch "
                           f"takes as a size, stride or padding; use a realistic value")
 
 
@@ -245,7 +246,7 @@ def check_numel(what: str, shape: Sequence[int]) -> None:
     """
     n = math.prod(shape)
     if n > MAX_INT:
-        raise ZooFormatError(f"{what} would have {_short(n)} entries ({' x '.join(map(_short, shape))}), more "
+        raise ZooFormatError(f"{what} would have {short_repr(n)} entries ({' x '.join(map(short_repr, shape))}), more "
                              f"than the 2**63 - 1 a torch tensor can hold; use realistic sizes")
 
 
@@ -633,7 +634,7 @@ class _Pool(Node):
                                  ("padding", self.padding)) if v > MAX_POOL_INT}
         if big:
             key, value = next(iter(big.items()))
-            raise _fail(self.name, f"{key} is {_short(value)}, beyond 2**31 - 1 ({MAX_POOL_INT:,}), the largest "
+            raise _fail(self.name, f"{key} is {short_repr(value)}, beyond 2**31 - 1 ({MAX_POOL_INT:,}), the largest "
                                    f"torch's pooling takes; use a realistic value")
         if self.padding > min(self.kernel_size) // 2:
             raise _fail(self.name, f"padding {self.padding} is more than half the kernel {list(self.kernel_size)}; "

@@ -307,6 +307,26 @@ def test_non_integral_architecture_sizes_are_refused(arch, needle):
     assert needle in str(e.value)
 
 
+@pytest.mark.parametrize("training, needle", [
+    ({"batch_size": 10**30}, "training.batch_size is about 1e+30: a zoo's integer columns hold at most 2**63 - 1"),
+    ({"epochs": 2**63}, "training.epochs is 9223372036854775808: a zoo's integer columns hold at most 2**63 - 1"),
+    ({"seed": -10**400}, "training.seed is about -1e+400: a zoo's integer columns hold at most 2**63 - 1"),
+    ({"seed": 1e300}, "training.seed is about 1e+300: a zoo's integer columns hold at most 2**63 - 1"),
+])
+def test_training_integers_beyond_int64_are_refused_at_parse(training, needle):
+    """These trained to the end and then failed writing the rows (pyarrow: 'Python int too large
+    to convert to C long'), leaving a zoo without them."""
+    with pytest.raises(WeightzooError) as e:
+        spec(training={"epochs": 1, **training})
+    assert needle in str(e.value)
+
+
+def test_large_training_integers_up_to_int64_are_kept():
+    t = spec(training={"epochs": 2**63 - 1, "batch_size": 2**63 - 1, "seed": -(2**63 - 1), "checkpoints": [1]}).training
+    assert (t.epochs, t.batch_size, t.seed) == (2**63 - 1, 2**63 - 1, -(2**63 - 1))
+    assert spec(training={"epochs": 10**12, "batch_size": 10**12}).training.epochs == 10**12
+
+
 @pytest.mark.parametrize("dataset, needle", [
     ({"name": ["digits"]}, "unknown dataset ['digits']"),
     ({"name": "digits", "test_fraction": "x"}, "dataset.test_fraction must be in (0, 1)"),
