@@ -24,12 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from catalog.errors import WeightzooError
-from catalog.format import atomic_path
+from catalog.format import atomic_path, save_safetensors
 from catalog.network import NetworkSpec
 from catalog.query import ZOO_COLUMN
 from catalog.selection import Selection, describe_differences, name_some
@@ -349,12 +348,14 @@ def _read_stats(path: Path, key: str, spec: NetworkSpec) -> dict[str, dict[str, 
 
 def _write_stats(path: Path, stats: dict[str, dict[str, Tensor]], key: str, spec: NetworkSpec,
                  n_models: int) -> bool:
-    """Write the stats atomically; ``False`` (and nothing written) if the zoo is read-only."""
+    """Write the stats atomically, with bytes that depend only on their content
+    (:func:`~catalog.format.save_safetensors`); ``False`` (and nothing written) if the zoo is
+    read-only."""
     tensors = {f"{kind}/{k}": v.contiguous() for kind in ("mean", "std") for k, v in stats[kind].items()}
     meta = {"format": STATS_FORMAT, "key": key, "arch_id": spec.arch_id, "n_models": str(n_models)}
     try:
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+            save_safetensors(tensors, tmp, meta)
         return True
     except OSError:
         return False

@@ -35,7 +35,19 @@ from typing import TYPE_CHECKING
 
 from catalog.errors import ZooFormatError
 from catalog.lazy import LazyModule
-from catalog.nodes import ACTIVATIONS, BUFFER_ROLES, INPUT, Node, activate, channels_last, node_from_dict
+from catalog.nodes import (  # noqa: F401 (is_finite_number: re-exported, the one finiteness test of spec numbers)
+    ACTIVATIONS,
+    BUFFER_ROLES,
+    INPUT,
+    MAX_INT,
+    Node,
+    activate,
+    channels_last,
+    check_numel,
+    is_finite_number,
+    node_from_dict,
+    short_repr,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -56,17 +68,6 @@ ODD_ACTIVATIONS = frozenset({"identity", "tanh", "sin"})
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
-def is_finite_number(value: object) -> bool:
-    """An int or float with a finite value: not a bool or a string, not inf or nan, and not an
-    int beyond a float's range (``math.isfinite`` raises on those)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 def _is_integral(value: object) -> bool:
     """An integer (numpy's too), or a float with an integral value; not a bool or a string."""
     if isinstance(value, float):
@@ -79,6 +80,9 @@ def _layer_int(layer: object, key: str, value: object, low: int) -> int:
     for graph nodes)."""
     if not _is_integral(value) or value < low:
         raise ZooFormatError(f"layer {layer!r}: {key} must be an integer >= {low}, got {value!r}")
+    if value > MAX_INT:
+        raise ZooFormatError(f"layer {layer!r}: {key} is {short_repr(value)}, beyond 2**63 - 1, the largest integer "
+                             f"torch takes as a size, stride or padding; use a realistic value")
     return int(value)
 
 
@@ -133,12 +137,12 @@ class LayerSpec:
             raise ZooFormatError(f"layer weight must be a parameter name (e.g. 'layers.0.weight'), got {self.weight!r}")
         if self.bias is not None and not isinstance(self.bias, str):
             raise ZooFormatError(f"layer {self.weight!r}: bias must be a parameter name or null, got {self.bias!r}")
-        for key, low in (("in_features", 1), ("out_features", 1), ("stride", 1), ("padding", 0)):
-            object.__setattr__(self, key, _layer_int(self.weight, key, getattr(self, key), low))
         kernel = self.kernel_size
         if not isinstance(kernel, list | tuple) or not all(_is_integral(k) and k >= 1 for k in kernel):
             raise ZooFormatError(f"layer {self.weight!r}: kernel_size must be a list of integers >= 1, got {kernel!r}")
-        object.__setattr__(self, "kernel_size", tuple(int(k) for k in kernel))
+        object.__setattr__(self, "kernel_size", tuple(_layer_int(self.weight, "kernel_size", k, 1) for k in kernel))
+        for key, low in (("in_features", 1), ("out_features", 1), ("stride", 1), ("padding", 0)):
+            object.__setattr__(self, key, _layer_int(self.weight, key, getattr(self, key), low))
         if self.activation not in ACTIVATIONS:
             raise ZooFormatError(
                 f"unknown activation {self.activation!r}; valid activations: {', '.join(ACTIVATIONS)}")
@@ -155,6 +159,7 @@ class LayerSpec:
             raise ZooFormatError(
                 f"layer {self.weight!r}: a {self.kind} layer needs {n_spatial} kernel dims, "
                 f"got {self.kernel_size}")
+        check_numel(f"layer {self.weight!r}: its weight", self.weight_shape)
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -276,6 +281,7 @@ class NetworkSpec:
         if not isinstance(shape, list | tuple) or not all(_is_integral(n) and n >= 1 for n in shape):
             raise ZooFormatError(f"NetworkSpec input_shape must be a list of positive integers, got {shape!r}")
         object.__setattr__(self, "input_shape", tuple(int(n) for n in shape))
+        check_numel("the network's input", self.input_shape)
         if not isinstance(self.family, str):
             raise ZooFormatError(f"NetworkSpec family must be a string, got {self.family!r}")
         if not isinstance(self.meta, Mapping):
@@ -299,7 +305,55 @@ class NetworkSpec:
         for layer in self.layers[:-1]:
             if layer.shift != 0.0:
                 raise ZooFormatError(f"layer {layer.weight!r} has a shift; only the last layer (the output) may")
+        self._check_chain_shapes()
         _check_param_names([p.name for p in self.params])
+        self._check_n_params()
+
+    def _check_chain_shapes(self) -> None:
+        """A chain's layers against the shapes they read, from ``input_shape`` on, as
+        :func:`population_forward` runs them: a linear layer flattens what it reads (all of its
+        values are its features); a convolution reads a channel-first map whose channels are its
+        in_features and which its kernel fits; the output is a vector (a last convolution pools).
+        Without this, a chain whose first layer did not fit the input was stored, and failed in
+        torch (``mat1 and mat2 shapes cannot be multiplied``) whenever it computed."""
+        shape = self.input_shape
+        for i, layer in enumerate(self.layers):
+            source = (f"the input (input_shape {list(self.input_shape)})" if i == 0
+                      else f"layer {self.layers[i - 1].weight!r} (output shape {list(shape)})")
+            if not layer.is_conv:
+                if math.prod(shape) != layer.in_features:
+                    fix = (f"; make input_shape [{layer.in_features}] (or any shape of {layer.in_features} values) "
+                           f"or in_features {math.prod(shape)}") if i == 0 else ""
+                    raise ZooFormatError(f"layer {layer.weight!r} (linear) takes {layer.in_features} features but "
+                                         f"{source} gives {math.prod(shape)}{fix}")
+                shape = (layer.out_features,)
+                continue
+            n_sp = len(layer.kernel_size)
+            if len(shape) != n_sp + 1 or shape[0] != layer.in_features:
+                want = "[C, L]" if n_sp == 1 else "[C, H, W]"
+                fix = (f"; make input_shape a {want} map with C = {layer.in_features}" if i == 0 else
+                       "; a convolution cannot follow a linear or pooled layer" if len(shape) == 1 else "")
+                raise ZooFormatError(f"layer {layer.weight!r} ({layer.kind}) takes {want} maps of "
+                                     f"{layer.in_features} channels but {source} gives shape {list(shape)}{fix}")
+            spatial = tuple((n + 2 * layer.padding - k) // layer.stride + 1
+                            for n, k in zip(shape[1:], layer.kernel_size))
+            if min(spatial) < 1:
+                raise ZooFormatError(f"layer {layer.weight!r}: the kernel {list(layer.kernel_size)} (padding "
+                                     f"{layer.padding}) does not fit the {list(shape[1:])} map of {source}")
+            shape = (layer.out_features, *spatial)
+            check_numel(f"layer {layer.weight!r}: its output", shape)
+            if layer.pool == "global_avg":
+                shape = (layer.out_features,)
+        if len(shape) != 1 and math.prod(shape[1:]) != 1:
+            raise ZooFormatError(f"the last layer {self.layers[-1].weight!r} gives a map of shape {list(shape)}; "
+                                 f"the output must be a vector: give it pool: global_avg")
+
+    def _check_n_params(self) -> None:
+        """Refuse a network of more than :data:`~catalog.nodes.MAX_INT` parameters in all (each
+        tensor is checked on its own; their sum is what a zoo's ``n_params`` column holds)."""
+        if self.n_params > MAX_INT:
+            raise ZooFormatError(f"the network would have {short_repr(self.n_params)} parameters, more than the "
+                                 f"2**63 - 1 torch and a zoo's n_params column can count; use realistic sizes")
 
     def _check_graph(self) -> None:
         """Names, references, order and shapes of the nodes; records every node's shape."""
@@ -329,6 +383,7 @@ class NetworkSpec:
         shapes: dict[str, tuple[int, ...]] = {INPUT: self.input_shape}
         for node in self.nodes:
             shapes[node.name] = tuple(node.out_shape([shapes[i] for i in node.inputs]))
+            check_numel(f"node {node.name!r}: its output", shapes[node.name])
         out = shapes[self.nodes[-1].name]
         if len(out) != 1:
             raise ZooFormatError(
@@ -345,6 +400,7 @@ class NetworkSpec:
                     raise ZooFormatError(f"parameter {'.'.join(parts[:k])!r} is also the prefix of "
                                          f"{n!r}; rename a node")
         object.__setattr__(self, "_shapes", shapes)
+        self._check_n_params()
 
     # ----------------------------------------------------------------------------- graph
     @property

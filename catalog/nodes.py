@@ -35,6 +35,7 @@ changes no stored spec and no id.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, ClassVar
@@ -56,6 +57,12 @@ ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "sin
 BUFFER_ROLES = frozenset({"running_mean", "running_var"})
 #: The name by which nodes refer to the network's input.
 INPUT = "input"
+#: The largest integer torch takes as a size, stride or padding (a C ``int64``). A node field,
+#: or a parameter's or output's number of entries, beyond it can never run: torch fails with
+#: "Overflow when unpacking long" when the network is built or first computes.
+MAX_INT = 2**63 - 1
+#: The largest kernel size, stride or padding torch's pooling takes (a C ``int``).
+MAX_POOL_INT = 2**31 - 1
 
 Shape = tuple[int, ...]
 
@@ -159,6 +166,17 @@ class FeatureAffine:
 
 
 # ================================================================================ validation
+def is_finite_number(value: object) -> bool:
+    """An int or float with a finite value: not a bool or a string, not inf or nan, and not an
+    int beyond a float's range (``math.isfinite`` raises on those)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _fail(node: str, problem: str) -> ZooFormatError:
     return ZooFormatError(f"node {node!r}: {problem}")
 
@@ -174,10 +192,11 @@ def _value(node: str, key: str, ftype: str, value: object) -> object:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise _fail(node, f"{key} must be an integer, got {value!r}")
+        _check_int_range(node, key, value)
         return value
     if ftype == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise _fail(node, f"{key} must be a number, got {value!r}")
+        if not is_finite_number(value):
+            raise _fail(node, f"{key} must be a finite number, got {short_repr(value)}")
         return float(value)
     if ftype == "bool":
         if not isinstance(value, bool):
@@ -193,12 +212,42 @@ def _value(node: str, key: str, ftype: str, value: object) -> object:
         if not isinstance(value, list | tuple) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise _fail(node, f"{key} must be a list of integers, got {value!r}")
+        for v in value:
+            _check_int_range(node, key, v)
         return tuple(value)
     if ftype == "tuple[str, ...]":
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise _fail(node, f"{key} must be a list of node names, got {value!r}")
         return tuple(value)
     raise TypeError(f"unhandled field type {ftype}")  # pragma: no cover - a programming error
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` for a message, an integer of 31 digits or more as ``about 1e+400``
+    (``repr`` of a huge int is as long as its digits, and a float cannot hold it)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) >= 10**30:
+        return f"about {'-' if value < 0 else ''}1e+{len(str(abs(int(value)))) - 1}"
+    return repr(value)
+
+
+def _check_int_range(node: str, key: str, value: int) -> None:
+    """Refuse an integer field torch cannot take (beyond :data:`MAX_INT` either way)."""
+    if not -MAX_INT <= value <= MAX_INT:
+        raise _fail(node, f"{key} is {short_repr(value)}, beyond 2**63 - 1 ({MAX_INT:,}), the largest integer torch "
+                          f"takes as a size, stride or padding; use a realistic value")
+
+
+def check_numel(what: str, shape: Sequence[int]) -> None:
+    """Refuse a tensor shape of more than :data:`MAX_INT` entries (``what`` names it in the
+    message, e.g. ``"node 'fc': its weight"``).
+
+    Raises:
+        ZooFormatError: the shape could never be allocated by torch.
+    """
+    n = math.prod(shape)
+    if n > MAX_INT:
+        raise ZooFormatError(f"{what} would have {short_repr(n)} entries ({' x '.join(map(short_repr, shape))}), more "
+                             f"than the 2**63 - 1 a torch tensor can hold; use realistic sizes")
 
 
 def _positive(node: str, **values: int) -> None:
@@ -242,6 +291,8 @@ class Node:
         elif len(self.inputs) != self.N_INPUTS:
             raise _fail(self.name, f"a {self.KIND} node takes {self.N_INPUTS} input(s), got {list(self.inputs)}")
         self.check()
+        for suffix, shape, _ in self.param_shapes():
+            check_numel(f"node {self.name!r}: its {suffix}", shape)
 
     def check(self) -> None:
         """Validate the kind's own fields (raises :class:`ZooFormatError`)."""
@@ -578,6 +629,17 @@ class _Pool(Node):
             raise _fail(self.name, f"kernel_size must be 1 or 2 positive sizes, got {list(self.kernel_size)}")
         if self.stride is not None and self.stride < 1 or self.padding < 0:
             raise _fail(self.name, "stride must be >= 1 and padding >= 0")
+        # torch's pooling takes C ints: larger values fail only when the network first computes.
+        big = {k: v for k, v in (("kernel_size", max(self.kernel_size)), ("stride", self.stride or 0),
+                                 ("padding", self.padding)) if v > MAX_POOL_INT}
+        if big:
+            key, value = next(iter(big.items()))
+            raise _fail(self.name, f"{key} is {short_repr(value)}, beyond 2**31 - 1 ({MAX_POOL_INT:,}), the largest "
+                                   f"torch's pooling takes; use a realistic value")
+        if self.padding > min(self.kernel_size) // 2:
+            raise _fail(self.name, f"padding {self.padding} is more than half the kernel {list(self.kernel_size)}; "
+                                   f"torch pads a pooling window by at most half its size: use padding <= "
+                                   f"{min(self.kernel_size) // 2}")
 
     def _stride(self) -> tuple[int, ...]:
         return self.kernel_size if self.stride is None else (self.stride,) * len(self.kernel_size)

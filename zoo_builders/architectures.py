@@ -18,7 +18,7 @@ from typing import Any
 
 from catalog.errors import WeightzooError
 from catalog.network import ACTIVATIONS, LayerSpec, NetworkSpec
-from zoo_builders.graph_architectures import GRAPH_ARCHITECTURES, positive_number
+from zoo_builders.graph_architectures import GRAPH_ARCHITECTURES, positive_int, positive_number
 
 
 def _check_activation(act: str) -> None:
@@ -27,11 +27,16 @@ def _check_activation(act: str) -> None:
 
 
 def _int_list(name: str, value: Any) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
+    """A list of positive integers (one alone stands for a list of it); integral floats count
+    and become ints (see :func:`~zoo_builders.graph_architectures.positive_int`)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
         value = [value]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, int) and v > 0 for v in value):
+    if not isinstance(value, list | tuple):
         raise WeightzooError(f"architecture.{name} must be a list of positive integers, got {value!r}")
-    return tuple(value)
+    try:
+        return tuple(positive_int(name, v) for v in value)
+    except WeightzooError as e:
+        raise WeightzooError(f"architecture.{name} must be a list of positive integers, got {value!r}") from e
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,7 @@ class CNNConfig:
         object.__setattr__(self, "channels", _int_list("channels", self.channels))
         if len(self.channels) < 1:
             raise WeightzooError("architecture.channels needs at least one convolution")
-        if not isinstance(self.kernel_size, int) or self.kernel_size < 1:
-            raise WeightzooError(f"architecture.kernel_size must be a positive integer, got {self.kernel_size!r}")
+        object.__setattr__(self, "kernel_size", positive_int("kernel_size", self.kernel_size))
         _check_activation(self.activation)
 
     def network_spec(self, input_shape: tuple[int, ...], n_outputs: int) -> NetworkSpec:

@@ -26,7 +26,12 @@ from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, is_finite_number
 
 
-def _positive_int(name: str, value: Any) -> int:
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an ``int`` if it is an integer >= 1; an integral float (``8.0``, as YAML and
+    JSON tools write 8) counts, as for the training fields, and becomes the ``int`` (so its ids
+    are those of ``8``); ``8.5``, strings and booleans are refused."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise WeightzooError(f"architecture.{name} must be a positive integer, got {value!r}")
     return value
@@ -125,7 +130,7 @@ class ResNetConfig:
     ID_OMITS_DEFAULTS: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _positive_int("depth", self.depth)
+        object.__setattr__(self, "depth", positive_int("depth", self.depth))
         if (self.depth - 2) % 6 or self.depth < 8:
             raise WeightzooError(f"architecture.depth must be 6n + 2 (8, 14, 20, ...), got {self.depth}")
         object.__setattr__(self, "width_multiplier", positive_number("width_multiplier", self.width_multiplier))
@@ -196,14 +201,14 @@ class VGGConfig:
     def __post_init__(self) -> None:
         for key in ("channels", "hidden"):
             value = getattr(self, key)
-            if isinstance(value, int) and not isinstance(value, bool):
+            if isinstance(value, int | float) and not isinstance(value, bool):
                 value = (value,)
             if not isinstance(value, list | tuple):
                 raise WeightzooError(f"architecture.{key} must be a list of positive integers, got {value!r}")
-            object.__setattr__(self, key, tuple(_positive_int(key, v) for v in value))
+            object.__setattr__(self, key, tuple(positive_int(key, v) for v in value))
         if not self.channels:
             raise WeightzooError("architecture.channels needs at least one stage")
-        _positive_int("convs_per_stage", self.convs_per_stage)
+        object.__setattr__(self, "convs_per_stage", positive_int("convs_per_stage", self.convs_per_stage))
         _bool("batchnorm", self.batchnorm)
         _activation(self.activation)
         object.__setattr__(self, "dropout", _probability("dropout", self.dropout))
@@ -242,6 +247,14 @@ class VGGConfig:
         return g.spec()
 
 
+#: The smallest image side each size of modelzoo-cnn takes. CNN-s: ``20 -conv5-> 16 -pool-> 8
+#: -conv5-> 4 -pool-> 2 -conv2-> 1``; CNN-l: ``22 -conv3-> 20 -pool-> 10 -conv3-> 8 -pool-> 4
+#: -conv3-> 2 -pool-> 1``; one pixel less leaves a layer nothing.
+MODELZOO_CNN_MIN_SIDE = {"s": 20, "l": 22}
+#: What each size was made for (for messages).
+MODELZOO_CNN_MADE_FOR = {"s": "1x28x28 MNIST", "l": "3x32x32 CIFAR-10"}
+
+
 @dataclass(frozen=True)
 class ModelZooCNNConfig:
     """The CNNs of the Model Zoos (Schürholt et al., NeurIPS 2022 Datasets and Benchmarks).
@@ -257,7 +270,9 @@ class ModelZooCNNConfig:
     in between). On ``3x32x32`` it has 10,853 parameters. Dropout is not part of either network
     here (it changes training only).
 
-    The first linear layer's input follows the input size.
+    The first linear layer's input follows the input size: on ``1x28x28`` (mnist5k) CNN-l's last
+    pool leaves ``1x1`` maps, so it reads 15 features, not 60 (9,665 parameters). The smallest
+    images are :data:`MODELZOO_CNN_MIN_SIDE` (below, a convolution or pool would get no pixel).
 
     Args:
         activation: activation after each conv and the hidden linear layer (default ``tanh``;
@@ -275,10 +290,12 @@ class ModelZooCNNConfig:
             raise WeightzooError(f"modelzoo-cnn size {self.size!r}: use 's' (CNN-s) or 'l' (CNN-l)")
 
     def network_spec(self, input_shape: tuple[int, ...], n_outputs: int) -> NetworkSpec:
-        if len(input_shape) != 3 or min(input_shape[1:]) < 22:
+        side = MODELZOO_CNN_MIN_SIDE[self.size]
+        if len(input_shape) != 3 or min(input_shape[1:]) < side:
             raise WeightzooError(
-                f"modelzoo-cnn needs [C, H, W] images of at least 22x22 (it was made for 28x28 "
-                f"MNIST); this dataset gives {list(input_shape)}: use mnist5k")
+                f"modelzoo-cnn needs [C, H, W] images of at least {side}x{side} for size {self.size!r} "
+                f"(CNN-{self.size}, made for {MODELZOO_CNN_MADE_FOR[self.size]}); this dataset gives "
+                f"{list(input_shape)}: use larger images, e.g. mnist5k (1x28x28), which both sizes take")
         if self.size == "l":
             return self._cnn_l(input_shape, n_outputs)
         g = _Graph("modelzoo-cnn", input_shape)
@@ -341,7 +358,7 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         for key in ("patch_size", "dim", "depth", "heads", "mlp_ratio"):
-            _positive_int(key, getattr(self, key))
+            object.__setattr__(self, key, positive_int(key, getattr(self, key)))
         if self.dim % self.heads:
             raise WeightzooError(f"architecture.heads ({self.heads}) must divide dim ({self.dim})")
         _activation(self.activation)

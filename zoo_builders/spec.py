@@ -42,6 +42,7 @@ import yaml
 from catalog.errors import WeightzooError
 from catalog.format import ZOO_NAME_RULE, is_zoo_name
 from catalog.network import is_finite_number
+from catalog.nodes import short_repr
 from zoo_builders.architectures import (
     ARCHITECTURES,
     DEFAULT_INIT,
@@ -67,6 +68,10 @@ CHAIN_ONLY_INITS = ("siren",)
 #: run, before anything trains (about a minute for 100,000 ResNet runs); a larger zoo is
 #: several specs, built into several zoos.
 MAX_RUNS = 100_000
+#: The largest integer a zoo's integer columns (Parquet int64) hold. Every training field is a
+#: column of the run's rows, so a larger epochs, batch_size or seed would train to the end and
+#: then fail writing the rows (pyarrow: "Python int too large to convert to C long").
+COLUMN_INT_MAX = 2**63 - 1
 #: Numbers with an exponent (``1e-3``, ``5E4``, ``1.5e3``): floats in YAML 1.2, strings to PyYAML,
 #: which follows YAML 1.1 (where a float needs a dot, and its exponent a sign).
 YAML12_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
@@ -138,6 +143,12 @@ class TrainingConfig:
                     value = int(value)
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise WeightzooError(f"training.{f.name} must be an integer, got {value!r}")
+                if abs(value) > COLUMN_INT_MAX:
+                    raise WeightzooError(
+                        f"training.{f.name} is {short_repr(value)}: a zoo's integer columns hold at most 2**63 - 1 "
+                        f"({COLUMN_INT_MAX:,}) either way; use a smaller value" + (
+                            " (any batch_size from the training set's size up trains on the whole set at "
+                            "each step)" if f.name == "batch_size" else ""))
             elif f.type == "float":
                 if not is_finite_number(value):
                     raise WeightzooError(f"training.{f.name} must be a number, got {value!r}")
@@ -203,8 +214,11 @@ class TaskConfig:
             raise WeightzooError(f"unknown task {self.name!r}; valid tasks: {', '.join(TASKS)}")
         for key, low in (("images", 1), ("offset", 0)):
             value = getattr(self, key)
+            if isinstance(value, float) and value.is_integer():  # 64.0 is 64, as for the training fields
+                value = int(value)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise WeightzooError(f"task.{key} must be an integer >= {low}, got {value!r}")
+            object.__setattr__(self, key, value)
         if not isinstance(self.shared_init, bool):
             raise WeightzooError(f"task.shared_init must be true or false, got {self.shared_init!r}")
 
@@ -424,8 +438,11 @@ class BuildSpec:
             raise WeightzooError("spec 'random' must be a mapping with 'samples' and axis distributions")
         if rnd:
             samples = rnd.get("samples")
+            if isinstance(samples, float) and samples.is_integer():  # as the integer fields of training
+                samples = int(samples)
             if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
                 raise WeightzooError(f"random.samples must be a positive integer, got {samples!r}")
+            rnd = {**rnd, "samples": samples}
             seed = rnd.get("sampler_seed", 0)
             if isinstance(seed, float) and seed.is_integer():  # as the integer fields of training
                 seed = int(seed)

@@ -32,6 +32,10 @@ from zoo_builders.spec import RunConfig
 
 #: Examples per chunk (at most) when evaluating a population on a whole split.
 EVAL_CHUNK = 512
+#: Most INR steps between two progress reports. Reports come every 1/20 of the steps, but no
+#: rarer: with epochs: 1e12 the first report came after 5e10 steps (weeks), so a build showed
+#: 0 steps, no rate and no estimate, as if it hung.
+INR_PROGRESS_EVERY = 100
 
 
 def member_generator(run: RunConfig, purpose: str) -> torch.Generator:
@@ -321,7 +325,7 @@ def train_inrs(net: NetworkSpec, runs: list[RunConfig], images: Tensor,
 
     if 0 in tc.checkpoints:
         snapshot(0)
-    report_every = max(1, tc.epochs // 20)
+    report_every = max(1, min(tc.epochs // 20, INR_PROGRESS_EVERY))
     pending = 0
     for step in range(1, tc.epochs + 1):
         out = population_forward(net, params, coords)

@@ -65,6 +65,24 @@ def test_stats_from_train_split_cached_in_zoo(zoo_copy, monkeypatch):
     assert other.stats_path != ds.stats_path and not other.stats_cached
 
 
+def test_the_same_stats_are_written_as_the_same_bytes(tmp_path):
+    """safetensors keeps a file's metadata in a hash map whose order changes from call to call:
+    the stats file (format, key, arch_id, n_models) came out in up to 8 byte orders from 8 writes."""
+    from zoo_helpers import mlp_spec
+
+    spec = mlp_spec()
+    gen = torch.Generator().manual_seed(0)
+    stats = compute_stats({p.name: torch.randn(5, *p.shape, generator=gen) for p in spec.params})
+    files = [tmp_path / f"norm-{i}.safetensors" for i in range(8)]
+    for f in files:
+        assert dataset_mod._write_stats(f, stats, "k" * 20, spec, 5)
+    assert len({f.read_bytes() for f in files}) == 1
+    back = dataset_mod._read_stats(files[0], "k" * 20, spec)
+    for kind in ("mean", "std"):
+        for name, value in stats[kind].items():
+            assert torch.equal(back[kind][name], value)
+
+
 def test_read_only_zoo_computes_stats_in_memory(zoo_copy, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError("read-only file system")

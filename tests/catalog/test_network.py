@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -111,6 +112,46 @@ def test_bad_chain_fields_are_one_line_errors(edits: dict, needle: str) -> None:
     with pytest.raises(ZooFormatError) as e:
         NetworkSpec.from_dict(_chain(**edits))
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("edits, needle", [
+    ({"input_shape": [3, 8, 8]}, "layer 'c.weight' (conv2d) takes [C, H, W] maps of 1 channels but the input "
+                                 "(input_shape [3, 8, 8]) gives shape [3, 8, 8]; make input_shape a [C, H, W] map "
+                                 "with C = 1"),
+    ({"input_shape": [1, 40]}, "layer 'c.weight' (conv2d) takes [C, H, W] maps of 1 channels but the input "
+                               "(input_shape [1, 40]) gives shape [1, 40]"),
+    ({"input_shape": [1, 2, 2], "layer0__padding": 0, "layer0__kernel_size": [3, 3]},
+     "layer 'c.weight': the kernel [3, 3] (padding 0) does not fit the [2, 2] map of the input"),
+    ({"layer0__pool": "none"}, "layer 'l.weight' (linear) takes 4 features but layer 'c.weight' (output shape "
+                               "[4, 4, 4]) gives 64"),
+    ({"layers": [CHAIN["layers"][0]]}, None),  # a pooled conv as the output: a vector
+    ({"layers": [{**CHAIN["layers"][0], "pool": "none"}]},
+     "the last layer 'c.weight' gives a map of shape [4, 4, 4]; the output must be a vector: give it pool: global_avg"),
+    ({"input_shape": [4], "layers": [CHAIN["layers"][1], {**CHAIN["layers"][0], "in_features": 10}]},
+     "layer 'c.weight' (conv2d) takes [C, H, W] maps of 10 channels but layer 'l.weight' (output shape [10]) "
+     "gives shape [10]; a convolution cannot follow a linear or pooled layer"),
+])
+def test_chain_layers_are_checked_against_the_input_shape(edits: dict, needle: str | None) -> None:
+    """The first layer against input_shape, then every layer against what it reads. A chain whose
+    first layer did not fit its input was stored (an import with --arch wrote a zoo that verified)
+    and failed in torch whenever it computed."""
+    if needle is None:
+        NetworkSpec.from_dict(_chain(**edits))
+        return
+    with pytest.raises(ZooFormatError) as e:
+        NetworkSpec.from_dict(_chain(**edits))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_mlp_whose_first_layer_does_not_fit_the_input_is_refused() -> None:
+    d = mlp_spec(n_in=64).to_dict()
+    d["input_shape"] = [1, 8, 9]
+    with pytest.raises(ZooFormatError, match=re.escape(
+            "layer 'layers.0.weight' (linear) takes 64 features but the input (input_shape [1, 8, 9]) gives 72; "
+            "make input_shape [64] (or any shape of 64 values) or in_features 72")):
+        NetworkSpec.from_dict(d)
+    d["input_shape"] = [1, 8, 8]  # any shape of 64 values: a linear first layer flattens it
+    assert NetworkSpec.from_dict(d).input_shape == (1, 8, 8)
 
 
 def test_chain_checks_keep_stored_values_and_ids() -> None:

@@ -78,6 +78,49 @@ def test_each_bad_graph_gets_one_clear_error(change, message) -> None:
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"fc": {"out_features": 10**30}}, "node 'fc': out_features is about 1e+30, beyond 2**63 - 1"),
+    ({"conv1": {"kernel_size": [10**20, 3]}}, "node 'conv1': kernel_size is 100000000000000000000, beyond 2**63 - 1"),
+    ({"conv2": {"stride": 10**20}}, "node 'conv2': stride is 100000000000000000000, beyond 2**63 - 1"),
+    ({"conv2": {"stride": 1e300}}, "node 'conv2': stride is about 1e+300, beyond 2**63 - 1"),
+    ({"conv1": {"padding": 2**62}}, "node 'conv1': its output would have about 1e+38 entries"),
+    ({"fc": {"in_features": 2**40, "out_features": 2**40}},
+     "node 'fc': its weight would have 1208925819614629174706176 entries (1099511627776 x 1099511627776), more than"),
+    ({"bn1": {"eps": 10**400}}, "node 'bn1': eps must be a finite number, got about 1e+400"),
+    ({"relu1": {"omega": -10**400}}, "node 'relu1': omega must be a finite number, got about -1e+400"),
+])
+def test_huge_integers_get_one_clear_error(change, message) -> None:
+    """Before, these specs were accepted (and torch failed with 'Overflow when unpacking long'
+    when the network was built or first computed) or float fields raised OverflowError."""
+    with pytest.raises(ZooFormatError) as e:
+        NetworkSpec.from_dict(graph_dict(**change))
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("pool, message", [
+    ({"kernel_size": [2, 2], "stride": 2**31}, "stride is 2147483648, beyond 2**31 - 1"),
+    ({"kernel_size": [2**40, 2**40], "padding": 2**39}, "kernel_size is 1099511627776, beyond 2**31 - 1"),
+    ({"kernel_size": [2, 2], "padding": 2}, "padding 2 is more than half the kernel [2, 2]"),
+])
+def test_pools_torch_cannot_run_are_refused(pool, message) -> None:
+    """torch's pooling takes C ints and pads at most half a window: these failed at the first forward."""
+    with pytest.raises(ZooFormatError) as e:
+        nd.MaxPool("pool", ("input",), **pool)
+    assert message in str(e.value)
+    nd.MaxPool("pool", ("input",), (3, 3), stride=2**31 - 1, padding=1)  # the limits themselves are fine
+
+
+def test_a_network_of_more_than_int64_parameters_is_refused() -> None:
+    big = 2**31  # each weight 2**62 entries (fine alone), the two together beyond 2**63 - 1
+    with pytest.raises(ZooFormatError, match=r"the network would have 9223372036854775808 parameters, more than"):
+        NetworkSpec("x", (big,), nodes=(nd.Linear("a", ("input",), big, big, bias=False),
+                                        nd.Linear("b", ("a",), big, big, bias=False)))
+    with pytest.raises(ZooFormatError, match=r"layer 'l.weight': out_features is about 1e\+30, beyond 2\*\*63 - 1"):
+        LayerSpec("linear", 4, 10**30, "l.weight")
+    with pytest.raises(ZooFormatError, match=r"layer 'l.weight': kernel_size is about 1e\+200, beyond"):
+        LayerSpec("conv2d", 1, 2, "l.weight", kernel_size=(3, 10**200))
+
+
 def test_add_of_mismatched_shapes_is_refused() -> None:
     d = graph_dict(add={"inputs": ["bn2", "input"]})
     with pytest.raises(ZooFormatError,

@@ -485,6 +485,22 @@ def test_resuming_with_another_thread_count_warns_and_names_the_one_to_use(tmp_p
     assert "Warning" not in r.output  # one line, no source location
 
 
+@pytest.mark.parametrize("arch, message", [
+    ({"name": "cnn", "kernel_size": 10**200}, "layer 'layers.0.weight': kernel_size is about 1e+200, beyond 2**63 - 1"),
+    ({"name": "resnet", "width_multiplier": 1e300}, "node 'conv1': out_channels is about 1e+301, beyond 2**63 - 1"),
+    ({"name": "vgg", "channels": [10**320]}, "node 'features.0': out_channels is about 1e+320, beyond 2**63 - 1"),
+], ids=["cnn", "resnet", "vgg"])
+def test_sizes_beyond_int64_are_one_clear_error(tmp_path, arch, message):
+    """These planned networks of more parameters than a float can count: the memory check's
+    message then raised OverflowError (format_bytes) instead of refusing the spec."""
+    from catalog.errors import WeightzooError
+
+    spec = {"name": "big", "dataset": {"name": "digits"}, "training": {"epochs": 1}, "architecture": arch}
+    with pytest.raises(WeightzooError) as e:
+        build_zoo(spec, tmp_path / "dry", dry_run=True)
+    assert message in str(e.value)
+
+
 def test_a_model_too_large_for_memory_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     import zoo_builders.build as build_module
     from catalog.errors import WeightzooError

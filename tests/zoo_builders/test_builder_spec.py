@@ -254,6 +254,79 @@ def test_integral_floats_count_as_integers_in_epochs_and_checkpoints_alike():
             spec(training={"epochs": 2, "checkpoints": bad})
 
 
+@pytest.mark.parametrize("ints, floats", [
+    ({"name": "mlp", "hidden": [8, 4]}, {"name": "mlp", "hidden": [8.0, 4.0]}),
+    ({"name": "mlp", "hidden": 8}, {"name": "mlp", "hidden": 8.0}),
+    ({"name": "cnn", "channels": [4, 4], "kernel_size": 5}, {"name": "cnn", "channels": [4.0, 4], "kernel_size": 5.0}),
+    ({"name": "resnet", "depth": 14}, {"name": "resnet", "depth": 14.0}),
+    ({"name": "resnet", "depth": 8}, {"name": "resnet", "depth": 8.0}),  # the default: omitted from ids either way
+    ({"name": "vgg", "channels": [4, 8], "convs_per_stage": 2, "hidden": [16]},
+     {"name": "vgg", "channels": [4.0, 8.0], "convs_per_stage": 2.0, "hidden": [16.0]}),
+    ({"name": "transformer", "patch_size": 4, "dim": 8, "depth": 1, "heads": 2, "mlp_ratio": 3},
+     {"name": "transformer", "patch_size": 4.0, "dim": 8.0, "depth": 1.0, "heads": 2.0, "mlp_ratio": 3.0}),
+], ids=["mlp", "mlp-scalar", "cnn", "resnet", "resnet-default", "vgg", "transformer"])
+def test_integral_floats_count_as_integers_in_architectures_with_the_same_ids(ints, floats):
+    """YAML/JSON tools write 8 as 8.0: training fields took it, architecture fields refused it."""
+    a, b = spec(architecture=ints), spec(architecture=floats)
+    assert b.architecture == a.architecture
+    assert [r.run_id for r in b.runs()] == [r.run_id for r in a.runs()]
+    net_a, net_b = (s.runs()[0].arch.network_spec((1, 8, 8), 10) for s in (a, b))
+    assert net_b.arch_id == net_a.arch_id
+    hp = b.runs()[0].hparams()
+    assert all(type(v) is int for k, v in hp.items() if k in ("hidden", "channels", "kernel_size", "depth", "dim")
+               for v in (v if isinstance(v, list) else [v]))
+    # as axis values too
+    axis = next(k for k in ints if k != "name")
+    grid_a, grid_b = spec(architecture={"name": ints["name"]}, grid={axis: [ints[axis]]}), \
+        spec(architecture={"name": ints["name"]}, grid={axis: [floats[axis]]})
+    assert [r.run_id for r in grid_b.runs()] == [r.run_id for r in grid_a.runs()]
+
+
+def test_integral_floats_count_in_task_and_random_samples_too():
+    ints = spec(architecture={"name": "siren", "hidden": [8]}, task={"name": "inr", "images": 2, "offset": 3})
+    floats = spec(architecture={"name": "siren", "hidden": [8.0]}, task={"name": "inr", "images": 2.0, "offset": 3.0})
+    assert [r.run_id for r in floats.runs()] == [r.run_id for r in ints.runs()]
+    rnd = {"lr": {"uniform": [0.1, 0.2]}}
+    assert ([r.run_id for r in spec(random={"samples": 3.0, **rnd}).runs()]
+            == [r.run_id for r in spec(random={"samples": 3, **rnd}).runs()])
+
+
+@pytest.mark.parametrize("arch, needle", [
+    ({"name": "mlp", "hidden": [8.5]}, "architecture.hidden must be a list of positive integers, got [8.5]"),
+    ({"name": "mlp", "hidden": [True]}, "architecture.hidden must be a list of positive integers, got [True]"),
+    ({"name": "mlp", "hidden": ["8"]}, "architecture.hidden must be a list of positive integers, got ['8']"),
+    ({"name": "cnn", "kernel_size": 2.5}, "architecture.kernel_size must be a positive integer, got 2.5"),
+    ({"name": "cnn", "kernel_size": True}, "architecture.kernel_size must be a positive integer, got True"),
+    ({"name": "resnet", "depth": 14.5}, "architecture.depth must be a positive integer, got 14.5"),
+    ({"name": "vgg", "channels": [4.5]}, "architecture.channels must be a positive integer, got 4.5"),
+    ({"name": "transformer", "dim": float("inf")}, "architecture.dim must be a positive integer, got inf"),
+])
+def test_non_integral_architecture_sizes_are_refused(arch, needle):
+    with pytest.raises(WeightzooError) as e:
+        spec(architecture=arch)
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("training, needle", [
+    ({"batch_size": 10**30}, "training.batch_size is about 1e+30: a zoo's integer columns hold at most 2**63 - 1"),
+    ({"epochs": 2**63}, "training.epochs is 9223372036854775808: a zoo's integer columns hold at most 2**63 - 1"),
+    ({"seed": -10**400}, "training.seed is about -1e+400: a zoo's integer columns hold at most 2**63 - 1"),
+    ({"seed": 1e300}, "training.seed is about 1e+300: a zoo's integer columns hold at most 2**63 - 1"),
+])
+def test_training_integers_beyond_int64_are_refused_at_parse(training, needle):
+    """These trained to the end and then failed writing the rows (pyarrow: 'Python int too large
+    to convert to C long'), leaving a zoo without them."""
+    with pytest.raises(WeightzooError) as e:
+        spec(training={"epochs": 1, **training})
+    assert needle in str(e.value)
+
+
+def test_large_training_integers_up_to_int64_are_kept():
+    t = spec(training={"epochs": 2**63 - 1, "batch_size": 2**63 - 1, "seed": -(2**63 - 1), "checkpoints": [1]}).training
+    assert (t.epochs, t.batch_size, t.seed) == (2**63 - 1, 2**63 - 1, -(2**63 - 1))
+    assert spec(training={"epochs": 10**12, "batch_size": 10**12}).training.epochs == 10**12
+
+
 @pytest.mark.parametrize("dataset, needle", [
     ({"name": ["digits"]}, "unknown dataset ['digits']"),
     ({"name": "digits", "test_fraction": "x"}, "dataset.test_fraction must be in (0, 1)"),

@@ -161,6 +161,39 @@ def test_inr_population_fits_images_and_matches_alone():
     assert np.isfinite(last.metrics[1]["psnr"])
 
 
+def test_inr_training_reports_progress_every_100_steps_at_most():
+    """Reports came every epochs // 20 steps: with epochs: 1e12 the bar showed 0 steps (no rate, no
+    estimate) for 5e10 steps. Here 20,000 steps: the first report used to come after 1,000
+    (zoo_builders.train.INR_PROGRESS_EVERY is 100)."""
+    s = BuildSpec.load({"name": "i", "dataset": {"name": "digits"}, "architecture": {"name": "siren", "hidden": [4]},
+                        "task": {"name": "inr", "images": 2}, "training": {"epochs": 20_000, "checkpoints": [0]}})
+    runs = s.runs()
+    images, _ = _inr_images(load_dataset(s.dataset), runs)
+    reports = []
+
+    class Enough(Exception):
+        pass
+
+    def progress(steps: int) -> None:
+        reports.append(steps)
+        raise Enough  # one report is all this test needs
+
+    with pytest.raises(Enough):
+        train_inrs(runs[0].arch.network_spec((1, 8, 8), 1), runs, images, progress)
+    assert reports == [100]
+
+
+def test_a_batch_size_beyond_the_training_set_trains_full_batch():
+    """batch_size has no bound below 2**63 (a zoo's integer columns): any value from the training
+    set's size up is one full-batch step per epoch, the same weights as batch_size = the set's size."""
+    runs, data, net = _setup({"name": "mlp", "hidden": [4]}, {"epochs": 2}, {"batch_size": [10**18]})
+    n = int(data.x_train.shape[0])
+    full, _, _ = _setup({"name": "mlp", "hidden": [4]}, {"epochs": 2}, {"batch_size": [n]})
+    a, b = train_classifiers(net, runs, data), train_classifiers(net, full, data)
+    for name in net.param_names:
+        assert torch.equal(a.snapshots[-1].weights[name], b.snapshots[-1].weights[name])
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_inr_shared_initialization(shared):
     s = BuildSpec.load({"name": "i", "dataset": {"name": "digits"},

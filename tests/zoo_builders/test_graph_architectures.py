@@ -14,6 +14,7 @@ from zoo_helpers import assert_same_member
 
 from catalog import open_zoo, read_manifest
 from catalog.errors import WeightzooError
+from catalog.network import population_forward
 from zoo_builders import BuildSpec, load_dataset, train_classifiers
 from zoo_builders.graph_architectures import ModelZooCNNConfig, ResNetConfig, TransformerConfig, VGGConfig
 from zoo_builders.spec import RunConfig, TrainingConfig
@@ -56,6 +57,32 @@ def test_modelzoo_cnn_l_is_the_model_zoos_cnn3() -> None:
     assert "size" not in run.to_dict()["architecture"]
     with pytest.raises(WeightzooError, match="size 'm'"):
         ModelZooCNNConfig(size="m")
+
+
+@pytest.mark.parametrize("size, side, n_params", [("s", 20, 8 * 26 + 6 * 201 + 4 * 25 + 20 * 5 + 210),
+                                                   ("l", 22, 160 + 4640 + 4335 + 20 * 16 + 210)])
+def test_modelzoo_cnn_takes_exactly_the_images_it_can_run_on(size, side, n_params) -> None:
+    """Each size down to its smallest side (CNN-s 20, CNN-l 22), each refused one pixel below with
+    a message naming the size, the minimum and what it was made for (the check said 22 for both
+    sizes and "made for 28x28 MNIST" for CNN-l too)."""
+    cfg = ModelZooCNNConfig(size=size)
+    spec = cfg.network_spec((1, side, side), 10)
+    assert spec.n_params == n_params and spec.shapes[spec.nodes[-4].name][0] == (4 if size == "s" else 15)
+    made_for = {"s": "1x28x28 MNIST", "l": "3x32x32 CIFAR-10"}[size]
+    for shape in ((1, side - 1, side), (1, side, side - 1), (1, 40)):
+        with pytest.raises(WeightzooError) as e:
+            cfg.network_spec(shape, 10)
+        assert (f"modelzoo-cnn needs [C, H, W] images of at least {side}x{side} for size '{size}' "
+                f"(CNN-{size}, made for {made_for}); this dataset gives {list(shape)}") in str(e.value)
+
+
+def test_modelzoo_cnn_l_on_mnist_trains_with_a_15_feature_head() -> None:
+    """CNN-l on 1x28x28 is not the published CNN-l (its last pool leaves 1x1 maps): it runs, with
+    15 inputs to the first linear layer instead of 60 - what the docstring says."""
+    spec = ModelZooCNNConfig(size="l").network_spec((1, 28, 28), 10)
+    assert spec.shapes["module_list.12"] == (15,) and spec.n_params == 9665
+    params = {p.name: torch.randn(2, *p.shape) * 0.1 for p in spec.params}
+    assert population_forward(spec, params, torch.randn(3, 1, 28, 28)).shape == (2, 3, 10)
 
 
 def test_resnet_depths_widths_and_batchnorm() -> None:
