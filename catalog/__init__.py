@@ -31,7 +31,7 @@ os.environ.setdefault("MKL_CBWR", MKL_CBWR)
 # Modules load on first use of one of their names (``import catalog.errors`` stays cheap).
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "catalog.dataset": ["WeightDataset"],
-    "catalog.errors": ["IntegrityError", "QueryError", "WeightzooError", "ZooFormatError",
+    "catalog.errors": ["IntegrityError", "QueryError", "RowIndexError", "WeightzooError", "ZooFormatError",
                        "ZooNotFoundError"],
     "catalog.format": ["FORMAT_VERSION", "Manifest", "read_manifest"],
     "catalog.lock": ["ZooLock", "ZooLockedError"],

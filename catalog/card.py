@@ -7,10 +7,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import yaml
+
+if TYPE_CHECKING:
+    from catalog.zoo import Zoo
 
 METRIC_COLUMNS = ("test_acc", "train_acc", "test_loss", "train_loss", "ggap", "psnr", "mse")
 
@@ -66,6 +71,45 @@ def _generated(spec: dict) -> list[str]:
             + ", then evaluated on that zoo's dataset. Compare them with `zoo eval-gen`.", ""]
 
 
+def column_sets(zoo: Zoo) -> dict[str, list[str]]:
+    """The zoo's parts grouped by their column names, for the card's ``configs``: ``{config name:
+    part paths}``; ``{"default": ["models/*.parquet"]}`` when every part has the same columns.
+
+    🤗 ``datasets`` reads a config's files with one schema and refuses a part whose columns differ.
+    Zoos built with ``families:`` before every part got the zoo's full column set have one column
+    set per family; each becomes a config named after its families (``cnn``, ``resnet``, ...).
+    """
+    groups: dict[tuple[str, ...], list] = {}
+    for f in zoo.manifest.part_files():
+        names = tuple(sorted(pq.read_schema(zoo.root / f.path).names))  # the footer only
+        groups.setdefault(names, []).append(f)
+    if len(groups) <= 1:
+        return {"default": ["models/*.parquet"]}
+    out: dict[str, list[str]] = {}
+    for files in groups.values():
+        families = sorted({zoo.architectures[f.arch_id].family for f in files if f.arch_id in zoo.architectures})
+        base = "-".join(families) or "parts"
+        name, i = base, 2
+        while name in out or name == "default":
+            name, i = f"{base}-{i}", i + 1
+        out[name] = [f.path for f in files]
+    return out
+
+
+def _datasets_lines(target: str, configs: dict[str, list[str]]) -> list[str]:
+    """The card's "with 🤗 datasets" lines: one call, or one per config with a note saying why."""
+    if list(configs) == ["default"]:
+        return ["The metadata with 🤗 datasets:", "", "```python", "from datasets import load_dataset",
+                f'rows = load_dataset("{target}", split="train")', "```", ""]
+    return ["The metadata with 🤗 datasets, one config per set of columns: this zoo's parts do not all "
+            "have the same columns (e.g. a zoo built with `families:` by a weightzoo that wrote only "
+            "each family's own columns), and `datasets` reads a config's files with one schema. "
+            "weightzoo reads all the rows as one table either way, and building the spec again into "
+            "a new directory writes every part with every column.", "", "```python",
+            "from datasets import load_dataset",
+            *(f'rows = load_dataset("{target}", "{name}", split="train")' for name in configs), "```", ""]
+
+
 def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
     """The dataset card of the zoo at ``root`` (optionally naming its Hub ``repo_id``)."""
     from catalog.zoo import Zoo
@@ -73,13 +117,15 @@ def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
     zoo = Zoo(root)
     m = zoo.manifest
     table = zoo.table
+    configs = column_sets(zoo)
     header = {
         "pretty_name": m.name,
         "license": m.spec.get("license", "cc-by-4.0"),
         "tags": ["weight-space-learning", "model-zoo", "weightzoo"],
         "size_categories": [size_category(table.num_rows)],
-        "configs": [{"config_name": "default",
-                     "data_files": [{"split": "train", "path": "models/*.parquet"}]}],
+        "configs": [{"config_name": name,
+                     "data_files": [{"split": "train", "path": files[0] if len(files) == 1 else files}]}
+                    for name, files in configs.items()],
     }
     counts = m.counts
     spec = m.spec
@@ -142,8 +188,7 @@ def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
         "or as a local copy, whole or only the rows you need (and the weight shards that hold them):",
         "", "```bash", f"zoo pull {target} --out {m.name}",
         f'zoo pull {target} --where "status = \'ok\'" --out {m.name}-ok', "```", "",
-        "The metadata with 🤗 datasets:", "", "```python", "from datasets import load_dataset",
-        f'rows = load_dataset("{target}", split="train")', "```", "",
+        *_datasets_lines(target, configs),
         "## Files", "",
         "- `zoo.json`: the manifest: the build spec, every architecture (parameter names, shapes, "
         "dtypes, layers), counts, and each data file with its sha256",

@@ -24,6 +24,11 @@ class QueryError(WeightzooError):
     """A query could not run (unknown column, syntax error, write attempt, ...)."""
 
 
+class RowIndexError(QueryError, IndexError):
+    """A row position outside a selection: an ``IndexError`` for Python code (as a list's), a
+    one-line error for the CLI."""
+
+
 def format_bytes(n: float) -> str:
     """A size for messages: ``"137.1 MiB"``, ``"3.0 GiB"``."""
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from catalog.errors import ZooFormatError
+from catalog.errors import WeightzooError, ZooFormatError
 from catalog.lazy import LazyModule
 from catalog.nodes import (  # noqa: F401 (is_finite_number: re-exported, the one finiteness test of spec numbers)
     ACTIVATIONS,
@@ -726,15 +726,95 @@ def population_forward(
 
     Shapes:
         returns ``[P, B, n_outputs]``.
-    """
-    if not spec.is_chain:
-        if dropout_masks is not None or activations is not None:
-            spec.require_chain("population_forward with dropout masks or activations")
-        from catalog.execution import graph_population_forward
 
-        return graph_population_forward(spec, params, x)[0]
-    first = params[spec.layers[0].weight]
+    Raises:
+        WeightzooError: ``x`` is not ``[B, *input_shape]`` or ``[P, B, *input_shape]``, or its
+            dtype is not the weights'; ``params`` lacks a parameter of ``spec``, or one's shape
+            is not ``[P, *shape]``.
+    """
+    n_pop = check_population_input(spec, params, x)
+    try:
+        if not spec.is_chain:
+            if dropout_masks is not None or activations is not None:
+                spec.require_chain("population_forward with dropout masks or activations")
+            from catalog.execution import graph_population_forward
+
+            return graph_population_forward(spec, params, x)[0]
+        return _chain_population_forward(spec, params, x, n_pop, dropout_masks, activations)
+    except (KeyError, RuntimeError) as e:
+        # The parameters are checked only when the computation failed: a valid call (every
+        # training step) pays nothing for it, a bad one gets the parameter named, not torch's words.
+        problem = params_problem(spec, params, n_pop)
+        if problem is None:
+            raise
+        raise WeightzooError(f"population_forward: {problem}") from e
+
+
+def check_population_input(spec: NetworkSpec, params: Mapping[str, Tensor], x: Tensor) -> int:
+    """The population size ``P`` of ``params``, after checking ``x`` against ``spec`` and ``P``:
+    shared ``[B, *input_shape]`` or per member ``[P, B, *input_shape]``, with the weights' dtype.
+    A few comparisons (it runs every training step); the parameters are :func:`params_problem`'s.
+
+    Raises:
+        WeightzooError: ``x`` has another shape or dtype; ``params`` is empty or lacks the first
+            layer's weight (of a chain, whose member count is read from it).
+    """
+    if spec.is_chain:
+        first = params.get(spec.layers[0].weight)
+    else:
+        first = next(iter(params.values()), None)
+    if first is None:
+        raise WeightzooError(f"population_forward: {params_problem(spec, params, None)}")
     n_pop = first.shape[0]
+    shape = spec.input_shape
+    n_in = len(shape)
+    if x.dim() not in (n_in + 1, n_in + 2) or tuple(x.shape[x.dim() - n_in:]) != tuple(shape) or \
+            (x.dim() == n_in + 2 and x.shape[0] != n_pop):
+        dims = ", ".join(str(d) for d in shape)
+        raise WeightzooError(
+            f"population_forward: x has shape {list(x.shape)}; {spec.family} architecture {spec.arch_id} "
+            f"takes [B, {dims}] (one batch for every member) or [{n_pop}, B, {dims}] (one batch per "
+            f"member: P = {n_pop}, the members in params)")
+    if x.dtype != first.dtype and not _reads_ids(spec):
+        wanted = str(first.dtype).removeprefix("torch.")
+        raise WeightzooError(
+            f"population_forward: x has dtype {str(x.dtype).removeprefix('torch.')} but the weights are "
+            f"{wanted}; convert it with x.to(torch.{wanted})")
+    return n_pop
+
+
+def _reads_ids(spec: NetworkSpec) -> bool:
+    """Whether only embedding lookups read the input: then ``x`` holds ids, of any dtype."""
+    readers = [n for n in spec.nodes if INPUT in n.inputs]
+    return bool(readers) and all(n.KIND == "embedding" for n in readers)
+
+
+def params_problem(spec: NetworkSpec, params: Mapping[str, Tensor], n_pop: int | None) -> str | None:
+    """What is wrong with ``params`` as the stacked parameters of ``P = n_pop`` networks of
+    ``spec`` (``None``: the first parameter's count): a parameter missing, or a shape other than
+    ``[P, *shape]``; ``None`` if nothing is."""
+    from catalog.selection import name_some  # error path only
+
+    names = spec.param_names
+    missing = [n for n in names if n not in params]
+    if missing:
+        return (f"params lack {len(missing)} of the {len(names)} parameters of {spec.family} architecture "
+                f"{spec.arch_id}: {name_some(missing)}; pass every one, {{name: Tensor[P, *shape]}} "
+                f"(e.g. Selection.stacked())")
+    for p in spec.params:
+        t = params[p.name]
+        n_pop = t.shape[0] if n_pop is None else n_pop
+        if tuple(t.shape) != (n_pop, *p.shape):
+            return (f"params[{p.name!r}] has shape {list(t.shape)}; {spec.family} architecture {spec.arch_id} "
+                    f"needs [{n_pop}, {', '.join(str(d) for d in p.shape)}] (P = {n_pop} members, as the "
+                    f"first parameter has)")
+    return None
+
+
+def _chain_population_forward(spec: NetworkSpec, params: Mapping[str, Tensor], x: Tensor, n_pop: int,
+                              dropout_masks: Mapping[int, Tensor] | None,
+                              activations: list[Tensor] | None) -> Tensor:
+    """:func:`population_forward` of a chain, its arguments checked."""
     n_in = len(spec.input_shape)
     shared = x.dim() == n_in + 1
     if shared:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
-from catalog.errors import QueryError
+from catalog.errors import QueryError, RowIndexError
 from catalog.loading import load_batch
 from catalog.network import NetworkSpec, SpecNetwork, build_module
 from catalog.query import ZOO_COLUMN
@@ -87,8 +87,27 @@ class Selection:
         return pa.table(arrays)
 
     def take(self, indices: Sequence[int] | np.ndarray) -> Selection:
-        """A new selection of the rows at ``indices`` (in that order)."""
-        idx = pa.array(np.asarray(indices, dtype=np.int64))
+        """A new selection of the rows at ``indices`` (in that order).
+
+        Raises:
+            RowIndexError: an index is outside ``0 .. len(self) - 1`` (negative ones too), or
+                ``indices`` are not integers (e.g. a boolean mask).
+        """
+        arr = np.asarray(indices)
+        if arr.size == 0:
+            arr = arr.astype(np.int64)
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":  # a mask's True/False would be rows 1 and 0
+            hint = "; for a boolean mask pass np.flatnonzero(mask)" if arr.dtype.kind == "b" else ""
+            raise RowIndexError(f"take() takes a sequence of integer row positions, got {arr.ndim}-D "
+                                f"{arr.dtype}{hint}")
+        n = len(self)
+        if arr.size and (arr.min() < 0 or arr.max() >= n):
+            bad = arr[(arr < 0) | (arr >= n)]
+            valid = f"0 to {n - 1}" if n else "none: the selection is empty"
+            raise RowIndexError(
+                f"take(): row position(s) {bad[:5].tolist()}{' ...' if bad.size > 5 else ''} outside this "
+                f"selection of {n} rows (valid: {valid}; negative positions are not counted from the end)")
+        idx = pa.array(arr.astype(np.int64, copy=False))
         loc = self._loc.take(idx) if self._loc is not None else None
         return Selection(self.table.take(idx), self.source, loc)
 
@@ -127,9 +146,15 @@ class Selection:
 
     @property
     def arch_ids(self) -> list[str]:
-        """The distinct architectures of the rows, in order of first appearance."""
-        col = (self.table.column("arch_id") if "arch_id" in self.table.column_names
-               else self._locations().column("arch_id"))
+        """The distinct architectures of the rows (those their weights load as), in order of
+        first appearance."""
+        names = self.table.column_names
+        if "arch_id" in names and "model_id" not in names:
+            col = self.table.column("arch_id")  # rows without weights (an aggregate): the query's column
+        else:
+            # Where the weights are located: a query's own arch_id column may be another column
+            # renamed (SELECT activation AS arch_id), which stacked() does not load by.
+            col = self._locations().column("arch_id")
         return list(dict.fromkeys(pc.unique(col).to_pylist()))
 
     def positions_by_arch(self) -> dict[str, np.ndarray]:

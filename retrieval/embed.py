@@ -110,7 +110,7 @@ class BehaviorEmbedder(Embedder):
             raise WeightzooError(
                 f"embedding dimension mismatch: architecture {spec.arch_id} has {n_out} outputs but "
                 f"other models have {self.config['n_outputs']}, so their behaviour embeddings "
-                f"differ in dimension; embed them separately with --where \"arch_id = '...'\"")
+                f"differ in dimension; embed them separately with where=\"arch_id = '...'\" (--where)")
         return behavior_embedding(spec, params, self.probes)
 
 
@@ -411,7 +411,7 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
         _same_space(m, embedder, stored.config)
     sel = z.select(where=where, order_by="model_id")
     if len(sel) == 0:
-        raise WeightzooError(f"--where {where!r} selects no model of zoo {z.name!r}" if where else
+        raise WeightzooError(f"where={where!r} (--where) selects no model of zoo {z.name!r}" if where else
                              f"zoo {z.name!r} has no models to embed")
     ids = sel.column("model_id")
     done = set(stored.model_ids) if stored is not None else set()
@@ -435,8 +435,8 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
                     raise WeightzooError(
                         f"embedding dimension mismatch: {m.name} gives {vecs.shape[1]}-dimensional "
                         f"vectors for architecture {spec.arch_id} but {parts[0].shape[1]} for {first_arch}, "
-                        f"and a zoo holds one {m.name} space: embed the models of one kind only (--where "
-                        f"\"arch_id = '{first_arch}'\"), or use --method behavior, which embeds every "
+                        f"and a zoo holds one {m.name} space: embed the models of one kind only (where="
+                        f"\"arch_id = '{first_arch}'\", --where), or use --method behavior, which embeds every "
                         f"architecture with the same outputs in one space")
                 first_arch = first_arch or spec.arch_id
                 ok = torch.isfinite(vecs).all(1)  # a diverged model's vector is not stored (nor standardized)
@@ -448,8 +448,8 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
         return EmbedResult(m.name, rel, column, stored.dim, 0, len(ids) - len(todo), stored.config, diverged)
     if not out_ids:
         raise WeightzooError(f"every selected model ({diverged}) has a non-finite {m.name} vector (diverged "
-                             f"weights or outputs); nothing to embed: select models that trained (--where \"status "
-                             f"= 'ok'\")")
+                             f"weights or outputs); nothing to embed: select models that trained (where=\"status "
+                             f"= 'ok'\", --where)")
     vectors = torch.cat(parts)
     if stored is not None and vectors.shape[1] != stored.dim:
         raise WeightzooError(

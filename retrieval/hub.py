@@ -49,7 +49,14 @@ from retrieval.ranker import RankerConfig, TrainedRanker, TrainingTask, fit_rank
 from retrieval.tasks import TaskSpec, load_task
 from retrieval.transfer import DEFAULT_RIDGE, linear_probe_accuracy
 from retrieval.zoo_search import ZooScores, candidates, ranker_inputs
-from zoo_builders.build import DEFAULT_THREADS, THREADS_COLUMN, plan_build, row_schema, torch_threads
+from zoo_builders.build import (
+    DEFAULT_THREADS,
+    THREADS_COLUMN,
+    Population,
+    plan_build,
+    torch_threads,
+    with_columns,
+)
 from zoo_builders.datasets import Dataset
 from zoo_builders.spec import BuildSpec, RunConfig
 from zoo_builders.train import train_classifiers
@@ -171,14 +178,14 @@ def build_hub(out: str | os.PathLike, template: str | os.PathLike | dict = HUB_P
                 for pop in plan.populations:
                     arch_id = writer.add_architecture(pop.net)
                     result = train_classifiers(pop.net, pop.runs, data, progress=bar.update)
-                    _write_population(writer, arch_id, task, pop.runs, pop.net.param_names, result)
+                    _write_population(writer, arch_id, task, pop, result)
                     trained += len(pop.runs)
         writer.finish()
     return HubBuild(Path(out), tuple(names), len(runs) * len(tasks), trained)
 
 
-def _write_population(writer: ZooWriter, arch_id: str, task: TaskSpec, runs: list[RunConfig],
-                      param_names: Sequence[str], result: Any) -> None:
+def _write_population(writer: ZooWriter, arch_id: str, task: TaskSpec, pop: Population, result: Any) -> None:
+    runs, param_names = pop.runs, pop.net.param_names
     rows, weights = [], []
     for snap in result.snapshots:
         for i, run in enumerate(runs):
@@ -195,8 +202,10 @@ def _write_population(writer: ZooWriter, arch_id: str, task: TaskSpec, runs: lis
     for name in param_names:
         stacked = torch.cat([s.weights[name] for s in result.snapshots])
         weights.append((name, stacked[torch.tensor(order)]))
-    rows = [rows[j] for j in order]
-    writer.write_part(arch_id, dict(weights), rows, row_schema(rows))
+    # Every part with the zoo's columns (a template with families: each family's, null in the others').
+    rows, schema = with_columns([rows[j] for j in order], pop.columns,
+                                ("model_id", "run_id", "checkpoint", "status", "source_task"))
+    writer.write_part(arch_id, dict(weights), rows, schema)
 
 
 # ================================================================================ ground truth

@@ -74,7 +74,8 @@ def candidates(zoo: Zoo, where: str | None) -> Selection:
     that two calls list the same models in the same order."""
     sel = zoo.select(where=where, order_by="model_id")
     if len(sel) == 0:
-        raise WeightzooError(f"--where {where!r} selects no model of zoo {zoo.name!r}" if where
+        # where= is this function's argument, --where the CLI option that passes it.
+        raise WeightzooError(f"where={where!r} (--where) selects no model of zoo {zoo.name!r}" if where
                              else f"zoo {zoo.name!r} has no models")
     return sel
 

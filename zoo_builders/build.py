@@ -68,6 +68,9 @@ class Population:
     steps: int
     #: What training it plans to use (see :func:`member_bytes`).
     memory_bytes: int = 0
+    #: The hyperparameter columns of the whole zoo (see :func:`hparam_schema`): its rows are
+    #: written with all of them, not only its family's (``None``: the rows' own columns).
+    columns: pa.Schema | None = None
 
     @property
     def key(self) -> str:
@@ -242,6 +245,7 @@ def plan_build(spec: BuildSpec, data_shape: tuple[int, ...], n_classes: int, n_t
     for s in data_shape[1:]:
         pixels *= s
     budget = available_memory() * MEMORY_SHARE
+    columns = hparam_schema(runs)  # every run's, built or not: a resumed build writes the same columns
     pops = []
     for key, members in groups.items():
         net = nets[key[0]]
@@ -258,7 +262,7 @@ def plan_build(spec: BuildSpec, data_shape: tuple[int, ...], n_classes: int, n_t
         size = -(-len(members) // n_chunks)
         for i in range(0, len(members), size):
             chunk = members[i:i + size]
-            pops.append(Population(key[0], net, chunk, steps, per * len(chunk)))
+            pops.append(Population(key[0], net, chunk, steps, per * len(chunk), columns))
     return BuildPlan(spec, runs, pops, skipped_runs=len(runs) - len(todo))
 
 
@@ -282,25 +286,78 @@ def _rows(pop: Population, result: PopulationResult, data: Dataset, image_labels
     return rows
 
 
+def _value_type(v: object) -> pa.DataType | None:
+    """The column type of one metadata value (``None`` for a value whose type is inferred)."""
+    if isinstance(v, bool):
+        return pa.bool_()
+    if isinstance(v, int):
+        return pa.int64()
+    if isinstance(v, float):
+        return pa.float64()
+    if isinstance(v, list):
+        return pa.list_(pa.int64())
+    if isinstance(v, str):
+        return pa.string()
+    return None
+
+
 def row_schema(rows: list[dict]) -> pa.Schema:
     """Stable column types of metadata rows whatever the values of one part (e.g. an all-zero
     float axis, or a string column that is null in the first part)."""
     fields = []
     for k, v in rows[0].items():
-        if isinstance(v, bool):
-            typ = pa.bool_()
-        elif isinstance(v, int):
-            typ = pa.int64()
-        elif isinstance(v, float):
-            typ = pa.float64()
-        elif isinstance(v, list):
-            typ = pa.list_(pa.int64())
-        elif isinstance(v, str):
-            typ = pa.string()
-        else:
-            continue
-        fields.append(pa.field(k, typ))
+        typ = _value_type(v)
+        if typ is not None:
+            fields.append(pa.field(k, typ))
     return pa.schema(fields)
+
+
+def hparam_schema(runs: list[RunConfig]) -> pa.Schema:
+    """The hyperparameter columns of ``runs`` together, in order of first appearance, each with
+    one type over every run's value (ints and floats: float64; only ``None``: null).
+
+    A heterogeneous spec's families have different fields. Every part of the zoo is written with
+    all of them (null where a row's family has no such field), so the parts share one schema:
+    🤗 ``datasets.load_dataset`` reads every ``models/*.parquet`` with the first part's columns
+    and fails on a part whose columns differ. weightzoo's own reader merges either way.
+    """
+    kinds: dict[str, set] = {}
+    for r in runs:
+        for k, v in r.hparams().items():
+            typ = _value_type(v) if v is not None else None
+            kinds.setdefault(k, set())
+            if typ is not None:
+                kinds[k].add(typ)
+    fields = []
+    for k, types in kinds.items():
+        if types == {pa.int64(), pa.float64()}:
+            types = {pa.float64()}
+        if len(types) > 1:  # no common type (no registered architecture has one): inferred per part
+            continue
+        fields.append(pa.field(k, types.pop() if types else pa.null()))
+    return pa.schema(fields)
+
+
+def with_columns(rows: list[dict], columns: pa.Schema | None,
+                 lead: tuple[str, ...] = ("model_id", "run_id", "checkpoint", "status"),
+                 ) -> tuple[list[dict], pa.Schema]:
+    """``rows`` with every column of ``columns`` (``None`` where a row lacks it; after the
+    ``lead`` columns, in ``columns``' order) and the schema to write them with (``columns``'
+    types win). A row's own values are unchanged.
+
+    Args:
+        rows: metadata rows of one population.
+        columns: the zoo's hyperparameter columns (:func:`hparam_schema`); ``None``: ``rows``
+            as they are, with :func:`row_schema`.
+        lead: the columns the rows have before their hyperparameters.
+    """
+    if columns is None:
+        return rows, row_schema(rows)
+    # For a one-family zoo this is the row's own key order: its parts are written as before.
+    full = [{**{k: r[k] for k in lead if k in r}, **{k: r.get(k) for k in columns.names}, **r} for r in rows]
+    types = {f.name: f for f in row_schema(full)}
+    types.update((f.name, f) for f in columns)
+    return full, pa.schema(list(types.values()))
 
 
 def _inr_images(data: Dataset, runs: list[RunConfig]) -> tuple[torch.Tensor, list[int]]:
@@ -507,7 +564,7 @@ def commit_population(writer: ZooWriter, pop: Population, trained: TrainedPopula
     """Write a trained population to the zoo: one part (and shard), or several when its
     weights exceed :data:`MAX_SHARD_BYTES` (split between runs, never inside one)."""
     arch_id = writer.add_architecture(pop.net)
-    rows, schema = trained.rows, row_schema(trained.rows)
+    rows, schema = with_columns(trained.rows, pop.columns)
     per_row = sum(t[0].numel() * t.element_size() for t in trained.weights.values())
     max_rows = max(1, MAX_SHARD_BYTES // max(per_row, 1))
     start = 0

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
+from zoo_helpers import mlp_spec, random_weights
 
 from catalog.card import metric_summary, render_card, size_category
+from catalog.writer import ZooWriter
 from catalog.zoo import open_zoo
 
 
@@ -34,3 +37,44 @@ def test_metric_summary_uses_ok_rows_of_the_last_checkpoint(zoo_dir: Path) -> No
     got = metric_summary(table)["test_acc"]
     assert got["min"] == min(accs) and got["max"] == max(accs)
     assert abs(got["mean"] - sum(accs) / len(accs)) < 1e-12
+
+
+def _family_columns_zoo(root: Path) -> Path:
+    """Two architectures whose parts have different columns, as ``families:`` zoos were written
+    before every part got the zoo's full column set (``kernel_size`` / ``depth`` per family)."""
+    w = ZooWriter(root, "fams", {"name": "fams", "test": True})
+    for i, (hidden, extra) in enumerate([(8, {"kernel_size": 3}), (6, {"depth": 8})]):
+        spec = mlp_spec(hidden=hidden)
+        arch = w.add_architecture(spec)
+        rows = [{"model_id": f"h{hidden}-r{r}", "run_id": f"h{hidden}-r{r}", "checkpoint": 0, "status": "ok",
+                 "test_acc": 0.5, **extra} for r in range(3)]
+        w.write_part(arch, random_weights(spec, len(rows), seed=i), rows)
+    w.finish()
+    return root
+
+
+def test_parts_with_different_columns_get_one_config_each(tmp_path: Path) -> None:
+    """``datasets`` reads a config's files with one schema: one default config over parts whose
+    columns differ failed with "column names don't match"; each column set is its own config."""
+    import datasets
+
+    root = _family_columns_zoo(tmp_path / "fams")
+    text = (root / "README.md").read_text()
+    meta = yaml.safe_load(text.split("---", 2)[1])
+    configs = {c["config_name"]: c["data_files"] for c in meta["configs"]}
+    # both architectures are mlps: the second column set's config gets a suffix
+    assert configs == {"mlp": [{"split": "train", "path": "models/part-00000.parquet"}],
+                       "mlp-2": [{"split": "train", "path": "models/part-00001.parquet"}]}
+    assert 'load_dataset("ORG/NAME", "mlp", split="train")' in text and "one config per set of columns" in text
+    rows = [datasets.load_dataset(str(root), name, split="train", cache_dir=str(tmp_path / "ds"))
+            for name in configs]
+    assert [r.num_rows for r in rows] == [3, 3]
+    assert "kernel_size" in rows[0].column_names and "depth" in rows[1].column_names
+    with pytest.raises(ValueError, match="Config name is missing"):  # not a CastError deep in a build
+        datasets.load_dataset(str(root), split="train", cache_dir=str(tmp_path / "ds"))
+
+
+def test_parts_with_the_same_columns_keep_the_default_config(zoo_dir: Path) -> None:
+    meta = yaml.safe_load(render_card(zoo_dir).split("---", 2)[1])
+    assert meta["configs"] == [{"config_name": "default",
+                                "data_files": [{"split": "train", "path": "models/*.parquet"}]}]

@@ -10,7 +10,7 @@ from torch import nn
 
 from catalog import kernels
 from catalog import nodes as nd
-from catalog.errors import ZooFormatError
+from catalog.errors import WeightzooError, ZooFormatError
 from catalog.execution import GraphNetwork, graph_forward, graph_population_forward, graph_population_values
 from catalog.network import NetworkSpec, build_module, population_forward
 from zoo_builders.build import torch_threads
@@ -73,6 +73,35 @@ def test_population_equals_each_module_alone(name) -> None:
         with torch.no_grad():
             torch.testing.assert_close(module(x), out[i], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(module(per_member_x[i]), out_pm[i], rtol=1e-5, atol=1e-6)
+
+
+def test_graph_population_forward_names_what_is_wrong() -> None:
+    """A graph population got torch's words for a wrong x ("shape '[3, 5, 1, 8, 8]' is invalid
+    for input of size ...") and a KeyError for a missing parameter; now what it takes."""
+    spec = every_kind()
+    params = init(spec, 3)
+    x = torch.rand(5, 1, 8, 8)
+    with pytest.raises(WeightzooError, match=r"x has shape \[5, 64\]; toy architecture toy-\w+ takes "
+                                             r"\[B, 1, 8, 8\] .* or \[3, B, 1, 8, 8\]"):
+        population_forward(spec, params, x.flatten(1))
+    with pytest.raises(WeightzooError, match=r"x has shape \[2, 5, 1, 8, 8\]; .* P = 3"):
+        population_forward(spec, params, x.unsqueeze(0).expand(2, *x.shape))
+    with pytest.raises(WeightzooError, match="x has dtype float64 but the weights are float32"):
+        population_forward(spec, params, x.double())
+    with pytest.raises(WeightzooError, match=r"params lack 2 of the \d+ parameters .*: bn2.running_mean, "
+                                             r"bn2.running_var; pass every one"):
+        population_forward(spec, {k: v for k, v in params.items() if not k.startswith("bn2.running")}, x)
+    with pytest.raises(WeightzooError, match=r"params\['fc.weight'\] has shape \[3, 3, 7\]; .* needs \[3, 3, 8\]"):
+        population_forward(spec, {**params, "fc.weight": params["fc.weight"][..., :7]}, x)
+
+
+def test_ids_of_any_dtype_feed_an_embedding() -> None:
+    spec = NetworkSpec("e", (4,), nodes=(
+        nd.Embedding("emb", ("input",), 5, 3), nd.GlobalPool("gp", ("emb",), over="tokens")))
+    tables = torch.randn(2, 5, 3)
+    ids = torch.tensor([[0, 4, 4, 1], [2, 2, 3, 0]])
+    assert torch.equal(population_forward(spec, {"emb.weight": tables}, ids),
+                       population_forward(spec, {"emb.weight": tables}, ids.float()))
 
 
 def test_every_node_kind_has_a_population_form() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from zoo_helpers import mlp_spec, random_weights
 
-from catalog.errors import ZooFormatError
+from catalog.errors import WeightzooError, ZooFormatError
 from catalog.network import LayerSpec, NetworkSpec, build_module, population_forward
 
 
@@ -174,6 +174,57 @@ def test_population_forward_equals_each_module_alone() -> None:
     for i in range(3):
         module = build_module(spec, {k: v[i] for k, v in params.items()})
         torch.testing.assert_close(out[i], module(x))
+
+
+@pytest.mark.parametrize("make_x, needle", [
+    (lambda x: torch.randn(7, 5), "x has shape [7, 5]"),                                # another input size
+    (lambda x: x.unsqueeze(0).expand(2, 7, 4), "x has shape [2, 7, 4]"),               # 2 batches for 3 members
+    (lambda x: x.reshape(1, 1, 7, 4), "x has shape [1, 1, 7, 4]"),                      # one dimension too many
+    (lambda x: x[0], "x has shape [4]"),                                                 # one example, no batch
+])
+def test_population_forward_names_the_shapes_x_may_have(make_x, needle) -> None:
+    """A wrong x gave torch's words ("shape '[3, 5, -1]' is invalid for input of size 35",
+    "Expected size for first two dimensions of batch2 tensor ..."); now the two shapes it may have."""
+    spec = mlp_spec(hidden=6)
+    params = random_weights(spec, 3, seed=0)
+    with pytest.raises(WeightzooError) as e:
+        population_forward(spec, params, make_x(torch.randn(7, 4)))
+    assert str(e.value) == (f"population_forward: {needle}; mlp architecture {spec.arch_id} takes [B, 4] (one "
+                            f"batch for every member) or [3, B, 4] (one batch per member: P = 3, the members "
+                            f"in params)")
+
+
+def test_population_forward_names_the_dtype_and_the_parameters() -> None:
+    spec = mlp_spec(hidden=6)
+    params = random_weights(spec, 3, seed=0)
+    x = torch.randn(7, 4)
+    with pytest.raises(WeightzooError, match=r"x has dtype float64 but the weights are float32; convert it "
+                                             r"with x.to\(torch.float32\)$"):
+        population_forward(spec, params, x.double())  # was: RuntimeError "Input dtypes must be the same"
+    with pytest.raises(WeightzooError, match=r"params lack 1 of the 4 parameters of mlp architecture "
+                                             r"mlp-\w+: layers.1.bias; pass every one"):
+        population_forward(spec, {k: v for k, v in params.items() if k != "layers.1.bias"}, x)  # was: KeyError
+    with pytest.raises(WeightzooError, match=r"params lack 1 of the 4 parameters .*: layers.0.weight"):
+        population_forward(spec, {k: v for k, v in params.items() if k != "layers.0.weight"}, x)
+    with pytest.raises(WeightzooError, match=r"params\['layers.1.weight'\] has shape \[2, 3, 6\]; mlp "
+                                             r"architecture mlp-\w+ needs \[3, 3, 6\] \(P = 3 members"):
+        population_forward(spec, {**params, "layers.1.weight": params["layers.1.weight"][:2]}, x)
+    with pytest.raises(WeightzooError, match=r"params\['layers.0.bias'\] has shape \[3, 5\]; .* needs \[3, 6\]"):
+        population_forward(spec, {**params, "layers.0.bias": params["layers.0.bias"][:, :5]}, x)
+
+
+def test_valid_population_calls_are_unchanged() -> None:
+    """Shared and per-member batches (and a population of one) give what each member alone gives."""
+    spec = mlp_spec(hidden=6)
+    params = random_weights(spec, 3, seed=0)
+    x = torch.randn(3, 7, 4)
+    out = population_forward(spec, params, x)
+    assert out.shape == (3, 7, 3)
+    for i in range(3):
+        module = build_module(spec, {k: v[i] for k, v in params.items()})
+        torch.testing.assert_close(out[i], module(x[i]))
+        one = population_forward(spec, {k: v[i:i + 1] for k, v in params.items()}, x[i])
+        assert torch.equal(one[0], out[i])
 
 
 def test_forward_by_hand() -> None:

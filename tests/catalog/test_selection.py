@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 from zoo_helpers import flip_weight_byte, write_activation_zoo
 
-from catalog import IntegrityError, QueryEngine, QueryError, open_zoo, population_forward
+from catalog import IntegrityError, QueryEngine, QueryError, RowIndexError, open_zoo, population_forward
 
 
 def expected_weights(zoo, rows):
@@ -69,6 +69,42 @@ def test_empty_selection(zoo_dir):
     with pytest.raises(QueryError, match="empty"):
         sel.stacked()
     assert sel.state_dicts() == [] and sel.modules() == []
+
+
+@pytest.mark.parametrize("indices, needle", [
+    ([1000], r"row position\(s\) \[1000\] outside this selection of 36 rows \(valid: 0 to 35; negative"),
+    ([-1], r"row position\(s\) \[-1\] outside this selection of 36 rows \(valid: 0 to 35"),
+    ([0, 36, 5, -2], r"\[36, -2\] outside"),
+    ([True, False], r"integer row positions, got 1-D bool; for a boolean mask pass np.flatnonzero\(mask\)"),
+    ([0.5], "integer row positions, got 1-D float64"),
+])
+def test_take_outside_the_selection_names_the_valid_range(zoo_dir, indices, needle):
+    """take([1000]) / take([-1]) raised pyarrow's bare ArrowIndexError; a mask took rows 1 and 0."""
+    sel = open_zoo(zoo_dir).select()
+    with pytest.raises(RowIndexError, match=needle) as e:
+        sel.take(indices)
+    assert isinstance(e.value, IndexError) and isinstance(e.value, QueryError)  # Python's and the CLI's
+
+
+def test_take_in_range_keeps_working(zoo_dir):
+    sel = open_zoo(zoo_dir).select(order_by="model_id")
+    ids = sel.column("model_id")
+    assert sel.take([35, 0, 0]).column("model_id") == [ids[35], ids[0], ids[0]]
+    assert len(sel.take([])) == 0 and sel.take(range(2)).column("model_id") == ids[:2]
+    with pytest.raises(RowIndexError, match=r"valid: none: the selection is empty"):
+        sel.take([]).take([0])
+
+
+def test_arch_ids_are_the_architectures_the_weights_load_as(multi_arch_dir):
+    """A query renaming another column AS arch_id: arch_ids listed the renamed values while
+    stacked() and by_arch() loaded by the rows' architectures."""
+    zoo = open_zoo(multi_arch_dir)
+    sel = zoo.sql("SELECT model_id, activation AS arch_id FROM models ORDER BY model_id")
+    assert set(sel.column("arch_id")) == {"relu", "tanh"}  # the query's own column is kept
+    assert sel.arch_ids == list(sel.positions_by_arch()) == list(sel.by_arch())
+    assert set(sel.arch_ids) == set(zoo.manifest.architectures)
+    agg = zoo.sql("SELECT arch_id, count(*) AS n FROM models GROUP BY arch_id ORDER BY arch_id")
+    assert agg.arch_ids == sorted(zoo.manifest.architectures)  # no model_id: the query's column
 
 
 def test_state_dicts_and_modules(zoo_dir):

@@ -97,7 +97,7 @@ def test_bad_input(bare_copy, tmp_path) -> None:
     # Two architectures with different numbers of tensors give statistics of different lengths.
     # The messages give routes that work: one kind only, or behavior (below, on every architecture).
     with pytest.raises(WeightzooError, match="embedding dimension mismatch: statnn gives.*one statnn space.*"
-                                             "--where.*--method behavior"):
+                                             "where=\"arch_id = .*--where.*--method behavior"):
         embed_zoo(bare_copy, "statnn")
     embed_zoo(bare_copy, "statnn", where="hidden = [16]")
     with pytest.raises(WeightzooError, match="embedding dimension mismatch: embeddings/statnn.parquet holds 28.*"
@@ -106,7 +106,7 @@ def test_bad_input(bare_copy, tmp_path) -> None:
     embed_zoo(bare_copy, "behavior", n_probes=4)
     with pytest.raises(WeightzooError, match="n_probes: stored 4, now 8"):
         embed_zoo(bare_copy, "behavior", n_probes=8)
-    with pytest.raises(WeightzooError, match="selects no model"):
+    with pytest.raises(WeightzooError, match=r"^where='checkpoint = 99' \(--where\) selects no model"):
         embed_zoo(bare_copy, "behavior", where="checkpoint = 99")
     with pytest.raises(WeightzooError, match="needs --run RUN_DIR"):
         embed_zoo(bare_copy, "weights")

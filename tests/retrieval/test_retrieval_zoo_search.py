@@ -138,7 +138,8 @@ def test_bad_input(tiny_hub, bare_hub, tmp_path) -> None:
         search_zoo(tiny_hub, "digits", "nce", columns=["nope"])
     with pytest.raises(WeightzooError, match="k must be a positive integer"):
         search_zoo(tiny_hub, "digits", "nce", k=0)
-    with pytest.raises(WeightzooError, match="selects no model"):
+    # where= is what a Python caller passed: it said "--where 'checkpoint = 99' selects no model"
+    with pytest.raises(WeightzooError, match=r"^where='checkpoint = 99' \(--where\) selects no model of zoo"):
         search_zoo(tiny_hub, "digits", "nce", where="checkpoint = 99")
     # A ranker for models with another number of outputs: embedding dimension mismatch.
     cfg = RankerConfig(epochs=1, hidden=4)

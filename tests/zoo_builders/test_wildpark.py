@@ -1,8 +1,9 @@
 """Heterogeneous build specs (``families:``) and the ``wildpark-digits`` preset built from them.
 
 A spec with several families trains each family's runs exactly as a spec of that family alone
-would (same run ids, same weights), writes rows whose columns are each family's own, and resumes
-after an interruption without duplicating or retraining a run.
+would (same run ids, same weights), writes every part with every family's columns (null where a
+row's family has no such field, so 🤗 datasets reads all parts as one table), and resumes after an
+interruption without duplicating or retraining a run.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -17,7 +20,7 @@ from catalog import open_zoo
 from catalog.errors import WeightzooError
 from catalog.format import sha256_file
 from zoo_builders import build as build_mod
-from zoo_builders.build import build_zoo, varying_axes
+from zoo_builders.build import build_zoo, hparam_schema, row_schema, varying_axes, with_columns
 from zoo_builders.spec import BuildSpec
 
 #: Two families on digits: 4 plain CNNs (2 kernel sizes: 2 architectures) and 2 ResNet-8s
@@ -140,6 +143,44 @@ def test_mixed_zoo_rows_carry_each_familys_columns(mixed_zoo: Path) -> None:
             assert r["depth"] == 8 and isinstance(r["batchnorm"], bool)
     res = zoo.sql("SELECT count(*) AS n FROM models WHERE batchnorm AND architecture = 'resnet'").table
     assert res.column("n").to_pylist() == [2]  # 1 run x 2 checkpoints
+
+
+@pytest.mark.slow
+def test_mixed_zoo_loads_with_datasets_as_one_table(mixed_zoo: Path, tmp_path: Path) -> None:
+    """Every part has every family's columns (null in the other family's rows), so 🤗 datasets
+    reads the card's one config. With each family's own columns only, load_dataset failed:
+    "column names don't match"."""
+    import datasets
+
+    zoo = open_zoo(mixed_zoo)
+    schemas = [pq.read_schema(p) for p in zoo.part_paths]
+    assert len(schemas) == 4 and all(s.equals(schemas[0]) for s in schemas)
+    ds = datasets.load_dataset(str(mixed_zoo), split="train", cache_dir=str(tmp_path / "ds"))
+    assert ds.num_rows == zoo.table.num_rows == 12 and ds.column_names == zoo.table.column_names
+    assert sorted(ds["model_id"]) == sorted(zoo.table.column("model_id").to_pylist())
+    by_id = {r["model_id"]: r for r in ds}
+    for r in zoo.table.to_pylist():
+        assert by_id[r["model_id"]]["kernel_size"] == r["kernel_size"]
+        assert by_id[r["model_id"]]["batchnorm"] == r["batchnorm"]
+
+
+def test_every_part_gets_the_zoos_hyperparameter_columns() -> None:
+    """The columns come from every run of the spec (a resumed build writes the same ones), typed
+    over all values; a one-family zoo's rows keep their own columns, order and types."""
+    spec = BuildSpec.from_dict(copy.deepcopy(MIXED))
+    columns = hparam_schema(spec.runs())
+    assert columns.field("kernel_size").type == pa.int64() and columns.field("batchnorm").type == pa.bool_()
+    assert columns.field("channels").type == pa.list_(pa.int64()) and columns.field("lr").type == pa.float64()
+    resnet = spec.runs()[-1]
+    row = {"model_id": "m", "run_id": resnet.run_id, "checkpoint": 0, "status": "ok", **resnet.hparams(),
+           "test_acc": 0.5}
+    (full,), schema = with_columns([row], columns)
+    assert list(full) == ["model_id", "run_id", "checkpoint", "status", *columns.names, "test_acc"]
+    assert full["kernel_size"] is None and full["batchnorm"] == row["batchnorm"]
+    assert schema.field("kernel_size").type == pa.int64()
+    alone = BuildSpec.from_dict(_one_family(1)).runs()
+    (same,), own = with_columns([row], hparam_schema(alone))
+    assert list(same) == list(row) and same == row and own == row_schema([row])
 
 
 @pytest.mark.slow

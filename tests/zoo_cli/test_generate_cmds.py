@@ -50,7 +50,9 @@ def test_generate_then_eval_gen(tiny_digits_zoo, tmp_path):
 def test_errors_are_one_line(tiny_digits_zoo, multi_arch_dir, zoo_dir, tmp_path):
     out = tmp_path / "g"
     assert_one_line_error(run_cli("generate", multi_arch_dir, "--method", "noise", "--out", out),
-                          "selects 2 architectures", "narrow --where")
+                          "selects 2 architectures", "narrow the selection (where=, --where)")
+    assert_one_line_error(run_cli("generate", tiny_digits_zoo, "--method", "noise", "--where", "test_acc > 5",
+                                  "--out", out), "where='test_acc > 5' (--where) selects 0 models", "--where")
     assert_one_line_error(run_cli("generate", tiny_digits_zoo, "--method", "noise", "--where",
                                   "lr = 0.03 AND checkpoint = 3", "--out", out), "at least 10")
     assert_one_line_error(run_cli("generate", tiny_digits_zoo, "--method", "noise", "--where", LAST,

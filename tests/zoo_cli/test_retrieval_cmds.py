@@ -96,6 +96,8 @@ def test_bad_input_is_one_error_line(hub, tmp_path):
                           "unknown search method 'nope'; valid methods: logme, hscore, leep, nce, behavior, ranker")
     assert_one_line_error(run_cli("search", bare, "--task", "digits", "--method", "ranker"), "needs --ranker DIR")
     assert_one_line_error(run_cli("search", bare, "--task", "moons"), "the task's inputs must match")
+    assert_one_line_error(run_cli("search", bare, "--task", "digits", "--where", "checkpoint = 99"),
+                          "where='checkpoint = 99' (--where) selects no model")
     assert_one_line_error(run_cli("train-ranker", bare, "--out", tmp_path / "r", "-q"), "has no behavior embeddings")
 
 

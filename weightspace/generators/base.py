@@ -144,7 +144,7 @@ def check_training_set(params: Mapping[str, Tensor], spec: NetworkSpec, what: st
     if n < MIN_TRAINING_MODELS:
         raise WeightzooError(
             f"{what} needs at least {MIN_TRAINING_MODELS} training networks, got {n}; "
-            "widen --where to select more models")
+            "widen the selection (where=, --where) to select more models")
     return n
 
 

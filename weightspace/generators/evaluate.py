@@ -472,7 +472,7 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
     gen_sel = gen.select()
     if gen_sel.arch_ids != [spec.arch_id]:
         raise WeightzooError(f"generated zoo {gen.name!r} holds architecture(s) {gen_sel.arch_ids} but the "
-                             f"training selection is {spec.arch_id}; select the same architecture with --where")
+                             f"training selection is {spec.arch_id}; select the same architecture (where=, --where)")
     status = gen_sel.metadata(["status"]).column("status")
     ok = np.flatnonzero(pc.equal(status, "ok").to_numpy(zero_copy_only=False))
     n_excluded = len(gen_sel) - len(ok)

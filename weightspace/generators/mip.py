@@ -123,11 +123,11 @@ def condition_values(table: pa.Table, columns: Sequence[str]) -> np.ndarray:
         arr = table.column(col)
         if arr.null_count:
             raise WeightzooError(f"mip condition column {col!r} has {arr.null_count} missing value(s); "
-                                 "select rows where it is set (--where)")
+                                 "select rows where it is set (where=, --where)")
         vals = arr.to_numpy(zero_copy_only=False).astype(np.float64)
         if not np.isfinite(vals).all():
             raise WeightzooError(f"mip condition column {col!r} has non-finite values; "
-                                 "select rows where it is finite (--where)")
+                                 "select rows where it is finite (where=, --where)")
         out.append(vals)
     return np.stack(out, axis=1) if out else np.zeros((table.num_rows, 0))
 
@@ -343,7 +343,7 @@ class MIPGenerator(Generator):
         flat_const = [c for c, lo, hi in zip(self.condition, self.lo, self.hi) if not hi > lo]
         if flat_const:
             raise WeightzooError(f"mip condition column(s) {flat_const} take a single value in the training rows; "
-                                 "condition on a column that varies, or widen --where")
+                                 "condition on a column that varies, or widen the selection (where=, --where)")
         z = self.scale(values)  # [N, C]
         weights = self._flat(params)  # [N, P]
         init_index = self._choose_init(z, table)

@@ -115,7 +115,7 @@ def select_training_set(zoo: Zoo, where: str | None, *, min_models: int = MIN_TR
     keep = np.flatnonzero(pc.fill_null(pc.equal(status, "ok"), False).to_numpy(zero_copy_only=False))
     if len(keep) != len(sel):
         sel = sel.take(keep)
-    what = f"--where {where!r}" if where else "the whole zoo"
+    what = f"where={where!r} (--where)" if where else "the whole zoo"  # the argument, then the CLI option
     archs = sel.arch_ids if len(sel) else []
     if len(archs) > 1:
         counts = sel.positions_by_arch()
@@ -123,11 +123,11 @@ def select_training_set(zoo: Zoo, where: str | None, *, min_models: int = MIN_TR
         raise WeightzooError(
             f"{what} selects {len(archs)} architectures of zoo {zoo.name!r}: {listing}; they differ "
             f"in {describe_differences(sel.network_specs)}. A generator learns one architecture: "
-            f"narrow --where, e.g. add \"arch_id = '{archs[0]}'\"")
+            f"narrow the selection (where=, --where), e.g. add \"arch_id = '{archs[0]}'\"")
     if len(sel) < min_models:
         raise WeightzooError(
             f"{what} selects {len(sel)} models with status 'ok' from zoo {zoo.name!r}; a generator "
-            f"needs at least {min_models} to train on: widen --where")
+            f"needs at least {min_models} to train on: widen the selection (where=, --where)")
     return sel
 
 
@@ -422,7 +422,7 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
     elif gen.spec.arch_id != spec.arch_id:
         raise WeightzooError(
             f"{load_from} holds a generator for architecture {gen.spec.arch_id}, but the selection "
-            f"is architecture {spec.arch_id}; select that architecture with --where")
+            f"is architecture {spec.arch_id}; select that architecture (where=, --where)")
 
     key_blob = json.dumps({"method": method, "hparams": gen.hparams, "source": content, "where": where,
                            "fit": gen.source, "seed": seed, "condition": cond}, sort_keys=True, default=str)

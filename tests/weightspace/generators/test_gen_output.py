@@ -91,8 +91,18 @@ def test_conditional_method_gets_condition_columns(tiny_digits_zoo, tmp_path):
 
 
 def test_several_architectures_is_an_error(multi_arch_dir, tmp_path):
-    with pytest.raises(WeightzooError, match=r"selects 2 architectures.*\(8 models\).*4-8-3.*narrow --where"):
+    with pytest.raises(WeightzooError, match=r"selects 2 architectures.*\(8 models\).*4-8-3.*narrow the selection "
+                                             r"\(where=, --where\)"):
         generate_zoo(multi_arch_dir, "noise", None, 3, tmp_path / "g", quiet=True)
+
+
+def test_selection_errors_name_the_where_argument(tiny_digits_zoo, tmp_path):
+    """A Python caller passed where=, not --where: the message names the argument (and the CLI
+    option it comes from). It said "--where 'test_acc > 5' ... widen --where"."""
+    with pytest.raises(WeightzooError) as e:
+        generate_zoo(tiny_digits_zoo, "gaussian", "test_acc > 5", 3, tmp_path / "g", quiet=True)
+    assert str(e.value).startswith("where='test_acc > 5' (--where) selects 0 models with status 'ok'")
+    assert str(e.value).endswith("widen the selection (where=, --where)")
 
 
 def test_too_few_models_is_an_error(tiny_digits_zoo, tmp_path):
