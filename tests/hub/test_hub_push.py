@@ -128,12 +128,17 @@ def test_push_replaces_data_files_of_an_earlier_zoo(hub, zoo_copy: Path, repo_id
     assert len(expected) == 5  # one part, one shard
 
 
-def test_load_dataset_reads_the_metadata_rows(hub, pushed, tmp_path: Path) -> None:
+def test_load_dataset_reads_the_metadata_rows(hub, zoo_copy: Path, repo_id: str, tmp_path: Path) -> None:
     import datasets
     import hubserver
 
+    from hub import push_zoo
+
     hubserver.configure_datasets()
-    repo, _, zoo_dir = pushed
+    # Its own repo, not the session's `pushed` one: load_dataset fetches README.md into the
+    # shared Hub cache, and the pull tests count what a pull of `pushed` fetches.
+    repo, zoo_dir = repo_id, zoo_copy
+    push_zoo(zoo_dir, repo, progress=False)
     table = open_zoo(zoo_dir).table
     ds = datasets.load_dataset(repo, split="train", cache_dir=str(tmp_path / "ds"))
     assert ds.num_rows == table.num_rows == 12
