@@ -126,7 +126,8 @@ def warn_if_products_depend_on_position() -> None:
 
 def evaluate_classifier(net: NetworkSpec, params: dict[str, Tensor], x: Tensor, y: Tensor,
                         index: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy and accuracy of every member on a split.
+    """Mean cross-entropy and accuracy of every member on a split. A member whose outputs are not
+    all finite (a diverged run) gets NaN accuracy, as its loss is NaN or infinite.
 
     Args:
         x: examples ``[N, *input_shape]``; y: labels ``[N]``.
@@ -139,6 +140,7 @@ def evaluate_classifier(net: NetworkSpec, params: dict[str, Tensor], x: Tensor, 
     total = index.shape[1] if index is not None else x.shape[0]
     loss_sum = torch.zeros(n_pop, dtype=torch.float64)
     correct = torch.zeros(n_pop, dtype=torch.float64)
+    finite = torch.ones(n_pop, dtype=torch.bool)
     chunk = eval_pass_examples(n_pop, EVAL_CHUNK)
     for start in range(0, total, chunk):
         if index is None:
@@ -152,7 +154,11 @@ def evaluate_classifier(net: NetworkSpec, params: dict[str, Tensor], x: Tensor, 
         ce = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none").view(n_pop, -1)
         loss_sum += ce.double().sum(1)
         correct += (out.argmax(-1) == yb).double().sum(1)
-    return (loss_sum / total).float(), (correct / total).float()
+        finite &= torch.isfinite(out).flatten(1).all(1)
+    # argmax takes NaN for the largest logit (an all-NaN row gives class 0): the "accuracy" of a NaN network
+    # would be the share of class 0, not a measurement. Finite members keep their exact values.
+    acc = torch.where(finite, (correct / total).float(), torch.nan)
+    return (loss_sum / total).float(), acc
 
 
 def _dropout_layers(net: NetworkSpec) -> list[int]:

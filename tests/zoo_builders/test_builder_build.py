@@ -253,6 +253,39 @@ def test_inr_task_columns(tmp_path):
     assert {"label", "psnr", "mse"} <= set(t.column_names)
 
 
+def test_diverged_rows_store_nan_accuracies(tmp_path):
+    # lr 1e30 drives SGD's weights to NaN. argmax of NaN logits is class 0, so such a network's
+    # "accuracy" was the share of class 0 (0.1 of the test split) with a NaN loss. Its accuracies
+    # and gap are NaN like its loss; every other row keeps finite values, and zoo plot's heatmap
+    # leaves the diverged cells out and marks them.
+    import math
+
+    import numpy as np
+
+    from weightspace.analysis import phase_heatmap
+
+    out = tmp_path / "div"
+    build_zoo({"name": "div", "dataset": {"name": "digits"}, "architecture": {"name": "mlp", "hidden": [8]},
+               "training": {"epochs": 2, "batch_size": 32, "optimizer": "sgd", "checkpoints": [0, 2]},
+               "grid": {"lr": [0.05, 1.0e30], "seed": [0, 1]}}, out, quiet=True)
+    rows = open_zoo(out).table.to_pylist()
+    diverged = [r for r in rows if r["status"] == "diverged"]
+    assert len(rows) == 8 and len(diverged) == 2
+    assert all(r["lr"] == 1.0e30 and r["checkpoint"] == 2 for r in diverged)
+    for r in rows:
+        metrics = [r[c] for c in ("train_loss", "train_acc", "test_loss", "test_acc", "ggap")]
+        if r["status"] == "diverged":
+            assert all(math.isnan(v) for v in metrics), r
+        else:
+            assert all(math.isfinite(v) for v in metrics), r
+    last = [r for r in rows if r["checkpoint"] == 2]
+    grid = phase_heatmap({c: [r[c] for r in last] for c in ("lr", "seed", "test_acc")},
+                         x="lr", y="seed", metric="test_acc")
+    assert grid.x_values == [0.05, 1.0e30]
+    assert grid.diverged[:, 1].tolist() == [1, 1] and np.isnan(grid.values[:, 1]).all()
+    assert grid.diverged[:, 0].tolist() == [0, 0] and not np.isnan(grid.values[:, 0]).any()
+
+
 #: One run of one epoch: enough to draw (or not) a progress bar.
 ONE_EPOCH = {"name": "one-epoch", "dataset": {"name": "digits"},
              "architecture": {"name": "mlp", "hidden": [4]},

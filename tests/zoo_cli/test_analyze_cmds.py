@@ -106,19 +106,19 @@ def test_hessian_chunk_is_capped_by_memory_with_the_same_values(analyzed, tmp_pa
 
 def test_hessian_chunk_by_hand():
     # An MLP 4 -> 3 -> 2: activations 3 + 2 = 5 values per example, 4*3 + 3 + 3*2 + 2 = 23 trained
-    # parameters. On 10 examples a model plans 32 * 5 * 10 + 16 * 4 * 23 = 1,600 + 1,472 = 3,072
-    # bytes; half of 7 * 2 * 3,072 + 100 bytes holds 7 of them.
+    # parameters. On 10 examples a model plans 32 * 5 * 10 + (16 + 2 * 20) * 4 * 23 = 1,600 + 5,152
+    # = 6,752 bytes (20 Lanczos vectors, held twice); half of 7 * 2 * 6,752 + 100 bytes holds 7.
     from catalog.errors import WeightzooError
     from catalog.network import LayerSpec, NetworkSpec
     from weightspace.analysis.run import hessian_chunk, hessian_model_bytes
 
     spec = NetworkSpec("mlp", (4,), (LayerSpec("linear", 4, 3, "a.weight", "a.bias", activation="relu"),
                                      LayerSpec("linear", 3, 2, "b.weight", "b.bias")))
-    assert hessian_model_bytes(spec, 10) == 3072
-    assert hessian_chunk(spec, 10, 64, 7 * 2 * 3072 + 100) == 7
-    assert hessian_chunk(spec, 10, 5, 7 * 2 * 3072 + 100) == 5
+    assert hessian_model_bytes(spec, 10) == 6752
+    assert hessian_chunk(spec, 10, 64, 7 * 2 * 6752 + 100) == 7
+    assert hessian_chunk(spec, 10, 5, 7 * 2 * 6752 + 100) == 5
     with pytest.raises(WeightzooError, match="use fewer examples"):
-        hessian_chunk(spec, 10, 64, 3072)
+        hessian_chunk(spec, 10, 64, 6752)
 
 
 def test_plot_writes_png(analyzed, tmp_path):

@@ -7,7 +7,7 @@ in a sidecar table and plots them.
 | file | concept |
 | --- | --- |
 | ``evaluation.py`` | cross-entropy loss and accuracy of every member |
-| ``hessian.py`` | Hessian top eigenvalue (power iteration) and trace (Hutchinson) |
+| ``hessian.py`` | Hessian top eigenvalue (Lanczos) and trace (Hutchinson) |
 | ``cka.py`` | linear CKA between representations |
 | ``pairs.py`` | seed pairs of a metadata table, per-row means of a pairwise metric |
 | ``connectivity.py`` | loss/accuracy along a line or a trained Bezier curve, ``mc`` |

@@ -35,7 +35,8 @@ def population_loss_accuracy(
             :func:`~catalog.execution.eval_pass_examples`).
 
     Shapes:
-        returns ``(loss [P], accuracy [P])`` in ``float32``; accuracy in ``[0, 1]``.
+        returns ``(loss [P], accuracy [P])`` in ``float32``; accuracy in ``[0, 1]``, NaN for a
+        network whose outputs are not all finite (its loss is not finite either).
     """
     n_pop = population_size(spec, params)
     # The points of 64 paths between ViTs are 704 networks: 1,024 examples at once held
@@ -44,6 +45,7 @@ def population_loss_accuracy(
     x, y = data_batch(spec, x, y)
     loss = torch.zeros(n_pop, dtype=torch.float64)
     correct = torch.zeros(n_pop, dtype=torch.float64)
+    finite = torch.ones(n_pop, dtype=torch.bool)
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
@@ -52,7 +54,9 @@ def population_loss_accuracy(
             ce = F.cross_entropy(out.flatten(0, 1), yy.flatten(), reduction="none")
             loss += ce.view(n_pop, -1).double().sum(1)
             correct += (out.argmax(-1) == yy).double().sum(1)
-    return (loss / x.shape[0]).float(), (correct / x.shape[0]).float()
+            finite &= torch.isfinite(out).flatten(1).all(1)
+    # As zoo_builders.train.evaluate_classifier: argmax of NaN logits is class 0, not a prediction.
+    return (loss / x.shape[0]).float(), torch.where(finite, (correct / x.shape[0]).float(), torch.nan)
 
 
 def recompute_batch_norm(spec: NetworkSpec, params: Params, x: Tensor | Sequence[Tensor],

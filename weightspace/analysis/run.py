@@ -18,7 +18,7 @@ filter and sort on them:
 Which rows: those matching ``where``, with ``status = 'ok'``, at one checkpoint per run (the
 last by default). A seed pair is two rows that agree on every hyperparameter axis of the build
 spec (and the checkpoint and architecture) but not on ``seed``; a pairwise metric is computed
-per pair and each row gets the mean over its pairs. Randomness (power-iteration starts,
+per pair and each row gets the mean over its pairs. Randomness (Lanczos start vectors,
 Rademacher vectors, Bezier data order, weight-matching layer order) is seeded per model from
 its ``model_id`` (per pair from both ids; :func:`model_seed`), so a model's value does not
 depend on which other models are analyzed with it, nor on how they are chunked.
@@ -57,7 +57,7 @@ from weightspace.analysis.averaging import avg_acc_delta
 from weightspace.analysis.cka import linear_cka
 from weightspace.analysis.connectivity import bezier_barrier, linear_barrier
 from weightspace.analysis.evaluation import EVAL_BATCH
-from weightspace.analysis.hessian import hessian_top_eig, hessian_trace
+from weightspace.analysis.hessian import LANCZOS_BASIS, hessian_top_eig, hessian_trace
 from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
 from weightspace.analysis.phase import line_plot, phase_heatmap, scatter_plot
 from weightspace.analysis.subspace import SubspaceResult, plot_spectrum, subspace_analysis
@@ -85,8 +85,11 @@ class AnalyzeConfig:
         batches: Hessian data: this many batches ... (default ``10``)
         batch_size: ... of this many examples (default ``64``); also the Bezier training
             mini-batch.
-        hessian_iters: maximum power iterations (default ``100``).
-        hessian_tol: power-iteration relative tolerance (default ``1e-3``).
+        hessian_iters: maximum Lanczos steps of the top eigenvalue, one Hessian-vector product
+            each (default ``100``).
+        hessian_tol: relative residual tolerance of the top eigenvalue (default ``1e-4``, not
+            PyHessian's ``1e-3``, which bounds power iteration's change per step; see
+            :func:`~weightspace.analysis.hessian.hessian_top_eig`).
         trace_samples: Hutchinson Rademacher vectors (default ``100``; about 4% standard error).
         cka_batches: CKA data: this many batches ... (default ``10``)
         cka_batch_size: ... of this many test examples (default ``128``).
@@ -110,7 +113,7 @@ class AnalyzeConfig:
     batches: int = 10
     batch_size: int = 64
     hessian_iters: int = 100
-    hessian_tol: float = 1e-3
+    hessian_tol: float = 1e-4
     trace_samples: int = 100
     cka_batches: int = 10
     cka_batch_size: int = 128
@@ -273,9 +276,12 @@ def _training_subset(run, n_full: int) -> Tensor:
 def hessian_model_bytes(spec: NetworkSpec, n_examples: int) -> int:
     """Memory the Hessian metrics of one model of ``spec`` on ``n_examples`` examples plan for:
     :data:`HESSIAN_BYTES_PER_ACTIVATION` per activation value per example, plus 16 copies of
-    its trained parameters (iterates, random vectors, gradients)."""
+    its trained parameters (products, random vectors, gradients) and twice the Lanczos basis of
+    :data:`~weightspace.analysis.hessian.LANCZOS_BASIS` vectors (it is copied when members
+    converge)."""
     trained = sum(p.numel for p in spec.params if p.trainable)
-    return HESSIAN_BYTES_PER_ACTIVATION * spec.activation_numel * n_examples + 16 * 4 * trained
+    copies = 16 + 2 * LANCZOS_BASIS
+    return HESSIAN_BYTES_PER_ACTIVATION * spec.activation_numel * n_examples + copies * 4 * trained
 
 
 def hessian_chunk(spec: NetworkSpec, n_examples: int, most: int, available: int) -> int:

@@ -62,7 +62,8 @@ def explained_variance(singular_values: Tensor) -> Tensor:
     """Cumulative fraction of the variance explained by the top ``1..r`` components.
 
     Shapes:
-        ``[r]`` -> ``[r]`` (``float64``; all ones if the variance is zero).
+        ``[r]`` -> ``[r]`` (``float64``; all ones if the variance is zero: there is nothing to
+        explain, and :func:`rank_for_variance` is 0).
     """
     var = singular_values.double().square()
     total = var.sum()
@@ -72,7 +73,9 @@ def explained_variance(singular_values: Tensor) -> Tensor:
 
 
 def rank_for_variance(singular_values: Tensor, variance: float) -> int:
-    """The smallest ``k`` whose top-``k`` components explain at least ``variance`` of the total.
+    """The smallest ``k`` whose top-``k`` components explain at least ``variance`` of the total:
+    0 when the singular values are all zero (data without variance, e.g. one model or identical
+    ones, is its mean: projecting onto it needs no direction).
 
     Args:
         singular_values: ``[r]`` descending singular values of centered data.
@@ -80,9 +83,13 @@ def rank_for_variance(singular_values: Tensor, variance: float) -> int:
     """
     if not 0 < variance <= 1:
         raise WeightzooError(f"variance must be a fraction in (0, 1], got {variance}")
+    if not bool((singular_values != 0).any()):
+        # The SVD of all-zero data still returns unit vectors: any rank >= 1 would project onto
+        # an arbitrary direction.
+        return 0
     cum = explained_variance(singular_values)
     # Tolerate rounding: rank-k data explains 1 - 1e-16 at k, not exactly 1.
-    return int((cum < variance - 1e-9).sum()) + 1 if len(cum) else 0
+    return int((cum < variance - 1e-9).sum()) + 1
 
 
 def _layers(spec: NetworkSpec) -> list[tuple[str, list[str]]]:
@@ -119,10 +126,19 @@ def layer_matrices(spec: NetworkSpec, params: Params) -> tuple[list[str], list[T
 
 
 def _basis(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean ``[D]``, singular values ``[r]`` and right singular vectors ``[r, D]`` of centered rows."""
+    """Mean ``[D]``, singular values ``[r]`` and right singular vectors ``[r, D]`` of centered rows.
+
+    Singular values no larger than the rounding of the mean are zero: identical float64 rows
+    centered by their computed mean differ by a few ulps, which is not variance (float32 weights
+    held in float64 center to exact zeros).
+    """
     mean = rows.mean(0)
     _, s, vh = torch.linalg.svd(rows - mean, full_matrices=False)
-    return mean, s, vh
+    # The mean of n rows rounds each entry by at most about n eps times the entries, so centering
+    # noise stays below n eps |rows|_F (identical rows, n = 3..200: at most 0.1 of it); real
+    # differences between models are many orders of magnitude larger.
+    noise = rows.shape[0] * torch.finfo(rows.dtype).eps * rows.norm()
+    return mean, torch.where(s > noise, s, torch.zeros_like(s)), vh
 
 
 def subspace_analysis(
@@ -240,8 +256,8 @@ def _spectrum_figure(result: SubspaceResult) -> Any:
     for li, (label, s) in enumerate(zip(result.layers, result.singular_values)):
         idx = torch.arange(1, len(s) + 1)
         line, = ax.plot(idx.numpy(), s.clamp_min(1e-12).numpy(), marker=".", label=label, color=colors[li])
-        if marked is not None:
-            k = result.ranks[marked][li]
+        k = result.ranks[marked][li] if marked is not None else 0
+        if k > 0:  # rank 0 (no variance) has no component to mark
             ax.plot([k], [float(s[k - 1].clamp_min(1e-12))], marker="o", markersize=9,
                     markerfacecolor="none", color=line.get_color())
     ax.set_yscale("log")

@@ -164,3 +164,20 @@ def test_evaluation_passes_shrink_with_the_population_and_values_do_not_change(m
         one_loss, one_acc = population_loss_accuracy(spec, {k: v[i:i + 1] for k, v in params.items()}, x, y)
         torch.testing.assert_close(one_loss[0], loss[i])
         assert one_acc[0] == acc[i]
+
+
+def test_a_network_with_non_finite_outputs_has_nan_accuracy():
+    # A NaN network's logits argmax to class 0: its "accuracy" would be the share of class 0. It is
+    # NaN, like its loss; the finite networks beside it keep their exact values.
+    from weightspace.analysis import population_loss_accuracy
+
+    spec = mlp_spec((64, 16, 10), "relu")
+    params = random_params(spec, 3, seed=3)
+    _, _, x, y = digits()
+    x = x.reshape(x.shape[0], -1)
+    loss, acc = population_loss_accuracy(spec, params, x, y)
+    broken = {k: v.clone() for k, v in params.items()}
+    broken["layers.0.weight"][1] = float("nan")
+    broken_loss, broken_acc = population_loss_accuracy(spec, broken, x, y)
+    assert math.isnan(float(broken_loss[1])) and math.isnan(float(broken_acc[1]))
+    assert torch.equal(broken_acc[[0, 2]], acc[[0, 2]]) and torch.equal(broken_loss[[0, 2]], loss[[0, 2]])

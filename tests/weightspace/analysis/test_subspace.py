@@ -39,6 +39,9 @@ def test_rank_for_variance():
     assert rank_for_variance(s, 0.9) == 2  # 13/14 = 0.929
     assert rank_for_variance(s, 0.99) == 3
     assert rank_for_variance(s, 1.0) == 3
+    # No variance at all (one model, identical ones): the mean alone, rank 0 for any fraction.
+    assert rank_for_variance(torch.zeros(3, dtype=torch.float64), 0.9) == 0
+    assert rank_for_variance(torch.zeros(1), 1.0) == 0
     with pytest.raises(WeightzooError, match="fraction"):
         rank_for_variance(s, 90)
 
@@ -65,6 +68,55 @@ def test_population_in_a_subspace_projects_with_zero_error():
     assert res.projection_error.max() < 1e-9
     # Projecting onto fewer directions than the population spans leaves an error.
     assert subspace_analysis(spec, params, project_variance=0.5).projection_error.mean() > 0.3
+
+
+def test_two_models_project_onto_each_other_with_rank_0():
+    # Each of 2 models is held out against the other alone: a zero-dimensional subspace, its mean
+    # the other model. So every rank is 0, the projection is the other model, the error
+    # |w - other| / |w - other| is exactly 1 per layer, and the projected accuracy is the other's.
+    spec = mlp_spec((5, 7, 3))
+    params = random_params(spec, 2, seed=4)
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)
+    res = subspace_analysis(spec, params, x, y)
+    assert res.projection_ranks.tolist() == [[0, 0], [0, 0]]
+    assert torch.equal(res.projection_error, torch.ones(2, 2, dtype=torch.float64))
+    assert torch.equal(res.projected_accuracy, res.accuracy.flip(0))
+    assert res.accuracy[0] != res.accuracy[1]
+
+
+def test_identical_other_models_are_a_zero_dimensional_subspace():
+    # 3 identical float64 networks A and one other, B, leave-one-out. Held-out B sees A, A, A: no
+    # variance (their computed mean is A to a few ulps), rank 0, projected onto A, error exactly
+    # 1. Held-out A sees A, A, B: the line through A and B, on which A lies: error 0. The whole
+    # selection's spectrum is one singular value per layer, |B - A| sqrt(3) / 2 (centered rows
+    # (A - B) / 4 three times and 3 (B - A) / 4), then zeros.
+    spec = mlp_spec((5, 7, 3))
+    g = torch.Generator().manual_seed(6)  # full float64 mantissas (float32 values would mean exactly)
+    pair = {p.name: torch.randn(2, *p.shape, generator=g, dtype=torch.float64) for p in spec.params}
+    params = {k: torch.stack([v[0], v[0], v[0], v[1]]) for k, v in pair.items()}
+    res = subspace_analysis(spec, params, folds=None)
+    b = int((res.fold == 3).nonzero())  # B's fold
+    assert res.projection_ranks[b].tolist() == [0, 0]
+    assert torch.equal(res.projection_error[3], torch.ones(2, dtype=torch.float64))
+    assert (res.projection_ranks[[f for f in range(4) if f != b]] == 1).all()
+    assert res.projection_error[:3].abs().max() < 1e-12
+    for layer, sv in zip(spec.layers, res.singular_values):
+        gap = torch.cat([(pair[k][1] - pair[k][0]).flatten() for k in (layer.weight, layer.bias)]).norm()
+        torch.testing.assert_close(sv[0], gap * 3 ** 0.5 / 2, rtol=1e-12, atol=0)
+        assert sv[1:].eq(0).all()
+
+
+def test_identical_models_have_rank_0_and_the_spectrum_marks_none():
+    from weightspace.analysis.subspace import _spectrum_figure
+
+    spec = mlp_spec((5, 7, 3))
+    one = random_params(spec, 1, seed=2)
+    res = subspace_analysis(spec, {k: v.expand(3, *v.shape[1:]).clone() for k, v in one.items()})
+    assert res.ranks == {0.9: [0, 0], 0.99: [0, 0]}
+    assert res.projection_ranks.eq(0).all() and res.projection_error.eq(0).all()  # 0 / 0 counts as 0
+    lines = _spectrum_figure(res).axes[0].get_lines()
+    assert len(lines) == 2 and not [line for line in lines if line.get_marker() == "o"]
 
 
 def test_heldout_projection_accuracy_on_trained_models(tmp_path):
