@@ -11,13 +11,20 @@ partial pull keeps the rows of the pulled models). Queries see their columns joi
 Writing is one mechanism for every producer: :func:`write_sidecar` takes the zoo's write lock,
 merges the new rows into the table (a row of a model already there replaces it: a re-run
 updates), writes the file atomically and then the manifest. :func:`delete_sidecar` removes a
-table (``zoo drop``). A column may appear in only one
+table (``zoo drop``).
+
+The file is renamed into place before the manifest lists its new sha256, so an interruption
+between the two leaves a file that the manifest does not describe. Producers therefore read
+their stored rows with :func:`stored_sidecar`, which takes such a file for absent: its rows are
+computed again and the table is rewritten, and the manifest with it (never trusted, never left
+as it is). A column may appear in only one
 place: a sidecar column named like a metadata column or a column of another sidecar is refused.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,6 +94,44 @@ def read_sidecar_file(root: str | os.PathLike, entry: FileEntry) -> pa.Table:
     return table
 
 
+def sidecar_matches(root: str | os.PathLike, entry: FileEntry) -> bool:
+    """Whether the file of the listed sidecar ``entry`` is the one the manifest lists (its size
+    and sha256); ``False`` for a missing file."""
+    path = safe_join(Path(root), entry.path, "sidecar table")
+    return path.is_file() and path.stat().st_size == entry.bytes and sha256_file(path) == entry.sha256
+
+
+def stored_sidecar(root: str | os.PathLike, manifest: Manifest, rel: str, warn: bool = True) -> pa.Table | None:
+    """The stored rows of the sidecar table ``rel`` for a producer that adds to it: ``None`` when
+    the manifest does not list it, or when its file is not the one the manifest lists.
+
+    A file that differs from its manifest entry is what an interrupted :func:`write_sidecar`
+    leaves (the new file renamed in, the manifest not yet written), or a file changed by hand:
+    neither is trusted, so its rows are computed again and written over it, which repairs the
+    manifest too.
+
+    Args:
+        root: the zoo directory.
+        manifest: its manifest.
+        rel: the table's path, e.g. ``"analysis/cka.parquet"``.
+        warn: warn when the file is set aside (default ``True``).
+
+    Raises:
+        ZooFormatError: the listed file is missing, or not a sidecar table.
+    """
+    entry = next((f for f in manifest.sidecar_files() if f.path == rel), None)
+    if entry is None:
+        return None
+    existing_sidecar_path(root, rel)  # a listed file that is gone is reported with its fix
+    if not sidecar_matches(root, entry):
+        if warn:
+            warnings.warn(f"{rel} in {root} is not the file zoo.json lists (a write was interrupted, or it was "
+                          f"changed): set aside; the table is rewritten from the rows computed now (run again "
+                          f"for any other columns it held)", stacklevel=2)
+        return None
+    return read_sidecar_file(root, entry)
+
+
 def check_sidecar_table(table: pa.Table, label: str) -> None:
     """A sidecar table must have a unique, non-null string ``model_id`` and other columns."""
     if KEY not in table.column_names:
@@ -134,8 +179,9 @@ def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Tabl
                   command: str | None = None) -> FileEntry:
     """Add rows to (or create) the sidecar table ``<group>/<name>.parquet`` of the zoo at ``root``.
 
-    Rows of models already in the table replace them; the others are kept. The result is
-    written atomically, then the manifest lists it with its new sha256.
+    Rows of models already in the table replace them; the others are kept (unless the file is
+    not the one the manifest lists: see :func:`stored_sidecar`). The result is written
+    atomically, then the manifest lists it with its new sha256.
 
     Args:
         root: the zoo directory.
@@ -159,9 +205,11 @@ def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Tabl
         manifest = read_manifest(root)
         _check_ids(root, manifest, table, rel)
         _check_columns(root, manifest, table, rel)
-        old = next((f for f in manifest.sidecar_files() if f.path == rel), None)
+        # Rows stored by a write that was interrupted before its manifest are not kept (see
+        # stored_sidecar): the table starts again from the new rows, and the manifest follows.
+        old = stored_sidecar(root, manifest, rel, warn=False)
         if old is not None:
-            table = _merge(read_sidecar_file(root, old), table, rel)
+            table = _merge(old, table, rel)
         target = safe_join(root, rel, "sidecar table")
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:

@@ -47,7 +47,7 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.format import sha256_file
 from catalog.network import NetworkSpec
-from catalog.sidecar import read_sidecar_file, sidecar_path, write_sidecar
+from catalog.sidecar import read_sidecar_file, sidecar_path, stored_sidecar, write_sidecar
 from catalog.zoo import Zoo, open_zoo
 from retrieval._checks import check_not_inr
 from retrieval.embeddings import behavior_embedding, statnn_embedding
@@ -306,7 +306,11 @@ def read_embeddings(zoo: Zoo | str | os.PathLike, method: str, required: bool = 
             return None
         raise WeightzooError(f"zoo {z.name!r} has no {method} embeddings ({rel}); compute them "
                              f"first: zoo embed {z.root} --method {method}")
-    table = read_sidecar_file(z.root, entry)
+    return _stored_embeddings(read_sidecar_file(z.root, entry), method, rel)
+
+
+def _stored_embeddings(table: pa.Table, method: str, rel: str) -> StoredEmbeddings:
+    """The vectors of ``method`` in its sidecar ``table`` (at ``rel``), checked."""
     column = embedding_column(method)
     if column not in table.column_names:
         raise WeightzooError(f"{rel} has no column {column!r}; recompute it with zoo embed --method {method}")
@@ -398,7 +402,11 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
         raise WeightzooError(f"chunk must be a positive integer, got {chunk!r}")
     if m.name == "behavior":
         check_not_inr(z, "zoo embed --method behavior")
-    stored = read_embeddings(z, m.name, required=False)
+    rel = sidecar_path(GROUP, m.name)
+    # A table whose file is not the one zoo.json lists (an interrupted write) is embedded again
+    # and rewritten (catalog.sidecar.stored_sidecar), never taken as done.
+    table = stored_sidecar(z.root, z.manifest, rel)
+    stored = _stored_embeddings(table, m.name, rel) if table is not None else None
     # Options left out take the stored table's values (then its defaults): a plain re-run
     # continues in the same space.
     have = stored.config if stored is not None else {}
@@ -417,7 +425,6 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     done = set(stored.model_ids) if stored is not None else set()
     todo = [i for i, mid in enumerate(ids) if mid not in done]
     column = embedding_column(m.name)
-    rel = sidecar_path(GROUP, m.name)
     if not todo:
         return EmbedResult(m.name, rel, column, stored.dim, 0, len(ids), stored.config)
     rows = sel.take(todo)

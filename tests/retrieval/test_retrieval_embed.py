@@ -70,6 +70,27 @@ def test_statnn_standardized_once_and_reused(bare_copy) -> None:
     assert torch.allclose(got * scale + center, raw, atol=1e-4)
 
 
+def test_an_interrupted_write_is_embedded_again_and_the_zoo_repaired(bare_copy, monkeypatch) -> None:
+    """Ctrl-C after write_sidecar renamed the new table in, before the manifest listed it: the
+    next run embeds those models again (it took them as done and left verify BAD)."""
+    import catalog.sidecar as sc
+
+    embed_zoo(bare_copy, "behavior", where="hidden = [16]", n_probes=8, seed=3)
+
+    def stop(root, manifest):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(sc, "write_manifest", stop)
+        with pytest.raises(KeyboardInterrupt):
+            embed_zoo(bare_copy, "behavior")
+    assert not open_zoo(bare_copy).verify(check_weights=False).ok
+    with pytest.warns(UserWarning, match="embeddings/behavior.parquet .* is not the file zoo.json lists"):
+        again = embed_zoo(bare_copy, "behavior", n_probes=8, seed=3)
+    assert (again.embedded, again.skipped) == (6, 0)
+    assert open_zoo(bare_copy).verify(check_weights=False).ok
+
+
 def test_weights_is_the_metanetwork_trunk(bare_copy, tmp_path) -> None:
     from weightspace import ParamNormalizer, StatNN, TrainedMetanetwork
 

@@ -50,7 +50,7 @@ from catalog.errors import WeightzooError, format_bytes
 from catalog.execution import eval_pass_examples, graph_population_values, reuse_freed_memory
 from catalog.network import NetworkSpec, population_forward
 from catalog.selection import Selection
-from catalog.sidecar import read_sidecar_file, sidecar_path, write_sidecar
+from catalog.sidecar import sidecar_path, stored_sidecar, write_sidecar
 from catalog.zoo import Zoo, open_zoo
 from weightspace.analysis.alignment import align_to
 from weightspace.analysis.averaging import avg_acc_delta
@@ -644,10 +644,11 @@ def _filter_rows(table: pa.Table, checkpoint: int | str | None, ok_only: bool) -
     return np.flatnonzero(keep)
 
 
-def _stored(zoo: Zoo, name: str) -> pa.Table | None:
-    rel = sidecar_path(GROUP, name)
-    entry = next((f for f in zoo.manifest.sidecar_files() if f.path == rel), None)
-    return read_sidecar_file(zoo.root, entry) if entry is not None else None
+def _stored(zoo: Zoo, name: str, warn: bool = True) -> pa.Table | None:
+    """The stored table of metric ``name``; ``None`` if there is none, or if its file is not the one
+    the manifest lists (an interrupted write: its rows are computed again, see
+    :func:`catalog.sidecar.stored_sidecar`)."""
+    return stored_sidecar(zoo.root, zoo.manifest, sidecar_path(GROUP, name), warn=warn)
 
 
 def _done(stored: pa.Table | None, ids: list[str], columns: list[str]) -> np.ndarray:
@@ -806,7 +807,7 @@ def analyze_zoo(
     ids = [i for a in archs for i in a.ids]
     table = pa.table({"model_id": pa.array(ids, pa.string())})
     for metric, columns, _ in plans:
-        stored = _stored(fresh, metric.name)
+        stored = _stored(fresh, metric.name, warn=False)
         for c in columns:
             if stored is not None and c in stored.column_names:
                 idx = pc.index_in(table.column("model_id"), value_set=stored.column("model_id"))

@@ -4,6 +4,7 @@ to direct calls of the core functions, errors."""
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -199,6 +200,36 @@ def test_new_columns_are_computed_and_old_ones_kept(tmp_path, zoo_factory):
     # Same values whatever the row order the merge leaves (rows are keyed by model_id).
     assert forced.reports[0].computed == 8
     assert forced.table.sort_by("model_id").equals(second.table.sort_by("model_id"))
+
+
+@pytest.mark.parametrize("step", ["table", "rename", "manifest"])
+def test_an_interrupted_write_is_computed_again_and_the_zoo_repaired(tmp_path, zoo_factory, monkeypatch, step):
+    """Ctrl-C inside write_sidecar (at each step) during a forced re-run: the next run leaves a zoo
+    that verifies, with every value; after the rename it recomputes instead of skipping rows
+    that an unlisted file holds (it computed 0 and left verify BAD)."""
+    import catalog.sidecar as sc
+
+    zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "zoo")
+    first = analyze_zoo(zoo, ["cka"], progress=False, **FAST)
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        if step == "table":
+            m.setattr(sc.pq, "write_table", stop)
+        elif step == "rename":
+            m.setattr(sc, "write_manifest", stop)
+        else:
+            real = sc.write_manifest
+            m.setattr(sc, "write_manifest", lambda root, manifest: (real(root, manifest), stop()))
+        with pytest.raises(KeyboardInterrupt):
+            analyze_zoo(zoo, ["cka"], progress=False, force=True, **FAST)
+    with pytest.warns(UserWarning, match="is not the file zoo.json lists") if step == "rename" else nullcontext():
+        again = analyze_zoo(zoo, ["cka"], progress=False, **FAST)
+    assert again.reports[0].computed == (8 if step == "rename" else 0)
+    assert verify_zoo(zoo, check_weights=False).ok
+    assert again.table.sort_by("model_id").equals(first.table.sort_by("model_id"))
 
 
 def test_every_checkpoint(tmp_path, zoo_factory):
