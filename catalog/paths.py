@@ -133,12 +133,13 @@ class OutputPathError(WeightzooError):
     """An output path that would overwrite or mix into a zoo, a run or another command's output."""
 
 
-def check_output_path(path: str | os.PathLike, option: str, kind: str | None) -> Path:
+def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
+                      directory: bool | None = None) -> Path:
     """Refuse an output path that would write into a zoo or into another command's output.
 
     One rule for every command that writes (``zoo train --out``, ``zoo predict --out``, ``zoo
     generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo train-ranker --out``, ``zoo
-    build-hub OUT``), checked before any work:
+    build-hub OUT``, ``zoo analyze --out``, ``zoo plot --out``), checked before any work:
 
     - nothing is written inside a zoo (a folder with ``zoo.json`` at or above the path): a file
       there would replace the zoo's own data, or be taken for part of it;
@@ -146,12 +147,17 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None) ->
       directory is replaced only by an output of its own kind (``zoo train --out`` onto an old
       metanetwork run, ``zoo generate --out`` onto a generated zoo of the same settings);
     - a file output (``kind=None``, e.g. predictions) may go into a run directory (its default
-      place) but never takes the name of a file the directory owns (``config.json``, ...).
+      place) but never takes the name of a file the directory owns (``config.json``, ...);
+    - the output can be written: an existing one is writable, a new one's nearest existing
+      folder is a writable directory (so a read-only location fails now, not after the work).
 
     Args:
         path: the output path as given.
         option: the option, for the message (e.g. ``"--out"``).
         kind: the directory's kind (a key of :data:`OUTPUT_KINDS`), or ``None`` for a file.
+        directory: whether the output is a directory (default: when ``kind`` is given); a
+            directory of no kind (e.g. ``zoo analyze --out``'s figures) follows the rules of a
+            file and must not be a zoo itself.
 
     Returns:
         ``Path(path)``.
@@ -170,6 +176,8 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None) ->
                 f"mix the two: choose a new directory")
         above = p.parents
     else:
+        if directory and output_kind(p) == "zoo":
+            raise OutputPathError(f"{option} {given} is a zoo; writing there would change the zoo's files: {fix}")
         parent = output_kind(p.parent)
         if parent == "zoo":
             raise OutputPathError(f"{option} {given} lies inside the zoo at {p.parent}; writing there "
@@ -184,7 +192,35 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None) ->
             raise OutputPathError(
                 f"{option} {given} lies inside the {found} directory {a}; writing there would change "
                 f"its files: {fix}")
+    _check_writable(p, given, option, directory=kind is not None if directory is None else directory)
     return given
+
+
+def _check_writable(p: Path, given: Path, option: str, directory: bool) -> None:
+    """Refuse, before any work, an output that cannot be written: an existing output that is not
+    writable, or a new one whose nearest existing folder is not (permissions, a read-only file
+    system), or that would have to be made inside a file.
+
+    Raises:
+        OutputPathError: naming the path, what is in the way and what to do.
+    """
+    what = "directory" if directory else "file"
+    if p.exists() and (p.is_dir() != directory):
+        raise OutputPathError(f"{option} {given} is a {'file' if directory else 'directory'}, not a {what}: "
+                              f"choose another path")
+    if p.exists() and not os.access(p, os.W_OK | (os.X_OK if directory else 0)):
+        raise OutputPathError(f"{option} {given} is not writable (its permissions, or a read-only file system): "
+                              f"make it writable (chmod u+w {given}) or choose another path")
+    nearest = p if directory and p.exists() else p.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise OutputPathError(f"{option} {given} cannot be created: {nearest} is a file, not a directory; "
+                              f"choose another path")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{option} {given} cannot be written: the directory {nearest} is not writable "
+                              f"(its permissions, or a read-only file system); choose a path you can write to, "
+                              f"or make {nearest} writable")
 
 
 # ====================================================================================== saving
@@ -211,9 +247,10 @@ def saved_output_dir(target: str | os.PathLike, kind: str) -> Iterator[Path]:
     output or the new one, never new weights beside an old config; a save killed between the
     renames leaves leftovers that :func:`recover_output_dir` (the next save or load) completes.
 
-    A directory that holds other files but no output of this ``kind``, a symbolic link, or the
-    current directory (or one that holds it) is not moved: ``d`` is ``target`` itself and the
-    files are written in place, as the output's own writer orders them (no earlier output to keep).
+    A directory that holds other files but no output of this ``kind``, a symbolic link, the
+    current directory (or one that holds it), or one in a folder that is not writable is not
+    moved: ``d`` is ``target`` itself and the files are written in place, as the output's own
+    writer orders them (no earlier output to keep, or no way to write beside it).
 
     Args:
         target: the output directory (created if missing).
@@ -221,7 +258,7 @@ def saved_output_dir(target: str | os.PathLike, kind: str) -> Iterator[Path]:
     """
     target = Path(target)
     recover_output_dir(target, kind)
-    if target.is_dir() and _in_place(target, kind):
+    if target.is_dir() and (_in_place(target, kind) or not os.access(target.parent, os.W_OK | os.X_OK)):
         yield target
         return
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +50,68 @@ def test_refused(tree, rel, kind, words):
 ])
 def test_allowed(tree, rel, kind):
     assert check_output_path(tree / rel, "--out", kind) == tree / rel
+
+
+# ------------------------------------------------------------------ locations that cannot be written
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _unprivileged(code: str) -> subprocess.CompletedProcess:
+    """Run Python ``code`` without the power to ignore file permissions: as root, under ``setpriv``
+    without the capabilities that let root write anywhere (skipped where there is none)."""
+    cmd = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: file permissions do not apply")
+        cmd = [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          check=False)
+
+
+@pytest.mark.parametrize("rel, kind, words", [
+    ("ro/run", "metanetwork run", "--out {ro}/run cannot be written: the directory {ro} is not writable"),
+    ("ro/new/deeper/gen", "generator", "the directory {ro} is not writable"),  # the nearest existing folder
+    ("ro/preds.csv", None, "the directory {ro} is not writable"),
+    ("ro/old.csv", None, "the directory {ro} is not writable"),  # replacing a file needs its folder too
+    ("ro", "eval-gen", "--out {ro} is not writable"),  # an existing output directory
+    ("w/locked.png", None, "--out {w}/locked.png is not writable"),  # a read-only file
+])
+def test_an_unwritable_location_is_refused_before_any_work(tmp_path: Path, rel, kind, words) -> None:
+    ro, w = tmp_path / "ro", tmp_path / "w"
+    ro.mkdir()
+    w.mkdir()
+    (ro / "old.csv").write_text("x")
+    (w / "locked.png").write_text("x")
+    os.chmod(w / "locked.png", 0o444)
+    os.chmod(ro, 0o555)
+    try:
+        r = _unprivileged(f"from catalog.paths import check_output_path\n"
+                          f"check_output_path({str(tmp_path / rel)!r}, '--out', {kind!r})")
+    finally:
+        os.chmod(ro, 0o755)
+    assert r.returncode == 1 and "OutputPathError" in r.stderr, r.stderr
+    assert words.format(ro=ro, w=w) in r.stderr.splitlines()[-1]
+    assert "choose" in r.stderr.splitlines()[-1] or "make it writable" in r.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("rel, kind, words", [
+    ("file/run", "metanetwork run", "cannot be created: {t}/file is a file, not a directory"),
+    ("file/deeper/preds.csv", None, "cannot be created: {t}/file is a file, not a directory"),
+    ("file", "metanetwork run", "is a file, not a directory"),
+    ("dir", None, "is a directory, not a file"),
+])
+def test_a_location_in_the_way_of_a_file_or_folder_is_refused(tmp_path: Path, rel, kind, words) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(OutputPathError, match=re.escape(words.format(t=tmp_path))):
+        check_output_path(tmp_path / rel, "--out", kind)
+
+
+def test_a_figures_folder_may_exist_but_not_be_a_zoo(tree: Path) -> None:
+    assert check_output_path(tree / "run", "--out", None, directory=True) == tree / "run"
+    with pytest.raises(OutputPathError, match="is a zoo"):
+        check_output_path(tree / "zoo", "--out", None, directory=True)
 
 
 # ------------------------------------------------------------------ saving an output directory all or nothing

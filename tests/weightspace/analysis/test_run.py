@@ -368,6 +368,22 @@ def test_plot_zoo(analyzed, tmp_path):
         plot_zoo(zoo, "width", "lr", "test_acc", kind="bars", out=tmp_path / "x.png")
 
 
+def test_figures_that_cannot_be_written_are_refused_before_any_work(analyzed, monkeypatch):
+    """`zoo plot --out` and `zoo analyze --out` (figures) go through check_output_path first: a
+    figure inside the zoo (or in a folder that cannot be written) fails before anything runs."""
+    import zoo_builders.datasets
+    from catalog.paths import OutputPathError
+
+    zoo, _ = analyzed
+    before = _files(zoo)
+    with pytest.raises(OutputPathError, match="inside the zoo"):
+        plot_zoo(zoo, "hidden", metric="test_acc", kind="line", out=zoo / "f.png")
+    monkeypatch.setattr(zoo_builders.datasets, "load_zoo_dataset", lambda z: pytest.fail("analyze started its work"))
+    with pytest.raises(OutputPathError, match="--out .*figs lies inside the zoo"):
+        analyze_zoo(zoo, ["subspace"], out=zoo / "figs", progress=False, force=True, **FAST)
+    assert _files(zoo) == before and not (zoo / "figs").exists() and not (zoo / "f.png").exists()
+
+
 def test_cka_representations_are_computed_in_bounded_passes(monkeypatch):
     # 4 ViTs on 100 examples with passes of 16 examples (64 member-examples): 7 passes whose
     # concatenation is the one-pass representation, for the logits and for a node's output.
