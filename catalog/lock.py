@@ -69,6 +69,11 @@ class ZooLock:
         try:
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError as e:  # a full disk or quota: the record needs a block, the empty file did not
+            self.release()
+            raise WeightzooError(
+                f"cannot write the lock file {self.path}: {e.strerror or e}; free some space (or "
+                f"write the zoo elsewhere) and run the command again") from e
         except BaseException:
             self.release()
             raise
