@@ -62,7 +62,7 @@ class ZooLock:
         except OSError as e:
             raise WeightzooError(
                 f"cannot write the zoo directory {self.root}: {e.strerror or e}; choose a "
-                f"writable directory") from e
+                f"writable directory (or make it writable, or work on a copy of the zoo)") from e
         info = {"pid": os.getpid(), "hostname": socket.gethostname(),
                 "command": (command or _command_line())[:MAX_COMMAND_CHARS],
                 "started": datetime.now(UTC).astimezone().isoformat(timespec="seconds")}

@@ -8,24 +8,26 @@ partial pull keeps the rows of the pulled models). Queries see their columns joi
 ``models`` table (a left join on ``model_id``: a model without a value gets NULL), and so do
 :attr:`Zoo.table <catalog.zoo.Zoo.table>` and selections.
 
-Writing is one mechanism for every producer: :func:`write_sidecar` takes the zoo's write lock,
-merges the new rows into the table (a row of a model already there replaces it: a re-run
-updates), writes the file atomically and then the manifest. :func:`delete_sidecar` removes a
-table (``zoo drop``).
+Writing is one mechanism for every producer: :func:`write_sidecar` takes the zoo's write lock
+(or is given it by a producer that holds it for its whole run), merges the new rows into the
+table (a row of a model already there replaces it: a re-run updates), writes the file
+atomically and then the manifest. :func:`delete_sidecar` removes a table (``zoo drop``). A
+column may appear in only one place: a sidecar column named like a metadata column or a column
+of another sidecar is refused.
 
 The file is renamed into place before the manifest lists its new sha256, so an interruption
 between the two leaves a file that the manifest does not describe. Producers therefore read
 their stored rows with :func:`stored_sidecar`, which takes such a file for absent: its rows are
 computed again and the table is rewritten, and the manifest with it (never trusted, never left
-as it is). A column may appear in only one
-place: a sidecar column named like a metadata column or a column of another sidecar is refused.
+as it is).
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -176,7 +178,7 @@ def join_sidecars(models: pa.Table, sidecars: Sequence[pa.Table]) -> pa.Table:
 
 
 def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Table,
-                  command: str | None = None) -> FileEntry:
+                  command: str | None = None, lock: ZooLock | None = None) -> FileEntry:
     """Add rows to (or create) the sidecar table ``<group>/<name>.parquet`` of the zoo at ``root``.
 
     Rows of models already in the table replace them; the others are kept (unless the file is
@@ -189,6 +191,9 @@ def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Tabl
         name: the table's name (a file name: letters, digits, ``.``, ``_``, ``-``).
         table: ``model_id`` (string) plus the columns to store.
         command: what is writing, shown to another writer refused by the zoo lock.
+        lock: the zoo's lock, when the caller holds it for a longer run (``zoo analyze`` and
+            ``zoo embed`` take it before they compute, so that a zoo being written by another
+            process fails before the work, not after); default: taken for this write.
 
     Returns:
         the table's manifest entry.
@@ -201,7 +206,7 @@ def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Tabl
     root = Path(root)
     rel = sidecar_path(group, name)
     check_sidecar_table(table, rel)
-    with ZooLock(root, command):
+    with _held(root, lock, command):
         manifest = read_manifest(root)
         _check_ids(root, manifest, table, rel)
         _check_columns(root, manifest, table, rel)
@@ -218,6 +223,33 @@ def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Tabl
         manifest.files = [f for f in manifest.files if f.path != rel] + [entry]
         write_manifest(root, manifest)
     return entry
+
+
+def check_sidecar_writable(root: str | os.PathLike, group: str) -> None:
+    """Refuse, before any work, a zoo whose sidecar tables of ``group`` cannot be written: the
+    zoo directory (the manifest is replaced there) or an existing ``<group>/`` folder is not
+    writable. (Holding the zoo's :class:`~catalog.lock.ZooLock` proves the zoo directory is.)
+
+    Raises:
+        WeightzooError: naming the folder and what to do.
+    """
+    for folder in (Path(root), Path(root) / group):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise WeightzooError(f"cannot write the zoo's {folder} (its permissions, or a read-only file system): "
+                                 f"make it writable, or work on a copy of the zoo")
+
+
+@contextmanager
+def _held(root: Path, lock: ZooLock | None, command: str | None) -> Iterator[ZooLock]:
+    """``lock`` if the caller holds the lock of ``root``, else a new lock held for the block."""
+    if lock is None:
+        with ZooLock(root, command) as taken:
+            yield taken
+        return
+    if not lock.held or lock.root.resolve() != root.resolve():
+        raise RuntimeError(f"write_sidecar got a lock of {lock.root} ({'held' if lock.held else 'released'}), "
+                           f"not the held lock of {root}")
+    yield lock
 
 
 def delete_sidecar(root: str | os.PathLike, table: str, command: str | None = None) -> FileEntry:

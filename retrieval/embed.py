@@ -46,8 +46,15 @@ from torch import Tensor
 
 from catalog.errors import WeightzooError
 from catalog.format import sha256_file
+from catalog.lock import ZooLock
 from catalog.network import NetworkSpec
-from catalog.sidecar import read_sidecar_file, sidecar_path, stored_sidecar, write_sidecar
+from catalog.sidecar import (
+    check_sidecar_writable,
+    read_sidecar_file,
+    sidecar_path,
+    stored_sidecar,
+    write_sidecar,
+)
 from catalog.zoo import Zoo, open_zoo
 from retrieval._checks import check_not_inr
 from retrieval.embeddings import behavior_embedding, statnn_embedding
@@ -394,14 +401,25 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
             vectors whose dimension differs between architectures or from the stored ones, or
             options other than the stored ones.
     """
-    from tqdm.auto import tqdm
-
     m = get_embedding_method(method)
     z = _open(zoo)
     if not isinstance(chunk, int) or chunk < 1:
         raise WeightzooError(f"chunk must be a positive integer, got {chunk!r}")
     if m.name == "behavior":
         check_not_inr(z, "zoo embed --method behavior")
+    # The vectors go into the zoo: its write lock is held for the whole run, so a zoo that another
+    # process is writing, or that cannot be written, fails now instead of after the work.
+    with ZooLock(z.root, f"zoo embed --method {m.name}") as lock:
+        check_sidecar_writable(z.root, GROUP)
+        return _embed_locked(z, m, lock, where, probe, n_probes, seed, run, chunk, progress)
+
+
+def _embed_locked(z: Zoo, m: EmbeddingMethod, lock: ZooLock, where: str | None, probe: str | None,
+                  n_probes: int | None, seed: int | None, run: str | os.PathLike | None, chunk: int,
+                  progress: bool) -> EmbedResult:
+    """:func:`embed_zoo`'s work, under the zoo's lock ``lock``."""
+    from tqdm.auto import tqdm
+
     rel = sidecar_path(GROUP, m.name)
     # A table whose file is not the one zoo.json lists (an interrupted write) is embedded again
     # and rewritten (catalog.sidecar.stored_sidecar), never taken as done.
@@ -468,7 +486,7 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     vectors = embedder.finish(vectors, stored.config if stored is not None else None)
     config = dict(embedder.config)
     table = embeddings_sidecar(out_ids, vectors, m.name, config)
-    write_sidecar(z.root, GROUP, m.name, table, command=f"zoo embed --method {m.name}")
+    write_sidecar(z.root, GROUP, m.name, table, lock=lock)
     return EmbedResult(m.name, rel, column, int(vectors.shape[1]), len(out_ids), len(ids) - len(todo), config,
                        diverged)
 

@@ -233,3 +233,21 @@ def test_a_file_the_manifest_does_not_describe_is_not_stored_rows(zoo_copy: Path
     side = pq.read_table(zoo_copy / "analysis" / "m.parquet")
     assert dict(zip(side.column("model_id").to_pylist(), side.column("x").to_pylist())) == {
         i: 1.0 + k for k, i in enumerate(ids)}
+
+
+def test_a_writer_that_holds_the_lock_passes_it(zoo_copy: Path, tmp_path: Path) -> None:
+    """zoo analyze / zoo embed hold the zoo's lock for their whole run and hand it to
+    write_sidecar, which then does not try to take it a second time."""
+    ids = _ids(zoo_copy, 2)
+    table = pa.table({"model_id": ids, "x": [1.0, 2.0]})
+    with ZooLock(zoo_copy, "zoo analyze") as lock:
+        with pytest.raises(ZooLockedError):
+            write_sidecar(zoo_copy, "analysis", "m", table)
+        assert write_sidecar(zoo_copy, "analysis", "m", table, lock=lock).rows == 2
+        other = tmp_path / "other"
+        other.mkdir()
+        with pytest.raises(RuntimeError, match="not the held lock of"):
+            write_sidecar(other, "analysis", "m", table, lock=lock)
+    with pytest.raises(RuntimeError, match="released"):
+        write_sidecar(zoo_copy, "analysis", "m", table, lock=lock)
+    assert verify_zoo(zoo_copy, check_weights=False).ok

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,6 +231,64 @@ def test_an_interrupted_write_is_computed_again_and_the_zoo_repaired(tmp_path, z
     assert again.reports[0].computed == (8 if step == "rename" else 0)
     assert verify_zoo(zoo, check_weights=False).ok
     assert again.table.sort_by("model_id").equals(first.table.sort_by("model_id"))
+
+
+def _spy_on_cka(monkeypatch, also=None) -> list:
+    """Record every computation of the cka metric (its values are computed as usual), and call
+    ``also()`` then."""
+    import dataclasses
+
+    import weightspace.analysis.run as run
+
+    calls = []
+    real = run.METRICS["cka"]
+
+    def compute(ctx, arch, tick):
+        calls.append(arch.arch_id)
+        if also is not None:
+            also()
+        return real.compute(ctx, arch, tick)
+
+    monkeypatch.setitem(run.METRICS, "cka", dataclasses.replace(real, compute=compute))
+    return calls
+
+
+def test_a_zoo_another_process_writes_is_refused_before_any_work(tmp_path, zoo_factory, monkeypatch):
+    """analyze holds the zoo's lock for its whole run: a zoo being written fails at once (it
+    computed every value, then failed to store them), and no writer gets in meanwhile."""
+    from catalog.lock import ZooLock, ZooLockedError
+
+    zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "zoo")
+    calls = _spy_on_cka(monkeypatch)
+    other = ZooLock(zoo, "zoo build spec.yaml (another writer)")
+    try:
+        with pytest.raises(ZooLockedError, match=r"is being written by .*zoo build spec.yaml \(another writer"):
+            analyze_zoo(zoo, ["cka"], progress=False, **FAST)
+    finally:
+        other.release()
+    assert calls == [] and not (zoo / "analysis").exists()
+
+    def writer_meanwhile():  # while the metric runs, another writer tries the zoo
+        with pytest.raises(ZooLockedError, match="zoo analyze"):
+            ZooLock(zoo, "zoo embed")
+
+    calls = _spy_on_cka(monkeypatch, also=writer_meanwhile)
+    assert analyze_zoo(zoo, ["cka"], progress=False, **FAST).reports[0].computed == 8 and calls
+    ZooLock(zoo).release()  # and let go when done
+
+
+def test_a_zoo_that_cannot_be_written_is_refused_before_any_work(tmp_path, zoo_factory, monkeypatch):
+    import catalog.sidecar as sidecar
+
+    zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "zoo")
+    (zoo / "analysis").mkdir()
+    calls = _spy_on_cka(monkeypatch)
+    real = sidecar.os.access
+    monkeypatch.setattr(sidecar.os, "access", lambda p, mode: Path(p).name != "analysis" and real(p, mode))
+    with pytest.raises(WeightzooError, match=r"cannot write the zoo's .*analysis \(its permissions, or a read-only "
+                                             r"file system\): make it writable, or work on a copy of the zoo"):
+        analyze_zoo(zoo, ["cka"], progress=False, **FAST)
+    assert calls == []
 
 
 def test_every_checkpoint(tmp_path, zoo_factory):
