@@ -62,13 +62,18 @@ class ZooLock:
         except OSError as e:
             raise WeightzooError(
                 f"cannot write the zoo directory {self.root}: {e.strerror or e}; choose a "
-                f"writable directory") from e
+                f"writable directory (or make it writable, or work on a copy of the zoo)") from e
         info = {"pid": os.getpid(), "hostname": socket.gethostname(),
                 "command": (command or _command_line())[:MAX_COMMAND_CHARS],
                 "started": datetime.now(UTC).astimezone().isoformat(timespec="seconds")}
         try:
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError as e:  # a full disk or quota: the record needs a block, the empty file did not
+            self.release()
+            raise WeightzooError(
+                f"cannot write the lock file {self.path}: {e.strerror or e}; free some space (or "
+                f"write the zoo elsewhere) and run the command again") from e
         except BaseException:
             self.release()
             raise

@@ -20,8 +20,14 @@ zoo data can create one.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from catalog.errors import WeightzooError, ZooFormatError
@@ -127,12 +133,13 @@ class OutputPathError(WeightzooError):
     """An output path that would overwrite or mix into a zoo, a run or another command's output."""
 
 
-def check_output_path(path: str | os.PathLike, option: str, kind: str | None) -> Path:
+def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
+                      directory: bool | None = None) -> Path:
     """Refuse an output path that would write into a zoo or into another command's output.
 
     One rule for every command that writes (``zoo train --out``, ``zoo predict --out``, ``zoo
     generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo train-ranker --out``, ``zoo
-    build-hub OUT``), checked before any work:
+    build-hub OUT``, ``zoo analyze --out``, ``zoo plot --out``), checked before any work:
 
     - nothing is written inside a zoo (a folder with ``zoo.json`` at or above the path): a file
       there would replace the zoo's own data, or be taken for part of it;
@@ -140,12 +147,17 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None) ->
       directory is replaced only by an output of its own kind (``zoo train --out`` onto an old
       metanetwork run, ``zoo generate --out`` onto a generated zoo of the same settings);
     - a file output (``kind=None``, e.g. predictions) may go into a run directory (its default
-      place) but never takes the name of a file the directory owns (``config.json``, ...).
+      place) but never takes the name of a file the directory owns (``config.json``, ...);
+    - the output can be written: an existing one is writable, a new one's nearest existing
+      folder is a writable directory (so a read-only location fails now, not after the work).
 
     Args:
         path: the output path as given.
         option: the option, for the message (e.g. ``"--out"``).
         kind: the directory's kind (a key of :data:`OUTPUT_KINDS`), or ``None`` for a file.
+        directory: whether the output is a directory (default: when ``kind`` is given); a
+            directory of no kind (e.g. ``zoo analyze --out``'s figures) follows the rules of a
+            file and must not be a zoo itself.
 
     Returns:
         ``Path(path)``.
@@ -164,6 +176,8 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None) ->
                 f"mix the two: choose a new directory")
         above = p.parents
     else:
+        if directory and output_kind(p) == "zoo":
+            raise OutputPathError(f"{option} {given} is a zoo; writing there would change the zoo's files: {fix}")
         parent = output_kind(p.parent)
         if parent == "zoo":
             raise OutputPathError(f"{option} {given} lies inside the zoo at {p.parent}; writing there "
@@ -178,4 +192,160 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None) ->
             raise OutputPathError(
                 f"{option} {given} lies inside the {found} directory {a}; writing there would change "
                 f"its files: {fix}")
+    _check_writable(p, given, option, directory=kind is not None if directory is None else directory)
     return given
+
+
+def _check_writable(p: Path, given: Path, option: str, directory: bool) -> None:
+    """Refuse, before any work, an output that cannot be written: an existing output that is not
+    writable, or a new one whose nearest existing folder is not (permissions, a read-only file
+    system), or that would have to be made inside a file.
+
+    Raises:
+        OutputPathError: naming the path, what is in the way and what to do.
+    """
+    what = "directory" if directory else "file"
+    if p.exists() and (p.is_dir() != directory):
+        raise OutputPathError(f"{option} {given} is a {'file' if directory else 'directory'}, not a {what}: "
+                              f"choose another path")
+    if p.exists() and not os.access(p, os.W_OK | (os.X_OK if directory else 0)):
+        raise OutputPathError(f"{option} {given} is not writable (its permissions, or a read-only file system): "
+                              f"make it writable (chmod u+w {given}) or choose another path")
+    nearest = p if directory and p.exists() else p.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise OutputPathError(f"{option} {given} cannot be created: {nearest} is a file, not a directory; "
+                              f"choose another path")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{option} {given} cannot be written: the directory {nearest} is not writable "
+                              f"(its permissions, or a read-only file system); choose a path you can write to, "
+                              f"or make {nearest} writable")
+
+
+# ====================================================================================== saving
+#: Files of an output directory that belong to the output it replaces and go with it (not
+#: carried into the new one): predictions made by a metanetwork that is replaced.
+STALE_WITH_OUTPUT: dict[str, tuple[str, ...]] = {"metanetwork run": ("predictions-*.parquet",)}
+#: The states of a save, in the names of its directories beside the output ``<name>``:
+#: ``.<name>.saving-<hex>`` (being written), ``.<name>.saved-<hex>`` (complete, not yet in
+#: place) and ``.<name>.old-<hex>`` (the replaced output, until it is deleted).
+SAVE_STATES = ("saving", "saved", "old")
+
+
+@contextmanager
+def saved_output_dir(target: str | os.PathLike, kind: str) -> Iterator[Path]:
+    """Save the output directory ``target`` all or nothing: ``with saved_output_dir(run, kind) as d:``
+    then write the output's files into ``d``.
+
+    ``d`` is a new directory beside ``target`` (``.<name>.saving-<hex>``). When the block ends
+    without an error it is renamed ``.<name>.saved-<hex>`` (complete) and swapped in: an existing
+    ``target`` is renamed ``.<name>.old-<hex>``, the new directory takes its name, the old one's
+    other files (not the kind's own :data:`OUTPUT_KINDS` files, nor :data:`STALE_WITH_OUTPUT`;
+    e.g. predictions written elsewhere into a run) move into it, and the old one is deleted. On an
+    error (Ctrl-C included) ``d`` is removed and ``target`` is as it was. So readers find the old
+    output or the new one, never new weights beside an old config; a save killed between the
+    renames leaves leftovers that :func:`recover_output_dir` (the next save or load) completes.
+
+    A directory that holds other files but no output of this ``kind``, a symbolic link, the
+    current directory (or one that holds it), or one in a folder that is not writable is not
+    moved: ``d`` is ``target`` itself and the files are written in place, as the output's own
+    writer orders them (no earlier output to keep, or no way to write beside it).
+
+    Args:
+        target: the output directory (created if missing).
+        kind: its kind, a key of :data:`OUTPUT_KINDS` (e.g. ``"metanetwork run"``).
+    """
+    target = Path(target)
+    recover_output_dir(target, kind)
+    if target.is_dir() and (_in_place(target, kind) or not os.access(target.parent, os.W_OK | os.X_OK)):
+        yield target
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.saving-{secrets.token_hex(4)}"
+    os.mkdir(staging)  # the mode a new directory gets (not mkdtemp's 0700)
+    try:
+        yield staging
+        saved = staging.with_name(staging.name.replace(".saving-", ".saved-", 1))
+        os.rename(staging, saved)  # complete: from here on a recovery puts it in place
+        staging = saved
+        if target.is_dir():
+            os.chmod(saved, stat.S_IMODE(target.stat().st_mode))  # keep the output's permissions
+            old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
+            os.rename(target, old)
+        else:
+            old = None
+        os.rename(saved, target)
+        _fsync_dir(target.parent)
+        if old is not None:
+            _retire(old, target, kind)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover_output_dir(target: str | os.PathLike, kind: str) -> None:
+    """Complete (or undo) a save of the output directory ``target`` that was killed (see
+    :func:`saved_output_dir`): a complete new directory goes in place if ``target`` is missing,
+    a replaced one's other files move into ``target`` and it is deleted, and unfinished ones
+    are removed. Nothing to do (the usual case) costs one directory listing."""
+    target = Path(target)
+    found = {state: _save_leftovers(target, state) for state in SAVE_STATES}
+    if not any(found.values()):
+        return
+    if not target.exists():  # killed between renaming the old output aside and the new one in
+        back = found["saved"] or found["old"]
+        newest = max(back, key=lambda p: p.stat().st_mtime, default=None)
+        if newest is not None:
+            os.rename(newest, target)
+            found["saved" if newest in found["saved"] else "old"].remove(newest)
+    for old in found["old"]:
+        _retire(old, target, kind)
+    for p in found["saved"] + found["saving"]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _in_place(target: Path, kind: str) -> bool:
+    """Whether a save into the existing directory ``target`` writes in place (see
+    :func:`saved_output_dir`)."""
+    if target.is_symlink() or Path.cwd().resolve().is_relative_to(target.resolve()):
+        return True  # renaming it would move the link, or the directory a shell stands in
+    return output_kind(target) != kind and any(target.iterdir())
+
+
+def _save_leftovers(target: Path, state: str) -> list[Path]:
+    """The directories a save of ``target`` left in ``state`` (one of :data:`SAVE_STATES`)."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.{state}-[0-9a-f]{{8}}")
+    try:
+        return sorted(p for p in target.parent.iterdir()
+                      if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    except OSError:  # no parent yet, or not readable: nothing of ours there
+        return []
+
+
+def _retire(old: Path, target: Path, kind: str) -> None:
+    """Move the files of the replaced output ``old`` that are not the output's own into ``target``
+    (unless it has them), then delete ``old``."""
+    owned = OUTPUT_KINDS[kind]
+    stale = STALE_WITH_OUTPUT.get(kind, ())
+    for entry in old.iterdir():
+        if entry.name in owned or any(fnmatch.fnmatchcase(entry.name, pat) for pat in stale):
+            continue
+        dest = target / entry.name
+        if not dest.exists() and not dest.is_symlink():
+            os.rename(entry, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the renames in directory ``path`` durable (best effort: not every system can)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

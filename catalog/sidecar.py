@@ -8,17 +8,26 @@ partial pull keeps the rows of the pulled models). Queries see their columns joi
 ``models`` table (a left join on ``model_id``: a model without a value gets NULL), and so do
 :attr:`Zoo.table <catalog.zoo.Zoo.table>` and selections.
 
-Writing is one mechanism for every producer: :func:`write_sidecar` takes the zoo's write lock,
-merges the new rows into the table (a row of a model already there replaces it: a re-run
-updates), writes the file atomically and then the manifest. :func:`delete_sidecar` removes a
-table (``zoo drop``). A column may appear in only one
-place: a sidecar column named like a metadata column or a column of another sidecar is refused.
+Writing is one mechanism for every producer: :func:`write_sidecar` takes the zoo's write lock
+(or is given it by a producer that holds it for its whole run), merges the new rows into the
+table (a row of a model already there replaces it: a re-run updates), writes the file
+atomically and then the manifest. :func:`delete_sidecar` removes a table (``zoo drop``). A
+column may appear in only one place: a sidecar column named like a metadata column or a column
+of another sidecar is refused.
+
+The file is renamed into place before the manifest lists its new sha256, so an interruption
+between the two leaves a file that the manifest does not describe. Producers therefore read
+their stored rows with :func:`stored_sidecar`, which takes such a file for absent: its rows are
+computed again and the table is rewritten, and the manifest with it (never trusted, never left
+as it is).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -87,6 +96,44 @@ def read_sidecar_file(root: str | os.PathLike, entry: FileEntry) -> pa.Table:
     return table
 
 
+def sidecar_matches(root: str | os.PathLike, entry: FileEntry) -> bool:
+    """Whether the file of the listed sidecar ``entry`` is the one the manifest lists (its size
+    and sha256); ``False`` for a missing file."""
+    path = safe_join(Path(root), entry.path, "sidecar table")
+    return path.is_file() and path.stat().st_size == entry.bytes and sha256_file(path) == entry.sha256
+
+
+def stored_sidecar(root: str | os.PathLike, manifest: Manifest, rel: str, warn: bool = True) -> pa.Table | None:
+    """The stored rows of the sidecar table ``rel`` for a producer that adds to it: ``None`` when
+    the manifest does not list it, or when its file is not the one the manifest lists.
+
+    A file that differs from its manifest entry is what an interrupted :func:`write_sidecar`
+    leaves (the new file renamed in, the manifest not yet written), or a file changed by hand:
+    neither is trusted, so its rows are computed again and written over it, which repairs the
+    manifest too.
+
+    Args:
+        root: the zoo directory.
+        manifest: its manifest.
+        rel: the table's path, e.g. ``"analysis/cka.parquet"``.
+        warn: warn when the file is set aside (default ``True``).
+
+    Raises:
+        ZooFormatError: the listed file is missing, or not a sidecar table.
+    """
+    entry = next((f for f in manifest.sidecar_files() if f.path == rel), None)
+    if entry is None:
+        return None
+    existing_sidecar_path(root, rel)  # a listed file that is gone is reported with its fix
+    if not sidecar_matches(root, entry):
+        if warn:
+            warnings.warn(f"{rel} in {root} is not the file zoo.json lists (a write was interrupted, or it was "
+                          f"changed): set aside; the table is rewritten from the rows computed now (run again "
+                          f"for any other columns it held)", stacklevel=2)
+        return None
+    return read_sidecar_file(root, entry)
+
+
 def check_sidecar_table(table: pa.Table, label: str) -> None:
     """A sidecar table must have a unique, non-null string ``model_id`` and other columns."""
     if KEY not in table.column_names:
@@ -131,11 +178,12 @@ def join_sidecars(models: pa.Table, sidecars: Sequence[pa.Table]) -> pa.Table:
 
 
 def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Table,
-                  command: str | None = None) -> FileEntry:
+                  command: str | None = None, lock: ZooLock | None = None) -> FileEntry:
     """Add rows to (or create) the sidecar table ``<group>/<name>.parquet`` of the zoo at ``root``.
 
-    Rows of models already in the table replace them; the others are kept. The result is
-    written atomically, then the manifest lists it with its new sha256.
+    Rows of models already in the table replace them; the others are kept (unless the file is
+    not the one the manifest lists: see :func:`stored_sidecar`). The result is written
+    atomically, then the manifest lists it with its new sha256.
 
     Args:
         root: the zoo directory.
@@ -143,6 +191,9 @@ def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Tabl
         name: the table's name (a file name: letters, digits, ``.``, ``_``, ``-``).
         table: ``model_id`` (string) plus the columns to store.
         command: what is writing, shown to another writer refused by the zoo lock.
+        lock: the zoo's lock, when the caller holds it for a longer run (``zoo analyze`` and
+            ``zoo embed`` take it before they compute, so that a zoo being written by another
+            process fails before the work, not after); default: taken for this write.
 
     Returns:
         the table's manifest entry.
@@ -155,13 +206,15 @@ def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Tabl
     root = Path(root)
     rel = sidecar_path(group, name)
     check_sidecar_table(table, rel)
-    with ZooLock(root, command):
+    with _held(root, lock, command):
         manifest = read_manifest(root)
         _check_ids(root, manifest, table, rel)
         _check_columns(root, manifest, table, rel)
-        old = next((f for f in manifest.sidecar_files() if f.path == rel), None)
+        # Rows stored by a write that was interrupted before its manifest are not kept (see
+        # stored_sidecar): the table starts again from the new rows, and the manifest follows.
+        old = stored_sidecar(root, manifest, rel, warn=False)
         if old is not None:
-            table = _merge(read_sidecar_file(root, old), table, rel)
+            table = _merge(old, table, rel)
         target = safe_join(root, rel, "sidecar table")
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
@@ -170,6 +223,33 @@ def write_sidecar(root: str | os.PathLike, group: str, name: str, table: pa.Tabl
         manifest.files = [f for f in manifest.files if f.path != rel] + [entry]
         write_manifest(root, manifest)
     return entry
+
+
+def check_sidecar_writable(root: str | os.PathLike, group: str) -> None:
+    """Refuse, before any work, a zoo whose sidecar tables of ``group`` cannot be written: the
+    zoo directory (the manifest is replaced there) or an existing ``<group>/`` folder is not
+    writable. (Holding the zoo's :class:`~catalog.lock.ZooLock` proves the zoo directory is.)
+
+    Raises:
+        WeightzooError: naming the folder and what to do.
+    """
+    for folder in (Path(root), Path(root) / group):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise WeightzooError(f"cannot write the zoo's {folder} (its permissions, or a read-only file system): "
+                                 f"make it writable, or work on a copy of the zoo")
+
+
+@contextmanager
+def _held(root: Path, lock: ZooLock | None, command: str | None) -> Iterator[ZooLock]:
+    """``lock`` if the caller holds the lock of ``root``, else a new lock held for the block."""
+    if lock is None:
+        with ZooLock(root, command) as taken:
+            yield taken
+        return
+    if not lock.held or lock.root.resolve() != root.resolve():
+        raise RuntimeError(f"write_sidecar got a lock of {lock.root} ({'held' if lock.held else 'released'}), "
+                           f"not the held lock of {root}")
+    yield lock
 
 
 def delete_sidecar(root: str | os.PathLike, table: str, command: str | None = None) -> FileEntry:

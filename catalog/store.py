@@ -81,7 +81,17 @@ class LocalCatalog:
 
     # ------------------------------------------------------------------------------ writing
     def _connect_rw(self) -> duckdb.DuckDBPyConnection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fix = f"set {ENV_HOME} (a folder) or {ENV_CATALOG} (a file) to a place you can write"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # e.g. a read-only HOME: the default catalog lives under it
+            raise WeightzooError(f"cannot create the catalog's folder {self.path.parent}: {e.strerror or e}; "
+                                 f"{fix}") from e
+        # DuckDB writes a journal beside the file: both must be writable (its own error would
+        # blame another `zoo` command)
+        for what, path in (("its folder", self.path.parent), ("the file", self.path)):
+            if path.exists() and not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+                raise WeightzooError(f"cannot write the catalog {self.path}: {what} {path} is not writable; {fix}")
         try:
             con = duckdb.connect(str(self.path))
         except duckdb.Error as e:

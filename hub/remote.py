@@ -10,12 +10,14 @@ hashed is not hashed again while it is provably the same file, unchanged (:func:
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import os
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -37,6 +39,8 @@ REPO_TYPE = "dataset"
 #: The branch used when no revision is given.
 DEFAULT_REVISION = "main"
 _CHUNK = 1 << 22
+#: Errors of writing files (what :func:`cache_errors` turns into one line).
+_FILE_SYSTEM_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,31 @@ class RemoteZoo:
         return f"{self.repo_id}@{rev}"
 
 
+@contextmanager
+def cache_errors(repo_id: str, cache_dir: str | os.PathLike | None = None) -> Iterator[None]:
+    """Re-raise an OS error of writing the Hugging Face cache (``HF_HOME`` not writable, a read-only
+    file system, a full disk) as one :class:`HubError` naming the folder and what to do.
+
+    Network errors are ``hub_errors``' (inside this block); only the file system's reach here.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno not in _FILE_SYSTEM_ERRNOS:
+            raise  # not the file system (a connection reset the client did not map, say)
+        from huggingface_hub import constants
+
+        cache = cache_dir or constants.HF_HUB_CACHE
+        where = f" ({e.filename})" if e.filename else ""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "free some space, or set HF_HOME (or HF_HUB_CACHE) to a folder on another disk"
+        else:
+            fix = "set HF_HOME (or HF_HUB_CACHE) to a folder you can write"
+        raise HubError(
+            f"cannot write the Hugging Face cache {cache} to open {repo_id}: {e.strerror or e}{where}; "
+            f"{fix}, or pull the zoo into a folder of its own (`zoo pull {repo_id} --out DIR`)") from e
+
+
 def resolve_remote(api, repo_id: str, revision: str | None = None, *,
                    cache_dir: str | os.PathLike | None = None, record_ref: bool = False) -> RemoteZoo:
     """Resolve ``revision`` of the dataset repo ``repo_id`` and list its files.
@@ -99,7 +128,7 @@ def resolve_remote(api, repo_id: str, revision: str | None = None, *,
             mapped by :func:`hub.errors.hub_errors`.
         NotAZooError: the commit has no ``zoo.json`` at its root.
     """
-    with hub_errors(repo_id, revision):
+    with cache_errors(repo_id, cache_dir), hub_errors(repo_id, revision):
         at = revision
         resolve = getattr(api, "resolve_revision", None)  # huggingface_hub >= 1.26
         if record_ref and resolve is not None:
@@ -166,9 +195,14 @@ def download(remote: RemoteZoo, paths: Sequence[str], *, local_dir: Path | None 
     Returns:
         the directory holding the files (``local_dir``, or the cache's snapshot directory).
     """
+    from contextlib import nullcontext
+
     from huggingface_hub import snapshot_download
 
-    with client_output(progress), hub_errors(remote.repo_id, remote.revision):
+    # Writing the shared cache fails in a way the user fixes by pointing HF_HOME elsewhere; a
+    # local_dir is the caller's own output, whose errors are its own.
+    cache = cache_errors(remote.repo_id, cache_dir) if local_dir is None else nullcontext()
+    with cache, client_output(progress), hub_errors(remote.repo_id, remote.revision):
         path = snapshot_download(
             remote.repo_id, repo_type=REPO_TYPE, revision=remote.commit,
             allow_patterns=allow_patterns(paths), local_dir=local_dir, cache_dir=cache_dir,

@@ -46,8 +46,15 @@ from torch import Tensor
 
 from catalog.errors import WeightzooError
 from catalog.format import sha256_file
+from catalog.lock import ZooLock
 from catalog.network import NetworkSpec
-from catalog.sidecar import read_sidecar_file, sidecar_path, write_sidecar
+from catalog.sidecar import (
+    check_sidecar_writable,
+    read_sidecar_file,
+    sidecar_path,
+    stored_sidecar,
+    write_sidecar,
+)
 from catalog.zoo import Zoo, open_zoo
 from retrieval._checks import check_not_inr
 from retrieval.embeddings import behavior_embedding, statnn_embedding
@@ -306,7 +313,11 @@ def read_embeddings(zoo: Zoo | str | os.PathLike, method: str, required: bool = 
             return None
         raise WeightzooError(f"zoo {z.name!r} has no {method} embeddings ({rel}); compute them "
                              f"first: zoo embed {z.root} --method {method}")
-    table = read_sidecar_file(z.root, entry)
+    return _stored_embeddings(read_sidecar_file(z.root, entry), method, rel)
+
+
+def _stored_embeddings(table: pa.Table, method: str, rel: str) -> StoredEmbeddings:
+    """The vectors of ``method`` in its sidecar ``table`` (at ``rel``), checked."""
     column = embedding_column(method)
     if column not in table.column_names:
         raise WeightzooError(f"{rel} has no column {column!r}; recompute it with zoo embed --method {method}")
@@ -390,15 +401,30 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
             vectors whose dimension differs between architectures or from the stored ones, or
             options other than the stored ones.
     """
-    from tqdm.auto import tqdm
-
     m = get_embedding_method(method)
     z = _open(zoo)
     if not isinstance(chunk, int) or chunk < 1:
         raise WeightzooError(f"chunk must be a positive integer, got {chunk!r}")
     if m.name == "behavior":
         check_not_inr(z, "zoo embed --method behavior")
-    stored = read_embeddings(z, m.name, required=False)
+    # The vectors go into the zoo: its write lock is held for the whole run, so a zoo that another
+    # process is writing, or that cannot be written, fails now instead of after the work.
+    with ZooLock(z.root, f"zoo embed --method {m.name}") as lock:
+        check_sidecar_writable(z.root, GROUP)
+        return _embed_locked(z, m, lock, where, probe, n_probes, seed, run, chunk, progress)
+
+
+def _embed_locked(z: Zoo, m: EmbeddingMethod, lock: ZooLock, where: str | None, probe: str | None,
+                  n_probes: int | None, seed: int | None, run: str | os.PathLike | None, chunk: int,
+                  progress: bool) -> EmbedResult:
+    """:func:`embed_zoo`'s work, under the zoo's lock ``lock``."""
+    from tqdm.auto import tqdm
+
+    rel = sidecar_path(GROUP, m.name)
+    # A table whose file is not the one zoo.json lists (an interrupted write) is embedded again
+    # and rewritten (catalog.sidecar.stored_sidecar), never taken as done.
+    table = stored_sidecar(z.root, z.manifest, rel)
+    stored = _stored_embeddings(table, m.name, rel) if table is not None else None
     # Options left out take the stored table's values (then its defaults): a plain re-run
     # continues in the same space.
     have = stored.config if stored is not None else {}
@@ -417,7 +443,6 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     done = set(stored.model_ids) if stored is not None else set()
     todo = [i for i, mid in enumerate(ids) if mid not in done]
     column = embedding_column(m.name)
-    rel = sidecar_path(GROUP, m.name)
     if not todo:
         return EmbedResult(m.name, rel, column, stored.dim, 0, len(ids), stored.config)
     rows = sel.take(todo)
@@ -461,7 +486,7 @@ def embed_zoo(zoo: Zoo | str | os.PathLike, method: str, where: str | None = Non
     vectors = embedder.finish(vectors, stored.config if stored is not None else None)
     config = dict(embedder.config)
     table = embeddings_sidecar(out_ids, vectors, m.name, config)
-    write_sidecar(z.root, GROUP, m.name, table, command=f"zoo embed --method {m.name}")
+    write_sidecar(z.root, GROUP, m.name, table, lock=lock)
     return EmbedResult(m.name, rel, column, int(vectors.shape[1]), len(out_ids), len(ids) - len(todo), config,
                        diverged)
 

@@ -30,6 +30,7 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.format import atomic_write_bytes, safetensors_bytes
 from catalog.network import NetworkSpec
+from catalog.paths import recover_output_dir, saved_output_dir
 from catalog.selection import Selection
 from weightspace.models.base import Metanetwork
 from weightspace.models.registry import build_metanetwork, get_metanetwork
@@ -41,6 +42,17 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 TASKS = ("regression", "classification")
+#: The output kind of a run directory (:data:`catalog.paths.OUTPUT_KINDS`).
+RUN_KIND = "metanetwork run"
+
+
+def _recover(run_dir: Path) -> None:
+    """Complete a save of ``run_dir`` that was killed, if any (best effort: a run that cannot be
+    changed, e.g. on a read-only disk, is read as it is)."""
+    try:
+        recover_output_dir(run_dir, RUN_KIND)
+    except OSError:
+        pass
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -172,23 +184,31 @@ class TrainedMetanetwork:
 
     def save(self, run_dir: str | os.PathLike, metrics: Mapping[str, Any] | None = None,
              history: list[dict[str, Any]] | None = None) -> Path:
-        """Write the run directory (weights, config, metrics, history); returns its path."""
+        """Write the run directory (weights, config, metrics, history); returns its path.
+
+        All or nothing: the files are written beside ``run_dir`` and swapped in as a whole
+        (:func:`catalog.paths.saved_output_dir`), so an interrupted save over an earlier run
+        leaves that run, never new weights beside its config. Other files in it (e.g.
+        predictions written there with ``--out``) are kept; its ``predictions-*.parquet``,
+        made by the replaced metanetwork, go with it.
+        """
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
-        atomic_write_bytes(run_dir / WEIGHTS_FILE,
-                           safetensors_bytes(state, {"format": RUN_FORMAT, "model": self.net.name}))
-        write_json_atomic(run_dir / CONFIG_FILE, self.config())
-        if metrics is not None:
-            write_json_atomic(run_dir / METRICS_FILE, dict(metrics))
-        if history is not None:
-            write_json_atomic(run_dir / HISTORY_FILE, list(history))
+        with saved_output_dir(run_dir, RUN_KIND) as d:
+            atomic_write_bytes(d / WEIGHTS_FILE,
+                               safetensors_bytes(state, {"format": RUN_FORMAT, "model": self.net.name}))
+            write_json_atomic(d / CONFIG_FILE, self.config())
+            if metrics is not None:
+                write_json_atomic(d / METRICS_FILE, dict(metrics))
+            if history is not None:
+                write_json_atomic(d / HISTORY_FILE, list(history))
         return run_dir
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> TrainedMetanetwork:
         """Rebuild a trained metanetwork from its run directory."""
         run_dir = Path(run_dir)
+        _recover(run_dir)
         cfg_path = run_dir / CONFIG_FILE
         if not cfg_path.is_file() or not (run_dir / WEIGHTS_FILE).is_file():
             raise WeightzooError(

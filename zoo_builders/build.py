@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from catalog.errors import WeightzooError, format_bytes
 from catalog.network import NetworkSpec
 from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_distinct
-from zoo_builders.datasets import Dataset, load_dataset
+from zoo_builders.datasets import Dataset, load_build_dataset
 from zoo_builders.executors import Executor, make_executor
 from zoo_builders.spec import BuildSpec, RunConfig
 from zoo_builders.train import PopulationResult, ProgressFn, train_classifiers, train_inrs
@@ -410,7 +410,7 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
     threads = DEFAULT_THREADS if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise WeightzooError(f"--threads must be an integer >= 1, got {threads!r}")
-    data = load_dataset(spec.dataset)
+    data = load_build_dataset(spec, out)  # a resume reads the very data the zoo was started on
     if spec.task.name == "inr":
         data_shape = tuple(data.x_train.shape[1:])
         if len(data_shape) != 3 or data_shape[0] != 1:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
@@ -26,10 +26,12 @@ import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
+from catalog.format import MANIFEST_NAME, read_manifest, sha256_file
 from catalog.network import is_finite_number
 
 if TYPE_CHECKING:
     from catalog.zoo import Zoo
+    from zoo_builders.spec import BuildSpec
 
 
 @dataclass(frozen=True)
@@ -188,9 +190,18 @@ def _blobs(cfg: DatasetConfig) -> Dataset:
 
 
 def _npz(cfg: DatasetConfig) -> Dataset:
-    path = Path(cfg.path or "")
+    path = Path(cfg.path or "")  # a relative path is read from the current directory
     if not path.is_file():
         raise WeightzooError(f"dataset file {path} does not exist; give the path of an .npz file")
+    return _npz_file(path, cfg.path or "", sha256_file(path))
+
+
+def _npz_file(path: Path, given: str, digest: str) -> Dataset:
+    """The npz dataset in ``path`` (whose sha256 is ``digest``), as the spec's ``given`` path.
+
+    Its facts record ``path`` as given, the ``file`` read (absolute) and its ``sha256``
+    (:data:`NPZ_FACTS`), so that a zoo remembers which data it was built on.
+    """
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in f}
@@ -209,7 +220,7 @@ def _npz(cfg: DatasetConfig) -> Dataset:
     return Dataset("npz", torch.as_tensor(x_tr), torch.as_tensor(arrays["y_train"], dtype=torch.int64),
                    torch.as_tensor(arrays["x_test"].astype(np.float32)),
                    torch.as_tensor(arrays["y_test"], dtype=torch.int64), int(y_all.max()) + 1,
-                   {"path": str(path)})
+                   {"path": str(Path(given)), "file": str(path.resolve()), "sha256": digest})
 
 
 DATASETS: dict[str, Callable[[DatasetConfig], Dataset]] = {
@@ -235,14 +246,17 @@ def load_zoo_dataset(zoo: Zoo | str | os.PathLike) -> Dataset:
     Reads the build spec's ``dataset`` from the zoo's manifest and loads it with the same
     split: a stratified ``sklearn.model_selection.train_test_split`` with
     ``test_size=test_fraction`` and ``random_state=split_seed`` (``npz`` brings its own
-    split). The sizes are checked against what the manifest recorded at build time.
+    split). The sizes are checked against what the manifest recorded at build time. An ``npz``
+    file is the one the zoo recorded (its sha256; see :func:`recorded_npz`), read from where
+    the build read it, or else from the spec's path (absolute, or from the current directory).
 
     Args:
         zoo: an opened :class:`~catalog.zoo.Zoo` or its directory.
 
     Raises:
-        WeightzooError: the zoo has no build spec (e.g. it was imported), or the data loaded
-            now differs in size from the data recorded when it was built.
+        WeightzooError: the zoo has no build spec (e.g. it was imported), the data loaded now
+            differs in size from the data recorded when it was built, or no npz file with the
+            recorded sha256 is found.
     """
     from catalog.zoo import Zoo, open_zoo
 
@@ -251,8 +265,12 @@ def load_zoo_dataset(zoo: Zoo | str | os.PathLike) -> Dataset:
     if not cfg:
         raise WeightzooError(f"zoo {z.name!r} has no build spec dataset in zoo.json; it was not "
                              f"built by `zoo build`, so its training data is not known")
-    data = load_dataset(cfg)
-    recorded = z.manifest.datasets.get(data.name, {})
+    cfg = DatasetConfig.from_dict(cfg)
+    recorded = z.manifest.datasets.get(cfg.name, {})
+    if cfg.name == "npz" and recorded.get("sha256"):
+        data = recorded_npz(cfg, recorded, f"zoo {z.name!r}", "use other data for it")
+    else:  # zoos built before npz files were fingerprinted load as they always did
+        data = load_dataset(cfg)
     now = data.describe()
     for key in ("n_train", "n_test", "input_shape"):
         if key in recorded and recorded[key] != now[key]:
@@ -260,3 +278,71 @@ def load_zoo_dataset(zoo: Zoo | str | os.PathLike) -> Dataset:
                 f"dataset {data.name!r} loads with {key} = {now[key]} but zoo {z.name!r} was built "
                 f"on {key} = {recorded[key]}; the data (or the package that ships it) changed")
     return data
+
+
+def load_build_dataset(spec: BuildSpec, out: str | os.PathLike) -> Dataset:
+    """The data a build of ``spec`` into ``out`` trains on.
+
+    A new zoo: the spec's dataset (:func:`load_dataset`; a relative npz path is read from the
+    current directory). A resumed zoo (``out`` holds this spec's zoo) that recorded an npz
+    file's sha256: that very file (:func:`recorded_npz`), wherever the resume runs from, so a
+    zoo is never finished on other data than it was started on. Read-only.
+
+    Raises:
+        WeightzooError: the dataset cannot be loaded, or no npz file with the recorded sha256
+            is found.
+    """
+    recorded = _resumed_facts(spec, Path(out))
+    if spec.dataset.name == "npz" and recorded.get("sha256"):
+        return recorded_npz(spec.dataset, recorded, f"the zoo at {out}", "resume it on other data")
+    return load_dataset(spec.dataset)
+
+
+def _resumed_facts(spec: BuildSpec, out: Path) -> Mapping:
+    """The dataset facts of the zoo of ``spec`` at ``out``, if a build would resume it; else ``{}``
+    (no zoo, another zoo, or an unreadable manifest: the zoo writer reports those)."""
+    if not (out / MANIFEST_NAME).is_file():
+        return {}
+    try:
+        manifest = read_manifest(out)
+    except WeightzooError:
+        return {}
+    if manifest.name != spec.name or manifest.spec != spec.to_dict():
+        return {}
+    return manifest.datasets.get(spec.dataset.name, {})
+
+
+def recorded_npz(cfg: DatasetConfig, recorded: Mapping, zoo: str, refused: str) -> Dataset:
+    """The npz dataset a zoo was built on: the first of the file the build read (``recorded["file"]``)
+    and the spec's path (absolute, or from the current directory) whose sha256 is ``recorded["sha256"]``.
+
+    A relative path alone would name another file from another directory; the sha256 makes
+    sure it is the same data, wherever it is read from.
+
+    Args:
+        cfg: the spec's dataset (``name: npz``).
+        recorded: the zoo's facts about it (``path``, ``file``, ``sha256``; see :func:`_npz_file`).
+        zoo: the zoo, for the message (e.g. ``"zoo 'npzzoo'"``).
+        refused: what the message says is refused (e.g. ``"resume it on other data"``).
+
+    Raises:
+        WeightzooError: neither file has the recorded sha256; the message names what was found.
+    """
+    want = str(recorded["sha256"])
+    given = Path(cfg.path or "")
+    candidates = [Path(str(recorded["file"]))] if recorded.get("file") else []
+    candidates.append(given)
+    found = []
+    for path in dict.fromkeys(p.absolute() for p in candidates):
+        if not path.is_file():
+            found.append(f"{path} is missing")
+            continue
+        digest = sha256_file(path)
+        if digest == want:
+            return _npz_file(path, cfg.path or "", digest)
+        found.append(f"{path} holds other data (sha256 {digest[:12]}...)")
+    where = recorded.get("file") or given
+    raise WeightzooError(
+        f"{zoo} was built on the npz file {where} (sha256 {want[:12]}...), but {'; '.join(found)}; "
+        f"refusing to {refused}: put that file back at {where} (or run from the directory where "
+        f"{cfg.path} is that file)")

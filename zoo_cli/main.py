@@ -2,13 +2,16 @@
 
 Each concern registers its commands from its own module (``build_cmds``, ``query_cmds``,
 ``hub_cmds``, ``train_cmds``). Any :class:`catalog.WeightzooError` raised by a command is printed
-as one ``error:`` line, without a traceback, and the process exits with status 1; warnings are
-one ``warning:`` line each.
+as one ``error:`` line, without a traceback, and the process exits with status 1; so is an
+operating-system error (``OSError``: a disk full, a folder that is not writable, ...; and
+safetensors' error around one), with what to do. Warnings are one ``warning:`` line each.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
+import re
 import sys
 import warnings
 
@@ -77,6 +80,43 @@ COMMAND_INDEX: dict[str, tuple[str, str]] = {
 COMMAND_MODULES = {name: module for name, (module, _) in COMMAND_INDEX.items()}
 
 
+#: What to do about an operating-system error, by errno (default: :data:`_OS_FIX_DEFAULT`).
+_OS_FIXES = {
+    errno.ENOSPC: "free some space (or write elsewhere) and run the command again",
+    errno.EDQUOT: "free some space within your quota (or write elsewhere) and run the command again",
+    errno.EACCES: "check its permissions (or write elsewhere) and run the command again",
+    errno.EPERM: "check its permissions (or write elsewhere) and run the command again",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+}
+_OS_FIX_DEFAULT = "check the path and the disk, then run the command again"
+#: How safetensors (Rust) reports the OS error under its SafetensorError: "... (os error 28)", or
+#: in older versions 'IoError(Os { code: 28, kind: StorageFull, message: "..." })'.
+_WRAPPED_OS_ERROR = re.compile(r"\(os error (\d+)\)|Os \{ code: (\d+)")
+
+
+def _is_wrapped_os_error(e: BaseException) -> bool:
+    """Whether ``e`` is safetensors' ``SafetensorError`` around an OS error (checked by name, so
+    that ``zoo --help`` imports no safetensors)."""
+    return (type(e).__name__ == "SafetensorError" and type(e).__module__.startswith("safetensors")
+            and _WRAPPED_OS_ERROR.search(str(e)) is not None)
+
+
+def os_error_line(e: BaseException) -> str:
+    """One line for an operating-system error (an ``OSError``, or one wrapped by safetensors): what
+    failed, on which path, and what to do."""
+    if isinstance(e, OSError):
+        code = e.errno
+        what = e.strerror or str(e)
+        paths = [p for p in (e.filename, e.filename2) if p is not None]
+        where = f": {' -> '.join(map(str, paths))}" if paths else ""
+        text = f"{what}{where}"
+    else:
+        m = _WRAPPED_OS_ERROR.search(str(e))
+        code = int(m.group(1) or m.group(2))
+        text = str(e).removeprefix("Error while serializing: ").removeprefix("Error while deserializing: ")
+    return f"{text}; {_OS_FIXES.get(code, _OS_FIX_DEFAULT)}"
+
+
 class ZooGroup(click.Group):
     """A click group that turns user errors into one clear line and a non-zero exit, and
     imports a command's module only when the command is used (:data:`COMMAND_MODULES`)."""
@@ -111,6 +151,16 @@ class ZooGroup(click.Group):
                 return super().invoke(ctx)
         except WeightzooError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:
+            if e.errno == errno.EPIPE:  # `zoo query ... | head`: click quiets a closed pipe itself
+                raise
+            click.echo(f"error: {os_error_line(e)}", err=True)
+            sys.exit(1)
+        except Exception as e:
+            if not _is_wrapped_os_error(e):
+                raise  # a programming error: its traceback stays visible
+            click.echo(f"error: {os_error_line(e)}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted; run the same command again to resume", err=True)

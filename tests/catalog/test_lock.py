@@ -103,3 +103,22 @@ def test_unwritable_directory_is_a_user_error(tmp_path):
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(WeightzooError, match="cannot write the zoo directory"):
         ZooLock(tmp_path / "file")
+
+
+def test_a_lock_record_that_cannot_be_written_is_a_user_error(tmp_path, monkeypatch):
+    """The lock file is created empty, then its record written: on a full disk the write fails
+    (ENOSPC) after the open succeeded. One clear error, and the lock is let go."""
+    import errno
+
+    import catalog.lock as lock
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(lock.os, "pwrite", full)
+        with pytest.raises(WeightzooError, match=rf"cannot write the lock file {tmp_path / LOCK_NAME}: No space "
+                                                 rf"left on device; free some space"):
+            ZooLock(tmp_path)
+    assert not (tmp_path / LOCK_NAME).exists()
+    ZooLock(tmp_path).release()  # not held by the failed attempt

@@ -178,3 +178,76 @@ def test_join_by_hand() -> None:
     assert joined.column("h").to_pylist() == [1.0, None, 3.0]
     with pytest.raises(ZooFormatError, match="clashes"):
         join_sidecars(models, [pa.table({"model_id": ["a"], "acc": [1.0]})])
+
+
+#: Where write_sidecar is interrupted: while the new table is written (before its rename), after
+#: the rename but before the manifest lists it, and after the manifest.
+STEPS = ("table", "rename", "manifest")
+
+
+def _interrupt_write_sidecar(monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    import catalog.sidecar as sc
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # what SIGINT does at this instant
+
+    if step == "table":
+        monkeypatch.setattr(sc.pq, "write_table", stop)
+    elif step == "rename":
+        monkeypatch.setattr(sc, "write_manifest", stop)
+    else:
+        real = sc.write_manifest
+
+        def after(root, manifest):
+            real(root, manifest)
+            stop()
+
+        monkeypatch.setattr(sc, "write_manifest", after)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_file_the_manifest_does_not_describe_is_not_stored_rows(zoo_copy: Path, monkeypatch, step) -> None:
+    from catalog.sidecar import stored_sidecar
+
+    ids = _ids(zoo_copy, 4)
+    write_sidecar(zoo_copy, "analysis", "m", pa.table({"model_id": ids[:2], "x": [1.0, 2.0]}))
+    with monkeypatch.context() as m:
+        _interrupt_write_sidecar(m, step)
+        with pytest.raises(KeyboardInterrupt):
+            write_sidecar(zoo_copy, "analysis", "m", pa.table({"model_id": ids[2:], "x": [3.0, 4.0]}))
+    manifest = read_manifest(zoo_copy)
+    if step == "rename":  # the new file is in place, the manifest still lists the old one
+        assert not verify_zoo(zoo_copy, check_weights=False).ok
+        with pytest.warns(UserWarning, match="analysis/m.parquet .* is not the file zoo.json lists .* set aside"):
+            assert stored_sidecar(zoo_copy, manifest, "analysis/m.parquet") is None
+    else:
+        stored = stored_sidecar(zoo_copy, manifest, "analysis/m.parquet")
+        assert len(stored) == (2 if step == "table" else 4)
+    # What a producer does next: compute what is not stored, write it. The zoo is whole again.
+    stored = stored_sidecar(zoo_copy, manifest, "analysis/m.parquet", warn=False)
+    done = set(stored.column("model_id").to_pylist()) if stored is not None else set()
+    todo = [i for i in ids if i not in done]
+    if todo:
+        write_sidecar(zoo_copy, "analysis", "m", pa.table({"model_id": todo, "x": [1.0 + ids.index(i) for i in todo]}))
+    assert verify_zoo(zoo_copy, check_weights=False).ok
+    side = pq.read_table(zoo_copy / "analysis" / "m.parquet")
+    assert dict(zip(side.column("model_id").to_pylist(), side.column("x").to_pylist())) == {
+        i: 1.0 + k for k, i in enumerate(ids)}
+
+
+def test_a_writer_that_holds_the_lock_passes_it(zoo_copy: Path, tmp_path: Path) -> None:
+    """zoo analyze / zoo embed hold the zoo's lock for their whole run and hand it to
+    write_sidecar, which then does not try to take it a second time."""
+    ids = _ids(zoo_copy, 2)
+    table = pa.table({"model_id": ids, "x": [1.0, 2.0]})
+    with ZooLock(zoo_copy, "zoo analyze") as lock:
+        with pytest.raises(ZooLockedError):
+            write_sidecar(zoo_copy, "analysis", "m", table)
+        assert write_sidecar(zoo_copy, "analysis", "m", table, lock=lock).rows == 2
+        other = tmp_path / "other"
+        other.mkdir()
+        with pytest.raises(RuntimeError, match="not the held lock of"):
+            write_sidecar(other, "analysis", "m", table, lock=lock)
+    with pytest.raises(RuntimeError, match="released"):
+        write_sidecar(zoo_copy, "analysis", "m", table, lock=lock)
+    assert verify_zoo(zoo_copy, check_weights=False).ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,3 +91,19 @@ def test_missing_zoo_keeps_rows(zoo_copy):
     assert len(sel) == 2
     with pytest.raises(ZooNotFoundError, match="catalog remove"):
         sel.stacked()
+
+
+def test_a_catalog_that_cannot_be_written_is_one_error(zoo_dir, tmp_path, monkeypatch):
+    """The catalog's folder cannot be made (a read-only HOME holds the default one; here: a file
+    in the way) or written: one error naming it and WEIGHTZOO_HOME (a traceback before)."""
+    import catalog.store as store
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(WeightzooError, match=r"cannot create the catalog's folder .*file/weightzoo: .*; set "
+                                             r"WEIGHTZOO_HOME \(a folder\) or WEIGHTZOO_CATALOG"):
+        LocalCatalog(tmp_path / "file" / "weightzoo" / "catalog.duckdb").add(zoo_dir)
+    (tmp_path / "ro").mkdir()
+    real = store.os.access
+    monkeypatch.setattr(store.os, "access", lambda p, mode: Path(p) != tmp_path / "ro" and real(p, mode))
+    with pytest.raises(WeightzooError, match=r"its folder .*/ro is not writable; set WEIGHTZOO_HOME"):
+        LocalCatalog(tmp_path / "ro" / "catalog.duckdb").add(zoo_dir)

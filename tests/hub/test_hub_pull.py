@@ -530,6 +530,29 @@ def test_open_zoo_hf_url_and_load_zoo_use_the_hf_cache(hub, pushed) -> None:
     assert hub.resolved_files() == []
 
 
+def test_a_cache_that_cannot_be_written_is_one_error(hub, pushed, tmp_path, monkeypatch) -> None:
+    """An HF cache that cannot be written (here: under a file; a read-only HF_HOME alike) makes
+    open_zoo("hf://..."), `zoo query hf://...` and `zoo info hf://...` fail in one line that says
+    to set HF_HOME (they failed with a PermissionError traceback); a pull does not use it."""
+    from huggingface_hub import constants
+
+    from hub import HubError, load_zoo, pull_zoo
+
+    repo, _, _ = pushed
+    (tmp_path / "file").write_text("not a folder")
+    cache = tmp_path / "file" / "hub"
+    with pytest.raises(HubError, match=f"cannot write the Hugging Face cache {cache} to open {repo}: .*set HF_HOME"):
+        load_zoo(repo, cache_dir=cache, progress=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    with pytest.raises(HubError, match="cannot write the Hugging Face cache .*set HF_HOME"):
+        open_zoo(f"hf://datasets/{repo}", progress=False)
+    for args in (["query", f"hf://datasets/{repo}", "--limit", "1"], ["info", f"hf://datasets/{repo}"]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+        assert r.output.startswith("error: cannot write the Hugging Face cache") and "HF_HOME" in r.output
+    assert pull_zoo(repo, tmp_path / "out", progress=False).rows == 12
+
+
 def test_load_zoo_offline_uses_the_cache(hub, pushed, monkeypatch) -> None:
     from hub import load_zoo
 

@@ -70,6 +70,61 @@ def test_statnn_standardized_once_and_reused(bare_copy) -> None:
     assert torch.allclose(got * scale + center, raw, atol=1e-4)
 
 
+def test_an_interrupted_write_is_embedded_again_and_the_zoo_repaired(bare_copy, monkeypatch) -> None:
+    """Ctrl-C after write_sidecar renamed the new table in, before the manifest listed it: the
+    next run embeds those models again (it took them as done and left verify BAD)."""
+    import catalog.sidecar as sc
+
+    embed_zoo(bare_copy, "behavior", where="hidden = [16]", n_probes=8, seed=3)
+
+    def stop(root, manifest):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(sc, "write_manifest", stop)
+        with pytest.raises(KeyboardInterrupt):
+            embed_zoo(bare_copy, "behavior")
+    assert not open_zoo(bare_copy).verify(check_weights=False).ok
+    with pytest.warns(UserWarning, match="embeddings/behavior.parquet .* is not the file zoo.json lists"):
+        again = embed_zoo(bare_copy, "behavior", n_probes=8, seed=3)
+    assert (again.embedded, again.skipped) == (6, 0)
+    assert open_zoo(bare_copy).verify(check_weights=False).ok
+
+
+def test_a_zoo_being_written_or_read_only_is_refused_before_any_work(bare_copy, monkeypatch) -> None:
+    """embed holds the zoo's lock for its whole run: a zoo another process writes, or one that
+    cannot be written, fails before a single model is embedded (it embedded all, then failed)."""
+    from pathlib import Path
+
+    import catalog.sidecar as sidecar
+    from catalog.lock import ZooLock, ZooLockedError
+    from retrieval.embed import StatNNEmbedder
+
+    embedded = []
+    real_embed = StatNNEmbedder.embed
+
+    def embed(self, spec, params):
+        embedded.append(len(next(iter(params.values()))))
+        return real_embed(self, spec, params)
+
+    monkeypatch.setattr(StatNNEmbedder, "embed", embed)
+    other = ZooLock(bare_copy, "zoo analyze (another writer)")
+    try:
+        with pytest.raises(ZooLockedError, match=r"being written by .*zoo analyze \(another writer"):
+            embed_zoo(bare_copy, "statnn", where="hidden = [16]")
+    finally:
+        other.release()
+    (bare_copy / "embeddings").mkdir()
+    real_access = sidecar.os.access
+    with monkeypatch.context() as m:
+        m.setattr(sidecar.os, "access", lambda p, mode: Path(p).name != "embeddings" and real_access(p, mode))
+        with pytest.raises(WeightzooError, match=r"cannot write the zoo's .*embeddings \(its permissions"):
+            embed_zoo(bare_copy, "statnn", where="hidden = [16]")
+    assert embedded == []
+    assert embed_zoo(bare_copy, "statnn", where="hidden = [16]").embedded == 3 and sum(embedded) == 3
+    ZooLock(bare_copy).release()  # let go when done
+
+
 def test_weights_is_the_metanetwork_trunk(bare_copy, tmp_path) -> None:
     from weightspace import ParamNormalizer, StatNN, TrainedMetanetwork
 

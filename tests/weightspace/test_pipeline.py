@@ -228,3 +228,32 @@ def test_negative_seeds_train_reproducibly(acts_zoo, tmp_path):
 def test_seeds_out_of_range_are_refused(acts_zoo, tmp_path, seed):
     with pytest.raises(WeightzooError, match=r"--seed must be an integer from -2\*\*62 to 2\*\*62"):
         train_on_zoo(acts_zoo, "test_acc", "statnn", seed=seed, out=tmp_path / "r", **QUICK)
+
+
+def test_an_interrupted_retrain_over_a_run_leaves_the_old_run_whole(acts_zoo, tmp_path, monkeypatch):
+    """Ctrl-C while `zoo train --out RUN` saves over an earlier run (the new weights written, its
+    config not yet): RUN is still the earlier run, weights and config together (the new weights
+    sat beside the old config, and `zoo predict` used the pair)."""
+    import weightspace.trained as trained
+
+    run = tmp_path / "run"
+    first = train_on_zoo(acts_zoo, "test_acc", "statnn", out=run, **QUICK)
+    files = {p.name: p.read_bytes() for p in run.iterdir()}
+    real = trained.write_json_atomic
+
+    def interrupted(path, obj):
+        if path.name == "config.json":
+            raise KeyboardInterrupt
+        real(path, obj)
+
+    with monkeypatch.context() as m:
+        m.setattr(trained, "write_json_atomic", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train_on_zoo(acts_zoo, "train_loss", "statnn", out=run, **QUICK)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # nothing left beside it
+    sel = open_zoo(acts_zoo).select(where="checkpoint = 3")
+    torch.testing.assert_close(TrainedMetanetwork.load(run).predict(sel), first.model.predict(sel))
+    second = train_on_zoo(acts_zoo, "train_loss", "statnn", out=run, **QUICK)  # then a save goes through
+    assert TrainedMetanetwork.load(run).targets == ["train_loss"]
+    torch.testing.assert_close(TrainedMetanetwork.load(run).predict(sel), second.model.predict(sel))

@@ -48,9 +48,11 @@ from torch import Tensor
 
 from catalog.errors import WeightzooError, format_bytes
 from catalog.execution import eval_pass_examples, graph_population_values, reuse_freed_memory
+from catalog.lock import ZooLock
 from catalog.network import NetworkSpec, population_forward
+from catalog.paths import check_output_path
 from catalog.selection import Selection
-from catalog.sidecar import read_sidecar_file, sidecar_path, write_sidecar
+from catalog.sidecar import check_sidecar_writable, sidecar_path, stored_sidecar, write_sidecar
 from catalog.zoo import Zoo, open_zoo
 from weightspace.analysis.alignment import align_to
 from weightspace.analysis.averaging import avg_acc_delta
@@ -650,10 +652,11 @@ def _filter_rows(table: pa.Table, checkpoint: int | str | None, ok_only: bool) -
     return np.flatnonzero(keep)
 
 
-def _stored(zoo: Zoo, name: str) -> pa.Table | None:
-    rel = sidecar_path(GROUP, name)
-    entry = next((f for f in zoo.manifest.sidecar_files() if f.path == rel), None)
-    return read_sidecar_file(zoo.root, entry) if entry is not None else None
+def _stored(zoo: Zoo, name: str, warn: bool = True) -> pa.Table | None:
+    """The stored table of metric ``name``; ``None`` if there is none, or if its file is not the one
+    the manifest lists (an interrupted write: its rows are computed again, see
+    :func:`catalog.sidecar.stored_sidecar`)."""
+    return stored_sidecar(zoo.root, zoo.manifest, sidecar_path(GROUP, name), warn=warn)
 
 
 def _done(stored: pa.Table | None, ids: list[str], columns: list[str]) -> np.ndarray:
@@ -724,101 +727,110 @@ def analyze_zoo(
     names = parse_metrics(metrics)
     cfg = AnalyzeConfig.with_overrides(config, options)
     checkpoint = _parse_checkpoint(checkpoint)
+    if out is not None and "subspace" in names:  # its figures: a location that cannot take them fails now
+        check_output_path(out, "--out", None, directory=True)
     reuse_freed_memory()  # population passes over whole splits (83 -> 72 s: 16 ViTs, hessian + averaging)
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
     if not z.root.is_dir():
         raise WeightzooError(f"analyze needs a local zoo directory; pull {z.name!r} first (zoo pull)")
     _check_classifiers(z)
-    data = load_zoo_dataset(z)  # raises for a zoo without a build spec
-    selection = z.select(where=where)
-    if len(selection) == 0:
-        raise WeightzooError(f"no row of zoo {z.name!r} matches where={where!r}")
-    keep = _filter_rows(selection.table, checkpoint, ok_only=True)
-    excluded = len(selection) - len(keep)
-    if len(keep) == 0:
-        raise WeightzooError(f"no selected row of zoo {z.name!r} has status 'ok' at the chosen checkpoint")
-    selection = selection.take(keep)
-    ctx = _Context(z, cfg, data, Path(out) if out is not None else z.root.resolve().parent, progress)
-    axes = _axis_columns(z, selection.table.column_names)
+    # The results go into the zoo: its write lock is held for the whole run, so a zoo that another
+    # process is writing, or that cannot be written, fails now instead of after the work, and no
+    # other writer comes between the computation and its write.
+    with ZooLock(z.root, "zoo analyze") as lock:
+        check_sidecar_writable(z.root, GROUP)
+        data = load_zoo_dataset(z)  # raises for a zoo without a build spec
+        selection = z.select(where=where)
+        if len(selection) == 0:
+            raise WeightzooError(f"no row of zoo {z.name!r} matches where={where!r}")
+        keep = _filter_rows(selection.table, checkpoint, ok_only=True)
+        excluded = len(selection) - len(keep)
+        if len(keep) == 0:
+            raise WeightzooError(f"no selected row of zoo {z.name!r} has status 'ok' at the chosen checkpoint")
+        selection = selection.take(keep)
+        ctx = _Context(z, cfg, data, Path(out) if out is not None else z.root.resolve().parent, progress)
+        if out is None and "subspace" in names:
+            check_output_path(ctx.out_dir, "--out (default: the zoo's folder)", None, directory=True)
+        axes = _axis_columns(z, selection.table.column_names)
 
-    # Plan everything first, so bad input fails before anything is computed.
-    archs: list[_Arch] = []
-    for arch_id, sel in selection.by_arch().items():
-        cols = ["model_id", "run_id", "checkpoint", "seed", *axes,
-                *(["train_fraction"] if "train_fraction" in sel.columns else [])]
-        missing = [c for c in cols if c not in sel.columns]
-        if missing:
-            raise WeightzooError(
-                f"zoo {z.name!r} lacks the column(s) {', '.join(missing)} that zoo analyze reads (each run's "
-                "seed and its build spec's axes): analyze zoos trained by `zoo build`; zoos written by "
-                "`zoo generate` or `zoo import` do not record how their networks were trained")
-        table = {c: sel.column(c) for c in dict.fromkeys(cols)}
-        archs.append(_Arch(arch_id, z.network_spec(arch_id), sel, table, np.zeros(len(sel), bool)))
-    plans: list[tuple[Metric, list[str], pa.Table | None]] = []
-    left_out: dict[str, dict[str, str]] = {}  # metric -> {arch_id: why it is left out}
-    for name in names:
-        metric = METRICS[name]
-        columns = metric.columns(cfg)
-        stored = _stored(z, name)
-        if metric.kind == "pair":
-            for arch in archs:
-                if arch.pairs is None:
-                    arch.pairs = _seed_pairs(arch, axes, name)
-        if name == "cka":
-            for arch in archs:
-                _check_cka_layer(cfg.cka_layer, arch.spec, arch.arch_id)
-        if metric.kind == "selection":
-            left_out[name] = {a.arch_id: f"{len(a.ids)} selected model, needs at least 2"
-                              for a in archs if len(a.ids) < 2}
-            if len(left_out[name]) == len(archs):
+        # Plan everything first, so bad input fails before anything is computed.
+        archs: list[_Arch] = []
+        for arch_id, sel in selection.by_arch().items():
+            cols = ["model_id", "run_id", "checkpoint", "seed", *axes,
+                    *(["train_fraction"] if "train_fraction" in sel.columns else [])]
+            missing = [c for c in cols if c not in sel.columns]
+            if missing:
                 raise WeightzooError(
-                    f"{name}: every selected architecture has a single selected model "
-                    f"({', '.join(left_out[name])}); a {name} analysis needs at least 2 models of an "
-                    f"architecture: widen --where")
-            if left_out[name]:
-                warnings.warn(f"{name}: left out architecture(s) {', '.join(left_out[name])}: a single selected "
-                              f"model each (a {name} analysis needs at least 2)", stacklevel=2)
-        plans.append((metric, columns, stored))
+                    f"zoo {z.name!r} lacks the column(s) {', '.join(missing)} that zoo analyze reads (each run's "
+                    "seed and its build spec's axes): analyze zoos trained by `zoo build`; zoos written by "
+                    "`zoo generate` or `zoo import` do not record how their networks were trained")
+            table = {c: sel.column(c) for c in dict.fromkeys(cols)}
+            archs.append(_Arch(arch_id, z.network_spec(arch_id), sel, table, np.zeros(len(sel), bool)))
+        plans: list[tuple[Metric, list[str], pa.Table | None]] = []
+        left_out: dict[str, dict[str, str]] = {}  # metric -> {arch_id: why it is left out}
+        for name in names:
+            metric = METRICS[name]
+            columns = metric.columns(cfg)
+            stored = _stored(z, name)
+            if metric.kind == "pair":
+                for arch in archs:
+                    if arch.pairs is None:
+                        arch.pairs = _seed_pairs(arch, axes, name)
+            if name == "cka":
+                for arch in archs:
+                    _check_cka_layer(cfg.cka_layer, arch.spec, arch.arch_id)
+            if metric.kind == "selection":
+                left_out[name] = {a.arch_id: f"{len(a.ids)} selected model, needs at least 2"
+                                  for a in archs if len(a.ids) < 2}
+                if len(left_out[name]) == len(archs):
+                    raise WeightzooError(
+                        f"{name}: every selected architecture has a single selected model "
+                        f"({', '.join(left_out[name])}); a {name} analysis needs at least 2 models of an "
+                        f"architecture: widen --where")
+                if left_out[name]:
+                    warnings.warn(f"{name}: left out architecture(s) {', '.join(left_out[name])}: a single selected "
+                                  f"model each (a {name} analysis needs at least 2)", stacklevel=2)
+            plans.append((metric, columns, stored))
 
-    reports = []
-    for metric, columns, stored in plans:
-        t0 = time.perf_counter()
-        for arch in archs:
-            arch.pending = np.ones(len(arch.ids), bool) if force else ~_done(stored, arch.ids, columns)
-            if metric.kind == "selection" and arch.pending.any():
-                arch.pending[:] = True
-        total = sum(len(_active_pairs(a)) if metric.kind == "pair" else int(a.pending.sum()) for a in archs)
-        computed = skipped = 0
-        figures_before = len(ctx.figures)
-        with tqdm(total=total, desc=f"analyze {metric.name}", disable=not progress,
-                  unit="pair" if metric.kind == "pair" else "model") as bar:
+        reports = []
+        for metric, columns, stored in plans:
+            t0 = time.perf_counter()
             for arch in archs:
-                skipped += int((~arch.pending).sum())
-                if not arch.pending.any() or arch.arch_id in left_out.get(metric.name, {}):
-                    continue
-                values = metric.compute(ctx, arch, bar.update)
-                # Rows without any value (e.g. no seed pair) are left out, not stored as NULLs.
-                has_value = np.any([~np.isnan(v) for v in values.values()], axis=0)
-                rows = np.flatnonzero(arch.pending & has_value)
-                if len(rows):
-                    write_sidecar(z.root, GROUP, metric.name, _rows_table(arch.ids, values, rows, stored),
-                                  command="zoo analyze")
-                computed += len(rows)
-        reports.append(MetricReport(metric.name, sidecar_path(GROUP, metric.name), columns, computed,
-                                    skipped, time.perf_counter() - t0, ctx.figures[figures_before:],
-                                    [f"{a} ({why})" for a, why in left_out.get(metric.name, {}).items()]))
+                arch.pending = np.ones(len(arch.ids), bool) if force else ~_done(stored, arch.ids, columns)
+                if metric.kind == "selection" and arch.pending.any():
+                    arch.pending[:] = True
+            total = sum(len(_active_pairs(a)) if metric.kind == "pair" else int(a.pending.sum()) for a in archs)
+            computed = skipped = 0
+            figures_before = len(ctx.figures)
+            with tqdm(total=total, desc=f"analyze {metric.name}", disable=not progress,
+                      unit="pair" if metric.kind == "pair" else "model") as bar:
+                for arch in archs:
+                    skipped += int((~arch.pending).sum())
+                    if not arch.pending.any() or arch.arch_id in left_out.get(metric.name, {}):
+                        continue
+                    values = metric.compute(ctx, arch, bar.update)
+                    # Rows without any value (e.g. no seed pair) are left out, not stored as NULLs.
+                    has_value = np.any([~np.isnan(v) for v in values.values()], axis=0)
+                    rows = np.flatnonzero(arch.pending & has_value)
+                    if len(rows):
+                        write_sidecar(z.root, GROUP, metric.name, _rows_table(arch.ids, values, rows, stored),
+                                      lock=lock)
+                    computed += len(rows)
+            reports.append(MetricReport(metric.name, sidecar_path(GROUP, metric.name), columns, computed,
+                                        skipped, time.perf_counter() - t0, ctx.figures[figures_before:],
+                                        [f"{a} ({why})" for a, why in left_out.get(metric.name, {}).items()]))
 
-    fresh = Zoo(z.root)  # the manifest now lists the written tables
-    ids = [i for a in archs for i in a.ids]
-    table = pa.table({"model_id": pa.array(ids, pa.string())})
-    for metric, columns, _ in plans:
-        stored = _stored(fresh, metric.name)
-        for c in columns:
-            if stored is not None and c in stored.column_names:
-                idx = pc.index_in(table.column("model_id"), value_set=stored.column("model_id"))
-                table = table.append_column(c, stored.column(c).take(idx))
-            else:
-                table = table.append_column(c, pa.nulls(len(ids), pa.float64()))
+        fresh = Zoo(z.root)  # the manifest now lists the written tables
+        ids = [i for a in archs for i in a.ids]
+        table = pa.table({"model_id": pa.array(ids, pa.string())})
+        for metric, columns, _ in plans:
+            stored = _stored(fresh, metric.name, warn=False)
+            for c in columns:
+                if stored is not None and c in stored.column_names:
+                    idx = pc.index_in(table.column("model_id"), value_set=stored.column("model_id"))
+                    table = table.append_column(c, stored.column(c).take(idx))
+                else:
+                    table = table.append_column(c, pa.nulls(len(ids), pa.float64()))
     if z is not zoo:
         z.close()
     return AnalyzeResult(z.root, len(ids), excluded, reports, table, ctx.subspace)
@@ -877,6 +889,7 @@ def plot_zoo(
     if kind == "heatmap" and y is None:
         raise WeightzooError("a heatmap needs a y column (--y), e.g. batch_size")
     checkpoint = _parse_checkpoint(checkpoint)
+    check_output_path(out, "--out", None)  # before any work: a figure that cannot be written fails now
     if checkpoint is None and "checkpoint" in (x, y):
         checkpoint = "all"
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)

@@ -32,10 +32,13 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.format import atomic_write_bytes, safetensors_bytes
 from catalog.network import NetworkSpec
+from catalog.paths import saved_output_dir
 
 RUN_FORMAT = "weightzoo-generator-run-v1"
 TENSORS_FILE = "generator.safetensors"
 CONFIG_FILE = "generator.json"
+#: The output kind of a generator run directory (:data:`catalog.paths.OUTPUT_KINDS`).
+RUN_KIND = "generator"
 #: Fewest training networks a generator trains on (fewer is a user error).
 MIN_TRAINING_MODELS = 10
 
@@ -99,14 +102,16 @@ class Generator(abc.ABC):
         return WeightzooError(f"this {self.name} generator is not trained; call fit() or load_generator(run_dir)")
 
     def save(self, run_dir: str | Path) -> Path:
-        """Write the run directory (tensors first, config last, both atomically)."""
+        """Write the run directory (tensors first, config last), all or nothing: written beside
+        ``run_dir`` and swapped in whole (:func:`catalog.paths.saved_output_dir`), so an
+        interrupted save over an earlier generator leaves that one, never a mix of the two."""
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
-        atomic_write_bytes(run_dir / TENSORS_FILE, safetensors_bytes(tensors))
         config = {"format": RUN_FORMAT, "method": self.name, "hparams": self.hparams,
                   "spec": self.spec.to_dict(), "state": self.state_config(), "source": self.source}
-        atomic_write_bytes(run_dir / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+        with saved_output_dir(run_dir, RUN_KIND) as d:
+            atomic_write_bytes(d / TENSORS_FILE, safetensors_bytes(tensors))
+            atomic_write_bytes(d / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
         return run_dir
 
 

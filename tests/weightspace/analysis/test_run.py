@@ -4,6 +4,8 @@ to direct calls of the core functions, errors."""
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,6 +203,94 @@ def test_new_columns_are_computed_and_old_ones_kept(tmp_path, zoo_factory):
     assert forced.table.sort_by("model_id").equals(second.table.sort_by("model_id"))
 
 
+@pytest.mark.parametrize("step", ["table", "rename", "manifest"])
+def test_an_interrupted_write_is_computed_again_and_the_zoo_repaired(tmp_path, zoo_factory, monkeypatch, step):
+    """Ctrl-C inside write_sidecar (at each step) during a forced re-run: the next run leaves a zoo
+    that verifies, with every value; after the rename it recomputes instead of skipping rows
+    that an unlisted file holds (it computed 0 and left verify BAD)."""
+    import catalog.sidecar as sc
+
+    zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "zoo")
+    first = analyze_zoo(zoo, ["cka"], progress=False, **FAST)
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        if step == "table":
+            m.setattr(sc.pq, "write_table", stop)
+        elif step == "rename":
+            m.setattr(sc, "write_manifest", stop)
+        else:
+            real = sc.write_manifest
+            m.setattr(sc, "write_manifest", lambda root, manifest: (real(root, manifest), stop()))
+        with pytest.raises(KeyboardInterrupt):
+            analyze_zoo(zoo, ["cka"], progress=False, force=True, **FAST)
+    with pytest.warns(UserWarning, match="is not the file zoo.json lists") if step == "rename" else nullcontext():
+        again = analyze_zoo(zoo, ["cka"], progress=False, **FAST)
+    assert again.reports[0].computed == (8 if step == "rename" else 0)
+    assert verify_zoo(zoo, check_weights=False).ok
+    assert again.table.sort_by("model_id").equals(first.table.sort_by("model_id"))
+
+
+def _spy_on_cka(monkeypatch, also=None) -> list:
+    """Record every computation of the cka metric (its values are computed as usual), and call
+    ``also()`` then."""
+    import dataclasses
+
+    import weightspace.analysis.run as run
+
+    calls = []
+    real = run.METRICS["cka"]
+
+    def compute(ctx, arch, tick):
+        calls.append(arch.arch_id)
+        if also is not None:
+            also()
+        return real.compute(ctx, arch, tick)
+
+    monkeypatch.setitem(run.METRICS, "cka", dataclasses.replace(real, compute=compute))
+    return calls
+
+
+def test_a_zoo_another_process_writes_is_refused_before_any_work(tmp_path, zoo_factory, monkeypatch):
+    """analyze holds the zoo's lock for its whole run: a zoo being written fails at once (it
+    computed every value, then failed to store them), and no writer gets in meanwhile."""
+    from catalog.lock import ZooLock, ZooLockedError
+
+    zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "zoo")
+    calls = _spy_on_cka(monkeypatch)
+    other = ZooLock(zoo, "zoo build spec.yaml (another writer)")
+    try:
+        with pytest.raises(ZooLockedError, match=r"is being written by .*zoo build spec.yaml \(another writer"):
+            analyze_zoo(zoo, ["cka"], progress=False, **FAST)
+    finally:
+        other.release()
+    assert calls == [] and not (zoo / "analysis").exists()
+
+    def writer_meanwhile():  # while the metric runs, another writer tries the zoo
+        with pytest.raises(ZooLockedError, match="zoo analyze"):
+            ZooLock(zoo, "zoo embed")
+
+    calls = _spy_on_cka(monkeypatch, also=writer_meanwhile)
+    assert analyze_zoo(zoo, ["cka"], progress=False, **FAST).reports[0].computed == 8 and calls
+    ZooLock(zoo).release()  # and let go when done
+
+
+def test_a_zoo_that_cannot_be_written_is_refused_before_any_work(tmp_path, zoo_factory, monkeypatch):
+    import catalog.sidecar as sidecar
+
+    zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "zoo")
+    (zoo / "analysis").mkdir()
+    calls = _spy_on_cka(monkeypatch)
+    real = sidecar.os.access
+    monkeypatch.setattr(sidecar.os, "access", lambda p, mode: Path(p).name != "analysis" and real(p, mode))
+    with pytest.raises(WeightzooError, match=r"cannot write the zoo's .*analysis \(its permissions, or a read-only "
+                                             r"file system\): make it writable, or work on a copy of the zoo"):
+        analyze_zoo(zoo, ["cka"], progress=False, **FAST)
+    assert calls == []
+
+
 def test_every_checkpoint(tmp_path, zoo_factory):
     zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "zoo")
     result = analyze_zoo(zoo, ["cka"], checkpoint="all", progress=False, **FAST)
@@ -335,6 +425,22 @@ def test_plot_zoo(analyzed, tmp_path):
         plot_zoo(zoo, "width", "nope", "test_acc", out=tmp_path / "x.png")
     with pytest.raises(WeightzooError, match="unknown plot kind"):
         plot_zoo(zoo, "width", "lr", "test_acc", kind="bars", out=tmp_path / "x.png")
+
+
+def test_figures_that_cannot_be_written_are_refused_before_any_work(analyzed, monkeypatch):
+    """`zoo plot --out` and `zoo analyze --out` (figures) go through check_output_path first: a
+    figure inside the zoo (or in a folder that cannot be written) fails before anything runs."""
+    import zoo_builders.datasets
+    from catalog.paths import OutputPathError
+
+    zoo, _ = analyzed
+    before = _files(zoo)
+    with pytest.raises(OutputPathError, match="inside the zoo"):
+        plot_zoo(zoo, "hidden", metric="test_acc", kind="line", out=zoo / "f.png")
+    monkeypatch.setattr(zoo_builders.datasets, "load_zoo_dataset", lambda z: pytest.fail("analyze started its work"))
+    with pytest.raises(OutputPathError, match="--out .*figs lies inside the zoo"):
+        analyze_zoo(zoo, ["subspace"], out=zoo / "figs", progress=False, force=True, **FAST)
+    assert _files(zoo) == before and not (zoo / "figs").exists() and not (zoo / "f.png").exists()
 
 
 def test_cka_representations_are_computed_in_bounded_passes(monkeypatch):

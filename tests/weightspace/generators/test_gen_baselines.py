@@ -47,6 +47,33 @@ def test_sample_is_seeded_and_reloads(name, hparams, tmp_path):
     assert _bytes(again.sample(7, seed=3)) == _bytes(a)  # reload -> identical samples
 
 
+def test_an_interrupted_save_over_a_generator_leaves_the_old_one_whole(tmp_path, monkeypatch):
+    """Ctrl-C while saving over an earlier generator (its tensors written, its config not yet):
+    the directory is the earlier generator (new tensors sat beside the old config)."""
+    import weightspace.generators.base as base
+
+    old, _ = _fitted("noise", {"sigma": 0.1})
+    new, _ = _fitted("gaussian", {}, seed=1)
+    run = old.save(tmp_path / "run")
+    files = {p.name: p.read_bytes() for p in run.iterdir()}
+    real = base.atomic_write_bytes
+
+    def interrupted(path, data):
+        if path.name == CONFIG_FILE:
+            raise KeyboardInterrupt
+        real(path, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(base, "atomic_write_bytes", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            new.save(run)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert _bytes(load_generator(run).sample(5, seed=2)) == _bytes(old.sample(5, seed=2))
+    new.save(run)
+    assert _bytes(load_generator(run).sample(5, seed=2)) == _bytes(new.sample(5, seed=2))
+
+
 def test_noise_sigma_zero_copies_training_networks_and_noise_scales_with_sigma():
     gen, weights = _fitted("noise", {"sigma": 0.0})
     flat_t = torch.cat([weights[p.name].flatten(1) for p in SPEC.params], 1)       # [N, D]
