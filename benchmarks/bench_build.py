@@ -5,7 +5,8 @@ and two graph architectures (digits: a ResNet-8 with batch norm, a small ViT), t
 (same hyperparameters, initial weights, data order and steps) are trained once with weightzoo's
 vectorized population trainer and once one model at a time with ``nn.Module`` + ``torch.optim``
 (layer chains as ``nn.Sequential`` of torch layers; graphs as the spec's own module,
-:func:`catalog.network.build_module`, in train mode: batch norm with batch statistics). Both
+:func:`catalog.network.build_module`, in train mode: batch norm with batch statistics; the ViT
+also a third time as torch's own layers, :class:`TorchViT`). Both
 sides end with what a zoo row records: each run's loss and accuracy on the training and the test
 split (the loop computed test accuracy alone before, a quarter of the evaluation work). Writes
 models/minute for both, their ratio and both final mean accuracies (PSNR for SIRENs) to
