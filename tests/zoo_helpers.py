@@ -178,3 +178,30 @@ def graph_weights(spec: NetworkSpec, n: int, seed: int = 0) -> dict[str, torch.T
             t = t / math.sqrt(math.prod(p.shape[1:]))
         out[p.name] = t
     return out
+
+
+#: The steps of :func:`catalog.sidecar.write_sidecar` an interrupt can hit: writing the table,
+#: after renaming it in (before the manifest records it), after the manifest.
+SIDECAR_STEPS = ("table", "rename", "manifest")
+
+
+def interrupt_write_sidecar(monkeypatch, step: str) -> None:
+    """Make the next :func:`catalog.sidecar.write_sidecar` raise ``KeyboardInterrupt`` (what SIGINT
+    does at that instant) at ``step``, one of :data:`SIDECAR_STEPS`."""
+    import catalog.sidecar as sc
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if step == "table":
+        monkeypatch.setattr(sc.pq, "write_table", stop)
+    elif step == "rename":
+        monkeypatch.setattr(sc, "write_manifest", stop)
+    else:
+        real = sc.write_manifest
+
+        def after(root, manifest):
+            real(root, manifest)
+            stop()
+
+        monkeypatch.setattr(sc, "write_manifest", after)

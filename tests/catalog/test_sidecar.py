@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from zoo_helpers import tree_hashes
+from zoo_helpers import SIDECAR_STEPS, interrupt_write_sidecar, tree_hashes
 
 from catalog import open_zoo, verify_zoo
 from catalog.errors import WeightzooError, ZooFormatError
@@ -182,37 +182,14 @@ def test_join_by_hand() -> None:
 
 #: Where write_sidecar is interrupted: while the new table is written (before its rename), after
 #: the rename but before the manifest lists it, and after the manifest.
-STEPS = ("table", "rename", "manifest")
-
-
-def _interrupt_write_sidecar(monkeypatch: pytest.MonkeyPatch, step: str) -> None:
-    import catalog.sidecar as sc
-
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt  # what SIGINT does at this instant
-
-    if step == "table":
-        monkeypatch.setattr(sc.pq, "write_table", stop)
-    elif step == "rename":
-        monkeypatch.setattr(sc, "write_manifest", stop)
-    else:
-        real = sc.write_manifest
-
-        def after(root, manifest):
-            real(root, manifest)
-            stop()
-
-        monkeypatch.setattr(sc, "write_manifest", after)
-
-
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("step", SIDECAR_STEPS)
 def test_a_file_the_manifest_does_not_describe_is_not_stored_rows(zoo_copy: Path, monkeypatch, step) -> None:
     from catalog.sidecar import stored_sidecar
 
     ids = _ids(zoo_copy, 4)
     write_sidecar(zoo_copy, "analysis", "m", pa.table({"model_id": ids[:2], "x": [1.0, 2.0]}))
     with monkeypatch.context() as m:
-        _interrupt_write_sidecar(m, step)
+        interrupt_write_sidecar(m, step)
         with pytest.raises(KeyboardInterrupt):
             write_sidecar(zoo_copy, "analysis", "m", pa.table({"model_id": ids[2:], "x": [3.0, 4.0]}))
     manifest = read_manifest(zoo_copy)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from analyze_helpers import FAST, ONE_SEED, TINY_INR, TINY_PHASE, TINY_RESNET, TINY_VIT, copy_zoo
+from zoo_helpers import SIDECAR_STEPS, interrupt_write_sidecar
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
@@ -203,27 +204,15 @@ def test_new_columns_are_computed_and_old_ones_kept(tmp_path, zoo_factory):
     assert forced.table.sort_by("model_id").equals(second.table.sort_by("model_id"))
 
 
-@pytest.mark.parametrize("step", ["table", "rename", "manifest"])
+@pytest.mark.parametrize("step", SIDECAR_STEPS)
 def test_an_interrupted_write_is_computed_again_and_the_zoo_repaired(tmp_path, zoo_factory, monkeypatch, step):
     """Ctrl-C inside write_sidecar (at each step) during a forced re-run: the next run leaves a zoo
     that verifies, with every value; after the rename it recomputes instead of skipping rows
     that an unlisted file holds (it computed 0 and left verify BAD)."""
-    import catalog.sidecar as sc
-
     zoo = copy_zoo(zoo_factory(TINY_PHASE), tmp_path / "zoo")
     first = analyze_zoo(zoo, ["cka"], progress=False, **FAST)
-
-    def stop(*args, **kwargs):
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as m:
-        if step == "table":
-            m.setattr(sc.pq, "write_table", stop)
-        elif step == "rename":
-            m.setattr(sc, "write_manifest", stop)
-        else:
-            real = sc.write_manifest
-            m.setattr(sc, "write_manifest", lambda root, manifest: (real(root, manifest), stop()))
+        interrupt_write_sidecar(m, step)
         with pytest.raises(KeyboardInterrupt):
             analyze_zoo(zoo, ["cka"], progress=False, force=True, **FAST)
     with pytest.warns(UserWarning, match="is not the file zoo.json lists") if step == "rename" else nullcontext():
