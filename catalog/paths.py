@@ -284,11 +284,22 @@ def saved_output_dir(target: str | os.PathLike, kind: str) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def recover_output_dir(target: str | os.PathLike, kind: str) -> None:
+def recover_output_dir(target: str | os.PathLike, kind: str, best_effort: bool = False) -> None:
     """Complete (or undo) a save of the output directory ``target`` that was killed (see
     :func:`saved_output_dir`): a complete new directory goes in place if ``target`` is missing,
     a replaced one's other files move into ``target`` and it is deleted, and unfinished ones
-    are removed. Nothing to do (the usual case) costs one directory listing."""
+    are removed. Nothing to do (the usual case) costs one directory listing.
+
+    Args:
+        best_effort: for readers (loading a run): an output that cannot be changed (e.g. on a
+            read-only disk) is left as it is, without an error.
+    """
+    if best_effort:
+        try:
+            recover_output_dir(target, kind)
+        except OSError:
+            pass
+        return
     target = Path(target)
     found = {state: _save_leftovers(target, state) for state in SAVE_STATES}
     if not any(found.values()):

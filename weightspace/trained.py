@@ -46,15 +46,6 @@ TASKS = ("regression", "classification")
 RUN_KIND = "metanetwork run"
 
 
-def _recover(run_dir: Path) -> None:
-    """Complete a save of ``run_dir`` that was killed, if any (best effort: a run that cannot be
-    changed, e.g. on a read-only disk, is read as it is)."""
-    try:
-        recover_output_dir(run_dir, RUN_KIND)
-    except OSError:
-        pass
-
-
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename), so a crash never leaves a half-written file."""
     atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
@@ -208,7 +199,7 @@ class TrainedMetanetwork:
     def load(cls, run_dir: str | os.PathLike) -> TrainedMetanetwork:
         """Rebuild a trained metanetwork from its run directory."""
         run_dir = Path(run_dir)
-        _recover(run_dir)
+        recover_output_dir(run_dir, RUN_KIND, best_effort=True)  # a save that was killed, if any
         cfg_path = run_dir / CONFIG_FILE
         if not cfg_path.is_file() or not (run_dir / WEIGHTS_FILE).is_file():
             raise WeightzooError(

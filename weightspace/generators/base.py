@@ -32,7 +32,7 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.format import atomic_write_bytes, safetensors_bytes
 from catalog.network import NetworkSpec
-from catalog.paths import saved_output_dir
+from catalog.paths import recover_output_dir, saved_output_dir
 
 RUN_FORMAT = "weightzoo-generator-run-v1"
 TENSORS_FILE = "generator.safetensors"
@@ -120,6 +120,7 @@ def load_generator(run_dir: str | Path) -> Generator:
     from weightspace.generators.registry import build_generator
 
     run_dir = Path(run_dir)
+    recover_output_dir(run_dir, RUN_KIND, best_effort=True)  # a save that was killed, if any
     cfg_path, tensors_path = run_dir / CONFIG_FILE, run_dir / TENSORS_FILE
     if not cfg_path.is_file() or not tensors_path.is_file():
         raise WeightzooError(

@@ -74,6 +74,22 @@ def test_an_interrupted_save_over_a_generator_leaves_the_old_one_whole(tmp_path,
     assert _bytes(load_generator(run).sample(5, seed=2)) == _bytes(new.sample(5, seed=2))
 
 
+def test_loading_completes_a_save_killed_between_its_renames(tmp_path):
+    """A save killed after the old generator was renamed aside (``.run.old-*``) and before the
+    complete new one (``.run.saved-*``) took its name: load_generator puts the new one in place
+    (it said 'not a generator run' until the next save)."""
+    import os
+
+    old, _ = _fitted("noise", {"sigma": 0.1})
+    new, _ = _fitted("gaussian", {}, seed=1)
+    old.save(tmp_path / "first")
+    new.save(tmp_path / "second")
+    os.rename(tmp_path / "first", tmp_path / ".run.old-0000beef")
+    os.rename(tmp_path / "second", tmp_path / ".run.saved-0000cafe")
+    assert _bytes(load_generator(tmp_path / "run").sample(5, seed=2)) == _bytes(new.sample(5, seed=2))
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # the old one is gone
+
+
 def test_noise_sigma_zero_copies_training_networks_and_noise_scales_with_sigma():
     gen, weights = _fitted("noise", {"sigma": 0.0})
     flat_t = torch.cat([weights[p.name].flatten(1) for p in SPEC.params], 1)       # [N, D]
