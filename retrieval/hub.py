@@ -57,7 +57,7 @@ from zoo_builders.build import (
     torch_threads,
     with_columns,
 )
-from zoo_builders.datasets import Dataset
+from zoo_builders.datasets import Dataset, zoo_dataset_facts
 from zoo_builders.spec import BuildSpec, RunConfig
 from zoo_builders.train import train_classifiers
 
@@ -163,7 +163,7 @@ def build_hub(out: str | os.PathLike, template: str | os.PathLike | dict = HUB_P
     runs = spec.runs()
     trained = 0
     with torch_threads(threads), ZooWriter(out, name, hub_spec,
-                                           datasets={base.name: base.describe()}) as writer:
+                                           datasets={base.name: zoo_dataset_facts(base, out)}) as writer:
         writer.repair()
         done = writer.done_run_ids()
         plans = []

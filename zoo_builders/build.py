@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from catalog.errors import WeightzooError, format_bytes
 from catalog.network import NetworkSpec
 from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_distinct
-from zoo_builders.datasets import Dataset, load_build_dataset
+from zoo_builders.datasets import Dataset, load_build_dataset, zoo_dataset_facts
 from zoo_builders.executors import Executor, make_executor
 from zoo_builders.spec import BuildSpec, RunConfig
 from zoo_builders.train import PopulationResult, ProgressFn, train_classifiers, train_inrs
@@ -435,7 +435,7 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
     else:  # checked (and Ray imported) before the zoo is locked or anything is trained
         pool = make_executor(executor, workers, address, threads)
     with torch_threads(threads), ZooWriter(out, spec.name, spec.to_dict(),
-                                           datasets={data.name: data.describe()}) as writer:
+                                           datasets={data.name: zoo_dataset_facts(data, out)}) as writer:
         repaired = writer.repair()
         parts = writer.manifest.part_files()
         seen = read_distinct(out, parts, ["run_id", THREADS_COLUMN])

@@ -268,7 +268,7 @@ def load_zoo_dataset(zoo: Zoo | str | os.PathLike) -> Dataset:
     cfg = DatasetConfig.from_dict(cfg)
     recorded = z.manifest.datasets.get(cfg.name, {})
     if cfg.name == "npz" and recorded.get("sha256"):
-        data = recorded_npz(cfg, recorded, f"zoo {z.name!r}", "use other data for it")
+        data = recorded_npz(cfg, recorded, Path(z.root), f"zoo {z.name!r}", "use other data for it")
     else:  # zoos built before npz files were fingerprinted load as they always did
         data = load_dataset(cfg)
     now = data.describe()
@@ -278,6 +278,21 @@ def load_zoo_dataset(zoo: Zoo | str | os.PathLike) -> Dataset:
                 f"dataset {data.name!r} loads with {key} = {now[key]} but zoo {z.name!r} was built "
                 f"on {key} = {recorded[key]}; the data (or the package that ships it) changed")
     return data
+
+
+def zoo_dataset_facts(data: Dataset, out: str | os.PathLike) -> dict:
+    """What the manifest of the zoo at ``out`` records about ``data``: :meth:`Dataset.describe`,
+    with an npz ``file`` relative to the zoo directory (``../data.npz``). An absolute path would
+    put the builder's directories (a home folder's name) into every zoo pushed to the Hub; the
+    relative one is found from any working directory, and also after the zoo and its data move
+    together. (A file on another drive, where no relative path exists, stays absolute.)"""
+    facts = data.describe()
+    if facts.get("file"):
+        try:
+            facts["file"] = os.path.relpath(facts["file"], Path(out).resolve())
+        except ValueError:  # Windows: another drive
+            pass
+    return facts
 
 
 def load_build_dataset(spec: BuildSpec, out: str | os.PathLike) -> Dataset:
@@ -294,7 +309,7 @@ def load_build_dataset(spec: BuildSpec, out: str | os.PathLike) -> Dataset:
     """
     recorded = _resumed_facts(spec, Path(out))
     if spec.dataset.name == "npz" and recorded.get("sha256"):
-        return recorded_npz(spec.dataset, recorded, f"the zoo at {out}", "resume it on other data")
+        return recorded_npz(spec.dataset, recorded, Path(out), f"the zoo at {out}", "resume it on other data")
     return load_dataset(spec.dataset)
 
 
@@ -312,16 +327,19 @@ def _resumed_facts(spec: BuildSpec, out: Path) -> Mapping:
     return manifest.datasets.get(spec.dataset.name, {})
 
 
-def recorded_npz(cfg: DatasetConfig, recorded: Mapping, zoo: str, refused: str) -> Dataset:
-    """The npz dataset a zoo was built on: the first of the file the build read (``recorded["file"]``)
-    and the spec's path (absolute, or from the current directory) whose sha256 is ``recorded["sha256"]``.
+def recorded_npz(cfg: DatasetConfig, recorded: Mapping, root: Path, zoo: str, refused: str) -> Dataset:
+    """The npz dataset a zoo was built on: the first of the file the build read (``recorded["file"]``,
+    relative to the zoo directory ``root``, or absolute) and the spec's path (absolute, or from the
+    current directory) whose sha256 is ``recorded["sha256"]``.
 
     A relative path alone would name another file from another directory; the sha256 makes
     sure it is the same data, wherever it is read from.
 
     Args:
         cfg: the spec's dataset (``name: npz``).
-        recorded: the zoo's facts about it (``path``, ``file``, ``sha256``; see :func:`_npz_file`).
+        recorded: the zoo's facts about it (``path``, ``file``, ``sha256``; see :func:`_npz_file`
+            and :func:`zoo_dataset_facts`).
+        root: the zoo directory, which a relative ``file`` is relative to.
         zoo: the zoo, for the message (e.g. ``"zoo 'npzzoo'"``).
         refused: what the message says is refused (e.g. ``"resume it on other data"``).
 
@@ -330,7 +348,9 @@ def recorded_npz(cfg: DatasetConfig, recorded: Mapping, zoo: str, refused: str) 
     """
     want = str(recorded["sha256"])
     given = Path(cfg.path or "")
-    candidates = [Path(str(recorded["file"]))] if recorded.get("file") else []
+    # A value from zoo.json, untrusted: it is only read (a regular file, is_file below) and used
+    # only if its sha256 is the recorded one.
+    candidates = [root / str(recorded["file"])] if recorded.get("file") else []
     candidates.append(given)
     found = []
     for path in dict.fromkeys(p.absolute() for p in candidates):
@@ -341,7 +361,7 @@ def recorded_npz(cfg: DatasetConfig, recorded: Mapping, zoo: str, refused: str) 
         if digest == want:
             return _npz_file(path, cfg.path or "", digest)
         found.append(f"{path} holds other data (sha256 {digest[:12]}...)")
-    where = recorded.get("file") or given
+    where = candidates[0] if recorded.get("file") else given
     raise WeightzooError(
         f"{zoo} was built on the npz file {where} (sha256 {want[:12]}...), but {'; '.join(found)}; "
         f"refusing to {refused}: put that file back at {where} (or run from the directory where "

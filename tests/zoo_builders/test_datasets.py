@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -77,13 +78,28 @@ def test_a_zoo_records_its_npz_file_and_loads_it_from_any_directory(tmp_path: Pa
     monkeypatch.chdir(tmp_path / "proj")
     build_zoo(NPZ_SPEC, "z", quiet=True)
     facts = json.loads((tmp_path / "proj" / "z" / MANIFEST_NAME).read_text())["datasets"]["npz"]
-    assert facts["path"] == "data.npz" and facts["file"] == str(tmp_path / "proj" / "data.npz")
+    # the file relative to the zoo: a pushed zoo.json names no directory of the builder's machine
+    assert facts["path"] == "data.npz" and facts["file"] == os.path.join("..", "data.npz")
+    assert str(tmp_path) not in (tmp_path / "proj" / "z" / MANIFEST_NAME).read_text()
     from catalog.format import sha256_file
 
     assert facts["sha256"] == sha256_file(tmp_path / "proj" / "data.npz")
     built = load_dataset(NPZ_SPEC["dataset"])
     monkeypatch.chdir(tmp_path / "other")  # data.npz here is another file
     data = load_zoo_dataset(tmp_path / "proj" / "z")
+    assert torch.equal(data.x_train, built.x_train) and torch.equal(data.y_test, built.y_test)
+
+
+def test_a_zoo_moved_with_its_npz_file_still_loads_it(tmp_path: Path, monkeypatch) -> None:
+    from zoo_builders import build_zoo
+
+    _npz(tmp_path / "proj" / "data.npz", 0)
+    monkeypatch.chdir(tmp_path / "proj")
+    build_zoo(NPZ_SPEC, "zoos/z", quiet=True)
+    built = load_dataset(NPZ_SPEC["dataset"])
+    os.rename(tmp_path / "proj", tmp_path / "moved")  # zoo and data together, as a copied project
+    monkeypatch.chdir(tmp_path)  # no data.npz here: only the recorded ../../data.npz finds it
+    data = load_zoo_dataset(tmp_path / "moved" / "zoos" / "z")
     assert torch.equal(data.x_train, built.x_train) and torch.equal(data.y_test, built.y_test)
 
 
