@@ -130,11 +130,10 @@ def resolve_remote(api, repo_id: str, revision: str | None = None, *,
     """
     with cache_errors(repo_id, cache_dir), hub_errors(repo_id, revision):
         at = revision
-        resolve = getattr(api, "resolve_revision", None)  # huggingface_hub >= 1.26
-        if record_ref and resolve is not None:
+        if record_ref:
             # Downloads are pinned to the commit sha, and the client records a branch or tag in
             # refs/ only when it resolves the name itself: resolve_revision is its way to do that.
-            at = resolve(repo_id, repo_type=REPO_TYPE, revision=revision, cache_dir=cache_dir).resolved
+            at = api.resolve_revision(repo_id, repo_type=REPO_TYPE, revision=revision, cache_dir=cache_dir).resolved
         info = api.dataset_info(repo_id, revision=at, files_metadata=True)
     files = {}
     for s in info.siblings or []:
