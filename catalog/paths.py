@@ -139,7 +139,8 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
 
     One rule for every command that writes (``zoo train --out``, ``zoo predict --out``, ``zoo
     generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo train-ranker --out``, ``zoo
-    build-hub OUT``, ``zoo analyze --out``, ``zoo plot --out``), checked before any work:
+    build-hub OUT``, ``zoo analyze --out``, ``zoo plot --out``, ``zoo query --out``, ``zoo export
+    --out``), checked before any work:
 
     - nothing is written inside a zoo (a folder with ``zoo.json`` at or above the path): a file
       there would replace the zoo's own data, or be taken for part of it;

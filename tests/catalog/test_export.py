@@ -54,6 +54,16 @@ def test_parquet_needs_a_file():
         write_result(pa.table({"a": [1]}), "parquet", None)
 
 
+def test_write_result_never_writes_inside_a_zoo(zoo_copy, tmp_path):
+    from catalog.paths import OutputPathError
+
+    with pytest.raises(OutputPathError, match="lies inside the zoo"):
+        write_result(pa.table({"a": [1]}), "csv", zoo_copy / "rows.csv")
+    assert not (zoo_copy / "rows.csv").exists()
+    write_result(pa.table({"a": [1]}), "csv", tmp_path / "rows.csv")
+    assert (tmp_path / "rows.csv").read_text().splitlines() == ['"a"', "1"]
+
+
 def test_csv_writes_nested_values_as_json():
     t = pa.table({"hidden": [[16, 16], None], "n": [1, 2]})
     assert render_csv(t).splitlines() == ['"hidden","n"', '"[16, 16]",1', ',2']
