@@ -28,6 +28,7 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.format import MANIFEST_NAME, read_manifest, sha256_file
 from catalog.network import is_finite_number
+from zoo_builders.graph_architectures import integral
 
 if TYPE_CHECKING:
     from catalog.zoo import Zoo
@@ -60,7 +61,8 @@ class DatasetConfig:
     n_features: int = 2
 
     def __post_init__(self) -> None:
-        # Types are checked, never converted: every field enters run ids as written.
+        # Types are checked, never converted, so every field enters run ids as written; except an
+        # integral float in an integer field (8.0), which is its int, as in architecture fields.
         if not isinstance(self.name, str) or self.name not in DATASETS:
             raise WeightzooError(f"unknown dataset {self.name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
         if not is_finite_number(self.test_fraction) or not 0.0 < self.test_fraction < 1.0:
@@ -69,11 +71,12 @@ class DatasetConfig:
             raise WeightzooError(f"dataset.noise must be a number >= 0, got {self.noise!r}")
         for key, low, high in (("split_seed", 0, 2**32 - 1), ("n_samples", 1, None), ("n_classes", 1, None),
                                ("n_features", 1, None)):
-            value = getattr(self, key)
+            value = integral(getattr(self, key))
             if (isinstance(value, bool) or not isinstance(value, int) or value < low
                     or (high is not None and value > high)):
                 bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
                 raise WeightzooError(f"dataset.{key} must be an integer {bounds}, got {value!r}")
+            object.__setattr__(self, key, value)
         if self.path is not None and not isinstance(self.path, str):
             raise WeightzooError(f"dataset.path must be a file path, got {self.path!r}")
         if self.name == "npz" and not self.path:
