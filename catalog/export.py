@@ -120,7 +120,7 @@ def check_result_output(out: str | os.PathLike | None, fmt: str | None, is_termi
     """
     fmt = format_for(out, fmt, is_terminal)
     if out is not None:
-        check_output_path(out, "--out", None)
+        check_output_path(out, "out", None, flag="--out")
     return fmt
 
 
@@ -133,7 +133,7 @@ def write_result(table: pa.Table, fmt: str, out: str | os.PathLike | None) -> st
         OutputPathError: ``out`` lies inside a zoo or cannot be written.
     """
     if out is not None:
-        check_output_path(out, "--out", None)
+        check_output_path(out, "out", None, flag="--out")
     if fmt == "parquet":
         if out is None:
             raise QueryError("--format parquet writes a binary file; give it a path with --out")

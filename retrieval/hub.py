@@ -134,7 +134,7 @@ def build_hub(out: str | os.PathLike, template: str | os.PathLike | dict = HUB_P
 
     # Before any work: never a hub inside a zoo (a nested zoo.json would be taken for part of
     # it) or inside another command's output; OUT may be an existing zoo, to resume.
-    check_output_path(out, "OUT", "zoo")
+    check_output_path(out, "out", "zoo", flag="OUT")
     spec = template if isinstance(template, BuildSpec) else BuildSpec.load(template)
     if spec.task.name != "classify":
         raise WeightzooError(f"a retrieval hub trains classifiers; template {spec.name!r} has task "
@@ -285,7 +285,7 @@ def train_ranker(hub: Zoo | str | os.PathLike, tasks: Sequence[Any] = SOURCE_TAS
         progress: a progress bar over the epochs.
     """
     if out is not None:
-        check_output_path(out, "--out", "ranker")  # before any work
+        check_output_path(out, "out", "ranker", flag="--out")  # before any work
     z = hub if isinstance(hub, Zoo) else open_zoo(hub)
     cfg = config or RankerConfig()
     stored = read_embeddings(z, "behavior")

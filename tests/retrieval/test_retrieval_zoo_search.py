@@ -146,7 +146,8 @@ def test_bad_input(tiny_hub, bare_hub, tmp_path) -> None:
     assert SEARCH_METHODS == ("logme", "hscore", "leep", "nce", "behavior", "ranker")
     with pytest.raises(WeightzooError, match="unknown search method 'best'; valid methods: logme, hscore"):
         search_zoo(tiny_hub, "digits", "best")
-    with pytest.raises(WeightzooError, match="cannot be embedded in the statnn space"):
+    with pytest.raises(WeightzooError, match=r"method='statnn' \(--method\): a task cannot be embedded in the statnn "
+                                             r"space"):
         search_zoo(tiny_hub, "digits", "statnn")
     with pytest.raises(WeightzooError, match="at least two classes"):
         search_zoo(tiny_hub, "digits:classes=4", "logme")
@@ -154,8 +155,15 @@ def test_bad_input(tiny_hub, bare_hub, tmp_path) -> None:
         search_zoo(bare_hub, "digits", "behavior")
     with pytest.raises(WeightzooError, match="has no behavior embeddings"):
         search_zoo(bare_hub, "digits", "ranker", ranker=tmp_path)
-    with pytest.raises(WeightzooError, match="needs --ranker"):
+    with pytest.raises(WeightzooError, match=r"method='ranker' \(--method ranker\) needs a trained ranker or its "
+                                             r"directory \(ranker=, --ranker DIR\)"):
         search_zoo(tiny_hub, "digits", "ranker")
+    with pytest.raises(WeightzooError, match=r"has no column\(s\) \['nope'\] \(columns=, --columns\)"):
+        search_zoo(tiny_hub, "digits", "logme", columns=["nope"])
+    with pytest.raises(WeightzooError, match=r"^out='.*r' \(--out\) lies inside the zoo"):
+        train_ranker(tiny_hub, out=tiny_hub / "r")
+    with pytest.raises(WeightzooError, match=r"^out='.*h' \(OUT\) lies inside the zoo"):
+        build_hub(tiny_hub / "h", TINY_HUB_TEMPLATE, TINY_HUB_SOURCES, quiet=True)
     with pytest.raises(WeightzooError, match="is not a ranker directory"):
         search_zoo(tiny_hub, "digits", "ranker", ranker=tmp_path)
     # A task whose inputs are not the models' (2-D points for 8x8 digit MLPs).

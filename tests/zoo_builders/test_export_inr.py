@@ -164,7 +164,8 @@ def test_exports_check_out_before_any_work(layout, zoo_copy, tmp_path, monkeypat
 
     opened = []
     monkeypatch.setattr(catalog.zoo, "open_zoo", lambda *a, **k: opened.append(a))
-    with pytest.raises(WeightzooError, match="lies inside the zoo at .*choose a path outside it"):
+    with pytest.raises(WeightzooError, match=r"^out_dir='.*exported' \(--out\) lies inside the zoo at .*choose a "
+                                             r"path outside it"):
         export_zoo(layout, zoo_copy, zoo_copy / "exported", quiet=True)
     assert not (zoo_copy / "exported").exists()
     (tmp_path / "a-file").write_text("x")
@@ -172,7 +173,7 @@ def test_exports_check_out_before_any_work(layout, zoo_copy, tmp_path, monkeypat
         export_zoo(layout, zoo_copy, tmp_path / "a-file" / "exported", quiet=True)
     assert opened == []
     r = run_cli("export", zoo_copy, "--layout", layout, "--out", zoo_copy / "exported", "-q")
-    assert r.exit_code == 1 and r.output.startswith("error: --out ") and "lies inside the zoo" in r.output
+    assert r.exit_code == 1 and r.output.startswith("error: out_dir=") and "lies inside the zoo" in r.output
 
 
 def test_a_failed_inr_export_leaves_no_half_written_folder(dws_folder, tmp_path, monkeypatch):

@@ -957,7 +957,7 @@ def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: 
     from catalog.zoo import open_zoo
 
     # Before any work: never into a zoo (its files would change), and a folder that can be written.
-    out = check_output_path(out_dir, "--out", None, directory=True)
+    out = check_output_path(out_dir, "out_dir", None, directory=True, flag="--out")
     if out.exists() and any(out.iterdir()):
         raise WeightzooError(f"{out} is not empty; export into a new or empty directory")
     z = open_zoo(zoo)
