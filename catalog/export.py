@@ -13,6 +13,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from catalog.errors import QueryError
+from catalog.paths import check_output_path
 
 FORMATS = ("table", "csv", "json", "parquet")
 #: Formats inferred from the extension of ``--out`` (other extensions need ``--format``).
@@ -105,12 +106,34 @@ def render_csv(table: pa.Table) -> str:
     return buf.getvalue().decode()
 
 
+def check_result_output(out: str | os.PathLike | None, fmt: str | None, is_terminal: bool) -> str:
+    """Check where and how a query result will be written, before the query runs: the format
+    (:func:`format_for`) and the file ``out`` (:func:`~catalog.paths.check_output_path`: never
+    inside a zoo, and writable), so a bad ``--out`` fails before any work.
+
+    Returns:
+        the output format.
+
+    Raises:
+        QueryError: an unknown format or extension.
+        OutputPathError: ``out`` lies inside a zoo or cannot be written.
+    """
+    fmt = format_for(out, fmt, is_terminal)
+    if out is not None:
+        check_output_path(out, "out", None, flag="--out")
+    return fmt
+
+
 def write_result(table: pa.Table, fmt: str, out: str | os.PathLike | None) -> str | None:
-    """Write ``table`` as ``fmt`` to the file ``out``, or, without one, return it as text.
+    """Write ``table`` as ``fmt`` to the file ``out`` (checked first, see
+    :func:`check_result_output`), or, without one, return it as text.
 
     Raises:
         QueryError: ``parquet`` without ``out`` (binary output needs a file).
+        OutputPathError: ``out`` lies inside a zoo or cannot be written.
     """
+    if out is not None:
+        check_output_path(out, "out", None, flag="--out")
     if fmt == "parquet":
         if out is None:
             raise QueryError("--format parquet writes a binary file; give it a path with --out")

@@ -134,12 +134,13 @@ class OutputPathError(WeightzooError):
 
 
 def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
-                      directory: bool | None = None) -> Path:
+                      directory: bool | None = None, flag: str | None = None) -> Path:
     """Refuse an output path that would write into a zoo or into another command's output.
 
     One rule for every command that writes (``zoo train --out``, ``zoo predict --out``, ``zoo
     generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo train-ranker --out``, ``zoo
-    build-hub OUT``, ``zoo analyze --out``, ``zoo plot --out``), checked before any work:
+    build-hub OUT``, ``zoo analyze --out``, ``zoo plot --out``, ``zoo query --out``, ``zoo export
+    --out``), checked before any work:
 
     - nothing is written inside a zoo (a folder with ``zoo.json`` at or above the path): a file
       there would replace the zoo's own data, or be taken for part of it;
@@ -153,11 +154,14 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
 
     Args:
         path: the output path as given.
-        option: the option, for the message (e.g. ``"--out"``).
+        option: the option, for the message: a CLI option (``"--out"``), or with ``flag`` the
+            Python argument (``"out"``).
         kind: the directory's kind (a key of :data:`OUTPUT_KINDS`), or ``None`` for a file.
         directory: whether the output is a directory (default: when ``kind`` is given); a
             directory of no kind (e.g. ``zoo analyze --out``'s figures) follows the rules of a
             file and must not be a zoo itself.
+        flag: the CLI option that passes the argument ``option`` (default none); the message then
+            names both, as ``out='runs/x' (--out)``, so a Python caller learns the argument.
 
     Returns:
         ``Path(path)``.
@@ -167,36 +171,37 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
     """
     given = Path(path)
     p = given.resolve()
+    named = f"{option}={str(given)!r} ({flag})" if flag else f"{option} {given}"
     fix = "choose a path outside it"
     if kind is not None:
         own = output_kind(p) if p.is_dir() else None
         if own is not None and own != kind:
             raise OutputPathError(
-                f"{option} {given} is a {own} directory, not a {kind} directory; writing there would "
+                f"{named} is a {own} directory, not a {kind} directory; writing there would "
                 f"mix the two: choose a new directory")
         above = p.parents
     else:
         if directory and output_kind(p) == "zoo":
-            raise OutputPathError(f"{option} {given} is a zoo; writing there would change the zoo's files: {fix}")
+            raise OutputPathError(f"{named} is a zoo; writing there would change the zoo's files: {fix}")
         parent = output_kind(p.parent)
         if parent == "zoo":
-            raise OutputPathError(f"{option} {given} lies inside the zoo at {p.parent}; writing there "
+            raise OutputPathError(f"{named} lies inside the zoo at {p.parent}; writing there "
                                   f"would change the zoo's files: {fix}")
         if parent is not None and p.name in OUTPUT_KINDS[parent]:
-            raise OutputPathError(f"{option} {given} would overwrite {p.name}, a file of the {parent} "
+            raise OutputPathError(f"{named} would overwrite {p.name}, a file of the {parent} "
                                   f"directory {p.parent}: choose another file name")
         above = p.parent.parents
     for a in above:
         found = output_kind(a)
         if found == "zoo" or (found is not None and kind is not None):
             raise OutputPathError(
-                f"{option} {given} lies inside the {found} directory {a}; writing there would change "
+                f"{named} lies inside the {found} directory {a}; writing there would change "
                 f"its files: {fix}")
-    _check_writable(p, given, option, directory=kind is not None if directory is None else directory)
+    _check_writable(p, given, named, directory=kind is not None if directory is None else directory)
     return given
 
 
-def _check_writable(p: Path, given: Path, option: str, directory: bool) -> None:
+def _check_writable(p: Path, given: Path, named: str, directory: bool) -> None:
     """Refuse, before any work, an output that cannot be written: an existing output that is not
     writable, or a new one whose nearest existing folder is not (permissions, a read-only file
     system), or that would have to be made inside a file.
@@ -206,19 +211,19 @@ def _check_writable(p: Path, given: Path, option: str, directory: bool) -> None:
     """
     what = "directory" if directory else "file"
     if p.exists() and (p.is_dir() != directory):
-        raise OutputPathError(f"{option} {given} is a {'file' if directory else 'directory'}, not a {what}: "
+        raise OutputPathError(f"{named} is a {'file' if directory else 'directory'}, not a {what}: "
                               f"choose another path")
     if p.exists() and not os.access(p, os.W_OK | (os.X_OK if directory else 0)):
-        raise OutputPathError(f"{option} {given} is not writable (its permissions, or a read-only file system): "
+        raise OutputPathError(f"{named} is not writable (its permissions, or a read-only file system): "
                               f"make it writable (chmod u+w {given}) or choose another path")
     nearest = p if directory and p.exists() else p.parent
     while not nearest.exists() and nearest != nearest.parent:
         nearest = nearest.parent
     if not nearest.is_dir():
-        raise OutputPathError(f"{option} {given} cannot be created: {nearest} is a file, not a directory; "
+        raise OutputPathError(f"{named} cannot be created: {nearest} is a file, not a directory; "
                               f"choose another path")
     if not os.access(nearest, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{option} {given} cannot be written: the directory {nearest} is not writable "
+        raise OutputPathError(f"{named} cannot be written: the directory {nearest} is not writable "
                               f"(its permissions, or a read-only file system); choose a path you can write to, "
                               f"or make {nearest} writable")
 

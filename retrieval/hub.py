@@ -57,7 +57,7 @@ from zoo_builders.build import (
     torch_threads,
     with_columns,
 )
-from zoo_builders.datasets import Dataset, zoo_dataset_facts
+from zoo_builders.datasets import Dataset, load_build_dataset, zoo_dataset_facts
 from zoo_builders.spec import BuildSpec, RunConfig
 from zoo_builders.train import train_classifiers
 
@@ -132,11 +132,9 @@ def build_hub(out: str | os.PathLike, template: str | os.PathLike | dict = HUB_P
     """
     from tqdm.auto import tqdm
 
-    from zoo_builders.datasets import load_dataset
-
     # Before any work: never a hub inside a zoo (a nested zoo.json would be taken for part of
     # it) or inside another command's output; OUT may be an existing zoo, to resume.
-    check_output_path(out, "OUT", "zoo")
+    check_output_path(out, "out", "zoo", flag="OUT")
     spec = template if isinstance(template, BuildSpec) else BuildSpec.load(template)
     if spec.task.name != "classify":
         raise WeightzooError(f"a retrieval hub trains classifiers; template {spec.name!r} has task "
@@ -147,7 +145,10 @@ def build_hub(out: str | os.PathLike, template: str | os.PathLike | dict = HUB_P
     names = [str(t) for t in tasks]
     if len(set(names)) != len(names):
         raise WeightzooError(f"source tasks repeat: {sorted({n for n in names if names.count(n) > 1})}")
-    base = load_dataset(spec.dataset)
+    name = name or spec.name
+    hub_spec = {**spec.to_dict(), "name": name, "source_tasks": names}
+    # A resumed hub whose npz file is fingerprinted: that very file, or a refusal (as zoo build).
+    base = load_build_dataset(spec, out, name, hub_spec)
     datas: list[Dataset] = []
     for task in tasks:
         data = task.load()
@@ -156,9 +157,16 @@ def build_hub(out: str | os.PathLike, template: str | os.PathLike | dict = HUB_P
                 f"source task {task} has inputs {list(data.input_shape)} and {data.n_classes} "
                 f"classes but the template dataset {base.name!r} has {list(base.input_shape)} and "
                 f"{base.n_classes}; every model of a hub reads the same inputs and labels")
+        # A source task on the template's npz path reads it from the current directory: on a
+        # resume from elsewhere that may be another file than the one the hub recorded.
+        if (base.info.get("sha256") and task.dataset.name == "npz" and task.dataset.path == spec.dataset.path
+                and data.info.get("sha256") != base.info["sha256"]):
+            raise WeightzooError(
+                f"source task {task} reads {data.info['file']} (sha256 {data.info['sha256'][:12]}...), but "
+                f"the hub at {out} was built on {base.info['file']} (sha256 {base.info['sha256'][:12]}...); "
+                f"refusing to resume it on other data: run from the directory where {task.dataset.path} "
+                f"is that file")
         datas.append(data)
-    name = name or spec.name
-    hub_spec = {**spec.to_dict(), "name": name, "source_tasks": names}
     threads = DEFAULT_THREADS if threads is None else threads
     runs = spec.runs()
     trained = 0
@@ -277,7 +285,7 @@ def train_ranker(hub: Zoo | str | os.PathLike, tasks: Sequence[Any] = SOURCE_TAS
         progress: a progress bar over the epochs.
     """
     if out is not None:
-        check_output_path(out, "--out", "ranker")  # before any work
+        check_output_path(out, "out", "ranker", flag="--out")  # before any work
     z = hub if isinstance(hub, Zoo) else open_zoo(hub)
     cfg = config or RankerConfig()
     stored = read_embeddings(z, "behavior")

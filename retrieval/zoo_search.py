@@ -59,7 +59,7 @@ def check_method(method: str) -> str:
         return method
     if method in EMBEDDINGS:
         raise WeightzooError(
-            f"--method {method}: a task cannot be embedded in the {method} space (it describes "
+            f"method={method!r} (--method): a task cannot be embedded in the {method} space (it describes "
             f"models only); search with one of: {', '.join(SEARCH_METHODS)}")
     raise WeightzooError(f"unknown search method {method!r}; valid methods: {', '.join(SEARCH_METHODS)}")
 
@@ -225,7 +225,8 @@ def score_zoo(zoo: Zoo | str | os.PathLike, task: Any, method: str, where: str |
         scores = (e @ t.double()) / (e.norm(dim=1) * t.double().norm()).clamp_min(1e-300)
         return ZooScores(method, data.name, ids, scores, missing)
     if ranker is None:
-        raise WeightzooError("--method ranker needs --ranker DIR, a trained ranker's directory")
+        raise WeightzooError("method='ranker' (--method ranker) needs a trained ranker or its directory "
+                             "(ranker=, --ranker DIR)")
     r = ranker if isinstance(ranker, TrainedRanker) else TrainedRanker.load(ranker)
     check_ranker_fits(r, stored)
     feats = ranker_inputs(stored, sel, data, r.config.estimators, r.config.k, chunk)
@@ -266,7 +267,7 @@ def _with_columns(zoo: Zoo, ranked: pa.Table, columns: Sequence[str]) -> pa.Tabl
     table = zoo.table
     bad = [c for c in columns if c not in table.column_names]
     if bad:
-        raise WeightzooError(f"--columns: the zoo has no column(s) {bad}; its columns: "
+        raise WeightzooError(f"the zoo has no column(s) {bad} (columns=, --columns); its columns: "
                              f"{', '.join(table.column_names)}")
     idx = pc.index_in(ranked.column("model_id"), value_set=table.column("model_id"))
     for c in columns:

@@ -205,3 +205,15 @@ def interrupt_write_sidecar(monkeypatch, step: str) -> None:
             stop()
 
         monkeypatch.setattr(sc, "write_manifest", after)
+
+
+def write_npz(path: Path, seed: int) -> Path:
+    """A 3-class npz dataset of 40 + 12 examples of 5 features at ``path``; another seed gives
+    other data of the same sizes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=rng.normal(size=(40, 5)).astype("float32"), y_train=np.arange(40) % 3,
+             x_test=rng.normal(size=(12, 5)).astype("float32"), y_test=np.arange(12) % 3)
+    return path

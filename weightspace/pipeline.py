@@ -201,7 +201,8 @@ def train_on_zoo(
     check_seed(seed)
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
     run_dir = Path(out) if out is not None else Path("runs") / f"{z.name}-{target}-{model}"
-    check_output_path(run_dir, "--out", "metanetwork run")  # before any work
+    # before any work
+    check_output_path(run_dir, "out", "metanetwork run", flag="--out" if out is not None else "--out; default")
     if target not in z.table.column_names:
         raise WeightzooError(
             f"zoo {z.name!r} has no column {target!r}; columns: {', '.join(z.table.column_names)}")
@@ -345,7 +346,7 @@ def predict_on_zoo(
     Returns:
         a :class:`PredictResult`; on the training zoo its metrics come per split.
     """
-    path = check_output_path(out, "--out", None) if out is not None else None
+    path = check_output_path(out, "out", None, flag="--out") if out is not None else None
     # The format comes from the extension; an unknown one fails before any work.
     fmt = _prediction_format(path)
     model = TrainedMetanetwork.load(run_dir)

@@ -16,8 +16,9 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import torch
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError, format_bytes
 from catalog.network import NetworkSpec
+from catalog.nodes import short_repr
 from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_distinct
 from zoo_builders.datasets import Dataset, load_build_dataset, zoo_dataset_facts
 from zoo_builders.executors import Executor, make_executor
@@ -213,19 +215,51 @@ def check_model_sizes(spec: BuildSpec, data_shape: tuple[int, ...], n_classes: i
     activations come on top).
 
     Raises:
-        WeightzooError: naming the architecture, its parameter count, the bytes it needs and the
-            bytes available.
+        WeightzooError: naming the architecture (its family and the fields the spec sets), its
+            parameter count, the bytes it needs and the bytes available; or a network that cannot
+            be built (a size beyond what torch takes), naming the same and the node at fault.
     """
     available = available_memory()
-    for _, arch in spec.architectures():
-        net = arch.network_spec(data_shape, n_classes)
+    for where, arch in _spec_architectures(spec):
+        try:
+            net = arch.network_spec(data_shape, n_classes)
+        except WeightzooError as e:
+            # The error names a node or layer of the generated network (out_channels of
+            # 'conv1'); say which family and which of the spec's fields made it.
+            raise type(e)(f"{where}: {e}") from e
         need = net.n_params * MIN_TRAIN_BYTES_PER_PARAM
         if need > available:
             raise WeightzooError(
-                f"architecture {net.arch_id} has {net.n_params:,} parameters: training one needs at "
+                f"{where}: architecture {net.arch_id} has {net.n_params:,} parameters: training one needs at "
                 f"least {format_bytes(need)} ({MIN_TRAIN_BYTES_PER_PARAM} bytes a parameter: weights, "
                 f"gradients, two optimizer states), more than the {format_bytes(available)} of memory "
                 f"available; make it smaller")
+
+
+def _spec_architectures(spec: BuildSpec) -> list[tuple[str, Any]]:
+    """``(where, config)`` for each distinct architecture of ``spec``: ``where`` names it as the
+    spec wrote it, its family (``families[1] (resnet ...)`` in a heterogeneous spec) and the fields
+    it sets away from their defaults (``width_multiplier=1e+18``), for messages."""
+    out: dict[Any, str] = {}
+    families = spec.families or [spec]
+    for i, fam in enumerate(families):
+        for name, arch in fam.architectures():
+            if arch in out:
+                continue
+            set_fields = ", ".join(f"{f.name}={_field_repr(getattr(arch, f.name))}" for f in fields(arch)
+                                   if f.default is MISSING or getattr(arch, f.name) != f.default)
+            if spec.families:
+                out[arch] = f"families[{i}] ({name}{', ' + set_fields if set_fields else ''})"
+            else:
+                out[arch] = f"architecture {name}{f' ({set_fields})' if set_fields else ''}"
+    return [(where, arch) for arch, where in out.items()]
+
+
+def _field_repr(value: Any) -> str:
+    """A field's value for a message: tuples as lists, huge integers shortened."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(short_repr, value)) + "]"
+    return short_repr(value)
 
 
 def plan_build(spec: BuildSpec, data_shape: tuple[int, ...], n_classes: int, n_train: int,

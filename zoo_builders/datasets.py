@@ -28,6 +28,7 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.format import MANIFEST_NAME, read_manifest, sha256_file
 from catalog.network import is_finite_number
+from zoo_builders.graph_architectures import integral
 
 if TYPE_CHECKING:
     from catalog.zoo import Zoo
@@ -60,7 +61,8 @@ class DatasetConfig:
     n_features: int = 2
 
     def __post_init__(self) -> None:
-        # Types are checked, never converted: every field enters run ids as written.
+        # Types are checked, never converted, so every field enters run ids as written; except an
+        # integral float in an integer field (8.0), which is its int, as in architecture fields.
         if not isinstance(self.name, str) or self.name not in DATASETS:
             raise WeightzooError(f"unknown dataset {self.name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
         if not is_finite_number(self.test_fraction) or not 0.0 < self.test_fraction < 1.0:
@@ -69,11 +71,12 @@ class DatasetConfig:
             raise WeightzooError(f"dataset.noise must be a number >= 0, got {self.noise!r}")
         for key, low, high in (("split_seed", 0, 2**32 - 1), ("n_samples", 1, None), ("n_classes", 1, None),
                                ("n_features", 1, None)):
-            value = getattr(self, key)
+            value = integral(getattr(self, key))
             if (isinstance(value, bool) or not isinstance(value, int) or value < low
                     or (high is not None and value > high)):
                 bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
                 raise WeightzooError(f"dataset.{key} must be an integer {bounds}, got {value!r}")
+            object.__setattr__(self, key, value)
         if self.path is not None and not isinstance(self.path, str):
             raise WeightzooError(f"dataset.path must be a file path, got {self.path!r}")
         if self.name == "npz" and not self.path:
@@ -295,7 +298,8 @@ def zoo_dataset_facts(data: Dataset, out: str | os.PathLike) -> dict:
     return facts
 
 
-def load_build_dataset(spec: BuildSpec, out: str | os.PathLike) -> Dataset:
+def load_build_dataset(spec: BuildSpec, out: str | os.PathLike, name: str | None = None,
+                       zoo_spec: Mapping | None = None) -> Dataset:
     """The data a build of ``spec`` into ``out`` trains on.
 
     A new zoo: the spec's dataset (:func:`load_dataset`; a relative npz path is read from the
@@ -303,26 +307,34 @@ def load_build_dataset(spec: BuildSpec, out: str | os.PathLike) -> Dataset:
     file's sha256: that very file (:func:`recorded_npz`), wherever the resume runs from, so a
     zoo is never finished on other data than it was started on. Read-only.
 
+    Args:
+        spec: the build spec; its ``dataset`` is loaded.
+        out: the zoo directory.
+        name: the zoo's name, when it is not ``spec.name`` (default ``spec.name``).
+        zoo_spec: the spec dict the zoo's manifest records, when it is not ``spec.to_dict()``
+            (a retrieval hub records the template with its source tasks).
+
     Raises:
         WeightzooError: the dataset cannot be loaded, or no npz file with the recorded sha256
             is found.
     """
-    recorded = _resumed_facts(spec, Path(out))
+    recorded = _resumed_facts(spec, Path(out), name or spec.name, spec.to_dict() if zoo_spec is None else zoo_spec)
     if spec.dataset.name == "npz" and recorded.get("sha256"):
         return recorded_npz(spec.dataset, recorded, Path(out), f"the zoo at {out}", "resume it on other data")
     return load_dataset(spec.dataset)
 
 
-def _resumed_facts(spec: BuildSpec, out: Path) -> Mapping:
-    """The dataset facts of the zoo of ``spec`` at ``out``, if a build would resume it; else ``{}``
-    (no zoo, another zoo, or an unreadable manifest: the zoo writer reports those)."""
+def _resumed_facts(spec: BuildSpec, out: Path, name: str, zoo_spec: Mapping) -> Mapping:
+    """The dataset facts of the zoo ``name`` (recording ``zoo_spec``) at ``out``, if a build of
+    ``spec`` would resume it; else ``{}`` (no zoo, another zoo, or an unreadable manifest: the
+    zoo writer reports those)."""
     if not (out / MANIFEST_NAME).is_file():
         return {}
     try:
         manifest = read_manifest(out)
     except WeightzooError:
         return {}
-    if manifest.name != spec.name or manifest.spec != spec.to_dict():
+    if manifest.name != name or manifest.spec != dict(zoo_spec):
         return {}
     return manifest.datasets.get(spec.dataset.name, {})
 

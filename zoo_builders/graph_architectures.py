@@ -26,12 +26,17 @@ from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, is_finite_number
 
 
+def integral(value: Any) -> Any:
+    """An integral float (``8.0``, as YAML and JSON tools write 8) as its ``int`` (so its ids are
+    those of ``8``); any other value as it is, for the caller's check (``8.5`` stays ``8.5``)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def positive_int(name: str, value: Any) -> int:
-    """``value`` as an ``int`` if it is an integer >= 1; an integral float (``8.0``, as YAML and
-    JSON tools write 8) counts, as for the training fields, and becomes the ``int`` (so its ids
-    are those of ``8``); ``8.5``, strings and booleans are refused."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    """``value`` as an ``int`` if it is an integer >= 1; an integral float counts, as for the
+    training fields, and becomes the ``int`` (:func:`integral`); ``8.5``, strings and booleans
+    are refused."""
+    value = integral(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise WeightzooError(f"architecture.{name} must be a positive integer, got {value!r}")
     return value

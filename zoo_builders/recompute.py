@@ -136,8 +136,8 @@ def recompute_metrics(zoo: str | os.PathLike, sample: int | None = DEFAULT_SAMPL
         the report (``report.ok`` false names the models whose metrics differ).
 
     Raises:
-        WeightzooError: the zoo's dataset is unknown (import it with ``--dataset``), or it holds
-            none of the metric columns to compare.
+        WeightzooError: the zoo's dataset is unknown or changed (an imported zoo's message says to
+            import it again with ``--dataset``), or it holds none of the metric columns to compare.
     """
     from catalog.zoo import open_zoo
 
@@ -146,6 +146,9 @@ def recompute_metrics(zoo: str | os.PathLike, sample: int | None = DEFAULT_SAMPL
         try:
             data = load_zoo_dataset(z)
         except WeightzooError as e:
+            spec = z.manifest.spec
+            if "importer" not in spec and spec.get("dataset"):  # built or generated: importing again is no fix
+                raise
             raise WeightzooError(f"{e}. To re-evaluate an imported zoo, import it again with --dataset NAME "
                                  f"(the dataset its models were evaluated on)") from e
         sel = z.select(where="status = 'ok'")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from catalog.errors import IntegrityError, QueryError, format_bytes
-from catalog.export import FORMATS, format_for, write_result
+from catalog.export import FORMATS, check_result_output, write_result
 from catalog.query import QueryEngine
 from catalog.store import LocalCatalog
 from catalog.zoo import open_zoo
@@ -80,6 +80,7 @@ def query(args: tuple[str, ...], use_catalog: bool, where: str | None, order_by:
     With SQL and --where/--order-by/--limit/--columns, the options filter the SQL's result.
     """
     zoo_paths, sql = _split_args(args, use_catalog)
+    out_fmt = check_result_output(out, fmt, sys.stdout.isatty())  # before any work
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -96,7 +97,6 @@ def query(args: tuple[str, ...], use_catalog: bool, where: str | None, order_by:
         else:
             text = sql
         table = engine.execute(text)
-        out_fmt = format_for(out, fmt, sys.stdout.isatty())
         text = write_result(table, out_fmt, out)
         if text is not None:
             click.echo(text, nl=False)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from catalog import QueryError
-from catalog.export import format_for, render_csv, render_json, render_table, write_result
+from catalog.export import check_result_output, format_for, render_csv, render_json, render_table, write_result
 
 
 def test_format_choice(tmp_path):
@@ -52,6 +52,18 @@ def test_json_nulls_and_nan():
 def test_parquet_needs_a_file():
     with pytest.raises(QueryError, match="--out"):
         write_result(pa.table({"a": [1]}), "parquet", None)
+
+
+def test_write_result_never_writes_inside_a_zoo(zoo_copy, tmp_path):
+    from catalog.paths import OutputPathError
+
+    with pytest.raises(OutputPathError, match=r"^out='.*rows\.csv' \(--out\) lies inside the zoo"):
+        write_result(pa.table({"a": [1]}), "csv", zoo_copy / "rows.csv")
+    with pytest.raises(OutputPathError, match=r"^out='.*rows\.csv' \(--out\) lies inside the zoo"):
+        check_result_output(zoo_copy / "rows.csv", None, False)
+    assert not (zoo_copy / "rows.csv").exists()
+    write_result(pa.table({"a": [1]}), "csv", tmp_path / "rows.csv")
+    assert (tmp_path / "rows.csv").read_text().splitlines() == ['"a"', "1"]
 
 
 def test_csv_writes_nested_values_as_json():

@@ -108,6 +108,15 @@ def test_a_location_in_the_way_of_a_file_or_folder_is_refused(tmp_path: Path, re
         check_output_path(tmp_path / rel, "--out", kind)
 
 
+def test_a_python_argument_is_named_with_its_flag(tree: Path) -> None:
+    """flag=: the message names the Python argument with its value, then the CLI option."""
+    with pytest.raises(OutputPathError) as e:
+        check_output_path(tree / "zoo" / "x.csv", "out", None, flag="--out")
+    assert str(e.value).startswith(f"out={str(tree / 'zoo' / 'x.csv')!r} (--out) lies inside the zoo at ")
+    with pytest.raises(OutputPathError, match=r"^--out \S+x\.csv lies inside the zoo"):  # without flag: as before
+        check_output_path(tree / "zoo" / "x.csv", "--out", None)
+
+
 def test_a_figures_folder_may_exist_but_not_be_a_zoo(tree: Path) -> None:
     assert check_output_path(tree / "run", "--out", None, directory=True) == tree / "run"
     with pytest.raises(OutputPathError, match="is a zoo"):

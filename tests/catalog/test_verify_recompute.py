@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from analyze_helpers import TINY_INR
-from zoo_helpers import rewrite_part, run_cli
+from zoo_helpers import rewrite_part, run_cli, write_npz
 
 from catalog.errors import WeightzooError
 from catalog.format import read_manifest
@@ -52,6 +52,29 @@ def test_a_tampered_metric_fails_naming_the_model(tiny_digits_zoo, tmp_path):
     assert r.output.strip().splitlines()[-1].startswith("error: 1 stored metric(s) differ") and victim in r.output
     assert "test_acc: max |stored - recomputed| = 0.25" in r.output
     assert pc.sum(pc.equal(table.column("model_id"), victim)).as_py() == 1
+
+
+def test_a_built_zoo_on_changed_npz_data_gets_no_import_hint(tmp_path, monkeypatch, zoo_dir):
+    """Re-importing is the fix for an imported zoo only: a built zoo whose npz file changed is told
+    to put that file back, not to import it again."""
+    from zoo_builders import build_zoo
+
+    monkeypatch.chdir(tmp_path)
+    write_npz(tmp_path / "data.npz", 0)
+    spec = {"name": "npzzoo", "dataset": {"name": "npz", "path": "data.npz"},
+            "architecture": {"name": "mlp", "hidden": [4]}, "training": {"epochs": 1, "checkpoints": [1]}}
+    build_zoo(spec, "z", quiet=True)
+    write_npz(tmp_path / "data.npz", 1)  # other data of the same sizes
+    with pytest.raises(WeightzooError) as e:
+        recompute_metrics(tmp_path / "z")
+    assert "holds other data" in str(e.value) and str(e.value).endswith("is that file)")
+    assert "import" not in str(e.value)
+    r = run_cli("verify", tmp_path / "z", "--recompute", "-q")
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith("error: zoo 'npzzoo' was built on")
+    assert "put that file back" in r.output and "import" not in r.output
+    # A zoo that records no dataset at all: importing it with --dataset is the way to give it one.
+    with pytest.raises(WeightzooError, match="import it again with --dataset"):
+        recompute_metrics(zoo_dir)
 
 
 def test_an_import_with_its_dataset_recomputes(tiny_digits_zoo, tmp_path):

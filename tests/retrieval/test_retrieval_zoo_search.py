@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from retrieval_helpers import TINY_HUB_SOURCES, TINY_HUB_TEMPLATE
+from zoo_helpers import write_npz
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
@@ -50,6 +51,34 @@ def test_hub_rows_resume_and_verify(bare_hub, bare_copy) -> None:
     assert (again.runs, again.trained) == (6, 0)
     with pytest.raises(WeightzooError, match="different spec"):
         build_hub(bare_copy, TINY_HUB_TEMPLATE, TINY_HUB_SOURCES[:2], quiet=True)
+
+
+#: A hub on a user's npz file (named relative to the cwd), two source tasks read from it.
+NPZ_HUB = {"name": "npzhub", "dataset": {"name": "npz", "path": "data.npz"},
+           "architecture": {"name": "mlp", "hidden": [4]},
+           "training": {"epochs": 1, "batch_size": 16, "checkpoints": [1]}, "grid": {"seed": [0]}}
+NPZ_SOURCES = ("data.npz", "npz:path=data.npz:classes=0,1")
+
+
+def test_a_hub_resume_refuses_other_npz_data(tmp_path, monkeypatch) -> None:
+    """As zoo build: a resume checks the npz file's sha256 that the hub recorded."""
+    write_npz(tmp_path / "proj" / "data.npz", 0)
+    write_npz(tmp_path / "other" / "data.npz", 1)  # same sizes, other data
+    monkeypatch.chdir(tmp_path / "proj")
+    assert build_hub("hub", NPZ_HUB, NPZ_SOURCES, quiet=True).trained == 2
+    # From another directory whose data.npz is other data: the source tasks would read it.
+    monkeypatch.chdir(tmp_path / "other")
+    with pytest.raises(WeightzooError, match=r"source task npz:path=data.npz reads .*other.data\.npz .*refusing "
+                                             r"to resume it on other data: run from the directory where data.npz"):
+        build_hub(tmp_path / "proj" / "hub", NPZ_HUB, NPZ_SOURCES, quiet=True)
+    # The file replaced in place: refused as zoo build refuses it.
+    monkeypatch.chdir(tmp_path / "proj")
+    write_npz(tmp_path / "proj" / "data.npz", 1)
+    with pytest.raises(WeightzooError, match=r"built on the npz file .*data\.npz .*holds other data .*refusing "
+                                             r"to resume it on other data: put that file back"):
+        build_hub("hub", NPZ_HUB, NPZ_SOURCES, quiet=True)
+    write_npz(tmp_path / "proj" / "data.npz", 0)  # the same data again: resumes (nothing to train)
+    assert build_hub("hub", NPZ_HUB, NPZ_SOURCES, quiet=True).trained == 0
 
 
 @pytest.mark.parametrize("method", ["logme", "hscore", "leep", "nce", "behavior"])
@@ -117,7 +146,8 @@ def test_bad_input(tiny_hub, bare_hub, tmp_path) -> None:
     assert SEARCH_METHODS == ("logme", "hscore", "leep", "nce", "behavior", "ranker")
     with pytest.raises(WeightzooError, match="unknown search method 'best'; valid methods: logme, hscore"):
         search_zoo(tiny_hub, "digits", "best")
-    with pytest.raises(WeightzooError, match="cannot be embedded in the statnn space"):
+    with pytest.raises(WeightzooError, match=r"method='statnn' \(--method\): a task cannot be embedded in the statnn "
+                                             r"space"):
         search_zoo(tiny_hub, "digits", "statnn")
     with pytest.raises(WeightzooError, match="at least two classes"):
         search_zoo(tiny_hub, "digits:classes=4", "logme")
@@ -125,8 +155,15 @@ def test_bad_input(tiny_hub, bare_hub, tmp_path) -> None:
         search_zoo(bare_hub, "digits", "behavior")
     with pytest.raises(WeightzooError, match="has no behavior embeddings"):
         search_zoo(bare_hub, "digits", "ranker", ranker=tmp_path)
-    with pytest.raises(WeightzooError, match="needs --ranker"):
+    with pytest.raises(WeightzooError, match=r"method='ranker' \(--method ranker\) needs a trained ranker or its "
+                                             r"directory \(ranker=, --ranker DIR\)"):
         search_zoo(tiny_hub, "digits", "ranker")
+    with pytest.raises(WeightzooError, match=r"has no column\(s\) \['nope'\] \(columns=, --columns\)"):
+        search_zoo(tiny_hub, "digits", "logme", columns=["nope"])
+    with pytest.raises(WeightzooError, match=r"^out='.*r' \(--out\) lies inside the zoo"):
+        train_ranker(tiny_hub, out=tiny_hub / "r")
+    with pytest.raises(WeightzooError, match=r"^out='.*h' \(OUT\) lies inside the zoo"):
+        build_hub(tiny_hub / "h", TINY_HUB_TEMPLATE, TINY_HUB_SOURCES, quiet=True)
     with pytest.raises(WeightzooError, match="is not a ranker directory"):
         search_zoo(tiny_hub, "digits", "ranker", ranker=tmp_path)
     # A task whose inputs are not the models' (2-D points for 8x8 digit MLPs).

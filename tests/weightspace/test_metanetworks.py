@@ -67,6 +67,14 @@ def test_invariant_to_hidden_permutations(name, arch):
     torch.testing.assert_close(out_perm, out, rtol=1e-4, atol=1e-5 * out.abs().max().item())
 
 
+def test_bad_hparams_name_the_hparams_argument():
+    from weightspace.models.registry import check_hparams
+
+    with pytest.raises(WeightzooError, match=r"hyperparameter hidden=1\.5 is not .*; give e\.g\. hidden=\d+ "
+                                             r"\(hparams=, --hparam\)"):
+        check_hparams("statnn", {"hidden": 1.5})
+
+
 def test_mlp_is_not_invariant():
     torch.manual_seed(0)
     spec = mlp_spec()

@@ -224,6 +224,14 @@ def test_negative_seeds_train_reproducibly(acts_zoo, tmp_path):
     assert pred.split_metrics is not None and pred.split_metrics["test"] == pytest.approx(a.test)
 
 
+def test_output_errors_name_the_out_argument(zoo_copy, tmp_path):
+    """A Python caller passed out=, not --out: the message names both."""
+    with pytest.raises(WeightzooError, match=r"^out='.*run' \(--out\) lies inside the zoo"):
+        train_on_zoo(zoo_copy, "test_acc", "statnn", out=zoo_copy / "run", **QUICK)
+    with pytest.raises(WeightzooError, match=r"^out='.*p\.csv' \(--out\) lies inside the zoo"):
+        predict_on_zoo(tmp_path, zoo_copy, out=zoo_copy / "p.csv")
+
+
 @pytest.mark.parametrize("seed", [2**62 + 1, -(2**62) - 1, 1.5, True])
 def test_seeds_out_of_range_are_refused(acts_zoo, tmp_path, seed):
     with pytest.raises(WeightzooError, match=r"--seed must be an integer from -2\*\*62 to 2\*\*62"):

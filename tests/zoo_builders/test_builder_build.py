@@ -534,20 +534,45 @@ def test_sizes_beyond_int64_are_one_clear_error(tmp_path, arch, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("family, message", [
+    ({"architecture": {"name": "resnet", "width_multiplier": 1e300}},
+     "families[1] (resnet, width_multiplier=1e+300): node 'conv1': out_channels is about 1e+301"),
+    ({"architecture": {"name": "resnet"}, "grid": {"width_multiplier": [0.25, 1e300]}},  # a grid point
+     "families[1] (resnet, width_multiplier=1e+300): node 'conv1': out_channels is about 1e+301"),
+    ({"architecture": {"name": "vgg", "channels": [4, 10**320]}},
+     "families[1] (vgg, channels=[4, about 1e+320]): node 'features.4': out_channels is about 1e+320"),
+    ({"architecture": {"name": "transformer", "patch_size": 16}},
+     "families[1] (transformer, patch_size=16): transformer: patch_size 16 must divide the input size"),
+], ids=["resnet", "resnet-grid", "vgg", "transformer"])
+def test_a_family_too_large_is_named_with_the_fields_the_spec_sets(tmp_path, family, message):
+    """The error named only the generated node's field (out_channels of 'conv1'), not the family or
+    the spec field that made it (width_multiplier)."""
+    from catalog.errors import WeightzooError
+
+    spec = {"name": "big", "dataset": {"name": "digits"}, "training": {"epochs": 1},
+            "families": [{"architecture": {"name": "mlp", "hidden": [4]}}, family]}
+    with pytest.raises(WeightzooError) as e:
+        build_zoo(spec, tmp_path / "dry", dry_run=True)
+    assert str(e.value).startswith(message)
+
+
 def test_a_model_too_large_for_memory_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     import zoo_builders.build as build_module
     from catalog.errors import WeightzooError
 
     huge = {"name": "huge", "dataset": {"name": "digits"}, "training": {"epochs": 1},
             "architecture": {"name": "transformer", "dim": 100_000_000, "heads": 1}}
-    with pytest.raises(WeightzooError, match=r"160,000,005,500,000,010 parameters.*of memory available"):
+    with pytest.raises(WeightzooError, match=r"^architecture transformer \(dim=100000000, heads=1\): architecture "
+                                             r"transformer-\w+ has 160,000,005,500,000,010 parameters.*of memory "
+                                             r"available"):
         build_zoo(huge, tmp_path / "dry", dry_run=True)
     # mlp 64-8-10: 610 parameters, at least 9,760 bytes to train
     small = {"name": "small", "dataset": {"name": "digits"}, "training": {"epochs": 1},
              "families": [{"architecture": {"name": "mlp", "hidden": [2]}},
                           {"architecture": {"name": "mlp", "hidden": [8]}}]}
     monkeypatch.setattr(build_module, "available_memory", lambda: 9_000)
-    with pytest.raises(WeightzooError, match=r"mlp-\w+ has 610 parameters"):
+    with pytest.raises(WeightzooError, match=r"^families\[1\] \(mlp, hidden=\[8\]\): architecture mlp-\w+ has 610 "
+                                             r"parameters"):
         build_zoo(small, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
     monkeypatch.setattr(build_module, "available_memory", lambda: 10_000)

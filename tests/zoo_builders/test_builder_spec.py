@@ -291,6 +291,21 @@ def test_integral_floats_count_in_task_and_random_samples_too():
             == [r.run_id for r in spec(random={"samples": 3, **rnd}).runs()])
 
 
+def test_integral_floats_count_as_integers_in_the_dataset_with_the_same_ids():
+    """As in architecture fields: 8.0 is 8 (the run ids of the int form, as built before), 8.5 is refused."""
+    ints = {"name": "blobs", "split_seed": 3, "n_samples": 90, "n_classes": 4, "n_features": 8}
+    floats = {k: float(v) if isinstance(v, int) else v for k, v in ints.items()}
+    a, b = (spec(dataset=d, grid={"seed": [0, 1]}) for d in (ints, floats))
+    assert [r.run_id for r in a.runs()] == ["fea68b377d13e29e", "bba7aac49f24d53a"]  # unchanged by the fix
+    assert [r.run_id for r in b.runs()] == [r.run_id for r in a.runs()]
+    assert b.dataset == a.dataset and all(type(getattr(b.dataset, k)) is int for k in ints if k != "name")
+    for key in ("split_seed", "n_samples", "n_classes", "n_features"):
+        with pytest.raises(WeightzooError, match=rf"dataset\.{key} must be an integer .*, got 8\.5"):
+            spec(dataset={**ints, key: 8.5})
+        with pytest.raises(WeightzooError, match=rf"dataset\.{key} must be an integer .*, got True"):
+            spec(dataset={**ints, key: True})
+
+
 @pytest.mark.parametrize("arch, needle", [
     ({"name": "mlp", "hidden": [8.5]}, "architecture.hidden must be a list of positive integers, got [8.5]"),
     ({"name": "mlp", "hidden": [True]}, "architecture.hidden must be a list of positive integers, got [True]"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from zoo_helpers import write_zoo
+from zoo_helpers import write_npz, write_zoo
 
 from catalog.errors import WeightzooError
 from catalog.format import MANIFEST_NAME
@@ -46,17 +46,6 @@ def test_changed_data_is_detected(tiny_zoo: Path, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ npz files: the data a zoo remembers
-def _npz(path: Path, seed: int) -> Path:
-    """A 3-class npz dataset of 40 + 12 examples; another seed gives other data of the same sizes."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x_train=rng.normal(size=(40, 5)).astype("float32"), y_train=np.arange(40) % 3,
-             x_test=rng.normal(size=(12, 5)).astype("float32"), y_test=np.arange(12) % 3)
-    return path
-
-
 #: Two runs, one population each (max_population=1), on an npz file named relative to the cwd.
 NPZ_SPEC = {"name": "npzzoo", "dataset": {"name": "npz", "path": "data.npz"},
             "architecture": {"name": "mlp", "hidden": [4]},
@@ -73,8 +62,8 @@ def _weights(root: Path) -> dict[str, str]:
 def test_a_zoo_records_its_npz_file_and_loads_it_from_any_directory(tmp_path: Path, monkeypatch) -> None:
     from zoo_builders import build_zoo
 
-    _npz(tmp_path / "proj" / "data.npz", 0)
-    _npz(tmp_path / "other" / "data.npz", 1)  # same sizes, other data
+    write_npz(tmp_path / "proj" / "data.npz", 0)
+    write_npz(tmp_path / "other" / "data.npz", 1)  # same sizes, other data
     monkeypatch.chdir(tmp_path / "proj")
     build_zoo(NPZ_SPEC, "z", quiet=True)
     facts = json.loads((tmp_path / "proj" / "z" / MANIFEST_NAME).read_text())["datasets"]["npz"]
@@ -93,7 +82,7 @@ def test_a_zoo_records_its_npz_file_and_loads_it_from_any_directory(tmp_path: Pa
 def test_a_zoo_moved_with_its_npz_file_still_loads_it(tmp_path: Path, monkeypatch) -> None:
     from zoo_builders import build_zoo
 
-    _npz(tmp_path / "proj" / "data.npz", 0)
+    write_npz(tmp_path / "proj" / "data.npz", 0)
     monkeypatch.chdir(tmp_path / "proj")
     build_zoo(NPZ_SPEC, "zoos/z", quiet=True)
     built = load_dataset(NPZ_SPEC["dataset"])
@@ -107,8 +96,8 @@ def test_a_resume_from_another_directory_trains_on_the_zoo_s_own_npz(tmp_path: P
     import zoo_builders.build as build
     from zoo_builders import build_zoo
 
-    _npz(tmp_path / "proj" / "data.npz", 0)
-    _npz(tmp_path / "other" / "data.npz", 1)
+    write_npz(tmp_path / "proj" / "data.npz", 0)
+    write_npz(tmp_path / "other" / "data.npz", 1)
     monkeypatch.chdir(tmp_path / "proj")
     build_zoo(NPZ_SPEC, "full", quiet=True, max_population=1)
     real = build.commit_population
@@ -131,9 +120,9 @@ def test_a_changed_npz_file_is_refused_by_loads_and_resumes(tmp_path: Path, monk
     from zoo_builders import build_zoo
 
     monkeypatch.chdir(tmp_path)
-    _npz(tmp_path / "data.npz", 0)
+    write_npz(tmp_path / "data.npz", 0)
     build_zoo(NPZ_SPEC, "z", quiet=True)
-    _npz(tmp_path / "data.npz", 1)  # replaced in place by other data of the same sizes
+    write_npz(tmp_path / "data.npz", 1)  # replaced in place by other data of the same sizes
     with pytest.raises(WeightzooError, match=r"built on the npz file .*data\.npz \(sha256 \w{12}\.\.\.\), but "
                                              r".*data\.npz holds other data .*refusing to use other data"):
         load_zoo_dataset(tmp_path / "z")
@@ -148,7 +137,7 @@ def test_a_moved_npz_file_is_found_by_its_sha256_from_the_spec_s_path(tmp_path: 
     from zoo_builders import build_zoo
 
     monkeypatch.chdir(tmp_path)
-    _npz(tmp_path / "data.npz", 0)
+    write_npz(tmp_path / "data.npz", 0)
     build_zoo(NPZ_SPEC, "z", quiet=True)
     (tmp_path / "moved").mkdir()
     (tmp_path / "data.npz").rename(tmp_path / "moved" / "data.npz")
@@ -162,11 +151,11 @@ def test_zoos_without_an_npz_fingerprint_load_from_the_current_directory_as_befo
     from zoo_builders import build_zoo
 
     monkeypatch.chdir(tmp_path)
-    _npz(tmp_path / "data.npz", 0)
+    write_npz(tmp_path / "data.npz", 0)
     build_zoo(NPZ_SPEC, "z", quiet=True)
     manifest = json.loads((tmp_path / "z" / MANIFEST_NAME).read_text())
     manifest["datasets"]["npz"] = {k: v for k, v in manifest["datasets"]["npz"].items()
                                    if k not in ("file", "sha256")}  # as zoos built before
     (tmp_path / "z" / MANIFEST_NAME).write_text(json.dumps(manifest))
-    _npz(tmp_path / "data.npz", 1)
+    write_npz(tmp_path / "data.npz", 1)
     assert torch.equal(load_zoo_dataset(tmp_path / "z").x_train, load_dataset(NPZ_SPEC["dataset"]).x_train)

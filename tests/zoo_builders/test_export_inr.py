@@ -157,6 +157,25 @@ def test_exports_refuse_what_the_layout_cannot_hold(tiny_digits_zoo, dws_folder,
         export_dws_inrs(tmp_path / "dws-zoo", tmp_path / "c", quiet=True)
 
 
+@pytest.mark.parametrize("layout", sorted(EXPORTERS))
+def test_exports_check_out_before_any_work(layout, zoo_copy, tmp_path, monkeypatch):
+    """An export into a zoo, or where no folder can be made, is refused before the zoo is read."""
+    import catalog.zoo
+
+    opened = []
+    monkeypatch.setattr(catalog.zoo, "open_zoo", lambda *a, **k: opened.append(a))
+    with pytest.raises(WeightzooError, match=r"^out_dir='.*exported' \(--out\) lies inside the zoo at .*choose a "
+                                             r"path outside it"):
+        export_zoo(layout, zoo_copy, zoo_copy / "exported", quiet=True)
+    assert not (zoo_copy / "exported").exists()
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(WeightzooError, match="cannot be created: .*a-file is a file, not a directory"):
+        export_zoo(layout, zoo_copy, tmp_path / "a-file" / "exported", quiet=True)
+    assert opened == []
+    r = run_cli("export", zoo_copy, "--layout", layout, "--out", zoo_copy / "exported", "-q")
+    assert r.exit_code == 1 and r.output.startswith("error: out_dir=") and "lies inside the zoo" in r.output
+
+
 def test_a_failed_inr_export_leaves_no_half_written_folder(dws_folder, tmp_path, monkeypatch):
     src, _ = dws_folder
     import_dws_inrs(src, tmp_path / "dws-zoo", quiet=True)

@@ -8,7 +8,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from zoo_helpers import flip_weight_byte, run_cli, tree_hashes
+from zoo_helpers import assert_one_line_error, flip_weight_byte, run_cli, tree_hashes
 
 
 def test_query_sql_csv(zoo_dir):
@@ -47,6 +47,27 @@ def test_query_errors_are_one_line(zoo_dir):
     assert r.exit_code == 1 and "no zoo at" in r.output
     r = run_cli("query", "SELECT 1")
     assert r.exit_code == 1 and "name the zoo directory" in r.output
+
+
+@pytest.mark.parametrize("out, words", [
+    ("{zoo}/rows.csv", ["lies inside the zoo at", "choose a path outside it"]),
+    ("{tmp}/a-file/rows.csv", ["a-file is a file, not a directory", "choose another path"]),
+])
+def test_query_checks_out_before_it_runs(zoo_copy, tmp_path, monkeypatch, out, words):
+    from catalog.query import QueryEngine
+
+    ran, real = [], QueryEngine.execute
+
+    def recording(self, *args, **kwargs):
+        ran.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(QueryEngine, "execute", recording)
+    (tmp_path / "a-file").write_text("x")
+    before = tree_hashes(zoo_copy)
+    out = out.format(zoo=zoo_copy, tmp=tmp_path)
+    assert_one_line_error(run_cli("query", zoo_copy, "SELECT model_id FROM models", "--out", out), *words)
+    assert ran == [] and tree_hashes(zoo_copy) == before  # refused before the query ran
 
 
 @pytest.mark.parametrize("sql", ["UPDATE models SET lr = 1", "DELETE FROM models",

@@ -728,7 +728,7 @@ def analyze_zoo(
     cfg = AnalyzeConfig.with_overrides(config, options)
     checkpoint = _parse_checkpoint(checkpoint)
     if out is not None and "subspace" in names:  # its figures: a location that cannot take them fails now
-        check_output_path(out, "--out", None, directory=True)
+        check_output_path(out, "out", None, directory=True, flag="--out")
     reuse_freed_memory()  # population passes over whole splits (83 -> 72 s: 16 ViTs, hessian + averaging)
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
     if not z.root.is_dir():
@@ -750,7 +750,7 @@ def analyze_zoo(
         selection = selection.take(keep)
         ctx = _Context(z, cfg, data, Path(out) if out is not None else z.root.resolve().parent, progress)
         if out is None and "subspace" in names:
-            check_output_path(ctx.out_dir, "--out (default: the zoo's folder)", None, directory=True)
+            check_output_path(ctx.out_dir, "out", None, directory=True, flag="--out; default: the zoo's folder")
         axes = _axis_columns(z, selection.table.column_names)
 
         # Plan everything first, so bad input fails before anything is computed.
@@ -889,7 +889,7 @@ def plot_zoo(
     if kind == "heatmap" and y is None:
         raise WeightzooError("a heatmap needs a y column (--y), e.g. batch_size")
     checkpoint = _parse_checkpoint(checkpoint)
-    check_output_path(out, "--out", None)  # before any work: a figure that cannot be written fails now
+    check_output_path(out, "out", None, flag="--out")  # before any work: a figure that cannot be written fails now
     if checkpoint is None and "checkpoint" in (x, y):
         checkpoint = "all"
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)

@@ -44,9 +44,10 @@ class AverageGenerator(Generator):
             progress: bool = False) -> None:
         n = check_training_set(params, self.spec, "average")
         if self.hparams["k"] >= n:
+            k = max(1, n // 2)
             warnings.warn(f"average: k={self.hparams['k']} >= the {n} training networks, so every sample is the "
-                          f"mean of all of them and all samples are identical; lower k (--hparam k={max(1, n // 2)})",
-                          stacklevel=2)
+                          f"mean of all of them and all samples are identical; lower k (hparams={{'k': {k}}}, "
+                          f"--hparam k={k})", stacklevel=2)
         self.train = {p.name: params[p.name].detach().to(self.spec.torch_dtype).clone() for p in self.spec.params}
 
     def sample(self, n: int, *, seed: int = 0,

@@ -452,7 +452,8 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
     gen = gen_zoo if isinstance(gen_zoo, Zoo) else open_zoo(gen_zoo)
     root = gen.root.resolve()  # a run given as "." has no name
     out = Path(out_dir) if out_dir is not None else root.parent / f"{root.name}-eval"
-    check_output_path(out, "--out", "eval-gen")  # before any work
+    # before any work
+    check_output_path(out, "out_dir", "eval-gen", flag="--out" if out_dir is not None else "--out; default")
     src = train_zoo if isinstance(train_zoo, Zoo) else open_zoo(train_zoo)
     name, sha, recorded_where, label = _source_of(gen)
     if name != src.name or sha != zoo_content_sha256(src):

@@ -440,7 +440,8 @@ class MIPGenerator(Generator):
             raise self.not_trained()
         if not condition:
             raise WeightzooError(f"mip is conditional: give a value for each condition column "
-                                 f"({', '.join(self.condition)}), e.g. --condition {self.condition[0]}=VALUE")
+                                 f"({', '.join(self.condition)}), e.g. condition={{{self.condition[0]!r}: VALUE}} "
+                                 f"(--condition {self.condition[0]}=VALUE)")
         missing = [c for c in self.condition if c not in condition]
         extra = sorted(set(condition) - set(self.condition))
         if missing or extra:

@@ -142,8 +142,8 @@ def check_condition(table: pa.Table, condition: Mapping[str, float], method: str
         return {}
     if not conditional:
         raise WeightzooError(
-            f"generator {method!r} is not conditional; drop --condition (conditional methods: "
-            f"{', '.join(_conditional_names()) or 'none registered'})")
+            f"generator {method!r} is not conditional; drop the condition (condition=, --condition); "
+            f"conditional methods: {', '.join(_conditional_names()) or 'none registered'}")
     out = {}
     for col, value in condition.items():
         if col not in table.column_names:
@@ -159,9 +159,9 @@ def check_condition(table: pa.Table, condition: Mapping[str, float], method: str
         try:
             v = float(value)
         except (TypeError, ValueError):
-            raise WeightzooError(f"--condition {col}={value!r} is not a number") from None
+            raise WeightzooError(f"condition {col}={value!r} (condition=, --condition) is not a number") from None
         if not math.isfinite(v):
-            raise WeightzooError(f"--condition {col}={value!r} is not a finite number")
+            raise WeightzooError(f"condition {col}={value!r} (condition=, --condition) is not a finite number")
         out[col] = v
     return out
 
@@ -172,7 +172,8 @@ def parse_conditions(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise WeightzooError(f"--condition {item!r} is not COLUMN=VALUE, e.g. --condition lr=0.005")
+            raise WeightzooError(f"condition {item!r} is not COLUMN=VALUE, e.g. condition=['lr=0.005'] "
+                                 f"(--condition lr=0.005)")
         out[key.strip()] = value.strip()
     return out
 
@@ -366,25 +367,25 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
     from zoo_builders.build import row_schema
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise WeightzooError(f"--n must be an integer >= 1, got {n!r}")
-    out = check_output_path(out, "--out", "zoo")  # before any work
+        raise WeightzooError(f"n={n!r} (--n) must be an integer >= 1")
+    out = check_output_path(out, "out", "zoo", flag="--out")  # before any work
     if save_to is not None:
-        save_to = check_output_path(save_to, "--save-to", "generator")
+        save_to = check_output_path(save_to, "save_to", "generator", flag="--save-to")
         a, b = Path(save_to).resolve(), out.resolve()
         if a == b or a.is_relative_to(b) or b.is_relative_to(a):
-            raise WeightzooError(f"--save-to {save_to} and --out {out} overlap; the generator and the "
-                                 f"generated zoo need separate directories")
+            raise WeightzooError(f"save_to={str(save_to)!r} (--save-to) and out={str(out)!r} (--out) overlap; "
+                                 f"the generator and the generated zoo need separate directories")
     src = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
     content = zoo_content_sha256(src)
     gen: Generator | None = None
     if load_from is not None:
         gen = load_generator(load_from)
         if method is not None and method != gen.name:
-            raise WeightzooError(f"{load_from} holds a {gen.name!r} generator, not {method!r}; drop "
-                                 f"--method or give --method {gen.name}")
+            raise WeightzooError(f"{load_from} holds a {gen.name!r} generator, not {method!r}; drop method "
+                                 f"(method=, --method) or give method={gen.name!r} (--method {gen.name})")
         if hparams:
-            raise WeightzooError("--hparam applies to a generator being trained; a loaded generator "
-                                 "keeps the hyperparameters it was trained with (drop --hparam)")
+            raise WeightzooError("hyperparameters (hparams=, --hparam) apply to a generator being trained; a "
+                                 "loaded generator keeps the ones it was trained with: drop them")
         method = gen.name
         trained_on = (gen.source.get("zoo"), gen.source.get("manifest_sha256"))
         if trained_on[0] is not None and trained_on != (src.name, content):
@@ -395,7 +396,7 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
         if where is None:
             where = gen.source.get("where")
     if method is None:
-        raise WeightzooError("give --method NAME (or --load DIR)")
+        raise WeightzooError("give a method (method=, --method NAME) or a generator to load (load_from=, --load DIR)")
     cls = get_generator(method)
     typed = parse_hparams(method, hparams) if hparams else {}
     sel = select_training_set(src, where)
@@ -406,9 +407,11 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
     cond = check_condition(table, condition or {}, method, cls.conditional)
     if cls.conditional and not cond:  # before any training: sampling needs the values
         cols = _condition_columns(cls, gen.hparams if gen is not None else typed)
+        col = cols[0] if cols else "COLUMN"
         raise WeightzooError(
-            f"generator {method!r} is conditional: give the value(s) to generate for, e.g. --condition "
-            f"{cols[0] if cols else 'COLUMN'}=VALUE" + (f" (it conditions on {', '.join(cols)})" if cols else ""))
+            f"generator {method!r} is conditional: give the value(s) to generate for, e.g. "
+            f"condition={{{col!r}: VALUE}} (--condition {col}=VALUE)" + (f"; it conditions on {', '.join(cols)}"
+                                                                          if cols else ""))
     if cond and "condition" in generator_hparams(method) and "condition" not in typed and gen is None:
         # A conditional method trains on the columns it is asked to condition on (mip's `condition`).
         typed["condition"] = list(cond)

@@ -68,7 +68,8 @@ def parse_hparams(name: str, items: Mapping[str, Any] | list[str] | tuple[str, .
         for item in items:
             key, sep, value = str(item).partition("=")
             if not sep or not key.strip():
-                raise WeightzooError(f"--hparam {item!r} is not KEY=VALUE, e.g. --hparam sigma=0.1")
+                raise WeightzooError(f"hyperparameter {item!r} is not KEY=VALUE, e.g. hparams=['sigma=0.1'] "
+                                     f"(--hparam sigma=0.1)")
             pairs[key.strip()] = value.strip()
         items = pairs
     params = inspect.signature(get_generator(name).__init__).parameters

@@ -96,7 +96,7 @@ def check_hparams(name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
 def _check_hparam(name: str, key: str, value: Any, default: Any) -> Any:
     def bad(form: str) -> WeightzooError:
         return WeightzooError(f"metanetwork {name!r}: hyperparameter {key}={value!r} is not {form}; "
-                              f"give e.g. --hparam {key}={_example(default)}")
+                              f"give e.g. {key}={_example(default)} (hparams=, --hparam)")
 
     def number(v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from catalog.errors import WeightzooError
 from catalog.format import Manifest
 from catalog.network import LayerSpec, NetworkSpec
-from catalog.paths import safe_join
+from catalog.paths import check_output_path, safe_join
 from catalog.writer import ZooWriter
 from zoo_builders.importers.common import (
     ROWS_PER_PART,
@@ -397,7 +397,8 @@ def _export(zoo: str | os.PathLike, out_dir: str | os.PathLike, layout: str, qui
     from catalog.format import atomic_path, atomic_write_bytes
     from catalog.zoo import open_zoo
 
-    out = Path(out_dir)
+    # Before any work: never into a zoo (its files would change), and a folder that can be written.
+    out = check_output_path(out_dir, "out_dir", None, directory=True, flag="--out")
     if out.exists() and any(out.iterdir()):
         raise WeightzooError(f"{out} is not empty; export into a new or empty directory")
     z = open_zoo(zoo)

@@ -81,7 +81,7 @@ from tqdm.auto import tqdm
 from catalog.errors import WeightzooError
 from catalog.format import CORE_COLUMNS, Manifest, atomic_path, atomic_write_bytes
 from catalog.network import LayerSpec, NetworkSpec
-from catalog.paths import safe_join
+from catalog.paths import check_output_path, safe_join
 from catalog.writer import ZooWriter
 from zoo_builders.importers.common import (
     ROWS_PER_PART,
@@ -956,7 +956,8 @@ def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: 
     """
     from catalog.zoo import open_zoo
 
-    out = Path(out_dir)
+    # Before any work: never into a zoo (its files would change), and a folder that can be written.
+    out = check_output_path(out_dir, "out_dir", None, directory=True, flag="--out")
     if out.exists() and any(out.iterdir()):
         raise WeightzooError(f"{out} is not empty; export into a new or empty directory")
     z = open_zoo(zoo)

@@ -424,10 +424,10 @@ def test_figures_that_cannot_be_written_are_refused_before_any_work(analyzed, mo
 
     zoo, _ = analyzed
     before = _files(zoo)
-    with pytest.raises(OutputPathError, match="inside the zoo"):
+    with pytest.raises(OutputPathError, match=r"^out='.*f\.png' \(--out\) lies inside the zoo"):
         plot_zoo(zoo, "hidden", metric="test_acc", kind="line", out=zoo / "f.png")
     monkeypatch.setattr(zoo_builders.datasets, "load_zoo_dataset", lambda z: pytest.fail("analyze started its work"))
-    with pytest.raises(OutputPathError, match="--out .*figs lies inside the zoo"):
+    with pytest.raises(OutputPathError, match=r"^out='.*figs' \(--out\) lies inside the zoo"):
         analyze_zoo(zoo, ["subspace"], out=zoo / "figs", progress=False, force=True, **FAST)
     assert _files(zoo) == before and not (zoo / "figs").exists() and not (zoo / "f.png").exists()
 

@@ -119,7 +119,7 @@ def test_average_of_all_training_networks_is_their_mean_and_k1_copies():
     s = one.sample(5, seed=0)
     w0 = SPEC.params[0].name
     assert all(any(torch.equal(s[w0][i], weights[w0][j]) for j in range(N_TRAIN)) for i in range(5))
-    with pytest.warns(UserWarning, match="lower k"):
+    with pytest.warns(UserWarning, match=r"lower k \(hparams=\{'k': 6\}, --hparam k=6\)"):
         clamp, _ = _fitted("average", {"k": 50})  # k > N averages all N
     torch.testing.assert_close(clamp.sample(1, seed=0)[w0][0], weights[w0].double().mean(0).float())
 
@@ -164,7 +164,8 @@ def test_parse_hparams_types_text_by_the_defaults():
         parse_hparams("average", ["k=three"])
     with pytest.raises(WeightzooError, match="has no hyperparameter 'q'; valid: k"):
         parse_hparams("average", ["q=3"])
-    with pytest.raises(WeightzooError, match="is not KEY=VALUE"):
+    with pytest.raises(WeightzooError, match=r"hyperparameter 'sigma' is not KEY=VALUE, e\.g\. "
+                                             r"hparams=\['sigma=0\.1'\] \(--hparam sigma=0\.1\)"):
         parse_hparams("noise", ["sigma"])
 
 

@@ -184,6 +184,11 @@ def test_eval_gen_source_must_match(generated, tiny_digits_zoo, zoo_dir, tmp_pat
     assert not (tmp_path / "ev").exists()
 
 
+def test_eval_gen_out_error_names_the_out_dir_argument(zoo_copy):
+    with pytest.raises(WeightzooError, match=r"^out_dir='.*ev' \(--out\) lies inside the zoo"):
+        evaluate_generated(zoo_copy, zoo_copy, out_dir=zoo_copy / "ev")
+
+
 def test_train_classifiers_from_given_init_equals_the_runs_own_init(tiny_digits_zoo):
     """Fine-tuning starts populations from given weights: from each run's own epoch-0 weights
     (stored at checkpoint 0) it trains exactly what the build trained."""

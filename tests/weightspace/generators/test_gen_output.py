@@ -105,6 +105,22 @@ def test_selection_errors_name_the_where_argument(tiny_digits_zoo, tmp_path):
     assert str(e.value).endswith("widen the selection (where=, --where)")
 
 
+def test_generate_errors_name_the_python_arguments(tiny_digits_zoo, zoo_copy, tmp_path):
+    """A Python caller passed n=, out=, save_to=, method=: the messages name them (then the CLI option)."""
+    with pytest.raises(WeightzooError, match=r"^n=0 \(--n\) must be an integer >= 1"):
+        generate_zoo(tiny_digits_zoo, "noise", LAST, 0, tmp_path / "g", quiet=True)
+    with pytest.raises(WeightzooError, match=r"^out='.*g' \(--out\) lies inside the zoo"):
+        generate_zoo(tiny_digits_zoo, "noise", LAST, 2, zoo_copy / "g", quiet=True)
+    with pytest.raises(WeightzooError, match=r"^save_to='.*run' \(--save-to\) lies inside the zoo"):
+        generate_zoo(tiny_digits_zoo, "noise", LAST, 2, tmp_path / "g", save_to=zoo_copy / "run", quiet=True)
+    with pytest.raises(WeightzooError, match=r"^save_to='.*g' \(--save-to\) and out='.*g' \(--out\) overlap"):
+        generate_zoo(tiny_digits_zoo, "noise", LAST, 2, tmp_path / "g", save_to=tmp_path / "g", quiet=True)
+    with pytest.raises(WeightzooError, match=r"give a method \(method=, --method NAME\) or a generator to load "
+                                             r"\(load_from=, --load DIR\)"):
+        generate_zoo(tiny_digits_zoo, None, LAST, 2, tmp_path / "g", quiet=True)
+    assert not (tmp_path / "g").exists()
+
+
 def test_too_few_models_is_an_error(tiny_digits_zoo, tmp_path):
     with pytest.raises(WeightzooError, match="selects 6 models with status 'ok'.*at least 10"):
         generate_zoo(tiny_digits_zoo, "noise", "lr = 0.03 AND checkpoint = 3", 3, tmp_path / "g", quiet=True)
@@ -117,18 +133,29 @@ def test_condition_errors(tiny_digits_zoo, tmp_path):
             generate_zoo(tiny_digits_zoo, name, LAST, 3, tmp_path / "g", condition={"nope": 1}, quiet=True)
         with pytest.raises(WeightzooError, match="condition column 'activation' has type string"):
             generate_zoo(tiny_digits_zoo, name, LAST, 3, tmp_path / "g", condition={"activation": 1}, quiet=True)
-        with pytest.raises(WeightzooError, match="is not a number"):
+        with pytest.raises(WeightzooError, match=r"condition lr='fast' \(condition=, --condition\) is not a number"):
             generate_zoo(tiny_digits_zoo, name, LAST, 3, tmp_path / "g", condition={"lr": "fast"}, quiet=True)
-    with pytest.raises(WeightzooError, match="'noise' is not conditional"):
+        with pytest.raises(WeightzooError, match=r"condition lr=inf \(condition=, --condition\) is not a finite"):
+            generate_zoo(tiny_digits_zoo, name, LAST, 3, tmp_path / "g", condition={"lr": float("inf")}, quiet=True)
+        with pytest.raises(WeightzooError, match=r"condition 'lr' is not COLUMN=VALUE, e\.g\. "
+                                                 r"condition=\['lr=0\.005'\] \(--condition lr=0\.005\)"):
+            generate_zoo(tiny_digits_zoo, name, LAST, 3, tmp_path / "g", condition=["lr"], quiet=True)
+        with pytest.raises(WeightzooError, match=r"is conditional: .*e\.g\. condition=\{'COLUMN': VALUE\} "
+                                                 r"\(--condition COLUMN=VALUE\)"):
+            generate_zoo(tiny_digits_zoo, name, LAST, 3, tmp_path / "g", quiet=True)
+    with pytest.raises(WeightzooError, match=r"'noise' is not conditional; drop the condition "
+                                             r"\(condition=, --condition\)"):
         generate_zoo(tiny_digits_zoo, "noise", LAST, 3, tmp_path / "g", condition={"lr": 0.1}, quiet=True)
     assert not (tmp_path / "g").exists()
 
 
 def test_load_errors(tiny_digits_zoo, zoo_dir, tmp_path):
     generate_zoo(tiny_digits_zoo, "average", LAST, 2, tmp_path / "a", save_to=tmp_path / "run", quiet=True)
-    with pytest.raises(WeightzooError, match="holds a 'average' generator, not 'noise'"):
+    with pytest.raises(WeightzooError, match=r"holds a 'average' generator, not 'noise'; drop method \(method=, "
+                                             r"--method\) or give method='average' \(--method average\)"):
         generate_zoo(tiny_digits_zoo, "noise", None, 2, tmp_path / "b", load_from=tmp_path / "run", quiet=True)
-    with pytest.raises(WeightzooError, match="keeps the hyperparameters"):
+    with pytest.raises(WeightzooError, match=r"hyperparameters \(hparams=, --hparam\) apply to a generator being "
+                                             r"trained; a loaded generator keeps the ones"):
         generate_zoo(tiny_digits_zoo, None, None, 2, tmp_path / "b", load_from=tmp_path / "run",
                      hparams={"k": 2}, quiet=True)
     with pytest.raises(WeightzooError, match="trained on zoo 'tiny-digits'.*not on zoo 'tiny'"):

@@ -163,7 +163,8 @@ def test_bad_condition_columns(final, data):
 
 
 def test_sample_needs_the_condition(fitted):
-    with pytest.raises(WeightzooError, match=r"mip is conditional.*--condition lr=VALUE"):
+    with pytest.raises(WeightzooError, match=r"mip is conditional.*e\.g\. condition=\{'lr': VALUE\} "
+                                             r"\(--condition lr=VALUE\)"):
         fitted.sample(2)
     with pytest.raises(WeightzooError, match=r"missing \['lr'\], unknown \['wd'\]"):
         fitted.sample(2, condition={"wd": 0.1})
