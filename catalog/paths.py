@@ -134,12 +134,13 @@ class OutputPathError(WeightzooError):
 
 
 def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
-                      directory: bool | None = None) -> Path:
+                      directory: bool | None = None, writable: bool = True) -> Path:
     """Refuse an output path that would write into a zoo or into another command's output.
 
-    One rule for every command that writes (``zoo train --out``, ``zoo predict --out``, ``zoo
-    generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo train-ranker --out``, ``zoo
-    build-hub OUT``, ``zoo analyze --out``, ``zoo plot --out``), checked before any work:
+    One rule for every command that writes (``zoo build/import/pull --out``, ``zoo train --out``,
+    ``zoo predict --out``, ``zoo generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo
+    train-ranker --out``, ``zoo build-hub OUT``, ``zoo analyze --out``, ``zoo plot --out``),
+    checked before any work:
 
     - nothing is written inside a zoo (a folder with ``zoo.json`` at or above the path): a file
       there would replace the zoo's own data, or be taken for part of it;
@@ -158,6 +159,8 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
         directory: whether the output is a directory (default: when ``kind`` is given); a
             directory of no kind (e.g. ``zoo analyze --out``'s figures) follows the rules of a
             file and must not be a zoo itself.
+        writable: also check that the output can be written (default ``True``; ``False`` for a
+            run that writes nothing, such as ``zoo build --dry-run`` reading a read-only zoo).
 
     Returns:
         ``Path(path)``.
@@ -192,7 +195,8 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
             raise OutputPathError(
                 f"{option} {given} lies inside the {found} directory {a}; writing there would change "
                 f"its files: {fix}")
-    _check_writable(p, given, option, directory=kind is not None if directory is None else directory)
+    if writable:
+        _check_writable(p, given, option, directory=kind is not None if directory is None else directory)
     return given
 
 

@@ -34,6 +34,7 @@ from catalog.card import render_card
 from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import CARD_NAME, MANIFEST_NAME, TMP_PREFIX, Manifest, atomic_write_bytes, write_manifest
 from catalog.lock import ZooLock, ZooLockedError
+from catalog.paths import check_output_path
 from catalog.zoo import Zoo
 from hub.errors import HubIntegrityError
 from hub.remote import RemoteZoo, fetch_checked, fetch_manifest, resolve_remote
@@ -101,15 +102,18 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
         progress: show the client's progress bars (default ``True``).
 
     Raises:
-        WeightzooError: ``out`` is a file or not empty, another pull is writing into it,
+        WeightzooError: ``out`` is a file or not empty, lies inside a zoo or another command's
+            output (:class:`~catalog.paths.OutputPathError`), another pull is writing into it,
             ``where`` is invalid or matches nothing, or any of the errors of :mod:`hub.errors`
             (missing repo or revision, no permission, not a zoo, a file that does not match its
             checksum or a shard that is not safetensors). Nothing is written to ``out`` then.
     """
     from huggingface_hub import HfApi
 
+    option = "--out" if out is not None else "--out (default: ./NAME)"
     out = Path(out) if out is not None else default_out(repo_id)
     into_existing = check_out(out)
+    check_output_path(out, option, "zoo")  # nor inside another zoo or command output
     if where is not None and not where.strip():
         where = None
     remote = resolve_remote(HfApi(token=token), repo_id, revision)

@@ -458,6 +458,18 @@ def test_out_that_cannot_hold_the_zoo_is_refused_before_downloading(hub, pushed,
     assert hub.requests_log == [] and (tmp_path / "file").read_text() == "mine"
 
 
+def test_out_inside_a_zoo_is_refused_before_downloading(hub, pushed, zoo_copy: Path) -> None:
+    """`zoo pull REPO --out ZOO/pulled` wrote a zoo inside another one (README: no command writes
+    inside a zoo); it is refused, as `zoo generate --out` refuses it, before any request."""
+    repo, _, _ = pushed
+    before = sorted(p.relative_to(zoo_copy).as_posix() for p in zoo_copy.rglob("*"))
+    hub.requests_log.clear()
+    result = _run("pull", repo, "--out", str(zoo_copy / "pulled"), "-q")
+    assert_one_line_error(result, "--out", "lies inside the zoo directory", "choose a path outside it")
+    assert hub.requests_log == []
+    assert sorted(p.relative_to(zoo_copy).as_posix() for p in zoo_copy.rglob("*")) == before
+
+
 @pytest.mark.parametrize("existing", [False, True], ids=["new-out", "empty-out"])
 def test_an_interrupted_pull_resumes_with_the_files_it_had(hub, pushed, tmp_path: Path, monkeypatch,
                                                            existing: bool) -> None:
