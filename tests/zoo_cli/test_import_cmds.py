@@ -126,6 +126,16 @@ def test_out_inside_a_zoo_is_refused_and_the_same_zoo_resumes(tmp_path):
     assert r.exit_code == 0 and "imported 2 models" in r.output, r.output
 
 
+def test_import_help_says_where_the_activation_default_comes_from():
+    """--activation said "(default relu)", but hf-models takes config.json's hidden_act first."""
+    r = run_cli("import", "--help")
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    activation = text[text.index("--activation TEXT"):text.index("--input-shape")]
+    assert "hf-models: config.json's hidden_act, else relu" in activation
+    assert "small-cnn-zoo: each row's config.activation" in activation
+
+
 def test_help_lists_every_layout_and_layout_option(tmp_path):
     r = run_cli("import", "--help")
     assert r.exit_code == 0, r.output
