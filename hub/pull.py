@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ class PullResult:
         rows_total: metadata rows in the repo's zoo.
         shards: weight shards pulled.
         shards_total: weight shards in the repo's zoo.
+        out: the ``out`` the pull was given (default ``None``: it chose ``./NAME``).
     """
 
     path: Path
@@ -73,11 +75,14 @@ class PullResult:
     rows_total: int
     shards: int
     shards_total: int
+    out: str | None = None
 
     def reproduce_command(self) -> str:
-        """The ``zoo pull`` command that fetches exactly this zoo again."""
+        """The ``zoo pull`` command that fetches exactly this zoo again (into the same ``--out``,
+        when one was given: once that folder is moved or deleted)."""
         where = f' --where "{self.where}"' if self.where else ""
-        return f"zoo pull {self.repo_id} --revision {self.commit}{where}"
+        out = f" --out {shlex.quote(self.out)}" if self.out is not None else ""
+        return f"zoo pull {self.repo_id} --revision {self.commit}{where}{out}"
 
 
 def default_out(repo_id: str) -> Path:
@@ -110,7 +115,8 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
     """
     from huggingface_hub import HfApi
 
-    option = "--out" if out is not None else "--out (default: ./NAME)"
+    given = os.fspath(out) if out is not None else None
+    option = "--out" if given is not None else "--out (default: ./NAME)"
     out = Path(out) if out is not None else default_out(repo_id)
     into_existing = check_out(out)
     check_output_path(out, option, "zoo")  # nor inside another zoo or command output
@@ -140,7 +146,7 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
         # An interrupt (Ctrl-C: not an Exception) leaves the staging folder, so the same pull,
         # run again, resumes with the files it holds.
         lock.release()
-    result.path = out
+    result.path, result.out = out, given
     return result
 
 

@@ -151,6 +151,24 @@ def test_partial_pull_renumbers_files_without_gaps(hub, pushed, tmp_path: Path) 
     assert verify_zoo(r.path).ok
 
 
+def test_reproduce_command_names_the_out_given(hub, pushed, tmp_path: Path, monkeypatch) -> None:
+    """`zoo pull REPO --out DIR` printed a reproduce command without --out (so it pulled to ./NAME);
+    it names the --out given (quoted for the shell), and none when the default was used."""
+    import shlex
+
+    repo, commit, _ = pushed
+    out = tmp_path / "my pulls" / "best"
+    result = _run("pull", repo, "--where", "width = 12", "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line == (f'reproduce with: zoo pull {repo} --revision {commit} --where "width = 12" '
+                    f"--out {shlex.quote(str(out))}")
+    monkeypatch.chdir(tmp_path)
+    result = _run("pull", repo, "-q")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == f"reproduce with: zoo pull {repo} --revision {commit}"
+
+
 def test_where_that_matches_nothing_or_is_invalid(hub, pushed, tmp_path: Path) -> None:
     from hub import pull_zoo
 
