@@ -64,7 +64,7 @@ def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, a
     which = {None: "each run's last checkpoint", "last": "each run's last checkpoint",
              "all": "every checkpoint"}.get(checkpoint, f"checkpoint {checkpoint}")
     click.echo(f"{result.zoo}: {result.rows} models ({which}, status ok)"
-               + (f"; {result.excluded} other matching rows (other checkpoints, not ok) left out"
+               + (f"; {result.excluded} other matching rows (other checkpoints or not ok) left out"
                   if result.excluded else ""))
     click.echo(f"{'metric':<14}{'computed':>9}{'skipped':>9}{'seconds':>9}  table")
     for r in result.reports:
