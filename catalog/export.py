@@ -16,20 +16,37 @@ from catalog.errors import QueryError
 from catalog.paths import check_output_path
 
 FORMATS = ("table", "csv", "json", "parquet")
-#: Formats inferred from the extension of ``--out`` (other extensions need ``--format``).
-SUFFIX_FORMATS = {"csv": "csv", "json": "json", "parquet": "parquet", "pq": "parquet",
-                  "txt": "table"}
+#: Formats inferred from the extension of ``--out`` (other extensions need ``--format``). Only
+#: file formats: the ``table`` is the terminal's view (at most :data:`TABLE_MAX_ROWS` rows,
+#: rounded values), so a file in it would not hold the result it claims to.
+SUFFIX_FORMATS = {"csv": "csv", "json": "json", "parquet": "parquet", "pq": "parquet"}
 #: Rows a ``table`` shows before it elides the middle.
 TABLE_MAX_ROWS = 50
+
+
+def _table_to_file_error() -> QueryError:
+    """The error for ``--format table`` with ``--out``: a file gets every row, unrounded."""
+    return QueryError(
+        f"--format table is the terminal's view (at most {TABLE_MAX_ROWS} rows, values rounded), not a file "
+        f"format; --out gets every row at full precision as .csv, .json or .parquet: name the file "
+        f"{', '.join('*.' + k for k in SUFFIX_FORMATS)}, or pass --format "
+        f"{'|'.join(f for f in FORMATS if f != 'table')}")
 
 
 def format_for(out: str | os.PathLike | None, fmt: str | None, is_terminal: bool) -> str:
     """The output format: ``fmt`` if given, else from ``out``'s extension (see
     :data:`SUFFIX_FORMATS`; any other extension is an error, never a silent CSV), else ``table``
-    on a terminal and ``csv`` otherwise."""
+    on a terminal and ``csv`` otherwise. A file (``out``) is never a ``table``.
+
+    Raises:
+        QueryError: an unknown ``fmt``, ``table`` with ``out``, or an ``out`` extension that names
+            no file format (e.g. ``.txt``).
+    """
     if fmt is not None:
         if fmt not in FORMATS:
             raise QueryError(f"unknown format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+        if fmt == "table" and out is not None:
+            raise _table_to_file_error()
         return fmt
     if out is not None:
         suffix = Path(out).suffix.lower().lstrip(".")
@@ -129,9 +146,12 @@ def write_result(table: pa.Table, fmt: str, out: str | os.PathLike | None) -> st
     :func:`check_result_output`), or, without one, return it as text.
 
     Raises:
-        QueryError: ``parquet`` without ``out`` (binary output needs a file).
+        QueryError: ``parquet`` without ``out`` (binary output needs a file), or ``table`` with
+            ``out`` (a file holds every row, unrounded: see :func:`format_for`).
         OutputPathError: ``out`` lies inside a zoo or cannot be written.
     """
+    if fmt == "table" and out is not None:
+        raise _table_to_file_error()
     if out is not None:
         check_output_path(out, "out", None, flag="--out")
     if fmt == "parquet":

@@ -134,13 +134,14 @@ class OutputPathError(WeightzooError):
 
 
 def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
-                      directory: bool | None = None, flag: str | None = None) -> Path:
+                      directory: bool | None = None, flag: str | None = None,
+                      writable: bool = True) -> Path:
     """Refuse an output path that would write into a zoo or into another command's output.
 
-    One rule for every command that writes (``zoo train --out``, ``zoo predict --out``, ``zoo
-    generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo train-ranker --out``, ``zoo
-    build-hub OUT``, ``zoo analyze --out``, ``zoo plot --out``, ``zoo query --out``, ``zoo export
-    --out``), checked before any work:
+    One rule for every command that writes (``zoo build/import/pull --out``, ``zoo train --out``,
+    ``zoo predict --out``, ``zoo generate --out/--save-to``, ``zoo eval-gen --out``, ``zoo
+    train-ranker --out``, ``zoo build-hub OUT``, ``zoo analyze --out``, ``zoo plot --out``, ``zoo
+    query --out``, ``zoo export --out``), checked before any work:
 
     - nothing is written inside a zoo (a folder with ``zoo.json`` at or above the path): a file
       there would replace the zoo's own data, or be taken for part of it;
@@ -162,6 +163,8 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
             file and must not be a zoo itself.
         flag: the CLI option that passes the argument ``option`` (default none); the message then
             names both, as ``out='runs/x' (--out)``, so a Python caller learns the argument.
+        writable: also check that the output can be written (default ``True``; ``False`` for a
+            run that writes nothing, such as ``zoo build --dry-run`` reading a read-only zoo).
 
     Returns:
         ``Path(path)``.
@@ -197,7 +200,8 @@ def check_output_path(path: str | os.PathLike, option: str, kind: str | None,
             raise OutputPathError(
                 f"{named} lies inside the {found} directory {a}; writing there would change "
                 f"its files: {fix}")
-    _check_writable(p, given, named, directory=kind is not None if directory is None else directory)
+    if writable:
+        _check_writable(p, given, named, directory=kind is not None if directory is None else directory)
     return given
 
 

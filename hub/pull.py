@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from catalog.card import render_card
 from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import CARD_NAME, MANIFEST_NAME, TMP_PREFIX, Manifest, atomic_write_bytes, write_manifest
 from catalog.lock import ZooLock, ZooLockedError
+from catalog.paths import check_output_path
 from catalog.zoo import Zoo
 from hub.errors import HubIntegrityError
 from hub.remote import RemoteZoo, fetch_checked, fetch_manifest, resolve_remote
@@ -61,6 +63,7 @@ class PullResult:
         rows_total: metadata rows in the repo's zoo.
         shards: weight shards pulled.
         shards_total: weight shards in the repo's zoo.
+        out: the ``out`` the pull was given (default ``None``: it chose ``./NAME``).
     """
 
     path: Path
@@ -72,11 +75,14 @@ class PullResult:
     rows_total: int
     shards: int
     shards_total: int
+    out: str | None = None
 
     def reproduce_command(self) -> str:
-        """The ``zoo pull`` command that fetches exactly this zoo again."""
+        """The ``zoo pull`` command that fetches exactly this zoo again (into the same ``--out``,
+        when one was given: once that folder is moved or deleted)."""
         where = f' --where "{self.where}"' if self.where else ""
-        return f"zoo pull {self.repo_id} --revision {self.commit}{where}"
+        out = f" --out {shlex.quote(self.out)}" if self.out is not None else ""
+        return f"zoo pull {self.repo_id} --revision {self.commit}{where}{out}"
 
 
 def default_out(repo_id: str) -> Path:
@@ -101,15 +107,19 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
         progress: show the client's progress bars (default ``True``).
 
     Raises:
-        WeightzooError: ``out`` is a file or not empty, another pull is writing into it,
+        WeightzooError: ``out`` is a file or not empty, lies inside a zoo or another command's
+            output (:class:`~catalog.paths.OutputPathError`), another pull is writing into it,
             ``where`` is invalid or matches nothing, or any of the errors of :mod:`hub.errors`
             (missing repo or revision, no permission, not a zoo, a file that does not match its
             checksum or a shard that is not safetensors). Nothing is written to ``out`` then.
     """
     from huggingface_hub import HfApi
 
+    given = os.fspath(out) if out is not None else None
+    flag = "--out" if given is not None else "--out; default: ./NAME"
     out = Path(out) if out is not None else default_out(repo_id)
     into_existing = check_out(out)
+    check_output_path(out, "out", "zoo", flag=flag)  # nor inside another zoo or command output
     if where is not None and not where.strip():
         where = None
     remote = resolve_remote(HfApi(token=token), repo_id, revision)
@@ -136,7 +146,7 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
         # An interrupt (Ctrl-C: not an Exception) leaves the staging folder, so the same pull,
         # run again, resumes with the files it holds.
         lock.release()
-    result.path = out
+    result.path, result.out = out, given
     return result
 
 

@@ -46,7 +46,7 @@ import torch
 from catalog import Zoo, open_zoo
 from catalog.dataset import WeightDataset
 from catalog.errors import WeightzooError
-from catalog.export import SUFFIX_FORMATS, render_csv, render_json, render_table
+from catalog.export import SUFFIX_FORMATS, render_csv, render_json
 from catalog.format import atomic_write_bytes
 from catalog.paths import check_output_path
 from catalog.split import SPLITS, check_fractions, row_runs, run_splits, runs_fingerprint
@@ -372,7 +372,7 @@ def predict_on_zoo(
         pq.write_table(table, buffer)
         atomic_write_bytes(path, buffer.getvalue())
     else:
-        atomic_write_bytes(path, {"csv": render_csv, "json": render_json, "table": render_table}[fmt](table).encode())
+        atomic_write_bytes(path, {"csv": render_csv, "json": render_json}[fmt](table).encode())
 
     metrics = split_metrics = None
     rows_per_split: dict[str, int] = {}

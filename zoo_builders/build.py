@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from catalog.errors import WeightzooError, format_bytes
 from catalog.network import NetworkSpec
 from catalog.nodes import short_repr
+from catalog.paths import check_output_path
 from catalog.writer import Repair, ZooWriter, existing_manifest, find_damaged, read_distinct
 from zoo_builders.datasets import Dataset, load_build_dataset, zoo_dataset_facts
 from zoo_builders.executors import Executor, make_executor
@@ -417,7 +418,8 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
 
     Args:
         spec: a :class:`BuildSpec`, its dict form, a YAML path or a preset name.
-        out: the zoo directory.
+        out: the zoo directory: new, or this spec's zoo (resumed); not inside another zoo or
+            another command's output (see :func:`catalog.paths.check_output_path`).
         max_population: most runs trained in one computation (default: as many as fit, up to
             :data:`DEFAULT_MAX_POPULATION`).
         quiet: no progress bars.
@@ -444,6 +446,9 @@ def build_zoo(spec: BuildSpec | dict | str | os.PathLike, out: str | os.PathLike
     threads = DEFAULT_THREADS if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise WeightzooError(f"--threads must be an integer >= 1, got {threads!r}")
+    # Before any work: a zoo is written nowhere inside another zoo or command output (the zoo
+    # itself, resumed, is fine). A dry run writes nothing, so it may read a read-only zoo.
+    check_output_path(out, "out", "zoo", flag="--out", writable=not dry_run)
     data = load_build_dataset(spec, out)  # a resume reads the very data the zoo was started on
     if spec.task.name == "inr":
         data_shape = tuple(data.x_train.shape[1:])

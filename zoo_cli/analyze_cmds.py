@@ -64,7 +64,7 @@ def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, a
     which = {None: "each run's last checkpoint", "last": "each run's last checkpoint",
              "all": "every checkpoint"}.get(checkpoint, f"checkpoint {checkpoint}")
     click.echo(f"{result.zoo}: {result.rows} models ({which}, status ok)"
-               + (f"; {result.excluded} other matching rows (other checkpoints, not ok) left out"
+               + (f"; {result.excluded} other matching rows (other checkpoints or not ok) left out"
                   if result.excluded else ""))
     click.echo(f"{'metric':<14}{'computed':>9}{'skipped':>9}{'seconds':>9}  table")
     for r in result.reports:
@@ -92,7 +92,9 @@ def analyze(zoo: str, metrics: str, where: str | None, checkpoint: str | None, a
 @click.option("--kind", type=click.Choice(PLOT_KIND_NAMES), default="heatmap", show_default=True)
 @click.option("--agg", default="mean", show_default=True,
               help=f"Aggregation over the rows of a cell or point: {', '.join(AGGREGATION_NAMES)}.")
-@click.option("--log", is_flag=True, help="Plot log10 of the metric.")
+@click.option("--log", is_flag=True,
+              help="Plot log10 of the plotted aggregate (e.g. log10 of a cell's mean, not the mean of "
+                   "log10 values); a scatter plot: log10 of each row's value.")
 @click.option("--where", default=None, help="SQL condition selecting the rows.")
 @click.option("--checkpoint", default=None,
               help="Rows at this epoch, or 'all' (default: each run's last checkpoint; every "
@@ -106,18 +108,12 @@ def plot(zoo: str, x: str, y: str | None, metric: str, kind: str, agg: str, log:
       zoo plot ZOO --x width --y batch_size --metric hessian_trace_train --log --out trace.png
       zoo plot ZOO --kind line --x checkpoint --y lr --metric test_acc --out acc.png
     """
-    from weightspace.analysis.run import plot_zoo
+    from weightspace.analysis.run import plot_summary, plot_zoo
 
     res = plot_zoo(zoo, x, y, metric, out=out, kind=kind, agg=agg, log=log, where=where,
                    checkpoint=checkpoint)
-    what = f"{'log10 ' if log else ''}{metric}"
-    if kind == "heatmap":
-        click.echo(f"wrote a heatmap of {agg} {what} over {x} x {y} to {out}")
-        n_div = int((res.diverged > 0).sum()) if res.diverged is not None else 0
-        if n_div:
-            click.echo(f"{n_div} cell(s) hold a diverged run ({metric} is NaN): left out, hatched")
-    else:
-        click.echo(f"wrote a {kind} plot of {what} vs {x}" + (f" per {y}" if y else "") + f" to {out}")
+    for line in plot_summary(res, kind, x, y, metric, agg=agg, log=log, out=out):
+        click.echo(line)
 
 
 COMMANDS = [analyze, plot]

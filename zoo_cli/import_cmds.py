@@ -42,7 +42,10 @@ Resumable: run the same command again after an interruption.""")
               help="The architecture instead of inferring it: a preset name or a NetworkSpec JSON file.")
 @click.option("--arch-opt", "arch_opts", multiple=True, metavar="KEY=VALUE",
               help="A preset option, e.g. channels=[16,16,16] (repeatable).")
-@click.option("--activation", default=None, help="The hidden layers' activation (default relu).")
+@click.option("--activation", default=None,
+              help="The hidden layers' activation (state-dicts, small-cnn-zoo, hf-models). Default relu; "
+                   "hf-models: config.json's hidden_act, else relu; small-cnn-zoo: each row's config.activation, "
+                   "else this.")
 @click.option("--input-shape", default=None, metavar="C,H,W",
               help="One example's shape (needed for convolutional nets and presets).")
 @click.option("--dataset", default=None, metavar="NAME|JSON",

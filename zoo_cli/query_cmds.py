@@ -63,7 +63,8 @@ def _echo_warnings(caught: list[warnings.WarningMessage]) -> None:
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many rows.")
 @click.option("--columns", default=None, help="Comma-separated columns to show, e.g. model_id,lr,test_acc.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Output format (default: table on a terminal, else csv; or from --out's suffix).")
+              help="Output format (default: table on a terminal, else csv; with --out: from its suffix, "
+                   ".csv, .json or .parquet; table is for the terminal only).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the result to this file.")
 def query(args: tuple[str, ...], use_catalog: bool, where: str | None, order_by: str | None,
           limit: int | None, columns: str | None, fmt: str | None, out: str | None) -> None:

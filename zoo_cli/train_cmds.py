@@ -49,13 +49,22 @@ class _TrainCommand(click.Command):
                 formatter.write_text(line)
 
 
+class _ModelOption(click.Option):
+    """`--model`, whose help lists the registered metanetworks (from the registry when --help is
+    shown, importing torch only then), so it never misses one."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from weightspace.models.registry import metanetworks_help
+
+        self.help = metanetworks_help()
+        return super().get_help_record(ctx)
+
+
 @click.command(cls=_TrainCommand)
 @click.argument("zoo", type=click.Path(exists=True, file_okay=False))
 @click.option("--target", required=True, help="Metadata column to predict, e.g. test_acc.")
-@click.option("--model", "model_name", required=True,
-              help="Metanetwork: statnn, mlp, dws, nfn or gmn. Several architectures in the "
-                   "selection: gmn reads any, statnn/mlp those with the same parameter shapes, "
-                   "dws/nfn one (select it with --where \"arch_id = '...'\").")
+@click.option("--model", "model_name", cls=_ModelOption, required=True,
+              help="Metanetwork (the registered names; see --help).")
 @click.option("--where", default=None, help="SQL condition selecting the networks, e.g. \"lr < 0.01\".")
 @click.option("--include-init", is_flag=True,
               help="Keep checkpoint-0 rows (the initializations); left out by default.")

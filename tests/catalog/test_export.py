@@ -69,3 +69,28 @@ def test_write_result_never_writes_inside_a_zoo(zoo_copy, tmp_path):
 def test_csv_writes_nested_values_as_json():
     t = pa.table({"hidden": [[16, 16], None], "n": [1, 2]})
     assert render_csv(t).splitlines() == ['"hidden","n"', '"[16, 16]",1', ',2']
+
+
+def test_a_file_holds_every_row_at_full_precision_or_is_refused(tmp_path, zoo_dir):
+    """`zoo query ... --out all.txt` (and `--format table --out x.csv`) wrote the terminal table:
+    50 of the rows, values rounded to 6 digits, while it said it wrote them all. The table is for
+    the terminal only; a file is .csv, .json or .parquet, and the error says so."""
+    for out, fmt in ((tmp_path / "all.txt", None), (tmp_path / "x.csv", "table")):
+        with pytest.raises(QueryError, match=r"\.csv.*\.json.*\.parquet") as e:
+            format_for(out, fmt, False)
+        assert ("--format table" in str(e.value)) == (fmt == "table")
+    with pytest.raises(QueryError, match="--format table"):
+        write_result(pa.table({"a": [1]}), "table", tmp_path / "x.csv")
+    assert format_for(tmp_path / "all.txt", "csv", False) == "csv"  # an explicit file format still wins
+    from zoo_helpers import run_cli
+
+    sql = "SELECT i, i / 3 AS third FROM range(60) t(i)"
+    for args in (["--out", tmp_path / "all.txt"], ["--format", "table", "--out", tmp_path / "x.csv"]):
+        r = run_cli("query", zoo_dir, sql, *args)
+        assert r.exit_code == 1 and r.output.startswith("error: ") and ".csv" in r.output, r.output
+    assert not (tmp_path / "all.txt").exists() and not (tmp_path / "x.csv").exists()
+    r = run_cli("query", zoo_dir, sql, "--out", tmp_path / "all.csv")
+    assert r.exit_code == 0, r.output
+    lines = (tmp_path / "all.csv").read_text().splitlines()
+    assert len(lines) == 61 and lines[2] == "1,0.3333333333333333"
+

@@ -151,6 +151,24 @@ def test_partial_pull_renumbers_files_without_gaps(hub, pushed, tmp_path: Path) 
     assert verify_zoo(r.path).ok
 
 
+def test_reproduce_command_names_the_out_given(hub, pushed, tmp_path: Path, monkeypatch) -> None:
+    """`zoo pull REPO --out DIR` printed a reproduce command without --out (so it pulled to ./NAME);
+    it names the --out given (quoted for the shell), and none when the default was used."""
+    import shlex
+
+    repo, commit, _ = pushed
+    out = tmp_path / "my pulls" / "best"
+    result = _run("pull", repo, "--where", "width = 12", "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line == (f'reproduce with: zoo pull {repo} --revision {commit} --where "width = 12" '
+                    f"--out {shlex.quote(str(out))}")
+    monkeypatch.chdir(tmp_path)
+    result = _run("pull", repo, "-q")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == f"reproduce with: zoo pull {repo} --revision {commit}"
+
+
 def test_where_that_matches_nothing_or_is_invalid(hub, pushed, tmp_path: Path) -> None:
     from hub import pull_zoo
 
@@ -456,6 +474,18 @@ def test_out_that_cannot_hold_the_zoo_is_refused_before_downloading(hub, pushed,
     with pytest.raises(WeightzooError, match="is not a directory"):  # the CLI's click.Path refuses it too
         pull_zoo(repo, tmp_path / "file", progress=False)
     assert hub.requests_log == [] and (tmp_path / "file").read_text() == "mine"
+
+
+def test_out_inside_a_zoo_is_refused_before_downloading(hub, pushed, zoo_copy: Path) -> None:
+    """`zoo pull REPO --out ZOO/pulled` wrote a zoo inside another one (README: no command writes
+    inside a zoo); it is refused, as `zoo generate --out` refuses it, before any request."""
+    repo, _, _ = pushed
+    before = sorted(p.relative_to(zoo_copy).as_posix() for p in zoo_copy.rglob("*"))
+    hub.requests_log.clear()
+    result = _run("pull", repo, "--out", str(zoo_copy / "pulled"), "-q")
+    assert_one_line_error(result, "--out", "lies inside the zoo directory", "choose a path outside it")
+    assert hub.requests_log == []
+    assert sorted(p.relative_to(zoo_copy).as_posix() for p in zoo_copy.rglob("*")) == before
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-out", "empty-out"])

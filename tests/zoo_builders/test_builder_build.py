@@ -94,6 +94,24 @@ def test_other_zoo_in_out_dir_is_refused(tiny_zoo, tmp_path):
     assert _files(tiny_zoo) == before
 
 
+def test_out_inside_another_zoo_is_refused_before_any_work(tiny_zoo, issue_spec_path, tmp_path):
+    """`zoo build SPEC --out ZOO/sub` wrote a second zoo inside the first one (README: no command
+    writes inside a zoo); it is refused as `zoo generate --out` refuses it, before any training."""
+    before = _files(tiny_zoo)
+    for dry in ([], ["--dry-run"]):
+        r = CliRunner().invoke(cli, ["build", str(issue_spec_path), "--out", str(tiny_zoo / "sub"), "-q", *dry])
+        assert r.exit_code == 1, r.output
+        assert r.output.startswith("error: out=") and "(--out)" in r.output and "lies inside the zoo directory" in r.output
+        assert "choose a path outside it" in r.output and "Traceback" not in r.output
+    assert _files(tiny_zoo) == before and not (tiny_zoo / "sub").exists()
+    run = tmp_path / "run"  # nor inside another command's output
+    run.mkdir()
+    (run / "metanetwork.safetensors").write_bytes(b"x")
+    r = CliRunner().invoke(cli, ["build", str(issue_spec_path), "--out", str(run / "zoo"), "-q"])
+    assert r.exit_code == 1 and "lies inside the metanetwork run directory" in r.output, r.output
+    assert sorted(p.name for p in run.iterdir()) == ["metanetwork.safetensors"]
+
+
 def _write(tmp_path: Path, spec: dict) -> Path:
     import yaml
 

@@ -21,6 +21,7 @@ def analyzed(zoo_factory, tmp_path_factory):
 def test_analyze_prints_summary_and_stores_queryable_columns(analyzed):
     zoo, out = analyzed
     assert "8 models (each run's last checkpoint" in out
+    assert "8 other matching rows (other checkpoints or not ok) left out" in out  # either, not both
     lines = out.splitlines()
     metrics = [ln.split() for ln in lines if ln.startswith(("hessian ", "cka "))]
     assert [m[:3] for m in metrics] == [["hessian", "8", "0"], ["cka", "8", "0"]]
@@ -126,7 +127,7 @@ def test_plot_writes_png(analyzed, tmp_path):
     out = tmp_path / "trace.png"
     r = run_cli("plot", zoo, "--x", "width", "--y", "train_fraction", "--metric", "hessian_trace_train",
             "--log", "--out", out)
-    assert r.exit_code == 0 and "heatmap of mean log10 hessian_trace_train" in r.output
+    assert r.exit_code == 0 and "heatmap of log10 mean hessian_trace_train over" in r.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = tmp_path / "acc.png"
     r = run_cli("plot", zoo, "--kind", "line", "--x", "checkpoint", "--y", "width", "--metric", "test_acc",
@@ -206,3 +207,22 @@ def test_subspace_leaves_out_a_single_model_architecture_and_writes_nothing_when
     assert f"subspace: left out {small}" in r.output
     assert (tmp_path / f"fam-subspace-{big}.png").exists()
     assert not list(tmp_path.glob("-subspace-*"))
+
+
+def test_plot_log_message_and_help_say_log10_of_the_aggregate(tmp_path):
+    """The heatmap's message said "mean log10 metric" (the mean of log10 values) while the cells
+    were log10 of the mean; message, figure labels and --help now say the same: log10 of the mean."""
+    from zoo_helpers import write_zoo
+
+    zoo = write_zoo(tmp_path / "z", "z", range(12), checkpoints=(0, 2), parts=1)
+    args = ("plot", zoo, "--x", "lr", "--y", "activation", "--metric", "test_loss", "--log")
+    r = run_cli(*args, "--out", tmp_path / "h.png")
+    want = f"wrote a heatmap of log10 mean test_loss over lr x activation to {tmp_path / 'h.png'}"
+    assert r.exit_code == 0 and want in r.output, r.output
+    r = run_cli(*args, "--kind", "line", "--agg", "median", "--out", tmp_path / "l.png")
+    assert r.exit_code == 0 and "wrote a line plot of log10 median test_loss vs lr per activation" in r.output, r.output
+    r = run_cli(*args, "--kind", "scatter", "--out", tmp_path / "s.png")
+    assert r.exit_code == 0 and "wrote a scatter plot of log10 test_loss vs lr per activation" in r.output, r.output
+    text = " ".join(run_cli("plot", "--help").output.split())
+    assert "log10 of the plotted aggregate" in text
+

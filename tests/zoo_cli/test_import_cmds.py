@@ -110,6 +110,32 @@ def test_import_errors_are_one_line(tmp_path):
     check(run_cli("export", src, "--out", tmp_path / "e", "-q"), "")  # not a zoo: one error line
 
 
+def test_out_inside_a_zoo_is_refused_and_the_same_zoo_resumes(tmp_path):
+    """`zoo import ... --out ZOO/sub` wrote a zoo inside another one (README: no command writes
+    inside a zoo). It is refused before the source is read; the zoo itself as --out still resumes."""
+    src, _ = _folder(tmp_path, n=2)
+    out = tmp_path / "zoo"
+    assert run_cli("import", "state-dicts", src, "--out", out, "-q").exit_code == 0
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    for layout in ("state-dicts", "auto"):
+        r = run_cli("import", layout, src, "--out", out / "sub", "-q")
+        assert r.exit_code == 1 and r.output.startswith("error: out=") and "(--out)" in r.output, r.output
+        assert "lies inside the zoo directory" in r.output and "choose a path outside it" in r.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == files
+    r = run_cli("import", "state-dicts", src, "--out", out, "-q")  # the same import again: resumes, no change
+    assert r.exit_code == 0 and "imported 2 models" in r.output, r.output
+
+
+def test_import_help_says_where_the_activation_default_comes_from():
+    """--activation said "(default relu)", but hf-models takes config.json's hidden_act first."""
+    r = run_cli("import", "--help")
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    activation = text[text.index("--activation TEXT"):text.index("--input-shape")]
+    assert "hf-models: config.json's hidden_act, else relu" in activation
+    assert "small-cnn-zoo: each row's config.activation" in activation
+
+
 def test_help_lists_every_layout_and_layout_option(tmp_path):
     r = run_cli("import", "--help")
     assert r.exit_code == 0, r.output

@@ -100,6 +100,22 @@ def test_train_help_lists_hyperparameters_and_presets():
     assert "presets: default" in text and "--include-init" in text and "--threads" in text
 
 
+def test_train_help_model_option_lists_every_registered_metanetwork():
+    """`--model`'s help was hard-coded and missed statnn-kinds; it comes from the registry now,
+    with what each model reads of several architectures (Metanetwork.multi_arch)."""
+    from weightspace import metanetwork_names
+    from weightspace.models.registry import get_metanetwork
+
+    res = CliRunner().invoke(cli, ["train", "--help"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    model_help = text[text.index("--model TEXT"):text.index("--where TEXT")]
+    names = metanetwork_names()
+    assert "statnn-kinds" in names and f"Metanetwork: {', '.join(names)}." in model_help
+    readers = "/".join(n for n in names if get_metanetwork(n).multi_arch == "any")
+    assert f"{readers} read any" in model_help and "gmn" in readers and "statnn-kinds" in readers
+
+
 def test_predict_prints_metrics_per_split_on_the_training_zoo(tiny_digits_zoo, tmp_path):
     runner = CliRunner()
     run_dir = tmp_path / "run"

@@ -71,6 +71,14 @@ def test_outputs_never_land_in_a_zoo_or_a_run(run_dir, tiny_digits_zoo, tmp_path
     assert not (tmp_path / "g").exists()
 
 
+def test_predictions_to_a_text_table_file_are_refused_before_any_work(run_dir, tiny_digits_zoo, tmp_path):
+    """`--out preds.txt` wrote the terminal table: 50 rows, rounded values. A predictions file is
+    .parquet, .csv or .json (as --help says); anything else is refused before the run is read."""
+    res = run_cli("predict", run_dir, tiny_digits_zoo, "-q", "--out", tmp_path / "p.txt")
+    assert_one_line_error(res, "--out", ".txt", "*.csv", "*.json", "*.parquet")
+    assert not (tmp_path / "p.txt").exists()
+
+
 def test_train_onto_an_old_run_drops_its_predictions(run_dir, tiny_digits_zoo, tmp_path):
     old = tmp_path / "old"
     res = run_cli("train", tiny_digits_zoo, "--target", "test_acc", "--model", "statnn", "--epochs", 1,

@@ -30,9 +30,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "weightspace.analysis.evaluation": ["population_loss_accuracy", "recompute_batch_norm"],
     "weightspace.analysis.hessian": ["hessian_top_eig", "hessian_trace"],
     "weightspace.analysis.pairs": ["mean_over_pairs", "seed_pairs"],
-    "weightspace.analysis.phase": ["PhaseGrid", "line_plot", "phase_heatmap", "scatter_plot"],
+    "weightspace.analysis.phase": ["PhaseGrid", "line_plot", "phase_heatmap", "plot_label", "scatter_plot"],
     "weightspace.analysis.run": ["METRICS", "AnalyzeConfig", "AnalyzeResult", "analyze_zoo",
-                                 "plot_zoo"],
+                                 "plot_summary", "plot_zoo"],
     "weightspace.analysis.subspace": ["SubspaceResult", "explained_variance", "layer_matrices",
                                       "plot_spectrum", "rank_for_variance", "subspace_analysis"],
 })

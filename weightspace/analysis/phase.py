@@ -2,6 +2,10 @@
 the cells of two axes (e.g. ``hessian_trace`` over ``width`` x ``batch_size``, mean over seeds),
 and line / scatter plots of one column against another per group.
 
+With ``log`` every kind plots ``log10`` of what it plots otherwise: of the aggregate of a cell or
+point (``log10(mean(...))``, as SQL's ``log10(avg(...))``, never the mean of ``log10`` values),
+of each row's value in a scatter plot; :func:`plot_label` names it the same way everywhere.
+
 Tables are a ``pyarrow.Table`` (``Selection.table``, a ``zoo query`` result) or a
 ``{column: sequence}`` dict; the aggregation is plain numpy. Each function returns the numbers
 it plots (so they can be printed or tested) and writes the figure when given ``out``.
@@ -55,8 +59,29 @@ class PhaseGrid:
 
     @property
     def label(self) -> str:
-        """The colour bar's label, e.g. ``"log10 mean hessian_trace"``."""
-        return f"{'log10 ' if self.log else ''}{self.agg} {self.metric}"
+        """The colour bar's label, e.g. ``"log10 mean hessian_trace"`` (see :func:`plot_label`)."""
+        return plot_label(self.metric, self.agg, self.log)
+
+
+def plot_label(metric: str, agg: str | None = None, log: bool = False) -> str:
+    """What a plot shows, for its title, axis or colour bar and the command's message: e.g.
+    ``"log10 mean hessian_trace"`` is ``log10`` of the mean (the one meaning of ``log``: log10 of
+    the plotted aggregate), ``"hessian_trace"`` a scatter plot's rows (``agg`` ``None``)."""
+    shown = f"{agg} {metric}" if agg else metric
+    return f"log10 {shown}" if log else shown
+
+
+def _log10(v: np.ndarray, what: str) -> np.ndarray:
+    """``log10(v)`` of plotted values ``v`` (NaN stays NaN), refusing any that are not positive.
+
+    Raises:
+        WeightzooError: naming ``what`` (e.g. ``"mean hessian_trace in every cell"``).
+    """
+    finite = v[~np.isnan(v)]
+    if (finite <= 0).any():
+        raise WeightzooError(f"log needs a positive {what}, but some are <= 0 (min {finite.min():g}); "
+                             f"plot without log")
+    return np.log10(v)
 
 
 def _check_agg(agg: str) -> None:
@@ -137,12 +162,8 @@ def phase_heatmap(
         # A cell with a diverged row is left out: the mean of the rest (e.g. the run's own earlier
         # checkpoints) would show a value the run did not end with.
         grid[i, j] = _aggregate(arr, agg) if not diverged[i, j] or agg == "count" else np.nan
-    if log:
-        finite = grid[~np.isnan(grid)]
-        if (finite <= 0).any():
-            raise WeightzooError(f"log needs a positive {agg} {metric} in every cell, but some are "
-                                 f"<= 0 (min {finite.min():g}); plot without log")
-        grid = np.log10(grid)
+    if log:  # of the aggregate: what the cell shows
+        grid = _log10(grid, f"{agg} {metric} in every cell")
     result = PhaseGrid(x, y, metric, agg, log, x_axis, y_axis, grid, counts, diverged)
     if out is not None:
         _draw_heatmap(result, out)
@@ -193,7 +214,7 @@ def _groups(table: Table, group: str | None) -> tuple[list, list]:
 
 def line_plot(
     table: Table, x: str, y: str, group: str | None = None, agg: str = "mean",
-    out: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None, log: bool = False,
 ) -> dict[object, tuple[np.ndarray, np.ndarray]]:
     """One line per value of ``group``: ``y`` aggregated over the rows at each ``x`` (e.g.
     ``test_acc`` vs ``checkpoint`` per ``lr``, mean over seeds).
@@ -205,9 +226,11 @@ def line_plot(
         group: a column with one line per value (default: one line).
         agg: one of :data:`AGGREGATIONS` (default ``mean``).
         out: write the figure there (e.g. ``fig.png``); default: only compute.
+        log: plot ``log10`` of the aggregate (default ``False``; every point must be > 0).
 
     Returns:
-        ``{group value: (x values [k], aggregated y [k])}``, ``x`` sorted.
+        ``{group value: (x values [k], aggregated y [k])}``, ``x`` sorted (``log10`` of the
+        aggregate if ``log``).
     """
     check_columns(table, [x, y] + ([group] if group else []))
     _check_agg(agg)
@@ -218,14 +241,19 @@ def line_plot(
         rows = np.array([gv == g for gv in gs]) & ~np.isnan(xs)
         grid = np.unique(xs[rows])
         lines[g] = (grid, np.array([_aggregate(ys[rows & (xs == v)], agg) for v in grid]))
+    if log:  # of the aggregate, as a heatmap's cells
+        every = np.concatenate([np.empty(0)] + [gy for _, gy in lines.values()])
+        _log10(every, f"{agg} {y} at every point")
+        lines = {g: (gx, np.log10(gy)) for g, (gx, gy) in lines.items()}
+    label = plot_label(y, agg, log)
     if out is not None:
         fig = new_figure()
         ax = fig.add_subplot()
         for g, (gx, gy) in lines.items():
             ax.plot(gx, gy, marker="o", label=None if group is None else _fmt(g))
         ax.set_xlabel(x)
-        ax.set_ylabel(f"{agg} {y}")
-        ax.set_title(f"{agg} {y} vs {x}" + (f" per {group}" if group else ""), fontsize=10)
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} vs {x}" + (f" per {group}" if group else ""), fontsize=10)
         if group is not None:
             ax.legend(title=group, fontsize=8)
         ax.grid(True, alpha=0.3)
@@ -235,7 +263,7 @@ def line_plot(
 
 def scatter_plot(
     table: Table, x: str, y: str, group: str | None = None,
-    out: str | os.PathLike | None = None, max_legend: int = 10,
+    out: str | os.PathLike | None = None, max_legend: int = 10, log: bool = False,
 ) -> dict[object, tuple[np.ndarray, np.ndarray]]:
     """Every row as a point (``x``, ``y``), coloured by ``group``.
 
@@ -249,12 +277,16 @@ def scatter_plot(
         group: the column that colours the points (default: none).
         out: write the figure there (e.g. ``fig.png``); default: only compute.
         max_legend: most groups shown as a legend (default ``10``).
+        log: plot ``log10`` of each row's ``y`` (default ``False``; every value must be > 0).
 
     Returns:
-        ``{group value: (x [k], y [k])}`` the points of each group (rows with NaN dropped).
+        ``{group value: (x [k], y [k])}`` the points of each group (rows with NaN dropped;
+        ``log10`` of ``y`` if ``log``).
     """
     check_columns(table, [x, y] + ([group] if group else []))
     xs, ys = numeric(table, x), numeric(table, y)
+    if log:
+        ys = _log10(ys, f"{y} in every row")
     gs, order = _groups(table, group)
     ok = ~np.isnan(xs) & ~np.isnan(ys)
     points = {}
@@ -275,8 +307,8 @@ def scatter_plot(
             if group is not None:
                 ax.legend(title=group, fontsize=8)
         ax.set_xlabel(x)
-        ax.set_ylabel(y)
-        ax.set_title(f"{y} vs {x}" + (f" by {group}" if group else ""), fontsize=10)
+        ax.set_ylabel(plot_label(y, None, log))
+        ax.set_title(f"{plot_label(y, None, log)} vs {x}" + (f" by {group}" if group else ""), fontsize=10)
         ax.grid(True, alpha=0.3)
         save(fig, out)
     return points

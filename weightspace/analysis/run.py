@@ -61,7 +61,7 @@ from weightspace.analysis.connectivity import bezier_barrier, linear_barrier
 from weightspace.analysis.evaluation import EVAL_BATCH
 from weightspace.analysis.hessian import LANCZOS_BASIS, hessian_top_eig, hessian_trace
 from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
-from weightspace.analysis.phase import line_plot, phase_heatmap, scatter_plot
+from weightspace.analysis.phase import PhaseGrid, line_plot, phase_heatmap, plot_label, scatter_plot
 from weightspace.analysis.subspace import SubspaceResult, plot_spectrum, subspace_analysis
 
 #: The sidecar group of the analysis tables.
@@ -874,7 +874,8 @@ def plot_zoo(
         kind: one of :data:`PLOT_KINDS` (default ``heatmap``).
         agg: aggregation of a cell or point (default ``mean``; see
             :data:`~weightspace.analysis.phase.AGGREGATIONS`).
-        log: plot ``log10`` of the metric (default ``False``).
+        log: plot ``log10`` of what is plotted (default ``False``): of the aggregate of a cell or
+            point (``log10(mean)``, not the mean of ``log10`` values), of each row in a scatter plot.
         where: a SQL condition selecting rows (default: all).
         checkpoint: rows at this epoch; ``"all"``; default ``None``: each run's last checkpoint,
             or every checkpoint when ``x`` or ``y`` is ``checkpoint``.
@@ -905,11 +906,21 @@ def plot_zoo(
     if kind == "heatmap":
         return phase_heatmap(table, x, y, metric, agg=agg, log=log, out=out)
     data = {c: table.column(c).to_pylist() for c in dict.fromkeys(c for c in (x, y, metric) if c)}
-    if log:
-        v = np.asarray([np.nan if a is None else a for a in data[metric]], dtype=np.float64)
-        if (v[~np.isnan(v)] <= 0).any():
-            raise WeightzooError(f"log needs {metric} > 0, but some values are <= 0; plot without log")
-        metric, data = f"log10 {metric}", data | {f"log10 {metric}": np.log10(v)}
     if kind == "line":
-        return line_plot(data, x, metric, group=y, agg=agg, out=out)
-    return scatter_plot(data, x, metric, group=y, out=out)
+        return line_plot(data, x, metric, group=y, agg=agg, out=out, log=log)
+    return scatter_plot(data, x, metric, group=y, out=out, log=log)
+
+
+def plot_summary(result: PhaseGrid | dict, kind: str, x: str, y: str | None, metric: str, agg: str = "mean",
+                 log: bool = False, out: str | os.PathLike = "fig.png") -> list[str]:
+    """The lines ``zoo plot`` prints for ``result``, what :func:`plot_zoo` returned for these
+    arguments: what was plotted, named as the figure names it (:func:`plot_label`: ``log10
+    mean test_loss`` is log10 of the mean), and a heatmap's cells left out for a diverged run."""
+    if kind == "heatmap":
+        lines = [f"wrote a heatmap of {plot_label(metric, agg, log)} over {x} x {y} to {out}"]
+        n_div = int((result.diverged > 0).sum()) if result.diverged is not None else 0
+        if n_div:
+            lines.append(f"{n_div} cell(s) hold a diverged run ({metric} is NaN): left out, hatched")
+        return lines
+    shown = plot_label(metric, agg if kind == "line" else None, log)
+    return [f"wrote a {kind} plot of {shown} vs {x}" + (f" per {y}" if y else "") + f" to {out}"]

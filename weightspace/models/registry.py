@@ -38,6 +38,19 @@ def metanetwork_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def metanetworks_help() -> str:
+    """The ``zoo train --model`` help: every registered name, and which architectures each reads
+    together (:attr:`Metanetwork.multi_arch`), so a new model shows up without editing the CLI."""
+    names = metanetwork_names()
+    reads: dict[str, list[str]] = {}
+    for name in names:
+        reads.setdefault(_REGISTRY[name].multi_arch, []).append(name)
+    how = {"any": "read any", "same_params": "those with the same parameter shapes",
+           "one": "one (select it with --where \"arch_id = '...'\")"}
+    parts = [f"{'/'.join(reads[k])} {how[k]}" for k in how if k in reads]
+    return f"Metanetwork: {', '.join(names)}. Several architectures in the selection: {', '.join(parts)}."
+
+
 def get_metanetwork(name: str) -> type[Metanetwork]:
     """The metanetwork class registered as ``name``; the error lists the valid names."""
     _ensure_loaded()

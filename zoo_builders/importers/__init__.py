@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 
 from catalog.format import Manifest
+from catalog.paths import check_output_path
 from zoo_builders.importers.common import SourceError
 from zoo_builders.importers.detect import LOOKED_FOR, detect_layout
 from zoo_builders.importers.hf_models import import_hf_models
@@ -70,9 +71,12 @@ def import_zoo(layout: str, src: str | os.PathLike, out: str | os.PathLike, **op
 
     Raises:
         SourceError: an unknown layout, an option the layout does not take, a bad source.
+        OutputPathError: ``out`` lies inside a zoo or another command's output (an existing zoo
+            at ``out`` itself is resumed; see :func:`catalog.paths.check_output_path`).
     """
     import inspect
 
+    check_output_path(out, "out", "zoo", flag="--out")  # before any work (detecting the layout reads the source)
     detected = layout == "auto"
     if detected:
         layout = detect_layout(src)

@@ -416,6 +416,33 @@ def test_plot_zoo(analyzed, tmp_path):
         plot_zoo(zoo, "width", "lr", "test_acc", kind="bars", out=tmp_path / "x.png")
 
 
+def test_plot_log_is_log10_of_the_plotted_aggregate_for_every_kind(tmp_path):
+    """`--log` took log10 of a heatmap cell's mean but the mean of log10 values along a line. One
+    definition now: log10 of what is plotted (the aggregate; a scatter plot's rows), as the SQL
+    log10(avg(...)) gives it, with titles and labels that say so."""
+    from zoo_helpers import write_zoo
+
+    zoo = write_zoo(tmp_path / "z", "z", range(12), checkpoints=(0, 2), parts=1)  # 2 runs per (lr, activation)
+    want = {(r["lr"], r["activation"]): r["v"] for r in open_zoo(zoo).engine.execute(
+        "SELECT lr, activation, log10(avg(test_loss)) AS v FROM models WHERE checkpoint = 2 "
+        "GROUP BY ALL").to_pylist()}
+    mean_of_log = open_zoo(zoo).engine.execute(
+        "SELECT avg(log10(test_loss)) AS v FROM models WHERE checkpoint = 2 AND lr = 0.01 AND activation = 'tanh'"
+    ).column("v")[0].as_py()
+    assert not np.isclose(mean_of_log, want[(0.01, "tanh")])  # the two definitions differ here
+    grid = plot_zoo(zoo, "lr", "activation", "test_loss", log=True, checkpoint=2, out=tmp_path / "h.png")
+    assert grid.label == "log10 mean test_loss" and (grid.counts == 2).all()
+    for (i, act), (j, lr) in ((a, b) for a in enumerate(grid.y_values) for b in enumerate(grid.x_values)):
+        assert grid.values[i, j] == pytest.approx(want[(lr, act)], rel=1e-12)
+    lines = plot_zoo(zoo, "lr", "activation", "test_loss", kind="line", log=True, checkpoint=2,
+                     out=tmp_path / "l.png")
+    for act, (xs, ys) in lines.items():
+        assert list(ys) == pytest.approx([want[(lr, act)] for lr in xs], rel=1e-12)
+    points = plot_zoo(zoo, "lr", None, "test_loss", kind="scatter", log=True, checkpoint=2, out=tmp_path / "s.png")
+    rows = open_zoo(zoo).select(where="checkpoint = 2")
+    assert sorted(points[None][1]) == pytest.approx(sorted(np.log10(rows.column("test_loss"))), rel=1e-12)
+
+
 def test_figures_that_cannot_be_written_are_refused_before_any_work(analyzed, monkeypatch):
     """`zoo plot --out` and `zoo analyze --out` (figures) go through check_output_path first: a
     figure inside the zoo (or in a folder that cannot be written) fails before anything runs."""
