@@ -49,7 +49,15 @@ from catalog.errors import WeightzooError
 from catalog.export import SUFFIX_FORMATS, render_csv, render_json, render_table
 from catalog.format import atomic_write_bytes
 from catalog.paths import check_output_path
-from catalog.split import SPLITS, check_fractions, row_runs, run_splits, runs_fingerprint
+from catalog.split import (
+    LINK_COLUMN,
+    SPLITS,
+    check_fractions,
+    row_runs,
+    run_splits,
+    runs_fingerprint,
+    runs_sharing_networks,
+)
 from weightspace.metrics import classification_metrics, regression_metrics
 from weightspace.models.registry import (
     check_hparams,
@@ -237,9 +245,15 @@ def train_on_zoo(
             left_out = len(selection) - sum(rows.values())
             if left_out:
                 log(f"{left_out} selected rows left out: their status is not 'ok' (e.g. diverged runs)")
+            meta = selection.metadata(["run_id", "status", LINK_COLUMN])
+            shared = runs_sharing_networks(meta.filter(pc.equal(meta.column("status"), "ok")))
+            if shared:
+                log(f"{shared} runs hold a network that another run holds too (equal sha256, e.g. one seed's "
+                    f"initialization under several learning rates): such runs are kept in one split")
         info = {"zoo": _local_path(z), "zoo_name": z.name, "target_type": _column_type(z, target),
                 "where": where, "include_init": include_init, "selection_where": selection_where,
-                "status": "ok", "fractions": list(fr), "split_seed": seed, "rows": rows,
+                "status": "ok", "fractions": list(fr), "split_seed": seed, "split_link": LINK_COLUMN,
+                "rows": rows,
                 "checkpoints": {s: {str(c): n for c, n in cs.items()} for s, cs in checkpoints.items()},
                 "run_fingerprints": {s: runs_fingerprint(d.table.column("run_id").to_pylist())
                                      for s, d in splits.items()}}
@@ -405,11 +419,13 @@ def _training_splits(model: TrainedMetanetwork, z: Zoo, selection) -> tuple[bool
         return False, None, None
     how = "path" if same_path else "name"
     train_sel = z.select(where=data.get("selection_where", data.get("where")))
-    meta = train_sel.metadata(["model_id", "run_id", "status"])
+    # Runs of older versions were split by run alone (no "split_link"): recompute them so.
+    link = data.get("split_link")
+    meta = train_sel.metadata(["model_id", "run_id", "status", *([link] if link else [])])
     status = data.get("status", "ok")
     if status is not None:
         meta = meta.filter(pc.equal(meta.column("status"), status))
-    runs = run_splits(meta, data["fractions"], data.get("split_seed", 0))
+    runs = run_splits(meta, data["fractions"], data.get("split_seed", 0), link=link)
     recorded = data.get("run_fingerprints")
     if recorded:
         same = all(runs_fingerprint(r for r, s in runs.items() if s == split) == recorded.get(split)

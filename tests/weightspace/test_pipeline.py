@@ -127,6 +127,44 @@ def test_predict_on_the_training_zoo_reports_per_split(acts_zoo, tmp_path):
         "train", "val", "test", "outside"}
 
 
+def _split_shas(acts_zoo, pred):
+    sha = dict(zip(*(open_zoo(acts_zoo).select().column(c) for c in ("model_id", "sha256"))))
+    out: dict[str, set] = {}
+    for m, s in zip(pred.table.column("model_id").to_pylist(), pred.table.column("split").to_pylist()):
+        out.setdefault(s, set()).add(sha[m])
+    return out
+
+
+def test_identical_networks_of_different_runs_share_a_split(acts_zoo, tmp_path):
+    """--include-init: the runs of one seed share their initialization (one sha256), so they are
+    split together, and predict on the training zoo reproduces that split; a run saved before
+    (split by run alone, no "split_link") is still reproduced as it was split."""
+    messages: list[str] = []
+    res = train_on_zoo(acts_zoo, "test_acc", "statnn", include_init=True, fractions=(0.5, 0.25, 0.25),
+                       out=tmp_path / "run", epochs=1, progress=False, log=messages.append)
+    assert any("runs hold a network that another run holds too" in m for m in messages)
+    pred = predict_on_zoo(res.run_dir, acts_zoo, progress=False)
+    assert pred.split_metrics is not None and pred.rows_per_split == {**res.rows, "outside": 0}
+    shas = _split_shas(acts_zoo, pred)
+    assert not (shas["train"] & shas["val"] or shas["train"] & shas["test"] or shas["val"] & shas["test"])
+
+    # a run directory of an older version: split by run alone, fingerprints of that split
+    from catalog.split import run_splits, runs_fingerprint
+
+    cfg_path = res.run_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["data"]["split_link"]
+    runs = run_splits(open_zoo(acts_zoo).select().metadata(["run_id"]), (0.5, 0.25, 0.25), 0, link=None)
+    cfg["data"]["run_fingerprints"] = {s: runs_fingerprint(r for r, x in runs.items() if x == s)
+                                       for s in ("train", "val", "test")}
+    cfg_path.write_text(json.dumps(cfg))
+    old = predict_on_zoo(res.run_dir, acts_zoo, progress=False)
+    assert old.split_metrics is not None and "cannot be reproduced" not in old.note
+    labels = dict(zip(old.table.column("model_id").to_pylist(), old.table.column("split").to_pylist()))
+    ids = open_zoo(acts_zoo).select().metadata(["model_id", "run_id"])
+    assert all(labels[m] == runs[r] for m, r in zip(*(ids.column(c).to_pylist() for c in ("model_id", "run_id"))))
+
+
 def test_predict_on_another_zoo_or_a_zoo_with_other_runs(acts_zoo, tiny_digits_zoo, zoo_factory, tmp_path):
     res = train_on_zoo(acts_zoo, "test_acc", "statnn", out=tmp_path / "run", **QUICK)
     other = predict_on_zoo(res.run_dir, tiny_digits_zoo, progress=False)  # same shapes, ReLU
