@@ -2,8 +2,9 @@
 
 Items are ``(weights, target)``: one model's parameters and the values of chosen metadata
 columns. Rows are split into train/val/test by training run (:func:`catalog.split.split_by_run`)
-so no run is in two splits. Weights are normalized per parameter entry with a mean and standard
-deviation computed on the *training* split; these statistics are stored with the zoo
+so no run is in two splits (and runs that share a network, equal ``sha256``, share a split).
+Weights are normalized per parameter entry with a mean and standard deviation computed on the
+*training* split; these statistics are stored with the zoo
 (``<zoo>/stats/norm-<key>.safetensors``, written atomically) and read back on the next load,
 where ``<key>`` hashes the architecture and the checksums of the training rows, so a different
 selection, split or seed gets its own file and a stale file is never used.
@@ -32,7 +33,7 @@ from catalog.format import atomic_path, save_safetensors
 from catalog.network import NetworkSpec
 from catalog.query import ZOO_COLUMN
 from catalog.selection import Selection, describe_differences, name_some
-from catalog.split import SPLITS, split_by_run
+from catalog.split import LINK_COLUMN, SPLITS, split_by_run
 
 #: The zoo subdirectory holding cached normalization statistics (ignored by `zoo verify`).
 STATS_DIR = "stats"
@@ -91,7 +92,9 @@ class WeightDataset(Dataset):
         self.verify = verify
 
         key = ["run_id"] + ([ZOO_COLUMN] if selection.source.multi else [])
-        wanted = list(dict.fromkeys(key + ["status"] + self.targets))
+        # The weights' checksums keep identical networks of different runs in one split.
+        link = [LINK_COLUMN] if LINK_COLUMN in selection.columns or "model_id" in selection.columns else []
+        wanted = list(dict.fromkeys(key + ["status"] + self.targets + link))
         meta = selection.metadata(wanted)
         if status is not None:
             keep = np.flatnonzero(pc.fill_null(pc.equal(meta.column("status"), status), False)

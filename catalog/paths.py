@@ -112,7 +112,8 @@ def safe_join(root: str | os.PathLike, rel: str, what: str = "path") -> Path:
 #: A command's output must not land inside another one (see :func:`check_output_path`).
 OUTPUT_KINDS: dict[str, tuple[str, ...]] = {
     "zoo": ("zoo.json",),
-    "metanetwork run": ("metanetwork.safetensors", "config.json", "metrics.json", "history.json"),
+    "metanetwork run": ("metanetwork.safetensors", "config.json", "metrics.json", "history.json",
+                        "seen_networks.parquet"),
     "generator": ("generator.json", "generator.safetensors"),
     "ranker": ("ranker.json", "ranker.safetensors"),
     "eval-gen": ("eval_gen.json", "eval_gen.png"),

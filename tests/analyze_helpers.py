@@ -43,6 +43,15 @@ ONE_SEED = {
     "grid": {"lr": [0.001, 0.01], "seed": [0]},
 }
 
+#: Three seeds of one configuration: a row's seed partners change with the selection.
+THREE_SEEDS = {
+    "name": "three-seeds",
+    "dataset": {"name": "digits", "test_fraction": 0.25},
+    "architecture": {"name": "mlp", "hidden": [4], "activation": "relu"},
+    "training": {"epochs": 1, "batch_size": 64, "lr": 0.01, "checkpoints": [1]},
+    "grid": {"seed": [0, 1, 2]},
+}
+
 #: SIRENs fitting images: not classifiers.
 TINY_INR = {
     "name": "tiny-inr",

@@ -17,11 +17,16 @@ metrics), splits them by run, trains with early stopping and writes the run dire
                               split's runs)
     metrics.json              test and validation metrics, best epoch, epochs run
     history.json              per-epoch train (and validation) loss
+    seen_networks.parquet     the sha256 of every training and validation network (columns
+                              sha256, split), so predictions on another zoo can tell them apart
 
 ``predict_on_zoo`` applies a run directory to the networks of a zoo. When that zoo is the one
 the metanetwork was trained on, the training split is recomputed from the recorded settings
 and checked against the recorded fingerprints, and metrics are reported per split: metrics
-over all rows would mix networks the model was trained on with held-out ones.
+over all rows would mix networks the model was trained on with held-out ones. On another zoo
+(or one whose split cannot be reproduced) rows are labelled by the recorded sha256: ``train`` /
+``val`` for networks the model was trained or validated on, ``unseen`` for the others, and the
+metrics are over the unseen rows.
 """
 
 from __future__ import annotations
@@ -49,7 +54,15 @@ from catalog.errors import WeightzooError
 from catalog.export import SUFFIX_FORMATS, render_csv, render_json
 from catalog.format import atomic_write_bytes
 from catalog.paths import check_output_path
-from catalog.split import SPLITS, check_fractions, row_runs, run_splits, runs_fingerprint
+from catalog.split import (
+    LINK_COLUMN,
+    SPLITS,
+    check_fractions,
+    row_runs,
+    run_splits,
+    runs_fingerprint,
+    runs_sharing_networks,
+)
 from weightspace.metrics import classification_metrics, regression_metrics
 from weightspace.models.registry import (
     check_hparams,
@@ -59,11 +72,16 @@ from weightspace.models.registry import (
     preset_names,
 )
 from weightspace.train import check_seed, evaluate, fit, several_archs_error
-from weightspace.trained import TrainedMetanetwork
+from weightspace.trained import SEEN_FILE, TrainedMetanetwork
 
 #: The split label of rows the training selection did not include (checkpoint 0 unless
 #: ``include_init``, diverged runs, rows outside its ``where``).
 OUTSIDE = "outside"
+#: The split label, on another zoo, of rows that are none of the networks the model was trained
+#: or validated on (by sha256).
+UNSEEN = "unseen"
+#: The splits whose networks a run records in its :data:`~weightspace.trained.SEEN_FILE`.
+SEEN_SPLITS = ("train", "val")
 
 Log = Callable[[str], None]
 
@@ -109,15 +127,18 @@ class PredictResult:
 
     Args:
         predictions: the Parquet file written (``model_id``, ``pred_<target>``, and ``split``
-            when the zoo is the training zoo). Predicted classes have the target column's type
+            when the zoo is the training zoo, or when the run recorded its networks:
+            ``train`` / ``val`` / ``unseen`` by sha256). Predicted classes have the target column's type
             and values (int32 classes as int32, 0.001 as 0.001, booleans as booleans).
         table: the same rows.
         target: the predicted column.
-        metrics: against the zoo's target column over every row that has a value (``None``
-            when the zoo has no such column).
+        metrics: against the zoo's target column over every row that has a value (on a zoo
+            labelled by sha256: every ``unseen`` row; ``None`` when the zoo has no such column).
         training_zoo: whether the zoo is the one the model was trained on (by path or name).
         split_metrics: on the training zoo, metrics per split (``train`` / ``val`` / ``test``
-            / ``outside``: rows the training selection did not include), else ``None``.
+            / ``outside``: rows the training selection did not include); on a zoo holding
+            networks the model was trained or validated on, per ``train`` / ``val`` /
+            ``unseen``; else ``None``.
         note: what the caller should tell the user about the metrics (e.g. that the zoo is
             the training zoo), or ``None``.
     """
@@ -238,9 +259,15 @@ def train_on_zoo(
             left_out = len(selection) - sum(rows.values())
             if left_out:
                 log(f"{left_out} selected rows left out: their status is not 'ok' (e.g. diverged runs)")
+            meta = selection.metadata(["run_id", "status", LINK_COLUMN])
+            shared = runs_sharing_networks(meta.filter(pc.equal(meta.column("status"), "ok")))
+            if shared:
+                log(f"{shared} runs hold a network that another run holds too (equal sha256, e.g. one seed's "
+                    f"initialization under several learning rates): such runs are kept in one split")
         info = {"zoo": _local_path(z), "zoo_name": z.name, "target_type": _column_type(z, target),
                 "where": where, "include_init": include_init, "selection_where": selection_where,
-                "status": "ok", "fractions": list(fr), "split_seed": seed, "rows": rows,
+                "status": "ok", "fractions": list(fr), "split_seed": seed, "split_link": LINK_COLUMN,
+                "rows": rows,
                 "checkpoints": {s: {str(c): n for c, n in cs.items()} for s, cs in checkpoints.items()},
                 "run_fingerprints": {s: runs_fingerprint(d.table.column("run_id").to_pylist())
                                      for s, d in splits.items()}}
@@ -256,11 +283,43 @@ def train_on_zoo(
                    "epochs_run": trained.training["epochs_run"]}
     finally:
         torch.set_num_threads(previous_threads)
-    trained.save(run_dir, metrics=metrics, history=history)
+    trained.save(run_dir, metrics=metrics, history=history, files={SEEN_FILE: _seen_bytes(splits)})
     # Replacing an earlier run: its predictions came from the metanetwork just overwritten.
     for stale in run_dir.glob("predictions-*.parquet"):
         stale.unlink()
     return TrainResult(trained, run_dir, task, metrics, history, rows, checkpoints, arch_ids)
+
+
+def _seen_bytes(splits: Mapping[str, WeightDataset]) -> bytes:
+    """The Parquet bytes of :data:`SEEN_FILE`: ``sha256`` and ``split`` of every training and
+    validation network (sorted, so the same run writes the same bytes)."""
+    pairs = sorted({(sha, s) for s in SEEN_SPLITS for sha in splits[s].selection.column("sha256") if sha})
+    table = pa.table({"sha256": pa.array([p[0] for p in pairs], pa.string()),
+                      "split": pa.array([p[1] for p in pairs], pa.string())})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def _read_seen(run_dir: str | os.PathLike) -> dict[str, str] | None:
+    """``{sha256: split}`` of the networks the run was trained / validated on (a network in both:
+    ``train``), or ``None`` for a run saved before runs recorded them."""
+    path = Path(run_dir) / SEEN_FILE
+    if not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise WeightzooError(f"{path} cannot be read ({e}): it is truncated or corrupt; train the "
+                             f"metanetwork again (zoo train) to write it") from e
+    if not {"sha256", "split"} <= set(table.column_names):
+        raise WeightzooError(f"{path} lacks the columns sha256 and split (it has {', '.join(table.column_names)}); "
+                             f"train the metanetwork again (zoo train) to write it")
+    seen: dict[str, str] = {}
+    for sha, split in zip(table.column("sha256").to_pylist(), table.column("split").to_pylist()):
+        if sha is not None and seen.get(sha) != SEEN_SPLITS[0]:
+            seen[sha] = split
+    return seen
 
 
 def _column_type(z: Zoo, column: str) -> str:
@@ -363,6 +422,9 @@ def predict_on_zoo(
     columns: dict[str, Any] = {"model_id": selection.column("model_id"), column: values}
 
     training_zoo, split_of_row, note = _training_splits(model, z, selection)
+    by_sha = split_of_row is None  # another zoo, or the split cannot be reproduced
+    if by_sha:
+        split_of_row, note = _seen_splits(run_dir, selection, note)
     if split_of_row is not None:
         columns["split"] = split_of_row
     table = pa.table(columns)
@@ -378,15 +440,17 @@ def predict_on_zoo(
     rows_per_split: dict[str, int] = {}
     if target in z.table.column_names:
         truths = selection.column(target)
-        metrics = _metrics(model, pred, truths)
+        labels = np.asarray(split_of_row if split_of_row is not None else [], dtype=object)
+        # On another zoo the headline metrics leave out the networks the model saw.
+        keep = np.flatnonzero(labels == UNSEEN) if by_sha and split_of_row is not None else np.arange(len(truths))
+        metrics = _metrics(model, pred[torch.from_numpy(keep)], [truths[i] for i in keep.tolist()])
         if metrics is not None and metrics.get("left_out"):
             dropped = (f"{metrics['left_out']} rows with a non-finite {target} or prediction (e.g. "
                        f"diverged runs) were left out of the metrics")
             note = f"{note}; {dropped}" if note else dropped
-        if split_of_row is not None:
-            labels = np.asarray(split_of_row, dtype=object)
+        if split_of_row is not None and (not by_sha or len(keep) < len(truths)):
             split_metrics = {}
-            for name in (*SPLITS, OUTSIDE):
+            for name in ((*SEEN_SPLITS, UNSEEN) if by_sha else (*SPLITS, OUTSIDE)):
                 idx = np.flatnonzero(labels == name)
                 rows_per_split[name] = len(idx)
                 m = _metrics(model, pred[torch.from_numpy(idx)], [truths[i] for i in idx.tolist()])
@@ -394,6 +458,33 @@ def predict_on_zoo(
                     split_metrics[name] = m
     return PredictResult(path, table, target, metrics, training_zoo, split_metrics, note,
                          rows_per_split)
+
+
+def _seen_splits(run_dir: str | os.PathLike, selection, note: str | None) -> tuple[list[str] | None, str | None]:
+    """On a zoo whose split is not reproduced: each selected row's label by its sha256 (``train`` /
+    ``val`` if the model was trained / validated on that network, else ``unseen``) and the note,
+    or ``(None, note)`` for a run saved before runs recorded their networks (the note says
+    overlap was not checked)."""
+    seen = _read_seen(run_dir)
+    if seen is None:
+        if note is not None:  # the training zoo's name, but other runs
+            return None, (f"{note}: the metrics below are over all rows and may include networks the model "
+                          f"was trained on")
+        return None, (f"this run was saved before runs recorded their training networks ({SEEN_FILE}), so "
+                      f"overlap with the zoo was not checked: the metrics may include networks the model "
+                      f"was trained on (train it again to check)")
+    labels = [seen.get(sha, UNSEEN) if sha else UNSEEN for sha in selection.column("sha256")]
+    counts = Counter(labels)
+    overlap = len(labels) - counts[UNSEEN]
+    if not overlap:
+        found = "none of its rows is a network the model was trained or validated on (by sha256)"
+        return labels, f"{note}; {found}" if note is not None else None
+    what = " and ".join(f"{counts[s]} {'training' if s == 'train' else 'validation'}"
+                        for s in SEEN_SPLITS if counts[s])
+    found = (f"{overlap} of {len(labels)} rows are networks the model was trained or validated on ({what} "
+             f"networks, by sha256): left out of the metrics, which are over the {counts[UNSEEN]} "
+             f"'{UNSEEN}' rows; the split column marks them")
+    return labels, f"{note}; {found}" if note is not None else found
 
 
 def _training_splits(model: TrainedMetanetwork, z: Zoo, selection) -> tuple[bool, list[str] | None, str | None]:
@@ -406,11 +497,13 @@ def _training_splits(model: TrainedMetanetwork, z: Zoo, selection) -> tuple[bool
         return False, None, None
     how = "path" if same_path else "name"
     train_sel = z.select(where=data.get("selection_where", data.get("where")))
-    meta = train_sel.metadata(["model_id", "run_id", "status"])
+    # Runs of older versions were split by run alone (no "split_link"): recompute them so.
+    link = data.get("split_link")
+    meta = train_sel.metadata(["model_id", "run_id", "status", *([link] if link else [])])
     status = data.get("status", "ok")
     if status is not None:
         meta = meta.filter(pc.equal(meta.column("status"), status))
-    runs = run_splits(meta, data["fractions"], data.get("split_seed", 0))
+    runs = run_splits(meta, data["fractions"], data.get("split_seed", 0), link=link)
     recorded = data.get("run_fingerprints")
     if recorded:
         same = all(runs_fingerprint(r for r, s in runs.items() if s == split) == recorded.get(split)
@@ -418,11 +511,10 @@ def _training_splits(model: TrainedMetanetwork, z: Zoo, selection) -> tuple[bool
     else:  # run directories of older versions: compare the rows per split
         counts = Counter(runs[r] for r in row_runs(meta))
         same = all(counts.get(s, 0) == data.get("rows", {}).get(s, -1) for s in SPLITS)
-    if not same:
+    if not same:  # predict_on_zoo labels the rows by sha256 instead, if the run recorded them
         return True, None, (
             f"{z.name} has the training zoo's {how}, but its runs are not those the metanetwork "
-            f"was split on, so the split cannot be reproduced: the metrics below are over all "
-            f"rows and may include networks the model was trained on")
+            f"was split on, so the split cannot be reproduced")
     selected = set(meta.column("model_id").to_pylist())
     rows = selection.metadata(["model_id", "run_id"])
     labels = [runs[r] if m in selected else OUTSIDE

@@ -41,6 +41,8 @@ WEIGHTS_FILE = "metanetwork.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
+#: The sha256 of the networks a run was trained and validated on (``zoo train`` writes it).
+SEEN_FILE = "seen_networks.parquet"
 TASKS = ("regression", "classification")
 #: The output kind of a run directory (:data:`catalog.paths.OUTPUT_KINDS`).
 RUN_KIND = "metanetwork run"
@@ -174,8 +176,9 @@ class TrainedMetanetwork:
         }
 
     def save(self, run_dir: str | os.PathLike, metrics: Mapping[str, Any] | None = None,
-             history: list[dict[str, Any]] | None = None) -> Path:
-        """Write the run directory (weights, config, metrics, history); returns its path.
+             history: list[dict[str, Any]] | None = None, files: Mapping[str, bytes] | None = None) -> Path:
+        """Write the run directory (weights, config, metrics, history, and ``files``: other files
+        of the run by name, e.g. :data:`SEEN_FILE`); returns its path.
 
         All or nothing: the files are written beside ``run_dir`` and swapped in as a whole
         (:func:`catalog.paths.saved_output_dir`), so an interrupted save over an earlier run
@@ -193,6 +196,8 @@ class TrainedMetanetwork:
                 write_json_atomic(d / METRICS_FILE, dict(metrics))
             if history is not None:
                 write_json_atomic(d / HISTORY_FILE, list(history))
+            for name, data in (files or {}).items():
+                atomic_write_bytes(d / name, data)
         return run_dir
 
     @classmethod

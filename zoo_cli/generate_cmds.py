@@ -96,30 +96,8 @@ def eval_gen(gen_zoo: str, train: str, where: str | None, out: str | None, no_ba
                            align=align, finetune=finetune, finetune_models=finetune_models,
                            finetune_epochs=finetune_epochs, seed=seed,
                            progress=not quiet)
-    click.echo(f"{r.generated_zoo} vs {r.train_zoo} ({r.train['n']} training networks"
-               + (f" where {r.where}" if r.where else "") + ")")
-    q, sim = r.measures
-    inr = r.task == "inr"
-    show = (lambda v: f"{v:.2f}") if inr else _pct  # PSNR in dB, accuracy in %
-    header = ("psnr mean", "psnr max", "max-PSNR") if inr else ("acc mean", "acc max", "max-IoU")
-    click.echo(f"{'method':<22}{'n':>5}{header[0]:>10}{header[1]:>9}{header[2]:>9}{'min L2':>9}"
-               + (f"{'aligned':>9}" if align else ""))
-    for label, s in r.methods.items():
-        click.echo(f"{label:<22}{s['n']:>5}{show(s[q + '_mean']):>10}{show(s[q + '_max']):>9}"
-                   f"{s[sim + '_mean']:>9.3f}{s['min_l2_mean']:>9.3f}"
-                   + (f"{s['min_l2_aligned_mean']:>9.3f}" if align else ""))
-    t = r.train
-    click.echo(f"{'training networks':<22}{t['n']:>5}{show(t[q + '_mean']):>10}{show(t[q + '_max']):>9}"
-               f"{t['self_' + sim + '_mean']:>9.3f}{'-':>9}")
-    if r.finetune:
-        f = r.finetune
-        def epochs(d: dict) -> str:
-            mean = "-" if d["mean_epochs"] is None else f"{d['mean_epochs']:.1f}"
-            return f"{mean} ({d['reached']}/{f['models']} reached it within {f['epochs']} epochs)"
-
-        click.echo(f"mean epochs to {_pct(f['target_acc'])}% (training median): generated init "
-                   f"{epochs(f['generated'])}, random init {epochs(f['random'])}")
-    click.echo(f"wrote {r.json_path} and {r.figure_path}")
+    for line in r.report_lines():
+        click.echo(line)
 
 
 COMMANDS = [generate, eval_gen]

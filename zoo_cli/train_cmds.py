@@ -148,7 +148,9 @@ def predict(run_dir: str, zoo: str, where: str | None, out: str | None, batch_si
     Writes one row per network, model_id and the prediction (Parquet, or CSV/JSON by --out's
     extension). If ZOO has the target column, the metrics against it are
     printed as well; on the zoo the model was trained on they are reported per split
-    (train/val/test, recomputed from the run's config) and the file gets a `split` column.
+    (train/val/test, recomputed from the run's config) and the file gets a `split` column. On
+    another zoo, networks the model was trained or validated on (same sha256) are marked
+    train/val in that column and left out of the metrics, which are over the 'unseen' rows.
     """
     from weightspace.pipeline import predict_on_zoo
 

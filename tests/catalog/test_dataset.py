@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +36,35 @@ def test_splits_do_not_share_runs_and_skip_diverged(zoo_dir):
     assert all(set(d.table["status"].to_pylist()) == {"ok"} for d in parts.values())
     every = WeightDataset(sel, ["test_acc"], status=None, cache_stats=False)
     assert sum(len(v) for v in every.splits.values()) == 36
+
+
+def _split_runs_hash(sel, seed: int) -> str:
+    runs = {s: sorted(set(WeightDataset(sel, ["test_acc"], s, seed=seed, cache_stats=False).table["run_id"]
+                          .to_pylist())) for s in ("train", "val", "test")}
+    return hashlib.sha256(json.dumps(runs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_zoos_without_shared_networks_split_exactly_as_before(zoo_dir, tiny_digits_zoo):
+    """The runs of each split, for zoos where no two runs share a network (sha256), as they were
+    before runs were linked by sha256 (recorded then): published figures depend on them."""
+    hand = open_zoo(zoo_dir).select()
+    trained = open_zoo(tiny_digits_zoo).select(where="checkpoint <> 0")  # what zoo train reads by default
+    for sel in (hand, trained):
+        assert len(set(sel.column("sha256"))) == len(sel)
+    assert _split_runs_hash(hand, 0) == "e6db54758b41a9ab" and _split_runs_hash(hand, 3) == "f75ba9bb2837b890"
+    assert _split_runs_hash(trained, 0) == "8fd000a86ccae4e0" and _split_runs_hash(trained, 3) == "8485dd932815dbbd"
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_identical_networks_of_different_runs_share_a_split(tiny_digits_zoo, seed):
+    """With checkpoint 0, runs of one seed and different lr hold the same initialization: it
+    must not be in train and in val/test at once (6 seeds: 6 groups of 3 runs, split 3/2/1)."""
+    sel = open_zoo(tiny_digits_zoo).select()
+    shas = {s: set(WeightDataset(sel, ["test_acc"], s, fractions=(0.5, 0.25, 0.25), seed=seed,
+                                 cache_stats=False).table["sha256"].to_pylist())
+            for s in ("train", "val", "test")}
+    assert shas["val"] and shas["test"]
+    assert not (shas["train"] & shas["val"] or shas["train"] & shas["test"] or shas["val"] & shas["test"])
 
 
 def test_stats_from_train_split_cached_in_zoo(zoo_copy, monkeypatch):

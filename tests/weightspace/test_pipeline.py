@@ -127,16 +127,105 @@ def test_predict_on_the_training_zoo_reports_per_split(acts_zoo, tmp_path):
         "train", "val", "test", "outside"}
 
 
+def _split_shas(acts_zoo, pred):
+    sha = dict(zip(*(open_zoo(acts_zoo).select().column(c) for c in ("model_id", "sha256"))))
+    out: dict[str, set] = {}
+    for m, s in zip(pred.table.column("model_id").to_pylist(), pred.table.column("split").to_pylist()):
+        out.setdefault(s, set()).add(sha[m])
+    return out
+
+
+def test_identical_networks_of_different_runs_share_a_split(acts_zoo, tmp_path):
+    """--include-init: the runs of one seed share their initialization (one sha256), so they are
+    split together, and predict on the training zoo reproduces that split; a run saved before
+    (split by run alone, no "split_link") is still reproduced as it was split."""
+    messages: list[str] = []
+    res = train_on_zoo(acts_zoo, "test_acc", "statnn", include_init=True, fractions=(0.5, 0.25, 0.25),
+                       out=tmp_path / "run", epochs=1, progress=False, log=messages.append)
+    assert any("runs hold a network that another run holds too" in m for m in messages)
+    pred = predict_on_zoo(res.run_dir, acts_zoo, progress=False)
+    assert pred.split_metrics is not None and pred.rows_per_split == {**res.rows, "outside": 0}
+    shas = _split_shas(acts_zoo, pred)
+    assert not (shas["train"] & shas["val"] or shas["train"] & shas["test"] or shas["val"] & shas["test"])
+
+    # a run directory of an older version: split by run alone, fingerprints of that split
+    from catalog.split import run_splits, runs_fingerprint
+
+    cfg_path = res.run_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["data"]["split_link"]
+    runs = run_splits(open_zoo(acts_zoo).select().metadata(["run_id"]), (0.5, 0.25, 0.25), 0, link=None)
+    cfg["data"]["run_fingerprints"] = {s: runs_fingerprint(r for r, x in runs.items() if x == s)
+                                       for s in ("train", "val", "test")}
+    cfg_path.write_text(json.dumps(cfg))
+    old = predict_on_zoo(res.run_dir, acts_zoo, progress=False)
+    assert old.split_metrics is not None and "cannot be reproduced" not in old.note
+    labels = dict(zip(old.table.column("model_id").to_pylist(), old.table.column("split").to_pylist()))
+    ids = open_zoo(acts_zoo).select().metadata(["model_id", "run_id"])
+    assert all(labels[m] == runs[r] for m, r in zip(*(ids.column(c).to_pylist() for c in ("model_id", "run_id"))))
+
+
 def test_predict_on_another_zoo_or_a_zoo_with_other_runs(acts_zoo, tiny_digits_zoo, zoo_factory, tmp_path):
     res = train_on_zoo(acts_zoo, "test_acc", "statnn", out=tmp_path / "run", **QUICK)
     other = predict_on_zoo(res.run_dir, tiny_digits_zoo, progress=False)  # same shapes, ReLU
-    assert not other.training_zoo and other.split_metrics is None and other.note is None
-    assert other.metrics["n"] == other.rows == 54
+    # its ReLU runs of lr 0.003 and seeds 0-4 are trained as ACTS's are: some are training networks
+    seen = other.rows_per_split["train"] + other.rows_per_split["val"]
+    assert not other.training_zoo and other.rows == 54 and 0 < seen <= 20
+    assert other.metrics["n"] == other.rows_per_split["unseen"] == 54 - seen
+    assert f"{seen} of 54 rows are networks the model was trained or validated on" in other.note
     # the training zoo's name, but other runs: the split cannot be reproduced, and it says so
     fewer = zoo_factory({**ACTS, "grid": {**ACTS["grid"], "seed": [0, 1]}})
     same_name = predict_on_zoo(res.run_dir, fewer, progress=False)
-    assert same_name.training_zoo and same_name.split_metrics is None
-    assert "cannot be reproduced" in same_name.note and same_name.metrics is not None
+    assert same_name.training_zoo and "cannot be reproduced" in same_name.note
+    # labelled by sha256 instead: the metrics are over the networks the model did not see
+    assert set(same_name.split_metrics) <= {"train", "val", "unseen"}
+    assert same_name.metrics["n"] == same_name.rows_per_split["unseen"] < same_name.rows
+
+
+def _labels(pred) -> dict[str, str]:
+    return dict(zip(pred.table.column("model_id").to_pylist(), pred.table.column("split").to_pylist()))
+
+
+def test_predict_on_another_zoo_labels_the_networks_seen_in_training(acts_zoo, zoo_factory, tmp_path):
+    """The run records the sha256 of its training and validation networks; on another zoo that
+    holds them (the same build under another name) they are labelled train / val and left out
+    of the metrics, which are over the unseen rows (here: the test runs and checkpoint 0)."""
+    res = train_on_zoo(acts_zoo, "test_acc", "statnn", out=tmp_path / "run", **QUICK)
+    seen = pq.read_table(res.run_dir / "seen_networks.parquet")
+    assert seen.column_names == ["sha256", "split"]
+    assert sorted(seen.column("split").to_pylist()) == ["train"] * res.rows["train"] + ["val"] * res.rows["val"]
+    copy = zoo_factory({**ACTS, "name": "tiny-acts-copy"})
+    other = predict_on_zoo(res.run_dir, copy, progress=False)
+    assert not other.training_zoo
+    assert other.rows_per_split == {"train": res.rows["train"], "val": res.rows["val"],
+                                    "unseen": res.rows["test"] + 20}  # 20 runs' checkpoint 0
+    assert other.metrics["n"] == res.rows["test"] + 20 and set(other.split_metrics) == {"train", "val", "unseen"}
+    assert f"{res.rows['train'] + res.rows['val']} of 60 rows are networks the model was trained" in other.note
+    # the same networks on the training zoo: the labels agree with the reproduced split
+    same = _labels(predict_on_zoo(res.run_dir, acts_zoo, progress=False))
+    sha = dict(zip(*(open_zoo(acts_zoo).select().column(c) for c in ("sha256", "model_id"))))
+    copy_ids = dict(zip(*(open_zoo(copy).select().column(c) for c in ("model_id", "sha256"))))
+    for m, label in _labels(other).items():
+        assert label == (same[sha[copy_ids[m]]] if same[sha[copy_ids[m]]] in ("train", "val") else "unseen")
+    # the training zoo's name but other runs (a subset): labelled by sha256 too
+    fewer = predict_on_zoo(res.run_dir, zoo_factory({**ACTS, "grid": {**ACTS["grid"], "seed": [0, 1]}}),
+                           progress=False)
+    assert "cannot be reproduced" in fewer.note and "left out of the metrics" in fewer.note
+    assert fewer.metrics["n"] == fewer.rows_per_split["unseen"] < fewer.rows
+
+
+def test_predict_with_a_run_saved_before_runs_recorded_their_networks(acts_zoo, zoo_factory, tmp_path):
+    res = train_on_zoo(acts_zoo, "test_acc", "statnn", out=tmp_path / "run", **QUICK)
+    (res.run_dir / "seen_networks.parquet").unlink()
+    copy = zoo_factory({**ACTS, "name": "tiny-acts-copy"})
+    old = predict_on_zoo(res.run_dir, copy, progress=False)
+    assert old.split_metrics is None and old.metrics["n"] == old.rows == 60
+    assert "overlap with the zoo was not checked" in old.note and "split" not in old.table.column_names
+    same = predict_on_zoo(res.run_dir, acts_zoo, progress=False)  # the training zoo: as before
+    assert same.split_metrics is not None and "not checked" not in same.note
+    (res.run_dir / "seen_networks.parquet").write_bytes(b"PAR1 not parquet")
+    with pytest.raises(WeightzooError, match="seen_networks.parquet cannot be read .* train the metanetwork again"):
+        predict_on_zoo(res.run_dir, copy, progress=False)
 
 
 def test_per_architecture_model_reads_only_its_architecture(acts_zoo, tmp_path):

@@ -47,6 +47,22 @@ def test_generate_then_eval_gen(tiny_digits_zoo, tmp_path):
     assert report["finetune"]["epochs"] == 2  # the zoo's own recipe trains 3
 
 
+def test_eval_gen_says_how_many_generated_networks_are_left_out(tiny_digits_zoo, tmp_path):
+    """noise at sigma 1e19 overflows most networks (diverged); the rest have a min L2 of ~1e20:
+    the report says how many were left out, and the table's columns stay apart."""
+    gen = tmp_path / "gen"
+    res = run_cli("generate", tiny_digits_zoo, "--method", "noise", "--hparam", "sigma=1e19", "--where", LAST,
+                  "--n", 8, "--seed", 2, "--out", gen, "-q")
+    assert res.exit_code == 0, res.output
+    res = run_cli("eval-gen", gen, "--train", tiny_digits_zoo, "--no-baselines", "--out", tmp_path / "ev", "-q")
+    assert res.exit_code == 0, res.output
+    excluded = json.loads((tmp_path / "ev" / "eval_gen.json").read_text())["excluded_generated_not_ok"]
+    assert 0 < excluded < 8
+    assert f"{excluded} of 8 generated networks not ok (diverged), left out of the table" in res.output
+    row = next(line for line in res.output.splitlines() if line.startswith("generated: noise"))
+    assert len(row.split()) == 3 + 4 and "e+" in row.split()[-1]  # label (2 words), n, 3 measures, min L2
+
+
 def test_errors_are_one_line(tiny_digits_zoo, multi_arch_dir, zoo_dir, tmp_path):
     out = tmp_path / "g"
     assert_one_line_error(run_cli("generate", multi_arch_dir, "--method", "noise", "--out", out),

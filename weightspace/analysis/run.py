@@ -23,8 +23,13 @@ Rademacher vectors, Bezier data order, weight-matching layer order) is seeded pe
 its ``model_id`` (per pair from both ids; :func:`model_seed`), so a model's value does not
 depend on which other models are analyzed with it, nor on how they are chunked.
 
-Re-running skips rows whose columns are already stored (``force`` recomputes them); the
-``subspace`` metric, whose values depend on the whole selection, is recomputed for an
+A pairwise metric's table also records each row's partners (``<metric>_partners``: their seeds),
+since its mean depends on which partners are selected.
+
+Re-running skips rows whose columns are already stored (``force`` recomputes them) and, for a
+pairwise metric, were averaged over the same partners as the current selection gives them (a
+wider or narrower ``where`` computes those rows again, so the stored values do not depend on the
+order of runs); the ``subspace`` metric, whose values depend on the whole selection, is recomputed for an
 architecture when any of its selected rows lacks a value. Values that are undefined (NaN)
 are stored as NULL.
 """
@@ -363,6 +368,26 @@ def _pair_seeds(arch: _Arch, pairs: np.ndarray, seed: int) -> list[int]:
     return [model_seed(f"{arch.ids[a]}|{arch.ids[b]}", seed) for a, b in pairs]
 
 
+def partners_column(metric: str) -> str:
+    """The column of a pairwise metric's table that records, per row, the seeds of the partners
+    its values are the mean over (e.g. ``cka_partners``)."""
+    return f"{metric}_partners"
+
+
+def _partner_seeds(arch: _Arch) -> list[list[int]]:
+    """Per row, the sorted seeds of its seed partners among the selected rows (``[]``: none).
+
+    Partners agree with the row on every axis but the seed, and no two share a seed
+    (:func:`~weightspace.analysis.pairs.seed_pairs` refuses that), so their seeds name them.
+    """
+    seeds = arch.table["seed"]
+    out: list[list[int]] = [[] for _ in arch.ids]
+    for a, b in arch.pairs:
+        out[a].append(seeds[b])
+        out[b].append(seeds[a])
+    return [sorted(p) for p in out]
+
+
 def _per_row(arch: _Arch, pairs: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Each row's mean over its pairs (NaN for rows in none)."""
     return mean_over_pairs(pairs, torch.as_tensor(values, dtype=torch.float64), len(arch.ids)).numpy()
@@ -659,30 +684,59 @@ def _stored(zoo: Zoo, name: str, warn: bool = True) -> pa.Table | None:
     return stored_sidecar(zoo.root, zoo.manifest, sidecar_path(GROUP, name), warn=warn)
 
 
-def _done(stored: pa.Table | None, ids: list[str], columns: list[str]) -> np.ndarray:
-    """Which of ``ids`` have a non-null value in every one of ``columns`` of ``stored``."""
+def _done(stored: pa.Table | None, ids: list[str], columns: list[str],
+          partners: tuple[str, list[list[int]]] | None = None) -> np.ndarray:
+    """Which of ``ids`` have a non-null value in every one of ``columns`` of ``stored``.
+
+    ``partners``: a pairwise metric's ``(column, seeds per row)``; a row is done only if the
+    stored value was averaged over exactly these partners (a row stored without its partners,
+    before they were recorded, is not).
+    """
     if stored is None or any(c not in stored.column_names for c in columns):
         return np.zeros(len(ids), dtype=bool)
     for c in columns:
         stored = stored.filter(pc.is_valid(stored.column(c)))
-    have = pc.is_in(pa.array(ids, pa.string()), value_set=stored.column("model_id"))
-    return np.asarray(have.to_pylist(), dtype=bool)
+    idx = pc.index_in(pa.array(ids, pa.string()), value_set=stored.column("model_id"))
+    done = np.asarray(idx.is_valid().to_pylist(), dtype=bool)
+    if partners is not None:
+        column, seeds = partners
+        if column not in stored.column_names:
+            return np.zeros(len(ids), dtype=bool)
+        done &= np.asarray([old == new for old, new in zip(stored.column(column).take(idx).to_pylist(), seeds)])
+    return done
 
 
 def _rows_table(ids: list[str], values: dict[str, np.ndarray], rows: np.ndarray,
-                stored: pa.Table | None) -> pa.Table:
+                stored: pa.Table | None, partners: tuple[str, list[list[int]]] | None = None) -> pa.Table:
     """``model_id`` and the values of ``rows``, NaN as NULL, plus the other stored columns of
-    those models (a written row replaces the stored one whole)."""
+    those models (a written row replaces the stored one whole).
+
+    ``partners``: a pairwise metric's ``(column, seeds per row)``, stored with the values. A row
+    records one partner set, so its other stored columns (e.g. CKA of another layer) are kept
+    only if they were averaged over the same partners; otherwise they become NULL, to be
+    computed again when asked for, rather than be taken for values over the new partners.
+    """
     out = {"model_id": pa.array([ids[r] for r in rows], pa.string())}
     for c, v in values.items():
         sub = v[rows]
         out[c] = pa.array(sub, pa.float64(), mask=np.isnan(sub))
+    if partners is not None:
+        column, seeds = partners
+        out[column] = pa.array([seeds[r] for r in rows], pa.list_(pa.int64()))
     table = pa.table(out)
     if stored is not None:
         idx = pc.index_in(table.column("model_id"), value_set=stored.column("model_id"))
+        stale = None
+        if partners is not None:
+            old = (stored.column(partners[0]).take(idx).to_pylist() if partners[0] in stored.column_names
+                   else [None] * len(rows))
+            stale = pa.array([o != n for o, n in zip(old, out[partners[0]].to_pylist())], pa.bool_())
         for c in stored.column_names:
             if c not in out:
-                table = table.append_column(stored.schema.field(c), stored.column(c).take(idx))
+                kept = stored.column(c).take(idx)
+                if stale is not None:
+                    kept = pc.if_else(stale, pa.nulls(len(rows), kept.type), kept)
+                table = table.append_column(stored.schema.field(c), kept)
     return table
 
 
@@ -795,8 +849,15 @@ def analyze_zoo(
         reports = []
         for metric, columns, stored in plans:
             t0 = time.perf_counter()
+            partners: dict[str, tuple[str, list[list[int]]]] = {}  # arch_id -> (column, seeds per row)
             for arch in archs:
-                arch.pending = np.ones(len(arch.ids), bool) if force else ~_done(stored, arch.ids, columns)
+                if metric.kind == "pair":
+                    # A row's value is its mean over its partners in this selection: a row stored
+                    # over other partners (a narrower or wider --where before) is computed again,
+                    # so that the stored value does not depend on the order of runs.
+                    partners[arch.arch_id] = (partners_column(metric.name), _partner_seeds(arch))
+                done = _done(stored, arch.ids, columns, partners.get(arch.arch_id))
+                arch.pending = np.ones(len(arch.ids), bool) if force else ~done
                 if metric.kind == "selection" and arch.pending.any():
                     arch.pending[:] = True
             total = sum(len(_active_pairs(a)) if metric.kind == "pair" else int(a.pending.sum()) for a in archs)
@@ -813,8 +874,8 @@ def analyze_zoo(
                     has_value = np.any([~np.isnan(v) for v in values.values()], axis=0)
                     rows = np.flatnonzero(arch.pending & has_value)
                     if len(rows):
-                        write_sidecar(z.root, GROUP, metric.name, _rows_table(arch.ids, values, rows, stored),
-                                      lock=lock)
+                        new_rows = _rows_table(arch.ids, values, rows, stored, partners.get(arch.arch_id))
+                        write_sidecar(z.root, GROUP, metric.name, new_rows, lock=lock)
                     computed += len(rows)
             reports.append(MetricReport(metric.name, sidecar_path(GROUP, metric.name), columns, computed,
                                         skipped, time.perf_counter() - t0, ctx.figures[figures_before:],

@@ -92,6 +92,9 @@ FIGURE_NAME = "eval_gen.png"
 MEASURES = {"classify": ("acc", "max_iou"), "inr": ("psnr", "max_psnr")}
 #: PSNR (dB) of two identical images, their MSE clamped to 1e-12: what an INR copy scores.
 COPY_PSNR = 120.0
+#: Widest number the report table prints with fixed decimals; wider ones (a diverged network's
+#: min L2 of 4.77e13) get three significant digits, ``4.77e+13``.
+FIXED_WIDTH = 10
 
 
 # ================================================================================ the measures
@@ -394,6 +397,64 @@ class GenEvalResult:
                 "generated_method": self.label, "excluded_generated_not_ok": self.n_excluded, "task": self.task,
                 **about, "methods": self.methods, "train": self.train, "per_model": self.per_model,
                 "finetune": self.finetune}
+
+
+    def report_lines(self) -> list[str]:
+        """The report ``zoo eval-gen`` prints: what was compared, how many generated networks were
+        left out for not being ok, the table (a row per method and the training networks), the
+        fine-tuning line and the files written. Columns are as wide as their widest cell, at least
+        two spaces apart, whatever the values (see :func:`format_number`)."""
+        q, sim = self.measures
+        inr = self.task == "inr"
+        decimals = 2  # PSNR in dB, accuracy in %
+        scale = 1.0 if inr else 100.0
+
+        def quality(v: float | None) -> str:
+            return format_number(None if v is None else scale * v, decimals)
+
+        lines = [f"{self.generated_zoo} vs {self.train_zoo} ({self.train['n']} training networks"
+                 + (f" where {self.where}" if self.where else "") + ")"]
+        if self.n_excluded:
+            total = self.n_excluded + self.methods[self.label]["n"]
+            lines.append(f"{self.n_excluded} of {total} generated networks not ok (diverged), left out of the table "
+                         f"(excluded_generated_not_ok in {JSON_NAME})")
+        align = any("min_l2_aligned_mean" in m for m in self.methods.values())
+        names = ("psnr mean", "psnr max", "max-PSNR") if inr else ("acc mean", "acc max", "max-IoU")
+        header = ["method", "n", *names, "min L2", *(["aligned"] if align else [])]
+        rows = [[label, str(m["n"]), quality(m[q + "_mean"]), quality(m[q + "_max"]),
+                 format_number(m[sim + "_mean"], 3), format_number(m["min_l2_mean"], 3),
+                 *([format_number(m.get("min_l2_aligned_mean"), 3)] if align else [])]
+                for label, m in self.methods.items()]
+        t = self.train
+        rows.append(["training networks", str(t["n"]), quality(t[q + "_mean"]), quality(t[q + "_max"]),
+                     format_number(t["self_" + sim + "_mean"], 3), "-", *(["-"] if align else [])])
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for r in [header, *rows]:
+            lines.append((r[0].ljust(widths[0]) + "".join("  " + c.rjust(w) for c, w in zip(r[1:], widths[1:])))
+                         .rstrip())
+        if self.finetune:
+            f = self.finetune
+
+            def epochs(d: dict) -> str:
+                mean = "-" if d["mean_epochs"] is None else f"{d['mean_epochs']:.1f}"
+                return f"{mean} ({d['reached']}/{f['models']} reached it within {f['epochs']} epochs)"
+
+            lines.append(f"mean epochs to {quality(f['target_acc'])}% (training median): generated init "
+                         f"{epochs(f['generated'])}, random init {epochs(f['random'])}")
+        if self.json_path is not None:
+            lines.append(f"wrote {self.json_path} and {self.figure_path}")
+        return lines
+
+
+def format_number(v: float | None, decimals: int) -> str:
+    """A table cell: ``-`` for no value, ``nan`` / ``inf``, ``decimals`` after the point, or three
+    significant digits (``4.77e+13``) when the fixed form would be wider than :data:`FIXED_WIDTH`."""
+    if v is None:
+        return "-"
+    if not math.isfinite(v):
+        return str(float(v))
+    fixed = f"{v:.{decimals}f}"
+    return fixed if len(fixed) <= FIXED_WIDTH else f"{v:.3g}"
 
 
 def _source_of(gen: Zoo) -> tuple[str, str, str | None, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from analyze_helpers import FAST, ONE_SEED, TINY_INR, TINY_PHASE, TINY_RESNET, TINY_VIT, copy_zoo
+from analyze_helpers import FAST, ONE_SEED, THREE_SEEDS, TINY_INR, TINY_PHASE, TINY_RESNET, TINY_VIT, copy_zoo
 from zoo_helpers import SIDECAR_STEPS, interrupt_write_sidecar
 
 from catalog import open_zoo
@@ -202,6 +202,55 @@ def test_new_columns_are_computed_and_old_ones_kept(tmp_path, zoo_factory):
     # Same values whatever the row order the merge leaves (rows are keyed by model_id).
     assert forced.reports[0].computed == 8
     assert forced.table.sort_by("model_id").equals(second.table.sort_by("model_id"))
+
+
+def _pair_values(zoo, columns=("cka_seed", "avg_acc_delta")):
+    rows = open_zoo(zoo).sql(f"SELECT seed, {', '.join(columns)} FROM models ORDER BY seed").table.to_pylist()
+    return {r["seed"]: tuple(r[c] for c in columns) for r in rows}
+
+
+def test_pairwise_values_do_not_depend_on_the_order_of_runs(tmp_path, zoo_factory):
+    """A row's pairwise value is its mean over its seed partners in the run's selection: a wider
+    (or narrower) --where after a first run computes again the rows whose partners changed, so two
+    runs leave what the last one alone leaves on a fresh copy."""
+    src = zoo_factory(THREE_SEEDS)
+    two, fresh = copy_zoo(src, tmp_path / "two"), copy_zoo(src, tmp_path / "fresh")
+    metrics = ["cka", "averaging"]
+    narrow = analyze_zoo(two, metrics, where="seed < 2", progress=False, **FAST)
+    assert [r.computed for r in narrow.reports] == [2, 2]
+    narrow_values = _pair_values(two)
+    wide = analyze_zoo(two, metrics, progress=False, **FAST)
+    assert [r.computed for r in wide.reports] == [3, 3]  # seeds 0 and 1 gained a partner
+    analyze_zoo(fresh, metrics, progress=False, **FAST)
+    assert _pair_values(two) == _pair_values(fresh)
+    partners = open_zoo(two).sql("SELECT seed, cka_partners, averaging_partners FROM models ORDER BY seed")
+    assert partners.table.to_pylist() == [{"seed": s, "cka_partners": p, "averaging_partners": p}
+                                          for s, p in [(0, [1, 2]), (1, [0, 2]), (2, [0, 1])]]
+    # the same selection again skips every row; the narrow one again computes its two rows back
+    assert [r.computed for r in analyze_zoo(two, metrics, progress=False, **FAST).reports] == [0, 0]
+    again = analyze_zoo(two, metrics, where="seed < 2", progress=False, **FAST)
+    assert [r.computed for r in again.reports] == [2, 2]
+    assert {s: v for s, v in _pair_values(two).items() if s < 2} == {s: v for s, v in narrow_values.items() if s < 2}
+
+
+def test_a_row_keeps_one_partner_set(tmp_path, zoo_factory):
+    """Another column of the same table (CKA of a hidden layer) computed over other partners is
+    cleared from the rewritten rows rather than kept as if over the new ones; a table stored
+    before partners were recorded is computed again."""
+    from catalog.sidecar import delete_sidecar, write_sidecar
+
+    zoo = copy_zoo(zoo_factory(THREE_SEEDS), tmp_path / "zoo")
+    analyze_zoo(zoo, "cka", progress=False, **FAST)
+    analyze_zoo(zoo, "cka", where="seed < 2", cka_layer=0, progress=False, **FAST)
+    rows = _pair_values(zoo, ("cka_seed", "cka_seed_layer0", "cka_partners"))
+    assert rows[0][0] is None and rows[1][0] is None and rows[0][1] is not None and rows[0][2] == [1]
+    assert rows[2][0] is not None and rows[2][2] == [0, 1]  # not rewritten: its partners did not change
+    assert analyze_zoo(zoo, "cka", progress=False, **FAST).reports[0].computed == 2  # seeds 0 and 1
+    # an older table: the same values without the partners column
+    old = open_zoo(zoo).sql("SELECT model_id, cka_seed FROM models").table
+    delete_sidecar(zoo, "analysis/cka")
+    write_sidecar(zoo, "analysis", "cka", old)
+    assert analyze_zoo(zoo, "cka", progress=False, **FAST).reports[0].computed == 3
 
 
 @pytest.mark.parametrize("step", SIDECAR_STEPS)

@@ -19,9 +19,11 @@ from weightspace.generators import build_generator
 from weightspace.generators.evaluate import (
     FIGURE_NAME,
     JSON_NAME,
+    GenEvalResult,
     _Train,
     evaluate_generated,
     flatten,
+    format_number,
     iou_matrix,
     max_iou,
     mispredictions,
@@ -207,3 +209,40 @@ def test_train_classifiers_from_given_init_equals_the_runs_own_init(tiny_digits_
         assert a.metrics == b.metrics
         for k in a.weights:
             assert torch.equal(a.weights[k], b.weights[k])
+
+
+def _summary(n: int, acc: float, iou: float, l2: float) -> dict:
+    return {"n": n, "acc_mean": acc, "acc_max": acc, "max_iou_mean": iou, "min_l2_mean": l2}
+
+
+def test_report_says_which_generated_networks_are_left_out_and_keeps_columns_apart():
+    """14 of 20 generated networks diverged: the report says so above the table; a min L2 of
+    4.77e13 (a diverged-scale network that stayed ok) no longer runs into the max-IoU column."""
+    r = GenEvalResult("gen", "src", "checkpoint = 3",
+                      {"generated: noise": _summary(6, 0.0607, 0.6194770576363388, 4.77e13),
+                       "noise sigma=0.01": _summary(6, 0.6767, 0.99, 0.079),
+                       "gaussian": _summary(6, float("nan"), 0.584, float("inf"))},
+                      {"n": 24, "acc_mean": 0.7306, "acc_max": 0.9111, "self_max_iou_mean": 0.501},
+                      {}, n_excluded=14, label="generated: noise")
+    lines = r.report_lines()
+    assert lines[0] == "gen vs src (24 training networks where checkpoint = 3)"
+    assert lines[1].startswith("14 of 20 generated networks not ok (diverged), left out of the table")
+    table = lines[2:]
+    assert table[0].split() == ["method", "n", "acc", "mean", "acc", "max", "max-IoU", "min", "L2"]
+    cells = {line[:len("training networks")].strip(): line[len("training networks"):].split() for line in table[1:]}
+    assert cells["generated: noise"] == ["6", "6.07", "6.07", "0.619", "4.77e+13"]
+    assert cells["noise sigma=0.01"] == ["6", "67.67", "67.67", "0.990", "0.079"]
+    assert cells["gaussian"] == ["6", "nan", "nan", "0.584", "inf"]
+    assert cells["training networks"] == ["24", "73.06", "91.11", "0.501", "-"]
+    # every column right-aligned on one edge: the ends of the min L2 cells line up
+    assert len({len(line) for line in table}) == 1
+    # nothing left out: no such line
+    assert "not ok" not in "\n".join(GenEvalResult("gen", "src", None, r.methods, r.train, {},
+                                                     label="generated: noise").report_lines())
+
+
+@pytest.mark.parametrize("value,decimals,text", [
+    (0.6194770576363388, 3, "0.619"), (4.77e13, 3, "4.77e+13"), (123456.789, 3, "123456.789"),
+    (1234567.891, 3, "1.23e+06"), (-4.5e12, 2, "-4.5e+12"), (None, 3, "-"), (float("nan"), 3, "nan")])
+def test_format_number(value, decimals, text):
+    assert format_number(value, decimals) == text
