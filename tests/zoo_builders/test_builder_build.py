@@ -101,7 +101,8 @@ def test_out_inside_another_zoo_is_refused_before_any_work(tiny_zoo, issue_spec_
     for dry in ([], ["--dry-run"]):
         r = CliRunner().invoke(cli, ["build", str(issue_spec_path), "--out", str(tiny_zoo / "sub"), "-q", *dry])
         assert r.exit_code == 1, r.output
-        assert r.output.startswith("error: out=") and "(--out)" in r.output and "lies inside the zoo directory" in r.output
+        assert r.output.startswith("error: out=") and "(--out)" in r.output
+        assert "lies inside the zoo directory" in r.output
         assert "choose a path outside it" in r.output and "Traceback" not in r.output
     assert _files(tiny_zoo) == before and not (tiny_zoo / "sub").exists()
     run = tmp_path / "run"  # nor inside another command's output
