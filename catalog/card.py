@@ -14,6 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from catalog.paths import safe_join
+
 if TYPE_CHECKING:
     from catalog.zoo import Zoo
 
@@ -81,7 +83,7 @@ def column_sets(zoo: Zoo) -> dict[str, list[str]]:
     """
     groups: dict[tuple[str, ...], list] = {}
     for f in zoo.manifest.part_files():
-        names = tuple(sorted(pq.read_schema(zoo.root / f.path).names))  # the footer only
+        names = tuple(sorted(pq.read_schema(safe_join(zoo.root, f.path, "part")).names))  # the footer only
         groups.setdefault(names, []).append(f)
     if len(groups) <= 1:
         return {"default": ["models/*.parquet"]}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from catalog.errors import WeightzooError
 from catalog.format import atomic_path, save_safetensors
 from catalog.network import NetworkSpec
+from catalog.paths import safe_join
 from catalog.query import ZOO_COLUMN
 from catalog.selection import Selection, describe_differences, name_some
 from catalog.split import LINK_COLUMN, SPLITS, split_by_run
@@ -248,7 +249,14 @@ class WeightDataset(Dataset):
                 f"the train fraction, or leave this architecture out")
         key = self._stats_key(train)
         root = self._stats_zoo_root(train) if cache else None
-        path = root / STATS_TEMPLATE.format(key=key) if root is not None else None
+        path = None
+        if root is not None:
+            # Joined like zoo data: a symbolic link at stats/ would make the cache read and write
+            # files outside the zoo (a crafted zoo could point it anywhere).
+            folder = root / PurePosixPath(STATS_TEMPLATE).parent
+            path = safe_join(root, STATS_TEMPLATE.format(key=key), "statistics cache file",
+                             fix=f"{folder} is a cache, not zoo data: remove it (rm {folder}) and run the "
+                                 f"command again")
         if path is not None and path.is_file():
             stats = _read_stats(path, key, self.network_spec)
             if stats is not None:

@@ -10,6 +10,11 @@ a lock file left behind by a dead process never blocks anyone: the next writer t
 and overwrites the record. A clean release deletes the file. Readers (``open_zoo``, ``zoo
 verify``, ``zoo build --dry-run``) never take the lock.
 
+The lock file is the one file every writer writes without checking the zoo's data first, and a
+zoo can come from anywhere (an archive, a copied folder): a ``.weightzoo.lock`` that is a symbolic
+link, a hard link or not a regular file is refused (:class:`LockFileError`), never opened through,
+truncated or deleted, so a crafted zoo cannot make a writer overwrite a file outside it.
+
 POSIX only (``fcntl``). On a network file system ``flock`` is as reliable as the server's
 locking; the error message says how to clear a lock whose holder is really gone.
 """
@@ -21,6 +26,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +43,11 @@ class ZooLockedError(WeightzooError):
     """Another process is writing the zoo directory."""
 
 
+class LockFileError(WeightzooError):
+    """The zoo's lock file is not a plain file of its own (a symbolic or hard link, a folder, a
+    pipe): writing it would write somewhere else, so no writer touches it."""
+
+
 class ZooLock:
     """Hold the exclusive write lock of the zoo directory ``root`` (created if missing).
 
@@ -50,6 +61,7 @@ class ZooLock:
 
     Raises:
         ZooLockedError: another process (or another writer in this one) holds the lock.
+        LockFileError: the lock file is a symbolic link, a hard link or not a regular file.
     """
 
     def __init__(self, root: str | os.PathLike, command: str | None = None) -> None:
@@ -90,7 +102,9 @@ class ZooLock:
         if fd is None:
             return
         try:
-            self.path.unlink(missing_ok=True)
+            # Only the file we locked: if something else has taken its name since, it is not ours.
+            if _same_file(fd, self.path):
+                self.path.unlink(missing_ok=True)
         finally:
             os.close(fd)  # closing the last descriptor releases the flock
 
@@ -108,33 +122,83 @@ class ZooLock:
 
 
 def _acquire(path: Path, root: Path) -> int:
-    """Open ``path`` and take an exclusive, non-blocking flock on it; returns the descriptor."""
+    """Open ``path`` and take an exclusive, non-blocking flock on it; returns the descriptor.
+
+    Raises:
+        LockFileError: ``path`` is a symbolic link, a hard link or not a regular file.
+        ZooLockedError: another writer holds the lock.
+    """
+    # O_NOFOLLOW: a symbolic link at the path fails the open (ELOOP) instead of opening, and
+    # later truncating, whatever it points to. O_NONBLOCK: opening a named pipe does not hang.
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise LockFileError(_not_a_lock_file_message(root, path)) from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+                raise LockFileError(_not_a_lock_file_message(root, path, st))
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            record = _read_record(fd)
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
-            raise ZooLockedError(_locked_message(root, path, _read_record(path))) from None
+            raise ZooLockedError(_locked_message(root, path, record)) from None
+        except BaseException:
+            os.close(fd)
+            raise
         # The holder deletes the file when it releases; if that happened between our open and
         # our flock, we locked an unlinked file that no one else will ever see: try again.
-        try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
+        if _same_file(fd, path):
             return fd
         os.close(fd)
 
 
-def _read_record(path: Path) -> dict:
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the name ``path`` (not followed if it is a link) is still the file open as ``fd``."""
     try:
-        record = json.loads(path.read_text())
+        return os.path.samestat(os.fstat(fd), os.lstat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _read_record(fd: int) -> dict:
+    """The holder's record in the open lock file ``fd`` (read through the descriptor we checked,
+    not the name, which may have changed since)."""
+    try:
+        record = json.loads(os.pread(fd, 1 << 16, 0))
     except (OSError, ValueError):  # being written right now, or not ours
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def _not_a_lock_file_message(root: Path, path: Path, st: os.stat_result | None = None) -> str:
+    """Why the lock file ``path`` is refused, and the fix (remove it)."""
+    if st is None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+    rm = "rm"
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        try:
+            what = f"a symbolic link (to {os.readlink(path)})"
+        except OSError:
+            what = "a symbolic link"
+    elif st is not None and stat.S_ISDIR(st.st_mode):
+        what, rm = "a directory", "rm -r"
+    elif st is not None and stat.S_ISREG(st.st_mode):
+        what = f"a hard link (one file with {st.st_nlink} names, the others perhaps outside the zoo)"
+    else:
+        what = "a special file (a pipe, socket or device)"
+    return (f"the lock file {path} of zoo {root} is {what}; writing the lock through it "
+            f"could overwrite a file outside the zoo, so nothing was written (weightzoo never makes one: it came "
+            f"with the zoo's files). Remove it ({rm} {path}) and run the command again")
 
 
 def _locked_message(root: Path, path: Path, holder: dict) -> str:

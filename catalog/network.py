@@ -60,6 +60,11 @@ F = LazyModule("torch.nn.functional")
 
 LAYER_KINDS = ("linear", "conv1d", "conv2d")
 POOLS = ("none", "global_avg")
+#: Most values one input example may have (``math.prod(input_shape)``): 2**24, a 3 x 2048 x 2048
+#: image and more. An input shape is read from zoo.json, which anyone can write, and code sizes
+#: tensors by it (probe inputs, evaluation batches): ``[1, 30000, 30000]`` in a crafted zoo made
+#: ``zoo train --hparam probes=4`` allocate 14 GB. Changes no id (a bound, not a new field).
+MAX_INPUT_NUMEL = 2**24
 #: Activations that are odd functions: flipping the sign of a hidden neuron's incoming
 #: weights and bias and of its outgoing weights leaves the network's function unchanged.
 ODD_ACTIVATIONS = frozenset({"identity", "tanh", "sin"})
@@ -255,7 +260,8 @@ class NetworkSpec:
 
     Args:
         family: the architecture family it was built from (``mlp``, ``cnn``, ``resnet``, ...).
-        input_shape: shape of one input example, e.g. ``(64,)``, ``(1, 8, 8)``, ``(1, 40)``.
+        input_shape: shape of one input example, e.g. ``(64,)``, ``(1, 8, 8)``, ``(1, 40)``; at
+            most :data:`MAX_INPUT_NUMEL` values.
         layers: the layers of a chain, in order (default none: a graph).
         dtype: the parameters' dtype name (default ``float32``).
         meta: free-form JSON-able facts (e.g. a SIREN's image shape); not used to compute.
@@ -282,6 +288,11 @@ class NetworkSpec:
             raise ZooFormatError(f"NetworkSpec input_shape must be a list of positive integers, got {shape!r}")
         object.__setattr__(self, "input_shape", tuple(int(n) for n in shape))
         check_numel("the network's input", self.input_shape)
+        if math.prod(self.input_shape) > MAX_INPUT_NUMEL:
+            raise ZooFormatError(
+                f"NetworkSpec input_shape {list(self.input_shape)} is {math.prod(self.input_shape):,} values "
+                f"per example, more than the {MAX_INPUT_NUMEL:,} (2**24) weightzoo takes; use smaller inputs (a "
+                f"zoo.json or run config.json with this shape is corrupt or was crafted: rebuild or retrain it)")
         if not isinstance(self.family, str):
             raise ZooFormatError(f"NetworkSpec family must be a string, got {self.family!r}")
         if not isinstance(self.meta, Mapping):

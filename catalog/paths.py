@@ -59,28 +59,31 @@ def check_name(value: object, what: str, fix: str = _UNTRUSTED) -> str:
     return value
 
 
-def check_relpath(rel: object, what: str = "path") -> PurePosixPath:
+def check_relpath(rel: object, what: str = "path", fix: str = _UNTRUSTED) -> PurePosixPath:
     """``rel`` as a relative POSIX path whose every component matches :data:`NAME_PATTERN`.
 
     No absolute path, no ``..``/``.``, no empty component, no backslash or drive: a path that
     passes cannot leave the directory it is joined to (symbolic links aside: see
     :func:`safe_join`).
 
+    Args:
+        fix: what the message says to do (default: the path came from a zoo's files).
+
     Raises:
         ZooFormatError: naming ``what``.
     """
     if not isinstance(rel, str) or not rel:
-        raise ZooFormatError(f"{what} {rel!r} is not a valid path inside the zoo; {_UNTRUSTED}")
+        raise ZooFormatError(f"{what} {rel!r} is not a valid path inside the zoo; {fix}")
     parts = rel.split("/")
     if not all(NAME_PATTERN.fullmatch(p) for p in parts):
         leads_out = rel.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", rel)
         how = "leads outside the zoo" if leads_out else f"is not a valid path inside the zoo " \
                                                         f"(each part: {_NAME_RULE})"
-        raise ZooFormatError(f"{what} {rel!r} {how}; {_UNTRUSTED}")
+        raise ZooFormatError(f"{what} {rel!r} {how}; {fix}")
     return PurePosixPath(*parts)
 
 
-def safe_join(root: str | os.PathLike, rel: str, what: str = "path") -> Path:
+def safe_join(root: str | os.PathLike, rel: str, what: str = "path", fix: str = _UNTRUSTED) -> Path:
     """``root / rel`` for a path ``rel`` that comes from zoo data, checked to stay inside ``root``.
 
     Every path built from a manifest or a metadata row (file paths, ``weights/<arch_id>/...``,
@@ -90,6 +93,8 @@ def safe_join(root: str | os.PathLike, rel: str, what: str = "path") -> Path:
         root: the zoo (or staging) directory.
         rel: a relative POSIX path, e.g. ``"weights/mlp-0123456789/shard-00000.safetensors"``.
         what: what the path is, for the message (default ``"path"``).
+        fix: what the message says to do (default: the path came from a zoo's files, which are
+            not to be trusted; a cache folder of the zoo says to remove the link instead).
 
     Returns:
         ``Path(root) / rel`` (not resolved, so it reads as the caller's root does).
@@ -98,12 +103,28 @@ def safe_join(root: str | os.PathLike, rel: str, what: str = "path") -> Path:
         ZooFormatError: ``rel`` is not a plain relative path (see :func:`check_relpath`), or
             the directory it lands in lies outside ``root`` once symbolic links are resolved.
     """
-    path = Path(root).joinpath(*check_relpath(rel, what).parts)
+    path = Path(root).joinpath(*check_relpath(rel, what, fix).parts)
     base = Path(root).resolve()
     if not path.parent.resolve().is_relative_to(base):
         raise ZooFormatError(
             f"{what} {rel!r} leads outside the zoo at {root} (through a symbolic link to "
-            f"{path.parent.resolve()}); {_UNTRUSTED}")
+            f"{path.parent.resolve()}); {fix}")
+    return path
+
+
+def safe_dir(root: str | os.PathLike, rel: str, what: str = "folder", fix: str = _UNTRUSTED) -> Path:
+    """``root / rel`` for a folder of the zoo that is listed or cleaned (``models/``, ``weights/``),
+    checked like :func:`safe_join` and, if it exists, itself inside ``root`` with symbolic links
+    resolved: files listed there are taken for the zoo's, and files deleted there must be.
+
+    Raises:
+        ZooFormatError: as :func:`safe_join`, or the folder is a link that leads outside ``root``.
+    """
+    path = safe_join(root, rel, what, fix)
+    if path.exists() and not path.resolve().is_relative_to(Path(root).resolve()):
+        raise ZooFormatError(
+            f"{what} {rel!r} leads outside the zoo at {root} (it is a symbolic link to "
+            f"{path.resolve()}); {fix}")
     return path
 
 

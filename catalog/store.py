@@ -24,6 +24,7 @@ import duckdb
 
 from catalog.errors import QueryError, WeightzooError, ZooNotFoundError
 from catalog.format import MANIFEST_NAME, read_manifest, sha256_file
+from catalog.paths import safe_join
 from catalog.query import TABLE, ZOO_COLUMN, QueryEngine, lock_down, parts_select, sql_string
 from catalog.sidecar import existing_sidecar_paths
 
@@ -131,7 +132,7 @@ class LocalCatalog:
 
     def _index(self, con: duckdb.DuckDBPyConnection, name: str, root: Path) -> CatalogEntry:
         manifest = read_manifest(root)
-        parts = [root / f.path for f in manifest.part_files()]
+        parts = [safe_join(root, f.path, "part") for f in manifest.part_files()]
         for p in parts:
             if not p.is_file():
                 raise WeightzooError(f"{p} is listed in the manifest but missing; run `zoo verify {root}`")

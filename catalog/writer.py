@@ -47,7 +47,7 @@ from catalog.format import (
 from catalog.loading import stacked_sha256
 from catalog.lock import LOCK_NAME, ZooLock
 from catalog.network import NetworkSpec
-from catalog.paths import check_name, safe_join
+from catalog.paths import check_name, safe_dir, safe_join
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ class ZooWriter:
         listed = {f.path for f in self.manifest.files}
         removed = []
         for sub in ("models", "weights"):
-            base = self.root / sub
+            # Checked first: through a symbolic link this would delete files outside the zoo.
+            base = safe_dir(self.root, sub, "data folder")
             if not base.exists():
                 continue
             for p in sorted(base.rglob("*")):
@@ -132,6 +133,10 @@ class ZooWriter:
     def done_run_ids(self) -> set[str]:
         """run_ids whose rows are already in the zoo."""
         return read_run_ids(self.root, self.manifest.part_files())
+
+    def done_model_ids(self) -> set[str]:
+        """model_ids whose rows are already in the zoo (a resumed import skips them)."""
+        return read_distinct(self.root, self.manifest.part_files(), ["model_id"])["model_id"]
 
     def repair(self) -> list[Repair]:
         """Drop every listed file that is missing or does not match its size and sha256, with
@@ -156,7 +161,7 @@ class ZooWriter:
 
     def _recount(self) -> None:
         """Rows, runs and statuses from the parts the manifest lists."""
-        tables = (pq.read_table(self.root / f.path, columns=["run_id", "status"])
+        tables = (pq.read_table(safe_join(self.root, f.path, "part"), columns=["run_id", "status"])
                   for f in self.manifest.part_files())
         self.manifest.counts = recount(self.manifest.counts, tables, len(self.manifest.architectures))
 
@@ -278,7 +283,7 @@ def find_damaged(root: Path, manifest: Manifest) -> list[Repair]:
     """
     bad: dict[str, str] = {}
     for f in manifest.files:
-        p = root / f.path
+        p = safe_join(root, f.path, "file")
         if not p.is_file():
             bad[f.path] = "missing"
         elif (size := p.stat().st_size) != f.bytes:
@@ -298,7 +303,8 @@ def find_damaged(root: Path, manifest: Manifest) -> list[Repair]:
         for f in manifest.part_files():
             if f.path in bad:
                 continue
-            shards = set(pq.read_table(root / f.path, columns=["weights_shard"]).column(0).to_pylist())
+            shards = set(pq.read_table(safe_join(root, f.path, "part"), columns=["weights_shard"]).column(0)
+                         .to_pylist())
             hit = sorted(shards & dropped_shards)
             if hit:
                 bad[f.path] = f"written with {hit[0]}, which is dropped"
@@ -315,7 +321,7 @@ def read_distinct(root: Path, parts: Sequence[FileEntry], columns: Sequence[str]
     without a column, e.g. one written before it existed, adds ``None`` to that column's set)."""
     out: dict[str, set] = {c: set() for c in columns}
     for f in parts:
-        part = pq.ParquetFile(root / f.path)  # one open: its footer gives the schema
+        part = pq.ParquetFile(safe_join(root, f.path, "part"))  # one open: its footer gives the schema
         present = [c for c in columns if c in part.schema_arrow.names]
         table = part.read(columns=present)
         for c in columns:

@@ -7,6 +7,10 @@ exactly the zoo: ``zoo.json``, ``README.md`` and the files the manifest lists; f
 are deleted in the same commit, so ``models/*.parquet`` (what ``datasets`` reads) is always
 this zoo's metadata. The client skips files the repo already has, so pushing an unchanged
 zoo again uploads nothing and makes no commit.
+
+A push holds the zoo's write lock (:class:`~catalog.lock.ZooLock`) from the checks to the end of
+the upload, like every writer: it rewrites the card, and a ``zoo build``, ``zoo analyze`` or
+``zoo embed`` writing the zoo meanwhile would change its files between the checks and the upload.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from catalog.card import render_card
 from catalog.errors import IntegrityError, WeightzooError
 from catalog.format import CARD_NAME, MANIFEST_NAME, atomic_write_bytes, read_manifest
+from catalog.lock import ZooLock
 from catalog.verify import verify_zoo
 from hub.errors import HubError, HubPermissionError, hub_errors
 from hub.progress import client_output
@@ -70,12 +75,22 @@ def push_zoo(zoo: str | os.PathLike, repo_id: str, *, revision: str | None = Non
 
     Raises:
         WeightzooError: the directory is not a complete zoo, or fails its checksums.
+        ZooLockedError: another process is writing the zoo (a build, ``zoo analyze``, ...).
         HubError: no permission, a revision that is not a branch, an unreachable Hub, ...
     """
+    root = Path(zoo)
+    read_manifest(root)  # a zoo at all, before the lock (which would create a missing directory)
+    with ZooLock(root, f"zoo push {repo_id}"):
+        return _push_locked(root, repo_id, revision=revision, private=private, message=message,
+                            token=token, progress=progress)
+
+
+def _push_locked(root: Path, repo_id: str, *, revision: str | None, private: bool, message: str | None,
+                 token: str | bool | None, progress: bool) -> PushResult:
+    """:func:`push_zoo`'s work, with the zoo's write lock held."""
     from huggingface_hub import HfApi
 
-    root = Path(zoo)
-    manifest = read_manifest(root)
+    manifest = read_manifest(root)  # again, under the lock: a writer may have just finished
     if not manifest.complete:
         raise WeightzooError(
             f"{root} is an unfinished zoo (its build did not complete); finish it with `zoo build` "

@@ -18,6 +18,7 @@ gave it before running the networks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from catalog.errors import WeightzooError
 from catalog.network import NetworkSpec, population_forward
+from weightspace.memory import check_bytes
 from weightspace.normalization import ParamNormalizer
 
 #: Families whose inputs are coordinates in ``[-1, 1]`` (probes start uniform there).
@@ -54,6 +56,12 @@ class ProbeFeatures(nn.Module):
         self.spec = spec
         self.n_probes = int(n_probes)
         shape = (self.n_probes, *spec.input_shape)
+        # The input shape comes from zoo.json: sized before torch allocates the probes (float32)
+        # and the values they produce in one network (each batched network adds as much again).
+        check_bytes(4 * self.n_probes * (math.prod(spec.input_shape) + spec.activation_numel),
+                    f"probes={self.n_probes}: {self.n_probes} probe inputs of shape {list(spec.input_shape)} "
+                    f"(architecture {spec.arch_id}) and the values they produce in one network",
+                    "use fewer probes (probes=0: none), or check the architecture's input_shape in the zoo's zoo.json")
         if spec.family in COORDINATE_FAMILIES:
             init = torch.rand(shape) * 2 - 1
         else:

@@ -27,11 +27,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from catalog.errors import WeightzooError
+from catalog.errors import WeightzooError, format_bytes
 from catalog.format import atomic_write_bytes, safetensors_bytes
 from catalog.network import NetworkSpec
 from catalog.paths import recover_output_dir, saved_output_dir
 from catalog.selection import Selection
+from weightspace.memory import allocation_limit
 from weightspace.models.base import Metanetwork
 from weightspace.models.registry import build_metanetwork, get_metanetwork
 from weightspace.normalization import ParamNormalizer
@@ -221,8 +222,15 @@ class TrainedMetanetwork:
         m = cfg["model"]
         specs = [NetworkSpec.from_dict(s) for s in m.get("specs", [m["spec"]])]
         hparams = {**get_metanetwork(m["model"]).legacy_hparams, **m["hparams"]}
-        net = build_metanetwork(m["model"], specs if len(specs) > 1 else specs[0], m["out_dim"],
-                                **hparams)
+        # The config's numbers size the model: a crafted one (hidden: 2000000000) is refused
+        # before torch allocates it, not after a traceback or swapping (see weightspace.memory).
+        sizes = ", ".join(f"{k}={v!r}" for k, v in m["hparams"].items())
+        with allocation_limit(
+                f"rebuilding the {m['model']} metanetwork of {cfg_path} (model.hparams: {sizes})",
+                f"the config does not fit its {format_bytes((run_dir / WEIGHTS_FILE).stat().st_size)} of weights in "
+                f"{WEIGHTS_FILE}: it is corrupt or was crafted; retrain the metanetwork with `zoo train`"):
+            net = build_metanetwork(m["model"], specs if len(specs) > 1 else specs[0], m["out_dim"],
+                                    **hparams)
         try:
             state = load_file(str(run_dir / WEIGHTS_FILE))
         except (SafetensorError, OSError) as e:

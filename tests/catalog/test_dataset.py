@@ -97,6 +97,27 @@ def test_stats_from_train_split_cached_in_zoo(zoo_copy, monkeypatch):
     assert other.stats_path != ds.stats_path and not other.stats_cached
 
 
+def test_a_symlinked_stats_folder_is_neither_written_nor_read(zoo_copy, tmp_path):
+    """stats/ is joined like zoo data (safe_join): a link to a folder outside the zoo would make
+    the cache write there, or read statistics someone else put there."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (zoo_copy / "stats").symlink_to(outside)
+    sel = open_zoo(zoo_copy).select()
+    with pytest.raises(WeightzooError, match=rf"statistics cache file 'stats/norm-[0-9a-f]+\.safetensors' leads "
+                                             rf"outside the zoo .*remove it \(rm {zoo_copy / 'stats'}\)"):
+        WeightDataset(sel, ["test_acc"], split="train")
+    assert not any(outside.iterdir())  # nothing written outside
+    # A cache file placed outside (as an earlier run through the link left it) is not read either.
+    (zoo_copy / "stats").unlink()
+    written = WeightDataset(sel, ["test_acc"], split="train").stats_path
+    written.rename(outside / written.name)
+    (zoo_copy / "stats").rmdir()
+    (zoo_copy / "stats").symlink_to(outside)
+    with pytest.raises(WeightzooError, match="leads outside the zoo"):
+        WeightDataset(sel, ["test_acc"], split="val")
+
+
 def test_the_same_stats_are_written_as_the_same_bytes(tmp_path):
     """safetensors keeps a file's metadata in a hash map whose order changes from call to call:
     the stats file (format, key, arch_id, n_models) came out in up to 8 byte orders from 8 writes."""

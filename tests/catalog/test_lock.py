@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from catalog.errors import WeightzooError
-from catalog.lock import LOCK_NAME, ZooLock, ZooLockedError
+from catalog.lock import LOCK_NAME, LockFileError, ZooLock, ZooLockedError
 
 HOLD = textwrap.dedent("""
     import sys, time
@@ -122,3 +122,60 @@ def test_a_lock_record_that_cannot_be_written_is_a_user_error(tmp_path, monkeypa
             ZooLock(tmp_path)
     assert not (tmp_path / LOCK_NAME).exists()
     ZooLock(tmp_path).release()  # not held by the failed attempt
+
+
+# A zoo comes from anywhere (an archive, a copied folder): its lock file is never written through.
+def _refused(root: Path) -> str:
+    with pytest.raises(LockFileError) as e:
+        ZooLock(root, command="zoo embed")
+    msg = str(e.value)
+    assert "\n" not in msg and str(root / LOCK_NAME) in msg and "Remove it" in msg
+    return msg
+
+
+def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious user data\n")
+    root = tmp_path / "zoo"
+    root.mkdir()
+    (root / LOCK_NAME).symlink_to(victim)
+    msg = _refused(root)
+    assert f"a symbolic link (to {victim})" in msg and f"rm {root / LOCK_NAME}" in msg
+    assert victim.read_bytes() == b"precious user data\n"  # not truncated, not written
+    assert (root / LOCK_NAME).is_symlink()  # and neither it nor the link is deleted
+
+
+def test_a_dangling_symlinked_lock_file_creates_nothing(tmp_path):
+    root = tmp_path / "zoo"
+    root.mkdir()
+    (root / LOCK_NAME).symlink_to(tmp_path / "created-outside")
+    _refused(root)
+    assert not (tmp_path / "created-outside").exists()
+
+
+def test_a_hard_linked_lock_file_is_refused(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious user data\n")
+    root = tmp_path / "zoo"
+    root.mkdir()
+    os.link(victim, root / LOCK_NAME)
+    assert "a hard link" in _refused(root)
+    assert victim.read_bytes() == b"precious user data\n"
+
+
+def test_a_lock_file_that_is_a_pipe_or_folder_is_refused(tmp_path):
+    os.mkfifo(tmp_path / LOCK_NAME)
+    assert "a special file" in _refused(tmp_path)  # and the open did not hang
+    (tmp_path / LOCK_NAME).unlink()
+    (tmp_path / LOCK_NAME).mkdir()
+    assert f"rm -r {tmp_path / LOCK_NAME}" in _refused(tmp_path)
+
+
+def test_release_deletes_only_its_own_lock_file(tmp_path):
+    """A lock file replaced by someone else while held (here by a link) is not ours to delete."""
+    lock = ZooLock(tmp_path)
+    (tmp_path / LOCK_NAME).unlink()
+    (tmp_path / "other").write_text("x")
+    (tmp_path / LOCK_NAME).symlink_to(tmp_path / "other")
+    lock.release()
+    assert (tmp_path / LOCK_NAME).is_symlink() and (tmp_path / "other").read_text() == "x"

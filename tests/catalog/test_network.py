@@ -235,3 +235,33 @@ def test_forward_by_hand() -> None:
     params = {"a.weight": torch.tensor([[[1.0, -1.0]]]), "a.bias": torch.tensor([[0.5]]),
               "b.weight": torch.tensor([[[2.0]]]), "b.bias": torch.tensor([[-1.0]])}
     assert population_forward(spec, params, torch.tensor([[3.0, 1.0]])).item() == 4.0
+
+
+def _conv_on(input_shape: tuple[int, ...]) -> NetworkSpec:
+    """A one-conv net whose parameters do not depend on its input's size (it pools globally)."""
+    return NetworkSpec("cnn", input_shape, (
+        LayerSpec("conv2d", 1, 4, "layers.0.weight", "layers.0.bias", kernel_size=(3, 3), activation="relu",
+                  pool="global_avg"),
+        LayerSpec("linear", 4, 10, "layers.1.weight", "layers.1.bias")))
+
+
+def test_an_input_shape_beyond_2_24_values_is_refused() -> None:
+    """zoo.json's input_shape sizes tensors (probe inputs, batches): [1, 30000, 30000] in a crafted
+    zoo made zoo train --hparam probes=4 allocate 14 GB. Bounded where a spec is validated."""
+    _conv_on((1, 4096, 4096))  # 2**24 values: the most an example may have
+    d = _conv_on((1, 8, 8)).to_dict()
+    d["input_shape"] = [1, 30000, 30000]
+    with pytest.raises(ZooFormatError, match=re.escape("input_shape [1, 30000, 30000] is 900,000,000 values per "
+                                                       "example, more than the 16,777,216 (2**24)")):
+        NetworkSpec.from_dict(d)
+
+
+def test_a_zoo_with_a_crafted_input_shape_does_not_open(zoo_copy) -> None:
+    from catalog import open_zoo
+
+    manifest = json.loads((zoo_copy / "zoo.json").read_text())
+    arch = next(iter(manifest["architectures"].values()))
+    arch["input_shape"] = [64, 30000, 30000]
+    (zoo_copy / "zoo.json").write_text(json.dumps(manifest))
+    with pytest.raises(ZooFormatError, match=r"input_shape \[64, 30000, 30000\] is 57,600,000,000 values"):
+        open_zoo(zoo_copy)

@@ -111,10 +111,10 @@ def test_pools_torch_cannot_run_are_refused(pool, message) -> None:
 
 
 def test_a_network_of_more_than_int64_parameters_is_refused() -> None:
-    big = 2**31  # each weight 2**62 entries (fine alone), the two together beyond 2**63 - 1
+    n_in, wide = 2**24, 2**38  # each weight 2**62 entries (fine alone), the two together beyond 2**63 - 1
     with pytest.raises(ZooFormatError, match=r"the network would have 9223372036854775808 parameters, more than"):
-        NetworkSpec("x", (big,), nodes=(nd.Linear("a", ("input",), big, big, bias=False),
-                                        nd.Linear("b", ("a",), big, big, bias=False)))
+        NetworkSpec("x", (n_in,), nodes=(nd.Linear("a", ("input",), n_in, wide, bias=False),
+                                         nd.Linear("b", ("a",), wide, n_in, bias=False)))
     with pytest.raises(ZooFormatError, match=r"layer 'l.weight': out_features is about 1e\+30, beyond 2\*\*63 - 1"):
         LayerSpec("linear", 4, 10**30, "l.weight")
     with pytest.raises(ZooFormatError, match=r"layer 'l.weight': kernel_size is about 1e\+200, beyond"):

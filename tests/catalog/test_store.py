@@ -107,3 +107,15 @@ def test_a_catalog_that_cannot_be_written_is_one_error(zoo_dir, tmp_path, monkey
     monkeypatch.setattr(store.os, "access", lambda p, mode: Path(p) != tmp_path / "ro" and real(p, mode))
     with pytest.raises(WeightzooError, match=r"its folder .*/ro is not writable; set WEIGHTZOO_HOME"):
         LocalCatalog(tmp_path / "ro" / "catalog.duckdb").add(zoo_dir)
+
+
+def test_a_zoo_whose_parts_lie_behind_a_link_out_of_it_is_not_indexed(zoo_copy, tmp_path):
+    """The catalog reads a zoo's parts through safe_join: a models/ folder linking outside the zoo
+    (to parts crafted elsewhere) is refused, and nothing is indexed."""
+    outside = tmp_path / "outside"
+    (zoo_copy / "models").rename(outside)
+    (zoo_copy / "models").symlink_to(outside)
+    cat = LocalCatalog()
+    with pytest.raises(WeightzooError, match="part 'models/part-00000.parquet' leads outside the zoo"):
+        cat.add(zoo_copy)
+    assert cat.list() == []

@@ -189,6 +189,71 @@ def test_repair_of_an_intact_zoo_changes_nothing(tmp_path):
 
 
 
+# ================================================================================ links out of the zoo
+def _linked_out(root, folder: str, tmp_path):
+    """Move ``root/folder`` outside the zoo and leave a symbolic link to it in its place."""
+    outside = tmp_path / ("outside-" + folder.replace("/", "-"))
+    (root / folder).rename(outside)
+    (root / folder).symlink_to(outside)
+    return outside
+
+
+def test_a_resume_deletes_nothing_through_a_symlinked_data_folder(tmp_path):
+    """remove_strays deletes every unlisted file under weights/: through a link to a folder
+    outside the zoo it deleted the files there."""
+    root = _write(tmp_path / "zoo").root
+    outside = _linked_out(root, "weights", tmp_path)
+    (outside / "victim.txt").write_text("precious")
+    with pytest.raises(WeightzooError, match=r"data folder 'weights' leads outside the zoo .*symbolic link"):
+        ZooWriter(root, "w", SPEC)
+    assert (outside / "victim.txt").read_text() == "precious"
+    assert not (root / LOCK_NAME).exists()  # and the refused writer let go of the lock
+
+
+def test_repair_reads_no_shard_through_a_symlinked_folder(tmp_path):
+    root = _write(tmp_path / "zoo").root
+    arch_dir = _listed(root)[0].rsplit("/", 1)[0]
+    _linked_out(root, arch_dir, tmp_path)
+    with ZooWriter(root, "w", SPEC) as w, pytest.raises(WeightzooError, match="leads outside the zoo"):
+        w.repair()
+
+
+def test_read_distinct_reads_no_part_through_a_symlinked_folder(tmp_path):
+    """Parts are read (their run and model ids listed, for a resume) through safe_join, even when
+    models/ becomes a link after the writer opened."""
+    from catalog.writer import read_distinct
+
+    w = _write(tmp_path / "zoo", finish=False)
+    _linked_out(w.root, "models", tmp_path)
+    with pytest.raises(WeightzooError, match="part 'models/part-00000.parquet' leads outside the zoo"):
+        read_distinct(w.root, w.manifest.part_files(), ["run_id"])
+    for listed in (w.done_model_ids, w.done_run_ids):
+        with pytest.raises(WeightzooError, match="leads outside the zoo"):
+            listed()
+    w.close()
+
+
+def test_the_card_reads_no_part_through_a_symlinked_folder(tmp_path):
+    from catalog.card import column_sets
+    from catalog.zoo import Zoo
+
+    root = _write(tmp_path / "zoo").root
+    _linked_out(root, "models", tmp_path)
+    with pytest.raises(WeightzooError, match="part 'models/part-00000.parquet' leads outside the zoo"):
+        column_sets(Zoo(root))
+
+
+def test_an_import_counts_no_part_through_a_symlinked_folder(tmp_path):
+    from zoo_builders.importers.common import finish_import
+
+    w = _write(tmp_path / "zoo", finish=False)
+    _linked_out(w.root, "models", tmp_path)
+    with pytest.raises(WeightzooError, match="part 'models/part-00000.parquet' leads outside the zoo"):
+        finish_import(w)
+    w.close()
+
+
+
 def test_read_distinct_reads_each_part_once_and_marks_missing_columns(tmp_path, monkeypatch) -> None:
     # Two parts, the older without torch_threads (written before the column existed): its rows
     # add None; both columns come from one read per part.

@@ -198,3 +198,36 @@ def test_push_of_a_non_zoo_directory_is_one_clear_line(tmp_path: Path, repo_id: 
     (tmp_path / "notes.txt").write_text("hello")
     result = _run("push", str(tmp_path), repo_id)
     assert_one_line_error(result, "is not a weightzoo zoo")
+
+
+def test_push_is_refused_while_another_process_writes_the_zoo(hub, zoo_copy: Path, repo_id: str) -> None:
+    """A push rewrites README.md and uploads what verify checked: while a build, analyze or embed
+    holds the zoo's write lock it is refused, before anything is written or sent."""
+    from catalog.lock import ZooLock
+
+    card = (zoo_copy / "README.md").read_bytes()
+    with ZooLock(zoo_copy, command="zoo analyze zoo --metrics cka"):
+        result = _run("push", str(zoo_copy), repo_id, "-q")
+        assert_one_line_error(result, f"zoo {zoo_copy} is being written by process", "zoo analyze zoo --metrics cka")
+    assert (zoo_copy / "README.md").read_bytes() == card
+    assert hub.requests_log == []
+
+
+def test_push_holds_the_lock_until_its_upload_ends(hub, zoo_copy: Path, repo_id: str, monkeypatch) -> None:
+    from huggingface_hub import HfApi
+
+    from catalog.lock import LOCK_NAME, ZooLock, ZooLockedError
+    from hub import push_zoo
+
+    upload = HfApi.upload_folder
+    refused = []
+
+    def upload_folder(self, **kwargs):
+        with pytest.raises(ZooLockedError, match=f"zoo push {repo_id}") as e:  # a writer starting now
+            ZooLock(zoo_copy, command="zoo embed")
+        refused.append(e.value)
+        return upload(self, **kwargs)
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    push_zoo(zoo_copy, repo_id, progress=False)
+    assert len(refused) == 1 and not (zoo_copy / LOCK_NAME).exists()

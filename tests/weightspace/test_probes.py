@@ -128,3 +128,29 @@ def test_probe_model_run_dir_round_trip(tmp_path, name):
     assert loaded.net.probe.normalizer is loaded.normalizer
     torch.testing.assert_close(loaded.net.probe.inputs, probes_before, rtol=0, atol=0)
     torch.testing.assert_close(loaded.predict(params), model.predict(params), rtol=0, atol=0)
+
+
+def test_probes_that_cannot_fit_in_memory_are_refused_before_they_are_allocated(monkeypatch):
+    """The probe inputs are [probes, *input_shape], input_shape from zoo.json: their bytes are
+    checked against half the available memory (as the Hessian metrics' are) before torch.randn."""
+    import zoo_builders.build as build_mod
+
+    monkeypatch.setattr(build_mod, "available_memory", lambda: 1 << 30)  # 1 GiB: 512 MiB for probes
+    real_randn, asked = torch.randn, []
+
+    def randn(*shape, **kwargs):
+        asked.append(torch.Size(shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape).numel())
+        return real_randn(*shape, **kwargs)
+
+    monkeypatch.setattr(torch, "randn", randn)
+    spec = cnn_spec(2)  # [1, 8, 8] inputs
+    ProbeFeatures(spec, 4)  # a few KiB
+    assert asked == [4 * 64]
+    with pytest.raises(WeightzooError, match=r"probes=500000: 500000 probe inputs of shape \[1, 8, 8\] \(architecture "
+                                             r"cnn-[0-9a-f]+\) and the values they produce in one network need about "
+                                             r".* GiB, more than half the 1.0 GiB of memory available; "
+                                             r"use fewer probes"):
+        ProbeFeatures(spec, 500_000)
+    with pytest.raises(WeightzooError, match="probes=500000"):  # through the metanetwork's hyperparameter
+        build_metanetwork("gmn", spec, 1, probes=500_000)
+    assert max(asked) == 4 * 64  # the refused probes were never drawn

@@ -182,3 +182,21 @@ def test_predict_leaves_out_diverged_rows_and_says_so(tmp_path):
     summary = json.loads(res.output.strip().splitlines()[-1])
     assert summary["metrics"]["left_out"] == 6 and summary["metrics"]["mae"] is not None
     assert "6 rows" in summary["note"] and "left out" in summary["note"]
+
+
+def test_predict_refuses_a_config_whose_sizes_cannot_fit_before_allocating(run_dir, tiny_digits_zoo, tmp_path):
+    """config.json's hparams size the rebuilt metanetwork: hidden = 2000000000 asked torch for
+    hundreds of GB (a traceback, or swapping on a large machine). Refused before torch allocates
+    the layer (weightspace.memory.allocation_limit), naming the value."""
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    for p in run_dir.iterdir():
+        (crafted / p.name).write_bytes(p.read_bytes())
+    config = json.loads((crafted / "config.json").read_text())
+    config["model"]["hparams"]["hidden"] = 2_000_000_000
+    (crafted / "config.json").write_text(json.dumps(config))
+    res = run_cli("predict", crafted, tiny_digits_zoo, "-q", "--out", tmp_path / "p.parquet")
+    assert_one_line_error(res, f"rebuilding the statnn metanetwork of {crafted / 'config.json'} (model.hparams: "
+                               f"hidden=2000000000", "half the", "it asked for a tensor of shape [2,000,000,000, ",
+                          "it is corrupt or was crafted")
+    assert not (tmp_path / "p.parquet").exists()

@@ -29,10 +29,11 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from catalog.errors import WeightzooError
+from catalog.errors import WeightzooError, format_bytes
 from catalog.format import atomic_write_bytes, safetensors_bytes
 from catalog.network import NetworkSpec
 from catalog.paths import recover_output_dir, saved_output_dir
+from weightspace.memory import allocation_limit
 
 RUN_FORMAT = "weightzoo-generator-run-v1"
 TENSORS_FILE = "generator.safetensors"
@@ -133,8 +134,17 @@ def load_generator(run_dir: str | Path) -> Generator:
     if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
         raise WeightzooError(f"{cfg_path} is not a {RUN_FORMAT} file; train the generator again")
     spec = NetworkSpec.from_dict(config["spec"])
-    gen = build_generator(str(config["method"]), spec, **dict(config.get("hparams") or {}))
-    gen.load_state(load_file(str(tensors_path)), dict(config.get("state") or {}))
+    hparams = dict(config.get("hparams") or {})
+    tensors = load_file(str(tensors_path))
+    # The config's numbers size the networks load_state rebuilds: a crafted one is refused before
+    # torch allocates it (see weightspace.memory).
+    sizes = ", ".join(f"{k}={v!r}" for k, v in hparams.items())
+    with allocation_limit(
+            f"rebuilding the {config['method']} generator of {cfg_path} (hparams: {sizes})",
+            f"the config does not fit its {format_bytes(tensors_path.stat().st_size)} of tensors in {TENSORS_FILE}: "
+            f"it is corrupt or was crafted; train the generator again"):
+        gen = build_generator(str(config["method"]), spec, **hparams)
+        gen.load_state(tensors, dict(config.get("state") or {}))
     gen.source = dict(config.get("source") or {})
     return gen
 

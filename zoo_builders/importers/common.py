@@ -28,6 +28,7 @@ from torch import Tensor
 from catalog.errors import WeightzooError
 from catalog.format import CORE_COLUMNS, Manifest, read_manifest, recount
 from catalog.network import DTYPES, NetworkSpec
+from catalog.paths import safe_join
 from catalog.writer import ZooWriter
 
 #: Models written per part (and shard) by the importers: bounds memory, keeps shards modest.
@@ -177,7 +178,7 @@ def finish_import(writer: ZooWriter) -> Manifest:
     land in two parts (a group flushed mid-run, or an import resumed mid-run) would count
     twice; the rows, runs and statuses are recounted from every part before the manifest is
     marked complete."""
-    tables = (pq.read_table(writer.root / f.path, columns=["run_id", "status"])
+    tables = (pq.read_table(safe_join(writer.root, f.path, "part"), columns=["run_id", "status"])
               for f in writer.manifest.part_files())
     writer.manifest.counts = recount(writer.manifest.counts, tables, len(writer.manifest.architectures))
     return writer.finish()

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import torch
 from safetensors import safe_open
 from torch import Tensor
@@ -442,9 +441,7 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or default_name, build_spec, datasets=ds_facts,
                       command=f"zoo import {LAYOUT} {first}") as writer:
-        done: set[str] = set()  # model ids already in the zoo (a resumed import skips them)
-        for f in writer.manifest.part_files():
-            done.update(pq.read_table(writer.root / f.path, columns=["model_id"]).column(0).to_pylist())
+        done = writer.done_model_ids()  # model ids already in the zoo (a resumed import skips them)
         groups = GroupWriter(writer, schema, rows_per_part)
         with tqdm(total=len(rows), disable=quiet, unit="model", desc=f"import {default_name}") as bar:
             for i, (snap, row) in enumerate(zip(snaps, rows)):

@@ -249,15 +249,6 @@ def _nfn_split_points(src: Path, split_points: Sequence[int] | None) -> tuple[in
 
 
 # ================================================================================ import
-def _done_model_ids(writer: ZooWriter) -> set[str]:
-    import pyarrow.parquet as pq
-
-    done: set[str] = set()
-    for f in writer.manifest.part_files():
-        done.update(pq.read_table(writer.root / f.path, columns=["model_id"]).column(0).to_pylist())
-    return done
-
-
 def _import(layout: str, src: Path, out: str | os.PathLike, files: list[tuple[str, dict[str, Any]]],
             build_spec: dict, name: str | None, image_shape: Sequence[int], dataset: str | None,
             rows_per_part: int, quiet: bool) -> Manifest:
@@ -294,7 +285,7 @@ def _import(layout: str, src: Path, out: str | os.PathLike, files: list[tuple[st
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
                       command=f"zoo import {layout} {src}") as writer:
-        done = _done_model_ids(writer)
+        done = writer.done_model_ids()
         groups = GroupWriter(writer, schema, rows_per_part)
         for (rel, _), row in tqdm(list(zip(files, rows)), disable=quiet, unit="model", desc=f"import {src.name}"):
             if row["model_id"] in done:

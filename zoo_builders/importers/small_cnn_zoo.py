@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
@@ -249,9 +248,7 @@ def import_small_cnn_zoo(src: str | os.PathLike, out: str | os.PathLike, *, name
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
                       command=f"zoo import {LAYOUT} {src}") as writer:
-        done: set[str] = set()
-        for f in writer.manifest.part_files():
-            done.update(pq.read_table(writer.root / f.path, columns=["model_id"]).column(0).to_pylist())
+        done = writer.done_model_ids()
         groups = GroupWriter(writer, schema)
         with tqdm(total=len(rows), disable=quiet, unit="model", desc=f"import {src.name}") as bar:
             for act, (spec, placed) in specs.items():

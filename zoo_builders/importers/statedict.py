@@ -72,7 +72,6 @@ from pickle import UnpicklingError  # the error type only: nothing here unpickle
 from typing import Any
 
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -765,13 +764,6 @@ def _row(rel: str, meta: Mapping[str, Any], arch_declared: bool = False) -> dict
     return row
 
 
-def _done_model_ids(writer: ZooWriter) -> set[str]:
-    done: set[str] = set()
-    for f in writer.manifest.part_files():
-        done.update(pq.read_table(writer.root / f.path, columns=["model_id"]).column(0).to_pylist())
-    return done
-
-
 # ================================================================================ import / export
 def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None,
                       arch: str | os.PathLike | Mapping | NetworkSpec | None = None,
@@ -854,7 +846,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     with no_empty_zoo_on_error(out), \
             ZooWriter(out, name or src.resolve().name, build_spec, datasets=ds_facts,
                       command=f"zoo import {LAYOUT} {src}") as writer:
-        done = _done_model_ids(writer)
+        done = writer.done_model_ids()
         groups = GroupWriter(writer, schema, rows_per_part)
         for rel, row in tqdm(list(zip(files, rows)), disable=quiet, unit="model", desc=f"import {src.name}"):
             if row["model_id"] in done:

@@ -182,6 +182,23 @@ def test_samples_are_seeded_and_reload_identically(fitted, tmp_path):
     assert _bytes(SPEC, again.sample(5, seed=3)) == _bytes(SPEC, a)
 
 
+def test_a_saved_config_whose_sizes_cannot_fit_is_refused_before_allocating(fitted, tmp_path):
+    """generator.json's hparams size the networks load_state rebuilds: d_model = 2000000000 asked
+    torch for hundreds of GB. Refused up front, naming the value."""
+    import json
+
+    gen, _ = fitted
+    run = gen.save(tmp_path / "run")
+    config = json.loads((run / "generator.json").read_text())
+    config["hparams"]["d_model"] = 2_000_000_000
+    (run / "generator.json").write_text(json.dumps(config))
+    with pytest.raises(WeightzooError, match=r"rebuilding the hyperrep generator of .*generator.json \(hparams: .*"
+                                             r"d_model=2000000000.*\) needs more than .*, half the .* of memory "
+                                             r"available \(it asked for a tensor of shape \[2,000,000,000, .*it is "
+                                             r"corrupt or was crafted; train the generator again"):
+        load_generator(run)
+
+
 def test_training_is_seeded():
     weights = random_params(SPEC, 10, seed=2)
     runs = []
