@@ -28,12 +28,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from catalog.errors import ZooFormatError, ZooNotFoundError
+from catalog.errors import WeightzooError, ZooFormatError, ZooNotFoundError
 from catalog.network import NetworkSpec
 from catalog.paths import check_name, check_relpath
 
@@ -441,6 +441,58 @@ def _sorted_header(raw: bytes, where: object) -> bytes | None:
     return canonical.ljust(len(raw), b" ")
 
 
+#: The deepest nesting of arrays and objects :func:`parse_json` accepts. No file weightzoo reads
+#: comes near it (a manifest nests about 8 levels); Python code that walks parsed JSON recursively
+#: (``dataclasses.asdict``, ``json.dumps``) runs out of stack near 1000 levels.
+MAX_JSON_DEPTH = 100
+
+
+def parse_json(raw: str | bytes, where: str, error: type[WeightzooError] = ZooFormatError,
+               advice: str = "") -> Any:
+    """``json.loads(raw)`` for JSON that comes from outside: a zoo's files, a source folder,
+    a run directory.
+
+    ``json.loads`` raises ``RecursionError`` on deeply nested text (``[[[[...``), which no
+    caller catches, and text nested just under that limit parses but crashes the next code
+    that walks it recursively; both are refused here, as malformed text is.
+
+    Args:
+        raw: the text, or its bytes (UTF-8, or UTF-16/32 with a BOM, as ``json.loads`` reads).
+        where: the file (and line) for the message, e.g. ``"metadata.jsonl line 3"``.
+        error: the exception to raise (default :class:`ZooFormatError`).
+        advice: what to do, appended to the message (default: nothing).
+
+    Raises:
+        error: one line, ``"<where> is not valid JSON (<reason>); <advice>"``.
+    """
+    try:
+        value = json.loads(raw)
+        too_deep = _json_depth_exceeds(value, MAX_JSON_DEPTH)
+    except RecursionError:
+        too_deep = True
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
+        raise error(f"{where} is not valid JSON ({e})" + (f"; {advice}" if advice else "")) from e
+    if too_deep:
+        raise error(f"{where} is not valid JSON (it nests arrays or objects more than {MAX_JSON_DEPTH} "
+                    f"levels deep)" + (f"; {advice}" if advice else ""))
+    return value
+
+
+def _json_depth_exceeds(value: object, limit: int) -> bool:
+    """Whether parsed JSON ``value`` nests containers more than ``limit`` levels deep (iterative:
+    the check itself must not recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
 def read_manifest(root: str | os.PathLike, label: str | None = None) -> Manifest:
     """The checked manifest of the zoo at ``root``.
 
@@ -461,10 +513,7 @@ def read_manifest(root: str | os.PathLike, label: str | None = None) -> Manifest
             f"{root} is not a weightzoo zoo: it has no {MANIFEST_NAME} (build one with `zoo build`, "
             f"or pull one with `zoo pull`)")
     label = label or str(path)
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ZooFormatError(f"{label} is not valid JSON ({e}); the manifest is corrupt") from e
+    data = parse_json(path.read_bytes(), label, advice="the manifest is corrupt")
     return Manifest.from_dict(data, label)
 
 

@@ -78,7 +78,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError
-from catalog.format import CORE_COLUMNS, Manifest, atomic_path, atomic_write_bytes
+from catalog.format import CORE_COLUMNS, Manifest, atomic_path, atomic_write_bytes, parse_json
 from catalog.network import LayerSpec, NetworkSpec
 from catalog.paths import check_output_path, safe_join
 from catalog.writer import ZooWriter
@@ -663,13 +663,10 @@ def read_metadata(src: Path, files: Sequence[str], skip: str | os.PathLike | Non
                 raise SourceError(f"{table} is not a readable CSV file: {e}") from e
         else:
             records = []
-            for i, line in enumerate(path.read_text().splitlines(), 1):
+            for i, line in enumerate(path.read_bytes().splitlines(), 1):
                 if not line.strip():
                     continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise SourceError(f"{table} line {i} is not JSON: {e}") from e
+                rec = parse_json(line, f"{table} line {i}", SourceError)
                 if not isinstance(rec, dict):
                     raise SourceError(f"{table} line {i} is not a JSON object")
                 records.append(rec)
@@ -681,12 +678,12 @@ def read_metadata(src: Path, files: Sequence[str], skip: str | os.PathLike | Non
         rel = p.relative_to(src).as_posix()
         stem_hits = by_stem.get(str(Path(rel).with_suffix("")), [])
         try:
-            rec = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if len(stem_hits) != 1:
+            rec = parse_json(p.read_bytes(), rel, SourceError)
+        except SourceError:
+            if len(stem_hits) != 1:  # a .json file that describes no model file: not ours to read
                 warnings.warn(_ignored_json(rel, "is not JSON"), stacklevel=2)
                 continue
-            raise SourceError(f"{rel} is not JSON: {e}") from e
+            raise
         if not isinstance(rec, dict) or (not any(k in rec for k in KEY_COLUMNS) and len(stem_hits) != 1):
             if len(stem_hits) == 1:
                 raise SourceError(f"{rel} is not a JSON object of metadata fields")
@@ -710,14 +707,11 @@ def read_architectures(src: Path) -> dict[str, NetworkSpec]:
     if not path.is_file():
         return {}
     out: dict[str, NetworkSpec] = {}
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
         where = f"{ARCHITECTURES_TABLE} line {i}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SourceError(f"{where} is not JSON: {e}") from e
+        rec = parse_json(line, where, SourceError)
         if not isinstance(rec, dict) or not isinstance(rec.get(ARCH_KEY), str) or not isinstance(rec.get("spec"), dict):
             raise SourceError(f'{where} is not {{"{ARCH_KEY}": "...", "spec": {{...}}}}')
         if rec[ARCH_KEY] in out:
