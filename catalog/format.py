@@ -196,6 +196,14 @@ class Manifest:
         _check_fields(kwargs)
         kwargs["files"] = [FileEntry.from_dict(f, f"files[{i}]")
                            for i, f in enumerate(kwargs.get("files", []))]
+        first: dict[str, int] = {}
+        for i, f in enumerate(kwargs["files"]):
+            # A part listed twice is read twice: every row of it would be doubled in queries,
+            # selections and pulls. No writer lists a file twice.
+            if f.path in first:
+                raise _bad(f"files[{i}].path", f"{f.path!r} is listed already (files[{first[f.path]}]); "
+                                               f"each file must be listed once")
+            first[f.path] = i
         return cls(**kwargs)
 
     def to_dict(self) -> dict:

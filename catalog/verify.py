@@ -148,11 +148,7 @@ def verify_zoo(root: str | os.PathLike, check_weights: bool = True,
 def _check_files(root: Path, manifest: Manifest, report: VerifyReport) -> set[str]:
     """Existence, size and sha256 of every listed file; returns the files that exist (a file
     with a wrong checksum is still read by the later checks, to name its bad rows)."""
-    present = set()
-    seen = Counter(f.path for f in manifest.files)
-    for path, n in seen.items():
-        if n > 1:
-            report.problems.append(Problem(path, f"listed {n} times in {MANIFEST_NAME}"))
+    present = set()  # (a file listed twice is refused by read_manifest already)
     for entry in manifest.files:
         report.files_checked += 1
         try:

@@ -209,6 +209,23 @@ def test_read_manifest_names_the_file(good: dict, tmp_path: Path) -> None:
         read_manifest(tmp_path)
 
 
+def test_a_file_listed_twice_is_refused(good: dict, tmp_path: Path) -> None:
+    """A part listed twice doubled every row of it (queries, selections, pulls) before."""
+    from catalog import open_zoo
+
+    d = copy.deepcopy(good)
+    part = next(f for f in d["files"] if f["kind"] == "part")
+    d["files"].append(dict(part))
+    (tmp_path / "zoo.json").write_text(json.dumps(d))
+    want = rf"zoo\.json: files\[{len(d['files']) - 1}\]\.path '{part['path']}' is listed already"
+    with pytest.raises(ZooFormatError, match=want):
+        open_zoo(tmp_path)
+    m = Manifest.from_dict(good)
+    m.files.append(copy.copy(m.files[0]))
+    with pytest.raises(ZooFormatError, match="listed already"):
+        write_manifest(tmp_path / "w", m)
+
+
 def test_write_manifest_refuses_what_could_not_be_read(good: dict, tmp_path: Path) -> None:
     m = Manifest.from_dict(good)
     m.files[0].arch_id = TRAVERSAL

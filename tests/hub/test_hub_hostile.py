@@ -177,6 +177,20 @@ def test_a_shard_that_is_not_safetensors_is_refused(hub, zoo_copy: Path, repo_id
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("partial", [True, False], ids=["where", "full"])
+def test_a_part_listed_twice_is_refused_before_anything_is_written(hub, zoo_copy: Path, repo_id: str,
+                                                                   tmp_path: Path, partial: bool) -> None:
+    """The pull accepted it and wrote a zoo whose rows were all doubled (which verify refused)."""
+    def edit(d: dict) -> None:
+        d["files"].append(next(f for f in d["files"] if f["kind"] == "part"))
+
+    _push_hostile(zoo_copy, repo_id, edit)
+    where = ["--where", "true"] if partial else []
+    result = CliRunner().invoke(cli, ["pull", repo_id, *where, "--out", str(tmp_path / "out"), "-q"])
+    assert_one_line_error(result, "zoo.json", "is listed already")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_deeply_nested_manifest_is_refused(hub, zoo_copy: Path, repo_id: str, tmp_path: Path) -> None:
     """zoo.json as [[[[...]]]]: the pull printed a RecursionError traceback."""
     from huggingface_hub import HfApi
