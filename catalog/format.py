@@ -24,7 +24,7 @@ import secrets
 import stat
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -300,6 +300,35 @@ def _check_fields(d: Mapping) -> None:
 
 
 # ================================================================================ io helpers
+#: What to do about a metadata part that cannot be read as the format says.
+PART_FIX = "the metadata is corrupt or was edited: run `zoo verify`, then rebuild or re-pull the zoo"
+
+
+def read_parquet(path: str | os.PathLike, label: str, columns: Sequence[str] | None = None,
+                 schema_only: bool = False, advice: str = PART_FIX) -> pa.Table | pa.Schema:
+    """``pq.read_table`` (or ``pq.read_schema`` with ``schema_only``) of one of a zoo's Parquet
+    files, with a file that is missing or not Parquet as one error naming it (pyarrow's
+    ``ArrowInvalid`` escaped as a traceback).
+
+    Args:
+        path: the file.
+        label: how the message names it, e.g. ``"metadata part models/part-00000.parquet"``.
+        columns: read only these (default: all).
+        schema_only: return the schema alone (the file's footer; default ``False``).
+        advice: what to do, ending the message (default :data:`PART_FIX`).
+
+    Raises:
+        ZooFormatError: ``"<label> is not a readable Parquet file (<pyarrow's reason>); <advice>"``.
+    """
+    import pyarrow.parquet as pq  # here: importing catalog.format stays light
+
+    try:
+        return pq.read_schema(path) if schema_only else pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise ZooFormatError(f"{label} is not a readable Parquet file ({str(e).strip().splitlines()[0]}); "
+                             f"{advice}") from e
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -20,7 +20,7 @@ from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import Manifest, read_manifest
 from catalog.network import NetworkSpec
 from catalog.openers import open_url, url_scheme
-from catalog.sidecar import existing_sidecar_paths, join_sidecars, read_sidecar_file
+from catalog.sidecar import checked_sidecar_paths, join_sidecars, read_sidecar_file
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -78,12 +78,14 @@ class Zoo:
 
     @property
     def sidecar_paths(self) -> list[Path]:
-        """The zoo's sidecar tables (analysis metrics, embeddings; see :mod:`catalog.sidecar`).
+        """The zoo's sidecar tables (analysis metrics, embeddings; see :mod:`catalog.sidecar`),
+        checked for SQL to join (:func:`~catalog.sidecar.checked_sidecar_paths`).
 
         Raises:
-            ZooFormatError: a listed table's file is missing (the message says how to recompute it).
+            ZooFormatError: a listed table's file is missing (the message says how to recompute it),
+                or it would not join as one row per model.
         """
-        return existing_sidecar_paths(self.root, self.manifest)
+        return checked_sidecar_paths(self.root, self.manifest)
 
     @cached_property
     def table(self) -> pa.Table:
