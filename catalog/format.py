@@ -299,6 +299,22 @@ def _check_fields(d: Mapping) -> None:
         raise _bad("files", f"must be a list, got {_kind(d['files'])}")
 
 
+def core_column_problems(schema: pa.Schema, columns: Iterable[str] = CORE_COLUMNS) -> list[str]:
+    """What is wrong with the core columns ``columns`` (default: all of :data:`CORE_COLUMNS`) of
+    a metadata ``schema``: each one it lacks, and each whose type is not the format's (large
+    strings pass for strings). Empty when they are all right."""
+    problems = []
+    for col in columns:
+        alias = CORE_COLUMNS[col]
+        if col not in schema.names:
+            problems.append(f"schema lacks the core column {col!r} ({alias})")
+            continue
+        typ = schema.field(col).type
+        if not (typ == pa.type_for_alias(alias) or (alias == "string" and typ == pa.large_string())):
+            problems.append(f"column {col!r} has type {typ}, expected {alias}")
+    return problems
+
+
 # ================================================================================ io helpers
 #: What to do about a metadata part that cannot be read as the format says.
 PART_FIX = "the metadata is corrupt or was edited: run `zoo verify`, then rebuild or re-pull the zoo"
