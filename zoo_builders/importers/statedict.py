@@ -861,10 +861,10 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
 EXPORT_TABLES = (ARCHITECTURES_TABLE, "metadata.jsonl")
 
 
-def export_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def export_names(records: Sequence[Mapping[str, Any]], folder: str = "the export folder") -> list[str]:
     """Each model's file in an exported folder (``records``: rows with ``model_id``,
     ``source_layout``, ``source_path``), every one a valid path (:func:`catalog.paths.check_relpath`)
-    and unique, also on a case-insensitive disk.
+    and unique, also on a case-insensitive disk. ``folder`` names the folder in messages.
 
     A model imported from this layout keeps its file's path with the suffix ``.safetensors``
     where that is valid: each part letters, digits, ``.``, ``_``, ``-``, starting with a letter
@@ -875,7 +875,8 @@ def export_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
     :data:`EXPORT_TABLES`. Exported names are safe, so export -> import -> export keeps them.
 
     Raises:
-        WeightzooError: two model ids that differ only in case (their fallback names clash).
+        WeightzooError: a model id that is no valid file path (model ids are free text: ``a b``,
+            ``../x``), one given twice, or two that differ only in case (their fallback names clash).
     """
     from catalog.errors import ZooFormatError
     from catalog.paths import check_relpath
@@ -914,9 +915,25 @@ def export_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
             if loses:
                 names[i], changed = None, True
     final = [n if n is not None else f for n, f in zip(names, fallback)]
+    for rec, name, rel in zip(records, names, final):
+        if name is not None:
+            continue  # its own name, checked by own()
+        try:
+            check_relpath(rel)
+        except ZooFormatError:  # model ids are free text; safe_join would blame the zoo's files
+            how = "leads outside" if ".." in rel.split("/") or rel.startswith("/") else "is not a valid file path in"
+            raise WeightzooError(
+                f"model {rec['model_id']!r} cannot be exported: its file {rel!r} {how} {folder} (a model is "
+                f"written as <model_id>.safetensors, so its model_id must be a relative path whose parts are "
+                f"letters, digits, '.', '_' and '-'); weightzoo's builders and importers make such ids, so this "
+                f"zoo was written by other code or edited: rewrite it with ids of that form to export it") from None
     seen: dict[str, int] = {}
     for i, n in enumerate(final):
         j = seen.setdefault(n.casefold(), i)
+        if j != i and records[j]["model_id"] == records[i]["model_id"]:
+            raise WeightzooError(f"model_id {records[i]['model_id']!r} is given to two rows (rows {j} and {i}): "
+                                 f"a model_id names one model; the zoo's metadata is corrupt or was edited: run "
+                                 f"`zoo verify`, then rebuild or re-pull the zoo")
         if j != i:
             raise WeightzooError(f"models {records[j]['model_id']!r} and {records[i]['model_id']!r} both export to "
                                  f"{n} (on a case-insensitive disk); their ids differ only in case")
@@ -952,7 +969,7 @@ def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: 
         columns = sel.columns
         extra = [c for c in columns if c not in CORE_COLUMNS and c not in ("source_layout", "source_path")]
         names = export_names(sel.metadata(["model_id", *(c for c in ("source_layout", "source_path")
-                                                         if c in columns)]).to_pylist())
+                                                         if c in columns)]).to_pylist(), f"the export folder {out}")
         paths = [safe_join(out, rel, "exported model file") for rel in names]  # every name checked first
         written: list[Path] = []
         step = 256
