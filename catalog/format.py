@@ -24,16 +24,16 @@ import secrets
 import stat
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from catalog.errors import ZooFormatError, ZooNotFoundError
+from catalog.errors import WeightzooError, ZooFormatError, ZooNotFoundError
 from catalog.network import NetworkSpec
 from catalog.paths import check_name, check_relpath
 
@@ -196,6 +196,14 @@ class Manifest:
         _check_fields(kwargs)
         kwargs["files"] = [FileEntry.from_dict(f, f"files[{i}]")
                            for i, f in enumerate(kwargs.get("files", []))]
+        first: dict[str, int] = {}
+        for i, f in enumerate(kwargs["files"]):
+            # A part listed twice is read twice: every row of it would be doubled in queries,
+            # selections and pulls. No writer lists a file twice.
+            if f.path in first:
+                raise _bad(f"files[{i}].path", f"{f.path!r} is listed already (files[{first[f.path]}]); "
+                                               f"each file must be listed once")
+            first[f.path] = i
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
@@ -291,7 +299,52 @@ def _check_fields(d: Mapping) -> None:
         raise _bad("files", f"must be a list, got {_kind(d['files'])}")
 
 
+def core_column_problems(schema: pa.Schema, columns: Iterable[str] = CORE_COLUMNS) -> list[str]:
+    """What is wrong with the core columns ``columns`` (default: all of :data:`CORE_COLUMNS`) of
+    a metadata ``schema``: each one it lacks, and each whose type is not the format's (large
+    strings pass for strings). Empty when they are all right."""
+    problems = []
+    for col in columns:
+        alias = CORE_COLUMNS[col]
+        if col not in schema.names:
+            problems.append(f"schema lacks the core column {col!r} ({alias})")
+            continue
+        typ = schema.field(col).type
+        if not (typ == pa.type_for_alias(alias) or (alias == "string" and typ == pa.large_string())):
+            problems.append(f"column {col!r} has type {typ}, expected {alias}")
+    return problems
+
+
 # ================================================================================ io helpers
+#: What to do about a metadata part that cannot be read as the format says.
+PART_FIX = "the metadata is corrupt or was edited: run `zoo verify`, then rebuild or re-pull the zoo"
+
+
+def read_parquet(path: str | os.PathLike, label: str, columns: Sequence[str] | None = None,
+                 schema_only: bool = False, advice: str = PART_FIX) -> pa.Table | pa.Schema:
+    """``pq.read_table`` (or ``pq.read_schema`` with ``schema_only``) of one of a zoo's Parquet
+    files, with a file that is missing or not Parquet as one error naming it (pyarrow's
+    ``ArrowInvalid`` escaped as a traceback).
+
+    Args:
+        path: the file.
+        label: how the message names it, e.g. ``"metadata part models/part-00000.parquet"``.
+        columns: read only these (default: all).
+        schema_only: return the schema alone (the file's footer; default ``False``).
+        advice: what to do, ending the message (default :data:`PART_FIX`).
+
+    Raises:
+        ZooFormatError: ``"<label> is not a readable Parquet file (<pyarrow's reason>); <advice>"``.
+    """
+    import pyarrow.parquet as pq  # here: importing catalog.format stays light
+
+    try:
+        return pq.read_schema(path) if schema_only else pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise ZooFormatError(f"{label} is not a readable Parquet file ({str(e).strip().splitlines()[0]}); "
+                             f"{advice}") from e
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -441,6 +494,58 @@ def _sorted_header(raw: bytes, where: object) -> bytes | None:
     return canonical.ljust(len(raw), b" ")
 
 
+#: The deepest nesting of arrays and objects :func:`parse_json` accepts. No file weightzoo reads
+#: comes near it (a manifest nests about 8 levels); Python code that walks parsed JSON recursively
+#: (``dataclasses.asdict``, ``json.dumps``) runs out of stack near 1000 levels.
+MAX_JSON_DEPTH = 100
+
+
+def parse_json(raw: str | bytes, where: str, error: type[WeightzooError] = ZooFormatError,
+               advice: str = "") -> Any:
+    """``json.loads(raw)`` for JSON that comes from outside: a zoo's files, a source folder,
+    a run directory.
+
+    ``json.loads`` raises ``RecursionError`` on deeply nested text (``[[[[...``), which no
+    caller catches, and text nested just under that limit parses but crashes the next code
+    that walks it recursively; both are refused here, as malformed text is.
+
+    Args:
+        raw: the text, or its bytes (UTF-8, or UTF-16/32 with a BOM, as ``json.loads`` reads).
+        where: the file (and line) for the message, e.g. ``"metadata.jsonl line 3"``.
+        error: the exception to raise (default :class:`ZooFormatError`).
+        advice: what to do, appended to the message (default: nothing).
+
+    Raises:
+        error: one line, ``"<where> is not valid JSON (<reason>); <advice>"``.
+    """
+    try:
+        value = json.loads(raw)
+        too_deep = _json_depth_exceeds(value, MAX_JSON_DEPTH)
+    except RecursionError:
+        too_deep = True
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
+        raise error(f"{where} is not valid JSON ({e})" + (f"; {advice}" if advice else "")) from e
+    if too_deep:
+        raise error(f"{where} is not valid JSON (it nests arrays or objects more than {MAX_JSON_DEPTH} "
+                    f"levels deep)" + (f"; {advice}" if advice else ""))
+    return value
+
+
+def _json_depth_exceeds(value: object, limit: int) -> bool:
+    """Whether parsed JSON ``value`` nests containers more than ``limit`` levels deep (iterative:
+    the check itself must not recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
 def read_manifest(root: str | os.PathLike, label: str | None = None) -> Manifest:
     """The checked manifest of the zoo at ``root``.
 
@@ -461,10 +566,7 @@ def read_manifest(root: str | os.PathLike, label: str | None = None) -> Manifest
             f"{root} is not a weightzoo zoo: it has no {MANIFEST_NAME} (build one with `zoo build`, "
             f"or pull one with `zoo pull`)")
     label = label or str(path)
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ZooFormatError(f"{label} is not valid JSON ({e}); the manifest is corrupt") from e
+    data = parse_json(path.read_bytes(), label, advice="the manifest is corrupt")
     return Manifest.from_dict(data, label)
 
 

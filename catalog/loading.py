@@ -14,7 +14,6 @@ order, exactly as :func:`catalog.format.weights_sha256` computes them.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import struct
@@ -28,7 +27,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import IntegrityError, ZooFormatError
-from catalog.format import Manifest
+from catalog.format import Manifest, parse_json
 from catalog.network import NetworkSpec
 from catalog.paths import safe_join
 
@@ -127,7 +126,10 @@ class ShardFile:
                 (n,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
                 if n is None or n > min(size - 8, MAX_HEADER_BYTES):
                     raise ValueError("bad header length")
-                header = json.loads(f.read(n))
+                header = parse_json(f.read(n), f"weight shard {name} is not a readable safetensors file: its header",
+                                    IntegrityError, "run `zoo verify`, then re-pull or rebuild the zoo")
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
             tensors = {}
             for key, info in header.items():
                 if key == "__metadata__":

@@ -31,7 +31,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from catalog.errors import WeightzooError
+from catalog.errors import WeightzooError, ZooFormatError
+from catalog.format import parse_json
 
 #: The lock file, at the top of the zoo directory. Not data: verify, strays and push skip it.
 LOCK_NAME = ".weightzoo.lock"
@@ -171,8 +172,8 @@ def _read_record(fd: int) -> dict:
     """The holder's record in the open lock file ``fd`` (read through the descriptor we checked,
     not the name, which may have changed since)."""
     try:
-        record = json.loads(os.pread(fd, 1 << 16, 0))
-    except (OSError, ValueError):  # being written right now, or not ours
+        record = parse_json(os.pread(fd, 1 << 16, 0), "the lock file")
+    except (OSError, ZooFormatError):  # being written right now, or not ours (not JSON, nested too deep)
         return {}
     return record if isinstance(record, dict) else {}
 

@@ -183,7 +183,10 @@ def _writing_node(sql: str) -> str | None:
             (text,) = _PARSER.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
         except duckdb.Error:
             return None  # not serializable: the transaction still refuses any write
-    stack: list = [json.loads(text)]
+    try:
+        stack: list = [json.loads(text)]
+    except RecursionError:  # ~300 nested calls nest the tree past Python's stack: as above
+        return None
     while stack:
         node = stack.pop()
         if isinstance(node, dict):

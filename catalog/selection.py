@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
-from catalog.errors import QueryError, RowIndexError
+from catalog.errors import QueryError, RowIndexError, ZooFormatError
+from catalog.format import PART_FIX, core_column_problems
 from catalog.loading import load_batch
 from catalog.network import NetworkSpec, SpecNetwork, build_module
 from catalog.query import ZOO_COLUMN
@@ -132,10 +133,15 @@ class Selection:
         """``[zoo,] arch_id, weights_shard, weights_row, sha256`` for every row."""
         if self._loc is None:
             want = ([ZOO_COLUMN] if self.source.multi else []) + list(_WEIGHT_COLUMNS)
-            if all(c in self.table.column_names for c in want):
-                loc = self.table.select(want)
-            else:
+            loc = self.table.select(want) if all(c in self.table.column_names for c in want) else None
+            if loc is not None and core_column_problems(loc.schema, _WEIGHT_COLUMNS):
+                loc = None  # columns the query computed (weights_row * 1.0): located as stored instead
+            if loc is None:
                 loc = self._lookup(want)
+                bad = core_column_problems(loc.schema, _WEIGHT_COLUMNS)
+                if bad:  # as stored: a weights_row of 0.5 would load row 0
+                    raise ZooFormatError(f"{self.source.label}: {bad[0]}, so the rows' weights cannot be "
+                                         f"located; {PART_FIX}")
             for c in want:
                 if loc.column(c).null_count:
                     raise QueryError(

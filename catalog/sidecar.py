@@ -42,6 +42,7 @@ from catalog.format import (
     Manifest,
     atomic_path,
     read_manifest,
+    read_parquet,
     sha256_file,
     write_manifest,
 )
@@ -83,15 +84,47 @@ def existing_sidecar_path(root: str | os.PathLike, rel: str) -> Path:
     return path
 
 
-def existing_sidecar_paths(root: str | os.PathLike, manifest: Manifest) -> list[Path]:
-    """The files of the zoo's listed sidecar tables (:func:`existing_sidecar_path` each)."""
-    return [existing_sidecar_path(root, entry.path) for entry in manifest.sidecar_files()]
+def checked_sidecar_paths(root: str | os.PathLike, manifest: Manifest) -> list[Path]:
+    """The files of the zoo's listed sidecar tables, for SQL that joins them into ``models``
+    (:mod:`catalog.query`, the persistent catalog), checked as :func:`read_sidecar_file` and
+    :func:`join_sidecars` check the tables they join, from the files' keys and schemas alone.
+
+    SQL's ``LEFT JOIN ... USING (model_id)`` checks nothing itself: it repeats a model's row
+    once per copy of its id in a sidecar (every row of ``zoo query`` and ``select()`` doubled),
+    and renames a sidecar column named like a column of ``models`` (``sha256`` -> ``sha256_1``),
+    where :attr:`Zoo.table <catalog.zoo.Zoo.table>` and ``zoo verify`` refuse the zoo.
+
+    Raises:
+        ZooFormatError: a listed file is missing or not Parquet, its ``model_id`` is not a
+            unique string key, or a column of it is a column of the metadata parts or of an
+            earlier sidecar.
+    """
+    root = Path(root)
+    taken: dict[str, str] = {}  # column -> where it is already
+    for f in manifest.part_files():
+        schema = read_parquet(safe_join(root, f.path, "metadata part"), f"metadata part {f.path}", schema_only=True)
+        taken.update((name, "the models table") for name in schema.names if name not in taken)
+    paths = []
+    for entry in manifest.sidecar_files():
+        path = existing_sidecar_path(root, entry.path)
+        fix = missing_sidecar_fix(root, entry.path)
+        schema = read_parquet(path, f"sidecar table {entry.path}", schema_only=True, advice=fix)
+        ids = read_parquet(path, f"sidecar table {entry.path}", [KEY], advice=fix).column(KEY) \
+            if KEY in schema.names else None  # (only the key column: embeddings are large)
+        _check_sidecar(schema, ids, entry.path, fix)
+        for name in schema.names:
+            if name != KEY and name in taken:
+                raise ZooFormatError(f"sidecar table {entry.path}: column {name!r} clashes with a column of "
+                                     f"{taken[name]}; {fix}")
+            taken.setdefault(name, entry.path)
+        paths.append(path)
+    return paths
 
 
 def read_sidecar_file(root: str | os.PathLike, entry: FileEntry) -> pa.Table:
     """The table of one listed sidecar file (checked: a unique string ``model_id`` key)."""
     path = existing_sidecar_path(root, entry.path)
-    table = pq.read_table(path)
+    table = read_parquet(path, f"sidecar table {entry.path}", advice=missing_sidecar_fix(root, entry.path))
     check_sidecar_table(table, entry.path)
     return table
 
@@ -136,17 +169,26 @@ def stored_sidecar(root: str | os.PathLike, manifest: Manifest, rel: str, warn: 
 
 def check_sidecar_table(table: pa.Table, label: str) -> None:
     """A sidecar table must have a unique, non-null string ``model_id`` and other columns."""
-    if KEY not in table.column_names:
-        raise ZooFormatError(f"sidecar table {label} has no {KEY!r} column")
-    if not (pa.types.is_string(table.schema.field(KEY).type) or pa.types.is_large_string(table.schema.field(KEY).type)):
-        raise ZooFormatError(f"sidecar table {label}: {KEY!r} must be strings, not {table.schema.field(KEY).type}")
-    ids = table.column(KEY)
-    if ids.null_count:
-        raise ZooFormatError(f"sidecar table {label} has rows without a {KEY}")
-    if pc.count_distinct(ids).as_py() != table.num_rows:
-        raise ZooFormatError(f"sidecar table {label} lists a {KEY} more than once")
-    if table.num_columns < 2:
-        raise ZooFormatError(f"sidecar table {label} has no column besides {KEY!r}")
+    _check_sidecar(table.schema, table.column(KEY) if KEY in table.column_names else None, label)
+
+
+def _check_sidecar(schema: pa.Schema, ids: pa.ChunkedArray | None, label: str, fix: str = "") -> None:
+    """:func:`check_sidecar_table` from a table's ``schema`` and its ``model_id`` column; ``fix``
+    (what to do) ends the message."""
+    problem = None
+    if KEY not in schema.names or ids is None:
+        problem = f"has no {KEY!r} column"
+    elif not (pa.types.is_string(schema.field(KEY).type) or pa.types.is_large_string(schema.field(KEY).type)):
+        problem = f"{KEY!r} must be strings, not {schema.field(KEY).type}"
+    elif ids.null_count:
+        problem = f"has rows without a {KEY}"
+    elif pc.count_distinct(ids).as_py() != len(ids):
+        problem = f"lists a {KEY} more than once"
+    elif len(schema.names) < 2:
+        problem = f"has no column besides {KEY!r}"
+    if problem is not None:
+        sep = ": " if problem.startswith("'") else " "
+        raise ZooFormatError(f"sidecar table {label}{sep}{problem}" + (f"; {fix}" if fix else ""))
 
 
 def sidecar_columns(root: str | os.PathLike, manifest: Manifest) -> dict[str, str]:

@@ -26,7 +26,7 @@ from catalog.errors import QueryError, WeightzooError, ZooNotFoundError
 from catalog.format import MANIFEST_NAME, read_manifest, sha256_file
 from catalog.paths import safe_join
 from catalog.query import TABLE, ZOO_COLUMN, QueryEngine, lock_down, parts_select, sql_string
-from catalog.sidecar import existing_sidecar_paths
+from catalog.sidecar import checked_sidecar_paths
 
 #: Environment variable naming the catalog file itself.
 ENV_CATALOG = "WEIGHTZOO_CATALOG"
@@ -138,9 +138,9 @@ class LocalCatalog:
                 raise WeightzooError(f"{p} is listed in the manifest but missing; run `zoo verify {root}`")
         sha = _manifest_sha(root) or ""
         table = _table_name(name)
+        sidecars = [str(p) for p in checked_sidecar_paths(root, manifest)]
         con.execute("BEGIN TRANSACTION")
         try:
-            sidecars = [str(p) for p in existing_sidecar_paths(root, manifest)]
             con.execute(f"CREATE OR REPLACE TABLE {table} AS "
                         f"{parts_select([str(p) for p in parts], sidecar_paths=sidecars)}")
             rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]

@@ -43,6 +43,7 @@ from catalog.format import (
     TMP_PREFIX,
     FileEntry,
     Manifest,
+    core_column_problems,
     read_manifest,
     sha256_file,
 )
@@ -148,11 +149,7 @@ def verify_zoo(root: str | os.PathLike, check_weights: bool = True,
 def _check_files(root: Path, manifest: Manifest, report: VerifyReport) -> set[str]:
     """Existence, size and sha256 of every listed file; returns the files that exist (a file
     with a wrong checksum is still read by the later checks, to name its bad rows)."""
-    present = set()
-    seen = Counter(f.path for f in manifest.files)
-    for path, n in seen.items():
-        if n > 1:
-            report.problems.append(Problem(path, f"listed {n} times in {MANIFEST_NAME}"))
+    present = set()  # (a file listed twice is refused by read_manifest already)
     for entry in manifest.files:
         report.files_checked += 1
         try:
@@ -359,17 +356,8 @@ def _check_counts(manifest: Manifest, report: VerifyReport, rows: int | None, ru
 
 def _check_schema(path: str, schema: pa.Schema, report: VerifyReport,
                   types: dict[str, tuple[pa.DataType, str]]) -> bool:
-    ok = True
-    for col, alias in CORE_COLUMNS.items():
-        want = pa.type_for_alias(alias)
-        if col not in schema.names:
-            report.problems.append(Problem(path, f"schema lacks the core column {col!r} ({alias})"))
-            ok = False
-        elif not (schema.field(col).type == want or
-                  (alias == "string" and schema.field(col).type == pa.large_string())):
-            report.problems.append(Problem(
-                path, f"column {col!r} has type {schema.field(col).type}, expected {alias}"))
-            ok = False
+    problems = core_column_problems(schema)
+    report.problems.extend(Problem(path, problem) for problem in problems)
     for f in schema:
         if f.name in types:
             other, where = types[f.name]
@@ -380,7 +368,7 @@ def _check_schema(path: str, schema: pa.Schema, report: VerifyReport,
                           f"queries over both parts cannot agree on its type"))
         else:
             types[f.name] = (f.type, path)
-    return ok
+    return not problems
 
 
 def _numeric(t: pa.DataType) -> bool:
@@ -434,6 +422,8 @@ def _check_weights(root: Path, manifest: Manifest, report: VerifyReport, present
                               columns=["model_id", "weights_shard", "weights_row", "sha256"])
         except Exception:  # already reported by _check_parts
             continue
+        if core_column_problems(t.schema, t.column_names):  # reported by _check_parts: a float
+            continue  # weights_row is no row index
         for mid, shard, r, sha in zip(*(t.column(c).to_pylist() for c in t.column_names)):
             if shard in shard_rows and r is not None and 0 <= r < shard_rows[shard]:
                 wanted.setdefault(shard, []).append((r, sha, mid))

@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from catalog.errors import WeightzooError, ZooFormatError
-from catalog.format import Manifest, read_manifest
+from catalog.format import CORE_COLUMNS, PART_FIX, Manifest, core_column_problems, read_manifest, read_parquet
 from catalog.network import NetworkSpec
 from catalog.openers import open_url, url_scheme
-from catalog.sidecar import existing_sidecar_paths, join_sidecars, read_sidecar_file
+from catalog.sidecar import checked_sidecar_paths, join_sidecars, read_sidecar_file
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -78,12 +77,14 @@ class Zoo:
 
     @property
     def sidecar_paths(self) -> list[Path]:
-        """The zoo's sidecar tables (analysis metrics, embeddings; see :mod:`catalog.sidecar`).
+        """The zoo's sidecar tables (analysis metrics, embeddings; see :mod:`catalog.sidecar`),
+        checked for SQL to join (:func:`~catalog.sidecar.checked_sidecar_paths`).
 
         Raises:
-            ZooFormatError: a listed table's file is missing (the message says how to recompute it).
+            ZooFormatError: a listed table's file is missing (the message says how to recompute it),
+                or it would not join as one row per model.
         """
-        return existing_sidecar_paths(self.root, self.manifest)
+        return checked_sidecar_paths(self.root, self.manifest)
 
     @cached_property
     def table(self) -> pa.Table:
@@ -93,11 +94,20 @@ class Zoo:
         if not parts:
             return pa.table({})
         tables = []
-        for p in parts:
+        for p, entry in zip(parts, self.manifest.part_files()):
             if not p.is_file():
                 raise ZooFormatError(f"{p} is listed in the manifest but missing; re-pull or rebuild the zoo")
-            tables.append(pq.read_table(p))
-        models = pa.concat_tables(tables, promote_options="default")
+            table = read_parquet(p, f"metadata part {entry.path} of {self.root}")
+            # A core column of another type is refused, not read: a weights_row of 0.5 loaded row 0.
+            bad = core_column_problems(table.schema, [c for c in CORE_COLUMNS if c in table.column_names])
+            if bad:
+                raise ZooFormatError(f"metadata part {entry.path} of {self.root}: {bad[0]}; {PART_FIX}")
+            tables.append(table)
+        try:
+            models = pa.concat_tables(tables, promote_options="default")
+        except pa.ArrowException as e:  # a column whose type differs between parts
+            raise ZooFormatError(f"the metadata parts of {self.root} do not agree on their columns' types "
+                                 f"({str(e).strip().splitlines()[0]}); {PART_FIX}") from e
         sidecars = [read_sidecar_file(self.root, f) for f in self.manifest.sidecar_files()]
         return join_sidecars(models, sidecars) if sidecars else models
 

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
-from catalog.format import sha256_file
+from catalog.format import parse_json, sha256_file
 from catalog.lock import ZooLock
 from catalog.network import NetworkSpec
 from catalog.sidecar import (
@@ -326,7 +326,8 @@ def _stored_embeddings(table: pa.Table, method: str, rel: str) -> StoredEmbeddin
         raise WeightzooError(f"{rel}: column {column!r} has type {typ}, not FLOAT[d]")
     meta = table.schema.field(column).metadata or {}
     raw = meta.get(META_KEY.encode())
-    config = json.loads(raw) if raw else {}
+    config = parse_json(raw, f"{rel}: the metadata of column {column!r}", WeightzooError,
+                        f"recompute it with zoo embed --method {method}") if raw else {}
     return StoredEmbeddings(method, table.select(["model_id", column]), config)
 
 

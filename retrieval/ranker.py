@@ -41,7 +41,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from catalog.errors import WeightzooError
-from catalog.format import atomic_write_bytes, safetensors_bytes
+from catalog.format import atomic_write_bytes, parse_json, safetensors_bytes
 from retrieval.estimators.registry import get_estimator
 
 RANKER_FORMAT = "weightzoo-ranker-v1"
@@ -267,12 +267,10 @@ class TrainedRanker:
         if not cfg_path.is_file() or not w_path.is_file():
             raise WeightzooError(f"{path} is not a ranker directory (needs {CONFIG_FILE} and "
                                  f"{WEIGHTS_FILE}); train one with retrieval.train_ranker")
-        try:
-            raw = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise WeightzooError(f"{cfg_path} is not valid JSON: {e}") from e
-        if raw.get("format") != RANKER_FORMAT:
-            raise WeightzooError(f"{cfg_path} has format {raw.get('format')!r}; this weightzoo reads "
+        raw = parse_json(cfg_path.read_bytes(), str(cfg_path), WeightzooError, "retrain the ranker")
+        fmt = raw.get("format") if isinstance(raw, dict) else None
+        if fmt != RANKER_FORMAT:
+            raise WeightzooError(f"{cfg_path} has format {fmt!r}; this weightzoo reads "
                                  f"{RANKER_FORMAT!r}: retrain the ranker")
         c = dict(raw["config"])
         c["estimators"] = tuple(c.get("estimators", ()))

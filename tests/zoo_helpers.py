@@ -58,6 +58,21 @@ def rewrite_part(root: Path, part: str, table: pa.Table) -> None:
     write_manifest(root, manifest)
 
 
+def nest_shard_header(root: Path, depth: int = 100_000) -> str:
+    """Replace the first weight shard's header of the zoo at ``root`` with ``[[[...]]]`` nested
+    ``depth`` deep, keeping its data and fixing its manifest entry (so only the header is wrong);
+    returns the shard's path in the zoo."""
+    manifest = read_manifest(root)
+    entry = manifest.shard_files()[0]
+    path = root / entry.path
+    data = path.read_bytes()
+    header = b"[" * depth + b"]" * depth
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data[8 + struct.unpack("<Q", data[:8])[0]:])
+    entry.sha256, entry.bytes = sha256_file(path), path.stat().st_size
+    write_manifest(root, manifest)
+    return entry.path
+
+
 ACTIVATIONS = ("relu", "tanh")
 
 

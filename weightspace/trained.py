@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from catalog.errors import WeightzooError, format_bytes
-from catalog.format import atomic_write_bytes, safetensors_bytes
+from catalog.format import atomic_write_bytes, parse_json, safetensors_bytes
 from catalog.network import NetworkSpec
 from catalog.paths import recover_output_dir, saved_output_dir
 from catalog.selection import Selection
@@ -211,13 +211,11 @@ class TrainedMetanetwork:
             raise WeightzooError(
                 f"{run_dir} is not a metanetwork run directory (needs {CONFIG_FILE} and "
                 f"{WEIGHTS_FILE}); pass the --out directory of `zoo train`")
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise WeightzooError(f"{cfg_path} is not valid JSON: {e}") from e
-        if cfg.get("format") != RUN_FORMAT:
+        cfg = parse_json(cfg_path.read_bytes(), str(cfg_path), WeightzooError, "train the metanetwork again")
+        fmt = cfg.get("format") if isinstance(cfg, dict) else None
+        if fmt != RUN_FORMAT:
             raise WeightzooError(
-                f"{cfg_path} has format {cfg.get('format')!r}, this weightzoo reads {RUN_FORMAT!r}; "
+                f"{cfg_path} has format {fmt!r}, this weightzoo reads {RUN_FORMAT!r}; "
                 f"retrain the metanetwork with this version")
         m = cfg["model"]
         specs = [NetworkSpec.from_dict(s) for s in m.get("specs", [m["spec"]])]

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from catalog.errors import WeightzooError
+from catalog.format import parse_json
 
 
 def _parse_hparams(items: tuple[str, ...]) -> dict[str, Any]:
@@ -16,9 +17,9 @@ def _parse_hparams(items: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise WeightzooError(f"--hparam takes KEY=VALUE (e.g. --hparam hidden=32), got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
+        try:  # JSON if it parses (a number, a list), else the text itself
+            out[key] = parse_json(value, f"--hparam {key}", WeightzooError)
+        except WeightzooError:
             out[key] = value
     return out
 

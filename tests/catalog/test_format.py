@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from zoo_helpers import write_zoo
 
-from catalog.errors import ZooFormatError
+from catalog.errors import IntegrityError, ZooFormatError
 from catalog.format import (
+    MAX_JSON_DEPTH,
     TMP_PREFIX,
     Manifest,
     atomic_path,
     atomic_write_bytes,
+    parse_json,
     read_manifest,
     tmp_path_for,
     write_manifest,
@@ -207,9 +209,56 @@ def test_read_manifest_names_the_file(good: dict, tmp_path: Path) -> None:
         read_manifest(tmp_path)
 
 
+def test_a_file_listed_twice_is_refused(good: dict, tmp_path: Path) -> None:
+    """A part listed twice doubled every row of it (queries, selections, pulls) before."""
+    from catalog import open_zoo
+
+    d = copy.deepcopy(good)
+    part = next(f for f in d["files"] if f["kind"] == "part")
+    d["files"].append(dict(part))
+    (tmp_path / "zoo.json").write_text(json.dumps(d))
+    want = rf"zoo\.json: files\[{len(d['files']) - 1}\]\.path '{part['path']}' is listed already"
+    with pytest.raises(ZooFormatError, match=want):
+        open_zoo(tmp_path)
+    m = Manifest.from_dict(good)
+    m.files.append(copy.copy(m.files[0]))
+    with pytest.raises(ZooFormatError, match="listed already"):
+        write_manifest(tmp_path / "w", m)
+
+
 def test_write_manifest_refuses_what_could_not_be_read(good: dict, tmp_path: Path) -> None:
     m = Manifest.from_dict(good)
     m.files[0].arch_id = TRAVERSAL
     with pytest.raises(ZooFormatError, match="arch_id"):
         write_manifest(tmp_path, m)
     assert not (tmp_path / "zoo.json").exists()
+
+
+# ================================================================================ untrusted JSON
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("text, reason", [
+    (_nested(200_000), "more than 100 levels deep"),  # json.loads: RecursionError
+    (_nested(MAX_JSON_DEPTH + 1), "more than 100 levels deep"),  # parses, but crashes the next recursive walk
+    ('{"a": [1, 2}', "Expecting"),
+    (b"\xff\xfe\x00", "decode"),
+])
+def test_parse_json_raises_the_callers_error_naming_the_file(text: str | bytes, reason: str) -> None:
+    with pytest.raises(IntegrityError) as e:
+        parse_json(text, "weights/x.safetensors' header", IntegrityError, "re-pull the zoo")
+    msg = str(e.value)
+    assert msg.startswith("weights/x.safetensors' header is not valid JSON (") and msg.endswith("; re-pull the zoo")
+    assert reason in msg and "\n" not in msg
+    assert parse_json(_nested(MAX_JSON_DEPTH), "x") == parse_json(b" " + _nested(MAX_JSON_DEPTH).encode(), "x")
+
+
+@pytest.mark.parametrize("depth", [200_000, 900])
+def test_read_manifest_refuses_deeply_nested_json(good: dict, tmp_path: Path, depth: int) -> None:
+    """zoo.json as ``[[[[...]]]]``: a RecursionError traceback before; nested just under Python's
+    limit (in ``spec``), it read, and writing the manifest back (a sidecar, a pull) crashed."""
+    text = json.dumps({**good, "spec": {"deep": "@"}}).replace('"@"', _nested(depth))
+    (tmp_path / "zoo.json").write_text(text)
+    with pytest.raises(ZooFormatError, match=r"zoo\.json is not valid JSON \(.*levels deep\); the manifest is corrupt"):
+        read_manifest(tmp_path)

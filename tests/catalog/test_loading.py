@@ -72,3 +72,14 @@ def test_bad_shard_files(tmp_path, shard):
     (tmp_path / "t.safetensors").write_bytes(data[:-100])
     with pytest.raises(IntegrityError):
         read_shard_rows(ShardFile(tmp_path / "t.safetensors", "t"), spec, np.arange(100))
+
+
+@pytest.mark.parametrize("header", [b"[" * 100_000 + b"]" * 100_000, b"[" * 500 + b"]" * 500, b"[]", b"7"])
+def test_a_shard_header_that_is_no_json_object_is_an_integrity_error(tmp_path, shard, header):
+    """A RecursionError (deep nesting) or AttributeError (a list) escaped before."""
+    data = (tmp_path / "s.safetensors").read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(len(header).to_bytes(8, "little") + header + data[8 + n:])
+    with pytest.raises(IntegrityError, match="shard weights/bad.safetensors is not a readable safetensors file"):
+        ShardFile(bad, "weights/bad.safetensors")

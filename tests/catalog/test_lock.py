@@ -65,6 +65,15 @@ def test_lock_held_by_another_process_names_it(tmp_path):
     ZooLock(tmp_path).release()
 
 
+def test_a_lock_record_nested_too_deep_still_names_a_holder(tmp_path):
+    """A RecursionError traceback before (the record is read to name the holder)."""
+    with ZooLock(tmp_path, command="zoo build first"):
+        with open(tmp_path / LOCK_NAME, "r+b") as f:  # the same file, crafted content
+            f.write(b"[" * 30_000 + b"]" * 30_000)
+        with pytest.raises(ZooLockedError, match="another process"):
+            ZooLock(tmp_path)
+
+
 def test_a_killed_holder_never_blocks(tmp_path):
     proc = _holder(tmp_path)
     proc.send_signal(signal.SIGKILL)

@@ -55,6 +55,14 @@ def test_writes_are_rejected_and_files_unchanged(zoo_copy, sql):
     assert len(open_zoo(zoo_copy).table) == 36
 
 
+def test_deeply_nested_sql_runs(zoo_dir):
+    """The parse tree of 900 nested calls, read for writing nodes, raised a RecursionError."""
+    nested = "abs(" * 900 + "-1" + ")" * 900
+    assert open_zoo(zoo_dir).sql(f"SELECT {nested} AS x").table.to_pylist() == [{"x": 1}]
+    with pytest.raises(QueryError, match="not allowed"):
+        open_zoo(zoo_dir).sql(f"WITH d AS (DELETE FROM models RETURNING *) SELECT {nested} FROM d")
+
+
 def test_lockdown_holds_even_past_the_statement_check(zoo_copy):
     """Defense in depth: the connection itself cannot touch files or change its settings."""
     import duckdb

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from zoo_helpers import SIDECAR_STEPS, interrupt_write_sidecar, tree_hashes
+from zoo_helpers import SIDECAR_STEPS, assert_one_line_error, interrupt_write_sidecar, run_cli, tree_hashes
 
 from catalog import open_zoo, verify_zoo
 from catalog.errors import WeightzooError, ZooFormatError
@@ -89,6 +89,45 @@ def test_a_column_lives_in_one_sidecar_and_keeps_its_type(zoo_copy: Path) -> Non
         write_sidecar(zoo_copy, "analysis", "b", pa.table({"model_id": ids, "x": [1.0, 2.0]}))
     with pytest.raises(WeightzooError, match="stored as double but the new rows have string"):
         write_sidecar(zoo_copy, "analysis", "a", pa.table({"model_id": ids, "x": ["a", "b"]}))
+
+
+def _tamper(root: Path, rel: str, table: pa.Table) -> None:
+    """Replace a listed sidecar's file (and its manifest entry: only the table's content is wrong)."""
+    from catalog.format import sha256_file, write_manifest
+
+    pq.write_table(table, root / rel)
+    manifest = read_manifest(root)
+    entry = next(f for f in manifest.files if f.path == rel)
+    entry.sha256, entry.bytes, entry.rows = sha256_file(root / rel), (root / rel).stat().st_size, table.num_rows
+    write_manifest(root, manifest)
+
+
+@pytest.mark.parametrize("case", ["duplicate id", "core column", "metadata column", "other sidecar's column"])
+def test_a_sidecar_that_would_not_join_one_row_per_model_is_refused_by_sql_too(zoo_copy: Path, case: str) -> None:
+    """Zoo.table and verify refused these, but SQL's LEFT JOIN doubled every row of a duplicated
+    id (`zoo query`, select()) and showed a clashing column as <name>_1."""
+    from catalog.store import LocalCatalog
+
+    ids = _ids(zoo_copy)
+    write_sidecar(zoo_copy, "analysis", "a", pa.table({"model_id": ids[:2], "y": [1.0, 2.0]}))
+    write_sidecar(zoo_copy, "analysis", "h", pa.table({"model_id": ids, "x": [1.0] * len(ids)}))
+    table, message = {
+        "duplicate id": (pa.table({"model_id": ids + ids, "x": [1.0] * (2 * len(ids))}), "model_id more than once"),
+        "core column": (pa.table({"model_id": ids, "sha256": ["a"] * len(ids)}), "column 'sha256' clashes"),
+        "metadata column": (pa.table({"model_id": ids, "lr": [1.0] * len(ids)}), "column 'lr' clashes"),
+        "other sidecar's column": (pa.table({"model_id": ids, "y": [1.0] * len(ids)}), "column 'y' clashes"),
+    }[case]
+    _tamper(zoo_copy, "analysis/h.parquet", table)
+    for read in (lambda z: z.select(), lambda z: z.sql("SELECT count(*) FROM models"), lambda z: z.table):
+        with pytest.raises(ZooFormatError, match=message):
+            read(open_zoo(zoo_copy))
+    with pytest.raises(ZooFormatError, match=message) as e:
+        LocalCatalog(zoo_copy.parent / "index.duckdb").add(zoo_copy)
+    assert f"zoo drop {zoo_copy} analysis/h" in str(e.value)  # what to do
+    assert_one_line_error(run_cli("query", zoo_copy, "SELECT count(*) FROM models"), message)
+    assert not verify_zoo(zoo_copy).ok
+    delete_sidecar(zoo_copy, "analysis/h")
+    assert len(open_zoo(zoo_copy).select()) == len(ids)
 
 
 def test_writing_takes_the_zoo_lock(zoo_copy: Path) -> None:

@@ -141,9 +141,14 @@ def _traversal_arch_id(d):
     d["files"][0]["arch_id"] = "../../../../victim/weights/x"
 
 
+def _part_listed_twice(d):
+    d["files"].append(next(f for f in d["files"] if f["kind"] == "part"))
+
+
 @pytest.mark.parametrize("edit, fragment", [
     (_string_arch, "architectures["), (_string_counts, "counts must be an object"),
     (_bad_kind, "files[0].kind"), (_traversal_arch_id, "files[0].arch_id"),
+    (_part_listed_twice, "is listed already"),
 ])
 @pytest.mark.parametrize("command", ["info", "verify", "query"])
 def test_malformed_manifest_is_one_clear_line(zoo_copy, edit, fragment, command):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from catalog import open_zoo
-from catalog.errors import WeightzooError
+from catalog.errors import WeightzooError, ZooFormatError
 
 
 def test_info_counts_come_from_the_rows(zoo_dir: Path) -> None:
@@ -36,3 +36,46 @@ def test_state_dict_and_module_of_one_model(zoo_dir: Path) -> None:
         torch.testing.assert_close(value, sd[name])
     with pytest.raises(WeightzooError, match="no model 'nope'"):
         zoo.row("nope")
+
+
+PART = "models/part-00000.parquet"
+
+
+def test_a_part_that_is_not_parquet_is_one_error_naming_it(zoo_copy: Path) -> None:
+    """`zoo info` printed pyarrow's ArrowInvalid traceback (query, verify, export gave one line)."""
+    from zoo_helpers import assert_one_line_error, run_cli
+
+    from catalog.format import read_manifest, sha256_file, write_manifest
+
+    (zoo_copy / PART).write_bytes(b"not parquet" * 40)
+    manifest = read_manifest(zoo_copy)  # checksums that match: only the content is wrong
+    for f in manifest.files:
+        f.sha256, f.bytes = sha256_file(zoo_copy / f.path), (zoo_copy / f.path).stat().st_size
+    write_manifest(zoo_copy, manifest)
+    with pytest.raises(ZooFormatError, match=f"metadata part {PART} of .* is not a readable Parquet file"):
+        _ = open_zoo(zoo_copy).table
+    assert_one_line_error(run_cli("info", zoo_copy), PART, "not a readable Parquet file", "zoo verify")
+
+
+@pytest.mark.parametrize("rows", [[0.0, 1.0], [0.5, 1.0]])
+def test_a_weights_row_that_is_not_integer_is_refused_where_weights_are_located(zoo_copy: Path, rows) -> None:
+    """verify raised a TypeError; loading and export read row 0 for 0.5."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from zoo_helpers import assert_one_line_error, rewrite_part, run_cli
+
+    from catalog.verify import verify_zoo
+
+    table = pq.read_table(zoo_copy / PART)
+    values = pa.array([rows[i % 2] + 2 * (i // 2) for i in range(table.num_rows)], pa.float64())
+    rewrite_part(zoo_copy, PART, table.set_column(table.schema.get_field_index("weights_row"), "weights_row", values))
+    report = verify_zoo(zoo_copy)
+    assert [str(p) for p in report.problems] == [f"{PART}: column 'weights_row' has type double, expected int64"]
+    zoo = open_zoo(zoo_copy)
+    with pytest.raises(ZooFormatError, match="'weights_row' has type double, expected int64.*zoo verify"):
+        zoo.select().stacked()
+    with pytest.raises(ZooFormatError, match="'weights_row' has type double, expected int64"):
+        zoo.state_dict(table.column("model_id")[0].as_py())
+    r = run_cli("export", zoo_copy, "--layout", "state-dicts", "--out", zoo_copy.parent / "e", "-q")
+    assert_one_line_error(r, "'weights_row' has type double, expected int64")
+    assert not (zoo_copy.parent / "e").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from hub_helpers import assert_one_line_error
+from zoo_helpers import nest_shard_header
 
 from catalog import open_zoo
 from catalog.errors import ZooFormatError
@@ -154,21 +155,53 @@ def test_rows_pointing_outside_the_zoo_are_refused(hub, zoo_copy: Path, repo_id:
         open_zoo(zoo_copy).select().stacked(arch_id=part.arch_id)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "deep"])
 @pytest.mark.parametrize("partial", [True, False], ids=["where", "full"])
 def test_a_shard_that_is_not_safetensors_is_refused(hub, zoo_copy: Path, repo_id: str, tmp_path: Path,
                                                     damage: str, partial: bool) -> None:
     """A shard whose checksum matches (a crafted repo) but whose header is not a safetensors
-    header, or names tensors past the end of the file, is refused by the pull itself."""
+    header (garbage; JSON nested so deep that it raised a RecursionError), or names tensors past
+    the end of the file, is refused by the pull itself."""
     shard = read_manifest(zoo_copy).shard_files()[0]
     path = zoo_copy / shard.path
     data = path.read_bytes()
-    path.write_bytes(b"\xff" * 64 if damage == "garbage" else data[:-8])
+    if damage == "deep":
+        nest_shard_header(zoo_copy)
+    else:
+        path.write_bytes(b"\xff" * 64 if damage == "garbage" else data[:-8])
     _upload_crafted(zoo_copy, repo_id)
 
     where = ["--where", f"arch_id = '{shard.arch_id}'"] if partial else []
     result = CliRunner().invoke(cli, ["pull", repo_id, *where, "--out", str(tmp_path / "out"), "-q"])
     assert_one_line_error(result, shard.path, "safetensors", "nothing was written")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("partial", [True, False], ids=["where", "full"])
+def test_a_part_listed_twice_is_refused_before_anything_is_written(hub, zoo_copy: Path, repo_id: str,
+                                                                   tmp_path: Path, partial: bool) -> None:
+    """The pull accepted it and wrote a zoo whose rows were all doubled (which verify refused)."""
+    def edit(d: dict) -> None:
+        d["files"].append(next(f for f in d["files"] if f["kind"] == "part"))
+
+    _push_hostile(zoo_copy, repo_id, edit)
+    where = ["--where", "true"] if partial else []
+    result = CliRunner().invoke(cli, ["pull", repo_id, *where, "--out", str(tmp_path / "out"), "-q"])
+    assert_one_line_error(result, "zoo.json", "is listed already")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_deeply_nested_manifest_is_refused(hub, zoo_copy: Path, repo_id: str, tmp_path: Path) -> None:
+    """zoo.json as [[[[...]]]]: the pull printed a RecursionError traceback."""
+    from huggingface_hub import HfApi
+
+    from hub import push_zoo
+
+    push_zoo(zoo_copy, repo_id, progress=False)
+    HfApi().upload_file(path_or_fileobj=("[" * 200_000 + "]" * 200_000).encode(), path_in_repo="zoo.json",
+                        repo_id=repo_id, repo_type="dataset")
+    result = CliRunner().invoke(cli, ["pull", repo_id, "--out", str(tmp_path / "out"), "-q"])
+    assert_one_line_error(result, "zoo.json", "is not valid JSON", "levels deep")
     assert not (tmp_path / "out").exists()
 
 

@@ -202,3 +202,14 @@ def test_inr_zoo_is_refused_with_a_route_that_works(zoo_factory, tmp_path):
     assert not (inr / "embeddings").exists()
     copy = shutil.copytree(inr, tmp_path / "inr")  # the suggested route works
     assert embed_zoo(copy, "statnn").embedded == open_zoo(copy).table.num_rows
+
+
+@pytest.mark.parametrize("config", ["[" * 200_000 + "]" * 200_000, "[1, 2]"])
+def test_a_ranker_whose_config_is_deeply_nested_or_not_an_object_is_refused(tmp_path, config):
+    """A RecursionError (nesting) or AttributeError (a list) escaped ``TrainedRanker.load`` before."""
+    from retrieval.ranker import CONFIG_FILE, WEIGHTS_FILE, TrainedRanker
+
+    (tmp_path / CONFIG_FILE).write_text(config)
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"")
+    with pytest.raises(WeightzooError, match=CONFIG_FILE):
+        TrainedRanker.load(tmp_path)

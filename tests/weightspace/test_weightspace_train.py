@@ -194,3 +194,20 @@ def test_trained_model_reads_other_architectures_it_accepts():
     gmn, _ = fit("gmn", (p, y), None, spec=spec, epochs=1, progress=False, hparams={"hidden": 4})
     wide = mlp_spec((4, 9, 2))
     assert gmn.predict(random_params(wide, 5), wide).shape == (5, 1)
+
+
+@pytest.mark.parametrize("kind", ["metanetwork", "generator"])
+@pytest.mark.parametrize("config", ["[" * 200_000 + "]" * 200_000, "[1, 2]"])
+def test_a_run_whose_config_is_deeply_nested_or_not_an_object_is_refused(tmp_path, kind, config):
+    """A RecursionError (nesting) or AttributeError (a list) escaped ``load`` before."""
+    from weightspace import trained
+    from weightspace.generators import base, load_generator
+
+    if kind == "metanetwork":
+        load, cfg, weights = TrainedMetanetwork.load, trained.CONFIG_FILE, trained.WEIGHTS_FILE
+    else:
+        load, cfg, weights = load_generator, base.CONFIG_FILE, base.TENSORS_FILE
+    (tmp_path / cfg).write_text(config)
+    (tmp_path / weights).write_bytes(b"")
+    with pytest.raises(WeightzooError, match=cfg):
+        load(tmp_path)

@@ -77,7 +77,7 @@ def test_bad_architecture_tables_are_refused(zoo_factory, tmp_path):
         assert not (tmp_path / f"{name}-zoo").exists()  # refused before anything is written
         return str(e.value)
 
-    assert "line 1 is not JSON" in attempt("not-json", "{oops\n")
+    assert "line 1 is not valid JSON" in attempt("not-json", "{oops\n")
     assert '"spec"' in attempt("no-spec", json.dumps({"arch_id": "a"}) + "\n")
     assert "given twice" in attempt("twice", lines[0] + "\n" + lines[0] + "\n")
     broken = {**spec, "spec": {**spec["spec"], "layers": [{"kind": "linear", "in_features": -3}]}}

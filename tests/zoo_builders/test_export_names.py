@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,34 @@ def test_two_architectures_round_trip_to_the_same_bytes(multi_arch_dir, tmp_path
     assert _same_tree(first, second)
     files = [json.loads(line)["file"] for line in (first / "metadata.jsonl").read_text().splitlines()]
     assert files == sorted(files) and len(files) == len(open_zoo(multi_arch_dir).table)
+
+
+@pytest.mark.parametrize("ids, message", [
+    (["m", "m"], "model_id 'm' is given to two rows (rows 0 and 1)"),  # said 'their ids differ only in case'
+    (["M", "m"], "their ids differ only in case"),
+    (["../../x", "m"], "its file '../../x.safetensors' leads outside the export folder OUT"),  # said 'the zoo'
+    (["a b", "m"], "its file 'a b.safetensors' is not a valid file path in the export folder OUT"),
+])
+def test_ids_that_cannot_name_an_exported_file_are_refused_in_their_own_words(ids, message):
+    from catalog.errors import WeightzooError
+    from zoo_builders.importers.statedict import export_names
+
+    records = [{"model_id": i} for i in ids]
+    with pytest.raises(WeightzooError, match=re.escape(message)):
+        export_names(records, "the export folder OUT")
+    assert export_names([{"model_id": "a/b"}, {"model_id": "m"}]) == ["a/b.safetensors", "m.safetensors"]
+
+
+def test_export_of_a_path_like_model_id_names_the_export_folder_and_writes_nothing(zoo_copy, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from zoo_helpers import assert_one_line_error, rewrite_part, run_cli
+
+    part = "models/part-00000.parquet"
+    table = pq.read_table(zoo_copy / part)
+    ids = ["../../escaped"] + table.column("model_id").to_pylist()[1:]
+    rewrite_part(zoo_copy, part, table.set_column(table.schema.get_field_index("model_id"), "model_id", pa.array(ids)))
+    out = tmp_path / "deep" / "out"
+    r = run_cli("export", zoo_copy, "--layout", "state-dicts", "--out", out, "-q")
+    assert_one_line_error(r, "'../../escaped.safetensors' leads outside the export folder", str(out))
+    assert "the zoo's files" not in r.output and not out.exists() and not (tmp_path / "escaped.safetensors").exists()

@@ -286,7 +286,7 @@ def test_bad_trials_one_clear_error_each(tmp_path):
     src, truth = fresh("garbled")
     res = src / sorted(truth)[1] / "result.json"
     res.write_text(res.read_text()[:-25] + "\n")  # the last line cut mid-record
-    with pytest.raises(SourceError, match="result.json line 1 is not JSON"):
+    with pytest.raises(SourceError, match="result.json line 1 is not valid JSON"):
         import_modelzoos(src, tmp_path / "o4", quiet=True)
     assert not (tmp_path / "o4").exists()
 

@@ -589,8 +589,26 @@ def test_json_files_outside_the_layout_are_skipped_with_a_warning(tmp_path):
     (row,) = open_zoo(tmp_path / "zoo").table.to_pylist()
     assert row["lr"] == 0.1 and "epochs" not in row
     (src / "m0.json").write_text("{oops")  # a model's own metadata file stays an error
-    with pytest.raises(SourceError, match="m0.json is not JSON"):
+    with pytest.raises(SourceError, match="m0.json is not valid JSON"):
         import_statedicts(src, tmp_path / "zoo2", quiet=True)
+
+
+@pytest.mark.parametrize("where", ["metadata.jsonl", "m0.json", "notes.json"])
+def test_deeply_nested_metadata_is_a_source_error(tmp_path, where):
+    """A RecursionError traceback before; a .json file describing no model is still only skipped."""
+    src = tmp_path / "src"
+    src.mkdir()
+    save_file(_mlp(0).state_dict(), src / "m0.safetensors")
+    deep = "[" * 200_000 + "]" * 200_000
+    (src / where).write_text(f'{{"file": "m0.safetensors"}}\n{deep}\n' if where.endswith("jsonl") else deep)
+    if where == "notes.json":
+        with pytest.warns(UserWarning, match="ignored notes.json"):
+            import_statedicts(src, tmp_path / "zoo", quiet=True)
+        return
+    line = " line 2" if where.endswith("jsonl") else ""
+    with pytest.raises(SourceError, match=f"{where}{line} is not valid JSON .*levels deep"):
+        import_statedicts(src, tmp_path / "zoo", quiet=True)
+    assert not (tmp_path / "zoo").exists()
 
 
 def test_bad_activation_and_arch_file_are_named_as_such(tmp_path):

@@ -10,7 +10,7 @@ import pickle
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from zoo_helpers import run_cli
+from zoo_helpers import assert_one_line_error, nest_shard_header, run_cli
 
 from catalog.zoo import open_zoo
 from zoo_builders.importers import IMPORTERS
@@ -134,6 +134,13 @@ def test_import_help_says_where_the_activation_default_comes_from():
     activation = text[text.index("--activation TEXT"):text.index("--input-shape")]
     assert "hf-models: config.json's hidden_act, else relu" in activation
     assert "small-cnn-zoo: each row's config.activation" in activation
+
+
+def test_export_of_a_shard_with_a_deeply_nested_header_is_one_error_line(zoo_copy, tmp_path):
+    """A RecursionError traceback before."""
+    shard = nest_shard_header(zoo_copy)
+    r = run_cli("export", zoo_copy, "--layout", "state-dicts", "--out", tmp_path / "e", "-q")
+    assert_one_line_error(r, shard, "not a readable safetensors file", "levels deep")
 
 
 def test_help_lists_every_layout_and_layout_option(tmp_path):

@@ -116,6 +116,13 @@ def test_verify_command(zoo_copy):
     assert "error: 2 problem(s)" in r.output
 
 
+@pytest.mark.parametrize("command", [["info"], ["verify"], ["query", "SELECT 1"]])
+def test_a_deeply_nested_manifest_is_one_error_line(zoo_copy, command):
+    """zoo.json as [[[[...]]]]: every command printed a RecursionError traceback."""
+    (zoo_copy / "zoo.json").write_text("[" * 200_000 + "]" * 200_000)
+    assert_one_line_error(run_cli(command[0], zoo_copy, *command[1:]), "zoo.json is not valid JSON", "levels deep")
+
+
 def test_sql_longer_than_a_file_name_is_sql(zoo_dir):
     long_sql = "SELECT model_id FROM models WHERE " + " OR ".join(f"model_id = 'm{i:04d}'" for i in range(30))
     assert len(long_sql) > 255

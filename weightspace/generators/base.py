@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from catalog.errors import WeightzooError, format_bytes
-from catalog.format import atomic_write_bytes, safetensors_bytes
+from catalog.format import atomic_write_bytes, parse_json, safetensors_bytes
 from catalog.network import NetworkSpec
 from catalog.paths import recover_output_dir, saved_output_dir
 from weightspace.memory import allocation_limit
@@ -128,9 +128,10 @@ def load_generator(run_dir: str | Path) -> Generator:
             f"{run_dir} is not a generator run directory (needs {CONFIG_FILE} and {TENSORS_FILE}); "
             "train one with `zoo generate ... --save-to DIR`")
     try:
-        config = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as e:
-        raise WeightzooError(f"{cfg_path} is not valid JSON ({e}); train the generator again") from None
+        raw = cfg_path.read_bytes()
+    except OSError as e:
+        raise WeightzooError(f"{cfg_path} cannot be read ({e}); train the generator again") from None
+    config = parse_json(raw, str(cfg_path), WeightzooError, "train the generator again")
     if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
         raise WeightzooError(f"{cfg_path} is not a {RUN_FORMAT} file; train the generator again")
     spec = NetworkSpec.from_dict(config["spec"])

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from catalog.errors import WeightzooError
+from catalog.format import parse_json
 from catalog.network import NetworkSpec
 from weightspace.generators.base import Generator
 
@@ -102,8 +102,8 @@ def _coerce(name: str, key: str, text: str, default: Any) -> Any:
         raise WeightzooError(f"generator {name!r}: hyperparameter {key}={text!r} is not a valid {kind}; "
                              f"give e.g. {key}={default!r}") from None
     try:  # no typed default (None, a list, a dict): JSON if it parses, else the string itself
-        return json.loads(text)
-    except ValueError:
+        return parse_json(text, f"hyperparameter {key}", WeightzooError)
+    except WeightzooError:
         return text
 
 

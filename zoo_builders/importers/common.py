@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from catalog.errors import WeightzooError
-from catalog.format import CORE_COLUMNS, Manifest, read_manifest, recount
+from catalog.format import CORE_COLUMNS, Manifest, parse_json, read_manifest, recount
 from catalog.network import DTYPES, NetworkSpec
 from catalog.paths import safe_join
 from catalog.writer import ZooWriter
@@ -198,10 +198,7 @@ def dataset_entry(dataset: str | Mapping | None) -> tuple[dict | None, dict[str,
     if dataset is None:
         return None, {}
     if isinstance(dataset, str) and dataset.strip().startswith("{"):
-        try:
-            dataset = json.loads(dataset)
-        except json.JSONDecodeError as e:
-            raise SourceError(f"--dataset {dataset!r} is not valid JSON: {e}") from e
+        dataset = parse_json(dataset, f"--dataset {dataset!r}", SourceError)
     try:
         cfg = DatasetConfig.from_dict(dict(dataset) if isinstance(dataset, Mapping) else {"name": str(dataset)})
         data = load_dataset(cfg)
@@ -232,8 +229,8 @@ def parse_arch_options(options: Sequence[str] | Mapping[str, Any] | None) -> dic
         if not sep or not key.strip():
             raise SourceError(f"architecture option {item!r} is not KEY=VALUE (e.g. channels=[16,16,16])")
         try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
+            out[key.strip()] = parse_json(value, f"architecture option {key.strip()}", SourceError)
+        except SourceError:
             out[key.strip()] = value
     return out
 
@@ -259,10 +256,7 @@ def resolve_arch(arch: str | Path | Mapping | NetworkSpec, options: Mapping[str,
     if text.endswith(".json") or (path.suffix and path.exists()):
         if not path.is_file():
             raise SourceError(f"--arch {text}: no such spec file")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SourceError(f"--arch {text} is not valid JSON: {e}") from e
+        data = parse_json(path.read_bytes(), f"--arch {text}", SourceError)
         return _spec_of(data, f"--arch {text}")
     if text not in ARCHITECTURES:
         raise SourceError(f"unknown architecture {text!r}; give a preset ({', '.join(sorted(ARCHITECTURES))}) "

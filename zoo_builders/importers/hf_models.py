@@ -40,7 +40,6 @@ tables refused, the layer order taken from the names said in a warning), or give
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -54,7 +53,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError
-from catalog.format import Manifest
+from catalog.format import Manifest, parse_json
 from catalog.network import NetworkSpec
 from catalog.nodes import ACTIVATIONS
 from catalog.paths import safe_join
@@ -197,10 +196,7 @@ def read_index(root: Path) -> dict[str, str]:
             path, a symbolic link out: see :func:`snapshot_file`) or not ``.safetensors``.
     """
     where = f"{root.name}/{INDEX}"
-    try:
-        index = json.loads(snapshot_file(root, INDEX, root.name).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SourceError(f"{where} is not JSON: {e}") from e
+    index = parse_json(snapshot_file(root, INDEX, root.name).read_bytes(), where, SourceError)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise SourceError(f"{where} has no weight_map object ({{tensor name: shard file}})")
@@ -332,10 +328,7 @@ def read_config(snap: Snapshot) -> dict[str, Any]:
     if not (snap.path / CONFIG).is_file():
         return {}
     path = snapshot_file(snap.path, CONFIG, snap.source_path)
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SourceError(f"{snap.source_path}/{CONFIG} is not JSON: {e}") from e
+    config = parse_json(path.read_bytes(), f"{snap.source_path}/{CONFIG}", SourceError)
     if not isinstance(config, dict):
         raise SourceError(f"{snap.source_path}/{CONFIG} is not a JSON object")
     return config

@@ -51,7 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError
-from catalog.format import Manifest
+from catalog.format import Manifest, parse_json
 from catalog.network import LayerSpec, NetworkSpec
 from catalog.paths import check_output_path, safe_join
 from catalog.writer import ZooWriter
@@ -192,10 +192,7 @@ def _apply_dws_splits(path: Path, files: list[tuple[str, dict[str, Any]]]) -> No
         SourceError: not that JSON form, an entry naming no model of the folder, a label that
             disagrees with the folder's, a model in two splits.
     """
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SourceError(f"{path.name} is not JSON: {e}") from e
+    doc = parse_json(path.read_bytes(), path.name, SourceError)
     if not isinstance(doc, dict) or not all(
             isinstance(v, dict) and isinstance(v.get("path"), list) and isinstance(v.get("label"), list)
             and len(v["path"]) == len(v["label"]) for v in doc.values()):

@@ -52,7 +52,6 @@ read as a layer chain (:func:`~zoo_builders.importers.statedict.infer_chain`) or
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -65,7 +64,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError
-from catalog.format import Manifest
+from catalog.format import Manifest, parse_json
 from catalog.network import NetworkSpec
 from catalog.writer import ZooWriter
 from zoo_builders.graph_architectures import ModelZooCNNConfig
@@ -126,10 +125,7 @@ def read_trial(src: Path, folder: Path) -> Trial:
     if not params_path.is_file():
         raise SourceError(f"trial {name} has no {PARAMS_FILE}; every trial folder of the modelzoos layout needs "
                           f"its hyperparameters (move the folder out of {src} to leave it out)")
-    try:
-        params = json.loads(params_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SourceError(f"{name}/{PARAMS_FILE} is not JSON: {e}") from e
+    params = parse_json(params_path.read_bytes(), f"{name}/{PARAMS_FILE}", SourceError)
     if not isinstance(params, dict):
         raise SourceError(f"{name}/{PARAMS_FILE} is not a JSON object of hyperparameters")
     results: dict[int, dict[str, Any]] = {}
@@ -138,11 +134,8 @@ def read_trial(src: Path, folder: Path) -> Trial:
         for i, line in enumerate(result_path.read_text(errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{name}/{RESULT_FILE} line {i} is not JSON (truncated or garbled?): {e}; "
-                                  f"repair or delete that line") from e
+            rec = parse_json(line, f"{name}/{RESULT_FILE} line {i}", SourceError,
+                             "it is truncated or garbled: repair or delete that line")
             if not isinstance(rec, dict):
                 raise SourceError(f"{name}/{RESULT_FILE} line {i} is not a JSON object")
             it = rec.get("training_iteration")

@@ -78,7 +78,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from catalog.errors import WeightzooError
-from catalog.format import CORE_COLUMNS, Manifest, atomic_path, atomic_write_bytes
+from catalog.format import CORE_COLUMNS, Manifest, atomic_path, atomic_write_bytes, parse_json
 from catalog.network import LayerSpec, NetworkSpec
 from catalog.paths import check_output_path, safe_join
 from catalog.writer import ZooWriter
@@ -663,13 +663,10 @@ def read_metadata(src: Path, files: Sequence[str], skip: str | os.PathLike | Non
                 raise SourceError(f"{table} is not a readable CSV file: {e}") from e
         else:
             records = []
-            for i, line in enumerate(path.read_text().splitlines(), 1):
+            for i, line in enumerate(path.read_bytes().splitlines(), 1):
                 if not line.strip():
                     continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise SourceError(f"{table} line {i} is not JSON: {e}") from e
+                rec = parse_json(line, f"{table} line {i}", SourceError)
                 if not isinstance(rec, dict):
                     raise SourceError(f"{table} line {i} is not a JSON object")
                 records.append(rec)
@@ -681,12 +678,12 @@ def read_metadata(src: Path, files: Sequence[str], skip: str | os.PathLike | Non
         rel = p.relative_to(src).as_posix()
         stem_hits = by_stem.get(str(Path(rel).with_suffix("")), [])
         try:
-            rec = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if len(stem_hits) != 1:
+            rec = parse_json(p.read_bytes(), rel, SourceError)
+        except SourceError:
+            if len(stem_hits) != 1:  # a .json file that describes no model file: not ours to read
                 warnings.warn(_ignored_json(rel, "is not JSON"), stacklevel=2)
                 continue
-            raise SourceError(f"{rel} is not JSON: {e}") from e
+            raise
         if not isinstance(rec, dict) or (not any(k in rec for k in KEY_COLUMNS) and len(stem_hits) != 1):
             if len(stem_hits) == 1:
                 raise SourceError(f"{rel} is not a JSON object of metadata fields")
@@ -710,14 +707,11 @@ def read_architectures(src: Path) -> dict[str, NetworkSpec]:
     if not path.is_file():
         return {}
     out: dict[str, NetworkSpec] = {}
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
         where = f"{ARCHITECTURES_TABLE} line {i}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SourceError(f"{where} is not JSON: {e}") from e
+        rec = parse_json(line, where, SourceError)
         if not isinstance(rec, dict) or not isinstance(rec.get(ARCH_KEY), str) or not isinstance(rec.get("spec"), dict):
             raise SourceError(f'{where} is not {{"{ARCH_KEY}": "...", "spec": {{...}}}}')
         if rec[ARCH_KEY] in out:
@@ -867,10 +861,10 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
 EXPORT_TABLES = (ARCHITECTURES_TABLE, "metadata.jsonl")
 
 
-def export_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def export_names(records: Sequence[Mapping[str, Any]], folder: str = "the export folder") -> list[str]:
     """Each model's file in an exported folder (``records``: rows with ``model_id``,
     ``source_layout``, ``source_path``), every one a valid path (:func:`catalog.paths.check_relpath`)
-    and unique, also on a case-insensitive disk.
+    and unique, also on a case-insensitive disk. ``folder`` names the folder in messages.
 
     A model imported from this layout keeps its file's path with the suffix ``.safetensors``
     where that is valid: each part letters, digits, ``.``, ``_``, ``-``, starting with a letter
@@ -881,7 +875,8 @@ def export_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
     :data:`EXPORT_TABLES`. Exported names are safe, so export -> import -> export keeps them.
 
     Raises:
-        WeightzooError: two model ids that differ only in case (their fallback names clash).
+        WeightzooError: a model id that is no valid file path (model ids are free text: ``a b``,
+            ``../x``), one given twice, or two that differ only in case (their fallback names clash).
     """
     from catalog.errors import ZooFormatError
     from catalog.paths import check_relpath
@@ -920,9 +915,25 @@ def export_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
             if loses:
                 names[i], changed = None, True
     final = [n if n is not None else f for n, f in zip(names, fallback)]
+    for rec, name, rel in zip(records, names, final):
+        if name is not None:
+            continue  # its own name, checked by own()
+        try:
+            check_relpath(rel)
+        except ZooFormatError:  # model ids are free text; safe_join would blame the zoo's files
+            how = "leads outside" if ".." in rel.split("/") or rel.startswith("/") else "is not a valid file path in"
+            raise WeightzooError(
+                f"model {rec['model_id']!r} cannot be exported: its file {rel!r} {how} {folder} (a model is "
+                f"written as <model_id>.safetensors, so its model_id must be a relative path whose parts are "
+                f"letters, digits, '.', '_' and '-'); weightzoo's builders and importers make such ids, so this "
+                f"zoo was written by other code or edited: rewrite it with ids of that form to export it") from None
     seen: dict[str, int] = {}
     for i, n in enumerate(final):
         j = seen.setdefault(n.casefold(), i)
+        if j != i and records[j]["model_id"] == records[i]["model_id"]:
+            raise WeightzooError(f"model_id {records[i]['model_id']!r} is given to two rows (rows {j} and {i}): "
+                                 f"a model_id names one model; the zoo's metadata is corrupt or was edited: run "
+                                 f"`zoo verify`, then rebuild or re-pull the zoo")
         if j != i:
             raise WeightzooError(f"models {records[j]['model_id']!r} and {records[i]['model_id']!r} both export to "
                                  f"{n} (on a case-insensitive disk); their ids differ only in case")
@@ -958,7 +969,7 @@ def export_statedict(zoo: str | os.PathLike, out_dir: str | os.PathLike, quiet: 
         columns = sel.columns
         extra = [c for c in columns if c not in CORE_COLUMNS and c not in ("source_layout", "source_path")]
         names = export_names(sel.metadata(["model_id", *(c for c in ("source_layout", "source_path")
-                                                         if c in columns)]).to_pylist())
+                                                         if c in columns)]).to_pylist(), f"the export folder {out}")
         paths = [safe_join(out, rel, "exported model file") for rel in names]  # every name checked first
         written: list[Path] = []
         step = 256
