@@ -19,6 +19,7 @@ from catalog.errors import WeightzooError, ZooFormatError
 from catalog.format import CORE_COLUMNS, PART_FIX, Manifest, core_column_problems, read_manifest, read_parquet
 from catalog.network import NetworkSpec
 from catalog.openers import open_url, url_scheme
+from catalog.paths import safe_join
 from catalog.sidecar import checked_sidecar_paths, join_sidecars, read_sidecar_file
 
 if TYPE_CHECKING:
@@ -73,7 +74,8 @@ class Zoo:
 
     @property
     def part_paths(self) -> list[Path]:
-        return [self.root / f.path for f in self.manifest.part_files()]
+        # safe_join: a models/ folder that links out of the zoo is refused, not read through
+        return [safe_join(self.root, f.path, "part") for f in self.manifest.part_files()]
 
     @property
     def sidecar_paths(self) -> list[Path]:

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from catalog.errors import WeightzooError
 from catalog.format import atomic_write_bytes, parse_json, safetensors_bytes
 from retrieval.estimators.registry import get_estimator
+from weightspace.memory import allocation_limit
 
 RANKER_FORMAT = "weightzoo-ranker-v1"
 WEIGHTS_FILE = "ranker.safetensors"
@@ -272,16 +273,27 @@ class TrainedRanker:
         if fmt != RANKER_FORMAT:
             raise WeightzooError(f"{cfg_path} has format {fmt!r}; this weightzoo reads "
                                  f"{RANKER_FORMAT!r}: retrain the ranker")
-        c = dict(raw["config"])
-        c["estimators"] = tuple(c.get("estimators", ()))
-        config = RankerConfig(**c)
-        net = RankerNet(int(raw["n_outputs"]), 2 + len(config.estimators), config.hidden)
+        try:
+            n_outputs = int(raw["n_outputs"])
+            c = dict(raw["config"])
+            c["estimators"] = tuple(c.get("estimators", ()))
+            config = RankerConfig(**c)
+            if n_outputs < 1:
+                raise ValueError(f"n_outputs must be a positive integer, got {n_outputs}")
+        except (KeyError, TypeError, ValueError) as e:  # a missing field, an unknown one, a wrong type
+            raise WeightzooError(f"{cfg_path} is not a ranker config this weightzoo can read ({type(e).__name__}: "
+                                 f"{e}); retrain the ranker with `zoo train-ranker`") from None
+        # The sizes come from a file: refuse one that cannot fit before torch allocates it.
+        with allocation_limit(
+                f"rebuilding the ranker of {cfg_path} (hidden={config.hidden!r}, n_outputs={n_outputs!r})",
+                "the config is corrupt or was crafted; retrain the ranker with `zoo train-ranker`"):
+            net = RankerNet(n_outputs, 2 + len(config.estimators), config.hidden)
         try:
             net.load_state_dict(load_file(str(w_path)), strict=True)
         except RuntimeError as e:
             raise WeightzooError(f"{w_path} does not fit {cfg_path}: {e}") from e
         net.eval()
-        return cls(net, config, int(raw["n_outputs"]), raw.get("embedding", {}), raw.get("info", {}))
+        return cls(net, config, n_outputs, raw.get("embedding", {}), raw.get("info", {}))
 
 
 def fit_ranker(tasks: Sequence[TrainingTask], n_outputs: int, config: RankerConfig | None = None,

@@ -79,3 +79,18 @@ def test_a_weights_row_that_is_not_integer_is_refused_where_weights_are_located(
     r = run_cli("export", zoo_copy, "--layout", "state-dicts", "--out", zoo_copy.parent / "e", "-q")
     assert_one_line_error(r, "'weights_row' has type double, expected int64")
     assert not (zoo_copy.parent / "e").exists()
+
+
+def test_parts_behind_a_models_folder_linking_out_of_the_zoo_are_not_read(zoo_dir, tmp_path):
+    """``Zoo.part_paths`` joined ``root / path`` unchecked, so ``zoo info``/``zoo query`` and
+    ``select()`` read the Parquet parts of a ``models/`` folder that is a symbolic link to anywhere
+    (loading weights, verify and the catalog index already refused such links). Now refused."""
+    import shutil
+
+    z = shutil.copytree(zoo_dir, tmp_path / "z")
+    shutil.move(z / "models", tmp_path / "elsewhere")
+    (z / "models").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(ZooFormatError, match="leads outside the zoo"):
+        open_zoo(z).table
+    with pytest.raises(ZooFormatError, match="leads outside the zoo"):
+        open_zoo(z).select()

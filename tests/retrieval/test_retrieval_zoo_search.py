@@ -213,3 +213,44 @@ def test_a_ranker_whose_config_is_deeply_nested_or_not_an_object_is_refused(tmp_
     (tmp_path / WEIGHTS_FILE).write_bytes(b"")
     with pytest.raises(WeightzooError, match=CONFIG_FILE):
         TrainedRanker.load(tmp_path)
+
+
+def _saved_ranker(tmp_path):
+    from retrieval.ranker import RankerConfig, RankerNet, TrainedRanker
+
+    torch.manual_seed(0)
+    ranker = TrainedRanker(RankerNet(3, 2, 4), RankerConfig(hidden=4), 3, {}, {})
+    return ranker.save(tmp_path / "ranker")
+
+
+def test_a_ranker_config_sized_beyond_memory_is_refused_before_allocating(tmp_path, monkeypatch):
+    """A crafted ``hidden`` made ``TrainedRanker.load`` ask torch for terabytes (as fix-sec's
+    metanetwork case did); the rebuild now runs under ``allocation_limit``. A saved ranker of
+    hidden=4 still loads."""
+    from retrieval.ranker import CONFIG_FILE, TrainedRanker
+
+    out = _saved_ranker(tmp_path)
+    assert TrainedRanker.load(out).config.hidden == 4
+    cfg = json.loads((out / CONFIG_FILE).read_text())
+    cfg["config"]["hidden"] = 2_000_000_000
+    (out / CONFIG_FILE).write_text(json.dumps(cfg))
+    asked = []
+    real = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: asked.append(a) or real(*a, **k))
+    with pytest.raises(WeightzooError, match=r"ranker of .*hidden=2000000000.*retrain the ranker"):
+        TrainedRanker.load(out)
+    assert not any(a and a[0] == 2_000_000_000 for a in asked)  # nothing of that size was allocated
+
+
+@pytest.mark.parametrize("edit", [lambda c: c.pop("config"), lambda c: c["config"].update(bogus=1),
+                                  lambda c: c.update(n_outputs="x"), lambda c: c.update(n_outputs=0)])
+def test_a_ranker_config_missing_or_with_wrong_fields_is_one_error(tmp_path, edit):
+    """A KeyError, TypeError or ValueError escaped ``TrainedRanker.load`` as a traceback before."""
+    from retrieval.ranker import CONFIG_FILE, TrainedRanker
+
+    out = _saved_ranker(tmp_path)
+    cfg = json.loads((out / CONFIG_FILE).read_text())
+    edit(cfg)
+    (out / CONFIG_FILE).write_text(json.dumps(cfg))
+    with pytest.raises(WeightzooError, match=f"{CONFIG_FILE} is not a ranker config.*retrain the ranker"):
+        TrainedRanker.load(out)
