@@ -91,6 +91,6 @@ def test_parts_behind_a_models_folder_linking_out_of_the_zoo_are_not_read(zoo_di
     shutil.move(z / "models", tmp_path / "elsewhere")
     (z / "models").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     with pytest.raises(ZooFormatError, match="leads outside the zoo"):
-        open_zoo(z).table
+        _ = open_zoo(z).table
     with pytest.raises(ZooFormatError, match="leads outside the zoo"):
         open_zoo(z).select()
