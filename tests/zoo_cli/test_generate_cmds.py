@@ -85,7 +85,7 @@ def test_errors_are_one_line(tiny_digits_zoo, multi_arch_dir, zoo_dir, tmp_path)
     assert not out.exists()
     run_cli("generate", tiny_digits_zoo, "--method", "average", "--where", LAST, "--n", 2, "--out", out, "-q")
     assert_one_line_error(run_cli("eval-gen", out, "--train", zoo_dir), "generated from zoo 'tiny-digits'",
-                          "--train is zoo 'tiny'")
+                          "train_zoo (--train) is zoo 'tiny'")
     assert_one_line_error(run_cli("eval-gen", tiny_digits_zoo, "--train", tiny_digits_zoo),
                           "is not a generated zoo")
     assert_one_line_error(run_cli("eval-gen", out, "--train", tiny_digits_zoo, "--sigmas", "0.1,big"),
