@@ -24,13 +24,17 @@ SUFFIX_FORMATS = {"csv": "csv", "json": "json", "parquet": "parquet", "pq": "par
 TABLE_MAX_ROWS = 50
 
 
+def _file_formats() -> str:
+    """How messages offer the file formats as the argument and its CLI option."""
+    return f"fmt= (--format) {'|'.join(f for f in FORMATS if f != 'table')}"
+
+
 def _table_to_file_error() -> QueryError:
-    """The error for ``--format table`` with ``--out``: a file gets every row, unrounded."""
+    """The error for ``fmt="table"`` (``--format table``) with ``out``: a file gets every row, unrounded."""
     return QueryError(
-        f"--format table is the terminal's view (at most {TABLE_MAX_ROWS} rows, values rounded), not a file "
-        f"format; --out gets every row at full precision as .csv, .json or .parquet: name the file "
-        f"{', '.join('*.' + k for k in SUFFIX_FORMATS)}, or pass --format "
-        f"{'|'.join(f for f in FORMATS if f != 'table')}")
+        f"fmt='table' (--format table) is the terminal's view (at most {TABLE_MAX_ROWS} rows, values rounded), "
+        f"not a file format; out (--out) gets every row at full precision as .csv, .json or .parquet: name the "
+        f"file {', '.join('*.' + k for k in SUFFIX_FORMATS)}, or pass {_file_formats()}")
 
 
 def format_for(out: str | os.PathLike | None, fmt: str | None, is_terminal: bool) -> str:
@@ -53,10 +57,9 @@ def format_for(out: str | os.PathLike | None, fmt: str | None, is_terminal: bool
         if suffix in SUFFIX_FORMATS:
             return SUFFIX_FORMATS[suffix]
         raise QueryError(
-            f"cannot tell the format of --out {str(out)!r} from its extension "
+            f"cannot tell the format of out={str(out)!r} (--out) from its extension "
             f"{('.' + suffix) if suffix else '(none)'}; name the file "
-            f"{', '.join('*.' + k for k in SUFFIX_FORMATS)}, or pass --format "
-            f"{'|'.join(f for f in FORMATS if f != 'table')}")
+            f"{', '.join('*.' + k for k in SUFFIX_FORMATS)}, or pass {_file_formats()}")
     return "table" if is_terminal else "csv"
 
 
@@ -156,7 +159,8 @@ def write_result(table: pa.Table, fmt: str, out: str | os.PathLike | None) -> st
         check_output_path(out, "out", None, flag="--out")
     if fmt == "parquet":
         if out is None:
-            raise QueryError("--format parquet writes a binary file; give it a path with --out")
+            raise QueryError("fmt='parquet' (--format parquet) writes a binary file; give it a path with "
+                             "out= (--out)")
         pq.write_table(table, str(out))
         return None
     text = {"table": render_table, "csv": render_csv, "json": render_json}[fmt](table)

@@ -24,6 +24,7 @@ No shape is ever parsed from a string: specs round-trip through plain JSON dicts
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import math
@@ -252,6 +253,11 @@ def _check_param_names(names: list[str]) -> None:
 #: Version of the canonical form graph specs' ids hash (see :meth:`NetworkSpec.arch_id`).
 GRAPH_ID_VERSION = 2
 
+#: True while :meth:`NetworkSpec.from_dict` reads a stored spec (a zoo's ``zoo.json``, a saved
+#: run's config): checks added after such specs were written (graph nodes that feed nothing) are
+#: for specs entering weightzoo only, so every zoo written before them still opens.
+_READING_STORED: contextvars.ContextVar[bool] = contextvars.ContextVar("_READING_STORED", default=False)
+
 
 @dataclass(frozen=True)
 class NetworkSpec:
@@ -400,6 +406,12 @@ class NetworkSpec:
             raise ZooFormatError(
                 f"the last node {self.nodes[-1].name!r} is the output and must give a vector; it "
                 f"gives shape {list(out)} (add a 'global_pool' or 'flatten' and a 'linear' node)")
+        dead = [] if _READING_STORED.get() else self.dead_nodes()
+        if dead:
+            which = (f"node {dead[0]!r} feeds" if len(dead) == 1
+                     else f"nodes {', '.join(map(repr, dead))} feed")
+            raise ZooFormatError(f"{which} nothing that reaches the network's output (the last node, "
+                                 f"{self.nodes[-1].name!r}); remove {'it' if len(dead) == 1 else 'them'}")
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):
             raise ZooFormatError(f"parameter names collide: {sorted({n for n in names if names.count(n) > 1})}")
@@ -412,6 +424,20 @@ class NetworkSpec:
                                          f"{n!r}; rename a node")
         object.__setattr__(self, "_shapes", shapes)
         self._check_n_params()
+
+    def dead_nodes(self) -> list[str]:
+        """The graph's nodes whose output reaches nothing that reaches the network's output (the
+        last node), in node order: their parameters would be counted and stored, and never train.
+        A chain has none. Specs built in Python (and ``from_dict(..., new=True)``) refuse them."""
+        by_name = {n.name: n for n in self.nodes}
+        live: set[str] = set()
+        todo = [self.nodes[-1].name] if self.nodes else []
+        while todo:
+            name = todo.pop()
+            if name != INPUT and name not in live:
+                live.add(name)
+                todo.extend(by_name[name].inputs)
+        return [n.name for n in self.nodes if n.name not in live]
 
     # ----------------------------------------------------------------------------- graph
     @property
@@ -632,9 +658,23 @@ class NetworkSpec:
         return 2 if self.nodes else 1
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> NetworkSpec:
+    def from_dict(cls, d: Mapping, *, new: bool = False) -> NetworkSpec:
+        """The spec of its JSON dict (the form :meth:`to_dict` writes).
+
+        Args:
+            d: the dict.
+            new: ``d`` enters weightzoo here (an ``--arch`` file, an import's
+                ``architectures.jsonl``) rather than being read back from a zoo or a saved run:
+                also refuse graph nodes that feed nothing (see :meth:`dead_nodes`), as a spec
+                built in Python does. Default ``False``, so every zoo written before that check
+                still opens.
+        """
         if isinstance(d, Mapping) and "nodes" in d:
-            return cls._graph_from_dict(d)
+            token = _READING_STORED.set(not new)
+            try:
+                return cls._graph_from_dict(d)
+            finally:
+                _READING_STORED.reset(token)
         if not isinstance(d, Mapping):
             raise ZooFormatError(f"a NetworkSpec must be an object with family, input_shape and layers (or nodes), "
                                  f"got {d!r}")

@@ -96,6 +96,8 @@ class ZooWriter:
                 manifest = Manifest(name=name, spec=spec, datasets=dict(datasets or {}))
                 write_manifest(self.root, manifest)
             self.manifest = manifest
+            # What finish() compares with: a finished zoo left as it was is not written again.
+            self._opened = manifest.to_dict()
             self.remove_strays()
         except BaseException:
             self._lock.release()
@@ -236,15 +238,27 @@ class ZooWriter:
         write_manifest(self.root, self.manifest)
 
     def finish(self, card: str | None = None) -> Manifest:
-        """Mark the zoo complete, (re)write its dataset card and release the lock."""
+        """Mark the zoo complete, (re)write its dataset card and release the lock.
+
+        A zoo that was complete when this writer opened it and whose manifest is still the same
+        (a rebuild that trained nothing: no part written, nothing repaired) is left untouched, so
+        a no-op build keeps every file's bytes and mtime, and a card written by an older weightzoo
+        (a v1 zoo's) stays as it is. Only a missing card, or a ``card`` given that differs from
+        the one on disk, is written then.
+        """
         from catalog.card import render_card  # local: the card reads the finished zoo
 
         self._check_open()
         try:
+            card_path = self.root / CARD_NAME
             self.manifest.complete = True
+            if self.manifest.to_dict() == self._opened:
+                if not card_path.is_file() or (card is not None and card_path.read_bytes() != card.encode()):
+                    atomic_write_bytes(card_path, (card if card is not None else render_card(self.root)).encode())
+                return self.manifest
             write_manifest(self.root, self.manifest)
             text = card if card is not None else render_card(self.root)
-            atomic_write_bytes(self.root / CARD_NAME, text.encode())
+            atomic_write_bytes(card_path, text.encode())
         finally:
             self.close()
         return self.manifest

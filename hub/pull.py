@@ -118,7 +118,7 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
     given = os.fspath(out) if out is not None else None
     flag = "--out" if given is not None else "--out; default: ./NAME"
     out = Path(out) if out is not None else default_out(repo_id)
-    into_existing = check_out(out)
+    into_existing = check_out(out, flag)
     check_output_path(out, "out", "zoo", flag=flag)  # nor inside another zoo or command output
     if where is not None and not where.strip():
         where = None
@@ -127,7 +127,7 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
     # one may be '.' or reached through a symbolic link, neither of which a rename can replace:
     # the zoo is staged inside it (so on its file system) and its entries moved in.
     parent = out if into_existing else out.parent
-    staging, lock = _open_staging(parent, out, remote)
+    staging, lock = _open_staging(parent, out, remote, flag)
     try:
         result = _pull_into(remote, staging, out, where, token, progress)
         try:
@@ -135,9 +135,9 @@ def pull_zoo(repo_id: str, out: str | os.PathLike | None = None, *, revision: st
                 _move_entries(staging / "zoo", out)
             else:
                 os.replace(staging / "zoo", out)
-        except OSError as e:  # another process created --out meanwhile
-            raise WeightzooError(f"cannot move the pulled zoo to {out}: {e.strerror or e}; pull into "
-                                 f"a new directory with --out") from e
+        except OSError as e:  # another process created out meanwhile
+            raise WeightzooError(f"cannot move the pulled zoo to out={str(out)!r} ({flag}): {e.strerror or e}; "
+                                 f"pull into a new directory (out=, --out)") from e
         shutil.rmtree(staging, ignore_errors=True)
     except Exception:
         shutil.rmtree(staging, ignore_errors=True)
@@ -157,9 +157,10 @@ def _staging_name(out: Path, remote: RemoteZoo) -> str:
     return STAGING_PREFIX + key[:16]
 
 
-def _open_staging(parent: Path, out: Path, remote: RemoteZoo) -> tuple[Path, ZooLock]:
+def _open_staging(parent: Path, out: Path, remote: RemoteZoo, flag: str = "--out") -> tuple[Path, ZooLock]:
     """Create (or reopen, to resume) this pull's staging folder in ``parent`` and lock it, and
     remove the staging folders of pulls that died there (see :func:`remove_stale_staging`).
+    ``flag`` names the CLI option ``out`` came from, for messages.
 
     Raises:
         WeightzooError: ``parent`` cannot be written, or another pull is writing into ``out``
@@ -173,7 +174,8 @@ def _open_staging(parent: Path, out: Path, remote: RemoteZoo) -> tuple[Path, Zoo
         raise ZooLockedError(f"another zoo pull of {remote.label} into {out} is running; wait for it "
                              f"to finish (its staging folder: {e})") from e
     except OSError as e:
-        raise WeightzooError(f"cannot write into {parent}: {e.strerror or e}; choose another --out") from e
+        raise WeightzooError(f"cannot write into {parent} for out={str(out)!r} ({flag}): {e.strerror or e}; "
+                             f"choose another out (--out)") from e
     try:
         atomic_write_bytes(staging / STAGING_MARKER, json.dumps(
             {"repo_id": remote.repo_id, "commit": remote.commit, "out": str(out)}).encode())
@@ -218,8 +220,9 @@ def remove_stale_staging(parent: Path, keep: Path | None = None) -> list[Path]:
     return live
 
 
-def check_out(out: Path) -> bool:
-    """Check that a pull can write its zoo at ``out``, before anything is downloaded.
+def check_out(out: Path, flag: str = "--out") -> bool:
+    """Check that a pull can write its zoo at ``out``, before anything is downloaded. Messages name
+    the argument and ``flag``, the CLI option it came from: ``out='x' (--out)``.
 
     Returns:
         whether ``out`` is an existing (empty) directory, possibly ``.`` or a symbolic link
@@ -231,16 +234,17 @@ def check_out(out: Path) -> bool:
     """
     if out.is_symlink() and not out.exists():
         raise WeightzooError(
-            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; create "
-            f"that directory, or choose another --out")
+            f"out={str(out)!r} ({flag}) is a symbolic link to {os.readlink(out)}, which does not exist; create "
+            f"that directory, or choose another out (--out)")
     if not out.exists():
         return False
     if not out.is_dir():
-        raise WeightzooError(f"--out {out} exists and is not a directory; choose a new or empty directory")
+        raise WeightzooError(f"out={str(out)!r} ({flag}) exists and is not a directory; choose a new or empty "
+                             f"directory")
     if any(not p.name.startswith(STAGING_PREFIX) for p in out.iterdir()):  # a pull's own: see _open_staging
         raise WeightzooError(
-            f"{out} already exists and is not empty; pull into a new directory with --out, or "
-            f"delete {out} first")
+            f"out={str(out)!r} ({flag}) already exists and is not empty; pull into a new directory (out=, "
+            f"--out), or delete {out} first")
     return True
 
 

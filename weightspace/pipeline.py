@@ -376,7 +376,7 @@ def _prediction_format(path: Path | None) -> str:
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in SUFFIX_FORMATS:
         raise WeightzooError(
-            f"cannot tell the format of --out {str(path)!r} from its extension "
+            f"cannot tell the format of out={str(path)!r} (--out) from its extension "
             f"{('.' + suffix) if suffix else '(none)'}; name the file "
             f"{', '.join('*.' + k for k in SUFFIX_FORMATS)}")
     return SUFFIX_FORMATS[suffix]
@@ -412,7 +412,8 @@ def predict_on_zoo(
     z = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
     selection = z.select(where=where)
     if len(selection) == 0:
-        raise WeightzooError("no networks selected; widen --where")
+        raise WeightzooError(f"where={where!r} (--where) selects no networks of zoo {z.name!r}; widen it"
+                             if where else f"zoo {z.name!r} has no networks")
     target = model.targets[0]
     pred = model.predict(selection, batch_size=batch_size, progress=progress)
     column = f"pred_{target}"

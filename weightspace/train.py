@@ -92,15 +92,20 @@ class TrainConfig:
 MAX_SEED = 2**62
 
 
-def check_seed(seed: object, option: str = "--seed") -> int:
+def check_seed(seed: object, name: str = "seed", flag: str = "--seed") -> int:
     """``seed`` if it is an integer from -:data:`MAX_SEED` to :data:`MAX_SEED` (negative seeds
     are seeds, as in the other commands: ``zoo generate``, ``zoo analyze``, ``zoo embed``).
 
+    Args:
+        seed: the value given.
+        name: the Python argument it came from, for the message (default ``seed``).
+        flag: the CLI option that passes it, for the message (default ``--seed``).
+
     Raises:
-        WeightzooError: naming ``option`` and the valid range.
+        WeightzooError: naming the argument and its option (``seed=1.5 (--seed)``) and the valid range.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not -MAX_SEED <= seed <= MAX_SEED:
-        raise WeightzooError(f"{option} must be an integer from -2**62 to 2**62, got {seed!r}")
+        raise WeightzooError(f"{name}={seed!r} ({flag}) must be an integer from -2**62 to 2**62")
     return seed
 
 

@@ -101,7 +101,7 @@ def _tolerances(metrics: tuple[str, ...], tolerance: float | Mapping[str, float]
     if isinstance(tolerance, Mapping):
         return {m: float(tolerance.get(m, DEFAULT_TOLERANCE)) for m in metrics}
     if not tolerance >= 0:
-        raise WeightzooError(f"--tolerance must be >= 0, got {tolerance!r}")
+        raise WeightzooError(f"tolerance={tolerance!r} (--tolerance) must be >= 0")
     return {m: float(tolerance) for m in metrics}
 
 
@@ -168,7 +168,7 @@ def recompute_metrics(zoo: str | os.PathLike, sample: int | None = DEFAULT_SAMPL
         tol = _tolerances(metrics, tolerance)
         total = len(sel)
         if sample is not None and sample < 1:
-            raise WeightzooError(f"--sample must be at least 1, got {sample}")
+            raise WeightzooError(f"sample={sample!r} (--sample) must be at least 1 (None: every model)")
         if sample is not None and sample < total:
             picked = np.sort(np.random.default_rng(seed).choice(total, size=sample, replace=False))
             sel = sel.take(picked)

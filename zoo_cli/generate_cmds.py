@@ -7,10 +7,6 @@ import click
 from catalog.errors import WeightzooError
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}"
-
-
 @click.command()
 @click.argument("zoo", type=click.Path())
 @click.option("--method", default=None,
@@ -47,15 +43,8 @@ def generate(zoo: str, method: str | None, where: str | None, n: int, condition:
 
     result = generate_zoo(zoo, method, where, n, out, condition=list(condition), hparams=list(hparam),
                           load_from=load, save_to=save_to, seed=seed, quiet=quiet)
-    trained = f"trained on {result.n_train} networks" if result.n_train else f"loaded from {load}"
-    click.echo(f"{result.method}: {trained}; wrote {result.rows} networks to {result.out}"
-               + (f" ({result.diverged} diverged)" if result.diverged else ""))
-    if "test_acc" in result.metrics:
-        click.echo(f"mean test_acc {_pct(result.metrics['test_acc'])}%, test_loss {result.metrics['test_loss']:.4f}")
-    elif "psnr" in result.metrics:
-        click.echo(f"mean psnr {result.metrics['psnr']:.2f} dB, mse {result.metrics['mse']:.5f}")
-    if result.saved_to is not None:
-        click.echo(f"generator saved to {result.saved_to} (reuse with --load)")
+    for line in result.report_lines():
+        click.echo(line)
 
 
 @click.command("eval-gen")

@@ -22,7 +22,8 @@ def test_format_choice(tmp_path):
 
 def test_unknown_out_extension_is_refused_not_written_as_csv(tmp_path, zoo_dir):
     assert format_for(tmp_path / "x.pq", None, False) == "parquet"
-    with pytest.raises(QueryError, match=r"extension \.xlsx.*--format"):
+    with pytest.raises(QueryError, match=r"^cannot tell the format of out='.*r\.xlsx' \(--out\) from its extension "
+                                         r"\.xlsx; .*, or pass fmt= \(--format\) csv\|json\|parquet$"):
         format_for(tmp_path / "r.xlsx", None, False)
     assert format_for(tmp_path / "r.xlsx", "csv", False) == "csv"  # an explicit format wins
     from click.testing import CliRunner
@@ -50,7 +51,8 @@ def test_json_nulls_and_nan():
 
 
 def test_parquet_needs_a_file():
-    with pytest.raises(QueryError, match="--out"):
+    with pytest.raises(QueryError, match=r"^fmt='parquet' \(--format parquet\) writes a binary file; give it a "
+                                         r"path with out= \(--out\)$"):
         write_result(pa.table({"a": [1]}), "parquet", None)
 
 
@@ -78,8 +80,10 @@ def test_a_file_holds_every_row_at_full_precision_or_is_refused(tmp_path, zoo_di
     for out, fmt in ((tmp_path / "all.txt", None), (tmp_path / "x.csv", "table")):
         with pytest.raises(QueryError, match=r"\.csv.*\.json.*\.parquet") as e:
             format_for(out, fmt, False)
-        assert ("--format table" in str(e.value)) == (fmt == "table")
-    with pytest.raises(QueryError, match="--format table"):
+        assert ("fmt='table' (--format table)" in str(e.value)) == (fmt == "table")
+        assert str(e.value).endswith("or pass fmt= (--format) csv|json|parquet")
+    with pytest.raises(QueryError,
+                       match=r"^fmt='table' \(--format table\) is the terminal's view .* out \(--out\) gets"):
         write_result(pa.table({"a": [1]}), "table", tmp_path / "x.csv")
     assert format_for(tmp_path / "all.txt", "csv", False) == "csv"  # an explicit file format still wins
     from zoo_helpers import run_cli

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -99,6 +100,21 @@ def test_v1_zoo_resumes_without_retraining(tmp_path: Path) -> None:
     assert manifest.format_version == 1 and manifest.counts["rows"] == 4
     assert manifest.architectures == before["architectures"]
     assert [f.path for f in manifest.files] == [f["path"] for f in before["files"]]
+
+
+def test_a_v1_zoo_rebuilt_without_training_keeps_every_file_and_its_card(tmp_path: Path) -> None:
+    """Before, a no-op build rewrote the v1 zoo's card with today's architecture table header."""
+    from zoo_builders.build import build_zoo
+
+    _write_v1_zoo(tmp_path)
+    (tmp_path / "README.md").write_text("# v1-tiny\n\n| arch_id | architecture (neurons per layer, activation) |\n")
+    stamp = 1_000_000_000_000_000_000  # an old mtime, so any rewrite shows
+    for p in tmp_path.rglob("*"):
+        os.utime(p, ns=(stamp, stamp))
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    plan = build_zoo(copy.deepcopy(SPEC), tmp_path, quiet=True)
+    assert plan.populations == []
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
 
 
 def test_a_v1_manifest_cannot_hold_a_graph_architecture(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ and chains expressed as graphs."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -142,6 +143,44 @@ def test_output_must_be_a_vector_and_names_unique() -> None:
         NetworkSpec("x", (4,), nodes=(nd.Linear("c", ("input",), 4, 4), nd.Linear("c", ("c",), 4, 2)))
     with pytest.raises(ZooFormatError, match="not 'input'"):
         nd.Linear("input", ("input",), 4, 4)
+
+
+def _with_dead_nodes(*dead: nd.Node) -> dict:
+    """``small_resnet``'s dict with ``dead`` inserted before its last node (which stays the output)."""
+    d = graph_dict()
+    d["nodes"][-1:-1] = [n.to_dict() for n in dead]
+    return d
+
+
+def test_a_node_that_feeds_nothing_is_refused_where_a_spec_enters(tmp_path) -> None:
+    """Before, a node whose output reaches no output was accepted: its parameters were counted and
+    stored, and could never train. New specs refuse it; a zoo that already holds one still opens."""
+    from catalog import open_zoo
+    from catalog.writer import ZooWriter
+
+    one = _with_dead_nodes(nd.Linear("dead", ("pool",), 3, 3))
+    message = "node 'dead' feeds nothing that reaches the network's output (the last node, 'fc'); remove it"
+    with pytest.raises(ZooFormatError) as e:
+        NetworkSpec.from_dict(one, new=True)  # zoo import --arch, an import's architectures.jsonl
+    assert str(e.value) == message
+    with pytest.raises(ZooFormatError, match=re.escape(message)):  # built in Python (every family builder)
+        NetworkSpec("resnet", (1, 6, 6), nodes=tuple(nd.node_from_dict(n, "n") for n in one["nodes"]))
+    two = _with_dead_nodes(nd.Activation("a", ("relu1",), "tanh"), nd.Linear("b", ("pool",), 3, 3))
+    with pytest.raises(ZooFormatError, match="nodes 'a', 'b' feed nothing that reaches .*; remove them"):
+        NetworkSpec.from_dict(two, new=True)
+    assert NetworkSpec.from_dict(graph_dict(), new=True).dead_nodes() == []
+    assert mlp_spec().dead_nodes() == [] and mlp_spec().as_graph().dead_nodes() == []
+
+    # A zoo written before the check (read back from its zoo.json) still opens, loads and verifies.
+    stored = NetworkSpec.from_dict(one)
+    assert stored.dead_nodes() == ["dead"]
+    with ZooWriter(tmp_path, "old", {"name": "old"}) as w:
+        arch = w.add_architecture(stored)
+        w.write_part(arch, random_weights(stored, 2, seed=0),
+                     [{"model_id": f"m{i}", "run_id": f"r{i}", "checkpoint": 0, "status": "ok"} for i in range(2)])
+        w.finish()
+    zoo = open_zoo(tmp_path)
+    assert zoo.verify().ok and zoo.select().modules()[0](torch.rand(2, 1, 6, 6)).shape == (2, 2)
 
 
 def test_params_edited_in_the_manifest_are_refused() -> None:

@@ -91,3 +91,11 @@ def test_an_import_with_its_dataset_recomputes(tiny_digits_zoo, tmp_path):
     r = run_cli("verify", tmp_path / "zoo", "--recompute", "--sample", "8", "-q")
     assert r.exit_code == 0, r.output
     assert "recompute" in r.output and ": OK; 8 of" in r.output
+
+
+def test_recompute_errors_name_the_python_arguments(tiny_digits_zoo):
+    """A Python caller passed sample= / tolerance=: the messages named --sample / --tolerance only."""
+    with pytest.raises(WeightzooError, match=r"^sample=0 \(--sample\) must be at least 1 \(None: every model\)$"):
+        recompute_metrics(tiny_digits_zoo, sample=0)
+    with pytest.raises(WeightzooError, match=r"^tolerance=-1\.0 \(--tolerance\) must be >= 0$"):
+        recompute_metrics(tiny_digits_zoo, sample=2, tolerance=-1.0)

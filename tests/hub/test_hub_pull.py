@@ -471,8 +471,17 @@ def test_out_that_cannot_hold_the_zoo_is_refused_before_downloading(hub, pushed,
     hub.requests_log.clear()
     result = _run("pull", repo, "--out", str(tmp_path / "dangling"), "-q")
     assert_one_line_error(result, "symbolic link", "does not exist")
-    with pytest.raises(WeightzooError, match="is not a directory"):  # the CLI's click.Path refuses it too
-        pull_zoo(repo, tmp_path / "file", progress=False)
+    # A Python caller passed out=, not --out: the messages name both (they named --out only).
+    with pytest.raises(WeightzooError, match=r"^out='.*dangling' \(--out\) is a symbolic link to nowhere, which "
+                                             r"does not exist; .* choose another out \(--out\)$"):
+        pull_zoo(repo, tmp_path / "dangling", progress=False)
+    with pytest.raises(WeightzooError, match=r"^out='.*file' \(--out\) exists and is not a directory"):
+        pull_zoo(repo, tmp_path / "file", progress=False)  # the CLI's click.Path refuses it too
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(WeightzooError, match=r"^out='.*full' \(--out\) already exists and is not empty; pull into "
+                                             r"a new directory \(out=, --out\)"):
+        pull_zoo(repo, tmp_path / "full", progress=False)
     assert hub.requests_log == [] and (tmp_path / "file").read_text() == "mine"
 
 

@@ -4,6 +4,7 @@ same parameter shapes (ReLU and tanh MLPs, like the digits-mlp preset)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -323,8 +324,21 @@ def test_output_errors_name_the_out_argument(zoo_copy, tmp_path):
 
 @pytest.mark.parametrize("seed", [2**62 + 1, -(2**62) - 1, 1.5, True])
 def test_seeds_out_of_range_are_refused(acts_zoo, tmp_path, seed):
-    with pytest.raises(WeightzooError, match=r"--seed must be an integer from -2\*\*62 to 2\*\*62"):
+    """A Python caller passed seed=, not --seed: the message names both."""
+    with pytest.raises(WeightzooError, match=rf"^seed={re.escape(repr(seed))} \(--seed\) must be an integer from "
+                                             r"-2\*\*62 to 2\*\*62$"):
         train_on_zoo(acts_zoo, "test_acc", "statnn", seed=seed, out=tmp_path / "r", **QUICK)
+
+
+def test_predict_errors_name_the_python_arguments(acts_zoo, tmp_path):
+    """predict_on_zoo's format and selection errors named --out and --where only."""
+    run = train_on_zoo(acts_zoo, "test_acc", "statnn", out=tmp_path / "run", **QUICK).run_dir
+    with pytest.raises(WeightzooError, match=r"^cannot tell the format of out='.*p\.txt' \(--out\) from its "
+                                             r"extension \.txt; name the file \*\.csv"):
+        predict_on_zoo(run, acts_zoo, out=tmp_path / "p.txt")
+    with pytest.raises(WeightzooError, match=r"^where='test_acc > 5' \(--where\) selects no networks of zoo "
+                                             r"'tiny-acts'; widen it$"):
+        predict_on_zoo(run, acts_zoo, where="test_acc > 5", out=tmp_path / "p.parquet")
 
 
 def test_an_interrupted_retrain_over_a_run_leaves_the_old_run_whole(acts_zoo, tmp_path, monkeypatch):

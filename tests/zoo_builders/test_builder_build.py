@@ -84,6 +84,24 @@ def test_building_twice_is_idempotent(tiny_zoo, issue_spec_path):
     assert _files(tiny_zoo) == before
 
 
+def _stamps(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file's bytes and mtime (ns)."""
+    return {p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_rebuild_that_trains_nothing_leaves_every_file_untouched(tiny_zoo, issue_spec_path, tmp_path):
+    """Before, a no-op build rewrote zoo.json and README.md (same bytes, new mtimes)."""
+    out = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo, out)
+    for p in out.rglob("*"):
+        os.utime(p, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))  # so any rewrite shows
+    before = _stamps(out)
+    plan = build_zoo(issue_spec_path, out, quiet=True)
+    assert plan.populations == [] and plan.skipped_runs == 16
+    assert _stamps(out) == before
+
+
 def test_other_zoo_in_out_dir_is_refused(tiny_zoo, tmp_path):
     before = _files(tiny_zoo)
     other = {"name": "tiny-digits-mlp", "dataset": {"name": "digits"}, "architecture": {"name": "mlp", "hidden": [4]},

@@ -369,3 +369,27 @@ def test_integers_beyond_a_float_are_refused_as_numbers(over, needle):
     with pytest.raises(WeightzooError) as e:
         spec(**over)
     assert needle in str(e.value)
+
+
+def test_no_preset_or_family_builds_a_node_that_feeds_nothing(tmp_path):
+    """Every preset's networks (a dry run builds each) and each family's variants: no node whose
+    output reaches nothing (NetworkSpec refuses one, so a builder that made one would fail)."""
+    from dataclasses import fields
+
+    from zoo_builders import build_zoo
+    from zoo_builders.architectures import ARCHITECTURES
+
+    for name in list_presets():
+        plan = build_zoo(name, tmp_path / name, dry_run=True, quiet=True)
+        assert plan.populations and all(p.net.dead_nodes() == [] for p in plan.populations), name
+    variants = {"resnet": [{"batchnorm": False}, {"depth": 14, "width_multiplier": 0.5}],
+                "vgg": [{"batchnorm": False, "hidden": (8,), "dropout": 0.1}, {"convs_per_stage": 2}],
+                "modelzoo-cnn": [{"size": "l"}], "transformer": [{"dropout": 0.1, "depth": 1}]}
+    for family, cls in ARCHITECTURES.items():
+        assert [f.name for f in fields(cls)]  # every family is a config dataclass
+        for options in [{}, *variants.get(family, [])]:
+            for shape in ((1, 28, 28), (1, 40)) if family != "siren" else ((1, 8, 8),):
+                if family in ("modelzoo-cnn", "vgg", "cnn") and len(shape) == 2:
+                    continue  # image families
+                net = cls(**options).network_spec(shape, 10)
+                assert net.dead_nodes() == [], (family, options, shape)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from analyze_helpers import TINY_RESNET
 
+from catalog.network import NetworkSpec
 from catalog.zoo import open_zoo
 from zoo_builders.importers import SourceError, export_statedict, import_statedicts
 from zoo_builders.importers.statedict import ARCHITECTURES_TABLE
@@ -82,6 +83,12 @@ def test_bad_architecture_tables_are_refused(zoo_factory, tmp_path):
     assert "given twice" in attempt("twice", lines[0] + "\n" + lines[0] + "\n")
     broken = {**spec, "spec": {**spec["spec"], "layers": [{"kind": "linear", "in_features": -3}]}}
     assert "not a valid spec" in attempt("invalid", json.dumps(broken) + "\n")
+    # A graph with a node that feeds nothing (the chain as a graph, plus one): a new spec, refused.
+    graph = NetworkSpec.from_dict(spec["spec"]).as_graph().to_dict()
+    graph.pop("params")
+    last = graph["nodes"][-1]
+    graph["nodes"].insert(-1, {**last, "name": "dead"})
+    assert "node 'dead' feeds nothing" in attempt("dead", json.dumps({**spec, "spec": graph}) + "\n")
     rows = [json.loads(line) for line in (good / "metadata.jsonl").read_text().splitlines()]
     assert "is not in architectures.jsonl" in attempt("unknown", metadata=[{**rows[0], "arch_id": "nope"}, *rows[1:]])
     # A valid architecture the tensors do not fit: the ResNet's, named for the MLPs.

@@ -629,6 +629,26 @@ def test_bad_activation_and_arch_file_are_named_as_such(tmp_path):
         assert not (tmp_path / "o3").exists()
 
 
+def test_an_arch_file_with_a_node_that_feeds_nothing_is_refused(tmp_path):
+    """Before, `zoo import --arch` took a graph with a dead branch and stored its parameters."""
+    nodes = [{"kind": "linear", "name": "fc1", "inputs": ["input"], "in_features": 4, "out_features": 8},
+             {"kind": "activation", "name": "act", "inputs": ["fc1"], "fn": "relu"},
+             {"kind": "linear", "name": "dead", "inputs": ["act"], "in_features": 8, "out_features": 8},
+             {"kind": "linear", "name": "head", "inputs": ["act"], "in_features": 8, "out_features": 3}]
+    spec = tmp_path / "dead.json"
+    spec.write_text(json.dumps({"format": 2, "family": "custom", "input_shape": [4], "nodes": nodes}))
+    src = tmp_path / "src"
+    src.mkdir()
+    shapes = {"fc1": (8, 4), "dead": (8, 8), "head": (3, 8)}
+    save_file({f"{n}.{k}": torch.zeros(s if k == "weight" else s[:1]) for n, s in shapes.items()
+               for k in ("weight", "bias")}, src / "m.safetensors")
+    r = run_cli("import", "state-dicts", src, "--out", tmp_path / "zoo", "-q", "--arch", spec)
+    assert r.exit_code == 1 and f"--arch {spec}" in r.output, r.output
+    assert "node 'dead' feeds nothing that reaches the network's output (the last node, 'head'); remove it" \
+        in r.output
+    assert not (tmp_path / "zoo").exists()
+
+
 def test_refusals_name_the_path_relative_to_the_source(tmp_path):
     src = tmp_path / "src"
     for d in ("a", "b"):

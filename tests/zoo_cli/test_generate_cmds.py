@@ -18,7 +18,8 @@ def test_generate_then_eval_gen(tiny_digits_zoo, tmp_path):
     res = run_cli("generate", tiny_digits_zoo, "--method", "noise", "--hparam", "sigma=0.05", "--where", LAST,
                   "--n", 6, "--save-to", run, "--out", gen, "--seed", 2, "-q")
     assert res.exit_code == 0, res.output
-    assert "noise: trained on 18 networks; wrote 6 networks" in res.output and "mean test_acc" in res.output
+    assert "noise: trained on 18 networks; wrote 6 networks" in res.output
+    assert "mean test_acc" in res.output and "over the 6 ok networks" in res.output
     zoo = open_zoo(gen)
     assert zoo.verify().ok and zoo.table.num_rows == 6
     assert set(zoo.table.column("generator_sigma").to_pylist()) == {0.05}
@@ -54,6 +55,8 @@ def test_eval_gen_says_how_many_generated_networks_are_left_out(tiny_digits_zoo,
     res = run_cli("generate", tiny_digits_zoo, "--method", "noise", "--hparam", "sigma=1e19", "--where", LAST,
                   "--n", 8, "--seed", 2, "--out", gen, "-q")
     assert res.exit_code == 0, res.output
+    assert "6 of 8 generated networks not ok (diverged), left out of the means" in res.output  # generate too
+    assert "over the 2 ok networks" in res.output and "nan" not in res.output
     res = run_cli("eval-gen", gen, "--train", tiny_digits_zoo, "--no-baselines", "--out", tmp_path / "ev", "-q")
     assert res.exit_code == 0, res.output
     excluded = json.loads((tmp_path / "ev" / "eval_gen.json").read_text())["excluded_generated_not_ok"]
@@ -82,7 +85,7 @@ def test_errors_are_one_line(tiny_digits_zoo, multi_arch_dir, zoo_dir, tmp_path)
     assert not out.exists()
     run_cli("generate", tiny_digits_zoo, "--method", "average", "--where", LAST, "--n", 2, "--out", out, "-q")
     assert_one_line_error(run_cli("eval-gen", out, "--train", zoo_dir), "generated from zoo 'tiny-digits'",
-                          "--train is zoo 'tiny'")
+                          "train_zoo (--train) is zoo 'tiny'")
     assert_one_line_error(run_cli("eval-gen", tiny_digits_zoo, "--train", tiny_digits_zoo),
                           "is not a generated zoo")
     assert_one_line_error(run_cli("eval-gen", out, "--train", tiny_digits_zoo, "--sigmas", "0.1,big"),

@@ -24,14 +24,16 @@ its ``model_id`` (per pair from both ids; :func:`model_seed`), so a model's valu
 depend on which other models are analyzed with it, nor on how they are chunked.
 
 A pairwise metric's table also records each row's partners (``<metric>_partners``: their seeds),
-since its mean depends on which partners are selected.
+since its mean depends on which partners are selected; the ``subspace`` table records each row's
+selection (``subspace_selection``: a digest of the model_ids of its architecture's selected rows),
+since its values depend on all of them.
 
-Re-running skips rows whose columns are already stored (``force`` recomputes them) and, for a
-pairwise metric, were averaged over the same partners as the current selection gives them (a
-wider or narrower ``where`` computes those rows again, so the stored values do not depend on the
-order of runs); the ``subspace`` metric, whose values depend on the whole selection, is recomputed for an
-architecture when any of its selected rows lacks a value. Values that are undefined (NaN)
-are stored as NULL.
+Re-running skips rows whose columns are already stored (``force`` recomputes them) and were
+computed over the same partners (pairwise metrics) or the same selection (``subspace``) as the
+current selection gives them: a wider or narrower ``where`` computes those rows again, so the
+stored values do not depend on the order of runs. The ``subspace`` metric is computed for all the
+selected rows of an architecture at once, whenever any of them is not done. Values that are
+undefined (NaN) are stored as NULL.
 """
 
 from __future__ import annotations
@@ -374,6 +376,20 @@ def partners_column(metric: str) -> str:
     return f"{metric}_partners"
 
 
+def selection_column(metric: str) -> str:
+    """The column of a selection metric's table that records, per row, the selection its values
+    were computed over (e.g. ``subspace_selection``, see :func:`_selection_digests`)."""
+    return f"{metric}_selection"
+
+
+def _selection_digests(arch: _Arch) -> list[str]:
+    """Per row, the digest of the selection a selection metric computes it over: sha256 (16 hex
+    digits) of the sorted model_ids of the architecture's selected rows, the same for every row.
+    A digest rather than the ids themselves: every row would otherwise hold the whole list."""
+    digest = hashlib.sha256("\n".join(sorted(arch.ids)).encode()).hexdigest()[:16]
+    return [digest] * len(arch.ids)
+
+
 def _partner_seeds(arch: _Arch) -> list[list[int]]:
     """Per row, the sorted seeds of its seed partners among the selected rows (``[]``: none).
 
@@ -684,13 +700,19 @@ def _stored(zoo: Zoo, name: str, warn: bool = True) -> pa.Table | None:
     return stored_sidecar(zoo.root, zoo.manifest, sidecar_path(GROUP, name), warn=warn)
 
 
+#: What each row's stored values were computed over: ``(column, value per row, its Arrow type)``,
+#: e.g. ``("cka_partners", [[1, 2], [0, 2], ...], list<int64>)`` or ``("subspace_selection",
+#: ["3f2a...", ...], string)``.
+_Basis = tuple[str, list, pa.DataType]
+
+
 def _done(stored: pa.Table | None, ids: list[str], columns: list[str],
-          partners: tuple[str, list[list[int]]] | None = None) -> np.ndarray:
+          partners: _Basis | None = None) -> np.ndarray:
     """Which of ``ids`` have a non-null value in every one of ``columns`` of ``stored``.
 
-    ``partners``: a pairwise metric's ``(column, seeds per row)``; a row is done only if the
-    stored value was averaged over exactly these partners (a row stored without its partners,
-    before they were recorded, is not).
+    ``partners``: what a row's values were computed over (a pairwise metric's partners, the
+    subspace's selection); a row is done only if its stored values were computed over exactly
+    this (a row stored without it, before it was recorded, is not).
     """
     if stored is None or any(c not in stored.column_names for c in columns):
         return np.zeros(len(ids), dtype=bool)
@@ -699,7 +721,7 @@ def _done(stored: pa.Table | None, ids: list[str], columns: list[str],
     idx = pc.index_in(pa.array(ids, pa.string()), value_set=stored.column("model_id"))
     done = np.asarray(idx.is_valid().to_pylist(), dtype=bool)
     if partners is not None:
-        column, seeds = partners
+        column, seeds, _ = partners
         if column not in stored.column_names:
             return np.zeros(len(ids), dtype=bool)
         done &= np.asarray([old == new for old, new in zip(stored.column(column).take(idx).to_pylist(), seeds)])
@@ -707,13 +729,13 @@ def _done(stored: pa.Table | None, ids: list[str], columns: list[str],
 
 
 def _rows_table(ids: list[str], values: dict[str, np.ndarray], rows: np.ndarray,
-                stored: pa.Table | None, partners: tuple[str, list[list[int]]] | None = None) -> pa.Table:
+                stored: pa.Table | None, partners: _Basis | None = None) -> pa.Table:
     """``model_id`` and the values of ``rows``, NaN as NULL, plus the other stored columns of
     those models (a written row replaces the stored one whole).
 
-    ``partners``: a pairwise metric's ``(column, seeds per row)``, stored with the values. A row
-    records one partner set, so its other stored columns (e.g. CKA of another layer) are kept
-    only if they were averaged over the same partners; otherwise they become NULL, to be
+    ``partners``: what the values were computed over (see :data:`_Basis`), stored with them. A
+    row records one partner set (or selection), so its other stored columns (e.g. CKA of another
+    layer) are kept only if they were computed over the same; otherwise they become NULL, to be
     computed again when asked for, rather than be taken for values over the new partners.
     """
     out = {"model_id": pa.array([ids[r] for r in rows], pa.string())}
@@ -721,8 +743,8 @@ def _rows_table(ids: list[str], values: dict[str, np.ndarray], rows: np.ndarray,
         sub = v[rows]
         out[c] = pa.array(sub, pa.float64(), mask=np.isnan(sub))
     if partners is not None:
-        column, seeds = partners
-        out[column] = pa.array([seeds[r] for r in rows], pa.list_(pa.int64()))
+        column, seeds, typ = partners
+        out[column] = pa.array([seeds[r] for r in rows], typ)
     table = pa.table(out)
     if stored is not None:
         idx = pc.index_in(table.column("model_id"), value_set=stored.column("model_id"))
@@ -849,13 +871,17 @@ def analyze_zoo(
         reports = []
         for metric, columns, stored in plans:
             t0 = time.perf_counter()
-            partners: dict[str, tuple[str, list[list[int]]]] = {}  # arch_id -> (column, seeds per row)
+            partners: dict[str, _Basis] = {}  # arch_id -> what each row's values are computed over
             for arch in archs:
+                # A row's value is its mean over its partners in this selection (pair), or is
+                # computed from every selected model of its architecture (subspace): a row stored
+                # over other partners or another selection (a narrower or wider --where before) is
+                # computed again, so that the stored value does not depend on the order of runs.
                 if metric.kind == "pair":
-                    # A row's value is its mean over its partners in this selection: a row stored
-                    # over other partners (a narrower or wider --where before) is computed again,
-                    # so that the stored value does not depend on the order of runs.
-                    partners[arch.arch_id] = (partners_column(metric.name), _partner_seeds(arch))
+                    partners[arch.arch_id] = (partners_column(metric.name), _partner_seeds(arch),
+                                              pa.list_(pa.int64()))
+                elif metric.kind == "selection":
+                    partners[arch.arch_id] = (selection_column(metric.name), _selection_digests(arch), pa.string())
                 done = _done(stored, arch.ids, columns, partners.get(arch.arch_id))
                 arch.pending = np.ones(len(arch.ids), bool) if force else ~done
                 if metric.kind == "selection" and arch.pending.any():

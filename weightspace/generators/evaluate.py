@@ -521,13 +521,14 @@ def evaluate_generated(gen_zoo: Zoo | str | os.PathLike, train_zoo: Zoo | str | 
         what = "names" if name != src.name else "networks (content sha256s)"
         raise WeightzooError(
             f"generated zoo {gen.name!r} was generated from zoo {name!r} (content sha256 {sha[:12]}...), "
-            f"but --train is zoo {src.name!r} (sha256 {zoo_content_sha256(src)[:12]}...): the {what} "
-            f"differ; pass the zoo it was generated from as --train")
+            f"but train_zoo (--train) is zoo {src.name!r} (sha256 {zoo_content_sha256(src)[:12]}...): the "
+            f"{what} differ; pass the zoo it was generated from as train_zoo (--train)")
     task = task_name(src)
     if task not in MEASURES:
         raise WeightzooError(f"zoo {src.name!r} is a {task!r} zoo; eval-gen compares classifiers and INRs")
     if finetune and task != "classify":
-        raise WeightzooError(f"--finetune retrains classifiers; zoo {src.name!r} is an {task!r} zoo (drop --finetune)")
+        raise WeightzooError(f"finetune=True (--finetune) retrains classifiers; zoo {src.name!r} is an {task!r} "
+                             f"zoo: drop it")
     where = where if where is not None else recorded_where
     train_sel = select_training_set(src, where)
     spec = train_sel.network_spec

@@ -72,8 +72,9 @@ class GenerateResult:
             and not refitted).
         rows: the generated zoo's rows written now.
         metrics: mean of each metric column over the written rows with status ok.
-        diverged: written rows with non-finite weights or outputs.
+        diverged: written rows that are not ok: non-finite weights, outputs or metrics.
         saved_to: the run directory the generator was saved to, if any.
+        loaded_from: the run directory the generator was loaded from, if any.
     """
 
     out: Path
@@ -83,6 +84,30 @@ class GenerateResult:
     metrics: dict[str, float] = field(default_factory=dict)
     diverged: int = 0
     saved_to: Path | None = None
+    loaded_from: Path | None = None
+
+    def report_lines(self) -> list[str]:
+        """What ``zoo generate`` prints: what was trained (or loaded) and written, how many of the
+        generated networks are not ok (diverged), and the means of the ok ones' metrics, saying
+        over how many (a diverged network's loss is inf or NaN and would swamp any mean). Numbers
+        too wide for their fixed form get 3 significant digits, as in ``zoo eval-gen``'s table."""
+        from weightspace.generators.evaluate import format_number
+
+        trained = f"trained on {self.n_train} networks" if self.n_train else f"loaded from {self.loaded_from}"
+        lines = [f"{self.method}: {trained}; wrote {self.rows} networks to {self.out}"]
+        if self.diverged:
+            lines.append(f"{self.diverged} of {self.rows} generated networks not ok (diverged), left out of the means")
+        n_ok = self.rows - self.diverged
+        over = f" over the {n_ok} ok network{'s' if n_ok != 1 else ''}"
+        m = self.metrics
+        if "test_acc" in m:
+            lines.append(f"mean test_acc {format_number(100 * m['test_acc'], 2)}%, "
+                         f"test_loss {format_number(m['test_loss'], 4)}{over}")
+        elif "psnr" in m:
+            lines.append(f"mean psnr {format_number(m['psnr'], 2)} dB, mse {format_number(m['mse'], 5)}{over}")
+        if self.saved_to is not None:
+            lines.append(f"generator saved to {self.saved_to} (reuse with --load)")
+        return lines
 
 
 # ================================================================================ source identity
@@ -227,7 +252,8 @@ def evaluate_networks(spec: NetworkSpec, params: Mapping[str, Tensor], data: Dat
         images: INR target image indices (required for INRs).
 
     Shapes:
-        returns ``P`` dicts; ``status`` is ``"diverged"`` where weights or metrics are not finite.
+        returns ``P`` dicts; ``status`` is ``"diverged"`` where weights or any metric are not
+        finite (a NaN accuracy means outputs that are not finite, even where the loss is).
     """
     from weightspace.generators.evaluate import models_per_pass
     from zoo_builders.train import EVAL_CHUNK, evaluate_classifier, psnr
@@ -255,7 +281,6 @@ def evaluate_networks(spec: NetworkSpec, params: Mapping[str, Tensor], data: Dat
             best, which = mse.min(1)
             for b, k in zip(best.tolist(), which.tolist()):
                 rows.append({"mse": b, "psnr": float(psnr(torch.tensor(b))), "image_index": int(images[k])})
-        metric = "mse"
     else:
         x_tr = data.x_train.reshape(-1, *spec.input_shape)
         x_te = data.x_test.reshape(-1, *spec.input_shape)
@@ -270,9 +295,10 @@ def evaluate_networks(spec: NetworkSpec, params: Mapping[str, Tensor], data: Dat
                 rows.append({"train_loss": float(tr_loss[i]), "train_acc": float(tr_acc[i]),
                              "test_loss": float(te_loss[i]), "test_acc": float(te_acc[i]),
                              "ggap": float(tr_acc[i] - te_acc[i])})
-        metric = "test_loss"
     for i, row in enumerate(rows):
-        ok = bool(finite[i]) and math.isfinite(row[metric])
+        # Every metric, not only the loss: outputs of -inf in a wrong class leave the loss finite
+        # and the accuracy NaN, and an "ok" row with a NaN accuracy made the mean test_acc NaN.
+        ok = bool(finite[i]) and all(math.isfinite(v) for k, v in row.items() if k != "image_index")
         row["status"] = "ok" if ok else "diverged"
     return rows
 
@@ -484,4 +510,5 @@ def generate_zoo(zoo: Zoo | str | os.PathLike, method: str | None, where: str | 
         vals = [r[col] for r in ok if col in r]
         if vals:
             summary[col] = float(np.mean(vals))
-    return GenerateResult(out, method, n_train, len(written), summary, len(written) - len(ok), saved)
+    return GenerateResult(out, method, n_train, len(written), summary, len(written) - len(ok), saved,
+                          None if train_now else Path(load_from))

@@ -280,7 +280,7 @@ def _spec_of(data: Any, what: str) -> NetworkSpec:
     if not isinstance(data, Mapping):
         raise SourceError(f"{what} holds a JSON {type(data).__name__}, not {form}")
     try:
-        return NetworkSpec.from_dict(data)
+        return NetworkSpec.from_dict(data, new=True)  # a new spec: refused as one built in Python
     except WeightzooError as e:
         raise SourceError(f"{what} is not a valid NetworkSpec ({form}): {e}") from e
 

@@ -717,7 +717,7 @@ def read_architectures(src: Path) -> dict[str, NetworkSpec]:
         if rec[ARCH_KEY] in out:
             raise SourceError(f"{where}: {ARCH_KEY} {rec[ARCH_KEY]!r} is given twice")
         try:
-            out[rec[ARCH_KEY]] = NetworkSpec.from_dict(rec["spec"])
+            out[rec[ARCH_KEY]] = NetworkSpec.from_dict(rec["spec"], new=True)
         except ZooFormatError as e:
             raise SourceError(f"{where}: architecture {rec[ARCH_KEY]!r} is not a valid spec: {e}") from e
     return out

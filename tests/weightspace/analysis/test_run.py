@@ -253,6 +253,38 @@ def test_a_row_keeps_one_partner_set(tmp_path, zoo_factory):
     assert analyze_zoo(zoo, "cka", progress=False, **FAST).reports[0].computed == 3
 
 
+def _subspace_values(zoo, where: str = "true"):
+    rows = open_zoo(zoo).sql(f"SELECT seed, subspace_proj_acc, subspace_proj_error FROM models WHERE {where} "
+                             f"ORDER BY seed").table.to_pylist()
+    return {r["seed"]: (r["subspace_proj_acc"], r["subspace_proj_error"]) for r in rows}
+
+
+def test_subspace_values_do_not_depend_on_the_order_of_runs(tmp_path, zoo_factory):
+    """A subspace value depends on every selected model of its architecture: a narrower --where
+    after a wider one computes its rows again over the narrower selection (before, it skipped them
+    and kept the values over the wider one), so two runs leave what the last one alone leaves on a
+    fresh copy. Each row records its selection (subspace_selection: a digest of its model_ids)."""
+    src = zoo_factory(THREE_SEEDS)
+    two, fresh = copy_zoo(src, tmp_path / "two"), copy_zoo(src, tmp_path / "fresh")
+    wide = analyze_zoo(two, "subspace", out=tmp_path / "figs", progress=False, **FAST)
+    assert wide.reports[0].computed == 3
+    wide_values = _subspace_values(two)
+    narrow = analyze_zoo(two, "subspace", where="seed < 2", out=tmp_path / "figs", progress=False, **FAST)
+    assert narrow.reports[0].computed == 2  # seeds 0 and 1: another selection
+    alone = analyze_zoo(fresh, "subspace", where="seed < 2", out=tmp_path / "figs", progress=False, **FAST)
+    assert narrow.table.sort_by("model_id").equals(alone.table.sort_by("model_id"))
+    assert _subspace_values(two, "seed < 2") == _subspace_values(fresh, "seed < 2") != {
+        s: v for s, v in wide_values.items() if s < 2}
+    assert _subspace_values(two)[2] == wide_values[2]  # not selected: keeps its value and its selection
+    digests = open_zoo(two).sql("SELECT seed, subspace_selection FROM models ORDER BY seed").table.column(1)
+    assert digests[0] == digests[1] != digests[2]
+    # the same selection again skips every row; the wide one again computes all three back
+    assert analyze_zoo(two, "subspace", where="seed < 2", out=tmp_path / "figs", progress=False,
+                       **FAST).reports[0].computed == 0
+    assert analyze_zoo(two, "subspace", out=tmp_path / "figs", progress=False, **FAST).reports[0].computed == 3
+    assert _subspace_values(two) == wide_values
+
+
 @pytest.mark.parametrize("step", SIDECAR_STEPS)
 def test_an_interrupted_write_is_computed_again_and_the_zoo_repaired(tmp_path, zoo_factory, monkeypatch, step):
     """Ctrl-C inside write_sidecar (at each step) during a forced re-run: the next run leaves a zoo

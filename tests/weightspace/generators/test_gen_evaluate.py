@@ -171,7 +171,9 @@ def test_eval_gen_without_baselines_and_with_finetune(generated, tiny_digits_zoo
 
 
 def test_eval_gen_source_must_match(generated, tiny_digits_zoo, zoo_dir, tmp_path):
-    with pytest.raises(WeightzooError, match="generated from zoo 'tiny-digits'.*--train is zoo 'tiny'.*names differ"):
+    with pytest.raises(WeightzooError, match=r"generated from zoo 'tiny-digits'.*but train_zoo \(--train\) is zoo "
+                                             r"'tiny'.*names differ; pass the zoo it was generated from as "
+                                             r"train_zoo \(--train\)$"):
         evaluate_generated(generated, zoo_dir, out_dir=tmp_path / "ev")
     # Same name, other networks: a copy whose spec was edited.
     other = tmp_path / "other"

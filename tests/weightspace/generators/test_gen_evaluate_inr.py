@@ -67,5 +67,5 @@ def test_inr_cli_table_and_no_finetune(inr_zoo, tmp_path):
     assert result.exit_code == 0, result.output
     assert "psnr mean" in result.output and "max-PSNR" in result.output and "acc mean" not in result.output
     bad = run_cli("eval-gen", str(out), "--train", str(inr_zoo), "--out", str(tmp_path / "ev2"), "--finetune")
-    assert bad.exit_code != 0 and "--finetune retrains classifiers" in bad.output
+    assert bad.exit_code != 0 and "finetune=True (--finetune) retrains classifiers" in bad.output
     assert "Traceback" not in bad.output and not (tmp_path / "ev2").exists()

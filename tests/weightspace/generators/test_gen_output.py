@@ -5,15 +5,19 @@ with one clear error each."""
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import pytest
 import torch
 from gen_helpers import LAST, TINY_INR, conditional_generator
+from zoo_helpers import mlp_spec
 
 from catalog import open_zoo
 from catalog.errors import WeightzooError
-from weightspace.generators.output import generate_zoo, zoo_content_sha256
+from weightspace.generators.output import evaluate_networks, generate_zoo, zoo_content_sha256
 from zoo_builders import load_zoo_dataset
+from zoo_builders.datasets import Dataset
 from zoo_builders.recompute import recompute_metrics
 
 
@@ -60,6 +64,34 @@ def test_metrics_are_the_build_time_metrics(tiny_digits_zoo, tmp_path):
         twin = by_sha[row["sha256"]]  # same weights, same sha256
         for col in ("test_acc", "test_loss", "train_acc", "train_loss"):
             assert row[col] == pytest.approx(twin[col], abs=1e-6), col
+
+
+def test_a_network_with_outputs_that_are_not_finite_is_not_ok():
+    """x = +1 (class 0) drives logit 1 to -inf (-3e38 - 3e38 overflows float32) while every loss
+    term stays finite: its accuracy is NaN (outputs not finite) but its loss was finite, so the row
+    was 'ok' and the summary's mean test_acc came out NaN. A row is ok only if all its metrics are."""
+    spec = mlp_spec(hidden=2, n_in=1, n_out=2)
+    params = {"layers.0.weight": torch.tensor([[[1.0], [-1.0]]]), "layers.0.bias": torch.zeros(1, 2),
+              "layers.1.weight": torch.tensor([[[0.0, 0.0], [-3e38, 0.0]]]),
+              "layers.1.bias": torch.tensor([[0.0, -3e38]])}
+    x, y = torch.tensor([[1.0], [-1.0]]), torch.tensor([0, 1])
+    data = Dataset("toy", x, y, x, y, 2)
+    (row,) = evaluate_networks(spec, params, data, "classify")
+    assert math.isfinite(row["test_loss"]) and math.isnan(row["test_acc"])
+    assert row["status"] == "diverged"
+
+
+def test_the_summary_is_over_the_ok_networks_and_counts_the_others(tiny_digits_zoo, tmp_path):
+    """noise at sigma 1e19 overflows 6 of 8 networks: the means are over the 2 ok ones, say so,
+    and say how many were left out; the ok ones' huge loss prints in 3 significant digits."""
+    res = generate_zoo(tiny_digits_zoo, "noise", LAST, 8, tmp_path / "gen", hparams={"sigma": 1e19}, seed=2,
+                       quiet=True)
+    assert (res.rows, res.diverged) == (8, 6)
+    lines = res.report_lines()
+    assert lines[0] == f"noise: trained on 18 networks; wrote 8 networks to {tmp_path / 'gen'}"
+    assert lines[1] == "6 of 8 generated networks not ok (diverged), left out of the means"
+    assert re.fullmatch(r"mean test_acc \d+\.\d\d%, test_loss \d\.\d\de\+3\d over the 2 ok networks", lines[2])
+    assert len(lines) == 3 and "nan" not in " ".join(lines)
 
 
 def test_ids_are_stable_and_reload_gives_the_same_networks(tiny_digits_zoo, tmp_path):
