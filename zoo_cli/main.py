@@ -39,7 +39,7 @@ COMMAND_INDEX: dict[str, tuple[str, str]] = {
     "catalog": ("query_cmds",
         "The local catalog: zoos indexed once, queried together with `zoo query --catalog`."),
     "drop": ("sidecar_cmds",
-        "Remove the sidecar table TABLE (GROUP/NAME, e.g. analysis/cka) from ZOO."),
+        "Remove the sidecar table TABLE (GROUP/NAME, such as analysis/cka) from ZOO."),
     "embed": ("retrieval_cmds",
         "Compute one vector per model of ZOO and store them with it."),
     "eval-gen": ("generate_cmds",

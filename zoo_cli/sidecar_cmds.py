@@ -9,7 +9,7 @@ import click
 @click.argument("zoo", type=click.Path(file_okay=False, exists=True))
 @click.argument("table")
 def drop(zoo: str, table: str) -> None:
-    """Remove the sidecar table TABLE (GROUP/NAME, e.g. analysis/cka) from ZOO.
+    """Remove the sidecar table TABLE (GROUP/NAME, such as analysis/cka) from ZOO.
 
     \b
       zoo drop zoos/digits-mlp analysis/connectivity

@@ -173,6 +173,17 @@ def test_help_lists_every_command_as_click_does_without_importing_them() -> None
     assert "LOADED []" in out.stdout and "train-ranker" in out.stdout and not out.stderr, out.stdout + out.stderr
 
 
+def test_command_summaries_read_whole_with_every_supported_click() -> None:
+    # click before 8.5.1 ends a command's short help at the first word ending in "." (its
+    # make_default_short_help), so `zoo --help` cut "(GROUP/NAME, e.g. analysis/cka)" after "e.g.":
+    # a summary keeps its only full stop at the end, whichever click is installed.
+    from zoo_cli.main import COMMAND_INDEX
+
+    for name, (_, summary) in COMMAND_INDEX.items():
+        early = [w for w in summary.split()[:-1] if w.endswith(".")]
+        assert not early, f"{name}: {early} would end the summary early in click < 8.5.1"
+
+
 def test_query_and_info_start_without_torch(zoo_dir, tmp_path) -> None:
     # The metadata commands import DuckDB and pyarrow, not torch (about a second of start-up).
     import os
