@@ -25,7 +25,7 @@ import duckdb
 from catalog.errors import QueryError, WeightzooError, ZooNotFoundError
 from catalog.format import MANIFEST_NAME, read_manifest, sha256_file
 from catalog.paths import safe_join
-from catalog.query import TABLE, ZOO_COLUMN, QueryEngine, lock_down, parts_select, sql_string
+from catalog.query import TABLE, ZOO_COLUMN, QueryEngine, lock_down, parts_select, union_select
 from catalog.sidecar import checked_sidecar_paths
 
 #: Environment variable naming the catalog file itself.
@@ -112,7 +112,8 @@ class LocalCatalog:
             name: the name queries see in the ``zoo`` column (default: the zoo's own name).
 
         Raises:
-            WeightzooError: ``name`` is taken by a zoo at another path.
+            WeightzooError: ``name`` is taken by a zoo at another path; or a column's type
+                clashes with another zoo's (see :func:`catalog.query.union_select`).
         """
         root = Path(zoo_path).resolve()
         manifest = read_manifest(root)
@@ -149,6 +150,9 @@ class LocalCatalog:
             con.execute("INSERT INTO zoos VALUES (?, ?, ?, ?, ?)", [name, str(root), rows, sha, added])
             self._rebuild_view(con)
             con.execute("COMMIT")
+        except WeightzooError as e:  # e.g. a column whose type clashes with another zoo's
+            con.execute("ROLLBACK")
+            raise WeightzooError(f"cannot add {root} to the catalog {self.path}: {e}") from e
         except duckdb.Error as e:
             con.execute("ROLLBACK")
             raise WeightzooError(f"cannot index {root}: {str(e).splitlines()[0]}; run `zoo verify {root}`") from e
@@ -157,8 +161,7 @@ class LocalCatalog:
     def _rebuild_view(self, con: duckdb.DuckDBPyConnection) -> None:
         names = [r[0] for r in con.execute("SELECT name FROM zoos ORDER BY name").fetchall()]
         if names:
-            body = " UNION ALL BY NAME ".join(
-                f"SELECT {sql_string(n)} AS {ZOO_COLUMN}, * FROM {_table_name(n)}" for n in names)
+            body = union_select(con, {n: f"SELECT * FROM {_table_name(n)}" for n in names}, zoo_column=True)
         else:
             body = f"SELECT NULL::VARCHAR AS {ZOO_COLUMN} WHERE false"
         con.execute(f"CREATE OR REPLACE VIEW {TABLE} AS {body}")
