@@ -143,3 +143,17 @@ def test_a_column_of_clashing_types_is_refused_on_add(tmp_path):
     assert [e.name for e in cat.list()] == ["lists"]
     assert cat.engine().execute("SELECT count(*) AS n FROM models").to_pylist() == [{"n": 2}]
 
+
+def test_urls_are_refused_with_the_way_to_pull_them():
+    with pytest.raises(WeightzooError, match=r"local zoo directories.*`zoo pull ORG/NAME --out DIR`"):
+        LocalCatalog().add("hf://datasets/org/some-zoo")
+
+
+def test_one_directory_under_two_names_is_refused(zoo_dir):
+    cat = LocalCatalog()
+    cat.add(zoo_dir)
+    with pytest.raises(WeightzooError, match=r"already in the catalog as 'tiny'.*--name tiny.*"
+                                             r"`zoo catalog remove tiny`"):
+        cat.add(f"{zoo_dir}/./", name="tiny-renamed")
+    assert [(e.name, e.rows) for e in cat.list()] == [("tiny", 36)]
+    cat.add(zoo_dir, name="tiny")  # re-indexing under its own name still works
