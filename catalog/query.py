@@ -280,6 +280,14 @@ def _register_in_place(con: duckdb.DuckDBPyConnection, zoos: Mapping[str, Zoo]) 
     return selects
 
 
+def _unknown_in_result(unknown: Sequence[str], result_columns: Sequence[str]) -> str:
+    """The message for columns that the --where/--order-by/--columns shortcuts name but the
+    result of the user's SQL (which they filter) lacks."""
+    return (f"unknown column(s) {', '.join(map(repr, unknown))} in --where/--order-by/--columns: with SQL, "
+            f"they filter the SQL's result, whose columns are: {', '.join(result_columns)}; select the "
+            f"column in the SQL, or put the condition in the SQL itself")
+
+
 class QueryEngine:
     """A read-only DuckDB view of one or more zoos' metadata as the table ``models``.
 
@@ -397,8 +405,13 @@ class QueryEngine:
         text = check_statement(sql)
         return self._run(text)
 
-    def _run(self, text: str, params: Mapping | None = None) -> pa.Table:
-        """Run ``text`` inside a read-only transaction that is always rolled back."""
+    def _run(self, text: str, params: Mapping | None = None, source_columns: Sequence[str] | None = None
+             ) -> pa.Table:
+        """Run ``text`` inside a read-only transaction that is always rolled back.
+
+        ``source_columns``: ``text`` filters the result of the user's SQL, whose columns these are
+        (an unknown column is then reported against them, not against ``models``).
+        """
         try:
             self.con.execute(_BEGIN_READ_ONLY)
         except duckdb.Error as e:
@@ -411,7 +424,7 @@ class QueryEngine:
                 raise QueryError(f"query failed: {_first_lines(e)}") from e
             raise QueryError(_WRITE_REFUSED) from e
         except duckdb.BinderException as e:
-            raise self._binder_error(e) from e
+            raise self._binder_error(e, source_columns) from e
         except duckdb.ParserException as e:
             raise QueryError(f"SQL syntax error: {_first_lines(e)}") from e
         except duckdb.CatalogException as e:
@@ -435,12 +448,14 @@ class QueryEngine:
             except duckdb.Error:  # pragma: no cover - nothing to undo, and nothing was written
                 pass
 
-    def _binder_error(self, e: Exception) -> QueryError:
+    def _binder_error(self, e: Exception, source_columns: Sequence[str] | None = None) -> QueryError:
         text = str(e)
         if "data-modifying" in text or _IN_PLACE_WRITE.search(text):
             # DuckDB refuses writing CTEs that are not at the top level, and writes to a view
             return QueryError(_WRITE_REFUSED)
         m = re.search(r'(?:Referenced column|does not have a column named) "([^"]+)"', text)
+        if m and source_columns is not None:
+            return QueryError(_unknown_in_result([m.group(1)], source_columns))
         if m:
             return QueryError(
                 f"unknown column {m.group(1)!r}; the columns of `{TABLE}` are: "
@@ -454,15 +469,27 @@ class QueryEngine:
 
         Args:
             source: a SQL query to filter instead of the whole table (wrapped as a subquery).
+
+        Raises:
+            QueryError: an unknown column in ``columns``, ``where`` or ``order_by``; with
+                ``source``, the message says they filter its result and lists its columns.
         """
+        source_columns = None
+        if source is not None:
+            # only binds the SQL (no rows are read): errors in it are reported against `models`
+            described = self._run(f"DESCRIBE {check_statement(source)}")
+            source_columns = described.column("column_name").to_pylist()
         if columns:
-            from_cols = self.columns if source is None else None
-            if from_cols is not None:
-                unknown = [c for c in columns if c not in from_cols]
+            if source_columns is not None:
+                unknown = [c for c in columns if c not in source_columns]
+                if unknown:
+                    raise QueryError(_unknown_in_result(unknown, source_columns))
+            else:
+                unknown = [c for c in columns if c not in self.columns]
                 if unknown:
                     raise QueryError(
                         f"unknown column(s) {', '.join(map(repr, unknown))}; the columns of "
-                        f"`{TABLE}` are: {', '.join(from_cols)}")
+                        f"`{TABLE}` are: {', '.join(self.columns)}")
             cols = ", ".join(sql_ident(c) for c in columns)
         else:
             cols = "*"
@@ -476,6 +503,8 @@ class QueryEngine:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
                 raise QueryError(f"limit must be a non-negative integer, got {limit!r}")
             sql += f"\nLIMIT {limit}"
+        if source_columns is not None and (where or order_by):
+            self._run(f"DESCRIBE {sql}", source_columns=source_columns)  # an unknown column, named clearly
         return sql
 
     def select(self, where: str | None = None, order_by: str | None = None,

@@ -373,3 +373,22 @@ def test_a_column_of_clashing_types_is_refused_with_names(tmp_path, compact):
     floats = write_zoo(tmp_path / "floats", "floats", range(2), checkpoints=(0,), extra={"widths": 16.5})
     engine = QueryEngine.over_zoos([open_zoo(ints), open_zoo(floats)], compact=compact)
     assert sorted(engine.execute("SELECT widths FROM models").column("widths").to_pylist()) == [16, 16, 16.5, 16.5]
+
+
+def test_shortcuts_over_sql_name_the_sql_result_columns(zoo_dir):
+    from click.testing import CliRunner
+
+    from zoo_cli.main import cli
+
+    engine = open_zoo(zoo_dir).engine
+    source = "SELECT model_id, test_acc FROM models"
+    want = (r"unknown column\(s\) 'lr' in --where/--order-by/--columns: "
+            r".*SQL's result, whose columns are: model_id, test_acc")
+    for kwargs in ({"where": "lr = 0.1"}, {"order_by": "lr DESC"}, {"columns": ["lr"]}):
+        with pytest.raises(QueryError, match=want):
+            engine.build_select(**kwargs, source=source)
+    with pytest.raises(QueryError, match="unknown column 'tst'; the columns of `models` are: model_id"):
+        engine.build_select(where="test_acc > 0", source="SELECT tst FROM models")  # the SQL's own error
+    r = CliRunner().invoke(cli, ["query", str(zoo_dir), source, "--where", "lr = 0.1"])
+    assert r.exit_code != 0 and "SQL's result, whose columns are: model_id, test_acc" in r.output
+    assert "Traceback" not in r.output
