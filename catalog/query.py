@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 TABLE = "models"
 #: The column naming each row's zoo when an engine spans several zoos.
 ZOO_COLUMN = "zoo"
+#: What a zoo's own column named ``zoo`` is called in a multi-zoo view, where ``zoo`` names the
+#: row's zoo (a zoo's metadata may well have such a column, e.g. an importer's source zoo).
+SOURCE_ZOO_COLUMN = "source_zoo"
 #: Columns that locate a row's weights (besides the zoo).
 LOCATE_COLUMNS = ("model_id", "arch_id", "weights_shard", "weights_row", "sha256")
 
@@ -115,6 +118,56 @@ def _select_from(parts: str | None, zoo_name: str | None, sidecars: Sequence[str
         return f"SELECT {zoo}{cols} WHERE false"
     joins = "".join(f" LEFT JOIN {src} AS s{i} USING (model_id)" for i, src in enumerate(sidecars))
     return f"SELECT {zoo}* FROM {parts} AS m{joins}"
+
+
+def _type_kind(duck_type: str) -> str:
+    """``scalar``, ``list`` (DuckDB ``T[]`` and ``T[n]``), ``struct``, ``map`` or ``union``."""
+    t = duck_type.strip().upper()
+    if t.endswith("]"):
+        return "list"
+    for kind in ("STRUCT", "MAP", "UNION"):
+        if t.startswith(kind + "(") or t == kind:
+            return kind.lower()
+    return "scalar"
+
+
+def union_select(con: duckdb.DuckDBPyConnection, selects: Mapping[str, str], zoo_column: bool) -> str:
+    """One ``SELECT`` over the union (by column name) of each zoo's ``SELECT``, with a ``zoo``
+    column naming each row's zoo if ``zoo_column``.
+
+    A zoo's own column named ``zoo`` is kept as ``source_zoo`` there (``zoo`` names the row's zoo).
+    Only the selects' column types are read (``DESCRIBE``), not their rows.
+
+    Raises:
+        QueryError: a zoo has both ``zoo`` and ``source_zoo`` columns; or a column has types in
+            two zoos that DuckDB cannot combine (a list in one, a number in the other: every query
+            touching it would fail with a bare "Unimplemented type for cast").
+    """
+    seen: dict[str, tuple[str, str]] = {}  # column -> (first zoo holding it, its type there)
+    parts = []
+    for name, select in selects.items():
+        types = {r[0]: r[1] for r in con.execute(f"DESCRIBE {select}").fetchall()}
+        rename = ""
+        if zoo_column and ZOO_COLUMN in types:
+            if SOURCE_ZOO_COLUMN in types:
+                raise QueryError(
+                    f"zoo {name!r} has columns named both {ZOO_COLUMN!r} and {SOURCE_ZOO_COLUMN!r}; "
+                    f"with other zoos its {ZOO_COLUMN!r} column is shown as {SOURCE_ZOO_COLUMN!r}, "
+                    f"which is taken: query it on its own, or rename one of the columns")
+            types[SOURCE_ZOO_COLUMN] = types.pop(ZOO_COLUMN)
+            rename = f" RENAME ({sql_ident(ZOO_COLUMN)} AS {sql_ident(SOURCE_ZOO_COLUMN)})"
+        for col, typ in types.items():
+            other = seen.setdefault(col, (name, typ))
+            # scalars of different types combine (int + double -> double, anything + text ->
+            # text); a list, struct or map does not combine with another kind
+            if _type_kind(other[1]) != _type_kind(typ):
+                raise QueryError(
+                    f"column {col!r} is {other[1]} in zoo {other[0]!r} but {typ} in zoo {name!r}, "
+                    f"so their rows cannot share one `{TABLE}` table; query the zoos separately, or "
+                    f"rename or cast the column in one of them")
+        parts.append(f"SELECT {sql_string(name)} AS {ZOO_COLUMN}, *{rename} FROM ({select})"
+                     if zoo_column else select)
+    return " UNION ALL BY NAME ".join(parts)
 
 
 def arrow_dataset(paths: Sequence[str]):
@@ -204,12 +257,12 @@ def _first_lines(error: Exception, n: int = 6) -> str:
     return " ".join(line.strip() for line in str(error).strip().splitlines()[:n] if line.strip())
 
 
-def _register_in_place(con: duckdb.DuckDBPyConnection, zoos: Mapping[str, Zoo],
-                       multi: bool) -> bool:
-    """Make ``models`` a view over the zoos' Parquet files, read in place through Arrow
-    datasets registered on ``con`` (see the module docstring). Returns ``False``, with
-    nothing registered, when some zoo's parts do not unify (the caller copies instead)."""
-    selects, sources = [], {}
+def _register_in_place(con: duckdb.DuckDBPyConnection, zoos: Mapping[str, Zoo]) -> dict[str, str] | None:
+    """Register each zoo's Parquet files on ``con`` as Arrow datasets (see the module
+    docstring) and return each zoo's ``SELECT`` over them, for :func:`union_select`. Returns
+    ``None``, with nothing registered, when some zoo's parts do not unify (the caller copies
+    instead)."""
+    selects, sources = {}, {}
     try:
         for k, (name, z) in enumerate(zoos.items()):
             parts = f"{_IN_PLACE_SOURCE}{k}_parts" if z.part_paths else None
@@ -219,13 +272,20 @@ def _register_in_place(con: duckdb.DuckDBPyConnection, zoos: Mapping[str, Zoo],
             for j, p in enumerate(z.sidecar_paths):
                 sidecars.append(f"{_IN_PLACE_SOURCE}{k}_sidecar{j}")
                 sources[sidecars[-1]] = arrow_dataset([p])
-            selects.append(_select_from(parts, name if multi else None, sidecars))
+            selects[name] = _select_from(parts, None, sidecars)
     except (pa.ArrowException, OSError):
-        return False
+        return None
     for view, dataset in sources.items():
         con.register(view, dataset)
-    con.execute(f"CREATE VIEW {TABLE} AS " + " UNION ALL BY NAME ".join(selects))
-    return True
+    return selects
+
+
+def _unknown_in_result(unknown: Sequence[str], result_columns: Sequence[str]) -> str:
+    """The message for columns that the --where/--order-by/--columns shortcuts name but the
+    result of the user's SQL (which they filter) lacks."""
+    return (f"unknown column(s) {', '.join(map(repr, unknown))} in --where/--order-by/--columns: with SQL, "
+            f"they filter the SQL's result, whose columns are: {', '.join(result_columns)}; select the "
+            f"column in the SQL, or put the condition in the SQL itself")
 
 
 class QueryEngine:
@@ -290,14 +350,18 @@ class QueryEngine:
                         f"rebuild the zoo (and run `zoo verify`)")
         con = duckdb.connect(":memory:")
         try:
-            in_place = not compact and _register_in_place(con, zoos, multi)
-            if not in_place:
-                selects = [parts_select([str(p) for p in z.part_paths], name if multi else None,
-                                        [str(p) for p in z.sidecar_paths])
-                           for name, z in zoos.items()]
-                con.execute(f"CREATE TABLE {TABLE} AS " + " UNION ALL BY NAME ".join(selects))
-                if compact:
-                    con.execute("CHECKPOINT")
+            selects = None if compact else _register_in_place(con, zoos)
+            kind = "VIEW" if selects is not None else "TABLE"
+            if selects is None:
+                selects = {name: parts_select([str(p) for p in z.part_paths],
+                                              sidecar_paths=[str(p) for p in z.sidecar_paths])
+                           for name, z in zoos.items()}
+            con.execute(f"CREATE {kind} {TABLE} AS {union_select(con, selects, multi)}")
+            if kind == "TABLE" and compact:
+                con.execute("CHECKPOINT")
+        except WeightzooError:
+            con.close()
+            raise
         except duckdb.Error as e:
             con.close()
             raise WeightzooError(f"cannot read the zoos' Parquet metadata: {_first_lines(e)}; "
@@ -341,8 +405,13 @@ class QueryEngine:
         text = check_statement(sql)
         return self._run(text)
 
-    def _run(self, text: str, params: Mapping | None = None) -> pa.Table:
-        """Run ``text`` inside a read-only transaction that is always rolled back."""
+    def _run(self, text: str, params: Mapping | None = None, source_columns: Sequence[str] | None = None
+             ) -> pa.Table:
+        """Run ``text`` inside a read-only transaction that is always rolled back.
+
+        ``source_columns``: ``text`` filters the result of the user's SQL, whose columns these are
+        (an unknown column is then reported against them, not against ``models``).
+        """
         try:
             self.con.execute(_BEGIN_READ_ONLY)
         except duckdb.Error as e:
@@ -355,7 +424,7 @@ class QueryEngine:
                 raise QueryError(f"query failed: {_first_lines(e)}") from e
             raise QueryError(_WRITE_REFUSED) from e
         except duckdb.BinderException as e:
-            raise self._binder_error(e) from e
+            raise self._binder_error(e, source_columns) from e
         except duckdb.ParserException as e:
             raise QueryError(f"SQL syntax error: {_first_lines(e)}") from e
         except duckdb.CatalogException as e:
@@ -379,12 +448,14 @@ class QueryEngine:
             except duckdb.Error:  # pragma: no cover - nothing to undo, and nothing was written
                 pass
 
-    def _binder_error(self, e: Exception) -> QueryError:
+    def _binder_error(self, e: Exception, source_columns: Sequence[str] | None = None) -> QueryError:
         text = str(e)
         if "data-modifying" in text or _IN_PLACE_WRITE.search(text):
             # DuckDB refuses writing CTEs that are not at the top level, and writes to a view
             return QueryError(_WRITE_REFUSED)
         m = re.search(r'(?:Referenced column|does not have a column named) "([^"]+)"', text)
+        if m and source_columns is not None:
+            return QueryError(_unknown_in_result([m.group(1)], source_columns))
         if m:
             return QueryError(
                 f"unknown column {m.group(1)!r}; the columns of `{TABLE}` are: "
@@ -398,15 +469,27 @@ class QueryEngine:
 
         Args:
             source: a SQL query to filter instead of the whole table (wrapped as a subquery).
+
+        Raises:
+            QueryError: an unknown column in ``columns``, ``where`` or ``order_by``; with
+                ``source``, the message says they filter its result and lists its columns.
         """
+        source_columns = None
+        if source is not None:
+            # only binds the SQL (no rows are read): errors in it are reported against `models`
+            described = self._run(f"DESCRIBE {check_statement(source)}")
+            source_columns = described.column("column_name").to_pylist()
         if columns:
-            from_cols = self.columns if source is None else None
-            if from_cols is not None:
-                unknown = [c for c in columns if c not in from_cols]
+            if source_columns is not None:
+                unknown = [c for c in columns if c not in source_columns]
+                if unknown:
+                    raise QueryError(_unknown_in_result(unknown, source_columns))
+            else:
+                unknown = [c for c in columns if c not in self.columns]
                 if unknown:
                     raise QueryError(
                         f"unknown column(s) {', '.join(map(repr, unknown))}; the columns of "
-                        f"`{TABLE}` are: {', '.join(from_cols)}")
+                        f"`{TABLE}` are: {', '.join(self.columns)}")
             cols = ", ".join(sql_ident(c) for c in columns)
         else:
             cols = "*"
@@ -420,6 +503,8 @@ class QueryEngine:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
                 raise QueryError(f"limit must be a non-negative integer, got {limit!r}")
             sql += f"\nLIMIT {limit}"
+        if source_columns is not None and (where or order_by):
+            self._run(f"DESCRIBE {sql}", source_columns=source_columns)  # an unknown column, named clearly
         return sql
 
     def select(self, where: str | None = None, order_by: str | None = None,

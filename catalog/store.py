@@ -24,8 +24,9 @@ import duckdb
 
 from catalog.errors import QueryError, WeightzooError, ZooNotFoundError
 from catalog.format import MANIFEST_NAME, read_manifest, sha256_file
+from catalog.openers import url_scheme
 from catalog.paths import safe_join
-from catalog.query import TABLE, ZOO_COLUMN, QueryEngine, lock_down, parts_select, sql_string
+from catalog.query import TABLE, ZOO_COLUMN, QueryEngine, lock_down, parts_select, union_select
 from catalog.sidecar import checked_sidecar_paths
 
 #: Environment variable naming the catalog file itself.
@@ -112,8 +113,16 @@ class LocalCatalog:
             name: the name queries see in the ``zoo`` column (default: the zoo's own name).
 
         Raises:
-            WeightzooError: ``name`` is taken by a zoo at another path.
+            WeightzooError: ``zoo_path`` is a URL (the catalog indexes local directories);
+                ``name`` is taken by a zoo at another path; the zoo is already catalogued under
+                another name (its rows would be counted twice); or a column's type clashes with
+                another zoo's (see :func:`catalog.query.union_select`).
         """
+        if url_scheme(str(zoo_path)) is not None:
+            # the catalog remembers a path to load weights from later: a URL has none
+            raise WeightzooError(
+                f"the catalog indexes local zoo directories, not URLs like {str(zoo_path)!r}; download "
+                f"the zoo first (`zoo pull ORG/NAME --out DIR`), then `zoo catalog add DIR`")
         root = Path(zoo_path).resolve()
         manifest = read_manifest(root)
         name = name or manifest.name
@@ -126,6 +135,13 @@ class LocalCatalog:
                 raise WeightzooError(
                     f"the catalog already has a zoo named {name!r} (at {row[0]}); pass --name to "
                     f"add {root} under another name, or `zoo catalog remove {name}` first")
+            other = con.execute("SELECT name FROM zoos WHERE path = ? AND name <> ?", [str(root), name]).fetchone()
+            if other is not None:
+                # two names for one directory would put each of its rows in `models` twice
+                raise WeightzooError(
+                    f"{root} is already in the catalog as {other[0]!r}; re-index it with "
+                    f"`zoo catalog add {root} --name {other[0]}`, or `zoo catalog remove {other[0]}` "
+                    f"first to catalogue it as {name!r}")
             return self._index(con, name, root)
         finally:
             con.close()
@@ -149,6 +165,9 @@ class LocalCatalog:
             con.execute("INSERT INTO zoos VALUES (?, ?, ?, ?, ?)", [name, str(root), rows, sha, added])
             self._rebuild_view(con)
             con.execute("COMMIT")
+        except WeightzooError as e:  # e.g. a column whose type clashes with another zoo's
+            con.execute("ROLLBACK")
+            raise WeightzooError(f"cannot add {root} to the catalog {self.path}: {e}") from e
         except duckdb.Error as e:
             con.execute("ROLLBACK")
             raise WeightzooError(f"cannot index {root}: {str(e).splitlines()[0]}; run `zoo verify {root}`") from e
@@ -157,8 +176,7 @@ class LocalCatalog:
     def _rebuild_view(self, con: duckdb.DuckDBPyConnection) -> None:
         names = [r[0] for r in con.execute("SELECT name FROM zoos ORDER BY name").fetchall()]
         if names:
-            body = " UNION ALL BY NAME ".join(
-                f"SELECT {sql_string(n)} AS {ZOO_COLUMN}, * FROM {_table_name(n)}" for n in names)
+            body = union_select(con, {n: f"SELECT * FROM {_table_name(n)}" for n in names}, zoo_column=True)
         else:
             body = f"SELECT NULL::VARCHAR AS {ZOO_COLUMN} WHERE false"
         con.execute(f"CREATE OR REPLACE VIEW {TABLE} AS {body}")

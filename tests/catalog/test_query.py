@@ -331,3 +331,64 @@ def test_in_place_falls_back_to_copying_when_parts_do_not_unify(tmp_path):
                               "table_name = 'models'").fetchone() == ("BASE TABLE",)
     notes = engine.execute("SELECT note FROM models ORDER BY model_id").column("note").to_pylist()
     assert notes == ["text", "text", "7", "7"]
+
+
+# ================================================================================ several zoos' columns
+def test_a_zoos_own_zoo_column_is_source_zoo_with_others(tmp_path):
+    from zoo_helpers import write_zoo
+
+    own = write_zoo(tmp_path / "own", "own", range(2), checkpoints=(0,), extra={"zoo": "cifar-zoo"})
+    plain = write_zoo(tmp_path / "plain", "plain", range(2), checkpoints=(0,))
+    # alone, the zoo's own column keeps its name and values
+    assert set(open_zoo(own).engine.execute("SELECT DISTINCT zoo FROM models").column("zoo").to_pylist()) == {
+        "cifar-zoo"}
+    for compact in (True, False):
+        engine = QueryEngine.over_zoos([open_zoo(own), open_zoo(plain)], compact=compact)
+        t = engine.execute("SELECT zoo, source_zoo, count(*) AS n FROM models GROUP BY ALL ORDER BY zoo")
+        assert t.to_pylist() == [{"zoo": "own", "source_zoo": "cifar-zoo", "n": 2},
+                                 {"zoo": "plain", "source_zoo": None, "n": 2}]
+        sel = engine.sql("SELECT zoo, model_id FROM models WHERE source_zoo = 'cifar-zoo'")
+        assert len(sel.stacked()["layers.0.bias"]) == 2  # rows still find their weights by `zoo`
+
+
+def test_zoo_and_source_zoo_columns_together_are_refused(tmp_path):
+    from zoo_helpers import write_zoo
+
+    both = write_zoo(tmp_path / "both", "both", range(2), checkpoints=(0,), extra={"zoo": "a", "source_zoo": "b"})
+    plain = write_zoo(tmp_path / "plain", "plain", range(2), checkpoints=(0,))
+    with pytest.raises(QueryError, match="'zoo' and 'source_zoo'.*query it on its own"):
+        QueryEngine.over_zoos([open_zoo(both), open_zoo(plain)])
+
+
+@pytest.mark.parametrize("compact", [True, False])
+def test_a_column_of_clashing_types_is_refused_with_names(tmp_path, compact):
+    from zoo_helpers import write_zoo
+
+    lists = write_zoo(tmp_path / "lists", "lists", range(2), checkpoints=(0,), extra={"widths": [16]})
+    ints = write_zoo(tmp_path / "ints", "ints", range(2), checkpoints=(0,), extra={"widths": 16})
+    with pytest.raises(QueryError, match=r"column 'widths' is BIGINT\[\] in zoo 'lists' but BIGINT in zoo "
+                                         r"'ints'.*query the zoos separately, or rename or cast"):
+        QueryEngine.over_zoos([open_zoo(lists), open_zoo(ints)], compact=compact)
+    # scalars of different types still combine (int + double -> double)
+    floats = write_zoo(tmp_path / "floats", "floats", range(2), checkpoints=(0,), extra={"widths": 16.5})
+    engine = QueryEngine.over_zoos([open_zoo(ints), open_zoo(floats)], compact=compact)
+    assert sorted(engine.execute("SELECT widths FROM models").column("widths").to_pylist()) == [16, 16, 16.5, 16.5]
+
+
+def test_shortcuts_over_sql_name_the_sql_result_columns(zoo_dir):
+    from click.testing import CliRunner
+
+    from zoo_cli.main import cli
+
+    engine = open_zoo(zoo_dir).engine
+    source = "SELECT model_id, test_acc FROM models"
+    want = (r"unknown column\(s\) 'lr' in --where/--order-by/--columns: "
+            r".*SQL's result, whose columns are: model_id, test_acc")
+    for kwargs in ({"where": "lr = 0.1"}, {"order_by": "lr DESC"}, {"columns": ["lr"]}):
+        with pytest.raises(QueryError, match=want):
+            engine.build_select(**kwargs, source=source)
+    with pytest.raises(QueryError, match="unknown column 'tst'; the columns of `models` are: model_id"):
+        engine.build_select(where="test_acc > 0", source="SELECT tst FROM models")  # the SQL's own error
+    r = CliRunner().invoke(cli, ["query", str(zoo_dir), source, "--where", "lr = 0.1"])
+    assert r.exit_code != 0 and "SQL's result, whose columns are: model_id, test_acc" in r.output
+    assert "Traceback" not in r.output

@@ -119,3 +119,41 @@ def test_a_zoo_whose_parts_lie_behind_a_link_out_of_it_is_not_indexed(zoo_copy, 
     with pytest.raises(WeightzooError, match="part 'models/part-00000.parquet' leads outside the zoo"):
         cat.add(zoo_copy)
     assert cat.list() == []
+
+
+def test_a_zoos_own_zoo_column_is_source_zoo(tmp_path):
+    from zoo_helpers import write_zoo
+
+    own = write_zoo(tmp_path / "own", "own", range(2), checkpoints=(0,), extra={"zoo": "cifar-zoo"})
+    cat = LocalCatalog()
+    cat.add(own)  # one zoo: its `zoo` values were hidden by the catalog name
+    t = cat.engine().execute("SELECT zoo, source_zoo, count(*) AS n FROM models GROUP BY ALL")
+    assert t.to_pylist() == [{"zoo": "own", "source_zoo": "cifar-zoo", "n": 2}]
+
+
+def test_a_column_of_clashing_types_is_refused_on_add(tmp_path):
+    from zoo_helpers import write_zoo
+
+    cat = LocalCatalog()
+    cat.add(write_zoo(tmp_path / "lists", "lists", range(2), checkpoints=(0,), extra={"widths": [16]}))
+    ints = write_zoo(tmp_path / "ints", "ints", range(2), checkpoints=(0,), extra={"widths": 16})
+    with pytest.raises(WeightzooError, match=r"cannot add .*ints.*column 'widths' is BIGINT in zoo 'ints' "
+                                             r"but BIGINT\[\] in zoo 'lists'.*query the zoos separately"):
+        cat.add(ints)
+    assert [e.name for e in cat.list()] == ["lists"]
+    assert cat.engine().execute("SELECT count(*) AS n FROM models").to_pylist() == [{"n": 2}]
+
+
+def test_urls_are_refused_with_the_way_to_pull_them():
+    with pytest.raises(WeightzooError, match=r"local zoo directories.*`zoo pull ORG/NAME --out DIR`"):
+        LocalCatalog().add("hf://datasets/org/some-zoo")
+
+
+def test_one_directory_under_two_names_is_refused(zoo_dir):
+    cat = LocalCatalog()
+    cat.add(zoo_dir)
+    with pytest.raises(WeightzooError, match=r"already in the catalog as 'tiny'.*--name tiny.*"
+                                             r"`zoo catalog remove tiny`"):
+        cat.add(f"{zoo_dir}/./", name="tiny-renamed")
+    assert [(e.name, e.rows) for e in cat.list()] == [("tiny", 36)]
+    cat.add(zoo_dir, name="tiny")  # re-indexing under its own name still works
