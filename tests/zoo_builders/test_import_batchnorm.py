@@ -160,3 +160,19 @@ def test_arch_takes_the_output_width_from_the_output_layer_not_the_last_tensor(t
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(module(x), nets[0](x), rtol=0, atol=1e-5)
+
+
+def test_an_imported_bn_network_computes_its_module_bit_for_bit(tmp_path):
+    """Eval-mode batch norm is torch's own kernel (F.batch_norm), not a formula that rounds differently."""
+    torch.manual_seed(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    net = _trained_stats(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 6, 3),
+                                       nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                       nn.Linear(6, 10)), torch.randn(64, 1, 8, 8) * 2 + 1)
+    torch.save(net.state_dict(), src / "m.pt")
+    import_statedicts(src, tmp_path / "zoo", input_shape=(1, 8, 8), quiet=True)
+    (module,) = open_zoo(tmp_path / "zoo").select().modules()
+    x = torch.randn(64, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(module(x), net(x))
