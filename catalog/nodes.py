@@ -555,7 +555,10 @@ class BatchNorm(Node):
                 updates = {"running_mean": (1 - m) * p["running_mean"] + m * mean.detach(),
                            "running_var": (1 - m) * p["running_var"] + m * var.detach()}
         else:
-            mean, var = p["running_mean"], p["running_var"]
+            # torch's own evaluation kernel, so an imported network computes what its nn.BatchNorm*d
+            # does bit for bit (the formula below rounds differently in the last bits)
+            return F.batch_norm(x, p["running_mean"], p["running_var"], p.get("weight"), p.get("bias"),
+                                training=False, eps=self.eps), updates
         view = (1, -1, *([1] * (x.dim() - 2)))
         out = (x - mean.view(view)) * torch.rsqrt(var.view(view) + self.eps)
         if self.affine:

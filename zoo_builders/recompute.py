@@ -209,7 +209,8 @@ def _evaluate(task: str, spec: NetworkSpec, part, data: Dataset) -> dict[str, to
                 raise WeightzooError(f"{data.name!r} examples have shape {list(x.shape[1:])} but architecture "
                                      f"{spec.arch_id} takes {list(spec.input_shape)}")
             x = x.reshape(x.shape[0], *spec.input_shape)
-        loss, acc = evaluate_classifier(spec, params, x, data.y_test)
+        # the dataset is float32; a float16/bfloat16 zoo (an import) computes in its own dtype
+        loss, acc = evaluate_classifier(spec, params, x.to(spec.torch_dtype), data.y_test)
         return {"test_loss": loss, "test_acc": acc}
     x = torch.cat([data.x_train, data.x_test])
     idx = [int(i) for i in part.column("image_index")]

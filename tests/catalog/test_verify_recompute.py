@@ -8,11 +8,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import torch
 from analyze_helpers import TINY_INR
+from torch import nn
 from zoo_helpers import rewrite_part, run_cli, write_npz
 
 from catalog.errors import WeightzooError
 from catalog.format import read_manifest
+from catalog.zoo import open_zoo
+from zoo_builders.datasets import load_zoo_dataset
 from zoo_builders.importers import export_statedict, import_statedicts
 from zoo_builders.recompute import recompute_metrics
 
@@ -99,3 +103,23 @@ def test_recompute_errors_name_the_python_arguments(tiny_digits_zoo):
         recompute_metrics(tiny_digits_zoo, sample=0)
     with pytest.raises(WeightzooError, match=r"^tolerance=-1\.0 \(--tolerance\) must be >= 0$"):
         recompute_metrics(tiny_digits_zoo, sample=2, tolerance=-1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_import_recomputes_in_its_dtype(tmp_path, dtype):
+    """The dataset is float32; a float16/bfloat16 zoo's models are evaluated in their own dtype
+    (once a dtype error), and the accuracy is the one their modules compute."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).to(dtype)
+    (tmp_path / "src").mkdir()
+    torch.save(net.state_dict(), tmp_path / "src" / "h0.pt")
+    (tmp_path / "src" / "metadata.csv").write_text("file,test_acc\nh0.pt,0.0\n")
+    import_statedicts(tmp_path / "src", tmp_path / "z", dataset="digits", quiet=True)
+    report = recompute_metrics(tmp_path / "z")
+    z = open_zoo(tmp_path / "z")
+    data = load_zoo_dataset(z)
+    (module,) = z.select().modules()
+    with torch.no_grad():
+        acc = (module(data.x_test.reshape(len(data.x_test), -1).to(dtype)).argmax(1) == data.y_test).double().mean()
+    assert report.checks["test_acc"].compared == 1
+    assert report.checks["test_acc"].max_abs_diff == pytest.approx(float(acc), abs=1e-6)  # stored 0.0

@@ -289,3 +289,52 @@ def test_weight_files_linked_out_of_the_snapshot_are_refused(tmp_path):
     import_hf_models(tmp_path / "cache", tmp_path / "zoo", quiet=True)
     got = open_zoo(tmp_path / "zoo").select().state_dicts()[0]
     assert all(torch.equal(got[k], sd[k]) for k in sd)
+
+
+def test_a_batchnorm_snapshot_imports_as_a_state_dict_folder_does(tmp_path):
+    """Architectures are inferred as for state-dict folders: batch norms included."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    with torch.no_grad():
+        net.train()
+        net(torch.randn(32, 8) * 2 + 1)
+    net.eval()
+    (tmp_path / "snap").mkdir()
+    save_file(net.state_dict(), tmp_path / "snap" / "model.safetensors")
+    import_hf_models(tmp_path / "snap", tmp_path / "zoo", quiet=True)
+    import_zoo("state-dicts", tmp_path / "snap", tmp_path / "sd", quiet=True)
+    (spec,) = open_zoo(tmp_path / "zoo").select().network_specs.values()
+    assert spec.arch_id == next(iter(open_zoo(tmp_path / "sd").select().network_specs))
+    (sd,), (module,) = open_zoo(tmp_path / "zoo").select().state_dicts(), open_zoo(tmp_path / "zoo").select().modules()
+    want = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert sorted(sd) == sorted(want) and all(torch.equal(sd[k], want[k]) for k in want)
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), net(x), rtol=0, atol=1e-6)
+
+
+def test_arch_with_a_0dim_last_tensor_is_a_clear_error(tmp_path):
+    """A scalar tensor last in name order: once an IndexError (taken as the output width)."""
+    (tmp_path / "snap").mkdir()
+    sd = {f"net.{k}": v for k, v in nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).state_dict().items()}
+    save_file({**sd, "scale": torch.tensor(2.0)}, tmp_path / "snap" / "model.safetensors")
+    r = run_cli("import", "hf-models", tmp_path / "snap", "--out", tmp_path / "z", "-q", "--arch", "mlp",
+                "--arch-opt", "hidden=[16]", "--input-shape", "8")
+    assert_one_line_error(r, "'scale' [] is not a layer's weight or bias", "not part of the architecture given")
+    save_file(sd, tmp_path / "snap" / "model.safetensors")  # without it: imports, 3 outputs
+    import_hf_models(tmp_path / "snap", tmp_path / "z", arch="mlp", arch_options=["hidden=[16]"],
+                     input_shape=(8,), quiet=True)
+    (spec,) = open_zoo(tmp_path / "z").select().network_specs.values()
+    assert spec.n_outputs == 3
+
+
+def test_config_keys_that_collide_get_distinct_columns(tmp_path):
+    """``Revision``/``revision`` (the importer's own column, compared ignoring case) and
+    ``a.b``/``a_b``: each value under its own column, one warning."""
+    write_snapshot(tmp_path / "snap", 0, **{"Revision": "mine", "a.b": 1, "a_b": 2})
+    with pytest.warns(UserWarning, match=r"renamed: 'Revision' -> config_Revision, 'a.b' -> config_a_b"):
+        import_hf_models(tmp_path / "snap", tmp_path / "zoo", quiet=True)
+    (row,) = open_zoo(tmp_path / "zoo").table.to_pylist()
+    assert row["config_Revision"] == "mine" and row["revision"] is None and row["a_b"] == 2 and row["config_a_b"] == 1
+    names = [n.casefold() for n in row]
+    assert len(names) == len(set(names))

@@ -308,3 +308,21 @@ def test_bad_trials_one_clear_error_each(tmp_path):
     with pytest.raises(SourceError, match="holds no trial folders"):
         import_modelzoos(empty, tmp_path / "o7", quiet=True)
     assert not marker.exists()
+
+
+def test_params_and_results_that_collide_get_distinct_columns(tmp_path):
+    """A params.json key equal to another but for case (``Seed``/``seed``), or to a result field:
+    every value keeps a column of its own, the same in every trial, with one warning."""
+    src, _ = write_modelzoo(tmp_path / "src", nlins=("tanh", "relu"), epochs=1)
+    for i, trial in enumerate(sorted(p for p in src.iterdir() if p.is_dir())):
+        params = json.loads((trial / "params.json").read_text())
+        params = {"Seed": 100 + i, **params, "test_acc": -1.0} if i else {**params, "test_acc": -1.0, "Seed": 100}
+        (trial / "params.json").write_text(json.dumps(params))
+    with pytest.warns(UserWarning, match=r"params.json: .*renamed: 'seed' -> source_seed"):
+        import_modelzoos(src, tmp_path / "zoo", quiet=True)
+    rows = open_zoo(tmp_path / "zoo").table.to_pylist()
+    assert {r["Seed"] for r in rows} == {100, 101} and {r["source_seed"] for r in rows} == {1, 2}
+    assert {r["test_acc"] for r in rows} == {-1.0}
+    assert {r["result_test_acc"] for r in rows if r["checkpoint"] == 1} != {None}
+    names = [n.casefold() for n in rows[0]]
+    assert len(names) == len(set(names))

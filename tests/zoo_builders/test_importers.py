@@ -27,6 +27,7 @@ from zoo_builders.importers import (
     import_statedicts,
     import_zoo,
 )
+from zoo_builders.importers.statedict import read_state_dict
 
 
 def _mlp(seed: int, widths=(6, 5, 3)) -> nn.Module:
@@ -664,3 +665,77 @@ def test_refusals_name_the_path_relative_to_the_source(tmp_path):
     (src / "b" / "m.safetensors").write_bytes(b"garbage")
     with pytest.raises(SourceError, match=r"^b/m.safetensors is not a readable safetensors file"):
         import_statedicts(src, tmp_path / "o3", quiet=True)
+
+
+def test_arch_with_a_0dim_last_tensor_is_a_clear_error_naming_the_architecture(tmp_path):
+    """The file's last tensor is 0-dim (a scalar parameter): once an IndexError from taking the
+    output width from it; now the tensor is named as no part of the architecture given with --arch."""
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save({**{f"net.{k}": v for k, v in _mlp(0, (8, 16, 3)).state_dict().items()},
+                "temperature": torch.tensor(1.0)}, src / "s0.pt")
+    with pytest.raises(SourceError, match="'temperature' .* not part of the architecture given with --arch") as e:
+        import_statedicts(src, tmp_path / "z", arch="mlp", arch_options=["hidden=[16]"], input_shape=(8,), quiet=True)
+    assert "give the architecture with --arch" not in str(e.value)
+    r = run_cli("import", "state-dicts", src, "--out", tmp_path / "z", "-q", "--arch", "mlp",
+                "--arch-opt", "hidden=[16]", "--input-shape", "8")
+    assert r.exit_code == 1 and "Traceback" not in r.output and "not part of the architecture given" in r.output
+
+
+def test_lightning_ckpt_files_are_imported(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    sds = {}
+    for i in range(2):
+        sds[f"epoch=3-step=300-v{i}.ckpt"] = {f"model.{k}": v for k, v in _mlp(i).state_dict().items()}
+        torch.save({"epoch": 3, "global_step": 300, "state_dict": sds[f"epoch=3-step=300-v{i}.ckpt"],
+                    "optimizer_states": [], "lr_schedulers": [], "pytorch-lightning_version": "2.4.0"},
+                   src / f"epoch=3-step=300-v{i}.ckpt")
+    torch.save(_mlp(2).state_dict(), src / "last.pt")
+    import_statedicts(src, tmp_path / "z", quiet=True)
+    sel = open_zoo(tmp_path / "z").select(order_by="source_path")
+    paths = sel.metadata(["source_path"]).column("source_path").to_pylist()
+    assert paths == [*sds, "last.pt"]
+    for rel, sd in zip(paths, sel.state_dicts()):
+        if rel in sds:
+            assert sorted(sd) == sorted(sds[rel]) and all(torch.equal(sd[k], sds[rel][k]) for k in sd)
+
+
+def test_compiled_and_plain_saves_are_one_architecture(tmp_path):
+    """torch.compile's ``_orig_mod.`` prefix is stripped like DataParallel's ``module.``."""
+    src = tmp_path / "src"
+    src.mkdir()
+    sd = _mlp(0).state_dict()
+    torch.save(sd, src / "plain.pt")
+    torch.save({f"_orig_mod.{k}": v for k, v in sd.items()}, src / "compiled.pt")
+    torch.save({f"module._orig_mod.{k}": v for k, v in sd.items()}, src / "both.pt")
+    import_statedicts(src, tmp_path / "z", quiet=True)
+    sel = open_zoo(tmp_path / "z").select()
+    assert len(set(sel.metadata(["arch_id"]).column("arch_id").to_pylist())) == 1
+    assert all(sorted(d) == sorted(sd) for d in sel.state_dicts())
+    assert read_state_dict(src / "both.pt").keys() == sd.keys()
+
+
+def test_metadata_columns_that_collide_get_distinct_names(tmp_path):
+    """Every field keeps its value under its own column: an exact name keeps it; the others (and
+    names equal but for case, which DuckDB cannot tell apart) are renamed, with one warning."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        torch.save(_mlp(i).state_dict(), src / f"m{i}.pt")
+    # key order differs between the rows: the columns must not
+    lines = [{"file": "m0.pt", "test.acc": 0.1, "test-acc": 0.2, "test_acc": 0.3, "Seed": 1, "seed": 2},
+             {"file": "m1.pt", "seed": 20, "Seed": 10, "test_acc": 0.6, "test-acc": 0.5, "test.acc": 0.4}]
+    (src / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.warns(UserWarning, match=r"renamed: 'seed' -> source_seed, 'test-acc' -> source_test_acc, "
+                                         r"'test.acc' -> source_test_acc_2"):
+        import_statedicts(src, tmp_path / "z", quiet=True)
+    table = open_zoo(tmp_path / "z").table.sort_by("source_path")
+    cols = ["source_path", "test_acc", "source_test_acc", "source_test_acc_2", "Seed", "source_seed"]
+    assert [tuple(r[c] for c in cols) for r in table.to_pylist()] == [("m0.pt", 0.3, 0.2, 0.1, 1, 2),
+                                                                      ("m1.pt", 0.6, 0.5, 0.4, 10, 20)]
+    names = [n.casefold() for n in table.column_names]
+    assert len(names) == len(set(names))
+    # DuckDB reads every one by its name (case-insensitively, as it does)
+    r = run_cli("query", tmp_path / "z", "select seed, source_seed from models order by source_path")
+    assert r.exit_code == 0 and r.output.split()[1:] == ["1,2", "10,20"], r.output

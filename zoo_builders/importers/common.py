@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -104,6 +104,41 @@ def column_name(name: str) -> str:
     if out[0].isdigit():
         out = "c_" + out
     return "source_" + out if out in CORE_COLUMNS else out
+
+
+def column_names(fields: Iterable[Any], taken: Iterable[str] = (), prefix: str = "source_") -> dict[Any, str]:
+    """``{field: column}`` for a source's metadata ``fields`` (the union over all its models, so
+    every row names a field alike), injective and unique case-insensitively (DuckDB's names are:
+    ``Seed`` and ``seed`` would be one column in a query).
+
+    A field whose :func:`column_name` is itself (``test_acc``, ``Seed``) keeps it; the others
+    (``test.acc``) take their :func:`column_name`. A name already ``taken`` (the importer's own
+    columns, the core columns, a field placed before; compared case-insensitively) becomes
+    ``<prefix><name>``, then ``<prefix><name>_2``, ... Fields are placed in a fixed order, those
+    keeping their own name first, then by name, so the columns do not depend on key order.
+    :func:`warn_renames` says which fields were renamed so.
+    """
+    used = {t.casefold() for t in (*CORE_COLUMNS, *taken)}
+    out: dict[Any, str] = {}
+    for field in sorted(set(fields), key=lambda f: (column_name(f) != str(f), str(f))):
+        base = column_name(field)
+        name, k = base, 1
+        while name.casefold() in used:
+            k += 1
+            name = f"{prefix}{base}" if k == 2 else f"{prefix}{base}_{k - 1}"
+        used.add(name.casefold())
+        out[field] = name
+    return out
+
+
+def warn_renames(columns: Mapping[Any, str], where: str, expected: Iterable[Any] = ()) -> None:
+    """One warning listing the fields of ``columns`` (:func:`column_names`) that took another
+    name than their :func:`column_name` because that was taken (``expected`` ones left out)."""
+    skip = set(expected)
+    renamed = [f"{f!r} -> {c}" for f, c in columns.items() if c != column_name(f) and f not in skip]
+    if renamed:
+        warnings.warn(f"{where}: metadata fields whose column names would clash (names are compared ignoring "
+                      f"case) were renamed: {', '.join(renamed)}; query them by these names", stacklevel=3)
 
 
 def rows_schema(rows: Sequence[Mapping]) -> tuple[list[dict], pa.Schema]:

@@ -12,7 +12,7 @@ Rules, in order (the first that matches wins; folders that are zoos are not look
 | `nfn-inr`       | ``net<idx>.pth`` files (NFN's SIREN folders)                                |
 | `hf-models`     | ``model.safetensors`` or ``model.safetensors.index.json``, at the top, or in |
 |                 | sub-folders when every weight file is one of those (or its shards)         |
-| `state-dicts`   | any other ``.safetensors``/``.pt``/``.pth``/``.bin`` file                  |
+| `state-dicts`   | any other ``.safetensors``/``.pt``/``.pth``/``.bin``/``.ckpt`` file        |
 """
 
 from __future__ import annotations

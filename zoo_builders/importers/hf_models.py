@@ -21,9 +21,10 @@ Rows: ``run_id`` per repo (``ORG/NAME`` for the Hub and for cache folders
 ``models--ORG--NAME/snapshots/<commit>``, else the snapshot folder), ``model_id`` per (repo,
 commit); ``checkpoint`` numbers the revisions of one repo in the order they are given (0, 1,
 ...), as a repo's revisions carry no epoch. Columns: ``repo_id``, ``revision`` (the commit when
-known), every ``config.json`` key (:func:`~zoo_builders.importers.common.column_name`; objects
-as JSON text), ``source_layout`` and ``source_path`` (the snapshot folder relative to
-``SOURCE``, or ``hf://ORG/NAME@<commit>``).
+known), every ``config.json`` key (:func:`~zoo_builders.importers.common.column_names`: a key
+whose name is taken becomes ``config_<name>``, with a warning; objects as JSON text),
+``source_layout`` and ``source_path`` (the snapshot folder relative to ``SOURCE``, or
+``hf://ORG/NAME@<commit>``).
 
 The index is untrusted data: every shard it names must be a plain relative path inside the
 snapshot (:func:`catalog.paths.safe_join`), a ``.safetensors`` file, holding exactly the tensors
@@ -31,10 +32,10 @@ the index assigns to it; anything else is refused before any weight is read. No 
 snapshot (``config.json``, the index, a shard, ``model.safetensors``) may be a symbolic link out of
 the snapshot, but for a Hugging Face cache's links into its repo's ``blobs`` folder
 (:func:`snapshot_file`). Architectures are
-inferred as for state-dict folders (:func:`~zoo_builders.importers.statedict.infer_chain`: a
-chain of linear/conv layers; the activation from ``activation``, else ``config.json``'s
-``hidden_act``/``activation``, an error when it names one a zoo does not express (``silu``), else
-``relu``; residual blocks and embedding
+inferred as for state-dict folders (:func:`~zoo_builders.importers.statedict.infer_network`: a
+chain of linear/conv layers, with batch norms after layers as ``batchnorm`` nodes; the
+activation from ``activation``, else ``config.json``'s ``hidden_act``/``activation``, an error
+when it names one a zoo does not express (``silu``), else ``relu``; residual blocks and embedding
 tables refused, the layer order taken from the names said in a warning), or given by ``arch``.
 """
 
@@ -62,7 +63,7 @@ from zoo_builders.importers.common import (
     GroupWriter,
     SourceError,
     check_activation,
-    column_name,
+    column_names,
     dataset_entry,
     finish_import,
     json_scalar,
@@ -70,8 +71,9 @@ from zoo_builders.importers.common import (
     parse_arch_options,
     rows_schema,
     stable_id,
+    warn_renames,
 )
-from zoo_builders.importers.statedict import SpecCache, infer_chain, read_state_dict
+from zoo_builders.importers.statedict import SpecCache, infer_network, read_state_dict
 
 LAYOUT = "hf-models"
 #: Models per part: Hub models are often large, and a part's models are held in memory until written.
@@ -397,6 +399,9 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
             read_index(s.path)  # a hostile index fails here, before anything is written
     order: dict[str, int] = {}
     rows = []
+    own = ("source_layout", "source_path", "repo_id", "revision")  # the columns each row names itself
+    columns = column_names({k for config in configs for k in config}, own, prefix="config_")
+    warn_renames(columns, "config.json")
     for s, config in zip(snaps, configs):
         ckpt = order[s.repo] = order.get(s.repo, -1) + 1
         run_id = stable_id(s.repo, "hf-")
@@ -404,8 +409,7 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
                                "run_id": run_id, "checkpoint": ckpt, "status": "ok", "source_layout": LAYOUT,
                                "source_path": s.source_path, "repo_id": s.repo, "revision": s.revision}
         for k, v in config.items():
-            col = column_name(k)
-            row["config_" + col if col in row else col] = json_scalar(v)
+            row[columns[k]] = json_scalar(v)
         rows.append(row)
     if len({r["model_id"] for r in rows}) != len(rows):
         raise SourceError("the sources name one repo revision twice; give each revision once")
@@ -423,7 +427,7 @@ def import_hf_models(src: str | os.PathLike | Sequence[str | os.PathLike], out: 
         build_spec["dataset"] = ds_spec
     first = sources[0]
     default_name = _parse_url(first)[0].split("/")[1] if first.startswith(URL_SCHEME) else Path(first).resolve().name
-    spec_of = SpecCache(arch, options, input_shape, infer_chain)
+    spec_of = SpecCache(arch, options, input_shape, infer_network)
 
     # Every snapshot's architecture from its safetensors headers (shapes and dtypes, no weights)
     # before anything is written: a damaged file or tensors no architecture fits leave nothing.

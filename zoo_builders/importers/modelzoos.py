@@ -17,14 +17,14 @@ Layout (``SOURCE``)::
 A trial folder is any sub-folder holding ``params.json``, ``result.json`` or ``checkpoint_*``
 folders; one without ``params.json`` is an error. Each (trial, checkpoint) becomes one row:
 ``run_id`` per trial, ``checkpoint`` = the epoch number of ``checkpoint_<k>``, every
-``params.json`` key as a typed column (:func:`~zoo_builders.importers.common.column_name`:
-``model::nlin`` -> ``model__nlin``), and the scalar fields of the ``result.json`` line whose
-``training_iteration`` equals ``k`` (Ray Tune counts iterations from 1, so the initialization,
-checkpoint 0, has no metrics unless ``result.json`` has a line with ``training_iteration`` 0;
-its metric columns are then empty). Where a trial was restored by Ray Tune and ``result.json``
-repeats iterations, the last line of each iteration counts (the repeat rewrote its checkpoint).
-A result field named like a ``params.json`` column gets a
-``result_`` prefix. Nested result fields (Ray's ``config`` copy of ``params.json``) are left out.
+``params.json`` key as a typed column (:func:`~zoo_builders.importers.common.column_names`:
+``model::nlin`` -> ``model__nlin``; a taken name becomes ``source_<name>``, with a warning), and
+the scalar fields of the ``result.json`` line whose ``training_iteration`` equals ``k`` (Ray Tune
+counts iterations from 1, so the initialization, checkpoint 0, has no metrics unless ``result.json``
+has a line with ``training_iteration`` 0; its metric columns are then empty). Where a trial was
+restored by Ray Tune and ``result.json`` repeats iterations, the last line of each iteration counts
+(the repeat rewrote its checkpoint). A result field named like a ``params.json`` column (ignoring
+case) gets a ``result_`` prefix. Nested result fields (Ray's ``config`` copy of ``params.json``) are left out.
 
 Checkpoints are read with :func:`~zoo_builders.importers.statedict.read_state_dict`
 (``torch.load(weights_only=True)``): a pickle holding anything but tensors is refused, never
@@ -73,7 +73,7 @@ from zoo_builders.importers.common import (
     OrderNote,
     RunWriter,
     SourceError,
-    column_name,
+    column_names,
     dataset_entry,
     finish_import,
     json_scalar,
@@ -81,6 +81,7 @@ from zoo_builders.importers.common import (
     parse_arch_options,
     rows_schema,
     stable_id,
+    warn_renames,
 )
 from zoo_builders.importers.statedict import SpecCache, fit_arch, infer_chain, read_state_dict
 
@@ -235,20 +236,34 @@ def read_checkpoint(src: Path, rel: str) -> dict[str, Tensor]:
 
 
 # ================================================================================ rows
-def _rows(trial: Trial) -> list[dict[str, Any]]:
+#: The columns :func:`_rows` fills itself (``trial``: the trial folder's name).
+_OWN_COLUMNS = ("source_layout", "source_path", "trial")
+
+
+def _columns(trials: Sequence[Trial]) -> tuple[dict[str, str], dict[str, str]]:
+    """``({params.json key: column}, {result key: column})`` over every trial
+    (:func:`~zoo_builders.importers.common.column_names`; a taken name becomes ``source_<name>``
+    for a parameter, ``result_<name>`` for a result), the renames warned about once."""
+    params = column_names({k for t in trials for k in t.params}, _OWN_COLUMNS)
+    results = column_names({k for t in trials for r in t.results.values() for k in r},
+                           (*_OWN_COLUMNS, *params.values()), prefix="result_")
+    warn_renames(params, PARAMS_FILE)
+    warn_renames(results, RESULT_FILE)
+    return params, results
+
+
+def _rows(trial: Trial, columns: tuple[dict[str, str], dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    params, results = _columns([trial]) if columns is None else columns
     run_id = stable_id(trial.name, "mz-")
     base: dict[str, Any] = {"trial": trial.name}
     for k, v in trial.params.items():
-        base[column_name(k)] = json_scalar(v)
+        base[params[k]] = json_scalar(v)
     rows = []
     for epoch, rel in trial.checkpoints:
         row: dict[str, Any] = {"model_id": f"{run_id}-e{epoch}", "run_id": run_id, "checkpoint": epoch,
-                               "status": "ok", "source_layout": LAYOUT, "source_path": rel}
-        for k, v in base.items():
-            row["source_" + k if k in row else k] = v
+                               "status": "ok", "source_layout": LAYOUT, "source_path": rel, **base}
         for k, v in trial.results.get(epoch, {}).items():
-            col = column_name(k)
-            row["result_" + col if col in row else col] = v
+            row[results[k]] = v
         rows.append(row)
     return rows
 
@@ -295,7 +310,8 @@ def import_modelzoos(src: str | os.PathLike, out: str | os.PathLike, *, name: st
                           f"checkpoint_<epoch>/{CHECKPOINT_FILE})")
     trials = [read_trial(src, f) for f in folders]
     acts = [activation_of(t.params, t.name) for t in trials]
-    per_trial = [_rows(t) for t in trials]
+    columns = _columns(trials)
+    per_trial = [_rows(t, columns) for t in trials]
     flat, schema = rows_schema([r for rows in per_trial for r in rows])
     it = iter(flat)
     per_trial = [[next(it) for _ in rows] for rows in per_trial]  # the rows with every column

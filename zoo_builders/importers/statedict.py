@@ -3,7 +3,8 @@
 Layout (``SOURCE``, searched recursively; folders that are zoos, such as an ``--out`` inside
 ``SOURCE``, are skipped, and ``.json`` files that describe no model are ignored with a warning)::
 
-    model_a.safetensors | model_a.pt | model_a.pth | model_a.bin   one state dict per model
+    model_a.safetensors | .pt | .pth | .bin | .ckpt                one state dict per model (a
+                                                                    Lightning .ckpt: its state_dict)
     metadata.csv | metadata.jsonl                                   optional, one row per model,
                                                                     keyed by a file/path/filename column
     model_a.json                                                    optional, per model (a JSON object)
@@ -11,7 +12,7 @@ Layout (``SOURCE``, searched recursively; folders that are zoos, such as an ``--
                                                                     (NetworkSpec JSON) that rows name
                                                                     by their arch_id field
 
-``.pt``/``.pth``/``.bin`` files are read with ``torch.load(weights_only=True)`` only: a pickle that
+``.pt``/``.pth``/``.bin``/``.ckpt`` files are read with ``torch.load(weights_only=True)`` only: a pickle that
 holds anything but tensors and plain containers is refused, never executed.
 
 Architectures are inferred from the tensors (:func:`infer_network`): ``<prefix>.weight`` /
@@ -49,8 +50,8 @@ A row whose ``arch_id`` names an architecture of ``architectures.jsonl`` (as
 and fitted to the file's tensors by name): an exported zoo of any architecture, activation,
 stride or padding imports back to the same architectures, with no notice. Models are grouped by
 architecture.
-``module.`` prefixes (DataParallel) are stripped; otherwise the zoo's parameter names are the
-file's own, so :func:`export_statedict` gives the files back.
+``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile) prefixes are stripped; otherwise the
+zoo's parameter names are the file's own, so :func:`export_statedict` gives the files back.
 
 Inferred convolutions have stride 1 and no padding (a state dict does not record either): pass
 ``arch`` when yours differ. A convolution followed by a linear layer (or last) is followed by a
@@ -88,7 +89,7 @@ from zoo_builders.importers.common import (
     OrderNote,
     SourceError,
     check_activation,
-    column_name,
+    column_names,
     dataset_entry,
     finish_import,
     no_empty_zoo_on_error,
@@ -100,10 +101,12 @@ from zoo_builders.importers.common import (
     storable,
     torch_dtype_name,
     warn_notes,
+    warn_renames,
 )
 
 LAYOUT = "state-dicts"
-MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+#: ``.ckpt``: PyTorch Lightning checkpoints, whose ``state_dict`` key holds the model (:data:`NESTED_KEYS`).
+MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 METADATA_TABLES = ("metadata.csv", "metadata.jsonl")
 #: Optional: one architecture per line, ``{"arch_id": ..., "spec": <NetworkSpec JSON>}``
 #: (``.jsonl``, so the per-model ``*.json`` metadata scan passes it by); ``zoo export`` writes it.
@@ -133,8 +136,21 @@ def refused_global(message: str) -> str | None:
     return found.group(1).rstrip(".") if found else None
 
 
+#: Prefixes that wrappers put before every parameter name: DataParallel/DistributedDataParallel's
+#: ``module.``, torch.compile's ``_orig_mod.`` (in any nesting); stripped, so a network saved
+#: wrapped or not has the same names, hence the same architecture.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrappers(name: str) -> str:
+    """``name`` without leading :data:`WRAPPER_PREFIXES` (``module._orig_mod.0.weight`` -> ``0.weight``)."""
+    while name.startswith(WRAPPER_PREFIXES):
+        name = name.split(".", 1)[1]
+    return name
+
+
 def read_state_dict(path: str | os.PathLike, where: str | None = None) -> dict[str, Tensor]:
-    """One model file as ``{name: tensor}``, ``module.`` prefixes stripped, in layer order: a
+    """One model file as ``{name: tensor}``, wrapper prefixes (:data:`WRAPPER_PREFIXES`) stripped, in layer order: a
     torch file's own order; a safetensors file's names in natural order (``layers.2`` before
     ``layers.10``), since safetensors does not keep the order they were saved in.
 
@@ -183,35 +199,41 @@ def read_state_dict(path: str | os.PathLike, where: str | None = None) -> dict[s
         items = list(obj.items())
     out: dict[str, Tensor] = {}
     for name, t in items:
-        while name.startswith("module."):
-            name = name[len("module."):]
+        name = strip_wrappers(name)
         if name in out:
-            raise SourceError(f"{where}: two tensors are named {name!r} once 'module.' is stripped")
+            raise SourceError(f"{where}: two tensors are named {name!r} once the wrapper prefixes "
+                              f"{' and '.join(repr(w) for w in WRAPPER_PREFIXES)} are stripped")
         out[name] = t
     return out
 
 
-def _layer_pairs(tensors: Mapping[str, Tensor], where: str) -> list[tuple[str, str | None]]:
-    """``[(weight name, bias name or None)]`` per layer, in the tensors' order.
+def _layer_pairs(tensors: Mapping[str, Tensor], where: str,
+                 given: NetworkSpec | None = None) -> list[tuple[str, str | None]]:
+    """``[(weight name, bias name or None)]`` per layer, in the tensors' order; ``given``: the
+    chain ``--arch`` gave (:func:`fit_arch`), which messages name instead of advising ``--arch``.
 
     Raises:
         SourceError: a tensor that is not a ``.weight``/``.bias`` of a layer with a weight.
     """
+    def refuse(what: str) -> SourceError:
+        if given is None:
+            return SourceError(f"{where}: {what}, so the tensors are not a chain of linear/conv layers; give the "
+                               f"architecture with --arch (a preset name or a spec JSON file)")
+        return SourceError(f"{where}: {what}, so it is not part of the architecture given with --arch "
+                           f"({given.summary()}), a chain of linear/conv layers; save the file without it, or give "
+                           f"--arch a spec JSON file whose parameters include it")
+
     prefixes: dict[str, dict[str, str]] = {}
     lone = all("." not in name for name in tensors)  # a lone layer's state dict: weight, bias
     for name in tensors:
         prefix, _, leaf = name.rpartition(".")
         if leaf not in ("weight", "bias") or not (prefix or lone):
-            raise SourceError(
-                f"{where}: tensor {name!r} {list(tensors[name].shape)} is not a layer's weight or bias, so "
-                f"the tensors are not a chain of linear/conv layers; give the architecture with --arch "
-                f"(a preset name or a spec JSON file)")
+            raise refuse(f"tensor {name!r} {list(tensors[name].shape)} is not a layer's weight or bias")
         prefixes.setdefault(prefix, {})[leaf] = name
     pairs = []
     for prefix, d in prefixes.items():
         if "weight" not in d:
-            raise SourceError(f"{where}: {d['bias']!r} has no {prefix}.weight; the tensors are not a chain "
-                              f"of layers; give the architecture with --arch")
+            raise refuse(f"{d['bias']!r} has no {prefix}.weight")
         pairs.append((d["weight"], d.get("bias")))
     return pairs
 
@@ -394,6 +416,16 @@ def _chain(tensors: Mapping[str, Tensor], pairs: Sequence[tuple[str, str | None]
 BN_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
+def drop_bn_counters(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``tensors`` without the ``num_batches_tracked`` of batch norms (modules holding
+    ``running_mean`` or ``running_var``): an int64 counter no evaluation reads, never a parameter."""
+    def counter(name: str) -> bool:
+        prefix, _, leaf = name.rpartition(".")
+        stats = (f"{prefix}.running_mean", f"{prefix}.running_var") if prefix else ("running_mean", "running_var")
+        return leaf == "num_batches_tracked" and any(s in tensors for s in stats)
+    return {n: t for n, t in tensors.items() if not counter(n)}
+
+
 def _modules(tensors: Mapping[str, Tensor], where: str) -> dict[str, dict[str, str]]:
     """``{module prefix: {leaf: tensor name}}`` in the tensors' order.
 
@@ -503,15 +535,18 @@ def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str,
     ``notes`` is given, an :func:`order_note` says so. A graph's parameters must be the file's,
     by name and shape.
 
+    A batch norm's ``num_batches_tracked`` counter is dropped, as :func:`infer_network` drops it.
+
     Raises:
         SourceError: the file's tensors do not fit the architecture (the first mismatch).
     """
+    tensors = drop_bn_counters(tensors)
     dtypes = {torch_dtype_name(t, f"{where}: {n}") for n, t in tensors.items()}
     if len(dtypes) != 1:
         raise SourceError(f"{where}: the tensors mix dtypes {sorted(dtypes)}; a zoo architecture has one dtype")
     file_shapes = {n: tuple(t.shape) for n, t in tensors.items()}
     if spec.is_chain:
-        pairs = _layer_pairs(tensors, where)
+        pairs = _layer_pairs(tensors, where, spec)
         own = [(layer.weight, layer.bias) for layer in spec.layers]
         by_name = sorted(own, key=str) == sorted(pairs, key=str)
         if by_name:
@@ -539,6 +574,34 @@ def fit_arch(spec: NetworkSpec, tensors: Mapping[str, Tensor], where: str,
     return replace(spec, dtype=dtypes.pop())
 
 
+def resolve_arch_for(arch: Any, options: Mapping[str, Any], input_shape: Sequence[int] | None,
+                     tensors: Mapping[str, Tensor], activation: str | None, where: str) -> NetworkSpec:
+    """``arch`` (:func:`~zoo_builders.importers.common.resolve_arch`) with the output width of the
+    model ``tensors``: the first dimension of the file's tensor that the architecture's output
+    layer's weight names, or, when the file names it otherwise (a preset fitted by position,
+    :func:`fit_arch`), of the file's last layer weight (2-D or more) in the file's order, the layer
+    :func:`fit_arch` makes the output. Never "the last tensor": that may be a batch norm's statistic,
+    a 0-dim scalar or another layer.
+
+    Raises:
+        SourceError: the file has no layer weight to take the output width from, or ``arch`` is bad.
+    """
+    # Which weight holds the outputs: the one whose shape follows n_outputs (1 vs 2 outputs).
+    one, two = (resolve_arch(arch, options, input_shape, n, activation) for n in (1, 2))
+    if one == two:  # a spec given whole: the output width is its own
+        return one
+    changed = [p1.name for p1, p2 in zip(one.params, two.params) if p1.shape != p2.shape and p1.role == "weight"]
+    tensors = drop_bn_counters(tensors)
+    out = tensors.get(changed[-1]) if changed else None
+    if out is None or out.dim() < 2:
+        layers = [t for n, t in tensors.items() if n.rpartition(".")[2] == "weight" and t.dim() >= 2]
+        if not layers:
+            raise SourceError(f"{where}: no tensor is a layer weight (2-D or more, named *.weight), so the output "
+                              f"width of --arch {arch} is unknown; the file holds {list(tensors)[:5]}")
+        out = layers[-1]
+    return resolve_arch(arch, options, input_shape, int(out.shape[0]), activation)
+
+
 # ================================================================================ metadata
 class SpecCache:
     """One stored :class:`NetworkSpec` per distinct activation and tensor layout (names, shapes,
@@ -562,8 +625,7 @@ class SpecCache:
         if signature not in self.specs:
             notes: list[OrderNote] = []
             if self.arch is not None:
-                n_out = int(list(tensors.values())[-1].shape[0])
-                arch = resolve_arch(self.arch, self.options, self.input_shape, n_out, activation)
+                arch = resolve_arch_for(self.arch, self.options, self.input_shape, tensors, activation, where)
                 spec = fit_arch(arch, tensors, where, notes)
             else:
                 spec = self.infer(tensors, activation, self.input_shape, where, notes=notes)
@@ -734,9 +796,22 @@ def _declared_arch(rel: str, meta: Mapping[str, Any], declared: Mapping[str, Net
     return str(aid)
 
 
-def _row(rel: str, meta: Mapping[str, Any], arch_declared: bool = False) -> dict[str, Any]:
+#: The columns :func:`_row` fills itself (a metadata field so named is renamed, :func:`column_names`).
+_OWN_COLUMNS = ("source_layout", "source_path")
+
+
+def _column_fields(meta: Mapping[str, Any], arch_declared: bool) -> list[str]:
+    """A model's metadata fields that become columns (not ``run_id``, ``checkpoint``, nor a
+    declared ``arch_id``, which :func:`_row` reads)."""
+    return [k for k in meta if k not in ("run_id", "checkpoint") and not (arch_declared and k == ARCH_KEY)]
+
+
+def _row(rel: str, meta: Mapping[str, Any], arch_declared: bool = False,
+         columns: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A model's zoo row; an ``arch_id`` field names its architecture when ``arch_declared``
-    (``architectures.jsonl``) and is no column then, else it is kept as ``source_arch_id``."""
+    (``architectures.jsonl``) and is no column then, else it is kept as ``source_arch_id``.
+    ``columns``: each field's column, decided over every model (:func:`column_names`; default:
+    over this model's fields alone)."""
     model_id = stable_id(rel)
     run_id = meta.get("run_id")
     checkpoint = meta.get("checkpoint", 0)
@@ -746,15 +821,11 @@ def _row(rel: str, meta: Mapping[str, Any], arch_declared: bool = False) -> dict
         raise SourceError(f"metadata of {rel}: checkpoint must be an integer, got {checkpoint!r}")
     row: dict[str, Any] = {"model_id": model_id, "run_id": model_id if run_id is None else str(run_id),
                            "checkpoint": checkpoint, "status": "ok", "source_layout": LAYOUT, "source_path": rel}
-    for k, v in meta.items():
-        if k in ("run_id", "checkpoint") or (arch_declared and k == ARCH_KEY):
-            continue
-        name = column_name(k)
-        if name == ARCH_KEY:  # the zoo assigns arch ids; a source's own is kept beside them
-            name = "source_" + name
-        if name in row:
-            name = "source_" + name
-        row[name] = v
+    fields = _column_fields(meta, arch_declared)
+    if columns is None:
+        columns = column_names(fields, _OWN_COLUMNS)
+    for k in fields:
+        row[columns[k]] = meta[k]
     return row
 
 
@@ -801,7 +872,10 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
         raise SourceError(f"{src} holds no model files ({', '.join(MODEL_SUFFIXES)})")
     metadata = read_metadata(src, files, skip=out)
     declared = read_architectures(src) if arch is None else {}
-    rows, schema = rows_schema([_row(f, metadata.get(f, {}), bool(declared)) for f in files])
+    fields = {k for f in files for k in _column_fields(metadata.get(f, {}), bool(declared))}
+    columns = column_names(fields, _OWN_COLUMNS)  # over every model: a field is one column in every row
+    warn_renames(columns, str(src))
+    rows, schema = rows_schema([_row(f, metadata.get(f, {}), bool(declared), columns) for f in files])
     options = parse_arch_options(arch_options)
     preset = None if arch is None else (arch.to_dict() if isinstance(arch, NetworkSpec) else
                                         dict(arch) if isinstance(arch, Mapping) else str(arch))
@@ -813,7 +887,7 @@ def import_statedicts(src: str | os.PathLike, out: str | os.PathLike, *, name: s
     fixed = None
     if arch is not None:  # fail fast on a bad --arch, before any progress is shown
         first = read_state_dict(src / files[0], files[0])
-        fixed = resolve_arch(arch, options, input_shape, int(list(first.values())[-1].shape[0]), activation)
+        fixed = resolve_arch_for(arch, options, input_shape, first, activation, files[0])
     # Every file is read and fitted to an architecture before anything is written: a refused
     # pickle or tensors that fit no architecture, anywhere in the folder, leave nothing behind.
     # (The files are read twice; this pass keeps only each file's signature and spec.)
