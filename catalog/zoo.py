@@ -123,7 +123,7 @@ class Zoo:
         """What ``zoo info`` shows, as a JSON-able dict: name, path, format version, counts
         (rows, runs, architectures, status) from the metadata itself, each architecture's
         family, parameter count and :meth:`~catalog.network.NetworkSpec.summary`, the columns
-        with their Arrow types, size on disk, metric summaries at the last checkpoint, and the
+        with their Arrow types, size on disk, metric summaries at each run's last checkpoint (status ok), and the
         zoo's source (for a pulled zoo).
         """
         from catalog.card import metric_summary

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from catalog.card import METRICS_OVER
 from catalog.errors import IntegrityError, QueryError, format_bytes
 from catalog.export import FORMATS, check_result_output, write_result
 from catalog.query import QueryEngine
@@ -210,7 +211,7 @@ def info(zoo: str, as_json: bool) -> None:
     for name, typ in d["columns"].items():
         click.echo(f"    {name:18s} {typ}")
     if d["metrics"]:
-        click.echo("  metrics at the last checkpoint (status ok):")
+        click.echo(f"  metrics at {METRICS_OVER}:")
         for k, v in d["metrics"].items():
             click.echo(f"    {k:12s} min {v['min']:.4g}  mean {v['mean']:.4g}  max {v['max']:.4g}")
 
