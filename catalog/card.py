@@ -17,6 +17,7 @@ import yaml
 from catalog.paths import safe_join
 
 if TYPE_CHECKING:
+    from catalog.format import Manifest
     from catalog.zoo import Zoo
 
 METRIC_COLUMNS = ("test_acc", "train_acc", "test_loss", "train_loss", "ggap", "psnr", "mse")
@@ -140,11 +141,20 @@ def _datasets_lines(target: str, configs: dict[str, list[str]]) -> list[str]:
             *(f'rows = load_dataset("{target}", "{name}", split="train")' for name in configs), "```", ""]
 
 
-def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
-    """The dataset card of the zoo at ``root`` (optionally naming its Hub ``repo_id``)."""
+def render_card(root: str | os.PathLike, repo_id: str | None = None, manifest: Manifest | None = None) -> str:
+    """The dataset card of the zoo at ``root`` (optionally naming its Hub ``repo_id``).
+
+    Args:
+        root: the zoo directory.
+        repo_id: the Hub repo the card names in its loading examples (default: ``ORG/NAME``).
+        manifest: the zoo's manifest (default: its ``zoo.json``); a writer passes the one it is
+            about to write, so the card is written before the zoo is marked complete.
+    """
     from catalog.zoo import Zoo
 
     zoo = Zoo(root)
+    if manifest is not None:
+        zoo.manifest = manifest
     m = zoo.manifest
     table = zoo.table
     configs = column_sets(zoo)
