@@ -55,6 +55,10 @@ class Zoo:
         root: the zoo directory.
     """
 
+    #: Where :attr:`root` is, as ``zoo info`` names the bytes under it (a subclass whose root is
+    #: a cache of a remote zoo says so).
+    LOCAL_COPY = "on disk"
+
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.manifest: Manifest = read_manifest(self.root)
@@ -123,8 +127,10 @@ class Zoo:
         """What ``zoo info`` shows, as a JSON-able dict: name, path, format version, counts
         (rows, runs, architectures, status) from the metadata itself, each architecture's
         family, parameter count and :meth:`~catalog.network.NetworkSpec.summary`, the columns
-        with their Arrow types, size on disk, metric summaries at each run's last checkpoint (status ok), and the
-        zoo's source (for a pulled zoo).
+        with their Arrow types, the zoo's size (``size_bytes``: the files its manifest lists) and the
+        bytes under :attr:`root` (``local_bytes``; ``local_copy`` says where that is: on disk, or
+        an ``hf://`` zoo's local cache), metric summaries at each run's last checkpoint (status ok),
+        and the zoo's source (for a pulled zoo).
         """
         from catalog.card import metric_summary
 
@@ -142,7 +148,11 @@ class Zoo:
             "architectures": {a: {"family": s.family, "n_params": s.n_params, "summary": s.summary()}
                               for a, s in self.architectures.items()},
             "columns": {f.name: str(f.type) for f in table.schema},
-            "size_bytes": sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()),
+            # The zoo's size is what its manifest lists (every file with its bytes): the bytes under
+            # root are only what is here, e.g. the parts an hf:// zoo downloaded so far.
+            "size_bytes": sum(f.bytes for f in m.files),
+            "local_bytes": sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()),
+            "local_copy": self.LOCAL_COPY,
             "metrics": metric_summary(table),
             "source": m.source,
         }

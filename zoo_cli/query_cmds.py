@@ -204,7 +204,8 @@ def info(zoo: str, as_json: bool) -> None:
                + ("" if d["complete"] else ", INCOMPLETE: run `zoo build` again to finish") + ")")
     status = ", ".join(f"{v} {k}" for k, v in sorted(c["status"].items()))
     click.echo(f"  {c['rows']} rows, {c['runs']} runs, {c['architectures']} architectures; status: {status}")
-    click.echo(f"  size on disk: {format_bytes(d['size_bytes'])}")
+    click.echo(f"  size: {format_bytes(d['size_bytes'])} (the files zoo.json lists); "
+               f"{format_bytes(d['local_bytes'])} {d['local_copy']}")
     for a, s in d["architectures"].items():
         click.echo(f"  arch {a}: {s['summary']}")
     click.echo("  columns:")
