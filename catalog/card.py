@@ -17,6 +17,7 @@ import yaml
 from catalog.paths import safe_join
 
 if TYPE_CHECKING:
+    from catalog.format import Manifest
     from catalog.zoo import Zoo
 
 METRIC_COLUMNS = ("test_acc", "train_acc", "test_loss", "train_loss", "ggap", "psnr", "mse")
@@ -32,20 +33,48 @@ def size_category(n_rows: int) -> str:
     return "n>1T" if n_rows > 10**12 else "100M<n<1B"
 
 
+#: What :func:`metric_summary` summarizes, as ``zoo info`` and the card say it.
+METRICS_OVER = "each run's last checkpoint (status ok)"
+
+
+def _last_checkpoint_rows(table: pa.Table) -> pa.Table:
+    """The rows of ``table`` at their run's last checkpoint (per ``run_id``).
+
+    Per run, not the zoo's largest checkpoint: runs of different families train for different
+    epochs (``families:`` with their own ``training``), and a global maximum left out every run of
+    a family that stopped earlier. A run's last checkpoint is taken over all its rows, so a run
+    that diverged at its end is not summarized by an earlier checkpoint.
+    """
+    if "checkpoint" not in table.column_names or table.num_rows == 0:
+        return table
+    if "run_id" not in table.column_names:
+        return table.filter(pc.equal(table.column("checkpoint"), pc.max(table.column("checkpoint"))))
+    last = table.select(["run_id", "checkpoint"]).group_by("run_id").aggregate([("checkpoint", "max")])
+    joined = table.join(last, "run_id")  # join: the key columns only carry scalars (no list columns)
+    return joined.filter(pc.equal(joined.column("checkpoint"), joined.column("checkpoint_max")))
+
+
 def metric_summary(table: pa.Table) -> dict[str, dict[str, float]]:
-    """min/mean/max of each metric column over rows with status ``ok``, last checkpoint only."""
-    if table.num_rows == 0:
+    """min/mean/max of each numeric metric column over :data:`METRICS_OVER`: each run's last
+    checkpoint, rows with status ``ok``.
+
+    A metric column that is not numeric (an imported ``test_acc`` of ``"95%"``) is left out, not
+    summarized: the card and ``zoo info`` describe the zoo, they do not validate its metadata.
+    """
+    metrics = [c for c in METRIC_COLUMNS if c in table.column_names
+               and (pa.types.is_integer(table.schema.field(c).type)
+                    or pa.types.is_floating(table.schema.field(c).type))]
+    if table.num_rows == 0 or not metrics:
         return {}
-    ok = table.filter(pc.equal(table.column("status"), "ok")) if "status" in table.column_names else table
-    if "checkpoint" in ok.column_names and ok.num_rows:
-        last = pc.max(ok.column("checkpoint")).as_py()
-        ok = ok.filter(pc.equal(ok.column("checkpoint"), last))
+    keys = [c for c in ("run_id", "checkpoint", "status") if c in table.column_names]
+    rows = _last_checkpoint_rows(table.select(keys + metrics))  # only what is summarized
+    if "status" in rows.column_names:
+        rows = rows.filter(pc.equal(rows.column("status"), "ok"))
     out = {}
-    for col in METRIC_COLUMNS:
-        if col in ok.column_names and ok.num_rows:
-            vals = [v for v in ok.column(col).to_pylist() if v is not None and math.isfinite(v)]
-            if vals:
-                out[col] = {"min": min(vals), "mean": sum(vals) / len(vals), "max": max(vals)}
+    for col in metrics:
+        vals = [v for v in rows.column(col).to_pylist() if v is not None and math.isfinite(v)]
+        if vals:
+            out[col] = {"min": min(vals), "mean": sum(vals) / len(vals), "max": max(vals)}
     return out
 
 
@@ -112,11 +141,20 @@ def _datasets_lines(target: str, configs: dict[str, list[str]]) -> list[str]:
             *(f'rows = load_dataset("{target}", "{name}", split="train")' for name in configs), "```", ""]
 
 
-def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
-    """The dataset card of the zoo at ``root`` (optionally naming its Hub ``repo_id``)."""
+def render_card(root: str | os.PathLike, repo_id: str | None = None, manifest: Manifest | None = None) -> str:
+    """The dataset card of the zoo at ``root`` (optionally naming its Hub ``repo_id``).
+
+    Args:
+        root: the zoo directory.
+        repo_id: the Hub repo the card names in its loading examples (default: ``ORG/NAME``).
+        manifest: the zoo's manifest (default: its ``zoo.json``); a writer passes the one it is
+            about to write, so the card is written before the zoo is marked complete.
+    """
     from catalog.zoo import Zoo
 
     zoo = Zoo(root)
+    if manifest is not None:
+        zoo.manifest = manifest
     m = zoo.manifest
     table = zoo.table
     configs = column_sets(zoo)
@@ -172,7 +210,7 @@ def render_card(root: str | os.PathLike, repo_id: str | None = None) -> str:
         lines.append(f"| `{arch_id}` | {net.summary()} |")
     summary = metric_summary(table)
     if summary:
-        lines += ["", "## Metrics at the last checkpoint (status ok)", "",
+        lines += ["", f"## Metrics at {METRICS_OVER}", "",
                   "| metric | min | mean | max |", "| --- | --- | --- | --- |"]
         for k, v in summary.items():
             lines.append(f"| {k} | {v['min']:.4g} | {v['mean']:.4g} | {v['max']:.4g} |")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -238,7 +238,11 @@ class ZooWriter:
         write_manifest(self.root, self.manifest)
 
     def finish(self, card: str | None = None) -> Manifest:
-        """Mark the zoo complete, (re)write its dataset card and release the lock.
+        """Write the zoo's dataset card, mark the zoo complete and release the lock.
+
+        The card is written before the manifest that marks the zoo complete: a card that cannot
+        be rendered leaves the zoo unfinished (``zoo build`` again finishes it), never a zoo
+        marked complete without its ``README.md``.
 
         A zoo that was complete when this writer opened it and whose manifest is still the same
         (a rebuild that trained nothing: no part written, nothing repaired) is left untouched, so
@@ -251,14 +255,17 @@ class ZooWriter:
         self._check_open()
         try:
             card_path = self.root / CARD_NAME
-            self.manifest.complete = True
-            if self.manifest.to_dict() == self._opened:
+            done = replace(self.manifest, complete=True)  # written only once the card is
+            if done.to_dict() == self._opened:
                 if not card_path.is_file() or (card is not None and card_path.read_bytes() != card.encode()):
-                    atomic_write_bytes(card_path, (card if card is not None else render_card(self.root)).encode())
+                    text = card if card is not None else render_card(self.root, manifest=done)
+                    atomic_write_bytes(card_path, text.encode())
+                self.manifest = done
                 return self.manifest
-            write_manifest(self.root, self.manifest)
-            text = card if card is not None else render_card(self.root)
+            text = card if card is not None else render_card(self.root, manifest=done)
             atomic_write_bytes(card_path, text.encode())
+            write_manifest(self.root, done)  # last: only now is the zoo complete
+            self.manifest = done
         finally:
             self.close()
         return self.manifest

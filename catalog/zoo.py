@@ -20,7 +20,7 @@ from catalog.format import CORE_COLUMNS, PART_FIX, Manifest, core_column_problem
 from catalog.network import NetworkSpec
 from catalog.openers import open_url, url_scheme
 from catalog.paths import safe_join
-from catalog.sidecar import checked_sidecar_paths, join_sidecars, read_sidecar_file
+from catalog.sidecar import KEY, checked_sidecar_paths, join_sidecars, read_sidecar_file
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -55,6 +55,10 @@ class Zoo:
         root: the zoo directory.
     """
 
+    #: Where :attr:`root` is, as ``zoo info`` names the bytes under it (a subclass whose root is
+    #: a cache of a remote zoo says so).
+    LOCAL_COPY = "on disk"
+
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.manifest: Manifest = read_manifest(self.root)
@@ -88,33 +92,100 @@ class Zoo:
         """
         return checked_sidecar_paths(self.root, self.manifest)
 
-    @cached_property
-    def table(self) -> pa.Table:
-        """All metadata rows (one per model checkpoint) as one Arrow table, with the columns of
-        the zoo's sidecar tables joined in by ``model_id`` (NULL where a model has no value)."""
-        parts = self.part_paths
-        if not parts:
-            return pa.table({})
-        tables = []
-        for p, entry in zip(parts, self.manifest.part_files()):
-            if not p.is_file():
-                raise ZooFormatError(f"{p} is listed in the manifest but missing; re-pull or rebuild the zoo")
-            table = read_parquet(p, f"metadata part {entry.path} of {self.root}")
-            # A core column of another type is refused, not read: a weights_row of 0.5 loaded row 0.
-            bad = core_column_problems(table.schema, [c for c in CORE_COLUMNS if c in table.column_names])
-            if bad:
-                raise ZooFormatError(f"metadata part {entry.path} of {self.root}: {bad[0]}; {PART_FIX}")
-            tables.append(table)
+    def _read_part(self, path: Path, entry, columns: Iterable[str] | None = None) -> pa.Table:
+        """One metadata part, its core columns checked from its footer: every column, or only
+        those of ``columns`` it has (in the file's order)."""
+        if not path.is_file():
+            raise ZooFormatError(f"{path} is listed in the manifest but missing; re-pull or rebuild the zoo")
+        label = f"metadata part {entry.path} of {self.root}"
+        names = None
+        if columns is not None:
+            wanted = set(columns)
+            names = [n for n in read_parquet(path, label, schema_only=True).names if n in wanted]
+        table = read_parquet(path, label, names)
+        # A core column of another type is refused, not read: a weights_row of 0.5 loaded row 0.
+        bad = core_column_problems(table.schema, [c for c in CORE_COLUMNS if c in table.column_names])
+        if bad:
+            raise ZooFormatError(f"metadata part {entry.path} of {self.root}: {bad[0]}; {PART_FIX}")
+        return table
+
+    def _concat(self, tables: list[pa.Table] | list[pa.Schema]) -> pa.Table | pa.Schema:
+        """The parts' tables (or schemas) as one, a column of a type that differs refused."""
         try:
-            models = pa.concat_tables(tables, promote_options="default")
+            if tables and isinstance(tables[0], pa.Schema):
+                return pa.unify_schemas(tables, promote_options="default")
+            return pa.concat_tables(tables, promote_options="default")
         except pa.ArrowException as e:  # a column whose type differs between parts
             raise ZooFormatError(f"the metadata parts of {self.root} do not agree on their columns' types "
                                  f"({str(e).strip().splitlines()[0]}); {PART_FIX}") from e
-        sidecars = [read_sidecar_file(self.root, f) for f in self.manifest.sidecar_files()]
-        return join_sidecars(models, sidecars) if sidecars else models
+
+    def read_table(self, columns: Iterable[str] | None = None) -> pa.Table:
+        """Metadata rows (one per model checkpoint) as one Arrow table, with the sidecar columns
+        joined in by ``model_id`` (NULL where a model has no value): every column, or only those
+        of ``columns`` (a column the zoo lacks is left out). A sidecar table of which no column is
+        asked for is not read: an embeddings table can be most of a zoo's metadata.
+
+        Args:
+            columns: the columns to read (default: all, as :attr:`table`).
+        """
+        parts = self.part_paths
+        if not parts:
+            return pa.table({})
+        entries = self.manifest.part_files()
+        if columns is None:
+            models = self._concat([self._read_part(p, e) for p, e in zip(parts, entries)])
+            sidecars = [read_sidecar_file(self.root, f) for f in self.manifest.sidecar_files()]
+            return join_sidecars(models, sidecars) if sidecars else models
+        wanted = list(dict.fromkeys(columns))
+        sidecars = []
+        # sidecar_paths: checked as read_sidecar_file checks, from keys and schemas
+        for path, entry in zip(self.sidecar_paths, self.manifest.sidecar_files()):
+            label = f"sidecar table {entry.path}"
+            names = [n for n in read_parquet(path, label, schema_only=True).names if n in wanted and n != KEY]
+            if names:
+                sidecars.append(read_parquet(path, label, [KEY, *names]))
+        # model_id always: the key of the join, and a table of no column would lose its rows
+        models = self._concat([self._read_part(p, e, [*wanted, KEY]) for p, e in zip(parts, entries)])
+        table = join_sidecars(models, sidecars) if sidecars else models
+        return table.select([c for c in table.column_names if c in wanted])
+
+    @cached_property
+    def table(self) -> pa.Table:
+        """All metadata rows (one per model checkpoint) as one Arrow table, with the columns of
+        the zoo's sidecar tables joined in by ``model_id`` (NULL where a model has no value).
+        Every column is read: :meth:`read_table` reads some, :attr:`schema` the columns alone."""
+        return self.read_table()
+
+    @cached_property
+    def schema(self) -> pa.Schema:
+        """The columns of :attr:`table` with their types, from the files' footers alone (no rows
+        read but the sidecars' ``model_id`` keys, checked)."""
+        parts = self.part_paths
+        if not parts:
+            return pa.schema([])
+        schemas = []
+        for p, entry in zip(parts, self.manifest.part_files()):
+            if not p.is_file():
+                raise ZooFormatError(f"{p} is listed in the manifest but missing; re-pull or rebuild the zoo")
+            schema = read_parquet(p, f"metadata part {entry.path} of {self.root}", schema_only=True)
+            bad = core_column_problems(schema, [c for c in CORE_COLUMNS if c in schema.names])
+            if bad:
+                raise ZooFormatError(f"metadata part {entry.path} of {self.root}: {bad[0]}; {PART_FIX}")
+            schemas.append(schema)
+        fields = list(self._concat(schemas))
+        for path, entry in zip(self.sidecar_paths, self.manifest.sidecar_files()):
+            fields += [f for f in read_parquet(path, f"sidecar table {entry.path}", schema_only=True) if f.name != KEY]
+        return pa.schema(fields)
+
+    @property
+    def num_rows(self) -> int:
+        """The number of metadata rows, from the parts' footers (no column read)."""
+        if "table" in self.__dict__:
+            return self.table.num_rows
+        return sum(self._read_part(p, e, []).num_rows for p, e in zip(self.part_paths, self.manifest.part_files()))
 
     def __len__(self) -> int:
-        return self.table.num_rows
+        return self.num_rows
 
     def __repr__(self) -> str:
         return f"Zoo({self.name!r}, rows={len(self)}, architectures={len(self.manifest.architectures)})"
@@ -123,12 +194,17 @@ class Zoo:
         """What ``zoo info`` shows, as a JSON-able dict: name, path, format version, counts
         (rows, runs, architectures, status) from the metadata itself, each architecture's
         family, parameter count and :meth:`~catalog.network.NetworkSpec.summary`, the columns
-        with their Arrow types, size on disk, metric summaries at the last checkpoint, and the
-        zoo's source (for a pulled zoo).
+        with their Arrow types, the zoo's size (``size_bytes``: the files its manifest lists) and the
+        bytes under :attr:`root` (``local_bytes``; ``local_copy`` says where that is: on disk, or
+        an ``hf://`` zoo's local cache), metric summaries at each run's last checkpoint (status ok),
+        and the zoo's source (for a pulled zoo).
         """
-        from catalog.card import metric_summary
+        from catalog.card import METRIC_COLUMNS, metric_summary
 
-        table, m = self.table, self.manifest
+        # Only the columns it reports from: an embeddings sidecar (thousands of floats a row)
+        # is not read, its columns' names and types come from the footers.
+        m, schema = self.manifest, self.schema
+        table = self.read_table(["run_id", "status", "checkpoint", *METRIC_COLUMNS])
         status: dict[str, int] = {}
         if "status" in table.column_names:
             for s in table.column("status").to_pylist():
@@ -141,8 +217,12 @@ class Zoo:
                        "status": status},
             "architectures": {a: {"family": s.family, "n_params": s.n_params, "summary": s.summary()}
                               for a, s in self.architectures.items()},
-            "columns": {f.name: str(f.type) for f in table.schema},
-            "size_bytes": sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()),
+            "columns": {f.name: str(f.type) for f in schema},
+            # The zoo's size is what its manifest lists (every file with its bytes): the bytes under
+            # root are only what is here, e.g. the parts an hf:// zoo downloaded so far.
+            "size_bytes": sum(f.bytes for f in m.files),
+            "local_bytes": sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()),
+            "local_copy": self.LOCAL_COPY,
             "metrics": metric_summary(table),
             "source": m.source,
         }
@@ -214,7 +294,10 @@ class Zoo:
         if engine is None:
             from catalog.query import QueryEngine
 
-            engine = QueryEngine.over_zoos({self.name: self}, zoo_column=False)
+            # In place (compact=False), as `zoo query` reads: DuckDB reads the columns a query
+            # needs, where a copy read every column of every sidecar (4096-d embeddings: 1 GB to
+            # select 10 rows' test_acc).
+            engine = QueryEngine.over_zoos({self.name: self}, zoo_column=False, compact=False)
             self.__dict__["_engine"] = engine
         return engine
 

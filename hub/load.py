@@ -151,6 +151,8 @@ class HubZoo(Zoo):
         checked: shards already checked against the manifest (default: none).
     """
 
+    LOCAL_COPY = "in the local cache (weight shards download on first use)"
+
     def __init__(self, root: Path, remote: RemoteZoo, download_kwargs: dict | None,
                  checked: Iterable[str] = ()) -> None:
         super().__init__(root)

@@ -80,9 +80,12 @@ class PullResult:
     def reproduce_command(self) -> str:
         """The ``zoo pull`` command that fetches exactly this zoo again (into the same ``--out``,
         when one was given: once that folder is moved or deleted)."""
-        where = f' --where "{self.where}"' if self.where else ""
-        out = f" --out {shlex.quote(self.out)}" if self.out is not None else ""
-        return f"zoo pull {self.repo_id} --revision {self.commit}{where}{out}"
+        args = ["zoo", "pull", self.repo_id, "--revision", self.commit]
+        args += ["--where", self.where] if self.where else []
+        args += ["--out", self.out] if self.out is not None else []
+        # Every argument quoted for a POSIX shell: a --where holds quotes, $ and spaces of its own
+        # ('"hidden" = 8' inside "..." lost its quotes).
+        return shlex.join(args)
 
 
 def default_out(repo_id: str) -> Path:

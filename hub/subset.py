@@ -5,7 +5,8 @@ unchanged); Parquet parts are filtered to the kept rows. Files are renumbered so
 follows the path templates with no gaps (``part-00000``, ``part-00001`` ...; shards per
 architecture likewise), which keeps it a regular zoo that ``zoo build`` could add to. Rows of
 a kept shard that no kept metadata row uses stay in the shard; ``zoo verify`` notes them as a
-warning, not a problem. Sidecar tables (analysis metrics, embeddings) keep the kept models' rows.
+warning, not a problem. Sidecar tables (analysis metrics, embeddings) keep the kept models' rows
+(and their columns, as an empty table, when no kept model has a row).
 """
 
 from __future__ import annotations
@@ -95,12 +96,13 @@ def subset_zoo(src: Path, dst: Path, manifest: Manifest, model_ids: Collection[s
         tables.append(table.select(["run_id", "arch_id", "status"]))
 
     # Sidecar tables keep the rows of the kept models (same path; unchanged bytes when all stay).
+    # A table none of whose rows is kept stays, empty, with its schema: its columns are columns of
+    # the zoo (NULL for every kept model), so the --where that chose these rows (`hessian_trace IS
+    # NULL`) still runs on the pulled zoo.
     for entry in manifest.sidecar_files():
         source, target = safe_join(src, entry.path, "sidecar table"), safe_join(dst, entry.path, "sidecar table")
         side = pq.read_table(source)
         kept = side.filter(pc.is_in(side.column("model_id").cast(pa.string()), value_set=keep))
-        if not kept.num_rows:
-            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         if kept.num_rows == side.num_rows:
             os.replace(source, target)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from catalog.card import METRICS_OVER
 from catalog.errors import IntegrityError, QueryError, format_bytes
 from catalog.export import FORMATS, check_result_output, write_result
 from catalog.query import QueryEngine
@@ -203,14 +204,15 @@ def info(zoo: str, as_json: bool) -> None:
                + ("" if d["complete"] else ", INCOMPLETE: run `zoo build` again to finish") + ")")
     status = ", ".join(f"{v} {k}" for k, v in sorted(c["status"].items()))
     click.echo(f"  {c['rows']} rows, {c['runs']} runs, {c['architectures']} architectures; status: {status}")
-    click.echo(f"  size on disk: {format_bytes(d['size_bytes'])}")
+    click.echo(f"  size: {format_bytes(d['size_bytes'])} (the files zoo.json lists); "
+               f"{format_bytes(d['local_bytes'])} {d['local_copy']}")
     for a, s in d["architectures"].items():
         click.echo(f"  arch {a}: {s['summary']}")
     click.echo("  columns:")
     for name, typ in d["columns"].items():
         click.echo(f"    {name:18s} {typ}")
     if d["metrics"]:
-        click.echo("  metrics at the last checkpoint (status ok):")
+        click.echo(f"  metrics at {METRICS_OVER}:")
         for k, v in d["metrics"].items():
             click.echo(f"    {k:12s} min {v['min']:.4g}  mean {v['mean']:.4g}  max {v['max']:.4g}")
 

@@ -39,6 +39,31 @@ def test_metric_summary_uses_ok_rows_of_the_last_checkpoint(zoo_dir: Path) -> No
     assert abs(got["mean"] - sum(accs) / len(accs)) < 1e-12
 
 
+def test_metric_summary_takes_each_runs_last_checkpoint() -> None:
+    """Families train for different epochs: family a's runs end at checkpoint 1, family b's at 4.
+    The zoo's largest checkpoint (4) left family a out of the summary; each run's last counts."""
+    import pyarrow as pa
+
+    rows = [("a0", 0, 0.1, "ok"), ("a0", 1, 0.70, "ok"), ("a1", 0, 0.1, "ok"), ("a1", 1, 0.84, "ok"),
+            ("b0", 0, 0.1, "ok"), ("b0", 4, 0.24, "ok"), ("b1", 0, 0.1, "ok"), ("b1", 4, 0.32, "ok"),
+            ("c0", 0, 0.5, "ok"), ("c0", 4, 0.9, "diverged")]  # diverged at its end: not summarized by ckpt 0
+    table = pa.table({"run_id": [r[0] for r in rows], "checkpoint": [r[1] for r in rows],
+                      "test_acc": [r[2] for r in rows], "status": [r[3] for r in rows]})
+    got = metric_summary(table)["test_acc"]
+    assert (got["min"], got["max"]) == (0.24, 0.84)
+    assert abs(got["mean"] - (0.70 + 0.84 + 0.24 + 0.32) / 4) < 1e-12
+
+
+def test_card_and_info_say_the_metrics_are_at_each_runs_last_checkpoint(zoo_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from zoo_cli.main import cli
+
+    assert "## Metrics at each run's last checkpoint (status ok)" in render_card(zoo_dir)
+    out = CliRunner().invoke(cli, ["info", str(zoo_dir)]).output
+    assert "metrics at each run's last checkpoint (status ok):" in out
+
+
 def _family_columns_zoo(root: Path) -> Path:
     """Two architectures whose parts have different columns, as ``families:`` zoos were written
     before every part got the zoo's full column set (``kernel_size`` / ``depth`` per family)."""

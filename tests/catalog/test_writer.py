@@ -314,3 +314,39 @@ def test_safetensors_bytes_sorts_the_metadata_and_stays_readable():
     back = load(data)
     assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in tensors)
     assert safetensors_bytes(tensors) == safetensors_bytes(tensors)  # no metadata: nothing to sort
+
+
+# ================================================================================ the card
+def test_a_card_that_fails_leaves_the_zoo_unfinished(tmp_path, monkeypatch):
+    """The manifest that marks the zoo complete is written after the card: a card that failed
+    left a zoo marked complete without README.md (info and push then failed on it)."""
+    import catalog.card
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the card failed")
+
+    w = _write(tmp_path / "zoo", finish=False)
+    monkeypatch.setattr(catalog.card, "render_card", broken)
+    with pytest.raises(RuntimeError, match="the card failed"):
+        w.finish()
+    assert not read_manifest(w.root).complete and not (w.root / "README.md").exists()
+    monkeypatch.undo()
+    w = _write(tmp_path / "zoo")  # the next run finishes it
+    assert read_manifest(w.root).complete and (w.root / "README.md").read_text() == "# w\n"
+
+
+def test_a_metric_column_of_strings_does_not_stop_the_card(tmp_path):
+    """An imported test_acc of "95%" (a string column) raised a TypeError in the card's summary,
+    in finish (after the zoo was marked complete), zoo info and zoo push; it is left out of the
+    summary, and the numeric metrics are summarized."""
+    w = ZooWriter(tmp_path / "zoo", "w", SPEC)
+    spec = mlp_spec()
+    arch = w.add_architecture(spec)
+    rows = [{"model_id": f"m{i}", "run_id": f"m{i}", "checkpoint": 0, "status": "ok", "test_acc": acc,
+             "test_loss": 0.5 + i} for i, acc in enumerate(["0.5", "95%", "0.7"])]
+    w.write_part(arch, random_weights(spec, 3, 0), rows)
+    w.finish()
+    card = (w.root / "README.md").read_text()
+    assert read_manifest(w.root).complete and "| test_loss | 0.5 | 1.5 | 2.5 |" in card and "| test_acc" not in card
+    info = open_zoo(w.root).info()
+    assert info["columns"]["test_acc"] == "string" and list(info["metrics"]) == ["test_loss"]

@@ -94,3 +94,65 @@ def test_parts_behind_a_models_folder_linking_out_of_the_zoo_are_not_read(zoo_di
         _ = open_zoo(z).table
     with pytest.raises(ZooFormatError, match="leads outside the zoo"):
         open_zoo(z).select()
+
+
+def _with_embeddings(root: Path) -> list[str]:
+    """An analysis table with a metric column (mse) and an embeddings table of 64-d vectors."""
+    import pyarrow as pa
+
+    from catalog.sidecar import write_sidecar
+
+    ids = open_zoo(root).table.column("model_id").to_pylist()
+    write_sidecar(root, "analysis", "err", pa.table({"model_id": ids[::2], "mse": [0.5] * len(ids[::2])}))
+    vectors = pa.array([[float(i)] * 64 for i in range(len(ids))], type=pa.list_(pa.float32(), 64))
+    write_sidecar(root, "embeddings", "big", pa.table({"model_id": ids, "emb_big": vectors}))
+    return ids
+
+
+def test_info_and_len_read_no_embedding_vectors(zoo_copy: Path, monkeypatch) -> None:
+    """zoo info and len(zoo) read every sidecar column (zoo.table): 12,000 rows with a 4096-d
+    embeddings table took 1 GB. They read the parts' columns they report, the sidecars' schemas,
+    keys and metric columns; the vectors are never read."""
+    import pyarrow.parquet as pq
+
+    _with_embeddings(zoo_copy)
+    reads: list[tuple[str, list[str] | None]] = []
+    read_table = pq.read_table
+
+    def recording(source, *args, columns=None, **kwargs):
+        reads.append((Path(source).as_posix(), columns))
+        return read_table(source, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", recording)
+    zoo = open_zoo(zoo_copy)
+    assert len(zoo) == 36
+    info = zoo.info()
+    assert info["counts"]["rows"] == 36 and info["columns"]["emb_big"] == "fixed_size_list<element: float>[64]"
+    assert info["metrics"]["mse"] == {"min": 0.5, "mean": 0.5, "max": 0.5}
+    big = [cols for path, cols in reads if path.endswith("embeddings/big.parquet")]
+    assert big and all(cols is not None and "emb_big" not in cols for cols in big), big
+    assert all(cols is not None for path, cols in reads), reads  # no file read whole
+
+
+def test_info_columns_and_read_table_agree_with_the_table(zoo_copy: Path) -> None:
+    _with_embeddings(zoo_copy)
+    zoo = open_zoo(zoo_copy)
+    assert zoo.schema == zoo.table.schema
+    assert open_zoo(zoo_copy).info()["columns"] == {f.name: str(f.type) for f in zoo.table.schema}
+    some = ["mse", "checkpoint", "model_id", "emb_big", "not_a_column"]
+    assert zoo.read_table(some).equals(zoo.table.select(["model_id", "checkpoint", "mse", "emb_big"]))
+    assert zoo.read_table(["checkpoint"]).column_names == ["checkpoint"]
+
+
+def test_select_reads_the_files_in_place(zoo_copy: Path) -> None:
+    """Zoo.select copied every column, every sidecar's vectors too, into DuckDB before its first
+    query; it reads the Parquet files in place (as zoo query does), the columns a query needs."""
+    ids = _with_embeddings(zoo_copy)
+    zoo = open_zoo(zoo_copy)
+    kind = zoo.engine.con.execute("SELECT table_type FROM information_schema.tables "
+                                  "WHERE table_name = 'models'").fetchall()
+    assert kind == [("VIEW",)]
+    sel = zoo.select(where="mse IS NOT NULL AND checkpoint = 2", order_by="model_id",
+                     columns=["model_id", "test_acc"], limit=3)
+    assert sel.column("model_id") == sorted(i for i in ids[::2] if i.endswith("c2"))[:3]
+    assert all(len(batch) == 3 for batch in sel.stacked().values())  # weights load as before

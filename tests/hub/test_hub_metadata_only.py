@@ -70,3 +70,23 @@ def test_partial_pull_downloads_only_the_matching_shards(hub, zoo_copy: Path, re
     fetched = _weights_fetched(hub)
     assert len(fetched) == 1 and fetched[0].startswith(f"weights/{arch}/"), fetched
     assert set(open_zoo(tmp_path / "part").table.column("arch_id").to_pylist()) == {arch}
+
+
+def test_info_on_an_hf_zoo_reports_the_zoos_size_not_what_was_downloaded(hub, zoo_copy: Path,
+                                                                         repo_id: str) -> None:
+    """`zoo info hf://...` said "size on disk" of the bytes cached so far (no weight shards): the
+    zoo's size is what zoo.json lists; the cached bytes are reported apart, named as such."""
+    from catalog.errors import format_bytes
+
+    repo = _fresh_repo(hub, zoo_copy, repo_id)
+    listed = sum(f.bytes for f in open_zoo(zoo_copy).manifest.files)
+    info = open_zoo(f"hf://datasets/{repo}", progress=False).info()
+    assert info["size_bytes"] == listed and info["local_bytes"] < listed
+    assert info["local_copy"].startswith("in the local cache")
+    assert _weights_fetched(hub) == []
+    r = CliRunner().invoke(cli, ["info", f"hf://datasets/{repo}"])
+    assert r.exit_code == 0, r.output
+    assert (f"  size: {format_bytes(listed)} (the files zoo.json lists); {format_bytes(info['local_bytes'])} "
+            f"in the local cache (weight shards download on first use)") in r.output.splitlines()
+    local = open_zoo(zoo_copy).info()
+    assert local["size_bytes"] == listed and local["local_copy"] == "on disk" and local["local_bytes"] > listed

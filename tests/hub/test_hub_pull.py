@@ -161,12 +161,26 @@ def test_reproduce_command_names_the_out_given(hub, pushed, tmp_path: Path, monk
     result = _run("pull", repo, "--where", "width = 12", "--out", str(out), "-q")
     assert result.exit_code == 0, result.output
     line = result.output.strip().splitlines()[-1]
-    assert line == (f'reproduce with: zoo pull {repo} --revision {commit} --where "width = 12" '
+    assert line == (f"reproduce with: zoo pull {repo} --revision {commit} --where 'width = 12' "
                     f"--out {shlex.quote(str(out))}")
     monkeypatch.chdir(tmp_path)
     result = _run("pull", repo, "-q")
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == f"reproduce with: zoo pull {repo} --revision {commit}"
+
+
+def test_reproduce_command_quotes_every_argument_for_the_shell(hub, pushed, tmp_path: Path) -> None:
+    """The --where was put inside double quotes as it was: '"width" = 12' printed
+    --where ""width" = 12", which a shell splits into other arguments. Each argument is quoted."""
+    import shlex
+
+    repo, commit, _ = pushed
+    where = "\"width\" = 12 AND status <> '$HOME' AND seed >= 0"
+    out = str(tmp_path / "it's here")
+    result = _run("pull", repo, "--where", where, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    line = result.output.strip().splitlines()[-1].removeprefix("reproduce with: ")
+    assert shlex.split(line) == ["zoo", "pull", repo, "--revision", commit, "--where", where, "--out", out]
 
 
 def test_where_that_matches_nothing_or_is_invalid(hub, pushed, tmp_path: Path) -> None:

@@ -49,3 +49,27 @@ def test_partial_pull_filters_on_and_keeps_sidecar_rows(hub, zoo_copy: Path, rep
         assert sorted(pq.read_table(out / rel).column("model_id").to_pylist()) == ids[8:]
     report = verify_zoo(out)
     assert report.ok, report.summary()
+
+
+def test_partial_pull_keeps_a_sidecar_none_of_whose_rows_is_pulled(hub, zoo_copy: Path, repo_id: str,
+                                                                   tmp_path: Path) -> None:
+    """The pulled rows have no value in analysis/half: the table was dropped with its column, so
+    the --where that chose them failed on the pulled zoo (unknown column 'half'). It stays, empty,
+    with its schema: the same --where selects the same rows, and verify and query accept it."""
+    from catalog import QueryEngine
+
+    ids = _with_sidecars(zoo_copy)
+    write_sidecar(zoo_copy, "analysis", "half", pa.table({"model_id": ids[:6], "half": [1.0] * 6}))
+    push_zoo(zoo_copy, repo_id, progress=False)
+    where = "half IS NULL AND score >= 8"
+    out = tmp_path / "part"
+    pull_zoo(repo_id, out, where=where, progress=False)
+    side = pq.read_table(out / "analysis/half.parquet")
+    assert side.num_rows == 0 and side.schema.names == ["model_id", "half"]
+    zoo = open_zoo(out)
+    assert sorted(zoo.select(where=where).table.column("model_id").to_pylist()) == ids[8:]
+    assert zoo.table.column("half").null_count == len(ids) - 8
+    report = verify_zoo(out)
+    assert report.ok, report.summary()
+    assert QueryEngine.over_zoos({"part": zoo}).sql(f"SELECT count(*) AS n FROM models WHERE {where}"
+                                                    ).table.column("n").to_pylist() == [len(ids) - 8]
