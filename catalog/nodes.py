@@ -554,11 +554,15 @@ class BatchNorm(Node):
             with torch.no_grad():
                 updates = {"running_mean": (1 - m) * p["running_mean"] + m * mean.detach(),
                            "running_var": (1 - m) * p["running_var"] + m * var.detach()}
-        else:
+        elif not (p["running_mean"].requires_grad or p["running_var"].requires_grad):
             # torch's own evaluation kernel, so an imported network computes what its nn.BatchNorm*d
-            # does bit for bit (the formula below rounds differently in the last bits)
+            # does bit for bit (the formula below rounds differently in the last bits). Statistics
+            # that carry gradients (a generator's output, as mip trains) take the formula: torch's
+            # kernel is not differentiable in them.
             return F.batch_norm(x, p["running_mean"], p["running_var"], p.get("weight"), p.get("bias"),
                                 training=False, eps=self.eps), updates
+        else:
+            mean, var = p["running_mean"], p["running_var"]
         view = (1, -1, *([1] * (x.dim() - 2)))
         out = (x - mean.view(view)) * torch.rsqrt(var.view(view) + self.eps)
         if self.affine:

@@ -176,3 +176,19 @@ def test_an_imported_bn_network_computes_its_module_bit_for_bit(tmp_path):
     x = torch.randn(64, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(module(x), net(x))
+
+
+def test_eval_batch_norm_is_differentiable_in_statistics_that_carry_gradients():
+    """torch's eval kernel (used for bit-exactness with nn.BatchNorm*d) refuses running statistics
+    that require grad; a generator's output does (mip trains through the networks it generates),
+    so those take the formula: the gradient of sum((x - mean) / sqrt(var + eps)) with respect to
+    mean is -N / sqrt(var + eps) per channel, N the values of that channel (here 2 * 3 = 6)."""
+    from catalog import nodes as nd
+
+    bn = nd.BatchNorm("bn", ("input",), 2, affine=False)
+    mean = torch.tensor([0.5, -1.0], requires_grad=True)
+    var = torch.tensor([3.0, 0.25], requires_grad=True)
+    x = torch.randn(2, 2, 3)
+    out, _ = bn._normalize(x, {"running_mean": mean, "running_var": var}, nd.Context(training=False))
+    out.sum().backward()
+    torch.testing.assert_close(mean.grad, -6 / torch.sqrt(var.detach() + bn.eps))
