@@ -100,6 +100,8 @@ def checked_sidecar_paths(root: str | os.PathLike, manifest: Manifest) -> list[P
             earlier sidecar.
     """
     root = Path(root)
+    if not manifest.sidecar_files():
+        return []  # nothing to check: no part footer need be read
     taken: dict[str, str] = {}  # column -> where it is already
     for f in manifest.part_files():
         schema = read_parquet(safe_join(root, f.path, "metadata part"), f"metadata part {f.path}", schema_only=True)

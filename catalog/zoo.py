@@ -81,7 +81,7 @@ class Zoo:
         # safe_join: a models/ folder that links out of the zoo is refused, not read through
         return [safe_join(self.root, f.path, "part") for f in self.manifest.part_files()]
 
-    @property
+    @cached_property
     def sidecar_paths(self) -> list[Path]:
         """The zoo's sidecar tables (analysis metrics, embeddings; see :mod:`catalog.sidecar`),
         checked for SQL to join (:func:`~catalog.sidecar.checked_sidecar_paths`).
@@ -90,24 +90,26 @@ class Zoo:
             ZooFormatError: a listed table's file is missing (the message says how to recompute it),
                 or it would not join as one row per model.
         """
+        # cached, as :attr:`table` is: the check reads every part's footer and each sidecar's keys
         return checked_sidecar_paths(self.root, self.manifest)
 
-    def _read_part(self, path: Path, entry, columns: Iterable[str] | None = None) -> pa.Table:
-        """One metadata part, its core columns checked from its footer: every column, or only
-        those of ``columns`` it has (in the file's order)."""
+    def _part_schema(self, path: Path, entry) -> pa.Schema:
+        """One metadata part's columns, from its footer, its core columns' types checked."""
         if not path.is_file():
             raise ZooFormatError(f"{path} is listed in the manifest but missing; re-pull or rebuild the zoo")
-        label = f"metadata part {entry.path} of {self.root}"
-        names = None
-        if columns is not None:
-            wanted = set(columns)
-            names = [n for n in read_parquet(path, label, schema_only=True).names if n in wanted]
-        table = read_parquet(path, label, names)
+        schema = read_parquet(path, f"metadata part {entry.path} of {self.root}", schema_only=True)
         # A core column of another type is refused, not read: a weights_row of 0.5 loaded row 0.
-        bad = core_column_problems(table.schema, [c for c in CORE_COLUMNS if c in table.column_names])
+        bad = core_column_problems(schema, [c for c in CORE_COLUMNS if c in schema.names])
         if bad:
             raise ZooFormatError(f"metadata part {entry.path} of {self.root}: {bad[0]}; {PART_FIX}")
-        return table
+        return schema
+
+    def _read_part(self, path: Path, entry, columns: Iterable[str] | None = None) -> pa.Table:
+        """One metadata part, its core columns checked from its footer (:meth:`_part_schema`):
+        every column, or only those of ``columns`` it has (in the file's order)."""
+        schema = self._part_schema(path, entry)
+        names = None if columns is None else [n for n in schema.names if n in set(columns)]
+        return read_parquet(path, f"metadata part {entry.path} of {self.root}", names)
 
     def _concat(self, tables: list[pa.Table] | list[pa.Schema]) -> pa.Table | pa.Schema:
         """The parts' tables (or schemas) as one, a column of a type that differs refused."""
@@ -163,16 +165,7 @@ class Zoo:
         parts = self.part_paths
         if not parts:
             return pa.schema([])
-        schemas = []
-        for p, entry in zip(parts, self.manifest.part_files()):
-            if not p.is_file():
-                raise ZooFormatError(f"{p} is listed in the manifest but missing; re-pull or rebuild the zoo")
-            schema = read_parquet(p, f"metadata part {entry.path} of {self.root}", schema_only=True)
-            bad = core_column_problems(schema, [c for c in CORE_COLUMNS if c in schema.names])
-            if bad:
-                raise ZooFormatError(f"metadata part {entry.path} of {self.root}: {bad[0]}; {PART_FIX}")
-            schemas.append(schema)
-        fields = list(self._concat(schemas))
+        fields = list(self._concat([self._part_schema(p, e) for p, e in zip(parts, self.manifest.part_files())]))
         for path, entry in zip(self.sidecar_paths, self.manifest.sidecar_files()):
             fields += [f for f in read_parquet(path, f"sidecar table {entry.path}", schema_only=True) if f.name != KEY]
         return pa.schema(fields)
