@@ -70,6 +70,7 @@ from weightspace.analysis.hessian import LANCZOS_BASIS, hessian_top_eig, hessian
 from weightspace.analysis.pairs import mean_over_pairs, seed_pairs
 from weightspace.analysis.phase import PhaseGrid, line_plot, phase_heatmap, plot_label, scatter_plot
 from weightspace.analysis.subspace import SubspaceResult, plot_spectrum, subspace_analysis
+from weightspace.memory import MEMORY_SHARE
 
 #: The sidecar group of the analysis tables.
 GROUP = "analysis"
@@ -82,8 +83,9 @@ CLASSIFIER_FAMILIES = ("mlp", "cnn")
 #: 8 and 16 models on 640 examples measured 4.3-4.9x the float32 activations for a ResNet-8 and
 #: 7.3-7.6x for a ViT (attention keeps scores and softmax too): 8 floats.
 HESSIAN_BYTES_PER_ACTIVATION = 8 * 4
-#: Share of the available memory the Hessian metrics plan to use for one chunk of models.
-HESSIAN_MEMORY_SHARE = 0.5
+#: Share of the available memory the Hessian metrics plan to use for one chunk of models: the
+#: share every step sized from files is held to (:data:`weightspace.memory.MEMORY_SHARE`).
+HESSIAN_MEMORY_SHARE = MEMORY_SHARE
 
 
 @dataclass(frozen=True)
